@@ -1,0 +1,424 @@
+//! The ledger's event catalog.
+//!
+//! Event type names and field names are part of the public ledger format: finance queries them with
+//! plain SQL (`payload->>'bytesGranted'`). A stored event's meaning never changes; a new shape of an
+//! event gets a new `event_version` and a new decoder arm, never an edit of an old one.
+//!
+//! Every event holds what it needs to be replayed without outside data: a grant records its bytes
+//! and the catalog's price at that moment, a traffic event the package it was charged to.
+
+use crate::ids::{Bytes, InstanceId, JdPin, OrderId, ReportId, SkuId, TaskId};
+use chrono::{DateTime, Utc};
+use rust_decimal::Decimal;
+use serde::{Deserialize, Serialize};
+
+/// Why a task does not (or may not) run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum StopReason {
+    /// The package's balance reached zero.
+    QuotaExhausted,
+    /// The package's order expired.
+    OrderExpired,
+    /// The package's order was released (cancelled and refunded).
+    OrderReleased,
+    /// The task was destroyed (only ever an answer to a report, never a `TaskStopped` reason).
+    TaskDestroyed,
+}
+
+impl StopReason {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            StopReason::QuotaExhausted => "quota_exhausted",
+            StopReason::OrderExpired => "order_expired",
+            StopReason::OrderReleased => "order_released",
+            StopReason::TaskDestroyed => "task_destroyed",
+        }
+    }
+
+    pub fn parse(value: &str) -> Option<StopReason> {
+        [
+            StopReason::QuotaExhausted,
+            StopReason::OrderExpired,
+            StopReason::OrderReleased,
+            StopReason::TaskDestroyed,
+        ]
+        .into_iter()
+        .find(|reason| reason.as_str() == value)
+    }
+}
+
+/// What a traffic report tells its agent to do next.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ReportAction {
+    Continue,
+    Stop,
+}
+
+/// Who noticed that an order expired.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ExpirySource {
+    /// The marketplace called `expiredInstance`.
+    Marketplace,
+    /// Our own clock passed the order's `expiresAt`.
+    Clock,
+}
+
+/// A new package was bought (`createInstance`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct OrderCreated {
+    pub instance_id: InstanceId,
+    pub jd_pin: JdPin,
+    pub order_id: OrderId,
+    pub service_code: String,
+    pub sku_id: SkuId,
+    pub sku_name: String,
+    /// The SKU's size when bought, per unit.
+    pub sku_bytes: Bytes,
+    /// `accountNum`: how many packages of the SKU this purchase is for.
+    pub units: u32,
+    pub bytes_granted: Bytes,
+    /// The SKU's catalog price when bought, per unit.
+    pub unit_price: Decimal,
+    /// `unit_price × units`: the money this grant stands for.
+    pub amount: Decimal,
+    pub currency: String,
+    pub expires_at: Option<DateTime<Utc>>,
+    pub template: Option<String>,
+}
+
+/// A renewal was paid (`renewInstance`): one more SKU's worth of bytes, at the catalog's price of
+/// the day, and a new expiry.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct OrderRenewed {
+    pub instance_id: InstanceId,
+    pub order_id: OrderId,
+    pub sku_id: SkuId,
+    pub sku_name: String,
+    pub bytes_granted: Bytes,
+    pub unit_price: Decimal,
+    pub amount: Decimal,
+    pub currency: String,
+    pub expires_at: DateTime<Utc>,
+}
+
+/// The package moved to another SKU (`upgradeInstance`); only a size increase grants bytes.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct OrderUpgraded {
+    pub instance_id: InstanceId,
+    pub order_id: OrderId,
+    pub from_sku_id: SkuId,
+    pub sku_id: SkuId,
+    pub sku_name: String,
+    /// The new SKU's size per unit.
+    pub sku_bytes: Bytes,
+    /// `max(0, new SKU bytes − old SKU bytes)`.
+    pub bytes_granted: Bytes,
+    /// The new SKU's catalog price per unit.
+    pub unit_price: Decimal,
+    /// `max(0, new price − old price)`: the money the granted bytes stand for.
+    pub amount: Decimal,
+    pub currency: String,
+}
+
+/// Capacity was added (`dilateInstance`, 扩容).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct OrderDilated {
+    pub instance_id: InstanceId,
+    pub order_id: OrderId,
+    pub sku_id: SkuId,
+    pub sku_name: String,
+    pub units: u32,
+    pub bytes_granted: Bytes,
+    pub unit_price: Decimal,
+    pub amount: Decimal,
+    pub currency: String,
+}
+
+/// The order expired; its tasks stop (each with its own `TaskStopped`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct OrderExpired {
+    pub instance_id: InstanceId,
+    pub source: ExpirySource,
+    pub expires_at: Option<DateTime<Utc>>,
+}
+
+/// The order was released; the remaining bytes are forfeited and the package is never usable again.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct OrderReleased {
+    pub instance_id: InstanceId,
+    pub bytes_forfeited: Bytes,
+}
+
+/// The package's consumption crossed a warning threshold (once per crossing).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct OrderBalanceLow {
+    pub instance_id: InstanceId,
+    pub threshold_percent: u8,
+    pub bytes_granted: Bytes,
+    pub bytes_consumed: Bytes,
+    pub bytes_remaining: Bytes,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct TaskCreated {
+    pub task_id: TaskId,
+    pub instance_id: InstanceId,
+}
+
+/// The task now draws from another package of the same customer (renewal from the task list).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct TaskRebound {
+    pub task_id: TaskId,
+    pub from_instance_id: InstanceId,
+    pub instance_id: InstanceId,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct TaskStopped {
+    pub task_id: TaskId,
+    pub instance_id: InstanceId,
+    pub reason: StopReason,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct TaskResumed {
+    pub task_id: TaskId,
+    pub instance_id: InstanceId,
+}
+
+/// The task and its data are gone for good; it never runs or reports new traffic again.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct TaskDestroyed {
+    pub task_id: TaskId,
+    pub instance_id: InstanceId,
+}
+
+/// Bytes a task moved, charged to the package it was bound to when the report was recorded.
+///
+/// It also records the answer the agent was given, so a repeated report gets the original one.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct TrafficConsumed {
+    pub task_id: TaskId,
+    pub report_id: ReportId,
+    pub instance_id: InstanceId,
+    pub bytes: Bytes,
+    pub period_start: Option<DateTime<Utc>>,
+    pub period_end: DateTime<Utc>,
+    pub action: ReportAction,
+    pub reason: Option<StopReason>,
+    /// The package's remaining bytes right after this report.
+    pub bytes_remaining: Bytes,
+    /// The package's overage right after this report.
+    pub bytes_overage: Bytes,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Event {
+    OrderCreated(OrderCreated),
+    OrderRenewed(OrderRenewed),
+    OrderUpgraded(OrderUpgraded),
+    OrderDilated(OrderDilated),
+    OrderExpired(OrderExpired),
+    OrderReleased(OrderReleased),
+    OrderBalanceLow(OrderBalanceLow),
+    TaskCreated(TaskCreated),
+    TaskRebound(TaskRebound),
+    TaskStopped(TaskStopped),
+    TaskResumed(TaskResumed),
+    TaskDestroyed(TaskDestroyed),
+    TrafficConsumed(TrafficConsumed),
+}
+
+/// A stored event could not be turned back into an [`Event`].
+#[derive(Debug, thiserror::Error)]
+pub enum DecodeError {
+    #[error("unknown event type {event_type:?} version {event_version}")]
+    UnknownType {
+        event_type: String,
+        event_version: i32,
+    },
+    #[error("{event_type} payload does not match version {event_version}: {source}")]
+    Payload {
+        event_type: &'static str,
+        event_version: i32,
+        source: serde_json::Error,
+    },
+}
+
+/// The stream an event belongs to. Balance facts go to the package's stream (the package is the
+/// consistency boundary of a balance), lifecycle facts of a task to the task's stream.
+pub fn package_stream(instance_id: &InstanceId) -> String {
+    format!("package-{instance_id}")
+}
+
+pub fn task_stream(task_id: &TaskId) -> String {
+    format!("task-{task_id}")
+}
+
+/// One list of (variant, type name) drives the type name, the payload encoding and the decoder, so
+/// the three can never disagree.
+macro_rules! event_catalog {
+    ($($variant:ident),* $(,)?) => {
+        /// Every event type this version can decode, with the versions it knows.
+        pub const EVENT_TYPES: &[&str] = &[$(stringify!($variant)),*];
+
+        impl Event {
+            pub fn event_type(&self) -> &'static str {
+                match self {
+                    $(Event::$variant(_) => stringify!($variant),)*
+                }
+            }
+
+            /// The payload as stored in `events.payload`.
+            pub fn payload(&self) -> serde_json::Value {
+                let encoded = match self {
+                    $(Event::$variant(body) => serde_json::to_value(body),)*
+                };
+                // Serialising plain structs of strings, integers and options cannot fail.
+                encoded.expect("event payloads always serialise")
+            }
+
+            pub fn decode(
+                event_type: &str,
+                event_version: i32,
+                payload: serde_json::Value,
+            ) -> Result<Event, DecodeError> {
+                match (event_type, event_version) {
+                    $((stringify!($variant), 1) => serde_json::from_value(payload)
+                        .map(Event::$variant)
+                        .map_err(|source| DecodeError::Payload {
+                            event_type: stringify!($variant),
+                            event_version,
+                            source,
+                        }),)*
+                    _ => Err(DecodeError::UnknownType {
+                        event_type: event_type.to_owned(),
+                        event_version,
+                    }),
+                }
+            }
+        }
+    };
+}
+
+event_catalog!(
+    OrderCreated,
+    OrderRenewed,
+    OrderUpgraded,
+    OrderDilated,
+    OrderExpired,
+    OrderReleased,
+    OrderBalanceLow,
+    TaskCreated,
+    TaskRebound,
+    TaskStopped,
+    TaskResumed,
+    TaskDestroyed,
+    TrafficConsumed,
+);
+
+impl Event {
+    /// The payload shape version written by this code; bumped per type when a shape changes.
+    pub fn event_version(&self) -> i32 {
+        1
+    }
+
+    pub fn stream_id(&self) -> String {
+        match self {
+            Event::OrderCreated(e) => package_stream(&e.instance_id),
+            Event::OrderRenewed(e) => package_stream(&e.instance_id),
+            Event::OrderUpgraded(e) => package_stream(&e.instance_id),
+            Event::OrderDilated(e) => package_stream(&e.instance_id),
+            Event::OrderExpired(e) => package_stream(&e.instance_id),
+            Event::OrderReleased(e) => package_stream(&e.instance_id),
+            Event::OrderBalanceLow(e) => package_stream(&e.instance_id),
+            Event::TrafficConsumed(e) => package_stream(&e.instance_id),
+            Event::TaskCreated(e) => task_stream(&e.task_id),
+            Event::TaskRebound(e) => task_stream(&e.task_id),
+            Event::TaskStopped(e) => task_stream(&e.task_id),
+            Event::TaskResumed(e) => task_stream(&e.task_id),
+            Event::TaskDestroyed(e) => task_stream(&e.task_id),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn traffic() -> Event {
+        Event::TrafficConsumed(TrafficConsumed {
+            task_id: TaskId::parse("t-1").unwrap(),
+            report_id: ReportId::parse("r-1").unwrap(),
+            instance_id: InstanceId::parse("biz-1").unwrap(),
+            bytes: Bytes::new(10).unwrap(),
+            period_start: None,
+            period_end: DateTime::from_timestamp(1_800_000_000, 123_456_000).unwrap(),
+            action: ReportAction::Stop,
+            reason: Some(StopReason::QuotaExhausted),
+            bytes_remaining: Bytes::ZERO,
+            bytes_overage: Bytes::new(3).unwrap(),
+        })
+    }
+
+    #[test]
+    fn payload_round_trips_through_decode() {
+        let event = traffic();
+        let payload = event.payload();
+        assert_eq!(payload["reason"], "quota_exhausted");
+        assert_eq!(payload["bytesOverage"], 3);
+        let decoded = Event::decode(event.event_type(), 1, payload).unwrap();
+        assert_eq!(decoded, event);
+        assert_eq!(decoded.stream_id(), "package-biz-1");
+    }
+
+    #[test]
+    fn unknown_types_and_versions_are_named() {
+        let err = Event::decode("OrderRefunded", 1, serde_json::json!({})).unwrap_err();
+        assert!(err.to_string().contains("OrderRefunded"), "{err}");
+        let err = Event::decode("TrafficConsumed", 2, traffic().payload()).unwrap_err();
+        assert!(matches!(err, DecodeError::UnknownType { .. }), "{err}");
+    }
+
+    #[test]
+    fn unexpected_fields_are_refused() {
+        let mut payload = traffic().payload();
+        payload["surprise"] = serde_json::json!(1);
+        assert!(Event::decode("TrafficConsumed", 1, payload).is_err());
+    }
+
+    #[test]
+    fn money_is_stored_as_decimal_strings() {
+        let event = Event::OrderDilated(OrderDilated {
+            instance_id: InstanceId::parse("biz-1").unwrap(),
+            order_id: OrderId::parse("o-2").unwrap(),
+            sku_id: SkuId::parse("sku").unwrap(),
+            sku_name: "DTS 1TB".into(),
+            units: 2,
+            bytes_granted: Bytes::new(2048).unwrap(),
+            unit_price: "1000.00".parse().unwrap(),
+            amount: "2000.00".parse().unwrap(),
+            currency: "CNY".into(),
+        });
+        let payload = event.payload();
+        assert_eq!(payload["amount"], "2000.00");
+        assert_eq!(Event::decode("OrderDilated", 1, payload).unwrap(), event);
+        assert_eq!(EVENT_TYPES.len(), 13);
+    }
+}

@@ -1,0 +1,244 @@
+//! Identifiers and quantities, parsed once at the edge.
+//!
+//! Past the edge an invalid id or byte count cannot exist: every constructor checks its limits, and
+//! the inner values are private.
+
+use serde::{Deserialize, Deserializer, Serialize};
+use std::fmt;
+
+/// Longest identifier accepted from any caller, in bytes.
+///
+/// Marketplace ids (`orderBizId`, `skuId`, `jdPin`) are a few dozen characters, DTS task and report
+/// ids are UUID-sized. 128 leaves ample room while keeping index entries and log lines bounded.
+pub const ID_LEN_MAX: usize = 128;
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum IdError {
+    #[error("must not be empty")]
+    Empty,
+    #[error("is {len} bytes long, the limit is {max}")]
+    TooLong { len: usize, max: usize },
+    #[error("contains a control character")]
+    ControlCharacter,
+    #[error("has leading or trailing whitespace")]
+    Whitespace,
+}
+
+fn check_id(value: &str) -> Result<(), IdError> {
+    if value.is_empty() {
+        return Err(IdError::Empty);
+    }
+    if value.len() > ID_LEN_MAX {
+        return Err(IdError::TooLong {
+            len: value.len(),
+            max: ID_LEN_MAX,
+        });
+    }
+    if value.chars().any(char::is_control) {
+        return Err(IdError::ControlCharacter);
+    }
+    if value.trim() != value {
+        return Err(IdError::Whitespace);
+    }
+    Ok(())
+}
+
+macro_rules! string_id {
+    ($(#[$doc:meta])* $name:ident) => {
+        $(#[$doc])*
+        #[derive(Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+        #[serde(transparent)]
+        pub struct $name(String);
+
+        impl $name {
+            pub fn parse(value: impl Into<String>) -> Result<Self, IdError> {
+                let value = value.into();
+                check_id(&value)?;
+                Ok(Self(value))
+            }
+
+            pub fn as_str(&self) -> &str {
+                &self.0
+            }
+        }
+
+        impl fmt::Display for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str(&self.0)
+            }
+        }
+
+        impl fmt::Debug for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                write!(f, "{}({:?})", stringify!($name), self.0)
+            }
+        }
+
+        impl<'de> Deserialize<'de> for $name {
+            fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+                let value = String::deserialize(deserializer)?;
+                Self::parse(value).map_err(serde::de::Error::custom)
+            }
+        }
+    };
+}
+
+string_id!(
+    /// A package: the marketplace's `instanceId`, which is the `orderBizId` of its purchase.
+    InstanceId
+);
+string_id!(
+    /// A DTS task, named by the DTS control plane.
+    TaskId
+);
+string_id!(
+    /// A traffic report, unique per task.
+    ReportId
+);
+string_id!(
+    /// A marketplace charge item (收费项目), one per package size.
+    SkuId
+);
+string_id!(
+    /// The customer's JD Cloud account.
+    JdPin
+);
+string_id!(
+    /// One marketplace order (a purchase, renewal, upgrade or expansion).
+    OrderId
+);
+
+/// A number of bytes: never negative and never above what a PostgreSQL `bigint` holds.
+#[derive(Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+#[serde(transparent)]
+pub struct Bytes(u64);
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum BytesError {
+    #[error("is negative")]
+    Negative,
+    #[error("is {value}, above the largest storable count {max}")]
+    TooLarge { value: u128, max: u64 },
+}
+
+impl Bytes {
+    /// Largest storable count: the ledger keeps bytes in signed 64-bit columns.
+    pub const MAX: Bytes = Bytes(i64::MAX as u64);
+    pub const ZERO: Bytes = Bytes(0);
+
+    pub fn new(value: u64) -> Result<Self, BytesError> {
+        Self::from_i128(i128::from(value))
+    }
+
+    pub fn from_i64(value: i64) -> Result<Self, BytesError> {
+        Self::from_i128(i128::from(value))
+    }
+
+    pub fn from_i128(value: i128) -> Result<Self, BytesError> {
+        if value < 0 {
+            return Err(BytesError::Negative);
+        }
+        if value > i128::from(Self::MAX.0) {
+            return Err(BytesError::TooLarge {
+                value: value as u128,
+                max: Self::MAX.0,
+            });
+        }
+        Ok(Bytes(value as u64))
+    }
+
+    pub fn get(self) -> u64 {
+        self.0
+    }
+
+    /// The count as PostgreSQL `bigint`; lossless by construction.
+    pub fn as_i64(self) -> i64 {
+        self.0 as i64
+    }
+
+    pub fn is_zero(self) -> bool {
+        self.0 == 0
+    }
+
+    pub fn checked_add(self, other: Bytes) -> Option<Bytes> {
+        self.0
+            .checked_add(other.0)
+            .and_then(|sum| Bytes::new(sum).ok())
+    }
+
+    pub fn checked_sub(self, other: Bytes) -> Option<Bytes> {
+        self.0.checked_sub(other.0).map(Bytes)
+    }
+
+    pub fn checked_mul(self, factor: u64) -> Option<Bytes> {
+        self.0
+            .checked_mul(factor)
+            .and_then(|product| Bytes::new(product).ok())
+    }
+
+    pub fn saturating_sub(self, other: Bytes) -> Bytes {
+        Bytes(self.0.saturating_sub(other.0))
+    }
+}
+
+impl fmt::Display for Bytes {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.0)
+    }
+}
+
+impl fmt::Debug for Bytes {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}B", self.0)
+    }
+}
+
+impl<'de> Deserialize<'de> for Bytes {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let value = i128::deserialize(deserializer)?;
+        Bytes::from_i128(value).map_err(serde::de::Error::custom)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ids_reject_empty_long_and_control_characters() {
+        assert_eq!(TaskId::parse(""), Err(IdError::Empty));
+        assert_eq!(
+            TaskId::parse("x".repeat(ID_LEN_MAX + 1)),
+            Err(IdError::TooLong {
+                len: ID_LEN_MAX + 1,
+                max: ID_LEN_MAX
+            })
+        );
+        assert_eq!(TaskId::parse("a\nb"), Err(IdError::ControlCharacter));
+        assert_eq!(TaskId::parse(" a"), Err(IdError::Whitespace));
+        assert_eq!(TaskId::parse("任务-1").unwrap().as_str(), "任务-1");
+        assert!(TaskId::parse("x".repeat(ID_LEN_MAX)).is_ok());
+    }
+
+    #[test]
+    fn ids_deserialize_through_parse() {
+        assert!(serde_json::from_str::<InstanceId>("\"\"").is_err());
+        let id: InstanceId = serde_json::from_str("\"abc\"").unwrap();
+        assert_eq!(id.as_str(), "abc");
+    }
+
+    #[test]
+    fn bytes_stay_within_bigint() {
+        assert_eq!(Bytes::from_i64(-1), Err(BytesError::Negative));
+        assert!(Bytes::new(u64::MAX).is_err());
+        assert_eq!(Bytes::MAX.checked_add(Bytes::new(1).unwrap()), None);
+        assert_eq!(Bytes::new(3).unwrap().checked_mul(2), Bytes::new(6).ok());
+        assert_eq!(
+            Bytes::new(3).unwrap().checked_sub(Bytes::new(4).unwrap()),
+            None
+        );
+        assert!(serde_json::from_str::<Bytes>("-5").is_err());
+        assert!(serde_json::from_str::<Bytes>("1.5").is_err());
+        assert_eq!(serde_json::from_str::<Bytes>("42").unwrap().get(), 42);
+    }
+}

@@ -1,0 +1,311 @@
+use super::*;
+use crate::events::*;
+use crate::ids::*;
+use proptest::prelude::*;
+
+fn at(seconds: i64) -> DateTime<Utc> {
+    DateTime::from_timestamp(1_800_000_000 + seconds, 0).unwrap()
+}
+
+fn bytes(n: u64) -> Bytes {
+    Bytes::new(n).unwrap()
+}
+
+fn instance(n: usize) -> InstanceId {
+    InstanceId::parse(format!("biz-{n}")).unwrap()
+}
+
+fn task_id(n: usize) -> TaskId {
+    TaskId::parse(format!("task-{n}")).unwrap()
+}
+
+fn created(n: usize, granted: u64) -> Event {
+    Event::OrderCreated(OrderCreated {
+        instance_id: instance(n),
+        jd_pin: JdPin::parse("pin").unwrap(),
+        order_id: OrderId::parse(format!("order-{n}")).unwrap(),
+        service_code: "dts".into(),
+        sku_id: SkuId::parse("sku-1").unwrap(),
+        sku_name: "DTS 1TB".into(),
+        sku_bytes: bytes(granted),
+        units: 1,
+        bytes_granted: bytes(granted),
+        unit_price: "10.00".parse().unwrap(),
+        amount: "10.00".parse().unwrap(),
+        currency: "CNY".into(),
+        expires_at: None,
+        template: None,
+    })
+}
+
+fn dilated(n: usize, granted: u64) -> Event {
+    Event::OrderDilated(OrderDilated {
+        instance_id: instance(n),
+        order_id: OrderId::parse("order-d").unwrap(),
+        sku_id: SkuId::parse("sku-1").unwrap(),
+        sku_name: "DTS 1TB".into(),
+        units: 1,
+        bytes_granted: bytes(granted),
+        unit_price: "10.00".parse().unwrap(),
+        amount: "10.00".parse().unwrap(),
+        currency: "CNY".into(),
+    })
+}
+
+fn task_created(task: usize, package: usize) -> Event {
+    Event::TaskCreated(TaskCreated {
+        task_id: task_id(task),
+        instance_id: instance(package),
+    })
+}
+
+/// A traffic event with the answer fields the fold will produce, as the service would record it.
+fn traffic(projection: &Projection, task: usize, n: u64) -> Event {
+    let task = projection.task(&task_id(task)).unwrap();
+    let mut package = projection.package(&task.instance_id).unwrap().clone();
+    package.consume(bytes(n), at(0)).unwrap();
+    Event::TrafficConsumed(TrafficConsumed {
+        task_id: task.task_id.clone(),
+        report_id: ReportId::parse(format!("r-{}", task.bytes_consumed)).unwrap(),
+        instance_id: task.instance_id.clone(),
+        bytes: bytes(n),
+        period_start: None,
+        period_end: at(1),
+        action: ReportAction::Continue,
+        reason: None,
+        bytes_remaining: package.bytes_remaining,
+        bytes_overage: package.bytes_overage,
+    })
+}
+
+#[test]
+fn consumption_beyond_the_balance_becomes_overage() {
+    let mut p = Projection::default();
+    p.apply(&created(1, 100), at(0)).unwrap();
+    p.apply(&task_created(1, 1), at(0)).unwrap();
+    let e = traffic(&p, 1, 130);
+    p.apply(&e, at(1)).unwrap();
+    let package = p.package(&instance(1)).unwrap();
+    assert_eq!(package.bytes_remaining, Bytes::ZERO);
+    assert_eq!(package.bytes_overage, bytes(30));
+    assert_eq!(package.bytes_net(), -30);
+    assert_eq!(p.task(&task_id(1)).unwrap().bytes_consumed, bytes(130));
+}
+
+#[test]
+fn a_grant_covers_overage_first() {
+    let mut p = Projection::default();
+    p.apply(&created(1, 100), at(0)).unwrap();
+    p.apply(&task_created(1, 1), at(0)).unwrap();
+    let e = traffic(&p, 1, 130);
+    p.apply(&e, at(1)).unwrap();
+    p.apply(&dilated(1, 50), at(2)).unwrap();
+    let package = p.package(&instance(1)).unwrap();
+    assert_eq!(package.bytes_overage, Bytes::ZERO);
+    assert_eq!(package.bytes_remaining, bytes(20));
+    assert_eq!(package.bytes_granted, bytes(150));
+    assert!(package.is_conserved());
+}
+
+#[test]
+fn release_forfeits_exactly_the_remaining_bytes() {
+    let mut p = Projection::default();
+    p.apply(&created(1, 100), at(0)).unwrap();
+    let wrong = Event::OrderReleased(OrderReleased {
+        instance_id: instance(1),
+        bytes_forfeited: bytes(99),
+    });
+    assert!(matches!(
+        p.clone().apply(&wrong, at(1)),
+        Err(FoldError::Mismatch { .. })
+    ));
+    let right = Event::OrderReleased(OrderReleased {
+        instance_id: instance(1),
+        bytes_forfeited: bytes(100),
+    });
+    p.apply(&right, at(1)).unwrap();
+    let package = p.package(&instance(1)).unwrap();
+    assert_eq!(package.status, PackageStatus::Released);
+    assert_eq!(package.bytes_forfeited, bytes(100));
+    assert_eq!(package.bytes_remaining, Bytes::ZERO);
+    assert!(p.apply(&dilated(1, 5), at(2)).is_err());
+}
+
+#[test]
+fn warnings_are_forgotten_once_a_grant_lifts_the_balance_above_them() {
+    let mut p = Projection::default();
+    p.apply(&created(1, 100), at(0)).unwrap();
+    p.apply(&task_created(1, 1), at(0)).unwrap();
+    let e = traffic(&p, 1, 90);
+    p.apply(&e, at(1)).unwrap();
+    for threshold_percent in [80, 95, 80] {
+        let warn = Event::OrderBalanceLow(OrderBalanceLow {
+            instance_id: instance(1),
+            threshold_percent,
+            bytes_granted: bytes(100),
+            bytes_consumed: bytes(90),
+            bytes_remaining: bytes(10),
+        });
+        p.apply(&warn, at(1)).unwrap();
+    }
+    assert_eq!(
+        p.package(&instance(1)).unwrap().warned_percents,
+        vec![80, 95]
+    );
+    // 90 of 110 is 81.8 %: 80 % stays crossed, 95 % is clear again.
+    p.apply(&dilated(1, 10), at(2)).unwrap();
+    assert_eq!(p.package(&instance(1)).unwrap().warned_percents, vec![80]);
+}
+
+#[test]
+fn traffic_whose_recorded_answer_disagrees_is_refused() {
+    let mut p = Projection::default();
+    p.apply(&created(1, 100), at(0)).unwrap();
+    p.apply(&task_created(1, 1), at(0)).unwrap();
+    let mut e = traffic(&p, 1, 10);
+    if let Event::TrafficConsumed(t) = &mut e {
+        t.bytes_remaining = bytes(11);
+    }
+    assert!(matches!(
+        p.apply(&e, at(1)),
+        Err(FoldError::Mismatch {
+            field: "bytesRemaining",
+            ..
+        })
+    ));
+}
+
+#[test]
+fn task_lifecycle_follows_its_events() {
+    let mut p = Projection::default();
+    p.apply(&created(1, 100), at(0)).unwrap();
+    p.apply(&created(2, 100), at(0)).unwrap();
+    p.apply(&task_created(7, 1), at(0)).unwrap();
+    assert!(p.apply(&task_created(7, 1), at(0)).is_err());
+    let stop = Event::TaskStopped(TaskStopped {
+        task_id: task_id(7),
+        instance_id: instance(1),
+        reason: StopReason::QuotaExhausted,
+    });
+    p.apply(&stop, at(1)).unwrap();
+    assert_eq!(
+        p.task(&task_id(7)).unwrap().stop_reason,
+        Some(StopReason::QuotaExhausted)
+    );
+    let rebound = Event::TaskRebound(TaskRebound {
+        task_id: task_id(7),
+        from_instance_id: instance(1),
+        instance_id: instance(2),
+    });
+    p.apply(&rebound, at(2)).unwrap();
+    let resumed = Event::TaskResumed(TaskResumed {
+        task_id: task_id(7),
+        instance_id: instance(2),
+    });
+    p.apply(&resumed, at(2)).unwrap();
+    let task = p.task(&task_id(7)).unwrap();
+    assert_eq!((task.state, task.stop_reason), (TaskState::Running, None));
+    assert_eq!(task.instance_id, instance(2));
+    let destroyed = Event::TaskDestroyed(TaskDestroyed {
+        task_id: task_id(7),
+        instance_id: instance(2),
+    });
+    p.apply(&destroyed, at(3)).unwrap();
+    assert_eq!(p.task(&task_id(7)).unwrap().destroyed_at, Some(at(3)));
+    assert!(p.apply(&resumed, at(4)).is_err());
+}
+
+/// One step of a random workload over three packages and six tasks.
+#[derive(Debug, Clone)]
+enum Step {
+    Consume { task: usize, bytes: u64 },
+    Grant { package: usize, bytes: u64 },
+    Release { package: usize },
+    Expire { package: usize },
+    Rebind { task: usize, package: usize },
+}
+
+fn step() -> impl Strategy<Value = Step> {
+    prop_oneof![
+        6 => (0..6usize, 0..400u64).prop_map(|(task, bytes)| Step::Consume { task, bytes }),
+        2 => (0..3usize, 0..300u64).prop_map(|(package, bytes)| Step::Grant { package, bytes }),
+        1 => (0..3usize).prop_map(|package| Step::Release { package }),
+        1 => (0..3usize).prop_map(|package| Step::Expire { package }),
+        1 => (0..6usize, 0..3usize).prop_map(|(task, package)| Step::Rebind { task, package }),
+    ]
+}
+
+proptest! {
+    /// I3: `granted − consumed − forfeited = remaining − overage` after every event, with
+    /// exact sums checked against a running tally kept outside the fold.
+    #[test]
+    fn conservation_holds_over_random_event_sequences(
+        grants in prop::collection::vec(0..500u64, 3),
+        steps in prop::collection::vec(step(), 0..200),
+    ) {
+        let mut p = Projection::default();
+        let mut granted = [0u64; 3];
+        let mut consumed = [0u64; 3];
+        for (n, g) in grants.iter().enumerate() {
+            p.apply(&created(n, *g), at(0)).unwrap();
+            granted[n] += g;
+        }
+        for t in 0..6 {
+            p.apply(&task_created(t, t % 3), at(0)).unwrap();
+        }
+        for (i, step) in steps.into_iter().enumerate() {
+            let when = at(i as i64 + 1);
+            let event = match step {
+                Step::Consume { task, bytes: n } => {
+                    let package = &p.task(&task_id(task)).unwrap().instance_id;
+                    let index: usize = package.as_str()[4..].parse().unwrap();
+                    consumed[index] += n;
+                    traffic(&p, task, n)
+                }
+                Step::Grant { package, bytes: n } => {
+                    if p.package(&instance(package)).unwrap().status == PackageStatus::Released {
+                        continue;
+                    }
+                    granted[package] += n;
+                    dilated(package, n)
+                }
+                Step::Release { package } => {
+                    let current = p.package(&instance(package)).unwrap();
+                    if current.status == PackageStatus::Released {
+                        continue;
+                    }
+                    Event::OrderReleased(OrderReleased {
+                        instance_id: instance(package),
+                        bytes_forfeited: current.bytes_remaining,
+                    })
+                }
+                Step::Expire { package } => {
+                    if p.package(&instance(package)).unwrap().status != PackageStatus::Active {
+                        continue;
+                    }
+                    Event::OrderExpired(OrderExpired {
+                        instance_id: instance(package),
+                        source: ExpirySource::Clock,
+                        expires_at: None,
+                    })
+                }
+                Step::Rebind { task, package } => {
+                    let from = p.task(&task_id(task)).unwrap().instance_id.clone();
+                    Event::TaskRebound(TaskRebound {
+                        task_id: task_id(task),
+                        from_instance_id: from,
+                        instance_id: instance(package),
+                    })
+                }
+            };
+            p.apply(&event, when).unwrap();
+            for (n, package) in p.packages.values().enumerate() {
+                prop_assert!(package.is_conserved(), "{:?}", package);
+                prop_assert_eq!(package.bytes_granted.get(), granted[n]);
+                prop_assert_eq!(package.bytes_consumed.get(), consumed[n]);
+            }
+        }
+        let by_tasks: u64 = p.tasks.values().map(|t| t.bytes_consumed.get()).sum();
+        prop_assert_eq!(by_tasks, consumed.iter().sum::<u64>());
+    }
+}

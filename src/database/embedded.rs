@@ -1,0 +1,441 @@
+//! An embedded PostgreSQL cluster, owned by this process.
+//!
+//! `serve` without `DATABASE_URL` creates a cluster under its data directory on first start and
+//! starts it on every start, using the PostgreSQL binaries installed on the machine. The cluster
+//! listens only on a Unix socket in a directory only its owner can enter, so `trust` auth reaches
+//! no other local user. PostgreSQL refuses to run as root: as root, every PostgreSQL command runs as
+//! the `postgres` user through `runuser` (`sudo` is not installed everywhere).
+
+use std::fs::{self, File};
+use std::io::Write;
+use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+/// Names the socket file (`.s.PGSQL.5432`); nothing listens on a TCP port.
+pub const SOCKET_PORT: u16 = 5432;
+/// How long `pg_ctl` may take to start or stop the cluster: crash recovery after an unclean stop
+/// can take a while on a large ledger.
+const PG_CTL_TIMEOUT_S: u32 = 300;
+/// `sun_path` holds 108 bytes; leave room for `/.s.PGSQL.5432` and the terminating NUL.
+const SOCKET_DIR_LEN_MAX: usize = 90;
+/// The database the service uses inside the cluster.
+pub const DATABASE_NAME: &str = "ledger";
+/// The cluster's superuser, the same whoever runs the service.
+pub const SUPERUSER: &str = "postgres";
+
+const NO_BINARIES: &str =
+    "no PostgreSQL server binaries were found (looked for `initdb`, `pg_ctl` \
+and `postgres` in LEDGER_PG_BIN_DIR, on PATH and under /usr/lib/postgresql/*/bin). Install them \
+(Debian/Ubuntu: `apt-get install postgresql`), point LEDGER_PG_BIN_DIR at their directory, or set \
+DATABASE_URL to use an existing PostgreSQL server instead of the embedded one.";
+
+#[derive(Debug, thiserror::Error)]
+pub enum EmbeddedError {
+    #[error("{NO_BINARIES}")]
+    NoBinaries,
+    #[error(
+        "running as root, the embedded PostgreSQL must run as the `postgres` user, which does not \
+         exist here; create it (`useradd --system --home /var/lib/postgresql postgres`) or set \
+         DATABASE_URL"
+    )]
+    NoPostgresUser,
+    #[error(
+        "running as root, the embedded PostgreSQL runs as `postgres` through `runuser`, which was \
+         not found; install util-linux or set DATABASE_URL"
+    )]
+    NoRunuser,
+    #[error(
+        "the `postgres` user cannot reach {0}: choose a LEDGER_DATA_DIR below directories it may \
+         enter (for example /var/lib/dts-ledger), or set DATABASE_URL"
+    )]
+    Unreachable(PathBuf),
+    #[error("data directory {0} is in use by another dts-ledger process")]
+    InUse(PathBuf),
+    #[error("{path}: {source}")]
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("`{command}` failed ({status}): {detail}")]
+    Command {
+        command: String,
+        status: String,
+        detail: String,
+    },
+}
+
+fn io_error(path: &Path) -> impl FnOnce(std::io::Error) -> EmbeddedError + '_ {
+    move |source| EmbeddedError::Io {
+        path: path.to_owned(),
+        source,
+    }
+}
+
+/// The directory holding `initdb`, `pg_ctl` and `postgres`.
+pub fn find_binaries() -> Result<PathBuf, EmbeddedError> {
+    let complete = |dir: &Path| {
+        ["initdb", "pg_ctl", "postgres"]
+            .iter()
+            .all(|b| dir.join(b).is_file())
+    };
+    if let Some(dir) = std::env::var_os("LEDGER_PG_BIN_DIR") {
+        let dir = PathBuf::from(dir);
+        return if complete(&dir) {
+            Ok(dir)
+        } else {
+            Err(EmbeddedError::NoBinaries)
+        };
+    }
+    if let Some(path) = std::env::var_os("PATH") {
+        if let Some(dir) = std::env::split_paths(&path).find(|dir| complete(dir)) {
+            return Ok(dir);
+        }
+    }
+    // Debian and Ubuntu keep the server binaries off PATH, one directory per major version.
+    let mut versions: Vec<(u32, PathBuf)> = fs::read_dir("/usr/lib/postgresql")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|entry| {
+            let major = entry.file_name().to_str()?.parse::<u32>().ok()?;
+            let bin = entry.path().join("bin");
+            complete(&bin).then_some((major, bin))
+        })
+        .collect();
+    versions.sort();
+    versions
+        .pop()
+        .map(|(_, bin)| bin)
+        .ok_or(EmbeddedError::NoBinaries)
+}
+
+/// The account the cluster's processes run as when this process is root.
+#[derive(Debug, Clone, Copy)]
+struct RunAs {
+    uid: u32,
+    gid: u32,
+}
+
+fn postgres_account() -> Option<RunAs> {
+    let name = std::ffi::CString::new("postgres").expect("no NUL in a literal");
+    let mut buffer = vec![0 as libc::c_char; 16 * 1024];
+    let mut entry: libc::passwd = unsafe { std::mem::zeroed() };
+    let mut found: *mut libc::passwd = std::ptr::null_mut();
+    // SAFETY: every pointer refers to live memory of the declared size; getpwnam_r is re-entrant.
+    let status = unsafe {
+        libc::getpwnam_r(
+            name.as_ptr(),
+            &mut entry,
+            buffer.as_mut_ptr(),
+            buffer.len(),
+            &mut found,
+        )
+    };
+    (status == 0 && !found.is_null()).then_some(RunAs {
+        uid: entry.pw_uid,
+        gid: entry.pw_gid,
+    })
+}
+
+fn find_runuser() -> Option<PathBuf> {
+    let on_path = std::env::var_os("PATH")
+        .map(|path| std::env::split_paths(&path).collect::<Vec<_>>())
+        .unwrap_or_default();
+    on_path
+        .into_iter()
+        .chain(["/usr/sbin".into(), "/sbin".into(), "/usr/bin".into()])
+        .map(|dir| dir.join("runuser"))
+        .find(|candidate| candidate.is_file())
+}
+
+/// How the cluster is tuned.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Durability {
+    /// Every commit reaches the disk before it is acknowledged: the service's setting.
+    Durable,
+    /// fsync off: only for throwaway test clusters, where a crash loses nothing of value.
+    Throwaway,
+}
+
+/// A running cluster; stopped by [`EmbeddedPostgres::stop`] or, as a last resort, on drop.
+#[derive(Debug)]
+pub struct EmbeddedPostgres {
+    bin_dir: PathBuf,
+    pgdata: PathBuf,
+    socket_dir: PathBuf,
+    log_file: PathBuf,
+    runuser: Option<(PathBuf, RunAs)>,
+    running: bool,
+    /// Held for the process lifetime: one service per data directory.
+    _lock: File,
+}
+
+impl EmbeddedPostgres {
+    /// Creates the cluster under `root` if it does not exist yet, then starts it.
+    pub fn start(root: &Path, durability: Durability) -> Result<EmbeddedPostgres, EmbeddedError> {
+        let bin_dir = find_binaries()?;
+        let runuser = if unsafe { libc::geteuid() } == 0 {
+            let account = postgres_account().ok_or(EmbeddedError::NoPostgresUser)?;
+            Some((find_runuser().ok_or(EmbeddedError::NoRunuser)?, account))
+        } else {
+            None
+        };
+        fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(root)
+            .map_err(io_error(root))?;
+        let root = root.canonicalize().map_err(io_error(root))?;
+        let lock = lock_exclusively(&root)?;
+        let mut cluster = EmbeddedPostgres {
+            pgdata: root.join("pgdata"),
+            socket_dir: choose_socket_dir(&root),
+            log_file: root.join("postgresql.log"),
+            bin_dir,
+            runuser,
+            running: false,
+            _lock: lock,
+        };
+        cluster.prepare_directories(&root)?;
+        if !cluster.pgdata.join("PG_VERSION").is_file() {
+            cluster.init(durability)?;
+        }
+        cluster.write_settings(durability)?;
+        cluster.stop_leftover()?;
+        cluster.pg_ctl_start()?;
+        cluster.running = true;
+        Ok(cluster)
+    }
+
+    /// Connection settings for `database` in this cluster, as its superuser.
+    pub fn config(&self, database: &str) -> tokio_postgres::Config {
+        let mut config = tokio_postgres::Config::new();
+        config
+            .host_path(&self.socket_dir)
+            .port(SOCKET_PORT)
+            .user(SUPERUSER)
+            .dbname(database)
+            .application_name("dts-ledger");
+        config
+    }
+
+    pub fn log_file(&self) -> &Path {
+        &self.log_file
+    }
+
+    /// Stops the cluster (fast shutdown: open sessions are ended, commits are kept).
+    pub fn stop(&mut self) -> Result<(), EmbeddedError> {
+        if !self.running {
+            return Ok(());
+        }
+        self.running = false;
+        let timeout = PG_CTL_TIMEOUT_S.to_string();
+        let mut command = self.command("pg_ctl");
+        command
+            .arg("stop")
+            .arg("-D")
+            .arg(&self.pgdata)
+            .args(["-m", "fast", "-w", "-s", "-t", &timeout]);
+        self.run(command, "pg_ctl stop").map(drop)
+    }
+
+    fn command(&self, program: &str) -> Command {
+        self.command_as_owner(&self.bin_dir.join(program))
+    }
+
+    /// `executable` run as the cluster owner, in a process group of its own.
+    fn command_as_owner(&self, executable: &Path) -> Command {
+        let mut command = match &self.runuser {
+            Some((runuser, _)) => {
+                let mut command = Command::new(runuser);
+                command.args(["-u", "postgres", "--"]).arg(executable);
+                command
+            }
+            None => Command::new(executable),
+        };
+        // Its own process group: a Ctrl-C in the terminal reaches the service, which then stops
+        // the cluster after the in-flight requests are answered, not the cluster first.
+        command.process_group(0).env("LC_ALL", "C");
+        command
+    }
+
+    fn run(&self, mut command: Command, what: &str) -> Result<Output, EmbeddedError> {
+        let output = command.output().map_err(io_error(&self.bin_dir))?;
+        if output.status.success() {
+            return Ok(output);
+        }
+        let mut detail = String::from_utf8_lossy(&output.stderr).trim().to_owned();
+        if detail.is_empty() {
+            detail = String::from_utf8_lossy(&output.stdout).trim().to_owned();
+        }
+        if let Ok(log) = fs::read_to_string(&self.log_file) {
+            let tail: Vec<&str> = log.lines().rev().take(5).collect();
+            let tail: Vec<&str> = tail.into_iter().rev().collect();
+            detail = format!(
+                "{detail}; last lines of {}: {}",
+                self.log_file.display(),
+                tail.join(" | ")
+            );
+        }
+        Err(EmbeddedError::Command {
+            command: what.to_owned(),
+            status: output.status.to_string(),
+            detail,
+        })
+    }
+
+    /// The data and socket directories exist, belong to the cluster owner and are private to it.
+    fn prepare_directories(&self, root: &Path) -> Result<(), EmbeddedError> {
+        for dir in [root, self.socket_dir.as_path()] {
+            fs::DirBuilder::new()
+                .recursive(true)
+                .mode(0o700)
+                .create(dir)
+                .map_err(io_error(dir))?;
+            if let Some((_, account)) = self.runuser {
+                std::os::unix::fs::chown(dir, Some(account.uid), Some(account.gid))
+                    .map_err(io_error(dir))?;
+            }
+        }
+        if self.runuser.is_some() {
+            // The owner must also be able to walk down to the data directory (a checkout under
+            // /root is not reachable by `postgres`): ask the kernel on its behalf.
+            let mut probe = self.command_as_owner(Path::new("test"));
+            probe.arg("-w").arg(root);
+            let reachable = probe.output().map(|o| o.status.success()).unwrap_or(false);
+            if !reachable {
+                return Err(EmbeddedError::Unreachable(root.to_owned()));
+            }
+        }
+        Ok(())
+    }
+
+    fn init(&self, durability: Durability) -> Result<(), EmbeddedError> {
+        if self.pgdata.exists() {
+            // A half-made cluster from an interrupted first start: initdb refuses a non-empty
+            // directory, and nothing in it can be data yet (PG_VERSION is written early).
+            fs::remove_dir_all(&self.pgdata).map_err(io_error(&self.pgdata))?;
+        }
+        tracing::info!(pgdata = %self.pgdata.display(), "creating the embedded PostgreSQL cluster");
+        let mut command = self.command("initdb");
+        command.arg("-D").arg(&self.pgdata).args([
+            "-U",
+            SUPERUSER,
+            "-E",
+            "UTF8",
+            "--locale=C",
+            "--auth=trust",
+        ]);
+        if durability == Durability::Throwaway {
+            command.arg("--no-sync");
+        }
+        self.run(command, "initdb")?;
+        let conf = self.pgdata.join("postgresql.conf");
+        let mut file = fs::OpenOptions::new()
+            .append(true)
+            .open(&conf)
+            .map_err(io_error(&conf))?;
+        file.write_all(b"\ninclude_if_exists = 'dts-ledger.conf'\n")
+            .map_err(io_error(&conf))
+    }
+
+    /// Rewritten at every start, so the socket directory and tuning follow the current settings.
+    fn write_settings(&self, durability: Durability) -> Result<(), EmbeddedError> {
+        let quoted = self.socket_dir.display().to_string().replace('\'', "''");
+        let mut settings = format!(
+            "# Written by dts-ledger at every start; edits are overwritten.\n\
+             listen_addresses = ''\n\
+             port = {SOCKET_PORT}\n\
+             unix_socket_directories = '{quoted}'\n\
+             unix_socket_permissions = 0700\n\
+             max_connections = 200\n"
+        );
+        if durability == Durability::Throwaway {
+            settings.push_str("fsync = off\nsynchronous_commit = off\nfull_page_writes = off\n");
+        }
+        let path = self.pgdata.join("dts-ledger.conf");
+        fs::write(&path, settings).map_err(io_error(&path))?;
+        fs::set_permissions(&path, fs::Permissions::from_mode(0o644)).map_err(io_error(&path))
+    }
+
+    /// A server left running by a process that died without stopping it. We hold the data
+    /// directory's lock, so it cannot belong to a live service.
+    fn stop_leftover(&mut self) -> Result<(), EmbeddedError> {
+        if !self.pgdata.join("postmaster.pid").exists() {
+            return Ok(());
+        }
+        let mut status = self.command("pg_ctl");
+        status.arg("status").arg("-D").arg(&self.pgdata);
+        let alive = status.output().map(|o| o.status.success()).unwrap_or(false);
+        if alive {
+            tracing::warn!("stopping a PostgreSQL server left running by an earlier process");
+            self.running = true;
+            self.stop()?;
+        }
+        Ok(())
+    }
+
+    fn pg_ctl_start(&self) -> Result<(), EmbeddedError> {
+        if let Some((_, account)) = &self.runuser {
+            // The server writes its log as the cluster owner.
+            File::options()
+                .create(true)
+                .append(true)
+                .open(&self.log_file)
+                .and_then(|_| {
+                    std::os::unix::fs::chown(&self.log_file, Some(account.uid), Some(account.gid))
+                })
+                .map_err(io_error(&self.log_file))?;
+        }
+        let timeout = PG_CTL_TIMEOUT_S.to_string();
+        let mut command = self.command("pg_ctl");
+        command
+            .arg("start")
+            .arg("-D")
+            .arg(&self.pgdata)
+            .arg("-l")
+            .arg(&self.log_file)
+            .args(["-w", "-s", "-t", &timeout]);
+        // pg_ctl leaves the server attached to our stdout otherwise; its output goes to the log.
+        command.stdin(std::process::Stdio::null());
+        self.run(command, "pg_ctl start").map(drop)
+    }
+}
+
+impl Drop for EmbeddedPostgres {
+    fn drop(&mut self) {
+        if let Err(error) = self.stop() {
+            tracing::error!(%error, "stopping the embedded PostgreSQL failed");
+        }
+    }
+}
+
+fn lock_exclusively(root: &Path) -> Result<File, EmbeddedError> {
+    let path = root.join("dts-ledger.lock");
+    let file = File::options()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .map_err(io_error(&path))?;
+    use std::os::fd::AsRawFd;
+    // SAFETY: the descriptor is open for the lifetime of `file`.
+    if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
+        return Err(EmbeddedError::InUse(root.to_owned()));
+    }
+    Ok(file)
+}
+
+/// The socket directory: inside the data directory when its path is short enough for a Unix
+/// socket address, else a directory under /tmp named after the data directory.
+fn choose_socket_dir(root: &Path) -> PathBuf {
+    let inside = root.join("run");
+    if inside.as_os_str().len() <= SOCKET_DIR_LEN_MAX {
+        return inside;
+    }
+    use sha2::{Digest, Sha256};
+    let digest = Sha256::digest(root.as_os_str().as_encoded_bytes());
+    PathBuf::from(format!("/tmp/dts-ledger-{}", hex::encode(&digest[..8])))
+}

@@ -1,0 +1,114 @@
+//! Applies `schema/*.sql` at start-up, in order, each once.
+//!
+//! The files are compiled into the binary, so a deployed binary always carries the schema it needs.
+//! An advisory lock serialises several processes starting at once; a checksum catches a migration
+//! edited after it was applied.
+
+use sha2::{Digest, Sha256};
+
+struct Migration {
+    version: i32,
+    name: &'static str,
+    sql: &'static str,
+}
+
+/// Every migration, oldest first. A new file gets the next number; applied ones are never edited.
+const MIGRATIONS: &[Migration] = &[
+    Migration {
+        version: 1,
+        name: "ledger",
+        sql: include_str!("../../schema/0001_ledger.sql"),
+    },
+    Migration {
+        version: 2,
+        name: "projections",
+        sql: include_str!("../../schema/0002_projections.sql"),
+    },
+];
+
+/// An arbitrary constant naming the advisory lock taken while migrating.
+const MIGRATION_LOCK_ID: i64 = 0x6474_735f_6c65_6467; // "dts_ledg"
+
+/// The schema version this binary expects; `/readyz` compares it with the database's.
+pub fn latest_version() -> i32 {
+    MIGRATIONS.last().map_or(0, |m| m.version)
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum MigrateError {
+    #[error("migration {version} ({name}) was changed after it was applied")]
+    Changed { version: i32, name: String },
+    #[error("the database schema is at version {found}, newer than this binary's {latest}")]
+    TooNew { found: i32, latest: i32 },
+    #[error("migration {version} ({name}) failed: {source}")]
+    Failed {
+        version: i32,
+        name: &'static str,
+        source: tokio_postgres::Error,
+    },
+    #[error(transparent)]
+    Database(#[from] tokio_postgres::Error),
+}
+
+fn checksum(sql: &str) -> String {
+    hex::encode(Sha256::digest(sql.as_bytes()))
+}
+
+/// Brings the database to [`latest_version`]; returns the versions it applied.
+pub async fn migrate(client: &mut tokio_postgres::Client) -> Result<Vec<i32>, MigrateError> {
+    let tx = client.transaction().await?;
+    tx.execute("SELECT pg_advisory_xact_lock($1)", &[&MIGRATION_LOCK_ID])
+        .await?;
+    tx.batch_execute(
+        "CREATE TABLE IF NOT EXISTS schema_migrations (
+             version    integer     PRIMARY KEY,
+             name       text        NOT NULL,
+             checksum   text        NOT NULL,
+             applied_at timestamptz NOT NULL DEFAULT now()
+         )",
+    )
+    .await?;
+    let applied: Vec<(i32, String, String)> = tx
+        .query("SELECT version, name, checksum FROM schema_migrations", &[])
+        .await?
+        .iter()
+        .map(|row| (row.get(0), row.get(1), row.get(2)))
+        .collect();
+    if let Some(found) = applied.iter().map(|(v, _, _)| *v).max() {
+        if found > latest_version() {
+            return Err(MigrateError::TooNew {
+                found,
+                latest: latest_version(),
+            });
+        }
+    }
+    let mut done = Vec::new();
+    for migration in MIGRATIONS {
+        let sum = checksum(migration.sql);
+        if let Some((_, name, recorded)) = applied.iter().find(|(v, _, _)| *v == migration.version)
+        {
+            if *recorded != sum {
+                return Err(MigrateError::Changed {
+                    version: migration.version,
+                    name: name.clone(),
+                });
+            }
+            continue;
+        }
+        tx.batch_execute(migration.sql)
+            .await
+            .map_err(|source| MigrateError::Failed {
+                version: migration.version,
+                name: migration.name,
+                source,
+            })?;
+        tx.execute(
+            "INSERT INTO schema_migrations (version, name, checksum) VALUES ($1, $2, $3)",
+            &[&migration.version, &migration.name, &sum],
+        )
+        .await?;
+        done.push(migration.version);
+    }
+    tx.commit().await?;
+    Ok(done)
+}

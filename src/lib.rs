@@ -1,0 +1,12 @@
+//! dts-ledger: the billing ledger of a data transmission service sold as prepaid traffic packages
+//! on the JD Cloud marketplace.
+
+pub mod audit;
+pub mod cli;
+pub mod configuration;
+pub mod database;
+pub mod error;
+pub mod routes;
+pub mod startup;
+pub mod store;
+pub mod telemetry;

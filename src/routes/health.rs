@@ -1,0 +1,41 @@
+//! `/healthz` (the process is up) and `/readyz` (the database is reachable and migrated).
+
+use crate::database::migrate::latest_version;
+use crate::error::ApiError;
+use crate::startup::AppState;
+use actix_web::http::StatusCode;
+use actix_web::{web, HttpResponse};
+use serde_json::json;
+use std::time::Duration;
+
+/// A readiness probe that hangs is as bad as a failing one: answer within this.
+const READY_TIMEOUT: Duration = Duration::from_secs(2);
+
+pub async fn healthz() -> HttpResponse {
+    HttpResponse::Ok().json(json!({"status": "ok"}))
+}
+
+pub async fn readyz(state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
+    let check = async {
+        let client = state.pool.get().await?;
+        let row = client
+            .query_one("SELECT max(version) FROM schema_migrations", &[])
+            .await?;
+        Ok::<Option<i32>, ApiError>(row.get(0))
+    };
+    let version = match tokio::time::timeout(READY_TIMEOUT, check).await {
+        Ok(result) => result?,
+        Err(_) => return Err(ApiError::unavailable()),
+    };
+    if version != Some(latest_version()) {
+        return Err(ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "schema_outdated",
+            format!(
+                "the database schema is at version {version:?}, this build needs {}",
+                latest_version()
+            ),
+        ));
+    }
+    Ok(HttpResponse::Ok().json(json!({"status": "ready", "schemaVersion": version})))
+}

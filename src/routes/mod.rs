@@ -1,0 +1,3 @@
+//! HTTP routes, one file each.
+
+pub mod health;

@@ -1,0 +1,165 @@
+//! Builds the HTTP application: state, routes, limits, error shapes.
+
+use crate::configuration::Config;
+use crate::error::{error_body, ApiError};
+use crate::routes;
+use actix_web::dev::{Server, Service};
+use actix_web::http::header::{HeaderName, HeaderValue};
+use actix_web::http::StatusCode;
+use actix_web::{web, App, HttpMessage, HttpResponse, HttpServer};
+use deadpool_postgres::Pool;
+use std::net::TcpListener;
+use std::sync::Arc;
+use tracing::Instrument;
+
+/// How long in-flight requests may take to finish after a stop signal before they are cut.
+const SHUTDOWN_GRACE_S: u64 = 30;
+/// Largest JSON body accepted on any route.
+pub const JSON_BODY_BYTES_MAX: usize = 4 * 1024 * 1024;
+
+/// What every handler can reach.
+pub struct AppState {
+    pub pool: Pool,
+    pub config: Arc<Config>,
+}
+
+/// The id of the current request, also returned as `x-request-id` and written into event metadata.
+#[derive(Debug, Clone)]
+pub struct RequestId(pub String);
+
+impl actix_web::FromRequest for RequestId {
+    type Error = actix_web::Error;
+    type Future = std::future::Ready<Result<RequestId, actix_web::Error>>;
+
+    fn from_request(req: &actix_web::HttpRequest, _: &mut actix_web::dev::Payload) -> Self::Future {
+        let id = req
+            .extensions()
+            .get::<RequestId>()
+            .cloned()
+            .unwrap_or_else(|| RequestId(uuid::Uuid::new_v4().to_string()));
+        std::future::ready(Ok(id))
+    }
+}
+
+pub struct Application {
+    port: u16,
+    server: Server,
+}
+
+/// Options of one HTTP server.
+pub struct ServerOptions {
+    pub listener: TcpListener,
+    /// Worker threads; `None` picks one per core.
+    pub workers: Option<usize>,
+    /// React to SIGINT/SIGTERM with a graceful stop (off for servers embedded in tests).
+    pub handle_signals: bool,
+}
+
+impl Application {
+    pub fn build(
+        options: ServerOptions,
+        pool: Pool,
+        config: Config,
+    ) -> std::io::Result<Application> {
+        let port = options.listener.local_addr()?.port();
+        let state = web::Data::new(AppState {
+            pool,
+            config: Arc::new(config),
+        });
+        let mut server = HttpServer::new(move || {
+            App::new()
+                .app_data(state.clone())
+                .app_data(json_config())
+                .wrap_fn(|req, srv| {
+                    let request_id = RequestId(uuid::Uuid::new_v4().to_string());
+                    req.extensions_mut().insert(request_id.clone());
+                    let span = tracing::info_span!(
+                        "request",
+                        request_id = %request_id.0,
+                        method = %req.method(),
+                        path = %req.path(),
+                    );
+                    let response = srv.call(req);
+                    async move {
+                        let mut response = response.await?;
+                        let status = response.status();
+                        if status.is_server_error() {
+                            tracing::warn!(%status, "request failed");
+                        } else {
+                            tracing::debug!(%status, "request served");
+                        }
+                        if let Ok(value) = HeaderValue::from_str(&request_id.0) {
+                            response
+                                .headers_mut()
+                                .insert(HeaderName::from_static("x-request-id"), value);
+                        }
+                        Ok(response)
+                    }
+                    .instrument(span)
+                })
+                .route("/healthz", web::get().to(routes::health::healthz))
+                .route("/readyz", web::get().to(routes::health::readyz))
+                .default_service(web::to(not_found))
+        })
+        .shutdown_timeout(SHUTDOWN_GRACE_S)
+        .listen(options.listener)?;
+        if let Some(workers) = options.workers {
+            server = server.workers(workers);
+        }
+        if !options.handle_signals {
+            server = server.disable_signals();
+        }
+        Ok(Application {
+            port,
+            server: server.run(),
+        })
+    }
+
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// A handle that can stop the server gracefully.
+    pub fn handle(&self) -> actix_web::dev::ServerHandle {
+        self.server.handle()
+    }
+
+    /// Serves until a stop signal (or [`Self::handle`]`.stop`) and the in-flight requests finish.
+    pub async fn run_until_stopped(self) -> std::io::Result<()> {
+        self.server.await
+    }
+}
+
+fn json_config() -> web::JsonConfig {
+    web::JsonConfig::default()
+        .limit(JSON_BODY_BYTES_MAX)
+        .error_handler(|error, _req| {
+            use actix_web::error::JsonPayloadError;
+            let api = match &error {
+                JsonPayloadError::Overflow { limit }
+                | JsonPayloadError::OverflowKnownLength { limit, .. } => ApiError::new(
+                    StatusCode::PAYLOAD_TOO_LARGE,
+                    "payload_too_large",
+                    format!("the body is larger than {limit} bytes"),
+                ),
+                JsonPayloadError::ContentType => ApiError::new(
+                    StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                    "unsupported_media_type",
+                    "the body must be application/json",
+                ),
+                JsonPayloadError::Deserialize(e) => {
+                    ApiError::bad_request("invalid_json", format!("the body is not valid: {e}"))
+                }
+                other => ApiError::bad_request("invalid_body", other.to_string()),
+            };
+            actix_web::error::InternalError::from_response(
+                error,
+                HttpResponse::build(api.status).json(api.body()),
+            )
+            .into()
+        })
+}
+
+async fn not_found() -> HttpResponse {
+    HttpResponse::NotFound().json(error_body("not_found", "no such route"))
+}

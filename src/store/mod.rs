@@ -1,0 +1,149 @@
+//! The event store: small and boring. Append with an expected version per stream, read a stream,
+//! read everything after a position. Its SQL lives in `schema/0001_ledger.sql`.
+
+mod append;
+pub mod hash;
+mod read;
+
+pub use append::{append, append_new, find_by_idempotency_keys};
+pub use read::{head_position, read_all_after, read_stream};
+
+use chrono::{DateTime, Utc};
+use projections::events::Event;
+use serde::Serialize;
+use serde_json::Value;
+
+/// Who and what produced an event; stored in `events.metadata`. Never holds a secret: actors are
+/// named by role and index ("reporter#2"), never by token.
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Metadata {
+    pub request_id: String,
+    pub source: &'static str,
+    pub actor: String,
+}
+
+/// An event about to be appended.
+#[derive(Debug, Clone, PartialEq)]
+pub struct NewEvent {
+    pub stream_id: String,
+    pub event_type: String,
+    pub event_version: i32,
+    pub payload: Value,
+    pub metadata: Value,
+    pub idempotency_key: Option<String>,
+}
+
+impl NewEvent {
+    pub fn new(event: &Event, metadata: &Metadata) -> NewEvent {
+        NewEvent {
+            stream_id: event.stream_id(),
+            event_type: event.event_type().to_owned(),
+            event_version: event.event_version(),
+            payload: event.payload(),
+            metadata: serde_json::to_value(metadata).expect("metadata always serialises"),
+            idempotency_key: None,
+        }
+    }
+
+    pub fn with_idempotency_key(mut self, key: String) -> NewEvent {
+        self.idempotency_key = Some(key);
+        self
+    }
+}
+
+/// An event as stored.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RecordedEvent {
+    pub position: i64,
+    pub stream_id: String,
+    pub version: i64,
+    pub event_type: String,
+    pub event_version: i32,
+    pub payload: Value,
+    pub metadata: Value,
+    pub recorded_at: DateTime<Utc>,
+    pub idempotency_key: Option<String>,
+    pub prev_hash: Vec<u8>,
+    pub hash: Vec<u8>,
+}
+
+impl RecordedEvent {
+    pub fn decode(&self) -> Result<Event, projections::events::DecodeError> {
+        Event::decode(&self.event_type, self.event_version, self.payload.clone())
+    }
+}
+
+/// What the appender believes a stream's version to be.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ExpectedVersion {
+    /// No check (the caller serialises writers itself, e.g. with a row lock).
+    Any,
+    /// The stream must not exist yet.
+    NoStream,
+    /// The stream's last version must be exactly this.
+    Exact(i64),
+}
+
+/// Positions given to an append, first to last inclusive.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Appended {
+    pub first_position: i64,
+    pub last_position: i64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AppendOutcome {
+    Appended(Appended),
+    /// An idempotency key was used before: nothing was written; these are the positions of the
+    /// events that carry the keys.
+    Duplicate {
+        positions: Vec<i64>,
+    },
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("stream {stream_id} is at version {actual}, the append expected {expected:?}")]
+    WrongExpectedVersion {
+        stream_id: String,
+        expected: ExpectedVersion,
+        /// 0 when the stream does not exist.
+        actual: i64,
+    },
+    #[error("another transaction appended to one of these streams first")]
+    ConcurrentAppend,
+    #[error("an idempotency key of this append was used by a concurrent transaction")]
+    DuplicateKey,
+    #[error("nothing to append")]
+    Empty,
+    #[error(transparent)]
+    Database(#[from] tokio_postgres::Error),
+    #[error(transparent)]
+    Pool(#[from] deadpool_postgres::PoolError),
+}
+
+impl StoreError {
+    /// Whether retrying the whole transaction may succeed.
+    pub fn is_retryable(&self) -> bool {
+        matches!(
+            self,
+            StoreError::ConcurrentAppend | StoreError::DuplicateKey
+        )
+    }
+
+    /// Whether the database was unreachable (answered 503).
+    pub fn is_unavailable(&self) -> bool {
+        match self {
+            StoreError::Database(e) => crate::database::is_unavailable(e),
+            StoreError::Pool(_) => true,
+            _ => false,
+        }
+    }
+}
+
+/// Times are stored with microsecond precision; truncating before hashing makes the hash of a
+/// stored row recomputable.
+pub fn truncate_to_micros(at: DateTime<Utc>) -> DateTime<Utc> {
+    DateTime::from_timestamp_micros(at.timestamp_micros()).expect("a valid time stays valid")
+}

@@ -1,0 +1,64 @@
+//! Reading: one stream, or the whole ledger in position order.
+//!
+//! Positions are gapless and become visible in order (see `append`), so a reader that asks for
+//! "everything after N" never skips an event that commits later with a smaller position (I7).
+
+use super::{RecordedEvent, StoreError};
+use deadpool_postgres::GenericClient;
+use tokio_postgres::Row;
+
+const COLUMNS: &str = "position, stream_id, version, event_type, event_version, payload, \
+                       metadata, recorded_at, idempotency_key, prev_hash, hash";
+
+fn recorded(row: &Row) -> RecordedEvent {
+    RecordedEvent {
+        position: row.get(0),
+        stream_id: row.get(1),
+        version: row.get(2),
+        event_type: row.get(3),
+        event_version: row.get(4),
+        payload: row.get(5),
+        metadata: row.get(6),
+        recorded_at: row.get(7),
+        idempotency_key: row.get(8),
+        prev_hash: row.get(9),
+        hash: row.get(10),
+    }
+}
+
+/// Every event of one stream, oldest first.
+pub async fn read_stream(
+    client: &impl GenericClient,
+    stream_id: &str,
+) -> Result<Vec<RecordedEvent>, StoreError> {
+    let statement = client
+        .prepare_cached(&format!(
+            "SELECT {COLUMNS} FROM events WHERE stream_id = $1 ORDER BY version"
+        ))
+        .await?;
+    let rows = client.query(&statement, &[&stream_id]).await?;
+    Ok(rows.iter().map(recorded).collect())
+}
+
+/// Up to `limit` events with positions above `after`, in position order.
+pub async fn read_all_after(
+    client: &impl GenericClient,
+    after: i64,
+    limit: i64,
+) -> Result<Vec<RecordedEvent>, StoreError> {
+    let statement = client
+        .prepare_cached(&format!(
+            "SELECT {COLUMNS} FROM events WHERE position > $1 ORDER BY position LIMIT $2"
+        ))
+        .await?;
+    let rows = client.query(&statement, &[&after, &limit]).await?;
+    Ok(rows.iter().map(recorded).collect())
+}
+
+/// The last position handed out and committed.
+pub async fn head_position(client: &impl GenericClient) -> Result<i64, StoreError> {
+    let statement = client
+        .prepare_cached("SELECT position FROM ledger_head")
+        .await?;
+    Ok(client.query_one(&statement, &[]).await?.get(0))
+}

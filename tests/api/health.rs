@@ -1,0 +1,94 @@
+//! `/healthz`, `/readyz`, error shapes, and riding out a database that goes away.
+
+use crate::helpers::{spawn_app, spawn_app_on, test_config, TestDb};
+use dts_ledger::database::build_pool;
+use dts_ledger::database::embedded::{Durability, EmbeddedPostgres};
+use serde_json::Value;
+
+#[tokio::test]
+async fn health_and_readiness_answer_ok() {
+    let app = spawn_app().await;
+    let health = app.get("/healthz").await;
+    assert_eq!(health.status(), 200);
+    assert!(health.headers().contains_key("x-request-id"));
+    let ready = app.get("/readyz").await;
+    assert_eq!(ready.status(), 200);
+    let body: Value = ready.json().await.unwrap();
+    assert_eq!(body["status"], "ready");
+    let schema: Option<i32> = app
+        .db
+        .client()
+        .await
+        .query_one("SELECT max(version) FROM schema_migrations", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(body["schemaVersion"], schema.unwrap());
+
+    app.stop().await;
+    assert!(
+        app.http
+            .get(format!("{}/healthz", app.address))
+            .send()
+            .await
+            .is_err(),
+        "a stopped server no longer answers"
+    );
+}
+
+#[tokio::test]
+async fn unknown_routes_answer_a_json_error() {
+    let app = spawn_app().await;
+    let response = app.get("/v1/nothing-here").await;
+    assert_eq!(response.status(), 404);
+    let body: Value = response.json().await.unwrap();
+    assert_eq!(body["error"]["code"], "not_found");
+    assert!(body["error"]["message"].is_string());
+}
+
+#[tokio::test]
+async fn readiness_follows_the_database_going_away_and_coming_back() {
+    let dir = tempfile::tempdir().unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o711)).unwrap();
+    let root = dir.path().join("cluster");
+    let mut cluster = EmbeddedPostgres::start(&root, Durability::Throwaway).unwrap();
+    {
+        let mut client = connect(&cluster).await;
+        dts_ledger::database::migrate::migrate(&mut client)
+            .await
+            .unwrap();
+    }
+    let pool = build_pool(cluster.config("postgres"), 2);
+    let app = spawn_app_on(TestDb::create().await, pool, test_config());
+    assert_eq!(app.get("/readyz").await.status(), 200);
+
+    cluster.stop().unwrap();
+    let down = app.get("/readyz").await;
+    assert_eq!(down.status(), 503);
+    let body: Value = down.json().await.unwrap();
+    assert_eq!(body["error"]["code"], "database_unavailable");
+    assert_eq!(app.get("/healthz").await.status(), 200);
+
+    drop(cluster);
+    let _cluster = EmbeddedPostgres::start(&root, Durability::Throwaway).unwrap();
+    let mut ready = false;
+    for _ in 0..50 {
+        if app.get("/readyz").await.status() == 200 {
+            ready = true;
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert!(ready, "the service reconnects once the database is back");
+}
+
+async fn connect(cluster: &EmbeddedPostgres) -> tokio_postgres::Client {
+    let (client, connection) = cluster
+        .config("postgres")
+        .connect(tokio_postgres::NoTls)
+        .await
+        .unwrap();
+    tokio::spawn(connection);
+    client
+}

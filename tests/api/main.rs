@@ -1,0 +1,6 @@
+//! Integration tests: the real service over HTTP against a real PostgreSQL.
+
+mod health;
+mod helpers;
+mod serve;
+mod store;

@@ -1,0 +1,311 @@
+//! The event store against a real PostgreSQL: immutability, expected versions, idempotency, the
+//! hash chain, concurrent appenders and ordered readers.
+
+use crate::helpers::TestDb;
+use chrono::Utc;
+use dts_ledger::audit::verify::{verify, ProblemKind, VerifyError};
+use dts_ledger::store::{self, AppendOutcome, Appended, ExpectedVersion, NewEvent, StoreError};
+use serde_json::json;
+
+fn probe(stream: &str, n: i64) -> NewEvent {
+    NewEvent {
+        stream_id: stream.to_owned(),
+        event_type: "Probe".to_owned(),
+        event_version: 1,
+        payload: json!({"n": n, "text": "流量 ✓", "nested": {"b": 1, "a": [1, 2]}}),
+        metadata: json!({"requestId": "r", "source": "test", "actor": "tester"}),
+        idempotency_key: None,
+    }
+}
+
+async fn append(
+    db: &TestDb,
+    events: Vec<NewEvent>,
+    expected: &[(String, ExpectedVersion)],
+) -> Result<AppendOutcome, StoreError> {
+    let mut client = db.pool.get().await.unwrap();
+    let tx = client.transaction().await.unwrap();
+    let outcome = store::append(&tx, events, expected, Utc::now()).await?;
+    tx.commit().await.unwrap();
+    Ok(outcome)
+}
+
+async fn verify_db(db: &TestDb) -> Result<dts_ledger::audit::verify::Summary, VerifyError> {
+    verify(&mut db.client().await, 0, |_| {}).await
+}
+
+#[tokio::test]
+async fn appended_events_form_a_versioned_hash_chain() {
+    let db = TestDb::create().await;
+    let outcome = append(
+        &db,
+        vec![probe("s-1", 1), probe("s-2", 1), probe("s-1", 2)],
+        &[],
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        outcome,
+        AppendOutcome::Appended(Appended {
+            first_position: 1,
+            last_position: 3
+        })
+    );
+    append(
+        &db,
+        vec![probe("s-1", 3)],
+        &[("s-1".into(), ExpectedVersion::Exact(2))],
+    )
+    .await
+    .unwrap();
+    let client = db.pool.get().await.unwrap();
+    let stream = store::read_stream(&client, "s-1").await.unwrap();
+    assert_eq!(
+        stream.iter().map(|e| e.version).collect::<Vec<_>>(),
+        [1, 2, 3]
+    );
+    assert_eq!(
+        stream.iter().map(|e| e.position).collect::<Vec<_>>(),
+        [1, 3, 4]
+    );
+    assert_eq!(stream[0].prev_hash, vec![0; 32]);
+    assert_eq!(stream[1].prev_hash, stream[0].hash);
+    assert_eq!(stream[2].prev_hash, stream[1].hash);
+    assert_eq!(stream[2].payload["text"], "流量 ✓");
+    assert_eq!(store::head_position(&client).await.unwrap(), 4);
+    let summary = verify_db(&db).await.unwrap();
+    assert_eq!(
+        (summary.events, summary.streams, summary.last_position),
+        (4, 2, 4)
+    );
+}
+
+#[tokio::test]
+async fn a_stale_expected_version_is_a_conflict_and_writes_nothing() {
+    let db = TestDb::create().await;
+    append(&db, vec![probe("s", 1), probe("s", 2)], &[])
+        .await
+        .unwrap();
+    let stale = append(
+        &db,
+        vec![probe("s", 3), probe("other", 1)],
+        &[("s".into(), ExpectedVersion::Exact(1))],
+    )
+    .await;
+    match stale {
+        Err(StoreError::WrongExpectedVersion {
+            stream_id, actual, ..
+        }) => assert_eq!((stream_id.as_str(), actual), ("s", 2)),
+        other => panic!("expected a version conflict, got {other:?}"),
+    }
+    let exists = append(
+        &db,
+        vec![probe("s", 3)],
+        &[("s".into(), ExpectedVersion::NoStream)],
+    )
+    .await;
+    assert!(matches!(
+        exists,
+        Err(StoreError::WrongExpectedVersion { .. })
+    ));
+    let client = db.pool.get().await.unwrap();
+    assert_eq!(store::head_position(&client).await.unwrap(), 2);
+    assert!(store::read_stream(&client, "other")
+        .await
+        .unwrap()
+        .is_empty());
+}
+
+#[tokio::test]
+async fn the_same_idempotency_key_returns_the_first_result_and_writes_nothing() {
+    let db = TestDb::create().await;
+    let first = append(
+        &db,
+        vec![
+            probe("s", 1).with_idempotency_key("order:1".into()),
+            probe("s", 2),
+        ],
+        &[],
+    )
+    .await
+    .unwrap();
+    assert!(matches!(first, AppendOutcome::Appended(_)));
+    let again = append(
+        &db,
+        vec![probe("s", 9).with_idempotency_key("order:1".into())],
+        &[],
+    )
+    .await
+    .unwrap();
+    assert_eq!(again, AppendOutcome::Duplicate { positions: vec![1] });
+    let client = db.pool.get().await.unwrap();
+    assert_eq!(store::head_position(&client).await.unwrap(), 2);
+}
+
+#[tokio::test]
+async fn concurrent_appends_with_one_idempotency_key_write_once() {
+    let db = TestDb::create().await;
+    let attempts = (0..8).map(|i| {
+        let pool = db.pool.clone();
+        async move {
+            let mut client = pool.get().await.unwrap();
+            let tx = client.transaction().await.unwrap();
+            let event = probe(&format!("s-{i}"), 1).with_idempotency_key("same".into());
+            let outcome = store::append(&tx, vec![event], &[], Utc::now()).await;
+            match outcome {
+                Ok(outcome) => {
+                    tx.commit().await.unwrap();
+                    Ok(outcome)
+                }
+                Err(error) => Err(error),
+            }
+        }
+    });
+    let results = futures::future::join_all(attempts).await;
+    let appended = results
+        .iter()
+        .filter(|r| matches!(r, Ok(AppendOutcome::Appended(_))))
+        .count();
+    // The losers either saw the winner's key or lost the race on the unique index.
+    assert_eq!(appended, 1, "{results:?}");
+    assert!(results.iter().all(|r| match r {
+        Ok(_) => true,
+        Err(e) => matches!(e, StoreError::DuplicateKey),
+    }));
+    verify_db(&db).await.unwrap();
+}
+
+#[tokio::test]
+async fn the_database_refuses_to_change_or_remove_events() {
+    let db = TestDb::create().await;
+    append(&db, vec![probe("s", 1)], &[]).await.unwrap();
+    let client = db.client().await;
+    for statement in [
+        "UPDATE events SET payload = '{}'",
+        "DELETE FROM events",
+        "TRUNCATE events",
+        "UPDATE ledger_head SET position = 0",
+        "DELETE FROM ledger_head",
+    ] {
+        let error = client.batch_execute(statement).await.unwrap_err();
+        let message = error.as_db_error().map(|e| e.message()).unwrap_or_default();
+        assert_eq!(
+            error.code().map(|c| c.code()),
+            Some("LG001"),
+            "{statement}: {message}"
+        );
+        assert!(
+            message.contains("refused") || message.contains("forward"),
+            "{message}"
+        );
+    }
+    let count: i64 = client
+        .query_one("SELECT count(*) FROM events", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(count, 1);
+}
+
+#[tokio::test]
+async fn verification_names_a_row_altered_behind_the_triggers() {
+    let db = TestDb::create().await;
+    for n in 1..=3 {
+        append(&db, vec![probe("s", n), probe("t", n)], &[])
+            .await
+            .unwrap();
+    }
+    verify_db(&db).await.unwrap();
+    let client = db.client().await;
+    client
+        .batch_execute(
+            "ALTER TABLE events DISABLE TRIGGER events_append_only;
+             UPDATE events SET payload = jsonb_set(payload, '{n}', '99') WHERE position = 3;
+             ALTER TABLE events ENABLE TRIGGER events_append_only;",
+        )
+        .await
+        .unwrap();
+    match verify_db(&db).await {
+        Err(VerifyError::Broken(problem)) => {
+            assert_eq!(problem.kind, ProblemKind::Altered);
+            assert_eq!(
+                (
+                    problem.position,
+                    problem.stream_id.as_str(),
+                    problem.version
+                ),
+                (3, "s", 2)
+            );
+        }
+        other => panic!("expected the alteration to be found, got {other:?}"),
+    }
+}
+
+/// Appends `count` events to `stream`, one per transaction, retrying lost races.
+async fn append_one_by_one(db_pool: deadpool_postgres::Pool, stream: String, count: i64) -> u32 {
+    let mut retries = 0;
+    for n in 0..count {
+        loop {
+            let mut client = db_pool.get().await.unwrap();
+            let tx = client.transaction().await.unwrap();
+            match store::append_new(&tx, vec![probe(&stream, n)], &[], Utc::now()).await {
+                Ok(_) => {
+                    tx.commit().await.unwrap();
+                    break;
+                }
+                Err(e) if e.is_retryable() => retries += 1,
+                Err(e) => panic!("append failed: {e}"),
+            }
+        }
+    }
+    retries
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrent_appenders_to_one_stream_leave_no_duplicate_or_missing_version() {
+    let db = TestDb::create().await;
+    let writers: Vec<_> = (0..4)
+        .map(|_| tokio::spawn(append_one_by_one(db.pool.clone(), "shared".into(), 25)))
+        .collect();
+    for writer in writers {
+        writer.await.unwrap();
+    }
+    let client = db.pool.get().await.unwrap();
+    let versions: Vec<i64> = store::read_stream(&client, "shared")
+        .await
+        .unwrap()
+        .iter()
+        .map(|e| e.version)
+        .collect();
+    assert_eq!(versions, (1..=100).collect::<Vec<_>>());
+    let summary = verify_db(&db).await.unwrap();
+    assert_eq!(summary.events, 100);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_reader_following_positions_sees_every_event_once_and_in_order() {
+    let db = TestDb::create().await;
+    let total = 4 * 40;
+    let writers: Vec<_> = (0..4)
+        .map(|w| tokio::spawn(append_one_by_one(db.pool.clone(), format!("w-{w}"), 40)))
+        .collect();
+    let pool = db.pool.clone();
+    let reader = tokio::spawn(async move {
+        let mut seen = Vec::new();
+        let mut after = 0;
+        while seen.len() < total {
+            let client = pool.get().await.unwrap();
+            let batch = store::read_all_after(&client, after, 7).await.unwrap();
+            for event in batch {
+                seen.push(event.position);
+                after = event.position;
+            }
+        }
+        seen
+    });
+    for writer in writers {
+        writer.await.unwrap();
+    }
+    let seen = reader.await.unwrap();
+    assert_eq!(seen, (1..=total as i64).collect::<Vec<_>>());
+}
