@@ -96,6 +96,12 @@ struct FileConfig {
     #[serde(default)]
     marketplace: MarketplaceFile,
     #[serde(default)]
+    console: ConsoleFile,
+    #[serde(default)]
+    api: ApiFile,
+    #[serde(default)]
+    orders: OrdersFile,
+    #[serde(default)]
     database: DatabaseFile,
     #[serde(default)]
     sku: Option<Vec<SkuFile>>,
@@ -105,6 +111,27 @@ struct FileConfig {
 #[serde(deny_unknown_fields)]
 struct MarketplaceFile {
     key: Option<Secret>,
+    verify_window_s: Option<u64>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ConsoleFile {
+    public_url: Option<String>,
+    secret: Option<Secret>,
+    session_ttl_s: Option<u64>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ApiFile {
+    admin_token: Option<Secret>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct OrdersFile {
+    expiry_sweep_s: Option<u64>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -171,15 +198,75 @@ pub const POOL_SIZE_DEFAULT: usize = 16;
 /// Upper bound on the pool, far below any PostgreSQL `max_connections` in practice.
 pub const POOL_SIZE_MAX: usize = 256;
 
+/// How far a `verify` (login-free sign-in) `timeStamp` may be from our clock by default.
+pub const VERIFY_WINDOW_S_DEFAULT: u64 = 300;
+/// Longest accepted window: a signed sign-in link must not stay usable for long.
+pub const VERIFY_WINDOW_S_MAX: u64 = 3600;
+/// Lifetime of a console session made by a login-free sign-in.
+pub const SESSION_TTL_S_DEFAULT: u64 = 600;
+pub const SESSION_TTL_S_MAX: u64 = 86_400;
+/// How often the sweeper looks for orders whose expiry has passed.
+pub const EXPIRY_SWEEP_S_DEFAULT: u64 = 30;
+pub const EXPIRY_SWEEP_S_MAX: u64 = 3600;
+/// Shortest secret or token accepted: anything shorter can be guessed.
+pub const SECRET_LEN_MIN: usize = 16;
+
 /// What the product needs to know, from the file and the environment.
 #[derive(Debug, Clone)]
 pub struct Config {
     /// The ISV key that signs marketplace callbacks; `None` refuses every callback.
     pub marketplace_key: Option<Secret>,
+    pub verify_window_s: u64,
+    /// The base URL customers reach the service at (console links); `None`: the listen address.
+    pub public_url: Option<String>,
+    /// Signs order credentials (`authCode`) and console sessions. `None`: derived from the
+    /// marketplace key.
+    pub console_secret: Option<Secret>,
+    pub session_ttl_s: u64,
+    /// Bearer token of operators and finance for the read APIs.
+    pub admin_token: Option<Secret>,
+    pub expiry_sweep_s: u64,
     pub catalog: Catalog,
     /// True when no `[[sku]]` was configured and [`Catalog::built_in`] is in use.
     pub catalog_is_built_in: bool,
     pub pool_size: usize,
+}
+
+impl Config {
+    /// Settings for tests and examples: the built-in catalog, no secrets, defaults everywhere.
+    pub fn defaults() -> Config {
+        Config {
+            marketplace_key: None,
+            verify_window_s: VERIFY_WINDOW_S_DEFAULT,
+            public_url: None,
+            console_secret: None,
+            session_ttl_s: SESSION_TTL_S_DEFAULT,
+            admin_token: None,
+            expiry_sweep_s: EXPIRY_SWEEP_S_DEFAULT,
+            catalog: Catalog::built_in(),
+            catalog_is_built_in: true,
+            pool_size: POOL_SIZE_DEFAULT,
+        }
+    }
+}
+
+fn in_range(name: &str, value: Option<u64>, default: u64, max: u64) -> Result<u64, String> {
+    let value = value.unwrap_or(default);
+    if (1..=max).contains(&value) {
+        Ok(value)
+    } else {
+        Err(format!("{name} must be 1 to {max}"))
+    }
+}
+
+fn strong(name: &str, secret: Option<Secret>) -> Result<Option<Secret>, String> {
+    match secret {
+        Some(secret) if secret.expose().is_empty() => Ok(None),
+        Some(secret) if secret.expose().len() < SECRET_LEN_MIN => Err(format!(
+            "{name} must be at least {SECRET_LEN_MIN} characters"
+        )),
+        other => Ok(other),
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -214,11 +301,11 @@ impl Config {
                     .into_iter()
                     .map(SkuFile::parse)
                     .collect::<Result<Vec<_>, _>>()
-                    .map_err(fail)?;
+                    .map_err(&fail)?;
                 if skus.is_empty() {
                     return Err(fail("at least one [[sku]] is required".into()));
                 }
-                (Catalog::new(skus).map_err(fail)?, false)
+                (Catalog::new(skus).map_err(&fail)?, false)
             }
             None => (Catalog::built_in(), true),
         };
@@ -232,8 +319,56 @@ impl Config {
             .map(Secret::new)
             .or(file.marketplace.key)
             .filter(|key| !key.expose().is_empty());
+        let console_secret = strong(
+            "console.secret (LEDGER_CONSOLE_SECRET)",
+            env("LEDGER_CONSOLE_SECRET")
+                .map(Secret::new)
+                .or(file.console.secret),
+        )
+        .map_err(&fail)?;
+        let admin_token = strong(
+            "api.admin_token (LEDGER_ADMIN_TOKEN)",
+            env("LEDGER_ADMIN_TOKEN")
+                .map(Secret::new)
+                .or(file.api.admin_token),
+        )
+        .map_err(&fail)?;
+        let public_url = env("LEDGER_PUBLIC_URL")
+            .or(file.console.public_url)
+            .filter(|url| !url.is_empty());
+        if let Some(url) = &public_url {
+            if !(url.starts_with("http://") || url.starts_with("https://")) {
+                return Err(fail(format!(
+                    "console.public_url {url:?} must start with http:// or https://"
+                )));
+            }
+        }
         Ok(Config {
             marketplace_key,
+            verify_window_s: in_range(
+                "marketplace.verify_window_s",
+                file.marketplace.verify_window_s,
+                VERIFY_WINDOW_S_DEFAULT,
+                VERIFY_WINDOW_S_MAX,
+            )
+            .map_err(&fail)?,
+            public_url: public_url.map(|url| url.trim_end_matches('/').to_owned()),
+            console_secret,
+            session_ttl_s: in_range(
+                "console.session_ttl_s",
+                file.console.session_ttl_s,
+                SESSION_TTL_S_DEFAULT,
+                SESSION_TTL_S_MAX,
+            )
+            .map_err(&fail)?,
+            admin_token,
+            expiry_sweep_s: in_range(
+                "orders.expiry_sweep_s",
+                file.orders.expiry_sweep_s,
+                EXPIRY_SWEEP_S_DEFAULT,
+                EXPIRY_SWEEP_S_MAX,
+            )
+            .map_err(&fail)?,
             catalog,
             catalog_is_built_in,
             pool_size,
@@ -314,6 +449,27 @@ mod tests {
         );
         assert!(!format!("{config:?}").contains("from-env"));
         assert!(config.catalog_is_built_in);
+    }
+
+    #[test]
+    fn short_secrets_and_out_of_range_settings_are_refused() {
+        assert!(load("[api]\nadmin_token = \"short\"\n")
+            .unwrap_err()
+            .message
+            .contains("admin_token"));
+        assert!(load("[console]\nsecret = \"short\"\n")
+            .unwrap_err()
+            .message
+            .contains("secret"));
+        assert!(load("[marketplace]\nverify_window_s = 0\n").is_err());
+        assert!(load("[orders]\nexpiry_sweep_s = 99999\n").is_err());
+        assert!(load("[console]\npublic_url = \"ftp://x\"\n").is_err());
+        let config = load("[console]\npublic_url = \"https://dts.example.com/\"\n").unwrap();
+        assert_eq!(
+            config.public_url.as_deref(),
+            Some("https://dts.example.com")
+        );
+        assert_eq!(config.verify_window_s, VERIFY_WINDOW_S_DEFAULT);
     }
 
     #[test]

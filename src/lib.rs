@@ -2,10 +2,14 @@
 //! on the JD Cloud marketplace.
 
 pub mod audit;
+pub mod auth;
 pub mod cli;
 pub mod configuration;
 pub mod database;
+pub mod domain;
 pub mod error;
+pub mod ledger;
+pub mod marketplace;
 pub mod routes;
 pub mod startup;
 pub mod store;

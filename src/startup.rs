@@ -2,7 +2,10 @@
 
 use crate::configuration::Config;
 use crate::error::{error_body, ApiError};
+use crate::ledger;
+use crate::marketplace::credentials::Credentials;
 use crate::routes;
+use crate::store::Metadata;
 use actix_web::dev::{Server, Service};
 use actix_web::http::header::{HeaderName, HeaderValue};
 use actix_web::http::StatusCode;
@@ -10,6 +13,7 @@ use actix_web::{web, App, HttpMessage, HttpResponse, HttpServer};
 use deadpool_postgres::Pool;
 use std::net::TcpListener;
 use std::sync::Arc;
+use std::time::Duration;
 use tracing::Instrument;
 
 /// How long in-flight requests may take to finish after a stop signal before they are cut.
@@ -21,6 +25,10 @@ pub const JSON_BODY_BYTES_MAX: usize = 4 * 1024 * 1024;
 pub struct AppState {
     pub pool: Pool,
     pub config: Arc<Config>,
+    /// Issues and checks order credentials and console sessions; `None` without any secret.
+    pub credentials: Option<Credentials>,
+    /// The base URL customers reach this service at, without a trailing slash.
+    pub public_url: String,
 }
 
 /// The id of the current request, also returned as `x-request-id` and written into event metadata.
@@ -44,6 +52,8 @@ impl actix_web::FromRequest for RequestId {
 pub struct Application {
     port: u16,
     server: Server,
+    /// Background work (the expiry sweeper); stopped once the HTTP server has stopped.
+    workers: Vec<tokio::task::JoinHandle<()>>,
 }
 
 /// Options of one HTTP server.
@@ -61,15 +71,32 @@ impl Application {
         pool: Pool,
         config: Config,
     ) -> std::io::Result<Application> {
-        let port = options.listener.local_addr()?.port();
+        let local = options.listener.local_addr()?;
+        let port = local.port();
+        let public_url = config
+            .public_url
+            .clone()
+            .unwrap_or_else(|| format!("http://{local}"));
+        let credentials = Credentials::new(
+            config.console_secret.as_ref(),
+            config.marketplace_key.as_ref(),
+        );
+        let workers = vec![tokio::spawn(sweep_expired_orders(
+            pool.clone(),
+            Duration::from_secs(config.expiry_sweep_s),
+        ))];
         let state = web::Data::new(AppState {
             pool,
             config: Arc::new(config),
+            credentials,
+            public_url,
         });
         let mut server = HttpServer::new(move || {
             App::new()
                 .app_data(state.clone())
                 .app_data(json_config())
+                .app_data(query_config())
+                .app_data(path_config())
                 .wrap_fn(|req, srv| {
                     let request_id = RequestId(uuid::Uuid::new_v4().to_string());
                     req.extensions_mut().insert(request_id.clone());
@@ -99,6 +126,20 @@ impl Application {
                 })
                 .route("/healthz", web::get().to(routes::health::healthz))
                 .route("/readyz", web::get().to(routes::health::readyz))
+                .route(
+                    "/v1/cloud/order",
+                    web::get().to(routes::cloud_order::cloud_order),
+                )
+                .route(
+                    "/v1/orders/{instance_id}",
+                    web::get().to(routes::orders::get_order),
+                )
+                .route(
+                    "/v1/orders/{instance_id}/details",
+                    web::delete().to(routes::orders::erase_details),
+                )
+                .route("/v1/ledger", web::get().to(routes::ledger::read_ledger))
+                .route("/console", web::get().to(routes::console::console))
                 .default_service(web::to(not_found))
         })
         .shutdown_timeout(SHUTDOWN_GRACE_S)
@@ -112,6 +153,7 @@ impl Application {
         Ok(Application {
             port,
             server: server.run(),
+            workers,
         })
     }
 
@@ -126,7 +168,11 @@ impl Application {
 
     /// Serves until a stop signal (or [`Self::handle`]`.stop`) and the in-flight requests finish.
     pub async fn run_until_stopped(self) -> std::io::Result<()> {
-        self.server.await
+        let served = self.server.await;
+        for worker in &self.workers {
+            worker.abort();
+        }
+        served
     }
 }
 
@@ -158,6 +204,45 @@ fn json_config() -> web::JsonConfig {
             )
             .into()
         })
+}
+
+fn query_config() -> web::QueryConfig {
+    web::QueryConfig::default().error_handler(|error, _req| {
+        let api = ApiError::bad_request("invalid_query", error.to_string());
+        actix_web::error::InternalError::from_response(
+            error,
+            HttpResponse::build(api.status).json(api.body()),
+        )
+        .into()
+    })
+}
+
+fn path_config() -> web::PathConfig {
+    web::PathConfig::default().error_handler(|error, _req| {
+        let api = ApiError::bad_request("invalid_path", error.to_string());
+        actix_web::error::InternalError::from_response(
+            error,
+            HttpResponse::build(api.status).json(api.body()),
+        )
+        .into()
+    })
+}
+
+/// Records the expiry of orders whose `expiresAt` has passed, every `every`.
+async fn sweep_expired_orders(pool: Pool, every: Duration) {
+    let mut ticker = tokio::time::interval(every);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        ticker.tick().await;
+        let metadata = Metadata {
+            request_id: uuid::Uuid::new_v4().to_string(),
+            source: "sweeper",
+            actor: "clock".to_owned(),
+        };
+        if let Err(error) = ledger::orders::expire_due(&pool, &metadata).await {
+            tracing::warn!(%error, "expiry sweep failed; the next one retries");
+        }
+    }
 }
 
 async fn not_found() -> HttpResponse {

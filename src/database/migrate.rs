@@ -24,6 +24,11 @@ const MIGRATIONS: &[Migration] = &[
         name: "projections",
         sql: include_str!("../../schema/0002_projections.sql"),
     },
+    Migration {
+        version: 3,
+        name: "order_details",
+        sql: include_str!("../../schema/0003_order_details.sql"),
+    },
 ];
 
 /// An arbitrary constant naming the advisory lock taken while migrating.

@@ -1,3 +1,7 @@
 //! HTTP routes, one file each.
 
+pub mod cloud_order;
+pub mod console;
 pub mod health;
+pub mod ledger;
+pub mod orders;

@@ -1,7 +1,10 @@
 //! Appending: expected versions, the hash chain, gapless positions, idempotency keys.
 
 use super::hash::{Hash, Hashed, Hasher, GENESIS};
-use super::{truncate_to_micros, AppendOutcome, Appended, ExpectedVersion, NewEvent, StoreError};
+use super::{
+    truncate_to_micros, AppendOutcome, Appended, ExpectedVersion, NewEvent, RecordedEvent,
+    StoreError,
+};
 use chrono::{DateTime, Utc};
 use deadpool_postgres::Transaction;
 use futures_util::pin_mut;
@@ -29,7 +32,7 @@ pub async fn append(
     if !keys.is_empty() {
         let found = find_by_idempotency_keys(tx, &keys).await?;
         if !found.is_empty() {
-            let mut positions: Vec<i64> = found.into_iter().map(|(_, position)| position).collect();
+            let mut positions: Vec<i64> = found.iter().map(|event| event.position).collect();
             positions.sort_unstable();
             return Ok(AppendOutcome::Duplicate { positions });
         }
@@ -40,18 +43,12 @@ pub async fn append(
     }
 }
 
-/// The events carrying any of `keys`, as `(key, position)`.
+/// The events carrying any of `keys`.
 pub async fn find_by_idempotency_keys(
     tx: &Transaction<'_>,
     keys: &[&str],
-) -> Result<Vec<(String, i64)>, StoreError> {
-    let statement = tx
-        .prepare_cached(
-            "SELECT idempotency_key, position FROM events WHERE idempotency_key = ANY($1::text[])",
-        )
-        .await?;
-    let rows = tx.query(&statement, &[&keys]).await?;
-    Ok(rows.iter().map(|row| (row.get(0), row.get(1))).collect())
+) -> Result<Vec<RecordedEvent>, StoreError> {
+    super::read::by_idempotency_keys(tx, keys).await
 }
 
 /// Appends without looking up idempotency keys first: for callers that looked them up under their

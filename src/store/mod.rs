@@ -34,14 +34,21 @@ pub struct NewEvent {
     pub idempotency_key: Option<String>,
 }
 
+impl Metadata {
+    pub fn to_value(&self) -> Value {
+        serde_json::to_value(self).expect("metadata always serialises")
+    }
+}
+
 impl NewEvent {
-    pub fn new(event: &Event, metadata: &Metadata) -> NewEvent {
+    /// `metadata` is [`Metadata::to_value`], computed once per command rather than per event.
+    pub fn new(event: &Event, metadata: &Value) -> NewEvent {
         NewEvent {
             stream_id: event.stream_id(),
             event_type: event.event_type().to_owned(),
             event_version: event.event_version(),
             payload: event.payload(),
-            metadata: serde_json::to_value(metadata).expect("metadata always serialises"),
+            metadata: metadata.clone(),
             idempotency_key: None,
         }
     }
@@ -117,10 +124,28 @@ pub enum StoreError {
     DuplicateKey,
     #[error("nothing to append")]
     Empty,
-    #[error(transparent)]
+    #[error("{}", describe(.0))]
     Database(#[from] tokio_postgres::Error),
-    #[error(transparent)]
+    #[error("connection pool: {0}")]
     Pool(#[from] deadpool_postgres::PoolError),
+}
+
+/// A database error with its SQLSTATE, message and detail (the driver's own text is only
+/// "db error" for errors the server reported).
+pub fn describe(error: &tokio_postgres::Error) -> String {
+    match error.as_db_error() {
+        Some(db) => {
+            let mut text = format!("database error {}: {}", db.code().code(), db.message());
+            if let Some(detail) = db.detail() {
+                text.push_str(&format!(" ({detail})"));
+            }
+            text
+        }
+        None => match std::error::Error::source(error) {
+            Some(source) => format!("database: {error}: {source}"),
+            None => format!("database: {error}"),
+        },
+    }
 }
 
 impl StoreError {

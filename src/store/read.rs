@@ -55,6 +55,20 @@ pub async fn read_all_after(
     Ok(rows.iter().map(recorded).collect())
 }
 
+/// The events carrying any of `keys`, in position order.
+pub async fn by_idempotency_keys(
+    client: &impl GenericClient,
+    keys: &[&str],
+) -> Result<Vec<RecordedEvent>, StoreError> {
+    let statement = client
+        .prepare_cached(&format!(
+            "SELECT {COLUMNS} FROM events WHERE idempotency_key = ANY($1::text[]) ORDER BY position"
+        ))
+        .await?;
+    let rows = client.query(&statement, &[&keys]).await?;
+    Ok(rows.iter().map(recorded).collect())
+}
+
 /// The last position handed out and committed.
 pub async fn head_position(client: &impl GenericClient) -> Result<i64, StoreError> {
     let statement = client

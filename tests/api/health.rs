@@ -60,7 +60,11 @@ async fn readiness_follows_the_database_going_away_and_coming_back() {
             .unwrap();
     }
     let pool = build_pool(cluster.config("postgres"), 2);
-    let app = spawn_app_on(TestDb::create().await, pool, test_config());
+    let app = spawn_app_on(
+        std::sync::Arc::new(TestDb::create().await),
+        pool,
+        test_config(),
+    );
     assert_eq!(app.get("/readyz").await.status(), 200);
 
     cluster.stop().unwrap();

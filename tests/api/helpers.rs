@@ -1,7 +1,7 @@
 //! The test harness: one throwaway PostgreSQL cluster per test binary (or the server named by
 //! `DATABASE_URL`), a fresh database per test, and the real HTTP server on a random port.
 
-use dts_ledger::configuration::{Catalog, Config, Secret};
+use dts_ledger::configuration::{Config, Secret};
 use dts_ledger::database::embedded::{Durability, EmbeddedPostgres};
 use dts_ledger::database::{build_pool, migrate};
 use dts_ledger::startup::{Application, ServerOptions};
@@ -10,6 +10,7 @@ use std::sync::{Mutex, OnceLock};
 use tokio_postgres::NoTls;
 
 pub const MARKETPLACE_KEY: &str = "test-isv-key";
+pub const ADMIN_TOKEN: &str = "test-admin-token-0123456789";
 
 /// The server tests create their databases on, as connection settings of its admin database.
 static SERVER: OnceLock<tokio_postgres::Config> = OnceLock::new();
@@ -105,19 +106,58 @@ impl Drop for TestDb {
     }
 }
 
-/// Product settings for tests: a known marketplace key and the built-in catalog.
+/// Product settings for tests: known secrets and the built-in catalog.
 pub fn test_config() -> Config {
     Config {
         marketplace_key: Some(Secret::new(MARKETPLACE_KEY)),
-        catalog: Catalog::built_in(),
-        catalog_is_built_in: true,
+        admin_token: Some(Secret::new(ADMIN_TOKEN)),
+        public_url: Some("https://dts.example.com".into()),
         pool_size: 8,
+        ..Config::defaults()
     }
+}
+
+/// The query string the marketplace would send: parameters form-encoded, plus the token computed
+/// by the rule of DESIGN §3 (written out again here, independently of the service's code).
+pub fn signed_query(params: &[(&str, &str)], key: &str) -> String {
+    use md5::{Digest, Md5};
+    let mut sorted = params.to_vec();
+    sorted.sort();
+    let input: Vec<String> = sorted.iter().map(|(n, v)| format!("{n}={v}")).collect();
+    let token = hex::encode(Md5::digest(format!("{}&key={key}", input.join("&"))));
+    let mut encoded: Vec<String> = params
+        .iter()
+        .map(|(n, v)| format!("{n}={}", form_encode(v)))
+        .collect();
+    encoded.push(format!("token={token}"));
+    encoded.join("&")
+}
+
+/// `application/x-www-form-urlencoded`: spaces as `+`, everything else unreserved or `%XX`.
+pub fn form_encode(value: &str) -> String {
+    let mut out = String::new();
+    for byte in value.bytes() {
+        match byte {
+            b' ' => out.push('+'),
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                out.push(byte as char)
+            }
+            other => out.push_str(&format!("%{other:02X}")),
+        }
+    }
+    out
+}
+
+/// A time in the marketplace's format (China Standard Time).
+pub fn cst(at: chrono::DateTime<chrono::Utc>) -> String {
+    at.with_timezone(&chrono::FixedOffset::east_opt(8 * 3600).unwrap())
+        .format("%Y-%m-%d %H:%M:%S")
+        .to_string()
 }
 
 pub struct TestApp {
     pub address: String,
-    pub db: TestDb,
+    pub db: std::sync::Arc<TestDb>,
     pub http: reqwest::Client,
     handle: actix_web::dev::ServerHandle,
 }
@@ -127,13 +167,21 @@ pub async fn spawn_app() -> TestApp {
 }
 
 pub async fn spawn_app_with(config: Config) -> TestApp {
-    let db = TestDb::create().await;
+    let db = std::sync::Arc::new(TestDb::create().await);
     let pool = db.pool.clone();
     spawn_app_on(db, pool, config)
 }
 
 /// The real HTTP server on a random port, using `pool` (which may point elsewhere than `db`).
-pub fn spawn_app_on(db: TestDb, pool: deadpool_postgres::Pool, config: Config) -> TestApp {
+pub fn spawn_app_on(
+    db: std::sync::Arc<TestDb>,
+    pool: deadpool_postgres::Pool,
+    config: Config,
+) -> TestApp {
+    // `TEST_LOG=1 cargo test` shows the service's logs.
+    if std::env::var_os("TEST_LOG").is_some() {
+        dts_ledger::telemetry::init(dts_ledger::telemetry::LogFormat::Human);
+    }
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let app = Application::build(
         ServerOptions {
@@ -151,7 +199,10 @@ pub fn spawn_app_on(db: TestDb, pool: deadpool_postgres::Pool, config: Config) -
     TestApp {
         address,
         db,
-        http: reqwest::Client::new(),
+        http: reqwest::Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
+            .build()
+            .unwrap(),
         handle,
     }
 }
@@ -167,6 +218,72 @@ impl TestApp {
 
     pub async fn stop(&self) {
         self.handle.stop(true).await;
+    }
+
+    /// Another server on the same database, with other settings (a second `serve` process).
+    pub fn sibling(&self, config: Config) -> TestApp {
+        spawn_app_on(self.db.clone(), self.db.pool.clone(), config)
+    }
+
+    /// A marketplace callback signed with the test key.
+    pub async fn callback(&self, params: &[(&str, &str)]) -> reqwest::Response {
+        self.callback_raw(&signed_query(params, MARKETPLACE_KEY))
+            .await
+    }
+
+    pub async fn callback_raw(&self, query: &str) -> reqwest::Response {
+        self.http
+            .get(format!("{}/v1/cloud/order?{query}", self.address))
+            .send()
+            .await
+            .expect("the request is sent")
+    }
+
+    pub async fn get_as(&self, path: &str, token: &str) -> reqwest::Response {
+        self.http
+            .get(format!("{}{}", self.address, path))
+            .bearer_auth(token)
+            .send()
+            .await
+            .expect("the request is sent")
+    }
+
+    /// `GET /v1/orders/{id}` as admin, as JSON.
+    pub async fn order(&self, instance_id: &str) -> serde_json::Value {
+        let response = self
+            .get_as(&format!("/v1/orders/{instance_id}"), ADMIN_TOKEN)
+            .await;
+        assert_eq!(response.status(), 200, "order {instance_id}");
+        response.json().await.unwrap()
+    }
+
+    /// Every event in the ledger, through the admin API.
+    pub async fn events(&self) -> Vec<serde_json::Value> {
+        let mut all = Vec::new();
+        let mut after = 0;
+        loop {
+            let page: serde_json::Value = self
+                .get_as(&format!("/v1/ledger?after={after}&limit=1000"), ADMIN_TOKEN)
+                .await
+                .json()
+                .await
+                .unwrap();
+            let events = page["events"].as_array().unwrap().clone();
+            if events.is_empty() {
+                return all;
+            }
+            after = page["next"].as_i64().unwrap();
+            all.extend(events);
+        }
+    }
+
+    /// The events of one type.
+    pub async fn events_of(&self, event_type: &str) -> Vec<serde_json::Value> {
+        self.events()
+            .await
+            .into_iter()
+            .filter(|e| e["type"] == event_type)
+            .collect()
     }
 }
 

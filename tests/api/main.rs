@@ -2,5 +2,6 @@
 
 mod health;
 mod helpers;
+mod marketplace;
 mod serve;
 mod store;

@@ -1,0 +1,602 @@
+//! Marketplace orders: what each callback does to a package (DESIGN §4).
+
+use super::Draft;
+use crate::configuration::Catalog;
+use chrono::{DateTime, Utc};
+use projections::events::{
+    Event, ExpirySource, OrderCreated, OrderDilated, OrderExpired, OrderReleased, OrderRenewed,
+    OrderUpgraded, StopReason,
+};
+use projections::ids::{InstanceId, JdPin, OrderId, SkuId};
+use projections::{FoldError, PackageStatus};
+use rust_decimal::Decimal;
+
+/// `createInstance`, parsed. The package's id is the `orderBizId`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CreateOrder {
+    pub instance_id: InstanceId,
+    pub jd_pin: JdPin,
+    pub order_id: OrderId,
+    pub service_code: String,
+    pub sku_id: SkuId,
+    /// `accountNum`, 1 to [`UNITS_MAX`].
+    pub units: u32,
+    pub expires_at: Option<DateTime<Utc>>,
+    pub template: Option<String>,
+}
+
+/// Largest `accountNum` accepted: a thousand packages in one order is far beyond any real purchase
+/// and keeps `bytes × units` and `price × units` small.
+pub const UNITS_MAX: u32 = 1000;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RenewOrder {
+    pub instance_id: InstanceId,
+    pub order_id: OrderId,
+    pub expires_at: DateTime<Utc>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UpgradeOrder {
+    pub instance_id: InstanceId,
+    pub order_id: OrderId,
+    pub sku_id: SkuId,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DilateOrder {
+    pub instance_id: InstanceId,
+    pub order_id: OrderId,
+    pub units: u32,
+}
+
+/// Why a callback changes nothing. Each maps to a failure reply the marketplace retries.
+#[derive(Debug, thiserror::Error)]
+pub enum Refusal {
+    #[error("skuId {0} is not in the SKU catalog")]
+    UnknownSku(SkuId),
+    #[error("instanceId {0} is not known")]
+    UnknownInstance(InstanceId),
+    #[error("instance {0} was released and can never change again")]
+    Released(InstanceId),
+    #[error("{0}")]
+    Conflict(String),
+    #[error("the grant is too large to record")]
+    Overflow,
+    #[error("the ledger refused the decision: {0}")]
+    Fold(#[from] FoldError),
+}
+
+/// What a callback did.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Outcome {
+    /// Decided now; the event is the order event the reply describes.
+    Recorded(Event),
+    /// The same order was recorded before; the reply repeats the original event's.
+    Replayed(Event),
+    /// Nothing to do (expiring an expired package, releasing a released one).
+    Unchanged(&'static str),
+}
+
+impl Outcome {
+    pub fn event(&self) -> Option<&Event> {
+        match self {
+            Outcome::Recorded(event) | Outcome::Replayed(event) => Some(event),
+            Outcome::Unchanged(_) => None,
+        }
+    }
+}
+
+/// The idempotency key of a purchase: one `OrderCreated` per `orderBizId`.
+pub fn create_key(instance_id: &InstanceId) -> String {
+    keyed("createInstance", &[instance_id.as_str()])
+}
+
+/// The idempotency key of a renewal, upgrade or expansion: `(instanceId, orderId)`.
+pub fn order_key(instance_id: &InstanceId, order_id: &OrderId) -> String {
+    keyed("order", &[instance_id.as_str(), order_id.as_str()])
+}
+
+/// `kind/len:part/len:part`: unambiguous whatever characters the ids contain.
+pub fn keyed(kind: &str, parts: &[&str]) -> String {
+    let mut key = kind.to_owned();
+    for part in parts {
+        key.push_str(&format!("/{}:{part}", part.len()));
+    }
+    key
+}
+
+/// The idempotency key an event carries, if it answers an external input.
+pub fn idempotency_key(event: &Event) -> Option<String> {
+    match event {
+        Event::OrderCreated(e) => Some(create_key(&e.instance_id)),
+        Event::OrderRenewed(e) => Some(order_key(&e.instance_id, &e.order_id)),
+        Event::OrderUpgraded(e) => Some(order_key(&e.instance_id, &e.order_id)),
+        Event::OrderDilated(e) => Some(order_key(&e.instance_id, &e.order_id)),
+        Event::TrafficConsumed(e) => Some(keyed(
+            "traffic",
+            &[e.task_id.as_str(), e.report_id.as_str()],
+        )),
+        _ => None,
+    }
+}
+
+fn conflict(what: &str, id: &impl std::fmt::Display) -> Refusal {
+    Refusal::Conflict(format!(
+        "{what} {id} was already recorded with different parameters"
+    ))
+}
+
+/// `createInstance`. `earlier` is the `OrderCreated` recorded under the same `orderBizId`, if any.
+pub fn create(
+    draft: &mut Draft,
+    command: &CreateOrder,
+    catalog: &Catalog,
+    earlier: Option<Event>,
+) -> Result<Outcome, Refusal> {
+    if let Some(earlier) = earlier {
+        return match &earlier {
+            Event::OrderCreated(e)
+                if e.jd_pin == command.jd_pin
+                    && e.order_id == command.order_id
+                    && e.service_code == command.service_code
+                    && e.sku_id == command.sku_id
+                    && e.units == command.units
+                    && e.expires_at == command.expires_at
+                    && e.template == command.template =>
+            {
+                Ok(Outcome::Replayed(earlier))
+            }
+            _ => Err(conflict("orderBizId", &command.instance_id)),
+        };
+    }
+    let sku = catalog
+        .get(&command.sku_id)
+        .ok_or_else(|| Refusal::UnknownSku(command.sku_id.clone()))?;
+    let bytes_granted = sku
+        .bytes
+        .checked_mul(u64::from(command.units))
+        .ok_or(Refusal::Overflow)?;
+    let amount = sku
+        .price
+        .checked_mul(Decimal::from(command.units))
+        .ok_or(Refusal::Overflow)?;
+    let event = Event::OrderCreated(OrderCreated {
+        instance_id: command.instance_id.clone(),
+        jd_pin: command.jd_pin.clone(),
+        order_id: command.order_id.clone(),
+        service_code: command.service_code.clone(),
+        sku_id: sku.id.clone(),
+        sku_name: sku.name.clone(),
+        sku_bytes: sku.bytes,
+        units: command.units,
+        bytes_granted,
+        unit_price: sku.price,
+        amount,
+        currency: sku.currency.clone(),
+        expires_at: command.expires_at,
+        template: command.template.clone(),
+    });
+    draft.emit(event.clone())?;
+    // An order bought with an expiry already past is recorded, then expired right away.
+    draft.expire_if_due(&command.instance_id)?;
+    Ok(Outcome::Recorded(event))
+}
+
+/// The package a change applies to, which must exist and not be released. Expiry by our clock is
+/// recorded first, so the history says the package had expired before it was renewed.
+fn changeable(draft: &mut Draft, instance_id: &InstanceId) -> Result<(), Refusal> {
+    let package = draft
+        .package(instance_id)
+        .ok_or_else(|| Refusal::UnknownInstance(instance_id.clone()))?;
+    if package.status == PackageStatus::Released {
+        return Err(Refusal::Released(instance_id.clone()));
+    }
+    draft.expire_if_due(instance_id)?;
+    Ok(())
+}
+
+/// `renewInstance`: one more SKU's worth of bytes at today's price, and a new expiry.
+pub fn renew(
+    draft: &mut Draft,
+    command: &RenewOrder,
+    catalog: &Catalog,
+    earlier: Option<Event>,
+) -> Result<Outcome, Refusal> {
+    if let Some(earlier) = earlier {
+        return match &earlier {
+            Event::OrderRenewed(e) if e.expires_at == command.expires_at => {
+                Ok(Outcome::Replayed(earlier))
+            }
+            _ => Err(conflict("orderId", &command.order_id)),
+        };
+    }
+    changeable(draft, &command.instance_id)?;
+    let package = draft.package(&command.instance_id).expect("checked above");
+    let sku = catalog
+        .get(&package.sku_id)
+        .ok_or_else(|| Refusal::UnknownSku(package.sku_id.clone()))?;
+    let event = Event::OrderRenewed(OrderRenewed {
+        instance_id: command.instance_id.clone(),
+        order_id: command.order_id.clone(),
+        sku_id: sku.id.clone(),
+        sku_name: sku.name.clone(),
+        bytes_granted: sku.bytes,
+        unit_price: sku.price,
+        amount: sku.price,
+        currency: sku.currency.clone(),
+        expires_at: command.expires_at,
+    });
+    draft.emit(event.clone())?;
+    draft.expire_if_due(&command.instance_id)?;
+    draft.resume_tasks(&command.instance_id)?;
+    Ok(Outcome::Recorded(event))
+}
+
+/// `upgradeInstance`: switch SKU; a bigger one grants the difference, a smaller one takes nothing.
+pub fn upgrade(
+    draft: &mut Draft,
+    command: &UpgradeOrder,
+    catalog: &Catalog,
+    earlier: Option<Event>,
+) -> Result<Outcome, Refusal> {
+    if let Some(earlier) = earlier {
+        return match &earlier {
+            Event::OrderUpgraded(e) if e.sku_id == command.sku_id => Ok(Outcome::Replayed(earlier)),
+            _ => Err(conflict("orderId", &command.order_id)),
+        };
+    }
+    changeable(draft, &command.instance_id)?;
+    let sku = catalog
+        .get(&command.sku_id)
+        .ok_or_else(|| Refusal::UnknownSku(command.sku_id.clone()))?;
+    let package = draft.package(&command.instance_id).expect("checked above");
+    let event = Event::OrderUpgraded(OrderUpgraded {
+        instance_id: command.instance_id.clone(),
+        order_id: command.order_id.clone(),
+        from_sku_id: package.sku_id.clone(),
+        sku_id: sku.id.clone(),
+        sku_name: sku.name.clone(),
+        sku_bytes: sku.bytes,
+        bytes_granted: sku.bytes.saturating_sub(package.sku_bytes),
+        unit_price: sku.price,
+        amount: (sku.price - package.unit_price).max(Decimal::ZERO),
+        currency: sku.currency.clone(),
+    });
+    draft.emit(event.clone())?;
+    draft.resume_tasks(&command.instance_id)?;
+    Ok(Outcome::Recorded(event))
+}
+
+/// `dilateInstance` (扩容): `accountNum` more units of the package's SKU at today's price.
+pub fn dilate(
+    draft: &mut Draft,
+    command: &DilateOrder,
+    catalog: &Catalog,
+    earlier: Option<Event>,
+) -> Result<Outcome, Refusal> {
+    if let Some(earlier) = earlier {
+        return match &earlier {
+            Event::OrderDilated(e) if e.units == command.units => Ok(Outcome::Replayed(earlier)),
+            _ => Err(conflict("orderId", &command.order_id)),
+        };
+    }
+    changeable(draft, &command.instance_id)?;
+    let package = draft.package(&command.instance_id).expect("checked above");
+    let sku = catalog
+        .get(&package.sku_id)
+        .ok_or_else(|| Refusal::UnknownSku(package.sku_id.clone()))?;
+    let event = Event::OrderDilated(OrderDilated {
+        instance_id: command.instance_id.clone(),
+        order_id: command.order_id.clone(),
+        sku_id: sku.id.clone(),
+        sku_name: sku.name.clone(),
+        units: command.units,
+        bytes_granted: sku
+            .bytes
+            .checked_mul(u64::from(command.units))
+            .ok_or(Refusal::Overflow)?,
+        unit_price: sku.price,
+        amount: sku
+            .price
+            .checked_mul(Decimal::from(command.units))
+            .ok_or(Refusal::Overflow)?,
+        currency: sku.currency.clone(),
+    });
+    draft.emit(event.clone())?;
+    draft.resume_tasks(&command.instance_id)?;
+    Ok(Outcome::Recorded(event))
+}
+
+/// `expiredInstance`: the marketplace says the order ended. Idempotent by state.
+pub fn expire(draft: &mut Draft, instance_id: &InstanceId) -> Result<Outcome, Refusal> {
+    let package = draft
+        .package(instance_id)
+        .ok_or_else(|| Refusal::UnknownInstance(instance_id.clone()))?;
+    match package.status {
+        PackageStatus::Released => Ok(Outcome::Unchanged("already released")),
+        PackageStatus::Expired => Ok(Outcome::Unchanged("already expired")),
+        PackageStatus::Active => {
+            let event = Event::OrderExpired(OrderExpired {
+                instance_id: instance_id.clone(),
+                source: ExpirySource::Marketplace,
+                expires_at: package.expires_at,
+            });
+            draft.emit(event.clone())?;
+            draft.stop_tasks(instance_id, StopReason::OrderExpired)?;
+            Ok(Outcome::Recorded(event))
+        }
+    }
+}
+
+/// `releaseInstance`: cancelled and refunded. The remaining bytes are forfeited (recorded), the
+/// tasks stop, and the package is never usable again. Idempotent by state.
+pub fn release(draft: &mut Draft, instance_id: &InstanceId) -> Result<Outcome, Refusal> {
+    let package = draft
+        .package(instance_id)
+        .ok_or_else(|| Refusal::UnknownInstance(instance_id.clone()))?;
+    if package.status == PackageStatus::Released {
+        return Ok(Outcome::Unchanged("already released"));
+    }
+    let event = Event::OrderReleased(OrderReleased {
+        instance_id: instance_id.clone(),
+        bytes_forfeited: package.bytes_remaining,
+    });
+    draft.emit(event.clone())?;
+    draft.stop_tasks(instance_id, StopReason::OrderReleased)?;
+    Ok(Outcome::Recorded(event))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use projections::events::{ReportAction, TaskCreated, TrafficConsumed};
+    use projections::ids::{Bytes, ReportId, TaskId};
+    use projections::{Projection, TaskState};
+
+    fn now() -> DateTime<Utc> {
+        DateTime::from_timestamp(1_800_000_000, 0).unwrap()
+    }
+
+    fn id() -> InstanceId {
+        InstanceId::parse("biz-1").unwrap()
+    }
+
+    fn create_command() -> CreateOrder {
+        CreateOrder {
+            instance_id: id(),
+            jd_pin: JdPin::parse("pin").unwrap(),
+            order_id: OrderId::parse("o-1").unwrap(),
+            service_code: "dts".into(),
+            sku_id: SkuId::parse("FW_GOODS-500232-1").unwrap(),
+            units: 2,
+            expires_at: Some(now() + chrono::Duration::days(30)),
+            template: None,
+        }
+    }
+
+    fn created() -> Draft {
+        let mut draft = Draft::new(Projection::default(), now());
+        create(&mut draft, &create_command(), &Catalog::built_in(), None).unwrap();
+        let mut draft = Draft::new(draft.projection, now());
+        draft
+            .emit(Event::TaskCreated(TaskCreated {
+                task_id: TaskId::parse("t-1").unwrap(),
+                instance_id: id(),
+            }))
+            .unwrap();
+        Draft::new(draft.projection, now())
+    }
+
+    fn exhaust(draft: &mut Draft) {
+        let package = draft.package(&id()).unwrap();
+        let bytes = package
+            .bytes_remaining
+            .checked_add(Bytes::new(5).unwrap())
+            .unwrap();
+        draft
+            .emit(Event::TrafficConsumed(TrafficConsumed {
+                task_id: TaskId::parse("t-1").unwrap(),
+                report_id: ReportId::parse("r").unwrap(),
+                instance_id: id(),
+                bytes,
+                period_start: None,
+                period_end: now(),
+                action: ReportAction::Stop,
+                reason: Some(StopReason::QuotaExhausted),
+                bytes_remaining: Bytes::ZERO,
+                bytes_overage: Bytes::new(5).unwrap(),
+            }))
+            .unwrap();
+        draft.stop_tasks(&id(), StopReason::QuotaExhausted).unwrap();
+    }
+
+    #[test]
+    fn a_purchase_grants_sku_bytes_times_account_num_at_the_catalog_price() {
+        let draft = created();
+        let package = draft.package(&id()).unwrap();
+        assert_eq!(package.bytes_granted.get(), 2 << 40);
+        assert_eq!(package.unit_price.to_string(), "1000.00");
+    }
+
+    #[test]
+    fn the_same_purchase_replays_and_a_different_one_conflicts() {
+        let mut draft = created();
+        let original = Event::OrderCreated(
+            match create(
+                &mut Draft::new(Projection::default(), now()),
+                &create_command(),
+                &Catalog::built_in(),
+                None,
+            )
+            .unwrap()
+            {
+                Outcome::Recorded(Event::OrderCreated(e)) => e,
+                other => panic!("{other:?}"),
+            },
+        );
+        let again = create(
+            &mut draft,
+            &create_command(),
+            &Catalog::built_in(),
+            Some(original.clone()),
+        );
+        assert_eq!(again.unwrap(), Outcome::Replayed(original.clone()));
+        let mut different = create_command();
+        different.units = 3;
+        let refused = create(&mut draft, &different, &Catalog::built_in(), Some(original));
+        assert!(matches!(refused, Err(Refusal::Conflict(_))));
+        assert!(draft.events.is_empty());
+    }
+
+    #[test]
+    fn an_unknown_sku_is_refused() {
+        let mut draft = Draft::new(Projection::default(), now());
+        let mut command = create_command();
+        command.sku_id = SkuId::parse("nope").unwrap();
+        assert!(matches!(
+            create(&mut draft, &command, &Catalog::built_in(), None),
+            Err(Refusal::UnknownSku(_))
+        ));
+        assert!(draft.events.is_empty());
+    }
+
+    #[test]
+    fn a_renewal_covers_overage_and_resumes_stopped_tasks() {
+        let mut draft = created();
+        exhaust(&mut draft);
+        assert_eq!(
+            draft.task(&TaskId::parse("t-1").unwrap()).unwrap().state,
+            TaskState::Stopped
+        );
+        let renewal = RenewOrder {
+            instance_id: id(),
+            order_id: OrderId::parse("o-2").unwrap(),
+            expires_at: now() + chrono::Duration::days(60),
+        };
+        renew(&mut draft, &renewal, &Catalog::built_in(), None).unwrap();
+        let package = draft.package(&id()).unwrap();
+        assert_eq!(package.bytes_overage, Bytes::ZERO);
+        assert_eq!(package.bytes_remaining.get(), (1 << 40) - 5);
+        assert_eq!(
+            draft.task(&TaskId::parse("t-1").unwrap()).unwrap().state,
+            TaskState::Running
+        );
+        assert_eq!(draft.events.last().unwrap().event_type(), "TaskResumed");
+    }
+
+    #[test]
+    fn an_expired_package_renewed_into_the_future_is_active_again() {
+        let mut draft = created();
+        expire(&mut draft, &id()).unwrap();
+        assert_eq!(draft.package(&id()).unwrap().status, PackageStatus::Expired);
+        assert_eq!(
+            draft
+                .task(&TaskId::parse("t-1").unwrap())
+                .unwrap()
+                .stop_reason,
+            Some(StopReason::OrderExpired)
+        );
+        assert_eq!(
+            expire(&mut draft, &id()).unwrap(),
+            Outcome::Unchanged("already expired")
+        );
+        let renewal = RenewOrder {
+            instance_id: id(),
+            order_id: OrderId::parse("o-2").unwrap(),
+            expires_at: now() + chrono::Duration::days(1),
+        };
+        renew(&mut draft, &renewal, &Catalog::built_in(), None).unwrap();
+        assert_eq!(draft.package(&id()).unwrap().status, PackageStatus::Active);
+        assert_eq!(
+            draft.task(&TaskId::parse("t-1").unwrap()).unwrap().state,
+            TaskState::Running
+        );
+    }
+
+    #[test]
+    fn a_renewal_into_the_past_leaves_the_package_expired() {
+        let mut draft = created();
+        let renewal = RenewOrder {
+            instance_id: id(),
+            order_id: OrderId::parse("o-2").unwrap(),
+            expires_at: now() - chrono::Duration::seconds(1),
+        };
+        renew(&mut draft, &renewal, &Catalog::built_in(), None).unwrap();
+        assert_eq!(draft.package(&id()).unwrap().status, PackageStatus::Expired);
+    }
+
+    #[test]
+    fn upgrades_grant_only_the_size_difference() {
+        let mut draft = created();
+        let up = UpgradeOrder {
+            instance_id: id(),
+            order_id: OrderId::parse("o-3").unwrap(),
+            sku_id: SkuId::parse("FW_GOODS-500232-2").unwrap(),
+        };
+        let outcome = upgrade(&mut draft, &up, &Catalog::built_in(), None).unwrap();
+        match outcome.event() {
+            Some(Event::OrderUpgraded(e)) => {
+                assert_eq!(e.bytes_granted.get(), 1 << 40);
+                assert_eq!(e.amount.to_string(), "800.00");
+            }
+            other => panic!("{other:?}"),
+        }
+        let down = UpgradeOrder {
+            sku_id: SkuId::parse("FW_GOODS-500232-1").unwrap(),
+            order_id: OrderId::parse("o-4").unwrap(),
+            ..up
+        };
+        match upgrade(&mut draft, &down, &Catalog::built_in(), None)
+            .unwrap()
+            .event()
+        {
+            Some(Event::OrderUpgraded(e)) => {
+                assert!(e.bytes_granted.is_zero());
+                assert!(e.amount.is_zero());
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn release_forfeits_the_balance_stops_tasks_and_refuses_later_changes() {
+        let mut draft = created();
+        release(&mut draft, &id()).unwrap();
+        let package = draft.package(&id()).unwrap();
+        assert_eq!(package.bytes_forfeited.get(), 2 << 40);
+        assert_eq!(
+            draft
+                .task(&TaskId::parse("t-1").unwrap())
+                .unwrap()
+                .stop_reason,
+            Some(StopReason::OrderReleased)
+        );
+        assert_eq!(
+            release(&mut draft, &id()).unwrap(),
+            Outcome::Unchanged("already released")
+        );
+        let dilation = DilateOrder {
+            instance_id: id(),
+            order_id: OrderId::parse("o-5").unwrap(),
+            units: 1,
+        };
+        assert!(matches!(
+            dilate(&mut draft, &dilation, &Catalog::built_in(), None),
+            Err(Refusal::Released(_))
+        ));
+    }
+
+    #[test]
+    fn keys_cannot_collide_across_id_boundaries() {
+        let a = order_key(
+            &InstanceId::parse("a:b").unwrap(),
+            &OrderId::parse("c").unwrap(),
+        );
+        let b = order_key(
+            &InstanceId::parse("a").unwrap(),
+            &OrderId::parse("b:c").unwrap(),
+        );
+        assert_ne!(a, b);
+    }
+}

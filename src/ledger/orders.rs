@@ -1,0 +1,255 @@
+//! Marketplace orders applied to the ledger, and the expiry sweeper.
+
+use super::{Attempts, CommandError, LedgerError, UnitOfWork};
+use crate::configuration::Catalog;
+use crate::domain::orders::{
+    self as decide, create_key, order_key, CreateOrder, DilateOrder, Outcome, Refusal, RenewOrder,
+    UpgradeOrder,
+};
+use crate::domain::Draft;
+use crate::store::Metadata;
+use chrono::{DateTime, Utc};
+use deadpool_postgres::{Pool, Transaction};
+use projections::events::Event;
+use projections::ids::{InstanceId, OrderId};
+
+/// Customer details that come with an order. They are personal data or free-form, so they live in
+/// the erasable `order_details` table, never in the immutable ledger.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct OrderDetails {
+    pub mobile: Option<String>,
+    pub email: Option<String>,
+    pub extra_info: Option<String>,
+    pub addition_info: Option<String>,
+}
+
+impl OrderDetails {
+    fn is_empty(&self) -> bool {
+        self == &OrderDetails::default()
+    }
+}
+
+async fn save_details(
+    tx: &Transaction<'_>,
+    instance_id: &InstanceId,
+    order_id: &OrderId,
+    details: &OrderDetails,
+    at: DateTime<Utc>,
+) -> Result<(), tokio_postgres::Error> {
+    if details.is_empty() {
+        return Ok(());
+    }
+    let statement = tx
+        .prepare_cached(
+            "INSERT INTO order_details
+                 (instance_id, order_id, mobile, email, extra_info, addition_info, recorded_at)
+             VALUES ($1, $2, $3, $4, $5, $6, $7)
+             ON CONFLICT (instance_id, order_id) DO NOTHING",
+        )
+        .await?;
+    tx.execute(
+        &statement,
+        &[
+            &instance_id.as_str(),
+            &order_id.as_str(),
+            &details.mobile,
+            &details.email,
+            &details.extra_info,
+            &details.addition_info,
+            &at,
+        ],
+    )
+    .await
+    .map(drop)
+}
+
+/// `createInstance`.
+pub async fn create(
+    pool: &Pool,
+    catalog: &Catalog,
+    command: &CreateOrder,
+    details: &OrderDetails,
+    metadata: &Metadata,
+) -> Result<Outcome, CommandError> {
+    let mut attempts = Attempts::default();
+    loop {
+        let mut client = pool.get().await?;
+        let mut unit = UnitOfWork::begin(&mut client, metadata).await?;
+        // Concurrent retries of one purchase queue here; the first records it, the others find it.
+        unit.lock_for_creation(&command.instance_id).await?;
+        unit.lock_packages(&[&command.instance_id]).await?;
+        let earlier = unit
+            .earlier_event(&create_key(&command.instance_id))
+            .await?;
+        let outcome = decide::create(&mut unit.draft, command, catalog, earlier)?;
+        if let Outcome::Recorded(_) = outcome {
+            let now = unit.draft.now;
+            save_details(
+                unit.tx(),
+                &command.instance_id,
+                &command.order_id,
+                details,
+                now,
+            )
+            .await?;
+        }
+        match unit.commit().await {
+            Ok(_) => return Ok(outcome),
+            Err(error) => attempts.retry(error)?,
+        }
+    }
+}
+
+/// A change to an existing package: locks it and its live tasks, finds an earlier answer to the
+/// same order, decides, and keeps the order's details.
+async fn change(
+    pool: &Pool,
+    metadata: &Metadata,
+    instance_id: &InstanceId,
+    order: Option<(&OrderId, &OrderDetails)>,
+    decide: impl Fn(&mut Draft, Option<Event>) -> Result<Outcome, Refusal>,
+) -> Result<Outcome, CommandError> {
+    let mut attempts = Attempts::default();
+    loop {
+        let mut client = pool.get().await?;
+        let mut unit = UnitOfWork::begin(&mut client, metadata).await?;
+        unit.lock_packages(&[instance_id]).await?;
+        unit.load_live_tasks_of(&[instance_id]).await?;
+        let earlier = match order {
+            Some((order_id, _)) => {
+                unit.earlier_event(&order_key(instance_id, order_id))
+                    .await?
+            }
+            None => None,
+        };
+        let outcome = decide(&mut unit.draft, earlier)?;
+        if let (Outcome::Recorded(_), Some((order_id, details))) = (&outcome, order) {
+            let now = unit.draft.now;
+            save_details(unit.tx(), instance_id, order_id, details, now).await?;
+        }
+        match unit.commit().await {
+            Ok(_) => return Ok(outcome),
+            Err(error) => attempts.retry(error)?,
+        }
+    }
+}
+
+pub async fn renew(
+    pool: &Pool,
+    catalog: &Catalog,
+    command: &RenewOrder,
+    metadata: &Metadata,
+) -> Result<Outcome, CommandError> {
+    let details = OrderDetails::default();
+    change(
+        pool,
+        metadata,
+        &command.instance_id,
+        Some((&command.order_id, &details)),
+        |draft, earlier| decide::renew(draft, command, catalog, earlier),
+    )
+    .await
+}
+
+pub async fn upgrade(
+    pool: &Pool,
+    catalog: &Catalog,
+    command: &UpgradeOrder,
+    details: &OrderDetails,
+    metadata: &Metadata,
+) -> Result<Outcome, CommandError> {
+    change(
+        pool,
+        metadata,
+        &command.instance_id,
+        Some((&command.order_id, details)),
+        |draft, earlier| decide::upgrade(draft, command, catalog, earlier),
+    )
+    .await
+}
+
+pub async fn dilate(
+    pool: &Pool,
+    catalog: &Catalog,
+    command: &DilateOrder,
+    details: &OrderDetails,
+    metadata: &Metadata,
+) -> Result<Outcome, CommandError> {
+    change(
+        pool,
+        metadata,
+        &command.instance_id,
+        Some((&command.order_id, details)),
+        |draft, earlier| decide::dilate(draft, command, catalog, earlier),
+    )
+    .await
+}
+
+pub async fn expire(
+    pool: &Pool,
+    instance_id: &InstanceId,
+    metadata: &Metadata,
+) -> Result<Outcome, CommandError> {
+    change(pool, metadata, instance_id, None, |draft, _| {
+        decide::expire(draft, instance_id)
+    })
+    .await
+}
+
+pub async fn release(
+    pool: &Pool,
+    instance_id: &InstanceId,
+    metadata: &Metadata,
+) -> Result<Outcome, CommandError> {
+    change(pool, metadata, instance_id, None, |draft, _| {
+        decide::release(draft, instance_id)
+    })
+    .await
+}
+
+/// Packages the sweeper expires per pass; the next pass takes the rest.
+pub const SWEEP_BATCH_MAX: i64 = 500;
+
+/// Records `OrderExpired` for active packages whose `expiresAt` has passed by our clock. Several
+/// processes may sweep at once: each package is re-checked under its lock.
+pub async fn expire_due(pool: &Pool, metadata: &Metadata) -> Result<usize, CommandError> {
+    let due: Vec<InstanceId> = {
+        let client = pool.get().await?;
+        let statement = client
+            .prepare_cached(
+                "SELECT instance_id FROM packages
+                  WHERE status = 'active' AND expires_at <= now()
+                  ORDER BY expires_at LIMIT $1",
+            )
+            .await?;
+        client
+            .query(&statement, &[&SWEEP_BATCH_MAX])
+            .await?
+            .iter()
+            .filter_map(|row| InstanceId::parse(row.get::<_, String>(0)).ok())
+            .collect()
+    };
+    let mut expired = 0;
+    for instance_id in &due {
+        let mut attempts = Attempts::default();
+        let done = loop {
+            let mut client = pool.get().await?;
+            let mut unit = UnitOfWork::begin(&mut client, metadata).await?;
+            unit.lock_packages(&[instance_id]).await?;
+            unit.load_live_tasks_of(&[instance_id]).await?;
+            let done = unit
+                .draft
+                .expire_if_due(instance_id)
+                .map_err(LedgerError::from)?;
+            match unit.commit().await {
+                Ok(_) => break done,
+                Err(error) => attempts.retry(error)?,
+            }
+        };
+        if done {
+            tracing::info!(instance_id = %instance_id, "order expired by the clock");
+            expired += 1;
+        }
+    }
+    Ok(expired)
+}

@@ -1,0 +1,134 @@
+//! Order credentials (`authCode`) and console sessions, derived rather than stored.
+//!
+//! `authCode = HMAC-SHA256(secret, "authCode\0" ‖ instanceId)`, truncated to 128 bits: a retried
+//! `createInstance` gets the same credential, and neither the ledger nor any table holds it. A
+//! console session made by a login-free sign-in is `<expiry unix seconds>.<HMAC over instance and
+//! expiry>`, valid until the expiry.
+
+use crate::configuration::Secret;
+use chrono::{DateTime, Utc};
+use hmac::{Hmac, Mac};
+use projections::ids::InstanceId;
+use sha2::Sha256;
+use subtle::ConstantTimeEq;
+
+type HmacSha256 = Hmac<Sha256>;
+
+/// Bytes of the MAC kept in an `authCode` or session: 128 bits cannot be guessed.
+const MAC_BYTES: usize = 16;
+
+#[derive(Clone)]
+pub struct Credentials {
+    secret: Secret,
+}
+
+impl std::fmt::Debug for Credentials {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Credentials(***)")
+    }
+}
+
+impl Credentials {
+    /// The configured console secret, or one derived from the marketplace key (so a deployment
+    /// with only the ISV key still issues stable credentials). `None` when neither is set.
+    pub fn new(console_secret: Option<&Secret>, marketplace_key: Option<&Secret>) -> Option<Self> {
+        let secret = match (console_secret, marketplace_key) {
+            (Some(secret), _) => secret.clone(),
+            (None, Some(key)) => Secret::new(hex::encode(mac(
+                key.expose().as_bytes(),
+                &[b"dts-ledger console secret v1"],
+            ))),
+            (None, None) => return None,
+        };
+        Some(Credentials { secret })
+    }
+
+    pub fn auth_code(&self, instance_id: &InstanceId) -> String {
+        hex::encode(
+            &mac(
+                self.secret.expose().as_bytes(),
+                &[b"authCode\0", instance_id.as_str().as_bytes()],
+            )[..MAC_BYTES],
+        )
+    }
+
+    pub fn is_auth_code(&self, instance_id: &InstanceId, candidate: &str) -> bool {
+        equal(&self.auth_code(instance_id), candidate)
+    }
+
+    pub fn session(&self, instance_id: &InstanceId, expires_at: DateTime<Utc>) -> String {
+        let expiry = expires_at.timestamp();
+        format!("{expiry}.{}", self.session_mac(instance_id, expiry))
+    }
+
+    pub fn is_session(&self, instance_id: &InstanceId, token: &str, now: DateTime<Utc>) -> bool {
+        let Some((expiry, mac)) = token.split_once('.') else {
+            return false;
+        };
+        let Ok(expiry) = expiry.parse::<i64>() else {
+            return false;
+        };
+        now.timestamp() < expiry && equal(&self.session_mac(instance_id, expiry), mac)
+    }
+
+    fn session_mac(&self, instance_id: &InstanceId, expiry: i64) -> String {
+        hex::encode(
+            &mac(
+                self.secret.expose().as_bytes(),
+                &[
+                    b"session\0",
+                    instance_id.as_str().as_bytes(),
+                    b"\0",
+                    expiry.to_string().as_bytes(),
+                ],
+            )[..MAC_BYTES],
+        )
+    }
+}
+
+fn mac(key: &[u8], parts: &[&[u8]]) -> [u8; 32] {
+    let mut mac = HmacSha256::new_from_slice(key).expect("HMAC takes keys of any length");
+    for part in parts {
+        mac.update(part);
+    }
+    mac.finalize().into_bytes().into()
+}
+
+/// Constant-time equality of two tokens.
+pub fn equal(expected: &str, candidate: &str) -> bool {
+    expected.len() == candidate.len() && bool::from(expected.as_bytes().ct_eq(candidate.as_bytes()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn id(s: &str) -> InstanceId {
+        InstanceId::parse(s).unwrap()
+    }
+
+    #[test]
+    fn auth_codes_are_stable_per_instance_and_secret() {
+        let a = Credentials::new(Some(&Secret::new("console-secret-0123456789")), None).unwrap();
+        let b = Credentials::new(None, Some(&Secret::new("isv-key"))).unwrap();
+        assert_eq!(a.auth_code(&id("x")), a.auth_code(&id("x")));
+        assert_eq!(a.auth_code(&id("x")).len(), 32);
+        assert_ne!(a.auth_code(&id("x")), a.auth_code(&id("y")));
+        assert_ne!(a.auth_code(&id("x")), b.auth_code(&id("x")));
+        assert!(a.is_auth_code(&id("x"), &a.auth_code(&id("x"))));
+        assert!(!a.is_auth_code(&id("y"), &a.auth_code(&id("x"))));
+        assert!(Credentials::new(None, None).is_none());
+    }
+
+    #[test]
+    fn sessions_expire_and_belong_to_one_instance() {
+        let c = Credentials::new(None, Some(&Secret::new("isv-key"))).unwrap();
+        let now = DateTime::from_timestamp(1_800_000_000, 0).unwrap();
+        let token = c.session(&id("x"), now + chrono::Duration::seconds(60));
+        assert!(c.is_session(&id("x"), &token, now));
+        assert!(!c.is_session(&id("y"), &token, now));
+        assert!(!c.is_session(&id("x"), &token, now + chrono::Duration::seconds(61)));
+        let forged = token.replacen("1800000060", "1900000000", 1);
+        assert!(!c.is_session(&id("x"), &forged, now));
+    }
+}

@@ -1,0 +1,336 @@
+//! Callback parameters turned into commands, each value checked against a limit.
+
+use super::query::{get, Pairs};
+use crate::domain::orders::{CreateOrder, DilateOrder, RenewOrder, UpgradeOrder, UNITS_MAX};
+use crate::ledger::orders::OrderDetails;
+use chrono::{DateTime, FixedOffset, NaiveDateTime, TimeZone, Utc};
+use projections::ids::{IdError, InstanceId, JdPin, OrderId, SkuId};
+
+/// `serviceCode` and `template`: short codes in the marketplace's admin pages.
+pub const CODE_LEN_MAX: usize = 128;
+/// Phone numbers with country code and separators.
+pub const MOBILE_LEN_MAX: usize = 32;
+/// RFC 5321's limit on an address.
+pub const EMAIL_LEN_MAX: usize = 254;
+/// `extraInfo` / `additionInfo`: small JSON objects of order options.
+pub const JSON_LEN_MAX: usize = 4096;
+
+/// China Standard Time, the marketplace's clock for `expiredOn` and `timeStamp`.
+pub fn china_standard_time() -> FixedOffset {
+    FixedOffset::east_opt(8 * 3600).expect("+08:00 is a valid offset")
+}
+
+/// `yyyy-MM-dd HH:mm:ss`, the marketplace's time format.
+pub const TIME_FORMAT: &str = "%Y-%m-%d %H:%M:%S";
+
+/// A time as the marketplace writes it (China Standard Time).
+pub fn format_cst(at: DateTime<Utc>) -> String {
+    at.with_timezone(&china_standard_time())
+        .format(TIME_FORMAT)
+        .to_string()
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Action {
+    CreateInstance,
+    RenewInstance,
+    UpgradeInstance,
+    DilateInstance,
+    ExpiredInstance,
+    ReleaseInstance,
+    Verify,
+}
+
+impl Action {
+    const ALL: [Action; 7] = [
+        Action::CreateInstance,
+        Action::RenewInstance,
+        Action::UpgradeInstance,
+        Action::DilateInstance,
+        Action::ExpiredInstance,
+        Action::ReleaseInstance,
+        Action::Verify,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Action::CreateInstance => "createInstance",
+            Action::RenewInstance => "renewInstance",
+            Action::UpgradeInstance => "upgradeInstance",
+            Action::DilateInstance => "dilateInstance",
+            Action::ExpiredInstance => "expiredInstance",
+            Action::ReleaseInstance => "releaseInstance",
+            Action::Verify => "verify",
+        }
+    }
+
+    pub fn parse(value: &[u8]) -> Option<Action> {
+        Action::ALL
+            .into_iter()
+            .find(|action| action.name().as_bytes() == value)
+    }
+}
+
+/// A parameter that is missing or malformed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("parameter {name} {reason}")]
+pub struct ParamError {
+    pub name: &'static str,
+    pub reason: String,
+}
+
+/// A checked callback.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Callback {
+    Create(CreateOrder, OrderDetails),
+    Renew(RenewOrder),
+    Upgrade(UpgradeOrder, OrderDetails),
+    Dilate(DilateOrder, OrderDetails),
+    Expire(InstanceId),
+    Release(InstanceId),
+    Verify {
+        instance_id: InstanceId,
+        time_stamp: DateTime<Utc>,
+    },
+}
+
+struct Reader<'a> {
+    pairs: &'a Pairs,
+}
+
+fn error(name: &'static str, reason: impl Into<String>) -> ParamError {
+    ParamError {
+        name,
+        reason: reason.into(),
+    }
+}
+
+impl Reader<'_> {
+    /// The value as text; an empty value counts as absent.
+    fn text(&self, name: &'static str) -> Result<Option<&str>, ParamError> {
+        match get(self.pairs, name) {
+            None | Some(b"") => Ok(None),
+            Some(bytes) => std::str::from_utf8(bytes)
+                .map(Some)
+                .map_err(|_| error(name, "is not valid UTF-8")),
+        }
+    }
+
+    fn required(&self, name: &'static str) -> Result<&str, ParamError> {
+        self.text(name)?
+            .ok_or_else(|| error(name, "is required and missing or empty"))
+    }
+
+    fn id<T>(
+        &self,
+        name: &'static str,
+        parse: fn(String) -> Result<T, IdError>,
+    ) -> Result<T, ParamError> {
+        parse(self.required(name)?.to_owned()).map_err(|e| error(name, e.to_string()))
+    }
+
+    fn bounded(&self, name: &'static str, max: usize) -> Result<Option<String>, ParamError> {
+        let Some(value) = self.text(name)? else {
+            return Ok(None);
+        };
+        if value.chars().count() > max {
+            return Err(error(name, format!("is longer than {max} characters")));
+        }
+        if value.chars().any(char::is_control) {
+            return Err(error(name, "contains a control character"));
+        }
+        Ok(Some(value.to_owned()))
+    }
+
+    fn cst_time(&self, name: &'static str) -> Result<Option<DateTime<Utc>>, ParamError> {
+        let Some(value) = self.text(name)? else {
+            return Ok(None);
+        };
+        let naive = NaiveDateTime::parse_from_str(value, TIME_FORMAT).map_err(|_| {
+            error(
+                name,
+                format!("{value:?} is not yyyy-MM-dd HH:mm:ss (China Standard Time)"),
+            )
+        })?;
+        let local = china_standard_time()
+            .from_local_datetime(&naive)
+            .single()
+            .ok_or_else(|| error(name, "is not a valid time"))?;
+        Ok(Some(local.with_timezone(&Utc)))
+    }
+
+    fn units(&self, name: &'static str, default: Option<u32>) -> Result<u32, ParamError> {
+        let value = match (self.text(name)?, default) {
+            (Some(value), _) => value,
+            (None, Some(default)) => return Ok(default),
+            (None, None) => return Err(error(name, "is required and missing or empty")),
+        };
+        match value.parse::<u32>() {
+            Ok(units) if (1..=UNITS_MAX).contains(&units) => Ok(units),
+            _ => Err(error(
+                name,
+                format!("{value:?} is not an integer from 1 to {UNITS_MAX}"),
+            )),
+        }
+    }
+
+    fn json(&self, name: &'static str) -> Result<Option<String>, ParamError> {
+        let Some(value) = self.text(name)? else {
+            return Ok(None);
+        };
+        if value.len() > JSON_LEN_MAX {
+            return Err(error(name, format!("is longer than {JSON_LEN_MAX} bytes")));
+        }
+        serde_json::from_str::<serde_json::Value>(value)
+            .map_err(|e| error(name, format!("is not JSON: {e}")))?;
+        Ok(Some(value.to_owned()))
+    }
+
+    fn details(&self) -> Result<OrderDetails, ParamError> {
+        Ok(OrderDetails {
+            mobile: self.bounded("mobile", MOBILE_LEN_MAX)?,
+            email: self.bounded("email", EMAIL_LEN_MAX)?,
+            extra_info: self.json("extraInfo")?,
+            addition_info: self.json("additionInfo")?,
+        })
+    }
+}
+
+/// Checks every parameter `action` uses; parameters it does not use are ignored (the token still
+/// covers them).
+pub fn parse(action: Action, pairs: &Pairs) -> Result<Callback, ParamError> {
+    let r = Reader { pairs };
+    Ok(match action {
+        Action::CreateInstance => Callback::Create(
+            CreateOrder {
+                instance_id: r.id("orderBizId", InstanceId::parse)?,
+                jd_pin: r.id("jdPin", JdPin::parse)?,
+                order_id: r.id("orderId", OrderId::parse)?,
+                service_code: r
+                    .bounded("serviceCode", CODE_LEN_MAX)?
+                    .ok_or_else(|| error("serviceCode", "is required and missing or empty"))?,
+                sku_id: r.id("skuId", SkuId::parse)?,
+                units: r.units("accountNum", Some(1))?,
+                expires_at: r.cst_time("expiredOn")?,
+                template: r.bounded("template", CODE_LEN_MAX)?,
+            },
+            r.details()?,
+        ),
+        Action::RenewInstance => Callback::Renew(RenewOrder {
+            instance_id: r.id("instanceId", InstanceId::parse)?,
+            order_id: r.id("orderId", OrderId::parse)?,
+            expires_at: r
+                .cst_time("expiredOn")?
+                .ok_or_else(|| error("expiredOn", "is required and missing or empty"))?,
+        }),
+        Action::UpgradeInstance => Callback::Upgrade(
+            UpgradeOrder {
+                instance_id: r.id("instanceId", InstanceId::parse)?,
+                order_id: r.id("orderId", OrderId::parse)?,
+                sku_id: r.id("skuId", SkuId::parse)?,
+            },
+            OrderDetails {
+                extra_info: r.json("extraInfo")?,
+                ..OrderDetails::default()
+            },
+        ),
+        Action::DilateInstance => Callback::Dilate(
+            DilateOrder {
+                instance_id: r.id("instanceId", InstanceId::parse)?,
+                order_id: r.id("orderId", OrderId::parse)?,
+                units: r.units("accountNum", None)?,
+            },
+            OrderDetails {
+                extra_info: r.json("extraInfo")?,
+                ..OrderDetails::default()
+            },
+        ),
+        Action::ExpiredInstance => Callback::Expire(r.id("instanceId", InstanceId::parse)?),
+        Action::ReleaseInstance => Callback::Release(r.id("instanceId", InstanceId::parse)?),
+        Action::Verify => Callback::Verify {
+            instance_id: r.id("instanceId", InstanceId::parse)?,
+            time_stamp: r
+                .cst_time("timeStamp")?
+                .ok_or_else(|| error("timeStamp", "is required and missing or empty"))?,
+        },
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::query::parse as parse_query;
+    use super::*;
+
+    fn create(query: &str) -> Result<Callback, ParamError> {
+        parse(Action::CreateInstance, &parse_query(query).unwrap())
+    }
+
+    const BASE: &str = "jdPin=pin&orderBizId=biz-1&orderId=o-1&serviceCode=dts&skuId=S1";
+
+    #[test]
+    fn a_purchase_parses_with_defaults_and_china_time() {
+        let Callback::Create(order, details) = create(&format!(
+            "{BASE}&expiredOn=2027-01-01+08%3A00%3A00&mobile=138"
+        ))
+        .unwrap() else {
+            panic!("not a create");
+        };
+        assert_eq!(order.units, 1);
+        assert_eq!(
+            order.expires_at.unwrap().to_rfc3339(),
+            "2027-01-01T00:00:00+00:00"
+        );
+        assert_eq!(details.mobile.as_deref(), Some("138"));
+        assert_eq!(format_cst(order.expires_at.unwrap()), "2027-01-01 08:00:00");
+    }
+
+    #[test]
+    fn each_bad_value_names_its_parameter() {
+        let cases = [
+            ("jdPin=pin&orderId=o&serviceCode=d&skuId=S", "orderBizId"),
+            (&format!("{BASE}&accountNum=0") as &str, "accountNum"),
+            (&format!("{BASE}&accountNum=1001"), "accountNum"),
+            (&format!("{BASE}&accountNum=1.5"), "accountNum"),
+            (&format!("{BASE}&expiredOn=2027-01-01"), "expiredOn"),
+            (
+                &format!("{BASE}&expiredOn=2027-02-30+00:00:00"),
+                "expiredOn",
+            ),
+            (&format!("{BASE}&extraInfo=%7Bnot-json"), "extraInfo"),
+            (
+                &format!("{BASE}&email={}", "e".repeat(EMAIL_LEN_MAX + 1)),
+                "email",
+            ),
+            (&format!("{BASE}&template=a%0Ab"), "template"),
+            (&format!("{BASE}&mobile=%FF%FE"), "mobile"),
+            (
+                &BASE.replace("orderId=o-1", &format!("orderId={}", "o".repeat(200))),
+                "orderId",
+            ),
+        ];
+        for (query, name) in cases {
+            let err = create(query).unwrap_err();
+            assert_eq!(err.name, name, "{query}: {err}");
+        }
+    }
+
+    #[test]
+    fn renew_needs_an_expiry_and_dilate_an_account_num() {
+        let pairs = parse_query("instanceId=biz-1&orderId=o-2").unwrap();
+        assert_eq!(
+            parse(Action::RenewInstance, &pairs).unwrap_err().name,
+            "expiredOn"
+        );
+        assert_eq!(
+            parse(Action::DilateInstance, &pairs).unwrap_err().name,
+            "accountNum"
+        );
+        let pairs = parse_query("instanceId=biz-1").unwrap();
+        assert!(matches!(
+            parse(Action::ReleaseInstance, &pairs),
+            Ok(Callback::Release(_))
+        ));
+        assert_eq!(Action::parse(b"verify"), Some(Action::Verify));
+        assert_eq!(Action::parse(b"deleteEverything"), None);
+    }
+}

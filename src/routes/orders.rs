@@ -1,0 +1,93 @@
+//! `GET /v1/orders/{instanceId}`: a package's balance and tasks, from the projection tables;
+//! `DELETE /v1/orders/{instanceId}/details`: erase the personal data that came with its orders.
+
+use crate::auth;
+use crate::error::ApiError;
+use crate::ledger::rows;
+use crate::startup::AppState;
+use actix_web::{web, HttpRequest, HttpResponse};
+use projections::ids::InstanceId;
+use projections::{Package, Task};
+use serde_json::{json, Value};
+
+pub fn parse_instance_id(raw: &str) -> Result<InstanceId, ApiError> {
+    InstanceId::parse(raw)
+        .map_err(|e| ApiError::bad_request("invalid_instance_id", format!("instanceId {e}")))
+}
+
+pub fn task_json(task: &Task) -> Value {
+    json!({
+        "taskId": task.task_id,
+        "instanceId": task.instance_id,
+        "state": task.state.as_str(),
+        "stopReason": task.stop_reason.map(|r| r.as_str()),
+        "bytesConsumed": task.bytes_consumed.get(),
+        "createdAt": task.created_at,
+        "updatedAt": task.updated_at,
+        "destroyedAt": task.destroyed_at,
+    })
+}
+
+pub fn package_json(package: &Package, tasks: &[Task]) -> Value {
+    json!({
+        "instanceId": package.instance_id,
+        "jdPin": package.jd_pin,
+        "skuId": package.sku_id,
+        "status": package.status.as_str(),
+        "bytesGranted": package.bytes_granted.get(),
+        "bytesConsumed": package.bytes_consumed.get(),
+        "bytesRemaining": package.bytes_remaining.get(),
+        "bytesOverage": package.bytes_overage.get(),
+        "bytesForfeited": package.bytes_forfeited.get(),
+        "expiresAt": package.expires_at,
+        "createdAt": package.created_at,
+        "updatedAt": package.updated_at,
+        "tasks": tasks.iter().map(task_json).collect::<Vec<_>>(),
+    })
+}
+
+pub async fn get_order(
+    req: HttpRequest,
+    state: web::Data<AppState>,
+    path: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
+    let instance_id = parse_instance_id(&path)?;
+    auth::require_order(&req, &state, &instance_id)?;
+    let client = state.pool.get().await?;
+    let found = rows::read_packages(&client, &[instance_id.as_str()]).await?;
+    let Some(row) = found.first() else {
+        return Err(ApiError::not_found(
+            "order_not_found",
+            format!("instanceId {instance_id} is not known"),
+        ));
+    };
+    let package = rows::package_from_row(row).map_err(|e| ApiError::internal(&e))?;
+    let tasks = rows::all_tasks_of(&client, &[instance_id.as_str()])
+        .await?
+        .iter()
+        .map(rows::task_from_row)
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| ApiError::internal(&e))?;
+    Ok(HttpResponse::Ok().json(package_json(&package, &tasks)))
+}
+
+pub async fn erase_details(
+    req: HttpRequest,
+    state: web::Data<AppState>,
+    path: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
+    let instance_id = parse_instance_id(&path)?;
+    auth::require_admin(&req, &state)?;
+    let client = state.pool.get().await?;
+    let erased = client
+        .execute(
+            "UPDATE order_details
+                SET mobile = NULL, email = NULL, extra_info = NULL, addition_info = NULL,
+                    erased_at = now()
+              WHERE instance_id = $1 AND erased_at IS NULL",
+            &[&instance_id.as_str()],
+        )
+        .await?;
+    tracing::info!(instance_id = %instance_id, erased, "order details erased");
+    Ok(HttpResponse::Ok().json(json!({"instanceId": instance_id, "ordersErased": erased})))
+}
