@@ -102,6 +102,10 @@ struct FileConfig {
     #[serde(default)]
     orders: OrdersFile,
     #[serde(default)]
+    traffic: TrafficFile,
+    #[serde(default)]
+    webhook: WebhookFile,
+    #[serde(default)]
     database: DatabaseFile,
     #[serde(default)]
     sku: Option<Vec<SkuFile>>,
@@ -126,6 +130,25 @@ struct ConsoleFile {
 #[serde(deny_unknown_fields)]
 struct ApiFile {
     admin_token: Option<Secret>,
+    reporter_tokens: Option<Vec<Secret>>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct TrafficFile {
+    report_bytes_max: Option<i64>,
+    low_balance_percents: Option<Vec<u8>>,
+    pipelines: Option<usize>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct WebhookFile {
+    url: Option<String>,
+    secret: Option<Secret>,
+    retry_base_ms: Option<u64>,
+    retry_max_ms: Option<u64>,
+    timeout_ms: Option<u64>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -210,6 +233,29 @@ pub const EXPIRY_SWEEP_S_DEFAULT: u64 = 30;
 pub const EXPIRY_SWEEP_S_MAX: u64 = 3600;
 /// Shortest secret or token accepted: anything shorter can be guessed.
 pub const SECRET_LEN_MIN: usize = 16;
+/// Most bytes one traffic report may carry by default: 1 TiB, more than a task moves between two
+/// reports on any real link, so a larger number is a bug in the agent, not traffic.
+pub const REPORT_BYTES_MAX_DEFAULT: u64 = 1 << 40;
+/// The low-balance warning levels by default (% of everything granted that is consumed).
+pub const LOW_BALANCE_PERCENTS_DEFAULT: [u8; 2] = [80, 95];
+/// Ingest pipelines per process by default: one transaction in flight per pipeline, so while one
+/// appends to the ledger the other prepares its batch; two keep both cores of a small machine busy.
+pub const PIPELINES_DEFAULT: usize = 2;
+pub const PIPELINES_MAX: usize = 16;
+/// Reporter tokens accepted; each names an agent fleet, so a handful is the norm.
+pub const REPORTER_TOKENS_MAX: usize = 64;
+
+/// Where and how stops, resumptions and warnings are pushed to the DTS control plane.
+#[derive(Debug, Clone)]
+pub struct WebhookConfig {
+    pub url: String,
+    pub secret: Secret,
+    /// First retry delay; each further one doubles, up to `retry_max_ms`, with jitter.
+    pub retry_base_ms: u64,
+    pub retry_max_ms: u64,
+    /// Per delivery attempt.
+    pub timeout_ms: u64,
+}
 
 /// What the product needs to know, from the file and the environment.
 #[derive(Debug, Clone)]
@@ -225,7 +271,13 @@ pub struct Config {
     pub session_ttl_s: u64,
     /// Bearer token of operators and finance for the read APIs.
     pub admin_token: Option<Secret>,
+    /// Bearer tokens of DTS agents and the control plane (tasks and traffic).
+    pub reporter_tokens: Vec<Secret>,
     pub expiry_sweep_s: u64,
+    pub report_bytes_max: Bytes,
+    pub low_balance_percents: Vec<u8>,
+    pub pipelines: usize,
+    pub webhook: Option<WebhookConfig>,
     pub catalog: Catalog,
     /// True when no `[[sku]]` was configured and [`Catalog::built_in`] is in use.
     pub catalog_is_built_in: bool,
@@ -242,7 +294,12 @@ impl Config {
             console_secret: None,
             session_ttl_s: SESSION_TTL_S_DEFAULT,
             admin_token: None,
+            reporter_tokens: Vec::new(),
             expiry_sweep_s: EXPIRY_SWEEP_S_DEFAULT,
+            report_bytes_max: Bytes::new(REPORT_BYTES_MAX_DEFAULT).expect("1 TiB fits"),
+            low_balance_percents: LOW_BALANCE_PERCENTS_DEFAULT.to_vec(),
+            pipelines: PIPELINES_DEFAULT,
+            webhook: None,
             catalog: Catalog::built_in(),
             catalog_is_built_in: true,
             pool_size: POOL_SIZE_DEFAULT,
@@ -333,6 +390,106 @@ impl Config {
                 .or(file.api.admin_token),
         )
         .map_err(&fail)?;
+        let reporter_tokens = match env("LEDGER_REPORTER_TOKENS") {
+            Some(list) => list
+                .split(',')
+                .map(str::trim)
+                .filter(|t| !t.is_empty())
+                .map(Secret::new)
+                .collect(),
+            None => file.api.reporter_tokens.unwrap_or_default(),
+        };
+        if reporter_tokens.len() > REPORTER_TOKENS_MAX {
+            return Err(fail(format!(
+                "api.reporter_tokens lists more than {REPORTER_TOKENS_MAX} tokens"
+            )));
+        }
+        for token in &reporter_tokens {
+            strong(
+                "api.reporter_tokens (LEDGER_REPORTER_TOKENS)",
+                Some(token.clone()),
+            )
+            .map_err(&fail)?;
+        }
+        let report_bytes_max = match file.traffic.report_bytes_max {
+            Some(max) => Bytes::from_i64(max)
+                .ok()
+                .filter(|b| !b.is_zero())
+                .ok_or_else(|| fail("traffic.report_bytes_max must be positive".into()))?,
+            None => Bytes::new(REPORT_BYTES_MAX_DEFAULT).expect("1 TiB fits"),
+        };
+        let mut low_balance_percents = file
+            .traffic
+            .low_balance_percents
+            .unwrap_or_else(|| LOW_BALANCE_PERCENTS_DEFAULT.to_vec());
+        low_balance_percents.sort_unstable();
+        low_balance_percents.dedup();
+        if low_balance_percents.iter().any(|p| !(1..=100).contains(p)) {
+            return Err(fail(
+                "traffic.low_balance_percents must be percentages from 1 to 100".into(),
+            ));
+        }
+        let pipelines = in_range(
+            "traffic.pipelines",
+            file.traffic.pipelines.map(|p| p as u64),
+            PIPELINES_DEFAULT as u64,
+            PIPELINES_MAX as u64,
+        )
+        .map_err(&fail)? as usize;
+        let webhook_url = env("LEDGER_WEBHOOK_URL")
+            .or(file.webhook.url)
+            .filter(|url| !url.is_empty());
+        let webhook_secret = strong(
+            "webhook.secret (LEDGER_WEBHOOK_SECRET)",
+            env("LEDGER_WEBHOOK_SECRET")
+                .map(Secret::new)
+                .or(file.webhook.secret),
+        )
+        .map_err(&fail)?;
+        let webhook = match (webhook_url, webhook_secret) {
+            (None, _) => None,
+            (Some(_), None) => {
+                return Err(fail(
+                    "webhook.url is set but webhook.secret (LEDGER_WEBHOOK_SECRET) is not: \
+                     deliveries must be signed"
+                        .into(),
+                ))
+            }
+            (Some(url), Some(secret)) => {
+                if !(url.starts_with("http://") || url.starts_with("https://")) {
+                    return Err(fail(format!(
+                        "webhook.url {url:?} must start with http:// or https://"
+                    )));
+                }
+                let retry_base_ms = in_range(
+                    "webhook.retry_base_ms",
+                    file.webhook.retry_base_ms,
+                    1_000,
+                    3_600_000,
+                )
+                .map_err(&fail)?;
+                Some(WebhookConfig {
+                    url,
+                    secret,
+                    retry_base_ms,
+                    retry_max_ms: in_range(
+                        "webhook.retry_max_ms",
+                        file.webhook.retry_max_ms,
+                        600_000,
+                        86_400_000,
+                    )
+                    .map_err(&fail)?
+                    .max(retry_base_ms),
+                    timeout_ms: in_range(
+                        "webhook.timeout_ms",
+                        file.webhook.timeout_ms,
+                        5_000,
+                        60_000,
+                    )
+                    .map_err(&fail)?,
+                })
+            }
+        };
         let public_url = env("LEDGER_PUBLIC_URL")
             .or(file.console.public_url)
             .filter(|url| !url.is_empty());
@@ -362,6 +519,11 @@ impl Config {
             )
             .map_err(&fail)?,
             admin_token,
+            reporter_tokens,
+            report_bytes_max,
+            low_balance_percents,
+            pipelines,
+            webhook,
             expiry_sweep_s: in_range(
                 "orders.expiry_sweep_s",
                 file.orders.expiry_sweep_s,
@@ -470,6 +632,26 @@ mod tests {
             Some("https://dts.example.com")
         );
         assert_eq!(config.verify_window_s, VERIFY_WINDOW_S_DEFAULT);
+    }
+
+    #[test]
+    fn traffic_and_webhook_settings_are_checked() {
+        assert!(load("[webhook]\nurl = \"http://cp\"\n")
+            .unwrap_err()
+            .message
+            .contains("secret"));
+        assert!(load("[traffic]\nlow_balance_percents = [0]\n").is_err());
+        assert!(load("[traffic]\nreport_bytes_max = 0\n").is_err());
+        assert!(load("[api]\nreporter_tokens = [\"short\"]\n").is_err());
+        let config = load(
+            "[traffic]\nlow_balance_percents = [95, 50, 95]\n\
+             [webhook]\nurl = \"http://cp/hook\"\nsecret = \"0123456789abcdef\"\n",
+        )
+        .unwrap();
+        assert_eq!(config.low_balance_percents, vec![50, 95]);
+        let webhook = config.webhook.unwrap();
+        assert_eq!((webhook.retry_base_ms, webhook.timeout_ms), (1_000, 5_000));
+        assert!(!format!("{webhook:?}").contains("0123456789abcdef"));
     }
 
     #[test]

@@ -1,9 +1,12 @@
 //! Builds the HTTP application: state, routes, limits, error shapes.
 
 use crate::configuration::Config;
+use crate::domain::traffic::Rules;
 use crate::error::{error_body, ApiError};
-use crate::ledger;
+use crate::ingest::Ingest;
+use crate::ledger::{self, Ledger};
 use crate::marketplace::credentials::Credentials;
+use crate::outbox;
 use crate::routes;
 use crate::store::Metadata;
 use actix_web::dev::{Server, Service};
@@ -18,17 +21,19 @@ use tracing::Instrument;
 
 /// How long in-flight requests may take to finish after a stop signal before they are cut.
 const SHUTDOWN_GRACE_S: u64 = 30;
-/// Largest JSON body accepted on any route.
-pub const JSON_BODY_BYTES_MAX: usize = 4 * 1024 * 1024;
+/// Largest JSON body accepted on the control-plane routes, whose bodies are a few ids.
+pub const JSON_BODY_BYTES_MAX: usize = 64 * 1024;
 
 /// What every handler can reach.
 pub struct AppState {
     pub pool: Pool,
+    pub ledger: Ledger,
     pub config: Arc<Config>,
     /// Issues and checks order credentials and console sessions; `None` without any secret.
     pub credentials: Option<Credentials>,
     /// The base URL customers reach this service at, without a trailing slash.
     pub public_url: String,
+    pub ingest: Arc<Ingest>,
 }
 
 /// The id of the current request, also returned as `x-request-id` and written into event metadata.
@@ -81,11 +86,24 @@ impl Application {
             config.console_secret.as_ref(),
             config.marketplace_key.as_ref(),
         );
-        let workers = vec![tokio::spawn(sweep_expired_orders(
-            pool.clone(),
+        let ledger = Ledger {
+            pool: pool.clone(),
+            outbox: config.webhook.is_some(),
+        };
+        let rules = Rules {
+            low_balance_percents: config.low_balance_percents.clone(),
+        };
+        let (ingest, mut workers) = Ingest::start(ledger.clone(), rules, config.pipelines);
+        workers.push(tokio::spawn(sweep_expired_orders(
+            ledger.clone(),
             Duration::from_secs(config.expiry_sweep_s),
-        ))];
+        )));
+        if let Some(webhook) = config.webhook.clone() {
+            workers.push(tokio::spawn(outbox::dispatch(pool.clone(), webhook)));
+        }
         let state = web::Data::new(AppState {
+            ledger,
+            ingest,
             pool,
             config: Arc::new(config),
             credentials,
@@ -139,6 +157,26 @@ impl Application {
                     web::delete().to(routes::orders::erase_details),
                 )
                 .route("/v1/ledger", web::get().to(routes::ledger::read_ledger))
+                .route("/v1/tasks", web::post().to(routes::tasks::create_task))
+                .route(
+                    "/v1/tasks/{task_id}",
+                    web::get().to(routes::tasks::get_task),
+                )
+                .route(
+                    "/v1/tasks/{task_id}",
+                    web::delete().to(routes::tasks::destroy_task),
+                )
+                .route(
+                    "/v1/tasks/{task_id}/renew",
+                    web::post().to(routes::tasks::renew_task),
+                )
+                .service(
+                    web::resource("/v1/traffic")
+                        .app_data(json_config_with_limit(
+                            routes::traffic::TRAFFIC_BODY_BYTES_MAX,
+                        ))
+                        .route(web::post().to(routes::traffic::post_traffic)),
+                )
                 .route("/console", web::get().to(routes::console::console))
                 .default_service(web::to(not_found))
         })
@@ -177,8 +215,12 @@ impl Application {
 }
 
 fn json_config() -> web::JsonConfig {
+    json_config_with_limit(JSON_BODY_BYTES_MAX)
+}
+
+fn json_config_with_limit(limit: usize) -> web::JsonConfig {
     web::JsonConfig::default()
-        .limit(JSON_BODY_BYTES_MAX)
+        .limit(limit)
         .error_handler(|error, _req| {
             use actix_web::error::JsonPayloadError;
             let api = match &error {
@@ -229,7 +271,7 @@ fn path_config() -> web::PathConfig {
 }
 
 /// Records the expiry of orders whose `expiresAt` has passed, every `every`.
-async fn sweep_expired_orders(pool: Pool, every: Duration) {
+async fn sweep_expired_orders(ledger: Ledger, every: Duration) {
     let mut ticker = tokio::time::interval(every);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
@@ -239,7 +281,7 @@ async fn sweep_expired_orders(pool: Pool, every: Duration) {
             source: "sweeper",
             actor: "clock".to_owned(),
         };
-        if let Err(error) = ledger::orders::expire_due(&pool, &metadata).await {
+        if let Err(error) = ledger::orders::expire_due(&ledger, &metadata).await {
             tracing::warn!(%error, "expiry sweep failed; the next one retries");
         }
     }

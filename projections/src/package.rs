@@ -140,17 +140,28 @@ impl Package {
         Ok(())
     }
 
+    /// `(remaining, overage)` once `bytes` more are consumed: the balance pays first, the rest is
+    /// overage.
+    pub fn after_consuming(&self, bytes: Bytes) -> Result<(Bytes, Bytes), FoldError> {
+        self.bytes_consumed
+            .checked_add(bytes)
+            .ok_or(FoldError::Overflow("bytesConsumed"))?;
+        let from_balance = bytes.min(self.bytes_remaining);
+        let overage = self
+            .bytes_overage
+            .checked_add(bytes.saturating_sub(from_balance))
+            .ok_or(FoldError::Overflow("bytesOverage"))?;
+        Ok((self.bytes_remaining.saturating_sub(from_balance), overage))
+    }
+
     pub(crate) fn consume(&mut self, bytes: Bytes, at: DateTime<Utc>) -> Result<(), FoldError> {
+        let (remaining, overage) = self.after_consuming(bytes)?;
         self.bytes_consumed = self
             .bytes_consumed
             .checked_add(bytes)
             .ok_or(FoldError::Overflow("bytesConsumed"))?;
-        let from_balance = bytes.min(self.bytes_remaining);
-        self.bytes_remaining = self.bytes_remaining.saturating_sub(from_balance);
-        self.bytes_overage = self
-            .bytes_overage
-            .checked_add(bytes.saturating_sub(from_balance))
-            .ok_or(FoldError::Overflow("bytesOverage"))?;
+        self.bytes_remaining = remaining;
+        self.bytes_overage = overage;
         self.updated_at = at;
         debug_assert!(self.is_conserved(), "{self:?}");
         Ok(())

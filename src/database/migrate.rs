@@ -29,6 +29,11 @@ const MIGRATIONS: &[Migration] = &[
         name: "order_details",
         sql: include_str!("../../schema/0003_order_details.sql"),
     },
+    Migration {
+        version: 4,
+        name: "outbox",
+        sql: include_str!("../../schema/0004_outbox.sql"),
+    },
 ];
 
 /// An arbitrary constant naming the advisory lock taken while migrating.

@@ -6,6 +6,8 @@
 //! happens here; `crate::ledger` loads the draft from PostgreSQL and commits it.
 
 pub mod orders;
+pub mod tasks;
+pub mod traffic;
 
 use chrono::{DateTime, Utc};
 use projections::events::{

@@ -3,15 +3,21 @@
 
 pub mod orders;
 pub mod rows;
+pub mod tasks;
 
 use crate::domain::orders::{idempotency_key, Refusal};
+use crate::domain::tasks::TaskRefusal;
 use crate::domain::Draft;
 use crate::store::{self, truncate_to_micros, Appended, Metadata, NewEvent, StoreError};
 use chrono::Utc;
-use deadpool_postgres::{Object, Transaction};
+use deadpool_postgres::{Object, Pool, Transaction};
 use projections::events::Event;
 use projections::ids::{InstanceId, TaskId};
 use projections::{FoldError, Projection};
+
+/// Rounds of re-locking when task bindings move under a command's feet; each round needs a
+/// concurrent rebind to have committed in between, so a handful is plenty.
+const ROUNDS_MAX: usize = 8;
 
 /// How many times a command is retried after losing a race to a concurrent writer. Races are
 /// rare (writers lock the rows they change), so a few attempts always suffice in practice.
@@ -46,22 +52,22 @@ impl LedgerError {
         matches!(self, LedgerError::Store(e) if e.is_unavailable())
     }
 
-    fn is_retryable(&self) -> bool {
+    pub fn is_retryable(&self) -> bool {
         matches!(self, LedgerError::Store(e) if e.is_retryable())
     }
 }
 
-/// A command either was refused by a business rule or failed for a technical reason.
+/// A command either was refused by a business rule (`R`) or failed for a technical reason.
 #[derive(Debug, thiserror::Error)]
-pub enum CommandError {
+pub enum CommandError<R = Refusal> {
     #[error(transparent)]
-    Refused(Refusal),
+    Refused(R),
     #[error(transparent)]
-    Failed(#[from] LedgerError),
+    Failed(LedgerError),
 }
 
-impl From<Refusal> for CommandError {
-    fn from(refusal: Refusal) -> CommandError {
+impl From<Refusal> for CommandError<Refusal> {
+    fn from(refusal: Refusal) -> CommandError<Refusal> {
         match refusal {
             // A decided event the fold refuses is a bug, not a business answer.
             Refusal::Fold(error) => CommandError::Failed(error.into()),
@@ -70,21 +76,53 @@ impl From<Refusal> for CommandError {
     }
 }
 
+impl From<TaskRefusal> for CommandError<TaskRefusal> {
+    fn from(refusal: TaskRefusal) -> CommandError<TaskRefusal> {
+        match refusal {
+            TaskRefusal::Fold(error) => CommandError::Failed(error.into()),
+            other => CommandError::Refused(other),
+        }
+    }
+}
+
 macro_rules! failed_from {
     ($($source:ty),*) => {$(
-        impl From<$source> for CommandError {
-            fn from(error: $source) -> CommandError {
+        impl<R> From<$source> for CommandError<R> {
+            fn from(error: $source) -> CommandError<R> {
                 CommandError::Failed(error.into())
             }
         }
     )*};
 }
 failed_from!(
+    LedgerError,
     StoreError,
     tokio_postgres::Error,
     deadpool_postgres::PoolError,
-    rows::CorruptRow
+    rows::CorruptRow,
+    FoldError
 );
+
+/// What every command needs: the database and whether events are queued for webhooks.
+#[derive(Clone)]
+pub struct Ledger {
+    pub pool: Pool,
+    /// Write stops, resumptions, warnings, expiries and releases to the outbox (only when a
+    /// webhook receiver is configured: otherwise nothing would ever drain it).
+    pub outbox: bool,
+}
+
+/// Whether an event is pushed to the DTS control plane by webhook.
+pub fn is_announced(event: &Event) -> bool {
+    matches!(
+        event,
+        Event::TaskStopped(_)
+            | Event::TaskResumed(_)
+            | Event::OrderBalanceLow(_)
+            | Event::OrderExpired(_)
+            | Event::OrderReleased(_)
+    )
+}
 
 /// One transaction: the rows it loaded, the draft the decision works on, and its metadata.
 pub struct UnitOfWork<'a> {
@@ -92,12 +130,16 @@ pub struct UnitOfWork<'a> {
     pub draft: Draft,
     /// The rows as loaded, so that only changed ones are written back.
     loaded: Projection,
-    metadata: serde_json::Value,
+    /// `(first event index, metadata)`: events from that index on carry that metadata (a batch
+    /// holds the events of several requests).
+    metadata: Vec<(usize, serde_json::Value)>,
+    outbox: bool,
 }
 
 impl<'a> UnitOfWork<'a> {
     pub async fn begin(
         client: &'a mut Object,
+        ledger: &Ledger,
         metadata: &Metadata,
     ) -> Result<UnitOfWork<'a>, LedgerError> {
         let tx = client.transaction().await?;
@@ -105,8 +147,15 @@ impl<'a> UnitOfWork<'a> {
             tx,
             draft: Draft::new(Projection::default(), truncate_to_micros(Utc::now())),
             loaded: Projection::default(),
-            metadata: metadata.to_value(),
+            metadata: vec![(0, metadata.to_value())],
+            outbox: ledger.outbox,
         })
+    }
+
+    /// Events decided from now on carry `metadata`.
+    pub fn set_metadata(&mut self, metadata: &Metadata) {
+        self.metadata
+            .push((self.draft.events.len(), metadata.to_value()));
     }
 
     pub fn tx(&self) -> &Transaction<'a> {
@@ -116,8 +165,45 @@ impl<'a> UnitOfWork<'a> {
     /// Loads and locks packages; absent ones are simply not loaded.
     pub async fn lock_packages(&mut self, ids: &[&InstanceId]) -> Result<(), LedgerError> {
         let ids: Vec<&str> = ids.iter().map(|id| id.as_str()).collect();
-        for row in rows::lock_packages(&self.tx, &ids).await? {
-            let package = rows::package_from_row(&row)?;
+        let rows = rows::lock_packages(&self.tx, &ids).await?;
+        self.add_packages(&rows)
+    }
+
+    /// Locks the packages the given tasks are bound to, then loads those tasks and every running
+    /// task of the locked packages (the ones a crossing to zero stops). Tasks whose binding moved
+    /// between the two reads get their new package locked too.
+    pub async fn lock_packages_of_tasks(
+        &mut self,
+        task_ids: &[&TaskId],
+    ) -> Result<(), LedgerError> {
+        let ids: Vec<&str> = task_ids.iter().map(|id| id.as_str()).collect();
+        let mut packages = rows::lock_packages_of_tasks(&self.tx, &ids).await?;
+        // A rebind that committed in between moves a task to a package not locked yet; bounded
+        // because each round locks at least one more package.
+        for _ in 0..ROUNDS_MAX {
+            self.add_packages(&packages)?;
+            let instance_ids: Vec<&str> =
+                packages.iter().map(|row| row.get::<_, &str>(0)).collect();
+            let tasks = rows::tasks_and_running(&self.tx, &ids, &instance_ids).await?;
+            self.add_tasks(&tasks)?;
+            let moved: Vec<InstanceId> = task_ids
+                .iter()
+                .filter_map(|id| self.draft.projection.tasks.get(*id))
+                .map(|task| task.instance_id.clone())
+                .filter(|instance| !self.draft.projection.packages.contains_key(instance))
+                .collect();
+            if moved.is_empty() {
+                return Ok(());
+            }
+            let moved: Vec<&str> = moved.iter().map(InstanceId::as_str).collect();
+            packages = rows::lock_packages(&self.tx, &moved).await?;
+        }
+        Err(LedgerError::Store(StoreError::ConcurrentAppend))
+    }
+
+    fn add_packages(&mut self, rows: &[tokio_postgres::Row]) -> Result<(), LedgerError> {
+        for row in rows {
+            let package = rows::package_from_row(row)?;
             self.loaded
                 .packages
                 .insert(package.instance_id.clone(), package.clone());
@@ -127,6 +213,31 @@ impl<'a> UnitOfWork<'a> {
                 .insert(package.instance_id.clone(), package);
         }
         Ok(())
+    }
+
+    /// Locks the package `task_id` is bound to (and `also`, if given), in id order, and loads the
+    /// task. Returns the package it is bound to, or `None` for an unknown task. A binding that
+    /// moves while the locks are taken is retried.
+    pub async fn lock_task(
+        &mut self,
+        task_id: &TaskId,
+        also: Option<&InstanceId>,
+    ) -> Result<Option<InstanceId>, LedgerError> {
+        for _ in 0..ROUNDS_MAX {
+            self.load_tasks(&[task_id]).await?;
+            let Some(task) = self.draft.task(task_id) else {
+                return Ok(None);
+            };
+            let bound = task.instance_id.clone();
+            let mut wanted = vec![&bound];
+            wanted.extend(also);
+            self.lock_packages(&wanted).await?;
+            self.load_tasks(&[task_id]).await?;
+            if self.draft.task(task_id).map(|t| &t.instance_id) == Some(&bound) {
+                return Ok(Some(bound));
+            }
+        }
+        Err(LedgerError::Store(StoreError::ConcurrentAppend))
     }
 
     /// Serialises the creation of a package that may not exist yet: there is no row to lock.
@@ -174,44 +285,88 @@ impl<'a> UnitOfWork<'a> {
         }
     }
 
-    /// Writes the changed projection rows, appends the decided events and commits.
+    /// The events recorded earlier under any of `keys`, by key.
+    pub async fn earlier_events(
+        &self,
+        keys: &[&str],
+    ) -> Result<std::collections::HashMap<String, Event>, LedgerError> {
+        let mut found = std::collections::HashMap::new();
+        for recorded in store::find_by_idempotency_keys(&self.tx, keys).await? {
+            if let Some(key) = recorded.idempotency_key.clone() {
+                found.insert(key, recorded.decode()?);
+            }
+        }
+        Ok(found)
+    }
+
+    /// Writes the changed projection rows, appends the decided events (with the outbox entries
+    /// of announced ones) and commits.
     pub async fn commit(self) -> Result<Option<Appended>, LedgerError> {
         let UnitOfWork {
             tx,
             draft,
             loaded,
             metadata,
+            outbox,
         } = self;
         if draft.events.is_empty() {
             tx.commit().await?;
             return Ok(None);
         }
-        let packages: Vec<_> = draft
-            .projection
-            .packages
-            .values()
-            .filter(|p| loaded.packages.get(&p.instance_id) != Some(*p))
-            .collect();
-        let tasks: Vec<_> = draft
-            .projection
-            .tasks
-            .values()
-            .filter(|t| loaded.tasks.get(&t.task_id) != Some(*t))
-            .collect();
-        rows::save_packages(&tx, &packages).await?;
-        rows::save_tasks(&tx, &tasks).await?;
-        let events: Vec<NewEvent> = draft
-            .events
-            .iter()
-            .map(|event| {
-                let new = NewEvent::new(event, &metadata);
-                match idempotency_key(event) {
-                    Some(key) => new.with_idempotency_key(key),
-                    None => new,
+        let mut new_packages = Vec::new();
+        let mut changed_packages = Vec::new();
+        for package in draft.projection.packages.values() {
+            match loaded.packages.get(&package.instance_id) {
+                None => new_packages.push(package),
+                Some(before) if before != package => changed_packages.push(package),
+                Some(_) => {}
+            }
+        }
+        let mut new_tasks = Vec::new();
+        let mut changed_tasks = Vec::new();
+        for task in draft.projection.tasks.values() {
+            match loaded.tasks.get(&task.task_id) {
+                None => new_tasks.push(task),
+                Some(before) if before != task => changed_tasks.push(task),
+                Some(_) => {}
+            }
+        }
+        // Independent statements on one connection are pipelined: one round trip, not four.
+        tokio::try_join!(
+            rows::insert_packages(&tx, &new_packages),
+            rows::update_packages(&tx, &changed_packages),
+            rows::insert_tasks(&tx, &new_tasks),
+            rows::update_tasks(&tx, &changed_tasks),
+        )?;
+        let mut runs = metadata.iter().peekable();
+        let mut current = &metadata[0].1;
+        let mut announced = Vec::new();
+        let mut events = Vec::with_capacity(draft.events.len());
+        for (index, event) in draft.events.iter().enumerate() {
+            while let Some((start, value)) = runs.peek() {
+                if *start > index {
+                    break;
                 }
-            })
-            .collect();
+                current = value;
+                runs.next();
+            }
+            let new = NewEvent::new(event, current);
+            events.push(match idempotency_key(event) {
+                Some(key) => new.with_idempotency_key(key),
+                None => new,
+            });
+            if outbox && is_announced(event) {
+                announced.push(index as i64);
+            }
+        }
         let appended = store::append_new(&tx, events, &[], draft.now).await?;
+        if !announced.is_empty() {
+            let positions: Vec<i64> = announced
+                .iter()
+                .map(|offset| appended.first_position + offset)
+                .collect();
+            crate::outbox::enqueue(&tx, &positions).await?;
+        }
         tx.commit().await?;
         Ok(Some(appended))
     }
@@ -232,13 +387,14 @@ impl Default for Attempts {
 }
 
 impl Attempts {
-    pub fn retry(&mut self, error: LedgerError) -> Result<(), CommandError> {
+    /// `Ok` to go round again, or the error to give up with.
+    pub fn retry(&mut self, error: LedgerError) -> Result<(), LedgerError> {
         if error.is_retryable() && self.attempt < ATTEMPTS_MAX {
             tracing::debug!(%error, attempt = self.attempt, "lost a race; retrying");
             self.attempt += 1;
             Ok(())
         } else {
-            Err(error.into())
+            Err(error)
         }
     }
 }

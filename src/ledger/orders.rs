@@ -1,6 +1,6 @@
 //! Marketplace orders applied to the ledger, and the expiry sweeper.
 
-use super::{Attempts, CommandError, LedgerError, UnitOfWork};
+use super::{Attempts, CommandError, Ledger, LedgerError, UnitOfWork};
 use crate::configuration::Catalog;
 use crate::domain::orders::{
     self as decide, create_key, order_key, CreateOrder, DilateOrder, Outcome, Refusal, RenewOrder,
@@ -9,7 +9,7 @@ use crate::domain::orders::{
 use crate::domain::Draft;
 use crate::store::Metadata;
 use chrono::{DateTime, Utc};
-use deadpool_postgres::{Pool, Transaction};
+use deadpool_postgres::Transaction;
 use projections::events::Event;
 use projections::ids::{InstanceId, OrderId};
 
@@ -65,7 +65,7 @@ async fn save_details(
 
 /// `createInstance`.
 pub async fn create(
-    pool: &Pool,
+    ledger: &Ledger,
     catalog: &Catalog,
     command: &CreateOrder,
     details: &OrderDetails,
@@ -73,8 +73,8 @@ pub async fn create(
 ) -> Result<Outcome, CommandError> {
     let mut attempts = Attempts::default();
     loop {
-        let mut client = pool.get().await?;
-        let mut unit = UnitOfWork::begin(&mut client, metadata).await?;
+        let mut client = ledger.pool.get().await?;
+        let mut unit = UnitOfWork::begin(&mut client, ledger, metadata).await?;
         // Concurrent retries of one purchase queue here; the first records it, the others find it.
         unit.lock_for_creation(&command.instance_id).await?;
         unit.lock_packages(&[&command.instance_id]).await?;
@@ -103,7 +103,7 @@ pub async fn create(
 /// A change to an existing package: locks it and its live tasks, finds an earlier answer to the
 /// same order, decides, and keeps the order's details.
 async fn change(
-    pool: &Pool,
+    ledger: &Ledger,
     metadata: &Metadata,
     instance_id: &InstanceId,
     order: Option<(&OrderId, &OrderDetails)>,
@@ -111,8 +111,8 @@ async fn change(
 ) -> Result<Outcome, CommandError> {
     let mut attempts = Attempts::default();
     loop {
-        let mut client = pool.get().await?;
-        let mut unit = UnitOfWork::begin(&mut client, metadata).await?;
+        let mut client = ledger.pool.get().await?;
+        let mut unit = UnitOfWork::begin(&mut client, ledger, metadata).await?;
         unit.lock_packages(&[instance_id]).await?;
         unit.load_live_tasks_of(&[instance_id]).await?;
         let earlier = match order {
@@ -135,14 +135,14 @@ async fn change(
 }
 
 pub async fn renew(
-    pool: &Pool,
+    ledger: &Ledger,
     catalog: &Catalog,
     command: &RenewOrder,
     metadata: &Metadata,
 ) -> Result<Outcome, CommandError> {
     let details = OrderDetails::default();
     change(
-        pool,
+        ledger,
         metadata,
         &command.instance_id,
         Some((&command.order_id, &details)),
@@ -152,14 +152,14 @@ pub async fn renew(
 }
 
 pub async fn upgrade(
-    pool: &Pool,
+    ledger: &Ledger,
     catalog: &Catalog,
     command: &UpgradeOrder,
     details: &OrderDetails,
     metadata: &Metadata,
 ) -> Result<Outcome, CommandError> {
     change(
-        pool,
+        ledger,
         metadata,
         &command.instance_id,
         Some((&command.order_id, details)),
@@ -169,14 +169,14 @@ pub async fn upgrade(
 }
 
 pub async fn dilate(
-    pool: &Pool,
+    ledger: &Ledger,
     catalog: &Catalog,
     command: &DilateOrder,
     details: &OrderDetails,
     metadata: &Metadata,
 ) -> Result<Outcome, CommandError> {
     change(
-        pool,
+        ledger,
         metadata,
         &command.instance_id,
         Some((&command.order_id, details)),
@@ -186,22 +186,22 @@ pub async fn dilate(
 }
 
 pub async fn expire(
-    pool: &Pool,
+    ledger: &Ledger,
     instance_id: &InstanceId,
     metadata: &Metadata,
 ) -> Result<Outcome, CommandError> {
-    change(pool, metadata, instance_id, None, |draft, _| {
+    change(ledger, metadata, instance_id, None, |draft, _| {
         decide::expire(draft, instance_id)
     })
     .await
 }
 
 pub async fn release(
-    pool: &Pool,
+    ledger: &Ledger,
     instance_id: &InstanceId,
     metadata: &Metadata,
 ) -> Result<Outcome, CommandError> {
-    change(pool, metadata, instance_id, None, |draft, _| {
+    change(ledger, metadata, instance_id, None, |draft, _| {
         decide::release(draft, instance_id)
     })
     .await
@@ -212,9 +212,9 @@ pub const SWEEP_BATCH_MAX: i64 = 500;
 
 /// Records `OrderExpired` for active packages whose `expiresAt` has passed by our clock. Several
 /// processes may sweep at once: each package is re-checked under its lock.
-pub async fn expire_due(pool: &Pool, metadata: &Metadata) -> Result<usize, CommandError> {
+pub async fn expire_due(ledger: &Ledger, metadata: &Metadata) -> Result<usize, CommandError> {
     let due: Vec<InstanceId> = {
-        let client = pool.get().await?;
+        let client = ledger.pool.get().await?;
         let statement = client
             .prepare_cached(
                 "SELECT instance_id FROM packages
@@ -233,8 +233,8 @@ pub async fn expire_due(pool: &Pool, metadata: &Metadata) -> Result<usize, Comma
     for instance_id in &due {
         let mut attempts = Attempts::default();
         let done = loop {
-            let mut client = pool.get().await?;
-            let mut unit = UnitOfWork::begin(&mut client, metadata).await?;
+            let mut client = ledger.pool.get().await?;
+            let mut unit = UnitOfWork::begin(&mut client, ledger, metadata).await?;
             unit.lock_packages(&[instance_id]).await?;
             unit.load_live_tasks_of(&[instance_id]).await?;
             let done = unit

@@ -98,6 +98,38 @@ pub async fn lock_packages(
     tx.query(&statement, &[&ids]).await
 }
 
+/// Loads and locks the packages the given tasks are bound to, in id order.
+pub async fn lock_packages_of_tasks(
+    tx: &Transaction<'_>,
+    task_ids: &[&str],
+) -> Result<Vec<Row>, tokio_postgres::Error> {
+    let statement = tx
+        .prepare_cached(&format!(
+            "SELECT {PACKAGE_COLUMNS} FROM packages
+              WHERE instance_id IN (SELECT instance_id FROM tasks WHERE task_id = ANY($1::text[]))
+              ORDER BY instance_id FOR UPDATE"
+        ))
+        .await?;
+    tx.query(&statement, &[&task_ids]).await
+}
+
+/// The named tasks, and every running task of the named packages.
+pub async fn tasks_and_running(
+    tx: &Transaction<'_>,
+    task_ids: &[&str],
+    instance_ids: &[&str],
+) -> Result<Vec<Row>, tokio_postgres::Error> {
+    let statement = tx
+        .prepare_cached(&format!(
+            "SELECT {TASK_COLUMNS} FROM tasks WHERE task_id = ANY($1::text[])
+             UNION
+             SELECT {TASK_COLUMNS} FROM tasks
+              WHERE instance_id = ANY($2::text[]) AND state = 'running'"
+        ))
+        .await?;
+    tx.query(&statement, &[&task_ids, &instance_ids]).await
+}
+
 /// Reads packages without locking them (for answers that change nothing).
 pub async fn read_packages(
     client: &impl deadpool_postgres::GenericClient,
@@ -150,8 +182,92 @@ pub async fn read_tasks(
     client.query(&statement, &[&task_ids]).await
 }
 
-/// Inserts or updates packages, all in one statement.
-pub async fn save_packages(
+/// The columns of packages as arrays, one element per package, in `PACKAGE_COLUMNS` order.
+struct PackageColumns<'a> {
+    ids: Vec<&'a str>,
+    pins: Vec<&'a str>,
+    skus: Vec<&'a str>,
+    sku_bytes: Vec<i64>,
+    prices: Vec<Decimal>,
+    units: Vec<i32>,
+    statuses: Vec<&'static str>,
+    granted: Vec<i64>,
+    consumed: Vec<i64>,
+    forfeited: Vec<i64>,
+    remaining: Vec<i64>,
+    overage: Vec<i64>,
+    expires: Vec<Option<DateTime<Utc>>>,
+    /// Array literals (`{80,95}`): `unnest` would flatten an array of arrays.
+    warned: Vec<String>,
+    created: Vec<DateTime<Utc>>,
+    updated: Vec<DateTime<Utc>>,
+}
+
+impl<'a> PackageColumns<'a> {
+    fn new(packages: &[&'a Package]) -> PackageColumns<'a> {
+        let bytes = |f: fn(&Package) -> Bytes| -> Vec<i64> {
+            packages.iter().map(|p| f(p).as_i64()).collect()
+        };
+        PackageColumns {
+            ids: packages.iter().map(|p| p.instance_id.as_str()).collect(),
+            pins: packages.iter().map(|p| p.jd_pin.as_str()).collect(),
+            skus: packages.iter().map(|p| p.sku_id.as_str()).collect(),
+            sku_bytes: bytes(|p| p.sku_bytes),
+            prices: packages.iter().map(|p| p.unit_price).collect(),
+            units: packages
+                .iter()
+                .map(|p| i32::try_from(p.units).unwrap_or(i32::MAX))
+                .collect(),
+            statuses: packages.iter().map(|p| p.status.as_str()).collect(),
+            granted: bytes(|p| p.bytes_granted),
+            consumed: bytes(|p| p.bytes_consumed),
+            forfeited: bytes(|p| p.bytes_forfeited),
+            remaining: bytes(|p| p.bytes_remaining),
+            overage: bytes(|p| p.bytes_overage),
+            expires: packages.iter().map(|p| p.expires_at).collect(),
+            warned: packages
+                .iter()
+                .map(|p| {
+                    let list: Vec<String> = p.warned_percents.iter().map(u8::to_string).collect();
+                    format!("{{{}}}", list.join(","))
+                })
+                .collect(),
+            created: packages.iter().map(|p| p.created_at).collect(),
+            updated: packages.iter().map(|p| p.updated_at).collect(),
+        }
+    }
+
+    fn params(&self) -> [&(dyn tokio_postgres::types::ToSql + Sync); 16] {
+        [
+            &self.ids,
+            &self.pins,
+            &self.skus,
+            &self.sku_bytes,
+            &self.prices,
+            &self.units,
+            &self.statuses,
+            &self.granted,
+            &self.consumed,
+            &self.forfeited,
+            &self.remaining,
+            &self.overage,
+            &self.expires,
+            &self.warned,
+            &self.created,
+            &self.updated,
+        ]
+    }
+}
+
+const PACKAGE_UNNEST: &str = "unnest($1::text[], $2::text[], $3::text[], $4::int8[], \
+     $5::numeric[], $6::int4[], $7::text[], $8::int8[], $9::int8[], $10::int8[], $11::int8[], \
+     $12::int8[], $13::timestamptz[], $14::text[], $15::timestamptz[], $16::timestamptz[]) \
+     AS u(instance_id, jd_pin, sku_id, sku_bytes, unit_price, units, status, bytes_granted, \
+     bytes_consumed, bytes_forfeited, bytes_remaining, bytes_overage, expires_at, \
+     warned_percents, created_at, updated_at)";
+
+/// Inserts new packages, all in one statement.
+pub async fn insert_packages(
     tx: &Transaction<'_>,
     packages: &[&Package],
 ) -> Result<(), tokio_postgres::Error> {
@@ -165,65 +281,89 @@ pub async fn save_packages(
                     u.bytes_granted, u.bytes_consumed, u.bytes_forfeited, u.bytes_remaining,
                     u.bytes_overage, u.expires_at, u.warned_percents::smallint[], u.created_at,
                     u.updated_at
-               FROM unnest($1::text[], $2::text[], $3::text[], $4::int8[], $5::numeric[],
-                           $6::int4[], $7::text[], $8::int8[], $9::int8[], $10::int8[],
-                           $11::int8[], $12::int8[], $13::timestamptz[], $14::text[],
-                           $15::timestamptz[], $16::timestamptz[])
-                 AS u(instance_id, jd_pin, sku_id, sku_bytes, unit_price, units, status,
-                      bytes_granted, bytes_consumed, bytes_forfeited, bytes_remaining,
-                      bytes_overage, expires_at, warned_percents, created_at, updated_at)
-             ON CONFLICT (instance_id) DO UPDATE SET
-                 jd_pin = EXCLUDED.jd_pin, sku_id = EXCLUDED.sku_id,
-                 sku_bytes = EXCLUDED.sku_bytes, unit_price = EXCLUDED.unit_price,
-                 units = EXCLUDED.units, status = EXCLUDED.status,
-                 bytes_granted = EXCLUDED.bytes_granted, bytes_consumed = EXCLUDED.bytes_consumed,
-                 bytes_forfeited = EXCLUDED.bytes_forfeited,
-                 bytes_remaining = EXCLUDED.bytes_remaining,
-                 bytes_overage = EXCLUDED.bytes_overage, expires_at = EXCLUDED.expires_at,
-                 warned_percents = EXCLUDED.warned_percents,
-                 created_at = EXCLUDED.created_at, updated_at = EXCLUDED.updated_at"
+               FROM {PACKAGE_UNNEST}"
         ))
         .await?;
-    let ids: Vec<&str> = packages.iter().map(|p| p.instance_id.as_str()).collect();
-    let pins: Vec<&str> = packages.iter().map(|p| p.jd_pin.as_str()).collect();
-    let skus: Vec<&str> = packages.iter().map(|p| p.sku_id.as_str()).collect();
-    let sku_bytes: Vec<i64> = packages.iter().map(|p| p.sku_bytes.as_i64()).collect();
-    let prices: Vec<Decimal> = packages.iter().map(|p| p.unit_price).collect();
-    let units: Vec<i32> = packages
-        .iter()
-        .map(|p| i32::try_from(p.units).unwrap_or(i32::MAX))
-        .collect();
-    let statuses: Vec<&str> = packages.iter().map(|p| p.status.as_str()).collect();
-    let column =
-        |f: fn(&Package) -> Bytes| -> Vec<i64> { packages.iter().map(|p| f(p).as_i64()).collect() };
-    let granted = column(|p| p.bytes_granted);
-    let consumed = column(|p| p.bytes_consumed);
-    let forfeited = column(|p| p.bytes_forfeited);
-    let remaining = column(|p| p.bytes_remaining);
-    let overage = column(|p| p.bytes_overage);
-    let expires: Vec<Option<DateTime<Utc>>> = packages.iter().map(|p| p.expires_at).collect();
-    let warned: Vec<String> = packages
-        .iter()
-        .map(|p| {
-            let list: Vec<String> = p.warned_percents.iter().map(u8::to_string).collect();
-            format!("{{{}}}", list.join(","))
-        })
-        .collect();
-    let created: Vec<DateTime<Utc>> = packages.iter().map(|p| p.created_at).collect();
-    let updated: Vec<DateTime<Utc>> = packages.iter().map(|p| p.updated_at).collect();
-    tx.execute(
-        &statement,
-        &[
-            &ids, &pins, &skus, &sku_bytes, &prices, &units, &statuses, &granted, &consumed,
-            &forfeited, &remaining, &overage, &expires, &warned, &created, &updated,
-        ],
-    )
-    .await
-    .map(drop)
+    let columns = PackageColumns::new(packages);
+    tx.execute(&statement, &columns.params()).await.map(drop)
 }
 
-/// Inserts or updates tasks, all in one statement.
-pub async fn save_tasks(
+/// Updates packages loaded (and locked) earlier in the transaction, all in one statement.
+pub async fn update_packages(
+    tx: &Transaction<'_>,
+    packages: &[&Package],
+) -> Result<(), tokio_postgres::Error> {
+    if packages.is_empty() {
+        return Ok(());
+    }
+    let statement = tx
+        .prepare_cached(&format!(
+            "UPDATE packages p SET
+                 jd_pin = u.jd_pin, sku_id = u.sku_id, sku_bytes = u.sku_bytes,
+                 unit_price = u.unit_price, units = u.units, status = u.status,
+                 bytes_granted = u.bytes_granted, bytes_consumed = u.bytes_consumed,
+                 bytes_forfeited = u.bytes_forfeited, bytes_remaining = u.bytes_remaining,
+                 bytes_overage = u.bytes_overage, expires_at = u.expires_at,
+                 warned_percents = u.warned_percents::smallint[],
+                 created_at = u.created_at, updated_at = u.updated_at
+               FROM {PACKAGE_UNNEST}
+              WHERE p.instance_id = u.instance_id"
+        ))
+        .await?;
+    let columns = PackageColumns::new(packages);
+    tx.execute(&statement, &columns.params()).await.map(drop)
+}
+
+/// The columns of tasks as arrays, in `TASK_COLUMNS` order.
+struct TaskColumns<'a> {
+    ids: Vec<&'a str>,
+    instances: Vec<&'a str>,
+    states: Vec<&'static str>,
+    reasons: Vec<Option<&'static str>>,
+    consumed: Vec<i64>,
+    created: Vec<DateTime<Utc>>,
+    updated: Vec<DateTime<Utc>>,
+    destroyed: Vec<Option<DateTime<Utc>>>,
+}
+
+impl<'a> TaskColumns<'a> {
+    fn new(tasks: &[&'a Task]) -> TaskColumns<'a> {
+        TaskColumns {
+            ids: tasks.iter().map(|t| t.task_id.as_str()).collect(),
+            instances: tasks.iter().map(|t| t.instance_id.as_str()).collect(),
+            states: tasks.iter().map(|t| t.state.as_str()).collect(),
+            reasons: tasks
+                .iter()
+                .map(|t| t.stop_reason.map(StopReason::as_str))
+                .collect(),
+            consumed: tasks.iter().map(|t| t.bytes_consumed.as_i64()).collect(),
+            created: tasks.iter().map(|t| t.created_at).collect(),
+            updated: tasks.iter().map(|t| t.updated_at).collect(),
+            destroyed: tasks.iter().map(|t| t.destroyed_at).collect(),
+        }
+    }
+
+    fn params(&self) -> [&(dyn tokio_postgres::types::ToSql + Sync); 8] {
+        [
+            &self.ids,
+            &self.instances,
+            &self.states,
+            &self.reasons,
+            &self.consumed,
+            &self.created,
+            &self.updated,
+            &self.destroyed,
+        ]
+    }
+}
+
+const TASK_UNNEST: &str = "unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::int8[], \
+     $6::timestamptz[], $7::timestamptz[], $8::timestamptz[]) \
+     AS u(task_id, instance_id, state, stop_reason, bytes_consumed, created_at, updated_at, \
+     destroyed_at)";
+
+/// Inserts new tasks, all in one statement.
+pub async fn insert_tasks(
     tx: &Transaction<'_>,
     tasks: &[&Task],
 ) -> Result<(), tokio_postgres::Error> {
@@ -232,33 +372,31 @@ pub async fn save_tasks(
     }
     let statement = tx
         .prepare_cached(&format!(
-            "INSERT INTO tasks ({TASK_COLUMNS})
-             SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::int8[],
-                                  $6::timestamptz[], $7::timestamptz[], $8::timestamptz[])
-             ON CONFLICT (task_id) DO UPDATE SET
-                 instance_id = EXCLUDED.instance_id, state = EXCLUDED.state,
-                 stop_reason = EXCLUDED.stop_reason, bytes_consumed = EXCLUDED.bytes_consumed,
-                 created_at = EXCLUDED.created_at, updated_at = EXCLUDED.updated_at,
-                 destroyed_at = EXCLUDED.destroyed_at"
+            "INSERT INTO tasks ({TASK_COLUMNS}) SELECT u.* FROM {TASK_UNNEST}"
         ))
         .await?;
-    let ids: Vec<&str> = tasks.iter().map(|t| t.task_id.as_str()).collect();
-    let instances: Vec<&str> = tasks.iter().map(|t| t.instance_id.as_str()).collect();
-    let states: Vec<&str> = tasks.iter().map(|t| t.state.as_str()).collect();
-    let reasons: Vec<Option<&str>> = tasks
-        .iter()
-        .map(|t| t.stop_reason.map(StopReason::as_str))
-        .collect();
-    let consumed: Vec<i64> = tasks.iter().map(|t| t.bytes_consumed.as_i64()).collect();
-    let created: Vec<DateTime<Utc>> = tasks.iter().map(|t| t.created_at).collect();
-    let updated: Vec<DateTime<Utc>> = tasks.iter().map(|t| t.updated_at).collect();
-    let destroyed: Vec<Option<DateTime<Utc>>> = tasks.iter().map(|t| t.destroyed_at).collect();
-    tx.execute(
-        &statement,
-        &[
-            &ids, &instances, &states, &reasons, &consumed, &created, &updated, &destroyed,
-        ],
-    )
-    .await
-    .map(drop)
+    let columns = TaskColumns::new(tasks);
+    tx.execute(&statement, &columns.params()).await.map(drop)
+}
+
+/// Updates tasks loaded earlier in the transaction (under their packages' locks).
+pub async fn update_tasks(
+    tx: &Transaction<'_>,
+    tasks: &[&Task],
+) -> Result<(), tokio_postgres::Error> {
+    if tasks.is_empty() {
+        return Ok(());
+    }
+    let statement = tx
+        .prepare_cached(&format!(
+            "UPDATE tasks t SET
+                 instance_id = u.instance_id, state = u.state, stop_reason = u.stop_reason,
+                 bytes_consumed = u.bytes_consumed, created_at = u.created_at,
+                 updated_at = u.updated_at, destroyed_at = u.destroyed_at
+               FROM {TASK_UNNEST}
+              WHERE t.task_id = u.task_id"
+        ))
+        .await?;
+    let columns = TaskColumns::new(tasks);
+    tx.execute(&statement, &columns.params()).await.map(drop)
 }

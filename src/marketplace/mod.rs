@@ -107,7 +107,7 @@ async fn execute(state: &AppState, action: Action, callback: Callback, request_i
         source: "marketplace",
         actor: "marketplace".to_owned(),
     };
-    let pool = &state.pool;
+    let pool = &state.ledger;
     let catalog = &state.config.catalog;
     let result = match &callback {
         Callback::Create(command, details) => {

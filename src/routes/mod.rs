@@ -5,3 +5,5 @@ pub mod console;
 pub mod health;
 pub mod ledger;
 pub mod orders;
+pub mod tasks;
+pub mod traffic;

@@ -1,16 +1,21 @@
 //! The test harness: one throwaway PostgreSQL cluster per test binary (or the server named by
 //! `DATABASE_URL`), a fresh database per test, and the real HTTP server on a random port.
 
-use dts_ledger::configuration::{Config, Secret};
+use dts_ledger::configuration::{Catalog, Config, Secret, Sku};
 use dts_ledger::database::embedded::{Durability, EmbeddedPostgres};
 use dts_ledger::database::{build_pool, migrate};
 use dts_ledger::startup::{Application, ServerOptions};
+use projections::ids::{Bytes, SkuId};
 use std::str::FromStr;
 use std::sync::{Mutex, OnceLock};
 use tokio_postgres::NoTls;
 
 pub const MARKETPLACE_KEY: &str = "test-isv-key";
 pub const ADMIN_TOKEN: &str = "test-admin-token-0123456789";
+pub const REPORTER_TOKEN: &str = "test-reporter-token-0123456789";
+/// A small SKU, so that tests can empty a package with a few reports.
+pub const SMALL_SKU: &str = "DTS-TEST-10KB";
+pub const SMALL_SKU_BYTES: i64 = 10_000;
 
 /// The server tests create their databases on, as connection settings of its admin database.
 static SERVER: OnceLock<tokio_postgres::Config> = OnceLock::new();
@@ -108,10 +113,21 @@ impl Drop for TestDb {
 
 /// Product settings for tests: known secrets and the built-in catalog.
 pub fn test_config() -> Config {
+    let mut skus: Vec<Sku> = Catalog::built_in().iter().cloned().collect();
+    skus.push(Sku {
+        id: SkuId::parse(SMALL_SKU).unwrap(),
+        name: "DTS 10KB".into(),
+        bytes: Bytes::new(SMALL_SKU_BYTES as u64).unwrap(),
+        price: "10.00".parse().unwrap(),
+        currency: "CNY".into(),
+    });
     Config {
         marketplace_key: Some(Secret::new(MARKETPLACE_KEY)),
         admin_token: Some(Secret::new(ADMIN_TOKEN)),
+        reporter_tokens: vec![Secret::new(REPORTER_TOKEN)],
         public_url: Some("https://dts.example.com".into()),
+        catalog: Catalog::new(skus).unwrap(),
+        catalog_is_built_in: false,
         pool_size: 8,
         ..Config::defaults()
     }
@@ -146,6 +162,16 @@ pub fn form_encode(value: &str) -> String {
         }
     }
     out
+}
+
+/// A traffic report ending now.
+pub fn report(task_id: &str, report_id: &str, bytes: i64) -> serde_json::Value {
+    serde_json::json!({
+        "taskId": task_id,
+        "reportId": report_id,
+        "bytes": bytes,
+        "periodEnd": chrono::Utc::now().to_rfc3339(),
+    })
 }
 
 /// A time in the marketplace's format (China Standard Time).
@@ -275,6 +301,78 @@ impl TestApp {
             after = page["next"].as_i64().unwrap();
             all.extend(events);
         }
+    }
+
+    pub async fn post_as(
+        &self,
+        path: &str,
+        token: &str,
+        body: &serde_json::Value,
+    ) -> reqwest::Response {
+        self.http
+            .post(format!("{}{}", self.address, path))
+            .bearer_auth(token)
+            .json(body)
+            .send()
+            .await
+            .expect("the request is sent")
+    }
+
+    /// Buys a package of `sku` for `jd_pin` through the marketplace callback.
+    pub async fn buy(&self, instance_id: &str, jd_pin: &str, sku: &str) {
+        let response = self
+            .callback(&[
+                ("action", "createInstance"),
+                ("jdPin", jd_pin),
+                ("orderBizId", instance_id),
+                ("orderId", &format!("order-{instance_id}")),
+                ("serviceCode", "dts"),
+                ("skuId", sku),
+            ])
+            .await;
+        assert_eq!(response.status(), 200, "buy {instance_id}");
+    }
+
+    /// Creates a task on a package; returns the answer's status and body.
+    pub async fn create_task(&self, task_id: &str, instance_id: &str) -> (u16, serde_json::Value) {
+        let response = self
+            .post_as(
+                "/v1/tasks",
+                REPORTER_TOKEN,
+                &serde_json::json!({"taskId": task_id, "instanceId": instance_id}),
+            )
+            .await;
+        (response.status().as_u16(), response.json().await.unwrap())
+    }
+
+    /// `GET /v1/tasks/{id}` as a reporter.
+    pub async fn task(&self, task_id: &str) -> serde_json::Value {
+        let response = self
+            .get_as(&format!("/v1/tasks/{task_id}"), REPORTER_TOKEN)
+            .await;
+        assert_eq!(response.status(), 200, "task {task_id}");
+        response.json().await.unwrap()
+    }
+
+    /// Sends traffic reports; returns the per-report results.
+    pub async fn traffic(&self, reports: serde_json::Value) -> Vec<serde_json::Value> {
+        let response = self
+            .post_as(
+                "/v1/traffic",
+                REPORTER_TOKEN,
+                &serde_json::json!({ "reports": reports }),
+            )
+            .await;
+        assert_eq!(response.status(), 200);
+        let body: serde_json::Value = response.json().await.unwrap();
+        body["results"].as_array().unwrap().clone()
+    }
+
+    /// One report of `bytes` for `task_id`, ending now.
+    pub async fn report(&self, task_id: &str, report_id: &str, bytes: i64) -> serde_json::Value {
+        self.traffic(serde_json::json!([report(task_id, report_id, bytes)]))
+            .await
+            .remove(0)
     }
 
     /// The events of one type.

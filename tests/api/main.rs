@@ -5,3 +5,6 @@ mod helpers;
 mod marketplace;
 mod serve;
 mod store;
+mod tasks;
+mod traffic;
+mod webhooks;

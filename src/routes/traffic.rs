@@ -1,0 +1,120 @@
+//! `POST /v1/traffic`: traffic reports from DTS agents, charged through the ingest pipeline.
+
+use crate::auth;
+use crate::domain::traffic::{Status, Verdict};
+use crate::error::ApiError;
+use crate::ingest::report;
+use crate::ingest::IngestError;
+use crate::startup::{AppState, RequestId};
+use crate::store::Metadata;
+use actix_web::http::StatusCode;
+use actix_web::{web, HttpRequest, HttpResponse};
+use chrono::Utc;
+use projections::events::ReportAction;
+use serde::Deserialize;
+use serde_json::{json, Value};
+
+/// Most reports per request: a request is answered only when all of its reports are committed,
+/// and it travels whole through one batch per lane.
+pub const REPORTS_PER_REQUEST_MAX: usize = 10_000;
+/// Largest body of a traffic request: 10,000 reports with ids at their length limits.
+pub const TRAFFIC_BODY_BYTES_MAX: usize = 8 * 1024 * 1024;
+
+#[derive(Debug, Deserialize)]
+pub struct TrafficBody {
+    reports: Vec<Value>,
+}
+
+fn result_json(raw: &Value, verdict: &Verdict) -> Value {
+    let mut result = json!({
+        "taskId": raw.get("taskId").filter(|v| v.is_string()),
+        "reportId": raw.get("reportId").filter(|v| v.is_string()),
+        "status": verdict.status.as_str(),
+        "action": match verdict.action {
+            ReportAction::Continue => "continue",
+            ReportAction::Stop => "stop",
+        },
+        "bytesRemaining": verdict.bytes_remaining.get(),
+    });
+    if let Some(reason) = verdict.reason {
+        result["reason"] = Value::String(reason.as_str().to_owned());
+    }
+    if let Some((code, message)) = &verdict.error {
+        result["error"] = json!({"code": code, "message": message});
+    }
+    result
+}
+
+pub async fn post_traffic(
+    req: HttpRequest,
+    state: web::Data<AppState>,
+    body: web::Json<TrafficBody>,
+    request_id: RequestId,
+) -> Result<HttpResponse, ApiError> {
+    let caller = auth::require_reporter(&req, &state)?;
+    let raw = body.into_inner().reports;
+    if raw.len() > REPORTS_PER_REQUEST_MAX {
+        return Err(ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "too_many_reports",
+            format!(
+                "{} reports in one request; the limit is {REPORTS_PER_REQUEST_MAX}",
+                raw.len()
+            ),
+        ));
+    }
+    let now = Utc::now();
+    let mut verdicts: Vec<Option<Verdict>> = vec![None; raw.len()];
+    let mut valid = Vec::with_capacity(raw.len());
+    let mut valid_at = Vec::with_capacity(raw.len());
+    for (index, value) in raw.iter().enumerate() {
+        match report::parse(value, state.config.report_bytes_max, now) {
+            Ok(report) => {
+                valid.push(report);
+                valid_at.push(index);
+            }
+            Err(rejection) => {
+                verdicts[index] = Some(Verdict::rejected(rejection.code, rejection.message));
+            }
+        }
+    }
+    let metadata = Metadata {
+        request_id: request_id.0,
+        source: "traffic",
+        actor: caller.actor(),
+    };
+    let charged = state
+        .ingest
+        .submit(valid, metadata)
+        .await
+        .map_err(|error| {
+            let code = match error {
+                IngestError::Unavailable => "database_unavailable",
+                IngestError::Overloaded => "overloaded",
+                IngestError::Closed => "shutting_down",
+                IngestError::Failed => "internal",
+            };
+            let status = match error {
+                IngestError::Failed => StatusCode::INTERNAL_SERVER_ERROR,
+                _ => StatusCode::SERVICE_UNAVAILABLE,
+            };
+            ApiError::new(status, code, error.to_string())
+        })?;
+    for (index, verdict) in valid_at.into_iter().zip(charged) {
+        verdicts[index] = Some(verdict);
+    }
+    let results: Vec<Value> = raw
+        .iter()
+        .zip(&verdicts)
+        .map(|(value, verdict)| result_json(value, verdict.as_ref().expect("all judged")))
+        .collect();
+    let rejected = verdicts
+        .iter()
+        .flatten()
+        .filter(|v| v.status == Status::Rejected)
+        .count();
+    if rejected > 0 {
+        tracing::info!(rejected, reports = raw.len(), "traffic reports rejected");
+    }
+    Ok(HttpResponse::Ok().json(json!({ "results": results })))
+}

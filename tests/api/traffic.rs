@@ -1,0 +1,321 @@
+//! Traffic metering over HTTP: exactly-once charging, stop at zero in the crossing transaction,
+//! overage, renewals, late reports, bad input, and two processes on one database.
+
+use crate::helpers::{
+    report, spawn_app, test_config, TestApp, REPORTER_TOKEN, SMALL_SKU, SMALL_SKU_BYTES,
+};
+use chrono::{Duration, Utc};
+use serde_json::{json, Value};
+
+const SKU_1TB: &str = "FW_GOODS-500232-1";
+
+/// `(position, event type, inserting transaction)` of every event.
+async fn transactions(app: &TestApp) -> Vec<(i64, String, String, Value)> {
+    app.db
+        .client()
+        .await
+        .query(
+            "SELECT position, event_type, xmin::text, payload FROM events ORDER BY position",
+            &[],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|row| (row.get(0), row.get(1), row.get(2), row.get(3)))
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrent_reports_empty_a_package_and_its_tasks_stop_in_the_crossing_transaction() {
+    let app = spawn_app().await;
+    app.buy("biz-1", "pin-a", SMALL_SKU).await;
+    for t in 0..4 {
+        app.create_task(&format!("task-{t}"), "biz-1").await;
+    }
+    let sends = (0..4).flat_map(|t| {
+        (0..10).map(move |r| (format!("task-{t}"), format!("r-{r}"), 300 + t as i64))
+    });
+    let calls = sends.map(|(task, id, bytes)| {
+        let app = &app;
+        async move { app.report(&task, &id, bytes).await }
+    });
+    let results = futures::future::join_all(calls).await;
+    assert!(
+        results.iter().all(|r| r["status"] == "accepted"),
+        "{results:?}"
+    );
+    let total: i64 = (0..4).map(|t| 10 * (300 + t)).sum();
+
+    let order = app.order("biz-1").await;
+    assert_eq!(order["bytesConsumed"], total);
+    assert_eq!(order["bytesRemaining"], 0);
+    assert_eq!(order["bytesOverage"], total - SMALL_SKU_BYTES);
+    let tasks_total: i64 = order["tasks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| {
+            assert_eq!(t["state"], "stopped");
+            assert_eq!(t["stopReason"], "quota_exhausted");
+            t["bytesConsumed"].as_i64().unwrap()
+        })
+        .collect::<Vec<_>>()
+        .iter()
+        .sum();
+    assert_eq!(tasks_total, total);
+
+    let events = transactions(&app).await;
+    let crossing = events
+        .iter()
+        .find(|(_, kind, _, payload)| kind == "TrafficConsumed" && payload["bytesRemaining"] == 0)
+        .expect("a report crossed zero");
+    let stops: Vec<_> = events
+        .iter()
+        .filter(|(_, kind, _, _)| kind == "TaskStopped")
+        .collect();
+    assert_eq!(stops.len(), 4);
+    for (position, _, xid, payload) in stops {
+        assert_eq!(
+            xid, &crossing.2,
+            "stop at {position} committed with the crossing report"
+        );
+        assert_eq!(payload["reason"], "quota_exhausted");
+        assert!(*position > crossing.0);
+    }
+    let stopped_answers = results.iter().filter(|r| r["action"] == "stop").count();
+    assert!(stopped_answers >= 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_report_sent_many_times_at_once_is_charged_once() {
+    let app = spawn_app().await;
+    app.buy("biz-1", "pin-a", SKU_1TB).await;
+    app.create_task("task-1", "biz-1").await;
+    let calls = (0..20).map(|_| app.report("task-1", "r-same", 1_000));
+    let results = futures::future::join_all(calls).await;
+    let accepted = results.iter().filter(|r| r["status"] == "accepted").count();
+    let duplicates = results
+        .iter()
+        .filter(|r| r["status"] == "duplicate")
+        .count();
+    assert_eq!((accepted, duplicates), (1, 19), "{results:?}");
+    assert!(results
+        .iter()
+        .all(|r| r["bytesRemaining"] == (1i64 << 40) - 1_000 && r["action"] == "continue"));
+    assert_eq!(app.order("biz-1").await["bytesConsumed"], 1_000);
+    assert_eq!(app.events_of("TrafficConsumed").await.len(), 1);
+
+    // Twice in one request: the second is a duplicate of the first.
+    let results = app
+        .traffic(json!([
+            report("task-1", "r-pair", 7),
+            report("task-1", "r-pair", 7)
+        ]))
+        .await;
+    assert_eq!(results[0]["status"], "accepted");
+    assert_eq!(results[1]["status"], "duplicate");
+    assert_eq!(app.order("biz-1").await["bytesConsumed"], 1_007);
+}
+
+#[tokio::test]
+async fn a_marketplace_renewal_covers_the_overage_and_resumes_the_tasks() {
+    let app = spawn_app().await;
+    app.buy("biz-1", "pin-a", SMALL_SKU).await;
+    app.create_task("task-1", "biz-1").await;
+    app.create_task("task-2", "biz-1").await;
+    app.report("task-1", "r-1", SMALL_SKU_BYTES + 2_500).await;
+    assert_eq!(app.order("biz-1").await["bytesOverage"], 2_500);
+    let later = crate::helpers::cst(Utc::now() + Duration::days(30));
+    let renewed = app
+        .callback(&[
+            ("action", "renewInstance"),
+            ("instanceId", "biz-1"),
+            ("orderId", "order-2"),
+            ("expiredOn", &later),
+        ])
+        .await;
+    assert_eq!(renewed.status(), 200);
+    let order = app.order("biz-1").await;
+    assert_eq!(order["bytesOverage"], 0);
+    assert_eq!(order["bytesRemaining"], SMALL_SKU_BYTES - 2_500);
+    assert_eq!(order["bytesGranted"], 2 * SMALL_SKU_BYTES);
+    for task in order["tasks"].as_array().unwrap() {
+        assert_eq!(task["state"], "running");
+    }
+    assert_eq!(app.events_of("TaskResumed").await.len(), 2);
+    assert_eq!(app.report("task-2", "r-2", 1).await["action"], "continue");
+}
+
+#[tokio::test]
+async fn late_reports_after_destruction_are_judged_by_their_period_end() {
+    let app = spawn_app().await;
+    app.buy("biz-1", "pin-a", SKU_1TB).await;
+    app.create_task("task-1", "biz-1").await;
+    let before = (Utc::now() - Duration::seconds(1)).to_rfc3339();
+    let destroyed = app
+        .http
+        .delete(format!("{}/v1/tasks/task-1", app.address))
+        .bearer_auth(REPORTER_TOKEN)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(destroyed.status(), 200);
+    let after = (Utc::now() + Duration::seconds(30)).to_rfc3339();
+    let results = app
+        .traffic(json!([
+            {"taskId": "task-1", "reportId": "in-flight", "bytes": 500, "periodEnd": before},
+            {"taskId": "task-1", "reportId": "too-late", "bytes": 500, "periodEnd": after},
+        ]))
+        .await;
+    assert_eq!(results[0]["status"], "accepted");
+    assert_eq!(results[0]["action"], "stop");
+    assert_eq!(results[0]["reason"], "task_destroyed");
+    assert_eq!(results[1]["status"], "rejected");
+    assert_eq!(results[1]["error"]["code"], "task_destroyed");
+    assert_eq!(app.task("task-1").await["bytesConsumed"], 500);
+    assert_eq!(app.order("biz-1").await["bytesConsumed"], 500);
+}
+
+#[tokio::test]
+async fn low_balance_is_announced_once_per_crossing() {
+    let app = spawn_app().await;
+    app.buy("biz-1", "pin-a", SMALL_SKU).await;
+    app.create_task("task-1", "biz-1").await;
+    app.report("task-1", "r-1", 8_100).await;
+    app.report("task-1", "r-2", 100).await;
+    let warnings = app.events_of("OrderBalanceLow").await;
+    assert_eq!(warnings.len(), 1);
+    assert_eq!(warnings[0]["data"]["thresholdPercent"], 80);
+    app.report("task-1", "r-3", 1_400).await;
+    let warnings = app.events_of("OrderBalanceLow").await;
+    assert_eq!(warnings.len(), 2);
+    assert_eq!(warnings[1]["data"]["thresholdPercent"], 95);
+}
+
+#[tokio::test]
+async fn each_bad_report_is_rejected_on_its_own() {
+    let app = spawn_app().await;
+    app.buy("biz-1", "pin-a", SKU_1TB).await;
+    app.create_task("task-1", "biz-1").await;
+    let now = Utc::now().to_rfc3339();
+    let results = app
+        .traffic(json!([
+            {"taskId": "task-1", "reportId": "ok", "bytes": 10, "periodEnd": now},
+            {"taskId": "task-1", "reportId": "neg", "bytes": -1, "periodEnd": now},
+            {"taskId": "task-1", "reportId": "frac", "bytes": 2.5, "periodEnd": now},
+            {"taskId": "task-1", "reportId": "huge", "bytes": 1u64 << 41, "periodEnd": now},
+            {"taskId": "", "reportId": "empty", "bytes": 1, "periodEnd": now},
+            {"taskId": "task-1", "reportId": "x".repeat(129), "bytes": 1, "periodEnd": now},
+            {"taskId": "nobody", "reportId": "who", "bytes": 1, "periodEnd": now},
+            {"taskId": "task-1", "reportId": "when", "bytes": 1, "periodEnd": "noon"},
+            "not an object",
+        ]))
+        .await;
+    let codes: Vec<Value> = results.iter().map(|r| r["error"]["code"].clone()).collect();
+    assert_eq!(
+        codes,
+        [
+            Value::Null,
+            json!("invalid_bytes"),
+            json!("invalid_bytes"),
+            json!("bytes_too_large"),
+            json!("invalid_task_id"),
+            json!("invalid_report_id"),
+            json!("unknown_task"),
+            json!("invalid_period"),
+            json!("invalid_report"),
+        ]
+    );
+    assert_eq!(results[0]["status"], "accepted");
+    assert!(results[1..].iter().all(|r| r["status"] == "rejected"));
+    assert_eq!(app.order("biz-1").await["bytesConsumed"], 10);
+}
+
+#[tokio::test]
+async fn oversized_and_malformed_requests_are_refused_whole() {
+    let app = spawn_app().await;
+    let url = format!("{}/v1/traffic", app.address);
+    let malformed = app
+        .http
+        .post(&url)
+        .bearer_auth(REPORTER_TOKEN)
+        .header("content-type", "application/json")
+        .body("{\"reports\": [")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(malformed.status(), 400);
+    let body: Value = malformed.json().await.unwrap();
+    assert_eq!(body["error"]["code"], "invalid_json");
+
+    let many: Vec<Value> = (0..10_001)
+        .map(|n| json!({"taskId": "t", "reportId": n.to_string()}))
+        .collect();
+    let too_many = app
+        .post_as("/v1/traffic", REPORTER_TOKEN, &json!({ "reports": many }))
+        .await;
+    assert_eq!(too_many.status(), 413);
+    let body: Value = too_many.json().await.unwrap();
+    assert_eq!(body["error"]["code"], "too_many_reports");
+
+    let huge = format!("{{\"reports\": [\"{}\"]}}", "x".repeat(9 * 1024 * 1024));
+    let too_big = app
+        .http
+        .post(&url)
+        .bearer_auth(REPORTER_TOKEN)
+        .header("content-type", "application/json")
+        .body(huge)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(too_big.status(), 413);
+    assert!(app.events().await.is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn two_processes_on_one_database_end_with_exact_balances() {
+    let first = spawn_app().await;
+    let second = first.sibling(test_config());
+    for p in 0..3 {
+        first.buy(&format!("biz-{p}"), "pin-a", SMALL_SKU).await;
+        for t in 0..3 {
+            first
+                .create_task(&format!("task-{p}-{t}"), &format!("biz-{p}"))
+                .await;
+        }
+    }
+    // Both processes charge the same tasks at once, with some reports sent to both.
+    let sends = (0..3).flat_map(|p| (0..3).flat_map(move |t| (0..12).map(move |r| (p, t, r))));
+    let calls = sends.map(|(p, t, r)| {
+        let (first, second) = (&first, &second);
+        async move {
+            let task = format!("task-{p}-{t}");
+            let id = format!("r-{r}");
+            let app = if r % 2 == 0 { first } else { second };
+            let result = app.report(&task, &id, 400 + r).await;
+            if r % 3 == 0 {
+                let again = if r % 2 == 0 { second } else { first };
+                let repeat = again.report(&task, &id, 400 + r).await;
+                assert_eq!(repeat["status"], "duplicate", "{repeat}");
+            }
+            result
+        }
+    });
+    let results = futures::future::join_all(calls).await;
+    assert!(results.iter().all(|r| r["status"] == "accepted"));
+    let per_package: i64 = 3 * (0..12).map(|r| 400 + r).sum::<i64>();
+    for p in 0..3 {
+        let order = second.order(&format!("biz-{p}")).await;
+        assert_eq!(order["bytesConsumed"], per_package);
+        assert_eq!(order["bytesOverage"], per_package - SMALL_SKU_BYTES);
+        assert!(order["tasks"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|t| t["state"] == "stopped"));
+    }
+    assert_eq!(first.events_of("TrafficConsumed").await.len(), 3 * 3 * 12);
+    dts_ledger::audit::verify::verify(&mut first.db.client().await, 0, |_| {})
+        .await
+        .unwrap();
+}
