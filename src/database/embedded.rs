@@ -350,7 +350,15 @@ impl EmbeddedPostgres {
              port = {SOCKET_PORT}\n\
              unix_socket_directories = '{quoted}'\n\
              unix_socket_permissions = 0700\n\
-             max_connections = 200\n"
+             max_connections = 200\n\
+             # The ledger appends all day long: room in memory for the hot part of the ledger and\n\
+             # the projections, fewer checkpoints (each one makes the next writes of every page\n\
+             # log a full page image), and those images compressed.\n\
+             shared_buffers = '512MB'\n\
+             wal_buffers = '16MB'\n\
+             max_wal_size = '4GB'\n\
+             checkpoint_timeout = '15min'\n\
+             wal_compression = on\n"
         );
         if durability == Durability::Throwaway {
             settings.push_str("fsync = off\nsynchronous_commit = off\nfull_page_writes = off\n");

@@ -84,6 +84,9 @@ pub fn task_from_row(row: &Row) -> Result<Task, CorruptRow> {
     })
 }
 
+// Lists of ids are matched with `IN (SELECT unnest($1))`, never `= ANY($1)`: for a bound array
+// PostgreSQL evaluates `= ANY` by comparing every row with every element.
+
 /// Loads and locks packages, in id order so that concurrent lockers never deadlock.
 pub async fn lock_packages(
     tx: &Transaction<'_>,
@@ -91,7 +94,7 @@ pub async fn lock_packages(
 ) -> Result<Vec<Row>, tokio_postgres::Error> {
     let statement = tx
         .prepare_cached(&format!(
-            "SELECT {PACKAGE_COLUMNS} FROM packages WHERE instance_id = ANY($1::text[]) \
+            "SELECT {PACKAGE_COLUMNS} FROM packages WHERE instance_id IN (SELECT unnest($1::text[])) \
              ORDER BY instance_id FOR UPDATE"
         ))
         .await?;
@@ -106,7 +109,7 @@ pub async fn lock_packages_of_tasks(
     let statement = tx
         .prepare_cached(&format!(
             "SELECT {PACKAGE_COLUMNS} FROM packages
-              WHERE instance_id IN (SELECT instance_id FROM tasks WHERE task_id = ANY($1::text[]))
+              WHERE instance_id IN (SELECT instance_id FROM tasks WHERE task_id IN (SELECT unnest($1::text[])))
               ORDER BY instance_id FOR UPDATE"
         ))
         .await?;
@@ -121,10 +124,10 @@ pub async fn tasks_and_running(
 ) -> Result<Vec<Row>, tokio_postgres::Error> {
     let statement = tx
         .prepare_cached(&format!(
-            "SELECT {TASK_COLUMNS} FROM tasks WHERE task_id = ANY($1::text[])
+            "SELECT {TASK_COLUMNS} FROM tasks WHERE task_id IN (SELECT unnest($1::text[]))
              UNION
              SELECT {TASK_COLUMNS} FROM tasks
-              WHERE instance_id = ANY($2::text[]) AND state = 'running'"
+              WHERE instance_id IN (SELECT unnest($2::text[])) AND state = 'running'"
         ))
         .await?;
     tx.query(&statement, &[&task_ids, &instance_ids]).await
@@ -137,7 +140,7 @@ pub async fn read_packages(
 ) -> Result<Vec<Row>, tokio_postgres::Error> {
     let statement = client
         .prepare_cached(&format!(
-            "SELECT {PACKAGE_COLUMNS} FROM packages WHERE instance_id = ANY($1::text[])"
+            "SELECT {PACKAGE_COLUMNS} FROM packages WHERE instance_id IN (SELECT unnest($1::text[]))"
         ))
         .await?;
     client.query(&statement, &[&ids]).await
@@ -150,7 +153,7 @@ pub async fn live_tasks_of(
 ) -> Result<Vec<Row>, tokio_postgres::Error> {
     let statement = client
         .prepare_cached(&format!(
-            "SELECT {TASK_COLUMNS} FROM tasks WHERE instance_id = ANY($1::text[]) \
+            "SELECT {TASK_COLUMNS} FROM tasks WHERE instance_id IN (SELECT unnest($1::text[])) \
              AND state <> 'destroyed'"
         ))
         .await?;
@@ -164,7 +167,7 @@ pub async fn all_tasks_of(
 ) -> Result<Vec<Row>, tokio_postgres::Error> {
     let statement = client
         .prepare_cached(&format!(
-            "SELECT {TASK_COLUMNS} FROM tasks WHERE instance_id = ANY($1::text[]) ORDER BY task_id"
+            "SELECT {TASK_COLUMNS} FROM tasks WHERE instance_id IN (SELECT unnest($1::text[])) ORDER BY task_id"
         ))
         .await?;
     client.query(&statement, &[&instance_ids]).await
@@ -176,7 +179,7 @@ pub async fn read_tasks(
 ) -> Result<Vec<Row>, tokio_postgres::Error> {
     let statement = client
         .prepare_cached(&format!(
-            "SELECT {TASK_COLUMNS} FROM tasks WHERE task_id = ANY($1::text[])"
+            "SELECT {TASK_COLUMNS} FROM tasks WHERE task_id IN (SELECT unnest($1::text[]))"
         ))
         .await?;
     client.query(&statement, &[&task_ids]).await

@@ -56,13 +56,19 @@ pub async fn read_all_after(
 }
 
 /// The events carrying any of `keys`, in position order.
+///
+/// One index lookup per key, forced by a `LATERAL` subquery with `LIMIT` (keys are unique; the
+/// `LIMIT` also stops the planner from turning the lookup into a join, which it then may run as
+/// a hash join over the whole ledger, a table that grows without bound).
 pub async fn by_idempotency_keys(
     client: &impl GenericClient,
     keys: &[&str],
 ) -> Result<Vec<RecordedEvent>, StoreError> {
     let statement = client
         .prepare_cached(&format!(
-            "SELECT {COLUMNS} FROM events WHERE idempotency_key = ANY($1::text[]) ORDER BY position"
+            "SELECT e.* FROM unnest($1::text[]) AS k(key),
+                    LATERAL (SELECT {COLUMNS} FROM events WHERE idempotency_key = k.key LIMIT 1) AS e
+              ORDER BY e.position"
         ))
         .await?;
     let rows = client.query(&statement, &[&keys]).await?;
