@@ -33,7 +33,7 @@ const BATCH_SIZE: usize = 1_000;
 /// Clients sending single reports at once.
 const SINGLE_CLIENTS: usize = 64;
 /// Small packages run out during the run; large ones never do.
-const SMALL_BYTES: u64 = 2 << 30;
+const SMALL_BYTES: u64 = 256 << 20;
 const LARGE_BYTES: u64 = 1 << 50;
 
 fn setting(name: &str, default: usize) -> usize {
@@ -45,12 +45,14 @@ fn setting(name: &str, default: usize) -> usize {
 
 fn config_file(dir: &std::path::Path) -> std::path::PathBuf {
     let path = dir.join("bench.toml");
+    let pipelines = setting("INGEST_BENCH_PIPELINES", 2);
     std::fs::write(
         &path,
         format!(
             "[marketplace]\nkey = \"{KEY}\"\n\
              [api]\nadmin_token = \"{ADMIN}\"\nreporter_tokens = [\"{REPORTER}\"]\n\
-             [[sku]]\nid = \"BENCH-SMALL\"\nname = \"DTS 2GB\"\nbytes = {SMALL_BYTES}\nprice = \"10.00\"\ncurrency = \"CNY\"\n\
+             [traffic]\npipelines = {pipelines}\n\
+             [[sku]]\nid = \"BENCH-SMALL\"\nname = \"DTS 256MB\"\nbytes = {SMALL_BYTES}\nprice = \"10.00\"\ncurrency = \"CNY\"\n\
              [[sku]]\nid = \"BENCH-LARGE\"\nname = \"DTS 1PB\"\nbytes = {LARGE_BYTES}\nprice = \"90000.00\"\ncurrency = \"CNY\"\n"
         ),
     )
@@ -59,7 +61,11 @@ fn config_file(dir: &std::path::Path) -> std::path::PathBuf {
 }
 
 fn start_service(database_url: &str, config: &std::path::Path, port: u16) -> Child {
-    Command::new(BINARY)
+    let mut command = Command::new(BINARY);
+    if let Ok(workers) = std::env::var("INGEST_BENCH_WORKERS") {
+        command.env("LEDGER_WORKERS", workers);
+    }
+    command
         .arg("serve")
         .env("DATABASE_URL", database_url)
         .env("LEDGER_CONFIG", config)

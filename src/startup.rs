@@ -142,6 +142,14 @@ impl Application {
                     }
                     .instrument(span)
                 })
+                // The hot path first: routes are matched in order.
+                .service(
+                    web::resource("/v1/traffic")
+                        .app_data(json_config_with_limit(
+                            routes::traffic::TRAFFIC_BODY_BYTES_MAX,
+                        ))
+                        .route(web::post().to(routes::traffic::post_traffic)),
+                )
                 .route("/healthz", web::get().to(routes::health::healthz))
                 .route("/readyz", web::get().to(routes::health::readyz))
                 .route(
@@ -169,13 +177,6 @@ impl Application {
                 .route(
                     "/v1/tasks/{task_id}/renew",
                     web::post().to(routes::tasks::renew_task),
-                )
-                .service(
-                    web::resource("/v1/traffic")
-                        .app_data(json_config_with_limit(
-                            routes::traffic::TRAFFIC_BODY_BYTES_MAX,
-                        ))
-                        .route(web::post().to(routes::traffic::post_traffic)),
                 )
                 .route("/console", web::get().to(routes::console::console))
                 .default_service(web::to(not_found))

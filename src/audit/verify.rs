@@ -4,7 +4,7 @@
 //! previous event's hash and hash to its stored `hash`; the ledger head must name the last event.
 //! The first event breaking any of these is reported with what is wrong.
 
-use crate::store::hash::{Hash, Hashed, Hasher, GENESIS};
+use crate::store::hash::{canonical_json, event_hash, Hash, Hashed, GENESIS};
 use chrono::{DateTime, Utc};
 use futures_util::{pin_mut, TryStreamExt};
 use std::collections::HashMap;
@@ -75,7 +75,9 @@ pub enum VerifyError {
 
 /// The checks, fed one row at a time in position order.
 pub struct Verifier {
-    hasher: Hasher,
+    /// Reused buffers for the canonical JSON of payload and metadata.
+    payload: Vec<u8>,
+    metadata: Vec<u8>,
     /// Per stream: last version, its hash and its position.
     heads: HashMap<String, (i64, Hash, i64)>,
     next_position: i64,
@@ -99,7 +101,8 @@ pub struct Row<'a> {
 impl Default for Verifier {
     fn default() -> Self {
         Verifier {
-            hasher: Hasher::default(),
+            payload: Vec::new(),
+            metadata: Vec::new(),
             heads: HashMap::new(),
             next_position: 1,
             events: 0,
@@ -158,7 +161,11 @@ impl Verifier {
                 ),
             ));
         }
-        let recomputed = self.hasher.hash(
+        self.payload.clear();
+        canonical_json(row.payload, &mut self.payload);
+        self.metadata.clear();
+        canonical_json(row.metadata, &mut self.metadata);
+        let recomputed = event_hash(
             &last_hash,
             &Hashed {
                 position: row.position,
@@ -167,8 +174,8 @@ impl Verifier {
                 event_type: row.event_type,
                 event_version: row.event_version,
                 recorded_at: row.recorded_at,
-                payload: row.payload,
-                metadata: row.metadata,
+                payload: &self.payload,
+                metadata: &self.metadata,
             },
         );
         if row.prev_hash != last_hash {

@@ -34,7 +34,13 @@ pub struct Database {
     embedded: Option<EmbeddedPostgres>,
 }
 
-pub fn build_pool(config: tokio_postgres::Config, size: usize) -> Pool {
+pub fn build_pool(mut config: tokio_postgres::Config, size: usize) -> Pool {
+    // Every statement of the service is prepared once per connection and runs with its generic
+    // plan: planning again on every execution (what PostgreSQL does while it believes a custom plan
+    // is cheaper) costs more than the small batches it plans for, and the generic plans are index
+    // lookups throughout.
+    let options = config.get_options().unwrap_or_default().to_owned();
+    config.options(format!("{options} -c plan_cache_mode=force_generic_plan").trim());
     let manager = Manager::from_config(
         config,
         NoTls,

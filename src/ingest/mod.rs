@@ -27,8 +27,8 @@ use tokio::task::JoinHandle;
 /// packages' locks, and then the ledger head, until it commits: 5,000 reports amortise the round
 /// trips and the fsync over thousands of rows while keeping a commit to tens of milliseconds.
 pub const BATCH_REPORTS_MAX: usize = 5_000;
-/// A batch smaller than this waits up to [`BATCH_WAIT`] for more reports. Above it the
-/// transaction is worth running at once.
+/// A batch that starts on an idle lane and holds fewer reports than this waits up to
+/// [`BATCH_WAIT`] for more. Above it the transaction is worth running at once.
 pub const BATCH_REPORTS_EAGER: usize = 256;
 /// The longest a small batch waits to grow. At thousands of single-report requests a second it
 /// gathers dozens more per transaction, for a few milliseconds of latency against a 20 ms p99 budget.
@@ -40,6 +40,10 @@ pub const REPORTS_QUEUED_MAX: usize = 100_000;
 pub const QUEUE_WAIT: Duration = Duration::from_secs(5);
 /// Task-to-package routes remembered per process (about 100 bytes each).
 pub const ROUTES_MAX: usize = 200_000;
+/// After a batch meets a repeated report, this many following batches of the lane look reports
+/// up before charging them: agents resend in bursts (after a timeout or a reconnect), and a batch
+/// that meets a repeat without looking is rolled back and redone.
+pub const REPEAT_WATCH_BATCHES: u32 = 64;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 pub enum IngestError {
@@ -186,14 +190,25 @@ async fn run_lane(
     rules: Rules,
     routes: Arc<Routes>,
 ) {
-    while let Some(first) = queue.recv().await {
+    let mut watch_repeats = 0u32;
+    loop {
+        // A lane that was idle waits a moment for company; a busy one takes what queued up
+        // while its last batch committed and goes at once.
+        let (first, idle) = match queue.try_recv() {
+            Ok(job) => (job, false),
+            Err(mpsc::error::TryRecvError::Empty) => match queue.recv().await {
+                Some(job) => (job, true),
+                None => break,
+            },
+            Err(mpsc::error::TryRecvError::Disconnected) => break,
+        };
         let deadline = tokio::time::Instant::now() + BATCH_WAIT;
         let mut size = first.reports.len();
         let mut jobs = vec![first];
         while size < BATCH_REPORTS_MAX {
             let next = match queue.try_recv() {
                 Ok(job) => Some(job),
-                Err(mpsc::error::TryRecvError::Empty) if size < BATCH_REPORTS_EAGER => {
+                Err(mpsc::error::TryRecvError::Empty) if idle && size < BATCH_REPORTS_EAGER => {
                     tokio::time::timeout_at(deadline, queue.recv())
                         .await
                         .ok()
@@ -206,16 +221,22 @@ async fn run_lane(
             jobs.push(job);
         }
         let started = std::time::Instant::now();
-        match batch::apply(&ledger, &rules, &jobs).await {
-            Ok((answers, bindings)) => {
+        match batch::apply(&ledger, &rules, &jobs, watch_repeats > 0).await {
+            Ok(applied) => {
                 tracing::debug!(
                     reports = size,
                     requests = jobs.len(),
+                    repeats = applied.met_repeats,
                     elapsed_ms = started.elapsed().as_secs_f64() * 1e3,
                     "batch committed"
                 );
-                routes.learn(bindings);
-                for (job, answer) in jobs.into_iter().zip(answers) {
+                watch_repeats = if applied.met_repeats {
+                    REPEAT_WATCH_BATCHES
+                } else {
+                    watch_repeats.saturating_sub(1)
+                };
+                routes.learn(applied.bindings);
+                for (job, answer) in jobs.into_iter().zip(applied.answers) {
                     let _ = job.reply.send(Ok(answer));
                 }
             }

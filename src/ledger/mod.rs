@@ -132,7 +132,7 @@ pub struct UnitOfWork<'a> {
     loaded: Projection,
     /// `(first event index, metadata)`: events from that index on carry that metadata (a batch
     /// holds the events of several requests).
-    metadata: Vec<(usize, serde_json::Value)>,
+    metadata: Vec<(usize, std::sync::Arc<serde_json::Value>)>,
     outbox: bool,
 }
 
@@ -169,9 +169,11 @@ impl<'a> UnitOfWork<'a> {
         self.add_packages(&rows)
     }
 
-    /// Locks the packages the given tasks are bound to, then loads those tasks and every running
-    /// task of the locked packages (the ones a crossing to zero stops). Tasks whose binding moved
-    /// between the two reads get their new package locked too.
+    /// Locks the packages the given tasks are bound to and loads those tasks. Tasks whose
+    /// binding moved between the two reads get their new package locked too.
+    ///
+    /// The other tasks of these packages are not loaded: only a package that runs dry needs them
+    /// (to stop them), and [`Self::load_running_tasks_of`] fetches them for that one.
     pub async fn lock_packages_of_tasks(
         &mut self,
         task_ids: &[&TaskId],
@@ -182,9 +184,7 @@ impl<'a> UnitOfWork<'a> {
         // because each round locks at least one more package.
         for _ in 0..ROUNDS_MAX {
             self.add_packages(&packages)?;
-            let instance_ids: Vec<&str> =
-                packages.iter().map(|row| row.get::<_, &str>(0)).collect();
-            let tasks = rows::tasks_and_running(&self.tx, &ids, &instance_ids).await?;
+            let tasks = rows::read_tasks(&self.tx, &ids).await?;
             self.add_tasks(&tasks)?;
             let moved: Vec<InstanceId> = task_ids
                 .iter()
@@ -199,6 +199,31 @@ impl<'a> UnitOfWork<'a> {
             packages = rows::lock_packages(&self.tx, &moved).await?;
         }
         Err(LedgerError::Store(StoreError::ConcurrentAppend))
+    }
+
+    /// Loads the running tasks of these (locked) packages that are not loaded yet; returns
+    /// whether there were any. Loaded rows go into the state the draft starts from: call
+    /// [`Self::restart_draft`] before deciding again.
+    pub async fn load_running_tasks_of(
+        &mut self,
+        ids: &[&InstanceId],
+    ) -> Result<bool, LedgerError> {
+        let ids: Vec<&str> = ids.iter().map(|id| id.as_str()).collect();
+        let mut found = false;
+        for row in rows::running_tasks_of(&self.tx, &ids).await? {
+            let task = rows::task_from_row(&row)?;
+            if !self.loaded.tasks.contains_key(&task.task_id) {
+                found = true;
+                self.loaded.tasks.insert(task.task_id.clone(), task);
+            }
+        }
+        Ok(found)
+    }
+
+    /// Forgets every decision so far: the draft starts again from the rows as loaded.
+    pub fn restart_draft(&mut self) {
+        self.draft = Draft::new(self.loaded.clone(), self.draft.now);
+        self.metadata.truncate(1);
     }
 
     fn add_packages(&mut self, rows: &[tokio_postgres::Row]) -> Result<(), LedgerError> {
@@ -331,13 +356,6 @@ impl<'a> UnitOfWork<'a> {
                 Some(_) => {}
             }
         }
-        // Independent statements on one connection are pipelined: one round trip, not four.
-        tokio::try_join!(
-            rows::insert_packages(&tx, &new_packages),
-            rows::update_packages(&tx, &changed_packages),
-            rows::insert_tasks(&tx, &new_tasks),
-            rows::update_tasks(&tx, &changed_tasks),
-        )?;
         let mut runs = metadata.iter().peekable();
         let mut current = &metadata[0].1;
         let mut announced = Vec::new();
@@ -359,7 +377,17 @@ impl<'a> UnitOfWork<'a> {
                 announced.push(index as i64);
             }
         }
-        let appended = store::append_new(&tx, events, &[], draft.now).await?;
+        // Independent statements on one connection are pipelined: the projection writes and the
+        // stream-head reads cost one round trip, not five.
+        let (_, _, _, _, prepared) = tokio::try_join!(
+            async { Ok(rows::insert_packages(&tx, &new_packages).await?) },
+            async { Ok(rows::update_packages(&tx, &changed_packages).await?) },
+            async { Ok(rows::insert_tasks(&tx, &new_tasks).await?) },
+            async { Ok(rows::update_tasks(&tx, &changed_tasks).await?) },
+            store::prepare(&tx, events, &[], draft.now),
+        )
+        .map_err(|error: StoreError| LedgerError::Store(error))?;
+        let appended = store::write(&tx, prepared).await?;
         if !announced.is_empty() {
             let positions: Vec<i64> = announced
                 .iter()

@@ -116,21 +116,18 @@ pub async fn lock_packages_of_tasks(
     tx.query(&statement, &[&task_ids]).await
 }
 
-/// The named tasks, and every running task of the named packages.
-pub async fn tasks_and_running(
+/// The running tasks of the named packages.
+pub async fn running_tasks_of(
     tx: &Transaction<'_>,
-    task_ids: &[&str],
     instance_ids: &[&str],
 ) -> Result<Vec<Row>, tokio_postgres::Error> {
     let statement = tx
         .prepare_cached(&format!(
-            "SELECT {TASK_COLUMNS} FROM tasks WHERE task_id IN (SELECT unnest($1::text[]))
-             UNION
-             SELECT {TASK_COLUMNS} FROM tasks
-              WHERE instance_id IN (SELECT unnest($2::text[])) AND state = 'running'"
+            "SELECT {TASK_COLUMNS} FROM tasks
+              WHERE instance_id IN (SELECT unnest($1::text[])) AND state = 'running'"
         ))
         .await?;
-    tx.query(&statement, &[&task_ids, &instance_ids]).await
+    tx.query(&statement, &[&instance_ids]).await
 }
 
 /// Reads packages without locking them (for answers that change nothing).

@@ -1,6 +1,6 @@
 //! Appending: expected versions, the hash chain, gapless positions, idempotency keys.
 
-use super::hash::{Hash, Hashed, Hasher, GENESIS};
+use super::hash::{canonical, event_hash, Hash, Hashed, GENESIS};
 use super::{
     truncate_to_micros, AppendOutcome, Appended, ExpectedVersion, NewEvent, RecordedEvent,
     StoreError,
@@ -9,6 +9,7 @@ use chrono::{DateTime, Utc};
 use deadpool_postgres::Transaction;
 use futures_util::pin_mut;
 use std::collections::HashMap;
+use std::sync::Arc;
 use tokio_postgres::binary_copy::BinaryCopyInWriter;
 use tokio_postgres::error::SqlState;
 use tokio_postgres::types::{ToSql, Type};
@@ -60,6 +61,25 @@ pub async fn append_new(
     expected: &[(String, ExpectedVersion)],
     recorded_at: DateTime<Utc>,
 ) -> Result<Appended, StoreError> {
+    let prepared = prepare(tx, events, expected, recorded_at).await?;
+    write(tx, prepared).await
+}
+
+/// An append ready to be written: stream heads read, expectations checked, JSON encoded.
+pub struct Prepared {
+    events: Vec<(NewEvent, Vec<u8>, Arc<Vec<u8>>)>,
+    heads: HashMap<String, (i64, Hash)>,
+    recorded_at: DateTime<Utc>,
+}
+
+/// The first half of [`append_new`]: everything that does not need positions. It only reads, so
+/// it may run alongside the caller's other statements (pipelined on the connection).
+pub async fn prepare(
+    tx: &Transaction<'_>,
+    events: Vec<NewEvent>,
+    expected: &[(String, ExpectedVersion)],
+    recorded_at: DateTime<Utc>,
+) -> Result<Prepared, StoreError> {
     if events.is_empty() {
         return Err(StoreError::Empty);
     }
@@ -71,7 +91,7 @@ pub async fn append_new(
     streams.extend(expected.iter().map(|(s, _)| s.as_str()));
     streams.sort_unstable();
     streams.dedup();
-    let mut heads = stream_heads(tx, &streams).await?;
+    let heads = stream_heads(tx, &streams).await?;
     for (stream_id, expectation) in expected {
         let actual = heads
             .get(stream_id.as_str())
@@ -90,21 +110,51 @@ pub async fn append_new(
         }
     }
 
-    let count = events.len() as i64;
+    // The canonical JSON is hashed and also sent as the jsonb text; metadata is encoded once per
+    // command, not once per event.
+    let mut encoded = Vec::with_capacity(events.len());
+    let mut metadata_json: Option<(Arc<serde_json::Value>, Arc<Vec<u8>>)> = None;
+    for event in events {
+        let metadata = match &metadata_json {
+            Some((value, bytes)) if Arc::ptr_eq(value, &event.metadata) => bytes.clone(),
+            _ => {
+                let bytes = Arc::new(canonical(&event.metadata));
+                metadata_json = Some((event.metadata.clone(), bytes.clone()));
+                bytes
+            }
+        };
+        let payload = canonical(&event.payload);
+        encoded.push((event, payload, metadata));
+    }
+    Ok(Prepared {
+        events: encoded,
+        heads,
+        recorded_at,
+    })
+}
+
+/// The second half of [`append_new`]: takes positions (locking the ledger head until the caller
+/// commits), chains the hashes and writes the rows.
+pub async fn write(tx: &Transaction<'_>, prepared: Prepared) -> Result<Appended, StoreError> {
+    let Prepared {
+        events: prepared,
+        mut heads,
+        recorded_at,
+    } = prepared;
+    let count = prepared.len() as i64;
     let take_positions = tx
         .prepare_cached("UPDATE ledger_head SET position = position + $1 RETURNING position")
         .await?;
     let last_position: i64 = tx.query_one(&take_positions, &[&count]).await?.get(0);
     let first_position = last_position - count + 1;
 
-    let mut hasher = Hasher::default();
-    let mut rows = Vec::with_capacity(events.len());
-    for (offset, event) in events.into_iter().enumerate() {
+    let mut rows = Vec::with_capacity(prepared.len());
+    for (offset, (event, payload, metadata)) in prepared.into_iter().enumerate() {
         let head = heads.entry(event.stream_id.clone()).or_insert((0, GENESIS));
         let position = first_position + offset as i64;
         let version = head.0 + 1;
         let prev_hash = head.1;
-        let hash = hasher.hash(
+        let hash = event_hash(
             &prev_hash,
             &Hashed {
                 position,
@@ -113,12 +163,60 @@ pub async fn append_new(
                 event_type: &event.event_type,
                 event_version: event.event_version,
                 recorded_at,
-                payload: &event.payload,
-                metadata: &event.metadata,
+                payload: &payload,
+                metadata: &metadata,
             },
         );
         *head = (version, hash);
-        rows.push((position, version, prev_hash, hash, event));
+        rows.push((position, version, prev_hash, hash, event, payload, metadata));
+    }
+
+    if rows.len() <= INSERT_ROWS_MAX {
+        let statement = tx
+            .prepare_cached(
+                "INSERT INTO events (position, stream_id, version, event_type, event_version, \
+                 payload, metadata, recorded_at, idempotency_key, prev_hash, hash)
+                 SELECT * FROM unnest($1::int8[], $2::text[], $3::int8[], $4::text[], \
+                 $5::int4[], $6::jsonb[], $7::jsonb[], $8::timestamptz[], $9::text[], \
+                 $10::bytea[], $11::bytea[])",
+            )
+            .await?;
+        let positions: Vec<i64> = rows.iter().map(|r| r.0).collect();
+        let streams: Vec<&str> = rows.iter().map(|r| r.4.stream_id.as_str()).collect();
+        let versions: Vec<i64> = rows.iter().map(|r| r.1).collect();
+        let types: Vec<&str> = rows.iter().map(|r| r.4.event_type.as_str()).collect();
+        let type_versions: Vec<i32> = rows.iter().map(|r| r.4.event_version).collect();
+        let payloads: Vec<RawJsonb<'_>> = rows.iter().map(|r| RawJsonb(&r.5)).collect();
+        let metadata: Vec<RawJsonb<'_>> = rows.iter().map(|r| RawJsonb(r.6.as_slice())).collect();
+        let times: Vec<DateTime<Utc>> = vec![recorded_at; rows.len()];
+        let keys: Vec<Option<&str>> = rows
+            .iter()
+            .map(|r| r.4.idempotency_key.as_deref())
+            .collect();
+        let prev_hashes: Vec<&[u8]> = rows.iter().map(|r| r.2.as_slice()).collect();
+        let hashes: Vec<&[u8]> = rows.iter().map(|r| r.3.as_slice()).collect();
+        tx.execute(
+            &statement,
+            &[
+                &positions,
+                &streams,
+                &versions,
+                &types,
+                &type_versions,
+                &payloads,
+                &metadata,
+                &times,
+                &keys,
+                &prev_hashes,
+                &hashes,
+            ],
+        )
+        .await
+        .map_err(classify)?;
+        return Ok(Appended {
+            first_position,
+            last_position,
+        });
     }
 
     let copy = tx
@@ -146,15 +244,16 @@ pub async fn append_new(
     );
     pin_mut!(writer);
     let written: Result<(), tokio_postgres::Error> = async {
-        for (position, version, prev_hash, hash, event) in &rows {
+        for (position, version, prev_hash, hash, event, payload, metadata) in &rows {
+            let (payload, metadata) = (RawJsonb(payload), RawJsonb(metadata.as_slice()));
             let values: [&(dyn ToSql + Sync); 11] = [
                 position,
                 &event.stream_id,
                 version,
                 &event.event_type,
                 &event.event_version,
-                &event.payload,
-                &event.metadata,
+                &payload,
+                &metadata,
                 &recorded_at,
                 &event.idempotency_key,
                 &prev_hash.as_slice(),
@@ -170,6 +269,33 @@ pub async fn append_new(
         first_position,
         last_position,
     })
+}
+
+/// Appends of at most this many events go in as one multi-row INSERT (one round trip); larger
+/// ones stream through binary COPY, which needs two round trips but is cheaper per row.
+const INSERT_ROWS_MAX: usize = 128;
+
+/// JSON text already encoded, sent as `jsonb` without another serialisation.
+#[derive(Debug)]
+struct RawJsonb<'a>(&'a [u8]);
+
+impl ToSql for RawJsonb<'_> {
+    fn to_sql(
+        &self,
+        _: &Type,
+        out: &mut bytes::BytesMut,
+    ) -> Result<tokio_postgres::types::IsNull, Box<dyn std::error::Error + Sync + Send>> {
+        // The jsonb binary format: a version byte (1), then the JSON text.
+        out.extend_from_slice(&[1]);
+        out.extend_from_slice(self.0);
+        Ok(tokio_postgres::types::IsNull::No)
+    }
+
+    fn accepts(ty: &Type) -> bool {
+        *ty == Type::JSONB
+    }
+
+    tokio_postgres::types::to_sql_checked!();
 }
 
 /// The last version and hash of each stream (absent streams are left out).

@@ -20,7 +20,7 @@ pub const GENESIS: Hash = [0; 32];
 /// the encoding ever changes.
 const DOMAIN_TAG: &[u8] = b"dts-ledger/event/v1\0";
 
-/// The fields of an event row that the hash covers.
+/// The fields of an event row that the hash covers; payload and metadata as canonical JSON.
 pub struct Hashed<'a> {
     pub position: i64,
     pub stream_id: &'a str,
@@ -28,34 +28,31 @@ pub struct Hashed<'a> {
     pub event_type: &'a str,
     pub event_version: i32,
     pub recorded_at: DateTime<Utc>,
-    pub payload: &'a Value,
-    pub metadata: &'a Value,
+    pub payload: &'a [u8],
+    pub metadata: &'a [u8],
 }
 
-/// Computes event hashes, reusing one buffer for the canonical JSON.
-#[derive(Default)]
-pub struct Hasher {
-    buffer: Vec<u8>,
+/// The hash of an event row whose previous event in the stream hashed to `prev_hash`.
+pub fn event_hash(prev_hash: &Hash, row: &Hashed<'_>) -> Hash {
+    let mut digest = Sha256::new();
+    digest.update(DOMAIN_TAG);
+    digest.update(prev_hash);
+    digest.update(row.position.to_be_bytes());
+    field(&mut digest, row.stream_id.as_bytes());
+    digest.update(row.version.to_be_bytes());
+    field(&mut digest, row.event_type.as_bytes());
+    digest.update(row.event_version.to_be_bytes());
+    digest.update(row.recorded_at.timestamp_micros().to_be_bytes());
+    field(&mut digest, row.payload);
+    field(&mut digest, row.metadata);
+    digest.finalize().into()
 }
 
-impl Hasher {
-    pub fn hash(&mut self, prev_hash: &Hash, row: &Hashed<'_>) -> Hash {
-        let mut digest = Sha256::new();
-        digest.update(DOMAIN_TAG);
-        digest.update(prev_hash);
-        digest.update(row.position.to_be_bytes());
-        field(&mut digest, row.stream_id.as_bytes());
-        digest.update(row.version.to_be_bytes());
-        field(&mut digest, row.event_type.as_bytes());
-        digest.update(row.event_version.to_be_bytes());
-        digest.update(row.recorded_at.timestamp_micros().to_be_bytes());
-        for json in [row.payload, row.metadata] {
-            self.buffer.clear();
-            canonical_json(json, &mut self.buffer);
-            field(&mut digest, &self.buffer);
-        }
-        digest.finalize().into()
-    }
+/// The canonical JSON of a value, as a new buffer.
+pub fn canonical(value: &Value) -> Vec<u8> {
+    let mut out = Vec::with_capacity(256);
+    canonical_json(value, &mut out);
+    out
 }
 
 fn field(digest: &mut Sha256, bytes: &[u8]) {
@@ -121,7 +118,7 @@ mod tests {
         );
     }
 
-    fn row<'a>(payload: &'a Value, metadata: &'a Value) -> Hashed<'a> {
+    fn row<'a>(payload: &'a [u8], metadata: &'a [u8]) -> Hashed<'a> {
         Hashed {
             position: 7,
             stream_id: "package-a",
@@ -136,21 +133,24 @@ mod tests {
 
     #[test]
     fn every_covered_field_changes_the_hash() {
-        let payload = json!({"bytes": 5});
-        let metadata = json!({"source": "test"});
-        let mut hasher = Hasher::default();
-        let base = hasher.hash(&GENESIS, &row(&payload, &metadata));
-        assert_eq!(base, hasher.hash(&GENESIS, &row(&payload, &metadata)));
-        assert_ne!(base, hasher.hash(&[1; 32], &row(&payload, &metadata)));
-        let altered = json!({"bytes": 6});
-        assert_ne!(base, hasher.hash(&GENESIS, &row(&altered, &metadata)));
+        let payload = canonical(&json!({"bytes": 5, "a": [1]}));
+        let metadata = canonical(&json!({"source": "test"}));
+        let base = event_hash(&GENESIS, &row(&payload, &metadata));
+        assert_eq!(base, event_hash(&GENESIS, &row(&payload, &metadata)));
+        assert_ne!(base, event_hash(&[1; 32], &row(&payload, &metadata)));
+        let altered = canonical(&json!({"bytes": 6, "a": [1]}));
+        assert_ne!(base, event_hash(&GENESIS, &row(&altered, &metadata)));
         let mut moved = row(&payload, &metadata);
         moved.position = 8;
-        assert_ne!(base, hasher.hash(&GENESIS, &moved));
+        assert_ne!(base, event_hash(&GENESIS, &moved));
         let mut later = row(&payload, &metadata);
         later.recorded_at += chrono::Duration::microseconds(1);
-        assert_ne!(base, hasher.hash(&GENESIS, &later));
-        let reordered: Value = serde_json::from_str(r#"{"source":"test"}"#).unwrap();
-        assert_eq!(base, hasher.hash(&GENESIS, &row(&payload, &reordered)));
+        assert_ne!(base, event_hash(&GENESIS, &later));
+        // Key order and whitespace do not matter: jsonb reorders keys.
+        let reordered: Value = serde_json::from_str(r#"{ "a" : [1], "bytes": 5 }"#).unwrap();
+        assert_eq!(
+            base,
+            event_hash(&GENESIS, &row(&canonical(&reordered), &metadata))
+        );
     }
 }

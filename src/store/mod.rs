@@ -5,13 +5,14 @@ mod append;
 pub mod hash;
 mod read;
 
-pub use append::{append, append_new, find_by_idempotency_keys};
+pub use append::{append, append_new, find_by_idempotency_keys, prepare, write, Prepared};
 pub use read::{head_position, read_all_after, read_stream};
 
 use chrono::{DateTime, Utc};
 use projections::events::Event;
 use serde::Serialize;
 use serde_json::Value;
+use std::sync::Arc;
 
 /// Who and what produced an event; stored in `events.metadata`. Never holds a secret: actors are
 /// named by role and index ("reporter#2"), never by token.
@@ -30,19 +31,20 @@ pub struct NewEvent {
     pub event_type: String,
     pub event_version: i32,
     pub payload: Value,
-    pub metadata: Value,
+    /// Shared by the events of one command: encoded once per append.
+    pub metadata: Arc<Value>,
     pub idempotency_key: Option<String>,
 }
 
 impl Metadata {
-    pub fn to_value(&self) -> Value {
-        serde_json::to_value(self).expect("metadata always serialises")
+    pub fn to_value(&self) -> Arc<Value> {
+        Arc::new(serde_json::to_value(self).expect("metadata always serialises"))
     }
 }
 
 impl NewEvent {
     /// `metadata` is [`Metadata::to_value`], computed once per command rather than per event.
-    pub fn new(event: &Event, metadata: &Value) -> NewEvent {
+    pub fn new(event: &Event, metadata: &Arc<Value>) -> NewEvent {
         NewEvent {
             stream_id: event.stream_id(),
             event_type: event.event_type().to_owned(),

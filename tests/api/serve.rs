@@ -101,7 +101,7 @@ async fn serve_runs_an_embedded_database_that_survives_restarts() {
             event_type: "Probe".into(),
             event_version: 1,
             payload: serde_json::json!({"kept": true}),
-            metadata: serde_json::json!({}),
+            metadata: std::sync::Arc::new(serde_json::json!({})),
             idempotency_key: None,
         };
         store::append(&tx, vec![event], &[], Utc::now())

@@ -13,7 +13,9 @@ fn probe(stream: &str, n: i64) -> NewEvent {
         event_type: "Probe".to_owned(),
         event_version: 1,
         payload: json!({"n": n, "text": "流量 ✓", "nested": {"b": 1, "a": [1, 2]}}),
-        metadata: json!({"requestId": "r", "source": "test", "actor": "tester"}),
+        metadata: std::sync::Arc::new(
+            json!({"requestId": "r", "source": "test", "actor": "tester"}),
+        ),
         idempotency_key: None,
     }
 }
