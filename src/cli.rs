@@ -1,5 +1,7 @@
 //! The `dts-ledger` command line: `serve` and the operator commands.
 
+use crate::audit::commands::{self, ReportFormat, TableOrJson};
+use crate::audit::export::Format as ExportFormat;
 use crate::configuration::{Config, DatabaseSettings, Secret};
 use crate::database::embedded::Durability;
 use crate::database::Database;
@@ -50,6 +52,46 @@ enum Command {
     Serve(ServeArgs),
     /// Apply the database schema and exit.
     Migrate,
+    /// Check the ledger's hash chains, versions and positions; name the first bad event.
+    Verify {
+        /// Print progress to stderr every this many events (0: never).
+        #[arg(long, default_value_t = 1_000_000)]
+        progress_every: u64,
+    },
+    /// Fold the ledger from scratch and compare with the live projections; or, with --as-of,
+    /// print every package's balance at that point.
+    Replay {
+        /// A position, or an RFC 3339 time: print balances as of then instead of comparing.
+        #[arg(long)]
+        as_of: Option<String>,
+        #[arg(long, value_enum, default_value = "table")]
+        format: TableOrJson,
+        /// Also write the replayed projections into this new schema, for SQL inspection.
+        #[arg(long)]
+        scratch_schema: Option<String>,
+    },
+    /// Write the raw ledger to stdout, one row per event.
+    Export {
+        #[arg(long, value_enum)]
+        format: ExportFormat,
+        /// Only events after this position.
+        #[arg(long)]
+        after: Option<i64>,
+        /// Only events up to this position or RFC 3339 time.
+        #[arg(long)]
+        until: Option<String>,
+    },
+    /// Monthly usage and revenue, per package and in total.
+    Report {
+        /// The month, YYYY-MM.
+        #[arg(long)]
+        month: String,
+        #[arg(long, value_enum, default_value = "table")]
+        format: ReportFormat,
+        /// The time zone months are cut in.
+        #[arg(long, default_value = "+08:00")]
+        utc_offset: String,
+    },
 }
 
 #[derive(Debug, Args)]
@@ -70,11 +112,11 @@ pub fn main() -> ExitCode {
         .build()
         .expect("a tokio runtime starts");
     match runtime.block_on(run(cli)) {
-        Ok(()) => ExitCode::SUCCESS,
+        Ok(code) => code,
         Err(error) => {
             tracing::error!("{error:#}");
             eprintln!("error: {error:#}");
-            ExitCode::FAILURE
+            ExitCode::from(commands::UNABLE)
         }
     }
 }
@@ -86,18 +128,56 @@ fn database_settings(common: &CommonArgs) -> DatabaseSettings {
     }
 }
 
-async fn run(cli: Cli) -> anyhow::Result<()> {
+async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     let config = Config::load(cli.common.config.as_deref(), |name| {
         std::env::var(name).ok()
     })?;
     let database_settings = database_settings(&cli.common);
-    match cli.command {
-        Command::Serve(args) => serve(args, config, database_settings).await,
+    let audit = match cli.command {
+        Command::Serve(args) => {
+            serve(args, config, database_settings).await?;
+            return Ok(ExitCode::SUCCESS);
+        }
         Command::Migrate => {
             let database = Database::open(&database_settings, 1, Durability::Durable).await?;
             database.close().await;
-            Ok(())
+            return Ok(ExitCode::SUCCESS);
         }
+        audit => audit,
+    };
+    // The audit commands read only (a replica will do) and never migrate.
+    let database = Database::open_for_reading(&database_settings).await?;
+    let pool = &database.pool;
+    let outcome = match audit {
+        Command::Verify { progress_every } => commands::verify(pool, progress_every).await,
+        Command::Replay {
+            as_of,
+            format,
+            scratch_schema,
+        } => commands::replay(pool, as_of.as_deref(), format, scratch_schema.as_deref()).await,
+        Command::Export {
+            format,
+            after,
+            until,
+        } => commands::export(pool, format, after, until.as_deref()).await,
+        Command::Report {
+            month,
+            format,
+            utc_offset,
+        } => {
+            let currency = config
+                .catalog
+                .iter()
+                .next()
+                .map_or("CNY".to_owned(), |sku| sku.currency.clone());
+            commands::report(pool, &month, format, &utc_offset, &currency).await
+        }
+        Command::Serve(_) | Command::Migrate => unreachable!("handled above"),
+    };
+    database.close().await;
+    match outcome {
+        Ok(code) => Ok(code),
+        Err(commands::Unable(message)) => Err(anyhow::anyhow!(message)),
     }
 }
 

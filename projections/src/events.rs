@@ -294,6 +294,27 @@ macro_rules! event_catalog {
                 encoded.expect("event payloads always serialise")
             }
 
+            /// Decodes a payload straight from its JSON text (no intermediate `Value`).
+            pub fn decode_json(
+                event_type: &str,
+                event_version: i32,
+                payload: &[u8],
+            ) -> Result<Event, DecodeError> {
+                match (event_type, event_version) {
+                    $((stringify!($variant), 1) => serde_json::from_slice(payload)
+                        .map(Event::$variant)
+                        .map_err(|source| DecodeError::Payload {
+                            event_type: stringify!($variant),
+                            event_version,
+                            source,
+                        }),)*
+                    _ => Err(DecodeError::UnknownType {
+                        event_type: event_type.to_owned(),
+                        event_version,
+                    }),
+                }
+            }
+
             pub fn decode(
                 event_type: &str,
                 event_version: i32,
@@ -383,6 +404,11 @@ mod tests {
         let payload = event.payload();
         assert_eq!(payload["reason"], "quota_exhausted");
         assert_eq!(payload["bytesOverage"], 3);
+        let text = serde_json::to_vec(&payload).unwrap();
+        assert_eq!(
+            Event::decode_json(event.event_type(), 1, &text).unwrap(),
+            event
+        );
         let decoded = Event::decode(event.event_type(), 1, payload).unwrap();
         assert_eq!(decoded, event);
         assert_eq!(decoded.stream_id(), "package-biz-1");

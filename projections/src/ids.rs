@@ -179,6 +179,11 @@ impl Bytes {
     pub fn saturating_sub(self, other: Bytes) -> Bytes {
         Bytes(self.0.saturating_sub(other.0))
     }
+
+    /// The sum, capped at [`Bytes::MAX`].
+    pub fn saturating_add(self, other: Bytes) -> Bytes {
+        self.checked_add(other).unwrap_or(Bytes::MAX)
+    }
 }
 
 impl fmt::Display for Bytes {

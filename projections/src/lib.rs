@@ -7,6 +7,7 @@
 pub mod events;
 pub mod ids;
 pub mod package;
+pub mod revenue;
 pub mod task;
 
 use chrono::{DateTime, Utc};
@@ -75,9 +76,77 @@ impl Projection {
 
     /// Fold one event, recorded at `at`, into the read models.
     ///
-    /// On error the projection is left as it was for the package or task concerned only when the
-    /// error is raised before any field changes; callers treat any error as fatal for the batch.
+    /// Callers treat any error as fatal for the whole batch or replay: an event the fold refuses
+    /// means a bug or a ledger changed behind the service's back.
     pub fn apply(&mut self, event: &Event, at: DateTime<Utc>) -> Result<(), FoldError> {
+        match event {
+            Event::TaskCreated(e) => {
+                self.package(&e.instance_id)?;
+                if self.tasks.contains_key(&e.task_id) {
+                    return Err(FoldError::DuplicateTask(e.task_id.clone()));
+                }
+                self.tasks.insert(
+                    e.task_id.clone(),
+                    Task::created(e.task_id.clone(), e.instance_id.clone(), at),
+                );
+            }
+            Event::TaskRebound(e) => {
+                self.package(&e.instance_id)?;
+                let task = self.task_mut(&e.task_id)?;
+                if task.instance_id != e.from_instance_id {
+                    return Err(FoldError::Mismatch {
+                        field: "fromInstanceId",
+                        recorded: e.from_instance_id.to_string(),
+                        folded: task.instance_id.to_string(),
+                    });
+                }
+                task.instance_id = e.instance_id.clone();
+                task.updated_at = at;
+            }
+            Event::TaskStopped(e) => {
+                let task = self.task_mut(&e.task_id)?;
+                if task.state == TaskState::Destroyed {
+                    return Err(FoldError::Illegal("a destroyed task cannot stop"));
+                }
+                task.state = TaskState::Stopped;
+                task.stop_reason = Some(e.reason);
+                task.updated_at = at;
+            }
+            Event::TaskResumed(e) => {
+                let task = self.task_mut(&e.task_id)?;
+                if task.state == TaskState::Destroyed {
+                    return Err(FoldError::Illegal("a destroyed task cannot resume"));
+                }
+                task.state = TaskState::Running;
+                task.stop_reason = None;
+                task.updated_at = at;
+            }
+            Event::TaskDestroyed(e) => {
+                let task = self.task_mut(&e.task_id)?;
+                task.state = TaskState::Destroyed;
+                task.stop_reason = None;
+                task.destroyed_at = Some(at);
+                task.updated_at = at;
+            }
+            Event::TrafficConsumed(e) => {
+                let task = self.task_mut(&e.task_id)?;
+                task.bytes_consumed = task
+                    .bytes_consumed
+                    .checked_add(e.bytes)
+                    .ok_or(FoldError::Overflow("task bytesConsumed"))?;
+                task.updated_at = at;
+                self.apply_to_package(event, at)?;
+            }
+            _ => self.apply_to_package(event, at)?,
+        }
+        Ok(())
+    }
+
+    /// Fold the part of an event that concerns a package's balance and status, and nothing else.
+    ///
+    /// Everything that changes a package is in the package's own stream, so folding that one
+    /// stream with this gives the package as of any point (task events change nothing here).
+    pub fn apply_to_package(&mut self, event: &Event, at: DateTime<Utc>) -> Result<(), FoldError> {
         match event {
             Event::OrderCreated(e) => {
                 if self.packages.contains_key(&e.instance_id) {
@@ -138,61 +207,7 @@ impl Projection {
                 }
                 package.updated_at = at;
             }
-            Event::TaskCreated(e) => {
-                self.package(&e.instance_id)?;
-                if self.tasks.contains_key(&e.task_id) {
-                    return Err(FoldError::DuplicateTask(e.task_id.clone()));
-                }
-                self.tasks.insert(
-                    e.task_id.clone(),
-                    Task::created(e.task_id.clone(), e.instance_id.clone(), at),
-                );
-            }
-            Event::TaskRebound(e) => {
-                self.package(&e.instance_id)?;
-                let task = self.task_mut(&e.task_id)?;
-                if task.instance_id != e.from_instance_id {
-                    return Err(FoldError::Mismatch {
-                        field: "fromInstanceId",
-                        recorded: e.from_instance_id.to_string(),
-                        folded: task.instance_id.to_string(),
-                    });
-                }
-                task.instance_id = e.instance_id.clone();
-                task.updated_at = at;
-            }
-            Event::TaskStopped(e) => {
-                let task = self.task_mut(&e.task_id)?;
-                if task.state == TaskState::Destroyed {
-                    return Err(FoldError::Illegal("a destroyed task cannot stop"));
-                }
-                task.state = TaskState::Stopped;
-                task.stop_reason = Some(e.reason);
-                task.updated_at = at;
-            }
-            Event::TaskResumed(e) => {
-                let task = self.task_mut(&e.task_id)?;
-                if task.state == TaskState::Destroyed {
-                    return Err(FoldError::Illegal("a destroyed task cannot resume"));
-                }
-                task.state = TaskState::Running;
-                task.stop_reason = None;
-                task.updated_at = at;
-            }
-            Event::TaskDestroyed(e) => {
-                let task = self.task_mut(&e.task_id)?;
-                task.state = TaskState::Destroyed;
-                task.stop_reason = None;
-                task.destroyed_at = Some(at);
-                task.updated_at = at;
-            }
             Event::TrafficConsumed(e) => {
-                let task = self.task_mut(&e.task_id)?;
-                task.bytes_consumed = task
-                    .bytes_consumed
-                    .checked_add(e.bytes)
-                    .ok_or(FoldError::Overflow("task bytesConsumed"))?;
-                task.updated_at = at;
                 let package = self.package_mut(&e.instance_id)?;
                 package.consume(e.bytes, at)?;
                 // The answer given to the agent is part of the event: it must follow from the fold.
@@ -209,6 +224,11 @@ impl Projection {
                     }
                 }
             }
+            Event::TaskCreated(_)
+            | Event::TaskRebound(_)
+            | Event::TaskStopped(_)
+            | Event::TaskResumed(_)
+            | Event::TaskDestroyed(_) => {}
         }
         Ok(())
     }

@@ -309,3 +309,92 @@ proptest! {
         prop_assert_eq!(by_tasks, consumed.iter().sum::<u64>());
     }
 }
+
+mod revenue {
+    use super::*;
+    use crate::revenue::Revenue;
+    use rust_decimal::Decimal;
+
+    fn money(text: &str) -> Decimal {
+        text.parse().unwrap()
+    }
+
+    fn grant_event(kind: &str, n: usize, granted: u64, amount: &str) -> Event {
+        match kind {
+            "create" => match created(n, granted) {
+                Event::OrderCreated(mut e) => {
+                    e.amount = money(amount);
+                    Event::OrderCreated(e)
+                }
+                _ => unreachable!(),
+            },
+            _ => match dilated(n, granted) {
+                Event::OrderDilated(mut e) => {
+                    e.amount = money(amount);
+                    Event::OrderDilated(e)
+                }
+                _ => unreachable!(),
+            },
+        }
+    }
+
+    /// Applies to both folds; returns the money recognized by the event.
+    fn step(p: &mut Projection, r: &mut Revenue, event: &Event) -> Decimal {
+        p.apply(event, at(0)).unwrap();
+        let recognized = r.apply(event).unwrap().map_or(Decimal::ZERO, |(_, m)| m);
+        for package in p.packages.values() {
+            assert_eq!(r.bytes_left(&package.instance_id), package.bytes_remaining);
+        }
+        recognized
+    }
+
+    #[test]
+    fn grants_at_two_prices_burn_oldest_first_and_forfeits_are_recognized() {
+        let (mut p, mut r) = (Projection::default(), Revenue::default());
+        assert_eq!(
+            step(&mut p, &mut r, &grant_event("create", 1, 100, "10.00")),
+            money("0")
+        );
+        p.apply(&task_created(1, 1), at(0)).unwrap();
+        let e = traffic(&p, 1, 30);
+        assert_eq!(step(&mut p, &mut r, &e), money("3.00"));
+        assert_eq!(
+            step(&mut p, &mut r, &grant_event("dilate", 1, 200, "30.00")),
+            money("0")
+        );
+        let e = traffic(&p, 1, 150);
+        // 70 bytes at 0.10 and 80 at 0.15.
+        assert_eq!(step(&mut p, &mut r, &e), money("19.00"));
+        let e = traffic(&p, 1, 130);
+        // The last 120 bytes at 0.15; 10 bytes of overage earn nothing yet.
+        assert_eq!(step(&mut p, &mut r, &e), money("18.00"));
+        assert_eq!(r.deferred(&instance(1)), money("0"));
+        // A grant at 0.20 covers the 10 bytes of overage at once.
+        assert_eq!(
+            step(&mut p, &mut r, &grant_event("dilate", 1, 100, "20.00")),
+            money("2.00")
+        );
+        assert_eq!(r.deferred(&instance(1)), money("18.00"));
+        let release = Event::OrderReleased(OrderReleased {
+            instance_id: instance(1),
+            bytes_forfeited: p.package(&instance(1)).unwrap().bytes_remaining,
+        });
+        assert_eq!(step(&mut p, &mut r, &release), money("18.00"));
+        assert_eq!(r.deferred(&instance(1)), money("0"));
+        assert_eq!(r.currencies(), ["CNY".to_owned()]);
+    }
+
+    #[test]
+    fn rounding_is_on_the_cumulative_figure_so_a_layer_earns_exactly_its_amount() {
+        let (mut p, mut r) = (Projection::default(), Revenue::default());
+        step(&mut p, &mut r, &grant_event("create", 1, 3, "10.00"));
+        p.apply(&task_created(1, 1), at(0)).unwrap();
+        let mut earned = Vec::new();
+        for _ in 0..3 {
+            let e = traffic(&p, 1, 1);
+            earned.push(step(&mut p, &mut r, &e));
+        }
+        assert_eq!(earned, [money("3.33"), money("3.34"), money("3.33")]);
+        assert_eq!(earned.iter().sum::<Decimal>(), money("10.00"));
+    }
+}

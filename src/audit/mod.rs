@@ -1,3 +1,8 @@
 //! What finance and auditors run against the ledger without trusting the service.
 
+pub mod commands;
+pub mod export;
+pub mod replay;
+pub mod report;
+pub mod source;
 pub mod verify;

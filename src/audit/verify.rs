@@ -4,13 +4,11 @@
 //! previous event's hash and hash to its stored `hash`; the ledger head must name the last event.
 //! The first event breaking any of these is reported with what is wrong.
 
+use super::source::{self, Range};
 use crate::store::hash::{canonical_json, event_hash, Hash, Hashed, GENESIS};
 use chrono::{DateTime, Utc};
-use futures_util::{pin_mut, TryStreamExt};
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
-use tokio_postgres::binary_copy::BinaryCopyOutStream;
-use tokio_postgres::types::Type;
 
 /// What is wrong with the first bad event.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -69,7 +67,9 @@ pub struct Summary {
 pub enum VerifyError {
     #[error("the ledger is not intact: {0}")]
     Broken(Problem),
-    #[error(transparent)]
+    #[error("the event at position {0} cannot be read: {1}")]
+    Unreadable(i64, String),
+    #[error("{}", crate::store::describe(.0))]
     Database(#[from] tokio_postgres::Error),
 }
 
@@ -244,61 +244,37 @@ pub async fn verify(
     mut progress: impl FnMut(u64),
 ) -> Result<Summary, VerifyError> {
     let started = Instant::now();
-    let tx = client
-        .build_transaction()
-        .isolation_level(tokio_postgres::IsolationLevel::RepeatableRead)
-        .read_only(true)
-        .start()
-        .await?;
+    let tx = source::snapshot(client).await?;
     let head: i64 = tx
         .query_one("SELECT position FROM ledger_head", &[])
         .await?
         .get(0);
-    let stream = tx
-        .copy_out(
-            "COPY (SELECT position, stream_id, version, event_type, event_version, payload, \
-             metadata, recorded_at, prev_hash, hash FROM events ORDER BY position) \
-             TO STDOUT (FORMAT binary)",
-        )
-        .await?;
-    let rows = BinaryCopyOutStream::new(
-        stream,
-        &[
-            Type::INT8,
-            Type::TEXT,
-            Type::INT8,
-            Type::TEXT,
-            Type::INT4,
-            Type::JSONB,
-            Type::JSONB,
-            Type::TIMESTAMPTZ,
-            Type::BYTEA,
-            Type::BYTEA,
-        ],
-    );
-    pin_mut!(rows);
     let mut verifier = Verifier::default();
-    while let Some(row) = rows.try_next().await? {
-        let payload: serde_json::Value = row.try_get(5)?;
-        let metadata: serde_json::Value = row.try_get(6)?;
+    source::for_each(&tx, Range::ALL, |row| {
+        let payload: serde_json::Value = serde_json::from_slice(row.payload)
+            .map_err(|e| VerifyError::Unreadable(row.position, e.to_string()))?;
+        let metadata: serde_json::Value = serde_json::from_slice(row.metadata)
+            .map_err(|e| VerifyError::Unreadable(row.position, e.to_string()))?;
         verifier
             .check(&Row {
-                position: row.try_get(0)?,
-                stream_id: row.try_get(1)?,
-                version: row.try_get(2)?,
-                event_type: row.try_get(3)?,
-                event_version: row.try_get(4)?,
+                position: row.position,
+                stream_id: row.stream_id,
+                version: row.version,
+                event_type: row.event_type,
+                event_version: row.event_version,
                 payload: &payload,
                 metadata: &metadata,
-                recorded_at: row.try_get(7)?,
-                prev_hash: row.try_get(8)?,
-                hash: row.try_get(9)?,
+                recorded_at: row.recorded_at,
+                prev_hash: row.prev_hash,
+                hash: row.hash,
             })
             .map_err(VerifyError::Broken)?;
         if progress_every > 0 && verifier.events % progress_every == 0 {
             progress(verifier.events);
         }
-    }
+        Ok::<(), VerifyError>(())
+    })
+    .await?;
     tx.commit().await?;
     verifier.finish(head, started).map_err(VerifyError::Broken)
 }

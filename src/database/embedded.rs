@@ -436,6 +436,23 @@ fn lock_exclusively(root: &Path) -> Result<File, EmbeddedError> {
     Ok(file)
 }
 
+/// Connection settings for the cluster of a `serve` process that runs on `root` right now (its
+/// data directory is locked), to read alongside it.
+pub fn running_cluster_config(
+    root: &Path,
+    database: &str,
+) -> Result<tokio_postgres::Config, EmbeddedError> {
+    let root = root.canonicalize().map_err(io_error(root))?;
+    let mut config = tokio_postgres::Config::new();
+    config
+        .host_path(choose_socket_dir(&root))
+        .port(SOCKET_PORT)
+        .user(SUPERUSER)
+        .dbname(database)
+        .application_name("dts-ledger");
+    Ok(config)
+}
+
 /// The socket directory: inside the data directory when its path is short enough for a Unix
 /// socket address, else a directory under /tmp named after the data directory.
 fn choose_socket_dir(root: &Path) -> PathBuf {

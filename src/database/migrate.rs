@@ -34,6 +34,11 @@ const MIGRATIONS: &[Migration] = &[
         name: "outbox",
         sql: include_str!("../../schema/0004_outbox.sql"),
     },
+    Migration {
+        version: 5,
+        name: "recorded_at",
+        sql: include_str!("../../schema/0005_recorded_at.sql"),
+    },
 ];
 
 /// An arbitrary constant naming the advisory lock taken while migrating.

@@ -96,6 +96,42 @@ impl Database {
         })
     }
 
+    /// Connects without migrating, for the audit commands (which must work on a read replica):
+    /// an external server, the cluster of a `serve` running on the same data directory, or the
+    /// embedded cluster started for the command and stopped after it.
+    pub async fn open_for_reading(settings: &DatabaseSettings) -> Result<Database, OpenError> {
+        let (config, embedded) = match settings {
+            DatabaseSettings::External(url) => (
+                tokio_postgres::Config::from_str(url.expose()).map_err(|_| OpenError::BadUrl)?,
+                None,
+            ),
+            DatabaseSettings::Embedded(dir) => {
+                let root = dir.clone();
+                let started = tokio::task::spawn_blocking(move || {
+                    EmbeddedPostgres::start(&root, Durability::Durable)
+                })
+                .await
+                .expect("the start task does not panic");
+                match started {
+                    Ok(cluster) => (cluster.config(embedded::DATABASE_NAME), Some(cluster)),
+                    Err(embedded::EmbeddedError::InUse(_)) => (
+                        embedded::running_cluster_config(dir, embedded::DATABASE_NAME)?,
+                        None,
+                    ),
+                    Err(error) => return Err(error.into()),
+                }
+            }
+        };
+        // Fail now with a clear message rather than at the first query.
+        let (client, connection) = config.connect(NoTls).await.map_err(OpenError::Connect)?;
+        drop(client);
+        drop(connection);
+        Ok(Database {
+            pool: build_pool(config, 2),
+            embedded,
+        })
+    }
+
     /// Closes the pool, then stops the embedded cluster if there is one.
     pub async fn close(mut self) {
         self.pool.close();

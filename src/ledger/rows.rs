@@ -17,11 +17,12 @@ pub struct CorruptRow {
     pub reason: String,
 }
 
-const PACKAGE_COLUMNS: &str = "instance_id, jd_pin, sku_id, sku_bytes, unit_price, units, status, \
+pub const PACKAGE_COLUMNS: &str =
+    "instance_id, jd_pin, sku_id, sku_bytes, unit_price, units, status, \
      bytes_granted, bytes_consumed, bytes_forfeited, bytes_remaining, bytes_overage, expires_at, \
      warned_percents, created_at, updated_at";
 
-const TASK_COLUMNS: &str =
+pub const TASK_COLUMNS: &str =
     "task_id, instance_id, state, stop_reason, bytes_consumed, created_at, updated_at, destroyed_at";
 
 fn corrupt(table: &'static str, key: &str, reason: impl ToString) -> CorruptRow {

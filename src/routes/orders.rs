@@ -5,9 +5,11 @@ use crate::auth;
 use crate::error::ApiError;
 use crate::ledger::rows;
 use crate::startup::AppState;
+use crate::store;
 use actix_web::{web, HttpRequest, HttpResponse};
 use projections::ids::InstanceId;
 use projections::{Package, Task};
+use serde::Deserialize;
 use serde_json::{json, Value};
 
 pub fn parse_instance_id(raw: &str) -> Result<InstanceId, ApiError> {
@@ -46,14 +48,25 @@ pub fn package_json(package: &Package, tasks: &[Task]) -> Value {
     })
 }
 
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OrderQuery {
+    #[serde(rename = "asOf")]
+    as_of: Option<String>,
+}
+
 pub async fn get_order(
     req: HttpRequest,
     state: web::Data<AppState>,
     path: web::Path<String>,
+    query: web::Query<OrderQuery>,
 ) -> Result<HttpResponse, ApiError> {
     let instance_id = parse_instance_id(&path)?;
     auth::require_order(&req, &state, &instance_id)?;
     let client = state.pool.get().await?;
+    if let Some(as_of) = &query.as_of {
+        return order_as_of(&client, &instance_id, as_of).await;
+    }
     let found = rows::read_packages(&client, &[instance_id.as_str()]).await?;
     let Some(row) = found.first() else {
         return Err(ApiError::not_found(
@@ -69,6 +82,49 @@ pub async fn get_order(
         .collect::<Result<Vec<_>, _>>()
         .map_err(|e| ApiError::internal(&e))?;
     Ok(HttpResponse::Ok().json(package_json(&package, &tasks)))
+}
+
+/// The package as the ledger left it at a position or time, folded from its own stream (every
+/// event that changes a package is in that stream).
+async fn order_as_of(
+    client: &deadpool_postgres::Client,
+    instance_id: &InstanceId,
+    as_of: &str,
+) -> Result<HttpResponse, ApiError> {
+    let invalid = || {
+        ApiError::bad_request(
+            "invalid_as_of",
+            format!("asOf {as_of:?} is neither a position nor an RFC 3339 time"),
+        )
+    };
+    let position = match as_of.parse::<i64>() {
+        Ok(position) if position >= 0 => position,
+        Ok(_) => return Err(invalid()),
+        Err(_) => {
+            let time = chrono::DateTime::parse_from_rfc3339(as_of).map_err(|_| invalid())?;
+            store::position_at(client, time.with_timezone(&chrono::Utc)).await?
+        }
+    };
+    let stream = projections::events::package_stream(instance_id);
+    let mut projection = projections::Projection::default();
+    for recorded in store::read_stream_until(client, &stream, position).await? {
+        let event = recorded.decode().map_err(|e| ApiError::internal(&e))?;
+        projection
+            .apply_to_package(&event, recorded.recorded_at)
+            .map_err(|e| ApiError::internal(&e))?;
+    }
+    let package = projection.packages.get(instance_id).ok_or_else(|| {
+        ApiError::not_found(
+            "order_not_found",
+            format!("instanceId {instance_id} did not exist at position {position}"),
+        )
+    })?;
+    let mut body = package_json(package, &[]);
+    if let Some(fields) = body.as_object_mut() {
+        fields.remove("tasks");
+        fields.insert("asOfPosition".into(), json!(position));
+    }
+    Ok(HttpResponse::Ok().json(body))
 }
 
 pub async fn erase_details(

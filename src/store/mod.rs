@@ -6,7 +6,9 @@ pub mod hash;
 mod read;
 
 pub use append::{append, append_new, find_by_idempotency_keys, prepare, write, Prepared};
-pub use read::{head_position, read_all_after, read_stream};
+pub use read::{
+    head_position, position_at, read_all_after, read_stream, read_stream_until, POSITION_AT,
+};
 
 use chrono::{DateTime, Utc};
 use projections::events::Event;

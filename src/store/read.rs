@@ -40,6 +40,37 @@ pub async fn read_stream(
     Ok(rows.iter().map(recorded).collect())
 }
 
+/// The events of one stream up to position `last`, oldest first.
+pub async fn read_stream_until(
+    client: &impl GenericClient,
+    stream_id: &str,
+    last: i64,
+) -> Result<Vec<RecordedEvent>, StoreError> {
+    let statement = client
+        .prepare_cached(&format!(
+            "SELECT {COLUMNS} FROM events WHERE stream_id = $1 AND position <= $2 ORDER BY version"
+        ))
+        .await?;
+    let rows = client.query(&statement, &[&stream_id, &last]).await?;
+    Ok(rows.iter().map(recorded).collect())
+}
+
+/// The ledger cut at a time: the position just before the first event recorded after `$1`, or
+/// the head when there is none. The ledger is cut as a prefix in position order, so a fold of
+/// everything up to it misses nothing that came before.
+pub const POSITION_AT: &str = "SELECT coalesce(
+        (SELECT min(position) FROM events WHERE recorded_at > $1) - 1,
+        (SELECT position FROM ledger_head))";
+
+/// See [`POSITION_AT`].
+pub async fn position_at(
+    client: &impl GenericClient,
+    time: chrono::DateTime<chrono::Utc>,
+) -> Result<i64, StoreError> {
+    let statement = client.prepare_cached(POSITION_AT).await?;
+    Ok(client.query_one(&statement, &[&time]).await?.get(0))
+}
+
 /// Up to `limit` events with positions above `after`, in position order.
 pub async fn read_all_after(
     client: &impl GenericClient,

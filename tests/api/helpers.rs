@@ -85,6 +85,46 @@ impl TestDb {
     pub async fn client(&self) -> tokio_postgres::Client {
         connect(&self.config).await
     }
+
+    /// This database as a `DATABASE_URL` (key-value form), for running the binary against it.
+    pub fn url(&self) -> String {
+        let mut parts = Vec::new();
+        if let Some(host) = self.config.get_hosts().first() {
+            match host {
+                tokio_postgres::config::Host::Unix(path) => {
+                    parts.push(format!("host={}", path.display()))
+                }
+                tokio_postgres::config::Host::Tcp(name) => parts.push(format!("host={name}")),
+            }
+        }
+        if let Some(port) = self.config.get_ports().first() {
+            parts.push(format!("port={port}"));
+        }
+        if let Some(user) = self.config.get_user() {
+            parts.push(format!("user={user}"));
+        }
+        if let Some(password) = self.config.get_password() {
+            parts.push(format!("password='{}'", String::from_utf8_lossy(password)));
+        }
+        parts.push(format!("dbname={}", self.name));
+        parts.join(" ")
+    }
+
+    /// Runs `dts-ledger <args>` against this database: exit code, stdout, stderr.
+    pub fn run_cli(&self, args: &[&str]) -> (i32, String, String) {
+        let output = std::process::Command::new(env!("CARGO_BIN_EXE_dts-ledger"))
+            .args(args)
+            .env("DATABASE_URL", self.url())
+            .env_remove("LEDGER_CONFIG")
+            .env("RUST_LOG", "warn")
+            .output()
+            .expect("the binary runs");
+        (
+            output.status.code().unwrap_or(-1),
+            String::from_utf8_lossy(&output.stdout).into_owned(),
+            String::from_utf8_lossy(&output.stderr).into_owned(),
+        )
+    }
 }
 
 impl Drop for TestDb {

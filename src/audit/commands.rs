@@ -1,0 +1,265 @@
+//! The audit subcommands of `dts-ledger`: what they print and how they exit.
+//!
+//! Exit codes: 0 when the check passes (or the output was written), 1 when it finds the ledger
+//! broken or the projections different, 2 when it cannot run (bad arguments, unreachable database).
+
+use super::export::{self, Format};
+use super::replay;
+use super::report::{Builder, Month};
+use super::source::{self, Range, Until};
+use super::verify::{self, VerifyError};
+use chrono::{DateTime, FixedOffset, Utc};
+use deadpool_postgres::Pool;
+use projections::events::Event;
+use projections::Package;
+use serde_json::json;
+use std::io::Write;
+use std::process::ExitCode;
+
+/// The check failed: the ledger is broken or the projections differ.
+pub const FAILED: u8 = 1;
+/// The command could not run.
+pub const UNABLE: u8 = 2;
+
+/// A command that could not run, with what to tell the user.
+#[derive(Debug)]
+pub struct Unable(pub String);
+
+impl<E: std::fmt::Display> From<E> for Unable {
+    fn from(error: E) -> Unable {
+        Unable(error.to_string())
+    }
+}
+
+/// `--until` / `--as-of`: a position, or an RFC 3339 time.
+pub fn parse_point(text: &str) -> Result<Until, Unable> {
+    if let Ok(position) = text.parse::<i64>() {
+        if position < 0 {
+            return Err(Unable(format!("position {position} is negative")));
+        }
+        return Ok(Until::Position(position));
+    }
+    DateTime::parse_from_rfc3339(text)
+        .map(|t| Until::Time(t.with_timezone(&Utc)))
+        .map_err(|_| {
+            Unable(format!(
+                "{text:?} is neither a position nor an RFC 3339 time"
+            ))
+        })
+}
+
+async fn client(pool: &Pool) -> Result<deadpool_postgres::Object, Unable> {
+    pool.get()
+        .await
+        .map_err(|e| Unable(format!("cannot reach PostgreSQL: {e}")))
+}
+
+pub async fn verify(pool: &Pool, progress_every: u64) -> Result<ExitCode, Unable> {
+    let mut client = client(pool).await?;
+    let outcome = verify::verify(&mut client, progress_every, |n| {
+        eprintln!("verify: {n} events checked");
+    })
+    .await;
+    match outcome {
+        Ok(summary) => {
+            println!(
+                "verify: intact events={} streams={} last_position={} seconds={:.2}",
+                summary.events,
+                summary.streams,
+                summary.last_position,
+                summary.elapsed.as_secs_f64()
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+        Err(VerifyError::Broken(problem)) => {
+            println!("verify: BROKEN {problem}");
+            Ok(ExitCode::from(FAILED))
+        }
+        Err(error) => Err(error.into()),
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum TableOrJson {
+    Table,
+    Json,
+}
+
+fn balance_json(p: &Package) -> serde_json::Value {
+    json!({
+        "instanceId": p.instance_id,
+        "status": p.status.as_str(),
+        "bytesGranted": p.bytes_granted.get(),
+        "bytesConsumed": p.bytes_consumed.get(),
+        "bytesRemaining": p.bytes_remaining.get(),
+        "bytesOverage": p.bytes_overage.get(),
+        "bytesForfeited": p.bytes_forfeited.get(),
+        "expiresAt": p.expires_at,
+    })
+}
+
+pub async fn replay(
+    pool: &Pool,
+    as_of: Option<&str>,
+    format: TableOrJson,
+    scratch_schema: Option<&str>,
+) -> Result<ExitCode, Unable> {
+    let mut client = client(pool).await?;
+    let until = as_of.map(parse_point).transpose()?;
+    let (folded, live) = {
+        let tx = source::snapshot(&mut client).await?;
+        let folded = replay::fold(&tx, until.unwrap_or(Until::End)).await?;
+        let live = match until {
+            None => Some(replay::live(&tx).await?),
+            Some(_) => None,
+        };
+        tx.commit().await?;
+        (folded, live)
+    };
+    if let Some(name) = scratch_schema {
+        replay::write_schema(&mut client, name, &folded.projection).await?;
+        eprintln!("replay: replayed projections written to schema {name}");
+    }
+    let Some(live) = live else {
+        // --as-of: the balances at that point.
+        let packages: Vec<&Package> = folded.projection.packages.values().collect();
+        match format {
+            TableOrJson::Json => {
+                let body = json!({
+                    "asOfPosition": folded.last_position,
+                    "packages": packages.iter().map(|p| balance_json(p)).collect::<Vec<_>>(),
+                });
+                println!("{body}");
+            }
+            TableOrJson::Table => {
+                println!("as of position {}", folded.last_position);
+                println!(
+                    "{:<32} {:>9} {:>20} {:>20} {:>20} {:>20}",
+                    "instanceId", "status", "granted", "consumed", "remaining", "overage"
+                );
+                for p in packages {
+                    println!(
+                        "{:<32} {:>9} {:>20} {:>20} {:>20} {:>20}",
+                        p.instance_id.as_str(),
+                        p.status.as_str(),
+                        p.bytes_granted,
+                        p.bytes_consumed,
+                        p.bytes_remaining,
+                        p.bytes_overage
+                    );
+                }
+            }
+        }
+        return Ok(ExitCode::SUCCESS);
+    };
+    let differences = replay::compare(&live, &folded.projection);
+    let seconds = folded.elapsed.as_secs_f64();
+    if differences.is_empty() {
+        println!(
+            "replay: identical events={} last_position={} packages={} tasks={} seconds={seconds:.2}",
+            folded.events,
+            folded.last_position,
+            folded.projection.packages.len(),
+            folded.projection.tasks.len()
+        );
+        return Ok(ExitCode::SUCCESS);
+    }
+    for difference in &differences {
+        println!("replay: DIFFERENT {difference}");
+    }
+    println!(
+        "replay: {} differences after {} events (last position {})",
+        differences.len(),
+        folded.events,
+        folded.last_position
+    );
+    Ok(ExitCode::from(FAILED))
+}
+
+pub async fn export(
+    pool: &Pool,
+    format: Format,
+    after: Option<i64>,
+    until: Option<&str>,
+) -> Result<ExitCode, Unable> {
+    let after = after.unwrap_or(0);
+    if after < 0 {
+        return Err(Unable(format!("--after {after} is negative")));
+    }
+    let until = until.map(parse_point).transpose()?.unwrap_or(Until::End);
+    if let Until::Position(last) = until {
+        if last < after {
+            return Err(Unable(format!(
+                "--until {last} is before --after {after}: the range is empty"
+            )));
+        }
+    }
+    let mut client = client(pool).await?;
+    let tx = source::snapshot(&mut client).await?;
+    let stdout = std::io::stdout();
+    let mut out = std::io::BufWriter::with_capacity(1 << 16, stdout.lock());
+    let count = export::export(&tx, Range { after, until }, format, &mut out).await?;
+    out.flush()?;
+    tx.commit().await?;
+    eprintln!("export: {count} events");
+    Ok(ExitCode::SUCCESS)
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum ReportFormat {
+    Table,
+    Csv,
+    Json,
+}
+
+pub async fn report(
+    pool: &Pool,
+    month: &str,
+    format: ReportFormat,
+    utc_offset: &str,
+    default_currency: &str,
+) -> Result<ExitCode, Unable> {
+    let month: Month = month.parse().map_err(Unable)?;
+    let zone: FixedOffset = utc_offset
+        .parse()
+        .map_err(|_| Unable(format!("--utc-offset {utc_offset:?} is not like +08:00")))?;
+    let (start, end) = month.bounds(zone);
+    let mut client = client(pool).await?;
+    let tx = source::snapshot(&mut client).await?;
+    let micro = chrono::Duration::microseconds(1);
+    let opening = source::last_position(&tx, Until::Time(start - micro))
+        .await?
+        .unwrap_or(0);
+    let closing = source::last_position(&tx, Until::Time(end - micro))
+        .await?
+        .unwrap_or(0);
+    let mut builder = Builder::new(month, opening);
+    let mut failure = None;
+    source::for_each(
+        &tx,
+        Range {
+            after: 0,
+            until: Until::Position(closing),
+        },
+        |row| {
+            let event = Event::decode_json(row.event_type, row.event_version, row.payload)
+                .map_err(|e| Unable(format!("event at position {}: {e}", row.position)))?;
+            if let Err(error) = builder.push(row.position, &event, row.recorded_at) {
+                failure.get_or_insert(error.to_string());
+            }
+            Ok::<(), Unable>(())
+        },
+    )
+    .await?;
+    tx.commit().await?;
+    if let Some(error) = failure {
+        return Err(Unable(error));
+    }
+    let report = builder.finish(default_currency)?;
+    match format {
+        ReportFormat::Json => println!("{}", serde_json::to_string_pretty(&report)?),
+        ReportFormat::Csv => print!("{}", report.to_csv()),
+        ReportFormat::Table => print!("{}", report.to_table()),
+    }
+    Ok(ExitCode::SUCCESS)
+}
