@@ -1,0 +1,305 @@
+//! Audit benchmark: `cargo bench --bench audit`.
+//!
+//! Generates a ledger of `AUDIT_BENCH_EVENTS` events (default 10 million) with the service's own
+//! decisions (purchases, tasks, traffic that empties packages and stops their tasks, renewals),
+//! hash-chained exactly as the store does, loads it and its projections into a throwaway cluster,
+//! then times the real binary: `dts-ledger verify` and `dts-ledger replay`.
+//!
+//! Prints, last: `audit: events=<n> verify_events_per_s=<n> replay_events_per_s=<n>`.
+
+use chrono::{DateTime, Utc};
+use dts_ledger::configuration::Catalog;
+use dts_ledger::database::embedded::{Durability, EmbeddedPostgres, SOCKET_PORT};
+use dts_ledger::database::{build_pool, migrate};
+use dts_ledger::domain::orders::{self, idempotency_key, CreateOrder, RenewOrder};
+use dts_ledger::domain::traffic::{self, Report, Rules};
+use dts_ledger::domain::{tasks, Draft};
+use dts_ledger::ledger::rows;
+use dts_ledger::store::hash::{canonical, event_hash, Hash, Hashed, GENESIS};
+use projections::events::Event;
+use projections::ids::{Bytes, InstanceId, JdPin, OrderId, ReportId, SkuId, TaskId};
+use projections::{Package, Projection, Task};
+use rand::{Rng, SeedableRng};
+use std::collections::HashMap;
+use std::time::Instant;
+use tokio_postgres::binary_copy::BinaryCopyInWriter;
+use tokio_postgres::types::{ToSql, Type};
+use tokio_postgres::NoTls;
+
+const BINARY: &str = env!("CARGO_BIN_EXE_dts-ledger");
+/// Reports decided per round before their events are written out.
+const ROUND: usize = 20_000;
+
+fn setting(name: &str, default: usize) -> usize {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+/// Hash chains and positions, as `store::append` keeps them.
+struct Chains {
+    heads: HashMap<String, (i64, Hash)>,
+    position: i64,
+    metadata: serde_json::Value,
+    metadata_json: Vec<u8>,
+}
+
+impl Chains {
+    fn row(&mut self, event: &Event, at: DateTime<Utc>) -> Vec<Box<dyn ToSql + Sync + Send>> {
+        self.position += 1;
+        let stream = event.stream_id();
+        let head = self.heads.entry(stream.clone()).or_insert((0, GENESIS));
+        let version = head.0 + 1;
+        let json = event.payload();
+        let payload = canonical(&json);
+        let hash = event_hash(
+            &head.1,
+            &Hashed {
+                position: self.position,
+                stream_id: &stream,
+                version,
+                event_type: event.event_type(),
+                event_version: 1,
+                recorded_at: at,
+                payload: &payload,
+                metadata: &self.metadata_json,
+            },
+        );
+        let prev = head.1;
+        *head = (version, hash);
+        let metadata = self.metadata.clone();
+        vec![
+            Box::new(self.position),
+            Box::new(stream),
+            Box::new(version),
+            Box::new(event.event_type().to_owned()),
+            Box::new(1i32),
+            Box::new(json),
+            Box::new(metadata),
+            Box::new(at),
+            Box::new(idempotency_key(event)),
+            Box::new(prev.to_vec()),
+            Box::new(hash.to_vec()),
+        ]
+    }
+}
+
+fn run(args: &[&str], database_url: &str) -> (f64, String) {
+    let started = Instant::now();
+    let output = std::process::Command::new(BINARY)
+        .args(args)
+        .env("DATABASE_URL", database_url)
+        .env("RUST_LOG", "warn")
+        .output()
+        .expect("dts-ledger runs");
+    let elapsed = started.elapsed().as_secs_f64();
+    let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
+    assert!(
+        output.status.success(),
+        "{args:?} failed: {stdout}{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    (elapsed, stdout)
+}
+
+#[tokio::main]
+async fn main() {
+    let target = setting("AUDIT_BENCH_EVENTS", 10_000_000);
+    let packages = setting("AUDIT_BENCH_PACKAGES", 10_000);
+    let tasks_per_package = 5;
+
+    let dir = tempfile::Builder::new()
+        .prefix("dts-ledger-audit-")
+        .tempdir()
+        .unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o711)).unwrap();
+    let cluster_dir = dir.path().join("cluster");
+    let cluster = tokio::task::spawn_blocking(move || {
+        EmbeddedPostgres::start(&cluster_dir, Durability::Throwaway).expect("cluster starts")
+    })
+    .await
+    .unwrap();
+    let admin_config = cluster.config("postgres");
+    let (admin, connection) = admin_config.connect(NoTls).await.unwrap();
+    tokio::spawn(connection);
+    admin.batch_execute("CREATE DATABASE audit").await.unwrap();
+    let mut config = admin_config.clone();
+    config.dbname("audit");
+    let (mut client, connection) = config.connect(NoTls).await.unwrap();
+    tokio::spawn(connection);
+    migrate::migrate(&mut client).await.unwrap();
+    let socket = match &admin_config.get_hosts()[0] {
+        tokio_postgres::config::Host::Unix(path) => path.clone(),
+        _ => unreachable!("the cluster listens on a socket"),
+    };
+    let database_url = format!(
+        "host={} port={SOCKET_PORT} user=postgres dbname=audit",
+        socket.display()
+    );
+
+    // Load without the indexes, then build them: the usual way to bulk-load a table.
+    client
+        .batch_execute(
+            "ALTER TABLE events DROP CONSTRAINT events_pkey,
+                                DROP CONSTRAINT events_stream_id_version_key,
+                                DROP CONSTRAINT events_idempotency_key_key;
+             DROP INDEX events_recorded_at;",
+        )
+        .await
+        .unwrap();
+    let generated = Instant::now();
+    let sink = client
+        .copy_in(
+            "COPY events (position, stream_id, version, event_type, event_version, payload, \
+             metadata, recorded_at, idempotency_key, prev_hash, hash) FROM STDIN (FORMAT binary)",
+        )
+        .await
+        .unwrap();
+    let writer = BinaryCopyInWriter::new(
+        sink,
+        &[
+            Type::INT8,
+            Type::TEXT,
+            Type::INT8,
+            Type::TEXT,
+            Type::INT4,
+            Type::JSONB,
+            Type::JSONB,
+            Type::TIMESTAMPTZ,
+            Type::TEXT,
+            Type::BYTEA,
+            Type::BYTEA,
+        ],
+    );
+    futures::pin_mut!(writer);
+    let metadata =
+        serde_json::json!({"actor": "bench", "requestId": "generated", "source": "bench"});
+    let mut chains = Chains {
+        heads: HashMap::new(),
+        position: 0,
+        metadata_json: canonical(&metadata),
+        metadata,
+    };
+    let catalog = Catalog::built_in();
+    let rules = Rules {
+        low_balance_percents: vec![80, 95],
+    };
+    let mut rng = rand::rngs::StdRng::seed_from_u64(11);
+    let mut now = DateTime::from_timestamp(1_790_000_000, 0).unwrap();
+    let mut draft = Draft::new(Projection::default(), now);
+    for p in 0..packages {
+        let command = CreateOrder {
+            instance_id: InstanceId::parse(format!("biz-{p}")).unwrap(),
+            jd_pin: JdPin::parse(format!("pin-{}", p % 500)).unwrap(),
+            order_id: OrderId::parse(format!("order-{p}")).unwrap(),
+            service_code: "dts".into(),
+            sku_id: SkuId::parse("FW_GOODS-500232-1").unwrap(),
+            units: 1,
+            expires_at: None,
+            template: None,
+        };
+        orders::create(&mut draft, &command, &catalog, None).unwrap();
+        for t in 0..tasks_per_package {
+            let task = TaskId::parse(format!("task-{p}-{t}")).unwrap();
+            tasks::create(&mut draft, &task, &command.instance_id).unwrap();
+        }
+    }
+    let mut written = 0usize;
+    let mut serial = 0usize;
+    loop {
+        for event in draft.events.drain(..) {
+            let row = chains.row(&event, now);
+            let values: Vec<&(dyn ToSql + Sync)> = row
+                .iter()
+                .map(|v| v.as_ref() as &(dyn ToSql + Sync))
+                .collect();
+            writer.as_mut().write(&values).await.unwrap();
+            written += 1;
+        }
+        if written >= target {
+            break;
+        }
+        now += chrono::Duration::milliseconds(100);
+        draft = Draft::new(std::mem::take(&mut draft.projection), now);
+        for _ in 0..ROUND {
+            serial += 1;
+            let p = rng.gen_range(0..packages);
+            let instance_id = InstanceId::parse(format!("biz-{p}")).unwrap();
+            if draft
+                .package(&instance_id)
+                .is_some_and(|pkg| pkg.bytes_remaining.is_zero())
+                && rng.gen_bool(0.5)
+            {
+                let renewal = RenewOrder {
+                    instance_id,
+                    order_id: OrderId::parse(format!("renew-{serial}")).unwrap(),
+                    expires_at: now + chrono::Duration::days(365),
+                };
+                orders::renew(&mut draft, &renewal, &catalog, None).unwrap();
+                continue;
+            }
+            let report = Report {
+                task_id: TaskId::parse(format!("task-{p}-{}", rng.gen_range(0..tasks_per_package)))
+                    .unwrap(),
+                report_id: ReportId::parse(format!("r-{serial}")).unwrap(),
+                bytes: Bytes::new(rng.gen_range(1u64 << 28..1u64 << 31)).unwrap(),
+                period_start: None,
+                period_end: now,
+            };
+            traffic::charge(&mut draft, &report, &rules, None).unwrap();
+        }
+    }
+    let copied = writer.as_mut().finish().await.unwrap();
+    eprintln!(
+        "generated and loaded {copied} events in {:.1}s",
+        generated.elapsed().as_secs_f64()
+    );
+    let indexed = Instant::now();
+    client
+        .batch_execute(&format!(
+            "ALTER TABLE events ADD PRIMARY KEY (position),
+                                ADD UNIQUE (stream_id, version),
+                                ADD UNIQUE (idempotency_key);
+             CREATE INDEX events_recorded_at ON events USING brin (recorded_at);
+             UPDATE ledger_head SET position = {};
+             ANALYZE events;",
+            chains.position
+        ))
+        .await
+        .unwrap();
+    eprintln!("indexed in {:.1}s", indexed.elapsed().as_secs_f64());
+
+    // The projections the service would have written along the way.
+    let pool = build_pool(config.clone(), 1);
+    {
+        let mut pooled = pool.get().await.unwrap();
+        let tx = pooled.transaction().await.unwrap();
+        let packages: Vec<&Package> = draft.projection.packages.values().collect();
+        for chunk in packages.chunks(5_000) {
+            rows::insert_packages(&tx, chunk).await.unwrap();
+        }
+        let tasks: Vec<&Task> = draft.projection.tasks.values().collect();
+        for chunk in tasks.chunks(5_000) {
+            rows::insert_tasks(&tx, chunk).await.unwrap();
+        }
+        tx.commit().await.unwrap();
+    }
+    pool.close();
+    drop(client);
+
+    let (verify_seconds, out) = run(&["verify", "--progress-every", "0"], &database_url);
+    eprintln!("{}", out.trim());
+    let (replay_seconds, out) = run(&["replay"], &database_url);
+    eprintln!("{}", out.trim());
+    assert!(out.starts_with("replay: identical"), "{out}");
+    drop(admin);
+    drop(cluster);
+
+    println!(
+        "audit: events={copied} verify_events_per_s={:.0} replay_events_per_s={:.0}",
+        copied as f64 / verify_seconds,
+        copied as f64 / replay_seconds
+    );
+}
