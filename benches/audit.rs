@@ -16,6 +16,7 @@ use dts_ledger::domain::traffic::{self, Report, Rules};
 use dts_ledger::domain::{tasks, Draft};
 use dts_ledger::ledger::rows;
 use dts_ledger::store::hash::{canonical, event_hash, Hash, Hashed, GENESIS};
+use dts_ledger::store::{EVENT_COLUMNS, EVENT_COLUMN_TYPES};
 use projections::events::Event;
 use projections::ids::{Bytes, InstanceId, JdPin, OrderId, ReportId, SkuId, TaskId};
 use projections::{Package, Projection, Task};
@@ -23,7 +24,7 @@ use rand::{Rng, SeedableRng};
 use std::collections::HashMap;
 use std::time::Instant;
 use tokio_postgres::binary_copy::BinaryCopyInWriter;
-use tokio_postgres::types::{ToSql, Type};
+use tokio_postgres::types::ToSql;
 use tokio_postgres::NoTls;
 
 const BINARY: &str = env!("CARGO_BIN_EXE_dts-ledger");
@@ -151,28 +152,12 @@ async fn main() {
         .unwrap();
     let generated = Instant::now();
     let sink = client
-        .copy_in(
-            "COPY events (position, stream_id, version, event_type, event_version, payload, \
-             metadata, recorded_at, idempotency_key, prev_hash, hash) FROM STDIN (FORMAT binary)",
-        )
+        .copy_in(&format!(
+            "COPY events ({EVENT_COLUMNS}) FROM STDIN (FORMAT binary)"
+        ))
         .await
         .unwrap();
-    let writer = BinaryCopyInWriter::new(
-        sink,
-        &[
-            Type::INT8,
-            Type::TEXT,
-            Type::INT8,
-            Type::TEXT,
-            Type::INT4,
-            Type::JSONB,
-            Type::JSONB,
-            Type::TIMESTAMPTZ,
-            Type::TEXT,
-            Type::BYTEA,
-            Type::BYTEA,
-        ],
-    );
+    let writer = BinaryCopyInWriter::new(sink, &EVENT_COLUMN_TYPES);
     futures::pin_mut!(writer);
     let metadata =
         serde_json::json!({"actor": "bench", "requestId": "generated", "source": "bench"});

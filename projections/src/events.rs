@@ -320,19 +320,8 @@ macro_rules! event_catalog {
                 event_version: i32,
                 payload: serde_json::Value,
             ) -> Result<Event, DecodeError> {
-                match (event_type, event_version) {
-                    $((stringify!($variant), 1) => serde_json::from_value(payload)
-                        .map(Event::$variant)
-                        .map_err(|source| DecodeError::Payload {
-                            event_type: stringify!($variant),
-                            event_version,
-                            source,
-                        }),)*
-                    _ => Err(DecodeError::UnknownType {
-                        event_type: event_type.to_owned(),
-                        event_version,
-                    }),
-                }
+                let text = serde_json::to_vec(&payload).expect("a JSON value serialises");
+                Event::decode_json(event_type, event_version, &text)
             }
         }
     };

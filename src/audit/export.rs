@@ -3,6 +3,7 @@
 
 use super::source::{self, Range};
 use projections::events::Event;
+use projections::ids::{InstanceId, TaskId};
 use serde_json::{json, Value};
 use std::io::Write;
 
@@ -43,164 +44,63 @@ pub const COLUMNS: [&str; 16] = [
 /// The figures finance books, from an event: package, task, order, report, the bytes it moves
 /// (granted, consumed or forfeited), SKU, price, amount, currency.
 fn figures(event: &Event) -> [Option<String>; 10] {
-    let s = |v: &dyn ToString| Some(v.to_string());
+    fn text(value: &impl ToString) -> Option<String> {
+        Some(value.to_string())
+    }
+    // Package and task only.
+    let about = |instance: &InstanceId, task: Option<&TaskId>| {
+        [
+            text(instance),
+            task.and_then(text),
+            None,
+            None,
+            None,
+            None,
+            None,
+            None,
+            None,
+            None,
+        ]
+    };
+    macro_rules! grant {
+        ($e:expr) => {
+            [
+                text(&$e.instance_id),
+                None,
+                text(&$e.order_id),
+                None,
+                text(&$e.bytes_granted),
+                text(&$e.sku_id),
+                text(&$e.sku_name),
+                text(&$e.unit_price),
+                text(&$e.amount),
+                text(&$e.currency),
+            ]
+        };
+    }
     match event {
-        Event::OrderCreated(e) => [
-            s(&e.instance_id),
-            None,
-            s(&e.order_id),
-            None,
-            s(&e.bytes_granted),
-            s(&e.sku_id),
-            s(&e.sku_name),
-            s(&e.unit_price),
-            s(&e.amount),
-            s(&e.currency),
-        ],
-        Event::OrderRenewed(e) => [
-            s(&e.instance_id),
-            None,
-            s(&e.order_id),
-            None,
-            s(&e.bytes_granted),
-            s(&e.sku_id),
-            s(&e.sku_name),
-            s(&e.unit_price),
-            s(&e.amount),
-            s(&e.currency),
-        ],
-        Event::OrderUpgraded(e) => [
-            s(&e.instance_id),
-            None,
-            s(&e.order_id),
-            None,
-            s(&e.bytes_granted),
-            s(&e.sku_id),
-            s(&e.sku_name),
-            s(&e.unit_price),
-            s(&e.amount),
-            s(&e.currency),
-        ],
-        Event::OrderDilated(e) => [
-            s(&e.instance_id),
-            None,
-            s(&e.order_id),
-            None,
-            s(&e.bytes_granted),
-            s(&e.sku_id),
-            s(&e.sku_name),
-            s(&e.unit_price),
-            s(&e.amount),
-            s(&e.currency),
-        ],
-        Event::OrderReleased(e) => [
-            s(&e.instance_id),
-            None,
-            None,
-            None,
-            s(&e.bytes_forfeited),
-            None,
-            None,
-            None,
-            None,
-            None,
-        ],
-        Event::OrderExpired(e) => [
-            s(&e.instance_id),
-            None,
-            None,
-            None,
-            None,
-            None,
-            None,
-            None,
-            None,
-            None,
-        ],
-        Event::OrderBalanceLow(e) => [
-            s(&e.instance_id),
-            None,
-            None,
-            None,
-            None,
-            None,
-            None,
-            None,
-            None,
-            None,
-        ],
-        Event::TrafficConsumed(e) => [
-            s(&e.instance_id),
-            s(&e.task_id),
-            None,
-            s(&e.report_id),
-            s(&e.bytes),
-            None,
-            None,
-            None,
-            None,
-            None,
-        ],
-        Event::TaskCreated(e) => [
-            s(&e.instance_id),
-            s(&e.task_id),
-            None,
-            None,
-            None,
-            None,
-            None,
-            None,
-            None,
-            None,
-        ],
-        Event::TaskRebound(e) => [
-            s(&e.instance_id),
-            s(&e.task_id),
-            None,
-            None,
-            None,
-            None,
-            None,
-            None,
-            None,
-            None,
-        ],
-        Event::TaskStopped(e) => [
-            s(&e.instance_id),
-            s(&e.task_id),
-            None,
-            None,
-            None,
-            None,
-            None,
-            None,
-            None,
-            None,
-        ],
-        Event::TaskResumed(e) => [
-            s(&e.instance_id),
-            s(&e.task_id),
-            None,
-            None,
-            None,
-            None,
-            None,
-            None,
-            None,
-            None,
-        ],
-        Event::TaskDestroyed(e) => [
-            s(&e.instance_id),
-            s(&e.task_id),
-            None,
-            None,
-            None,
-            None,
-            None,
-            None,
-            None,
-            None,
-        ],
+        Event::OrderCreated(e) => grant!(e),
+        Event::OrderRenewed(e) => grant!(e),
+        Event::OrderUpgraded(e) => grant!(e),
+        Event::OrderDilated(e) => grant!(e),
+        Event::OrderReleased(e) => {
+            let mut row = about(&e.instance_id, None);
+            row[4] = text(&e.bytes_forfeited);
+            row
+        }
+        Event::TrafficConsumed(e) => {
+            let mut row = about(&e.instance_id, Some(&e.task_id));
+            row[3] = text(&e.report_id);
+            row[4] = text(&e.bytes);
+            row
+        }
+        Event::OrderExpired(e) => about(&e.instance_id, None),
+        Event::OrderBalanceLow(e) => about(&e.instance_id, None),
+        Event::TaskCreated(e) => about(&e.instance_id, Some(&e.task_id)),
+        Event::TaskRebound(e) => about(&e.instance_id, Some(&e.task_id)),
+        Event::TaskStopped(e) => about(&e.instance_id, Some(&e.task_id)),
+        Event::TaskResumed(e) => about(&e.instance_id, Some(&e.task_id)),
+        Event::TaskDestroyed(e) => about(&e.instance_id, Some(&e.task_id)),
     }
 }
 

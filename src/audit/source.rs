@@ -1,6 +1,7 @@
 //! The ledger read for audits: one consistent snapshot, streamed in position order with binary
 //! COPY (no round trip per event), each row handed over borrowed.
 
+use crate::store::{EVENT_COLUMNS, EVENT_COLUMN_TYPES};
 use chrono::{DateTime, Utc};
 use futures_util::{pin_mut, TryStreamExt};
 use tokio_postgres::binary_copy::BinaryCopyOutStream;
@@ -94,26 +95,11 @@ where
     }
     let stream = tx
         .copy_out(&format!(
-            "COPY (SELECT position, stream_id, version, event_type, event_version, payload, \
-             metadata, recorded_at, prev_hash, hash FROM events WHERE {filter} \
-             ORDER BY position) TO STDOUT (FORMAT binary)"
+            "COPY (SELECT {EVENT_COLUMNS} FROM events WHERE {filter} ORDER BY position) \
+             TO STDOUT (FORMAT binary)"
         ))
         .await?;
-    let rows = BinaryCopyOutStream::new(
-        stream,
-        &[
-            Type::INT8,
-            Type::TEXT,
-            Type::INT8,
-            Type::TEXT,
-            Type::INT4,
-            Type::JSONB,
-            Type::JSONB,
-            Type::TIMESTAMPTZ,
-            Type::BYTEA,
-            Type::BYTEA,
-        ],
-    );
+    let rows = BinaryCopyOutStream::new(stream, &EVENT_COLUMN_TYPES);
     pin_mut!(rows);
     let mut count = 0;
     while let Some(row) = rows.try_next().await? {
@@ -129,8 +115,8 @@ where
             payload: payload.0,
             metadata: metadata.0,
             recorded_at: row.try_get(7)?,
-            prev_hash: row.try_get(8)?,
-            hash: row.try_get(9)?,
+            prev_hash: row.try_get(9)?,
+            hash: row.try_get(10)?,
         })?;
     }
     Ok(count)

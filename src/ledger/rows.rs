@@ -1,7 +1,7 @@
 //! The projection tables as rows: load (with locks) and save, batched with `unnest`.
 
 use chrono::{DateTime, Utc};
-use deadpool_postgres::Transaction;
+use deadpool_postgres::{GenericClient, Transaction};
 use projections::events::StopReason;
 use projections::ids::{Bytes, InstanceId, JdPin, SkuId, TaskId};
 use projections::{Package, PackageStatus, Task, TaskState};
@@ -88,18 +88,26 @@ pub fn task_from_row(row: &Row) -> Result<Task, CorruptRow> {
 // Lists of ids are matched with `IN (SELECT unnest($1))`, never `= ANY($1)`: for a bound array
 // PostgreSQL evaluates `= ANY` by comparing every row with every element.
 
+/// Runs a prepared query whose one parameter is a list of ids.
+async fn by_ids(
+    client: &impl GenericClient,
+    sql: &str,
+    ids: &[&str],
+) -> Result<Vec<Row>, tokio_postgres::Error> {
+    let statement = client.prepare_cached(sql).await?;
+    client.query(&statement, &[&ids]).await
+}
+
 /// Loads and locks packages, in id order so that concurrent lockers never deadlock.
 pub async fn lock_packages(
     tx: &Transaction<'_>,
     ids: &[&str],
 ) -> Result<Vec<Row>, tokio_postgres::Error> {
-    let statement = tx
-        .prepare_cached(&format!(
-            "SELECT {PACKAGE_COLUMNS} FROM packages WHERE instance_id IN (SELECT unnest($1::text[])) \
-             ORDER BY instance_id FOR UPDATE"
-        ))
-        .await?;
-    tx.query(&statement, &[&ids]).await
+    let sql = format!(
+        "SELECT {PACKAGE_COLUMNS} FROM packages WHERE instance_id IN (SELECT unnest($1::text[]))
+          ORDER BY instance_id FOR UPDATE"
+    );
+    by_ids(tx, &sql, ids).await
 }
 
 /// Loads and locks the packages the given tasks are bound to, in id order.
@@ -107,14 +115,13 @@ pub async fn lock_packages_of_tasks(
     tx: &Transaction<'_>,
     task_ids: &[&str],
 ) -> Result<Vec<Row>, tokio_postgres::Error> {
-    let statement = tx
-        .prepare_cached(&format!(
-            "SELECT {PACKAGE_COLUMNS} FROM packages
-              WHERE instance_id IN (SELECT instance_id FROM tasks WHERE task_id IN (SELECT unnest($1::text[])))
-              ORDER BY instance_id FOR UPDATE"
-        ))
-        .await?;
-    tx.query(&statement, &[&task_ids]).await
+    let sql = format!(
+        "SELECT {PACKAGE_COLUMNS} FROM packages
+          WHERE instance_id IN (SELECT instance_id FROM tasks
+                                 WHERE task_id IN (SELECT unnest($1::text[])))
+          ORDER BY instance_id FOR UPDATE"
+    );
+    by_ids(tx, &sql, task_ids).await
 }
 
 /// The running tasks of the named packages.
@@ -122,65 +129,56 @@ pub async fn running_tasks_of(
     tx: &Transaction<'_>,
     instance_ids: &[&str],
 ) -> Result<Vec<Row>, tokio_postgres::Error> {
-    let statement = tx
-        .prepare_cached(&format!(
-            "SELECT {TASK_COLUMNS} FROM tasks
-              WHERE instance_id IN (SELECT unnest($1::text[])) AND state = 'running'"
-        ))
-        .await?;
-    tx.query(&statement, &[&instance_ids]).await
+    let sql = format!(
+        "SELECT {TASK_COLUMNS} FROM tasks
+          WHERE instance_id IN (SELECT unnest($1::text[])) AND state = 'running'"
+    );
+    by_ids(tx, &sql, instance_ids).await
 }
 
 /// Reads packages without locking them (for answers that change nothing).
 pub async fn read_packages(
-    client: &impl deadpool_postgres::GenericClient,
+    client: &impl GenericClient,
     ids: &[&str],
 ) -> Result<Vec<Row>, tokio_postgres::Error> {
-    let statement = client
-        .prepare_cached(&format!(
-            "SELECT {PACKAGE_COLUMNS} FROM packages WHERE instance_id IN (SELECT unnest($1::text[]))"
-        ))
-        .await?;
-    client.query(&statement, &[&ids]).await
+    let sql = format!(
+        "SELECT {PACKAGE_COLUMNS} FROM packages WHERE instance_id IN (SELECT unnest($1::text[]))"
+    );
+    by_ids(client, &sql, ids).await
 }
 
 /// The tasks bound to these packages that are not destroyed.
 pub async fn live_tasks_of(
-    client: &impl deadpool_postgres::GenericClient,
+    client: &impl GenericClient,
     instance_ids: &[&str],
 ) -> Result<Vec<Row>, tokio_postgres::Error> {
-    let statement = client
-        .prepare_cached(&format!(
-            "SELECT {TASK_COLUMNS} FROM tasks WHERE instance_id IN (SELECT unnest($1::text[])) \
-             AND state <> 'destroyed'"
-        ))
-        .await?;
-    client.query(&statement, &[&instance_ids]).await
+    let sql = format!(
+        "SELECT {TASK_COLUMNS} FROM tasks WHERE instance_id IN (SELECT unnest($1::text[]))
+            AND state <> 'destroyed'"
+    );
+    by_ids(client, &sql, instance_ids).await
 }
 
 /// Every task bound to these packages, destroyed ones included (for order views).
 pub async fn all_tasks_of(
-    client: &impl deadpool_postgres::GenericClient,
+    client: &impl GenericClient,
     instance_ids: &[&str],
 ) -> Result<Vec<Row>, tokio_postgres::Error> {
-    let statement = client
-        .prepare_cached(&format!(
-            "SELECT {TASK_COLUMNS} FROM tasks WHERE instance_id IN (SELECT unnest($1::text[])) ORDER BY task_id"
-        ))
-        .await?;
-    client.query(&statement, &[&instance_ids]).await
+    let sql = format!(
+        "SELECT {TASK_COLUMNS} FROM tasks WHERE instance_id IN (SELECT unnest($1::text[]))
+          ORDER BY task_id"
+    );
+    by_ids(client, &sql, instance_ids).await
 }
 
+/// The named tasks.
 pub async fn read_tasks(
-    client: &impl deadpool_postgres::GenericClient,
+    client: &impl GenericClient,
     task_ids: &[&str],
 ) -> Result<Vec<Row>, tokio_postgres::Error> {
-    let statement = client
-        .prepare_cached(&format!(
-            "SELECT {TASK_COLUMNS} FROM tasks WHERE task_id IN (SELECT unnest($1::text[]))"
-        ))
-        .await?;
-    client.query(&statement, &[&task_ids]).await
+    let sql =
+        format!("SELECT {TASK_COLUMNS} FROM tasks WHERE task_id IN (SELECT unnest($1::text[]))");
+    by_ids(client, &sql, task_ids).await
 }
 
 /// The columns of packages as arrays, one element per package, in `PACKAGE_COLUMNS` order.

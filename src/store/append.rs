@@ -3,7 +3,7 @@
 use super::hash::{canonical, event_hash, Hash, Hashed, GENESIS};
 use super::{
     truncate_to_micros, AppendOutcome, Appended, ExpectedVersion, NewEvent, RecordedEvent,
-    StoreError,
+    StoreError, EVENT_COLUMNS, EVENT_COLUMN_TYPES,
 };
 use chrono::{DateTime, Utc};
 use deadpool_postgres::Transaction;
@@ -173,13 +173,12 @@ pub async fn write(tx: &Transaction<'_>, prepared: Prepared) -> Result<Appended,
 
     if rows.len() <= INSERT_ROWS_MAX {
         let statement = tx
-            .prepare_cached(
-                "INSERT INTO events (position, stream_id, version, event_type, event_version, \
-                 payload, metadata, recorded_at, idempotency_key, prev_hash, hash)
+            .prepare_cached(&format!(
+                "INSERT INTO events ({EVENT_COLUMNS})
                  SELECT * FROM unnest($1::int8[], $2::text[], $3::int8[], $4::text[], \
                  $5::int4[], $6::jsonb[], $7::jsonb[], $8::timestamptz[], $9::text[], \
-                 $10::bytea[], $11::bytea[])",
-            )
+                 $10::bytea[], $11::bytea[])"
+            ))
             .await?;
         let positions: Vec<i64> = rows.iter().map(|r| r.0).collect();
         let streams: Vec<&str> = rows.iter().map(|r| r.4.stream_id.as_str()).collect();
@@ -220,28 +219,12 @@ pub async fn write(tx: &Transaction<'_>, prepared: Prepared) -> Result<Appended,
     }
 
     let copy = tx
-        .prepare_cached(
-            "COPY events (position, stream_id, version, event_type, event_version, payload, \
-             metadata, recorded_at, idempotency_key, prev_hash, hash) FROM STDIN (FORMAT binary)",
-        )
+        .prepare_cached(&format!(
+            "COPY events ({EVENT_COLUMNS}) FROM STDIN (FORMAT binary)"
+        ))
         .await?;
     let sink = tx.copy_in(&copy).await?;
-    let writer = BinaryCopyInWriter::new(
-        sink,
-        &[
-            Type::INT8,
-            Type::TEXT,
-            Type::INT8,
-            Type::TEXT,
-            Type::INT4,
-            Type::JSONB,
-            Type::JSONB,
-            Type::TIMESTAMPTZ,
-            Type::TEXT,
-            Type::BYTEA,
-            Type::BYTEA,
-        ],
-    );
+    let writer = BinaryCopyInWriter::new(sink, &EVENT_COLUMN_TYPES);
     pin_mut!(writer);
     let written: Result<(), tokio_postgres::Error> = async {
         for (position, version, prev_hash, hash, event, payload, metadata) in &rows {

@@ -16,6 +16,28 @@ use serde::Serialize;
 use serde_json::Value;
 use std::sync::Arc;
 
+/// Every column of `events`, in the order this crate reads and writes them.
+pub const EVENT_COLUMNS: &str = "position, stream_id, version, event_type, event_version, \
+     payload, metadata, recorded_at, idempotency_key, prev_hash, hash";
+
+/// The types of [`EVENT_COLUMNS`], for binary COPY in and out.
+pub const EVENT_COLUMN_TYPES: [tokio_postgres::types::Type; 11] = {
+    use tokio_postgres::types::Type;
+    [
+        Type::INT8,
+        Type::TEXT,
+        Type::INT8,
+        Type::TEXT,
+        Type::INT4,
+        Type::JSONB,
+        Type::JSONB,
+        Type::TIMESTAMPTZ,
+        Type::TEXT,
+        Type::BYTEA,
+        Type::BYTEA,
+    ]
+};
+
 /// Who and what produced an event; stored in `events.metadata`. Never holds a secret: actors are
 /// named by role and index ("reporter#2"), never by token.
 #[derive(Debug, Clone, Serialize)]

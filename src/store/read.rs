@@ -7,8 +7,7 @@ use super::{RecordedEvent, StoreError};
 use deadpool_postgres::GenericClient;
 use tokio_postgres::Row;
 
-const COLUMNS: &str = "position, stream_id, version, event_type, event_version, payload, \
-                       metadata, recorded_at, idempotency_key, prev_hash, hash";
+use super::EVENT_COLUMNS as COLUMNS;
 
 fn recorded(row: &Row) -> RecordedEvent {
     RecordedEvent {

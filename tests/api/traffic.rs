@@ -319,3 +319,35 @@ async fn two_processes_on_one_database_end_with_exact_balances() {
         .await
         .unwrap();
 }
+
+#[tokio::test]
+async fn a_batch_that_cannot_commit_answers_503_and_records_nothing() {
+    let app = spawn_app().await;
+    app.buy("biz-1", "pin-a", SKU_1TB).await;
+    app.create_task("task-1", "biz-1").await;
+    let mut unreachable = tokio_postgres::Config::new();
+    unreachable
+        .host_path("/nonexistent-socket-dir")
+        .port(5432)
+        .user("postgres")
+        .dbname("ledger");
+    let broken = crate::helpers::spawn_app_on(
+        app.db.clone(),
+        dts_ledger::database::build_pool(unreachable, 1),
+        test_config(),
+    );
+    let response = broken
+        .post_as(
+            "/v1/traffic",
+            REPORTER_TOKEN,
+            &json!({ "reports": [report("task-1", "r-1", 100)] }),
+        )
+        .await;
+    assert_eq!(response.status(), 503);
+    let body: Value = response.json().await.unwrap();
+    assert_eq!(body["error"]["code"], "database_unavailable");
+    assert!(app.events_of("TrafficConsumed").await.is_empty());
+    // The retry, once the database is there, is charged once.
+    assert_eq!(app.report("task-1", "r-1", 100).await["status"], "accepted");
+    assert_eq!(app.order("biz-1").await["bytesConsumed"], 100);
+}
