@@ -348,7 +348,8 @@ impl Config {
             Some(path) => {
                 let text = std::fs::read_to_string(path)
                     .map_err(|e| fail(format!("cannot be read: {e}")))?;
-                toml::from_str::<FileConfig>(&text).map_err(|e| fail(e.to_string()))?
+                toml::from_str::<FileConfig>(&text)
+                    .map_err(|e| fail(describe_toml_error(&text, &e)))?
             }
             None => FileConfig::default(),
         };
@@ -538,6 +539,20 @@ impl Config {
     }
 }
 
+/// A TOML error as line, column and reason, without the quoted source line the parser's own text
+/// carries: that line may hold a secret.
+fn describe_toml_error(text: &str, error: &toml::de::Error) -> String {
+    match error.span() {
+        Some(span) => {
+            let before = &text[..span.start.min(text.len())];
+            let line = before.matches('\n').count() + 1;
+            let column = before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
+            format!("line {line}, column {column}: {}", error.message())
+        }
+        None => error.message().to_owned(),
+    }
+}
+
 /// Where `serve` and the audit commands find their database and files.
 #[derive(Debug, Clone)]
 pub enum DatabaseSettings {
@@ -652,6 +667,13 @@ mod tests {
         let webhook = config.webhook.unwrap();
         assert_eq!((webhook.retry_base_ms, webhook.timeout_ms), (1_000, 5_000));
         assert!(!format!("{webhook:?}").contains("0123456789abcdef"));
+    }
+
+    #[test]
+    fn parse_errors_do_not_quote_the_line_with_a_secret() {
+        let err = load("[marketplace]\nkey = \"sup3r\\qsecret\"\n").unwrap_err();
+        assert!(err.message.contains("line 2"), "{err}");
+        assert!(!err.to_string().contains("sup3r"), "{err}");
     }
 
     #[test]

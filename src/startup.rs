@@ -148,7 +148,8 @@ impl Application {
                         .app_data(json_config_with_limit(
                             routes::traffic::TRAFFIC_BODY_BYTES_MAX,
                         ))
-                        .route(web::post().to(routes::traffic::post_traffic)),
+                        .route(web::post().to(routes::traffic::post_traffic))
+                        .default_service(web::to(method_not_allowed)),
                 )
                 .route("/healthz", web::get().to(routes::health::healthz))
                 .route("/readyz", web::get().to(routes::health::readyz))
@@ -286,6 +287,13 @@ async fn sweep_expired_orders(ledger: Ledger, every: Duration) {
             tracing::warn!(%error, "expiry sweep failed; the next one retries");
         }
     }
+}
+
+async fn method_not_allowed() -> HttpResponse {
+    HttpResponse::MethodNotAllowed().json(error_body(
+        "method_not_allowed",
+        "this route does not take that method",
+    ))
 }
 
 async fn not_found() -> HttpResponse {

@@ -15,6 +15,11 @@ pub enum Format {
 
 #[derive(Debug, thiserror::Error)]
 pub enum ExportError {
+    #[error("event at position {position} cannot be read: {source}")]
+    Decode {
+        position: i64,
+        source: projections::events::DecodeError,
+    },
     #[error("writing the export failed: {0}")]
     Write(#[from] std::io::Error),
     #[error("{}", crate::store::describe(.0))]
@@ -104,6 +109,17 @@ fn figures(event: &Event) -> [Option<String>; 10] {
     }
 }
 
+/// A text cell of CSV: an id or name that starts like a formula (`=`, `+`, `-`, `@`, tab, carriage
+/// return) is prefixed with `'`, so a spreadsheet shows it instead of running it. Ids come from
+/// callers; numbers never go through here.
+pub fn csv_text(value: &str) -> String {
+    if value.starts_with(['=', '+', '-', '@', '\t', '\r']) {
+        csv_field(&format!("'{value}"))
+    } else {
+        csv_field(value)
+    }
+}
+
 /// One CSV field, quoted when it holds a separator, a quote or a line break.
 pub fn csv_field(value: &str) -> String {
     if value.contains([',', '"', '\n', '\r']) {
@@ -126,10 +142,15 @@ pub async fn export(
         writeln!(out, "{}", COLUMNS.join(","))?;
     }
     let count = source::for_each(tx, range, |row| {
-        // An event type this version does not know is still exported, raw, without figures.
-        let figures = Event::decode_json(row.event_type, row.event_version, row.payload)
-            .map(|event| figures(&event))
-            .unwrap_or_default();
+        // Never a row with silently blank figures: an event this version cannot read stops the
+        // export, naming it.
+        let event = Event::decode_json(row.event_type, row.event_version, row.payload).map_err(
+            |source| ExportError::Decode {
+                position: row.position,
+                source,
+            },
+        )?;
+        let figures = figures(&event);
         let hash = hex::encode(row.hash);
         let recorded_at = row
             .recorded_at
@@ -188,5 +209,8 @@ mod tests {
         assert_eq!(csv_field("DTS 1TB"), "DTS 1TB");
         assert_eq!(csv_field("流量包,1TB"), "\"流量包,1TB\"");
         assert_eq!(csv_field("say \"hi\""), "\"say \"\"hi\"\"\"");
+        assert_eq!(csv_text("=HYPERLINK(1)"), "'=HYPERLINK(1)");
+        assert_eq!(csv_text("-1+2"), "'-1+2");
+        assert_eq!(csv_text("biz-1"), "biz-1");
     }
 }

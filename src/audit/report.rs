@@ -284,10 +284,11 @@ impl MonthReport {
         out.push_str(&HEADER.join(","));
         out.push('\n');
         for line in self.packages.iter().chain(std::iter::once(&self.totals)) {
-            let row: Vec<String> = cells(line)
+            let mut row: Vec<String> = cells(line)
                 .iter()
                 .map(|c| super::export::csv_field(c))
                 .collect();
+            row[0] = super::export::csv_text(line.instance_id.as_deref().unwrap_or("TOTAL"));
             out.push_str(&row.join(","));
             out.push('\n');
         }

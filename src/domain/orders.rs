@@ -309,13 +309,25 @@ pub fn dilate(
 }
 
 /// `expiredInstance`: the marketplace says the order ended. Idempotent by state.
-pub fn expire(draft: &mut Draft, instance_id: &InstanceId) -> Result<Outcome, Refusal> {
+/// `renewed_since_expiry`: the package was renewed after the marketplace last expired it.
+pub fn expire(
+    draft: &mut Draft,
+    instance_id: &InstanceId,
+    renewed_since_expiry: bool,
+) -> Result<Outcome, Refusal> {
     let package = draft
         .package(instance_id)
         .ok_or_else(|| Refusal::UnknownInstance(instance_id.clone()))?;
     match package.status {
         PackageStatus::Released => Ok(Outcome::Unchanged("already released")),
         PackageStatus::Expired => Ok(Outcome::Unchanged("already expired")),
+        // Expired by the marketplace before, then renewed past now: this call is about the period
+        // before the renewal (a retry whose first answer was lost), not the new one.
+        PackageStatus::Active
+            if renewed_since_expiry && package.expires_at.is_some_and(|at| at > draft.now) =>
+        {
+            Ok(Outcome::Unchanged("not expired: renewed past now"))
+        }
         PackageStatus::Active => {
             let event = Event::OrderExpired(OrderExpired {
                 instance_id: instance_id.clone(),
@@ -488,7 +500,7 @@ mod tests {
     #[test]
     fn an_expired_package_renewed_into_the_future_is_active_again() {
         let mut draft = created();
-        expire(&mut draft, &id()).unwrap();
+        expire(&mut draft, &id(), false).unwrap();
         assert_eq!(draft.package(&id()).unwrap().status, PackageStatus::Expired);
         assert_eq!(
             draft
@@ -498,7 +510,7 @@ mod tests {
             Some(StopReason::OrderExpired)
         );
         assert_eq!(
-            expire(&mut draft, &id()).unwrap(),
+            expire(&mut draft, &id(), false).unwrap(),
             Outcome::Unchanged("already expired")
         );
         let renewal = RenewOrder {

@@ -6,7 +6,8 @@ use crate::ledger::{Attempts, Ledger, LedgerError, UnitOfWork};
 use crate::store::StoreError;
 use projections::events::Event;
 use projections::ids::{InstanceId, TaskId};
-use std::collections::HashMap;
+use projections::PackageStatus;
+use std::collections::{HashMap, HashSet};
 
 /// What a committed batch yields.
 pub(super) struct Applied {
@@ -70,33 +71,48 @@ async fn attempt(
         .flat_map(|job| job.reports.iter())
         .map(|r| traffic_key(&r.task_id, &r.report_id))
         .collect();
-    let recorded: HashMap<String, Event> = if look_up {
-        let key_refs: Vec<&str> = keys.iter().map(String::as_str).collect();
-        unit.earlier_events(&key_refs).await?
+    let mut recorded: Option<HashMap<String, Event>> = if look_up {
+        Some(look_up_keys(&unit, &keys).await?)
     } else {
-        HashMap::new()
+        None
     };
 
-    // Decide; if a package ran dry whose other running tasks are not loaded yet (they are needed
-    // only to stop them), load them and decide again from the start. Bounded: each round loads
-    // every running task of the packages that ran dry in it.
-    let mut answers = decide(&mut unit, rules, jobs, &keys, recorded.clone())?;
-    for _ in 0..2 {
-        let dry: Vec<InstanceId> = unit
-            .draft
-            .projection
-            .packages
-            .values()
-            .filter(|p| p.bytes_remaining.is_zero())
-            .map(|p| p.instance_id.clone())
-            .collect();
-        let dry: Vec<&InstanceId> = dry.iter().collect();
-        if dry.is_empty() || !unit.load_running_tasks_of(&dry).await? {
-            break;
+    // Decide, and decide again from the loaded rows when that is not the end of it: a report the
+    // fold refuses is rejected on its own; a rejection that may hide a repeat needs the lookup; a
+    // package that ran dry or stopped being active needs its other running tasks loaded, to stop
+    // them in this transaction. Each round rejects a report, turns the lookup on, or loads tasks.
+    let mut poisoned: HashSet<usize> = HashSet::new();
+    let mut rounds = 0;
+    let answers = loop {
+        rounds += 1;
+        if rounds > DECIDE_ROUNDS_MAX {
+            return Err(LedgerError::Fold(projections::FoldError::Illegal(
+                "a batch kept needing another round",
+            )));
         }
         unit.restart_draft();
-        answers = decide(&mut unit, rules, jobs, &keys, recorded.clone())?;
-    }
+        match decide(&mut unit, rules, jobs, &keys, recorded.as_ref(), &poisoned)? {
+            Err(Redo::Poison(index, error)) => {
+                tracing::error!(report = index, %error, "a report cannot be charged; rejecting it");
+                poisoned.insert(index);
+            }
+            Err(Redo::NeedsLookup) => recorded = Some(look_up_keys(&unit, &keys).await?),
+            Ok(answers) => {
+                let stopping: Vec<InstanceId> = unit
+                    .draft
+                    .projection
+                    .packages
+                    .values()
+                    .filter(|p| p.bytes_remaining.is_zero() || p.status != PackageStatus::Active)
+                    .map(|p| p.instance_id.clone())
+                    .collect();
+                let stopping: Vec<&InstanceId> = stopping.iter().collect();
+                if stopping.is_empty() || !unit.load_running_tasks_of(&stopping).await? {
+                    break answers;
+                }
+            }
+        }
+    };
     let bindings = task_ids
         .iter()
         .filter_map(|id| unit.draft.task(id))
@@ -106,8 +122,28 @@ async fn attempt(
     Ok(Applied {
         answers,
         bindings,
-        met_repeats: !recorded.is_empty(),
+        met_repeats: recorded.is_some_and(|found| !found.is_empty()),
     })
+}
+
+/// Rounds of deciding one batch, at most; see `attempt`.
+const DECIDE_ROUNDS_MAX: usize = 64;
+
+/// Why a batch must be decided again.
+enum Redo {
+    /// The report at this index (across the batch) cannot be folded.
+    Poison(usize, projections::FoldError),
+    /// A report was rejected as coming after its task's destruction, but may be a repeat of one
+    /// accepted before: only the lookup can tell.
+    NeedsLookup,
+}
+
+async fn look_up_keys(
+    unit: &UnitOfWork<'_>,
+    keys: &[String],
+) -> Result<HashMap<String, Event>, LedgerError> {
+    let keys: Vec<&str> = keys.iter().map(String::as_str).collect();
+    unit.earlier_events(&keys).await
 }
 
 /// Charges every report of every job in order; per job, the verdicts.
@@ -116,19 +152,40 @@ fn decide(
     rules: &Rules,
     jobs: &[Job],
     keys: &[String],
-    mut earlier: HashMap<String, Event>,
-) -> Result<Vec<Vec<Verdict>>, LedgerError> {
+    recorded: Option<&HashMap<String, Event>>,
+    poisoned: &HashSet<usize>,
+) -> Result<Result<Vec<Vec<Verdict>>, Redo>, LedgerError> {
+    let mut earlier = recorded.cloned().unwrap_or_default();
     let mut answers = Vec::with_capacity(jobs.len());
-    let mut keys = keys.iter();
+    let mut index = 0;
     for (n, job) in jobs.iter().enumerate() {
         if n > 0 {
             unit.set_metadata(&job.metadata);
         }
         let mut verdicts = Vec::with_capacity(job.reports.len());
         for report in &job.reports {
-            let key = keys.next().expect("one key per report");
+            let key = &keys[index];
+            if poisoned.contains(&index) {
+                verdicts.push(Verdict::rejected(
+                    "unchargeable",
+                    "this report cannot be charged; nothing was recorded for it".into(),
+                ));
+                index += 1;
+                continue;
+            }
             let before = unit.draft.events.len();
-            let verdict = traffic::charge(&mut unit.draft, report, rules, earlier.get(key))?;
+            let verdict = match traffic::charge(&mut unit.draft, report, rules, earlier.get(key)) {
+                Ok(verdict) => verdict,
+                Err(error) => return Ok(Err(Redo::Poison(index, error))),
+            };
+            if recorded.is_none()
+                && verdict
+                    .error
+                    .as_ref()
+                    .is_some_and(|(code, _)| *code == "task_destroyed")
+            {
+                return Ok(Err(Redo::NeedsLookup));
+            }
             if verdict.status == Status::Accepted {
                 // The same report twice in one batch: the second is a duplicate of the first.
                 if let Some(charged) = unit.draft.events[before..]
@@ -139,10 +196,11 @@ fn decide(
                 }
             }
             verdicts.push(verdict);
+            index += 1;
         }
         answers.push(verdicts);
     }
-    Ok(answers)
+    Ok(Ok(answers))
 }
 
 /// The idempotency key of a report, the same the event carries.

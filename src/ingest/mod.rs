@@ -130,8 +130,10 @@ impl Ingest {
         if reports.is_empty() {
             return Ok(Vec::new());
         }
-        let count = u32::try_from(reports.len().min(REPORTS_QUEUED_MAX)).unwrap_or(u32::MAX);
-        let _room = tokio::time::timeout(QUEUE_WAIT, self.room.acquire_many(count))
+        let total = reports.len();
+        // A submission larger than the whole queue takes all of it (the HTTP edge never sends one).
+        let room = u32::try_from(total.min(REPORTS_QUEUED_MAX)).expect("the queue bound fits u32");
+        let _room = tokio::time::timeout(QUEUE_WAIT, self.room.acquire_many(room))
             .await
             .map_err(|_| IngestError::Overloaded)?
             .map_err(|_| IngestError::Closed)?;
@@ -158,7 +160,7 @@ impl Ingest {
                 .map_err(|_| IngestError::Closed)?;
             waiting.push((indexes, answer));
         }
-        let mut verdicts: Vec<Option<Verdict>> = vec![None; count as usize];
+        let mut verdicts: Vec<Option<Verdict>> = vec![None; total];
         let mut failure = None;
         for (indexes, answer) in waiting {
             match answer.await {

@@ -100,14 +100,29 @@ pub async fn create(
     }
 }
 
-/// A change to an existing package: locks it and its live tasks, finds an earlier answer to the
-/// same order, decides, and keeps the order's details.
+/// What a change needs to know of the package's history, read under its lock.
+enum Prior<'a> {
+    Nothing,
+    /// The answer recorded earlier for this order, if any; the order's details are kept.
+    Order(&'a OrderId, &'a OrderDetails),
+    /// Whether the package was renewed after the marketplace last expired it.
+    RenewalAfterExpiry,
+}
+
+/// What a change's decision is given.
+struct History {
+    earlier: Option<Event>,
+    renewed_since_expiry: bool,
+}
+
+/// A change to an existing package: locks it and its live tasks, reads what `prior` asks for,
+/// decides, and keeps the order's details.
 async fn change(
     ledger: &Ledger,
     metadata: &Metadata,
     instance_id: &InstanceId,
-    order: Option<(&OrderId, &OrderDetails)>,
-    decide: impl Fn(&mut Draft, Option<Event>) -> Result<Outcome, Refusal>,
+    prior: Prior<'_>,
+    decide: impl Fn(&mut Draft, History) -> Result<Outcome, Refusal>,
 ) -> Result<Outcome, CommandError> {
     let mut attempts = Attempts::default();
     loop {
@@ -115,15 +130,24 @@ async fn change(
         let mut unit = UnitOfWork::begin(&mut client, ledger, metadata).await?;
         unit.lock_packages(&[instance_id]).await?;
         unit.load_live_tasks_of(&[instance_id]).await?;
-        let earlier = match order {
-            Some((order_id, _)) => {
-                unit.earlier_event(&order_key(instance_id, order_id))
-                    .await?
-            }
-            None => None,
+        let history = match prior {
+            Prior::Nothing => History {
+                earlier: None,
+                renewed_since_expiry: false,
+            },
+            Prior::Order(order_id, _) => History {
+                earlier: unit
+                    .earlier_event(&order_key(instance_id, order_id))
+                    .await?,
+                renewed_since_expiry: false,
+            },
+            Prior::RenewalAfterExpiry => History {
+                earlier: None,
+                renewed_since_expiry: renewed_since_expiry(unit.tx(), instance_id).await?,
+            },
         };
-        let outcome = decide(&mut unit.draft, earlier)?;
-        if let (Outcome::Recorded(_), Some((order_id, details))) = (&outcome, order) {
+        let outcome = decide(&mut unit.draft, history)?;
+        if let (Outcome::Recorded(_), Prior::Order(order_id, details)) = (&outcome, &prior) {
             let now = unit.draft.now;
             save_details(unit.tx(), instance_id, order_id, details, now).await?;
         }
@@ -132,6 +156,24 @@ async fn change(
             Err(error) => attempts.retry(error)?,
         }
     }
+}
+
+/// Whether the package's stream holds a renewal after its last expiry by the marketplace.
+async fn renewed_since_expiry(
+    tx: &Transaction<'_>,
+    instance_id: &InstanceId,
+) -> Result<bool, tokio_postgres::Error> {
+    let statement = tx
+        .prepare_cached(
+            "SELECT max(position) FILTER (WHERE event_type = 'OrderRenewed')
+                  > max(position) FILTER (WHERE event_type = 'OrderExpired'
+                                            AND payload->>'source' = 'marketplace')
+               FROM events WHERE stream_id = $1",
+        )
+        .await?;
+    let stream = projections::events::package_stream(instance_id);
+    let row = tx.query_one(&statement, &[&stream]).await?;
+    Ok(row.get::<_, Option<bool>>(0).unwrap_or(false))
 }
 
 pub async fn renew(
@@ -145,8 +187,8 @@ pub async fn renew(
         ledger,
         metadata,
         &command.instance_id,
-        Some((&command.order_id, &details)),
-        |draft, earlier| decide::renew(draft, command, catalog, earlier),
+        Prior::Order(&command.order_id, &details),
+        |draft, history| decide::renew(draft, command, catalog, history.earlier),
     )
     .await
 }
@@ -162,8 +204,8 @@ pub async fn upgrade(
         ledger,
         metadata,
         &command.instance_id,
-        Some((&command.order_id, details)),
-        |draft, earlier| decide::upgrade(draft, command, catalog, earlier),
+        Prior::Order(&command.order_id, details),
+        |draft, history| decide::upgrade(draft, command, catalog, history.earlier),
     )
     .await
 }
@@ -179,8 +221,8 @@ pub async fn dilate(
         ledger,
         metadata,
         &command.instance_id,
-        Some((&command.order_id, details)),
-        |draft, earlier| decide::dilate(draft, command, catalog, earlier),
+        Prior::Order(&command.order_id, details),
+        |draft, history| decide::dilate(draft, command, catalog, history.earlier),
     )
     .await
 }
@@ -190,9 +232,13 @@ pub async fn expire(
     instance_id: &InstanceId,
     metadata: &Metadata,
 ) -> Result<Outcome, CommandError> {
-    change(ledger, metadata, instance_id, None, |draft, _| {
-        decide::expire(draft, instance_id)
-    })
+    change(
+        ledger,
+        metadata,
+        instance_id,
+        Prior::RenewalAfterExpiry,
+        |draft, history| decide::expire(draft, instance_id, history.renewed_since_expiry),
+    )
     .await
 }
 
@@ -201,7 +247,7 @@ pub async fn release(
     instance_id: &InstanceId,
     metadata: &Metadata,
 ) -> Result<Outcome, CommandError> {
-    change(ledger, metadata, instance_id, None, |draft, _| {
+    change(ledger, metadata, instance_id, Prior::Nothing, |draft, _| {
         decide::release(draft, instance_id)
     })
     .await

@@ -4,8 +4,9 @@
 //! decoded bytes, whatever they are. Text checks come after the token check.
 
 /// Longest query string accepted. The largest values are the JSON `extraInfo` and
-/// `additionInfo` ([`super::params::JSON_LEN_MAX`] each); everything else is a few dozen bytes.
-pub const QUERY_BYTES_MAX: usize = 16 * 1024;
+/// `additionInfo` ([`super::params::JSON_LEN_MAX`] bytes each once decoded, up to three times that
+/// percent-encoded); everything else is a few hundred bytes.
+pub const QUERY_BYTES_MAX: usize = 64 * 1024;
 /// Most parameters accepted: `createInstance` has fifteen at most.
 pub const PARAMS_MAX: usize = 40;
 

@@ -195,7 +195,7 @@ async fn deliver(
         .body(body)
         .send()
         .await
-        .map_err(|e| format!("request failed: {e}"))?;
+        .map_err(|e| format!("request failed: {}", e.without_url()))?;
     if response.status().is_success() {
         Ok(())
     } else {

@@ -88,17 +88,15 @@ pub async fn post_traffic(
         .submit(valid, metadata)
         .await
         .map_err(|error| {
+            // Every failure is worth a retry: nothing of the failed batch was recorded, and
+            // reports another lane did record come back as duplicates.
             let code = match error {
                 IngestError::Unavailable => "database_unavailable",
                 IngestError::Overloaded => "overloaded",
                 IngestError::Closed => "shutting_down",
-                IngestError::Failed => "internal",
+                IngestError::Failed => "batch_failed",
             };
-            let status = match error {
-                IngestError::Failed => StatusCode::INTERNAL_SERVER_ERROR,
-                _ => StatusCode::SERVICE_UNAVAILABLE,
-            };
-            ApiError::new(status, code, error.to_string())
+            ApiError::new(StatusCode::SERVICE_UNAVAILABLE, code, error.to_string())
         })?;
     for (index, verdict) in valid_at.into_iter().zip(charged) {
         verdicts[index] = Some(verdict);

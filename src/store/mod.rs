@@ -175,12 +175,19 @@ pub fn describe(error: &tokio_postgres::Error) -> String {
 }
 
 impl StoreError {
-    /// Whether retrying the whole transaction may succeed.
+    /// Whether retrying the whole transaction may succeed: a lost race on a stream or key (also a
+    /// projection row another transaction inserted first, such as the same task created on two
+    /// packages at once), or a deadlock / serialisation failure the database resolved by aborting
+    /// us. The retry reads the winner's rows and answers accordingly.
     pub fn is_retryable(&self) -> bool {
-        matches!(
-            self,
-            StoreError::ConcurrentAppend | StoreError::DuplicateKey
-        )
+        match self {
+            StoreError::ConcurrentAppend | StoreError::DuplicateKey => true,
+            StoreError::Database(error) => matches!(
+                error.code().map(|c| c.code()),
+                Some("40P01" | "40001" | "23505")
+            ),
+            _ => false,
+        }
     }
 
     /// Whether the database was unreachable (answered 503).

@@ -227,3 +227,44 @@ async fn an_expired_package_stops_its_tasks_and_a_renewal_resumes_them() {
     let task = app.task("task-1").await;
     assert_eq!(task["stopReason"], "order_released");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn one_task_created_on_two_packages_at_once_lands_on_one() {
+    let app = spawn_app().await;
+    app.buy("biz-1", "pin-a", SKU_1TB).await;
+    app.buy("biz-2", "pin-a", SKU_1TB).await;
+    for round in 0..5 {
+        let task = format!("task-{round}");
+        let (a, b) = tokio::join!(
+            app.create_task(&task, "biz-1"),
+            app.create_task(&task, "biz-2")
+        );
+        let mut statuses = [a.0, b.0];
+        statuses.sort();
+        assert_eq!(statuses, [201, 409], "{a:?} {b:?}");
+    }
+    assert_eq!(app.events_of("TaskCreated").await.len(), 5);
+}
+
+#[tokio::test]
+async fn a_retried_expiry_does_not_undo_a_renewal() {
+    let app = spawn_app().await;
+    app.buy("biz-1", "pin-a", SKU_1TB).await;
+    app.create_task("task-1", "biz-1").await;
+    let expire = [("action", "expiredInstance"), ("instanceId", "biz-1")];
+    assert_eq!(app.callback(&expire).await.status(), 200);
+    let later = cst(Utc::now() + Duration::days(30));
+    app.callback(&[
+        ("action", "renewInstance"),
+        ("instanceId", "biz-1"),
+        ("orderId", "order-2"),
+        ("expiredOn", &later),
+    ])
+    .await;
+    // The marketplace retries the expiry whose answer it lost.
+    let retried = app.callback(&expire).await;
+    assert_eq!(retried.status(), 200);
+    assert_eq!(app.order("biz-1").await["status"], "active");
+    assert_eq!(app.task("task-1").await["state"], "running");
+    assert_eq!(app.events_of("OrderExpired").await.len(), 1);
+}

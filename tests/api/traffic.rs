@@ -351,3 +351,67 @@ async fn a_batch_that_cannot_commit_answers_503_and_records_nothing() {
     assert_eq!(app.report("task-1", "r-1", 100).await["status"], "accepted");
     assert_eq!(app.order("biz-1").await["bytesConsumed"], 100);
 }
+
+#[tokio::test]
+async fn a_package_expiring_under_a_report_stops_all_its_tasks() {
+    let app = crate::helpers::spawn_app_with(dts_ledger::configuration::Config {
+        // The sweeper stays out of it: the report is the first to notice the expiry.
+        expiry_sweep_s: 3600,
+        ..test_config()
+    })
+    .await;
+    let soon = crate::helpers::cst(Utc::now() + Duration::seconds(1));
+    let response = app
+        .callback(&[
+            ("action", "createInstance"),
+            ("jdPin", "pin-a"),
+            ("orderBizId", "biz-1"),
+            ("orderId", "order-1"),
+            ("serviceCode", "dts"),
+            ("skuId", SKU_1TB),
+            ("expiredOn", &soon),
+        ])
+        .await;
+    assert_eq!(response.status(), 200);
+    app.create_task("task-a", "biz-1").await;
+    app.create_task("task-b", "biz-1").await;
+    tokio::time::sleep(std::time::Duration::from_millis(2_100)).await;
+    let result = app.report("task-a", "r-1", 10).await;
+    assert_eq!(
+        (result["action"].clone(), result["reason"].clone()),
+        (json!("stop"), json!("order_expired"))
+    );
+    for task in ["task-a", "task-b"] {
+        let task = app.task(task).await;
+        assert_eq!(task["state"], "stopped", "{task}");
+        assert_eq!(task["stopReason"], "order_expired");
+    }
+}
+
+#[tokio::test]
+async fn a_report_resent_after_its_task_was_destroyed_is_a_duplicate() {
+    let app = spawn_app().await;
+    app.buy("biz-1", "pin-a", SKU_1TB).await;
+    app.create_task("task-1", "biz-1").await;
+    let later = (Utc::now() + Duration::minutes(30)).to_rfc3339();
+    let late = json!([{"taskId": "task-1", "reportId": "r-1", "bytes": 10, "periodEnd": later}]);
+    assert_eq!(app.traffic(late.clone()).await[0]["status"], "accepted");
+    app.http
+        .delete(format!("{}/v1/tasks/task-1", app.address))
+        .bearer_auth(REPORTER_TOKEN)
+        .send()
+        .await
+        .unwrap();
+    let again = app.traffic(late).await;
+    assert_eq!(again[0]["status"], "duplicate", "{again:?}");
+    assert_eq!(app.order("biz-1").await["bytesConsumed"], 10);
+}
+
+#[tokio::test]
+async fn the_traffic_route_answers_other_methods_in_json() {
+    let app = spawn_app().await;
+    let response = app.get("/v1/traffic").await;
+    assert_eq!(response.status(), 405);
+    let body: Value = response.json().await.unwrap();
+    assert_eq!(body["error"]["code"], "method_not_allowed");
+}
