@@ -265,6 +265,16 @@ const PACKAGE_UNNEST: &str = "unnest($1::text[], $2::text[], $3::text[], $4::int
      bytes_consumed, bytes_forfeited, bytes_remaining, bytes_overage, expires_at, \
      warned_percents, created_at, updated_at)";
 
+/// Runs a prepared statement over column arrays (one element per row).
+async fn write_columns(
+    tx: &Transaction<'_>,
+    sql: &str,
+    params: &[&(dyn tokio_postgres::types::ToSql + Sync)],
+) -> Result<(), tokio_postgres::Error> {
+    let statement = tx.prepare_cached(sql).await?;
+    tx.execute(&statement, params).await.map(drop)
+}
+
 /// Inserts new packages, all in one statement.
 pub async fn insert_packages(
     tx: &Transaction<'_>,
@@ -273,18 +283,15 @@ pub async fn insert_packages(
     if packages.is_empty() {
         return Ok(());
     }
-    let statement = tx
-        .prepare_cached(&format!(
-            "INSERT INTO packages ({PACKAGE_COLUMNS})
+    let sql = format!(
+        "INSERT INTO packages ({PACKAGE_COLUMNS})
              SELECT u.instance_id, u.jd_pin, u.sku_id, u.sku_bytes, u.unit_price, u.units, u.status,
                     u.bytes_granted, u.bytes_consumed, u.bytes_forfeited, u.bytes_remaining,
                     u.bytes_overage, u.expires_at, u.warned_percents::smallint[], u.created_at,
                     u.updated_at
                FROM {PACKAGE_UNNEST}"
-        ))
-        .await?;
-    let columns = PackageColumns::new(packages);
-    tx.execute(&statement, &columns.params()).await.map(drop)
+    );
+    write_columns(tx, &sql, &PackageColumns::new(packages).params()).await
 }
 
 /// Updates packages loaded (and locked) earlier in the transaction, all in one statement.
@@ -295,9 +302,8 @@ pub async fn update_packages(
     if packages.is_empty() {
         return Ok(());
     }
-    let statement = tx
-        .prepare_cached(&format!(
-            "UPDATE packages p SET
+    let sql = format!(
+        "UPDATE packages p SET
                  jd_pin = u.jd_pin, sku_id = u.sku_id, sku_bytes = u.sku_bytes,
                  unit_price = u.unit_price, units = u.units, status = u.status,
                  bytes_granted = u.bytes_granted, bytes_consumed = u.bytes_consumed,
@@ -307,10 +313,8 @@ pub async fn update_packages(
                  created_at = u.created_at, updated_at = u.updated_at
                FROM {PACKAGE_UNNEST}
               WHERE p.instance_id = u.instance_id"
-        ))
-        .await?;
-    let columns = PackageColumns::new(packages);
-    tx.execute(&statement, &columns.params()).await.map(drop)
+    );
+    write_columns(tx, &sql, &PackageColumns::new(packages).params()).await
 }
 
 /// The columns of tasks as arrays, in `TASK_COLUMNS` order.
@@ -369,13 +373,8 @@ pub async fn insert_tasks(
     if tasks.is_empty() {
         return Ok(());
     }
-    let statement = tx
-        .prepare_cached(&format!(
-            "INSERT INTO tasks ({TASK_COLUMNS}) SELECT u.* FROM {TASK_UNNEST}"
-        ))
-        .await?;
-    let columns = TaskColumns::new(tasks);
-    tx.execute(&statement, &columns.params()).await.map(drop)
+    let sql = format!("INSERT INTO tasks ({TASK_COLUMNS}) SELECT u.* FROM {TASK_UNNEST}");
+    write_columns(tx, &sql, &TaskColumns::new(tasks).params()).await
 }
 
 /// Updates tasks loaded earlier in the transaction (under their packages' locks).
@@ -386,16 +385,13 @@ pub async fn update_tasks(
     if tasks.is_empty() {
         return Ok(());
     }
-    let statement = tx
-        .prepare_cached(&format!(
-            "UPDATE tasks t SET
+    let sql = format!(
+        "UPDATE tasks t SET
                  instance_id = u.instance_id, state = u.state, stop_reason = u.stop_reason,
                  bytes_consumed = u.bytes_consumed, created_at = u.created_at,
                  updated_at = u.updated_at, destroyed_at = u.destroyed_at
                FROM {TASK_UNNEST}
               WHERE t.task_id = u.task_id"
-        ))
-        .await?;
-    let columns = TaskColumns::new(tasks);
-    tx.execute(&statement, &columns.params()).await.map(drop)
+    );
+    write_columns(tx, &sql, &TaskColumns::new(tasks).params()).await
 }
