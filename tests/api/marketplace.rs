@@ -455,12 +455,12 @@ async fn the_sweeper_expires_a_package_on_time_and_a_renewal_revives_it() {
         ..test_config()
     })
     .await;
-    let soon = cst(Utc::now() + Duration::seconds(2));
+    let soon = cst(Utc::now() + Duration::seconds(3));
     let response = app.callback(&create_params("biz-1", &soon)).await;
     assert_eq!(response.status(), 200);
     assert_eq!(app.order("biz-1").await["status"], "active");
     let mut expired = false;
-    for _ in 0..100 {
+    for _ in 0..200 {
         if app.order("biz-1").await["status"] == "expired" {
             expired = true;
             break;

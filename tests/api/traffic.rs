@@ -360,7 +360,9 @@ async fn a_package_expiring_under_a_report_stops_all_its_tasks() {
         ..test_config()
     })
     .await;
-    let soon = crate::helpers::cst(Utc::now() + Duration::seconds(1));
+    // Whole seconds, as the marketplace writes them; far enough ahead to set the tasks up first.
+    let expiry = Utc::now() + Duration::seconds(3);
+    let soon = crate::helpers::cst(expiry);
     let response = app
         .callback(&[
             ("action", "createInstance"),
@@ -373,9 +375,11 @@ async fn a_package_expiring_under_a_report_stops_all_its_tasks() {
         ])
         .await;
     assert_eq!(response.status(), 200);
-    app.create_task("task-a", "biz-1").await;
-    app.create_task("task-b", "biz-1").await;
-    tokio::time::sleep(std::time::Duration::from_millis(2_100)).await;
+    assert_eq!(app.create_task("task-a", "biz-1").await.0, 201);
+    assert_eq!(app.create_task("task-b", "biz-1").await.0, 201);
+    while Utc::now() <= expiry {
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
     let result = app.report("task-a", "r-1", 10).await;
     assert_eq!(
         (result["action"].clone(), result["reason"].clone()),
