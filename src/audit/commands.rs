@@ -63,10 +63,13 @@ pub async fn verify(pool: &Pool, progress_every: u64) -> Result<ExitCode, Unable
     match outcome {
         Ok(summary) => {
             println!(
-                "verify: intact events={} streams={} last_position={} seconds={:.2}",
+                "verify: intact events={} streams={} last_position={} last_hash={} seconds={:.2}",
                 summary.events,
                 summary.streams,
                 summary.last_position,
+                summary
+                    .last_hash
+                    .map_or_else(|| "-".to_owned(), hex::encode),
                 summary.elapsed.as_secs_f64()
             );
             Ok(ExitCode::SUCCESS)

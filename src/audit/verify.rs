@@ -60,6 +60,9 @@ pub struct Summary {
     pub events: u64,
     pub streams: u64,
     pub last_position: i64,
+    /// The hash of the last event: kept somewhere else, it lets a later verify prove that nothing
+    /// before it was rewritten, even by someone who recomputed every hash after the change.
+    pub last_hash: Option<Hash>,
     pub elapsed: Duration,
 }
 
@@ -82,6 +85,7 @@ pub struct Verifier {
     heads: HashMap<String, (i64, Hash, i64)>,
     next_position: i64,
     events: u64,
+    last_hash: Option<Hash>,
 }
 
 /// One stored event, as read for verification.
@@ -106,6 +110,7 @@ impl Default for Verifier {
             heads: HashMap::new(),
             next_position: 1,
             events: 0,
+            last_hash: None,
         }
     }
 }
@@ -204,6 +209,7 @@ impl Verifier {
         );
         self.next_position += 1;
         self.events += 1;
+        self.last_hash = Some(recomputed);
         Ok(())
     }
 
@@ -231,6 +237,7 @@ impl Verifier {
             events: self.events,
             streams: self.heads.len() as u64,
             last_position,
+            last_hash: self.last_hash,
             elapsed: started.elapsed(),
         })
     }
