@@ -93,7 +93,10 @@ async fn verify_passes_then_names_an_altered_a_deleted_and_a_forged_event() {
     let (code, out, _) = app.db.run_cli(&["verify"]);
     assert_eq!(code, 0, "{out}");
     assert!(out.starts_with("verify: intact events="), "{out}");
-    let last = app.events().await.last().unwrap()["hash"].as_str().unwrap().to_owned();
+    let last = app.events().await.last().unwrap()["hash"]
+        .as_str()
+        .unwrap()
+        .to_owned();
     assert!(out.contains(&format!("last_hash={last}")), "{out}");
 
     // Altered: one payload changed behind the triggers.
