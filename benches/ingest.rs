@@ -115,6 +115,20 @@ fn report(rng: &mut impl Rng, tasks: usize, serial: usize, now: &str) -> Value {
     })
 }
 
+/// One `POST /v1/traffic`, answered 200 and read to the end.
+async fn post_traffic(http: &reqwest::Client, base: &str, body: Vec<u8>) {
+    let response = http
+        .post(format!("{base}/v1/traffic"))
+        .bearer_auth(REPORTER)
+        .header("content-type", "application/json")
+        .body(body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    response.bytes().await.unwrap();
+}
+
 fn percentile(sorted: &[f64], p: f64) -> f64 {
     if sorted.is_empty() {
         return 0.0;
@@ -248,17 +262,7 @@ async fn main() {
     futures::stream::iter(bodies)
         .for_each_concurrent(BATCH_CLIENTS, |body| {
             let (http, base) = (&http, &base);
-            async move {
-                let r = http
-                    .post(format!("{base}/v1/traffic"))
-                    .bearer_auth(REPORTER)
-                    .header("content-type", "application/json")
-                    .body(body)
-                    .send()
-                    .await
-                    .unwrap();
-                assert_eq!(r.status(), 200);
-            }
+            post_traffic(http, base, body)
         })
         .await;
     let batch_elapsed = batch_started.elapsed().as_secs_f64();
@@ -280,16 +284,7 @@ async fn main() {
             let (http, base) = (&http, &base);
             async move {
                 let sent = Instant::now();
-                let r = http
-                    .post(format!("{base}/v1/traffic"))
-                    .bearer_auth(REPORTER)
-                    .header("content-type", "application/json")
-                    .body(body)
-                    .send()
-                    .await
-                    .unwrap();
-                assert_eq!(r.status(), 200);
-                r.bytes().await.unwrap();
+                post_traffic(http, base, body).await;
                 sent.elapsed().as_secs_f64() * 1e3
             }
         })

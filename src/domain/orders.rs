@@ -121,10 +121,21 @@ pub fn idempotency_key(event: &Event) -> Option<String> {
     }
 }
 
-fn conflict(what: &str, id: &impl std::fmt::Display) -> Refusal {
-    Refusal::Conflict(format!(
-        "{what} {id} was already recorded with different parameters"
-    ))
+/// The answer to an order recorded before: the same answer again when `same` says the call
+/// repeats it, a conflict naming `what` and `id` when it says something else.
+fn repeat(
+    earlier: Event,
+    same: impl FnOnce(&Event) -> bool,
+    what: &str,
+    id: &impl std::fmt::Display,
+) -> Result<Outcome, Refusal> {
+    if same(&earlier) {
+        Ok(Outcome::Replayed(earlier))
+    } else {
+        Err(Refusal::Conflict(format!(
+            "{what} {id} was already recorded with different parameters"
+        )))
+    }
 }
 
 /// `createInstance`. `earlier` is the `OrderCreated` recorded under the same `orderBizId`, if any.
@@ -135,20 +146,17 @@ pub fn create(
     earlier: Option<Event>,
 ) -> Result<Outcome, Refusal> {
     if let Some(earlier) = earlier {
-        return match &earlier {
-            Event::OrderCreated(e)
+        let same = |event: &Event| {
+            matches!(event, Event::OrderCreated(e)
                 if e.jd_pin == command.jd_pin
                     && e.order_id == command.order_id
                     && e.service_code == command.service_code
                     && e.sku_id == command.sku_id
                     && e.units == command.units
                     && e.expires_at == command.expires_at
-                    && e.template == command.template =>
-            {
-                Ok(Outcome::Replayed(earlier))
-            }
-            _ => Err(conflict("orderBizId", &command.instance_id)),
+                    && e.template == command.template)
         };
+        return repeat(earlier, same, "orderBizId", &command.instance_id);
     }
     let sku = catalog
         .get(&command.sku_id)
@@ -204,12 +212,8 @@ pub fn renew(
     earlier: Option<Event>,
 ) -> Result<Outcome, Refusal> {
     if let Some(earlier) = earlier {
-        return match &earlier {
-            Event::OrderRenewed(e) if e.expires_at == command.expires_at => {
-                Ok(Outcome::Replayed(earlier))
-            }
-            _ => Err(conflict("orderId", &command.order_id)),
-        };
+        let same = |event: &Event| matches!(event, Event::OrderRenewed(e) if e.expires_at == command.expires_at);
+        return repeat(earlier, same, "orderId", &command.order_id);
     }
     changeable(draft, &command.instance_id)?;
     let package = draft.package(&command.instance_id).expect("checked above");
@@ -241,10 +245,9 @@ pub fn upgrade(
     earlier: Option<Event>,
 ) -> Result<Outcome, Refusal> {
     if let Some(earlier) = earlier {
-        return match &earlier {
-            Event::OrderUpgraded(e) if e.sku_id == command.sku_id => Ok(Outcome::Replayed(earlier)),
-            _ => Err(conflict("orderId", &command.order_id)),
-        };
+        let same =
+            |event: &Event| matches!(event, Event::OrderUpgraded(e) if e.sku_id == command.sku_id);
+        return repeat(earlier, same, "orderId", &command.order_id);
     }
     changeable(draft, &command.instance_id)?;
     let sku = catalog
@@ -276,10 +279,9 @@ pub fn dilate(
     earlier: Option<Event>,
 ) -> Result<Outcome, Refusal> {
     if let Some(earlier) = earlier {
-        return match &earlier {
-            Event::OrderDilated(e) if e.units == command.units => Ok(Outcome::Replayed(earlier)),
-            _ => Err(conflict("orderId", &command.order_id)),
-        };
+        let same =
+            |event: &Event| matches!(event, Event::OrderDilated(e) if e.units == command.units);
+        return repeat(earlier, same, "orderId", &command.order_id);
     }
     changeable(draft, &command.instance_id)?;
     let package = draft.package(&command.instance_id).expect("checked above");

@@ -291,6 +291,21 @@ impl TestApp {
         spawn_app_on(self.db.clone(), self.db.pool.clone(), config)
     }
 
+    /// Another server on the same database whose pool points at no database at all.
+    pub fn sibling_without_database(&self) -> TestApp {
+        let mut unreachable = tokio_postgres::Config::new();
+        unreachable
+            .host_path("/nonexistent-socket-dir")
+            .port(5432)
+            .user("postgres")
+            .dbname("ledger");
+        spawn_app_on(
+            self.db.clone(),
+            dts_ledger::database::build_pool(unreachable, 1),
+            test_config(),
+        )
+    }
+
     /// A marketplace callback signed with the test key.
     pub async fn callback(&self, params: &[(&str, &str)]) -> reqwest::Response {
         self.callback_raw(&signed_query(params, MARKETPLACE_KEY))

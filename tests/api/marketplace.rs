@@ -2,7 +2,7 @@
 //! retries, bad input, sign-in and the expiry sweeper.
 
 use crate::helpers::{
-    cst, signed_query, spawn_app, spawn_app_on, spawn_app_with, test_config, TestApp, ADMIN_TOKEN,
+    cst, signed_query, spawn_app, spawn_app_with, test_config, TestApp, ADMIN_TOKEN,
     MARKETPLACE_KEY,
 };
 use chrono::{Duration, Utc};
@@ -555,17 +555,7 @@ async fn the_ledger_api_is_for_admins_and_pages_by_position() {
 #[tokio::test]
 async fn a_database_failure_answers_zero_so_the_marketplace_retries() {
     let app = spawn_app().await;
-    let mut unreachable = tokio_postgres::Config::new();
-    unreachable
-        .host_path("/nonexistent-socket-dir")
-        .port(5432)
-        .user("postgres")
-        .dbname("ledger");
-    let broken = spawn_app_on(
-        app.db.clone(),
-        dts_ledger::database::build_pool(unreachable, 1),
-        test_config(),
-    );
+    let broken = app.sibling_without_database();
     let expired_on = cst(Utc::now() + Duration::days(30));
     let response = broken.callback(&create_params("biz-1", &expired_on)).await;
     assert_eq!(response.status(), 503);

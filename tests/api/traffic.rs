@@ -325,17 +325,7 @@ async fn a_batch_that_cannot_commit_answers_503_and_records_nothing() {
     let app = spawn_app().await;
     app.buy("biz-1", "pin-a", SKU_1TB).await;
     app.create_task("task-1", "biz-1").await;
-    let mut unreachable = tokio_postgres::Config::new();
-    unreachable
-        .host_path("/nonexistent-socket-dir")
-        .port(5432)
-        .user("postgres")
-        .dbname("ledger");
-    let broken = crate::helpers::spawn_app_on(
-        app.db.clone(),
-        dts_ledger::database::build_pool(unreachable, 1),
-        test_config(),
-    );
+    let broken = app.sibling_without_database();
     let response = broken
         .post_as(
             "/v1/traffic",
