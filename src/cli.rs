@@ -50,6 +50,15 @@ struct CommonArgs {
 enum Command {
     /// Serve the HTTP API (marketplace callbacks, tasks, traffic, reads).
     Serve(ServeArgs),
+    /// Write a ready configuration (fresh secrets, the built-in catalog) and say what to run next.
+    Init {
+        /// The directory to write dts-ledger.toml in (created if missing).
+        #[arg(default_value = ".")]
+        dir: PathBuf,
+    },
+    /// Sign a marketplace callback as the marketplace does (with the configured key), send it to a
+    /// running service and print the reply; `verify` prints a console sign-in link instead.
+    Marketplace(MarketplaceArgs),
     /// Apply the database schema and exit.
     Migrate,
     /// Check the ledger's hash chains, versions and positions; name the first bad event.
@@ -95,6 +104,22 @@ enum Command {
 }
 
 #[derive(Debug, Args)]
+struct MarketplaceArgs {
+    /// createInstance, renewInstance, upgradeInstance, dilateInstance, expiredInstance,
+    /// releaseInstance or verify.
+    action: String,
+    /// A callback parameter, e.g. --param skuId=FW_GOODS-500232-1 (repeatable).
+    #[arg(long = "param", value_name = "NAME=VALUE")]
+    params: Vec<String>,
+    /// Shorthand for --param instanceId=ID.
+    #[arg(long, value_name = "ID")]
+    instance: Option<String>,
+    /// The running service.
+    #[arg(long, env = "LEDGER_URL", default_value = "http://127.0.0.1:8080")]
+    url: String,
+}
+
+#[derive(Debug, Args)]
 struct ServeArgs {
     /// Address to listen on.
     #[arg(long, env = "LEDGER_LISTEN", default_value = "127.0.0.1:8080")]
@@ -129,6 +154,12 @@ fn database_settings(common: &CommonArgs) -> DatabaseSettings {
 }
 
 async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    // `init` writes the configuration the other commands read, so it cannot need one.
+    if let Command::Init { dir } = &cli.command {
+        let path = crate::init::write_config(dir)?;
+        print!("{}", crate::init::next_steps(&path, &dir.join("data")));
+        return Ok(ExitCode::SUCCESS);
+    }
     let config = Config::load(cli.common.config.as_deref(), |name| {
         std::env::var(name).ok()
     })?;
@@ -138,6 +169,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             serve(args, config, database_settings).await?;
             return Ok(ExitCode::SUCCESS);
         }
+        Command::Marketplace(args) => return marketplace(args, &config).await,
         Command::Migrate => {
             let database = Database::open(&database_settings, 1, Durability::Durable).await?;
             database.close().await;
@@ -172,7 +204,9 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 .map_or("CNY".to_owned(), |sku| sku.currency.clone());
             commands::report(pool, &month, format, &utc_offset, &currency).await
         }
-        Command::Serve(_) | Command::Migrate => unreachable!("handled above"),
+        Command::Serve(_) | Command::Migrate | Command::Init { .. } | Command::Marketplace(_) => {
+            unreachable!("handled above")
+        }
     };
     database.close().await;
     match outcome {
@@ -217,6 +251,39 @@ async fn serve(args: ServeArgs, config: Config, settings: DatabaseSettings) -> a
     served.context("the HTTP server failed")
 }
 
+/// `dts-ledger marketplace`: exit 0 when the service did it, 1 when it refused, 2 when it could not
+/// be asked.
+async fn marketplace(args: MarketplaceArgs, config: &Config) -> anyhow::Result<ExitCode> {
+    use crate::marketplace::client::{self, Callback};
+    let key = config.marketplace_key.as_ref().context(
+        "no marketplace key to sign with: set [marketplace] key in the --config file (or \
+         LEDGER_MARKETPLACE_KEY); `dts-ledger init` writes a configuration with one",
+    )?;
+    if args.action == "verify" {
+        let instance = args
+            .instance
+            .as_deref()
+            .context("verify needs --instance ID")?;
+        let link = Callback::sign_in(instance, chrono::Utc::now()).url(&args.url, key);
+        println!("{link}");
+        return Ok(ExitCode::SUCCESS);
+    }
+    let mut callback = Callback::parse(&args.action, &args.params)?;
+    if let Some(instance) = &args.instance {
+        callback.set("instanceId", instance)?;
+    }
+    let reply = client::send(&callback, &args.url, key)
+        .await
+        .with_context(|| format!("cannot reach the service at {}", args.url))?;
+    eprintln!("{} answered {}", callback.action(), reply.status);
+    println!("{}", reply.body);
+    Ok(if reply.succeeded() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(commands::FAILED)
+    })
+}
+
 fn log_config(config: &Config) {
     if config.catalog_is_built_in {
         tracing::info!("no [[sku]] configured: using the built-in catalog");
@@ -234,7 +301,8 @@ fn log_config(config: &Config) {
     if config.marketplace_key.is_none() {
         tracing::error!(
             "NO MARKETPLACE KEY CONFIGURED ([marketplace] key or LEDGER_MARKETPLACE_KEY): every \
-             marketplace callback will be refused"
+             marketplace callback will be refused. To try the service, run `dts-ledger init` and \
+             start again with `--config dts-ledger.toml`"
         );
     }
 }

@@ -9,6 +9,7 @@ pub mod database;
 pub mod domain;
 pub mod error;
 pub mod ingest;
+pub mod init;
 pub mod ledger;
 pub mod marketplace;
 pub mod outbox;

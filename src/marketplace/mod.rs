@@ -6,6 +6,7 @@
 //! shape (`instanceId: "0"` for `createInstance`, `success: false` otherwise): the marketplace
 //! retries those, and retries are safe because every action is idempotent.
 
+pub mod client;
 pub mod credentials;
 pub mod params;
 pub mod query;

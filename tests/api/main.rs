@@ -7,5 +7,6 @@ mod marketplace;
 mod serve;
 mod store;
 mod tasks;
+mod tools;
 mod traffic;
 mod webhooks;
