@@ -1,21 +1,51 @@
 //! Webhook delivery: CloudEvents, signed, at least once, retried, surviving a restart.
 
-use crate::helpers::{spawn_app_with, test_config, SMALL_SKU, SMALL_SKU_BYTES};
+use crate::helpers::{cst, spawn_app_with, test_config, SMALL_SKU, SMALL_SKU_BYTES};
 use actix_web::{web, App, HttpRequest, HttpResponse, HttpServer};
 use dts_ledger::configuration::{Config, Secret, WebhookConfig};
 use serde_json::Value;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::collections::HashSet;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 const SECRET: &str = "webhook-secret-0123456789";
 
-/// A control plane that fails the first `failures` deliveries, then records what it gets.
+/// A control plane that fails the first `failures` deliveries, refuses the event types in
+/// `refused`, may hang, and records what it accepts (and, in order, every attempt's type).
 #[derive(Default)]
 struct Receiver {
     failures: AtomicUsize,
     attempts: AtomicUsize,
     received: Mutex<Vec<Value>>,
+    refused: Mutex<HashSet<String>>,
+    attempted: Mutex<Vec<String>>,
+    /// While true, every delivery waits (counted in `hanging`) instead of answering.
+    hang: AtomicBool,
+    hanging: AtomicUsize,
+}
+
+impl Receiver {
+    fn refuse(&self, event_type: &str) {
+        self.refused.lock().unwrap().insert(event_type.to_owned());
+    }
+
+    fn accept_all(&self) {
+        self.refused.lock().unwrap().clear();
+    }
+
+    fn attempts_of(&self, event_type: &str) -> usize {
+        let attempted = self.attempted.lock().unwrap();
+        attempted.iter().filter(|t| *t == event_type).count()
+    }
+
+    fn received_types(&self) -> Vec<String> {
+        let received = self.received.lock().unwrap();
+        received
+            .iter()
+            .map(|e| e["type"].as_str().unwrap().to_owned())
+            .collect()
+    }
 }
 
 async fn receive(
@@ -39,18 +69,24 @@ async fn receive(
         "deliveries are signed over timestamp and body"
     );
     assert_eq!(header("content-type"), "application/cloudevents+json");
+    let event: Value = serde_json::from_slice(&body).unwrap();
+    let event_type = event["type"].as_str().unwrap().to_owned();
+    receiver.attempted.lock().unwrap().push(event_type.clone());
+    if receiver.hang.load(Ordering::SeqCst) {
+        receiver.hanging.fetch_add(1, Ordering::SeqCst);
+        while receiver.hang.load(Ordering::SeqCst) {
+            actix_web::rt::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
     if receiver
         .failures
         .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
         .is_ok()
+        || receiver.refused.lock().unwrap().contains(&event_type)
     {
         return HttpResponse::InternalServerError().finish();
     }
-    receiver
-        .received
-        .lock()
-        .unwrap()
-        .push(serde_json::from_slice(&body).unwrap());
+    receiver.received.lock().unwrap().push(event);
     HttpResponse::NoContent().finish()
 }
 
@@ -72,18 +108,17 @@ fn start_receiver(receiver: Arc<Receiver>, listener: std::net::TcpListener) {
 fn config_for(port: u16) -> Config {
     Config {
         webhook: Some(WebhookConfig {
-            url: format!("http://127.0.0.1:{port}/hook"),
-            secret: Secret::new(SECRET),
             retry_base_ms: 50,
             retry_max_ms: 200,
             timeout_ms: 2_000,
+            ..WebhookConfig::new(format!("http://127.0.0.1:{port}/hook"), Secret::new(SECRET))
         }),
         ..test_config()
     }
 }
 
 async fn wait_for(receiver: &Receiver, count: usize) -> Vec<Value> {
-    for _ in 0..200 {
+    for _ in 0..400 {
         let received = receiver.received.lock().unwrap().clone();
         if received.len() >= count {
             return received;
@@ -205,4 +240,127 @@ async fn settled(client: &tokio_postgres::Client) -> (i64, i64) {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     counts
+}
+
+/// Waits until `done` holds, or fails naming `what` after a generous while.
+async fn wait_until(what: &str, mut done: impl FnMut() -> bool) {
+    for _ in 0..600 {
+        if done() {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("waited in vain for {what}");
+}
+
+/// Empties a 10 KB package: two low-balance warnings (package stream) and a stop (task stream).
+async fn empty_package(app: &crate::helpers::TestApp) {
+    app.buy("biz-1", "pin-a", SMALL_SKU).await;
+    app.create_task("task-1", "biz-1").await;
+    app.report("task-1", "r-1", SMALL_SKU_BYTES).await;
+}
+
+/// Renews the package to a year ahead: the stopped task resumes.
+async fn renew(app: &crate::helpers::TestApp, order_id: &str) {
+    let expiry = cst(chrono::Utc::now() + chrono::Duration::days(365));
+    let response = app
+        .callback(&[
+            ("action", "renewInstance"),
+            ("instanceId", "biz-1"),
+            ("orderId", order_id),
+            ("expiredOn", expiry.as_str()),
+        ])
+        .await;
+    assert_eq!(response.status(), 200);
+}
+
+#[tokio::test]
+async fn a_subjects_entries_arrive_in_ledger_order_while_its_head_is_retried() {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let receiver = Arc::new(Receiver::default());
+    receiver.refuse("dts.ledger.TaskStopped");
+    start_receiver(receiver.clone(), listener);
+    let app = spawn_app_with(config_for(port)).await;
+    empty_package(&app).await;
+
+    // The package's warnings are another subject: the refused stop does not hold them back.
+    wait_until("both warnings and a refused stop", || {
+        receiver.received_types().len() == 2 && receiver.attempts_of("dts.ledger.TaskStopped") >= 1
+    })
+    .await;
+    renew(&app, "order-2").await;
+    // The stop keeps failing; the resumption, later in the same stream, waits behind it.
+    let tried = receiver.attempts_of("dts.ledger.TaskStopped");
+    wait_until("three more attempts of the stop", || {
+        receiver.attempts_of("dts.ledger.TaskStopped") >= tried + 3
+    })
+    .await;
+    assert_eq!(receiver.attempts_of("dts.ledger.TaskResumed"), 0);
+
+    receiver.accept_all();
+    let received = wait_for(&receiver, 4).await;
+    let task_stream: Vec<&str> = received
+        .iter()
+        .filter(|e| e["subject"] == "task-task-1")
+        .map(|e| e["type"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        task_stream,
+        ["dts.ledger.TaskStopped", "dts.ledger.TaskResumed"]
+    );
+    let ids: Vec<i64> = received
+        .iter()
+        .filter(|e| e["subject"] == "task-task-1")
+        .map(|e| e["id"].as_str().unwrap().parse().unwrap())
+        .collect();
+    assert!(ids[0] < ids[1], "ledger order: {ids:?}");
+}
+
+#[tokio::test]
+async fn no_row_is_locked_and_no_transaction_open_while_a_receiver_hangs() {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let receiver = Arc::new(Receiver::default());
+    receiver.hang.store(true, Ordering::SeqCst);
+    start_receiver(receiver.clone(), listener);
+    let mut config = config_for(port);
+    if let Some(webhook) = config.webhook.as_mut() {
+        webhook.timeout_ms = 60_000;
+    }
+    let app = spawn_app_with(config).await;
+    empty_package(&app).await;
+    wait_until("a delivery hanging in the receiver", || {
+        receiver.hanging.load(Ordering::SeqCst) >= 1
+    })
+    .await;
+
+    let mut client = app.db.client().await;
+    let tx = client.transaction().await.unwrap();
+    let locked = tx
+        .query("SELECT position FROM outbox FOR UPDATE NOWAIT", &[])
+        .await
+        .expect("no outbox row is locked during a delivery");
+    assert_eq!(locked.len(), 3);
+    tx.rollback().await.unwrap();
+    let open: i64 = client
+        .query_one(
+            "SELECT count(*) FROM pg_stat_activity
+              WHERE datname = current_database() AND pid <> pg_backend_pid()
+                AND state LIKE 'idle in transaction%'",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(open, 0, "no transaction stays open during a delivery");
+    // Ingest goes on meanwhile.
+    app.buy("biz-2", "pin-b", SMALL_SKU).await;
+    app.create_task("task-2", "biz-2").await;
+    let result = app.report("task-2", "r-2", 10).await;
+    assert_eq!(result["status"], "accepted", "{result}");
+
+    receiver.hang.store(false, Ordering::SeqCst);
+    wait_for(&receiver, 3).await;
+    assert_eq!(settled(&client).await, (3, 0));
 }

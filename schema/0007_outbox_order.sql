@@ -1,0 +1,26 @@
+-- Webhook delivery in ledger order, with dead letters, leases instead of row locks, and pruning.
+--
+-- `subject` is the event's stream: entries of one subject are delivered one at a time, oldest
+-- first, and an undelivered entry (pending or dead) holds back every later one of its subject.
+-- A dispatcher claims an entry by setting `locked_until` in a statement of its own and delivers
+-- after that commit, so no row lock or transaction is held during an HTTP call; a claim whose
+-- process died runs out and the entry is taken again. `first_attempt_at` starts the age bound;
+-- `dead_at` marks an entry given up on, until an operator retries it.
+ALTER TABLE outbox
+    ADD COLUMN subject          text,
+    ADD COLUMN first_attempt_at timestamptz,
+    ADD COLUMN locked_until     timestamptz,
+    ADD COLUMN dead_at          timestamptz;
+
+UPDATE outbox o SET subject = e.stream_id FROM events e WHERE e.position = o.position;
+ALTER TABLE outbox ALTER COLUMN subject SET NOT NULL;
+
+-- A dead letter is never delivered without an operator, so it is never due.
+DROP INDEX outbox_due;
+CREATE INDEX outbox_due ON outbox (next_attempt_at) WHERE delivered_at IS NULL AND dead_at IS NULL;
+-- "Is there an earlier undelivered entry of this subject?", asked for every due entry.
+CREATE INDEX outbox_subject ON outbox (subject, position) WHERE delivered_at IS NULL;
+-- Pruning finds delivered entries past the retention by age.
+CREATE INDEX outbox_delivered ON outbox (delivered_at) WHERE delivered_at IS NOT NULL;
+-- Operators list dead letters.
+CREATE INDEX outbox_dead ON outbox (position) WHERE dead_at IS NOT NULL AND delivered_at IS NULL;
