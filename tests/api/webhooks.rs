@@ -1,6 +1,9 @@
 //! Webhook delivery: CloudEvents, signed, at least once, retried, surviving a restart.
 
-use crate::helpers::{cst, spawn_app_with, test_config, SMALL_SKU, SMALL_SKU_BYTES};
+use crate::helpers::{
+    cst, spawn_app_with, test_config, TestApp, ADMIN_TOKEN, REPORTER_TOKEN, SMALL_SKU,
+    SMALL_SKU_BYTES,
+};
 use actix_web::{web, App, HttpRequest, HttpResponse, HttpServer};
 use dts_ledger::configuration::{Config, Secret, WebhookConfig};
 use serde_json::Value;
@@ -18,6 +21,7 @@ struct Receiver {
     failures: AtomicUsize,
     attempts: AtomicUsize,
     received: Mutex<Vec<Value>>,
+    /// Event types and subjects answered 500.
     refused: Mutex<HashSet<String>>,
     attempted: Mutex<Vec<String>>,
     /// While true, every delivery waits (counted in `hanging`) instead of answering.
@@ -26,8 +30,11 @@ struct Receiver {
 }
 
 impl Receiver {
-    fn refuse(&self, event_type: &str) {
-        self.refused.lock().unwrap().insert(event_type.to_owned());
+    fn refuse(&self, type_or_subject: &str) {
+        self.refused
+            .lock()
+            .unwrap()
+            .insert(type_or_subject.to_owned());
     }
 
     fn accept_all(&self) {
@@ -71,6 +78,7 @@ async fn receive(
     assert_eq!(header("content-type"), "application/cloudevents+json");
     let event: Value = serde_json::from_slice(&body).unwrap();
     let event_type = event["type"].as_str().unwrap().to_owned();
+    let subject = event["subject"].as_str().unwrap().to_owned();
     receiver.attempted.lock().unwrap().push(event_type.clone());
     if receiver.hang.load(Ordering::SeqCst) {
         receiver.hanging.fetch_add(1, Ordering::SeqCst);
@@ -82,7 +90,10 @@ async fn receive(
         .failures
         .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
         .is_ok()
-        || receiver.refused.lock().unwrap().contains(&event_type)
+        || {
+            let refused = receiver.refused.lock().unwrap();
+            refused.contains(&event_type) || refused.contains(&subject)
+        }
     {
         return HttpResponse::InternalServerError().finish();
     }
@@ -103,6 +114,13 @@ fn start_receiver(receiver: Arc<Receiver>, listener: std::net::TcpListener) {
     .unwrap()
     .run();
     tokio::spawn(server);
+}
+
+/// [`config_for`] with other webhook settings.
+fn config_with(port: u16, change: impl FnOnce(&mut WebhookConfig)) -> Config {
+    let mut config = config_for(port);
+    change(config.webhook.as_mut().unwrap());
+    config
 }
 
 fn config_for(port: u16) -> Config {
@@ -254,14 +272,20 @@ async fn wait_until(what: &str, mut done: impl FnMut() -> bool) {
 }
 
 /// Empties a 10 KB package: two low-balance warnings (package stream) and a stop (task stream).
-async fn empty_package(app: &crate::helpers::TestApp) {
-    app.buy("biz-1", "pin-a", SMALL_SKU).await;
-    app.create_task("task-1", "biz-1").await;
-    app.report("task-1", "r-1", SMALL_SKU_BYTES).await;
+async fn empty_package(app: &TestApp) {
+    empty(app, "1").await;
+}
+
+/// Empties package `biz-<n>` through its task `task-<n>`.
+async fn empty(app: &TestApp, n: &str) {
+    let (instance, task) = (format!("biz-{n}"), format!("task-{n}"));
+    app.buy(&instance, &format!("pin-{n}"), SMALL_SKU).await;
+    app.create_task(&task, &instance).await;
+    app.report(&task, &format!("r-{n}"), SMALL_SKU_BYTES).await;
 }
 
 /// Renews the package to a year ahead: the stopped task resumes.
-async fn renew(app: &crate::helpers::TestApp, order_id: &str) {
+async fn renew(app: &TestApp, order_id: &str) {
     let expiry = cst(chrono::Utc::now() + chrono::Duration::days(365));
     let response = app
         .callback(&[
@@ -324,11 +348,7 @@ async fn no_row_is_locked_and_no_transaction_open_while_a_receiver_hangs() {
     let receiver = Arc::new(Receiver::default());
     receiver.hang.store(true, Ordering::SeqCst);
     start_receiver(receiver.clone(), listener);
-    let mut config = config_for(port);
-    if let Some(webhook) = config.webhook.as_mut() {
-        webhook.timeout_ms = 60_000;
-    }
-    let app = spawn_app_with(config).await;
+    let app = spawn_app_with(config_with(port, |w| w.timeout_ms = 60_000)).await;
     empty_package(&app).await;
     wait_until("a delivery hanging in the receiver", || {
         receiver.hanging.load(Ordering::SeqCst) >= 1
@@ -363,4 +383,232 @@ async fn no_row_is_locked_and_no_transaction_open_while_a_receiver_hangs() {
     receiver.hang.store(false, Ordering::SeqCst);
     wait_for(&receiver, 3).await;
     assert_eq!(settled(&client).await, (3, 0));
+}
+
+/// `GET /v1/outbox?<query>` as admin: the entries.
+async fn outbox(app: &TestApp, query: &str) -> Vec<Value> {
+    let response = app
+        .get_as(&format!("/v1/outbox?{query}"), ADMIN_TOKEN)
+        .await;
+    assert_eq!(response.status(), 200);
+    let body: Value = response.json().await.unwrap();
+    body["entries"].as_array().unwrap().clone()
+}
+
+async fn wait_for_dead(app: &TestApp, count: usize) -> Vec<Value> {
+    for _ in 0..600 {
+        let dead = outbox(app, "state=dead").await;
+        if dead.len() >= count {
+            return dead;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("expected {count} dead letters");
+}
+
+async fn retry_as(app: &TestApp, position: i64, token: &str) -> (u16, Value) {
+    let response = app
+        .post_as(
+            &format!("/v1/outbox/{position}/retry"),
+            token,
+            &serde_json::json!({}),
+        )
+        .await;
+    (response.status().as_u16(), response.json().await.unwrap())
+}
+
+#[tokio::test]
+async fn a_dead_letter_holds_back_its_subject_until_an_operator_retries_it() {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let receiver = Arc::new(Receiver::default());
+    receiver.refuse("task-task-1");
+    start_receiver(receiver.clone(), listener);
+    let app = spawn_app_with(config_with(port, |w| w.attempts_max = 2)).await;
+    empty_package(&app).await;
+
+    let dead = wait_for_dead(&app, 1).await;
+    assert_eq!(dead.len(), 1);
+    let stop = &dead[0];
+    assert_eq!(stop["type"], "TaskStopped");
+    assert_eq!(stop["subject"], "task-task-1");
+    assert_eq!(stop["state"], "dead");
+    assert_eq!(stop["attempts"], 2);
+    assert!(stop["deadAt"].is_string());
+    assert!(
+        stop["lastError"].as_str().unwrap().contains("500"),
+        "{stop}"
+    );
+    let stop_position = stop["position"].as_i64().unwrap();
+
+    // The resumption waits behind the dead stop; another package's entries, later in the
+    // ledger, go through.
+    renew(&app, "order-2").await;
+    empty(&app, "2").await;
+    wait_until("the second package's warnings and stop", || {
+        receiver
+            .received_types()
+            .iter()
+            .filter(|t| *t == "dts.ledger.TaskStopped")
+            .count()
+            == 1
+    })
+    .await;
+    let undelivered = outbox(&app, "").await;
+    assert_eq!(undelivered.len(), 2, "{undelivered:?}");
+    let resumed = &undelivered[1];
+    assert_eq!(resumed["type"], "TaskResumed");
+    assert_eq!(resumed["state"], "pending");
+    assert_eq!(resumed["attempts"], 0);
+    assert_eq!(resumed["behind"], stop_position);
+    assert_eq!(outbox(&app, "state=pending").await.len(), 1);
+    assert_eq!(receiver.attempts_of("dts.ledger.TaskResumed"), 0);
+
+    // Operators only; ids and states are checked.
+    assert_eq!(app.get_as("/v1/outbox", REPORTER_TOKEN).await.status(), 403);
+    assert_eq!(app.get("/v1/outbox").await.status(), 401);
+    assert_eq!(
+        app.get_as("/v1/outbox?state=gone", ADMIN_TOKEN)
+            .await
+            .status(),
+        400
+    );
+    assert_eq!(retry_as(&app, stop_position, REPORTER_TOKEN).await.0, 403);
+    let position = resumed["position"].as_i64().unwrap();
+    let (status, body) = retry_as(&app, position, ADMIN_TOKEN).await;
+    assert_eq!((status, &body["error"]["code"]), (409, &"not_dead".into()));
+    let (status, body) = retry_as(&app, 1 << 40, ADMIN_TOKEN).await;
+    assert_eq!(
+        (status, &body["error"]["code"]),
+        (404, &"outbox_entry_not_found".into())
+    );
+
+    receiver.accept_all();
+    let (status, body) = retry_as(&app, stop_position, ADMIN_TOKEN).await;
+    assert_eq!(status, 200, "{body}");
+    wait_until("the stop and the resumption", || {
+        receiver
+            .received_types()
+            .iter()
+            .any(|t| t == "dts.ledger.TaskResumed")
+    })
+    .await;
+    let received = receiver.received.lock().unwrap().clone();
+    let task_stream: Vec<&str> = received
+        .iter()
+        .filter(|e| e["subject"] == "task-task-1")
+        .map(|e| e["type"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        task_stream,
+        ["dts.ledger.TaskStopped", "dts.ledger.TaskResumed"]
+    );
+    let client = app.db.client().await;
+    assert_eq!(settled(&client).await.1, 0);
+    let (status, body) = retry_as(&app, stop_position, ADMIN_TOKEN).await;
+    assert_eq!(
+        (status, &body["error"]["code"]),
+        (409, &"already_delivered".into())
+    );
+}
+
+#[tokio::test]
+async fn operators_list_and_retry_dead_letters_from_the_command_line() {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let receiver = Arc::new(Receiver::default());
+    receiver.refuse("task-task-1");
+    receiver.refuse("task-task-2");
+    start_receiver(receiver.clone(), listener);
+    let app = spawn_app_with(config_with(port, |w| w.attempts_max = 1)).await;
+    empty(&app, "1").await;
+    empty(&app, "2").await;
+    let dead = wait_for_dead(&app, 2).await;
+
+    let (code, stdout, stderr) = app
+        .db
+        .run_cli(&["outbox", "list", "--dead", "--format", "json"]);
+    assert_eq!(code, 0, "{stderr}");
+    let listed: Vec<Value> = serde_json::from_str(&stdout).unwrap();
+    assert_eq!(listed.len(), 2);
+    assert_eq!(listed[0]["position"], dead[0]["position"]);
+    assert_eq!(listed[1]["subject"], "task-task-2");
+    let (code, stdout, _) = app.db.run_cli(&["outbox", "list"]);
+    assert_eq!(code, 0);
+    assert!(
+        stdout.contains("dead") && stdout.contains("task-task-1"),
+        "{stdout}"
+    );
+
+    let (code, _, stderr) = app.db.run_cli(&["outbox", "retry", "999999"]);
+    assert_eq!(code, 2);
+    assert!(stderr.contains("does not exist"), "{stderr}");
+    let (code, _, _) = app.db.run_cli(&["outbox", "retry"]);
+    assert_eq!(code, 2, "a position or --all-dead is required");
+
+    receiver.accept_all();
+    let (code, stdout, stderr) = app.db.run_cli(&["outbox", "retry", "--all-dead"]);
+    assert_eq!(code, 0, "{stderr}");
+    assert!(stdout.starts_with("2 dead letters"), "{stdout}");
+    let client = app.db.client().await;
+    assert_eq!(settled(&client).await, (6, 0));
+    let (_, stdout, _) = app.db.run_cli(&["outbox", "list", "--format", "json"]);
+    assert_eq!(
+        serde_json::from_str::<Vec<Value>>(&stdout).unwrap().len(),
+        0
+    );
+}
+
+#[tokio::test]
+async fn an_entry_failing_past_its_age_bound_becomes_a_dead_letter() {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let receiver = Arc::new(Receiver::default());
+    receiver.refuse("task-task-1");
+    start_receiver(receiver.clone(), listener);
+    let app = spawn_app_with(config_with(port, |w| {
+        w.attempts_max = 10_000;
+        w.age_max_s = 1;
+    }))
+    .await;
+    empty_package(&app).await;
+    let dead = wait_for_dead(&app, 1).await;
+    let attempts = dead[0]["attempts"].as_i64().unwrap();
+    assert!((1..10_000).contains(&attempts), "{attempts}");
+    assert_eq!(dead[0]["type"], "TaskStopped");
+}
+
+#[tokio::test]
+async fn delivered_entries_are_pruned_after_the_retention_and_dead_letters_kept() {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let receiver = Arc::new(Receiver::default());
+    receiver.refuse("task-task-1");
+    start_receiver(receiver.clone(), listener);
+    let app = spawn_app_with(config_with(port, |w| {
+        w.attempts_max = 1;
+        w.retention_s = 1;
+    }))
+    .await;
+    empty_package(&app).await;
+    wait_for(&receiver, 2).await;
+    let client = app.db.client().await;
+    let mut left = Vec::new();
+    for _ in 0..600 {
+        left = client
+            .query("SELECT position FROM outbox", &[])
+            .await
+            .unwrap()
+            .iter()
+            .map(|row| row.get::<_, i64>(0))
+            .collect::<Vec<_>>();
+        if left.len() == 1 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let dead = wait_for_dead(&app, 1).await;
+    assert_eq!(left, [dead[0]["position"].as_i64().unwrap()]);
+    // The ledger keeps the events themselves.
+    assert_eq!(app.events_of("OrderBalanceLow").await.len(), 2);
 }
