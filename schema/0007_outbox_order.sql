@@ -15,12 +15,11 @@ ALTER TABLE outbox
 UPDATE outbox o SET subject = e.stream_id FROM events e WHERE e.position = o.position;
 ALTER TABLE outbox ALTER COLUMN subject SET NOT NULL;
 
--- A dead letter is never delivered without an operator, so it is never due.
+-- Claims and listings walk the undelivered entries in position order, never the delivered ones
+-- kept for the retention period.
 DROP INDEX outbox_due;
-CREATE INDEX outbox_due ON outbox (next_attempt_at) WHERE delivered_at IS NULL AND dead_at IS NULL;
--- "Is there an earlier undelivered entry of this subject?", asked for every due entry.
+CREATE INDEX outbox_undelivered ON outbox (position) WHERE delivered_at IS NULL;
+-- "Is there an earlier undelivered entry of this subject?", asked for every candidate head.
 CREATE INDEX outbox_subject ON outbox (subject, position) WHERE delivered_at IS NULL;
 -- Pruning finds delivered entries past the retention by age.
 CREATE INDEX outbox_delivered ON outbox (delivered_at) WHERE delivered_at IS NOT NULL;
--- Operators list dead letters.
-CREATE INDEX outbox_dead ON outbox (position) WHERE dead_at IS NOT NULL AND delivered_at IS NULL;

@@ -612,3 +612,54 @@ async fn delivered_entries_are_pruned_after_the_retention_and_dead_letters_kept(
     // The ledger keeps the events themselves.
     assert_eq!(app.events_of("OrderBalanceLow").await.len(), 2);
 }
+
+#[tokio::test]
+async fn two_processes_share_the_deliveries_and_keep_each_subjects_order() {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let receiver = Arc::new(Receiver::default());
+    receiver.refuse("dts.ledger.TaskStopped");
+    start_receiver(receiver.clone(), listener);
+    let first = spawn_app_with(config_for(port)).await;
+    let second = first.sibling(config_for(port));
+    let packages = ["1", "2", "3", "4"];
+    for n in packages {
+        empty(&first, n).await;
+    }
+    wait_until("every stop refused at least once", || {
+        receiver.attempts_of("dts.ledger.TaskStopped") >= packages.len()
+    })
+    .await;
+    for n in packages {
+        let expiry = cst(chrono::Utc::now() + chrono::Duration::days(365));
+        let response = second
+            .callback(&[
+                ("action", "renewInstance"),
+                ("instanceId", &format!("biz-{n}")),
+                ("orderId", &format!("renewal-{n}")),
+                ("expiredOn", expiry.as_str()),
+            ])
+            .await;
+        assert_eq!(response.status(), 200);
+    }
+    receiver.accept_all();
+    let client = first.db.client().await;
+    // Four packages: two warnings, a stop and a resumption each.
+    assert_eq!(settled(&client).await, (16, 0));
+    let received = receiver.received.lock().unwrap().clone();
+    for n in packages {
+        let subject = format!("task-task-{n}");
+        let mut seen = HashSet::new();
+        // At least once: a duplicate (same id) may come again, never an earlier one after a later.
+        let task_stream: Vec<&str> = received
+            .iter()
+            .filter(|e| e["subject"] == subject.as_str() && seen.insert(e["id"].clone()))
+            .map(|e| e["type"].as_str().unwrap())
+            .collect();
+        assert_eq!(
+            task_stream,
+            ["dts.ledger.TaskStopped", "dts.ledger.TaskResumed"],
+            "{subject}"
+        );
+    }
+}
