@@ -267,11 +267,13 @@ async fn prune_batch(pool: &Pool, retention_s: f64) -> Result<u64, DispatchError
     let client = pool.get().await?;
     Ok(client
         .execute(
-            "DELETE FROM outbox WHERE position IN (
+            // `= ANY(ARRAY(…))` makes the batch a list of primary-key lookups; `IN (SELECT …)`
+            // lets the planner hash-join the whole table against it.
+            "DELETE FROM outbox WHERE position = ANY(ARRAY(
                  SELECT position FROM outbox
                   WHERE delivered_at < now() - make_interval(secs => $1)
                   ORDER BY delivered_at
-                  LIMIT $2)",
+                  LIMIT $2))",
             &[&retention_s, &PRUNE_BATCH_MAX],
         )
         .await?)

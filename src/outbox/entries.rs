@@ -142,11 +142,11 @@ pub async fn retry_all_dead(client: &tokio_postgres::Client) -> Result<u64, toki
                 "UPDATE outbox
                     SET dead_at = NULL, attempts = 0, first_attempt_at = NULL,
                         next_attempt_at = now(), locked_until = NULL
-                  WHERE position IN (
+                  WHERE position = ANY(ARRAY(
                         SELECT position FROM outbox
                          WHERE dead_at IS NOT NULL AND delivered_at IS NULL
                          ORDER BY position
-                         LIMIT $1)",
+                         LIMIT $1))",
                 &[&RETRY_BATCH_MAX],
             )
             .await?;
