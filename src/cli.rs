@@ -5,6 +5,7 @@ use crate::audit::export::Format as ExportFormat;
 use crate::configuration::{Config, DatabaseSettings, Secret};
 use crate::database::embedded::Durability;
 use crate::database::Database;
+use crate::outbox::{self, commands::RetryTarget};
 use crate::startup::{Application, ServerOptions};
 use crate::telemetry::{self, LogFormat};
 use anyhow::Context;
@@ -101,6 +102,38 @@ enum Command {
         #[arg(long, default_value = "+08:00")]
         utc_offset: String,
     },
+    /// Webhook entries not yet delivered: list them, or queue dead letters again.
+    Outbox {
+        #[command(subcommand)]
+        command: OutboxCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum OutboxCommand {
+    /// List undelivered entries (pending and dead), oldest first.
+    List {
+        /// Only dead letters.
+        #[arg(long)]
+        dead: bool,
+        /// Only entries after this position.
+        #[arg(long, default_value_t = 0)]
+        after: i64,
+        #[arg(long, default_value_t = 100)]
+        limit: i64,
+        #[arg(long, value_enum, default_value = "table")]
+        format: TableOrJson,
+    },
+    /// Queue a dead letter (or all of them) for delivery again; the later entries of its
+    /// subject follow it.
+    Retry {
+        /// The entry's position.
+        #[arg(required_unless_present = "all_dead", conflicts_with = "all_dead")]
+        position: Option<i64>,
+        /// Every dead letter.
+        #[arg(long)]
+        all_dead: bool,
+    },
 }
 
 #[derive(Debug, Args)]
@@ -177,7 +210,8 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         audit => audit,
     };
-    // The audit commands read only (a replica will do) and never migrate.
+    // The audit commands read only (a replica will do) and never migrate; `outbox` writes only
+    // its own table and connects the same way, beside a running `serve`.
     let database = Database::open_for_reading(&database_settings).await?;
     let pool = &database.pool;
     let outcome = match audit {
@@ -204,6 +238,21 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 .map_or("CNY".to_owned(), |sku| sku.currency.clone());
             commands::report(pool, &month, format, &utc_offset, &currency).await
         }
+        Command::Outbox { command } => match command {
+            OutboxCommand::List {
+                dead,
+                after,
+                limit,
+                format,
+            } => outbox::commands::list(pool, dead, after, limit, format).await,
+            OutboxCommand::Retry {
+                position: Some(position),
+                ..
+            } => outbox::commands::retry(pool, RetryTarget::One(position)).await,
+            OutboxCommand::Retry { position: None, .. } => {
+                outbox::commands::retry(pool, RetryTarget::AllDead).await
+            }
+        },
         Command::Serve(_) | Command::Migrate | Command::Init { .. } | Command::Marketplace(_) => {
             unreachable!("handled above")
         }

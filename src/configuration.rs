@@ -149,6 +149,9 @@ struct WebhookFile {
     retry_base_ms: Option<u64>,
     retry_max_ms: Option<u64>,
     timeout_ms: Option<u64>,
+    attempts_max: Option<u64>,
+    age_max_s: Option<u64>,
+    retention_s: Option<u64>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -255,6 +258,50 @@ pub struct WebhookConfig {
     pub retry_max_ms: u64,
     /// Per delivery attempt.
     pub timeout_ms: u64,
+    /// Failed attempts after which an entry becomes a dead letter.
+    pub attempts_max: u32,
+    /// How long after its first attempt an entry is still retried.
+    pub age_max_s: u64,
+    /// How long delivered entries are kept before they are pruned.
+    pub retention_s: u64,
+}
+
+/// First retry delay: a receiver restarting is back within seconds.
+pub const WEBHOOK_RETRY_BASE_MS_DEFAULT: u64 = 1_000;
+pub const WEBHOOK_RETRY_BASE_MS_MAX: u64 = 3_600_000;
+/// Retries of a long outage are ten minutes apart: the receiver hears within ten minutes of
+/// coming back, without being polled hard while it is away.
+pub const WEBHOOK_RETRY_MAX_MS_DEFAULT: u64 = 600_000;
+pub const WEBHOOK_RETRY_MAX_MS_MAX: u64 = 86_400_000;
+pub const WEBHOOK_TIMEOUT_MS_DEFAULT: u64 = 5_000;
+pub const WEBHOOK_TIMEOUT_MS_MAX: u64 = 60_000;
+/// With the default delays (1 s doubling to 10 min) 20 attempts span about two hours: an outage
+/// of the control plane longer than that needs an operator anyway.
+pub const WEBHOOK_ATTEMPTS_MAX_DEFAULT: u64 = 20;
+/// Beyond this a dead letter would in effect never be declared.
+pub const WEBHOOK_ATTEMPTS_MAX_MAX: u64 = 10_000;
+/// A day: a stop announced a day late is news for an operator rather than for the control plane.
+pub const WEBHOOK_AGE_MAX_S_DEFAULT: u64 = 86_400;
+pub const WEBHOOK_AGE_MAX_S_MAX: u64 = 30 * 86_400;
+/// A week of delivered entries answers "was it sent?" for a recent incident; the ledger keeps
+/// the events themselves for ever.
+pub const WEBHOOK_RETENTION_S_DEFAULT: u64 = 7 * 86_400;
+pub const WEBHOOK_RETENTION_S_MAX: u64 = 366 * 86_400;
+
+impl WebhookConfig {
+    /// A receiver with the default delays and bounds.
+    pub fn new(url: String, secret: Secret) -> WebhookConfig {
+        WebhookConfig {
+            url,
+            secret,
+            retry_base_ms: WEBHOOK_RETRY_BASE_MS_DEFAULT,
+            retry_max_ms: WEBHOOK_RETRY_MAX_MS_DEFAULT,
+            timeout_ms: WEBHOOK_TIMEOUT_MS_DEFAULT,
+            attempts_max: WEBHOOK_ATTEMPTS_MAX_DEFAULT as u32,
+            age_max_s: WEBHOOK_AGE_MAX_S_DEFAULT,
+            retention_s: WEBHOOK_RETENTION_S_DEFAULT,
+        }
+    }
 }
 
 /// What the product needs to know, from the file and the environment.
@@ -465,8 +512,8 @@ impl Config {
                 let retry_base_ms = in_range(
                     "webhook.retry_base_ms",
                     file.webhook.retry_base_ms,
-                    1_000,
-                    3_600_000,
+                    WEBHOOK_RETRY_BASE_MS_DEFAULT,
+                    WEBHOOK_RETRY_BASE_MS_MAX,
                 )
                 .map_err(&fail)?;
                 Some(WebhookConfig {
@@ -476,16 +523,37 @@ impl Config {
                     retry_max_ms: in_range(
                         "webhook.retry_max_ms",
                         file.webhook.retry_max_ms,
-                        600_000,
-                        86_400_000,
+                        WEBHOOK_RETRY_MAX_MS_DEFAULT,
+                        WEBHOOK_RETRY_MAX_MS_MAX,
                     )
                     .map_err(&fail)?
                     .max(retry_base_ms),
                     timeout_ms: in_range(
                         "webhook.timeout_ms",
                         file.webhook.timeout_ms,
-                        5_000,
-                        60_000,
+                        WEBHOOK_TIMEOUT_MS_DEFAULT,
+                        WEBHOOK_TIMEOUT_MS_MAX,
+                    )
+                    .map_err(&fail)?,
+                    attempts_max: in_range(
+                        "webhook.attempts_max",
+                        file.webhook.attempts_max,
+                        WEBHOOK_ATTEMPTS_MAX_DEFAULT,
+                        WEBHOOK_ATTEMPTS_MAX_MAX,
+                    )
+                    .map_err(&fail)? as u32,
+                    age_max_s: in_range(
+                        "webhook.age_max_s",
+                        file.webhook.age_max_s,
+                        WEBHOOK_AGE_MAX_S_DEFAULT,
+                        WEBHOOK_AGE_MAX_S_MAX,
+                    )
+                    .map_err(&fail)?,
+                    retention_s: in_range(
+                        "webhook.retention_s",
+                        file.webhook.retention_s,
+                        WEBHOOK_RETENTION_S_DEFAULT,
+                        WEBHOOK_RETENTION_S_MAX,
                     )
                     .map_err(&fail)?,
                 })
@@ -667,6 +735,35 @@ mod tests {
         let webhook = config.webhook.unwrap();
         assert_eq!((webhook.retry_base_ms, webhook.timeout_ms), (1_000, 5_000));
         assert!(!format!("{webhook:?}").contains("0123456789abcdef"));
+        assert_eq!(
+            (webhook.attempts_max, webhook.age_max_s, webhook.retention_s),
+            (20, 86_400, 604_800)
+        );
+    }
+
+    #[test]
+    fn webhook_bounds_are_read_and_checked() {
+        let hook = "[webhook]\nurl = \"http://cp/hook\"\nsecret = \"0123456789abcdef\"\n";
+        let config = load(&format!(
+            "{hook}attempts_max = 3\nage_max_s = 60\nretention_s = 3600\n"
+        ))
+        .unwrap();
+        let webhook = config.webhook.unwrap();
+        assert_eq!(
+            (webhook.attempts_max, webhook.age_max_s, webhook.retention_s),
+            (3, 60, 3_600)
+        );
+        for bad in [
+            "attempts_max = 0",
+            "attempts_max = 10001",
+            "age_max_s = 0",
+            "retention_s = 0",
+            "retention_s = 99999999",
+        ] {
+            let error = load(&format!("{hook}{bad}\n")).unwrap_err();
+            let key = bad.split(' ').next().unwrap();
+            assert!(error.message.contains(key), "{bad}: {error}");
+        }
     }
 
     #[test]

@@ -166,6 +166,11 @@ impl Application {
                     web::delete().to(routes::orders::erase_details),
                 )
                 .route("/v1/ledger", web::get().to(routes::ledger::read_ledger))
+                .route("/v1/outbox", web::get().to(routes::outbox::list_outbox))
+                .route(
+                    "/v1/outbox/{position}/retry",
+                    web::post().to(routes::outbox::retry_outbox_entry),
+                )
                 .route("/v1/tasks", web::post().to(routes::tasks::create_task))
                 .route(
                     "/v1/tasks/{task_id}",

@@ -39,6 +39,11 @@ const MIGRATIONS: &[Migration] = &[
         name: "recorded_at",
         sql: include_str!("../../schema/0005_recorded_at.sql"),
     },
+    Migration {
+        version: 7,
+        name: "outbox_order",
+        sql: include_str!("../../schema/0007_outbox_order.sql"),
+    },
 ];
 
 /// An arbitrary constant naming the advisory lock taken while migrating.

@@ -10,28 +10,41 @@
 //!
 //! Receivers check the signature and may reject old timestamps; the CloudEvent `id` (the ledger
 //! position) lets them drop the duplicates at-least-once delivery brings.
+//!
+//! Entries of one subject (the event's stream: a task, a package) are delivered one at a time in
+//! ledger order. After `attempts_max` failed attempts, or `age_max_s` after its first attempt, an
+//! entry becomes a dead letter: it stays, with its last error, and holds back the later entries
+//! of its subject until an operator retries it (`dts-ledger outbox retry`, or
+//! `POST /v1/outbox/{position}/retry`). Delivering the later ones past it would tell the receiver
+//! a history with a hole in it (a resumption without the stop before it); holding them keeps
+//! what it hears a prefix of the ledger. Delivered entries are pruned after `retention_s`.
 
 use crate::configuration::WebhookConfig;
 use chrono::{DateTime, Utc};
-use deadpool_postgres::{Pool, Transaction};
+use deadpool_postgres::Transaction;
 use hmac::{Hmac, Mac};
 use rand::Rng;
 use serde_json::{json, Value};
 use sha2::Sha256;
 use std::time::Duration;
 
-/// Entries taken per round. They are delivered concurrently while their rows stay locked, so a
-/// round lasts at most one delivery timeout.
-const ROUND_SIZE_MAX: i64 = 32;
-/// How often an idle dispatcher looks for new or due entries.
-const POLL_INTERVAL: Duration = Duration::from_millis(250);
+pub mod commands;
+mod dispatch;
+pub mod entries;
+
+pub use dispatch::dispatch;
+
 /// Longest error text kept per entry.
 const ERROR_LEN_MAX: usize = 500;
 
-/// Queues the events at `positions` for delivery (in the transaction that appends them).
+/// Queues the events at `positions` for delivery (in the transaction that appends them, after
+/// the events are written: each entry takes its subject from its event).
 pub async fn enqueue(tx: &Transaction<'_>, positions: &[i64]) -> Result<(), tokio_postgres::Error> {
     let statement = tx
-        .prepare_cached("INSERT INTO outbox (position) SELECT unnest($1::bigint[])")
+        .prepare_cached(
+            "INSERT INTO outbox (position, subject)
+             SELECT position, stream_id FROM events WHERE position = ANY($1::bigint[])",
+        )
         .await?;
     tx.execute(&statement, &[&positions]).await.map(drop)
 }
@@ -78,103 +91,10 @@ pub fn backoff(config: &WebhookConfig, attempts: i32) -> Duration {
     Duration::from_millis(jittered)
 }
 
-/// Delivers outbox entries until the task is aborted.
-pub async fn dispatch(pool: Pool, config: WebhookConfig) {
-    let http = reqwest::Client::builder()
-        .timeout(Duration::from_millis(config.timeout_ms))
-        .build()
-        .expect("an HTTP client builds");
-    loop {
-        match round(&pool, &config, &http).await {
-            Ok(0) => tokio::time::sleep(POLL_INTERVAL).await,
-            Ok(_) => {}
-            Err(error) => {
-                tracing::warn!(error = %crate::store::describe(&error), "webhook round failed");
-                tokio::time::sleep(POLL_INTERVAL).await;
-            }
-        }
-    }
-}
-
-/// One round: lock due entries (skipping ones another process holds), deliver, record.
-async fn round(
-    pool: &Pool,
-    config: &WebhookConfig,
-    http: &reqwest::Client,
-) -> Result<usize, tokio_postgres::Error> {
-    let mut client = match pool.get().await {
-        Ok(client) => client,
-        Err(error) => {
-            tracing::warn!(%error, "webhook dispatcher cannot reach the database");
-            tokio::time::sleep(POLL_INTERVAL).await;
-            return Ok(0);
-        }
-    };
-    let tx = client.transaction().await?;
-    let due = tx
-        .prepare_cached(
-            "SELECT o.position, o.attempts, e.stream_id, e.event_type, e.recorded_at, e.payload
-               FROM outbox o JOIN events e ON e.position = o.position
-              WHERE o.delivered_at IS NULL AND o.next_attempt_at <= now()
-              ORDER BY o.position
-              LIMIT $1
-                FOR UPDATE OF o SKIP LOCKED",
-        )
-        .await?;
-    let rows = tx.query(&due, &[&ROUND_SIZE_MAX]).await?;
-    if rows.is_empty() {
-        return Ok(0);
-    }
-    let deliveries = rows.iter().map(|row| {
-        let position: i64 = row.get(0);
-        let body = cloud_event(
-            position,
-            row.get(2),
-            row.get(3),
-            row.get(4),
-            &row.get::<_, Value>(5),
-        );
-        async move {
-            (
-                position,
-                row.get::<_, i32>(1),
-                deliver(http, config, &body).await,
-            )
-        }
-    });
-    let results = futures_util::future::join_all(deliveries).await;
-    let mut delivered = Vec::new();
-    let (mut failed, mut delays, mut errors) = (Vec::new(), Vec::new(), Vec::new());
-    for (position, attempts, result) in results {
-        match result {
-            Ok(()) => delivered.push(position),
-            Err(error) => {
-                let delay = backoff(config, attempts);
-                tracing::warn!(position, attempts = attempts + 1, %error, retry_in_ms = delay.as_millis() as u64, "webhook delivery failed");
-                failed.push(position);
-                delays.push(delay.as_secs_f64());
-                errors.push(error.chars().take(ERROR_LEN_MAX).collect::<String>());
-            }
-        }
-    }
-    tx.execute(
-        "UPDATE outbox SET delivered_at = now(), attempts = attempts + 1
-          WHERE position = ANY($1::bigint[])",
-        &[&delivered],
-    )
-    .await?;
-    tx.execute(
-        "UPDATE outbox o
-            SET attempts = o.attempts + 1,
-                next_attempt_at = now() + make_interval(secs => f.delay),
-                last_error = f.error
-           FROM unnest($1::bigint[], $2::float8[], $3::text[]) AS f(position, delay, error)
-          WHERE o.position = f.position",
-        &[&failed, &delays, &errors],
-    )
-    .await?;
-    tx.commit().await?;
-    Ok(rows.len())
+/// Whether an entry that has just failed its `attempts`-th attempt, `age` after its first one,
+/// becomes a dead letter.
+pub fn gives_up(config: &WebhookConfig, attempts: i32, age: Duration) -> bool {
+    i64::from(attempts) >= i64::from(config.attempts_max) || age.as_secs() >= config.age_max_s
 }
 
 async fn deliver(
@@ -210,12 +130,22 @@ mod tests {
 
     fn config() -> WebhookConfig {
         WebhookConfig {
-            url: "http://cp".into(),
-            secret: Secret::new("0123456789abcdef"),
             retry_base_ms: 100,
             retry_max_ms: 1_000,
             timeout_ms: 1_000,
+            attempts_max: 5,
+            age_max_s: 60,
+            ..WebhookConfig::new("http://cp".into(), Secret::new("0123456789abcdef"))
         }
+    }
+
+    #[test]
+    fn an_entry_is_given_up_on_after_its_attempts_or_its_age() {
+        let config = config();
+        assert!(!gives_up(&config, 4, Duration::from_secs(59)));
+        assert!(gives_up(&config, 5, Duration::ZERO));
+        assert!(gives_up(&config, 1, Duration::from_secs(60)));
+        assert!(gives_up(&config, i32::MAX, Duration::MAX));
     }
 
     #[test]

@@ -5,5 +5,6 @@ pub mod console;
 pub mod health;
 pub mod ledger;
 pub mod orders;
+pub mod outbox;
 pub mod tasks;
 pub mod traffic;
