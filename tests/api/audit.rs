@@ -515,3 +515,72 @@ async fn ids_and_names_that_look_like_formulas_are_neutralised_in_export_and_rep
         "{csv}"
     );
 }
+
+#[tokio::test]
+async fn balances_as_of_any_point_of_a_long_stream_equal_replay() {
+    use dts_ledger::store::STREAM_PAGE_EVENTS;
+    let app = spawn_app().await;
+    app.buy("biz-long", "pin-a", SKU_1TB).await;
+    app.create_task("task-long", "biz-long").await;
+    // Enough reports that the package's stream spans more than two pages.
+    let reports_count = 2 * STREAM_PAGE_EVENTS as usize + 100;
+    let reports: Vec<Value> = (0..reports_count)
+        .map(|n| report("task-long", &format!("r-{n}"), 1 + n as i64 % 7))
+        .collect();
+    for chunk in reports.chunks(1_000) {
+        let answers = app.traffic(json!(chunk)).await;
+        assert!(answers.iter().all(|a| a["status"] == "accepted"));
+    }
+    let positions: Vec<i64> = app
+        .events()
+        .await
+        .iter()
+        .filter(|e| e["streamId"] == "package-biz-long")
+        .map(|e| e["position"].as_i64().unwrap())
+        .collect();
+    let page = STREAM_PAGE_EVENTS as usize;
+    assert!(positions.len() > 2 * page, "{} events", positions.len());
+    let points = [
+        positions[0],
+        positions[page - 1],
+        positions[page],
+        positions[page + 1],
+        positions[2 * page],
+        positions[positions.len() / 2 + 3],
+        *positions.last().unwrap(),
+    ];
+    for point in points {
+        let response = app
+            .get_as(&format!("/v1/orders/biz-long?asOf={point}"), ADMIN_TOKEN)
+            .await;
+        assert_eq!(response.status(), 200);
+        let served: Value = response.json().await.unwrap();
+        let (code, out, err) =
+            app.db
+                .run_cli(&["replay", "--as-of", &point.to_string(), "--format", "json"]);
+        assert_eq!(code, 0, "{err}");
+        let replayed: Value = serde_json::from_str(out.trim()).unwrap();
+        let package = replayed["packages"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|p| p["instanceId"] == "biz-long")
+            .unwrap();
+        assert_eq!(served["asOfPosition"], point);
+        let fields = package.as_object().unwrap();
+        assert!(fields.contains_key("bytesConsumed"), "{package}");
+        for (name, value) in fields {
+            assert_eq!(&served[name], value, "{name} at position {point}");
+        }
+    }
+    let now = Utc::now().to_rfc3339().replace('+', "%2B");
+    let latest: Value = app
+        .get_as(&format!("/v1/orders/biz-long?asOf={now}"), ADMIN_TOKEN)
+        .await
+        .json()
+        .await
+        .unwrap();
+    let live = app.order("biz-long").await;
+    assert_eq!(latest["bytesConsumed"], live["bytesConsumed"]);
+    assert_eq!(latest["bytesRemaining"], live["bytesRemaining"]);
+}
