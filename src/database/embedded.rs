@@ -453,10 +453,12 @@ pub fn running_cluster_config(
     let root = root.canonicalize().map_err(io_error(root))?;
     let socket_dir = choose_socket_dir(&root);
     // Trust no socket another user could have put there: the server behind it would be theirs.
-    let owner_uid = if unsafe { libc::geteuid() } == 0 {
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    let me = unsafe { libc::geteuid() };
+    let owner_uid = if me == 0 {
         postgres_account().ok_or(EmbeddedError::NoPostgresUser)?.uid
     } else {
-        unsafe { libc::geteuid() }
+        me
     };
     check_socket_dir(&socket_dir, owner_uid)?;
     let mut config = tokio_postgres::Config::new();
