@@ -11,7 +11,6 @@ use crate::routes;
 use crate::store::Metadata;
 use actix_web::dev::{Server, Service};
 use actix_web::http::header::{HeaderName, HeaderValue};
-use actix_web::http::StatusCode;
 use actix_web::{web, App, HttpMessage, HttpResponse, HttpServer};
 use deadpool_postgres::Pool;
 use std::net::TcpListener;
@@ -112,7 +111,6 @@ impl Application {
         let mut server = HttpServer::new(move || {
             App::new()
                 .app_data(state.clone())
-                .app_data(json_config())
                 .app_data(query_config())
                 .app_data(path_config())
                 .wrap_fn(|req, srv| {
@@ -145,9 +143,6 @@ impl Application {
                 // The hot path first: routes are matched in order.
                 .service(
                     web::resource("/v1/traffic")
-                        .app_data(json_config_with_limit(
-                            routes::traffic::TRAFFIC_BODY_BYTES_MAX,
-                        ))
                         .route(web::post().to(routes::traffic::post_traffic))
                         .default_service(web::to(method_not_allowed)),
                 )
@@ -219,40 +214,6 @@ impl Application {
         }
         served
     }
-}
-
-fn json_config() -> web::JsonConfig {
-    json_config_with_limit(JSON_BODY_BYTES_MAX)
-}
-
-fn json_config_with_limit(limit: usize) -> web::JsonConfig {
-    web::JsonConfig::default()
-        .limit(limit)
-        .error_handler(|error, _req| {
-            use actix_web::error::JsonPayloadError;
-            let api = match &error {
-                JsonPayloadError::Overflow { limit }
-                | JsonPayloadError::OverflowKnownLength { limit, .. } => ApiError::new(
-                    StatusCode::PAYLOAD_TOO_LARGE,
-                    "payload_too_large",
-                    format!("the body is larger than {limit} bytes"),
-                ),
-                JsonPayloadError::ContentType => ApiError::new(
-                    StatusCode::UNSUPPORTED_MEDIA_TYPE,
-                    "unsupported_media_type",
-                    "the body must be application/json",
-                ),
-                JsonPayloadError::Deserialize(e) => {
-                    ApiError::bad_request("invalid_json", format!("the body is not valid: {e}"))
-                }
-                other => ApiError::bad_request("invalid_body", other.to_string()),
-            };
-            actix_web::error::InternalError::from_response(
-                error,
-                HttpResponse::build(api.status).json(api.body()),
-            )
-            .into()
-        })
 }
 
 fn query_config() -> web::QueryConfig {

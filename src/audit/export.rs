@@ -46,11 +46,37 @@ pub const COLUMNS: [&str; 16] = [
     "hash",
 ];
 
+/// One cell of an export row. Text may have come from outside (ids, SKU names), so a CSV writes it
+/// through [`csv_text`]; numbers are ours and written as they are.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Cell {
+    Text(String),
+    Number(String),
+}
+
+impl Cell {
+    fn csv(&self) -> String {
+        match self {
+            Cell::Text(text) => csv_text(text),
+            Cell::Number(number) => csv_field(number),
+        }
+    }
+
+    fn into_json(self) -> Value {
+        match self {
+            Cell::Text(text) | Cell::Number(text) => Value::String(text),
+        }
+    }
+}
+
 /// The figures finance books, from an event: package, task, order, report, the bytes it moves
 /// (granted, consumed or forfeited), SKU, price, amount, currency.
-fn figures(event: &Event) -> [Option<String>; 10] {
-    fn text(value: &impl ToString) -> Option<String> {
-        Some(value.to_string())
+fn figures(event: &Event) -> [Option<Cell>; 10] {
+    fn text(value: &impl ToString) -> Option<Cell> {
+        Some(Cell::Text(value.to_string()))
+    }
+    fn number(value: &impl ToString) -> Option<Cell> {
+        Some(Cell::Number(value.to_string()))
     }
     // Package and task only.
     let about = |instance: &InstanceId, task: Option<&TaskId>| {
@@ -74,11 +100,11 @@ fn figures(event: &Event) -> [Option<String>; 10] {
                 None,
                 text(&$e.order_id),
                 None,
-                text(&$e.bytes_granted),
+                number(&$e.bytes_granted),
                 text(&$e.sku_id),
                 text(&$e.sku_name),
-                text(&$e.unit_price),
-                text(&$e.amount),
+                number(&$e.unit_price),
+                number(&$e.amount),
                 text(&$e.currency),
             ]
         };
@@ -90,13 +116,13 @@ fn figures(event: &Event) -> [Option<String>; 10] {
         Event::OrderDilated(e) => grant!(e),
         Event::OrderReleased(e) => {
             let mut row = about(&e.instance_id, None);
-            row[4] = text(&e.bytes_forfeited);
+            row[4] = number(&e.bytes_forfeited);
             row
         }
         Event::TrafficConsumed(e) => {
             let mut row = about(&e.instance_id, Some(&e.task_id));
             row[3] = text(&e.report_id);
-            row[4] = text(&e.bytes);
+            row[4] = number(&e.bytes);
             row
         }
         Event::OrderExpired(e) => about(&e.instance_id, None),
@@ -109,11 +135,18 @@ fn figures(event: &Event) -> [Option<String>; 10] {
     }
 }
 
-/// A text cell of CSV: an id or name that starts like a formula (`=`, `+`, `-`, `@`, tab, carriage
-/// return) is prefixed with `'`, so a spreadsheet shows it instead of running it. Ids come from
-/// callers; numbers never go through here.
+/// What a spreadsheet may take for the start of a formula (OWASP's list: `=`, `+`, `-`, `@`, tab,
+/// carriage return), and their full-width forms, which spreadsheets in Chinese and Japanese
+/// locales also read as formulas.
+const FORMULA_STARTS: [char; 10] = [
+    '=', '+', '-', '@', '\t', '\r', '\u{ff1d}', '\u{ff0b}', '\u{ff0d}', '\u{ff20}',
+];
+
+/// A text cell of CSV: text that starts like a formula gets a leading `'`, so a spreadsheet shows
+/// it instead of running it. Every text that can have come from outside (ids, SKU names, stream
+/// names) goes through here; numbers never do.
 pub fn csv_text(value: &str) -> String {
-    if value.starts_with(['=', '+', '-', '@', '\t', '\r']) {
+    if value.starts_with(FORMULA_STARTS) {
         csv_field(&format!("'{value}"))
     } else {
         csv_field(value)
@@ -157,18 +190,17 @@ pub async fn export(
             .to_rfc3339_opts(chrono::SecondsFormat::Micros, true);
         match format {
             Format::Csv => {
-                let fixed = [
-                    row.position.to_string(),
-                    recorded_at,
-                    row.stream_id.to_owned(),
-                    row.version.to_string(),
-                    row.event_type.to_owned(),
+                let mut cells = vec![
+                    csv_field(&row.position.to_string()),
+                    csv_field(&recorded_at),
+                    csv_text(row.stream_id),
+                    csv_field(&row.version.to_string()),
+                    csv_text(row.event_type),
                 ];
-                let mut cells: Vec<String> = fixed.iter().map(|c| csv_field(c)).collect();
                 cells.extend(
                     figures
                         .iter()
-                        .map(|f| csv_field(f.as_deref().unwrap_or(""))),
+                        .map(|f| f.as_ref().map(Cell::csv).unwrap_or_default()),
                 );
                 cells.push(hash);
                 writeln!(out, "{}", cells.join(","))?;
@@ -183,7 +215,7 @@ pub async fn export(
                     "eventVersion": row.event_version,
                 });
                 for (name, value) in COLUMNS[5..15].iter().zip(figures) {
-                    line[*name] = value.map_or(Value::Null, Value::String);
+                    line[*name] = value.map_or(Value::Null, Cell::into_json);
                 }
                 line["hash"] = Value::String(hash);
                 line["prevHash"] = Value::String(hex::encode(row.prev_hash));
@@ -212,5 +244,10 @@ mod tests {
         assert_eq!(csv_text("=HYPERLINK(1)"), "'=HYPERLINK(1)");
         assert_eq!(csv_text("-1+2"), "'-1+2");
         assert_eq!(csv_text("biz-1"), "biz-1");
+        assert_eq!(csv_text("\u{ff1d}1+2"), "'\u{ff1d}1+2");
+        assert_eq!(
+            csv_text("=HYPERLINK(\"http://x\",\"click\")"),
+            "\"'=HYPERLINK(\"\"http://x\"\",\"\"click\"\")\""
+        );
     }
 }

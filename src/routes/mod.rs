@@ -1,5 +1,6 @@
 //! HTTP routes, one file each.
 
+pub mod body;
 pub mod cloud_order;
 pub mod console;
 pub mod health;

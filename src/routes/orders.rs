@@ -63,9 +63,9 @@ pub async fn get_order(
 ) -> Result<HttpResponse, ApiError> {
     let instance_id = parse_instance_id(&path)?;
     auth::require_order(&req, &state, &instance_id)?;
-    let client = state.pool.get().await?;
+    let mut client = state.pool.get().await?;
     if let Some(as_of) = &query.as_of {
-        return order_as_of(&client, &instance_id, as_of).await;
+        return order_as_of(&mut client, &instance_id, as_of).await;
     }
     let found = rows::read_packages(&client, &[instance_id.as_str()]).await?;
     let Some(row) = found.first() else {
@@ -85,9 +85,11 @@ pub async fn get_order(
 }
 
 /// The package as the ledger left it at a position or time, folded from its own stream (every
-/// event that changes a package is in that stream).
+/// event that changes a package is in that stream). The stream is read page by page in one
+/// read-only snapshot, so memory stays bounded on a package with millions of reports; the time
+/// grows with the package's events up to that point.
 async fn order_as_of(
-    client: &deadpool_postgres::Client,
+    client: &mut deadpool_postgres::Client,
     instance_id: &InstanceId,
     as_of: &str,
 ) -> Result<HttpResponse, ApiError> {
@@ -97,22 +99,40 @@ async fn order_as_of(
             format!("asOf {as_of:?} is neither a position nor an RFC 3339 time"),
         )
     };
-    let position = match as_of.parse::<i64>() {
-        Ok(position) if position >= 0 => position,
+    enum AsOf {
+        Position(i64),
+        Time(chrono::DateTime<chrono::Utc>),
+    }
+    let point = match as_of.parse::<i64>() {
+        Ok(position) if position >= 0 => AsOf::Position(position),
         Ok(_) => return Err(invalid()),
-        Err(_) => {
-            let time = chrono::DateTime::parse_from_rfc3339(as_of).map_err(|_| invalid())?;
-            store::position_at(client, time.with_timezone(&chrono::Utc)).await?
-        }
+        Err(_) => AsOf::Time(
+            chrono::DateTime::parse_from_rfc3339(as_of)
+                .map_err(|_| invalid())?
+                .with_timezone(&chrono::Utc),
+        ),
+    };
+    let tx = client
+        .build_transaction()
+        .isolation_level(tokio_postgres::IsolationLevel::RepeatableRead)
+        .read_only(true)
+        .start()
+        .await?;
+    let position = match point {
+        AsOf::Position(position) => position,
+        AsOf::Time(time) => store::position_at(&tx, time).await?,
     };
     let stream = projections::events::package_stream(instance_id);
     let mut projection = projections::Projection::default();
-    for recorded in store::read_stream_until(client, &stream, position).await? {
+    store::for_each_in_stream_until(&tx, &stream, position, |recorded| {
         let event = recorded.decode().map_err(|e| ApiError::internal(&e))?;
         projection
             .apply_to_package(&event, recorded.recorded_at)
-            .map_err(|e| ApiError::internal(&e))?;
-    }
+            .map_err(|e| ApiError::internal(&e))
+    })
+    .await?;
+    // Read-only: nothing to keep, and dropping the transaction would roll it back just the same.
+    tx.rollback().await?;
     let package = projection.packages.get(instance_id).ok_or_else(|| {
         ApiError::not_found(
             "order_not_found",

@@ -5,7 +5,9 @@ use crate::auth::{self, Caller};
 use crate::domain::tasks::TaskRefusal;
 use crate::error::ApiError;
 use crate::ledger::{self, rows, CommandError};
+use crate::routes::body::{self, Encodings};
 use crate::routes::orders::{parse_instance_id, task_json};
+use crate::startup::JSON_BODY_BYTES_MAX;
 use crate::startup::{AppState, RequestId};
 use crate::store::Metadata;
 use actix_web::http::StatusCode;
@@ -60,10 +62,12 @@ fn refused(error: CommandError<TaskRefusal>) -> ApiError {
 pub async fn create_task(
     req: HttpRequest,
     state: web::Data<AppState>,
-    body: web::Json<NewTask>,
+    payload: web::Payload,
     request_id: RequestId,
 ) -> Result<HttpResponse, ApiError> {
     let caller = auth::require_reporter(&req, &state)?;
+    let body: NewTask =
+        body::read_json(&req, payload, JSON_BODY_BYTES_MAX, Encodings::Identity).await?;
     let task_id = parse_task_id(&body.task_id)?;
     let instance_id = parse_instance_id(&body.instance_id)?;
     let (task, created) = ledger::tasks::create(
@@ -102,11 +106,13 @@ pub async fn renew_task(
     req: HttpRequest,
     state: web::Data<AppState>,
     path: web::Path<String>,
-    body: web::Json<Renewal>,
+    payload: web::Payload,
     request_id: RequestId,
 ) -> Result<HttpResponse, ApiError> {
     let caller = auth::require_reporter(&req, &state)?;
     let task_id = parse_task_id(&path)?;
+    let body: Renewal =
+        body::read_json(&req, payload, JSON_BODY_BYTES_MAX, Encodings::Identity).await?;
     let instance_id = parse_instance_id(&body.instance_id)?;
     let task = ledger::tasks::rebind(
         &state.ledger,

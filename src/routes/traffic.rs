@@ -5,6 +5,7 @@ use crate::domain::traffic::{Status, Verdict};
 use crate::error::ApiError;
 use crate::ingest::report;
 use crate::ingest::IngestError;
+use crate::routes::body::{self, Encodings};
 use crate::startup::{AppState, RequestId};
 use crate::store::Metadata;
 use actix_web::http::StatusCode;
@@ -48,11 +49,19 @@ fn result_json(raw: &Value, verdict: &Verdict) -> Value {
 pub async fn post_traffic(
     req: HttpRequest,
     state: web::Data<AppState>,
-    body: web::Json<TrafficBody>,
+    payload: web::Payload,
     request_id: RequestId,
 ) -> Result<HttpResponse, ApiError> {
     let caller = auth::require_reporter(&req, &state)?;
-    let raw = body.into_inner().reports;
+    // Agents may gzip their batches; the limit counts the inflated bytes.
+    let body: TrafficBody = body::read_json(
+        &req,
+        payload,
+        TRAFFIC_BODY_BYTES_MAX,
+        Encodings::IdentityOrGzip,
+    )
+    .await?;
+    let raw = body.reports;
     if raw.len() > REPORTS_PER_REQUEST_MAX {
         return Err(ApiError::new(
             StatusCode::PAYLOAD_TOO_LARGE,

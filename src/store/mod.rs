@@ -7,7 +7,8 @@ mod read;
 
 pub use append::{append, append_new, find_by_idempotency_keys, prepare, write, Prepared};
 pub use read::{
-    head_position, position_at, read_all_after, read_stream, read_stream_until, POSITION_AT,
+    for_each_in_stream_until, head_position, position_at, read_all_after, read_stream, POSITION_AT,
+    STREAM_PAGE_EVENTS,
 };
 
 use chrono::{DateTime, Utc};

@@ -39,19 +39,46 @@ pub async fn read_stream(
     Ok(rows.iter().map(recorded).collect())
 }
 
-/// The events of one stream up to position `last`, oldest first.
-pub async fn read_stream_until(
-    client: &impl GenericClient,
+/// Events of a stream fetched per round trip by [`for_each_in_stream_until`]: what one call holds
+/// in memory. An event row is about a kilobyte, so a page stays near half a mebibyte, and a stream
+/// of a million events is folded in about 2,000 round trips.
+pub const STREAM_PAGE_EVENTS: i32 = 512;
+
+/// Calls `each` with the events of one stream up to position `last`, oldest first, fetched through
+/// a cursor [`STREAM_PAGE_EVENTS`] at a time, so memory stays bounded however long the stream is.
+/// The cursor reads within `tx`: run it read-only and repeatable-read for one consistent view.
+pub async fn for_each_in_stream_until<E: From<StoreError>>(
+    tx: &deadpool_postgres::Transaction<'_>,
     stream_id: &str,
     last: i64,
-) -> Result<Vec<RecordedEvent>, StoreError> {
-    let statement = client
+    mut each: impl FnMut(RecordedEvent) -> Result<(), E>,
+) -> Result<u64, E> {
+    let statement = tx
         .prepare_cached(&format!(
             "SELECT {COLUMNS} FROM events WHERE stream_id = $1 AND position <= $2 ORDER BY version"
         ))
-        .await?;
-    let rows = client.query(&statement, &[&stream_id, &last]).await?;
-    Ok(rows.iter().map(recorded).collect())
+        .await
+        .map_err(StoreError::from)?;
+    let portal = tx
+        .bind(&statement, &[&stream_id, &last])
+        .await
+        .map_err(StoreError::from)?;
+    let mut count = 0;
+    loop {
+        let rows = tx
+            .query_portal(&portal, STREAM_PAGE_EVENTS)
+            .await
+            .map_err(StoreError::from)?;
+        let fetched = rows.len();
+        for row in &rows {
+            each(recorded(row))?;
+            count += 1;
+        }
+        // A short page is the last one: the portal would answer the next fetch with nothing.
+        if fetched < STREAM_PAGE_EVENTS as usize {
+            return Ok(count);
+        }
+    }
 }
 
 /// The ledger cut at a time: the position just before the first event recorded after `$1`, or

@@ -392,3 +392,195 @@ fn an_unreachable_database_is_a_clear_error() {
     let err = String::from_utf8_lossy(&output.stderr);
     assert!(err.contains("cannot reach PostgreSQL"), "{err}");
 }
+
+/// The cells of one CSV line, unquoted (RFC 4180: quoted cells double their quotes).
+fn csv_cells(line: &str) -> Vec<String> {
+    let mut cells = vec![String::new()];
+    let mut quoted = false;
+    let mut chars = line.chars().peekable();
+    while let Some(c) = chars.next() {
+        match (c, quoted) {
+            ('"', true) if chars.peek() == Some(&'"') => {
+                chars.next();
+                cells.last_mut().unwrap().push('"');
+            }
+            ('"', _) => quoted = !quoted,
+            (',', false) => cells.push(String::new()),
+            (c, _) => cells.last_mut().unwrap().push(c),
+        }
+    }
+    cells
+}
+
+/// What a spreadsheet would run as a formula.
+fn runs_as_formula(cell: &str) -> bool {
+    cell.starts_with(['=', '+', '-', '@', '\t', '\r', '＝', '＋', '－', '＠'])
+}
+
+#[tokio::test]
+async fn ids_and_names_that_look_like_formulas_are_neutralised_in_export_and_report() {
+    use dts_ledger::configuration::{Catalog, Sku};
+    let mut config = crate::helpers::test_config();
+    let mut skus: Vec<Sku> = config.catalog.iter().cloned().collect();
+    skus.push(Sku {
+        id: projections::ids::SkuId::parse("+SKU-1").unwrap(),
+        name: "=IMPORTXML(\"http://x\",\"//a\")".into(),
+        bytes: projections::ids::Bytes::new(1 << 30).unwrap(),
+        price: "5.00".parse().unwrap(),
+        currency: "CNY".into(),
+    });
+    config.catalog = Catalog::new(skus).unwrap();
+    let app = crate::helpers::spawn_app_with(config).await;
+
+    let instance_id = "@SUM(A1)";
+    let task_id = "+cmd|' /C calc'!A0";
+    let report_id = "=HYPERLINK(\"http://x\",\"click\")";
+    let order_id = "-1+1";
+    let response = app
+        .callback(&[
+            ("action", "createInstance"),
+            ("jdPin", "pin-a"),
+            ("orderBizId", instance_id),
+            ("orderId", order_id),
+            ("serviceCode", "dts"),
+            ("skuId", "+SKU-1"),
+        ])
+        .await;
+    assert_eq!(response.status(), 200);
+    let (status, body) = app.create_task(task_id, instance_id).await;
+    assert_eq!(status, 201, "{body}");
+    let answers = app
+        .traffic(json!([
+            report(task_id, report_id, 1_000),
+            report(task_id, "-2", 500),
+            report(task_id, "＝1+2", 250),
+        ]))
+        .await;
+    assert!(
+        answers.iter().all(|a| a["status"] == "accepted"),
+        "{answers:?}"
+    );
+
+    let (code, csv, err) = app.db.run_cli(&["export", "--format", "csv"]);
+    assert_eq!(code, 0, "{err}");
+    let mut lines = csv.trim_start_matches('\u{feff}').lines();
+    let header = csv_cells(lines.next().unwrap());
+    let column = |name: &str| header.iter().position(|h| h == name).unwrap();
+    let rows: Vec<Vec<String>> = lines.map(csv_cells).collect();
+    assert!(rows.iter().all(|r| r.len() == header.len()), "{csv}");
+    for row in &rows {
+        for (name, cell) in header.iter().zip(row) {
+            assert!(!runs_as_formula(cell), "{name} cell {cell:?} would run");
+        }
+    }
+    let created = rows
+        .iter()
+        .find(|r| r[column("type")] == "OrderCreated")
+        .unwrap();
+    assert_eq!(created[column("instanceId")], format!("'{instance_id}"));
+    assert_eq!(created[column("orderId")], format!("'{order_id}"));
+    assert_eq!(created[column("skuId")], "'+SKU-1");
+    assert_eq!(
+        created[column("skuName")],
+        "'=IMPORTXML(\"http://x\",\"//a\")"
+    );
+    let mut report_ids: Vec<&str> = rows
+        .iter()
+        .filter(|r| r[column("type")] == "TrafficConsumed")
+        .map(|r| r[column("reportId")].as_str())
+        .collect();
+    report_ids.sort();
+    assert_eq!(report_ids, vec!["'-2", &format!("'{report_id}"), "'＝1+2"]);
+    let task_rows = rows
+        .iter()
+        .filter(|r| r[column("type")] == "TaskCreated")
+        .collect::<Vec<_>>();
+    assert_eq!(task_rows[0][column("taskId")], format!("'{task_id}"));
+
+    let month = cst(Utc::now())[..7].to_owned();
+    let (code, csv, err) = app
+        .db
+        .run_cli(&["report", "--month", &month, "--format", "csv"]);
+    assert_eq!(code, 0, "{err}");
+    let rows: Vec<Vec<String>> = csv
+        .trim_start_matches('\u{feff}')
+        .lines()
+        .map(csv_cells)
+        .collect();
+    for cell in rows.iter().flatten() {
+        assert!(!runs_as_formula(cell), "report cell {cell:?} would run");
+    }
+    assert!(
+        rows.iter().any(|r| r[0] == format!("'{instance_id}")),
+        "{csv}"
+    );
+}
+
+#[tokio::test]
+async fn balances_as_of_any_point_of_a_long_stream_equal_replay() {
+    use dts_ledger::store::STREAM_PAGE_EVENTS;
+    let app = spawn_app().await;
+    app.buy("biz-long", "pin-a", SKU_1TB).await;
+    app.create_task("task-long", "biz-long").await;
+    // Enough reports that the package's stream spans more than two pages.
+    let reports_count = 2 * STREAM_PAGE_EVENTS as usize + 100;
+    let reports: Vec<Value> = (0..reports_count)
+        .map(|n| report("task-long", &format!("r-{n}"), 1 + n as i64 % 7))
+        .collect();
+    for chunk in reports.chunks(1_000) {
+        let answers = app.traffic(json!(chunk)).await;
+        assert!(answers.iter().all(|a| a["status"] == "accepted"));
+    }
+    let positions: Vec<i64> = app
+        .events()
+        .await
+        .iter()
+        .filter(|e| e["streamId"] == "package-biz-long")
+        .map(|e| e["position"].as_i64().unwrap())
+        .collect();
+    let page = STREAM_PAGE_EVENTS as usize;
+    assert!(positions.len() > 2 * page, "{} events", positions.len());
+    let points = [
+        positions[0],
+        positions[page - 1],
+        positions[page],
+        positions[page + 1],
+        positions[2 * page],
+        positions[positions.len() / 2 + 3],
+        *positions.last().unwrap(),
+    ];
+    for point in points {
+        let response = app
+            .get_as(&format!("/v1/orders/biz-long?asOf={point}"), ADMIN_TOKEN)
+            .await;
+        assert_eq!(response.status(), 200);
+        let served: Value = response.json().await.unwrap();
+        let (code, out, err) =
+            app.db
+                .run_cli(&["replay", "--as-of", &point.to_string(), "--format", "json"]);
+        assert_eq!(code, 0, "{err}");
+        let replayed: Value = serde_json::from_str(out.trim()).unwrap();
+        let package = replayed["packages"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|p| p["instanceId"] == "biz-long")
+            .unwrap();
+        assert_eq!(served["asOfPosition"], point);
+        let fields = package.as_object().unwrap();
+        assert!(fields.contains_key("bytesConsumed"), "{package}");
+        for (name, value) in fields {
+            assert_eq!(&served[name], value, "{name} at position {point}");
+        }
+    }
+    let now = Utc::now().to_rfc3339().replace('+', "%2B");
+    let latest: Value = app
+        .get_as(&format!("/v1/orders/biz-long?asOf={now}"), ADMIN_TOKEN)
+        .await
+        .json()
+        .await
+        .unwrap();
+    let live = app.order("biz-long").await;
+    assert_eq!(latest["bytesConsumed"], live["bytesConsumed"]);
+    assert_eq!(latest["bytesRemaining"], live["bytesRemaining"]);
+}

@@ -409,3 +409,121 @@ async fn the_traffic_route_answers_other_methods_in_json() {
     let body: Value = response.json().await.unwrap();
     assert_eq!(body["error"]["code"], "method_not_allowed");
 }
+
+/// A gzip body of a few KiB that inflates to more than `inflated_bytes` of valid JSON.
+fn gzip_bomb(inflated_bytes: usize) -> Vec<u8> {
+    use std::io::Write;
+    let mut encoder = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::best());
+    encoder.write_all(br#"{"reports": [], "pad": ""#).unwrap();
+    let spaces = vec![b' '; 64 * 1024];
+    let mut left = inflated_bytes;
+    while left > 0 {
+        let n = left.min(spaces.len());
+        encoder.write_all(&spaces[..n]).unwrap();
+        left -= n;
+    }
+    encoder.write_all(br#""}"#).unwrap();
+    encoder.finish().unwrap()
+}
+
+fn gzip(body: &Value) -> Vec<u8> {
+    use std::io::Write;
+    let mut encoder = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+    encoder.write_all(body.to_string().as_bytes()).unwrap();
+    encoder.finish().unwrap()
+}
+
+async fn post_gzip(app: &TestApp, path: &str, token: Option<&str>, body: Vec<u8>) -> (u16, Value) {
+    let mut request = app
+        .http
+        .post(format!("{}{path}", app.address))
+        .header("content-type", "application/json")
+        .header("content-encoding", "gzip")
+        .body(body);
+    if let Some(token) = token {
+        request = request.bearer_auth(token);
+    }
+    let response = request.send().await.expect("the request is sent");
+    let status = response.status().as_u16();
+    (status, response.json().await.unwrap())
+}
+
+#[tokio::test]
+async fn a_gzip_bomb_is_refused_unread_without_a_token_and_by_inflated_size_with_one() {
+    let app = spawn_app().await;
+    let bomb = gzip_bomb(16 * 1024 * 1024);
+    assert!(bomb.len() < 64 * 1024, "{} bytes on the wire", bomb.len());
+
+    let (status, body) = post_gzip(&app, "/v1/traffic", None, bomb.clone()).await;
+    assert_eq!(status, 401, "{body}");
+    assert_eq!(body["error"]["code"], "unauthorized");
+    let (status, body) = post_gzip(&app, "/v1/traffic", Some("not-a-token"), bomb.clone()).await;
+    assert_eq!(status, 401, "{body}");
+
+    // A reporter may gzip, but the limit counts what the body inflates to.
+    let (status, body) = post_gzip(&app, "/v1/traffic", Some(REPORTER_TOKEN), bomb).await;
+    assert_eq!(status, 413, "{body}");
+    assert_eq!(body["error"]["code"], "payload_too_large");
+
+    app.buy("biz-gz", "pin-a", SKU_1TB).await;
+    app.create_task("task-gz", "biz-gz").await;
+    let batch = json!({"reports": [report("task-gz", "r-1", 700)]});
+    let (status, body) = post_gzip(&app, "/v1/traffic", Some(REPORTER_TOKEN), gzip(&batch)).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["results"][0]["status"], "accepted");
+}
+
+#[tokio::test]
+async fn task_routes_take_no_compressed_bodies() {
+    let app = spawn_app().await;
+    app.buy("biz-gz", "pin-a", SKU_1TB).await;
+    let task = json!({"taskId": "task-gz", "instanceId": "biz-gz"});
+    let (status, body) = post_gzip(&app, "/v1/tasks", Some(REPORTER_TOKEN), gzip(&task)).await;
+    assert_eq!(status, 415, "{body}");
+    assert_eq!(body["error"]["code"], "unsupported_encoding");
+    let (status, body) = post_gzip(&app, "/v1/tasks", None, gzip(&task)).await;
+    assert_eq!(status, 401, "{body}");
+    let missing = app.get_as("/v1/tasks/task-gz", REPORTER_TOKEN).await;
+    assert_eq!(missing.status(), 404, "nothing was created");
+}
+
+/// Sends the head of a request and a first slice of its body, never the rest, and returns the
+/// status line the server answers with. A server that reads the body first never answers: the
+/// bound only keeps such a failure from hanging the test run.
+async fn answer_to_an_unfinished_body(app: &TestApp, path: &str, length_bytes: usize) -> String {
+    use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+    let address = app.address.trim_start_matches("http://");
+    let mut stream = tokio::net::TcpStream::connect(address).await.unwrap();
+    let head = format!(
+        "POST {path} HTTP/1.1\r\nhost: {address}\r\ncontent-type: application/json\r\n\
+         content-length: {length_bytes}\r\n\r\n{{\"reports\": ["
+    );
+    stream.write_all(head.as_bytes()).await.unwrap();
+    stream.write_all(&vec![b' '; 1024]).await.unwrap();
+    stream.flush().await.unwrap();
+    let mut reader = BufReader::new(stream);
+    let mut status_line = String::new();
+    let read = tokio::time::timeout(
+        std::time::Duration::from_secs(60),
+        reader.read_line(&mut status_line),
+    )
+    .await;
+    match read {
+        Ok(result) => {
+            result.unwrap();
+            status_line.trim_end().to_owned()
+        }
+        Err(_) => panic!("{path}: no answer while the body was unfinished"),
+    }
+}
+
+#[tokio::test]
+async fn requests_without_a_token_are_refused_before_their_body_is_read() {
+    let app = spawn_app().await;
+    let status = answer_to_an_unfinished_body(&app, "/v1/traffic", 4 * 1024 * 1024).await;
+    assert_eq!(status, "HTTP/1.1 401 Unauthorized");
+    let status = answer_to_an_unfinished_body(&app, "/v1/tasks", 32 * 1024).await;
+    assert_eq!(status, "HTTP/1.1 401 Unauthorized");
+    let status = answer_to_an_unfinished_body(&app, "/v1/tasks/task-1/renew", 32 * 1024).await;
+    assert_eq!(status, "HTTP/1.1 401 Unauthorized");
+}
