@@ -311,24 +311,20 @@ pub fn dilate(
 }
 
 /// `expiredInstance`: the marketplace says the order ended. Idempotent by state.
-/// `renewed_since_expiry`: the package was renewed after the marketplace last expired it.
-pub fn expire(
-    draft: &mut Draft,
-    instance_id: &InstanceId,
-    renewed_since_expiry: bool,
-) -> Result<Outcome, Refusal> {
+///
+/// While the package's `expiresAt` is still ahead, the call changes nothing: the expiry it speaks
+/// of is one a renewal has since paid for (a late or retried call, or a captured URL replayed,
+/// whichever source expired the package before), and our clock expires the package anyway once
+/// `expiresAt` passes.
+pub fn expire(draft: &mut Draft, instance_id: &InstanceId) -> Result<Outcome, Refusal> {
     let package = draft
         .package(instance_id)
         .ok_or_else(|| Refusal::UnknownInstance(instance_id.clone()))?;
     match package.status {
         PackageStatus::Released => Ok(Outcome::Unchanged("already released")),
         PackageStatus::Expired => Ok(Outcome::Unchanged("already expired")),
-        // Expired by the marketplace before, then renewed past now: this call is about the period
-        // before the renewal (a retry whose first answer was lost), not the new one.
-        PackageStatus::Active
-            if renewed_since_expiry && package.expires_at.is_some_and(|at| at > draft.now) =>
-        {
-            Ok(Outcome::Unchanged("not expired: renewed past now"))
+        PackageStatus::Active if package.expires_at.is_some_and(|at| at > draft.now) => {
+            Ok(Outcome::Unchanged("not expired: expiresAt is still ahead"))
         }
         PackageStatus::Active => {
             let event = Event::OrderExpired(OrderExpired {
@@ -500,9 +496,36 @@ mod tests {
     }
 
     #[test]
+    fn an_expiry_while_expires_at_is_ahead_changes_nothing() {
+        let mut draft = created();
+        assert_eq!(
+            expire(&mut draft, &id()).unwrap(),
+            Outcome::Unchanged("not expired: expiresAt is still ahead")
+        );
+        assert!(draft.events.is_empty());
+        // Expired by the clock, renewed, then the marketplace's expiry arrives late.
+        let mut draft = Draft::new(draft.projection, now() + chrono::Duration::days(31));
+        assert!(draft.expire_if_due(&id()).unwrap());
+        let renewal = RenewOrder {
+            instance_id: id(),
+            order_id: OrderId::parse("o-2").unwrap(),
+            expires_at: now() + chrono::Duration::days(90),
+        };
+        renew(&mut draft, &renewal, &Catalog::built_in(), None).unwrap();
+        let events = draft.events.len();
+        assert_eq!(
+            expire(&mut draft, &id()).unwrap(),
+            Outcome::Unchanged("not expired: expiresAt is still ahead")
+        );
+        assert_eq!(draft.events.len(), events);
+        assert_eq!(draft.package(&id()).unwrap().status, PackageStatus::Active);
+    }
+
+    #[test]
     fn an_expired_package_renewed_into_the_future_is_active_again() {
         let mut draft = created();
-        expire(&mut draft, &id(), false).unwrap();
+        draft.now = now() + chrono::Duration::days(30);
+        expire(&mut draft, &id()).unwrap();
         assert_eq!(draft.package(&id()).unwrap().status, PackageStatus::Expired);
         assert_eq!(
             draft
@@ -512,13 +535,13 @@ mod tests {
             Some(StopReason::OrderExpired)
         );
         assert_eq!(
-            expire(&mut draft, &id(), false).unwrap(),
+            expire(&mut draft, &id()).unwrap(),
             Outcome::Unchanged("already expired")
         );
         let renewal = RenewOrder {
             instance_id: id(),
             order_id: OrderId::parse("o-2").unwrap(),
-            expires_at: now() + chrono::Duration::days(1),
+            expires_at: now() + chrono::Duration::days(31),
         };
         renew(&mut draft, &renewal, &Catalog::built_in(), None).unwrap();
         assert_eq!(draft.package(&id()).unwrap().status, PackageStatus::Active);

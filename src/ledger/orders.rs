@@ -105,14 +105,6 @@ enum Prior<'a> {
     Nothing,
     /// The answer recorded earlier for this order, if any; the order's details are kept.
     Order(&'a OrderId, &'a OrderDetails),
-    /// Whether the package was renewed after the marketplace last expired it.
-    RenewalAfterExpiry,
-}
-
-/// What a change's decision is given.
-struct History {
-    earlier: Option<Event>,
-    renewed_since_expiry: bool,
 }
 
 /// A change to an existing package: locks it and its live tasks, reads what `prior` asks for,
@@ -122,7 +114,7 @@ async fn change(
     metadata: &Metadata,
     instance_id: &InstanceId,
     prior: Prior<'_>,
-    decide: impl Fn(&mut Draft, History) -> Result<Outcome, Refusal>,
+    decide: impl Fn(&mut Draft, Option<Event>) -> Result<Outcome, Refusal>,
 ) -> Result<Outcome, CommandError> {
     let mut attempts = Attempts::default();
     loop {
@@ -130,23 +122,14 @@ async fn change(
         let mut unit = UnitOfWork::begin(&mut client, ledger, metadata).await?;
         unit.lock_packages(&[instance_id]).await?;
         unit.load_live_tasks_of(&[instance_id]).await?;
-        let history = match prior {
-            Prior::Nothing => History {
-                earlier: None,
-                renewed_since_expiry: false,
-            },
-            Prior::Order(order_id, _) => History {
-                earlier: unit
-                    .earlier_event(&order_key(instance_id, order_id))
-                    .await?,
-                renewed_since_expiry: false,
-            },
-            Prior::RenewalAfterExpiry => History {
-                earlier: None,
-                renewed_since_expiry: renewed_since_expiry(unit.tx(), instance_id).await?,
-            },
+        let earlier = match prior {
+            Prior::Nothing => None,
+            Prior::Order(order_id, _) => {
+                unit.earlier_event(&order_key(instance_id, order_id))
+                    .await?
+            }
         };
-        let outcome = decide(&mut unit.draft, history)?;
+        let outcome = decide(&mut unit.draft, earlier)?;
         if let (Outcome::Recorded(_), Prior::Order(order_id, details)) = (&outcome, &prior) {
             let now = unit.draft.now;
             save_details(unit.tx(), instance_id, order_id, details, now).await?;
@@ -156,24 +139,6 @@ async fn change(
             Err(error) => attempts.retry(error)?,
         }
     }
-}
-
-/// Whether the package's stream holds a renewal after its last expiry by the marketplace.
-async fn renewed_since_expiry(
-    tx: &Transaction<'_>,
-    instance_id: &InstanceId,
-) -> Result<bool, tokio_postgres::Error> {
-    let statement = tx
-        .prepare_cached(
-            "SELECT max(position) FILTER (WHERE event_type = 'OrderRenewed')
-                  > max(position) FILTER (WHERE event_type = 'OrderExpired'
-                                            AND payload->>'source' = 'marketplace')
-               FROM events WHERE stream_id = $1",
-        )
-        .await?;
-    let stream = projections::events::package_stream(instance_id);
-    let row = tx.query_one(&statement, &[&stream]).await?;
-    Ok(row.get::<_, Option<bool>>(0).unwrap_or(false))
 }
 
 pub async fn renew(
@@ -188,7 +153,7 @@ pub async fn renew(
         metadata,
         &command.instance_id,
         Prior::Order(&command.order_id, &details),
-        |draft, history| decide::renew(draft, command, catalog, history.earlier),
+        |draft, earlier| decide::renew(draft, command, catalog, earlier),
     )
     .await
 }
@@ -205,7 +170,7 @@ pub async fn upgrade(
         metadata,
         &command.instance_id,
         Prior::Order(&command.order_id, details),
-        |draft, history| decide::upgrade(draft, command, catalog, history.earlier),
+        |draft, earlier| decide::upgrade(draft, command, catalog, earlier),
     )
     .await
 }
@@ -222,7 +187,7 @@ pub async fn dilate(
         metadata,
         &command.instance_id,
         Prior::Order(&command.order_id, details),
-        |draft, history| decide::dilate(draft, command, catalog, history.earlier),
+        |draft, earlier| decide::dilate(draft, command, catalog, earlier),
     )
     .await
 }
@@ -232,13 +197,9 @@ pub async fn expire(
     instance_id: &InstanceId,
     metadata: &Metadata,
 ) -> Result<Outcome, CommandError> {
-    change(
-        ledger,
-        metadata,
-        instance_id,
-        Prior::RenewalAfterExpiry,
-        |draft, history| decide::expire(draft, instance_id, history.renewed_since_expiry),
-    )
+    change(ledger, metadata, instance_id, Prior::Nothing, |draft, _| {
+        decide::expire(draft, instance_id)
+    })
     .await
 }
 
@@ -253,49 +214,97 @@ pub async fn release(
     .await
 }
 
-/// Packages the sweeper expires per pass; the next pass takes the rest.
+/// Due packages read per query of a sweep; a pass pages through all of them, so this bounds
+/// memory and the length of one read, not how many packages a pass expires.
 pub const SWEEP_BATCH_MAX: i64 = 500;
 
 /// Records `OrderExpired` for active packages whose `expiresAt` has passed by our clock. Several
 /// processes may sweep at once: each package is re-checked under its lock.
+///
+/// Each package is expired in its own transaction. One that fails for a reason a retry cannot fix
+/// (a row the fold refuses, say) is logged as an error naming it and skipped: the pass goes on
+/// with the others, and because a pass pages through every due package (by `expiresAt`, then id)
+/// no number of failing packages can keep the others from expiring. Only an unavailable database
+/// ends a pass early; the next pass starts over.
 pub async fn expire_due(ledger: &Ledger, metadata: &Metadata) -> Result<usize, CommandError> {
-    let due: Vec<InstanceId> = {
-        let client = ledger.pool.get().await?;
-        let statement = client
-            .prepare_cached(
-                "SELECT instance_id FROM packages
-                  WHERE status = 'active' AND expires_at <= now()
-                  ORDER BY expires_at LIMIT $1",
-            )
-            .await?;
-        client
-            .query(&statement, &[&SWEEP_BATCH_MAX])
-            .await?
-            .iter()
-            .filter_map(|row| InstanceId::parse(row.get::<_, String>(0)).ok())
-            .collect()
-    };
+    // Packages that fall due while the pass runs wait for the next one, so a pass always ends.
+    let cutoff = Utc::now();
+    let mut after: Option<(DateTime<Utc>, String)> = None;
     let mut expired = 0;
-    for instance_id in &due {
-        let mut attempts = Attempts::default();
-        let done = loop {
-            let mut client = ledger.pool.get().await?;
-            let mut unit = UnitOfWork::begin(&mut client, ledger, metadata).await?;
-            unit.lock_packages(&[instance_id]).await?;
-            unit.load_live_tasks_of(&[instance_id]).await?;
-            let done = unit
-                .draft
-                .expire_if_due(instance_id)
-                .map_err(LedgerError::from)?;
-            match unit.commit().await {
-                Ok(_) => break done,
-                Err(error) => attempts.retry(error)?,
-            }
+    loop {
+        let due = due_packages(ledger, cutoff, after.as_ref()).await?;
+        let Some(last) = due.last() else {
+            return Ok(expired);
         };
-        if done {
-            tracing::info!(instance_id = %instance_id, "order expired by the clock");
-            expired += 1;
+        after = Some(last.clone());
+        for (_, id) in &due {
+            let Ok(instance_id) = InstanceId::parse(id.clone()) else {
+                tracing::error!(instance_id = %id, "package id is unreadable; it cannot expire");
+                continue;
+            };
+            match expire_one(ledger, metadata, &instance_id).await {
+                Ok(true) => {
+                    tracing::info!(instance_id = %instance_id, "order expired by the clock");
+                    expired += 1;
+                }
+                Ok(false) => {}
+                Err(error) if error.is_unavailable() => return Err(error.into()),
+                Err(error) => tracing::error!(
+                    instance_id = %instance_id,
+                    %error,
+                    "order could not be expired by the clock; skipped, the next pass tries again"
+                ),
+            }
         }
     }
-    Ok(expired)
+}
+
+/// One page of active packages due at `cutoff`, after the `(expires_at, instance_id)` cursor.
+async fn due_packages(
+    ledger: &Ledger,
+    cutoff: DateTime<Utc>,
+    after: Option<&(DateTime<Utc>, String)>,
+) -> Result<Vec<(DateTime<Utc>, String)>, CommandError> {
+    let client = ledger.pool.get().await?;
+    let statement = client
+        .prepare_cached(
+            "SELECT expires_at, instance_id FROM packages
+              WHERE status = 'active' AND expires_at <= $1
+                AND ($2::timestamptz IS NULL OR (expires_at, instance_id) > ($2, $3))
+              ORDER BY expires_at, instance_id LIMIT $4",
+        )
+        .await?;
+    let (after_at, after_id) = match after {
+        Some((at, id)) => (Some(*at), Some(id.as_str())),
+        None => (None, None),
+    };
+    Ok(client
+        .query(
+            &statement,
+            &[&cutoff, &after_at, &after_id, &SWEEP_BATCH_MAX],
+        )
+        .await?
+        .iter()
+        .map(|row| (row.get(0), row.get(1)))
+        .collect())
+}
+
+/// Expires one package if it is still due; whether it expired now.
+async fn expire_one(
+    ledger: &Ledger,
+    metadata: &Metadata,
+    instance_id: &InstanceId,
+) -> Result<bool, LedgerError> {
+    let mut attempts = Attempts::default();
+    loop {
+        let mut client = ledger.pool.get().await?;
+        let mut unit = UnitOfWork::begin(&mut client, ledger, metadata).await?;
+        unit.lock_packages(&[instance_id]).await?;
+        unit.load_live_tasks_of(&[instance_id]).await?;
+        let done = unit.draft.expire_if_due(instance_id)?;
+        match unit.commit().await {
+            Ok(_) => return Ok(done),
+            Err(error) => attempts.retry(error)?,
+        }
+    }
 }
