@@ -39,6 +39,11 @@ const MIGRATIONS: &[Migration] = &[
         name: "recorded_at",
         sql: include_str!("../../schema/0005_recorded_at.sql"),
     },
+    Migration {
+        version: 6,
+        name: "marketplace_hardening",
+        sql: include_str!("../../schema/0006_marketplace_hardening.sql"),
+    },
 ];
 
 /// An arbitrary constant naming the advisory lock taken while migrating.

@@ -1,7 +1,7 @@
 //! Marketplace orders applied to the ledger, and the expiry sweeper.
 
 use super::{Attempts, CommandError, Ledger, LedgerError, UnitOfWork};
-use crate::configuration::Catalog;
+use crate::configuration::{Catalog, Sku};
 use crate::domain::orders::{
     self as decide, create_key, order_key, CreateOrder, DilateOrder, Outcome, Refusal, RenewOrder,
     UpgradeOrder,
@@ -15,12 +15,26 @@ use projections::ids::{InstanceId, OrderId};
 
 /// Customer details that come with an order. They are personal data or free-form, so they live in
 /// the erasable `order_details` table, never in the immutable ledger.
+///
+/// An optional detail that failed its checks never refuses the order: it is kept as received
+/// (truncated to its limit, made storable) and its parameter name is listed in `invalid`.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct OrderDetails {
     pub mobile: Option<String>,
     pub email: Option<String>,
     pub extra_info: Option<String>,
     pub addition_info: Option<String>,
+    /// `template` only when it failed its checks; a valid one is part of the order's event.
+    pub template: Option<String>,
+    /// The parameters above that failed their checks, with why.
+    pub invalid: Vec<InvalidDetail>,
+}
+
+/// An optional parameter kept although it failed its checks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct InvalidDetail {
+    pub name: &'static str,
+    pub problem: &'static str,
 }
 
 impl OrderDetails {
@@ -42,11 +56,13 @@ async fn save_details(
     let statement = tx
         .prepare_cached(
             "INSERT INTO order_details
-                 (instance_id, order_id, mobile, email, extra_info, addition_info, recorded_at)
-             VALUES ($1, $2, $3, $4, $5, $6, $7)
+                 (instance_id, order_id, mobile, email, extra_info, addition_info, template,
+                  invalid_params, recorded_at)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)
              ON CONFLICT (instance_id, order_id) DO NOTHING",
         )
         .await?;
+    let invalid: Vec<&str> = details.invalid.iter().map(|detail| detail.name).collect();
     tx.execute(
         &statement,
         &[
@@ -56,6 +72,8 @@ async fn save_details(
             &details.email,
             &details.extra_info,
             &details.addition_info,
+            &details.template,
+            &invalid,
             &at,
         ],
     )
@@ -108,13 +126,15 @@ enum Prior<'a> {
 }
 
 /// A change to an existing package: locks it and its live tasks, reads what `prior` asks for,
-/// decides, and keeps the order's details.
+/// decides, and keeps the order's details. With a `catalog` that no longer has the package's SKU,
+/// the decision is also given that SKU as recorded on the package.
 async fn change(
     ledger: &Ledger,
     metadata: &Metadata,
     instance_id: &InstanceId,
     prior: Prior<'_>,
-    decide: impl Fn(&mut Draft, Option<Event>) -> Result<Outcome, Refusal>,
+    catalog: Option<&Catalog>,
+    decide: impl Fn(&mut Draft, Option<Event>, Option<&Sku>) -> Result<Outcome, Refusal>,
 ) -> Result<Outcome, CommandError> {
     let mut attempts = Attempts::default();
     loop {
@@ -129,7 +149,17 @@ async fn change(
                     .await?
             }
         };
-        let outcome = decide(&mut unit.draft, earlier)?;
+        let removed = match (catalog, unit.draft.package(instance_id)) {
+            (Some(catalog), Some(package)) if catalog.get(&package.sku_id).is_none() => {
+                Some(package.clone())
+            }
+            _ => None,
+        };
+        let recorded = match removed {
+            Some(package) => recorded_sku(unit.tx(), &package).await?,
+            None => None,
+        };
+        let outcome = decide(&mut unit.draft, earlier, recorded.as_ref())?;
         if let (Outcome::Recorded(_), Prior::Order(order_id, details)) = (&outcome, &prior) {
             let now = unit.draft.now;
             save_details(unit.tx(), instance_id, order_id, details, now).await?;
@@ -139,6 +169,42 @@ async fn change(
             Err(error) => attempts.retry(error)?,
         }
     }
+}
+
+/// The package's SKU as recorded on it: size and price from the package, name and currency from
+/// the event that put the package on that SKU (its purchase or its last upgrade). `None` if no
+/// such event names it, which no fold can produce.
+async fn recorded_sku(
+    tx: &Transaction<'_>,
+    package: &projections::Package,
+) -> Result<Option<Sku>, LedgerError> {
+    // The partial index `events_sku_choices` finds that event without reading the package's
+    // traffic.
+    let statement = tx
+        .prepare_cached(
+            "SELECT payload->>'skuId', payload->>'skuName', payload->>'currency' FROM events
+              WHERE stream_id = $1 AND event_type IN ('OrderCreated', 'OrderUpgraded')
+              ORDER BY position DESC LIMIT 1",
+        )
+        .await?;
+    let stream = projections::events::package_stream(&package.instance_id);
+    let Some(row) = tx.query_opt(&statement, &[&stream]).await? else {
+        return Ok(None);
+    };
+    let (sku_id, name, currency): (Option<String>, Option<String>, Option<String>) =
+        (row.get(0), row.get(1), row.get(2));
+    Ok(match (sku_id, name, currency) {
+        (Some(sku_id), Some(name), Some(currency)) if sku_id == package.sku_id.as_str() => {
+            Some(Sku {
+                id: package.sku_id.clone(),
+                name,
+                bytes: package.sku_bytes,
+                price: package.unit_price,
+                currency,
+            })
+        }
+        _ => None,
+    })
 }
 
 pub async fn renew(
@@ -153,7 +219,8 @@ pub async fn renew(
         metadata,
         &command.instance_id,
         Prior::Order(&command.order_id, &details),
-        |draft, earlier| decide::renew(draft, command, catalog, earlier),
+        Some(catalog),
+        |draft, earlier, recorded| decide::renew(draft, command, catalog, recorded, earlier),
     )
     .await
 }
@@ -170,7 +237,8 @@ pub async fn upgrade(
         metadata,
         &command.instance_id,
         Prior::Order(&command.order_id, details),
-        |draft, earlier| decide::upgrade(draft, command, catalog, earlier),
+        None,
+        |draft, earlier, _| decide::upgrade(draft, command, catalog, earlier),
     )
     .await
 }
@@ -187,7 +255,8 @@ pub async fn dilate(
         metadata,
         &command.instance_id,
         Prior::Order(&command.order_id, details),
-        |draft, earlier| decide::dilate(draft, command, catalog, earlier),
+        Some(catalog),
+        |draft, earlier, recorded| decide::dilate(draft, command, catalog, recorded, earlier),
     )
     .await
 }
@@ -197,9 +266,14 @@ pub async fn expire(
     instance_id: &InstanceId,
     metadata: &Metadata,
 ) -> Result<Outcome, CommandError> {
-    change(ledger, metadata, instance_id, Prior::Nothing, |draft, _| {
-        decide::expire(draft, instance_id)
-    })
+    change(
+        ledger,
+        metadata,
+        instance_id,
+        Prior::Nothing,
+        None,
+        |draft, _, _| decide::expire(draft, instance_id),
+    )
     .await
 }
 
@@ -208,9 +282,14 @@ pub async fn release(
     instance_id: &InstanceId,
     metadata: &Metadata,
 ) -> Result<Outcome, CommandError> {
-    change(ledger, metadata, instance_id, Prior::Nothing, |draft, _| {
-        decide::release(draft, instance_id)
-    })
+    change(
+        ledger,
+        metadata,
+        instance_id,
+        Prior::Nothing,
+        None,
+        |draft, _, _| decide::release(draft, instance_id),
+    )
     .await
 }
 
