@@ -411,3 +411,37 @@ async fn a_package_that_cannot_expire_does_not_stop_the_others() {
         .get(0);
     assert_eq!(status, "active", "the poisoned package is left as it was");
 }
+
+#[tokio::test]
+async fn more_packages_that_cannot_expire_than_a_sweep_reads_at_once_do_not_starve_the_others() {
+    let app = spawn_app_with(Config {
+        expiry_sweep_s: 1,
+        ..test_config()
+    })
+    .await;
+    // More damaged rows than one read of the sweeper returns, all due before the good package.
+    let damaged = dts_ledger::ledger::orders::SWEEP_BATCH_MAX + 20;
+    app.db
+        .client()
+        .await
+        .execute(
+            "INSERT INTO packages
+                 (instance_id, jd_pin, sku_id, sku_bytes, unit_price, units, status,
+                  bytes_granted, bytes_consumed, bytes_forfeited, bytes_remaining, bytes_overage,
+                  expires_at, warned_percents, created_at, updated_at)
+             SELECT 'damaged-' || n, 'jd_other', 'sku', 0, 0, 1, 'active', 0, 0, 0, 0, 0,
+                    now() - interval '1 hour', '{300}', now(), now()
+               FROM generate_series(1, $1::bigint) AS n",
+            &[&damaged],
+        )
+        .await
+        .unwrap();
+    let soon = cst(Utc::now() + Duration::seconds(2));
+    let (status, reply) = call(&app, &purchase("biz-good", SKU_1TB, &soon)).await;
+    assert_eq!(status, 200, "{reply}");
+    let expired = eventually(async || app.order("biz-good").await["status"] == "expired").await;
+    assert!(
+        expired,
+        "the good package expires behind {damaged} damaged ones"
+    );
+}
