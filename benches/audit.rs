@@ -222,7 +222,7 @@ async fn main() {
                     order_id: OrderId::parse(format!("renew-{serial}")).unwrap(),
                     expires_at: now + chrono::Duration::days(365),
                 };
-                orders::renew(&mut draft, &renewal, &catalog, None).unwrap();
+                orders::renew(&mut draft, &renewal, &catalog, None, None).unwrap();
                 continue;
             }
             let report = Report {

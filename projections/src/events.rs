@@ -107,6 +107,9 @@ pub struct OrderRenewed {
 }
 
 /// The package moved to another SKU (`upgradeInstance`); only a size increase grants bytes.
+///
+/// Version 1 (no `units`) granted the difference once, whatever the package's units; version 2
+/// records the units it covers and grants the difference for each of them.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct OrderUpgraded {
@@ -117,13 +120,17 @@ pub struct OrderUpgraded {
     pub sku_name: String,
     /// The new SKU's size per unit.
     pub sku_bytes: Bytes,
-    /// `max(0, new SKU bytes − old SKU bytes)`.
+    /// Version 1: `max(0, new SKU bytes − old SKU bytes)`; version 2: that `× units`.
     pub bytes_granted: Bytes,
     /// The new SKU's catalog price per unit.
     pub unit_price: Decimal,
-    /// `max(0, new price − old price)`: the money the granted bytes stand for.
+    /// Version 1: `max(0, new price − old price)`; version 2: that `× units`. The money the
+    /// granted bytes stand for.
     pub amount: Decimal,
     pub currency: String,
+    /// Version 2: the package's units the upgrade covers (absent in version 1).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub units: Option<u32>,
 }
 
 /// Capacity was added (`dilateInstance`, 扩容).
@@ -301,8 +308,18 @@ macro_rules! event_catalog {
                 payload: &[u8],
             ) -> Result<Event, DecodeError> {
                 match (event_type, event_version) {
-                    $((stringify!($variant), 1) => serde_json::from_slice(payload)
+                    $((stringify!($variant), version)
+                        if (1..=version_max(stringify!($variant))).contains(&version) =>
+                        serde_json::from_slice(payload)
                         .map(Event::$variant)
+                        // Each version has its own shape: a payload of another one is refused.
+                        .and_then(|event| if event.event_version() == event_version {
+                            Ok(event)
+                        } else {
+                            Err(serde::de::Error::custom(
+                                "the payload's fields belong to another version",
+                            ))
+                        })
                         .map_err(|source| DecodeError::Payload {
                             event_type: stringify!($variant),
                             event_version,
@@ -343,10 +360,22 @@ event_catalog!(
     TrafficConsumed,
 );
 
+/// The newest payload version of an event type this code decodes (older ones decode too); the
+/// version of a decoded event must match the one it was stored with ([`Event::event_version`]).
+fn version_max(event_type: &str) -> i32 {
+    match event_type {
+        "OrderUpgraded" => 2,
+        _ => 1,
+    }
+}
+
 impl Event {
-    /// The payload shape version written by this code; bumped per type when a shape changes.
+    /// The payload shape version of this event; bumped per type when a shape changes.
     pub fn event_version(&self) -> i32 {
-        1
+        match self {
+            Event::OrderUpgraded(OrderUpgraded { units: Some(_), .. }) => 2,
+            _ => 1,
+        }
     }
 
     pub fn stream_id(&self) -> String {
@@ -435,5 +464,36 @@ mod tests {
         assert_eq!(payload["amount"], "2000.00");
         assert_eq!(Event::decode("OrderDilated", 1, payload).unwrap(), event);
         assert_eq!(EVENT_TYPES.len(), 13);
+    }
+
+    fn upgraded(units: Option<u32>) -> Event {
+        Event::OrderUpgraded(OrderUpgraded {
+            instance_id: InstanceId::parse("biz-1").unwrap(),
+            order_id: OrderId::parse("o-3").unwrap(),
+            from_sku_id: SkuId::parse("small").unwrap(),
+            sku_id: SkuId::parse("big").unwrap(),
+            sku_name: "DTS 2TB".into(),
+            sku_bytes: Bytes::new(2048).unwrap(),
+            bytes_granted: Bytes::new(1024).unwrap(),
+            unit_price: "1800.00".parse().unwrap(),
+            amount: "800.00".parse().unwrap(),
+            currency: "CNY".into(),
+            units,
+        })
+    }
+
+    #[test]
+    fn upgrades_of_both_versions_decode_and_each_version_keeps_its_shape() {
+        let v1 = upgraded(None);
+        assert_eq!(v1.event_version(), 1);
+        assert!(v1.payload().get("units").is_none());
+        assert_eq!(Event::decode("OrderUpgraded", 1, v1.payload()).unwrap(), v1);
+        let v2 = upgraded(Some(3));
+        assert_eq!(v2.event_version(), 2);
+        assert_eq!(v2.payload()["units"], 3);
+        assert_eq!(Event::decode("OrderUpgraded", 2, v2.payload()).unwrap(), v2);
+        assert!(Event::decode("OrderUpgraded", 1, v2.payload()).is_err());
+        assert!(Event::decode("OrderUpgraded", 2, v1.payload()).is_err());
+        assert!(Event::decode("OrderDilated", 2, v1.payload()).is_err());
     }
 }

@@ -40,6 +40,11 @@ const MIGRATIONS: &[Migration] = &[
         sql: include_str!("../../schema/0005_recorded_at.sql"),
     },
     Migration {
+        version: 6,
+        name: "marketplace_hardening",
+        sql: include_str!("../../schema/0006_marketplace_hardening.sql"),
+    },
+    Migration {
         version: 7,
         name: "outbox_order",
         sql: include_str!("../../schema/0007_outbox_order.sql"),

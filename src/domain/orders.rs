@@ -1,14 +1,14 @@
 //! Marketplace orders: what each callback does to a package (DESIGN §4).
 
 use super::Draft;
-use crate::configuration::Catalog;
+use crate::configuration::{Catalog, Sku};
 use chrono::{DateTime, Utc};
 use projections::events::{
     Event, ExpirySource, OrderCreated, OrderDilated, OrderExpired, OrderReleased, OrderRenewed,
     OrderUpgraded, StopReason,
 };
 use projections::ids::{InstanceId, JdPin, OrderId, SkuId};
-use projections::{FoldError, PackageStatus};
+use projections::{FoldError, Package, PackageStatus};
 use rust_decimal::Decimal;
 
 /// `createInstance`, parsed. The package's id is the `orderBizId`.
@@ -204,11 +204,27 @@ fn changeable(draft: &mut Draft, instance_id: &InstanceId) -> Result<(), Refusal
     Ok(())
 }
 
+/// The SKU a package is on: the catalog's entry today or, once the SKU is removed from the
+/// catalog, `recorded` (the size and price recorded on the package), so a removed SKU never
+/// blocks the packages bought with it.
+fn package_sku<'a>(
+    package: &Package,
+    catalog: &'a Catalog,
+    recorded: Option<&'a Sku>,
+) -> Result<&'a Sku, Refusal> {
+    catalog
+        .get(&package.sku_id)
+        .or(recorded.filter(|sku| sku.id == package.sku_id))
+        .ok_or_else(|| Refusal::UnknownSku(package.sku_id.clone()))
+}
+
 /// `renewInstance`: one more SKU's worth of bytes at today's price, and a new expiry.
+/// `recorded`: the package's SKU as recorded on it, used when the catalog no longer has it.
 pub fn renew(
     draft: &mut Draft,
     command: &RenewOrder,
     catalog: &Catalog,
+    recorded: Option<&Sku>,
     earlier: Option<Event>,
 ) -> Result<Outcome, Refusal> {
     if let Some(earlier) = earlier {
@@ -217,9 +233,7 @@ pub fn renew(
     }
     changeable(draft, &command.instance_id)?;
     let package = draft.package(&command.instance_id).expect("checked above");
-    let sku = catalog
-        .get(&package.sku_id)
-        .ok_or_else(|| Refusal::UnknownSku(package.sku_id.clone()))?;
+    let sku = package_sku(package, catalog, recorded)?;
     let event = Event::OrderRenewed(OrderRenewed {
         instance_id: command.instance_id.clone(),
         order_id: command.order_id.clone(),
@@ -237,7 +251,9 @@ pub fn renew(
     Ok(Outcome::Recorded(event))
 }
 
-/// `upgradeInstance`: switch SKU; a bigger one grants the difference, a smaller one takes nothing.
+/// `upgradeInstance`: switch SKU; a bigger one grants the difference for each of the package's
+/// units, a smaller one takes nothing. The old SKU's size and price are those recorded on the
+/// package, so upgrading from a SKU since removed from the catalog works.
 pub fn upgrade(
     draft: &mut Draft,
     command: &UpgradeOrder,
@@ -254,6 +270,7 @@ pub fn upgrade(
         .get(&command.sku_id)
         .ok_or_else(|| Refusal::UnknownSku(command.sku_id.clone()))?;
     let package = draft.package(&command.instance_id).expect("checked above");
+    let units = package.units;
     let event = Event::OrderUpgraded(OrderUpgraded {
         instance_id: command.instance_id.clone(),
         order_id: command.order_id.clone(),
@@ -261,10 +278,18 @@ pub fn upgrade(
         sku_id: sku.id.clone(),
         sku_name: sku.name.clone(),
         sku_bytes: sku.bytes,
-        bytes_granted: sku.bytes.saturating_sub(package.sku_bytes),
+        bytes_granted: sku
+            .bytes
+            .saturating_sub(package.sku_bytes)
+            .checked_mul(u64::from(units))
+            .ok_or(Refusal::Overflow)?,
         unit_price: sku.price,
-        amount: (sku.price - package.unit_price).max(Decimal::ZERO),
+        amount: (sku.price - package.unit_price)
+            .max(Decimal::ZERO)
+            .checked_mul(Decimal::from(units))
+            .ok_or(Refusal::Overflow)?,
         currency: sku.currency.clone(),
+        units: Some(units),
     });
     draft.emit(event.clone())?;
     draft.resume_tasks(&command.instance_id)?;
@@ -272,10 +297,12 @@ pub fn upgrade(
 }
 
 /// `dilateInstance` (扩容): `accountNum` more units of the package's SKU at today's price.
+/// `recorded`: the package's SKU as recorded on it, used when the catalog no longer has it.
 pub fn dilate(
     draft: &mut Draft,
     command: &DilateOrder,
     catalog: &Catalog,
+    recorded: Option<&Sku>,
     earlier: Option<Event>,
 ) -> Result<Outcome, Refusal> {
     if let Some(earlier) = earlier {
@@ -285,9 +312,7 @@ pub fn dilate(
     }
     changeable(draft, &command.instance_id)?;
     let package = draft.package(&command.instance_id).expect("checked above");
-    let sku = catalog
-        .get(&package.sku_id)
-        .ok_or_else(|| Refusal::UnknownSku(package.sku_id.clone()))?;
+    let sku = package_sku(package, catalog, recorded)?;
     let event = Event::OrderDilated(OrderDilated {
         instance_id: command.instance_id.clone(),
         order_id: command.order_id.clone(),
@@ -311,24 +336,20 @@ pub fn dilate(
 }
 
 /// `expiredInstance`: the marketplace says the order ended. Idempotent by state.
-/// `renewed_since_expiry`: the package was renewed after the marketplace last expired it.
-pub fn expire(
-    draft: &mut Draft,
-    instance_id: &InstanceId,
-    renewed_since_expiry: bool,
-) -> Result<Outcome, Refusal> {
+///
+/// While the package's `expiresAt` is still ahead, the call changes nothing: the expiry it speaks
+/// of is one a renewal has since paid for (a late or retried call, or a captured URL replayed,
+/// whichever source expired the package before), and our clock expires the package anyway once
+/// `expiresAt` passes.
+pub fn expire(draft: &mut Draft, instance_id: &InstanceId) -> Result<Outcome, Refusal> {
     let package = draft
         .package(instance_id)
         .ok_or_else(|| Refusal::UnknownInstance(instance_id.clone()))?;
     match package.status {
         PackageStatus::Released => Ok(Outcome::Unchanged("already released")),
         PackageStatus::Expired => Ok(Outcome::Unchanged("already expired")),
-        // Expired by the marketplace before, then renewed past now: this call is about the period
-        // before the renewal (a retry whose first answer was lost), not the new one.
-        PackageStatus::Active
-            if renewed_since_expiry && package.expires_at.is_some_and(|at| at > draft.now) =>
-        {
-            Ok(Outcome::Unchanged("not expired: renewed past now"))
+        PackageStatus::Active if package.expires_at.is_some_and(|at| at > draft.now) => {
+            Ok(Outcome::Unchanged("not expired: expiresAt is still ahead"))
         }
         PackageStatus::Active => {
             let event = Event::OrderExpired(OrderExpired {
@@ -488,7 +509,7 @@ mod tests {
             order_id: OrderId::parse("o-2").unwrap(),
             expires_at: now() + chrono::Duration::days(60),
         };
-        renew(&mut draft, &renewal, &Catalog::built_in(), None).unwrap();
+        renew(&mut draft, &renewal, &Catalog::built_in(), None, None).unwrap();
         let package = draft.package(&id()).unwrap();
         assert_eq!(package.bytes_overage, Bytes::ZERO);
         assert_eq!(package.bytes_remaining.get(), (1 << 40) - 5);
@@ -500,9 +521,36 @@ mod tests {
     }
 
     #[test]
+    fn an_expiry_while_expires_at_is_ahead_changes_nothing() {
+        let mut draft = created();
+        assert_eq!(
+            expire(&mut draft, &id()).unwrap(),
+            Outcome::Unchanged("not expired: expiresAt is still ahead")
+        );
+        assert!(draft.events.is_empty());
+        // Expired by the clock, renewed, then the marketplace's expiry arrives late.
+        let mut draft = Draft::new(draft.projection, now() + chrono::Duration::days(31));
+        assert!(draft.expire_if_due(&id()).unwrap());
+        let renewal = RenewOrder {
+            instance_id: id(),
+            order_id: OrderId::parse("o-2").unwrap(),
+            expires_at: now() + chrono::Duration::days(90),
+        };
+        renew(&mut draft, &renewal, &Catalog::built_in(), None, None).unwrap();
+        let events = draft.events.len();
+        assert_eq!(
+            expire(&mut draft, &id()).unwrap(),
+            Outcome::Unchanged("not expired: expiresAt is still ahead")
+        );
+        assert_eq!(draft.events.len(), events);
+        assert_eq!(draft.package(&id()).unwrap().status, PackageStatus::Active);
+    }
+
+    #[test]
     fn an_expired_package_renewed_into_the_future_is_active_again() {
         let mut draft = created();
-        expire(&mut draft, &id(), false).unwrap();
+        draft.now = now() + chrono::Duration::days(30);
+        expire(&mut draft, &id()).unwrap();
         assert_eq!(draft.package(&id()).unwrap().status, PackageStatus::Expired);
         assert_eq!(
             draft
@@ -512,15 +560,15 @@ mod tests {
             Some(StopReason::OrderExpired)
         );
         assert_eq!(
-            expire(&mut draft, &id(), false).unwrap(),
+            expire(&mut draft, &id()).unwrap(),
             Outcome::Unchanged("already expired")
         );
         let renewal = RenewOrder {
             instance_id: id(),
             order_id: OrderId::parse("o-2").unwrap(),
-            expires_at: now() + chrono::Duration::days(1),
+            expires_at: now() + chrono::Duration::days(31),
         };
-        renew(&mut draft, &renewal, &Catalog::built_in(), None).unwrap();
+        renew(&mut draft, &renewal, &Catalog::built_in(), None, None).unwrap();
         assert_eq!(draft.package(&id()).unwrap().status, PackageStatus::Active);
         assert_eq!(
             draft.task(&TaskId::parse("t-1").unwrap()).unwrap().state,
@@ -536,12 +584,12 @@ mod tests {
             order_id: OrderId::parse("o-2").unwrap(),
             expires_at: now() - chrono::Duration::seconds(1),
         };
-        renew(&mut draft, &renewal, &Catalog::built_in(), None).unwrap();
+        renew(&mut draft, &renewal, &Catalog::built_in(), None, None).unwrap();
         assert_eq!(draft.package(&id()).unwrap().status, PackageStatus::Expired);
     }
 
     #[test]
-    fn upgrades_grant_only_the_size_difference() {
+    fn upgrades_grant_the_size_difference_for_every_unit() {
         let mut draft = created();
         let up = UpgradeOrder {
             instance_id: id(),
@@ -551,8 +599,9 @@ mod tests {
         let outcome = upgrade(&mut draft, &up, &Catalog::built_in(), None).unwrap();
         match outcome.event() {
             Some(Event::OrderUpgraded(e)) => {
-                assert_eq!(e.bytes_granted.get(), 1 << 40);
-                assert_eq!(e.amount.to_string(), "800.00");
+                assert_eq!(e.units, Some(2));
+                assert_eq!(e.bytes_granted.get(), 2 << 40);
+                assert_eq!(e.amount.to_string(), "1600.00");
             }
             other => panic!("{other:?}"),
         }
@@ -568,6 +617,49 @@ mod tests {
             Some(Event::OrderUpgraded(e)) => {
                 assert!(e.bytes_granted.is_zero());
                 assert!(e.amount.is_zero());
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_sku_removed_from_the_catalog_renews_and_expands_at_its_recorded_size_and_price() {
+        let mut draft = created();
+        let sku = Catalog::built_in()
+            .get(&SkuId::parse("FW_GOODS-500232-1").unwrap())
+            .unwrap()
+            .clone();
+        let removed = Catalog::new(vec![Catalog::built_in()
+            .get(&SkuId::parse("FW_GOODS-500232-2").unwrap())
+            .unwrap()
+            .clone()])
+        .unwrap();
+        let renewal = RenewOrder {
+            instance_id: id(),
+            order_id: OrderId::parse("o-2").unwrap(),
+            expires_at: now() + chrono::Duration::days(60),
+        };
+        assert!(matches!(
+            renew(&mut draft, &renewal, &removed, None, None),
+            Err(Refusal::UnknownSku(_))
+        ));
+        let outcome = renew(&mut draft, &renewal, &removed, Some(&sku), None).unwrap();
+        match outcome.event() {
+            Some(Event::OrderRenewed(e)) => {
+                assert_eq!((e.bytes_granted, e.amount), (sku.bytes, sku.price));
+            }
+            other => panic!("{other:?}"),
+        }
+        let dilation = DilateOrder {
+            instance_id: id(),
+            order_id: OrderId::parse("o-3").unwrap(),
+            units: 2,
+        };
+        let outcome = dilate(&mut draft, &dilation, &removed, Some(&sku), None).unwrap();
+        match outcome.event() {
+            Some(Event::OrderDilated(e)) => {
+                assert_eq!(e.bytes_granted.get(), 2 << 40);
+                assert_eq!(e.amount.to_string(), "2000.00");
             }
             other => panic!("{other:?}"),
         }
@@ -596,7 +688,7 @@ mod tests {
             units: 1,
         };
         assert!(matches!(
-            dilate(&mut draft, &dilation, &Catalog::built_in(), None),
+            dilate(&mut draft, &dilation, &Catalog::built_in(), None, None),
             Err(Refusal::Released(_))
         ));
     }

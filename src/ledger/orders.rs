@@ -1,7 +1,7 @@
 //! Marketplace orders applied to the ledger, and the expiry sweeper.
 
 use super::{Attempts, CommandError, Ledger, LedgerError, UnitOfWork};
-use crate::configuration::Catalog;
+use crate::configuration::{Catalog, Sku};
 use crate::domain::orders::{
     self as decide, create_key, order_key, CreateOrder, DilateOrder, Outcome, Refusal, RenewOrder,
     UpgradeOrder,
@@ -15,12 +15,26 @@ use projections::ids::{InstanceId, OrderId};
 
 /// Customer details that come with an order. They are personal data or free-form, so they live in
 /// the erasable `order_details` table, never in the immutable ledger.
+///
+/// An optional detail that failed its checks never refuses the order: it is kept as received
+/// (truncated to its limit, made storable) and its parameter name is listed in `invalid`.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct OrderDetails {
     pub mobile: Option<String>,
     pub email: Option<String>,
     pub extra_info: Option<String>,
     pub addition_info: Option<String>,
+    /// `template` only when it failed its checks; a valid one is part of the order's event.
+    pub template: Option<String>,
+    /// The parameters above that failed their checks, with why.
+    pub invalid: Vec<InvalidDetail>,
+}
+
+/// An optional parameter kept although it failed its checks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct InvalidDetail {
+    pub name: &'static str,
+    pub problem: &'static str,
 }
 
 impl OrderDetails {
@@ -42,11 +56,13 @@ async fn save_details(
     let statement = tx
         .prepare_cached(
             "INSERT INTO order_details
-                 (instance_id, order_id, mobile, email, extra_info, addition_info, recorded_at)
-             VALUES ($1, $2, $3, $4, $5, $6, $7)
+                 (instance_id, order_id, mobile, email, extra_info, addition_info, template,
+                  invalid_params, recorded_at)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)
              ON CONFLICT (instance_id, order_id) DO NOTHING",
         )
         .await?;
+    let invalid: Vec<&str> = details.invalid.iter().map(|detail| detail.name).collect();
     tx.execute(
         &statement,
         &[
@@ -56,6 +72,8 @@ async fn save_details(
             &details.email,
             &details.extra_info,
             &details.addition_info,
+            &details.template,
+            &invalid,
             &at,
         ],
     )
@@ -105,24 +123,18 @@ enum Prior<'a> {
     Nothing,
     /// The answer recorded earlier for this order, if any; the order's details are kept.
     Order(&'a OrderId, &'a OrderDetails),
-    /// Whether the package was renewed after the marketplace last expired it.
-    RenewalAfterExpiry,
-}
-
-/// What a change's decision is given.
-struct History {
-    earlier: Option<Event>,
-    renewed_since_expiry: bool,
 }
 
 /// A change to an existing package: locks it and its live tasks, reads what `prior` asks for,
-/// decides, and keeps the order's details.
+/// decides, and keeps the order's details. With a `catalog` that no longer has the package's SKU,
+/// the decision is also given that SKU as recorded on the package.
 async fn change(
     ledger: &Ledger,
     metadata: &Metadata,
     instance_id: &InstanceId,
     prior: Prior<'_>,
-    decide: impl Fn(&mut Draft, History) -> Result<Outcome, Refusal>,
+    catalog: Option<&Catalog>,
+    decide: impl Fn(&mut Draft, Option<Event>, Option<&Sku>) -> Result<Outcome, Refusal>,
 ) -> Result<Outcome, CommandError> {
     let mut attempts = Attempts::default();
     loop {
@@ -130,23 +142,24 @@ async fn change(
         let mut unit = UnitOfWork::begin(&mut client, ledger, metadata).await?;
         unit.lock_packages(&[instance_id]).await?;
         unit.load_live_tasks_of(&[instance_id]).await?;
-        let history = match prior {
-            Prior::Nothing => History {
-                earlier: None,
-                renewed_since_expiry: false,
-            },
-            Prior::Order(order_id, _) => History {
-                earlier: unit
-                    .earlier_event(&order_key(instance_id, order_id))
-                    .await?,
-                renewed_since_expiry: false,
-            },
-            Prior::RenewalAfterExpiry => History {
-                earlier: None,
-                renewed_since_expiry: renewed_since_expiry(unit.tx(), instance_id).await?,
-            },
+        let earlier = match prior {
+            Prior::Nothing => None,
+            Prior::Order(order_id, _) => {
+                unit.earlier_event(&order_key(instance_id, order_id))
+                    .await?
+            }
         };
-        let outcome = decide(&mut unit.draft, history)?;
+        let removed = match (catalog, unit.draft.package(instance_id)) {
+            (Some(catalog), Some(package)) if catalog.get(&package.sku_id).is_none() => {
+                Some(package.clone())
+            }
+            _ => None,
+        };
+        let recorded = match removed {
+            Some(package) => recorded_sku(unit.tx(), &package).await?,
+            None => None,
+        };
+        let outcome = decide(&mut unit.draft, earlier, recorded.as_ref())?;
         if let (Outcome::Recorded(_), Prior::Order(order_id, details)) = (&outcome, &prior) {
             let now = unit.draft.now;
             save_details(unit.tx(), instance_id, order_id, details, now).await?;
@@ -158,22 +171,40 @@ async fn change(
     }
 }
 
-/// Whether the package's stream holds a renewal after its last expiry by the marketplace.
-async fn renewed_since_expiry(
+/// The package's SKU as recorded on it: size and price from the package, name and currency from
+/// the event that put the package on that SKU (its purchase or its last upgrade). `None` if no
+/// such event names it, which no fold can produce.
+async fn recorded_sku(
     tx: &Transaction<'_>,
-    instance_id: &InstanceId,
-) -> Result<bool, tokio_postgres::Error> {
+    package: &projections::Package,
+) -> Result<Option<Sku>, LedgerError> {
+    // The partial index `events_sku_choices` finds that event without reading the package's
+    // traffic.
     let statement = tx
         .prepare_cached(
-            "SELECT max(position) FILTER (WHERE event_type = 'OrderRenewed')
-                  > max(position) FILTER (WHERE event_type = 'OrderExpired'
-                                            AND payload->>'source' = 'marketplace')
-               FROM events WHERE stream_id = $1",
+            "SELECT payload->>'skuId', payload->>'skuName', payload->>'currency' FROM events
+              WHERE stream_id = $1 AND event_type IN ('OrderCreated', 'OrderUpgraded')
+              ORDER BY position DESC LIMIT 1",
         )
         .await?;
-    let stream = projections::events::package_stream(instance_id);
-    let row = tx.query_one(&statement, &[&stream]).await?;
-    Ok(row.get::<_, Option<bool>>(0).unwrap_or(false))
+    let stream = projections::events::package_stream(&package.instance_id);
+    let Some(row) = tx.query_opt(&statement, &[&stream]).await? else {
+        return Ok(None);
+    };
+    let (sku_id, name, currency): (Option<String>, Option<String>, Option<String>) =
+        (row.get(0), row.get(1), row.get(2));
+    Ok(match (sku_id, name, currency) {
+        (Some(sku_id), Some(name), Some(currency)) if sku_id == package.sku_id.as_str() => {
+            Some(Sku {
+                id: package.sku_id.clone(),
+                name,
+                bytes: package.sku_bytes,
+                price: package.unit_price,
+                currency,
+            })
+        }
+        _ => None,
+    })
 }
 
 pub async fn renew(
@@ -188,7 +219,8 @@ pub async fn renew(
         metadata,
         &command.instance_id,
         Prior::Order(&command.order_id, &details),
-        |draft, history| decide::renew(draft, command, catalog, history.earlier),
+        Some(catalog),
+        |draft, earlier, recorded| decide::renew(draft, command, catalog, recorded, earlier),
     )
     .await
 }
@@ -205,7 +237,8 @@ pub async fn upgrade(
         metadata,
         &command.instance_id,
         Prior::Order(&command.order_id, details),
-        |draft, history| decide::upgrade(draft, command, catalog, history.earlier),
+        None,
+        |draft, earlier, _| decide::upgrade(draft, command, catalog, earlier),
     )
     .await
 }
@@ -222,7 +255,8 @@ pub async fn dilate(
         metadata,
         &command.instance_id,
         Prior::Order(&command.order_id, details),
-        |draft, history| decide::dilate(draft, command, catalog, history.earlier),
+        Some(catalog),
+        |draft, earlier, recorded| decide::dilate(draft, command, catalog, recorded, earlier),
     )
     .await
 }
@@ -236,8 +270,9 @@ pub async fn expire(
         ledger,
         metadata,
         instance_id,
-        Prior::RenewalAfterExpiry,
-        |draft, history| decide::expire(draft, instance_id, history.renewed_since_expiry),
+        Prior::Nothing,
+        None,
+        |draft, _, _| decide::expire(draft, instance_id),
     )
     .await
 }
@@ -247,55 +282,108 @@ pub async fn release(
     instance_id: &InstanceId,
     metadata: &Metadata,
 ) -> Result<Outcome, CommandError> {
-    change(ledger, metadata, instance_id, Prior::Nothing, |draft, _| {
-        decide::release(draft, instance_id)
-    })
+    change(
+        ledger,
+        metadata,
+        instance_id,
+        Prior::Nothing,
+        None,
+        |draft, _, _| decide::release(draft, instance_id),
+    )
     .await
 }
 
-/// Packages the sweeper expires per pass; the next pass takes the rest.
+/// Due packages read per query of a sweep; a pass pages through all of them, so this bounds
+/// memory and the length of one read, not how many packages a pass expires.
 pub const SWEEP_BATCH_MAX: i64 = 500;
 
 /// Records `OrderExpired` for active packages whose `expiresAt` has passed by our clock. Several
 /// processes may sweep at once: each package is re-checked under its lock.
+///
+/// Each package is expired in its own transaction. One that fails for a reason a retry cannot fix
+/// (a row the fold refuses, say) is logged as an error naming it and skipped: the pass goes on
+/// with the others, and because a pass pages through every due package (by `expiresAt`, then id)
+/// no number of failing packages can keep the others from expiring. Only an unavailable database
+/// ends a pass early; the next pass starts over.
 pub async fn expire_due(ledger: &Ledger, metadata: &Metadata) -> Result<usize, CommandError> {
-    let due: Vec<InstanceId> = {
-        let client = ledger.pool.get().await?;
-        let statement = client
-            .prepare_cached(
-                "SELECT instance_id FROM packages
-                  WHERE status = 'active' AND expires_at <= now()
-                  ORDER BY expires_at LIMIT $1",
-            )
-            .await?;
-        client
-            .query(&statement, &[&SWEEP_BATCH_MAX])
-            .await?
-            .iter()
-            .filter_map(|row| InstanceId::parse(row.get::<_, String>(0)).ok())
-            .collect()
-    };
+    // Packages that fall due while the pass runs wait for the next one, so a pass always ends.
+    let cutoff = Utc::now();
+    let mut after: Option<(DateTime<Utc>, String)> = None;
     let mut expired = 0;
-    for instance_id in &due {
-        let mut attempts = Attempts::default();
-        let done = loop {
-            let mut client = ledger.pool.get().await?;
-            let mut unit = UnitOfWork::begin(&mut client, ledger, metadata).await?;
-            unit.lock_packages(&[instance_id]).await?;
-            unit.load_live_tasks_of(&[instance_id]).await?;
-            let done = unit
-                .draft
-                .expire_if_due(instance_id)
-                .map_err(LedgerError::from)?;
-            match unit.commit().await {
-                Ok(_) => break done,
-                Err(error) => attempts.retry(error)?,
-            }
+    loop {
+        let due = due_packages(ledger, cutoff, after.as_ref()).await?;
+        let Some(last) = due.last() else {
+            return Ok(expired);
         };
-        if done {
-            tracing::info!(instance_id = %instance_id, "order expired by the clock");
-            expired += 1;
+        after = Some(last.clone());
+        for (_, id) in &due {
+            let Ok(instance_id) = InstanceId::parse(id.clone()) else {
+                tracing::error!(instance_id = %id, "package id is unreadable; it cannot expire");
+                continue;
+            };
+            match expire_one(ledger, metadata, &instance_id).await {
+                Ok(true) => {
+                    tracing::info!(instance_id = %instance_id, "order expired by the clock");
+                    expired += 1;
+                }
+                Ok(false) => {}
+                Err(error) if error.is_unavailable() => return Err(error.into()),
+                Err(error) => tracing::error!(
+                    instance_id = %instance_id,
+                    %error,
+                    "order could not be expired by the clock; skipped, the next pass tries again"
+                ),
+            }
         }
     }
-    Ok(expired)
+}
+
+/// One page of active packages due at `cutoff`, after the `(expires_at, instance_id)` cursor.
+async fn due_packages(
+    ledger: &Ledger,
+    cutoff: DateTime<Utc>,
+    after: Option<&(DateTime<Utc>, String)>,
+) -> Result<Vec<(DateTime<Utc>, String)>, CommandError> {
+    let client = ledger.pool.get().await?;
+    let statement = client
+        .prepare_cached(
+            "SELECT expires_at, instance_id FROM packages
+              WHERE status = 'active' AND expires_at <= $1
+                AND ($2::timestamptz IS NULL OR (expires_at, instance_id) > ($2, $3))
+              ORDER BY expires_at, instance_id LIMIT $4",
+        )
+        .await?;
+    let (after_at, after_id) = match after {
+        Some((at, id)) => (Some(*at), Some(id.as_str())),
+        None => (None, None),
+    };
+    Ok(client
+        .query(
+            &statement,
+            &[&cutoff, &after_at, &after_id, &SWEEP_BATCH_MAX],
+        )
+        .await?
+        .iter()
+        .map(|row| (row.get(0), row.get(1)))
+        .collect())
+}
+
+/// Expires one package if it is still due; whether it expired now.
+async fn expire_one(
+    ledger: &Ledger,
+    metadata: &Metadata,
+    instance_id: &InstanceId,
+) -> Result<bool, LedgerError> {
+    let mut attempts = Attempts::default();
+    loop {
+        let mut client = ledger.pool.get().await?;
+        let mut unit = UnitOfWork::begin(&mut client, ledger, metadata).await?;
+        unit.lock_packages(&[instance_id]).await?;
+        unit.load_live_tasks_of(&[instance_id]).await?;
+        let done = unit.draft.expire_if_due(instance_id)?;
+        match unit.commit().await {
+            Ok(_) => return Ok(done),
+            Err(error) => attempts.retry(error)?,
+        }
+    }
 }

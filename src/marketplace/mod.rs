@@ -99,6 +99,21 @@ pub async fn handle(state: &AppState, raw_query: &str, request_id: &str) -> Repl
             return failure(Some(action), StatusCode::BAD_REQUEST, error.to_string());
         }
     };
+    if let Callback::Create(_, details)
+    | Callback::Upgrade(_, details)
+    | Callback::Dilate(_, details) = &callback
+    {
+        // The parameter's name only: its value may be personal data.
+        for invalid in &details.invalid {
+            tracing::warn!(
+                action = action.name(),
+                parameter = invalid.name,
+                problem = invalid.problem,
+                "optional parameter failed its check; kept as received and flagged in the order \
+                 details, the order goes on"
+            );
+        }
+    }
     execute(state, action, callback, request_id).await
 }
 

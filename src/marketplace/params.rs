@@ -2,7 +2,7 @@
 
 use super::query::{get, Pairs};
 use crate::domain::orders::{CreateOrder, DilateOrder, RenewOrder, UpgradeOrder, UNITS_MAX};
-use crate::ledger::orders::OrderDetails;
+use crate::ledger::orders::{InvalidDetail, OrderDetails};
 use chrono::{DateTime, FixedOffset, NaiveDateTime, TimeZone, Utc};
 use projections::ids::{IdError, InstanceId, JdPin, OrderId, SkuId};
 
@@ -174,26 +174,118 @@ impl Reader<'_> {
         }
     }
 
-    fn json(&self, name: &'static str) -> Result<Option<String>, ParamError> {
-        let Some(value) = self.text(name)? else {
-            return Ok(None);
+    /// An optional detail: never an error. A value that fails its checks comes back as received,
+    /// made storable (invalid UTF-8 replaced, NUL — which PostgreSQL text cannot hold — replaced,
+    /// cut to the limit), with why it failed.
+    fn optional(&self, name: &'static str, check: Check) -> Detail {
+        let raw = match get(self.pairs, name) {
+            None | Some(b"") => return Detail::default(),
+            Some(raw) => raw,
         };
-        if value.len() > JSON_LEN_MAX {
-            return Err(error(name, format!("is longer than {JSON_LEN_MAX} bytes")));
+        let mut problem = None;
+        let mut value = match std::str::from_utf8(raw) {
+            Ok(text) => text.to_owned(),
+            Err(_) => {
+                problem = Some("is not valid UTF-8");
+                String::from_utf8_lossy(raw).into_owned()
+            }
+        };
+        match check {
+            Check::Text { chars_max } => {
+                if value.chars().any(char::is_control) {
+                    problem = problem.or(Some("contains a control character"));
+                }
+                if let Some((cut, _)) = value.char_indices().nth(chars_max) {
+                    problem = problem.or(Some("is longer than its limit"));
+                    value.truncate(cut);
+                }
+            }
+            Check::Json => {
+                if value.len() > JSON_LEN_MAX {
+                    problem = problem.or(Some("is longer than its limit"));
+                    let cut = (0..=JSON_LEN_MAX)
+                        .rev()
+                        .find(|at| value.is_char_boundary(*at))
+                        .unwrap_or(0);
+                    value.truncate(cut);
+                } else if serde_json::from_str::<serde::de::IgnoredAny>(&value).is_err() {
+                    problem = problem.or(Some("is not JSON"));
+                }
+            }
         }
-        serde_json::from_str::<serde_json::Value>(value)
-            .map_err(|e| error(name, format!("is not JSON: {e}")))?;
-        Ok(Some(value.to_owned()))
+        if value.contains('\0') {
+            value = value.replace('\0', "\u{FFFD}");
+        }
+        Detail {
+            value: Some(value),
+            invalid: problem.map(|problem| InvalidDetail { name, problem }),
+        }
     }
 
-    fn details(&self) -> Result<OrderDetails, ParamError> {
-        Ok(OrderDetails {
-            mobile: self.bounded("mobile", MOBILE_LEN_MAX)?,
-            email: self.bounded("email", EMAIL_LEN_MAX)?,
-            extra_info: self.json("extraInfo")?,
-            addition_info: self.json("additionInfo")?,
-        })
+    /// The optional details of a purchase, and its `template` if that one is valid (it goes into
+    /// the order's event; an invalid one goes with the details).
+    fn details(&self) -> (OrderDetails, Option<String>) {
+        let mut details = OrderDetails::default();
+        let mut keep = |detail: Detail| {
+            details.invalid.extend(detail.invalid);
+            detail.value
+        };
+        details.mobile = keep(self.optional(
+            "mobile",
+            Check::Text {
+                chars_max: MOBILE_LEN_MAX,
+            },
+        ));
+        details.email = keep(self.optional(
+            "email",
+            Check::Text {
+                chars_max: EMAIL_LEN_MAX,
+            },
+        ));
+        details.extra_info = keep(self.optional("extraInfo", Check::Json));
+        details.addition_info = keep(self.optional("additionInfo", Check::Json));
+        let template = self.optional(
+            "template",
+            Check::Text {
+                chars_max: CODE_LEN_MAX,
+            },
+        );
+        let template = match template.invalid {
+            None => template.value,
+            Some(invalid) => {
+                details.template = template.value;
+                details.invalid.push(invalid);
+                None
+            }
+        };
+        (details, template)
     }
+
+    /// `extraInfo` of an upgrade or expansion.
+    fn extra_info(&self) -> OrderDetails {
+        let detail = self.optional("extraInfo", Check::Json);
+        OrderDetails {
+            extra_info: detail.value,
+            invalid: detail.invalid.into_iter().collect(),
+            ..OrderDetails::default()
+        }
+    }
+}
+
+/// What an optional detail must be.
+#[derive(Debug, Clone, Copy)]
+enum Check {
+    /// Text without control characters, at most this many characters.
+    Text { chars_max: usize },
+    /// JSON of at most [`JSON_LEN_MAX`] bytes.
+    Json,
+}
+
+/// An optional detail as kept, and why it failed its checks if it did.
+#[derive(Debug, Default)]
+struct Detail {
+    value: Option<String>,
+    invalid: Option<InvalidDetail>,
 }
 
 /// Checks every parameter `action` uses; parameters it does not use are ignored (the token still
@@ -201,21 +293,24 @@ impl Reader<'_> {
 pub fn parse(action: Action, pairs: &Pairs) -> Result<Callback, ParamError> {
     let r = Reader { pairs };
     Ok(match action {
-        Action::CreateInstance => Callback::Create(
-            CreateOrder {
-                instance_id: r.id("orderBizId", InstanceId::parse)?,
-                jd_pin: r.id("jdPin", JdPin::parse)?,
-                order_id: r.id("orderId", OrderId::parse)?,
-                service_code: r
-                    .bounded("serviceCode", CODE_LEN_MAX)?
-                    .ok_or_else(|| error("serviceCode", "is required and missing or empty"))?,
-                sku_id: r.id("skuId", SkuId::parse)?,
-                units: r.units("accountNum", Some(1))?,
-                expires_at: r.cst_time("expiredOn")?,
-                template: r.bounded("template", CODE_LEN_MAX)?,
-            },
-            r.details()?,
-        ),
+        Action::CreateInstance => {
+            let (details, template) = r.details();
+            Callback::Create(
+                CreateOrder {
+                    instance_id: r.id("orderBizId", InstanceId::parse)?,
+                    jd_pin: r.id("jdPin", JdPin::parse)?,
+                    order_id: r.id("orderId", OrderId::parse)?,
+                    service_code: r
+                        .bounded("serviceCode", CODE_LEN_MAX)?
+                        .ok_or_else(|| error("serviceCode", "is required and missing or empty"))?,
+                    sku_id: r.id("skuId", SkuId::parse)?,
+                    units: r.units("accountNum", Some(1))?,
+                    expires_at: r.cst_time("expiredOn")?,
+                    template,
+                },
+                details,
+            )
+        }
         Action::RenewInstance => Callback::Renew(RenewOrder {
             instance_id: r.id("instanceId", InstanceId::parse)?,
             order_id: r.id("orderId", OrderId::parse)?,
@@ -229,10 +324,7 @@ pub fn parse(action: Action, pairs: &Pairs) -> Result<Callback, ParamError> {
                 order_id: r.id("orderId", OrderId::parse)?,
                 sku_id: r.id("skuId", SkuId::parse)?,
             },
-            OrderDetails {
-                extra_info: r.json("extraInfo")?,
-                ..OrderDetails::default()
-            },
+            r.extra_info(),
         ),
         Action::DilateInstance => Callback::Dilate(
             DilateOrder {
@@ -240,10 +332,7 @@ pub fn parse(action: Action, pairs: &Pairs) -> Result<Callback, ParamError> {
                 order_id: r.id("orderId", OrderId::parse)?,
                 units: r.units("accountNum", None)?,
             },
-            OrderDetails {
-                extra_info: r.json("extraInfo")?,
-                ..OrderDetails::default()
-            },
+            r.extra_info(),
         ),
         Action::ExpiredInstance => Callback::Expire(r.id("instanceId", InstanceId::parse)?),
         Action::ReleaseInstance => Callback::Release(r.id("instanceId", InstanceId::parse)?),
@@ -296,13 +385,6 @@ mod tests {
                 &format!("{BASE}&expiredOn=2027-02-30+00:00:00"),
                 "expiredOn",
             ),
-            (&format!("{BASE}&extraInfo=%7Bnot-json"), "extraInfo"),
-            (
-                &format!("{BASE}&email={}", "e".repeat(EMAIL_LEN_MAX + 1)),
-                "email",
-            ),
-            (&format!("{BASE}&template=a%0Ab"), "template"),
-            (&format!("{BASE}&mobile=%FF%FE"), "mobile"),
             (
                 &BASE.replace("orderId=o-1", &format!("orderId={}", "o".repeat(200))),
                 "orderId",
@@ -312,6 +394,64 @@ mod tests {
             let err = create(query).unwrap_err();
             assert_eq!(err.name, name, "{query}: {err}");
         }
+    }
+
+    #[test]
+    fn optional_details_that_fail_their_checks_are_kept_cut_and_flagged() {
+        let query = format!(
+            "{BASE}&extraInfo=%7B%22key1%22:%221%22,%22key1%22,%222%22%7D&email={}\
+             &template=a%0Ab&mobile=%FF%FE%00&additionInfo=%5B{}%5D",
+            "e".repeat(EMAIL_LEN_MAX + 1),
+            "1,".repeat(JSON_LEN_MAX)
+        );
+        let Callback::Create(order, details) = create(&query).unwrap() else {
+            panic!("not a create");
+        };
+        assert_eq!(
+            order.template, None,
+            "an invalid template stays out of the event"
+        );
+        assert_eq!(details.template.as_deref(), Some("a\nb"));
+        assert_eq!(details.mobile.as_deref(), Some("\u{FFFD}\u{FFFD}\u{FFFD}"));
+        assert_eq!(details.email.unwrap().len(), EMAIL_LEN_MAX);
+        assert_eq!(
+            details.extra_info.as_deref(),
+            Some(r#"{"key1":"1","key1","2"}"#)
+        );
+        assert_eq!(details.addition_info.unwrap().len(), JSON_LEN_MAX);
+        let flagged: Vec<(&str, &str)> = details
+            .invalid
+            .iter()
+            .map(|detail| (detail.name, detail.problem))
+            .collect();
+        assert_eq!(
+            flagged,
+            [
+                ("mobile", "is not valid UTF-8"),
+                ("email", "is longer than its limit"),
+                ("extraInfo", "is not JSON"),
+                ("additionInfo", "is longer than its limit"),
+                ("template", "contains a control character"),
+            ]
+        );
+
+        let Callback::Create(order, details) =
+            create(&format!("{BASE}&template=t1&extraInfo=%7B%7D")).unwrap()
+        else {
+            panic!("not a create");
+        };
+        assert_eq!(order.template.as_deref(), Some("t1"));
+        assert_eq!(details.template, None);
+        assert_eq!(details.extra_info.as_deref(), Some("{}"));
+        assert!(details.invalid.is_empty());
+
+        let pairs =
+            parse_query("instanceId=biz-1&orderId=o-2&accountNum=1&extraInfo=%7Bx").unwrap();
+        let Callback::Dilate(_, details) = parse(Action::DilateInstance, &pairs).unwrap() else {
+            panic!("not a dilate");
+        };
+        assert_eq!(details.extra_info.as_deref(), Some("{x"));
+        assert_eq!(details.invalid[0].name, "extraInfo");
     }
 
     #[test]

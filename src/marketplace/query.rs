@@ -57,9 +57,11 @@ fn decode(raw: &str) -> Option<Vec<u8>> {
         match bytes[i] {
             b'+' => out.push(b' '),
             b'%' => {
-                let hex = bytes.get(i + 1..i + 3)?;
-                let hex = std::str::from_utf8(hex).ok()?;
-                out.push(u8::from_str_radix(hex, 16).ok()?);
+                // Exactly two ASCII hex digits: `u8::from_str_radix` alone would also take a sign,
+                // so `%+1` would pass as byte 1.
+                let high = hex_digit(*bytes.get(i + 1)?)?;
+                let low = hex_digit(*bytes.get(i + 2)?)?;
+                out.push(high << 4 | low);
                 i += 2;
             }
             byte => out.push(byte),
@@ -67,6 +69,11 @@ fn decode(raw: &str) -> Option<Vec<u8>> {
         i += 1;
     }
     Some(out)
+}
+
+fn hex_digit(byte: u8) -> Option<u8> {
+    // `to_digit` accepts only `0-9a-fA-F` for radix 16.
+    char::from(byte).to_digit(16).map(|digit| digit as u8)
 }
 
 /// The value of `name`, if present.
@@ -95,6 +102,15 @@ mod tests {
     fn malformed_escapes_duplicates_and_floods_are_refused() {
         assert_eq!(parse("a=%4"), Err(QueryError::BadEscape("a".into())));
         assert_eq!(parse("a=%zz"), Err(QueryError::BadEscape("a".into())));
+        for signed in ["a=%+1", "a=%-1", "a=%+f", "a=%1+", "a=% 1"] {
+            assert_eq!(
+                parse(signed),
+                Err(QueryError::BadEscape("a".into())),
+                "{signed}"
+            );
+        }
+        assert_eq!(parse("%+1=a"), Err(QueryError::BadEscape("%+1".into())));
+        assert_eq!(get(&parse("a=%4A%4a").unwrap(), "a"), Some(&b"JJ"[..]));
         assert_eq!(parse("a=1&a=2"), Err(QueryError::Duplicate("a".into())));
         assert_eq!(parse("a=1&%61=2"), Err(QueryError::Duplicate("a".into())));
         let flood: Vec<String> = (0..=PARAMS_MAX).map(|i| format!("p{i}=1")).collect();

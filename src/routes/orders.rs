@@ -159,7 +159,7 @@ pub async fn erase_details(
         .execute(
             "UPDATE order_details
                 SET mobile = NULL, email = NULL, extra_info = NULL, addition_info = NULL,
-                    erased_at = now()
+                    template = NULL, erased_at = now()
               WHERE instance_id = $1 AND erased_at IS NULL",
             &[&instance_id.as_str()],
         )

@@ -358,7 +358,10 @@ async fn upgrade_and_expansion_grant_what_the_catalog_says() {
 #[tokio::test]
 async fn expiry_and_release_are_idempotent_and_a_released_package_never_changes() {
     let app = spawn_app().await;
-    create(&app, "biz-1").await;
+    // Without `expiredOn`: the marketplace alone says when it ends (an expiry ahead would make
+    // `expiredInstance` a no-op).
+    let (status, reply) = call(&app, &create_params("biz-1", "")).await;
+    assert_eq!(status, 200, "{reply}");
     let expire = [("action", "expiredInstance"), ("instanceId", "biz-1")];
     assert_eq!(call(&app, &expire).await.0, 200);
     assert_eq!(call(&app, &expire).await.0, 200);
