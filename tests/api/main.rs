@@ -4,6 +4,7 @@ mod audit;
 mod health;
 mod helpers;
 mod marketplace;
+mod roles;
 mod serve;
 mod store;
 mod tasks;
