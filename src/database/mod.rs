@@ -127,7 +127,9 @@ impl Database {
             }
             DatabaseSettings::Embedded(dir) => {
                 let cluster = start_embedded(dir, durability).await?;
-                migrate_with(&cluster.config_as(embedded::DATABASE_NAME, roles::OWNER)).await?;
+                // As the superuser, which acts as the owner once it has handed over what a
+                // cluster made before the roles left to itself.
+                migrate_with(&cluster.config(embedded::DATABASE_NAME)).await?;
                 (
                     cluster.config_as(embedded::DATABASE_NAME, roles::SERVICE),
                     Some(cluster),
@@ -153,8 +155,7 @@ impl Database {
             }
             DatabaseSettings::Embedded(dir) => {
                 let mut cluster = start_embedded(dir, Durability::Durable).await?;
-                let applied =
-                    migrate_with(&cluster.config_as(embedded::DATABASE_NAME, roles::OWNER)).await;
+                let applied = migrate_with(&cluster.config(embedded::DATABASE_NAME)).await;
                 let _ = tokio::task::spawn_blocking(move || cluster.stop()).await;
                 applied
             }

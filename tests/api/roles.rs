@@ -2,7 +2,9 @@
 //! owner changes the schema; `serve` and `migrate` keep to their credentials.
 
 use crate::helpers::{run_binary, spawn_app, TestDb, SMALL_SKU};
+use dts_ledger::database::embedded::{Durability, EmbeddedPostgres, SUPERUSER};
 use dts_ledger::database::{migrate, roles, Role};
+use tokio_postgres::NoTls;
 
 /// The SQLSTATE of a statement refused for want of a privilege.
 const INSUFFICIENT_PRIVILEGE: &str = "42501";
@@ -270,14 +272,28 @@ async fn the_embedded_cluster_makes_the_roles_and_serves_as_the_service() {
     let (code, out, err) = run_binary(&["verify"], &[("LEDGER_DATA_DIR", data_dir)]);
     assert_eq!(code, 0, "verify as the reader: {out} {err}");
 
+    // A cluster made before the roles: everything belongs to the superuser.
+    {
+        let mut cluster =
+            EmbeddedPostgres::start(data_dir.as_ref(), Durability::Throwaway).unwrap();
+        let (client, connection) = cluster.config("ledger").connect(NoTls).await.unwrap();
+        let driver = tokio::spawn(connection);
+        client
+            .batch_execute(&format!(
+                "REASSIGN OWNED BY {} TO {SUPERUSER}; ALTER DATABASE ledger OWNER TO {SUPERUSER}",
+                roles::OWNER
+            ))
+            .await
+            .unwrap();
+        drop(client);
+        let _ = driver.await;
+        cluster.stop().unwrap();
+    }
+
     let settings = dts_ledger::configuration::DatabaseSettings::Embedded(data_dir.into());
-    let database = dts_ledger::database::Database::open(
-        &settings,
-        2,
-        dts_ledger::database::embedded::Durability::Throwaway,
-    )
-    .await
-    .unwrap();
+    let database = dts_ledger::database::Database::open(&settings, 2, Durability::Throwaway)
+        .await
+        .unwrap();
     {
         let client = database.pool.get().await.unwrap();
         let row = client
@@ -291,7 +307,7 @@ async fn the_embedded_cluster_makes_the_roles_and_serves_as_the_service() {
             .unwrap();
         assert_eq!(row.get::<_, String>(0), roles::SERVICE);
         assert!(!row.get::<_, bool>(1));
-        assert_eq!(row.get::<_, String>(2), roles::OWNER);
+        assert_eq!(row.get::<_, String>(2), roles::OWNER, "handed over");
         assert_eq!(
             refusal(&client, "ALTER TABLE events DISABLE TRIGGER ALL")
                 .await
