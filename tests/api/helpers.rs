@@ -24,7 +24,7 @@ pub const SMALL_SKU_BYTES: i64 = 10_000;
 
 /// The ledger's roles log in with this on a `DATABASE_URL` server (the embedded cluster trusts
 /// its private socket and ignores it).
-const TEST_ROLE_PASSWORD: &str = "dts-ledger-test-role";
+pub const TEST_ROLE_PASSWORD: &str = "dts-ledger-test-role";
 
 /// The server tests create their databases on, as connection settings of its admin database
 /// (a superuser: it creates the roles, the databases, and tampers on purpose).

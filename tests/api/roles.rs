@@ -1,7 +1,7 @@
 //! Least privilege (invariant I10): the service appends and reads, the reader reads, only the
 //! owner changes the schema; `serve` and `migrate` keep to their credentials.
 
-use crate::helpers::{run_binary, spawn_app, TestDb, SMALL_SKU};
+use crate::helpers::{run_binary, spawn_app, TestDb, SMALL_SKU, TEST_ROLE_PASSWORD};
 use dts_ledger::database::embedded::{Durability, EmbeddedPostgres, SUPERUSER};
 use dts_ledger::database::{migrate, roles, Role};
 use tokio_postgres::NoTls;
@@ -316,4 +316,63 @@ async fn the_embedded_cluster_makes_the_roles_and_serves_as_the_service() {
         );
     }
     database.close().await;
+}
+
+#[tokio::test]
+async fn serve_with_the_owners_url_migrates_then_serves_as_the_service() {
+    let db = TestDb::create_unmigrated().await;
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let log = tempfile::NamedTempFile::new().unwrap();
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_dts-ledger"))
+        .arg("serve")
+        .env_remove("LEDGER_CONFIG")
+        .env("DATABASE_URL", db.url())
+        .env("LEDGER_MIGRATE_DATABASE_URL", db.url_as(Role::Owner))
+        .env("LEDGER_LISTEN", format!("127.0.0.1:{port}"))
+        .stdout(std::process::Stdio::null())
+        .stderr(log.reopen().unwrap())
+        .spawn()
+        .expect("the binary starts");
+    let http = reqwest::Client::new();
+    let mut ready = None;
+    for _ in 0..600 {
+        if let Ok(response) = http
+            .get(format!("http://127.0.0.1:{port}/readyz"))
+            .send()
+            .await
+        {
+            if response.status() == 200 {
+                ready = Some(response.json::<serde_json::Value>().await.unwrap());
+                break;
+            }
+        }
+        if child.try_wait().unwrap().is_some() {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    // SAFETY: signalling a child process we spawned.
+    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    child.wait().unwrap();
+    let log = std::fs::read_to_string(log.path()).unwrap();
+    let ready = ready.unwrap_or_else(|| panic!("serve did not become ready: {log}"));
+    assert_eq!(ready["schemaVersion"], migrate::latest_version());
+    // It connected as the service: no warning about too many rights, and no password logged.
+    assert!(!log.contains("superuser or the schema's owner"), "{log}");
+    assert!(!log.contains(TEST_ROLE_PASSWORD), "{log}");
+    let owner: String = db
+        .client()
+        .await
+        .query_one(
+            "SELECT relowner::regrole::text FROM pg_class WHERE oid = 'public.events'::regclass",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(owner, roles::OWNER);
 }
