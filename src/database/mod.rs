@@ -143,7 +143,8 @@ impl Database {
     }
 
     /// For `dts-ledger migrate`: brings the schema up to date as its owner
-    /// (`LEDGER_MIGRATE_DATABASE_URL`, else `DATABASE_URL`; the embedded cluster's owner role).
+    /// (`LEDGER_MIGRATE_DATABASE_URL`, else `DATABASE_URL`; in the embedded cluster the
+    /// superuser, acting as the owner role).
     pub async fn migrate(settings: &DatabaseSettings) -> Result<Vec<i32>, OpenError> {
         match settings {
             DatabaseSettings::External { url, migrate_url } => {
@@ -154,9 +155,14 @@ impl Database {
                 migrate_with(&config).await
             }
             DatabaseSettings::Embedded(dir) => {
-                let mut cluster = start_embedded(dir, Durability::Durable).await?;
+                let cluster = start_embedded(dir, Durability::Durable).await?;
                 let applied = migrate_with(&cluster.config(embedded::DATABASE_NAME)).await;
-                let _ = tokio::task::spawn_blocking(move || cluster.stop()).await;
+                let database = Database {
+                    pool: build_pool(cluster.config(embedded::DATABASE_NAME), 1),
+                    embedded: Some(cluster),
+                };
+                // Stops the cluster, saying so if that fails.
+                database.close().await;
                 applied
             }
         }
