@@ -172,7 +172,8 @@ pub async fn become_owner(tx: &impl GenericClient) -> Result<(), RolesError> {
 
 /// A schema migrated before the roles existed belongs to whoever migrated it: give its tables
 /// and functions to [`OWNER`], and let [`OWNER`] create in schema public (PostgreSQL 15 no longer
-/// lets everyone).
+/// lets everyone). Objects of extensions stay theirs, and sequences owned by a column (`serial`,
+/// identity) follow their table.
 async fn hand_over(tx: &impl GenericClient) -> Result<(), RolesError> {
     let foreign = tx
         .query(
@@ -180,10 +181,16 @@ async fn hand_over(tx: &impl GenericClient) -> Result<(), RolesError> {
                FROM pg_class c
               WHERE c.relnamespace = 'public'::regnamespace AND c.relkind IN ('r', 'p', 'v', 'S')
                 AND c.relowner <> $1::text::regrole
+                AND NOT EXISTS (SELECT 1 FROM pg_depend d
+                                 WHERE d.classid = 'pg_class'::regclass AND d.objid = c.oid
+                                   AND d.deptype IN ('e', 'a', 'i'))
              UNION ALL
              SELECT 'function', p.oid::regprocedure::text, p.proowner::regrole::text
                FROM pg_proc p
-              WHERE p.pronamespace = 'public'::regnamespace AND p.proowner <> $1::text::regrole",
+              WHERE p.pronamespace = 'public'::regnamespace AND p.proowner <> $1::text::regrole
+                AND NOT EXISTS (SELECT 1 FROM pg_depend d
+                                 WHERE d.classid = 'pg_proc'::regclass AND d.objid = p.oid
+                                   AND d.deptype = 'e')",
             &[&OWNER],
         )
         .await?;
