@@ -4,7 +4,7 @@ use crate::audit::commands::{self, ReportFormat, TableOrJson};
 use crate::audit::export::Format as ExportFormat;
 use crate::configuration::{Config, DatabaseSettings, Secret};
 use crate::database::embedded::Durability;
-use crate::database::Database;
+use crate::database::{Database, Role};
 use crate::outbox::{self, commands::RetryTarget};
 use crate::startup::{Application, ServerOptions};
 use crate::telemetry::{self, LogFormat};
@@ -26,8 +26,8 @@ pub struct Cli {
     command: Command,
 }
 
-/// Settings shared by every subcommand. `DATABASE_URL` is read from the environment only (it may
-/// hold a password, and flags show up in process listings).
+/// Settings shared by every subcommand. `DATABASE_URL` and `LEDGER_MIGRATE_DATABASE_URL` are read
+/// from the environment only (they may hold a password, and flags show up in process listings).
 #[derive(Debug, Args)]
 struct CommonArgs {
     /// TOML configuration file (marketplace key, SKU catalog, ...).
@@ -60,7 +60,8 @@ enum Command {
     /// Sign a marketplace callback as the marketplace does (with the configured key), send it to a
     /// running service and print the reply; `verify` prints a console sign-in link instead.
     Marketplace(MarketplaceArgs),
-    /// Apply the database schema and exit.
+    /// Apply the database schema as its owner (LEDGER_MIGRATE_DATABASE_URL, else DATABASE_URL)
+    /// and exit.
     Migrate,
     /// Check the ledger's hash chains, versions and positions; name the first bad event.
     Verify {
@@ -180,9 +181,13 @@ pub fn main() -> ExitCode {
 }
 
 fn database_settings(common: &CommonArgs) -> DatabaseSettings {
-    match std::env::var("DATABASE_URL") {
-        Ok(url) if !url.is_empty() => DatabaseSettings::External(Secret::new(url)),
-        _ => DatabaseSettings::Embedded(common.data_dir.clone()),
+    let set = |name| std::env::var(name).ok().filter(|url| !url.is_empty());
+    match set("DATABASE_URL") {
+        Some(url) => DatabaseSettings::External {
+            url: Secret::new(url),
+            migrate_url: set("LEDGER_MIGRATE_DATABASE_URL").map(Secret::new),
+        },
+        None => DatabaseSettings::Embedded(common.data_dir.clone()),
     }
 }
 
@@ -204,15 +209,24 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Command::Marketplace(args) => return marketplace(args, &config).await,
         Command::Migrate => {
-            let database = Database::open(&database_settings, 1, Durability::Durable).await?;
-            database.close().await;
+            let applied = Database::migrate(&database_settings).await?;
+            tracing::info!(?applied, "the database schema is up to date");
             return Ok(ExitCode::SUCCESS);
         }
         audit => audit,
     };
-    // The audit commands read only (a replica will do) and never migrate; `outbox` writes only
-    // its own table and connects the same way, beside a running `serve`.
-    let database = Database::open_for_reading(&database_settings).await?;
+    // The audit commands read only (a replica will do) and never migrate; only a scratch schema
+    // is written, which needs CREATE on the database. `outbox` writes only its own table, beside
+    // a running `serve`, with the service's rights.
+    let role = match &audit {
+        Command::Replay {
+            scratch_schema: Some(_),
+            ..
+        } => Role::Owner,
+        Command::Outbox { .. } => Role::Service,
+        _ => Role::Reader,
+    };
+    let database = Database::open_as(&database_settings, role).await?;
     let pool = &database.pool;
     let outcome = match audit {
         Command::Verify { progress_every } => commands::verify(pool, progress_every).await,
@@ -269,7 +283,7 @@ async fn serve(args: ServeArgs, config: Config, settings: DatabaseSettings) -> a
     let listener = std::net::TcpListener::bind(&args.listen)
         .with_context(|| format!("cannot listen on {}", args.listen))?;
     match &settings {
-        DatabaseSettings::External(_) => {
+        DatabaseSettings::External { .. } => {
             tracing::info!("using the PostgreSQL server of DATABASE_URL")
         }
         DatabaseSettings::Embedded(dir) => {

@@ -624,8 +624,12 @@ fn describe_toml_error(text: &str, error: &toml::de::Error) -> String {
 /// Where `serve` and the audit commands find their database and files.
 #[derive(Debug, Clone)]
 pub enum DatabaseSettings {
-    /// `DATABASE_URL`: an existing server.
-    External(Secret),
+    /// `DATABASE_URL`: an existing server, reached as the service's (or the reader's) role;
+    /// `LEDGER_MIGRATE_DATABASE_URL`: the same server as the schema's owner, for migrating.
+    External {
+        url: Secret,
+        migrate_url: Option<Secret>,
+    },
     /// No `DATABASE_URL`: an embedded cluster under this directory.
     Embedded(PathBuf),
 }

@@ -5,6 +5,12 @@
 //! listens only on a Unix socket in a directory only its owner can enter, so `trust` auth reaches
 //! no other local user. PostgreSQL refuses to run as root: as root, every PostgreSQL command runs as
 //! the `postgres` user through `runuser` (`sudo` is not installed everywhere).
+//!
+//! The superuser only prepares the cluster (the ledger's roles, its database); migrations run as
+//! the owner role and the service as the service role (see [`super::roles`]). With `trust` auth,
+//! whoever reaches the socket may name any role: the roles bound what the service's own statements
+//! can do (a bug, an injected statement), not what someone already running code as the service's
+//! OS user can, who could read the data files anyway.
 
 use std::fs::{self, File};
 use std::io::Write;
@@ -217,11 +223,17 @@ impl EmbeddedPostgres {
 
     /// Connection settings for `database` in this cluster, as its superuser.
     pub fn config(&self, database: &str) -> tokio_postgres::Config {
+        self.config_as(database, SUPERUSER)
+    }
+
+    /// Connection settings for `database` in this cluster, as `user` (one of the ledger's roles;
+    /// no password: the socket directory is private, see the module's comment).
+    pub fn config_as(&self, database: &str, user: &str) -> tokio_postgres::Config {
         let mut config = tokio_postgres::Config::new();
         config
             .host_path(&self.socket_dir)
             .port(SOCKET_PORT)
-            .user(SUPERUSER)
+            .user(user)
             .dbname(database)
             .application_name("dts-ledger");
         config
@@ -445,10 +457,11 @@ fn lock_exclusively(root: &Path) -> Result<File, EmbeddedError> {
 }
 
 /// Connection settings for the cluster of a `serve` process that runs on `root` right now (its
-/// data directory is locked), to read alongside it.
+/// data directory is locked), to read alongside it as `user`.
 pub fn running_cluster_config(
     root: &Path,
     database: &str,
+    user: &str,
 ) -> Result<tokio_postgres::Config, EmbeddedError> {
     let root = root.canonicalize().map_err(io_error(root))?;
     let socket_dir = choose_socket_dir(&root);
@@ -465,7 +478,7 @@ pub fn running_cluster_config(
     config
         .host_path(socket_dir)
         .port(SOCKET_PORT)
-        .user(SUPERUSER)
+        .user(user)
         .dbname(database)
         .application_name("dts-ledger");
     Ok(config)

@@ -3,7 +3,11 @@
 //! The files are compiled into the binary, so a deployed binary always carries the schema it needs.
 //! An advisory lock serialises several processes starting at once; a checksum catches a migration
 //! edited after it was applied.
+//!
+//! Every run acts as the owner role and ends by granting the other roles their privileges on every
+//! table ([`roles::grant`]), in the same transaction: a table never exists without them.
 
+use super::roles::{self, RolesError};
 use sha2::{Digest, Sha256};
 
 struct Migration {
@@ -72,7 +76,32 @@ pub enum MigrateError {
         source: tokio_postgres::Error,
     },
     #[error(transparent)]
+    Roles(#[from] RolesError),
+    #[error(transparent)]
     Database(#[from] tokio_postgres::Error),
+}
+
+/// The version the database's schema is at (0 when it was never migrated), read with any role
+/// that may read `schema_migrations`.
+pub async fn current_version(
+    client: &impl tokio_postgres::GenericClient,
+) -> Result<i32, MigrateError> {
+    let row = client
+        .query_one(
+            "SELECT to_regclass('public.schema_migrations') IS NOT NULL",
+            &[],
+        )
+        .await?;
+    if !row.get::<_, bool>(0) {
+        return Ok(0);
+    }
+    let row = client
+        .query_one(
+            "SELECT coalesce(max(version), 0) FROM schema_migrations",
+            &[],
+        )
+        .await?;
+    Ok(row.get(0))
 }
 
 fn checksum(sql: &str) -> String {
@@ -84,6 +113,7 @@ pub async fn migrate(client: &mut tokio_postgres::Client) -> Result<Vec<i32>, Mi
     let tx = client.transaction().await?;
     tx.execute("SELECT pg_advisory_xact_lock($1)", &[&MIGRATION_LOCK_ID])
         .await?;
+    roles::become_owner(&tx).await?;
     tx.batch_execute(
         "CREATE TABLE IF NOT EXISTS schema_migrations (
              version    integer     PRIMARY KEY,
@@ -134,6 +164,7 @@ pub async fn migrate(client: &mut tokio_postgres::Client) -> Result<Vec<i32>, Mi
         .await?;
         done.push(migration.version);
     }
+    roles::grant(&tx).await?;
     tx.commit().await?;
     Ok(done)
 }

@@ -1,9 +1,14 @@
 //! The test harness: one throwaway PostgreSQL cluster per test binary (or the server named by
 //! `DATABASE_URL`), a fresh database per test, and the real HTTP server on a random port.
+//!
+//! Least privilege throughout: each test database is owned and migrated by the owner role, the
+//! app's pool connects as the service role, and the audit commands run as the reader, as the
+//! README asks of a deployment. Only tests that tamper with the ledger on purpose (an insider
+//! with the superuser) use [`TestDb::client`].
 
 use dts_ledger::configuration::{Catalog, Config, Secret, Sku};
 use dts_ledger::database::embedded::{Durability, EmbeddedPostgres};
-use dts_ledger::database::{build_pool, migrate};
+use dts_ledger::database::{build_pool, migrate, roles, Role};
 use dts_ledger::startup::{Application, ServerOptions};
 use projections::ids::{Bytes, SkuId};
 use std::str::FromStr;
@@ -17,7 +22,12 @@ pub const REPORTER_TOKEN: &str = "test-reporter-token-0123456789";
 pub const SMALL_SKU: &str = "DTS-TEST-10KB";
 pub const SMALL_SKU_BYTES: i64 = 10_000;
 
-/// The server tests create their databases on, as connection settings of its admin database.
+/// The ledger's roles log in with this on a `DATABASE_URL` server (the embedded cluster trusts
+/// its private socket and ignores it).
+pub const TEST_ROLE_PASSWORD: &str = "dts-ledger-test-role";
+
+/// The server tests create their databases on, as connection settings of its admin database
+/// (a superuser: it creates the roles, the databases, and tampers on purpose).
 static SERVER: OnceLock<tokio_postgres::Config> = OnceLock::new();
 /// The embedded cluster, taken and stopped when the test binary exits.
 static CLUSTER: Mutex<Option<(EmbeddedPostgres, tempfile::TempDir)>> = Mutex::new(None);
@@ -31,6 +41,31 @@ extern "C" fn stop_cluster() {
 
 fn server() -> &'static tokio_postgres::Config {
     SERVER.get_or_init(|| {
+        let config = start_server();
+        // Roles belong to the whole server while every test has a database of its own: create
+        // them once here; the grants live in each database. The caller's runtime cannot be
+        // blocked on: use a thread.
+        let admin = config.clone();
+        std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            runtime.block_on(async {
+                let client = connect(&admin).await;
+                roles::create_login_roles(&client, Some(TEST_ROLE_PASSWORD))
+                    .await
+                    .expect("creates the ledger's roles");
+            })
+        })
+        .join()
+        .expect("the roles are created");
+        config
+    })
+}
+
+fn start_server() -> tokio_postgres::Config {
+    {
         if let Ok(url) = std::env::var("DATABASE_URL") {
             return tokio_postgres::Config::from_str(&url).expect("DATABASE_URL is valid");
         }
@@ -48,7 +83,7 @@ fn server() -> &'static tokio_postgres::Config {
         // SAFETY: registering a plain function to run at process exit.
         unsafe { libc::atexit(stop_cluster) };
         config
-    })
+    }
 }
 
 async fn connect(config: &tokio_postgres::Config) -> tokio_postgres::Client {
@@ -60,36 +95,70 @@ async fn connect(config: &tokio_postgres::Config) -> tokio_postgres::Client {
 /// A database of its own for one test, dropped when the test ends.
 pub struct TestDb {
     pub name: String,
+    /// As the server's superuser.
     pub config: tokio_postgres::Config,
+    /// As the service role, like `serve`.
     pub pool: deadpool_postgres::Pool,
 }
 
 impl TestDb {
     pub async fn create() -> TestDb {
+        let db = TestDb::create_unmigrated().await;
+        migrate::migrate(&mut db.client_as(Role::Owner).await)
+            .await
+            .expect("migrates the test database as its owner");
+        db
+    }
+
+    /// An empty database owned by the owner role, as a DBA would hand it over.
+    pub async fn create_unmigrated() -> TestDb {
         let admin = server().clone();
         let name = format!("test_{}", uuid::Uuid::new_v4().simple());
         connect(&admin)
             .await
-            .batch_execute(&format!("CREATE DATABASE {name}"))
+            .batch_execute(&format!("CREATE DATABASE {name} OWNER {}", roles::OWNER))
             .await
             .expect("creates the test database");
         let mut config = admin;
         config.dbname(&name);
-        migrate::migrate(&mut connect(&config).await)
-            .await
-            .expect("migrates the test database");
-        let pool = build_pool(config.clone(), 8);
-        TestDb { name, config, pool }
+        let mut service = config.clone();
+        service
+            .user(Role::Service.name())
+            .password(TEST_ROLE_PASSWORD);
+        TestDb {
+            pool: build_pool(service, 8),
+            name,
+            config,
+        }
     }
 
+    /// As the server's superuser: for tests that play an insider tampering with the ledger.
     pub async fn client(&self) -> tokio_postgres::Client {
         connect(&self.config).await
     }
 
-    /// This database as a `DATABASE_URL` (key-value form), for running the binary against it.
+    /// As one of the ledger's roles.
+    pub async fn client_as(&self, role: Role) -> tokio_postgres::Client {
+        connect(&self.config_as(role)).await
+    }
+
+    pub fn config_as(&self, role: Role) -> tokio_postgres::Config {
+        let mut config = self.config.clone();
+        config.user(role.name()).password(TEST_ROLE_PASSWORD);
+        config
+    }
+
+    /// This database as a `DATABASE_URL` (key-value form) for the service role, for running
+    /// `serve` against it.
     pub fn url(&self) -> String {
+        self.url_as(Role::Service)
+    }
+
+    /// This database as a `DATABASE_URL` (key-value form) for `role`.
+    pub fn url_as(&self, role: Role) -> String {
+        let config = self.config_as(role);
         let mut parts = Vec::new();
-        if let Some(host) = self.config.get_hosts().first() {
+        if let Some(host) = config.get_hosts().first() {
             match host {
                 tokio_postgres::config::Host::Unix(path) => {
                     parts.push(format!("host={}", path.display()))
@@ -97,24 +166,31 @@ impl TestDb {
                 tokio_postgres::config::Host::Tcp(name) => parts.push(format!("host={name}")),
             }
         }
-        if let Some(port) = self.config.get_ports().first() {
+        if let Some(port) = config.get_ports().first() {
             parts.push(format!("port={port}"));
         }
-        if let Some(user) = self.config.get_user() {
+        if let Some(user) = config.get_user() {
             parts.push(format!("user={user}"));
         }
-        if let Some(password) = self.config.get_password() {
+        if let Some(password) = config.get_password() {
             parts.push(format!("password='{}'", String::from_utf8_lossy(password)));
         }
         parts.push(format!("dbname={}", self.name));
         parts.join(" ")
     }
 
-    /// Runs `dts-ledger <args>` against this database: exit code, stdout, stderr.
+    /// Runs `dts-ledger <args>` against this database with the least role the command needs
+    /// (the README's advice): exit code, stdout, stderr.
     pub fn run_cli(&self, args: &[&str]) -> (i32, String, String) {
+        self.run_cli_as(cli_role(args), args)
+    }
+
+    /// Runs `dts-ledger <args>` against this database as `role`: exit code, stdout, stderr.
+    pub fn run_cli_as(&self, role: Role, args: &[&str]) -> (i32, String, String) {
         let output = std::process::Command::new(env!("CARGO_BIN_EXE_dts-ledger"))
             .args(args)
-            .env("DATABASE_URL", self.url())
+            .env("DATABASE_URL", self.url_as(role))
+            .env_remove("LEDGER_MIGRATE_DATABASE_URL")
             .env_remove("LEDGER_CONFIG")
             .env("RUST_LOG", "warn")
             .output()
@@ -124,6 +200,36 @@ impl TestDb {
             String::from_utf8_lossy(&output.stdout).into_owned(),
             String::from_utf8_lossy(&output.stderr).into_owned(),
         )
+    }
+}
+
+/// Runs `dts-ledger <args>` with only `env` for its database settings: exit code, stdout,
+/// stderr.
+pub fn run_binary(args: &[&str], env: &[(&str, &str)]) -> (i32, String, String) {
+    let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_dts-ledger"));
+    command
+        .args(args)
+        .env_remove("DATABASE_URL")
+        .env_remove("LEDGER_MIGRATE_DATABASE_URL")
+        .env_remove("LEDGER_CONFIG")
+        .env("RUST_LOG", "warn")
+        .envs(env.iter().copied());
+    let output = command.output().expect("the binary runs");
+    (
+        output.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&output.stdout).into_owned(),
+        String::from_utf8_lossy(&output.stderr).into_owned(),
+    )
+}
+
+/// The role a command runs as in a deployment: the audits read only (a scratch schema needs the
+/// owner's CREATE), `migrate` is the owner's, everything else is the service's.
+pub fn cli_role(args: &[&str]) -> Role {
+    match args.first().copied() {
+        Some("replay") if args.contains(&"--scratch-schema") => Role::Owner,
+        Some("verify" | "replay" | "export" | "report") => Role::Reader,
+        Some("migrate") => Role::Owner,
+        _ => Role::Service,
     }
 }
 
