@@ -4,6 +4,7 @@ mod audit;
 mod health;
 mod helpers;
 mod marketplace;
+mod processes;
 mod serve;
 mod store;
 mod tasks;
