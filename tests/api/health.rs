@@ -96,3 +96,65 @@ async fn connect(cluster: &EmbeddedPostgres) -> tokio_postgres::Client {
     tokio::spawn(connection);
     client
 }
+
+/// Polls `/readyz` until it answers `status` (bounded), and returns the last body.
+async fn wait_readiness(app: &crate::helpers::TestApp, status: u16) -> Value {
+    for _ in 0..300 {
+        let response = app.get("/readyz").await;
+        if response.status() == status {
+            return response.json().await.unwrap();
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    panic!("/readyz never answered {status}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dead_worker_is_named_by_readiness_and_restarted() {
+    use dts_ledger::configuration::{Secret, WebhookConfig};
+    use dts_ledger::startup::{EXPIRY_SWEEPER, WEBHOOK_DISPATCHER};
+    let config = dts_ledger::configuration::Config {
+        // One lane: all traffic goes through the lane that dies.
+        pipelines: 1,
+        // Nobody listens there; the dispatcher only has to run.
+        webhook: Some(WebhookConfig {
+            url: "http://127.0.0.1:9/hook".into(),
+            secret: Secret::new("webhook-secret-0123456789"),
+            retry_base_ms: 50,
+            retry_max_ms: 200,
+            timeout_ms: 2_000,
+        }),
+        ..test_config()
+    };
+    let app = crate::helpers::spawn_app_with(config).await;
+    app.buy("biz-1", "pin-a", "FW_GOODS-500232-1").await;
+    app.create_task("task-1", "biz-1").await;
+    assert_eq!(app.get("/readyz").await.status(), 200);
+
+    // No input makes a worker die (each one that did was a bug, and is fixed), so the panic is
+    // injected: it unwinds the worker's own task as a bug would.
+    let lane = "ingest-lane-0";
+    for (n, worker) in [lane, EXPIRY_SWEEPER, WEBHOOK_DISPATCHER]
+        .into_iter()
+        .enumerate()
+    {
+        assert!(app.supervisor.inject_panic(worker), "{worker} runs");
+        let down = wait_readiness(&app, 503).await;
+        assert_eq!(down["error"]["code"], "worker_down", "{down}");
+        let message = down["error"]["message"].as_str().unwrap();
+        assert!(message.contains(worker), "{message}");
+        assert!(message.contains("panicked"), "{message}");
+
+        // Traffic sent while the lane is down waits for it and is charged once it is back.
+        let report_id = format!("r-{n}");
+        let (charged, ready) = tokio::join!(
+            app.report("task-1", &report_id, 1_000),
+            wait_readiness(&app, 200)
+        );
+        assert_eq!(charged["status"], "accepted", "{charged}");
+        assert_eq!(ready["status"], "ready");
+        assert_eq!(app.supervisor.restarts(worker), Some(1), "{worker}");
+    }
+    assert_eq!(app.order("biz-1").await["bytesConsumed"], 3_000);
+    assert!(app.supervisor.down().is_empty());
+}
