@@ -24,6 +24,7 @@ const REPORTS_PER_REQUEST: usize = 20;
 struct Serve {
     child: Child,
     address: String,
+    log: std::path::PathBuf,
 }
 
 impl Serve {
@@ -39,7 +40,8 @@ impl Serve {
             "[database]\npool_size = 4\n[traffic]\npipelines = 2\n",
         )
         .unwrap();
-        let log = std::fs::File::create(dir.join(format!("{name}.log"))).unwrap();
+        let log_path = dir.join(format!("{name}.log"));
+        let log = std::fs::File::create(&log_path).unwrap();
         let child = Command::new(BINARY)
             .arg("serve")
             .env("DATABASE_URL", db.url())
@@ -57,6 +59,7 @@ impl Serve {
         let mut serve = Serve {
             child,
             address: format!("http://127.0.0.1:{port}"),
+            log: log_path,
         };
         let http = reqwest::Client::new();
         let deadline = Instant::now() + Duration::from_secs(60);
@@ -87,6 +90,10 @@ impl Drop for Serve {
         self.signal(libc::SIGCONT);
         let _ = self.child.kill();
         let _ = self.child.wait();
+        if std::thread::panicking() {
+            let log = std::fs::read_to_string(&self.log).unwrap_or_default();
+            eprintln!("--- {} ---\n{log}", self.log.display());
+        }
     }
 }
 
@@ -316,4 +323,49 @@ async fn a_frozen_process_does_not_stall_its_peer_and_retries_stay_exactly_once(
     }
     let (code, out, err) = db.run_cli(&["verify"]);
     assert_eq!(code, 0, "{out}{err}");
+    for serve in [&frozen, &healthy] {
+        let log = std::fs::read_to_string(&serve.log).unwrap();
+        eprintln!(
+            "{}: {} lock waits timed out, {} reaps of stalled sessions",
+            serve.log.display(),
+            log.matches("waited too long for a lock").count(),
+            log.matches("ended database sessions").count()
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_peer_frozen_in_the_middle_of_a_copy_is_ended_and_traffic_goes_on() {
+    let app = crate::helpers::spawn_app().await;
+    app.buy("biz-1", "pin-a", SKU_1TB).await;
+    app.create_task("task-1", "biz-1").await;
+
+    // A peer process holds the ledger head and stops in the middle of a COPY, as a process
+    // frozen while it streams a batch's events does: no server timeout ends that session.
+    let mut config = app.db.config.clone();
+    config.application_name("dts-ledger");
+    let (mut peer, connection) = config.connect(tokio_postgres::NoTls).await.unwrap();
+    let connection = tokio::spawn(connection);
+    let tx = peer.transaction().await.unwrap();
+    tx.batch_execute(
+        "CREATE TEMP TABLE stall (x int); SELECT position FROM ledger_head FOR UPDATE",
+    )
+    .await
+    .unwrap();
+    let sink = tx
+        .copy_in::<_, &'static [u8]>("COPY stall FROM STDIN")
+        .await
+        .unwrap();
+
+    let answer = tokio::time::timeout(ANSWER_WITHIN, app.report("task-1", "r-1", 1_000))
+        .await
+        .expect("the service answers within the target while a peer is frozen");
+    assert_eq!(answer["status"], "accepted", "{answer}");
+    assert_eq!(app.order("biz-1").await["bytesConsumed"], 1_000);
+    // The stalled session was ended by the service, which freed the head.
+    connection
+        .await
+        .unwrap()
+        .expect_err("the frozen peer's session was ended");
+    drop(sink);
 }
