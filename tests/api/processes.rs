@@ -132,6 +132,8 @@ async fn post(http: &reqwest::Client, address: &str, reports: &[Value]) -> Resul
 #[derive(Default)]
 struct Seen {
     answers: Vec<(Instant, Duration, Result<u16, String>)>,
+    /// The frozen process's answers.
+    frozen: Vec<Result<u16, String>>,
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -216,9 +218,13 @@ async fn a_frozen_process_does_not_stall_its_peer_and_retries_stay_exactly_once(
                             started.elapsed(),
                             answer,
                         ));
-                    } else if answer.is_err() {
-                        // The frozen process keeps a connection open; wait before the next try.
-                        tokio::time::sleep(Duration::from_millis(100)).await;
+                    } else {
+                        let failed = answer != Ok(200);
+                        seen.lock().unwrap().frozen.push(answer);
+                        if failed {
+                            // As an agent would, wait a moment before the next try.
+                            tokio::time::sleep(Duration::from_millis(100)).await;
+                        }
                     }
                 }
             }));
@@ -262,6 +268,15 @@ async fn a_frozen_process_does_not_stall_its_peer_and_retries_stay_exactly_once(
             );
             assert!(*took < ANSWER_WITHIN, "{took:?}");
         }
+        // The process whose transactions were cut answers 503 for them (nothing else goes wrong).
+        for answer in &seen.frozen {
+            assert!(matches!(answer, Ok(200 | 503)), "{answer:?}");
+        }
+        let slowest = seen.answers.iter().map(|(_, took, _)| *took).max().unwrap();
+        let cut = seen.frozen.iter().filter(|a| **a == Ok(503)).count();
+        eprintln!(
+            "slowest answer of the healthy process: {slowest:?}; 503s of the frozen one: {cut}"
+        );
     }
 
     // Every agent retries what it made until it is answered; whatever was charged before comes
