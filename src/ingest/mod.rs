@@ -186,7 +186,9 @@ impl Ingest {
                 // A lane that failed recorded nothing of its batch; the client retries the whole
                 // request, and the reports other lanes did record come back as duplicates.
                 Ok(Err(error)) => failure = Some(failure.unwrap_or(error)),
-                Err(_) => failure = Some(IngestError::Closed),
+                // The lane died with the batch (it is restarted by its supervisor); what it had
+                // not committed is not recorded, and what it had comes back as duplicates.
+                Err(_) => failure = Some(failure.unwrap_or(IngestError::Failed)),
             }
         }
         if let Some(error) = failure {
