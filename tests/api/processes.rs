@@ -388,3 +388,31 @@ async fn a_peer_frozen_in_the_middle_of_a_copy_is_ended_and_traffic_goes_on() {
         .expect_err("the frozen peer's session was ended");
     drop(sink);
 }
+
+#[tokio::test]
+async fn every_session_carries_the_bounds_of_its_purpose() {
+    use dts_ledger::database::{build_pool, build_pool_with, SessionBounds};
+    let db = TestDb::create().await;
+    let settings = "SELECT current_setting('synchronous_commit'), \
+                    current_setting('idle_in_transaction_session_timeout'), \
+                    current_setting('lock_timeout'), current_setting('statement_timeout'), \
+                    current_setting('application_name')";
+    let read = |pool: deadpool_postgres::Pool| async move {
+        let row = pool
+            .get()
+            .await
+            .unwrap()
+            .query_one(settings, &[])
+            .await
+            .unwrap();
+        (0..5).map(|n| row.get::<_, String>(n)).collect::<Vec<_>>()
+    };
+    assert_eq!(
+        read(build_pool(db.config.clone(), 1)).await,
+        ["on", "2s", "3s", "4s", "dts-ledger"]
+    );
+    assert_eq!(
+        read(build_pool_with(db.config.clone(), 1, &SessionBounds::AUDIT)).await,
+        ["on", "1min", "1min", "0", "dts-ledger-audit"]
+    );
+}
