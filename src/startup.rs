@@ -61,6 +61,11 @@ impl actix_web::FromRequest for RequestId {
 /// `ingest-lane-<n>`).
 pub const EXPIRY_SWEEPER: &str = "expiry-sweeper";
 pub const WEBHOOK_DISPATCHER: &str = "webhook-dispatcher";
+pub const STALL_REAPER: &str = "stall-reaper";
+/// How often a process looks for peers' sessions stalled mid-statement: a lane that meets one
+/// ends it at once, this catches those that block only the control-plane routes, within a second
+/// of [`crate::database::STALLED_AFTER_MS`]. One look at `pg_stat_activity` costs microseconds.
+const STALL_CHECK_INTERVAL: Duration = Duration::from_secs(1);
 
 pub struct Application {
     port: u16,
@@ -113,6 +118,14 @@ impl Application {
             let ledger = sweeper_ledger.clone();
             async move {
                 sweep_expired_orders(ledger, sweep_every).await;
+                Ended::Returned
+            }
+        }));
+        let reaper_pool = pool.clone();
+        workers.push(supervisor.spawn(STALL_REAPER, move || {
+            let pool = reaper_pool.clone();
+            async move {
+                reap_stalled_peers_forever(pool).await;
                 Ended::Returned
             }
         }));
@@ -302,6 +315,19 @@ fn path_config() -> web::PathConfig {
         )
         .into()
     })
+}
+
+/// Ends peers' sessions stalled in the middle of a statement (see
+/// [`crate::database::reap_stalled_peers`]), every [`STALL_CHECK_INTERVAL`].
+async fn reap_stalled_peers_forever(pool: Pool) {
+    let mut ticker = tokio::time::interval(STALL_CHECK_INTERVAL);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        ticker.tick().await;
+        if let Err(error) = crate::database::reap_stalled_peers(&pool).await {
+            tracing::debug!(%error, "looking for stalled sessions failed; the next look retries");
+        }
+    }
 }
 
 /// Records the expiry of orders whose `expiresAt` has passed, every `every`.

@@ -185,7 +185,7 @@ pub fn build_pool_with(
 /// (PostgreSQL handles a cancel only once the client speaks again), and it keeps every lock of
 /// its transaction, the ledger head included, for as long as the TCP connection lives. One
 /// running past [`STALLED_AFTER_MS`] while it waits on its client is ended. Lanes call this when
-/// a lock wait timed out.
+/// a lock wait timed out, and every process once a second.
 pub async fn reap_stalled_peers(pool: &Pool) -> Result<u64, ReapError> {
     let client = pool.get().await?;
     let rows = client
@@ -205,7 +205,7 @@ pub async fn reap_stalled_peers(pool: &Pool) -> Result<u64, ReapError> {
     if ended > 0 {
         tracing::warn!(
             sessions = ended,
-            "ended database sessions of a stalled process that held locks mid-statement"
+            "ended database sessions of a process stalled in the middle of a statement"
         );
     }
     Ok(ended)

@@ -416,3 +416,43 @@ async fn every_session_carries_the_bounds_of_its_purpose() {
         ["on", "1min", "1min", "0", "dts-ledger-audit"]
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_peer_frozen_mid_copy_does_not_block_the_control_plane_for_good() {
+    let app = crate::helpers::spawn_app().await;
+    app.buy("biz-1", "pin-a", SKU_1TB).await;
+    let mut config = app.db.config.clone();
+    config.application_name("dts-ledger");
+    let (mut peer, connection) = config.connect(tokio_postgres::NoTls).await.unwrap();
+    let connection = tokio::spawn(connection);
+    let tx = peer.transaction().await.unwrap();
+    tx.batch_execute(
+        "CREATE TEMP TABLE stall (x int); SELECT position FROM ledger_head FOR UPDATE",
+    )
+    .await
+    .unwrap();
+    let sink = tx
+        .copy_in::<_, &'static [u8]>("COPY stall FROM STDIN")
+        .await
+        .unwrap();
+
+    // No traffic comes: the service's own look for stalled sessions frees the head. Until then a
+    // request that waited too long for it is answered 503, and the caller retries.
+    let mut created = None;
+    for _ in 0..5 {
+        let (status, body) = app.create_task("task-1", "biz-1").await;
+        if status == 201 {
+            created = Some(body);
+            break;
+        }
+        assert_eq!(status, 503, "{body}");
+        assert_eq!(body["error"]["code"], "database_unavailable", "{body}");
+    }
+    let created = created.expect("the task is created once the stalled session is ended");
+    assert_eq!(created["state"], "running");
+    connection
+        .await
+        .unwrap()
+        .expect_err("the frozen peer's session was ended");
+    drop(sink);
+}
