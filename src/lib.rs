@@ -16,4 +16,5 @@ pub mod outbox;
 pub mod routes;
 pub mod startup;
 pub mod store;
+pub mod supervisor;
 pub mod telemetry;

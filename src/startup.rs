@@ -9,6 +9,7 @@ use crate::marketplace::credentials::Credentials;
 use crate::outbox;
 use crate::routes;
 use crate::store::Metadata;
+use crate::supervisor::{Ended, Supervisor};
 use actix_web::dev::{Server, Service};
 use actix_web::http::header::{HeaderName, HeaderValue};
 use actix_web::{web, App, HttpMessage, HttpResponse, HttpServer};
@@ -33,6 +34,8 @@ pub struct AppState {
     /// The base URL customers reach this service at, without a trailing slash.
     pub public_url: String,
     pub ingest: Arc<Ingest>,
+    /// The background workers, for `/readyz`.
+    pub supervisor: Arc<Supervisor>,
 }
 
 /// The id of the current request, also returned as `x-request-id` and written into event metadata.
@@ -53,11 +56,22 @@ impl actix_web::FromRequest for RequestId {
     }
 }
 
+/// The supervised worker names of the expiry sweeper and the webhook dispatcher (ingest lanes are
+/// `ingest-lane-<n>`).
+pub const EXPIRY_SWEEPER: &str = "expiry-sweeper";
+pub const WEBHOOK_DISPATCHER: &str = "webhook-dispatcher";
+pub const STALL_REAPER: &str = "stall-reaper";
+/// How often a process looks for peers' sessions stalled mid-statement: a lane that meets one
+/// ends it at once, this catches those that block only the control-plane routes, within a second
+/// of [`crate::database::STALLED_AFTER_MS`]. One look at `pg_stat_activity` costs microseconds.
+const STALL_CHECK_INTERVAL: Duration = Duration::from_secs(1);
+
 pub struct Application {
     port: u16,
     server: Server,
-    /// Background work (the expiry sweeper); stopped once the HTTP server has stopped.
+    /// Background work (lanes, sweeper, dispatcher); stopped once the HTTP server has stopped.
     workers: Vec<tokio::task::JoinHandle<()>>,
+    supervisor: Arc<Supervisor>,
 }
 
 /// Options of one HTTP server.
@@ -92,13 +106,37 @@ impl Application {
         let rules = Rules {
             low_balance_percents: config.low_balance_percents.clone(),
         };
-        let (ingest, mut workers) = Ingest::start(ledger.clone(), rules, config.pipelines);
-        workers.push(tokio::spawn(sweep_expired_orders(
-            ledger.clone(),
-            Duration::from_secs(config.expiry_sweep_s),
-        )));
+        // Every background worker runs under the supervisor: one that dies is reported by
+        // `/readyz` and started again.
+        let supervisor = Supervisor::new();
+        let (ingest, mut workers) =
+            Ingest::start(ledger.clone(), rules, config.pipelines, &supervisor);
+        let sweep_every = Duration::from_secs(config.expiry_sweep_s);
+        let sweeper_ledger = ledger.clone();
+        workers.push(supervisor.spawn(EXPIRY_SWEEPER, move || {
+            let ledger = sweeper_ledger.clone();
+            async move {
+                sweep_expired_orders(ledger, sweep_every).await;
+                Ended::Returned
+            }
+        }));
+        let reaper_pool = pool.clone();
+        workers.push(supervisor.spawn(STALL_REAPER, move || {
+            let pool = reaper_pool.clone();
+            async move {
+                reap_stalled_peers_forever(pool).await;
+                Ended::Returned
+            }
+        }));
         if let Some(webhook) = config.webhook.clone() {
-            workers.push(tokio::spawn(outbox::dispatch(pool.clone(), webhook)));
+            let pool = pool.clone();
+            workers.push(supervisor.spawn(WEBHOOK_DISPATCHER, move || {
+                let (pool, webhook) = (pool.clone(), webhook.clone());
+                async move {
+                    outbox::dispatch(pool, webhook).await;
+                    Ended::Returned
+                }
+            }));
         }
         let state = web::Data::new(AppState {
             ledger,
@@ -107,6 +145,7 @@ impl Application {
             config: Arc::new(config),
             credentials,
             public_url,
+            supervisor: supervisor.clone(),
         });
         let mut server = HttpServer::new(move || {
             App::new()
@@ -194,11 +233,17 @@ impl Application {
             port,
             server: server.run(),
             workers,
+            supervisor,
         })
     }
 
     pub fn port(&self) -> u16 {
         self.port
+    }
+
+    /// The supervisor of the background workers.
+    pub fn supervisor(&self) -> Arc<Supervisor> {
+        self.supervisor.clone()
     }
 
     /// A handle that can stop the server gracefully.
@@ -236,6 +281,19 @@ fn path_config() -> web::PathConfig {
         )
         .into()
     })
+}
+
+/// Ends peers' sessions stalled in the middle of a statement (see
+/// [`crate::database::reap_stalled_peers`]), every [`STALL_CHECK_INTERVAL`].
+async fn reap_stalled_peers_forever(pool: Pool) {
+    let mut ticker = tokio::time::interval(STALL_CHECK_INTERVAL);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        ticker.tick().await;
+        if let Err(error) = crate::database::reap_stalled_peers(&pool).await {
+            tracing::debug!(%error, "looking for stalled sessions failed; the next look retries");
+        }
+    }
 }
 
 /// Records the expiry of orders whose `expiresAt` has passed, every `every`.

@@ -35,6 +35,7 @@ pub(super) async fn apply(
     let mut attempts = Attempts::default();
     let mut look_up = look_up;
     let mut met_repeats = false;
+    let mut reaps = 0;
     loop {
         match attempt(ledger, rules, jobs, look_up).await {
             Ok(mut applied) => {
@@ -45,9 +46,34 @@ pub(super) async fn apply(
                 look_up = true;
                 met_repeats = true;
             }
+            Err(error) if is_lock_timeout(&error) && reaps < LOCK_TIMEOUT_REAPS_MAX => {
+                // A lock holder that kept us waiting this long is stalled, or a peer is
+                // overloaded; a stalled one in the middle of a statement is ended here, one idle
+                // in its transaction has been ended by the server already.
+                reaps += 1;
+                match crate::database::reap_stalled_peers(&ledger.pool).await {
+                    Ok(ended) => tracing::warn!(ended, "a batch waited too long for a lock"),
+                    Err(reap) => {
+                        tracing::warn!(%reap, "a batch waited too long for a lock");
+                        return Err(error);
+                    }
+                }
+            }
             Err(error) => attempts.retry(error)?,
         }
     }
+}
+
+/// Lock waits a batch gets past by ending stalled peers, at most. A peer frozen mid-statement
+/// just before our wait began is old enough to be ended ([`crate::database::STALLED_AFTER_MS`])
+/// at the second timeout ([`crate::database::LOCK_TIMEOUT_MS`] each), which still answers the
+/// request within 10 s; more waits than that mean the database is overloaded, and the request is
+/// answered 503 to be retried.
+const LOCK_TIMEOUT_REAPS_MAX: u32 = 2;
+
+fn is_lock_timeout(error: &LedgerError) -> bool {
+    matches!(error, LedgerError::Store(StoreError::Database(e))
+        if e.code() == Some(&tokio_postgres::error::SqlState::LOCK_NOT_AVAILABLE))
 }
 
 async fn attempt(

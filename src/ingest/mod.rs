@@ -15,6 +15,7 @@ pub mod report;
 use crate::domain::traffic::{Report, Rules, Verdict};
 use crate::ledger::Ledger;
 use crate::store::Metadata;
+use crate::supervisor::{Ended, Supervisor};
 use projections::ids::{InstanceId, TaskId};
 use std::collections::HashMap;
 use std::hash::{Hash, Hasher};
@@ -97,21 +98,34 @@ pub struct Ingest {
 }
 
 impl Ingest {
-    /// Starts `lanes` lanes; the handles end when the `Ingest` is dropped and the queues drain.
-    pub fn start(ledger: Ledger, rules: Rules, lanes: usize) -> (Arc<Ingest>, Vec<JoinHandle<()>>) {
+    /// Starts `lanes` lanes under `supervisor` (named `ingest-lane-<n>`); the handles end when the
+    /// `Ingest` is dropped and the queues drain.
+    pub fn start(
+        ledger: Ledger,
+        rules: Rules,
+        lanes: usize,
+        supervisor: &Arc<Supervisor>,
+    ) -> (Arc<Ingest>, Vec<JoinHandle<()>>) {
         let routes = Arc::new(Routes::default());
         let mut senders = Vec::with_capacity(lanes);
         let mut handles = Vec::with_capacity(lanes);
-        for _ in 0..lanes.max(1) {
+        for lane in 0..lanes.max(1) {
             // Unbounded channel, bounded by `room`: the semaphore counts reports, not jobs.
             let (sender, receiver) = mpsc::unbounded_channel();
             senders.push(sender);
-            handles.push(tokio::spawn(run_lane(
-                receiver,
-                ledger.clone(),
-                rules.clone(),
-                routes.clone(),
-            )));
+            // The queue outlives a lane that dies: requests queued meanwhile wait for the
+            // restarted lane, which takes the queue over.
+            let queue = Arc::new(tokio::sync::Mutex::new(receiver));
+            let (ledger, rules, routes) = (ledger.clone(), rules.clone(), routes.clone());
+            handles.push(supervisor.spawn(format!("ingest-lane-{lane}"), move || {
+                let (queue, ledger, rules, routes) =
+                    (queue.clone(), ledger.clone(), rules.clone(), routes.clone());
+                async move {
+                    let mut queue = queue.lock_owned().await;
+                    run_lane(&mut queue, ledger, rules, routes).await;
+                    Ended::Finished
+                }
+            }));
         }
         let ingest = Ingest {
             lanes: senders,
@@ -172,7 +186,9 @@ impl Ingest {
                 // A lane that failed recorded nothing of its batch; the client retries the whole
                 // request, and the reports other lanes did record come back as duplicates.
                 Ok(Err(error)) => failure = Some(failure.unwrap_or(error)),
-                Err(_) => failure = Some(IngestError::Closed),
+                // The lane died with the batch (it is restarted by its supervisor); what it had
+                // not committed is not recorded, and what it had comes back as duplicates.
+                Err(_) => failure = Some(failure.unwrap_or(IngestError::Failed)),
             }
         }
         if let Some(error) = failure {
@@ -187,7 +203,7 @@ impl Ingest {
 
 /// One lane: gather queued jobs into a batch, apply it, answer, repeat.
 async fn run_lane(
-    mut queue: mpsc::UnboundedReceiver<Job>,
+    queue: &mut mpsc::UnboundedReceiver<Job>,
     ledger: Ledger,
     rules: Rules,
     routes: Arc<Routes>,

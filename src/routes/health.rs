@@ -1,4 +1,5 @@
-//! `/healthz` (the process is up) and `/readyz` (the database is reachable and migrated).
+//! `/healthz` (the process is up) and `/readyz` (every background worker runs, the database is
+//! reachable and migrated).
 
 use crate::database::migrate::latest_version;
 use crate::error::ApiError;
@@ -16,6 +17,21 @@ pub async fn healthz() -> HttpResponse {
 }
 
 pub async fn readyz(state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
+    // A dead lane leaves its share of the traffic waiting, a dead sweeper lets orders outlive
+    // their expiry, a dead dispatcher stops webhooks: none is ready, while the supervisor
+    // restarts it.
+    let down = state.supervisor.down();
+    if !down.is_empty() {
+        let named: Vec<String> = down
+            .iter()
+            .map(|worker| format!("{} ({})", worker.name, worker.reason))
+            .collect();
+        return Err(ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "worker_down",
+            format!("background worker down, restarting: {}", named.join(", ")),
+        ));
+    }
     let check = async {
         let client = state.pool.get().await?;
         let row = client

@@ -331,6 +331,8 @@ pub struct TestApp {
     pub address: String,
     pub db: std::sync::Arc<TestDb>,
     pub http: reqwest::Client,
+    /// The background workers of this server, for tests of supervision.
+    pub supervisor: std::sync::Arc<dts_ledger::supervisor::Supervisor>,
     handle: actix_web::dev::ServerHandle,
 }
 
@@ -367,6 +369,7 @@ pub fn spawn_app_on(
     .expect("the application builds");
     let address = format!("http://127.0.0.1:{}", app.port());
     let handle = app.handle();
+    let supervisor = app.supervisor();
     tokio::spawn(app.run_until_stopped());
     TestApp {
         address,
@@ -375,6 +378,7 @@ pub fn spawn_app_on(
             .redirect(reqwest::redirect::Policy::none())
             .build()
             .unwrap(),
+        supervisor,
         handle,
     }
 }

@@ -5,6 +5,7 @@ mod health;
 mod helpers;
 mod marketplace;
 mod marketplace_hardening;
+mod processes;
 mod roles;
 mod serve;
 mod store;

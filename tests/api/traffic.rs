@@ -527,3 +527,125 @@ async fn requests_without_a_token_are_refused_before_their_body_is_read() {
     let status = answer_to_an_unfinished_body(&app, "/v1/tasks/task-1/renew", 32 * 1024).await;
     assert_eq!(status, "HTTP/1.1 401 Unauthorized");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_unchargeable_report_fails_alone_and_its_batch_goes_on() {
+    let mut config = test_config();
+    // One lane, so that every queued request lands in the same batch.
+    config.pipelines = 1;
+    config.report_bytes_max = projections::ids::Bytes::MAX;
+    let app = crate::helpers::spawn_app_with(config).await;
+    app.buy("biz-huge", "pin-a", SMALL_SKU).await;
+    app.create_task("task-huge", "biz-huge").await;
+    for n in 0..6 {
+        app.buy(&format!("biz-{n}"), "pin-b", SKU_1TB).await;
+        app.create_task(&format!("task-{n}"), &format!("biz-{n}"))
+            .await;
+    }
+    // The package's consumption reaches the largest count a byte figure can hold: one more byte
+    // overflows the fold.
+    let full = app.report("task-huge", "r-full", i64::MAX).await;
+    assert_eq!(full["status"], "accepted", "{full}");
+
+    // Hold the ledger head, so that the lane waits in its first batch while the other requests
+    // queue behind it; they are gathered into the next batch together.
+    let mut holder = app.db.client().await;
+    let hold = holder.transaction().await.unwrap();
+    hold.execute("SELECT position FROM ledger_head FOR UPDATE", &[])
+        .await
+        .unwrap();
+    let first = {
+        let app = &app;
+        async move { app.report("task-0", "r-first", 100).await }
+    };
+    let watcher = app.db.client().await;
+    let lane_waits = async {
+        // The first batch is waiting for the head before the others are sent.
+        for _ in 0..200 {
+            let waiting: i64 = watcher
+                .query_one(
+                    "SELECT count(*) FROM pg_stat_activity \
+                     WHERE datname = current_database() AND wait_event_type = 'Lock'",
+                    &[],
+                )
+                .await
+                .unwrap()
+                .get(0);
+            if waiting > 0 {
+                return;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+        panic!("the first batch never waited for the ledger head");
+    };
+    let lane_waits = futures::future::FutureExt::shared(Box::pin(lane_waits));
+    let queued = (0..6).map(|n| {
+        let app = &app;
+        let lane_waits = lane_waits.clone();
+        async move {
+            lane_waits.await;
+            if n == 3 {
+                // The bad report shares its request with a good one.
+                app.traffic(json!([
+                    report("task-huge", "r-overflow", 1),
+                    report("task-3", "r-1", 1_003)
+                ]))
+                .await
+            } else {
+                app.traffic(json!([report(&format!("task-{n}"), "r-1", 1_000 + n)]))
+                    .await
+            }
+        }
+    });
+    let release = async {
+        lane_waits.clone().await;
+        // Time for every request to reach the lane's queue; a slower machine only splits the
+        // requests over more batches, which the assertions below notice.
+        tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+        hold.commit().await.unwrap();
+    };
+    let (first, results, ()) = tokio::join!(first, futures::future::join_all(queued), release);
+    assert_eq!(first["status"], "accepted", "{first}");
+    for (n, results) in results.iter().enumerate() {
+        let result = &results[0];
+        if n == 3 {
+            assert_eq!(result["status"], "rejected", "{result}");
+            assert_eq!(result["error"]["code"], "unchargeable", "{result}");
+            assert_eq!(results[1]["status"], "accepted", "{results:?}");
+        } else {
+            assert_eq!(result["status"], "accepted", "{result}");
+        }
+        {
+            let order = app.order(&format!("biz-{n}")).await;
+            let expected = 1_000 + n as i64 + if n == 0 { 100 } else { 0 };
+            assert_eq!(order["bytesConsumed"], expected, "{order}");
+        }
+    }
+    let huge = app.order("biz-huge").await;
+    assert_eq!(
+        huge["bytesConsumed"],
+        i64::MAX,
+        "nothing of the bad report was charged"
+    );
+
+    // The good reports were really gathered into one batch with the bad one.
+    let events = transactions(&app).await;
+    let batch: std::collections::HashSet<&String> = events
+        .iter()
+        .filter(|(_, kind, _, payload)| kind == "TrafficConsumed" && payload["reportId"] == "r-1")
+        .map(|(_, _, xid, _)| xid)
+        .collect();
+    assert_eq!(batch.len(), 1, "the queued reports committed together");
+    assert_eq!(
+        events
+            .iter()
+            .filter(
+                |(_, kind, _, payload)| kind == "TrafficConsumed" && payload["reportId"] == "r-1"
+            )
+            .count(),
+        6
+    );
+    assert!(!events
+        .iter()
+        .any(|(_, _, _, payload)| payload["reportId"] == "r-overflow"));
+}
