@@ -15,7 +15,9 @@ use dts_ledger::domain::orders::{self, idempotency_key, CreateOrder, RenewOrder}
 use dts_ledger::domain::traffic::{self, Report, Rules};
 use dts_ledger::domain::{tasks, Draft};
 use dts_ledger::ledger::rows;
-use dts_ledger::store::hash::{canonical, event_hash, Hash, Hashed, GENESIS};
+use dts_ledger::store::hash::{
+    canonical, event_hash, ledger_hash, Hash, HashVersion, Hashed, GENESIS,
+};
 use dts_ledger::store::{EVENT_COLUMNS, EVENT_COLUMN_TYPES};
 use projections::events::Event;
 use projections::ids::{Bytes, InstanceId, JdPin, OrderId, ReportId, SkuId, TaskId};
@@ -42,6 +44,8 @@ fn setting(name: &str, default: usize) -> usize {
 struct Chains {
     heads: HashMap<String, (i64, Hash)>,
     position: i64,
+    /// The ledger-wide hash of the last row.
+    chain: Hash,
     metadata: serde_json::Value,
     metadata_json: Vec<u8>,
 }
@@ -54,7 +58,9 @@ impl Chains {
         let version = head.0 + 1;
         let json = event.payload();
         let payload = canonical(&json);
+        let key = idempotency_key(event);
         let hash = event_hash(
+            HashVersion::CURRENT,
             &head.1,
             &Hashed {
                 position: self.position,
@@ -65,8 +71,10 @@ impl Chains {
                 recorded_at: at,
                 payload: &payload,
                 metadata: &self.metadata_json,
+                idempotency_key: key.as_deref(),
             },
         );
+        self.chain = ledger_hash(&self.chain, &hash);
         let prev = head.1;
         *head = (version, hash);
         let metadata = self.metadata.clone();
@@ -79,9 +87,11 @@ impl Chains {
             Box::new(json),
             Box::new(metadata),
             Box::new(at),
-            Box::new(idempotency_key(event)),
+            Box::new(key),
             Box::new(prev.to_vec()),
             Box::new(hash.to_vec()),
+            Box::new(HashVersion::CURRENT.column()),
+            Box::new(self.chain.to_vec()),
         ]
     }
 }
@@ -164,6 +174,7 @@ async fn main() {
     let mut chains = Chains {
         heads: HashMap::new(),
         position: 0,
+        chain: GENESIS,
         metadata_json: canonical(&metadata),
         metadata,
     };
@@ -248,9 +259,11 @@ async fn main() {
                                 ADD UNIQUE (stream_id, version),
                                 ADD UNIQUE (idempotency_key);
              CREATE INDEX events_recorded_at ON events USING brin (recorded_at);
-             UPDATE ledger_head SET position = {};
+             UPDATE ledger_head SET position = {}, ledger_hash = '\\x{}', recorded_at = '{}';
              ANALYZE events;",
-            chains.position
+            chains.position,
+            hex::encode(chains.chain),
+            now.to_rfc3339()
         ))
         .await
         .unwrap();

@@ -67,9 +67,7 @@ pub async fn verify(pool: &Pool, progress_every: u64) -> Result<ExitCode, Unable
                 summary.events,
                 summary.streams,
                 summary.last_position,
-                summary
-                    .last_hash
-                    .map_or_else(|| "-".to_owned(), hex::encode),
+                hex::encode(summary.last_hash),
                 summary.elapsed.as_secs_f64()
             );
             Ok(ExitCode::SUCCESS)

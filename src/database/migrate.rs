@@ -39,6 +39,11 @@ const MIGRATIONS: &[Migration] = &[
         name: "recorded_at",
         sql: include_str!("../../schema/0005_recorded_at.sql"),
     },
+    Migration {
+        version: 8,
+        name: "ledger_chain",
+        sql: include_str!("../../schema/0008_ledger_chain.sql"),
+    },
 ];
 
 /// An arbitrary constant naming the advisory lock taken while migrating.

@@ -4,6 +4,7 @@ mod audit;
 mod health;
 mod helpers;
 mod marketplace;
+mod provenance;
 mod serve;
 mod store;
 mod tasks;
