@@ -243,3 +243,59 @@ mod tests {
         );
     }
 }
+
+#[cfg(test)]
+mod readme_example {
+    use super::*;
+
+    /// The README's worked example, read from the README itself so the two cannot drift apart.
+    fn example() -> HashMap<String, String> {
+        let readme = include_str!("../../README.md");
+        let block = readme
+            .split("```text\nhash example\n")
+            .nth(1)
+            .expect("the README has the worked hash example")
+            .split("```")
+            .next()
+            .unwrap();
+        block
+            .lines()
+            .filter_map(|line| line.split_once(char::is_whitespace))
+            .map(|(key, value)| (key.to_owned(), value.trim().to_owned()))
+            .collect()
+    }
+
+    use std::collections::HashMap;
+
+    fn hash_of(hex_text: &str) -> Hash {
+        hex::decode(hex_text).unwrap().try_into().unwrap()
+    }
+
+    #[test]
+    fn the_readme_example_hashes_as_published() {
+        let example = example();
+        let get = |key: &str| example.get(key).unwrap_or_else(|| panic!("{key}")).as_str();
+        let row = Hashed {
+            position: get("position").parse().unwrap(),
+            stream_id: get("stream_id"),
+            version: get("version").parse().unwrap(),
+            event_type: get("event_type"),
+            event_version: get("event_version").parse().unwrap(),
+            recorded_at: DateTime::parse_from_rfc3339(get("recorded_at"))
+                .unwrap()
+                .with_timezone(&Utc),
+            payload: get("payload").as_bytes(),
+            metadata: get("metadata").as_bytes(),
+            idempotency_key: Some(get("idempotency_key")),
+        };
+        let prev_hash = hash_of(get("prev_hash"));
+        let v1 = event_hash(HashVersion::V1, &prev_hash, &row);
+        let v2 = event_hash(HashVersion::V2, &prev_hash, &row);
+        assert_eq!(hex::encode(v1), get("hash_v1"));
+        assert_eq!(hex::encode(v2), get("hash_v2"));
+        assert_eq!(
+            hex::encode(ledger_hash(&hash_of(get("prev_ledger_hash")), &v2)),
+            get("ledger_hash")
+        );
+    }
+}
