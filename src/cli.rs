@@ -52,12 +52,25 @@ enum Command {
     Serve(ServeArgs),
     /// Apply the database schema and exit.
     Migrate,
-    /// Check the ledger's hash chains, versions and positions; name the first bad event.
+    /// Check the ledger's hash chains, versions, positions and checkpoints; name the first bad
+    /// event.
     Verify {
         /// Print progress to stderr every this many events (0: never).
         #[arg(long, default_value_t = 1_000_000)]
         progress_every: u64,
+        /// Also hold the ledger against this checkpoint line, kept outside the database.
+        #[arg(long)]
+        checkpoint: Option<PathBuf>,
+        /// Check only what follows the newest stored checkpoint whose signature holds.
+        #[arg(long)]
+        since_checkpoint: bool,
     },
+    /// Write a new Ed25519 signing key to FILE (mode 0600, never overwritten); print its public
+    /// key.
+    Keygen { file: PathBuf },
+    /// Sign the ledger head with [audit] signing_key_file, store the checkpoint, print it as one
+    /// JSON line.
+    Checkpoint,
     /// Fold the ledger from scratch and compare with the live projections; or, with --as-of,
     /// print every package's balance at that point.
     Replay {
@@ -143,13 +156,35 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             database.close().await;
             return Ok(ExitCode::SUCCESS);
         }
+        Command::Keygen { file } => {
+            return commands::keygen(&file)
+                .map_err(|commands::Unable(message)| anyhow::anyhow!(message));
+        }
+        Command::Checkpoint => {
+            // Appends to `checkpoints`: the service's connection, not the audits' read-only one.
+            let database = Database::open(&database_settings, 1, Durability::Durable).await?;
+            let outcome = commands::checkpoint(&database.pool, &config.audit).await;
+            database.close().await;
+            return outcome.map_err(|commands::Unable(message)| anyhow::anyhow!(message));
+        }
         audit => audit,
     };
     // The audit commands read only (a replica will do) and never migrate.
     let database = Database::open_for_reading(&database_settings).await?;
     let pool = &database.pool;
     let outcome = match audit {
-        Command::Verify { progress_every } => commands::verify(pool, progress_every).await,
+        Command::Verify {
+            progress_every,
+            checkpoint,
+            since_checkpoint,
+        } => {
+            let options = commands::VerifyOptions {
+                progress_every,
+                checkpoint_file: checkpoint.as_deref(),
+                since_checkpoint,
+            };
+            commands::verify(pool, &config.audit, options).await
+        }
         Command::Replay {
             as_of,
             format,
@@ -172,7 +207,9 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 .map_or("CNY".to_owned(), |sku| sku.currency.clone());
             commands::report(pool, &month, format, &utc_offset, &currency).await
         }
-        Command::Serve(_) | Command::Migrate => unreachable!("handled above"),
+        Command::Serve(_) | Command::Migrate | Command::Keygen { .. } | Command::Checkpoint => {
+            unreachable!("handled above")
+        }
     };
     database.close().await;
     match outcome {
@@ -192,6 +229,10 @@ async fn serve(args: ServeArgs, config: Config, settings: DatabaseSettings) -> a
         DatabaseSettings::Embedded(dir) => {
             tracing::info!(data_dir = %dir.display(), "using the embedded PostgreSQL")
         }
+    }
+    if let Some(path) = &config.audit.signing_key_file {
+        // Refuse to start rather than run without the checkpoints the operator asked for.
+        crate::audit::checkpoint::load_signing_key(path)?;
     }
     let database = Database::open(&settings, config.pool_size, Durability::Durable).await?;
     let app = Application::build(

@@ -101,6 +101,9 @@ impl Application {
         if let Some(webhook) = config.webhook.clone() {
             workers.push(tokio::spawn(outbox::dispatch(pool.clone(), webhook)));
         }
+        if let Some(checkpointer) = crate::audit::checkpoint::worker(&pool, &config) {
+            workers.push(tokio::spawn(checkpointer));
+        }
         let state = web::Data::new(AppState {
             ledger,
             ingest,

@@ -3,17 +3,20 @@
 //! Exit codes: 0 when the check passes (or the output was written), 1 when it finds the ledger
 //! broken or the projections different, 2 when it cannot run (bad arguments, unreachable database).
 
+use super::checkpoint::{self, Checkpoint, Keyring};
 use super::export::{self, Format};
 use super::replay;
 use super::report::{Builder, Month};
 use super::source::{self, Range, Until};
-use super::verify::{self, VerifyError};
+use super::verify::{self, Mark, Since, VerifyError};
+use crate::configuration::AuditConfig;
 use chrono::{DateTime, FixedOffset, Utc};
 use deadpool_postgres::Pool;
 use projections::events::Event;
 use projections::Package;
 use serde_json::json;
 use std::io::Write;
+use std::path::Path;
 use std::process::ExitCode;
 
 /// The check failed: the ledger is broken or the projections differ.
@@ -54,20 +57,138 @@ async fn client(pool: &Pool) -> Result<deadpool_postgres::Object, Unable> {
         .map_err(|e| Unable(format!("cannot reach PostgreSQL: {e}")))
 }
 
-pub async fn verify(pool: &Pool, progress_every: u64) -> Result<ExitCode, Unable> {
+/// What `verify` holds the ledger against.
+pub struct VerifyOptions<'a> {
+    pub progress_every: u64,
+    /// `--checkpoint FILE`: a checkpoint line kept outside the database.
+    pub checkpoint_file: Option<&'a Path>,
+    /// `--since-checkpoint`: check only what follows the newest checkpoint whose signature holds.
+    pub since_checkpoint: bool,
+}
+
+/// The trusted public keys: `[audit] public_keys` and the signing key's own.
+fn keyring(audit: &AuditConfig) -> Result<Keyring, Unable> {
+    let signing = audit
+        .signing_key_file
+        .as_deref()
+        .map(checkpoint::load_signing_key)
+        .transpose()?;
+    Ok(Keyring::new(&audit.public_keys, signing.as_ref())?)
+}
+
+/// Reads a checkpoint line kept elsewhere; anything but a checkpoint signed by a known key is
+/// refused (the command cannot run: exit 2).
+fn external_checkpoint(path: &Path, keyring: &Keyring) -> Result<Checkpoint, Unable> {
+    let refuse = |why: String| {
+        Unable(format!(
+            "the checkpoint in {} is refused: {why}",
+            path.display()
+        ))
+    };
+    let mut text = String::new();
+    std::fs::File::open(path)
+        .and_then(|file| {
+            std::io::Read::read_to_string(
+                &mut std::io::Read::take(file, checkpoint::LINE_LEN_MAX as u64 + 1),
+                &mut text,
+            )
+        })
+        .map_err(|error| refuse(error.to_string()))?;
+    let found = Checkpoint::parse_line(&text).map_err(|error| refuse(error.to_string()))?;
+    if keyring.is_empty() {
+        return Err(refuse(
+            "no public key to check its signature with ([audit] public_keys)".into(),
+        ));
+    }
+    keyring
+        .check(&found)
+        .map_err(|problem| refuse(problem.to_string()))?;
+    Ok(found)
+}
+
+pub async fn verify(
+    pool: &Pool,
+    audit: &AuditConfig,
+    options: VerifyOptions<'_>,
+) -> Result<ExitCode, Unable> {
+    let keyring = keyring(audit)?;
+    let external = options
+        .checkpoint_file
+        .map(|path| external_checkpoint(path, &keyring).map(|c| (path, c)))
+        .transpose()?;
     let mut client = client(pool).await?;
-    let outcome = verify::verify(&mut client, progress_every, |n| {
+    // Stored checkpoints: each must be signed by a known key. One that is not was forged or
+    // edited in the database: the ledger's evidence is broken.
+    let mut marks = Vec::new();
+    let mut newest: Option<Checkpoint> = None;
+    let stored = checkpoint::stored(&client).await?;
+    if keyring.is_empty() && !stored.is_empty() {
+        eprintln!(
+            "verify: {} stored checkpoints are checked against the ledger but not for their \
+             signatures: no [audit] public_keys",
+            stored.len()
+        );
+    }
+    if options.since_checkpoint && keyring.is_empty() {
+        return Err(Unable(
+            "--since-checkpoint needs a public key to trust a checkpoint ([audit] public_keys)"
+                .into(),
+        ));
+    }
+    for found in stored {
+        let found = match found {
+            Ok(found) => found,
+            Err(problem) => {
+                println!("verify: BROKEN {problem}");
+                return Ok(ExitCode::from(FAILED));
+            }
+        };
+        if !keyring.is_empty() {
+            if let Err(problem) = keyring.check(&found) {
+                println!("verify: BROKEN {}: {problem}", found.describe());
+                return Ok(ExitCode::from(FAILED));
+            }
+            newest = Some(found.clone());
+        }
+        marks.push(Mark {
+            position: found.position,
+            ledger_hash: found.ledger_hash,
+            label: found.describe(),
+        });
+    }
+    if let Some((path, found)) = &external {
+        marks.push(Mark {
+            position: found.position,
+            ledger_hash: found.ledger_hash,
+            label: format!("the checkpoint in {}", path.display()),
+        });
+    }
+    let since = match (options.since_checkpoint, newest) {
+        (true, Some(newest)) => Some(Since {
+            position: newest.position,
+            ledger_hash: newest.ledger_hash,
+        }),
+        (true, None) => {
+            eprintln!("verify: no stored checkpoint holds a known signature: checking everything");
+            None
+        }
+        (false, _) => None,
+    };
+    let outcome = verify::verify_against(&mut client, marks, since, options.progress_every, |n| {
         eprintln!("verify: {n} events checked");
     })
     .await;
     match outcome {
         Ok(summary) => {
             println!(
-                "verify: intact events={} streams={} last_position={} last_hash={} seconds={:.2}",
+                "verify: intact events={} streams={} after={} last_position={} last_hash={} \
+                 checkpoints={} seconds={:.2}",
                 summary.events,
                 summary.streams,
+                summary.after,
                 summary.last_position,
                 hex::encode(summary.last_hash),
+                summary.checkpoints_held,
                 summary.elapsed.as_secs_f64()
             );
             Ok(ExitCode::SUCCESS)
@@ -78,6 +199,33 @@ pub async fn verify(pool: &Pool, progress_every: u64) -> Result<ExitCode, Unable
         }
         Err(error) => Err(error.into()),
     }
+}
+
+/// `keygen FILE`: a new signing key in FILE; its public key (hex) on stdout.
+pub fn keygen(path: &Path) -> Result<ExitCode, Unable> {
+    let public = checkpoint::keygen(path)?;
+    println!("{}", hex::encode(public.as_bytes()));
+    eprintln!(
+        "keygen: signing key written to {} (key id {}); give the public key above to verifiers \
+         as [audit] public_keys",
+        path.display(),
+        hex::encode(checkpoint::key_id(&public))
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `checkpoint`: signs the head, stores the checkpoint, prints it as one JSON line.
+pub async fn checkpoint(pool: &Pool, audit: &AuditConfig) -> Result<ExitCode, Unable> {
+    let path = audit.signing_key_file.as_deref().ok_or_else(|| {
+        Unable("no signing key: set [audit] signing_key_file (LEDGER_SIGNING_KEY_FILE)".into())
+    })?;
+    let key = checkpoint::load_signing_key(path)?;
+    let client = client(pool).await?;
+    let taken = checkpoint::take(&client, &key, false)
+        .await?
+        .expect("an unconditional checkpoint is always taken");
+    println!("{}", taken.to_json());
+    Ok(ExitCode::SUCCESS)
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]

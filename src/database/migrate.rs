@@ -44,6 +44,11 @@ const MIGRATIONS: &[Migration] = &[
         name: "ledger_chain",
         sql: include_str!("../../schema/0008_ledger_chain.sql"),
     },
+    Migration {
+        version: 9,
+        name: "checkpoints",
+        sql: include_str!("../../schema/0009_checkpoints.sql"),
+    },
 ];
 
 /// An arbitrary constant naming the advisory lock taken while migrating.

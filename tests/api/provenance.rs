@@ -336,3 +336,364 @@ async fn a_ledger_of_version_1_rows_followed_by_version_2_rows_verifies_end_to_e
         "{out}"
     );
 }
+
+/// `dts-ledger <args>` against the app's database, with extra environment.
+fn cli(app: &TestApp, args: &[&str], env: &[(&str, &str)]) -> (i32, String, String) {
+    let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_dts-ledger"));
+    command
+        .args(args)
+        .env("DATABASE_URL", app.db.url())
+        .env_remove("LEDGER_CONFIG")
+        .env_remove("LEDGER_SIGNING_KEY_FILE")
+        .env("RUST_LOG", "warn");
+    for (name, value) in env {
+        command.env(name, value);
+    }
+    let output = command.output().expect("the binary runs");
+    (
+        output.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&output.stdout).into_owned(),
+        String::from_utf8_lossy(&output.stderr).into_owned(),
+    )
+}
+
+/// A directory removed when the test ends.
+struct Scratch(std::path::PathBuf);
+
+impl Scratch {
+    fn new() -> Scratch {
+        let dir = std::env::temp_dir().join(format!("ledger-keys-{}", uuid::Uuid::new_v4()));
+        std::fs::create_dir_all(&dir).unwrap();
+        Scratch(dir)
+    }
+
+    fn path(&self, name: &str) -> String {
+        self.0.join(name).display().to_string()
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// A fresh signing key: its file and its public key.
+fn keygen(app: &TestApp, scratch: &Scratch, name: &str) -> (String, String) {
+    let file = scratch.path(name);
+    let (code, out, err) = cli(app, &["keygen", &file], &[]);
+    assert_eq!(code, 0, "{err}");
+    (file, out.trim().to_owned())
+}
+
+/// `dts-ledger checkpoint` signed with `key_file`: the JSON line it printed.
+fn checkpoint(app: &TestApp, key_file: &str) -> String {
+    let (code, out, err) = cli(
+        app,
+        &["checkpoint"],
+        &[("LEDGER_SIGNING_KEY_FILE", key_file)],
+    );
+    assert_eq!(code, 0, "{out}{err}");
+    assert_eq!(out.lines().count(), 1, "one line: {out}");
+    out
+}
+
+#[tokio::test]
+async fn keygen_writes_a_private_key_once_and_prints_its_public_key() {
+    let app = spawn_app().await;
+    let scratch = Scratch::new();
+    let (file, public) = keygen(&app, &scratch, "signing.key");
+    assert_eq!(public.len(), 64, "{public}");
+    assert!(hex::decode(&public).is_ok());
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(&file).unwrap().permissions().mode();
+    assert_eq!(mode & 0o777, 0o600);
+    let before = std::fs::read(&file).unwrap();
+    let (code, _, err) = cli(&app, &["keygen", &file], &[]);
+    assert_eq!(code, 2);
+    assert!(err.contains("never overwritten"), "{err}");
+    assert_eq!(std::fs::read(&file).unwrap(), before, "the key is kept");
+}
+
+#[tokio::test]
+async fn the_insider_is_caught_by_the_checkpoint_file_and_by_the_ledger_wide_chain() {
+    let app = spawn_app().await;
+    let scratch = Scratch::new();
+    let (key_file, public) = keygen(&app, &scratch, "signing.key");
+    small_ledger(&app).await;
+    let line = checkpoint(&app, &key_file);
+    let signed: serde_json::Value = serde_json::from_str(&line).unwrap();
+    let head = all_events(&app).await.last().unwrap().position;
+    assert_eq!(signed["position"], head);
+    let kept = scratch.path("checkpoint.json");
+    std::fs::write(&kept, &line).unwrap();
+    let verifier = [("LEDGER_CONFIG", scratch.path("verifier.toml"))];
+    std::fs::write(
+        &verifier[0].1,
+        format!("[audit]\npublic_keys = [\"{public}\"]\n"),
+    )
+    .unwrap();
+    let env: Vec<(&str, &str)> = verifier.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let (code, out, _) = cli(&app, &["verify", "--checkpoint", &kept], &env);
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("checkpoints=2"), "stored and kept: {out}");
+
+    let position = shave_last_report(&app).await;
+    let (code, out, _) = cli(&app, &["verify", "--checkpoint", &kept], &env);
+    assert_eq!(code, 1, "{out}");
+    assert!(
+        out.contains(&format!("altered at position {position}")),
+        "{out}"
+    );
+    let (code, out, _) = cli(&app, &["verify"], &env);
+    assert_eq!(code, 1, "{out}");
+    assert!(
+        out.contains(&format!("altered at position {position}")),
+        "{out}"
+    );
+
+    // The insider goes further and recomputes both chains and the head: only the checkpoints,
+    // signed with a key outside the database, still tell.
+    rehash(&app, &[], Recompute::Everything).await;
+    let (code, out, _) = cli(&app, &["verify", "--checkpoint", &kept], &env);
+    assert_eq!(code, 1, "{out}");
+    assert!(
+        out.contains(&format!("rewritten at position {head}")),
+        "{out}"
+    );
+    assert!(
+        out.contains(&format!("between position 1 and {head}")),
+        "{out}"
+    );
+}
+
+#[tokio::test]
+async fn a_consistent_rewrite_is_placed_between_the_last_checkpoint_that_holds_and_the_first_that_does_not(
+) {
+    let app = spawn_app().await;
+    let scratch = Scratch::new();
+    let (key_file, _) = keygen(&app, &scratch, "signing.key");
+    let signing = [("LEDGER_SIGNING_KEY_FILE", key_file.as_str())];
+    app.buy("biz-p", "pin-p", SKU_1TB).await;
+    app.create_task("task-0", "biz-p").await;
+    app.report("task-0", "r-0", 5_000).await;
+    let first: serde_json::Value = serde_json::from_str(&checkpoint(&app, &key_file)).unwrap();
+    app.report("task-0", "r-1", 6_000).await;
+    app.report("task-0", "r-2", 7_000).await;
+    let second: serde_json::Value = serde_json::from_str(&checkpoint(&app, &key_file)).unwrap();
+    app.report("task-0", "r-3", 8_000).await;
+    let (code, out, _) = cli(&app, &["verify"], &signing);
+    assert_eq!(code, 0, "{out}");
+
+    let (first, second) = (
+        first["position"].as_i64().unwrap(),
+        second["position"].as_i64().unwrap(),
+    );
+    let target = all_events(&app)
+        .await
+        .into_iter()
+        .find(|e| e.position > first && e.event_type == "TrafficConsumed")
+        .unwrap()
+        .position;
+    sql(
+        &app,
+        &format!(
+            "ALTER TABLE events DISABLE TRIGGER events_append_only;
+             UPDATE events SET payload = payload || '{{\"bytes\": 1}}' WHERE position = {target};"
+        ),
+    )
+    .await;
+    rehash(&app, &[], Recompute::Everything).await;
+    let (code, out, _) = cli(&app, &["verify"], &signing);
+    assert_eq!(code, 1, "{out}");
+    assert!(
+        out.contains(&format!("rewritten at position {second}")),
+        "{out}"
+    );
+    assert!(
+        out.contains(&format!(
+            "between position {} and {second} (the last checkpoint that holds is at position \
+             {first})",
+            first + 1
+        )),
+        "{out}"
+    );
+}
+
+#[tokio::test]
+async fn checkpoints_of_another_key_edited_truncated_or_beyond_the_head_are_refused() {
+    use dts_ledger::audit::checkpoint::{load_signing_key, Checkpoint};
+    let app = spawn_app().await;
+    let scratch = Scratch::new();
+    let (key_file, _) = keygen(&app, &scratch, "signing.key");
+    let signing = [("LEDGER_SIGNING_KEY_FILE", key_file.as_str())];
+    small_ledger(&app).await;
+    let line = checkpoint(&app, &key_file);
+    let file = scratch.path("checkpoint.json");
+    let verify_with = |content: &str| {
+        std::fs::write(&file, content).unwrap();
+        cli(&app, &["verify", "--checkpoint", &file], &signing)
+    };
+    assert_eq!(verify_with(&line).0, 0);
+
+    // Signed by another key.
+    let (other_file, _) = keygen(&app, &scratch, "other.key");
+    let other = load_signing_key(std::path::Path::new(&other_file)).unwrap();
+    let parsed = Checkpoint::parse_line(&line).unwrap();
+    let foreign = Checkpoint::sign(&other, parsed.position, parsed.ledger_hash, Utc::now());
+    let (code, _, err) = verify_with(&foreign.to_json().to_string());
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("not among the known public keys"), "{err}");
+
+    // Edited: another position.
+    let edited = line.replace(
+        &format!("\"position\":{}", parsed.position),
+        &format!("\"position\":{}", parsed.position - 1),
+    );
+    assert_ne!(edited, line);
+    let (code, _, err) = verify_with(&edited);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("signature does not hold"), "{err}");
+
+    // Truncated.
+    let (code, _, err) = verify_with(&line[..line.len() / 2]);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("not a checkpoint line"), "{err}");
+
+    // Beyond the head: validly signed, but the ledger ends before it.
+    let key = load_signing_key(std::path::Path::new(&key_file)).unwrap();
+    let beyond = Checkpoint::sign(&key, parsed.position + 5, parsed.ledger_hash, Utc::now());
+    let (code, out, _) = verify_with(&beyond.to_json().to_string());
+    assert_eq!(code, 1, "{out}");
+    assert!(out.contains("beyond the last event"), "{out}");
+
+    // A checkpoint forged in the database is refused too.
+    let forged = Checkpoint::sign(&other, parsed.position, parsed.ledger_hash, Utc::now());
+    app.db
+        .client()
+        .await
+        .execute(
+            "INSERT INTO checkpoints (position, ledger_hash, signed_at, key_id, signature)
+             VALUES ($1, $2, $3, $4, $5)",
+            &[
+                &forged.position,
+                &forged.ledger_hash.as_slice(),
+                &forged.signed_at,
+                &hex::encode(parsed.key_id),
+                &forged.signature.as_slice(),
+            ],
+        )
+        .await
+        .unwrap();
+    let (code, out, _) = cli(&app, &["verify"], &signing);
+    assert_eq!(code, 1, "{out}");
+    assert!(out.contains("signature does not hold"), "{out}");
+}
+
+#[tokio::test]
+async fn checkpoints_are_append_only() {
+    let app = spawn_app().await;
+    let scratch = Scratch::new();
+    let (key_file, _) = keygen(&app, &scratch, "signing.key");
+    small_ledger(&app).await;
+    checkpoint(&app, &key_file);
+    let client = app.db.client().await;
+    for statement in [
+        "UPDATE checkpoints SET position = 1",
+        "DELETE FROM checkpoints",
+        "TRUNCATE checkpoints",
+    ] {
+        let error = client.batch_execute(statement).await.unwrap_err();
+        assert_eq!(error.code().unwrap().code(), "LG001", "{statement}");
+    }
+}
+
+#[tokio::test]
+async fn serve_checkpoints_a_moving_ledger_by_itself_and_announces_each_checkpoint() {
+    use actix_web::{web, App, HttpResponse, HttpServer};
+    use dts_ledger::configuration::{AuditConfig, Config, Secret, WebhookConfig};
+    use std::sync::{Arc, Mutex};
+    const SECRET: &str = "webhook-secret-0123456789";
+
+    let received: Arc<Mutex<Vec<serde_json::Value>>> = Arc::default();
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let data = web::Data::from(received.clone());
+    let server = HttpServer::new(move || {
+        App::new().app_data(data.clone()).route(
+            "/hook",
+            web::post().to(
+                |body: web::Bytes, received: web::Data<Mutex<Vec<serde_json::Value>>>| async move {
+                    received
+                        .lock()
+                        .unwrap()
+                        .push(serde_json::from_slice(&body).unwrap());
+                    HttpResponse::NoContent().finish()
+                },
+            ),
+        )
+    })
+    .workers(1)
+    .disable_signals()
+    .listen(listener)
+    .unwrap()
+    .run();
+    tokio::spawn(server);
+
+    let scratch = Scratch::new();
+    let key_file = scratch.0.join("signing.key");
+    dts_ledger::audit::checkpoint::keygen(&key_file).unwrap();
+    let app = crate::helpers::spawn_app_with(Config {
+        webhook: Some(WebhookConfig {
+            url: format!("http://127.0.0.1:{port}/hook"),
+            secret: Secret::new(SECRET),
+            retry_base_ms: 50,
+            retry_max_ms: 200,
+            timeout_ms: 2_000,
+        }),
+        audit: AuditConfig {
+            signing_key_file: Some(key_file.clone()),
+            public_keys: Vec::new(),
+            checkpoint_every_s: 1,
+        },
+        ..crate::helpers::test_config()
+    })
+    .await;
+    small_ledger(&app).await;
+    let head = all_events(&app).await.last().unwrap().position;
+    let mut announced = None;
+    for _ in 0..100 {
+        announced = received
+            .lock()
+            .unwrap()
+            .iter()
+            .find(|e| e["type"] == "dts.ledger.Checkpoint" && e["data"]["position"] == head)
+            .cloned();
+        if announced.is_some() {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    let announced = announced.expect("the checkpoint of the head is announced");
+    let stored: i64 = app
+        .db
+        .client()
+        .await
+        .query_one(
+            "SELECT count(*) FROM checkpoints WHERE position = $1",
+            &[&head],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(stored, 1, "an unmoved ledger is not checkpointed again");
+    // The announced line is a checkpoint `verify --checkpoint` accepts.
+    let kept = scratch.path("announced.json");
+    std::fs::write(&kept, announced["data"].to_string()).unwrap();
+    let (code, out, err) = cli(
+        &app,
+        &["verify", "--checkpoint", &kept],
+        &[("LEDGER_SIGNING_KEY_FILE", &key_file.display().to_string())],
+    );
+    assert_eq!(code, 0, "{out}{err}");
+}
