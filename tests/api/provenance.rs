@@ -697,3 +697,46 @@ async fn serve_checkpoints_a_moving_ledger_by_itself_and_announces_each_checkpoi
     );
     assert_eq!(code, 0, "{out}{err}");
 }
+
+#[tokio::test]
+async fn verify_since_checkpoint_checks_only_what_follows_the_newest_valid_checkpoint() {
+    let app = spawn_app().await;
+    let scratch = Scratch::new();
+    let (key_file, _) = keygen(&app, &scratch, "signing.key");
+    let signing = [("LEDGER_SIGNING_KEY_FILE", key_file.as_str())];
+    small_ledger(&app).await;
+    let signed: serde_json::Value = serde_json::from_str(&checkpoint(&app, &key_file)).unwrap();
+    let at = signed["position"].as_i64().unwrap();
+    app.report("task-0", "r-new-1", 100).await;
+    app.report("task-1", "r-new-2", 200).await;
+    let head = all_events(&app).await.last().unwrap().position;
+
+    let (code, out, err) = cli(&app, &["verify", "--since-checkpoint"], &signing);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(
+        out.contains(&format!(
+            "events={} streams=",
+            head - at
+        )),
+        "only the new events: {out}"
+    );
+    assert!(out.contains(&format!("after={at} last_position={head}")), "{out}");
+
+    // What follows is still checked: a new event altered is named.
+    sql(
+        &app,
+        &format!(
+            "ALTER TABLE events DISABLE TRIGGER events_append_only;
+             UPDATE events SET payload = payload || '{{\"bytes\": 1}}' WHERE position = {head};"
+        ),
+    )
+    .await;
+    let (code, out, _) = cli(&app, &["verify", "--since-checkpoint"], &signing);
+    assert_eq!(code, 1, "{out}");
+    assert!(out.contains(&format!("altered at position {head}")), "{out}");
+
+    // Without a key to trust a checkpoint with, it cannot start from one.
+    let (code, _, err) = cli(&app, &["verify", "--since-checkpoint"], &[]);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("public key"), "{err}");
+}
