@@ -22,3 +22,41 @@ CREATE TRIGGER checkpoints_append_only
 CREATE TRIGGER checkpoints_no_truncate
     BEFORE TRUNCATE ON checkpoints
     FOR EACH STATEMENT EXECUTE FUNCTION ledger_refuse_change();
+
+-- Projection snapshots: the packages and tasks folded from the ledger up to a checkpoint,
+-- stored with the checkpoint's position and ledger hash, so that `replay --since-snapshot` folds
+-- only what follows. Written by `dts-ledger checkpoint --snapshot`; append-only.
+CREATE TABLE snapshots (
+    position    bigint      PRIMARY KEY CHECK (position >= 0),
+    ledger_hash bytea       NOT NULL CHECK (octet_length(ledger_hash) = 32),
+    taken_at    timestamptz NOT NULL
+);
+CREATE TABLE snapshot_packages (
+    snapshot_position bigint NOT NULL REFERENCES snapshots (position),
+    LIKE packages
+);
+CREATE TABLE snapshot_tasks (
+    snapshot_position bigint NOT NULL REFERENCES snapshots (position),
+    LIKE tasks
+);
+CREATE INDEX snapshot_packages_position ON snapshot_packages (snapshot_position);
+CREATE INDEX snapshot_tasks_position ON snapshot_tasks (snapshot_position);
+
+CREATE TRIGGER snapshots_append_only
+    BEFORE UPDATE OR DELETE ON snapshots
+    FOR EACH ROW EXECUTE FUNCTION ledger_refuse_change();
+CREATE TRIGGER snapshots_no_truncate
+    BEFORE TRUNCATE ON snapshots
+    FOR EACH STATEMENT EXECUTE FUNCTION ledger_refuse_change();
+CREATE TRIGGER snapshot_packages_append_only
+    BEFORE UPDATE OR DELETE ON snapshot_packages
+    FOR EACH ROW EXECUTE FUNCTION ledger_refuse_change();
+CREATE TRIGGER snapshot_packages_no_truncate
+    BEFORE TRUNCATE ON snapshot_packages
+    FOR EACH STATEMENT EXECUTE FUNCTION ledger_refuse_change();
+CREATE TRIGGER snapshot_tasks_append_only
+    BEFORE UPDATE OR DELETE ON snapshot_tasks
+    FOR EACH ROW EXECUTE FUNCTION ledger_refuse_change();
+CREATE TRIGGER snapshot_tasks_no_truncate
+    BEFORE TRUNCATE ON snapshot_tasks
+    FOR EACH STATEMENT EXECUTE FUNCTION ledger_refuse_change();

@@ -70,7 +70,11 @@ enum Command {
     Keygen { file: PathBuf },
     /// Sign the ledger head with [audit] signing_key_file, store the checkpoint, print it as one
     /// JSON line.
-    Checkpoint,
+    Checkpoint {
+        /// Also store the projections at the checkpoint, for `replay --since-snapshot`.
+        #[arg(long)]
+        snapshot: bool,
+    },
     /// Fold the ledger from scratch and compare with the live projections; or, with --as-of,
     /// print every package's balance at that point.
     Replay {
@@ -82,6 +86,10 @@ enum Command {
         /// Also write the replayed projections into this new schema, for SQL inspection.
         #[arg(long)]
         scratch_schema: Option<String>,
+        /// Fold only what follows the newest snapshot stored at a checkpoint whose signature
+        /// holds.
+        #[arg(long)]
+        since_snapshot: bool,
     },
     /// Write the raw ledger to stdout, one row per event.
     Export {
@@ -160,10 +168,10 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             return commands::keygen(&file)
                 .map_err(|commands::Unable(message)| anyhow::anyhow!(message));
         }
-        Command::Checkpoint => {
+        Command::Checkpoint { snapshot } => {
             // Appends to `checkpoints`: the service's connection, not the audits' read-only one.
             let database = Database::open(&database_settings, 1, Durability::Durable).await?;
-            let outcome = commands::checkpoint(&database.pool, &config.audit).await;
+            let outcome = commands::checkpoint(&database.pool, &config.audit, snapshot).await;
             database.close().await;
             return outcome.map_err(|commands::Unable(message)| anyhow::anyhow!(message));
         }
@@ -189,7 +197,18 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             as_of,
             format,
             scratch_schema,
-        } => commands::replay(pool, as_of.as_deref(), format, scratch_schema.as_deref()).await,
+            since_snapshot,
+        } => {
+            let since = since_snapshot.then_some(&config.audit);
+            commands::replay(
+                pool,
+                as_of.as_deref(),
+                format,
+                scratch_schema.as_deref(),
+                since,
+            )
+            .await
+        }
         Command::Export {
             format,
             after,
@@ -207,7 +226,10 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 .map_or("CNY".to_owned(), |sku| sku.currency.clone());
             commands::report(pool, &month, format, &utc_offset, &currency).await
         }
-        Command::Serve(_) | Command::Migrate | Command::Keygen { .. } | Command::Checkpoint => {
+        Command::Serve(_)
+        | Command::Migrate
+        | Command::Keygen { .. }
+        | Command::Checkpoint { .. } => {
             unreachable!("handled above")
         }
     };

@@ -13,7 +13,7 @@ use crate::configuration::AuditConfig;
 use chrono::{DateTime, FixedOffset, Utc};
 use deadpool_postgres::Pool;
 use projections::events::Event;
-use projections::Package;
+use projections::{Package, Projection};
 use serde_json::json;
 use std::io::Write;
 use std::path::Path;
@@ -201,6 +201,28 @@ pub async fn verify(
     }
 }
 
+/// The (position, ledger hash) of every stored checkpoint signed by a known key.
+async fn trusted_checkpoints(
+    client: &deadpool_postgres::Object,
+    audit: &AuditConfig,
+) -> Result<Vec<(i64, Vec<u8>)>, Unable> {
+    let keyring = keyring(audit)?;
+    if keyring.is_empty() {
+        return Err(Unable(
+            "a snapshot is trusted through its checkpoint's signature: no public key \
+             ([audit] public_keys)"
+                .into(),
+        ));
+    }
+    Ok(checkpoint::stored(client)
+        .await?
+        .into_iter()
+        .flatten()
+        .filter(|found| keyring.check(found).is_ok())
+        .map(|found| (found.position, found.ledger_hash.to_vec()))
+        .collect())
+}
+
 /// `keygen FILE`: a new signing key in FILE; its public key (hex) on stdout.
 pub fn keygen(path: &Path) -> Result<ExitCode, Unable> {
     let public = checkpoint::keygen(path)?;
@@ -214,16 +236,55 @@ pub fn keygen(path: &Path) -> Result<ExitCode, Unable> {
     Ok(ExitCode::SUCCESS)
 }
 
-/// `checkpoint`: signs the head, stores the checkpoint, prints it as one JSON line.
-pub async fn checkpoint(pool: &Pool, audit: &AuditConfig) -> Result<ExitCode, Unable> {
+/// `checkpoint`: signs the head, stores the checkpoint, prints it as one JSON line. With
+/// `snapshot`, also stores the projections folded up to it (from the newest earlier snapshot).
+pub async fn checkpoint(
+    pool: &Pool,
+    audit: &AuditConfig,
+    snapshot: bool,
+) -> Result<ExitCode, Unable> {
     let path = audit.signing_key_file.as_deref().ok_or_else(|| {
         Unable("no signing key: set [audit] signing_key_file (LEDGER_SIGNING_KEY_FILE)".into())
     })?;
     let key = checkpoint::load_signing_key(path)?;
-    let client = client(pool).await?;
-    let taken = checkpoint::take(&client, &key, false)
+    let mut client = client(pool).await?;
+    if !snapshot {
+        let taken = checkpoint::take(&client, &key, false)
+            .await?
+            .expect("an unconditional checkpoint is always taken");
+        println!("{}", taken.to_json());
+        return Ok(ExitCode::SUCCESS);
+    }
+    let trusted = trusted_checkpoints(&client, audit).await?;
+    // One repeatable-read snapshot: the head signed and the events folded are the same.
+    let tx = client
+        .build_transaction()
+        .isolation_level(tokio_postgres::IsolationLevel::RepeatableRead)
+        .start()
+        .await?;
+    let taken = checkpoint::take(&tx, &key, false)
         .await?
         .expect("an unconditional checkpoint is always taken");
+    let exists = tx
+        .query_opt(
+            "SELECT 1 FROM snapshots WHERE position = $1",
+            &[&taken.position],
+        )
+        .await?
+        .is_some();
+    if !exists {
+        let (start, after) = match replay::newest_snapshot(&tx, &trusted).await? {
+            Some(found) => (found.projection, found.position),
+            None => (Projection::default(), 0),
+        };
+        let folded = replay::fold_from(&tx, start, after, Until::Position(taken.position)).await?;
+        replay::write_snapshot(&tx, taken.position, &taken.ledger_hash, &folded.projection).await?;
+        eprintln!(
+            "checkpoint: snapshot at position {} ({} events folded after position {after})",
+            taken.position, folded.events
+        );
+    }
+    tx.commit().await?;
     println!("{}", taken.to_json());
     Ok(ExitCode::SUCCESS)
 }
@@ -252,12 +313,56 @@ pub async fn replay(
     as_of: Option<&str>,
     format: TableOrJson,
     scratch_schema: Option<&str>,
+    since_snapshot: Option<&AuditConfig>,
 ) -> Result<ExitCode, Unable> {
     let mut client = client(pool).await?;
     let until = as_of.map(parse_point).transpose()?;
+    if since_snapshot.is_some() && until.is_some() {
+        return Err(Unable(
+            "--since-snapshot compares with the live tables; it does not go with --as-of".into(),
+        ));
+    }
+    let trusted = match since_snapshot {
+        Some(audit) => Some(trusted_checkpoints(&client, audit).await?),
+        None => None,
+    };
     let (folded, live) = {
         let tx = source::snapshot(&mut client).await?;
-        let folded = replay::fold(&tx, until.unwrap_or(Until::End)).await?;
+        let start = match &trusted {
+            Some(trusted) => replay::newest_snapshot(&tx, trusted).await?,
+            None => None,
+        };
+        if trusted.is_some() && start.is_none() {
+            eprintln!(
+                "replay: no snapshot at a checkpoint whose signature holds: folding everything"
+            );
+        }
+        let folded = match start {
+            None => replay::fold(&tx, until.unwrap_or(Until::End)).await?,
+            Some(start) => {
+                // The snapshot must belong to this ledger: its event carries the signed hash.
+                let stored: Option<Vec<u8>> = tx
+                    .query_opt(
+                        "SELECT ledger_hash FROM events WHERE position = $1",
+                        &[&start.position],
+                    )
+                    .await?
+                    .and_then(|row| row.get(0));
+                if start.position > 0 && stored.as_deref() != Some(start.ledger_hash.as_slice()) {
+                    println!(
+                        "replay: DIFFERENT the snapshot at position {} does not match the \
+                         ledger's hash there",
+                        start.position
+                    );
+                    return Ok(ExitCode::from(FAILED));
+                }
+                eprintln!(
+                    "replay: starting from the snapshot at position {}",
+                    start.position
+                );
+                replay::fold_from(&tx, start.projection, start.position, Until::End).await?
+            }
+        };
         let live = match until {
             None => Some(replay::live(&tx).await?),
             Some(_) => None,

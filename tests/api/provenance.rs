@@ -714,13 +714,13 @@ async fn verify_since_checkpoint_checks_only_what_follows_the_newest_valid_check
     let (code, out, err) = cli(&app, &["verify", "--since-checkpoint"], &signing);
     assert_eq!(code, 0, "{out}{err}");
     assert!(
-        out.contains(&format!(
-            "events={} streams=",
-            head - at
-        )),
+        out.contains(&format!("events={} streams=", head - at)),
         "only the new events: {out}"
     );
-    assert!(out.contains(&format!("after={at} last_position={head}")), "{out}");
+    assert!(
+        out.contains(&format!("after={at} last_position={head}")),
+        "{out}"
+    );
 
     // What follows is still checked: a new event altered is named.
     sql(
@@ -733,10 +733,81 @@ async fn verify_since_checkpoint_checks_only_what_follows_the_newest_valid_check
     .await;
     let (code, out, _) = cli(&app, &["verify", "--since-checkpoint"], &signing);
     assert_eq!(code, 1, "{out}");
-    assert!(out.contains(&format!("altered at position {head}")), "{out}");
+    assert!(
+        out.contains(&format!("altered at position {head}")),
+        "{out}"
+    );
 
     // Without a key to trust a checkpoint with, it cannot start from one.
     let (code, _, err) = cli(&app, &["verify", "--since-checkpoint"], &[]);
     assert_eq!(code, 2, "{err}");
     assert!(err.contains("public key"), "{err}");
+}
+
+#[tokio::test]
+async fn replay_since_snapshot_folds_only_what_follows_a_signed_checkpoint() {
+    let app = spawn_app().await;
+    let scratch = Scratch::new();
+    let (key_file, _) = keygen(&app, &scratch, "signing.key");
+    let signing = [("LEDGER_SIGNING_KEY_FILE", key_file.as_str())];
+    small_ledger(&app).await;
+    let (code, first, err) = cli(&app, &["checkpoint", "--snapshot"], &signing);
+    assert_eq!(code, 0, "{err}");
+    let first: serde_json::Value = serde_json::from_str(&first).unwrap();
+    let first = first["position"].as_i64().unwrap();
+    assert!(
+        err.contains("after position 0"),
+        "the first folds everything: {err}"
+    );
+    app.report("task-0", "r-new-1", 100).await;
+    app.report("task-1", "r-new-2", 200).await;
+    let (code, second, err) = cli(&app, &["checkpoint", "--snapshot"], &signing);
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        err.contains(&format!("after position {first}")),
+        "the next one starts from the first: {err}"
+    );
+    let second: serde_json::Value = serde_json::from_str(&second).unwrap();
+    let second = second["position"].as_i64().unwrap();
+    app.report("task-0", "r-new-3", 300).await;
+    let head = all_events(&app).await.last().unwrap().position;
+
+    let (code, out, err) = cli(&app, &["replay", "--since-snapshot"], &signing);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(
+        err.contains(&format!("starting from the snapshot at position {second}")),
+        "{err}"
+    );
+    assert!(
+        out.contains(&format!(
+            "identical events={} last_position={head}",
+            head - second
+        )),
+        "{out}"
+    );
+
+    // A live row that no longer follows from the ledger is still found.
+    sql(
+        &app,
+        "UPDATE packages SET bytes_consumed = bytes_consumed - 1000,
+                             bytes_remaining = bytes_remaining + 1000
+          WHERE instance_id = 'biz-p'",
+    )
+    .await;
+    let (code, out, _) = cli(&app, &["replay", "--since-snapshot"], &signing);
+    assert_eq!(code, 1, "{out}");
+    assert!(
+        out.contains("DIFFERENT package biz-p bytes_consumed"),
+        "{out}"
+    );
+
+    // Snapshots cannot be changed in place.
+    let error = app
+        .db
+        .client()
+        .await
+        .batch_execute("UPDATE snapshot_packages SET bytes_consumed = 0")
+        .await
+        .unwrap_err();
+    assert_eq!(error.code().unwrap().code(), "LG001");
 }
