@@ -259,7 +259,11 @@ pub async fn write(tx: &Transaction<'_>, prepared: Prepared) -> Result<Appended,
             .await
             .map_err(classify)
         };
-        tokio::try_join!(async { set_head.await.map_err(StoreError::from) }, insert)?;
+        let (head_set, inserted) = tokio::join!(set_head, insert);
+        // The rows' error comes first: once they fail, the head's update only reports the
+        // aborted transaction.
+        inserted?;
+        head_set?;
         return Ok(appended);
     }
 
@@ -293,9 +297,9 @@ pub async fn write(tx: &Transaction<'_>, prepared: Prepared) -> Result<Appended,
         }
         writer.as_mut().finish().await.map(drop)
     };
-    tokio::try_join!(async { set_head.await.map_err(StoreError::from) }, async {
-        written.await.map_err(classify)
-    })?;
+    let (head_set, written) = tokio::join!(set_head, written);
+    written.map_err(classify)?;
+    head_set?;
     Ok(appended)
 }
 
