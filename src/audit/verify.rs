@@ -478,6 +478,9 @@ pub async fn verify_against(
         Some(since) => Verifier::resume(resume_after(&tx, since, head_position).await?, marks),
     };
     let after = verifier.after;
+    // The events of one command share their metadata: parse it once per run of equal text.
+    let mut metadata_text: Vec<u8> = Vec::new();
+    let mut metadata = serde_json::Value::Null;
     source::for_each(
         &tx,
         Range {
@@ -487,8 +490,12 @@ pub async fn verify_against(
         |row| {
             let payload: serde_json::Value = serde_json::from_slice(row.payload)
                 .map_err(|e| VerifyError::Unreadable(row.position, e.to_string()))?;
-            let metadata: serde_json::Value = serde_json::from_slice(row.metadata)
-                .map_err(|e| VerifyError::Unreadable(row.position, e.to_string()))?;
+            if metadata_text != row.metadata || verifier.events == 0 {
+                metadata = serde_json::from_slice(row.metadata)
+                    .map_err(|e| VerifyError::Unreadable(row.position, e.to_string()))?;
+                metadata_text.clear();
+                metadata_text.extend_from_slice(row.metadata);
+            }
             verifier
                 .check(&Row {
                     position: row.position,
