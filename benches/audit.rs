@@ -5,9 +5,14 @@
 //! hash-chained exactly as the store does, loads it and its projections into a throwaway cluster,
 //! then times the real binary: `dts-ledger verify` and `dts-ledger replay`.
 //!
-//! Prints, last: `audit: events=<n> verify_events_per_s=<n> replay_events_per_s=<n>`.
+//! Also times `dts-ledger verify --since-checkpoint` over the newest 100,000 events, after a
+//! checkpoint signed at that point.
+//!
+//! Prints, last: `audit: events=<n> verify_events_per_s=<n> replay_events_per_s=<n>
+//! verify_since_checkpoint_s=<s>`.
 
 use chrono::{DateTime, Utc};
+use dts_ledger::audit::checkpoint::{self, Checkpoint};
 use dts_ledger::configuration::Catalog;
 use dts_ledger::database::embedded::{Durability, EmbeddedPostgres, SOCKET_PORT};
 use dts_ledger::database::{build_pool, migrate};
@@ -15,7 +20,9 @@ use dts_ledger::domain::orders::{self, idempotency_key, CreateOrder, RenewOrder}
 use dts_ledger::domain::traffic::{self, Report, Rules};
 use dts_ledger::domain::{tasks, Draft};
 use dts_ledger::ledger::rows;
-use dts_ledger::store::hash::{canonical, event_hash, Hash, Hashed, GENESIS};
+use dts_ledger::store::hash::{
+    canonical, event_hash, ledger_hash, Hash, HashVersion, Hashed, GENESIS,
+};
 use dts_ledger::store::{EVENT_COLUMNS, EVENT_COLUMN_TYPES};
 use projections::events::Event;
 use projections::ids::{Bytes, InstanceId, JdPin, OrderId, ReportId, SkuId, TaskId};
@@ -28,6 +35,8 @@ use tokio_postgres::types::ToSql;
 use tokio_postgres::NoTls;
 
 const BINARY: &str = env!("CARGO_BIN_EXE_dts-ledger");
+/// `verify --since-checkpoint` checks this many events: the newest part of the ledger.
+const SINCE_EVENTS: i64 = 100_000;
 /// Reports decided per round before their events are written out.
 const ROUND: usize = 20_000;
 
@@ -42,6 +51,8 @@ fn setting(name: &str, default: usize) -> usize {
 struct Chains {
     heads: HashMap<String, (i64, Hash)>,
     position: i64,
+    /// The ledger-wide hash of the last row.
+    chain: Hash,
     metadata: serde_json::Value,
     metadata_json: Vec<u8>,
 }
@@ -54,7 +65,9 @@ impl Chains {
         let version = head.0 + 1;
         let json = event.payload();
         let payload = canonical(&json);
+        let key = idempotency_key(event);
         let hash = event_hash(
+            HashVersion::CURRENT,
             &head.1,
             &Hashed {
                 position: self.position,
@@ -65,8 +78,10 @@ impl Chains {
                 recorded_at: at,
                 payload: &payload,
                 metadata: &self.metadata_json,
+                idempotency_key: key.as_deref(),
             },
         );
+        self.chain = ledger_hash(&self.chain, &hash);
         let prev = head.1;
         *head = (version, hash);
         let metadata = self.metadata.clone();
@@ -79,19 +94,26 @@ impl Chains {
             Box::new(json),
             Box::new(metadata),
             Box::new(at),
-            Box::new(idempotency_key(event)),
+            Box::new(key),
             Box::new(prev.to_vec()),
             Box::new(hash.to_vec()),
+            Box::new(HashVersion::CURRENT.column()),
+            Box::new(self.chain.to_vec()),
         ]
     }
 }
 
 fn run(args: &[&str], database_url: &str) -> (f64, String) {
+    run_with(args, database_url, &[])
+}
+
+fn run_with(args: &[&str], database_url: &str, env: &[(&str, &str)]) -> (f64, String) {
     let started = Instant::now();
     let output = std::process::Command::new(BINARY)
         .args(args)
         .env("DATABASE_URL", database_url)
         .env("RUST_LOG", "warn")
+        .envs(env.iter().copied())
         .output()
         .expect("dts-ledger runs");
     let elapsed = started.elapsed().as_secs_f64();
@@ -164,6 +186,7 @@ async fn main() {
     let mut chains = Chains {
         heads: HashMap::new(),
         position: 0,
+        chain: GENESIS,
         metadata_json: canonical(&metadata),
         metadata,
     };
@@ -248,9 +271,11 @@ async fn main() {
                                 ADD UNIQUE (stream_id, version),
                                 ADD UNIQUE (idempotency_key);
              CREATE INDEX events_recorded_at ON events USING brin (recorded_at);
-             UPDATE ledger_head SET position = {};
+             UPDATE ledger_head SET position = {}, ledger_hash = '\\x{}', recorded_at = '{}';
              ANALYZE events;",
-            chains.position
+            chains.position,
+            hex::encode(chains.chain),
+            now.to_rfc3339()
         ))
         .await
         .unwrap();
@@ -274,7 +299,58 @@ async fn main() {
     pool.close();
     drop(client);
 
-    let (verify_seconds, out) = run(&["verify", "--progress-every", "0"], &database_url);
+    // A checkpoint SINCE_EVENTS before the head, signed as `dts-ledger checkpoint` does.
+    let key_file = dir.path().join("signing.key");
+    checkpoint::keygen(&key_file).unwrap();
+    let key = checkpoint::load_signing_key(&key_file).unwrap();
+    let since_position = (copied as i64 - SINCE_EVENTS).max(0);
+    {
+        let (client, connection) = config.connect(NoTls).await.unwrap();
+        tokio::spawn(connection);
+        let ledger_hash: Vec<u8> = client
+            .query_one(
+                "SELECT ledger_hash FROM events WHERE position = $1",
+                &[&since_position],
+            )
+            .await
+            .unwrap()
+            .get(0);
+        let signed = Checkpoint::sign(
+            &key,
+            since_position,
+            ledger_hash.try_into().unwrap(),
+            Utc::now(),
+        );
+        client
+            .execute(
+                "INSERT INTO checkpoints (position, ledger_hash, signed_at, key_id, signature)
+                 VALUES ($1, $2, $3, $4, $5)",
+                &[
+                    &signed.position,
+                    &signed.ledger_hash.as_slice(),
+                    &signed.signed_at,
+                    &hex::encode(signed.key_id),
+                    &signed.signature.as_slice(),
+                ],
+            )
+            .await
+            .unwrap();
+    }
+    let key_env = key_file.display().to_string();
+    let signing = [("LEDGER_SIGNING_KEY_FILE", key_env.as_str())];
+    let (since_seconds, out) = run_with(
+        &["verify", "--since-checkpoint", "--progress-every", "0"],
+        &database_url,
+        &signing,
+    );
+    eprintln!("{}", out.trim());
+    assert!(out.starts_with("verify: intact"), "{out}");
+
+    let (verify_seconds, out) = run_with(
+        &["verify", "--progress-every", "0"],
+        &database_url,
+        &signing,
+    );
     eprintln!("{}", out.trim());
     let (replay_seconds, out) = run(&["replay"], &database_url);
     eprintln!("{}", out.trim());
@@ -283,7 +359,8 @@ async fn main() {
     drop(cluster);
 
     println!(
-        "audit: events={copied} verify_events_per_s={:.0} replay_events_per_s={:.0}",
+        "audit: events={copied} verify_events_per_s={:.0} replay_events_per_s={:.0} \
+         verify_since_checkpoint_s={since_seconds:.2}",
         copied as f64 / verify_seconds,
         copied as f64 / replay_seconds
     );

@@ -63,11 +63,28 @@ enum Command {
     /// Apply the database schema as its owner (LEDGER_MIGRATE_DATABASE_URL, else DATABASE_URL)
     /// and exit.
     Migrate,
-    /// Check the ledger's hash chains, versions and positions; name the first bad event.
+    /// Check the ledger's hash chains, versions, positions and checkpoints; name the first bad
+    /// event.
     Verify {
         /// Print progress to stderr every this many events (0: never).
         #[arg(long, default_value_t = 1_000_000)]
         progress_every: u64,
+        /// Also hold the ledger against this checkpoint line, kept outside the database.
+        #[arg(long)]
+        checkpoint: Option<PathBuf>,
+        /// Check only what follows the newest stored checkpoint whose signature holds.
+        #[arg(long)]
+        since_checkpoint: bool,
+    },
+    /// Write a new Ed25519 signing key to FILE (mode 0600, never overwritten); print its public
+    /// key.
+    Keygen { file: PathBuf },
+    /// Sign the ledger head with [audit] signing_key_file, store the checkpoint, print it as one
+    /// JSON line.
+    Checkpoint {
+        /// Also store the projections at the checkpoint, for `replay --since-snapshot`.
+        #[arg(long)]
+        snapshot: bool,
     },
     /// Fold the ledger from scratch and compare with the live projections; or, with --as-of,
     /// print every package's balance at that point.
@@ -80,6 +97,10 @@ enum Command {
         /// Also write the replayed projections into this new schema, for SQL inspection.
         #[arg(long)]
         scratch_schema: Option<String>,
+        /// Fold only what follows the newest snapshot stored at a checkpoint whose signature
+        /// holds.
+        #[arg(long)]
+        since_snapshot: bool,
     },
     /// Write the raw ledger to stdout, one row per event.
     Export {
@@ -213,6 +234,18 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             tracing::info!(?applied, "the database schema is up to date");
             return Ok(ExitCode::SUCCESS);
         }
+        Command::Keygen { file } => {
+            return commands::keygen(&file)
+                .map_err(|commands::Unable(message)| anyhow::anyhow!(message));
+        }
+        Command::Checkpoint { snapshot } => {
+            // Appends to `checkpoints`: the service's role, not the audits' read-only one; beside
+            // a running `serve` too, without migrating.
+            let database = Database::open_as(&database_settings, Role::Service).await?;
+            let outcome = commands::checkpoint(&database.pool, &config.audit, snapshot).await;
+            database.close().await;
+            return outcome.map_err(|commands::Unable(message)| anyhow::anyhow!(message));
+        }
         audit => audit,
     };
     // The audit commands read only (a replica will do) and never migrate; only a scratch schema
@@ -229,12 +262,34 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     let database = Database::open_as(&database_settings, role).await?;
     let pool = &database.pool;
     let outcome = match audit {
-        Command::Verify { progress_every } => commands::verify(pool, progress_every).await,
+        Command::Verify {
+            progress_every,
+            checkpoint,
+            since_checkpoint,
+        } => {
+            let options = commands::VerifyOptions {
+                progress_every,
+                checkpoint_file: checkpoint.as_deref(),
+                since_checkpoint,
+            };
+            commands::verify(pool, &config.audit, options).await
+        }
         Command::Replay {
             as_of,
             format,
             scratch_schema,
-        } => commands::replay(pool, as_of.as_deref(), format, scratch_schema.as_deref()).await,
+            since_snapshot,
+        } => {
+            let since = since_snapshot.then_some(&config.audit);
+            commands::replay(
+                pool,
+                as_of.as_deref(),
+                format,
+                scratch_schema.as_deref(),
+                since,
+            )
+            .await
+        }
         Command::Export {
             format,
             after,
@@ -267,7 +322,12 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 outbox::commands::retry(pool, RetryTarget::AllDead).await
             }
         },
-        Command::Serve(_) | Command::Migrate | Command::Init { .. } | Command::Marketplace(_) => {
+        Command::Serve(_)
+        | Command::Migrate
+        | Command::Init { .. }
+        | Command::Marketplace(_)
+        | Command::Keygen { .. }
+        | Command::Checkpoint { .. } => {
             unreachable!("handled above")
         }
     };
@@ -289,6 +349,10 @@ async fn serve(args: ServeArgs, config: Config, settings: DatabaseSettings) -> a
         DatabaseSettings::Embedded(dir) => {
             tracing::info!(data_dir = %dir.display(), "using the embedded PostgreSQL")
         }
+    }
+    if let Some(path) = &config.audit.signing_key_file {
+        // Refuse to start rather than run without the checkpoints the operator asked for.
+        crate::audit::checkpoint::load_signing_key(path)?;
     }
     let database = Database::open(&settings, config.pool_size, Durability::Durable).await?;
     let app = Application::build(

@@ -108,7 +108,17 @@ struct FileConfig {
     #[serde(default)]
     database: DatabaseFile,
     #[serde(default)]
+    audit: AuditFile,
+    #[serde(default)]
     sku: Option<Vec<SkuFile>>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct AuditFile {
+    signing_key_file: Option<PathBuf>,
+    public_keys: Option<Vec<String>>,
+    checkpoint_every_s: Option<u64>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -249,6 +259,36 @@ pub const PIPELINES_MAX: usize = 16;
 pub const REPORTER_TOKENS_MAX: usize = 64;
 
 /// Where and how stops, resumptions and warnings are pushed to the DTS control plane.
+/// Signed checkpoints of the ledger (`[audit]`).
+#[derive(Debug, Clone)]
+pub struct AuditConfig {
+    /// The Ed25519 key `checkpoint` and `serve` sign with; `None`: this process does not sign.
+    pub signing_key_file: Option<PathBuf>,
+    /// Ed25519 public keys (64 hex digits) whose checkpoints `verify` accepts, besides the
+    /// signing key's own.
+    pub public_keys: Vec<[u8; 32]>,
+    /// How often `serve` checkpoints a ledger that moved.
+    pub checkpoint_every_s: u64,
+}
+
+impl Default for AuditConfig {
+    fn default() -> Self {
+        AuditConfig {
+            signing_key_file: None,
+            public_keys: Vec::new(),
+            checkpoint_every_s: CHECKPOINT_EVERY_S_DEFAULT,
+        }
+    }
+}
+
+/// Five minutes: a rewrite is caught at the latest by the checkpoint after it, and a day's
+/// checkpoints (288 rows) cost nothing to store or check.
+const CHECKPOINT_EVERY_S_DEFAULT: u64 = 300;
+/// A day: checkpoints rarer than that leave too much of the ledger unvouched for.
+const CHECKPOINT_EVERY_S_MAX: u64 = 86_400;
+/// More keys than any rotation needs; keeps a mistaken list from growing without bound.
+const PUBLIC_KEYS_MAX: usize = 64;
+
 #[derive(Debug, Clone)]
 pub struct WebhookConfig {
     pub url: String,
@@ -329,6 +369,7 @@ pub struct Config {
     /// True when no `[[sku]]` was configured and [`Catalog::built_in`] is in use.
     pub catalog_is_built_in: bool,
     pub pool_size: usize,
+    pub audit: AuditConfig,
 }
 
 impl Config {
@@ -350,6 +391,7 @@ impl Config {
             catalog: Catalog::built_in(),
             catalog_is_built_in: true,
             pool_size: POOL_SIZE_DEFAULT,
+            audit: AuditConfig::default(),
         }
     }
 }
@@ -603,8 +645,43 @@ impl Config {
             catalog,
             catalog_is_built_in,
             pool_size,
+            audit: AuditConfig {
+                signing_key_file: env("LEDGER_SIGNING_KEY_FILE")
+                    .map(PathBuf::from)
+                    .or(file.audit.signing_key_file)
+                    .filter(|path| !path.as_os_str().is_empty()),
+                public_keys: public_keys(file.audit.public_keys.unwrap_or_default())
+                    .map_err(&fail)?,
+                checkpoint_every_s: in_range(
+                    "audit.checkpoint_every_s",
+                    file.audit.checkpoint_every_s,
+                    CHECKPOINT_EVERY_S_DEFAULT,
+                    CHECKPOINT_EVERY_S_MAX,
+                )
+                .map_err(&fail)?,
+            },
         })
     }
+}
+
+/// `[audit] public_keys`: each 64 hex digits (an Ed25519 public key).
+fn public_keys(texts: Vec<String>) -> Result<Vec<[u8; 32]>, String> {
+    if texts.len() > PUBLIC_KEYS_MAX {
+        return Err(format!(
+            "audit.public_keys holds at most {PUBLIC_KEYS_MAX} keys"
+        ));
+    }
+    texts
+        .iter()
+        .map(|text| {
+            hex::decode(text.trim())
+                .ok()
+                .and_then(|bytes| <[u8; 32]>::try_from(bytes).ok())
+                .ok_or_else(|| {
+                    format!("audit.public_keys: {text:?} is not a public key (64 hex digits)")
+                })
+        })
+        .collect()
 }
 
 /// A TOML error as line, column and reason, without the quoted source line the parser's own text

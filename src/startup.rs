@@ -138,6 +138,9 @@ impl Application {
                 }
             }));
         }
+        if let Some(checkpointer) = crate::audit::checkpoint::worker(&pool, &config) {
+            workers.push(tokio::spawn(checkpointer));
+        }
         let state = web::Data::new(AppState {
             ledger,
             ingest,

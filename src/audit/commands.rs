@@ -3,17 +3,20 @@
 //! Exit codes: 0 when the check passes (or the output was written), 1 when it finds the ledger
 //! broken or the projections different, 2 when it cannot run (bad arguments, unreachable database).
 
+use super::checkpoint::{self, Checkpoint, Keyring};
 use super::export::{self, Format};
 use super::replay;
 use super::report::{Builder, Month};
 use super::source::{self, Range, Until};
-use super::verify::{self, VerifyError};
+use super::verify::{self, Mark, Since, VerifyError};
+use crate::configuration::AuditConfig;
 use chrono::{DateTime, FixedOffset, Utc};
 use deadpool_postgres::Pool;
 use projections::events::Event;
-use projections::Package;
+use projections::{Package, Projection};
 use serde_json::json;
 use std::io::Write;
+use std::path::Path;
 use std::process::ExitCode;
 
 /// The check failed: the ledger is broken or the projections differ.
@@ -54,22 +57,138 @@ async fn client(pool: &Pool) -> Result<deadpool_postgres::Object, Unable> {
         .map_err(|e| Unable(format!("cannot reach PostgreSQL: {e}")))
 }
 
-pub async fn verify(pool: &Pool, progress_every: u64) -> Result<ExitCode, Unable> {
+/// What `verify` holds the ledger against.
+pub struct VerifyOptions<'a> {
+    pub progress_every: u64,
+    /// `--checkpoint FILE`: a checkpoint line kept outside the database.
+    pub checkpoint_file: Option<&'a Path>,
+    /// `--since-checkpoint`: check only what follows the newest checkpoint whose signature holds.
+    pub since_checkpoint: bool,
+}
+
+/// The trusted public keys: `[audit] public_keys` and the signing key's own.
+fn keyring(audit: &AuditConfig) -> Result<Keyring, Unable> {
+    let signing = audit
+        .signing_key_file
+        .as_deref()
+        .map(checkpoint::load_signing_key)
+        .transpose()?;
+    Ok(Keyring::new(&audit.public_keys, signing.as_ref())?)
+}
+
+/// Reads a checkpoint line kept elsewhere; anything but a checkpoint signed by a known key is
+/// refused (the command cannot run: exit 2).
+fn external_checkpoint(path: &Path, keyring: &Keyring) -> Result<Checkpoint, Unable> {
+    let refuse = |why: String| {
+        Unable(format!(
+            "the checkpoint in {} is refused: {why}",
+            path.display()
+        ))
+    };
+    let mut text = String::new();
+    std::fs::File::open(path)
+        .and_then(|file| {
+            std::io::Read::read_to_string(
+                &mut std::io::Read::take(file, checkpoint::LINE_LEN_MAX as u64 + 1),
+                &mut text,
+            )
+        })
+        .map_err(|error| refuse(error.to_string()))?;
+    let found = Checkpoint::parse_line(&text).map_err(|error| refuse(error.to_string()))?;
+    if keyring.is_empty() {
+        return Err(refuse(
+            "no public key to check its signature with ([audit] public_keys)".into(),
+        ));
+    }
+    keyring
+        .check(&found)
+        .map_err(|problem| refuse(problem.to_string()))?;
+    Ok(found)
+}
+
+pub async fn verify(
+    pool: &Pool,
+    audit: &AuditConfig,
+    options: VerifyOptions<'_>,
+) -> Result<ExitCode, Unable> {
+    let keyring = keyring(audit)?;
+    let external = options
+        .checkpoint_file
+        .map(|path| external_checkpoint(path, &keyring).map(|c| (path, c)))
+        .transpose()?;
     let mut client = client(pool).await?;
-    let outcome = verify::verify(&mut client, progress_every, |n| {
+    // Stored checkpoints: each must be signed by a known key. One that is not was forged or
+    // edited in the database: the ledger's evidence is broken.
+    let mut marks = Vec::new();
+    let mut newest: Option<Checkpoint> = None;
+    let stored = checkpoint::stored(&client).await?;
+    if keyring.is_empty() && !stored.is_empty() {
+        eprintln!(
+            "verify: {} stored checkpoints are checked against the ledger but not for their \
+             signatures: no [audit] public_keys",
+            stored.len()
+        );
+    }
+    if options.since_checkpoint && keyring.is_empty() {
+        return Err(Unable(
+            "--since-checkpoint needs a public key to trust a checkpoint ([audit] public_keys)"
+                .into(),
+        ));
+    }
+    for found in stored {
+        let found = match found {
+            Ok(found) => found,
+            Err(problem) => {
+                println!("verify: BROKEN {problem}");
+                return Ok(ExitCode::from(FAILED));
+            }
+        };
+        if !keyring.is_empty() {
+            if let Err(problem) = keyring.check(&found) {
+                println!("verify: BROKEN {}: {problem}", found.describe());
+                return Ok(ExitCode::from(FAILED));
+            }
+            newest = Some(found.clone());
+        }
+        marks.push(Mark {
+            position: found.position,
+            ledger_hash: found.ledger_hash,
+            label: found.describe(),
+        });
+    }
+    if let Some((path, found)) = &external {
+        marks.push(Mark {
+            position: found.position,
+            ledger_hash: found.ledger_hash,
+            label: format!("the checkpoint in {}", path.display()),
+        });
+    }
+    let since = match (options.since_checkpoint, newest) {
+        (true, Some(newest)) => Some(Since {
+            position: newest.position,
+            ledger_hash: newest.ledger_hash,
+        }),
+        (true, None) => {
+            eprintln!("verify: no stored checkpoint holds a known signature: checking everything");
+            None
+        }
+        (false, _) => None,
+    };
+    let outcome = verify::verify_against(&mut client, marks, since, options.progress_every, |n| {
         eprintln!("verify: {n} events checked");
     })
     .await;
     match outcome {
         Ok(summary) => {
             println!(
-                "verify: intact events={} streams={} last_position={} last_hash={} seconds={:.2}",
+                "verify: intact events={} streams={} after={} last_position={} last_hash={} \
+                 checkpoints={} seconds={:.2}",
                 summary.events,
                 summary.streams,
+                summary.after,
                 summary.last_position,
-                summary
-                    .last_hash
-                    .map_or_else(|| "-".to_owned(), hex::encode),
+                hex::encode(summary.last_hash),
+                summary.checkpoints_held,
                 summary.elapsed.as_secs_f64()
             );
             Ok(ExitCode::SUCCESS)
@@ -80,6 +199,94 @@ pub async fn verify(pool: &Pool, progress_every: u64) -> Result<ExitCode, Unable
         }
         Err(error) => Err(error.into()),
     }
+}
+
+/// The (position, ledger hash) of every stored checkpoint signed by a known key.
+async fn trusted_checkpoints(
+    client: &deadpool_postgres::Object,
+    audit: &AuditConfig,
+) -> Result<Vec<(i64, Vec<u8>)>, Unable> {
+    let keyring = keyring(audit)?;
+    if keyring.is_empty() {
+        return Err(Unable(
+            "a snapshot is trusted through its checkpoint's signature: no public key \
+             ([audit] public_keys)"
+                .into(),
+        ));
+    }
+    Ok(checkpoint::stored(client)
+        .await?
+        .into_iter()
+        .flatten()
+        .filter(|found| keyring.check(found).is_ok())
+        .map(|found| (found.position, found.ledger_hash.to_vec()))
+        .collect())
+}
+
+/// `keygen FILE`: a new signing key in FILE; its public key (hex) on stdout.
+pub fn keygen(path: &Path) -> Result<ExitCode, Unable> {
+    let public = checkpoint::keygen(path)?;
+    println!("{}", hex::encode(public.as_bytes()));
+    eprintln!(
+        "keygen: signing key written to {} (key id {}); give the public key above to verifiers \
+         as [audit] public_keys",
+        path.display(),
+        hex::encode(checkpoint::key_id(&public))
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `checkpoint`: signs the head, stores the checkpoint, prints it as one JSON line. With
+/// `snapshot`, also stores the projections folded up to it (from the newest earlier snapshot).
+pub async fn checkpoint(
+    pool: &Pool,
+    audit: &AuditConfig,
+    snapshot: bool,
+) -> Result<ExitCode, Unable> {
+    let path = audit.signing_key_file.as_deref().ok_or_else(|| {
+        Unable("no signing key: set [audit] signing_key_file (LEDGER_SIGNING_KEY_FILE)".into())
+    })?;
+    let key = checkpoint::load_signing_key(path)?;
+    let mut client = client(pool).await?;
+    if !snapshot {
+        let taken = checkpoint::take(&client, &key, false)
+            .await?
+            .expect("an unconditional checkpoint is always taken");
+        println!("{}", taken.to_json());
+        return Ok(ExitCode::SUCCESS);
+    }
+    let trusted = trusted_checkpoints(&client, audit).await?;
+    // One repeatable-read snapshot: the head signed and the events folded are the same.
+    let tx = client
+        .build_transaction()
+        .isolation_level(tokio_postgres::IsolationLevel::RepeatableRead)
+        .start()
+        .await?;
+    let taken = checkpoint::take(&tx, &key, false)
+        .await?
+        .expect("an unconditional checkpoint is always taken");
+    let exists = tx
+        .query_opt(
+            "SELECT 1 FROM snapshots WHERE position = $1",
+            &[&taken.position],
+        )
+        .await?
+        .is_some();
+    if !exists {
+        let (start, after) = match replay::newest_snapshot(&tx, &trusted).await? {
+            Some(found) => (found.projection, found.position),
+            None => (Projection::default(), 0),
+        };
+        let folded = replay::fold_from(&tx, start, after, Until::Position(taken.position)).await?;
+        replay::write_snapshot(&tx, taken.position, &taken.ledger_hash, &folded.projection).await?;
+        eprintln!(
+            "checkpoint: snapshot at position {} ({} events folded after position {after})",
+            taken.position, folded.events
+        );
+    }
+    tx.commit().await?;
+    println!("{}", taken.to_json());
+    Ok(ExitCode::SUCCESS)
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -106,12 +313,56 @@ pub async fn replay(
     as_of: Option<&str>,
     format: TableOrJson,
     scratch_schema: Option<&str>,
+    since_snapshot: Option<&AuditConfig>,
 ) -> Result<ExitCode, Unable> {
     let mut client = client(pool).await?;
     let until = as_of.map(parse_point).transpose()?;
+    if since_snapshot.is_some() && until.is_some() {
+        return Err(Unable(
+            "--since-snapshot compares with the live tables; it does not go with --as-of".into(),
+        ));
+    }
+    let trusted = match since_snapshot {
+        Some(audit) => Some(trusted_checkpoints(&client, audit).await?),
+        None => None,
+    };
     let (folded, live) = {
         let tx = source::snapshot(&mut client).await?;
-        let folded = replay::fold(&tx, until.unwrap_or(Until::End)).await?;
+        let start = match &trusted {
+            Some(trusted) => replay::newest_snapshot(&tx, trusted).await?,
+            None => None,
+        };
+        if trusted.is_some() && start.is_none() {
+            eprintln!(
+                "replay: no snapshot at a checkpoint whose signature holds: folding everything"
+            );
+        }
+        let folded = match start {
+            None => replay::fold(&tx, until.unwrap_or(Until::End)).await?,
+            Some(start) => {
+                // The snapshot must belong to this ledger: its event carries the signed hash.
+                let stored: Option<Vec<u8>> = tx
+                    .query_opt(
+                        "SELECT ledger_hash FROM events WHERE position = $1",
+                        &[&start.position],
+                    )
+                    .await?
+                    .and_then(|row| row.get(0));
+                if start.position > 0 && stored.as_deref() != Some(start.ledger_hash.as_slice()) {
+                    println!(
+                        "replay: DIFFERENT the snapshot at position {} does not match the \
+                         ledger's hash there",
+                        start.position
+                    );
+                    return Ok(ExitCode::from(FAILED));
+                }
+                eprintln!(
+                    "replay: starting from the snapshot at position {}",
+                    start.position
+                );
+                replay::fold_from(&tx, start.projection, start.position, Until::End).await?
+            }
+        };
         let live = match until {
             None => Some(replay::live(&tx).await?),
             Some(_) => None,

@@ -35,8 +35,12 @@ pub struct EventRow<'a> {
     pub payload: &'a [u8],
     pub metadata: &'a [u8],
     pub recorded_at: DateTime<Utc>,
+    pub idempotency_key: Option<&'a str>,
     pub prev_hash: &'a [u8],
     pub hash: &'a [u8],
+    pub hash_version: i16,
+    /// `None` on rows written before the ledger-wide chain was stored.
+    pub ledger_hash: Option<&'a [u8]>,
 }
 
 /// The last event to read.
@@ -115,8 +119,11 @@ where
             payload: payload.0,
             metadata: metadata.0,
             recorded_at: row.try_get(7)?,
+            idempotency_key: row.try_get(8)?,
             prev_hash: row.try_get(9)?,
             hash: row.try_get(10)?,
+            hash_version: row.try_get(11)?,
+            ledger_hash: row.try_get(12)?,
         })?;
     }
     Ok(count)

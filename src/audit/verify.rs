@@ -1,11 +1,15 @@
-//! Checks the ledger's tamper evidence (invariant I6) in one streamed pass.
+//! Checks the ledger's tamper evidence (invariants I6, I9) in one streamed pass.
 //!
 //! Every event must sit at the next position, carry the next version of its stream, point at the
-//! previous event's hash and hash to its stored `hash`; the ledger head must name the last event.
-//! The first event breaking any of these is reported with what is wrong.
+//! previous event's hash, hash to its stored `hash`, extend the ledger-wide chain to its stored
+//! `ledger_hash`, and carry a time no earlier than the event before it; the ledger head must name
+//! the last event and its ledger hash; every checkpoint must find the ledger hash it signed at its
+//! position. The first event breaking any of these is reported with what is wrong.
 
 use super::source::{self, Range};
-use crate::store::hash::{canonical_json, event_hash, Hash, Hashed, GENESIS};
+use crate::store::hash::{
+    canonical_json, event_hash, ledger_hash, Hash, HashVersion, Hashed, GENESIS,
+};
 use chrono::{DateTime, Utc};
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
@@ -19,6 +23,11 @@ pub enum ProblemKind {
     Missing,
     /// It was not written by an append: it breaks the chain or lies beyond the ledger head.
     OutOfBand,
+    /// Its `recorded_at` is earlier than that of the event before it.
+    TimeBackwards,
+    /// Every hash reproduces, but a signed checkpoint does not hold: the ledger was rewritten
+    /// with all its hashes recomputed.
+    Rewritten,
 }
 
 impl ProblemKind {
@@ -27,6 +36,8 @@ impl ProblemKind {
             ProblemKind::Altered => "altered",
             ProblemKind::Missing => "missing",
             ProblemKind::OutOfBand => "inserted out of band",
+            ProblemKind::TimeBackwards => "time goes backwards",
+            ProblemKind::Rewritten => "rewritten",
         }
     }
 }
@@ -55,14 +66,35 @@ impl std::fmt::Display for Problem {
     }
 }
 
+/// A ledger hash some trusted party vouched for at a position: a signed checkpoint.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Mark {
+    pub position: i64,
+    pub ledger_hash: Hash,
+    /// How to name it in a report ("checkpoint 3", "the checkpoint in FILE").
+    pub label: String,
+}
+
+/// Where an incremental check starts: after a checkpoint whose signature holds.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Since {
+    pub position: i64,
+    pub ledger_hash: Hash,
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Summary {
     pub events: u64,
     pub streams: u64,
+    /// The position the check started after (0 for a full check).
+    pub after: i64,
     pub last_position: i64,
-    /// The hash of the last event: kept somewhere else, it lets a later verify prove that nothing
-    /// before it was rewritten, even by someone who recomputed every hash after the change.
-    pub last_hash: Option<Hash>,
+    /// The ledger-wide hash at the head: it commits to every event before it, so a copy kept
+    /// elsewhere (a signed checkpoint) proves later that nothing before it was rewritten, even by
+    /// someone who recomputed every hash after the change.
+    pub last_hash: Hash,
+    /// Checkpoints whose ledger hash the ledger reproduced.
+    pub checkpoints_held: u64,
     pub elapsed: Duration,
 }
 
@@ -84,8 +116,19 @@ pub struct Verifier {
     /// Per stream: last version, its hash and its position.
     heads: HashMap<String, (i64, Hash, i64)>,
     next_position: i64,
+    after: i64,
     events: u64,
-    last_hash: Option<Hash>,
+    /// The ledger-wide hash of the last event checked.
+    chain: Hash,
+    last_recorded_at: Option<DateTime<Utc>>,
+    /// The newest hash version seen: versions never go back along the ledger.
+    hash_version: HashVersion,
+    /// Checkpoints by position, and the next one to meet.
+    marks: Vec<Mark>,
+    next_mark: usize,
+    /// The last checkpoint that held.
+    held: Option<i64>,
+    checkpoints_held: u64,
 }
 
 /// One stored event, as read for verification.
@@ -98,24 +141,70 @@ pub struct Row<'a> {
     pub payload: &'a serde_json::Value,
     pub metadata: &'a serde_json::Value,
     pub recorded_at: DateTime<Utc>,
+    pub idempotency_key: Option<&'a str>,
     pub prev_hash: &'a [u8],
     pub hash: &'a [u8],
+    pub hash_version: i16,
+    pub ledger_hash: Option<&'a [u8]>,
 }
 
 impl Default for Verifier {
     fn default() -> Self {
-        Verifier {
-            payload: Vec::new(),
-            metadata: Vec::new(),
-            heads: HashMap::new(),
-            next_position: 1,
-            events: 0,
-            last_hash: None,
-        }
+        Verifier::new(Vec::new())
     }
 }
 
+/// The state a check resumes from, after position `after`.
+pub struct Resume {
+    pub after: i64,
+    pub ledger_hash: Hash,
+    pub recorded_at: Option<DateTime<Utc>>,
+    pub hash_version: HashVersion,
+    /// Per stream touched after `after`: its last version at or before `after`, that event's
+    /// hash and position.
+    pub heads: HashMap<String, (i64, Hash, i64)>,
+}
+
 impl Verifier {
+    /// A check of the whole ledger against `marks` (checkpoints, in any order).
+    pub fn new(marks: Vec<Mark>) -> Verifier {
+        Verifier::resume(
+            Resume {
+                after: 0,
+                ledger_hash: GENESIS,
+                recorded_at: None,
+                hash_version: HashVersion::V1,
+                heads: HashMap::new(),
+            },
+            marks,
+        )
+    }
+
+    /// A check of what follows `resume.after`; marks at or before it are not checked.
+    pub fn resume(resume: Resume, mut marks: Vec<Mark>) -> Verifier {
+        marks.retain(|mark| mark.position > resume.after);
+        marks.sort_by_key(|mark| mark.position);
+        Verifier {
+            payload: Vec::new(),
+            metadata: Vec::new(),
+            heads: resume.heads,
+            next_position: resume.after + 1,
+            after: resume.after,
+            events: 0,
+            chain: resume.ledger_hash,
+            last_recorded_at: resume.recorded_at,
+            hash_version: resume.hash_version,
+            marks,
+            next_mark: 0,
+            held: None,
+            checkpoints_held: 0,
+        }
+    }
+
+    pub fn events(&self) -> u64 {
+        self.events
+    }
+
     pub fn check(&mut self, row: &Row<'_>) -> Result<(), Problem> {
         let problem = |kind, detail: String| Problem {
             kind,
@@ -166,11 +255,29 @@ impl Verifier {
                 ),
             ));
         }
+        let Some(hash_version) = HashVersion::from_column(row.hash_version) else {
+            return Err(problem(
+                ProblemKind::Altered,
+                format!("hash_version {} is not a known encoding", row.hash_version),
+            ));
+        };
+        if hash_version < self.hash_version {
+            return Err(problem(
+                ProblemKind::Altered,
+                format!(
+                    "hash_version {} after an event hashed with version {}: versions never go \
+                     back, the row was rewritten with the older encoding",
+                    hash_version.column(),
+                    self.hash_version.column()
+                ),
+            ));
+        }
         self.payload.clear();
         canonical_json(row.payload, &mut self.payload);
         self.metadata.clear();
         canonical_json(row.metadata, &mut self.metadata);
         let recomputed = event_hash(
+            hash_version,
             &last_hash,
             &Hashed {
                 position: row.position,
@@ -181,6 +288,7 @@ impl Verifier {
                 recorded_at: row.recorded_at,
                 payload: &self.payload,
                 metadata: &self.metadata,
+                idempotency_key: row.idempotency_key,
             },
         );
         if row.prev_hash != last_hash {
@@ -203,19 +311,90 @@ impl Verifier {
                 "the stored content does not hash to the stored hash".into(),
             ));
         }
+        let chain = ledger_hash(&self.chain, &recomputed);
+        match row.ledger_hash {
+            Some(stored) if stored != chain => {
+                return Err(problem(
+                    ProblemKind::Altered,
+                    "the stored ledger_hash is not the ledger-wide chain up to this event: an \
+                     event before it was altered, removed or inserted and this one's hashes \
+                     recomputed, or this ledger_hash was rewritten"
+                        .into(),
+                ))
+            }
+            None if hash_version >= HashVersion::V2 => {
+                return Err(problem(
+                    ProblemKind::OutOfBand,
+                    "a version 2 row without ledger_hash was not written by an append".into(),
+                ))
+            }
+            _ => {}
+        }
+        if let Some(previous) = self.last_recorded_at {
+            if row.recorded_at < previous {
+                return Err(problem(
+                    ProblemKind::TimeBackwards,
+                    format!(
+                        "recorded_at {} is earlier than {previous} of the event before it",
+                        row.recorded_at
+                            .to_rfc3339_opts(chrono::SecondsFormat::Micros, true)
+                    ),
+                ));
+            }
+        }
         self.heads.insert(
             row.stream_id.to_owned(),
             (row.version, recomputed, row.position),
         );
+        self.chain = chain;
+        self.hash_version = hash_version;
+        self.last_recorded_at = Some(row.recorded_at);
         self.next_position += 1;
         self.events += 1;
-        self.last_hash = Some(recomputed);
+        while let Some(mark) = self.marks.get(self.next_mark) {
+            if mark.position != row.position {
+                break;
+            }
+            if mark.ledger_hash != chain {
+                let since = match self.held {
+                    Some(held) => format!(
+                        "between position {} and {} (the last checkpoint that holds is at \
+                         position {held})",
+                        held + 1,
+                        row.position
+                    ),
+                    None => format!(
+                        "between position {} and {} (no earlier checkpoint holds)",
+                        self.after + 1,
+                        row.position
+                    ),
+                };
+                return Err(problem(
+                    ProblemKind::Rewritten,
+                    format!(
+                        "{} signed ledger hash {} here, the ledger now hashes to {}: events {since} \
+                         were rewritten and their hashes recomputed",
+                        mark.label,
+                        hex::encode(mark.ledger_hash),
+                        hex::encode(chain)
+                    ),
+                ));
+            }
+            self.held = Some(row.position);
+            self.checkpoints_held += 1;
+            self.next_mark += 1;
+        }
         Ok(())
     }
 
-    /// The ledger head must name the last event: events removed from the end, or added beyond
-    /// the head, show here.
-    pub fn finish(self, head: i64, started: Instant) -> Result<Summary, Problem> {
+    /// The ledger head must name the last event and its ledger hash: events removed from the
+    /// end, or added beyond the head, show here, and so do checkpoints beyond the last event.
+    pub fn finish(
+        self,
+        head: i64,
+        head_ledger_hash: &[u8],
+        started: Instant,
+    ) -> Result<Summary, Problem> {
         let last_position = self.next_position - 1;
         if head != last_position {
             let kind = if head > last_position {
@@ -233,11 +412,37 @@ impl Verifier {
                 ),
             });
         }
+        if let Some(mark) = self.marks.get(self.next_mark) {
+            return Err(Problem {
+                kind: ProblemKind::Missing,
+                position: last_position + 1,
+                stream_id: String::new(),
+                version: 0,
+                detail: format!(
+                    "{} is at position {}, beyond the last event ({last_position}): signed \
+                     events were removed from the end of the ledger (or this is another ledger)",
+                    mark.label, mark.position
+                ),
+            });
+        }
+        if head_ledger_hash != self.chain {
+            return Err(Problem {
+                kind: ProblemKind::Altered,
+                position: head,
+                stream_id: String::new(),
+                version: 0,
+                detail: "the ledger head's ledger_hash is not the ledger-wide hash of the last \
+                         event"
+                    .into(),
+            });
+        }
         Ok(Summary {
             events: self.events,
             streams: self.heads.len() as u64,
+            after: self.after,
             last_position,
-            last_hash: self.last_hash,
+            last_hash: self.chain,
+            checkpoints_held: self.checkpoints_held,
             elapsed: started.elapsed(),
         })
     }
@@ -248,40 +453,166 @@ impl Verifier {
 pub async fn verify(
     client: &mut tokio_postgres::Client,
     progress_every: u64,
+    progress: impl FnMut(u64),
+) -> Result<Summary, VerifyError> {
+    verify_against(client, Vec::new(), None, progress_every, progress).await
+}
+
+/// [`verify`] against checkpoints (`marks`), of the whole ledger or (`since`) only of what follows
+/// a checkpoint whose signature the caller checked.
+pub async fn verify_against(
+    client: &mut tokio_postgres::Client,
+    marks: Vec<Mark>,
+    since: Option<Since>,
+    progress_every: u64,
     mut progress: impl FnMut(u64),
 ) -> Result<Summary, VerifyError> {
     let started = Instant::now();
     let tx = source::snapshot(client).await?;
-    let head: i64 = tx
-        .query_one("SELECT position FROM ledger_head", &[])
-        .await?
-        .get(0);
-    let mut verifier = Verifier::default();
-    source::for_each(&tx, Range::ALL, |row| {
-        let payload: serde_json::Value = serde_json::from_slice(row.payload)
-            .map_err(|e| VerifyError::Unreadable(row.position, e.to_string()))?;
-        let metadata: serde_json::Value = serde_json::from_slice(row.metadata)
-            .map_err(|e| VerifyError::Unreadable(row.position, e.to_string()))?;
-        verifier
-            .check(&Row {
-                position: row.position,
-                stream_id: row.stream_id,
-                version: row.version,
-                event_type: row.event_type,
-                event_version: row.event_version,
-                payload: &payload,
-                metadata: &metadata,
-                recorded_at: row.recorded_at,
-                prev_hash: row.prev_hash,
-                hash: row.hash,
-            })
-            .map_err(VerifyError::Broken)?;
-        if progress_every > 0 && verifier.events % progress_every == 0 {
-            progress(verifier.events);
-        }
-        Ok::<(), VerifyError>(())
-    })
+    let head = tx
+        .query_one("SELECT position, ledger_hash FROM ledger_head", &[])
+        .await?;
+    let (head_position, head_hash): (i64, Vec<u8>) = (head.get(0), head.get(1));
+    let mut verifier = match &since {
+        None => Verifier::new(marks),
+        Some(since) => Verifier::resume(resume_after(&tx, since, head_position).await?, marks),
+    };
+    let after = verifier.after;
+    // The events of one command share their metadata: parse it once per run of equal text.
+    let mut metadata_text: Vec<u8> = Vec::new();
+    let mut metadata = serde_json::Value::Null;
+    source::for_each(
+        &tx,
+        Range {
+            after,
+            until: source::Until::End,
+        },
+        |row| {
+            let payload: serde_json::Value = serde_json::from_slice(row.payload)
+                .map_err(|e| VerifyError::Unreadable(row.position, e.to_string()))?;
+            if metadata_text != row.metadata || verifier.events == 0 {
+                metadata = serde_json::from_slice(row.metadata)
+                    .map_err(|e| VerifyError::Unreadable(row.position, e.to_string()))?;
+                metadata_text.clear();
+                metadata_text.extend_from_slice(row.metadata);
+            }
+            verifier
+                .check(&Row {
+                    position: row.position,
+                    stream_id: row.stream_id,
+                    version: row.version,
+                    event_type: row.event_type,
+                    event_version: row.event_version,
+                    payload: &payload,
+                    metadata: &metadata,
+                    recorded_at: row.recorded_at,
+                    idempotency_key: row.idempotency_key,
+                    prev_hash: row.prev_hash,
+                    hash: row.hash,
+                    hash_version: row.hash_version,
+                    ledger_hash: row.ledger_hash,
+                })
+                .map_err(VerifyError::Broken)?;
+            if progress_every > 0 && verifier.events % progress_every == 0 {
+                progress(verifier.events);
+            }
+            Ok::<(), VerifyError>(())
+        },
+    )
     .await?;
     tx.commit().await?;
-    verifier.finish(head, started).map_err(VerifyError::Broken)
+    verifier
+        .finish(head_position, &head_hash, started)
+        .map_err(VerifyError::Broken)
+}
+
+/// The state after a checkpoint, read in the snapshot: the checkpointed event (its stored ledger
+/// hash must be the signed one) and, for every stream that moved after it, its head at that
+/// point. One indexed lookup per such stream: the cost follows what is new.
+async fn resume_after(
+    tx: &tokio_postgres::Transaction<'_>,
+    since: &Since,
+    head: i64,
+) -> Result<Resume, VerifyError> {
+    let broken = |position: i64, kind, detail: String| {
+        VerifyError::Broken(Problem {
+            kind,
+            position,
+            stream_id: String::new(),
+            version: 0,
+            detail,
+        })
+    };
+    if since.position > head {
+        return Err(broken(
+            head + 1,
+            ProblemKind::Missing,
+            format!(
+                "the checkpoint is at position {}, beyond the last event ({head}): signed events \
+                 were removed from the end of the ledger (or this is another ledger)",
+                since.position
+            ),
+        ));
+    }
+    let mut resume = Resume {
+        after: since.position,
+        ledger_hash: since.ledger_hash,
+        recorded_at: None,
+        hash_version: HashVersion::V1,
+        heads: HashMap::new(),
+    };
+    if since.position == 0 {
+        return Ok(resume);
+    }
+    let Some(at) = tx
+        .query_opt(
+            "SELECT recorded_at, hash_version, ledger_hash FROM events WHERE position = $1",
+            &[&since.position],
+        )
+        .await?
+    else {
+        return Err(broken(
+            since.position,
+            ProblemKind::Missing,
+            "the checkpointed event is gone".into(),
+        ));
+    };
+    resume.recorded_at = Some(at.get(0));
+    resume.hash_version = HashVersion::from_column(at.get(1)).unwrap_or(HashVersion::V2);
+    if let Some(stored) = at.get::<_, Option<&[u8]>>(2) {
+        if stored != since.ledger_hash {
+            return Err(broken(
+                since.position,
+                ProblemKind::Rewritten,
+                format!(
+                    "the stored ledger_hash {} is not the {} the checkpoint signed: the ledger \
+                     was rewritten at or before this position",
+                    hex::encode(stored),
+                    hex::encode(since.ledger_hash)
+                ),
+            ));
+        }
+    }
+    let rows = tx
+        .query(
+            "SELECT s.stream_id, h.version, h.hash, h.position
+               FROM (SELECT DISTINCT stream_id FROM events WHERE position > $1) AS s
+               JOIN LATERAL (
+                    SELECT version, hash, position FROM events e
+                     WHERE e.stream_id = s.stream_id AND e.position <= $1
+                     ORDER BY version DESC LIMIT 1
+               ) h ON true",
+            &[&since.position],
+        )
+        .await?;
+    for row in rows {
+        let hash: Hash = row
+            .get::<_, &[u8]>(2)
+            .try_into()
+            .expect("the schema holds hashes to 32 bytes");
+        resume
+            .heads
+            .insert(row.get(0), (row.get(1), hash, row.get(3)));
+    }
+    Ok(resume)
 }

@@ -53,6 +53,16 @@ const MIGRATIONS: &[Migration] = &[
         name: "outbox_order",
         sql: include_str!("../../schema/0007_outbox_order.sql"),
     },
+    Migration {
+        version: 8,
+        name: "ledger_chain",
+        sql: include_str!("../../schema/0008_ledger_chain.sql"),
+    },
+    Migration {
+        version: 9,
+        name: "checkpoints",
+        sql: include_str!("../../schema/0009_checkpoints.sql"),
+    },
 ];
 
 /// An arbitrary constant naming the advisory lock taken while migrating.

@@ -388,6 +388,32 @@ impl<'a> UnitOfWork<'a> {
         )
         .map_err(|error: StoreError| LedgerError::Store(error))?;
         let appended = store::write(&tx, prepared).await?;
+        if appended.recorded_at != draft.now {
+            // Another append (another lane, another process) took a later time first: the events
+            // carry that time, so the rows this command wrote are folded again with it, exactly
+            // as replay will fold them. Rare (clocks read out of lock order), so it costs a round
+            // trip only then.
+            let mut refolded = loaded.clone();
+            for event in &draft.events {
+                refolded.apply(event, appended.recorded_at)?;
+            }
+            let packages: Vec<_> = draft
+                .projection
+                .packages
+                .keys()
+                .filter_map(|id| refolded.packages.get(id))
+                .collect();
+            let tasks: Vec<_> = draft
+                .projection
+                .tasks
+                .keys()
+                .filter_map(|id| refolded.tasks.get(id))
+                .collect();
+            tokio::try_join!(
+                rows::update_packages(&tx, &packages),
+                rows::update_tasks(&tx, &tasks)
+            )?;
+        }
         if !announced.is_empty() {
             let positions: Vec<i64> = announced
                 .iter()

@@ -1,6 +1,6 @@
 //! Appending: expected versions, the hash chain, gapless positions, idempotency keys.
 
-use super::hash::{canonical, event_hash, Hash, Hashed, GENESIS};
+use super::hash::{canonical, event_hash, ledger_hash, Hash, HashVersion, Hashed, GENESIS};
 use super::{
     truncate_to_micros, AppendOutcome, Appended, ExpectedVersion, NewEvent, RecordedEvent,
     StoreError, EVENT_COLUMNS, EVENT_COLUMN_TYPES,
@@ -133,19 +133,32 @@ pub async fn prepare(
     })
 }
 
-/// The second half of [`append_new`]: takes positions (locking the ledger head until the caller
-/// commits), chains the hashes and writes the rows.
+/// The second half of [`append_new`]: takes positions and the time (locking the ledger head until
+/// the caller commits), chains the hashes and writes the rows.
 pub async fn write(tx: &Transaction<'_>, prepared: Prepared) -> Result<Appended, StoreError> {
     let Prepared {
         events: prepared,
         mut heads,
-        recorded_at,
+        recorded_at: now,
     } = prepared;
     let count = prepared.len() as i64;
-    let take_positions = tx
-        .prepare_cached("UPDATE ledger_head SET position = position + $1 RETURNING position")
+    // Positions, the time and the ledger-wide chain all come from the head row, under its lock:
+    // events get their time in position order, so it never goes backwards along the ledger even
+    // when lanes or processes read their clocks in another order (or their clocks disagree).
+    let take_head = tx
+        .prepare_cached(
+            "UPDATE ledger_head SET position = position + $1,
+                    recorded_at = greatest(recorded_at, $2)
+              RETURNING position, recorded_at, ledger_hash",
+        )
         .await?;
-    let last_position: i64 = tx.query_one(&take_positions, &[&count]).await?.get(0);
+    let head = tx.query_one(&take_head, &[&count, &now]).await?;
+    let last_position: i64 = head.get(0);
+    let recorded_at: DateTime<Utc> = head.get(1);
+    let mut chain: Hash = head
+        .get::<_, &[u8]>(2)
+        .try_into()
+        .expect("the schema holds hashes to 32 bytes");
     let first_position = last_position - count + 1;
 
     let mut rows = Vec::with_capacity(prepared.len());
@@ -155,6 +168,7 @@ pub async fn write(tx: &Transaction<'_>, prepared: Prepared) -> Result<Appended,
         let version = head.0 + 1;
         let prev_hash = head.1;
         let hash = event_hash(
+            HashVersion::CURRENT,
             &prev_hash,
             &Hashed {
                 position,
@@ -165,11 +179,35 @@ pub async fn write(tx: &Transaction<'_>, prepared: Prepared) -> Result<Appended,
                 recorded_at,
                 payload: &payload,
                 metadata: &metadata,
+                idempotency_key: event.idempotency_key.as_deref(),
             },
         );
+        chain = ledger_hash(&chain, &hash);
         *head = (version, hash);
-        rows.push((position, version, prev_hash, hash, event, payload, metadata));
+        rows.push(Row {
+            position,
+            version,
+            prev_hash,
+            hash,
+            ledger_hash: chain,
+            event,
+            payload,
+            metadata,
+        });
     }
+    let appended = Appended {
+        first_position,
+        last_position,
+        recorded_at,
+    };
+    let hash_version = HashVersion::CURRENT.column();
+    // Sent together with the rows (pipelined): keeping the head's ledger hash costs no round trip.
+    let set_head = async {
+        let statement = tx
+            .prepare_cached("UPDATE ledger_head SET ledger_hash = $1")
+            .await?;
+        tx.execute(&statement, &[&chain.as_slice()]).await
+    };
 
     if rows.len() <= INSERT_ROWS_MAX {
         let statement = tx
@@ -177,45 +215,56 @@ pub async fn write(tx: &Transaction<'_>, prepared: Prepared) -> Result<Appended,
                 "INSERT INTO events ({EVENT_COLUMNS})
                  SELECT * FROM unnest($1::int8[], $2::text[], $3::int8[], $4::text[], \
                  $5::int4[], $6::jsonb[], $7::jsonb[], $8::timestamptz[], $9::text[], \
-                 $10::bytea[], $11::bytea[])"
+                 $10::bytea[], $11::bytea[], $12::int2[], $13::bytea[])"
             ))
             .await?;
-        let positions: Vec<i64> = rows.iter().map(|r| r.0).collect();
-        let streams: Vec<&str> = rows.iter().map(|r| r.4.stream_id.as_str()).collect();
-        let versions: Vec<i64> = rows.iter().map(|r| r.1).collect();
-        let types: Vec<&str> = rows.iter().map(|r| r.4.event_type.as_str()).collect();
-        let type_versions: Vec<i32> = rows.iter().map(|r| r.4.event_version).collect();
-        let payloads: Vec<RawJsonb<'_>> = rows.iter().map(|r| RawJsonb(&r.5)).collect();
-        let metadata: Vec<RawJsonb<'_>> = rows.iter().map(|r| RawJsonb(r.6.as_slice())).collect();
+        let positions: Vec<i64> = rows.iter().map(|r| r.position).collect();
+        let streams: Vec<&str> = rows.iter().map(|r| r.event.stream_id.as_str()).collect();
+        let versions: Vec<i64> = rows.iter().map(|r| r.version).collect();
+        let types: Vec<&str> = rows.iter().map(|r| r.event.event_type.as_str()).collect();
+        let type_versions: Vec<i32> = rows.iter().map(|r| r.event.event_version).collect();
+        let payloads: Vec<RawJsonb<'_>> = rows.iter().map(|r| RawJsonb(&r.payload)).collect();
+        let metadata: Vec<RawJsonb<'_>> = rows
+            .iter()
+            .map(|r| RawJsonb(r.metadata.as_slice()))
+            .collect();
         let times: Vec<DateTime<Utc>> = vec![recorded_at; rows.len()];
         let keys: Vec<Option<&str>> = rows
             .iter()
-            .map(|r| r.4.idempotency_key.as_deref())
+            .map(|r| r.event.idempotency_key.as_deref())
             .collect();
-        let prev_hashes: Vec<&[u8]> = rows.iter().map(|r| r.2.as_slice()).collect();
-        let hashes: Vec<&[u8]> = rows.iter().map(|r| r.3.as_slice()).collect();
-        tx.execute(
-            &statement,
-            &[
-                &positions,
-                &streams,
-                &versions,
-                &types,
-                &type_versions,
-                &payloads,
-                &metadata,
-                &times,
-                &keys,
-                &prev_hashes,
-                &hashes,
-            ],
-        )
-        .await
-        .map_err(classify)?;
-        return Ok(Appended {
-            first_position,
-            last_position,
-        });
+        let prev_hashes: Vec<&[u8]> = rows.iter().map(|r| r.prev_hash.as_slice()).collect();
+        let hashes: Vec<&[u8]> = rows.iter().map(|r| r.hash.as_slice()).collect();
+        let hash_versions: Vec<i16> = vec![hash_version; rows.len()];
+        let ledger_hashes: Vec<&[u8]> = rows.iter().map(|r| r.ledger_hash.as_slice()).collect();
+        let insert = async {
+            tx.execute(
+                &statement,
+                &[
+                    &positions,
+                    &streams,
+                    &versions,
+                    &types,
+                    &type_versions,
+                    &payloads,
+                    &metadata,
+                    &times,
+                    &keys,
+                    &prev_hashes,
+                    &hashes,
+                    &hash_versions,
+                    &ledger_hashes,
+                ],
+            )
+            .await
+            .map_err(classify)
+        };
+        let (head_set, inserted) = tokio::join!(set_head, insert);
+        // The rows' error comes first: once they fail, the head's update only reports the
+        // aborted transaction.
+        inserted?;
+        head_set?;
+        return Ok(appended);
     }
 
     let copy = tx
@@ -223,35 +272,47 @@ pub async fn write(tx: &Transaction<'_>, prepared: Prepared) -> Result<Appended,
             "COPY events ({EVENT_COLUMNS}) FROM STDIN (FORMAT binary)"
         ))
         .await?;
-    let sink = tx.copy_in(&copy).await?;
-    let writer = BinaryCopyInWriter::new(sink, &EVENT_COLUMN_TYPES);
-    pin_mut!(writer);
-    let written: Result<(), tokio_postgres::Error> = async {
-        for (position, version, prev_hash, hash, event, payload, metadata) in &rows {
-            let (payload, metadata) = (RawJsonb(payload), RawJsonb(metadata.as_slice()));
-            let values: [&(dyn ToSql + Sync); 11] = [
-                position,
-                &event.stream_id,
-                version,
-                &event.event_type,
-                &event.event_version,
+    let written = async {
+        let sink = tx.copy_in(&copy).await?;
+        let writer = BinaryCopyInWriter::new(sink, &EVENT_COLUMN_TYPES);
+        pin_mut!(writer);
+        for row in &rows {
+            let (payload, metadata) = (RawJsonb(&row.payload), RawJsonb(row.metadata.as_slice()));
+            let values: [&(dyn ToSql + Sync); 13] = [
+                &row.position,
+                &row.event.stream_id,
+                &row.version,
+                &row.event.event_type,
+                &row.event.event_version,
                 &payload,
                 &metadata,
                 &recorded_at,
-                &event.idempotency_key,
-                &prev_hash.as_slice(),
-                &hash.as_slice(),
+                &row.event.idempotency_key,
+                &row.prev_hash.as_slice(),
+                &row.hash.as_slice(),
+                &hash_version,
+                &row.ledger_hash.as_slice(),
             ];
             writer.as_mut().write(&values).await?;
         }
         writer.as_mut().finish().await.map(drop)
-    }
-    .await;
+    };
+    let (head_set, written) = tokio::join!(set_head, written);
     written.map_err(classify)?;
-    Ok(Appended {
-        first_position,
-        last_position,
-    })
+    head_set?;
+    Ok(appended)
+}
+
+/// One event with everything its row needs.
+struct Row {
+    position: i64,
+    version: i64,
+    prev_hash: Hash,
+    hash: Hash,
+    ledger_hash: Hash,
+    event: NewEvent,
+    payload: Vec<u8>,
+    metadata: Arc<Vec<u8>>,
 }
 
 /// Appends of at most this many events go in as one multi-row INSERT (one round trip); larger

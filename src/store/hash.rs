@@ -1,11 +1,15 @@
-//! The per-stream hash chain (invariant I6).
+//! The hash chains (invariant I6).
 //!
-//! `hash = SHA-256(domain tag ‖ prev_hash ‖ canonical encoding of the row)`, where the canonical
-//! encoding lists position, stream, version, type, type version, recording time (microseconds) and
-//! the canonical JSON of payload and metadata, each variable-length field prefixed by its length.
-//! Canonical JSON has object keys in byte order and no whitespace, so the hash survives the
-//! round trip through `jsonb`, which reorders keys. Position is covered so that moving an event
-//! in the global order is detected too.
+//! Per stream: `hash = SHA-256(domain tag ‖ prev_hash ‖ canonical encoding of the row)`, where the
+//! canonical encoding lists position, stream, version, type, type version, recording time
+//! (microseconds), the canonical JSON of payload and metadata, and (version 2) the idempotency
+//! key, each variable-length field prefixed by its length. Canonical JSON has object keys in byte
+//! order and no whitespace, so the hash survives the round trip through `jsonb`, which reorders
+//! keys. Position is covered so that moving an event in the global order is detected too.
+//!
+//! Ledger-wide: `ledger_hash = SHA-256(ledger tag ‖ ledger_hash of the previous position ‖ hash)`,
+//! so the ledger hash at the head commits to every event before it, in order. The README spells
+//! both encodings out byte by byte.
 
 use chrono::{DateTime, Utc};
 use serde_json::Value;
@@ -13,12 +17,40 @@ use sha2::{Digest, Sha256};
 
 pub type Hash = [u8; 32];
 
-/// `prev_hash` of the first event of every stream.
+/// `prev_hash` of the first event of every stream, and the ledger hash before position 1.
 pub const GENESIS: Hash = [0; 32];
 
-/// Separates this encoding from any other use of SHA-256 over similar bytes; bump the version if
-/// the encoding ever changes.
-const DOMAIN_TAG: &[u8] = b"dts-ledger/event/v1\0";
+/// Separates these encodings from any other use of SHA-256 over similar bytes; a changed encoding
+/// gets a new tag (and a new [`HashVersion`]), old rows keep theirs.
+const DOMAIN_TAG_V1: &[u8] = b"dts-ledger/event/v1\0";
+const DOMAIN_TAG_V2: &[u8] = b"dts-ledger/event/v2\0";
+const LEDGER_TAG: &[u8] = b"dts-ledger/ledger/v1\0";
+
+/// Which encoding an event's `hash` uses (`events.hash_version`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum HashVersion {
+    /// The first encoding: does not cover the idempotency key. Only rows written before version 2
+    /// existed carry it.
+    V1 = 1,
+    /// Covers the idempotency key too. Every append writes this one.
+    V2 = 2,
+}
+
+impl HashVersion {
+    pub const CURRENT: HashVersion = HashVersion::V2;
+
+    pub fn from_column(value: i16) -> Option<HashVersion> {
+        match value {
+            1 => Some(HashVersion::V1),
+            2 => Some(HashVersion::V2),
+            _ => None,
+        }
+    }
+
+    pub fn column(self) -> i16 {
+        self as i16
+    }
+}
 
 /// The fields of an event row that the hash covers; payload and metadata as canonical JSON.
 pub struct Hashed<'a> {
@@ -30,12 +62,17 @@ pub struct Hashed<'a> {
     pub recorded_at: DateTime<Utc>,
     pub payload: &'a [u8],
     pub metadata: &'a [u8],
+    /// Covered by [`HashVersion::V2`] only.
+    pub idempotency_key: Option<&'a str>,
 }
 
 /// The hash of an event row whose previous event in the stream hashed to `prev_hash`.
-pub fn event_hash(prev_hash: &Hash, row: &Hashed<'_>) -> Hash {
+pub fn event_hash(version: HashVersion, prev_hash: &Hash, row: &Hashed<'_>) -> Hash {
     let mut digest = Sha256::new();
-    digest.update(DOMAIN_TAG);
+    digest.update(match version {
+        HashVersion::V1 => DOMAIN_TAG_V1,
+        HashVersion::V2 => DOMAIN_TAG_V2,
+    });
     digest.update(prev_hash);
     digest.update(row.position.to_be_bytes());
     field(&mut digest, row.stream_id.as_bytes());
@@ -45,6 +82,26 @@ pub fn event_hash(prev_hash: &Hash, row: &Hashed<'_>) -> Hash {
     digest.update(row.recorded_at.timestamp_micros().to_be_bytes());
     field(&mut digest, row.payload);
     field(&mut digest, row.metadata);
+    if version >= HashVersion::V2 {
+        // A presence byte keeps "no key" apart from "the empty key".
+        match row.idempotency_key {
+            None => digest.update([0]),
+            Some(key) => {
+                digest.update([1]);
+                field(&mut digest, key.as_bytes());
+            }
+        }
+    }
+    digest.finalize().into()
+}
+
+/// The ledger-wide hash of an event whose own hash is `hash`, after an event whose ledger hash
+/// was `prev_ledger_hash` ([`GENESIS`] before position 1).
+pub fn ledger_hash(prev_ledger_hash: &Hash, hash: &Hash) -> Hash {
+    let mut digest = Sha256::new();
+    digest.update(LEDGER_TAG);
+    digest.update(prev_ledger_hash);
+    digest.update(hash);
     digest.finalize().into()
 }
 
@@ -128,6 +185,7 @@ mod tests {
             recorded_at: DateTime::from_timestamp_micros(1_800_000_000_123_456).unwrap(),
             payload,
             metadata,
+            idempotency_key: Some("report:t-1:r-9"),
         }
     }
 
@@ -135,22 +193,109 @@ mod tests {
     fn every_covered_field_changes_the_hash() {
         let payload = canonical(&json!({"bytes": 5, "a": [1]}));
         let metadata = canonical(&json!({"source": "test"}));
-        let base = event_hash(&GENESIS, &row(&payload, &metadata));
-        assert_eq!(base, event_hash(&GENESIS, &row(&payload, &metadata)));
-        assert_ne!(base, event_hash(&[1; 32], &row(&payload, &metadata)));
+        let base = event_hash(HashVersion::V2, &GENESIS, &row(&payload, &metadata));
+        assert_eq!(
+            base,
+            event_hash(HashVersion::V2, &GENESIS, &row(&payload, &metadata))
+        );
+        assert_ne!(
+            base,
+            event_hash(HashVersion::V2, &[1; 32], &row(&payload, &metadata))
+        );
         let altered = canonical(&json!({"bytes": 6, "a": [1]}));
-        assert_ne!(base, event_hash(&GENESIS, &row(&altered, &metadata)));
+        assert_ne!(
+            base,
+            event_hash(HashVersion::V2, &GENESIS, &row(&altered, &metadata))
+        );
         let mut moved = row(&payload, &metadata);
         moved.position = 8;
-        assert_ne!(base, event_hash(&GENESIS, &moved));
+        assert_ne!(base, event_hash(HashVersion::V2, &GENESIS, &moved));
         let mut later = row(&payload, &metadata);
         later.recorded_at += chrono::Duration::microseconds(1);
-        assert_ne!(base, event_hash(&GENESIS, &later));
+        assert_ne!(base, event_hash(HashVersion::V2, &GENESIS, &later));
+        let mut keyless = row(&payload, &metadata);
+        keyless.idempotency_key = None;
+        assert_ne!(base, event_hash(HashVersion::V2, &GENESIS, &keyless));
+        let mut empty_key = row(&payload, &metadata);
+        empty_key.idempotency_key = Some("");
+        assert_ne!(
+            event_hash(HashVersion::V2, &GENESIS, &keyless),
+            event_hash(HashVersion::V2, &GENESIS, &empty_key)
+        );
+        // Version 1 ignores the key, and differs from version 2 by its tag.
+        assert_eq!(
+            event_hash(HashVersion::V1, &GENESIS, &keyless),
+            event_hash(HashVersion::V1, &GENESIS, &row(&payload, &metadata))
+        );
+        assert_ne!(
+            base,
+            event_hash(HashVersion::V1, &GENESIS, &row(&payload, &metadata))
+        );
         // Key order and whitespace do not matter: jsonb reorders keys.
         let reordered: Value = serde_json::from_str(r#"{ "a" : [1], "bytes": 5 }"#).unwrap();
         assert_eq!(
             base,
-            event_hash(&GENESIS, &row(&canonical(&reordered), &metadata))
+            event_hash(
+                HashVersion::V2,
+                &GENESIS,
+                &row(&canonical(&reordered), &metadata)
+            )
+        );
+    }
+}
+
+#[cfg(test)]
+mod readme_example {
+    use super::*;
+
+    /// The README's worked example, read from the README itself so the two cannot drift apart.
+    fn example() -> HashMap<String, String> {
+        let readme = include_str!("../../README.md");
+        let block = readme
+            .split("```text\nhash example\n")
+            .nth(1)
+            .expect("the README has the worked hash example")
+            .split("```")
+            .next()
+            .unwrap();
+        block
+            .lines()
+            .filter_map(|line| line.split_once(char::is_whitespace))
+            .map(|(key, value)| (key.to_owned(), value.trim().to_owned()))
+            .collect()
+    }
+
+    use std::collections::HashMap;
+
+    fn hash_of(hex_text: &str) -> Hash {
+        hex::decode(hex_text).unwrap().try_into().unwrap()
+    }
+
+    #[test]
+    fn the_readme_example_hashes_as_published() {
+        let example = example();
+        let get = |key: &str| example.get(key).unwrap_or_else(|| panic!("{key}")).as_str();
+        let row = Hashed {
+            position: get("position").parse().unwrap(),
+            stream_id: get("stream_id"),
+            version: get("version").parse().unwrap(),
+            event_type: get("event_type"),
+            event_version: get("event_version").parse().unwrap(),
+            recorded_at: DateTime::parse_from_rfc3339(get("recorded_at"))
+                .unwrap()
+                .with_timezone(&Utc),
+            payload: get("payload").as_bytes(),
+            metadata: get("metadata").as_bytes(),
+            idempotency_key: Some(get("idempotency_key")),
+        };
+        let prev_hash = hash_of(get("prev_hash"));
+        let v1 = event_hash(HashVersion::V1, &prev_hash, &row);
+        let v2 = event_hash(HashVersion::V2, &prev_hash, &row);
+        assert_eq!(hex::encode(v1), get("hash_v1"));
+        assert_eq!(hex::encode(v2), get("hash_v2"));
+        assert_eq!(
+            hex::encode(ledger_hash(&hash_of(get("prev_ledger_hash")), &v2)),
+            get("ledger_hash")
         );
     }
 }

@@ -19,10 +19,10 @@ use std::sync::Arc;
 
 /// Every column of `events`, in the order this crate reads and writes them.
 pub const EVENT_COLUMNS: &str = "position, stream_id, version, event_type, event_version, \
-     payload, metadata, recorded_at, idempotency_key, prev_hash, hash";
+     payload, metadata, recorded_at, idempotency_key, prev_hash, hash, hash_version, ledger_hash";
 
 /// The types of [`EVENT_COLUMNS`], for binary COPY in and out.
-pub const EVENT_COLUMN_TYPES: [tokio_postgres::types::Type; 11] = {
+pub const EVENT_COLUMN_TYPES: [tokio_postgres::types::Type; 13] = {
     use tokio_postgres::types::Type;
     [
         Type::INT8,
@@ -35,6 +35,8 @@ pub const EVENT_COLUMN_TYPES: [tokio_postgres::types::Type; 11] = {
         Type::TIMESTAMPTZ,
         Type::TEXT,
         Type::BYTEA,
+        Type::BYTEA,
+        Type::INT2,
         Type::BYTEA,
     ]
 };
@@ -100,6 +102,10 @@ pub struct RecordedEvent {
     pub idempotency_key: Option<String>,
     pub prev_hash: Vec<u8>,
     pub hash: Vec<u8>,
+    /// `events.hash_version`: which encoding `hash` uses.
+    pub hash_version: i16,
+    /// `None` on rows written before the ledger-wide chain was stored.
+    pub ledger_hash: Option<Vec<u8>>,
 }
 
 impl RecordedEvent {
@@ -124,6 +130,9 @@ pub enum ExpectedVersion {
 pub struct Appended {
     pub first_position: i64,
     pub last_position: i64,
+    /// The time the events carry: the caller's clock, or the previous append's time if that is
+    /// later (time never goes backwards along the ledger).
+    pub recorded_at: DateTime<Utc>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]

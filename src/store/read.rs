@@ -22,6 +22,8 @@ fn recorded(row: &Row) -> RecordedEvent {
         idempotency_key: row.get(8),
         prev_hash: row.get(9),
         hash: row.get(10),
+        hash_version: row.get(11),
+        ledger_hash: row.get(12),
     }
 }
 

@@ -6,6 +6,7 @@ mod helpers;
 mod marketplace;
 mod marketplace_hardening;
 mod processes;
+mod provenance;
 mod roles;
 mod serve;
 mod store;

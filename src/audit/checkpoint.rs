@@ -1,0 +1,454 @@
+//! Signed checkpoints (invariant I9): an Ed25519 key kept outside the database vouches for the
+//! ledger-wide hash at a position. A rewrite of anything before a checkpoint changes that hash, so
+//! it is caught even if every hash in the database was recomputed.
+//!
+//! The signed bytes (README, "Signed checkpoints"):
+//! `"dts-ledger/checkpoint/v1" 0x00 ‖ position (8) ‖ ledger_hash (32) ‖ signed_at µs (8) ‖ key id (8)`,
+//! integers big-endian. The key file holds the 32-byte secret key as 64 hex digits.
+
+use crate::store::hash::Hash;
+use chrono::{DateTime, Utc};
+use ed25519_dalek::{Signature, Signer, SigningKey, Verifier, VerifyingKey};
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::path::Path;
+
+const DOMAIN_TAG: &[u8] = b"dts-ledger/checkpoint/v1\0";
+
+/// The longest checkpoint line accepted: a real one is about 330 bytes; this bounds what a bad
+/// file can make us parse.
+pub const LINE_LEN_MAX: usize = 4_096;
+
+#[derive(Debug, thiserror::Error)]
+pub enum CheckpointError {
+    #[error("{path}: {message}")]
+    KeyFile { path: String, message: String },
+    #[error("not a checkpoint line: {0}")]
+    Malformed(String),
+    #[error("{}", crate::store::describe(.0))]
+    Database(#[from] tokio_postgres::Error),
+}
+
+/// Which key signed: the first 8 bytes of SHA-256 of its public key.
+pub fn key_id(public: &VerifyingKey) -> [u8; 8] {
+    let digest = Sha256::digest(public.as_bytes());
+    digest[..8].try_into().expect("SHA-256 has 32 bytes")
+}
+
+/// Writes a new signing key to `path` (mode 0600, never over an existing file) and returns its
+/// public key.
+pub fn keygen(path: &Path) -> Result<VerifyingKey, CheckpointError> {
+    let fail = |message: String| CheckpointError::KeyFile {
+        path: path.display().to_string(),
+        message,
+    };
+    let key = SigningKey::generate(&mut rand::rngs::OsRng);
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    let mut file = options.open(path).map_err(|error| {
+        fail(if error.kind() == std::io::ErrorKind::AlreadyExists {
+            "exists already; a signing key is never overwritten".to_owned()
+        } else {
+            error.to_string()
+        })
+    })?;
+    file.write_all(format!("{}\n", hex::encode(key.to_bytes())).as_bytes())
+        .and_then(|()| file.sync_all())
+        .map_err(|error| fail(error.to_string()))?;
+    Ok(key.verifying_key())
+}
+
+/// Reads a signing key written by [`keygen`]. The error never quotes the file's content.
+pub fn load_signing_key(path: &Path) -> Result<SigningKey, CheckpointError> {
+    let fail = |message: &str| CheckpointError::KeyFile {
+        path: path.display().to_string(),
+        message: message.to_owned(),
+    };
+    let text = std::fs::read_to_string(path).map_err(|error| fail(&error.to_string()))?;
+    let bytes: [u8; 32] = hex::decode(text.trim())
+        .ok()
+        .and_then(|bytes| bytes.try_into().ok())
+        .ok_or_else(|| fail("is not a signing key (64 hex digits)"))?;
+    Ok(SigningKey::from_bytes(&bytes))
+}
+
+/// One signed checkpoint.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Checkpoint {
+    pub position: i64,
+    pub ledger_hash: Hash,
+    pub signed_at: DateTime<Utc>,
+    pub key_id: [u8; 8],
+    pub signature: [u8; 64],
+}
+
+/// The JSON line form, as `checkpoint` prints it and the webhook announces it.
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct Line {
+    position: i64,
+    ledger_hash: String,
+    signed_at: String,
+    key_id: String,
+    signature: String,
+}
+
+impl Checkpoint {
+    /// The bytes the signature covers.
+    pub fn signed_bytes(
+        position: i64,
+        ledger_hash: &Hash,
+        signed_at: DateTime<Utc>,
+        key_id: &[u8; 8],
+    ) -> Vec<u8> {
+        let mut bytes = Vec::with_capacity(DOMAIN_TAG.len() + 56);
+        bytes.extend_from_slice(DOMAIN_TAG);
+        bytes.extend_from_slice(&position.to_be_bytes());
+        bytes.extend_from_slice(ledger_hash);
+        bytes.extend_from_slice(&signed_at.timestamp_micros().to_be_bytes());
+        bytes.extend_from_slice(key_id);
+        bytes
+    }
+
+    pub fn sign(
+        key: &SigningKey,
+        position: i64,
+        ledger_hash: Hash,
+        signed_at: DateTime<Utc>,
+    ) -> Checkpoint {
+        let signed_at = crate::store::truncate_to_micros(signed_at);
+        let key_id = key_id(&key.verifying_key());
+        let signature = key.sign(&Checkpoint::signed_bytes(
+            position,
+            &ledger_hash,
+            signed_at,
+            &key_id,
+        ));
+        Checkpoint {
+            position,
+            ledger_hash,
+            signed_at,
+            key_id,
+            signature: signature.to_bytes(),
+        }
+    }
+
+    pub fn to_json(&self) -> serde_json::Value {
+        serde_json::to_value(Line {
+            position: self.position,
+            ledger_hash: hex::encode(self.ledger_hash),
+            signed_at: self
+                .signed_at
+                .to_rfc3339_opts(chrono::SecondsFormat::Micros, true),
+            key_id: hex::encode(self.key_id),
+            signature: hex::encode(self.signature),
+        })
+        .expect("a checkpoint serialises")
+    }
+
+    /// Parses a line printed by `checkpoint`: every field present, nothing else, exact lengths.
+    pub fn parse_line(text: &str) -> Result<Checkpoint, CheckpointError> {
+        let malformed = |what: &str| CheckpointError::Malformed(what.to_owned());
+        let text = text.trim();
+        if text.len() > LINE_LEN_MAX {
+            return Err(malformed("longer than any checkpoint line"));
+        }
+        let line: Line = serde_json::from_str(text)
+            .map_err(|error| CheckpointError::Malformed(format!("{error}")))?;
+        fn fixed<const N: usize>(text: &str, field: &str) -> Result<[u8; N], CheckpointError> {
+            hex::decode(text)
+                .ok()
+                .and_then(|bytes| bytes.try_into().ok())
+                .ok_or_else(|| {
+                    CheckpointError::Malformed(format!("{field} is not {} hex digits", N * 2))
+                })
+        }
+        if line.position < 0 {
+            return Err(malformed("position is negative"));
+        }
+        Ok(Checkpoint {
+            position: line.position,
+            ledger_hash: fixed(&line.ledger_hash, "ledgerHash")?,
+            signed_at: DateTime::parse_from_rfc3339(&line.signed_at)
+                .map_err(|_| malformed("signedAt is not an RFC 3339 time"))?
+                .with_timezone(&Utc),
+            key_id: fixed(&line.key_id, "keyId")?,
+            signature: fixed(&line.signature, "signature")?,
+        })
+    }
+
+    pub fn describe(&self) -> String {
+        format!(
+            "the checkpoint at position {} signed {} by key {}",
+            self.position,
+            self.signed_at
+                .to_rfc3339_opts(chrono::SecondsFormat::Micros, true),
+            hex::encode(self.key_id)
+        )
+    }
+}
+
+/// The public keys whose checkpoints are trusted, by key id.
+#[derive(Debug, Default, Clone)]
+pub struct Keyring {
+    keys: BTreeMap<[u8; 8], VerifyingKey>,
+}
+
+/// Why a checkpoint's signature does not hold.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SignatureProblem {
+    #[error("it is signed by key {0}, which is not among the known public keys")]
+    UnknownKey(String),
+    #[error("its signature does not hold: the checkpoint was edited, or signed by another key")]
+    BadSignature,
+}
+
+impl Keyring {
+    /// The configured public keys, and the signing key's own.
+    pub fn new(
+        public_keys: &[[u8; 32]],
+        signing: Option<&SigningKey>,
+    ) -> Result<Keyring, CheckpointError> {
+        let mut keyring = Keyring::default();
+        for bytes in public_keys {
+            let key = VerifyingKey::from_bytes(bytes).map_err(|_| {
+                CheckpointError::Malformed(format!(
+                    "audit.public_keys: {} is not an Ed25519 public key",
+                    hex::encode(bytes)
+                ))
+            })?;
+            keyring.keys.insert(key_id(&key), key);
+        }
+        if let Some(signing) = signing {
+            let key = signing.verifying_key();
+            keyring.keys.insert(key_id(&key), key);
+        }
+        Ok(keyring)
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.keys.is_empty()
+    }
+
+    pub fn check(&self, checkpoint: &Checkpoint) -> Result<(), SignatureProblem> {
+        let key = self
+            .keys
+            .get(&checkpoint.key_id)
+            .ok_or_else(|| SignatureProblem::UnknownKey(hex::encode(checkpoint.key_id)))?;
+        let bytes = Checkpoint::signed_bytes(
+            checkpoint.position,
+            &checkpoint.ledger_hash,
+            checkpoint.signed_at,
+            &checkpoint.key_id,
+        );
+        key.verify(&bytes, &Signature::from_bytes(&checkpoint.signature))
+            .map_err(|_| SignatureProblem::BadSignature)
+    }
+}
+
+/// Signs the current ledger head and appends the checkpoint; `None` when `only_if_moved` and the
+/// newest checkpoint of this key is already at the head.
+pub async fn take(
+    client: &impl deadpool_postgres::GenericClient,
+    key: &SigningKey,
+    only_if_moved: bool,
+) -> Result<Option<Checkpoint>, CheckpointError> {
+    // The head's position and ledger hash change together in each append's transaction, so one
+    // read sees a consistent pair.
+    let head = client
+        .query_one("SELECT position, ledger_hash FROM ledger_head", &[])
+        .await?;
+    let position: i64 = head.get(0);
+    let ledger_hash: Hash = head
+        .get::<_, &[u8]>(1)
+        .try_into()
+        .expect("the schema holds hashes to 32 bytes");
+    let id = hex::encode(key_id(&key.verifying_key()));
+    if only_if_moved {
+        let newest: Option<i64> = client
+            .query_one(
+                "SELECT max(position) FROM checkpoints WHERE key_id = $1",
+                &[&id],
+            )
+            .await?
+            .get(0);
+        if newest == Some(position) {
+            return Ok(None);
+        }
+    }
+    let checkpoint = Checkpoint::sign(key, position, ledger_hash, Utc::now());
+    client
+        .execute(
+            "INSERT INTO checkpoints (position, ledger_hash, signed_at, key_id, signature)
+             VALUES ($1, $2, $3, $4, $5)",
+            &[
+                &checkpoint.position,
+                &checkpoint.ledger_hash.as_slice(),
+                &checkpoint.signed_at,
+                &id,
+                &checkpoint.signature.as_slice(),
+            ],
+        )
+        .await?;
+    Ok(Some(checkpoint))
+}
+
+/// Every stored checkpoint, oldest position first; a row that cannot be one is reported as text.
+pub async fn stored(
+    client: &impl deadpool_postgres::GenericClient,
+) -> Result<Vec<Result<Checkpoint, String>>, CheckpointError> {
+    let rows = client
+        .query(
+            "SELECT position, ledger_hash, signed_at, key_id, signature FROM checkpoints
+              ORDER BY position, signed_at",
+            &[],
+        )
+        .await?;
+    Ok(rows
+        .iter()
+        .map(|row| {
+            let position: i64 = row.get(0);
+            let bad = || format!("the stored checkpoint at position {position} is malformed");
+            Ok(Checkpoint {
+                position,
+                ledger_hash: row.get::<_, &[u8]>(1).try_into().map_err(|_| bad())?,
+                signed_at: row.get(2),
+                key_id: hex::decode(row.get::<_, &str>(3))
+                    .ok()
+                    .and_then(|bytes| bytes.try_into().ok())
+                    .ok_or_else(bad)?,
+                signature: row.get::<_, &[u8]>(4).try_into().map_err(|_| bad())?,
+            })
+        })
+        .collect())
+}
+
+/// Attempts to announce one checkpoint to the webhook receiver. A checkpoint that could not be
+/// announced is superseded by the next one (which vouches for everything before it), so a few
+/// attempts suffice and nothing is queued.
+const ANNOUNCE_ATTEMPTS_MAX: i32 = 5;
+
+/// `serve`'s checkpointer, when a signing key is configured: every `checkpoint_every_s`, signs the
+/// head if the ledger moved and announces the checkpoint to the webhook receiver.
+pub fn worker(
+    pool: &deadpool_postgres::Pool,
+    config: &crate::configuration::Config,
+) -> Option<impl std::future::Future<Output = ()>> {
+    let path = config.audit.signing_key_file.clone()?;
+    let (pool, every_s, webhook) = (
+        pool.clone(),
+        config.audit.checkpoint_every_s,
+        config.webhook.clone(),
+    );
+    Some(async move {
+        let key = match load_signing_key(&path) {
+            Ok(key) => key,
+            Err(error) => {
+                tracing::error!(%error, "checkpoints are off: the signing key cannot be read");
+                return;
+            }
+        };
+        let mut ticks = tokio::time::interval(std::time::Duration::from_secs(every_s));
+        ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            ticks.tick().await;
+            let taken = match pool.get().await {
+                Ok(client) => take(&client, &key, true).await,
+                Err(error) => {
+                    tracing::warn!(%error, "checkpoint: cannot reach the database");
+                    continue;
+                }
+            };
+            match taken {
+                Ok(Some(checkpoint)) => {
+                    tracing::info!(
+                        position = checkpoint.position,
+                        ledger_hash = %hex::encode(checkpoint.ledger_hash),
+                        "checkpoint signed"
+                    );
+                    if let Some(webhook) = webhook.clone() {
+                        tokio::spawn(announce(webhook, checkpoint));
+                    }
+                }
+                Ok(None) => {}
+                Err(error) => tracing::warn!(%error, "checkpoint failed"),
+            }
+        }
+    })
+}
+
+/// Sends the checkpoint to the webhook receiver as a CloudEvent of type
+/// `dts.ledger.Checkpoint`, signed like every webhook (see `crate::outbox`).
+pub async fn announce(webhook: crate::configuration::WebhookConfig, checkpoint: Checkpoint) {
+    let body = serde_json::json!({
+        "specversion": "1.0",
+        "id": format!(
+            "checkpoint-{}-{}",
+            checkpoint.position,
+            checkpoint.signed_at.timestamp_micros()
+        ),
+        "source": "dts-ledger",
+        "type": "dts.ledger.Checkpoint",
+        "subject": "ledger",
+        "time": checkpoint.signed_at,
+        "datacontenttype": "application/json",
+        "data": checkpoint.to_json(),
+    })
+    .to_string();
+    let http = reqwest::Client::builder()
+        .timeout(std::time::Duration::from_millis(webhook.timeout_ms))
+        .build()
+        .expect("an HTTP client builds");
+    for attempt in 0..ANNOUNCE_ATTEMPTS_MAX {
+        let timestamp = Utc::now().timestamp();
+        let sent = http
+            .post(&webhook.url)
+            .header("content-type", "application/cloudevents+json")
+            .header("x-ledger-timestamp", timestamp.to_string())
+            .header(
+                "x-ledger-signature",
+                crate::outbox::signature(webhook.secret.expose(), timestamp, body.as_bytes()),
+            )
+            .body(body.clone())
+            .send()
+            .await;
+        match sent {
+            Ok(response) if response.status().is_success() => return,
+            Ok(response) => {
+                tracing::warn!(status = %response.status(), "checkpoint announcement refused")
+            }
+            Err(error) => tracing::warn!(%error, "checkpoint announcement failed"),
+        }
+        tokio::time::sleep(crate::outbox::backoff(&webhook, attempt)).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_checkpoint_line_round_trips_and_any_edit_breaks_its_signature() {
+        let key = SigningKey::from_bytes(&[7; 32]);
+        let keyring = Keyring::new(&[], Some(&key)).unwrap();
+        let checkpoint = Checkpoint::sign(&key, 42, [9; 32], Utc::now());
+        let line = checkpoint.to_json().to_string();
+        let parsed = Checkpoint::parse_line(&line).unwrap();
+        assert_eq!(parsed, checkpoint);
+        assert_eq!(keyring.check(&parsed), Ok(()));
+        let edited =
+            Checkpoint::parse_line(&line.replace("\"position\":42", "\"position\":41")).unwrap();
+        assert_eq!(keyring.check(&edited), Err(SignatureProblem::BadSignature));
+        assert!(Checkpoint::parse_line(&line[..line.len() - 10]).is_err());
+        let other = SigningKey::from_bytes(&[8; 32]);
+        let foreign = Checkpoint::sign(&other, 42, [9; 32], Utc::now());
+        assert!(matches!(
+            keyring.check(&foreign),
+            Err(SignatureProblem::UnknownKey(_))
+        ));
+    }
+}

@@ -1,0 +1,812 @@
+//! Provable history: time runs forward along the ledger, a ledger-wide chain and a hash that
+//! covers the idempotency key, checked by `verify` against an insider with the superuser's rights.
+
+use crate::helpers::{spawn_app, TestApp};
+use chrono::{DateTime, Duration, Utc};
+use dts_ledger::store::hash::{
+    canonical, event_hash, ledger_hash, Hash, HashVersion, Hashed, GENESIS,
+};
+use dts_ledger::store::{self, RecordedEvent};
+use std::collections::HashMap;
+
+const SKU_1TB: &str = "FW_GOODS-500232-1";
+
+/// One package, two tasks, a few reports each.
+async fn small_ledger(app: &TestApp) {
+    app.buy("biz-p", "pin-p", SKU_1TB).await;
+    for t in 0..2 {
+        app.create_task(&format!("task-{t}"), "biz-p").await;
+    }
+    for round in 0..3 {
+        for t in 0..2 {
+            app.report(
+                &format!("task-{t}"),
+                &format!("r-{round}"),
+                5_000 + round * 10,
+            )
+            .await;
+        }
+    }
+}
+
+async fn all_events(app: &TestApp) -> Vec<RecordedEvent> {
+    let client = app.db.pool.get().await.unwrap();
+    store::read_all_after(&client, 0, 10_000).await.unwrap()
+}
+
+async fn sql(app: &TestApp, statement: &str) {
+    app.db
+        .client()
+        .await
+        .batch_execute(statement)
+        .await
+        .unwrap();
+}
+
+/// What an insider recomputes after changing rows behind the triggers.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Recompute {
+    /// Only the per-stream hash of the changed rows.
+    StreamHashes,
+    /// Both chains of every row and the ledger head: a complete, consistent rewrite.
+    Everything,
+}
+
+/// Recomputes the stored hashes of the ledger with the published encodings, as an insider with
+/// the superuser's rights would after changing rows; returns the new ledger hash at the head.
+async fn rehash(app: &TestApp, changed: &[i64], how: Recompute) -> Hash {
+    let client = app.db.client().await;
+    client
+        .batch_execute("ALTER TABLE events DISABLE TRIGGER events_append_only")
+        .await
+        .unwrap();
+    let mut heads: HashMap<String, Hash> = HashMap::new();
+    let mut chain = GENESIS;
+    for event in all_events(app).await {
+        let prev_hash = heads.get(&event.stream_id).copied().unwrap_or(GENESIS);
+        let version = HashVersion::from_column(event.hash_version).unwrap();
+        let hash = event_hash(
+            version,
+            &prev_hash,
+            &Hashed {
+                position: event.position,
+                stream_id: &event.stream_id,
+                version: event.version,
+                event_type: &event.event_type,
+                event_version: event.event_version,
+                recorded_at: event.recorded_at,
+                payload: &canonical(&event.payload),
+                metadata: &canonical(&event.metadata),
+                idempotency_key: event.idempotency_key.as_deref(),
+            },
+        );
+        chain = ledger_hash(&chain, &hash);
+        heads.insert(event.stream_id.clone(), hash);
+        let rewrite = match how {
+            Recompute::StreamHashes => changed.contains(&event.position),
+            Recompute::Everything => true,
+        };
+        if rewrite {
+            let stored_chain = match (how, event.ledger_hash.is_some()) {
+                (Recompute::Everything, true) => Some(chain.to_vec()),
+                _ => event.ledger_hash.clone(),
+            };
+            client
+                .execute(
+                    "UPDATE events SET prev_hash = $2, hash = $3, ledger_hash = $4
+                      WHERE position = $1",
+                    &[
+                        &event.position,
+                        &prev_hash.as_slice(),
+                        &hash.as_slice(),
+                        &stored_chain,
+                    ],
+                )
+                .await
+                .unwrap();
+        }
+    }
+    if how == Recompute::Everything {
+        client
+            .execute(
+                "UPDATE ledger_head SET ledger_hash = $1",
+                &[&chain.as_slice()],
+            )
+            .await
+            .unwrap();
+    }
+    client
+        .batch_execute("ALTER TABLE events ENABLE TRIGGER events_append_only")
+        .await
+        .unwrap();
+    chain
+}
+
+#[tokio::test]
+async fn time_never_goes_backwards_along_the_ledger_even_when_a_clock_does() {
+    let app = spawn_app().await;
+    app.buy("biz-a", "pin-a", SKU_1TB).await;
+    // Another process whose clock runs an hour ahead appended last: ours is behind it.
+    let ahead: DateTime<Utc> = store::truncate_to_micros(Utc::now() + Duration::hours(1));
+    app.db
+        .client()
+        .await
+        .execute("UPDATE ledger_head SET recorded_at = $1", &[&ahead])
+        .await
+        .unwrap();
+    app.create_task("task-a", "biz-a").await;
+    app.report("task-a", "r-1", 1_000).await;
+
+    let events = all_events(&app).await;
+    assert_eq!(events.len(), 3);
+    for pair in events.windows(2) {
+        assert!(
+            pair[1].recorded_at >= pair[0].recorded_at,
+            "position {} goes back in time",
+            pair[1].position
+        );
+    }
+    assert_eq!(events[1].recorded_at, ahead, "stamped with the later time");
+    // The rows written with the clock's time were folded again with the stamped one.
+    let (code, out, err) = app.db.run_cli(&["replay"]);
+    assert_eq!(code, 0, "{out}{err}");
+    let (code, out, _) = app.db.run_cli(&["verify"]);
+    assert_eq!(code, 0, "{out}");
+}
+
+#[tokio::test]
+async fn verify_names_an_event_whose_time_goes_backwards() {
+    let app = spawn_app().await;
+    small_ledger(&app).await;
+    let last = all_events(&app).await.last().unwrap().position;
+    sql(
+        &app,
+        &format!(
+            "ALTER TABLE events DISABLE TRIGGER events_append_only;
+             UPDATE events SET recorded_at = (SELECT recorded_at - interval '1 second'
+                                                FROM events WHERE position = {last} - 1)
+              WHERE position = {last};"
+        ),
+    )
+    .await;
+    rehash(&app, &[last], Recompute::Everything).await;
+    let (code, out, _) = app.db.run_cli(&["verify"]);
+    assert_eq!(code, 1, "{out}");
+    assert!(
+        out.contains(&format!("time goes backwards at position {last}")),
+        "{out}"
+    );
+}
+
+/// The last `TrafficConsumed` of the package's stream, with its task.
+async fn last_traffic_of_package(app: &TestApp) -> RecordedEvent {
+    all_events(app)
+        .await
+        .into_iter()
+        .rfind(|e| e.event_type == "TrafficConsumed" && e.stream_id == "package-biz-p")
+        .unwrap()
+}
+
+/// What the insider of the issue does: 1,000 bytes fewer on the last report of the package's
+/// stream, its per-stream hash recomputed with the published encoding, the projections adjusted
+/// to match, so that replay passes.
+async fn shave_last_report(app: &TestApp) -> i64 {
+    let event = last_traffic_of_package(app).await;
+    let task = event.payload["taskId"].as_str().unwrap().to_owned();
+    sql(
+        app,
+        &format!(
+            "ALTER TABLE events DISABLE TRIGGER events_append_only;
+             UPDATE events SET payload = payload
+                    || jsonb_build_object('bytes', (payload->>'bytes')::bigint - 1000,
+                                          'bytesRemaining', (payload->>'bytesRemaining')::bigint + 1000)
+              WHERE position = {position};
+             UPDATE packages SET bytes_consumed = bytes_consumed - 1000,
+                                 bytes_remaining = bytes_remaining + 1000
+              WHERE instance_id = 'biz-p';
+             UPDATE tasks SET bytes_consumed = bytes_consumed - 1000 WHERE task_id = '{task}';",
+            position = event.position
+        ),
+    )
+    .await;
+    rehash(app, &[event.position], Recompute::StreamHashes).await;
+    event.position
+}
+
+#[tokio::test]
+async fn a_shaved_report_with_its_stream_hash_recomputed_breaks_the_ledger_wide_chain() {
+    let app = spawn_app().await;
+    small_ledger(&app).await;
+    assert_eq!(app.db.run_cli(&["verify"]).0, 0);
+    let position = shave_last_report(&app).await;
+    let (code, out, err) = app.db.run_cli(&["replay"]);
+    assert_eq!(code, 0, "the projections were adjusted: {out}{err}");
+    let (code, out, _) = app.db.run_cli(&["verify"]);
+    assert_eq!(code, 1, "{out}");
+    assert!(
+        out.contains(&format!("altered at position {position}")),
+        "{out}"
+    );
+    assert!(out.contains("ledger_hash"), "{out}");
+}
+
+#[tokio::test]
+async fn a_nulled_idempotency_key_is_detected() {
+    let app = spawn_app().await;
+    small_ledger(&app).await;
+    let keyed = all_events(&app)
+        .await
+        .into_iter()
+        .find(|e| e.idempotency_key.is_some())
+        .unwrap();
+    sql(
+        &app,
+        &format!(
+            "ALTER TABLE events DISABLE TRIGGER events_append_only;
+             UPDATE events SET idempotency_key = NULL WHERE position = {};",
+            keyed.position
+        ),
+    )
+    .await;
+    let (code, out, _) = app.db.run_cli(&["verify"]);
+    assert_eq!(code, 1, "{out}");
+    assert!(
+        out.contains(&format!("altered at position {}", keyed.position)),
+        "{out}"
+    );
+}
+
+#[tokio::test]
+async fn a_ledger_of_version_1_rows_followed_by_version_2_rows_verifies_end_to_end() {
+    let app = spawn_app().await;
+    small_ledger(&app).await;
+    // Rewrite the ledger as a binary before the second encoding wrote it: version 1 hashes, no
+    // stored ledger hash; the head keeps the chain over them (as the migration computed it).
+    let client = app.db.client().await;
+    client
+        .batch_execute("ALTER TABLE events DISABLE TRIGGER events_append_only")
+        .await
+        .unwrap();
+    let mut heads: HashMap<String, Hash> = HashMap::new();
+    let mut chain = GENESIS;
+    for event in all_events(&app).await {
+        let prev_hash = heads.get(&event.stream_id).copied().unwrap_or(GENESIS);
+        let hash = event_hash(
+            HashVersion::V1,
+            &prev_hash,
+            &Hashed {
+                position: event.position,
+                stream_id: &event.stream_id,
+                version: event.version,
+                event_type: &event.event_type,
+                event_version: event.event_version,
+                recorded_at: event.recorded_at,
+                payload: &canonical(&event.payload),
+                metadata: &canonical(&event.metadata),
+                idempotency_key: event.idempotency_key.as_deref(),
+            },
+        );
+        chain = ledger_hash(&chain, &hash);
+        heads.insert(event.stream_id.clone(), hash);
+        client
+            .execute(
+                "UPDATE events SET prev_hash = $2, hash = $3, hash_version = 1, ledger_hash = NULL
+                  WHERE position = $1",
+                &[&event.position, &prev_hash.as_slice(), &hash.as_slice()],
+            )
+            .await
+            .unwrap();
+    }
+    client
+        .execute(
+            "UPDATE ledger_head SET ledger_hash = $1",
+            &[&chain.as_slice()],
+        )
+        .await
+        .unwrap();
+    client
+        .batch_execute("ALTER TABLE events ENABLE TRIGGER events_append_only")
+        .await
+        .unwrap();
+    let old = all_events(&app).await.len();
+
+    // The service appends with version 2, chained onto the version 1 rows.
+    app.report("task-0", "r-after", 700).await;
+    let events = all_events(&app).await;
+    assert!(events.len() > old);
+    assert!(events[..old].iter().all(|e| e.hash_version == 1));
+    assert!(events[old..].iter().all(|e| e.hash_version == 2));
+    let (code, out, _) = app.db.run_cli(&["verify"]);
+    assert_eq!(code, 0, "{out}");
+
+    // A version 2 row passed off as version 1 (to escape the key's coverage) is refused.
+    let last = events.last().unwrap().position;
+    sql(
+        &app,
+        &format!(
+            "ALTER TABLE events DISABLE TRIGGER events_append_only;
+             UPDATE events SET hash_version = 1 WHERE position = {last};"
+        ),
+    )
+    .await;
+    let (code, out, _) = app.db.run_cli(&["verify"]);
+    assert_eq!(code, 1, "{out}");
+    assert!(
+        out.contains(&format!("altered at position {last}")),
+        "{out}"
+    );
+}
+
+/// `dts-ledger <args>` against the app's database, with extra environment.
+fn cli(app: &TestApp, args: &[&str], env: &[(&str, &str)]) -> (i32, String, String) {
+    let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_dts-ledger"));
+    command
+        .args(args)
+        .env("DATABASE_URL", app.db.url())
+        .env_remove("LEDGER_CONFIG")
+        .env_remove("LEDGER_SIGNING_KEY_FILE")
+        .env("RUST_LOG", "warn");
+    for (name, value) in env {
+        command.env(name, value);
+    }
+    let output = command.output().expect("the binary runs");
+    (
+        output.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&output.stdout).into_owned(),
+        String::from_utf8_lossy(&output.stderr).into_owned(),
+    )
+}
+
+/// A directory removed when the test ends.
+struct Scratch(std::path::PathBuf);
+
+impl Scratch {
+    fn new() -> Scratch {
+        let dir = std::env::temp_dir().join(format!("ledger-keys-{}", uuid::Uuid::new_v4()));
+        std::fs::create_dir_all(&dir).unwrap();
+        Scratch(dir)
+    }
+
+    fn path(&self, name: &str) -> String {
+        self.0.join(name).display().to_string()
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// A fresh signing key: its file and its public key.
+fn keygen(app: &TestApp, scratch: &Scratch, name: &str) -> (String, String) {
+    let file = scratch.path(name);
+    let (code, out, err) = cli(app, &["keygen", &file], &[]);
+    assert_eq!(code, 0, "{err}");
+    (file, out.trim().to_owned())
+}
+
+/// `dts-ledger checkpoint` signed with `key_file`: the JSON line it printed.
+fn checkpoint(app: &TestApp, key_file: &str) -> String {
+    let (code, out, err) = cli(
+        app,
+        &["checkpoint"],
+        &[("LEDGER_SIGNING_KEY_FILE", key_file)],
+    );
+    assert_eq!(code, 0, "{out}{err}");
+    assert_eq!(out.lines().count(), 1, "one line: {out}");
+    out
+}
+
+#[tokio::test]
+async fn keygen_writes_a_private_key_once_and_prints_its_public_key() {
+    let app = spawn_app().await;
+    let scratch = Scratch::new();
+    let (file, public) = keygen(&app, &scratch, "signing.key");
+    assert_eq!(public.len(), 64, "{public}");
+    assert!(hex::decode(&public).is_ok());
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(&file).unwrap().permissions().mode();
+    assert_eq!(mode & 0o777, 0o600);
+    let before = std::fs::read(&file).unwrap();
+    let (code, _, err) = cli(&app, &["keygen", &file], &[]);
+    assert_eq!(code, 2);
+    assert!(err.contains("never overwritten"), "{err}");
+    assert_eq!(std::fs::read(&file).unwrap(), before, "the key is kept");
+}
+
+#[tokio::test]
+async fn the_insider_is_caught_by_the_checkpoint_file_and_by_the_ledger_wide_chain() {
+    let app = spawn_app().await;
+    let scratch = Scratch::new();
+    let (key_file, public) = keygen(&app, &scratch, "signing.key");
+    small_ledger(&app).await;
+    let line = checkpoint(&app, &key_file);
+    let signed: serde_json::Value = serde_json::from_str(&line).unwrap();
+    let head = all_events(&app).await.last().unwrap().position;
+    assert_eq!(signed["position"], head);
+    let kept = scratch.path("checkpoint.json");
+    std::fs::write(&kept, &line).unwrap();
+    let verifier = [("LEDGER_CONFIG", scratch.path("verifier.toml"))];
+    std::fs::write(
+        &verifier[0].1,
+        format!("[audit]\npublic_keys = [\"{public}\"]\n"),
+    )
+    .unwrap();
+    let env: Vec<(&str, &str)> = verifier.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let (code, out, _) = cli(&app, &["verify", "--checkpoint", &kept], &env);
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("checkpoints=2"), "stored and kept: {out}");
+
+    let position = shave_last_report(&app).await;
+    let (code, out, _) = cli(&app, &["verify", "--checkpoint", &kept], &env);
+    assert_eq!(code, 1, "{out}");
+    assert!(
+        out.contains(&format!("altered at position {position}")),
+        "{out}"
+    );
+    let (code, out, _) = cli(&app, &["verify"], &env);
+    assert_eq!(code, 1, "{out}");
+    assert!(
+        out.contains(&format!("altered at position {position}")),
+        "{out}"
+    );
+
+    // The insider goes further and recomputes both chains and the head: only the checkpoints,
+    // signed with a key outside the database, still tell.
+    rehash(&app, &[], Recompute::Everything).await;
+    let (code, out, _) = cli(&app, &["verify", "--checkpoint", &kept], &env);
+    assert_eq!(code, 1, "{out}");
+    assert!(
+        out.contains(&format!("rewritten at position {head}")),
+        "{out}"
+    );
+    assert!(
+        out.contains(&format!("between position 1 and {head}")),
+        "{out}"
+    );
+}
+
+#[tokio::test]
+async fn a_consistent_rewrite_is_placed_between_the_last_checkpoint_that_holds_and_the_first_that_does_not(
+) {
+    let app = spawn_app().await;
+    let scratch = Scratch::new();
+    let (key_file, _) = keygen(&app, &scratch, "signing.key");
+    let signing = [("LEDGER_SIGNING_KEY_FILE", key_file.as_str())];
+    app.buy("biz-p", "pin-p", SKU_1TB).await;
+    app.create_task("task-0", "biz-p").await;
+    app.report("task-0", "r-0", 5_000).await;
+    let first: serde_json::Value = serde_json::from_str(&checkpoint(&app, &key_file)).unwrap();
+    app.report("task-0", "r-1", 6_000).await;
+    app.report("task-0", "r-2", 7_000).await;
+    let second: serde_json::Value = serde_json::from_str(&checkpoint(&app, &key_file)).unwrap();
+    app.report("task-0", "r-3", 8_000).await;
+    let (code, out, _) = cli(&app, &["verify"], &signing);
+    assert_eq!(code, 0, "{out}");
+
+    let (first, second) = (
+        first["position"].as_i64().unwrap(),
+        second["position"].as_i64().unwrap(),
+    );
+    let target = all_events(&app)
+        .await
+        .into_iter()
+        .find(|e| e.position > first && e.event_type == "TrafficConsumed")
+        .unwrap()
+        .position;
+    sql(
+        &app,
+        &format!(
+            "ALTER TABLE events DISABLE TRIGGER events_append_only;
+             UPDATE events SET payload = payload || '{{\"bytes\": 1}}' WHERE position = {target};"
+        ),
+    )
+    .await;
+    rehash(&app, &[], Recompute::Everything).await;
+    let (code, out, _) = cli(&app, &["verify"], &signing);
+    assert_eq!(code, 1, "{out}");
+    assert!(
+        out.contains(&format!("rewritten at position {second}")),
+        "{out}"
+    );
+    assert!(
+        out.contains(&format!(
+            "between position {} and {second} (the last checkpoint that holds is at position \
+             {first})",
+            first + 1
+        )),
+        "{out}"
+    );
+}
+
+#[tokio::test]
+async fn checkpoints_of_another_key_edited_truncated_or_beyond_the_head_are_refused() {
+    use dts_ledger::audit::checkpoint::{load_signing_key, Checkpoint};
+    let app = spawn_app().await;
+    let scratch = Scratch::new();
+    let (key_file, _) = keygen(&app, &scratch, "signing.key");
+    let signing = [("LEDGER_SIGNING_KEY_FILE", key_file.as_str())];
+    small_ledger(&app).await;
+    let line = checkpoint(&app, &key_file);
+    let file = scratch.path("checkpoint.json");
+    let verify_with = |content: &str| {
+        std::fs::write(&file, content).unwrap();
+        cli(&app, &["verify", "--checkpoint", &file], &signing)
+    };
+    assert_eq!(verify_with(&line).0, 0);
+
+    // Signed by another key.
+    let (other_file, _) = keygen(&app, &scratch, "other.key");
+    let other = load_signing_key(std::path::Path::new(&other_file)).unwrap();
+    let parsed = Checkpoint::parse_line(&line).unwrap();
+    let foreign = Checkpoint::sign(&other, parsed.position, parsed.ledger_hash, Utc::now());
+    let (code, _, err) = verify_with(&foreign.to_json().to_string());
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("not among the known public keys"), "{err}");
+
+    // Edited: another position.
+    let edited = line.replace(
+        &format!("\"position\":{}", parsed.position),
+        &format!("\"position\":{}", parsed.position - 1),
+    );
+    assert_ne!(edited, line);
+    let (code, _, err) = verify_with(&edited);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("signature does not hold"), "{err}");
+
+    // Truncated.
+    let (code, _, err) = verify_with(&line[..line.len() / 2]);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("not a checkpoint line"), "{err}");
+
+    // Beyond the head: validly signed, but the ledger ends before it.
+    let key = load_signing_key(std::path::Path::new(&key_file)).unwrap();
+    let beyond = Checkpoint::sign(&key, parsed.position + 5, parsed.ledger_hash, Utc::now());
+    let (code, out, _) = verify_with(&beyond.to_json().to_string());
+    assert_eq!(code, 1, "{out}");
+    assert!(out.contains("beyond the last event"), "{out}");
+
+    // A checkpoint forged in the database is refused too.
+    let forged = Checkpoint::sign(&other, parsed.position, parsed.ledger_hash, Utc::now());
+    app.db
+        .client()
+        .await
+        .execute(
+            "INSERT INTO checkpoints (position, ledger_hash, signed_at, key_id, signature)
+             VALUES ($1, $2, $3, $4, $5)",
+            &[
+                &forged.position,
+                &forged.ledger_hash.as_slice(),
+                &forged.signed_at,
+                &hex::encode(parsed.key_id),
+                &forged.signature.as_slice(),
+            ],
+        )
+        .await
+        .unwrap();
+    let (code, out, _) = cli(&app, &["verify"], &signing);
+    assert_eq!(code, 1, "{out}");
+    assert!(out.contains("signature does not hold"), "{out}");
+}
+
+#[tokio::test]
+async fn checkpoints_are_append_only() {
+    let app = spawn_app().await;
+    let scratch = Scratch::new();
+    let (key_file, _) = keygen(&app, &scratch, "signing.key");
+    small_ledger(&app).await;
+    checkpoint(&app, &key_file);
+    let client = app.db.client().await;
+    for statement in [
+        "UPDATE checkpoints SET position = 1",
+        "DELETE FROM checkpoints",
+        "TRUNCATE checkpoints",
+    ] {
+        let error = client.batch_execute(statement).await.unwrap_err();
+        assert_eq!(error.code().unwrap().code(), "LG001", "{statement}");
+    }
+}
+
+#[tokio::test]
+async fn serve_checkpoints_a_moving_ledger_by_itself_and_announces_each_checkpoint() {
+    use actix_web::{web, App, HttpResponse, HttpServer};
+    use dts_ledger::configuration::{AuditConfig, Config, Secret, WebhookConfig};
+    use std::sync::{Arc, Mutex};
+    const SECRET: &str = "webhook-secret-0123456789";
+
+    let received: Arc<Mutex<Vec<serde_json::Value>>> = Arc::default();
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let data = web::Data::from(received.clone());
+    let server = HttpServer::new(move || {
+        App::new().app_data(data.clone()).route(
+            "/hook",
+            web::post().to(
+                |body: web::Bytes, received: web::Data<Mutex<Vec<serde_json::Value>>>| async move {
+                    received
+                        .lock()
+                        .unwrap()
+                        .push(serde_json::from_slice(&body).unwrap());
+                    HttpResponse::NoContent().finish()
+                },
+            ),
+        )
+    })
+    .workers(1)
+    .disable_signals()
+    .listen(listener)
+    .unwrap()
+    .run();
+    tokio::spawn(server);
+
+    let scratch = Scratch::new();
+    let key_file = scratch.0.join("signing.key");
+    dts_ledger::audit::checkpoint::keygen(&key_file).unwrap();
+    let app = crate::helpers::spawn_app_with(Config {
+        webhook: Some(WebhookConfig {
+            retry_base_ms: 50,
+            retry_max_ms: 200,
+            timeout_ms: 2_000,
+            ..WebhookConfig::new(format!("http://127.0.0.1:{port}/hook"), Secret::new(SECRET))
+        }),
+        audit: AuditConfig {
+            signing_key_file: Some(key_file.clone()),
+            public_keys: Vec::new(),
+            checkpoint_every_s: 1,
+        },
+        ..crate::helpers::test_config()
+    })
+    .await;
+    small_ledger(&app).await;
+    let head = all_events(&app).await.last().unwrap().position;
+    let mut announced = None;
+    for _ in 0..100 {
+        announced = received
+            .lock()
+            .unwrap()
+            .iter()
+            .find(|e| e["type"] == "dts.ledger.Checkpoint" && e["data"]["position"] == head)
+            .cloned();
+        if announced.is_some() {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    let announced = announced.expect("the checkpoint of the head is announced");
+    let stored: i64 = app
+        .db
+        .client()
+        .await
+        .query_one(
+            "SELECT count(*) FROM checkpoints WHERE position = $1",
+            &[&head],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(stored, 1, "an unmoved ledger is not checkpointed again");
+    // The announced line is a checkpoint `verify --checkpoint` accepts.
+    let kept = scratch.path("announced.json");
+    std::fs::write(&kept, announced["data"].to_string()).unwrap();
+    let (code, out, err) = cli(
+        &app,
+        &["verify", "--checkpoint", &kept],
+        &[("LEDGER_SIGNING_KEY_FILE", &key_file.display().to_string())],
+    );
+    assert_eq!(code, 0, "{out}{err}");
+}
+
+#[tokio::test]
+async fn verify_since_checkpoint_checks_only_what_follows_the_newest_valid_checkpoint() {
+    let app = spawn_app().await;
+    let scratch = Scratch::new();
+    let (key_file, _) = keygen(&app, &scratch, "signing.key");
+    let signing = [("LEDGER_SIGNING_KEY_FILE", key_file.as_str())];
+    small_ledger(&app).await;
+    let signed: serde_json::Value = serde_json::from_str(&checkpoint(&app, &key_file)).unwrap();
+    let at = signed["position"].as_i64().unwrap();
+    app.report("task-0", "r-new-1", 100).await;
+    app.report("task-1", "r-new-2", 200).await;
+    let head = all_events(&app).await.last().unwrap().position;
+
+    let (code, out, err) = cli(&app, &["verify", "--since-checkpoint"], &signing);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(
+        out.contains(&format!("events={} streams=", head - at)),
+        "only the new events: {out}"
+    );
+    assert!(
+        out.contains(&format!("after={at} last_position={head}")),
+        "{out}"
+    );
+
+    // What follows is still checked: a new event altered is named.
+    sql(
+        &app,
+        &format!(
+            "ALTER TABLE events DISABLE TRIGGER events_append_only;
+             UPDATE events SET payload = payload || '{{\"bytes\": 1}}' WHERE position = {head};"
+        ),
+    )
+    .await;
+    let (code, out, _) = cli(&app, &["verify", "--since-checkpoint"], &signing);
+    assert_eq!(code, 1, "{out}");
+    assert!(
+        out.contains(&format!("altered at position {head}")),
+        "{out}"
+    );
+
+    // Without a key to trust a checkpoint with, it cannot start from one.
+    let (code, _, err) = cli(&app, &["verify", "--since-checkpoint"], &[]);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("public key"), "{err}");
+}
+
+#[tokio::test]
+async fn replay_since_snapshot_folds_only_what_follows_a_signed_checkpoint() {
+    let app = spawn_app().await;
+    let scratch = Scratch::new();
+    let (key_file, _) = keygen(&app, &scratch, "signing.key");
+    let signing = [("LEDGER_SIGNING_KEY_FILE", key_file.as_str())];
+    small_ledger(&app).await;
+    let (code, first, err) = cli(&app, &["checkpoint", "--snapshot"], &signing);
+    assert_eq!(code, 0, "{err}");
+    let first: serde_json::Value = serde_json::from_str(&first).unwrap();
+    let first = first["position"].as_i64().unwrap();
+    assert!(
+        err.contains("after position 0"),
+        "the first folds everything: {err}"
+    );
+    app.report("task-0", "r-new-1", 100).await;
+    app.report("task-1", "r-new-2", 200).await;
+    let (code, second, err) = cli(&app, &["checkpoint", "--snapshot"], &signing);
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        err.contains(&format!("after position {first}")),
+        "the next one starts from the first: {err}"
+    );
+    let second: serde_json::Value = serde_json::from_str(&second).unwrap();
+    let second = second["position"].as_i64().unwrap();
+    app.report("task-0", "r-new-3", 300).await;
+    let head = all_events(&app).await.last().unwrap().position;
+
+    let (code, out, err) = cli(&app, &["replay", "--since-snapshot"], &signing);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(
+        err.contains(&format!("starting from the snapshot at position {second}")),
+        "{err}"
+    );
+    assert!(
+        out.contains(&format!(
+            "identical events={} last_position={head}",
+            head - second
+        )),
+        "{out}"
+    );
+
+    // A live row that no longer follows from the ledger is still found.
+    sql(
+        &app,
+        "UPDATE packages SET bytes_consumed = bytes_consumed - 1000,
+                             bytes_remaining = bytes_remaining + 1000
+          WHERE instance_id = 'biz-p'",
+    )
+    .await;
+    let (code, out, _) = cli(&app, &["replay", "--since-snapshot"], &signing);
+    assert_eq!(code, 1, "{out}");
+    assert!(
+        out.contains("DIFFERENT package biz-p bytes_consumed"),
+        "{out}"
+    );
+
+    // Snapshots cannot be changed in place.
+    let error = app
+        .db
+        .client()
+        .await
+        .batch_execute("UPDATE snapshot_packages SET bytes_consumed = 0")
+        .await
+        .unwrap_err();
+    assert_eq!(error.code().unwrap().code(), "LG001");
+}
