@@ -124,6 +124,7 @@ struct ConsoleFile {
     public_url: Option<String>,
     secret: Option<Secret>,
     session_ttl_s: Option<u64>,
+    renew_url: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -269,6 +270,8 @@ pub struct Config {
     /// marketplace key.
     pub console_secret: Option<Secret>,
     pub session_ttl_s: u64,
+    /// The marketplace's renewal page; the console links to it with `instanceId=<id>` appended.
+    pub renew_url: Option<String>,
     /// Bearer token of operators and finance for the read APIs.
     pub admin_token: Option<Secret>,
     /// Bearer tokens of DTS agents and the control plane (tasks and traffic).
@@ -293,6 +296,7 @@ impl Config {
             public_url: None,
             console_secret: None,
             session_ttl_s: SESSION_TTL_S_DEFAULT,
+            renew_url: None,
             admin_token: None,
             reporter_tokens: Vec::new(),
             expiry_sweep_s: EXPIRY_SWEEP_S_DEFAULT,
@@ -501,8 +505,17 @@ impl Config {
                 )));
             }
         }
+        let renew_url = file.console.renew_url.filter(|url| !url.is_empty());
+        if let Some(url) = &renew_url {
+            if !url.starts_with("https://") && !url.starts_with("http://") {
+                return Err(fail(format!(
+                    "console.renew_url {url:?} must start with http:// or https://"
+                )));
+            }
+        }
         Ok(Config {
             marketplace_key,
+            renew_url,
             verify_window_s: in_range(
                 "marketplace.verify_window_s",
                 file.marketplace.verify_window_s,

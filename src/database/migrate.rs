@@ -39,6 +39,11 @@ const MIGRATIONS: &[Migration] = &[
         name: "recorded_at",
         sql: include_str!("../../schema/0005_recorded_at.sql"),
     },
+    Migration {
+        version: 11,
+        name: "console",
+        sql: include_str!("../../schema/0011_console.sql"),
+    },
 ];
 
 /// An arbitrary constant naming the advisory lock taken while migrating.

@@ -1,7 +1,6 @@
 //! HTTP routes, one file each.
 
 pub mod cloud_order;
-pub mod console;
 pub mod health;
 pub mod ledger;
 pub mod orders;
