@@ -35,7 +35,7 @@ pub fn layout(
                     a.brand href="/console" { (lang.t("app.title")) }
                     nav {
                         a #lang-switch href={ "/console/lang/" (other.code()) "?next=" (next) }
-                            hreflang=(other.code()) lang=(other.code()) { (other.t("nav.language")) }
+                            hreflang=(other.code()) lang=(other.code()) { (lang.t("nav.language")) }
                         @if let Some(who) = who {
                             span.who { (lang.tf("nav.signed_in_as", &[("pin", who.jd_pin)])) }
                             form.inline method="post" action="/console/logout" {
