@@ -23,3 +23,9 @@ CREATE TABLE console_login_failures (
     failures          integer     NOT NULL CHECK (failures >= 0)
 );
 CREATE INDEX console_login_failures_by_window ON console_login_failures (window_started_at);
+
+-- A package's statement lists its grants (purchase, renewals, upgrades, expansions) over its
+-- whole life. Grants are a handful per package among its traffic events, so a partial index finds
+-- them without reading the stream; traffic appends do not match it and pay nothing for it.
+CREATE INDEX events_grants_by_stream ON events (stream_id, version)
+    WHERE event_type IN ('OrderCreated', 'OrderRenewed', 'OrderUpgraded', 'OrderDilated');

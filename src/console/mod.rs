@@ -5,6 +5,7 @@
 //! session cookie) or from the order credential. A session names a customer (`jdPin`), who sees
 //! every package of that account and the tasks drawing from them, and nothing else.
 
+pub mod chart;
 pub mod csrf;
 pub mod format;
 pub mod i18n;
@@ -13,6 +14,7 @@ pub mod login;
 pub mod pages;
 pub mod session;
 pub mod ticket;
+pub mod usage;
 
 use crate::configuration::Config;
 use crate::ledger::{self, rows, CommandError, Ledger};
@@ -87,6 +89,11 @@ pub fn scope(state: &AppState) -> impl HttpServiceFactory + 'static {
         .route("/login", web::post().to(login_submit))
         .route("/logout", web::post().to(logout))
         .route("/lang/{code}", web::get().to(switch_language))
+        .route("/packages/{instance_id}", web::get().to(package_page))
+        .route(
+            "/packages/{instance_id}/statement.csv",
+            web::get().to(statement_csv),
+        )
         .route("/tasks/{task_id}/renew", web::get().to(renew_form))
         .route("/tasks/{task_id}/renew", web::post().to(renew_submit))
         .route("/tasks/{task_id}/destroy", web::get().to(destroy_form))
@@ -850,4 +857,140 @@ async fn destroy_submit(
         Ok(_) => Ok(see_other("/console#tasks").finish()),
         Err(error) => command_refused(&console, &customer, lang, error),
     }
+}
+
+#[derive(Deserialize)]
+struct WindowQuery {
+    days: Option<u32>,
+}
+
+/// The signed-in customer and one of their packages, or the answer to give instead.
+async fn package_context(
+    console: &Console,
+    req: &HttpRequest,
+    client: &impl GenericClient,
+    raw: &str,
+    lang: Lang,
+) -> Result<Result<(Customer, Package), HttpResponse>, PageError> {
+    let Some(customer) = customer(console, req, client, lang).await? else {
+        return Ok(Err(see_other("/console/login").finish()));
+    };
+    match own_package(client, &customer, raw, lang).await? {
+        Some(package) => Ok(Ok((customer, package))),
+        None => Ok(Err(not_found(console, &customer, lang))),
+    }
+}
+
+/// `GET /console/packages/{id}?days=30|90`: the usage chart and the statement.
+async fn package_page(
+    console: web::Data<Console>,
+    req: HttpRequest,
+    path: web::Path<String>,
+    query: web::Query<WindowQuery>,
+) -> PageResult {
+    let lang = lang_of(&req);
+    let client = console.pool.get().await.map_err(pool_error(lang))?;
+    let (customer, package) = match package_context(&console, &req, &client, &path, lang).await? {
+        Ok(found) => found,
+        Err(answer) => return Ok(answer),
+    };
+    let window = query
+        .days
+        .filter(|d| usage::WINDOWS_DAYS.contains(d))
+        .unwrap_or(usage::WINDOWS_DAYS[0]);
+    let now = Utc::now();
+    let days = usage::daily(&client, &package.instance_id, window, now)
+        .await
+        .map_err(db_error(lang))?;
+    let grants = usage::grants(&client, &package.instance_id)
+        .await
+        .map_err(db_error(lang))?;
+    let name = console.sku_name(&package);
+    let view = pages::PackageView {
+        package: &package,
+        sku_name: &name,
+        renew_link: console.renew_link(&package.instance_id),
+    };
+    let body = pages::package(lang, &customer.who(), &view, window, &days, &grants, now);
+    Ok(signed_in_page(&console, &customer, StatusCode::OK, body))
+}
+
+/// `GET /console/packages/{id}/statement.csv`: the grants and the daily use of the last 90 days,
+/// as the neutralised CSV `export` writes (UTF-8 with a byte order mark; text cells that look
+/// like formulas prefixed with `'`).
+async fn statement_csv(
+    console: web::Data<Console>,
+    req: HttpRequest,
+    path: web::Path<String>,
+) -> PageResult {
+    use crate::audit::export::{csv_field, csv_text};
+    let lang = lang_of(&req);
+    let client = console.pool.get().await.map_err(pool_error(lang))?;
+    let (customer, package) = match package_context(&console, &req, &client, &path, lang).await? {
+        Ok(found) => found,
+        Err(answer) => return Ok(answer),
+    };
+    let window = usage::WINDOWS_DAYS[usage::WINDOWS_DAYS.len() - 1];
+    let days = usage::daily(&client, &package.instance_id, window, Utc::now())
+        .await
+        .map_err(db_error(lang))?;
+    let grants = usage::grants(&client, &package.instance_id)
+        .await
+        .map_err(db_error(lang))?;
+    let id = package.instance_id.as_str();
+    let mut csv = String::from("\u{feff}");
+    csv.push_str("record,instanceId,date,type,orderId,bytes,amount,currency,stopped\n");
+    for g in &grants {
+        let cells = [
+            "grant".to_owned(),
+            csv_text(id),
+            csv_field(&format::datetime_iso(g.at)),
+            csv_field(&g.kind),
+            csv_text(&g.order_id),
+            g.bytes.to_string(),
+            g.amount.to_string(),
+            csv_text(&g.currency),
+            String::new(),
+        ];
+        csv.push_str(&cells.join(","));
+        csv.push('\n');
+    }
+    for day in &days {
+        let cells = [
+            "day".to_owned(),
+            csv_text(id),
+            day.date.to_string(),
+            "TrafficConsumed".to_owned(),
+            String::new(),
+            day.bytes.to_string(),
+            String::new(),
+            String::new(),
+            day.stopped.to_string(),
+        ];
+        csv.push_str(&cells.join(","));
+        csv.push('\n');
+    }
+    // Only characters safe in a header name the file; the id itself is in every row.
+    let file: String = id
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '-' || c == '_' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect();
+    let mut response = HttpResponse::Ok()
+        .content_type("text/csv; charset=utf-8")
+        .insert_header((
+            header::CONTENT_DISPOSITION,
+            format!("attachment; filename=\"statement-{file}.csv\""),
+        ))
+        .body(csv);
+    if let Some(keys) = &console.keys {
+        let cookie = console.session_cookie(session::cookie_value(keys, &customer.session));
+        let _ = response.add_cookie(&cookie);
+    }
+    Ok(response)
 }

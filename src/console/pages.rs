@@ -3,6 +3,7 @@
 
 use super::format;
 use super::i18n::Lang;
+use super::usage::{Day, Grant};
 use chrono::{DateTime, Utc};
 use maud::{html, Markup, DOCTYPE};
 use projections::{Package, PackageStatus, Task, TaskState};
@@ -139,7 +140,7 @@ fn banner(lang: Lang, p: &Package, now: DateTime<Utc>) -> Option<(&'static str, 
     ))
 }
 
-fn package_card(lang: Lang, view: &PackageView<'_>, now: DateTime<Utc>) -> Markup {
+pub fn package_card(lang: Lang, view: &PackageView<'_>, now: DateTime<Utc>) -> Markup {
     let p = view.package;
     let granted = p.bytes_granted.get();
     let consumed = p.bytes_consumed.get();
@@ -174,6 +175,7 @@ fn package_card(lang: Lang, view: &PackageView<'_>, now: DateTime<Utc>) -> Marku
                 div { dt { (lang.t("package.remaining")) } dd.remaining { (bytes_cell(lang, p.bytes_remaining.get())) } }
                 div { dt { (lang.t("package.overage")) } dd { (bytes_cell(lang, p.bytes_overage.get())) } }
             }
+            p.details { a.details href={ "/console/packages/" (id) } { (lang.t("package.details")) } }
         }
     }
 }
@@ -328,6 +330,81 @@ pub fn stale(lang: Lang, who: &SignedIn<'_>, task: &Task) -> String {
             h1 { (lang.t("stale.title")) }
             p.notice #stale { (lang.t("stale.body")) }
             (tasks_table(lang, std::slice::from_ref(task), true))
+            p { a href="/console" { (lang.t("common.cancel")) } }
+        },
+    )
+}
+
+/// A package's page: its figures, the usage chart and its table, and the statement.
+pub fn package(
+    lang: Lang,
+    who: &SignedIn<'_>,
+    view: &PackageView<'_>,
+    window_days: u32,
+    days: &[Day],
+    grants: &[Grant],
+    now: DateTime<Utc>,
+) -> String {
+    let id = view.package.instance_id.as_str();
+    let chart_title = lang.tf("chart.title", &[("days", &window_days.to_string())]);
+    layout(
+        lang,
+        &format!("{} {}", view.sku_name, id),
+        Some(who),
+        "overview",
+        html! {
+            h1 { (view.sku_name) " " span.instance { (id) } }
+            (package_card(lang, view, now))
+            h2 #usage { (chart_title) }
+            p.windows {
+                @for w in super::usage::WINDOWS_DAYS {
+                    a href={ "/console/packages/" (id) "?days=" (w) "#usage" }
+                        aria-current=[(w == window_days).then_some("page")] {
+                        (lang.tf("chart.window", &[("days", &w.to_string())]))
+                    }
+                }
+            }
+            (super::chart::svg(lang, &chart_title, days))
+            table.sr-only #usage-table {
+                caption { (lang.t("chart.table")) }
+                thead { tr {
+                    th scope="col" { (lang.t("chart.day")) }
+                    th scope="col" { (lang.t("chart.bytes")) }
+                    th scope="col" { (lang.t("chart.stop_col")) }
+                } }
+                tbody { @for day in days { tr {
+                    th scope="row" { (day.date) }
+                    td { (format::bytes(day.bytes)) " (" (format::bytes_exact(day.bytes, lang)) ")" }
+                    td { @if day.stopped { (lang.t("common.yes")) } @else { (lang.t("common.no")) } }
+                } } }
+            }
+            h2 #statement { (lang.t("statement.title")) }
+            p {
+                a #statement-csv href={ "/console/packages/" (id) "/statement.csv" } download {
+                    (lang.t("statement.csv"))
+                }
+                " · " (lang.t("statement.print"))
+            }
+            h3 { (lang.t("statement.grants")) }
+            @if grants.is_empty() { p { (lang.t("statement.none")) } }
+            @else {
+                table.grants {
+                    thead { tr {
+                        th scope="col" { (lang.t("grant.date")) }
+                        th scope="col" { (lang.t("grant.kind")) }
+                        th scope="col" { (lang.t("grant.order")) }
+                        th scope="col" { (lang.t("grant.bytes")) }
+                        th scope="col" { (lang.t("grant.price")) }
+                    } }
+                    tbody { @for g in grants { tr {
+                        td { (when(lang, g.at)) }
+                        td { (lang.t(&format!("grant.{}", g.kind))) }
+                        td { (g.order_id) }
+                        td { (bytes_cell(lang, g.bytes)) }
+                        td { (g.amount) " " (g.currency) }
+                    } } }
+                }
+            }
             p { a href="/console" { (lang.t("common.cancel")) } }
         },
     )

@@ -475,3 +475,99 @@ async fn english_by_switch_or_by_the_browser_chinese_otherwise() {
     let back = get_with(&app, "/console/lang/xx?next=https://evil.example", &cookie).await;
     assert_eq!(back.headers()["location"], "/console");
 }
+
+#[tokio::test]
+async fn a_package_page_charts_daily_use_and_its_statement_downloads_as_csv() {
+    let app = spawn_app().await;
+    app.buy("biz-1", "alice", SMALL_SKU).await;
+    app.buy("biz-3", "bob", SMALL_SKU).await;
+    assert_eq!(app.create_task("task-a", "biz-1").await.0, 201);
+    app.traffic(serde_json::json!([report("task-a", "r-1", 8_500)]))
+        .await;
+    let results = app
+        .traffic(serde_json::json!([report("task-a", "r-2", 2_000)]))
+        .await;
+    assert_eq!(results[0]["action"], "stop", "{results:?}");
+    let today = Utc::now()
+        .with_timezone(&chrono::FixedOffset::east_opt(8 * 3600).unwrap())
+        .date_naive()
+        .to_string();
+    let cookie = sign_in(&app, "biz-1").await;
+
+    let page = get_with(&app, "/console/packages/biz-1", &cookie).await;
+    assert_eq!(page.status(), 200);
+    let html = page.text().await.unwrap();
+    assert!(
+        html.contains("<svg") && html.contains("class=\"stop\""),
+        "{html}"
+    );
+    let table = html
+        .split("id=\"usage-table\"")
+        .nth(1)
+        .unwrap()
+        .split("</table>")
+        .next()
+        .unwrap();
+    assert_eq!(
+        table.matches("<tr>").count(),
+        1 + 30,
+        "a header and 30 days"
+    );
+    let row = table
+        .split(&format!("<th scope=\"row\">{today}</th>"))
+        .nth(1)
+        .unwrap();
+    assert!(
+        row.starts_with("<td>10.25 KiB (10,500 字节)</td><td>是</td>"),
+        "{row}"
+    );
+    assert!(
+        html.contains("order-biz-1") && html.contains("购买"),
+        "the grant: {html}"
+    );
+    let ninety = get_with(&app, "/console/packages/biz-1?days=90", &cookie)
+        .await
+        .text()
+        .await
+        .unwrap();
+    let table = ninety
+        .split("id=\"usage-table\"")
+        .nth(1)
+        .unwrap()
+        .split("</table>")
+        .next()
+        .unwrap();
+    assert_eq!(table.matches("<tr>").count(), 1 + 90);
+
+    let csv = get_with(&app, "/console/packages/biz-1/statement.csv", &cookie).await;
+    assert_eq!(csv.status(), 200);
+    assert!(csv.headers()["content-disposition"]
+        .to_str()
+        .unwrap()
+        .contains("statement-biz-1.csv"));
+    let text = csv.text().await.unwrap();
+    assert!(
+        text.starts_with("\u{feff}record,instanceId,date,"),
+        "{text}"
+    );
+    assert!(
+        text.contains(",OrderCreated,order-biz-1,10000,10.00,CNY,"),
+        "{text}"
+    );
+    assert!(
+        text.contains(&format!("day,biz-1,{today},TrafficConsumed,,10500,,,true")),
+        "{text}"
+    );
+    assert_eq!(text.lines().count(), 1 + 1 + 90);
+
+    // Bob's package: neither its page nor its statement.
+    assert_eq!(
+        get_with(&app, "/console/packages/biz-3", &cookie)
+            .await
+            .status(),
+        404
+    );
+    let foreign = get_with(&app, "/console/packages/biz-3/statement.csv", &cookie).await;
+    assert_eq!(foreign.status(), 404);
+    assert!(!foreign.text().await.unwrap().contains("record,"));
+}

@@ -28,6 +28,7 @@ struct Driver {
     child: Child,
     port: u16,
     _profile: tempfile::TempDir,
+    downloads: tempfile::TempDir,
 }
 
 impl Drop for Driver {
@@ -77,6 +78,7 @@ async fn start_driver() -> Driver {
         child,
         port,
         _profile: tempfile::tempdir().unwrap(),
+        downloads: tempfile::tempdir().unwrap(),
     };
     for _ in 0..WAIT_ATTEMPTS_MAX {
         if tokio::net::TcpStream::connect(("127.0.0.1", port))
@@ -107,7 +109,11 @@ async fn browser(driver: &Driver, accept_language: &str) -> Client {
     args.push("--hide-scrollbars".to_owned());
     let mut options = json!({
         "args": args,
-        "prefs": {"intl.accept_languages": accept_language},
+        "prefs": {
+            "intl.accept_languages": accept_language,
+            "download.default_directory": driver.downloads.path(),
+            "download.prompt_for_download": false,
+        },
     });
     if std::path::Path::new("/usr/bin/chromium").exists() {
         options["binary"] = json!("/usr/bin/chromium");
@@ -236,6 +242,41 @@ async fn a_customer_signs_in_renews_destroys_switches_language_and_signs_out() {
         Some("https://market.example.com/renew?instanceId=biz%2D1")
     );
     screenshot(&client, "console-zh.png").await;
+
+    // The usage chart and the statement of a package.
+    client
+        .find(Locator::Css("#package-biz-1 a.details"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    let details = showing(&client, "usage-table").await;
+    assert!(
+        details.contains("<svg") && details.contains("order-biz-1"),
+        "{details}"
+    );
+    screenshot(&client, "console-package-zh.png").await;
+    client
+        .find(Locator::Id("statement-csv"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    let statement = driver.downloads.path().join("statement-biz-1.csv");
+    let mut csv = String::new();
+    for _ in 0..WAIT_ATTEMPTS_MAX {
+        if let Ok(text) = std::fs::read_to_string(&statement) {
+            csv = text;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(POLL_MS)).await;
+    }
+    assert!(
+        csv.starts_with("\u{feff}record,") && csv.contains("order-biz-1"),
+        "{csv:?}"
+    );
 
     // The ticket in the link is spent: going back to it shows how to come back instead.
     client.goto(&verify_url(&app, "biz-1")).await.unwrap();
