@@ -571,3 +571,50 @@ async fn a_package_page_charts_daily_use_and_its_statement_downloads_as_csv() {
     assert_eq!(foreign.status(), 404);
     assert!(!foreign.text().await.unwrap().contains("record,"));
 }
+
+/// The overview of a large customer: 50 packages and 500 tasks, all shown. Prints how long the
+/// overview takes over loopback (median and slowest of 20), the figure the README quotes; speed
+/// is measured here, not asserted.
+#[tokio::test]
+async fn an_overview_of_50_packages_and_500_tasks_shows_them_all() {
+    const PACKAGES: usize = 50;
+    const TASKS_PER_PACKAGE: usize = 10;
+    const RUNS: usize = 20;
+    let app = spawn_app().await;
+    for p in 0..PACKAGES {
+        app.buy(&format!("big-{p:02}"), "alice", "FW_GOODS-500232-1")
+            .await;
+    }
+    for p in 0..PACKAGES {
+        let creates = (0..TASKS_PER_PACKAGE).map(|t| {
+            let (task, package) = (format!("task-{p:02}-{t}"), format!("big-{p:02}"));
+            let app = &app;
+            async move { app.create_task(&task, &package).await.0 }
+        });
+        for status in futures::future::join_all(creates).await {
+            assert_eq!(status, 201);
+        }
+    }
+    let cookie = sign_in(&app, "big-00").await;
+    let mut times_ms = Vec::new();
+    let mut html = String::new();
+    for _ in 0..RUNS {
+        let started = std::time::Instant::now();
+        let response = get_with(&app, "/console", &cookie).await;
+        html = response.text().await.unwrap();
+        times_ms.push(started.elapsed().as_secs_f64() * 1000.0);
+    }
+    assert_eq!(html.matches("<section class=\"package\"").count(), PACKAGES);
+    assert_eq!(
+        html.matches("<tr id=\"task-").count(),
+        PACKAGES * TASKS_PER_PACKAGE
+    );
+    times_ms.sort_by(f64::total_cmp);
+    println!(
+        "console overview, {PACKAGES} packages and {} tasks ({} bytes of HTML): median {:.1} ms, slowest {:.1} ms of {RUNS}",
+        PACKAGES * TASKS_PER_PACKAGE,
+        html.len(),
+        times_ms[RUNS / 2],
+        times_ms[RUNS - 1]
+    );
+}
