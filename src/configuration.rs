@@ -226,7 +226,7 @@ pub const POOL_SIZE_MAX: usize = 256;
 pub const VERIFY_WINDOW_S_DEFAULT: u64 = 300;
 /// Longest accepted window: a signed sign-in link must not stay usable for long.
 pub const VERIFY_WINDOW_S_MAX: u64 = 3600;
-/// Lifetime of a console session made by a login-free sign-in.
+/// How long a console session lasts after its last use.
 pub const SESSION_TTL_S_DEFAULT: u64 = 600;
 pub const SESSION_TTL_S_MAX: u64 = 86_400;
 /// How often the sweeper looks for orders whose expiry has passed.
@@ -654,6 +654,12 @@ mod tests {
         assert!(load("[marketplace]\nverify_window_s = 0\n").is_err());
         assert!(load("[orders]\nexpiry_sweep_s = 99999\n").is_err());
         assert!(load("[console]\npublic_url = \"ftp://x\"\n").is_err());
+        assert!(load("[console]\nrenew_url = \"javascript:alert(1)\"\n").is_err());
+        let renew = load("[console]\nrenew_url = \"https://market.example.com/renew\"\n").unwrap();
+        assert_eq!(
+            renew.renew_url.as_deref(),
+            Some("https://market.example.com/renew")
+        );
         let config = load("[console]\npublic_url = \"https://dts.example.com/\"\n").unwrap();
         assert_eq!(
             config.public_url.as_deref(),

@@ -29,33 +29,14 @@ pub fn instance_key(instance_id: &str) -> String {
     format!("instance:{instance_id}")
 }
 
-/// Whether any of the keys used up its failures in the current window.
-pub async fn is_throttled(
+/// Counts an attempt against each key, atomically (a new window when the last one ended), and
+/// says whether any key is now past its limit. Attempts are counted before the credential is
+/// checked, so parallel guesses cannot all slip in under the limit; a right pair is forgiven.
+pub async fn count_attempt(
     client: &impl GenericClient,
-    keys: &[(String, i32)],
+    limits: &[(String, i32)],
     now: DateTime<Utc>,
 ) -> Result<bool, tokio_postgres::Error> {
-    for (key, max) in keys {
-        let row = client
-            .query_opt(
-                "SELECT failures FROM console_login_failures
-                  WHERE key = $1 AND window_started_at > $2::timestamptz - make_interval(secs => $3::float8)",
-                &[key, &now, &(FAILURE_WINDOW_S as f64)],
-            )
-            .await?;
-        if row.is_some_and(|row| row.get::<_, i32>(0) >= *max) {
-            return Ok(true);
-        }
-    }
-    Ok(false)
-}
-
-/// Counts one failure against each key (a new window when the last one ended).
-pub async fn count_failure(
-    client: &impl GenericClient,
-    keys: &[String],
-    now: DateTime<Utc>,
-) -> Result<(), tokio_postgres::Error> {
     let window = FAILURE_WINDOW_S as f64;
     client
         .execute(
@@ -64,17 +45,39 @@ pub async fn count_failure(
             &[&now, &window],
         )
         .await?;
-    for key in keys {
-        client
-            .execute(
+    let mut throttled = false;
+    for (key, max) in limits {
+        let row = client
+            .query_one(
                 "INSERT INTO console_login_failures AS f (key, window_started_at, failures)
                  VALUES ($1, $2, 1)
                  ON CONFLICT (key) DO UPDATE SET
-                   failures = CASE WHEN f.window_started_at <= $2::timestamptz - make_interval(secs => $3::float8)
+                   failures = CASE WHEN f.window_started_at
+                                        <= $2::timestamptz - make_interval(secs => $3::float8)
                                    THEN 1 ELSE f.failures + 1 END,
-                   window_started_at = CASE WHEN f.window_started_at <= $2::timestamptz - make_interval(secs => $3::float8)
-                                   THEN $2 ELSE f.window_started_at END",
+                   window_started_at = CASE WHEN f.window_started_at
+                                        <= $2::timestamptz - make_interval(secs => $3::float8)
+                                   THEN $2 ELSE f.window_started_at END
+                 RETURNING failures",
                 &[key, &now, &window],
+            )
+            .await?;
+        throttled |= row.get::<_, i32>(0) > *max;
+    }
+    Ok(throttled)
+}
+
+/// Takes back the attempt of a right pair: only failures count.
+pub async fn forgive(
+    client: &impl GenericClient,
+    limits: &[(String, i32)],
+) -> Result<(), tokio_postgres::Error> {
+    for (key, _) in limits {
+        client
+            .execute(
+                "UPDATE console_login_failures SET failures = greatest(failures - 1, 0)
+                  WHERE key = $1",
+                &[key],
             )
             .await?;
     }

@@ -474,7 +474,7 @@ async fn login_submit(
     ];
     let client = console.pool.get().await.map_err(pool_error(lang))?;
     let now = Utc::now();
-    if login::is_throttled(&client, &limits, now)
+    if login::count_attempt(&client, &limits, now)
         .await
         .map_err(db_error(lang))?
     {
@@ -511,10 +511,6 @@ async fn login_submit(
         _ => None,
     };
     let Some(package) = package else {
-        let keys: Vec<String> = limits.iter().map(|(key, _)| key.clone()).collect();
-        login::count_failure(&client, &keys, now)
-            .await
-            .map_err(db_error(lang))?;
         tracing::info!(%address, "console: wrong order credential");
         return Ok(refuse_login(
             lang,
@@ -524,6 +520,9 @@ async fn login_submit(
         )
         .await);
     };
+    login::forgive(&client, &limits)
+        .await
+        .map_err(db_error(lang))?;
     open_session(&console, &client, keys, &package.jd_pin, lang).await
 }
 

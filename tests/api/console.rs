@@ -618,3 +618,53 @@ async fn an_overview_of_50_packages_and_500_tasks_shows_them_all() {
         times_ms[RUNS - 1]
     );
 }
+
+#[tokio::test]
+async fn a_session_ends_when_left_unused_for_its_lifetime() {
+    let app = spawn_app_with(dts_ledger::configuration::Config {
+        session_ttl_s: 1,
+        ..test_config()
+    })
+    .await;
+    app.buy("biz-1", "alice", SMALL_SKU).await;
+    let cookie = sign_in(&app, "biz-1").await;
+    assert_eq!(get_with(&app, "/console", &cookie).await.status(), 200);
+    tokio::time::sleep(std::time::Duration::from_millis(2_100)).await;
+    let after = get_with(&app, "/console", &cookie).await;
+    assert_eq!(after.status(), 303);
+    assert_eq!(after.headers()["location"], "/console/login");
+}
+
+#[tokio::test]
+async fn wrong_pairs_from_one_address_are_limited_whatever_the_instance() {
+    let app = spawn_app().await;
+    let code = buy_with_code(&app, "biz-1", "alice").await;
+    // 30 wrong pairs, each for another instance so that no per-instance limit is reached.
+    let wrong = (0..30).map(|n| {
+        let app = &app;
+        async move {
+            app.http
+                .post(format!("{}/console/login", app.address))
+                .form(&[
+                    ("instanceId", format!("guess-{n}")),
+                    ("authCode", "0".repeat(32)),
+                ])
+                .send()
+                .await
+                .unwrap()
+                .status()
+                .as_u16()
+        }
+    });
+    for status in futures::future::join_all(wrong).await {
+        assert_eq!(status, 401);
+    }
+    let right = app
+        .http
+        .post(format!("{}/console/login", app.address))
+        .form(&[("instanceId", "biz-1"), ("authCode", code.as_str())])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(right.status(), 429, "this address used up its attempts");
+}
