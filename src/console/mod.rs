@@ -666,9 +666,29 @@ fn not_found(console: &Console, customer: &Customer, lang: Lang) -> HttpResponse
     )
 }
 
-/// The version a form carries: the task's last change, so a form older than it is stale.
-fn version_of(task: &Task) -> String {
-    task.updated_at.timestamp_micros().to_string()
+/// The version a form carries: the version of the task's own stream, which moves with every
+/// change of its binding or state (created, rebound, stopped, resumed, destroyed) but not with
+/// its traffic (which goes to the package's stream), so a running task's forms do not go stale
+/// with every report. One step back along the `(stream_id, version)` index.
+async fn version_of(
+    client: &impl GenericClient,
+    task: &Task,
+    lang: Lang,
+) -> Result<String, PageError> {
+    let statement = client
+        .prepare_cached(
+            "SELECT version FROM events WHERE stream_id = $1 ORDER BY version DESC LIMIT 1",
+        )
+        .await
+        .map_err(db_error(lang))?;
+    let row = client
+        .query_opt(
+            &statement,
+            &[&projections::events::task_stream(&task.task_id)],
+        )
+        .await
+        .map_err(db_error(lang))?;
+    Ok(row.map_or(0, |row| row.get::<_, i64>(0)).to_string())
 }
 
 /// The signed-in customer and their task, or the answer to give instead.
@@ -715,13 +735,8 @@ async fn renew_form(
             bytes_remaining: p.bytes_remaining.get(),
         })
         .collect();
-    let body = pages::renew(
-        lang,
-        &customer.who(),
-        &task,
-        &version_of(&task),
-        &candidates,
-    );
+    let version = version_of(&client, &task, lang).await?;
+    let body = pages::renew(lang, &customer.who(), &task, &version, &candidates);
     Ok(signed_in_page(&console, &customer, StatusCode::OK, body))
 }
 
@@ -791,7 +806,7 @@ async fn renew_submit(
     if !csrf_ok(&console, &customer, &form.csrf) {
         return Ok(csrf_refused(&console, &customer, lang));
     }
-    if form.version != version_of(&task) {
+    if form.version != version_of(&client, &task, lang).await? {
         return Ok(stale(&console, &customer, &task, lang));
     }
     let Some(target) = own_package(&client, &customer, &form.to, lang).await? else {
@@ -823,7 +838,8 @@ async fn destroy_form(
         Ok(found) => found,
         Err(answer) => return Ok(answer),
     };
-    let body = pages::destroy(lang, &customer.who(), &task, &version_of(&task));
+    let version = version_of(&client, &task, lang).await?;
+    let body = pages::destroy(lang, &customer.who(), &task, &version);
     Ok(signed_in_page(&console, &customer, StatusCode::OK, body))
 }
 
@@ -848,7 +864,7 @@ async fn destroy_submit(
     if !csrf_ok(&console, &customer, &form.csrf) {
         return Ok(csrf_refused(&console, &customer, lang));
     }
-    if form.version != version_of(&task) {
+    if form.version != version_of(&client, &task, lang).await? {
         return Ok(stale(&console, &customer, &task, lang));
     }
     drop(client);

@@ -328,6 +328,9 @@ async fn renew_moves_a_task_as_the_customer_from_the_console() {
     assert_eq!(foreign.status(), 404);
     assert!(app.events_of("TaskRebound").await.is_empty());
 
+    // Traffic meanwhile does not make the form stale: only the task's binding and state do.
+    app.traffic(serde_json::json!([report("task-a", "r-1", 100)]))
+        .await;
     let done = post_form(
         &app,
         "/console/tasks/task-a/renew",
