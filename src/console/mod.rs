@@ -373,7 +373,8 @@ async fn open_session(
 
 #[derive(Deserialize)]
 struct EnterQuery {
-    ticket: String,
+    /// Optional so that a link cut short gets the page saying how to come back, not an error.
+    ticket: Option<String>,
 }
 
 /// `GET /console/enter?ticket=…`: where the login-free link lands.
@@ -399,7 +400,7 @@ async fn enter(
     let Some(keys) = &console.keys else {
         return Ok(refused(&ticket::TicketError::Forged));
     };
-    let opened = match ticket::open(keys, &query.ticket, Utc::now()) {
+    let opened = match ticket::open(keys, query.ticket.as_deref().unwrap_or(""), Utc::now()) {
         Ok(opened) => opened,
         Err(reason) => return Ok(refused(&reason)),
     };

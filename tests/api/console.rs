@@ -152,6 +152,7 @@ async fn a_verify_link_opens_one_session_and_lands_on_a_clean_url() {
     );
     let forged = format!("{}0", &link[..link.len() - 1]);
     assert_eq!(app.get(&forged).await.status(), 403);
+    assert_eq!(app.get("/console/enter").await.status(), 403);
     let anonymous = app.get("/console").await;
     assert_eq!(anonymous.status(), 303);
     assert_eq!(anonymous.headers()["location"], "/console/login");
