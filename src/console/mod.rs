@@ -72,6 +72,8 @@ pub fn scope(state: &AppState) -> impl HttpServiceFactory + 'static {
     web::scope("/console")
         .app_data(console)
         .app_data(web::FormConfig::default().limit(FORM_BYTES_MAX))
+        // An overview of hundreds of tasks is mostly repeated markup: gzip shrinks it twentyfold.
+        .wrap(middleware::Compress::default())
         .wrap(
             middleware::DefaultHeaders::new()
                 .add((header::CONTENT_SECURITY_POLICY, CONTENT_SECURITY_POLICY))

@@ -613,6 +613,17 @@ async fn an_overview_of_50_packages_and_500_tasks_shows_them_all() {
         html.matches("<tr id=\"task-").count(),
         PACKAGES * TASKS_PER_PACKAGE
     );
+    let gzipped = app
+        .http
+        .get(format!("{}/console", app.address))
+        .header("cookie", &cookie)
+        .header("accept-encoding", "gzip")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(gzipped.headers()["content-encoding"], "gzip");
+    let gzipped_bytes = gzipped.bytes().await.unwrap().len();
+    println!("console overview gzipped: {gzipped_bytes} bytes");
     times_ms.sort_by(f64::total_cmp);
     println!(
         "console overview, {PACKAGES} packages and {} tasks ({} bytes of HTML): median {:.1} ms, slowest {:.1} ms of {RUNS}",

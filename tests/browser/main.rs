@@ -191,7 +191,19 @@ async fn seeded_app() -> TestApp {
     })
     .await;
     app.buy("biz-1", "alice", SMALL_SKU).await;
-    app.buy("biz-2", "alice", "FW_GOODS-500232-1").await;
+    let expiry = cst(Utc::now() + chrono::Duration::days(365));
+    let bought = app
+        .callback(&[
+            ("action", "createInstance"),
+            ("jdPin", "alice"),
+            ("orderBizId", "biz-2"),
+            ("orderId", "order-biz-2"),
+            ("serviceCode", "dts"),
+            ("skuId", "FW_GOODS-500232-1"),
+            ("expiredOn", &expiry),
+        ])
+        .await;
+    assert_eq!(bought.status(), 200);
     app.buy("biz-3", "bob", SMALL_SKU).await;
     for (task, package) in [
         ("task-a", "biz-1"),
