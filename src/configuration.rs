@@ -134,6 +134,7 @@ struct ConsoleFile {
     public_url: Option<String>,
     secret: Option<Secret>,
     session_ttl_s: Option<u64>,
+    renew_url: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -238,7 +239,7 @@ pub const POOL_SIZE_MAX: usize = 256;
 pub const VERIFY_WINDOW_S_DEFAULT: u64 = 300;
 /// Longest accepted window: a signed sign-in link must not stay usable for long.
 pub const VERIFY_WINDOW_S_MAX: u64 = 3600;
-/// Lifetime of a console session made by a login-free sign-in.
+/// How long a console session lasts after its last use.
 pub const SESSION_TTL_S_DEFAULT: u64 = 600;
 pub const SESSION_TTL_S_MAX: u64 = 86_400;
 /// How often the sweeper looks for orders whose expiry has passed.
@@ -356,6 +357,8 @@ pub struct Config {
     /// marketplace key.
     pub console_secret: Option<Secret>,
     pub session_ttl_s: u64,
+    /// The marketplace's renewal page; the console links to it with `instanceId=<id>` appended.
+    pub renew_url: Option<String>,
     /// Bearer token of operators and finance for the read APIs.
     pub admin_token: Option<Secret>,
     /// Bearer tokens of DTS agents and the control plane (tasks and traffic).
@@ -381,6 +384,7 @@ impl Config {
             public_url: None,
             console_secret: None,
             session_ttl_s: SESSION_TTL_S_DEFAULT,
+            renew_url: None,
             admin_token: None,
             reporter_tokens: Vec::new(),
             expiry_sweep_s: EXPIRY_SWEEP_S_DEFAULT,
@@ -611,8 +615,17 @@ impl Config {
                 )));
             }
         }
+        let renew_url = file.console.renew_url.filter(|url| !url.is_empty());
+        if let Some(url) = &renew_url {
+            if !url.starts_with("https://") && !url.starts_with("http://") {
+                return Err(fail(format!(
+                    "console.renew_url {url:?} must start with http:// or https://"
+                )));
+            }
+        }
         Ok(Config {
             marketplace_key,
+            renew_url,
             verify_window_s: in_range(
                 "marketplace.verify_window_s",
                 file.marketplace.verify_window_s,
@@ -790,6 +803,12 @@ mod tests {
         assert!(load("[marketplace]\nverify_window_s = 0\n").is_err());
         assert!(load("[orders]\nexpiry_sweep_s = 99999\n").is_err());
         assert!(load("[console]\npublic_url = \"ftp://x\"\n").is_err());
+        assert!(load("[console]\nrenew_url = \"javascript:alert(1)\"\n").is_err());
+        let renew = load("[console]\nrenew_url = \"https://market.example.com/renew\"\n").unwrap();
+        assert_eq!(
+            renew.renew_url.as_deref(),
+            Some("https://market.example.com/renew")
+        );
         let config = load("[console]\npublic_url = \"https://dts.example.com/\"\n").unwrap();
         assert_eq!(
             config.public_url.as_deref(),

@@ -5,6 +5,7 @@ pub mod audit;
 pub mod auth;
 pub mod cli;
 pub mod configuration;
+pub mod console;
 pub mod database;
 pub mod domain;
 pub mod error;

@@ -221,7 +221,7 @@ impl Application {
                     "/v1/tasks/{task_id}/renew",
                     web::post().to(routes::tasks::renew_task),
                 )
-                .route("/console", web::get().to(routes::console::console))
+                .service(crate::console::scope(&state))
                 .default_service(web::to(not_found))
         })
         .shutdown_timeout(SHUTDOWN_GRACE_S)

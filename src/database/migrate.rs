@@ -63,6 +63,11 @@ const MIGRATIONS: &[Migration] = &[
         name: "checkpoints",
         sql: include_str!("../../schema/0009_checkpoints.sql"),
     },
+    Migration {
+        version: 11,
+        name: "console",
+        sql: include_str!("../../schema/0011_console.sql"),
+    },
 ];
 
 /// An arbitrary constant naming the advisory lock taken while migrating.

@@ -379,14 +379,26 @@ impl<'a> UnitOfWork<'a> {
         }
         // Independent statements on one connection are pipelined: the projection writes and the
         // stream-head reads cost one round trip, not five.
-        let (_, _, _, _, prepared) = tokio::try_join!(
-            async { Ok(rows::insert_packages(&tx, &new_packages).await?) },
-            async { Ok(rows::update_packages(&tx, &changed_packages).await?) },
-            async { Ok(rows::insert_tasks(&tx, &new_tasks).await?) },
-            async { Ok(rows::update_tasks(&tx, &changed_tasks).await?) },
+        let (packages_new, packages_changed, tasks_new, tasks_changed, prepared) = tokio::join!(
+            rows::insert_packages(&tx, &new_packages),
+            rows::update_packages(&tx, &changed_packages),
+            rows::insert_tasks(&tx, &new_tasks),
+            rows::update_tasks(&tx, &changed_tasks),
             store::prepare(&tx, events, &[], draft.now),
-        )
-        .map_err(|error: StoreError| LedgerError::Store(error))?;
+        );
+        let failed = [packages_new, packages_changed, tasks_new, tasks_changed]
+            .into_iter()
+            .filter_map(|written| written.err().map(StoreError::from));
+        let prepared = match prepared {
+            Ok(prepared) => match store::first_cause(failed) {
+                None => prepared,
+                Some(error) => return Err(LedgerError::Store(error)),
+            },
+            Err(error) => {
+                let cause = store::first_cause(failed.chain(std::iter::once(error)));
+                return Err(LedgerError::Store(cause.expect("one error at least")));
+            }
+        };
         let appended = store::write(&tx, prepared).await?;
         if appended.recorded_at != draft.now {
             // Another append (another lane, another process) took a later time first: the events
@@ -409,10 +421,17 @@ impl<'a> UnitOfWork<'a> {
                 .keys()
                 .filter_map(|id| refolded.tasks.get(id))
                 .collect();
-            tokio::try_join!(
+            let (packages, tasks) = tokio::join!(
                 rows::update_packages(&tx, &packages),
                 rows::update_tasks(&tx, &tasks)
-            )?;
+            );
+            let failed = [packages.err(), tasks.err()]
+                .into_iter()
+                .flatten()
+                .map(StoreError::from);
+            if let Some(error) = store::first_cause(failed) {
+                return Err(LedgerError::Store(error));
+            }
         }
         if !announced.is_empty() {
             let positions: Vec<i64> = announced

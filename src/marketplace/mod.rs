@@ -303,19 +303,10 @@ async fn verify(
             format!("instanceId {instance_id} is not known"),
         ),
         Ok(_) => {
-            let Some(credentials) = &state.credentials else {
-                return failure(action, StatusCode::FORBIDDEN, "sign-in is not configured");
-            };
-            let expires = now + chrono::Duration::seconds(state.config.session_ttl_s as i64);
-            let session = credentials.session(instance_id, expires);
-            let id = percent_encoding::utf8_percent_encode(
-                instance_id.as_str(),
-                percent_encoding::NON_ALPHANUMERIC,
-            );
-            Reply::Redirect(format!(
-                "{}/console?instanceId={id}&session={session}",
-                state.public_url
-            ))
+            match crate::console::sign_in_url(&state.config, &state.public_url, instance_id, now) {
+                Some(url) => Reply::Redirect(url),
+                None => failure(action, StatusCode::FORBIDDEN, "sign-in is not configured"),
+            }
         }
         Err(error) => {
             tracing::warn!(%error, "sign-in failed: database error");

@@ -2,7 +2,6 @@
 
 pub mod body;
 pub mod cloud_order;
-pub mod console;
 pub mod health;
 pub mod ledger;
 pub mod orders;

@@ -261,10 +261,12 @@ pub async fn write(tx: &Transaction<'_>, prepared: Prepared) -> Result<Appended,
         };
         let (head_set, inserted) = tokio::join!(set_head, insert);
         // The rows' error comes first: once they fail, the head's update only reports the
-        // aborted transaction.
-        inserted?;
-        head_set?;
-        return Ok(appended);
+        // aborted transaction (and the other way round).
+        let failed = [inserted.err(), head_set.err().map(StoreError::from)];
+        return match super::first_cause(failed.into_iter().flatten()) {
+            Some(error) => Err(error),
+            None => Ok(appended),
+        };
     }
 
     let copy = tx
@@ -298,9 +300,14 @@ pub async fn write(tx: &Transaction<'_>, prepared: Prepared) -> Result<Appended,
         writer.as_mut().finish().await.map(drop)
     };
     let (head_set, written) = tokio::join!(set_head, written);
-    written.map_err(classify)?;
-    head_set?;
-    Ok(appended)
+    let failed = [
+        written.err().map(classify),
+        head_set.err().map(StoreError::from),
+    ];
+    match super::first_cause(failed.into_iter().flatten()) {
+        Some(error) => Err(error),
+        None => Ok(appended),
+    }
 }
 
 /// One event with everything its row needs.

@@ -210,6 +210,25 @@ impl StoreError {
     }
 }
 
+/// The error worth reporting from statements pipelined in one transaction. Once one of them fails,
+/// every later one reports only "current transaction is aborted" (SQLSTATE 25P02), and which
+/// future sees its answer first is up to the scheduler: the cause (a unique violation to retry on,
+/// say) is the error that is not that echo.
+pub fn first_cause(errors: impl IntoIterator<Item = StoreError>) -> Option<StoreError> {
+    let is_echo = |error: &StoreError| {
+        matches!(error, StoreError::Database(e)
+            if e.code() == Some(&tokio_postgres::error::SqlState::IN_FAILED_SQL_TRANSACTION))
+    };
+    let mut echo = None;
+    for error in errors {
+        if !is_echo(&error) {
+            return Some(error);
+        }
+        echo.get_or_insert(error);
+    }
+    echo
+}
+
 /// Times are stored with microsecond precision; truncating before hashing makes the hash of a
 /// stored row recomputable.
 pub fn truncate_to_micros(at: DateTime<Utc>) -> DateTime<Utc> {

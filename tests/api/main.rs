@@ -1,6 +1,7 @@
 //! Integration tests: the real service over HTTP against a real PostgreSQL.
 
 mod audit;
+mod console;
 mod health;
 mod helpers;
 mod marketplace;

@@ -1,0 +1,126 @@
+//! The daily usage chart, drawn by the server as inline SVG (readable without JavaScript; the
+//! page's table carries the same numbers for screen readers).
+
+use super::format;
+use super::i18n::Lang;
+use super::usage::Day;
+use maud::{html, Markup};
+
+/// Gridlines above the baseline.
+pub const STEPS: u64 = 4;
+/// The smallest step: below 1 KiB a day's use is noise on a chart meant for GiB and TiB.
+const STEP_BYTES_MIN: u64 = 1024;
+/// Step sizes tried within each binary unit.
+const MANTISSAS: [u64; 9] = [1, 2, 5, 10, 20, 50, 100, 200, 500];
+
+const WIDTH: u64 = 720;
+const HEIGHT: u64 = 220;
+const LEFT: u64 = 84;
+const TOP: u64 = 10;
+const BOTTOM: u64 = 40;
+
+/// The axis: `STEPS` equal steps of a round size (1, 2 or 5 × a power of 1024) covering `max`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Scale {
+    pub step_bytes: u64,
+}
+
+impl Scale {
+    pub fn covering(max_bytes: u64) -> Scale {
+        let needed = max_bytes.div_ceil(STEPS).max(STEP_BYTES_MIN);
+        for unit in (10..=60).step_by(10) {
+            for m in MANTISSAS {
+                let step = m.saturating_mul(1u64 << unit);
+                if step >= needed {
+                    return Scale { step_bytes: step };
+                }
+            }
+        }
+        Scale {
+            step_bytes: u64::MAX / STEPS,
+        }
+    }
+
+    pub fn top_bytes(self) -> u64 {
+        self.step_bytes.saturating_mul(STEPS)
+    }
+
+    /// The height of `bytes` in a plot `height` units tall.
+    pub fn height(self, bytes: u64, height: u64) -> u64 {
+        let top = u128::from(self.top_bytes().max(1));
+        (u128::from(bytes.min(self.top_bytes())) * u128::from(height) / top) as u64
+    }
+}
+
+pub fn svg(lang: Lang, title: &str, days: &[Day]) -> Markup {
+    let scale = Scale::covering(days.iter().map(|d| d.bytes).max().unwrap_or(0));
+    let plot_w = WIDTH - LEFT - 8;
+    let plot_h = HEIGHT - TOP - BOTTOM;
+    let count = days.len().max(1) as u64;
+    let bar_w = (plot_w / count).max(1);
+    let gap = if bar_w > 4 { 1 } else { 0 };
+    let base = TOP + plot_h;
+    let label_every = if count > 45 { 15 } else { 5 };
+    html! {
+        svg.chart viewBox={ "0 0 " (WIDTH) " " (HEIGHT) } role="img" aria-label=(title)
+            xmlns="http://www.w3.org/2000/svg" {
+            @for i in 0..=STEPS {
+                @let y = base - plot_h * i / STEPS;
+                line x1=(LEFT) x2=(WIDTH - 8) y1=(y) y2=(y) stroke="#c8c8c8" stroke-width="1" {}
+                text x=(LEFT - 6) y=(y + 4) text-anchor="end" font-size="11" fill="#4a4a4a" {
+                    (format::bytes(scale.step_bytes * i))
+                }
+            }
+            @for (i, day) in days.iter().enumerate() {
+                @let x = LEFT + bar_w * i as u64;
+                @let h = scale.height(day.bytes, plot_h);
+                rect x=(x + gap) y=(base - h) width=(bar_w - gap) height=(h) fill="#0b57d0" {
+                    title { (day.date) ": " (format::bytes(day.bytes)) }
+                }
+                @if day.stopped {
+                    rect.stop x=(x) y=(base + 3) width=(bar_w.max(3)) height="6" fill="#a50e0e" {
+                        title { (day.date) ": " (lang.t("chart.stopped")) }
+                    }
+                }
+                @if i as u64 % label_every == 0 || i + 1 == days.len() {
+                    text x=(x) y=(HEIGHT - 8) font-size="11" fill="#4a4a4a" { (day.date.format("%m-%d")) }
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_scale_is_round_and_covers_the_largest_day() {
+        assert_eq!(Scale::covering(0).step_bytes, 1024);
+        assert_eq!(Scale::covering(4096).step_bytes, 1024);
+        assert_eq!(Scale::covering(4097).step_bytes, 2 * 1024);
+        assert_eq!(Scale::covering(8_500).step_bytes, 5 * 1024);
+        let tib = 1u64 << 40;
+        assert_eq!(Scale::covering(tib).step_bytes, 500 << 30);
+        assert_eq!(Scale::covering(3 * tib).step_bytes, 1 << 40);
+        for max in [1u64, 999, 1 << 20, 123_456_789, 7 << 40, u64::MAX / 8] {
+            let scale = Scale::covering(max);
+            assert!(scale.top_bytes() >= max, "{max}");
+            assert!(
+                scale.top_bytes() < max.max(1024).saturating_mul(20),
+                "{max} is not squashed"
+            );
+        }
+        assert_eq!(Scale::covering(u64::MAX).height(u64::MAX, 100), 100);
+    }
+
+    #[test]
+    fn bars_are_as_high_as_their_share_of_the_axis() {
+        let scale = Scale::covering(4096);
+        assert_eq!(scale.top_bytes(), 4096);
+        assert_eq!(scale.height(4096, 170), 170);
+        assert_eq!(scale.height(2048, 170), 85);
+        assert_eq!(scale.height(0, 170), 0);
+        assert_eq!(scale.height(10_000, 170), 170, "clamped to the plot");
+    }
+}

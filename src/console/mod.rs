@@ -1,0 +1,1014 @@
+//! The customer console (DESIGN §12): what a DTS customer sees and does after signing in, served
+//! as HTML by the service itself under `/console`.
+//!
+//! Sign-in comes from the marketplace's login-free link (a single-use ticket, exchanged for a
+//! session cookie) or from the order credential. A session names a customer (`jdPin`), who sees
+//! every package of that account and the tasks drawing from them, and nothing else.
+
+pub mod chart;
+pub mod csrf;
+pub mod format;
+pub mod i18n;
+pub mod keys;
+pub mod login;
+pub mod pages;
+pub mod session;
+pub mod ticket;
+pub mod usage;
+
+use crate::configuration::Config;
+use crate::ledger::{self, rows, CommandError, Ledger};
+use crate::startup::{AppState, RequestId};
+use crate::store::Metadata;
+use actix_web::cookie::{time::Duration as CookieDuration, Cookie, SameSite};
+use actix_web::dev::HttpServiceFactory;
+use actix_web::http::header;
+use actix_web::http::StatusCode;
+use actix_web::{middleware, web, HttpMessage, HttpRequest, HttpResponse, ResponseError};
+use chrono::{DateTime, Utc};
+use deadpool_postgres::{GenericClient, Pool};
+use i18n::Lang;
+use keys::Keys;
+use maud::html;
+use pages::SignedIn;
+use projections::ids::{InstanceId, JdPin, TaskId};
+use projections::{Package, Task};
+use serde::Deserialize;
+use session::SessionId;
+use std::sync::Arc;
+
+/// Packages shown on one overview: far more than any customer holds (the marketplace sells a
+/// handful per account), and a bound on what one page load reads.
+pub const PACKAGES_SHOWN_MAX: i64 = 1000;
+/// Live tasks shown on one overview, for the same reason.
+pub const TASKS_SHOWN_MAX: i64 = 5000;
+/// How long the language switch is remembered.
+const LANG_COOKIE_DAYS: i64 = 365;
+
+/// The policy every console answer carries: nothing but our own stylesheet and forms; no script,
+/// no frames, no third-party resource of any kind.
+const CONTENT_SECURITY_POLICY: &str = "default-src 'none'; style-src 'self'; img-src 'self'; \
+     form-action 'self'; frame-ancestors 'none'; base-uri 'none'";
+
+/// What the console needs of the application.
+pub struct Console {
+    pool: Pool,
+    ledger: Ledger,
+    config: Arc<Config>,
+    keys: Option<Keys>,
+    /// Cookies only travel over TLS when customers reach us over https.
+    secure_cookies: bool,
+}
+
+/// The `/console` routes.
+pub fn scope(state: &AppState) -> impl HttpServiceFactory + 'static {
+    let console = web::Data::new(Console {
+        pool: state.pool.clone(),
+        ledger: state.ledger.clone(),
+        config: state.config.clone(),
+        keys: Keys::from_config(&state.config),
+        secure_cookies: state.public_url.starts_with("https://"),
+    });
+    web::scope("/console")
+        .app_data(console)
+        .app_data(web::FormConfig::default().limit(FORM_BYTES_MAX))
+        // An overview of hundreds of tasks is mostly repeated markup: gzip shrinks it twentyfold.
+        .wrap(middleware::Compress::default())
+        .wrap(
+            middleware::DefaultHeaders::new()
+                .add((header::CONTENT_SECURITY_POLICY, CONTENT_SECURITY_POLICY))
+                .add((header::X_CONTENT_TYPE_OPTIONS, "nosniff"))
+                .add((header::X_FRAME_OPTIONS, "DENY"))
+                // A sign-in ticket is in the first URL; no other site may see it as a referrer.
+                .add((header::REFERRER_POLICY, "no-referrer"))
+                .add((header::CACHE_CONTROL, "no-store")),
+        )
+        .route("", web::get().to(overview))
+        .route("/", web::get().to(overview))
+        .route("/console.css", web::get().to(stylesheet))
+        .route("/enter", web::get().to(enter))
+        .route("/login", web::get().to(login_form))
+        .route("/login", web::post().to(login_submit))
+        .route("/logout", web::post().to(logout))
+        .route("/lang/{code}", web::get().to(switch_language))
+        .route("/packages/{instance_id}", web::get().to(package_page))
+        .route(
+            "/packages/{instance_id}/statement.csv",
+            web::get().to(statement_csv),
+        )
+        .route("/tasks/{task_id}/renew", web::get().to(renew_form))
+        .route("/tasks/{task_id}/renew", web::post().to(renew_submit))
+        .route("/tasks/{task_id}/destroy", web::get().to(destroy_form))
+        .route("/tasks/{task_id}/destroy", web::post().to(destroy_submit))
+}
+
+/// Largest form accepted: the console's forms carry a few short fields.
+const FORM_BYTES_MAX: usize = 4 * 1024;
+
+/// The login-free sign-in link for `instance_id`: a fresh ticket on the console's exchange
+/// route. `None` when no secret is configured.
+pub fn sign_in_url(
+    config: &Config,
+    public_url: &str,
+    instance_id: &InstanceId,
+    now: DateTime<Utc>,
+) -> Option<String> {
+    let keys = Keys::from_config(config)?;
+    Some(format!(
+        "{public_url}/console/enter?ticket={}",
+        ticket::issue(&keys, instance_id, now)
+    ))
+}
+
+/// A console answer that could not be given: shown as a page.
+#[derive(Debug)]
+pub struct PageError {
+    status: StatusCode,
+    body: String,
+}
+
+impl std::fmt::Display for PageError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "console page {}", self.status)
+    }
+}
+
+impl ResponseError for PageError {
+    fn status_code(&self) -> StatusCode {
+        self.status
+    }
+
+    fn error_response(&self) -> HttpResponse {
+        html_response(self.status, self.body.clone())
+    }
+}
+
+type PageResult = Result<HttpResponse, PageError>;
+
+fn html_response(status: StatusCode, body: String) -> HttpResponse {
+    HttpResponse::build(status)
+        .content_type("text/html; charset=utf-8")
+        .body(body)
+}
+
+fn unavailable(lang: Lang) -> impl FnOnce(&dyn std::error::Error) -> PageError {
+    move |error| {
+        let cause = error.source().map(ToString::to_string);
+        tracing::warn!(%error, ?cause, "console: database unavailable");
+        PageError {
+            status: StatusCode::SERVICE_UNAVAILABLE,
+            body: pages::message(
+                lang,
+                &lang.t("refused.title"),
+                &lang.t("error.unavailable"),
+                None,
+                html! {},
+            ),
+        }
+    }
+}
+
+fn db_error(lang: Lang) -> impl Fn(tokio_postgres::Error) -> PageError {
+    move |error| unavailable(lang)(&error)
+}
+
+fn pool_error(lang: Lang) -> impl Fn(deadpool_postgres::PoolError) -> PageError {
+    move |error| unavailable(lang)(&error)
+}
+
+fn see_other(location: &str) -> actix_web::HttpResponseBuilder {
+    let mut builder = HttpResponse::SeeOther();
+    builder.insert_header((header::LOCATION, location.to_owned()));
+    builder
+}
+
+fn lang_of(req: &HttpRequest) -> Lang {
+    let cookie = req.cookie(i18n::LANG_COOKIE);
+    let accept = req
+        .headers()
+        .get(header::ACCEPT_LANGUAGE)
+        .and_then(|v| v.to_str().ok());
+    Lang::choose(cookie.as_ref().map(|c| c.value()), accept)
+}
+
+impl Console {
+    fn session_cookie(&self, value: String) -> Cookie<'static> {
+        Cookie::build(session::COOKIE_NAME, value)
+            .path("/console")
+            .http_only(true)
+            .secure(self.secure_cookies)
+            .same_site(SameSite::Strict)
+            .max_age(CookieDuration::seconds(self.config.session_ttl_s as i64))
+            .finish()
+    }
+
+    fn ttl(&self) -> chrono::Duration {
+        chrono::Duration::seconds(self.config.session_ttl_s as i64)
+    }
+
+    fn sku_name(&self, package: &Package) -> String {
+        self.config.catalog.get(&package.sku_id).map_or_else(
+            || package.sku_id.as_str().to_owned(),
+            |sku| sku.name.clone(),
+        )
+    }
+
+    fn renew_link(&self, instance_id: &InstanceId) -> Option<String> {
+        let base = self.config.renew_url.as_ref()?;
+        let separator = if base.contains('?') { '&' } else { '?' };
+        let id = percent_encoding::utf8_percent_encode(
+            instance_id.as_str(),
+            percent_encoding::NON_ALPHANUMERIC,
+        );
+        Some(format!("{base}{separator}instanceId={id}"))
+    }
+}
+
+/// A signed-in customer, with the session that proves it.
+struct Customer {
+    jd_pin: JdPin,
+    session: SessionId,
+    csrf: String,
+}
+
+impl Customer {
+    fn who(&self) -> SignedIn<'_> {
+        SignedIn {
+            jd_pin: self.jd_pin.as_str(),
+            csrf: &self.csrf,
+        }
+    }
+}
+
+/// The customer of the request's session cookie (and the session renewed), if any.
+async fn customer(
+    console: &Console,
+    req: &HttpRequest,
+    client: &impl GenericClient,
+    lang: Lang,
+) -> Result<Option<Customer>, PageError> {
+    let (Some(keys), Some(cookie)) = (&console.keys, req.cookie(session::COOKIE_NAME)) else {
+        return Ok(None);
+    };
+    let Some(id) = session::parse_cookie(keys, cookie.value()) else {
+        return Ok(None);
+    };
+    let now = Utc::now();
+    let found = session::touch(client, &id, now, now + console.ttl())
+        .await
+        .map_err(db_error(lang))?;
+    Ok(found.map(|jd_pin| Customer {
+        jd_pin,
+        csrf: csrf::token(keys, id.as_str()),
+        session: id,
+    }))
+}
+
+/// The answer of a signed-in page, with the session cookie renewed for another `session_ttl_s`.
+fn signed_in_page(
+    console: &Console,
+    customer: &Customer,
+    status: StatusCode,
+    body: String,
+) -> HttpResponse {
+    let mut response = html_response(status, body);
+    if let Some(keys) = &console.keys {
+        let cookie = console.session_cookie(session::cookie_value(keys, &customer.session));
+        let _ = response.add_cookie(&cookie);
+    }
+    response
+}
+
+async fn stylesheet() -> HttpResponse {
+    HttpResponse::Ok()
+        .content_type("text/css; charset=utf-8")
+        .insert_header((header::CACHE_CONTROL, "public, max-age=3600"))
+        .body(include_str!("console.css"))
+}
+
+/// The packages of a customer, oldest first.
+async fn packages_of(
+    client: &impl GenericClient,
+    jd_pin: &JdPin,
+) -> Result<Vec<Package>, PageError> {
+    let sql = format!(
+        "SELECT {} FROM packages WHERE jd_pin = $1 ORDER BY created_at, instance_id LIMIT $2",
+        rows::PACKAGE_COLUMNS
+    );
+    let statement = client
+        .prepare_cached(&sql)
+        .await
+        .map_err(db_error(Lang::Zh))?;
+    let found = client
+        .query(&statement, &[&jd_pin.as_str(), &PACKAGES_SHOWN_MAX])
+        .await
+        .map_err(db_error(Lang::Zh))?;
+    found
+        .iter()
+        .map(|row| rows::package_from_row(row).map_err(|e| unavailable(Lang::Zh)(&e)))
+        .collect()
+}
+
+/// The live tasks of these packages, by id.
+async fn tasks_of(
+    client: &impl GenericClient,
+    packages: &[Package],
+) -> Result<Vec<Task>, PageError> {
+    let ids: Vec<&str> = packages.iter().map(|p| p.instance_id.as_str()).collect();
+    let sql = format!(
+        "SELECT {} FROM tasks WHERE instance_id IN (SELECT unnest($1::text[]))
+            AND state <> 'destroyed' ORDER BY task_id LIMIT $2",
+        rows::TASK_COLUMNS
+    );
+    let statement = client
+        .prepare_cached(&sql)
+        .await
+        .map_err(db_error(Lang::Zh))?;
+    let found = client
+        .query(&statement, &[&ids, &TASKS_SHOWN_MAX])
+        .await
+        .map_err(db_error(Lang::Zh))?;
+    found
+        .iter()
+        .map(|row| rows::task_from_row(row).map_err(|e| unavailable(Lang::Zh)(&e)))
+        .collect()
+}
+
+async fn overview(console: web::Data<Console>, req: HttpRequest) -> PageResult {
+    let lang = lang_of(&req);
+    let client = console.pool.get().await.map_err(pool_error(lang))?;
+    let Some(customer) = customer(&console, &req, &client, lang).await? else {
+        return Ok(see_other("/console/login").finish());
+    };
+    let packages = packages_of(&client, &customer.jd_pin).await?;
+    let tasks = tasks_of(&client, &packages).await?;
+    let names: Vec<String> = packages.iter().map(|p| console.sku_name(p)).collect();
+    let views: Vec<pages::PackageView<'_>> = packages
+        .iter()
+        .zip(&names)
+        .map(|(package, name)| pages::PackageView {
+            package,
+            sku_name: name,
+            renew_link: console.renew_link(&package.instance_id),
+        })
+        .collect();
+    let body = pages::overview(lang, &customer.who(), &views, &tasks, Utc::now());
+    Ok(signed_in_page(&console, &customer, StatusCode::OK, body))
+}
+
+/// Opens a session for `jd_pin` and sends the browser to the overview, at a clean URL.
+async fn open_session(
+    console: &Console,
+    client: &impl GenericClient,
+    keys: &Keys,
+    jd_pin: &JdPin,
+    lang: Lang,
+) -> PageResult {
+    let id = SessionId::new();
+    session::open(client, &id, jd_pin, Utc::now() + console.ttl())
+        .await
+        .map_err(db_error(lang))?;
+    Ok(see_other("/console")
+        .cookie(console.session_cookie(session::cookie_value(keys, &id)))
+        .finish())
+}
+
+#[derive(Deserialize)]
+struct EnterQuery {
+    /// Optional so that a link cut short gets the page saying how to come back, not an error.
+    ticket: Option<String>,
+}
+
+/// `GET /console/enter?ticket=…`: where the login-free link lands.
+async fn enter(
+    console: web::Data<Console>,
+    req: HttpRequest,
+    query: web::Query<EnterQuery>,
+) -> PageResult {
+    let lang = lang_of(&req);
+    let refused = |reason: &ticket::TicketError| {
+        tracing::info!(%reason, "console: sign-in ticket refused");
+        html_response(
+            StatusCode::FORBIDDEN,
+            pages::message(
+                lang,
+                &lang.t("ticket.title"),
+                &lang.t("ticket.body"),
+                None,
+                html! { p { a #to-login href="/console/login" { (lang.t("ticket.login")) } } },
+            ),
+        )
+    };
+    let Some(keys) = &console.keys else {
+        return Ok(refused(&ticket::TicketError::Forged));
+    };
+    let opened = match ticket::open(keys, query.ticket.as_deref().unwrap_or(""), Utc::now()) {
+        Ok(opened) => opened,
+        Err(reason) => return Ok(refused(&reason)),
+    };
+    let client = console.pool.get().await.map_err(pool_error(lang))?;
+    let found = rows::read_packages(&client, &[opened.instance_id.as_str()])
+        .await
+        .map_err(db_error(lang))?;
+    let Some(row) = found.first() else {
+        return Ok(refused(&ticket::TicketError::Forged));
+    };
+    let package = rows::package_from_row(row).map_err(|e| unavailable(lang)(&e))?;
+    if let Err(reason) = ticket::consume(&client, &opened)
+        .await
+        .map_err(db_error(lang))?
+    {
+        return Ok(refused(&reason));
+    }
+    open_session(&console, &client, keys, &package.jd_pin, lang).await
+}
+
+async fn login_form(console: web::Data<Console>, req: HttpRequest) -> PageResult {
+    let lang = lang_of(&req);
+    let error = console.keys.is_none().then(|| lang.t("login.unavailable"));
+    Ok(html_response(
+        StatusCode::OK,
+        pages::login(lang, error.as_deref(), ""),
+    ))
+}
+
+#[derive(Deserialize)]
+struct LoginForm {
+    #[serde(rename = "instanceId")]
+    instance_id: String,
+    #[serde(rename = "authCode")]
+    auth_code: String,
+}
+
+/// `POST /console/login`: the order credential. Everything that is not a right pair is answered
+/// the same way, after the same delay.
+async fn login_submit(
+    console: web::Data<Console>,
+    req: HttpRequest,
+    form: web::Form<LoginForm>,
+) -> PageResult {
+    let lang = lang_of(&req);
+    let Some(keys) = &console.keys else {
+        return Ok(html_response(
+            StatusCode::FORBIDDEN,
+            pages::login(lang, Some(&lang.t("login.unavailable")), ""),
+        ));
+    };
+    // The peer address, not a forwarded header anyone can write; behind a proxy every customer
+    // shares the proxy's address and its (larger) limit.
+    let address = req
+        .peer_addr()
+        .map_or_else(|| "unknown".to_owned(), |a| a.ip().to_string());
+    let typed_id: String = form
+        .instance_id
+        .trim()
+        .chars()
+        .take(login::FIELD_LEN_MAX)
+        .collect();
+    let limits = [
+        (
+            login::address_key(&address),
+            login::FAILURES_PER_ADDRESS_MAX,
+        ),
+        (
+            login::instance_key(&typed_id),
+            login::FAILURES_PER_INSTANCE_MAX,
+        ),
+    ];
+    let client = console.pool.get().await.map_err(pool_error(lang))?;
+    let now = Utc::now();
+    if login::count_attempt(&client, &limits, now)
+        .await
+        .map_err(db_error(lang))?
+    {
+        tracing::warn!(%address, "console: sign-in refused, too many failures");
+        return Ok(refuse_login(
+            lang,
+            &lang.t("login.throttled"),
+            &typed_id,
+            StatusCode::TOO_MANY_REQUESTS,
+        )
+        .await);
+    }
+    let credentials = crate::marketplace::credentials::Credentials::new(
+        console.config.console_secret.as_ref(),
+        console.config.marketplace_key.as_ref(),
+    );
+    let instance_id = InstanceId::parse(typed_id.clone()).ok();
+    let right = match (&instance_id, &credentials) {
+        (Some(id), Some(credentials)) if form.auth_code.len() <= login::FIELD_LEN_MAX => {
+            credentials.is_auth_code(id, form.auth_code.trim())
+        }
+        _ => false,
+    };
+    let package = match (&instance_id, right) {
+        (Some(id), true) => {
+            let found = rows::read_packages(&client, &[id.as_str()])
+                .await
+                .map_err(db_error(lang))?;
+            match found.first() {
+                Some(row) => Some(rows::package_from_row(row).map_err(|e| unavailable(lang)(&e))?),
+                None => None,
+            }
+        }
+        _ => None,
+    };
+    let Some(package) = package else {
+        tracing::info!(%address, "console: wrong order credential");
+        return Ok(refuse_login(
+            lang,
+            &lang.t("login.wrong"),
+            &typed_id,
+            StatusCode::UNAUTHORIZED,
+        )
+        .await);
+    };
+    login::forgive(&client, &limits)
+        .await
+        .map_err(db_error(lang))?;
+    open_session(&console, &client, keys, &package.jd_pin, lang).await
+}
+
+/// A refused sign-in, answered after the fixed delay.
+async fn refuse_login(
+    lang: Lang,
+    message: &str,
+    typed_id: &str,
+    status: StatusCode,
+) -> HttpResponse {
+    tokio::time::sleep(std::time::Duration::from_millis(login::FAILURE_DELAY_MS)).await;
+    html_response(status, pages::login(lang, Some(message), typed_id))
+}
+
+#[derive(Deserialize)]
+struct CsrfForm {
+    csrf: String,
+}
+
+fn csrf_ok(console: &Console, customer: &Customer, candidate: &str) -> bool {
+    console
+        .keys
+        .as_ref()
+        .is_some_and(|keys| csrf::check(keys, customer.session.as_str(), candidate))
+}
+
+fn csrf_refused(console: &Console, customer: &Customer, lang: Lang) -> HttpResponse {
+    signed_in_page(
+        console,
+        customer,
+        StatusCode::FORBIDDEN,
+        pages::message(
+            lang,
+            &lang.t("refused.title"),
+            &lang.t("refused.csrf"),
+            Some(&customer.who()),
+            html! { p { a href="/console" { (lang.t("common.cancel")) } } },
+        ),
+    )
+}
+
+async fn logout(
+    console: web::Data<Console>,
+    req: HttpRequest,
+    form: web::Form<CsrfForm>,
+) -> PageResult {
+    let lang = lang_of(&req);
+    let client = console.pool.get().await.map_err(pool_error(lang))?;
+    let Some(customer) = customer(&console, &req, &client, lang).await? else {
+        return Ok(see_other("/console/login").finish());
+    };
+    if !csrf_ok(&console, &customer, &form.csrf) {
+        return Ok(csrf_refused(&console, &customer, lang));
+    }
+    session::close(&client, &customer.session)
+        .await
+        .map_err(db_error(lang))?;
+    let mut gone = console.session_cookie(String::new());
+    gone.make_removal();
+    Ok(see_other("/console/login").cookie(gone).finish())
+}
+
+#[derive(Deserialize)]
+struct NextQuery {
+    next: Option<String>,
+}
+
+/// `GET /console/lang/{code}`: remembers the language and goes back (only to our own pages).
+async fn switch_language(
+    console: web::Data<Console>,
+    path: web::Path<String>,
+    query: web::Query<NextQuery>,
+) -> HttpResponse {
+    let Some(lang) = Lang::parse(&path) else {
+        return see_other("/console").finish();
+    };
+    let back = match query.next.as_deref() {
+        Some("login") => "/console/login",
+        _ => "/console",
+    };
+    let cookie = Cookie::build(i18n::LANG_COOKIE, lang.code())
+        .path("/console")
+        .http_only(true)
+        .secure(console.secure_cookies)
+        .same_site(SameSite::Lax)
+        .max_age(CookieDuration::days(LANG_COOKIE_DAYS))
+        .finish();
+    see_other(back).cookie(cookie).finish()
+}
+
+/// A task of the signed-in customer, with its package; `None` for an unknown task or another
+/// customer's (the two are answered alike, so ids of others cannot be probed).
+async fn own_task(
+    client: &impl GenericClient,
+    customer: &Customer,
+    raw: &str,
+    lang: Lang,
+) -> Result<Option<Task>, PageError> {
+    let Ok(task_id) = TaskId::parse(raw.to_owned()) else {
+        return Ok(None);
+    };
+    let found = rows::read_tasks(client, &[task_id.as_str()])
+        .await
+        .map_err(db_error(lang))?;
+    let Some(row) = found.first() else {
+        return Ok(None);
+    };
+    let task = rows::task_from_row(row).map_err(|e| unavailable(lang)(&e))?;
+    let owner = own_package(client, customer, task.instance_id.as_str(), lang).await?;
+    Ok(owner.map(|_| task))
+}
+
+async fn own_package(
+    client: &impl GenericClient,
+    customer: &Customer,
+    raw: &str,
+    lang: Lang,
+) -> Result<Option<Package>, PageError> {
+    let found = rows::read_packages(client, &[raw])
+        .await
+        .map_err(db_error(lang))?;
+    let Some(row) = found.first() else {
+        return Ok(None);
+    };
+    let package = rows::package_from_row(row).map_err(|e| unavailable(lang)(&e))?;
+    Ok((package.jd_pin == customer.jd_pin).then_some(package))
+}
+
+fn not_found(console: &Console, customer: &Customer, lang: Lang) -> HttpResponse {
+    signed_in_page(
+        console,
+        customer,
+        StatusCode::NOT_FOUND,
+        pages::message(
+            lang,
+            &lang.t("refused.title"),
+            &lang.t("refused.not_found"),
+            Some(&customer.who()),
+            html! { p { a href="/console" { (lang.t("common.cancel")) } } },
+        ),
+    )
+}
+
+/// The version a form carries: the version of the task's own stream, which moves with every
+/// change of its binding or state (created, rebound, stopped, resumed, destroyed) but not with
+/// its traffic (which goes to the package's stream), so a running task's forms do not go stale
+/// with every report. One step back along the `(stream_id, version)` index.
+async fn version_of(
+    client: &impl GenericClient,
+    task: &Task,
+    lang: Lang,
+) -> Result<String, PageError> {
+    let statement = client
+        .prepare_cached(
+            "SELECT version FROM events WHERE stream_id = $1 ORDER BY version DESC LIMIT 1",
+        )
+        .await
+        .map_err(db_error(lang))?;
+    let row = client
+        .query_opt(
+            &statement,
+            &[&projections::events::task_stream(&task.task_id)],
+        )
+        .await
+        .map_err(db_error(lang))?;
+    Ok(row.map_or(0, |row| row.get::<_, i64>(0)).to_string())
+}
+
+/// The signed-in customer and their task, or the answer to give instead.
+async fn task_page_context(
+    console: &Console,
+    req: &HttpRequest,
+    client: &impl GenericClient,
+    raw_task: &str,
+    lang: Lang,
+) -> Result<Result<(Customer, Task), HttpResponse>, PageError> {
+    let Some(customer) = customer(console, req, client, lang).await? else {
+        return Ok(Err(see_other("/console/login").finish()));
+    };
+    match own_task(client, &customer, raw_task, lang).await? {
+        Some(task) => Ok(Ok((customer, task))),
+        None => Ok(Err(not_found(console, &customer, lang))),
+    }
+}
+
+async fn renew_form(
+    console: web::Data<Console>,
+    req: HttpRequest,
+    path: web::Path<String>,
+) -> PageResult {
+    let lang = lang_of(&req);
+    let client = console.pool.get().await.map_err(pool_error(lang))?;
+    let (customer, task) = match task_page_context(&console, &req, &client, &path, lang).await? {
+        Ok(found) => found,
+        Err(answer) => return Ok(answer),
+    };
+    let packages = packages_of(&client, &customer.jd_pin).await?;
+    let now = Utc::now();
+    let usable: Vec<&Package> = packages
+        .iter()
+        .filter(|p| p.instance_id != task.instance_id && p.is_usable_at(now))
+        .collect();
+    let names: Vec<String> = usable.iter().map(|p| console.sku_name(p)).collect();
+    let candidates: Vec<pages::Candidate<'_>> = usable
+        .iter()
+        .zip(&names)
+        .map(|(p, name)| pages::Candidate {
+            instance_id: p.instance_id.as_str(),
+            sku_name: name,
+            bytes_remaining: p.bytes_remaining.get(),
+        })
+        .collect();
+    let version = version_of(&client, &task, lang).await?;
+    let body = pages::renew(lang, &customer.who(), &task, &version, &candidates);
+    Ok(signed_in_page(&console, &customer, StatusCode::OK, body))
+}
+
+#[derive(Deserialize)]
+struct RenewForm {
+    csrf: String,
+    version: String,
+    to: String,
+}
+
+fn metadata(req: &HttpRequest, customer: &Customer) -> Metadata {
+    let request_id = req
+        .extensions()
+        .get::<RequestId>()
+        .map_or_else(|| uuid::Uuid::new_v4().to_string(), |id| id.0.clone());
+    Metadata {
+        request_id,
+        source: "console",
+        actor: format!("customer:{}", customer.jd_pin.as_str()),
+    }
+}
+
+fn stale(console: &Console, customer: &Customer, task: &Task, lang: Lang) -> HttpResponse {
+    signed_in_page(
+        console,
+        customer,
+        StatusCode::CONFLICT,
+        pages::stale(lang, &customer.who(), task),
+    )
+}
+
+fn command_refused(
+    console: &Console,
+    customer: &Customer,
+    lang: Lang,
+    error: CommandError<crate::domain::tasks::TaskRefusal>,
+) -> PageResult {
+    match error {
+        CommandError::Refused(refusal) => Ok(signed_in_page(
+            console,
+            customer,
+            StatusCode::CONFLICT,
+            pages::message(
+                lang,
+                &lang.t("refused.title"),
+                &lang.tf("refused.rule", &[("reason", &refusal.to_string())]),
+                Some(&customer.who()),
+                html! { p { a href="/console" { (lang.t("common.cancel")) } } },
+            ),
+        )),
+        CommandError::Failed(error) => Err(unavailable(lang)(&error)),
+    }
+}
+
+async fn renew_submit(
+    console: web::Data<Console>,
+    req: HttpRequest,
+    path: web::Path<String>,
+    form: web::Form<RenewForm>,
+) -> PageResult {
+    let lang = lang_of(&req);
+    let client = console.pool.get().await.map_err(pool_error(lang))?;
+    let (customer, task) = match task_page_context(&console, &req, &client, &path, lang).await? {
+        Ok(found) => found,
+        Err(answer) => return Ok(answer),
+    };
+    if !csrf_ok(&console, &customer, &form.csrf) {
+        return Ok(csrf_refused(&console, &customer, lang));
+    }
+    if form.version != version_of(&client, &task, lang).await? {
+        return Ok(stale(&console, &customer, &task, lang));
+    }
+    let Some(target) = own_package(&client, &customer, &form.to, lang).await? else {
+        tracing::warn!("console: renew onto a package that is not the customer's refused");
+        return Ok(not_found(&console, &customer, lang));
+    };
+    drop(client);
+    match ledger::tasks::rebind(
+        &console.ledger,
+        &task.task_id,
+        &target.instance_id,
+        &metadata(&req, &customer),
+    )
+    .await
+    {
+        Ok(_) => Ok(see_other("/console#tasks").finish()),
+        Err(error) => command_refused(&console, &customer, lang, error),
+    }
+}
+
+async fn destroy_form(
+    console: web::Data<Console>,
+    req: HttpRequest,
+    path: web::Path<String>,
+) -> PageResult {
+    let lang = lang_of(&req);
+    let client = console.pool.get().await.map_err(pool_error(lang))?;
+    let (customer, task) = match task_page_context(&console, &req, &client, &path, lang).await? {
+        Ok(found) => found,
+        Err(answer) => return Ok(answer),
+    };
+    let version = version_of(&client, &task, lang).await?;
+    let body = pages::destroy(lang, &customer.who(), &task, &version);
+    Ok(signed_in_page(&console, &customer, StatusCode::OK, body))
+}
+
+#[derive(Deserialize)]
+struct DestroyForm {
+    csrf: String,
+    version: String,
+}
+
+async fn destroy_submit(
+    console: web::Data<Console>,
+    req: HttpRequest,
+    path: web::Path<String>,
+    form: web::Form<DestroyForm>,
+) -> PageResult {
+    let lang = lang_of(&req);
+    let client = console.pool.get().await.map_err(pool_error(lang))?;
+    let (customer, task) = match task_page_context(&console, &req, &client, &path, lang).await? {
+        Ok(found) => found,
+        Err(answer) => return Ok(answer),
+    };
+    if !csrf_ok(&console, &customer, &form.csrf) {
+        return Ok(csrf_refused(&console, &customer, lang));
+    }
+    if form.version != version_of(&client, &task, lang).await? {
+        return Ok(stale(&console, &customer, &task, lang));
+    }
+    drop(client);
+    match ledger::tasks::destroy(&console.ledger, &task.task_id, &metadata(&req, &customer)).await {
+        Ok(_) => Ok(see_other("/console#tasks").finish()),
+        Err(error) => command_refused(&console, &customer, lang, error),
+    }
+}
+
+#[derive(Deserialize)]
+struct WindowQuery {
+    days: Option<u32>,
+}
+
+/// The signed-in customer and one of their packages, or the answer to give instead.
+async fn package_context(
+    console: &Console,
+    req: &HttpRequest,
+    client: &impl GenericClient,
+    raw: &str,
+    lang: Lang,
+) -> Result<Result<(Customer, Package), HttpResponse>, PageError> {
+    let Some(customer) = customer(console, req, client, lang).await? else {
+        return Ok(Err(see_other("/console/login").finish()));
+    };
+    match own_package(client, &customer, raw, lang).await? {
+        Some(package) => Ok(Ok((customer, package))),
+        None => Ok(Err(not_found(console, &customer, lang))),
+    }
+}
+
+/// `GET /console/packages/{id}?days=30|90`: the usage chart and the statement.
+async fn package_page(
+    console: web::Data<Console>,
+    req: HttpRequest,
+    path: web::Path<String>,
+    query: web::Query<WindowQuery>,
+) -> PageResult {
+    let lang = lang_of(&req);
+    let client = console.pool.get().await.map_err(pool_error(lang))?;
+    let (customer, package) = match package_context(&console, &req, &client, &path, lang).await? {
+        Ok(found) => found,
+        Err(answer) => return Ok(answer),
+    };
+    let window = query
+        .days
+        .filter(|d| usage::WINDOWS_DAYS.contains(d))
+        .unwrap_or(usage::WINDOWS_DAYS[0]);
+    let now = Utc::now();
+    let days = usage::daily(&client, &package.instance_id, window, now)
+        .await
+        .map_err(db_error(lang))?;
+    let grants = usage::grants(&client, &package.instance_id)
+        .await
+        .map_err(db_error(lang))?;
+    let name = console.sku_name(&package);
+    let view = pages::PackageView {
+        package: &package,
+        sku_name: &name,
+        renew_link: console.renew_link(&package.instance_id),
+    };
+    let body = pages::package(lang, &customer.who(), &view, window, &days, &grants, now);
+    Ok(signed_in_page(&console, &customer, StatusCode::OK, body))
+}
+
+/// `GET /console/packages/{id}/statement.csv`: the grants and the daily use of the last 90 days,
+/// as the neutralised CSV `export` writes (UTF-8 with a byte order mark; text cells that look
+/// like formulas prefixed with `'`).
+async fn statement_csv(
+    console: web::Data<Console>,
+    req: HttpRequest,
+    path: web::Path<String>,
+) -> PageResult {
+    use crate::audit::export::{csv_field, csv_text};
+    let lang = lang_of(&req);
+    let client = console.pool.get().await.map_err(pool_error(lang))?;
+    let (customer, package) = match package_context(&console, &req, &client, &path, lang).await? {
+        Ok(found) => found,
+        Err(answer) => return Ok(answer),
+    };
+    let window = usage::WINDOWS_DAYS[usage::WINDOWS_DAYS.len() - 1];
+    let days = usage::daily(&client, &package.instance_id, window, Utc::now())
+        .await
+        .map_err(db_error(lang))?;
+    let grants = usage::grants(&client, &package.instance_id)
+        .await
+        .map_err(db_error(lang))?;
+    let id = package.instance_id.as_str();
+    let mut csv = String::from("\u{feff}");
+    csv.push_str("record,instanceId,date,type,orderId,bytes,amount,currency,stopped\n");
+    for g in &grants {
+        let cells = [
+            "grant".to_owned(),
+            csv_text(id),
+            csv_field(&format::datetime_iso(g.at)),
+            csv_field(&g.kind),
+            csv_text(&g.order_id),
+            g.bytes.to_string(),
+            g.amount.to_string(),
+            csv_text(&g.currency),
+            String::new(),
+        ];
+        csv.push_str(&cells.join(","));
+        csv.push('\n');
+    }
+    for day in &days {
+        let cells = [
+            "day".to_owned(),
+            csv_text(id),
+            day.date.to_string(),
+            "TrafficConsumed".to_owned(),
+            String::new(),
+            day.bytes.to_string(),
+            String::new(),
+            String::new(),
+            day.stopped.to_string(),
+        ];
+        csv.push_str(&cells.join(","));
+        csv.push('\n');
+    }
+    // Only characters safe in a header name the file; the id itself is in every row.
+    let file: String = id
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '-' || c == '_' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect();
+    let mut response = HttpResponse::Ok()
+        .content_type("text/csv; charset=utf-8")
+        .insert_header((
+            header::CONTENT_DISPOSITION,
+            format!("attachment; filename=\"statement-{file}.csv\""),
+        ))
+        .body(csv);
+    if let Some(keys) = &console.keys {
+        let cookie = console.session_cookie(session::cookie_value(keys, &customer.session));
+        let _ = response.add_cookie(&cookie);
+    }
+    Ok(response)
+}

@@ -1,0 +1,411 @@
+//! The console's HTML, rendered by maud (checked and compiled into the binary; every value is
+//! escaped). No inline script or style, so the Content-Security-Policy can forbid both.
+
+use super::format;
+use super::i18n::Lang;
+use super::usage::{Day, Grant};
+use chrono::{DateTime, Utc};
+use maud::{html, Markup, DOCTYPE};
+use projections::{Package, PackageStatus, Task, TaskState};
+
+/// Who is signed in, for the header and the forms.
+pub struct SignedIn<'a> {
+    pub jd_pin: &'a str,
+    pub csrf: &'a str,
+}
+
+pub fn layout(
+    lang: Lang,
+    title: &str,
+    who: Option<&SignedIn<'_>>,
+    next: &str,
+    body: Markup,
+) -> String {
+    let other = lang.other();
+    html! {
+        (DOCTYPE)
+        html lang=(lang.code()) {
+            head {
+                meta charset="utf-8";
+                meta name="viewport" content="width=device-width, initial-scale=1";
+                title { (title) " · " (lang.t("app.title")) }
+                link rel="stylesheet" href="/console/console.css";
+            }
+            body {
+                header.bar {
+                    a.brand href="/console" { (lang.t("app.title")) }
+                    nav {
+                        a #lang-switch href={ "/console/lang/" (other.code()) "?next=" (next) }
+                            hreflang=(other.code()) lang=(other.code()) { (lang.t("nav.language")) }
+                        @if let Some(who) = who {
+                            span.who { (lang.tf("nav.signed_in_as", &[("pin", who.jd_pin)])) }
+                            form.inline method="post" action="/console/logout" {
+                                input type="hidden" name="csrf" value=(who.csrf);
+                                button #logout type="submit" { (lang.t("nav.logout")) }
+                            }
+                        }
+                    }
+                }
+                main { (body) }
+            }
+        }
+    }
+    .into_string()
+}
+
+pub fn message(
+    lang: Lang,
+    title: &str,
+    text: &str,
+    who: Option<&SignedIn<'_>>,
+    links: Markup,
+) -> String {
+    layout(
+        lang,
+        title,
+        who,
+        if who.is_some() { "overview" } else { "login" },
+        html! {
+            h1 { (title) }
+            p.notice { (text) }
+            (links)
+        },
+    )
+}
+
+pub fn login(lang: Lang, error: Option<&str>, instance_id: &str) -> String {
+    layout(
+        lang,
+        &lang.t("login.title"),
+        None,
+        "login",
+        html! {
+            h1 { (lang.t("login.title")) }
+            p { (lang.t("login.intro")) }
+            @if let Some(error) = error {
+                p.error #login-error role="alert" { (error) }
+            }
+            form.card method="post" action="/console/login" {
+                label for="instanceId" { (lang.t("login.instance")) }
+                input #instanceId name="instanceId" type="text" required autocomplete="username"
+                    maxlength="128" value=(instance_id);
+                label for="authCode" { (lang.t("login.auth_code")) }
+                input #authCode name="authCode" type="password" required
+                    autocomplete="current-password" maxlength="128";
+                button #login type="submit" { (lang.t("login.submit")) }
+            }
+        },
+    )
+}
+
+/// A package as the overview shows it.
+pub struct PackageView<'a> {
+    pub package: &'a Package,
+    pub sku_name: &'a str,
+    pub renew_link: Option<String>,
+}
+
+fn bytes_cell(lang: Lang, n: u64) -> Markup {
+    html! { span.bytes title=(format::bytes_exact(n, lang)) { (format::bytes(n)) } }
+}
+
+fn when(lang: Lang, at: DateTime<Utc>) -> Markup {
+    html! { time datetime=(format::datetime_iso(at)) { (format::datetime(at, lang)) } }
+}
+
+pub fn status_word(lang: Lang, status: PackageStatus) -> String {
+    lang.t(&format!("status.{}", status.as_str()))
+}
+
+pub fn state_word(lang: Lang, state: TaskState) -> String {
+    lang.t(&format!("state.{}", state.as_str()))
+}
+
+/// The banner a package deserves now, if any: `(css class, text, offer renewal)`.
+fn banner(lang: Lang, p: &Package, now: DateTime<Utc>) -> Option<(&'static str, String, bool)> {
+    if p.status == PackageStatus::Released {
+        return Some(("banner-off", lang.t("banner.released"), false));
+    }
+    if !p.is_in_force_at(now) {
+        return Some(("banner-bad", lang.t("banner.expired"), true));
+    }
+    if p.bytes_remaining.is_zero() {
+        return Some(("banner-bad", lang.t("banner.exhausted"), true));
+    }
+    let level = p.warned_percents.iter().max()?;
+    Some((
+        "banner-warn",
+        lang.tf("banner.low", &[("percent", &level.to_string())]),
+        true,
+    ))
+}
+
+pub fn package_card(lang: Lang, view: &PackageView<'_>, now: DateTime<Utc>) -> Markup {
+    let p = view.package;
+    let granted = p.bytes_granted.get();
+    let consumed = p.bytes_consumed.get();
+    let id = p.instance_id.as_str();
+    html! {
+        section.package id={ "package-" (id) } aria-labelledby={ "package-title-" (id) } {
+            h3 id={ "package-title-" (id) } {
+                (view.sku_name) " "
+                span.instance { (id) } " "
+                span class={ "status status-" (p.status.as_str()) } { (status_word(lang, p.status)) }
+            }
+            @if let Some((class, text, offer)) = banner(lang, p, now) {
+                p class={ "banner " (class) } role="status" {
+                    (text)
+                    @if offer {
+                        @if let Some(link) = &view.renew_link {
+                            " " a.renew-link href=(link) rel="noopener noreferrer" { (lang.t("banner.renew")) }
+                        }
+                    }
+                }
+            }
+            meter min="0" max="100" low="80" high="95" optimum="0"
+                value=(format::percent_whole(consumed, granted))
+                title=(lang.tf("package.usage", &[("percent", &format::percent(consumed, granted))])) {
+                (format::percent(consumed, granted))
+            }
+            dl.figures {
+                div { dt { (lang.t("package.expires")) }
+                      dd { @match p.expires_at { Some(at) => (when(lang, at)), None => (lang.t("package.never")) } } }
+                div { dt { (lang.t("package.granted")) } dd { (bytes_cell(lang, granted)) } }
+                div { dt { (lang.t("package.consumed")) } dd { (bytes_cell(lang, consumed)) } }
+                div { dt { (lang.t("package.remaining")) } dd.remaining { (bytes_cell(lang, p.bytes_remaining.get())) } }
+                div { dt { (lang.t("package.overage")) } dd { (bytes_cell(lang, p.bytes_overage.get())) } }
+            }
+            p.details { a.details href={ "/console/packages/" (id) } { (lang.t("package.details")) } }
+        }
+    }
+}
+
+pub fn task_row(lang: Lang, t: &Task, actions: bool) -> Markup {
+    let id = t.task_id.as_str();
+    html! {
+        tr id={ "task-" (id) } {
+            th scope="row" { (id) }
+            td data-label=(lang.t("task.package")) { (t.instance_id.as_str()) }
+            td.state data-label=(lang.t("task.state")) { (state_word(lang, t.state)) }
+            td data-label=(lang.t("task.stop_reason")) {
+                @if let Some(reason) = t.stop_reason { (lang.t(&format!("stop.{}", reason.as_str()))) }
+            }
+            td data-label=(lang.t("task.consumed")) { (bytes_cell(lang, t.bytes_consumed.get())) }
+            td data-label=(lang.t("task.last_report")) { (when(lang, t.updated_at)) }
+            @if actions {
+                td.actions {
+                    @if t.state != TaskState::Destroyed {
+                        a.renew href={ "/console/tasks/" (id) "/renew" } { (lang.t("task.renew")) }
+                        " "
+                        a.destroy href={ "/console/tasks/" (id) "/destroy" } { (lang.t("task.destroy")) }
+                    }
+                }
+            }
+        }
+    }
+}
+
+pub fn tasks_table(lang: Lang, tasks: &[Task], actions: bool) -> Markup {
+    html! {
+        table.tasks {
+            thead { tr {
+                th scope="col" { (lang.t("task.id")) }
+                th scope="col" { (lang.t("task.package")) }
+                th scope="col" { (lang.t("task.state")) }
+                th scope="col" { (lang.t("task.stop_reason")) }
+                th scope="col" { (lang.t("task.consumed")) }
+                th scope="col" { (lang.t("task.last_report")) }
+                @if actions { th scope="col" { (lang.t("task.actions")) } }
+            } }
+            tbody { @for t in tasks { (task_row(lang, t, actions)) } }
+        }
+    }
+}
+
+pub fn overview(
+    lang: Lang,
+    who: &SignedIn<'_>,
+    packages: &[PackageView<'_>],
+    tasks: &[Task],
+    now: DateTime<Utc>,
+) -> String {
+    layout(
+        lang,
+        &lang.t("overview.title"),
+        Some(who),
+        "overview",
+        html! {
+            h1 { (lang.t("overview.title")) }
+            h2 { (lang.t("overview.packages")) }
+            @if packages.is_empty() { p { (lang.t("overview.no_packages")) } }
+            div.packages { @for view in packages { (package_card(lang, view, now)) } }
+            h2 #tasks { (lang.t("overview.tasks")) }
+            @if tasks.is_empty() { p { (lang.t("overview.no_tasks")) } }
+            @else { (tasks_table(lang, tasks, true)) }
+        },
+    )
+}
+
+/// A package a task may move to, with what it has left.
+pub struct Candidate<'a> {
+    pub instance_id: &'a str,
+    pub sku_name: &'a str,
+    pub bytes_remaining: u64,
+}
+
+pub fn renew(
+    lang: Lang,
+    who: &SignedIn<'_>,
+    task: &Task,
+    version: &str,
+    candidates: &[Candidate<'_>],
+) -> String {
+    let id = task.task_id.as_str();
+    let title = lang.tf("renew.title", &[("task", id)]);
+    layout(
+        lang,
+        &title,
+        Some(who),
+        "overview",
+        html! {
+            h1 { (title) }
+            (tasks_table(lang, std::slice::from_ref(task), false))
+            p { (lang.t("renew.intro")) }
+            @if candidates.is_empty() {
+                p.notice #no-candidates { (lang.t("renew.none")) }
+            } @else {
+                form.card method="post" action={ "/console/tasks/" (id) "/renew" } {
+                    input type="hidden" name="csrf" value=(who.csrf);
+                    input type="hidden" name="version" value=(version);
+                    fieldset {
+                        legend { (lang.t("renew.choose")) }
+                        @for (i, c) in candidates.iter().enumerate() {
+                            div.choice {
+                                input type="radio" name="to" id={ "to-" (c.instance_id) }
+                                    value=(c.instance_id) required checked[i == 0];
+                                label for={ "to-" (c.instance_id) } {
+                                    (lang.tf("renew.option", &[("id", c.instance_id), ("sku", c.sku_name),
+                                        ("remaining", &format::bytes(c.bytes_remaining))]))
+                                }
+                            }
+                        }
+                    }
+                    button #renew-submit type="submit" { (lang.t("renew.submit")) }
+                    " " a href="/console" { (lang.t("common.cancel")) }
+                }
+            }
+        },
+    )
+}
+
+pub fn destroy(lang: Lang, who: &SignedIn<'_>, task: &Task, version: &str) -> String {
+    let id = task.task_id.as_str();
+    let title = lang.tf("destroy.title", &[("task", id)]);
+    layout(
+        lang,
+        &title,
+        Some(who),
+        "overview",
+        html! {
+            h1 { (title) }
+            (tasks_table(lang, std::slice::from_ref(task), false))
+            p.banner.banner-bad #destroy-warning role="alert" { (lang.t("destroy.warning")) }
+            form.card method="post" action={ "/console/tasks/" (id) "/destroy" } {
+                input type="hidden" name="csrf" value=(who.csrf);
+                input type="hidden" name="version" value=(version);
+                button.danger #destroy-submit type="submit" { (lang.t("destroy.submit")) }
+                " " a href="/console" { (lang.t("common.cancel")) }
+            }
+        },
+    )
+}
+
+pub fn stale(lang: Lang, who: &SignedIn<'_>, task: &Task) -> String {
+    layout(
+        lang,
+        &lang.t("stale.title"),
+        Some(who),
+        "overview",
+        html! {
+            h1 { (lang.t("stale.title")) }
+            p.notice #stale { (lang.t("stale.body")) }
+            (tasks_table(lang, std::slice::from_ref(task), true))
+            p { a href="/console" { (lang.t("common.cancel")) } }
+        },
+    )
+}
+
+/// A package's page: its figures, the usage chart and its table, and the statement.
+pub fn package(
+    lang: Lang,
+    who: &SignedIn<'_>,
+    view: &PackageView<'_>,
+    window_days: u32,
+    days: &[Day],
+    grants: &[Grant],
+    now: DateTime<Utc>,
+) -> String {
+    let id = view.package.instance_id.as_str();
+    let chart_title = lang.tf("chart.title", &[("days", &window_days.to_string())]);
+    layout(
+        lang,
+        &format!("{} {}", view.sku_name, id),
+        Some(who),
+        "overview",
+        html! {
+            h1 { (view.sku_name) " " span.instance { (id) } }
+            (package_card(lang, view, now))
+            h2 #usage { (chart_title) }
+            p.windows {
+                @for w in super::usage::WINDOWS_DAYS {
+                    a href={ "/console/packages/" (id) "?days=" (w) "#usage" }
+                        aria-current=[(w == window_days).then_some("page")] {
+                        (lang.tf("chart.window", &[("days", &w.to_string())]))
+                    }
+                }
+            }
+            (super::chart::svg(lang, &chart_title, days))
+            table.sr-only #usage-table {
+                caption { (lang.t("chart.table")) }
+                thead { tr {
+                    th scope="col" { (lang.t("chart.day")) }
+                    th scope="col" { (lang.t("chart.bytes")) }
+                    th scope="col" { (lang.t("chart.stop_col")) }
+                } }
+                tbody { @for day in days { tr {
+                    th scope="row" { (day.date) }
+                    td { (format::bytes(day.bytes)) " (" (format::bytes_exact(day.bytes, lang)) ")" }
+                    td { @if day.stopped { (lang.t("common.yes")) } @else { (lang.t("common.no")) } }
+                } } }
+            }
+            h2 #statement { (lang.t("statement.title")) }
+            p {
+                a #statement-csv href={ "/console/packages/" (id) "/statement.csv" } download {
+                    (lang.t("statement.csv"))
+                }
+                " · " (lang.t("statement.print"))
+            }
+            h3 { (lang.t("statement.grants")) }
+            @if grants.is_empty() { p { (lang.t("statement.none")) } }
+            @else {
+                table.grants {
+                    thead { tr {
+                        th scope="col" { (lang.t("grant.date")) }
+                        th scope="col" { (lang.t("grant.kind")) }
+                        th scope="col" { (lang.t("grant.order")) }
+                        th scope="col" { (lang.t("grant.bytes")) }
+                        th scope="col" { (lang.t("grant.price")) }
+                    } }
+                    tbody { @for g in grants { tr {
+                        td { (when(lang, g.at)) }
+                        td { (lang.t(&format!("grant.{}", g.kind))) }
+                        td { (g.order_id) }
+                        td { (bytes_cell(lang, g.bytes)) }
+                        td { (g.amount) " " (g.currency) }
+                    } } }
+                }
+            }
+            p { a href="/console" { (lang.t("common.cancel")) } }
+        },
+    )
+}

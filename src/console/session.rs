@@ -1,0 +1,128 @@
+//! Console sessions: a random id in a signed, HttpOnly cookie; the database keeps a hash of the
+//! id, the customer (`jdPin`) and the expiry, so every `serve` process sees the same sessions,
+//! a use renews one and a logout ends it everywhere.
+
+use super::keys::{equal, random_hex, Keys};
+use chrono::{DateTime, Utc};
+use deadpool_postgres::GenericClient;
+use projections::ids::JdPin;
+use sha2::{Digest, Sha256};
+
+pub const COOKIE_NAME: &str = "dts_console";
+/// Bytes of randomness in a session id: 128 bits cannot be guessed.
+const SESSION_ID_BYTES: usize = 16;
+/// Longest cookie value looked at: an id and a MAC, both hex, and a dot.
+const COOKIE_LEN_MAX: usize = 2 * SESSION_ID_BYTES + 1 + 2 * super::keys::MAC_BYTES;
+
+/// A session id, as proven by its cookie's signature (not yet known to be open).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SessionId(String);
+
+impl SessionId {
+    pub fn new() -> SessionId {
+        SessionId(random_hex(SESSION_ID_BYTES))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    fn hash(&self) -> Vec<u8> {
+        Sha256::digest(self.0.as_bytes()).to_vec()
+    }
+}
+
+impl Default for SessionId {
+    fn default() -> Self {
+        SessionId::new()
+    }
+}
+
+pub fn cookie_value(keys: &Keys, id: &SessionId) -> String {
+    format!("{}.{}", id.0, keys.sign_session(&[id.0.as_bytes()]))
+}
+
+/// The session id of a cookie value, when we signed it.
+pub fn parse_cookie(keys: &Keys, value: &str) -> Option<SessionId> {
+    if value.len() > COOKIE_LEN_MAX {
+        return None;
+    }
+    let (id, mac) = value.split_once('.')?;
+    equal(&keys.sign_session(&[id.as_bytes()]), mac).then(|| SessionId(id.to_owned()))
+}
+
+/// Opens a session for `jd_pin` until `expires_at`.
+pub async fn open(
+    client: &impl GenericClient,
+    id: &SessionId,
+    jd_pin: &JdPin,
+    expires_at: DateTime<Utc>,
+) -> Result<(), tokio_postgres::Error> {
+    // Closed-by-expiry sessions are forgotten as new ones open, so the table stays small.
+    client
+        .execute("DELETE FROM console_sessions WHERE expires_at < now()", &[])
+        .await?;
+    client
+        .execute(
+            "INSERT INTO console_sessions (id_hash, jd_pin, expires_at) VALUES ($1, $2, $3)",
+            &[&id.hash(), &jd_pin.as_str(), &expires_at],
+        )
+        .await
+        .map(drop)
+}
+
+/// The customer of an open session, whose expiry moves to `expires_at` (renewed while used);
+/// `None` when the session is unknown, ended or expired.
+pub async fn touch(
+    client: &impl GenericClient,
+    id: &SessionId,
+    now: DateTime<Utc>,
+    expires_at: DateTime<Utc>,
+) -> Result<Option<JdPin>, tokio_postgres::Error> {
+    let statement = client
+        .prepare_cached(
+            "UPDATE console_sessions SET expires_at = $3
+              WHERE id_hash = $1 AND expires_at > $2 RETURNING jd_pin",
+        )
+        .await?;
+    let row = client
+        .query_opt(&statement, &[&id.hash(), &now, &expires_at])
+        .await?;
+    Ok(row.and_then(|row| JdPin::parse(row.get::<_, String>(0)).ok()))
+}
+
+/// Ends a session (logout).
+pub async fn close(
+    client: &impl GenericClient,
+    id: &SessionId,
+) -> Result<(), tokio_postgres::Error> {
+    client
+        .execute(
+            "DELETE FROM console_sessions WHERE id_hash = $1",
+            &[&id.hash()],
+        )
+        .await
+        .map(drop)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::configuration::Secret;
+
+    #[test]
+    fn only_signed_cookies_name_a_session() {
+        let k = Keys::from_secret(&Secret::new("console-secret-0123456789"));
+        let id = SessionId::new();
+        let value = cookie_value(&k, &id);
+        assert_eq!(parse_cookie(&k, &value), Some(id.clone()));
+        assert_ne!(SessionId::new(), id);
+        let other = Keys::from_secret(&Secret::new("another-secret-0123456789"));
+        assert_eq!(parse_cookie(&other, &value), None);
+        let (raw, mac) = value.split_once('.').unwrap();
+        let guessed = format!("{}0.{mac}", &raw[1..]);
+        assert_eq!(parse_cookie(&k, &guessed), None);
+        assert_eq!(parse_cookie(&k, raw), None);
+        assert_eq!(parse_cookie(&k, &format!("{value}0")), None);
+    }
+}

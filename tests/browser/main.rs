@@ -1,0 +1,534 @@
+//! The console in a real browser: headless Chromium driven through WebDriver (`chromedriver`),
+//! against the real service and a real PostgreSQL. Screenshots are saved under the cargo target
+//! directory (`tmp/console-screenshots/`).
+//!
+//! Needs `chromium` and `chromium-driver` (`.ci/run` installs them). Without `chromedriver` these
+//! tests fail, saying so: a console nobody looked at is not tested.
+
+#[path = "../api/helpers.rs"]
+#[allow(dead_code)]
+mod helpers;
+
+use chrono::Utc;
+use dts_ledger::configuration::Config;
+use fantoccini::{Client, ClientBuilder, Locator};
+use helpers::*;
+use serde_json::json;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+/// How long chromedriver may take to listen, or a page to show what a click led to: well under a
+/// second on a quiet machine; a busy CI runner gets 30 s (attempts × poll).
+const WAIT_ATTEMPTS_MAX: u32 = 300;
+const POLL_MS: u64 = 100;
+
+/// `chromedriver` on a free port, stopped when dropped.
+struct Driver {
+    child: Child,
+    port: u16,
+    _profile: tempfile::TempDir,
+    downloads: tempfile::TempDir,
+}
+
+impl Drop for Driver {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn chromedriver_path() -> PathBuf {
+    let candidates = [
+        std::env::var_os("CHROMEDRIVER").map(PathBuf::from),
+        Some(PathBuf::from("/usr/bin/chromedriver")),
+    ];
+    candidates
+        .into_iter()
+        .flatten()
+        .find(|path| path.exists())
+        .or_else(|| {
+            std::env::var_os("PATH").and_then(|paths| {
+                std::env::split_paths(&paths)
+                    .map(|dir| dir.join("chromedriver"))
+                    .find(|path| path.exists())
+            })
+        })
+        .unwrap_or_else(|| {
+            panic!(
+                "chromedriver is not installed: the browser tests need it \
+                 (apt-get install chromium chromium-driver, as .ci/run does)"
+            )
+        })
+}
+
+async fn start_driver() -> Driver {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let child = Command::new(chromedriver_path())
+        .arg(format!("--port={port}"))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("chromedriver starts");
+    let driver = Driver {
+        child,
+        port,
+        _profile: tempfile::tempdir().unwrap(),
+        downloads: tempfile::tempdir().unwrap(),
+    };
+    for _ in 0..WAIT_ATTEMPTS_MAX {
+        if tokio::net::TcpStream::connect(("127.0.0.1", port))
+            .await
+            .is_ok()
+        {
+            return driver;
+        }
+        tokio::time::sleep(Duration::from_millis(POLL_MS)).await;
+    }
+    panic!("chromedriver did not listen on port {port}");
+}
+
+async fn browser(driver: &Driver, accept_language: &str) -> Client {
+    let mut args = vec![
+        "--headless".to_owned(),
+        "--no-sandbox".to_owned(),
+        "--disable-gpu".to_owned(),
+        "--disable-dev-shm-usage".to_owned(),
+        "--disable-background-networking".to_owned(),
+        "--disable-component-update".to_owned(),
+        "--disable-sync".to_owned(),
+        "--no-first-run".to_owned(),
+        "--window-size=1280,1100".to_owned(),
+        format!("--lang={accept_language}"),
+        format!("--user-data-dir={}", driver._profile.path().display()),
+    ];
+    args.push("--hide-scrollbars".to_owned());
+    let mut options = json!({
+        "args": args,
+        "prefs": {
+            "intl.accept_languages": accept_language,
+            "download.default_directory": driver.downloads.path(),
+            "download.prompt_for_download": false,
+        },
+    });
+    if std::path::Path::new("/usr/bin/chromium").exists() {
+        options["binary"] = json!("/usr/bin/chromium");
+    }
+    let mut capabilities = serde_json::Map::new();
+    capabilities.insert("goog:chromeOptions".to_owned(), options);
+    ClientBuilder::new(hyper_util::client::legacy::connect::HttpConnector::new())
+        .capabilities(capabilities)
+        .connect(&format!("http://127.0.0.1:{}", driver.port))
+        .await
+        .expect("a Chromium session through chromedriver")
+}
+
+fn artifacts() -> PathBuf {
+    let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("console-screenshots");
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+async fn screenshot(client: &Client, name: &str) {
+    let png = client.screenshot().await.expect("a screenshot");
+    assert!(png.starts_with(b"\x89PNG"), "a PNG");
+    std::fs::write(artifacts().join(name), png).unwrap();
+}
+
+/// Waits until the browser shows `path` (after a click that navigates).
+async fn arrive(client: &Client, path: &str) {
+    for _ in 0..WAIT_ATTEMPTS_MAX {
+        if client.current_url().await.unwrap().path() == path {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(POLL_MS)).await;
+    }
+    panic!("the browser never reached {path}");
+}
+
+/// Waits until the page shows `text` (after a click that navigates); returns the page.
+async fn showing(client: &Client, text: &str) -> String {
+    let mut html = String::new();
+    for _ in 0..WAIT_ATTEMPTS_MAX {
+        html = page(client).await;
+        if html.contains(text) {
+            return html;
+        }
+        tokio::time::sleep(Duration::from_millis(POLL_MS)).await;
+    }
+    panic!("the page never showed {text:?}: {html}");
+}
+
+async fn page(client: &Client) -> String {
+    client.source().await.expect("the page source")
+}
+
+/// The marketplace's login-free link for a package, signed as the marketplace signs it.
+fn verify_url(app: &TestApp, instance_id: &str) -> String {
+    let now = cst(Utc::now());
+    let query = signed_query(
+        &[
+            ("action", "verify"),
+            ("instanceId", instance_id),
+            ("timeStamp", &now),
+        ],
+        MARKETPLACE_KEY,
+    );
+    format!("{}/v1/cloud/order?{query}", app.address)
+}
+
+/// Alice holds two packages (one nearly used up, with two tasks); Bob holds one with a task.
+async fn seeded_app() -> TestApp {
+    let app = spawn_app_with(Config {
+        // Links point at the test server itself (plain http, so cookies are not `Secure`).
+        public_url: None,
+        renew_url: Some("https://market.example.com/renew".into()),
+        ..test_config()
+    })
+    .await;
+    app.buy("biz-1", "alice", SMALL_SKU).await;
+    let expiry = cst(Utc::now() + chrono::Duration::days(365));
+    let bought = app
+        .callback(&[
+            ("action", "createInstance"),
+            ("jdPin", "alice"),
+            ("orderBizId", "biz-2"),
+            ("orderId", "order-biz-2"),
+            ("serviceCode", "dts"),
+            ("skuId", "FW_GOODS-500232-1"),
+            ("expiredOn", &expiry),
+        ])
+        .await;
+    assert_eq!(bought.status(), 200);
+    app.buy("biz-3", "bob", SMALL_SKU).await;
+    for (task, package) in [
+        ("task-a", "biz-1"),
+        ("task-b", "biz-1"),
+        ("task-c", "biz-3"),
+    ] {
+        assert_eq!(app.create_task(task, package).await.0, 201);
+    }
+    let results = app
+        .traffic(json!([
+            report("task-a", "r-1", 8_500),
+            report("task-b", "r-2", 700)
+        ]))
+        .await;
+    assert_eq!(results.len(), 2);
+    app
+}
+
+#[tokio::test]
+async fn a_customer_signs_in_renews_destroys_switches_language_and_signs_out() {
+    let driver = start_driver().await;
+    let app = seeded_app().await;
+    let client = browser(&driver, "zh-CN").await;
+
+    // Sign in through the marketplace's link: the browser lands on a clean URL.
+    client.goto(&verify_url(&app, "biz-1")).await.unwrap();
+    let url = client.current_url().await.unwrap();
+    assert_eq!(url.as_str(), format!("{}/console", app.address));
+    let html = page(&client).await;
+    assert!(html.contains("我的流量包") && html.contains("biz-1") && html.contains("biz-2"));
+    assert!(
+        !html.contains("biz-3") && !html.contains("task-c"),
+        "Bob's things stay hidden"
+    );
+    assert!(
+        html.contains("流量已用超过 80%"),
+        "the low-balance banner: {html}"
+    );
+    let renew_link = client
+        .find(Locator::Css("#package-biz-1 a.renew-link"))
+        .await
+        .unwrap()
+        .attr("href")
+        .await
+        .unwrap();
+    assert_eq!(
+        renew_link.as_deref(),
+        Some("https://market.example.com/renew?instanceId=biz%2D1")
+    );
+    screenshot(&client, "console-zh.png").await;
+
+    // The usage chart and the statement of a package.
+    client
+        .find(Locator::Css("#package-biz-1 a.details"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    let details = showing(&client, "usage-table").await;
+    assert!(
+        details.contains("<svg") && details.contains("order-biz-1"),
+        "{details}"
+    );
+    screenshot(&client, "console-package-zh.png").await;
+    client
+        .find(Locator::Id("statement-csv"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    let statement = driver.downloads.path().join("statement-biz-1.csv");
+    let mut csv = String::new();
+    for _ in 0..WAIT_ATTEMPTS_MAX {
+        if let Ok(text) = std::fs::read_to_string(&statement) {
+            csv = text;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(POLL_MS)).await;
+    }
+    assert!(
+        csv.starts_with("\u{feff}record,") && csv.contains("order-biz-1"),
+        "{csv:?}"
+    );
+
+    // The ticket in the link is spent: going back to it shows how to come back instead.
+    client.goto(&verify_url(&app, "biz-1")).await.unwrap();
+    let ticket_url = app
+        .http
+        .get(verify_url(&app, "biz-1"))
+        .send()
+        .await
+        .unwrap()
+        .headers()["location"]
+        .to_str()
+        .unwrap()
+        .to_owned();
+    client.goto(&ticket_url).await.unwrap();
+    client.goto(&ticket_url).await.unwrap();
+    assert!(page(&client).await.contains("登录链接已失效"));
+    client
+        .goto(&format!("{}/console", app.address))
+        .await
+        .unwrap();
+
+    // Renew (续费) task-a onto the other package, chosen from the list.
+    client
+        .find(Locator::Css("#task-task-a a.renew"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    let form = showing(&client, "renew-submit").await;
+    assert!(form.contains("biz-2") && !form.contains("biz-3"), "{form}");
+    screenshot(&client, "console-renew-zh.png").await;
+    client
+        .find(Locator::Id("to-biz-2"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    client
+        .find(Locator::Id("renew-submit"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    arrive(&client, "/console").await;
+    let row = client
+        .find(Locator::Css("#task-task-a"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(row.contains("biz-2") && row.contains("运行中"), "{row}");
+
+    // Another customer's package, by form: the option's value swapped for Bob's package.
+    client
+        .goto(&format!("{}/console/tasks/task-a/renew", app.address))
+        .await
+        .unwrap();
+    client
+        .execute(
+            "document.querySelector('input[name=to]').value = 'biz-3';",
+            vec![],
+        )
+        .await
+        .unwrap();
+    client
+        .find(Locator::Id("renew-submit"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    // The refusal is the page the form's answer navigates to: wait for it.
+    showing(&client, "不属于您的账号").await;
+    // …and by URL.
+    client
+        .goto(&format!("{}/console/tasks/task-c/destroy", app.address))
+        .await
+        .unwrap();
+    let refused = page(&client).await;
+    assert!(
+        refused.contains("不属于您的账号") && !refused.contains("销毁后"),
+        "{refused}"
+    );
+    let task_c: serde_json::Value = app
+        .get_as("/v1/tasks/task-c", REPORTER_TOKEN)
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        (task_c["instanceId"].as_str(), task_c["state"].as_str()),
+        (Some("biz-3"), Some("running"))
+    );
+
+    // Destroy task-b, through its confirmation page.
+    client
+        .goto(&format!("{}/console", app.address))
+        .await
+        .unwrap();
+    client
+        .find(Locator::Css("#task-task-b a.destroy"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    showing(&client, "销毁后数据不可找回").await;
+    screenshot(&client, "console-destroy-zh.png").await;
+    client
+        .find(Locator::Id("destroy-submit"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    arrive(&client, "/console").await;
+    assert!(!page(&client).await.contains("task-b"));
+
+    // English, remembered across pages.
+    client
+        .find(Locator::Id("lang-switch"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    let english = showing(&client, "My traffic packages").await;
+    assert!(
+        english.contains("My traffic packages") && english.contains("Renew in time"),
+        "{english}"
+    );
+    client.refresh().await.unwrap();
+    assert!(page(&client).await.contains("My traffic packages"));
+    screenshot(&client, "console-en.png").await;
+
+    // A phone's width: one column, nothing cut off.
+    client.set_window_size(390, 1100).await.unwrap();
+    screenshot(&client, "console-phone-en.png").await;
+    client.set_window_size(1280, 1100).await.unwrap();
+
+    // Sign out: back at the sign-in form, and the console is closed.
+    client
+        .find(Locator::Id("logout"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    arrive(&client, "/console/login").await;
+    client
+        .goto(&format!("{}/console", app.address))
+        .await
+        .unwrap();
+    assert_eq!(
+        client.current_url().await.unwrap().as_str(),
+        format!("{}/console/login", app.address)
+    );
+    client.close().await.unwrap();
+}
+
+#[tokio::test]
+async fn the_sign_in_form_takes_the_order_credential_and_refuses_wrong_ones() {
+    let driver = start_driver().await;
+    let app = seeded_app().await;
+    let client = browser(&driver, "en-US").await;
+    let reply: serde_json::Value = app
+        .callback(&[
+            ("action", "createInstance"),
+            ("jdPin", "alice"),
+            ("orderBizId", "biz-4"),
+            ("orderId", "order-biz-4"),
+            ("serviceCode", "dts"),
+            ("skuId", SMALL_SKU),
+        ])
+        .await
+        .json()
+        .await
+        .unwrap();
+    let code = reply["appInfo"]["authCode"].as_str().unwrap().to_owned();
+
+    client
+        .goto(&format!("{}/console/login", app.address))
+        .await
+        .unwrap();
+    assert!(page(&client)
+        .await
+        .contains("Sign in with your order credential"));
+    let fill = |id: &'static str, code: String| {
+        let client = client.clone();
+        async move {
+            client
+                .find(Locator::Id("instanceId"))
+                .await
+                .unwrap()
+                .clear()
+                .await
+                .unwrap();
+            client
+                .find(Locator::Id("instanceId"))
+                .await
+                .unwrap()
+                .send_keys(id)
+                .await
+                .unwrap();
+            client
+                .find(Locator::Id("authCode"))
+                .await
+                .unwrap()
+                .send_keys(&code)
+                .await
+                .unwrap();
+            client
+                .find(Locator::Id("login"))
+                .await
+                .unwrap()
+                .click()
+                .await
+                .unwrap();
+        }
+    };
+    fill("biz-4", "0".repeat(32)).await;
+    let wrong = client
+        .find(Locator::Id("login-error"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert_eq!(
+        wrong,
+        "The instance id or the order credential is not right."
+    );
+    screenshot(&client, "console-login-en.png").await;
+    fill("biz-4", code).await;
+    arrive(&client, "/console").await;
+    let html = page(&client).await;
+    assert!(html.contains("biz-4") && html.contains("biz-1") && !html.contains("biz-3"));
+    client.close().await.unwrap();
+}
