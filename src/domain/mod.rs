@@ -5,6 +5,7 @@
 //! the same fold replay uses), so a later rule sees the state the earlier events left. No I/O
 //! happens here; `crate::ledger` loads the draft from PostgreSQL and commits it.
 
+pub mod catalog;
 pub mod orders;
 pub mod tasks;
 pub mod traffic;

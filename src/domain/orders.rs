@@ -1,7 +1,7 @@
 //! Marketplace orders: what each callback does to a package (DESIGN §4).
 
 use super::Draft;
-use crate::configuration::{Catalog, Sku};
+use crate::domain::catalog::{Catalog, Sku};
 use chrono::{DateTime, Utc};
 use projections::events::{
     Event, ExpirySource, OrderCreated, OrderDilated, OrderExpired, OrderReleased, OrderRenewed,

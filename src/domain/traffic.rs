@@ -202,7 +202,7 @@ fn warn_low_balance(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::configuration::Catalog;
+    use crate::domain::catalog::Catalog;
     use crate::domain::orders::{self, CreateOrder};
     use crate::domain::tasks;
     use projections::ids::{InstanceId, JdPin, OrderId, SkuId};

@@ -12,7 +12,7 @@
 //! position) lets them drop the duplicates at-least-once delivery brings.
 //!
 //! Entries of one subject (the event's stream: a task, a package) are delivered one at a time in
-//! ledger order. After `attempts_max` failed attempts, or `age_max_s` after its first attempt, an
+//! ledger order. After `attempts_max` failed attempts, or `age_s_max` after its first attempt, an
 //! entry becomes a dead letter: it stays, with its last error, and holds back the later entries
 //! of its subject until an operator retries it (`dts-ledger outbox retry`, or
 //! `POST /v1/outbox/{position}/retry`). Delivering the later ones past it would tell the receiver
@@ -84,9 +84,9 @@ pub fn signature(secret: &str, timestamp: i64, body: &[u8]) -> String {
 pub fn backoff(config: &WebhookConfig, attempts: i32) -> Duration {
     let exponent = attempts.clamp(0, 30) as u32;
     let full = config
-        .retry_base_ms
+        .retry_ms_base
         .saturating_mul(1u64 << exponent)
-        .min(config.retry_max_ms);
+        .min(config.retry_ms_max);
     let jittered = rand::thread_rng().gen_range(full / 2..=full);
     Duration::from_millis(jittered)
 }
@@ -94,7 +94,7 @@ pub fn backoff(config: &WebhookConfig, attempts: i32) -> Duration {
 /// Whether an entry that has just failed its `attempts`-th attempt, `age` after its first one,
 /// becomes a dead letter.
 pub fn gives_up(config: &WebhookConfig, attempts: i32, age: Duration) -> bool {
-    i64::from(attempts) >= i64::from(config.attempts_max) || age.as_secs() >= config.age_max_s
+    i64::from(attempts) >= i64::from(config.attempts_max) || age.as_secs() >= config.age_s_max
 }
 
 async fn deliver(
@@ -130,11 +130,11 @@ mod tests {
 
     fn config() -> WebhookConfig {
         WebhookConfig {
-            retry_base_ms: 100,
-            retry_max_ms: 1_000,
+            retry_ms_base: 100,
+            retry_ms_max: 1_000,
             timeout_ms: 1_000,
             attempts_max: 5,
-            age_max_s: 60,
+            age_s_max: 60,
             ..WebhookConfig::new("http://cp".into(), Secret::new("0123456789abcdef"))
         }
     }

@@ -118,8 +118,8 @@ async fn a_dead_worker_is_named_by_readiness_and_restarted() {
         pipelines: 1,
         // Nobody listens there; the dispatcher only has to run.
         webhook: Some(WebhookConfig {
-            retry_base_ms: 50,
-            retry_max_ms: 200,
+            retry_ms_base: 50,
+            retry_ms_max: 200,
             timeout_ms: 2_000,
             ..WebhookConfig::new(
                 "http://127.0.0.1:9/hook".into(),

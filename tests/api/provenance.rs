@@ -645,8 +645,8 @@ async fn serve_checkpoints_a_moving_ledger_by_itself_and_announces_each_checkpoi
     dts_ledger::audit::checkpoint::keygen(&key_file).unwrap();
     let app = crate::helpers::spawn_app_with(Config {
         webhook: Some(WebhookConfig {
-            retry_base_ms: 50,
-            retry_max_ms: 200,
+            retry_ms_base: 50,
+            retry_ms_max: 200,
             timeout_ms: 2_000,
             ..WebhookConfig::new(format!("http://127.0.0.1:{port}/hook"), Secret::new(SECRET))
         }),

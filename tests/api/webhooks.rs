@@ -126,8 +126,8 @@ fn config_with(port: u16, change: impl FnOnce(&mut WebhookConfig)) -> Config {
 fn config_for(port: u16) -> Config {
     Config {
         webhook: Some(WebhookConfig {
-            retry_base_ms: 50,
-            retry_max_ms: 200,
+            retry_ms_base: 50,
+            retry_ms_max: 200,
             timeout_ms: 2_000,
             ..WebhookConfig::new(format!("http://127.0.0.1:{port}/hook"), Secret::new(SECRET))
         }),
@@ -569,7 +569,7 @@ async fn an_entry_failing_past_its_age_bound_becomes_a_dead_letter() {
     start_receiver(receiver.clone(), listener);
     let app = spawn_app_with(config_with(port, |w| {
         w.attempts_max = 10_000;
-        w.age_max_s = 1;
+        w.age_s_max = 1;
     }))
     .await;
     empty_package(&app).await;

@@ -1,0 +1,250 @@
+//! Settings: command-line flags and environment for the process, a TOML file for the product.
+//!
+//! The file is read once at start. Unknown keys are an error naming the key, so a typo never
+//! silently falls back to a default. Secrets live in [`Secret`], which never prints its value.
+//!
+//! - `file.rs`: the file's schema, and the checks that turn each section into settings;
+//! - `secret.rs`: [`Secret`] and the one rule for secrets (the environment overrides the file);
+//! - `database.rs`: where the database is;
+//! - the SKU catalog is a domain concept, in [`crate::domain::catalog`], re-exported here.
+//!
+//! Names put the unit before its qualifier: `retry_ms_base`, `retry_ms_max`, `age_s_max`,
+//! `session_ttl_s`, `report_bytes_max`. A count has no unit: `attempts_max`. In
+//! `checkpoint_every_s` "every" is part of the quantity's name (the period), not a qualifier.
+
+mod database;
+mod file;
+mod secret;
+#[cfg(test)]
+mod tests;
+
+pub use crate::domain::catalog::{Catalog, Sku, SKU_NAME_CHARS_MAX};
+pub use database::{DatabaseSettings, POOL_SIZE_DEFAULT, POOL_SIZE_MAX};
+pub use secret::{Secret, SECRET_CHARS_MIN};
+
+use file::FileConfig;
+use projections::ids::Bytes;
+use std::path::{Path, PathBuf};
+
+/// How far a `verify` (login-free sign-in) `timeStamp` may be from our clock by default.
+pub const VERIFY_WINDOW_S_DEFAULT: u64 = 300;
+/// Longest accepted window: a signed sign-in link must not stay usable for long.
+pub const VERIFY_WINDOW_S_MAX: u64 = 3600;
+/// How long a console session lasts after its last use.
+pub const SESSION_TTL_S_DEFAULT: u64 = 600;
+/// A day: a session left open longer than that is more likely forgotten than in use.
+pub const SESSION_TTL_S_MAX: u64 = 86_400;
+/// How often the sweeper looks for orders whose expiry has passed.
+pub const EXPIRY_SWEEP_S_DEFAULT: u64 = 30;
+/// An hour: an expired package still usable for longer than that is a billing error.
+pub const EXPIRY_SWEEP_S_MAX: u64 = 3600;
+/// Most bytes one traffic report may carry by default: 1 TiB, more than a task moves between two
+/// reports on any real link, so a larger number is a bug in the agent, not traffic.
+pub const REPORT_BYTES_MAX_DEFAULT: u64 = 1 << 40;
+/// The low-balance warning levels by default (% of everything granted that is consumed).
+pub const LOW_BALANCE_PERCENTS_DEFAULT: [u8; 2] = [80, 95];
+/// Ingest pipelines per process by default: one transaction in flight per pipeline, so while one
+/// appends to the ledger the other prepares its batch; two keep both cores of a small machine busy.
+pub const PIPELINES_DEFAULT: usize = 2;
+/// Each pipeline holds a connection: more than this would starve the default pool.
+pub const PIPELINES_MAX: usize = 16;
+/// Reporter tokens accepted; each names an agent fleet, so a handful is the norm.
+pub const REPORTER_TOKENS_MAX: usize = 64;
+
+/// Signed checkpoints of the ledger (`[audit]`).
+#[derive(Debug, Clone)]
+pub struct AuditConfig {
+    /// The Ed25519 key `checkpoint` and `serve` sign with; `None`: this process does not sign.
+    pub signing_key_file: Option<PathBuf>,
+    /// Ed25519 public keys (64 hex digits) whose checkpoints `verify` accepts, besides the
+    /// signing key's own.
+    pub public_keys: Vec<[u8; 32]>,
+    /// How often `serve` checkpoints a ledger that moved.
+    pub checkpoint_every_s: u64,
+}
+
+impl Default for AuditConfig {
+    fn default() -> Self {
+        AuditConfig {
+            signing_key_file: None,
+            public_keys: Vec::new(),
+            checkpoint_every_s: CHECKPOINT_EVERY_S_DEFAULT,
+        }
+    }
+}
+
+/// Five minutes: a rewrite is caught at the latest by the checkpoint after it, and a day's
+/// checkpoints (288 rows) cost nothing to store or check.
+const CHECKPOINT_EVERY_S_DEFAULT: u64 = 300;
+/// A day: checkpoints rarer than that leave too much of the ledger unvouched for.
+const CHECKPOINT_EVERY_S_MAX: u64 = 86_400;
+/// More keys than any rotation needs; keeps a mistaken list from growing without bound.
+const PUBLIC_KEYS_MAX: usize = 64;
+
+/// Where and how stops, resumptions and warnings are pushed to the DTS control plane.
+#[derive(Debug, Clone)]
+pub struct WebhookConfig {
+    pub url: String,
+    pub secret: Secret,
+    /// First retry delay; each further one doubles, up to `retry_ms_max`, with jitter.
+    pub retry_ms_base: u64,
+    pub retry_ms_max: u64,
+    /// Per delivery attempt.
+    pub timeout_ms: u64,
+    /// Failed attempts after which an entry becomes a dead letter.
+    pub attempts_max: u32,
+    /// How long after its first attempt an entry is still retried.
+    pub age_s_max: u64,
+    /// How long delivered entries are kept before they are pruned.
+    pub retention_s: u64,
+}
+
+/// First retry delay: a receiver restarting is back within seconds.
+pub const WEBHOOK_RETRY_MS_BASE_DEFAULT: u64 = 1_000;
+/// An hour: a first retry later than that is no retry but an outage nobody hears about.
+pub const WEBHOOK_RETRY_MS_BASE_MAX: u64 = 3_600_000;
+/// Retries of a long outage are ten minutes apart: the receiver hears within ten minutes of
+/// coming back, without being polled hard while it is away.
+pub const WEBHOOK_RETRY_MS_MAX_DEFAULT: u64 = 600_000;
+/// A day: retries rarer than that would outlast the default `age_s_max`.
+pub const WEBHOOK_RETRY_MS_MAX_MAX: u64 = 86_400_000;
+/// A receiver on the same network answers in milliseconds; five seconds covers a slow one.
+pub const WEBHOOK_TIMEOUT_MS_DEFAULT: u64 = 5_000;
+/// A minute: a delivery hanging longer holds up the entries queued behind it.
+pub const WEBHOOK_TIMEOUT_MS_MAX: u64 = 60_000;
+/// With the default delays (1 s doubling to 10 min) 20 attempts span about two hours: an outage
+/// of the control plane longer than that needs an operator anyway.
+pub const WEBHOOK_ATTEMPTS_MAX_DEFAULT: u64 = 20;
+/// Beyond this a dead letter would in effect never be declared.
+pub const WEBHOOK_ATTEMPTS_MAX_MAX: u64 = 10_000;
+/// A day: a stop announced a day late is news for an operator rather than for the control plane.
+pub const WEBHOOK_AGE_S_MAX_DEFAULT: u64 = 86_400;
+/// Thirty days: an entry older than that describes a state long since changed.
+pub const WEBHOOK_AGE_S_MAX_MAX: u64 = 30 * 86_400;
+/// A week of delivered entries answers "was it sent?" for a recent incident; the ledger keeps
+/// the events themselves for ever.
+pub const WEBHOOK_RETENTION_S_DEFAULT: u64 = 7 * 86_400;
+/// A year (and a day): enough for any audit of deliveries, bounded so the outbox table is too.
+pub const WEBHOOK_RETENTION_S_MAX: u64 = 366 * 86_400;
+
+impl WebhookConfig {
+    /// A receiver with the default delays and bounds.
+    pub fn new(url: String, secret: Secret) -> WebhookConfig {
+        WebhookConfig {
+            url,
+            secret,
+            retry_ms_base: WEBHOOK_RETRY_MS_BASE_DEFAULT,
+            retry_ms_max: WEBHOOK_RETRY_MS_MAX_DEFAULT,
+            timeout_ms: WEBHOOK_TIMEOUT_MS_DEFAULT,
+            attempts_max: WEBHOOK_ATTEMPTS_MAX_DEFAULT as u32,
+            age_s_max: WEBHOOK_AGE_S_MAX_DEFAULT,
+            retention_s: WEBHOOK_RETENTION_S_DEFAULT,
+        }
+    }
+}
+
+/// What the product needs to know, from the file and the environment.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// The ISV key that signs marketplace callbacks; `None` refuses every callback.
+    pub marketplace_key: Option<Secret>,
+    pub verify_window_s: u64,
+    /// The base URL customers reach the service at (console links); `None`: the listen address.
+    pub public_url: Option<String>,
+    /// Signs order credentials (`authCode`) and console sessions. `None`: derived from the
+    /// marketplace key.
+    pub console_secret: Option<Secret>,
+    pub session_ttl_s: u64,
+    /// The marketplace's renewal page; the console links to it with `instanceId=<id>` appended.
+    pub renew_url: Option<String>,
+    /// Bearer token of operators and finance for the read APIs.
+    pub admin_token: Option<Secret>,
+    /// Bearer tokens of DTS agents and the control plane (tasks and traffic).
+    pub reporter_tokens: Vec<Secret>,
+    pub expiry_sweep_s: u64,
+    pub report_bytes_max: Bytes,
+    pub low_balance_percents: Vec<u8>,
+    pub pipelines: usize,
+    pub webhook: Option<WebhookConfig>,
+    pub catalog: Catalog,
+    /// True when no `[[sku]]` was configured and [`Catalog::built_in`] is in use.
+    pub catalog_is_built_in: bool,
+    pub pool_size: usize,
+    pub audit: AuditConfig,
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("configuration {path}: {message}")]
+pub struct ConfigError {
+    pub path: String,
+    pub message: String,
+}
+
+impl Config {
+    /// Settings for tests and examples: the built-in catalog, no secrets, defaults everywhere.
+    pub fn defaults() -> Config {
+        Config {
+            marketplace_key: None,
+            verify_window_s: VERIFY_WINDOW_S_DEFAULT,
+            public_url: None,
+            console_secret: None,
+            session_ttl_s: SESSION_TTL_S_DEFAULT,
+            renew_url: None,
+            admin_token: None,
+            reporter_tokens: Vec::new(),
+            expiry_sweep_s: EXPIRY_SWEEP_S_DEFAULT,
+            report_bytes_max: Bytes::new(REPORT_BYTES_MAX_DEFAULT).expect("1 TiB fits"),
+            low_balance_percents: LOW_BALANCE_PERCENTS_DEFAULT.to_vec(),
+            pipelines: PIPELINES_DEFAULT,
+            webhook: None,
+            catalog: Catalog::built_in(),
+            catalog_is_built_in: true,
+            pool_size: POOL_SIZE_DEFAULT,
+            audit: AuditConfig::default(),
+        }
+    }
+
+    /// Reads the file (if any) and applies environment overrides from `env`.
+    pub fn load(
+        path: Option<&Path>,
+        env: impl Fn(&str) -> Option<String>,
+    ) -> Result<Config, ConfigError> {
+        Config::from_file(path, &env).map_err(|message| ConfigError {
+            path: path.map_or_else(|| "(none)".to_owned(), |p| p.display().to_string()),
+            message,
+        })
+    }
+
+    /// One step per section of the file; each applies its defaults, limits and overrides.
+    fn from_file(path: Option<&Path>, env: file::Env) -> Result<Config, String> {
+        let file = FileConfig::read(path)?;
+        let (catalog, catalog_is_built_in) = file::catalog(file.sku)?;
+        let pool_size = file.database.pool_size()?;
+        let marketplace = file.marketplace.settings(env)?;
+        let console = file.console.settings(env)?;
+        let (admin_token, reporter_tokens) = file.api.settings(env)?;
+        let traffic = file.traffic.settings()?;
+        let webhook = file.webhook.settings(env)?;
+        let expiry_sweep_s = file.orders.expiry_sweep_s()?;
+        let audit = file.audit.settings(env)?;
+        Ok(Config {
+            marketplace_key: marketplace.key,
+            verify_window_s: marketplace.verify_window_s,
+            public_url: console.public_url,
+            console_secret: console.secret,
+            session_ttl_s: console.session_ttl_s,
+            renew_url: console.renew_url,
+            admin_token,
+            reporter_tokens,
+            expiry_sweep_s,
+            report_bytes_max: traffic.report_bytes_max,
+            low_balance_percents: traffic.low_balance_percents,
+            pipelines: traffic.pipelines,
+            webhook,
+            catalog,
+            catalog_is_built_in,
+            pool_size,
+            audit,
+        })
+    }
+}
