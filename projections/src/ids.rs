@@ -10,7 +10,7 @@ use std::fmt;
 ///
 /// Marketplace ids (`orderBizId`, `skuId`, `jdPin`) are a few dozen characters, DTS task and report
 /// ids are UUID-sized. 128 leaves ample room while keeping index entries and log lines bounded.
-pub const ID_LEN_MAX: usize = 128;
+pub const ID_BYTES_MAX: usize = 128;
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum IdError {
@@ -28,10 +28,10 @@ fn check_id(value: &str) -> Result<(), IdError> {
     if value.is_empty() {
         return Err(IdError::Empty);
     }
-    if value.len() > ID_LEN_MAX {
+    if value.len() > ID_BYTES_MAX {
         return Err(IdError::TooLong {
             len: value.len(),
-            max: ID_LEN_MAX,
+            max: ID_BYTES_MAX,
         });
     }
     if value.chars().any(char::is_control) {
@@ -213,16 +213,16 @@ mod tests {
     fn ids_reject_empty_long_and_control_characters() {
         assert_eq!(TaskId::parse(""), Err(IdError::Empty));
         assert_eq!(
-            TaskId::parse("x".repeat(ID_LEN_MAX + 1)),
+            TaskId::parse("x".repeat(ID_BYTES_MAX + 1)),
             Err(IdError::TooLong {
-                len: ID_LEN_MAX + 1,
-                max: ID_LEN_MAX
+                len: ID_BYTES_MAX + 1,
+                max: ID_BYTES_MAX
             })
         );
         assert_eq!(TaskId::parse("a\nb"), Err(IdError::ControlCharacter));
         assert_eq!(TaskId::parse(" a"), Err(IdError::Whitespace));
         assert_eq!(TaskId::parse("任务-1").unwrap().as_str(), "任务-1");
-        assert!(TaskId::parse("x".repeat(ID_LEN_MAX)).is_ok());
+        assert!(TaskId::parse("x".repeat(ID_BYTES_MAX)).is_ok());
     }
 
     #[test]

@@ -6,7 +6,7 @@ use std::sync::OnceLock;
 
 pub const LANG_COOKIE: &str = "dts_lang";
 /// Longest `Accept-Language` header looked at; real ones are a few dozen bytes.
-const ACCEPT_LANGUAGE_LEN_MAX: usize = 512;
+const ACCEPT_LANGUAGE_BYTES_MAX: usize = 512;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Lang {
@@ -59,7 +59,7 @@ impl Lang {
         if let Some(lang) = cookie.and_then(Lang::parse) {
             return lang;
         }
-        let Some(header) = accept_language.filter(|h| h.len() <= ACCEPT_LANGUAGE_LEN_MAX) else {
+        let Some(header) = accept_language.filter(|h| h.len() <= ACCEPT_LANGUAGE_BYTES_MAX) else {
             return Lang::Zh;
         };
         let mut best: Option<(u16, Lang)> = None;

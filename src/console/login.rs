@@ -18,8 +18,9 @@ pub const FAILURES_PER_ADDRESS_MAX: i32 = 30;
 /// Failures allowed per instance per window: its owner mistypes a few times at most; more means
 /// someone is guessing at that package (from however many addresses).
 pub const FAILURES_PER_INSTANCE_MAX: i32 = 10;
-/// Longest `instanceId` and `authCode` looked at; longer ones are wrong by construction.
-pub const FIELD_LEN_MAX: usize = 128;
+/// Longest `instanceId` and `authCode` looked at, in characters; longer ones are wrong by
+/// construction.
+pub const FIELD_CHARS_MAX: usize = 128;
 
 pub fn address_key(address: &str) -> String {
     format!("address:{address}")

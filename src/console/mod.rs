@@ -463,7 +463,7 @@ async fn login_submit(
         .instance_id
         .trim()
         .chars()
-        .take(login::FIELD_LEN_MAX)
+        .take(login::FIELD_CHARS_MAX)
         .collect();
     let limits = [
         (
@@ -496,7 +496,9 @@ async fn login_submit(
     );
     let instance_id = InstanceId::parse(typed_id.clone()).ok();
     let right = match (&instance_id, &credentials) {
-        (Some(id), Some(credentials)) if form.auth_code.len() <= login::FIELD_LEN_MAX => {
+        (Some(id), Some(credentials))
+            if form.auth_code.chars().count() <= login::FIELD_CHARS_MAX =>
+        {
             credentials.is_auth_code(id, form.auth_code.trim())
         }
         _ => false,

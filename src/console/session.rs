@@ -12,7 +12,7 @@ pub const COOKIE_NAME: &str = "dts_console";
 /// Bytes of randomness in a session id: 128 bits cannot be guessed.
 const SESSION_ID_BYTES: usize = 16;
 /// Longest cookie value looked at: an id and a MAC, both hex, and a dot.
-const COOKIE_LEN_MAX: usize = 2 * SESSION_ID_BYTES + 1 + 2 * super::keys::MAC_BYTES;
+const COOKIE_BYTES_MAX: usize = 2 * SESSION_ID_BYTES + 1 + 2 * super::keys::MAC_BYTES;
 
 /// A session id, as proven by its cookie's signature (not yet known to be open).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -44,7 +44,7 @@ pub fn cookie_value(keys: &Keys, id: &SessionId) -> String {
 
 /// The session id of a cookie value, when we signed it.
 pub fn parse_cookie(keys: &Keys, value: &str) -> Option<SessionId> {
-    if value.len() > COOKIE_LEN_MAX {
+    if value.len() > COOKIE_BYTES_MAX {
         return None;
     }
     let (id, mac) = value.split_once('.')?;

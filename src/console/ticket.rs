@@ -15,8 +15,8 @@ use projections::ids::InstanceId;
 pub const TICKET_TTL_S: i64 = 60;
 /// Bytes of randomness in a nonce: 128 bits never collide by chance.
 const NONCE_BYTES: usize = 16;
-/// Longest ticket accepted: an instance id (at most 128 characters, as hex) and three short parts.
-pub const TICKET_LEN_MAX: usize = 2 * 128 + 64 + 32 + 32 + 3;
+/// Longest ticket accepted: an instance id (at most 128 bytes, as hex) and three short parts.
+pub const TICKET_BYTES_MAX: usize = 2 * 128 + 64 + 32 + 32 + 3;
 
 #[derive(Debug, PartialEq, Eq, thiserror::Error)]
 pub enum TicketError {
@@ -47,7 +47,7 @@ pub fn issue(keys: &Keys, instance_id: &InstanceId, now: DateTime<Utc>) -> Strin
 }
 
 pub fn open(keys: &Keys, ticket: &str, now: DateTime<Utc>) -> Result<Opened, TicketError> {
-    if ticket.len() > TICKET_LEN_MAX {
+    if ticket.len() > TICKET_BYTES_MAX {
         return Err(TicketError::Malformed);
     }
     let parts: Vec<&str> = ticket.split('.').collect();
@@ -144,7 +144,7 @@ mod tests {
         );
         assert_eq!(open(&k, "a.b.c", now).unwrap_err(), TicketError::Malformed);
         assert_eq!(
-            open(&k, &"x".repeat(TICKET_LEN_MAX + 1), now).unwrap_err(),
+            open(&k, &"x".repeat(TICKET_BYTES_MAX + 1), now).unwrap_err(),
             TicketError::Malformed
         );
         assert_ne!(issue(&k, &id, now), issue(&k, &id, now), "nonces differ");

@@ -25,7 +25,7 @@ pub const SOCKET_PORT: u16 = 5432;
 /// can take a while on a large ledger.
 const PG_CTL_TIMEOUT_S: u32 = 300;
 /// `sun_path` holds 108 bytes; leave room for `/.s.PGSQL.5432` and the terminating NUL.
-const SOCKET_DIR_LEN_MAX: usize = 90;
+const SOCKET_DIR_BYTES_MAX: usize = 90;
 /// The database the service uses inside the cluster.
 pub const DATABASE_NAME: &str = "ledger";
 /// The cluster's superuser, the same whoever runs the service.
@@ -488,7 +488,7 @@ pub fn running_cluster_config(
 /// socket address, else a directory under /tmp named after the data directory.
 fn choose_socket_dir(root: &Path) -> PathBuf {
     let inside = root.join("run");
-    if inside.as_os_str().len() <= SOCKET_DIR_LEN_MAX {
+    if inside.as_os_str().len() <= SOCKET_DIR_BYTES_MAX {
         return inside;
     }
     use sha2::{Digest, Sha256};

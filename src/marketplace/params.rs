@@ -7,13 +7,13 @@ use chrono::{DateTime, FixedOffset, NaiveDateTime, TimeZone, Utc};
 use projections::ids::{IdError, InstanceId, JdPin, OrderId, SkuId};
 
 /// `serviceCode` and `template`: short codes in the marketplace's admin pages.
-pub const CODE_LEN_MAX: usize = 128;
+pub const CODE_CHARS_MAX: usize = 128;
 /// Phone numbers with country code and separators.
-pub const MOBILE_LEN_MAX: usize = 32;
+pub const MOBILE_CHARS_MAX: usize = 32;
 /// RFC 5321's limit on an address.
-pub const EMAIL_LEN_MAX: usize = 254;
+pub const EMAIL_CHARS_MAX: usize = 254;
 /// `extraInfo` / `additionInfo`: small JSON objects of order options.
-pub const JSON_LEN_MAX: usize = 4096;
+pub const JSON_BYTES_MAX: usize = 4096;
 
 /// China Standard Time, the marketplace's clock for `expiredOn` and `timeStamp`.
 pub fn china_standard_time() -> FixedOffset {
@@ -201,9 +201,9 @@ impl Reader<'_> {
                 }
             }
             Check::Json => {
-                if value.len() > JSON_LEN_MAX {
+                if value.len() > JSON_BYTES_MAX {
                     problem = problem.or(Some("is longer than its limit"));
-                    let cut = (0..=JSON_LEN_MAX)
+                    let cut = (0..=JSON_BYTES_MAX)
                         .rev()
                         .find(|at| value.is_char_boundary(*at))
                         .unwrap_or(0);
@@ -233,13 +233,13 @@ impl Reader<'_> {
         details.mobile = keep(self.optional(
             "mobile",
             Check::Text {
-                chars_max: MOBILE_LEN_MAX,
+                chars_max: MOBILE_CHARS_MAX,
             },
         ));
         details.email = keep(self.optional(
             "email",
             Check::Text {
-                chars_max: EMAIL_LEN_MAX,
+                chars_max: EMAIL_CHARS_MAX,
             },
         ));
         details.extra_info = keep(self.optional("extraInfo", Check::Json));
@@ -247,7 +247,7 @@ impl Reader<'_> {
         let template = self.optional(
             "template",
             Check::Text {
-                chars_max: CODE_LEN_MAX,
+                chars_max: CODE_CHARS_MAX,
             },
         );
         let template = match template.invalid {
@@ -277,7 +277,7 @@ impl Reader<'_> {
 enum Check {
     /// Text without control characters, at most this many characters.
     Text { chars_max: usize },
-    /// JSON of at most [`JSON_LEN_MAX`] bytes.
+    /// JSON of at most [`JSON_BYTES_MAX`] bytes.
     Json,
 }
 
@@ -301,7 +301,7 @@ pub fn parse(action: Action, pairs: &Pairs) -> Result<Callback, ParamError> {
                     jd_pin: r.id("jdPin", JdPin::parse)?,
                     order_id: r.id("orderId", OrderId::parse)?,
                     service_code: r
-                        .bounded("serviceCode", CODE_LEN_MAX)?
+                        .bounded("serviceCode", CODE_CHARS_MAX)?
                         .ok_or_else(|| error("serviceCode", "is required and missing or empty"))?,
                     sku_id: r.id("skuId", SkuId::parse)?,
                     units: r.units("accountNum", Some(1))?,
@@ -401,8 +401,8 @@ mod tests {
         let query = format!(
             "{BASE}&extraInfo=%7B%22key1%22:%221%22,%22key1%22,%222%22%7D&email={}\
              &template=a%0Ab&mobile=%FF%FE%00&additionInfo=%5B{}%5D",
-            "e".repeat(EMAIL_LEN_MAX + 1),
-            "1,".repeat(JSON_LEN_MAX)
+            "e".repeat(EMAIL_CHARS_MAX + 1),
+            "1,".repeat(JSON_BYTES_MAX)
         );
         let Callback::Create(order, details) = create(&query).unwrap() else {
             panic!("not a create");
@@ -413,12 +413,12 @@ mod tests {
         );
         assert_eq!(details.template.as_deref(), Some("a\nb"));
         assert_eq!(details.mobile.as_deref(), Some("\u{FFFD}\u{FFFD}\u{FFFD}"));
-        assert_eq!(details.email.unwrap().len(), EMAIL_LEN_MAX);
+        assert_eq!(details.email.unwrap().len(), EMAIL_CHARS_MAX);
         assert_eq!(
             details.extra_info.as_deref(),
             Some(r#"{"key1":"1","key1","2"}"#)
         );
-        assert_eq!(details.addition_info.unwrap().len(), JSON_LEN_MAX);
+        assert_eq!(details.addition_info.unwrap().len(), JSON_BYTES_MAX);
         let flagged: Vec<(&str, &str)> = details
             .invalid
             .iter()

@@ -6,7 +6,7 @@
 //! subject only. Several processes share the work: a claim skips rows another process is
 //! claiming at that instant and entries whose lease has not run out.
 
-use super::{backoff, cloud_event, gives_up, ERROR_LEN_MAX};
+use super::{backoff, cloud_event, gives_up, ERROR_CHARS_MAX};
 use crate::configuration::WebhookConfig;
 use chrono::{DateTime, Utc};
 use deadpool_postgres::Pool;
@@ -197,7 +197,7 @@ async fn record(
         Err(error) => {
             let dead = gives_up(config, attempts, entry.age.saturating_add(took));
             let delay = backoff(config, entry.attempts);
-            let error: String = error.chars().take(ERROR_LEN_MAX).collect();
+            let error: String = error.chars().take(ERROR_CHARS_MAX).collect();
             if dead {
                 tracing::error!(
                     position = entry.position,

@@ -34,8 +34,8 @@ pub mod entries;
 
 pub use dispatch::dispatch;
 
-/// Longest error text kept per entry.
-const ERROR_LEN_MAX: usize = 500;
+/// Longest error text kept per entry, in characters (it is cut on a character boundary).
+const ERROR_CHARS_MAX: usize = 500;
 
 /// Queues the events at `positions` for delivery (in the transaction that appends them, after
 /// the events are written: each entry takes its subject from its event).
