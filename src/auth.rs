@@ -5,9 +5,9 @@
 //! customer's order credential (`authCode`) opens that one order. Tokens are compared in constant
 //! time and never logged: events name the caller by role ("reporter#2").
 
+use crate::configuration::Secret;
 use crate::error::ApiError;
-use crate::marketplace::credentials::equal;
-use crate::startup::AppState;
+use crate::marketplace::credentials::{equal, Credentials};
 use actix_web::http::header::AUTHORIZATION;
 use actix_web::HttpRequest;
 use projections::ids::InstanceId;
@@ -43,19 +43,27 @@ fn bearer(req: &HttpRequest) -> Option<&str> {
         .filter(|token| !token.is_empty())
 }
 
+/// What callers are checked against: the few secrets a route's guard needs, not the whole
+/// application, so the rules can be tested on their own.
+#[derive(Clone, Copy)]
+pub struct Tokens<'a> {
+    pub admin: Option<&'a Secret>,
+    pub reporters: &'a [Secret],
+    /// Derives each order's `authCode`; `None` when no secret is configured.
+    pub credentials: Option<&'a Credentials>,
+}
+
 /// The admin or a reporter, by token.
-fn staff(state: &AppState, token: &str) -> Option<Caller> {
-    let config = &state.config;
-    if config
-        .admin_token
-        .as_ref()
+fn staff(tokens: &Tokens, token: &str) -> Option<Caller> {
+    if tokens
+        .admin
         .is_some_and(|admin| equal(admin.expose(), token))
     {
         return Some(Caller::Admin);
     }
     // Every token is compared, so the time taken does not say which one matched.
     let mut found = None;
-    for (index, reporter) in config.reporter_tokens.iter().enumerate() {
+    for (index, reporter) in tokens.reporters.iter().enumerate() {
         if equal(reporter.expose(), token) {
             found = Some(Caller::Reporter(index + 1));
         }
@@ -68,8 +76,8 @@ fn reporter_forbidden() -> ApiError {
 }
 
 /// Admin routes: a reporter token is 403, anything else but the admin token 401.
-pub fn require_admin(req: &HttpRequest, state: &AppState) -> Result<Caller, ApiError> {
-    match bearer(req).and_then(|token| staff(state, token)) {
+pub fn require_admin(req: &HttpRequest, tokens: &Tokens) -> Result<Caller, ApiError> {
+    match bearer(req).and_then(|token| staff(tokens, token)) {
         Some(Caller::Admin) => Ok(Caller::Admin),
         Some(_) => Err(reporter_forbidden()),
         None => Err(ApiError::unauthorized()),
@@ -77,28 +85,136 @@ pub fn require_admin(req: &HttpRequest, state: &AppState) -> Result<Caller, ApiE
 }
 
 /// Task and traffic routes: the admin or a reporter.
-pub fn require_reporter(req: &HttpRequest, state: &AppState) -> Result<Caller, ApiError> {
+pub fn require_reporter(req: &HttpRequest, tokens: &Tokens) -> Result<Caller, ApiError> {
     bearer(req)
-        .and_then(|token| staff(state, token))
+        .and_then(|token| staff(tokens, token))
         .ok_or_else(ApiError::unauthorized)
 }
 
 /// One order's routes: the admin token, or that order's `authCode`.
 pub fn require_order(
     req: &HttpRequest,
-    state: &AppState,
+    tokens: &Tokens,
     instance_id: &InstanceId,
 ) -> Result<Caller, ApiError> {
     let token = bearer(req).ok_or_else(ApiError::unauthorized)?;
-    match staff(state, token) {
+    match staff(tokens, token) {
         Some(Caller::Admin) => return Ok(Caller::Admin),
         Some(_) => return Err(reporter_forbidden()),
         None => {}
     }
-    match &state.credentials {
+    match tokens.credentials {
         Some(credentials) if credentials.is_auth_code(instance_id, token) => {
             Ok(Caller::Order(instance_id.clone()))
         }
         _ => Err(ApiError::unauthorized()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use actix_web::http::StatusCode;
+    use actix_web::test::TestRequest;
+
+    fn secrets() -> (Secret, Vec<Secret>, Credentials) {
+        let admin = Secret::new("admin-token");
+        let reporters = vec![Secret::new("reporter-one"), Secret::new("reporter-two")];
+        let credentials = Credentials::new(Some(&Secret::new("console-secret")), None)
+            .expect("a console secret gives credentials");
+        (admin, reporters, credentials)
+    }
+
+    fn bearing(token: &str) -> HttpRequest {
+        TestRequest::default()
+            .insert_header((AUTHORIZATION, format!("Bearer {token}")))
+            .to_http_request()
+    }
+
+    fn status(result: Result<Caller, ApiError>) -> StatusCode {
+        result.expect_err("refused").status
+    }
+
+    #[test]
+    fn admin_routes_open_to_the_admin_and_forbid_reporters() {
+        let (admin, reporters, credentials) = secrets();
+        let tokens = Tokens {
+            admin: Some(&admin),
+            reporters: &reporters,
+            credentials: Some(&credentials),
+        };
+        assert_eq!(
+            require_admin(&bearing("admin-token"), &tokens).expect("admin"),
+            Caller::Admin
+        );
+        assert_eq!(
+            status(require_admin(&bearing("reporter-one"), &tokens)),
+            StatusCode::FORBIDDEN
+        );
+        assert_eq!(
+            status(require_admin(&bearing("stranger"), &tokens)),
+            StatusCode::UNAUTHORIZED
+        );
+        assert_eq!(
+            status(require_admin(
+                &TestRequest::default().to_http_request(),
+                &tokens
+            )),
+            StatusCode::UNAUTHORIZED
+        );
+    }
+
+    #[test]
+    fn reporter_routes_name_the_reporter_by_its_place_in_the_configuration() {
+        let (admin, reporters, _) = secrets();
+        let tokens = Tokens {
+            admin: Some(&admin),
+            reporters: &reporters,
+            credentials: None,
+        };
+        let caller = require_reporter(&bearing("reporter-two"), &tokens).expect("reporter");
+        assert_eq!(caller, Caller::Reporter(2));
+        assert_eq!(caller.actor(), "reporter#2");
+        assert_eq!(
+            require_reporter(&bearing("admin-token"), &tokens).expect("admin"),
+            Caller::Admin
+        );
+        assert_eq!(
+            status(require_reporter(&bearing("reporter-three"), &tokens)),
+            StatusCode::UNAUTHORIZED
+        );
+    }
+
+    #[test]
+    fn an_auth_code_opens_its_own_order_only() {
+        let (admin, reporters, credentials) = secrets();
+        let tokens = Tokens {
+            admin: Some(&admin),
+            reporters: &reporters,
+            credentials: Some(&credentials),
+        };
+        let own = InstanceId::parse("dts-1").expect("id");
+        let other = InstanceId::parse("dts-2").expect("id");
+        let code = credentials.auth_code(&own);
+        assert_eq!(
+            require_order(&bearing(&code), &tokens, &own).expect("its customer"),
+            Caller::Order(own.clone())
+        );
+        assert_eq!(
+            status(require_order(&bearing(&code), &tokens, &other)),
+            StatusCode::UNAUTHORIZED
+        );
+        assert_eq!(
+            status(require_order(&bearing("reporter-one"), &tokens, &own)),
+            StatusCode::FORBIDDEN
+        );
+        let without_credentials = Tokens {
+            credentials: None,
+            ..tokens
+        };
+        assert_eq!(
+            status(require_order(&bearing(&code), &without_credentials, &own)),
+            StatusCode::UNAUTHORIZED
+        );
     }
 }

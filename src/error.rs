@@ -1,9 +1,9 @@
 //! Errors as clients see them: `{"error": {"code", "message"}}` with a stable `code`.
 
+use crate::api::error::ErrorResponse;
 use crate::store::StoreError;
 use actix_web::http::StatusCode;
 use actix_web::{HttpResponse, ResponseError};
-use serde_json::json;
 use std::fmt;
 
 #[derive(Debug)]
@@ -67,13 +67,13 @@ impl ApiError {
         )
     }
 
-    pub fn body(&self) -> serde_json::Value {
+    pub fn body(&self) -> ErrorResponse {
         error_body(self.code, &self.message)
     }
 }
 
-pub fn error_body(code: &str, message: &str) -> serde_json::Value {
-    json!({"error": {"code": code, "message": message}})
+pub fn error_body(code: &str, message: &str) -> ErrorResponse {
+    ErrorResponse::new(code, message)
 }
 
 impl fmt::Display for ApiError {

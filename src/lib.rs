@@ -1,6 +1,7 @@
 //! dts-ledger: the billing ledger of a data transmission service sold as prepaid traffic packages
 //! on the JD Cloud marketplace.
 
+pub mod api;
 pub mod audit;
 pub mod auth;
 pub mod cli;
@@ -16,6 +17,7 @@ pub mod marketplace;
 pub mod outbox;
 pub mod routes;
 pub mod startup;
+pub mod state;
 pub mod store;
 pub mod supervisor;
 pub mod telemetry;

@@ -8,11 +8,12 @@ use crate::ledger::{self, Ledger};
 use crate::marketplace::credentials::Credentials;
 use crate::outbox;
 use crate::routes;
+use crate::state::{AppState, RequestId};
 use crate::store::Metadata;
 use crate::supervisor::{Ended, Supervisor};
 use actix_web::dev::{Server, Service};
 use actix_web::http::header::{HeaderName, HeaderValue};
-use actix_web::{web, App, HttpMessage, HttpResponse, HttpServer};
+use actix_web::{web, App, HttpMessage, HttpRequest, HttpResponse, HttpServer};
 use deadpool_postgres::Pool;
 use std::net::TcpListener;
 use std::sync::Arc;
@@ -21,40 +22,6 @@ use tracing::Instrument;
 
 /// How long in-flight requests may take to finish after a stop signal before they are cut.
 const SHUTDOWN_GRACE_S: u64 = 30;
-/// Largest JSON body accepted on the control-plane routes, whose bodies are a few ids.
-pub const JSON_BODY_BYTES_MAX: usize = 64 * 1024;
-
-/// What every handler can reach.
-pub struct AppState {
-    pub pool: Pool,
-    pub ledger: Ledger,
-    pub config: Arc<Config>,
-    /// Issues and checks order credentials and console sessions; `None` without any secret.
-    pub credentials: Option<Credentials>,
-    /// The base URL customers reach this service at, without a trailing slash.
-    pub public_url: String,
-    pub ingest: Arc<Ingest>,
-    /// The background workers, for `/readyz`.
-    pub supervisor: Arc<Supervisor>,
-}
-
-/// The id of the current request, also returned as `x-request-id` and written into event metadata.
-#[derive(Debug, Clone)]
-pub struct RequestId(pub String);
-
-impl actix_web::FromRequest for RequestId {
-    type Error = actix_web::Error;
-    type Future = std::future::Ready<Result<RequestId, actix_web::Error>>;
-
-    fn from_request(req: &actix_web::HttpRequest, _: &mut actix_web::dev::Payload) -> Self::Future {
-        let id = req
-            .extensions()
-            .get::<RequestId>()
-            .cloned()
-            .unwrap_or_else(|| RequestId(uuid::Uuid::new_v4().to_string()));
-        std::future::ready(Ok(id))
-    }
-}
 
 /// The supervised worker names of the expiry sweeper and the webhook dispatcher (ingest lanes are
 /// `ingest-lane-<n>`).
@@ -90,7 +57,12 @@ impl Application {
         config: Config,
     ) -> std::io::Result<Application> {
         let local = options.listener.local_addr()?;
-        let port = local.port();
+        let ledger = Ledger {
+            pool: pool.clone(),
+            outbox: config.webhook.is_some(),
+        };
+        let supervisor = Supervisor::new();
+        let (ingest, workers) = start_workers(&supervisor, &ledger, &pool, &config);
         let public_url = config
             .public_url
             .clone()
@@ -99,48 +71,6 @@ impl Application {
             config.console_secret.as_ref(),
             config.marketplace_key.as_ref(),
         );
-        let ledger = Ledger {
-            pool: pool.clone(),
-            outbox: config.webhook.is_some(),
-        };
-        let rules = Rules {
-            low_balance_percents: config.low_balance_percents.clone(),
-        };
-        // Every background worker runs under the supervisor: one that dies is reported by
-        // `/readyz` and started again.
-        let supervisor = Supervisor::new();
-        let (ingest, mut workers) =
-            Ingest::start(ledger.clone(), rules, config.pipelines, &supervisor);
-        let sweep_every = Duration::from_secs(config.expiry_sweep_s);
-        let sweeper_ledger = ledger.clone();
-        workers.push(supervisor.spawn(EXPIRY_SWEEPER, move || {
-            let ledger = sweeper_ledger.clone();
-            async move {
-                sweep_expired_orders(ledger, sweep_every).await;
-                Ended::Returned
-            }
-        }));
-        let reaper_pool = pool.clone();
-        workers.push(supervisor.spawn(STALL_REAPER, move || {
-            let pool = reaper_pool.clone();
-            async move {
-                reap_stalled_peers_forever(pool).await;
-                Ended::Returned
-            }
-        }));
-        if let Some(webhook) = config.webhook.clone() {
-            let pool = pool.clone();
-            workers.push(supervisor.spawn(WEBHOOK_DISPATCHER, move || {
-                let (pool, webhook) = (pool.clone(), webhook.clone());
-                async move {
-                    outbox::dispatch(pool, webhook).await;
-                    Ended::Returned
-                }
-            }));
-        }
-        if let Some(checkpointer) = crate::audit::checkpoint::worker(&pool, &config) {
-            workers.push(tokio::spawn(checkpointer));
-        }
         let state = web::Data::new(AppState {
             ledger,
             ingest,
@@ -150,91 +80,9 @@ impl Application {
             public_url,
             supervisor: supervisor.clone(),
         });
-        let mut server = HttpServer::new(move || {
-            App::new()
-                .app_data(state.clone())
-                .app_data(query_config())
-                .app_data(path_config())
-                .wrap_fn(|req, srv| {
-                    let request_id = RequestId(uuid::Uuid::new_v4().to_string());
-                    req.extensions_mut().insert(request_id.clone());
-                    let span = tracing::info_span!(
-                        "request",
-                        request_id = %request_id.0,
-                        method = %req.method(),
-                        path = %req.path(),
-                    );
-                    let response = srv.call(req);
-                    async move {
-                        let mut response = response.await?;
-                        let status = response.status();
-                        if status.is_server_error() {
-                            tracing::warn!(%status, "request failed");
-                        } else {
-                            tracing::debug!(%status, "request served");
-                        }
-                        if let Ok(value) = HeaderValue::from_str(&request_id.0) {
-                            response
-                                .headers_mut()
-                                .insert(HeaderName::from_static("x-request-id"), value);
-                        }
-                        Ok(response)
-                    }
-                    .instrument(span)
-                })
-                // The hot path first: routes are matched in order.
-                .service(
-                    web::resource("/v1/traffic")
-                        .route(web::post().to(routes::traffic::post_traffic))
-                        .default_service(web::to(method_not_allowed)),
-                )
-                .route("/healthz", web::get().to(routes::health::healthz))
-                .route("/readyz", web::get().to(routes::health::readyz))
-                .route(
-                    "/v1/cloud/order",
-                    web::get().to(routes::cloud_order::cloud_order),
-                )
-                .route(
-                    "/v1/orders/{instance_id}",
-                    web::get().to(routes::orders::get_order),
-                )
-                .route(
-                    "/v1/orders/{instance_id}/details",
-                    web::delete().to(routes::orders::erase_details),
-                )
-                .route("/v1/ledger", web::get().to(routes::ledger::read_ledger))
-                .route("/v1/outbox", web::get().to(routes::outbox::list_outbox))
-                .route(
-                    "/v1/outbox/{position}/retry",
-                    web::post().to(routes::outbox::retry_outbox_entry),
-                )
-                .route("/v1/tasks", web::post().to(routes::tasks::create_task))
-                .route(
-                    "/v1/tasks/{task_id}",
-                    web::get().to(routes::tasks::get_task),
-                )
-                .route(
-                    "/v1/tasks/{task_id}",
-                    web::delete().to(routes::tasks::destroy_task),
-                )
-                .route(
-                    "/v1/tasks/{task_id}/renew",
-                    web::post().to(routes::tasks::renew_task),
-                )
-                .service(crate::console::scope(&state))
-                .default_service(web::to(not_found))
-        })
-        .shutdown_timeout(SHUTDOWN_GRACE_S)
-        .listen(options.listener)?;
-        if let Some(workers) = options.workers {
-            server = server.workers(workers);
-        }
-        if !options.handle_signals {
-            server = server.disable_signals();
-        }
         Ok(Application {
-            port,
-            server: server.run(),
+            port: local.port(),
+            server: serve(options, state)?,
             workers,
             supervisor,
         })
@@ -264,26 +112,165 @@ impl Application {
     }
 }
 
-fn query_config() -> web::QueryConfig {
-    web::QueryConfig::default().error_handler(|error, _req| {
-        let api = ApiError::bad_request("invalid_query", error.to_string());
-        actix_web::error::InternalError::from_response(
-            error,
-            HttpResponse::build(api.status).json(api.body()),
-        )
-        .into()
+/// Starts the background work: the ingest lanes, the expiry sweeper, the stall reaper, the
+/// webhook dispatcher and the checkpointer when configured. Every worker but the checkpointer runs
+/// under the supervisor: one that dies is reported by `/readyz` and started again.
+fn start_workers(
+    supervisor: &Arc<Supervisor>,
+    ledger: &Ledger,
+    pool: &Pool,
+    config: &Config,
+) -> (Arc<Ingest>, Vec<tokio::task::JoinHandle<()>>) {
+    let rules = Rules {
+        low_balance_percents: config.low_balance_percents.clone(),
+    };
+    let (ingest, mut workers) = Ingest::start(ledger.clone(), rules, config.pipelines, supervisor);
+    let sweep_every = Duration::from_secs(config.expiry_sweep_s);
+    let sweeper_ledger = ledger.clone();
+    workers.push(supervisor.spawn(EXPIRY_SWEEPER, move || {
+        let ledger = sweeper_ledger.clone();
+        async move {
+            sweep_expired_orders(ledger, sweep_every).await;
+            Ended::Returned
+        }
+    }));
+    let reaper_pool = pool.clone();
+    workers.push(supervisor.spawn(STALL_REAPER, move || {
+        let pool = reaper_pool.clone();
+        async move {
+            reap_stalled_peers_forever(pool).await;
+            Ended::Returned
+        }
+    }));
+    if let Some(webhook) = config.webhook.clone() {
+        let pool = pool.clone();
+        workers.push(supervisor.spawn(WEBHOOK_DISPATCHER, move || {
+            let (pool, webhook) = (pool.clone(), webhook.clone());
+            async move {
+                outbox::dispatch(pool, webhook).await;
+                Ended::Returned
+            }
+        }));
+    }
+    if let Some(checkpointer) = crate::audit::checkpoint::worker(pool, config) {
+        workers.push(tokio::spawn(checkpointer));
+    }
+    (ingest, workers)
+}
+
+/// The HTTP server over `state`, listening and running but not yet awaited.
+fn serve(options: ServerOptions, state: web::Data<AppState>) -> std::io::Result<Server> {
+    let mut server = HttpServer::new(move || {
+        App::new()
+            .app_data(state.clone())
+            .app_data(query_config())
+            .app_data(path_config())
+            .wrap_fn(|req, srv| {
+                let request_id = RequestId(uuid::Uuid::new_v4().to_string());
+                req.extensions_mut().insert(request_id.clone());
+                let span = tracing::info_span!(
+                    "request",
+                    request_id = %request_id.0,
+                    method = %req.method(),
+                    path = %req.path(),
+                );
+                let response = srv.call(req);
+                async move {
+                    let mut response = response.await?;
+                    let status = response.status();
+                    if status.is_server_error() {
+                        tracing::warn!(%status, "request failed");
+                    } else {
+                        tracing::debug!(%status, "request served");
+                    }
+                    if let Ok(value) = HeaderValue::from_str(&request_id.0) {
+                        response
+                            .headers_mut()
+                            .insert(HeaderName::from_static("x-request-id"), value);
+                    }
+                    Ok(response)
+                }
+                .instrument(span)
+            })
+            .configure(api_routes)
+            .service(crate::console::scope(&state))
+            .default_service(web::to(not_found))
     })
+    .shutdown_timeout(SHUTDOWN_GRACE_S)
+    .listen(options.listener)?;
+    if let Some(workers) = options.workers {
+        server = server.workers(workers);
+    }
+    if !options.handle_signals {
+        server = server.disable_signals();
+    }
+    Ok(server.run())
+}
+
+/// The JSON API's routes; the hot path first, since routes are matched in order.
+fn api_routes(config: &mut web::ServiceConfig) {
+    config
+        .service(
+            web::resource("/v1/traffic")
+                .route(web::post().to(routes::traffic::post_traffic))
+                .default_service(web::to(method_not_allowed)),
+        )
+        .route("/healthz", web::get().to(routes::health::healthz))
+        .route("/readyz", web::get().to(routes::health::readyz))
+        .route(
+            "/v1/cloud/order",
+            web::get().to(routes::cloud_order::cloud_order),
+        )
+        .route(
+            "/v1/orders/{instance_id}",
+            web::get().to(routes::orders::get_order),
+        )
+        .route(
+            "/v1/orders/{instance_id}/details",
+            web::delete().to(routes::orders::erase_details),
+        )
+        .route("/v1/ledger", web::get().to(routes::ledger::read_ledger))
+        .route("/v1/outbox", web::get().to(routes::outbox::list_outbox))
+        .route(
+            "/v1/outbox/{position}/retry",
+            web::post().to(routes::outbox::retry_outbox_entry),
+        )
+        .route("/v1/tasks", web::post().to(routes::tasks::create_task))
+        .route(
+            "/v1/tasks/{task_id}",
+            web::get().to(routes::tasks::get_task),
+        )
+        .route(
+            "/v1/tasks/{task_id}",
+            web::delete().to(routes::tasks::destroy_task),
+        )
+        .route(
+            "/v1/tasks/{task_id}/renew",
+            web::post().to(routes::tasks::renew_task),
+        );
+}
+
+fn query_config() -> web::QueryConfig {
+    web::QueryConfig::default().error_handler(bad_request("invalid_query"))
 }
 
 fn path_config() -> web::PathConfig {
-    web::PathConfig::default().error_handler(|error, _req| {
-        let api = ApiError::bad_request("invalid_path", error.to_string());
+    web::PathConfig::default().error_handler(bad_request("invalid_path"))
+}
+
+/// Answers an extractor's error in the API's error shape, under `code`.
+fn bad_request<E>(code: &'static str) -> impl Fn(E, &HttpRequest) -> actix_web::Error
+where
+    E: std::fmt::Debug + std::fmt::Display + 'static,
+{
+    move |error, _req| {
+        let api = ApiError::bad_request(code, error.to_string());
         actix_web::error::InternalError::from_response(
             error,
             HttpResponse::build(api.status).json(api.body()),
         )
         .into()
-    })
+    }
 }
 
 /// Ends peers' sessions stalled in the middle of a statement (see

@@ -18,7 +18,7 @@ pub mod usage;
 
 use crate::configuration::Config;
 use crate::ledger::{self, rows, CommandError, Ledger};
-use crate::startup::{AppState, RequestId};
+use crate::state::{AppState, RequestId};
 use crate::store::Metadata;
 use actix_web::cookie::{time::Duration as CookieDuration, Cookie, SameSite};
 use actix_web::dev::HttpServiceFactory;

@@ -12,31 +12,52 @@ pub mod params;
 pub mod query;
 pub mod token;
 
+use crate::api::marketplace::{AppInfo, CallbackReply, CreateFailed, Created, Done, PackageInfo};
+use crate::configuration::{Config, Secret};
 use crate::domain::orders::{Outcome, Refusal};
-use crate::ledger::{self, CommandError};
-use crate::startup::AppState;
+use crate::ledger::{self, CommandError, Ledger};
 use crate::store::Metadata;
 use actix_web::http::StatusCode;
 use chrono::Utc;
+use credentials::Credentials;
+use deadpool_postgres::Pool;
 use params::{format_cst, Action, Callback};
-use projections::events::Event;
+use projections::events::{Event, OrderCreated};
 use projections::ids::InstanceId;
-use serde_json::{json, Value};
 
 /// What a callback answers.
 #[derive(Debug)]
 pub enum Reply {
-    Json(StatusCode, Value),
+    Json(StatusCode, CallbackReply),
     /// `verify`: the browser is sent on to the console.
     Redirect(String),
+}
+
+/// What the callbacks need of the application, and no more.
+#[derive(Clone, Copy)]
+pub struct Context<'a> {
+    pub ledger: &'a Ledger,
+    pub pool: &'a Pool,
+    pub config: &'a Config,
+    /// Derives the `authCode` of an order; `None` when no secret is configured.
+    pub credentials: Option<&'a Credentials>,
+    /// The base URL customers reach this service at, without a trailing slash.
+    pub public_url: &'a str,
 }
 
 fn failure(action: Option<Action>, status: StatusCode, message: impl Into<String>) -> Reply {
     let message = message.into();
     let body = if action == Some(Action::CreateInstance) {
-        json!({"instanceId": "0", "message": message})
+        CallbackReply::CreateFailed(CreateFailed {
+            instance_id: "0".to_owned(),
+            message,
+        })
     } else {
-        json!({"success": false, "message": message})
+        CallbackReply::Done(Done {
+            success: false,
+            message,
+            auth_code: None,
+        })
     };
     Reply::Json(status, body)
 }
@@ -49,7 +70,40 @@ fn loose_action(query: &str) -> Option<Action> {
         .and_then(|value| Action::parse(value.as_bytes()))
 }
 
-pub async fn handle(state: &AppState, raw_query: &str, request_id: &str) -> Reply {
+pub async fn handle(context: &Context<'_>, raw_query: &str, request_id: &str) -> Reply {
+    match admit(context.config.marketplace_key.as_ref(), raw_query) {
+        Ok((action, callback)) => execute(context, action, callback, request_id).await,
+        Err(refused) => refused.reply(),
+    }
+}
+
+/// A callback refused before anything was looked up.
+#[derive(Debug)]
+pub struct Refused {
+    /// The action, when it could be read: it picks the failure shape.
+    pub action: Option<Action>,
+    pub status: StatusCode,
+    pub message: String,
+}
+
+impl Refused {
+    fn new(action: Option<Action>, status: StatusCode, message: impl Into<String>) -> Refused {
+        Refused {
+            action,
+            status,
+            message: message.into(),
+        }
+    }
+
+    /// The action's failure shape.
+    pub fn reply(self) -> Reply {
+        failure(self.action, self.status, self.message)
+    }
+}
+
+/// The checks before anything is looked up: the query decodes, the token is right, and the action
+/// and its parameters parse.
+pub fn admit(key: Option<&Secret>, raw_query: &str) -> Result<(Action, Callback), Refused> {
     let pairs = match query::parse(raw_query) {
         Ok(pairs) => pairs,
         Err(error) => {
@@ -60,48 +114,63 @@ pub async fn handle(state: &AppState, raw_query: &str, request_id: &str) -> Repl
                 query::QueryError::Duplicate(_) => StatusCode::FORBIDDEN,
                 _ => StatusCode::BAD_REQUEST,
             };
-            return failure(action, status, error.to_string());
+            return Err(Refused::new(action, status, error.to_string()));
         }
     };
     let action = query::get(&pairs, "action").and_then(Action::parse);
-    let Some(key) = &state.config.marketplace_key else {
+    let Some(key) = key else {
         tracing::warn!(
             action = action.map(Action::name),
             "marketplace callback refused: no marketplace key is configured"
         );
-        return failure(
+        return Err(Refused::new(
             action,
             StatusCode::FORBIDDEN,
             "callbacks are refused: no marketplace key is configured",
-        );
+        ));
     };
     if !token::is_valid(&pairs, key) {
         tracing::warn!(
             action = action.map(Action::name),
             "marketplace callback refused: missing or wrong token"
         );
-        return failure(action, StatusCode::FORBIDDEN, "missing or wrong token");
+        return Err(Refused::new(
+            action,
+            StatusCode::FORBIDDEN,
+            "missing or wrong token",
+        ));
     }
     let Some(action) = action else {
         let named = query::get(&pairs, "action")
             .map(|a| String::from_utf8_lossy(a).into_owned())
             .unwrap_or_default();
-        return failure(
+        return Err(Refused::new(
             None,
             StatusCode::BAD_REQUEST,
             format!("unknown or missing action {named:?}"),
-        );
+        ));
     };
     let callback = match params::parse(action, &pairs) {
         Ok(callback) => callback,
         Err(error) => {
             tracing::warn!(action = action.name(), %error, "marketplace callback refused");
-            return failure(Some(action), StatusCode::BAD_REQUEST, error.to_string());
+            return Err(Refused::new(
+                Some(action),
+                StatusCode::BAD_REQUEST,
+                error.to_string(),
+            ));
         }
     };
+    warn_invalid_details(action, &callback);
+    Ok((action, callback))
+}
+
+/// Optional parameters that failed their checks do not stop an order; they are flagged in its
+/// details, and logged here.
+fn warn_invalid_details(action: Action, callback: &Callback) {
     if let Callback::Create(_, details)
     | Callback::Upgrade(_, details)
-    | Callback::Dilate(_, details) = &callback
+    | Callback::Dilate(_, details) = callback
     {
         // The parameter's name only: its value may be personal data.
         for invalid in &details.invalid {
@@ -114,17 +183,21 @@ pub async fn handle(state: &AppState, raw_query: &str, request_id: &str) -> Repl
             );
         }
     }
-    execute(state, action, callback, request_id).await
 }
 
-async fn execute(state: &AppState, action: Action, callback: Callback, request_id: &str) -> Reply {
+async fn execute(
+    context: &Context<'_>,
+    action: Action,
+    callback: Callback,
+    request_id: &str,
+) -> Reply {
     let metadata = Metadata {
         request_id: request_id.to_owned(),
         source: "marketplace",
         actor: "marketplace".to_owned(),
     };
-    let pool = &state.ledger;
-    let catalog = &state.config.catalog;
+    let pool = context.ledger;
+    let catalog = &context.config.catalog;
     let result = match &callback {
         Callback::Create(command, details) => {
             ledger::orders::create(pool, catalog, command, details, &metadata).await
@@ -143,11 +216,18 @@ async fn execute(state: &AppState, action: Action, callback: Callback, request_i
         Callback::Verify {
             instance_id,
             time_stamp,
-        } => return verify(state, instance_id, *time_stamp).await,
+        } => return verify(context, instance_id, *time_stamp).await,
     };
     match result {
-        Ok(outcome) => success(state, action, &outcome),
-        Err(CommandError::Refused(refusal)) => {
+        Ok(outcome) => success(context, action, &outcome),
+        Err(error) => command_failed(action, error),
+    }
+}
+
+/// A refused or failed command, in the action's failure shape.
+fn command_failed(action: Action, error: CommandError<Refusal>) -> Reply {
+    match error {
+        CommandError::Refused(refusal) => {
             let status = match &refusal {
                 Refusal::UnknownSku(sku) => {
                     tracing::warn!(sku = %sku, action = action.name(), "SKU not in the catalog; add it and the marketplace's retry will succeed");
@@ -166,7 +246,7 @@ async fn execute(state: &AppState, action: Action, callback: Callback, request_i
             }
             failure(Some(action), status, refusal.to_string())
         }
-        Err(CommandError::Failed(error)) if error.is_unavailable() => {
+        CommandError::Failed(error) if error.is_unavailable() => {
             tracing::warn!(action = action.name(), %error, "database unavailable");
             failure(
                 Some(action),
@@ -174,7 +254,7 @@ async fn execute(state: &AppState, action: Action, callback: Callback, request_i
                 "the database is unavailable; nothing was recorded, retry later",
             )
         }
-        Err(CommandError::Failed(error)) => {
+        CommandError::Failed(error) => {
             tracing::error!(action = action.name(), %error, "marketplace callback failed");
             failure(
                 Some(action),
@@ -185,45 +265,27 @@ async fn execute(state: &AppState, action: Action, callback: Callback, request_i
     }
 }
 
-fn success(state: &AppState, action: Action, outcome: &Outcome) -> Reply {
+fn success(context: &Context<'_>, action: Action, outcome: &Outcome) -> Reply {
     let auth_code = |id: &InstanceId| {
-        state
+        context
             .credentials
-            .as_ref()
             .map(|credentials| credentials.auth_code(id))
     };
-    let ok = |message: String, code: Option<String>| {
-        let mut body = json!({"success": true, "message": message});
-        if let Some(code) = code {
-            body["authCode"] = Value::String(code);
-        }
-        Reply::Json(StatusCode::OK, body)
+    let ok = |message: String, auth_code: Option<String>| {
+        Reply::Json(
+            StatusCode::OK,
+            CallbackReply::Done(Done {
+                success: true,
+                message,
+                auth_code,
+            }),
+        )
     };
     match outcome.event() {
-        Some(Event::OrderCreated(e)) => {
-            let console = format!("{}/console", state.public_url);
-            let mut info = json!({
-                "packageName": e.sku_name,
-                "bytesGranted": e.bytes_granted.to_string(),
-            });
-            if let Some(at) = e.expires_at {
-                info["expiredOn"] = Value::String(format_cst(at));
-            }
-            Reply::Json(
-                StatusCode::OK,
-                json!({
-                    "instanceId": e.instance_id,
-                    "appInfo": {
-                        "frontEndUrl": console,
-                        "adminUrl": console,
-                        "username": e.jd_pin,
-                        "authUrl": format!("{}/v1/cloud/order", state.public_url),
-                        "authCode": auth_code(&e.instance_id),
-                    },
-                    "info": info,
-                }),
-            )
-        }
+        Some(Event::OrderCreated(e)) => Reply::Json(
+            StatusCode::OK,
+            CallbackReply::Created(created(context, e, auth_code(&e.instance_id))),
+        ),
         Some(Event::OrderRenewed(e)) => ok(
             format!(
                 "renewed {}: {} bytes granted, expires {} (China Standard Time)",
@@ -267,16 +329,36 @@ fn success(state: &AppState, action: Action, outcome: &Outcome) -> Reply {
     }
 }
 
+/// `createInstance`'s answer: where the customer uses the package, and what it holds.
+fn created(context: &Context<'_>, e: &OrderCreated, auth_code: Option<String>) -> Created {
+    let console = format!("{}/console", context.public_url);
+    Created {
+        instance_id: e.instance_id.as_str().to_owned(),
+        app_info: AppInfo {
+            front_end_url: console.clone(),
+            admin_url: console,
+            username: e.jd_pin.as_str().to_owned(),
+            auth_url: format!("{}/v1/cloud/order", context.public_url),
+            auth_code,
+        },
+        info: PackageInfo {
+            package_name: e.sku_name.clone(),
+            bytes_granted: e.bytes_granted.to_string(),
+            expired_on: e.expires_at.map(format_cst),
+        },
+    }
+}
+
 /// `verify`: the login-free sign-in. A fresh, signed timestamp lets the customer into the console
 /// of that one package, through a short-lived session.
 async fn verify(
-    state: &AppState,
+    context: &Context<'_>,
     instance_id: &InstanceId,
     time_stamp: chrono::DateTime<Utc>,
 ) -> Reply {
     let action = Some(Action::Verify);
     let now = Utc::now();
-    let window = state.config.verify_window_s as i64;
+    let window = context.config.verify_window_s as i64;
     if (now - time_stamp).num_seconds().abs() > window {
         tracing::warn!(instance_id = %instance_id, "sign-in refused: timeStamp outside the window");
         return failure(
@@ -285,7 +367,7 @@ async fn verify(
             format!("timeStamp is more than {window} seconds away from the server clock"),
         );
     }
-    let known = match state.pool.get().await {
+    let known = match context.pool.get().await {
         Ok(client) => ledger::rows::read_packages(&client, &[instance_id.as_str()]).await,
         Err(error) => {
             tracing::warn!(%error, "database unavailable");
@@ -303,7 +385,8 @@ async fn verify(
             format!("instanceId {instance_id} is not known"),
         ),
         Ok(_) => {
-            match crate::console::sign_in_url(&state.config, &state.public_url, instance_id, now) {
+            match crate::console::sign_in_url(context.config, context.public_url, instance_id, now)
+            {
                 Some(url) => Reply::Redirect(url),
                 None => failure(action, StatusCode::FORBIDDEN, "sign-in is not configured"),
             }
@@ -316,5 +399,79 @@ async fn verify(
                 "the database is unavailable",
             )
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn key() -> Secret {
+        Secret::new("isv-key")
+    }
+
+    /// `query` with the token the marketplace would sign it with.
+    fn signed(query: &str) -> String {
+        let pairs = query::parse(query).expect("a well-formed query");
+        format!("{query}&token={}", token::expected(&pairs, &key()))
+    }
+
+    fn refused(key: Option<&Secret>, query: &str) -> (StatusCode, CallbackReply) {
+        match admit(key, query).expect_err("refused").reply() {
+            Reply::Json(status, body) => (status, body),
+            Reply::Redirect(to) => panic!("a refusal redirected to {to}"),
+        }
+    }
+
+    #[test]
+    fn a_wrong_token_on_create_answers_instance_id_zero() {
+        let (status, body) = refused(
+            Some(&key()),
+            "action=createInstance&orderBizId=1&token=0123456789abcdef0123456789abcdef",
+        );
+        assert_eq!(status, StatusCode::FORBIDDEN);
+        let CallbackReply::CreateFailed(failed) = body else {
+            panic!("not the createInstance failure shape: {body:?}");
+        };
+        assert_eq!(failed.instance_id, "0");
+        assert_eq!(failed.message, "missing or wrong token");
+    }
+
+    #[test]
+    fn a_missing_token_on_other_actions_answers_success_false() {
+        let (status, body) = refused(Some(&key()), "action=expiredInstance&instanceId=dts-1");
+        assert_eq!(status, StatusCode::FORBIDDEN);
+        assert_eq!(
+            body,
+            CallbackReply::Done(Done {
+                success: false,
+                message: "missing or wrong token".to_owned(),
+                auth_code: None,
+            })
+        );
+    }
+
+    #[test]
+    fn without_a_key_every_callback_is_refused() {
+        let (status, body) = refused(None, &signed("action=expiredInstance&instanceId=dts-1"));
+        assert_eq!(status, StatusCode::FORBIDDEN);
+        assert!(matches!(
+            body,
+            CallbackReply::Done(Done { success: false, .. })
+        ));
+    }
+
+    #[test]
+    fn a_signed_callback_is_admitted_with_its_parameters() {
+        let (action, callback) = admit(
+            Some(&key()),
+            &signed("action=expiredInstance&instanceId=dts-1"),
+        )
+        .expect("admitted");
+        assert_eq!(action, Action::ExpiredInstance);
+        assert_eq!(
+            callback,
+            Callback::Expire(InstanceId::parse("dts-1").expect("id"))
+        );
     }
 }

@@ -19,6 +19,9 @@ use serde::de::DeserializeOwned;
 /// beyond the limit to about 1 MiB, and stays below the size actix inflates off the worker thread.
 const GZIP_PIECE_BYTES_MAX: usize = 1024;
 
+/// Largest JSON body accepted on the control-plane routes, whose bodies are a few ids.
+pub const JSON_BODY_BYTES_MAX: usize = 64 * 1024;
+
 /// Which content encodings a route takes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Encodings {

@@ -1,7 +1,7 @@
 //! `GET /v1/cloud/order`: the marketplace's callback endpoint.
 
 use crate::marketplace::{self, Reply};
-use crate::startup::{AppState, RequestId};
+use crate::state::{AppState, RequestId};
 use actix_web::http::header::LOCATION;
 use actix_web::{web, HttpRequest, HttpResponse};
 
@@ -10,7 +10,7 @@ pub async fn cloud_order(
     state: web::Data<AppState>,
     request_id: RequestId,
 ) -> HttpResponse {
-    match marketplace::handle(&state, req.query_string(), &request_id.0).await {
+    match marketplace::handle(&state.marketplace(), req.query_string(), &request_id.0).await {
         Reply::Json(status, body) => HttpResponse::build(status).json(body),
         Reply::Redirect(location) => HttpResponse::Found()
             .insert_header((LOCATION, location))

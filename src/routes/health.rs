@@ -1,19 +1,21 @@
 //! `/healthz` (the process is up) and `/readyz` (every background worker runs, the database is
 //! reachable and migrated).
 
+use crate::api::health::{Health, Ready};
 use crate::database::migrate::latest_version;
 use crate::error::ApiError;
-use crate::startup::AppState;
+use crate::state::AppState;
 use actix_web::http::StatusCode;
 use actix_web::{web, HttpResponse};
-use serde_json::json;
 use std::time::Duration;
 
 /// A readiness probe that hangs is as bad as a failing one: answer within this.
 const READY_TIMEOUT: Duration = Duration::from_secs(2);
 
 pub async fn healthz() -> HttpResponse {
-    HttpResponse::Ok().json(json!({"status": "ok"}))
+    HttpResponse::Ok().json(Health {
+        status: "ok".to_owned(),
+    })
 }
 
 pub async fn readyz(state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
@@ -43,7 +45,7 @@ pub async fn readyz(state: web::Data<AppState>) -> Result<HttpResponse, ApiError
         Ok(result) => result?,
         Err(_) => return Err(ApiError::unavailable()),
     };
-    if version != Some(latest_version()) {
+    let Some(schema_version) = version.filter(|v| *v == latest_version()) else {
         return Err(ApiError::new(
             StatusCode::SERVICE_UNAVAILABLE,
             "schema_outdated",
@@ -52,6 +54,9 @@ pub async fn readyz(state: web::Data<AppState>) -> Result<HttpResponse, ApiError
                 latest_version()
             ),
         ));
-    }
-    Ok(HttpResponse::Ok().json(json!({"status": "ready", "schemaVersion": version})))
+    };
+    Ok(HttpResponse::Ok().json(Ready {
+        status: "ready".to_owned(),
+        schema_version,
+    }))
 }

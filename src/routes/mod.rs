@@ -6,5 +6,6 @@ pub mod health;
 pub mod ledger;
 pub mod orders;
 pub mod outbox;
+pub mod page;
 pub mod tasks;
 pub mod traffic;

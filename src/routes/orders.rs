@@ -1,51 +1,29 @@
 //! `GET /v1/orders/{instanceId}`: a package's balance and tasks, from the projection tables;
 //! `DELETE /v1/orders/{instanceId}/details`: erase the personal data that came with its orders.
 
+use crate::api::orders::{
+    DetailsErased, OrderAsOfResponse, OrderResponse, PackageBalance, TaskResponse,
+};
 use crate::auth;
 use crate::error::ApiError;
 use crate::ledger::rows;
-use crate::startup::AppState;
+use crate::state::AppState;
 use crate::store;
 use actix_web::{web, HttpRequest, HttpResponse};
 use projections::ids::InstanceId;
 use projections::{Package, Task};
 use serde::Deserialize;
-use serde_json::{json, Value};
 
 pub fn parse_instance_id(raw: &str) -> Result<InstanceId, ApiError> {
     InstanceId::parse(raw)
         .map_err(|e| ApiError::bad_request("invalid_instance_id", format!("instanceId {e}")))
 }
 
-pub fn task_json(task: &Task) -> Value {
-    json!({
-        "taskId": task.task_id,
-        "instanceId": task.instance_id,
-        "state": task.state.as_str(),
-        "stopReason": task.stop_reason.map(|r| r.as_str()),
-        "bytesConsumed": task.bytes_consumed.get(),
-        "createdAt": task.created_at,
-        "updatedAt": task.updated_at,
-        "destroyedAt": task.destroyed_at,
-    })
-}
-
-pub fn package_json(package: &Package, tasks: &[Task]) -> Value {
-    json!({
-        "instanceId": package.instance_id,
-        "jdPin": package.jd_pin,
-        "skuId": package.sku_id,
-        "status": package.status.as_str(),
-        "bytesGranted": package.bytes_granted.get(),
-        "bytesConsumed": package.bytes_consumed.get(),
-        "bytesRemaining": package.bytes_remaining.get(),
-        "bytesOverage": package.bytes_overage.get(),
-        "bytesForfeited": package.bytes_forfeited.get(),
-        "expiresAt": package.expires_at,
-        "createdAt": package.created_at,
-        "updatedAt": package.updated_at,
-        "tasks": tasks.iter().map(task_json).collect::<Vec<_>>(),
-    })
+fn order_response(package: &Package, tasks: &[Task]) -> OrderResponse {
+    OrderResponse {
+        package: PackageBalance::from(package),
+        tasks: tasks.iter().map(TaskResponse::from).collect(),
+    }
 }
 
 #[derive(Debug, Deserialize)]
@@ -62,7 +40,7 @@ pub async fn get_order(
     query: web::Query<OrderQuery>,
 ) -> Result<HttpResponse, ApiError> {
     let instance_id = parse_instance_id(&path)?;
-    auth::require_order(&req, &state, &instance_id)?;
+    auth::require_order(&req, &state.tokens(), &instance_id)?;
     let mut client = state.pool.get().await?;
     if let Some(as_of) = &query.as_of {
         return order_as_of(&mut client, &instance_id, as_of).await;
@@ -81,7 +59,7 @@ pub async fn get_order(
         .map(rows::task_from_row)
         .collect::<Result<Vec<_>, _>>()
         .map_err(|e| ApiError::internal(&e))?;
-    Ok(HttpResponse::Ok().json(package_json(&package, &tasks)))
+    Ok(HttpResponse::Ok().json(order_response(&package, &tasks)))
 }
 
 /// The package as the ledger left it at a position or time, folded from its own stream (every
@@ -139,12 +117,10 @@ async fn order_as_of(
             format!("instanceId {instance_id} did not exist at position {position}"),
         )
     })?;
-    let mut body = package_json(package, &[]);
-    if let Some(fields) = body.as_object_mut() {
-        fields.remove("tasks");
-        fields.insert("asOfPosition".into(), json!(position));
-    }
-    Ok(HttpResponse::Ok().json(body))
+    Ok(HttpResponse::Ok().json(OrderAsOfResponse {
+        package: PackageBalance::from(package),
+        as_of_position: position,
+    }))
 }
 
 pub async fn erase_details(
@@ -153,7 +129,7 @@ pub async fn erase_details(
     path: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
     let instance_id = parse_instance_id(&path)?;
-    auth::require_admin(&req, &state)?;
+    auth::require_admin(&req, &state.tokens())?;
     let client = state.pool.get().await?;
     let erased = client
         .execute(
@@ -165,5 +141,8 @@ pub async fn erase_details(
         )
         .await?;
     tracing::info!(instance_id = %instance_id, erased, "order details erased");
-    Ok(HttpResponse::Ok().json(json!({"instanceId": instance_id, "ordersErased": erased})))
+    Ok(HttpResponse::Ok().json(DetailsErased {
+        instance_id: instance_id.as_str().to_owned(),
+        orders_erased: erased,
+    }))
 }

@@ -1,13 +1,14 @@
 //! `GET /v1/outbox?state=pending|dead&after=<position>&limit=<n>`: undelivered webhook entries,
 //! oldest first; `POST /v1/outbox/{position}/retry`: queue a dead letter again (admin only).
 
+use crate::api::outbox::{OutboxPage, Requeued};
 use crate::auth;
 use crate::error::ApiError;
 use crate::outbox::entries::{self, Filter, RetryError, LIST_LIMIT_MAX};
-use crate::startup::AppState;
+use crate::routes::page;
+use crate::state::AppState;
 use actix_web::{web, HttpRequest, HttpResponse};
 use serde::Deserialize;
-use serde_json::json;
 
 /// Default page size: a screenful for an operator.
 const LIMIT_DEFAULT: i64 = 100;
@@ -31,7 +32,7 @@ pub async fn list_outbox(
     req: HttpRequest,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
-    auth::require_admin(&req, &state)?;
+    auth::require_admin(&req, &state.tokens())?;
     // Read after the token is checked, so a stranger learns nothing from the answer.
     let query = web::Query::<ListQuery>::from_query(req.query_string())
         .map_err(|e| ApiError::bad_request("invalid_query", e.to_string()))?
@@ -41,31 +42,21 @@ pub async fn list_outbox(
         Some(State::Pending) => Filter::Pending,
         Some(State::Dead) => Filter::Dead,
     };
-    let after = query.after.unwrap_or(0);
-    if after < 0 {
-        return Err(ApiError::bad_request(
-            "invalid_after",
-            "after must be a position, 0 or more",
-        ));
-    }
-    let limit = query.limit.unwrap_or(LIMIT_DEFAULT);
-    if !(1..=LIST_LIMIT_MAX).contains(&limit) {
-        return Err(ApiError::bad_request(
-            "invalid_limit",
-            format!("limit must be 1 to {LIST_LIMIT_MAX}"),
-        ));
-    }
+    let (after, limit) = page::checked(query.after, query.limit, LIMIT_DEFAULT, LIST_LIMIT_MAX)?;
     let client = state.pool.get().await?;
     let found = entries::list(&client, filter, after, limit).await?;
     let next = found.last().map_or(after, |e| e.position);
-    Ok(HttpResponse::Ok().json(json!({"entries": found, "next": next})))
+    Ok(HttpResponse::Ok().json(OutboxPage {
+        entries: found,
+        next,
+    }))
 }
 
 pub async fn retry_outbox_entry(
     req: HttpRequest,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
-    let caller = auth::require_admin(&req, &state)?;
+    let caller = auth::require_admin(&req, &state.tokens())?;
     let raw = req.match_info().get("position").unwrap_or_default();
     let position =
         raw.parse::<i64>().ok().filter(|p| *p >= 1).ok_or_else(|| {
@@ -75,7 +66,10 @@ pub async fn retry_outbox_entry(
     match entries::retry(&client, position).await {
         Ok(()) => {
             tracing::info!(position, actor = %caller.actor(), "dead letter queued again");
-            Ok(HttpResponse::Ok().json(json!({"position": position, "state": "pending"})))
+            Ok(HttpResponse::Ok().json(Requeued {
+                position,
+                state: "pending".to_owned(),
+            }))
         }
         Err(error @ RetryError::NotFound(_)) => Err(ApiError::not_found(
             "outbox_entry_not_found",

@@ -1,14 +1,15 @@
 //! DTS tasks: `POST /v1/tasks`, `GET /v1/tasks/{taskId}`, `POST /v1/tasks/{taskId}/renew`,
 //! `DELETE /v1/tasks/{taskId}`. For the DTS control plane and agents (reporter or admin token).
 
+use crate::api::orders::TaskResponse;
 use crate::auth::{self, Caller};
 use crate::domain::tasks::TaskRefusal;
 use crate::error::ApiError;
 use crate::ledger::{self, rows, CommandError};
+use crate::routes::body::JSON_BODY_BYTES_MAX;
 use crate::routes::body::{self, Encodings};
-use crate::routes::orders::{parse_instance_id, task_json};
-use crate::startup::JSON_BODY_BYTES_MAX;
-use crate::startup::{AppState, RequestId};
+use crate::routes::orders::parse_instance_id;
+use crate::state::{AppState, RequestId};
 use crate::store::Metadata;
 use actix_web::http::StatusCode;
 use actix_web::{web, HttpRequest, HttpResponse};
@@ -65,7 +66,7 @@ pub async fn create_task(
     payload: web::Payload,
     request_id: RequestId,
 ) -> Result<HttpResponse, ApiError> {
-    let caller = auth::require_reporter(&req, &state)?;
+    let caller = auth::require_reporter(&req, &state.tokens())?;
     let body: NewTask =
         body::read_json(&req, payload, JSON_BODY_BYTES_MAX, Encodings::Identity).await?;
     let task_id = parse_task_id(&body.task_id)?;
@@ -83,7 +84,7 @@ pub async fn create_task(
     } else {
         StatusCode::OK
     };
-    Ok(HttpResponse::build(status).json(task_json(&task)))
+    Ok(HttpResponse::build(status).json(TaskResponse::from(&task)))
 }
 
 pub async fn get_task(
@@ -91,7 +92,7 @@ pub async fn get_task(
     state: web::Data<AppState>,
     path: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
-    auth::require_reporter(&req, &state)?;
+    auth::require_reporter(&req, &state.tokens())?;
     let task_id = parse_task_id(&path)?;
     let client = state.pool.get().await?;
     let found = rows::read_tasks(&client, &[task_id.as_str()]).await?;
@@ -99,7 +100,7 @@ pub async fn get_task(
         ApiError::not_found("task_not_found", format!("task {task_id} is not known"))
     })?;
     let task = rows::task_from_row(row).map_err(|e| ApiError::internal(&e))?;
-    Ok(HttpResponse::Ok().json(task_json(&task)))
+    Ok(HttpResponse::Ok().json(TaskResponse::from(&task)))
 }
 
 pub async fn renew_task(
@@ -109,7 +110,7 @@ pub async fn renew_task(
     payload: web::Payload,
     request_id: RequestId,
 ) -> Result<HttpResponse, ApiError> {
-    let caller = auth::require_reporter(&req, &state)?;
+    let caller = auth::require_reporter(&req, &state.tokens())?;
     let task_id = parse_task_id(&path)?;
     let body: Renewal =
         body::read_json(&req, payload, JSON_BODY_BYTES_MAX, Encodings::Identity).await?;
@@ -122,7 +123,7 @@ pub async fn renew_task(
     )
     .await
     .map_err(refused)?;
-    Ok(HttpResponse::Ok().json(task_json(&task)))
+    Ok(HttpResponse::Ok().json(TaskResponse::from(&task)))
 }
 
 pub async fn destroy_task(
@@ -131,10 +132,10 @@ pub async fn destroy_task(
     path: web::Path<String>,
     request_id: RequestId,
 ) -> Result<HttpResponse, ApiError> {
-    let caller = auth::require_reporter(&req, &state)?;
+    let caller = auth::require_reporter(&req, &state.tokens())?;
     let task_id = parse_task_id(&path)?;
     let task = ledger::tasks::destroy(&state.ledger, &task_id, &metadata(&request_id, &caller))
         .await
         .map_err(refused)?;
-    Ok(HttpResponse::Ok().json(task_json(&task)))
+    Ok(HttpResponse::Ok().json(TaskResponse::from(&task)))
 }

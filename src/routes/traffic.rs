@@ -1,19 +1,21 @@
 //! `POST /v1/traffic`: traffic reports from DTS agents, charged through the ingest pipeline.
 
+use crate::api::error::ErrorDetail;
+use crate::api::traffic::{ReportResult, TrafficResponse};
 use crate::auth;
 use crate::domain::traffic::{Status, Verdict};
 use crate::error::ApiError;
 use crate::ingest::report;
 use crate::ingest::IngestError;
 use crate::routes::body::{self, Encodings};
-use crate::startup::{AppState, RequestId};
+use crate::state::{AppState, RequestId};
 use crate::store::Metadata;
 use actix_web::http::StatusCode;
 use actix_web::{web, HttpRequest, HttpResponse};
 use chrono::Utc;
 use projections::events::ReportAction;
 use serde::Deserialize;
-use serde_json::{json, Value};
+use serde_json::Value;
 
 /// Most reports per request: a request is answered only when all of its reports are committed,
 /// and it travels whole through one batch per lane.
@@ -26,24 +28,51 @@ pub struct TrafficBody {
     reports: Vec<Value>,
 }
 
-fn result_json(raw: &Value, verdict: &Verdict) -> Value {
-    let mut result = json!({
-        "taskId": raw.get("taskId").filter(|v| v.is_string()),
-        "reportId": raw.get("reportId").filter(|v| v.is_string()),
-        "status": verdict.status.as_str(),
-        "action": match verdict.action {
+/// A report's id field as sent, when it is a string.
+fn sent_id(raw: &Value, field: &str) -> Option<String> {
+    raw.get(field).and_then(Value::as_str).map(str::to_owned)
+}
+
+fn report_result(raw: &Value, verdict: &Verdict) -> ReportResult {
+    ReportResult {
+        task_id: sent_id(raw, "taskId"),
+        report_id: sent_id(raw, "reportId"),
+        status: verdict.status.as_str().to_owned(),
+        action: match verdict.action {
             ReportAction::Continue => "continue",
             ReportAction::Stop => "stop",
-        },
-        "bytesRemaining": verdict.bytes_remaining.get(),
-    });
-    if let Some(reason) = verdict.reason {
-        result["reason"] = Value::String(reason.as_str().to_owned());
+        }
+        .to_owned(),
+        bytes_remaining: verdict.bytes_remaining.get(),
+        reason: verdict.reason.map(|reason| reason.as_str().to_owned()),
+        error: verdict.error.as_ref().map(|(code, message)| ErrorDetail {
+            code: (*code).to_owned(),
+            message: message.clone(),
+        }),
     }
-    if let Some((code, message)) = &verdict.error {
-        result["error"] = json!({"code": code, "message": message});
+}
+
+fn check_count(reports: usize) -> Result<(), ApiError> {
+    if reports > REPORTS_PER_REQUEST_MAX {
+        return Err(ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "too_many_reports",
+            format!("{reports} reports in one request; the limit is {REPORTS_PER_REQUEST_MAX}"),
+        ));
     }
-    result
+    Ok(())
+}
+
+/// Every failure is worth a retry: nothing of the failed batch was recorded, and reports another
+/// lane did record come back as duplicates.
+fn submit_failed(error: IngestError) -> ApiError {
+    let code = match error {
+        IngestError::Unavailable => "database_unavailable",
+        IngestError::Overloaded => "overloaded",
+        IngestError::Closed => "shutting_down",
+        IngestError::Failed => "batch_failed",
+    };
+    ApiError::new(StatusCode::SERVICE_UNAVAILABLE, code, error.to_string())
 }
 
 pub async fn post_traffic(
@@ -52,7 +81,7 @@ pub async fn post_traffic(
     payload: web::Payload,
     request_id: RequestId,
 ) -> Result<HttpResponse, ApiError> {
-    let caller = auth::require_reporter(&req, &state)?;
+    let caller = auth::require_reporter(&req, &state.tokens())?;
     // Agents may gzip their batches; the limit counts the inflated bytes.
     let body: TrafficBody = body::read_json(
         &req,
@@ -62,16 +91,7 @@ pub async fn post_traffic(
     )
     .await?;
     let raw = body.reports;
-    if raw.len() > REPORTS_PER_REQUEST_MAX {
-        return Err(ApiError::new(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            "too_many_reports",
-            format!(
-                "{} reports in one request; the limit is {REPORTS_PER_REQUEST_MAX}",
-                raw.len()
-            ),
-        ));
-    }
+    check_count(raw.len())?;
     let now = Utc::now();
     let mut verdicts: Vec<Option<Verdict>> = vec![None; raw.len()];
     let mut valid = Vec::with_capacity(raw.len());
@@ -96,24 +116,14 @@ pub async fn post_traffic(
         .ingest
         .submit(valid, metadata)
         .await
-        .map_err(|error| {
-            // Every failure is worth a retry: nothing of the failed batch was recorded, and
-            // reports another lane did record come back as duplicates.
-            let code = match error {
-                IngestError::Unavailable => "database_unavailable",
-                IngestError::Overloaded => "overloaded",
-                IngestError::Closed => "shutting_down",
-                IngestError::Failed => "batch_failed",
-            };
-            ApiError::new(StatusCode::SERVICE_UNAVAILABLE, code, error.to_string())
-        })?;
+        .map_err(submit_failed)?;
     for (index, verdict) in valid_at.into_iter().zip(charged) {
         verdicts[index] = Some(verdict);
     }
-    let results: Vec<Value> = raw
+    let results: Vec<ReportResult> = raw
         .iter()
         .zip(&verdicts)
-        .map(|(value, verdict)| result_json(value, verdict.as_ref().expect("all judged")))
+        .map(|(value, verdict)| report_result(value, verdict.as_ref().expect("all judged")))
         .collect();
     let rejected = verdicts
         .iter()
@@ -123,5 +133,5 @@ pub async fn post_traffic(
     if rejected > 0 {
         tracing::info!(rejected, reports = raw.len(), "traffic reports rejected");
     }
-    Ok(HttpResponse::Ok().json(json!({ "results": results })))
+    Ok(HttpResponse::Ok().json(TrafficResponse { results }))
 }

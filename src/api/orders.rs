@@ -1,0 +1,99 @@
+//! `GET /v1/orders/{instanceId}` (with or without `asOf`), `DELETE /v1/orders/{instanceId}/details`,
+//! and the task body the task routes answer.
+
+use chrono::{DateTime, Utc};
+use projections::{Package, Task};
+use serde::{Deserialize, Serialize};
+
+/// One DTS task.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct TaskResponse {
+    pub task_id: String,
+    pub instance_id: String,
+    pub state: String,
+    pub stop_reason: Option<String>,
+    pub bytes_consumed: u64,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+    pub destroyed_at: Option<DateTime<Utc>>,
+}
+
+impl From<&Task> for TaskResponse {
+    fn from(task: &Task) -> TaskResponse {
+        TaskResponse {
+            task_id: task.task_id.as_str().to_owned(),
+            instance_id: task.instance_id.as_str().to_owned(),
+            state: task.state.as_str().to_owned(),
+            stop_reason: task.stop_reason.map(|r| r.as_str().to_owned()),
+            bytes_consumed: task.bytes_consumed.get(),
+            created_at: task.created_at,
+            updated_at: task.updated_at,
+            destroyed_at: task.destroyed_at,
+        }
+    }
+}
+
+/// A package's balance.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PackageBalance {
+    pub instance_id: String,
+    pub jd_pin: String,
+    pub sku_id: String,
+    pub status: String,
+    pub bytes_granted: u64,
+    pub bytes_consumed: u64,
+    pub bytes_remaining: u64,
+    pub bytes_overage: u64,
+    pub bytes_forfeited: u64,
+    pub expires_at: Option<DateTime<Utc>>,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+}
+
+impl From<&Package> for PackageBalance {
+    fn from(package: &Package) -> PackageBalance {
+        PackageBalance {
+            instance_id: package.instance_id.as_str().to_owned(),
+            jd_pin: package.jd_pin.as_str().to_owned(),
+            sku_id: package.sku_id.as_str().to_owned(),
+            status: package.status.as_str().to_owned(),
+            bytes_granted: package.bytes_granted.get(),
+            bytes_consumed: package.bytes_consumed.get(),
+            bytes_remaining: package.bytes_remaining.get(),
+            bytes_overage: package.bytes_overage.get(),
+            bytes_forfeited: package.bytes_forfeited.get(),
+            expires_at: package.expires_at,
+            created_at: package.created_at,
+            updated_at: package.updated_at,
+        }
+    }
+}
+
+/// `GET /v1/orders/{instanceId}`: the package now, with its tasks.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct OrderResponse {
+    #[serde(flatten)]
+    pub package: PackageBalance,
+    pub tasks: Vec<TaskResponse>,
+}
+
+/// `GET /v1/orders/{instanceId}?asOf=…`: the package as the ledger left it at a position.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct OrderAsOfResponse {
+    #[serde(flatten)]
+    pub package: PackageBalance,
+    pub as_of_position: i64,
+}
+
+/// `DELETE /v1/orders/{instanceId}/details`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct DetailsErased {
+    pub instance_id: String,
+    /// Orders whose personal data this call erased (0 when already erased).
+    pub orders_erased: u64,
+}
