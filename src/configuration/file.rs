@@ -297,23 +297,12 @@ impl WebhookFile {
     /// The delays and limits of a configured receiver. An old key's name is shown with the new
     /// one, so an error names what the operator wrote.
     fn bounds(self, url: String, secret: Secret) -> Result<WebhookConfig, String> {
-        let retry_ms_base = in_range(
-            "webhook.retry_ms_base (retry_base_ms)",
-            self.retry_ms_base,
-            WEBHOOK_RETRY_MS_BASE_DEFAULT,
-            WEBHOOK_RETRY_MS_BASE_MAX,
-        )?;
-        let retry_ms_max = in_range(
-            "webhook.retry_ms_max (retry_max_ms)",
-            self.retry_ms_max,
-            WEBHOOK_RETRY_MS_MAX_DEFAULT,
-            WEBHOOK_RETRY_MS_MAX_MAX,
-        )?;
+        let (retry_ms_base, retry_ms_max) = self.retry_ms()?;
         Ok(WebhookConfig {
             url,
             secret,
             retry_ms_base,
-            retry_ms_max: retry_ms_max.max(retry_ms_base),
+            retry_ms_max,
             timeout_ms: in_range(
                 "webhook.timeout_ms",
                 self.timeout_ms,
@@ -339,6 +328,23 @@ impl WebhookFile {
                 WEBHOOK_RETENTION_S_MAX,
             )?,
         })
+    }
+
+    /// The first and the longest retry delay; the longest is never below the first.
+    fn retry_ms(&self) -> Result<(u64, u64), String> {
+        let base = in_range(
+            "webhook.retry_ms_base (retry_base_ms)",
+            self.retry_ms_base,
+            WEBHOOK_RETRY_MS_BASE_DEFAULT,
+            WEBHOOK_RETRY_MS_BASE_MAX,
+        )?;
+        let max = in_range(
+            "webhook.retry_ms_max (retry_max_ms)",
+            self.retry_ms_max,
+            WEBHOOK_RETRY_MS_MAX_DEFAULT,
+            WEBHOOK_RETRY_MS_MAX_MAX,
+        )?;
+        Ok((base, max.max(base)))
     }
 }
 
