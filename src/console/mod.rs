@@ -25,7 +25,7 @@ use actix_web::dev::HttpServiceFactory;
 use actix_web::http::header;
 use actix_web::http::StatusCode;
 use actix_web::{middleware, web, HttpMessage, HttpRequest, HttpResponse, ResponseError};
-use chrono::{DateTime, Utc};
+use chrono::Utc;
 use deadpool_postgres::{GenericClient, Pool};
 use i18n::Lang;
 use keys::Keys;
@@ -104,21 +104,6 @@ pub fn scope(state: &AppState) -> impl HttpServiceFactory + 'static {
 
 /// Largest form accepted: the console's forms carry a few short fields.
 const FORM_BYTES_MAX: usize = 4 * 1024;
-
-/// The login-free sign-in link for `instance_id`: a fresh ticket on the console's exchange
-/// route. `None` when no secret is configured.
-pub fn sign_in_url(
-    config: &Config,
-    public_url: &str,
-    instance_id: &InstanceId,
-    now: DateTime<Utc>,
-) -> Option<String> {
-    let keys = Keys::from_config(config)?;
-    Some(format!(
-        "{public_url}/console/enter?ticket={}",
-        ticket::issue(&keys, instance_id, now)
-    ))
-}
 
 /// A console answer that could not be given: shown as a page.
 #[derive(Debug)]

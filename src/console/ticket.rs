@@ -5,6 +5,7 @@
 //! across every `serve` process sharing the database.
 
 use super::keys::{equal, random_hex, Keys};
+use crate::configuration::Config;
 use chrono::{DateTime, Utc};
 use deadpool_postgres::GenericClient;
 use projections::ids::InstanceId;
@@ -96,6 +97,21 @@ pub async fn consume(
     } else {
         Err(TicketError::Used)
     })
+}
+
+/// The login-free sign-in link for `instance_id`: a fresh ticket on the console's exchange
+/// route. `None` when no secret is configured.
+pub fn sign_in_url(
+    config: &Config,
+    public_url: &str,
+    instance_id: &InstanceId,
+    now: DateTime<Utc>,
+) -> Option<String> {
+    let keys = Keys::from_config(config)?;
+    Some(format!(
+        "{public_url}/console/enter?ticket={}",
+        issue(&keys, instance_id, now)
+    ))
 }
 
 #[cfg(test)]

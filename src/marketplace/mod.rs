@@ -385,8 +385,12 @@ async fn verify(
             format!("instanceId {instance_id} is not known"),
         ),
         Ok(_) => {
-            match crate::console::sign_in_url(context.config, context.public_url, instance_id, now)
-            {
+            match crate::console::ticket::sign_in_url(
+                context.config,
+                context.public_url,
+                instance_id,
+                now,
+            ) {
                 Some(url) => Reply::Redirect(url),
                 None => failure(action, StatusCode::FORBIDDEN, "sign-in is not configured"),
             }
