@@ -222,46 +222,58 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     let config = Config::load(cli.common.config.as_deref(), |name| {
         std::env::var(name).ok()
     })?;
-    let database_settings = database_settings(&cli.common);
-    let audit = match cli.command {
+    let settings = database_settings(&cli.common);
+    match cli.command {
         Command::Serve(args) => {
-            serve(args, config, database_settings).await?;
-            return Ok(ExitCode::SUCCESS);
+            serve(args, config, settings).await?;
+            Ok(ExitCode::SUCCESS)
         }
-        Command::Marketplace(args) => return marketplace(args, &config).await,
+        Command::Marketplace(args) => marketplace(args, &config).await,
         Command::Migrate => {
-            let applied = Database::migrate(&database_settings).await?;
+            let applied = Database::migrate(&settings).await?;
             tracing::info!(?applied, "the database schema is up to date");
-            return Ok(ExitCode::SUCCESS);
+            Ok(ExitCode::SUCCESS)
         }
         Command::Keygen { file } => {
-            return commands::keygen(&file)
-                .map_err(|commands::Unable(message)| anyhow::anyhow!(message));
+            commands::keygen(&file).map_err(|commands::Unable(message)| anyhow::anyhow!(message))
         }
-        Command::Checkpoint { snapshot } => {
-            // Appends to `checkpoints`: the service's role, not the audits' read-only one; beside
-            // a running `serve` too, without migrating.
-            let database = Database::open_as(&database_settings, Role::Service).await?;
-            let outcome = commands::checkpoint(&database.pool, &config.audit, snapshot).await;
-            database.close().await;
-            return outcome.map_err(|commands::Unable(message)| anyhow::anyhow!(message));
-        }
-        audit => audit,
-    };
-    // The audit commands read only (a replica will do) and never migrate; only a scratch schema
-    // is written, which needs CREATE on the database. `outbox` writes only its own table, beside
-    // a running `serve`, with the service's rights.
-    let role = match &audit {
+        command => on_database(command, &config, &settings).await,
+    }
+}
+
+/// The commands that work on a running or stopped database without serving: each connects with
+/// the least role it needs, beside a running `serve` too, and never migrates.
+async fn on_database(
+    command: Command,
+    config: &Config,
+    settings: &DatabaseSettings,
+) -> anyhow::Result<ExitCode> {
+    // The audits read only (a replica will do); a scratch schema needs CREATE on the database;
+    // `checkpoint` appends to `checkpoints` and `outbox` writes only its own table, with the
+    // service's rights.
+    let role = match &command {
         Command::Replay {
             scratch_schema: Some(_),
             ..
         } => Role::Owner,
-        Command::Outbox { .. } => Role::Service,
+        Command::Checkpoint { .. } | Command::Outbox { .. } => Role::Service,
         _ => Role::Reader,
     };
-    let database = Database::open_as(&database_settings, role).await?;
-    let pool = &database.pool;
-    let outcome = match audit {
+    let database = Database::open_as(settings, role).await?;
+    let outcome = database_command(command, &database.pool, config).await;
+    database.close().await;
+    outcome.map_err(|commands::Unable(message)| anyhow::anyhow!(message))
+}
+
+async fn database_command(
+    command: Command,
+    pool: &deadpool_postgres::Pool,
+    config: &Config,
+) -> Result<ExitCode, commands::Unable> {
+    match command {
+        Command::Checkpoint { snapshot } => {
+            commands::checkpoint(pool, &config.audit, snapshot).await
+        }
         Command::Verify {
             progress_every,
             checkpoint,
@@ -322,19 +334,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 outbox::commands::retry(pool, RetryTarget::AllDead).await
             }
         },
-        Command::Serve(_)
-        | Command::Migrate
-        | Command::Init { .. }
-        | Command::Marketplace(_)
-        | Command::Keygen { .. }
-        | Command::Checkpoint { .. } => {
-            unreachable!("handled above")
-        }
-    };
-    database.close().await;
-    match outcome {
-        Ok(code) => Ok(code),
-        Err(commands::Unable(message)) => Err(anyhow::anyhow!(message)),
+        other => unreachable!("{other:?} is run elsewhere"),
     }
 }
 
