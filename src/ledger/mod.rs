@@ -14,14 +14,22 @@ use deadpool_postgres::{Object, Pool, Transaction};
 use projections::events::Event;
 use projections::ids::{InstanceId, TaskId};
 use projections::{FoldError, Projection};
+use std::future::Future;
 
 /// Rounds of re-locking when task bindings move under a command's feet; each round needs a
 /// concurrent rebind to have committed in between, so a handful is plenty.
 const ROUNDS_MAX: usize = 8;
 
-/// How many times a command is retried after losing a race to a concurrent writer. Races are
-/// rare (writers lock the rows they change), so a few attempts always suffice in practice.
-const ATTEMPTS_MAX: u32 = 5;
+/// Attempts of one command, at most, when it keeps losing races to concurrent writers. Races
+/// are rare (writers lock the rows they change, in id order), and each lost one means a
+/// competitor committed, so a few attempts always suffice in practice; more would only hold a
+/// request longer behind a real fault.
+pub const ATTEMPTS_MAX: u32 = 5;
+
+/// The pause before the second attempt, doubled before each later one (5, 10, 20, 40 ms: 75 ms
+/// in all). A deadlock's survivor or an append's winner commits within a few milliseconds; the
+/// pause lets it, so that the retry finds its rows committed instead of racing it again.
+pub const BACKOFF_MS_BASE: u64 = 5;
 
 #[derive(Debug, thiserror::Error)]
 pub enum LedgerError {
@@ -137,7 +145,7 @@ pub struct UnitOfWork<'a> {
 }
 
 impl<'a> UnitOfWork<'a> {
-    pub async fn begin(
+    async fn begin(
         client: &'a mut Object,
         ledger: &Ledger,
         metadata: &Metadata,
@@ -326,7 +334,7 @@ impl<'a> UnitOfWork<'a> {
 
     /// Writes the changed projection rows, appends the decided events (with the outbox entries
     /// of announced ones) and commits.
-    pub async fn commit(self) -> Result<Option<Appended>, LedgerError> {
+    async fn commit(self) -> Result<Option<Appended>, LedgerError> {
         let UnitOfWork {
             tx,
             draft,
@@ -384,7 +392,7 @@ impl<'a> UnitOfWork<'a> {
             rows::update_packages(&tx, &changed_packages),
             rows::insert_tasks(&tx, &new_tasks),
             rows::update_tasks(&tx, &changed_tasks),
-            store::prepare(&tx, events, &[], draft.now),
+            store::prepare(&tx, events, draft.now),
         );
         let failed = [packages_new, packages_changed, tasks_new, tasks_changed]
             .into_iter()
@@ -445,29 +453,93 @@ impl<'a> UnitOfWork<'a> {
     }
 }
 
-/// Counts the attempts of a command that may lose a race to a concurrent writer.
+/// What a failed attempt says about trying again.
+pub trait Retryable: From<LedgerError> {
+    /// Whether the attempt lost a race a new attempt may win (see [`StoreError::is_retryable`]).
+    fn is_retryable(&self) -> bool;
+}
+
+impl Retryable for LedgerError {
+    fn is_retryable(&self) -> bool {
+        LedgerError::is_retryable(self)
+    }
+}
+
+impl<R> Retryable for CommandError<R> {
+    fn is_retryable(&self) -> bool {
+        matches!(self, CommandError::Failed(error) if error.is_retryable())
+    }
+}
+
+/// A command run as a unit of work by [`run`]: one attempt locks and loads what it touches,
+/// decides (with [`crate::domain`], pure), and writes what the decision needs beside the events;
+/// [`run`] then appends the events, writes the projections and commits.
 ///
-/// Each command runs `loop { begin; decide; commit }` and hands a failed commit to
-/// [`Attempts::retry`], which says whether to go round again.
-pub struct Attempts {
-    attempt: u32,
-}
+/// A trait rather than an async closure: the futures of an async closure that borrows the unit
+/// of work cannot be shown to be `Send` (the sweeper and the ingest lanes run on spawned tasks).
+pub trait Command: Send {
+    type Output: Send;
+    type Error: Retryable + Send;
 
-impl Default for Attempts {
-    fn default() -> Self {
-        Attempts { attempt: 1 }
+    fn attempt(
+        &mut self,
+        unit: &mut UnitOfWork<'_>,
+    ) -> impl Future<Output = Result<Self::Output, Self::Error>> + Send;
+
+    /// Asked first about every failed attempt: `true` when the command has changed how it works
+    /// so that the next attempt gets past this failure. Such attempts do not count against
+    /// [`ATTEMPTS_MAX`]; the command bounds them itself.
+    fn recover(
+        &mut self,
+        _ledger: &Ledger,
+        _error: &Self::Error,
+    ) -> impl Future<Output = bool> + Send {
+        async { false }
     }
 }
 
-impl Attempts {
-    /// `Ok` to go round again, or the error to give up with.
-    pub fn retry(&mut self, error: LedgerError) -> Result<(), LedgerError> {
-        if error.is_retryable() && self.attempt < ATTEMPTS_MAX {
-            tracing::debug!(%error, attempt = self.attempt, "lost a race; retrying");
-            self.attempt += 1;
-            Ok(())
-        } else {
-            Err(error)
+/// Runs `command` as a unit of work: begin, [`Command::attempt`], append the events, write the
+/// projections, commit. An attempt that loses a race, wherever it loses it (a deadlock while
+/// locking, a unique violation while loading, a concurrent append at commit), is rolled back and
+/// run again whole, on a fresh transaction that sees the winner's rows; at most [`ATTEMPTS_MAX`]
+/// attempts, [`backoff`] apart.
+pub async fn run<C: Command>(
+    ledger: &Ledger,
+    metadata: &Metadata,
+    mut command: C,
+) -> Result<C::Output, C::Error> {
+    let mut attempt = 1;
+    loop {
+        let error = match attempt_once(ledger, metadata, &mut command).await {
+            Ok(output) => return Ok(output),
+            Err(error) => error,
+        };
+        if command.recover(ledger, &error).await {
+            continue;
         }
+        if !error.is_retryable() || attempt >= ATTEMPTS_MAX {
+            return Err(error);
+        }
+        tracing::debug!(attempt, "lost a race; retrying");
+        tokio::time::sleep(backoff(attempt)).await;
+        attempt += 1;
     }
+}
+
+/// The pause after failed attempt `attempt` (from 1): doubling, so that the losers of one race
+/// spread out instead of meeting again at once.
+fn backoff(attempt: u32) -> std::time::Duration {
+    std::time::Duration::from_millis(BACKOFF_MS_BASE << (attempt - 1).min(ATTEMPTS_MAX))
+}
+
+async fn attempt_once<C: Command>(
+    ledger: &Ledger,
+    metadata: &Metadata,
+    command: &mut C,
+) -> Result<C::Output, C::Error> {
+    let mut client = ledger.pool.get().await.map_err(LedgerError::from)?;
+    let mut unit = UnitOfWork::begin(&mut client, ledger, metadata).await?;
+    let output = command.attempt(&mut unit).await?;
+    unit.commit().await?;
+    Ok(output)
 }
