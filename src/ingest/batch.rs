@@ -69,29 +69,17 @@ impl Command for Batch<'_> {
     type Error = LedgerError;
 
     async fn attempt(&mut self, unit: &mut UnitOfWork<'_>) -> Result<Applied, LedgerError> {
-        let Batch {
-            rules,
-            jobs,
-            look_up,
-            ..
-        } = *self;
-        let mut task_ids: Vec<&TaskId> = jobs
-            .iter()
-            .flat_map(|job| job.reports.iter().map(|r| &r.task_id))
-            .collect();
-        task_ids.sort_unstable();
-        task_ids.dedup();
+        let (rules, jobs) = (self.rules, self.jobs);
+        let task_ids = reported_tasks(jobs);
         unit.lock_packages_of_tasks(&task_ids).await?;
-
         let keys: Vec<String> = jobs
             .iter()
             .flat_map(|job| job.reports.iter())
             .map(|r| traffic_key(&r.task_id, &r.report_id))
             .collect();
-        let mut recorded: Option<HashMap<String, Event>> = if look_up {
-            Some(look_up_keys(unit, &keys).await?)
-        } else {
-            None
+        let mut recorded = match self.look_up {
+            true => Some(look_up_keys(unit, &keys).await?),
+            false => None,
         };
 
         // Decide, and decide again from the loaded rows when that is not the end of it: a report the
@@ -168,6 +156,17 @@ impl Command for Batch<'_> {
             }
         }
     }
+}
+
+/// The tasks the batch reports on, each once, in id order (the order their packages are locked).
+fn reported_tasks(jobs: &[Job]) -> Vec<&TaskId> {
+    let mut task_ids: Vec<&TaskId> = jobs
+        .iter()
+        .flat_map(|job| job.reports.iter().map(|r| &r.task_id))
+        .collect();
+    task_ids.sort_unstable();
+    task_ids.dedup();
+    task_ids
 }
 
 /// Rounds of deciding one batch, at most; see `attempt`.

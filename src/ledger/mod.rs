@@ -346,45 +346,14 @@ impl<'a> UnitOfWork<'a> {
             tx.commit().await?;
             return Ok(None);
         }
-        let mut new_packages = Vec::new();
-        let mut changed_packages = Vec::new();
-        for package in draft.projection.packages.values() {
-            match loaded.packages.get(&package.instance_id) {
-                None => new_packages.push(package),
-                Some(before) if before != package => changed_packages.push(package),
-                Some(_) => {}
-            }
-        }
-        let mut new_tasks = Vec::new();
-        let mut changed_tasks = Vec::new();
-        for task in draft.projection.tasks.values() {
-            match loaded.tasks.get(&task.task_id) {
-                None => new_tasks.push(task),
-                Some(before) if before != task => changed_tasks.push(task),
-                Some(_) => {}
-            }
-        }
-        let mut runs = metadata.iter().peekable();
-        let mut current = &metadata[0].1;
-        let mut announced = Vec::new();
-        let mut events = Vec::with_capacity(draft.events.len());
-        for (index, event) in draft.events.iter().enumerate() {
-            while let Some((start, value)) = runs.peek() {
-                if *start > index {
-                    break;
-                }
-                current = value;
-                runs.next();
-            }
-            let new = NewEvent::new(event, current);
-            events.push(match idempotency_key(event) {
-                Some(key) => new.with_idempotency_key(key),
-                None => new,
+        let (new_packages, changed_packages) =
+            new_and_changed(draft.projection.packages.values(), |package| {
+                loaded.packages.get(&package.instance_id)
             });
-            if outbox && is_announced(event) {
-                announced.push(index as i64);
-            }
-        }
+        let (new_tasks, changed_tasks) = new_and_changed(draft.projection.tasks.values(), |task| {
+            loaded.tasks.get(&task.task_id)
+        });
+        let (events, announced) = new_events(&draft, &metadata, outbox);
         // Independent statements on one connection are pipelined: the projection writes and the
         // stream-head reads cost one round trip, not five.
         let (packages_new, packages_changed, tasks_new, tasks_changed, prepared) = tokio::join!(
@@ -409,37 +378,7 @@ impl<'a> UnitOfWork<'a> {
         };
         let appended = store::write(&tx, prepared).await?;
         if appended.recorded_at != draft.now {
-            // Another append (another lane, another process) took a later time first: the events
-            // carry that time, so the rows this command wrote are folded again with it, exactly
-            // as replay will fold them. Rare (clocks read out of lock order), so it costs a round
-            // trip only then.
-            let mut refolded = loaded.clone();
-            for event in &draft.events {
-                refolded.apply(event, appended.recorded_at)?;
-            }
-            let packages: Vec<_> = draft
-                .projection
-                .packages
-                .keys()
-                .filter_map(|id| refolded.packages.get(id))
-                .collect();
-            let tasks: Vec<_> = draft
-                .projection
-                .tasks
-                .keys()
-                .filter_map(|id| refolded.tasks.get(id))
-                .collect();
-            let (packages, tasks) = tokio::join!(
-                rows::update_packages(&tx, &packages),
-                rows::update_tasks(&tx, &tasks)
-            );
-            let failed = [packages.err(), tasks.err()]
-                .into_iter()
-                .flatten()
-                .map(StoreError::from);
-            if let Some(error) = store::first_cause(failed) {
-                return Err(LedgerError::Store(error));
-            }
+            rewrite_refolded(&tx, &draft, &loaded, appended.recorded_at).await?;
         }
         if !announced.is_empty() {
             let positions: Vec<i64> = announced
@@ -451,6 +390,96 @@ impl<'a> UnitOfWork<'a> {
         tx.commit().await?;
         Ok(Some(appended))
     }
+}
+
+/// The rows of `now` that `before` does not have (to insert) and those it has otherwise (to
+/// update); unchanged rows are not written back.
+fn new_and_changed<'a, 'b, T: PartialEq + 'b>(
+    now: impl Iterator<Item = &'a T>,
+    before: impl Fn(&'a T) -> Option<&'b T>,
+) -> (Vec<&'a T>, Vec<&'a T>) {
+    let mut new = Vec::new();
+    let mut changed = Vec::new();
+    for row in now {
+        match before(row) {
+            None => new.push(row),
+            Some(before) if before != row => changed.push(row),
+            Some(_) => {}
+        }
+    }
+    (new, changed)
+}
+
+/// The decided events as the store takes them, each with the metadata of the request it answers,
+/// and the offsets of those queued for webhooks.
+fn new_events(
+    draft: &Draft,
+    metadata: &[(usize, std::sync::Arc<serde_json::Value>)],
+    outbox: bool,
+) -> (Vec<NewEvent>, Vec<i64>) {
+    let mut runs = metadata.iter().peekable();
+    let mut current = &metadata[0].1;
+    let mut announced = Vec::new();
+    let mut events = Vec::with_capacity(draft.events.len());
+    for (index, event) in draft.events.iter().enumerate() {
+        while let Some((start, value)) = runs.peek() {
+            if *start > index {
+                break;
+            }
+            current = value;
+            runs.next();
+        }
+        let new = NewEvent::new(event, current);
+        events.push(match idempotency_key(event) {
+            Some(key) => new.with_idempotency_key(key),
+            None => new,
+        });
+        if outbox && is_announced(event) {
+            announced.push(index as i64);
+        }
+    }
+    (events, announced)
+}
+
+/// Writes the command's rows again, folded with the time the events carry.
+async fn rewrite_refolded(
+    tx: &Transaction<'_>,
+    draft: &Draft,
+    loaded: &Projection,
+    recorded_at: chrono::DateTime<Utc>,
+) -> Result<(), LedgerError> {
+    // Another append (another lane, another process) took a later time first: the events
+    // carry that time, so the rows this command wrote are folded again with it, exactly
+    // as replay will fold them. Rare (clocks read out of lock order), so it costs a round
+    // trip only then.
+    let mut refolded = loaded.clone();
+    for event in &draft.events {
+        refolded.apply(event, recorded_at)?;
+    }
+    let packages: Vec<_> = draft
+        .projection
+        .packages
+        .keys()
+        .filter_map(|id| refolded.packages.get(id))
+        .collect();
+    let tasks: Vec<_> = draft
+        .projection
+        .tasks
+        .keys()
+        .filter_map(|id| refolded.tasks.get(id))
+        .collect();
+    let (packages, tasks) = tokio::join!(
+        rows::update_packages(tx, &packages),
+        rows::update_tasks(tx, &tasks)
+    );
+    let failed = [packages.err(), tasks.err()]
+        .into_iter()
+        .flatten()
+        .map(StoreError::from);
+    if let Some(error) = store::first_cause(failed) {
+        return Err(LedgerError::Store(error));
+    }
+    Ok(())
 }
 
 /// What a failed attempt says about trying again.
