@@ -6,7 +6,7 @@
 use super::checkpoint::{self, Checkpoint, Keyring};
 use super::export::{self, Format};
 use super::replay;
-use super::report::{Builder, Month};
+use super::report::{Builder, Month, ReportError};
 use super::source::{self, Range, Until};
 use super::verify::{self, Mark, Since, VerifyError};
 use crate::configuration::AuditConfig;
@@ -506,10 +506,20 @@ pub async fn report(
     )
     .await?;
     tx.commit().await?;
+    // Events that do not fold, or a package that does not balance, are a broken ledger (exit 1),
+    // as `verify` and `replay` say of theirs; only a report that cannot be made is exit 2.
     if let Some(error) = failure {
-        return Err(Unable(error));
+        eprintln!("report: BROKEN {error}");
+        return Ok(ExitCode::from(FAILED));
     }
-    let report = builder.finish(default_currency)?;
+    let report = match builder.finish(default_currency) {
+        Ok(report) => report,
+        Err(error @ ReportError::Unbalanced(_)) => {
+            eprintln!("report: BROKEN {error}");
+            return Ok(ExitCode::from(FAILED));
+        }
+        Err(error) => return Err(error.into()),
+    };
     match format {
         ReportFormat::Json => println!("{}", serde_json::to_string_pretty(&report)?),
         ReportFormat::Csv => print!("{}", report.to_csv()),

@@ -239,10 +239,6 @@ impl EmbeddedPostgres {
         config
     }
 
-    pub fn log_file(&self) -> &Path {
-        &self.log_file
-    }
-
     /// Stops the cluster (fast shutdown: open sessions are ended, commits are kept).
     pub fn stop(&mut self) -> Result<(), EmbeddedError> {
         if !self.running {

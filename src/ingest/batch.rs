@@ -2,7 +2,7 @@
 
 use super::Job;
 use crate::domain::traffic::{self, Rules, Status, Verdict};
-use crate::ledger::{Attempts, Ledger, LedgerError, UnitOfWork};
+use crate::ledger::{self, Command, Ledger, LedgerError, UnitOfWork};
 use crate::store::StoreError;
 use projections::events::Event;
 use projections::ids::{InstanceId, TaskId};
@@ -32,36 +32,24 @@ pub(super) async fn apply(
     jobs: &[Job],
     look_up: bool,
 ) -> Result<Applied, LedgerError> {
-    let mut attempts = Attempts::default();
-    let mut look_up = look_up;
-    let mut met_repeats = false;
-    let mut reaps = 0;
-    loop {
-        match attempt(ledger, rules, jobs, look_up).await {
-            Ok(mut applied) => {
-                applied.met_repeats |= met_repeats;
-                return Ok(applied);
-            }
-            Err(LedgerError::Store(StoreError::DuplicateKey)) if !look_up => {
-                look_up = true;
-                met_repeats = true;
-            }
-            Err(error) if is_lock_timeout(&error) && reaps < LOCK_TIMEOUT_REAPS_MAX => {
-                // A lock holder that kept us waiting this long is stalled, or a peer is
-                // overloaded; a stalled one in the middle of a statement is ended here, one idle
-                // in its transaction has been ended by the server already.
-                reaps += 1;
-                match crate::database::reap_stalled_peers(&ledger.pool).await {
-                    Ok(ended) => tracing::warn!(ended, "a batch waited too long for a lock"),
-                    Err(reap) => {
-                        tracing::warn!(%reap, "a batch waited too long for a lock");
-                        return Err(error);
-                    }
-                }
-            }
-            Err(error) => attempts.retry(error)?,
-        }
-    }
+    let batch = Batch {
+        rules,
+        jobs,
+        look_up,
+        met_repeats: false,
+        reaps: 0,
+    };
+    ledger::run(ledger, &jobs[0].metadata, batch).await
+}
+
+/// A batch as a command, with what it learnt from its failed attempts.
+struct Batch<'a> {
+    rules: &'a Rules,
+    jobs: &'a [Job],
+    look_up: bool,
+    /// A repeat refused by the unique index made the batch redo with the lookup.
+    met_repeats: bool,
+    reaps: u32,
 }
 
 /// Lock waits a batch gets past by ending stalled peers, at most. A peer frozen mid-statement
@@ -76,80 +64,109 @@ fn is_lock_timeout(error: &LedgerError) -> bool {
         if e.code() == Some(&tokio_postgres::error::SqlState::LOCK_NOT_AVAILABLE))
 }
 
-async fn attempt(
-    ledger: &Ledger,
-    rules: &Rules,
-    jobs: &[Job],
-    look_up: bool,
-) -> Result<Applied, LedgerError> {
-    let mut client = ledger.pool.get().await?;
-    let mut unit = UnitOfWork::begin(&mut client, ledger, &jobs[0].metadata).await?;
+impl Command for Batch<'_> {
+    type Output = Applied;
+    type Error = LedgerError;
+
+    async fn attempt(&mut self, unit: &mut UnitOfWork<'_>) -> Result<Applied, LedgerError> {
+        let (rules, jobs) = (self.rules, self.jobs);
+        let task_ids = reported_tasks(jobs);
+        unit.lock_packages_of_tasks(&task_ids).await?;
+        let keys: Vec<String> = jobs
+            .iter()
+            .flat_map(|job| job.reports.iter())
+            .map(|r| traffic_key(&r.task_id, &r.report_id))
+            .collect();
+        let mut recorded = match self.look_up {
+            true => Some(look_up_keys(unit, &keys).await?),
+            false => None,
+        };
+
+        // Decide, and decide again from the loaded rows when that is not the end of it: a report the
+        // fold refuses is rejected on its own; a rejection that may hide a repeat needs the lookup; a
+        // package that ran dry or stopped being active needs its other running tasks loaded, to stop
+        // them in this transaction. Each round rejects a report, turns the lookup on, or loads tasks.
+        let mut poisoned: HashSet<usize> = HashSet::new();
+        let mut rounds = 0;
+        let answers = loop {
+            rounds += 1;
+            if rounds > DECIDE_ROUNDS_MAX {
+                return Err(LedgerError::Fold(projections::FoldError::Illegal(
+                    "a batch kept needing another round",
+                )));
+            }
+            unit.restart_draft();
+            match decide(unit, rules, jobs, &keys, recorded.as_ref(), &poisoned)? {
+                Err(Redo::Poison(index, error)) => {
+                    tracing::error!(report = index, %error, "a report cannot be charged; rejecting it");
+                    poisoned.insert(index);
+                }
+                Err(Redo::NeedsLookup) => recorded = Some(look_up_keys(unit, &keys).await?),
+                Ok(answers) => {
+                    let stopping: Vec<InstanceId> = unit
+                        .draft
+                        .projection
+                        .packages
+                        .values()
+                        .filter(|p| {
+                            p.bytes_remaining.is_zero() || p.status != PackageStatus::Active
+                        })
+                        .map(|p| p.instance_id.clone())
+                        .collect();
+                    let stopping: Vec<&InstanceId> = stopping.iter().collect();
+                    if stopping.is_empty() || !unit.load_running_tasks_of(&stopping).await? {
+                        break answers;
+                    }
+                }
+            }
+        };
+        let bindings = task_ids
+            .iter()
+            .filter_map(|id| unit.draft.task(id))
+            .map(|task| (task.task_id.clone(), task.instance_id.clone()))
+            .collect();
+        Ok(Applied {
+            answers,
+            bindings,
+            met_repeats: self.met_repeats || recorded.is_some_and(|found| !found.is_empty()),
+        })
+    }
+
+    async fn recover(&mut self, ledger: &Ledger, error: &LedgerError) -> bool {
+        if matches!(error, LedgerError::Store(StoreError::DuplicateKey)) && !self.look_up {
+            self.look_up = true;
+            self.met_repeats = true;
+            return true;
+        }
+        if !is_lock_timeout(error) || self.reaps >= LOCK_TIMEOUT_REAPS_MAX {
+            return false;
+        }
+        // A lock holder that kept us waiting this long is stalled, or a peer is overloaded; a
+        // stalled one in the middle of a statement is ended here, one idle in its transaction
+        // has been ended by the server already.
+        self.reaps += 1;
+        match crate::database::reap_stalled_peers(&ledger.pool).await {
+            Ok(ended) => {
+                tracing::warn!(ended, "a batch waited too long for a lock");
+                true
+            }
+            Err(reap) => {
+                tracing::warn!(%reap, "a batch waited too long for a lock");
+                false
+            }
+        }
+    }
+}
+
+/// The tasks the batch reports on, each once, in id order (the order their packages are locked).
+fn reported_tasks(jobs: &[Job]) -> Vec<&TaskId> {
     let mut task_ids: Vec<&TaskId> = jobs
         .iter()
         .flat_map(|job| job.reports.iter().map(|r| &r.task_id))
         .collect();
     task_ids.sort_unstable();
     task_ids.dedup();
-    unit.lock_packages_of_tasks(&task_ids).await?;
-
-    let keys: Vec<String> = jobs
-        .iter()
-        .flat_map(|job| job.reports.iter())
-        .map(|r| traffic_key(&r.task_id, &r.report_id))
-        .collect();
-    let mut recorded: Option<HashMap<String, Event>> = if look_up {
-        Some(look_up_keys(&unit, &keys).await?)
-    } else {
-        None
-    };
-
-    // Decide, and decide again from the loaded rows when that is not the end of it: a report the
-    // fold refuses is rejected on its own; a rejection that may hide a repeat needs the lookup; a
-    // package that ran dry or stopped being active needs its other running tasks loaded, to stop
-    // them in this transaction. Each round rejects a report, turns the lookup on, or loads tasks.
-    let mut poisoned: HashSet<usize> = HashSet::new();
-    let mut rounds = 0;
-    let answers = loop {
-        rounds += 1;
-        if rounds > DECIDE_ROUNDS_MAX {
-            return Err(LedgerError::Fold(projections::FoldError::Illegal(
-                "a batch kept needing another round",
-            )));
-        }
-        unit.restart_draft();
-        match decide(&mut unit, rules, jobs, &keys, recorded.as_ref(), &poisoned)? {
-            Err(Redo::Poison(index, error)) => {
-                tracing::error!(report = index, %error, "a report cannot be charged; rejecting it");
-                poisoned.insert(index);
-            }
-            Err(Redo::NeedsLookup) => recorded = Some(look_up_keys(&unit, &keys).await?),
-            Ok(answers) => {
-                let stopping: Vec<InstanceId> = unit
-                    .draft
-                    .projection
-                    .packages
-                    .values()
-                    .filter(|p| p.bytes_remaining.is_zero() || p.status != PackageStatus::Active)
-                    .map(|p| p.instance_id.clone())
-                    .collect();
-                let stopping: Vec<&InstanceId> = stopping.iter().collect();
-                if stopping.is_empty() || !unit.load_running_tasks_of(&stopping).await? {
-                    break answers;
-                }
-            }
-        }
-    };
-    let bindings = task_ids
-        .iter()
-        .filter_map(|id| unit.draft.task(id))
-        .map(|task| (task.task_id.clone(), task.instance_id.clone()))
-        .collect();
-    unit.commit().await?;
-    Ok(Applied {
-        answers,
-        bindings,
-        met_repeats: recorded.is_some_and(|found| !found.is_empty()),
-    })
+    task_ids
 }
 
 /// Rounds of deciding one batch, at most; see `attempt`.

@@ -14,14 +14,22 @@ use deadpool_postgres::{Object, Pool, Transaction};
 use projections::events::Event;
 use projections::ids::{InstanceId, TaskId};
 use projections::{FoldError, Projection};
+use std::future::Future;
 
 /// Rounds of re-locking when task bindings move under a command's feet; each round needs a
 /// concurrent rebind to have committed in between, so a handful is plenty.
 const ROUNDS_MAX: usize = 8;
 
-/// How many times a command is retried after losing a race to a concurrent writer. Races are
-/// rare (writers lock the rows they change), so a few attempts always suffice in practice.
-const ATTEMPTS_MAX: u32 = 5;
+/// Attempts of one command, at most, when it keeps losing races to concurrent writers. Races
+/// are rare (writers lock the rows they change, in id order), and each lost one means a
+/// competitor committed, so a few attempts always suffice in practice; more would only hold a
+/// request longer behind a real fault.
+pub const ATTEMPTS_MAX: u32 = 5;
+
+/// The pause before the second attempt, doubled before each later one (5, 10, 20, 40 ms: 75 ms
+/// in all). A deadlock's survivor or an append's winner commits within a few milliseconds; the
+/// pause lets it, so that the retry finds its rows committed instead of racing it again.
+pub const BACKOFF_MS_BASE: u64 = 5;
 
 #[derive(Debug, thiserror::Error)]
 pub enum LedgerError {
@@ -137,7 +145,7 @@ pub struct UnitOfWork<'a> {
 }
 
 impl<'a> UnitOfWork<'a> {
-    pub async fn begin(
+    async fn begin(
         client: &'a mut Object,
         ledger: &Ledger,
         metadata: &Metadata,
@@ -326,7 +334,7 @@ impl<'a> UnitOfWork<'a> {
 
     /// Writes the changed projection rows, appends the decided events (with the outbox entries
     /// of announced ones) and commits.
-    pub async fn commit(self) -> Result<Option<Appended>, LedgerError> {
+    async fn commit(self) -> Result<Option<Appended>, LedgerError> {
         let UnitOfWork {
             tx,
             draft,
@@ -338,45 +346,14 @@ impl<'a> UnitOfWork<'a> {
             tx.commit().await?;
             return Ok(None);
         }
-        let mut new_packages = Vec::new();
-        let mut changed_packages = Vec::new();
-        for package in draft.projection.packages.values() {
-            match loaded.packages.get(&package.instance_id) {
-                None => new_packages.push(package),
-                Some(before) if before != package => changed_packages.push(package),
-                Some(_) => {}
-            }
-        }
-        let mut new_tasks = Vec::new();
-        let mut changed_tasks = Vec::new();
-        for task in draft.projection.tasks.values() {
-            match loaded.tasks.get(&task.task_id) {
-                None => new_tasks.push(task),
-                Some(before) if before != task => changed_tasks.push(task),
-                Some(_) => {}
-            }
-        }
-        let mut runs = metadata.iter().peekable();
-        let mut current = &metadata[0].1;
-        let mut announced = Vec::new();
-        let mut events = Vec::with_capacity(draft.events.len());
-        for (index, event) in draft.events.iter().enumerate() {
-            while let Some((start, value)) = runs.peek() {
-                if *start > index {
-                    break;
-                }
-                current = value;
-                runs.next();
-            }
-            let new = NewEvent::new(event, current);
-            events.push(match idempotency_key(event) {
-                Some(key) => new.with_idempotency_key(key),
-                None => new,
+        let (new_packages, changed_packages) =
+            new_and_changed(draft.projection.packages.values(), |package| {
+                loaded.packages.get(&package.instance_id)
             });
-            if outbox && is_announced(event) {
-                announced.push(index as i64);
-            }
-        }
+        let (new_tasks, changed_tasks) = new_and_changed(draft.projection.tasks.values(), |task| {
+            loaded.tasks.get(&task.task_id)
+        });
+        let (events, announced) = new_events(&draft, &metadata, outbox);
         // Independent statements on one connection are pipelined: the projection writes and the
         // stream-head reads cost one round trip, not five.
         let (packages_new, packages_changed, tasks_new, tasks_changed, prepared) = tokio::join!(
@@ -384,7 +361,7 @@ impl<'a> UnitOfWork<'a> {
             rows::update_packages(&tx, &changed_packages),
             rows::insert_tasks(&tx, &new_tasks),
             rows::update_tasks(&tx, &changed_tasks),
-            store::prepare(&tx, events, &[], draft.now),
+            store::prepare(&tx, events, draft.now),
         );
         let failed = [packages_new, packages_changed, tasks_new, tasks_changed]
             .into_iter()
@@ -401,37 +378,7 @@ impl<'a> UnitOfWork<'a> {
         };
         let appended = store::write(&tx, prepared).await?;
         if appended.recorded_at != draft.now {
-            // Another append (another lane, another process) took a later time first: the events
-            // carry that time, so the rows this command wrote are folded again with it, exactly
-            // as replay will fold them. Rare (clocks read out of lock order), so it costs a round
-            // trip only then.
-            let mut refolded = loaded.clone();
-            for event in &draft.events {
-                refolded.apply(event, appended.recorded_at)?;
-            }
-            let packages: Vec<_> = draft
-                .projection
-                .packages
-                .keys()
-                .filter_map(|id| refolded.packages.get(id))
-                .collect();
-            let tasks: Vec<_> = draft
-                .projection
-                .tasks
-                .keys()
-                .filter_map(|id| refolded.tasks.get(id))
-                .collect();
-            let (packages, tasks) = tokio::join!(
-                rows::update_packages(&tx, &packages),
-                rows::update_tasks(&tx, &tasks)
-            );
-            let failed = [packages.err(), tasks.err()]
-                .into_iter()
-                .flatten()
-                .map(StoreError::from);
-            if let Some(error) = store::first_cause(failed) {
-                return Err(LedgerError::Store(error));
-            }
+            rewrite_refolded(&tx, &draft, &loaded, appended.recorded_at).await?;
         }
         if !announced.is_empty() {
             let positions: Vec<i64> = announced
@@ -445,29 +392,183 @@ impl<'a> UnitOfWork<'a> {
     }
 }
 
-/// Counts the attempts of a command that may lose a race to a concurrent writer.
-///
-/// Each command runs `loop { begin; decide; commit }` and hands a failed commit to
-/// [`Attempts::retry`], which says whether to go round again.
-pub struct Attempts {
-    attempt: u32,
-}
-
-impl Default for Attempts {
-    fn default() -> Self {
-        Attempts { attempt: 1 }
-    }
-}
-
-impl Attempts {
-    /// `Ok` to go round again, or the error to give up with.
-    pub fn retry(&mut self, error: LedgerError) -> Result<(), LedgerError> {
-        if error.is_retryable() && self.attempt < ATTEMPTS_MAX {
-            tracing::debug!(%error, attempt = self.attempt, "lost a race; retrying");
-            self.attempt += 1;
-            Ok(())
-        } else {
-            Err(error)
+/// The rows of `now` that `before` does not have (to insert) and those it has otherwise (to
+/// update); unchanged rows are not written back.
+fn new_and_changed<'a, 'b, T: PartialEq + 'b>(
+    now: impl Iterator<Item = &'a T>,
+    before: impl Fn(&'a T) -> Option<&'b T>,
+) -> (Vec<&'a T>, Vec<&'a T>) {
+    let mut new = Vec::new();
+    let mut changed = Vec::new();
+    for row in now {
+        match before(row) {
+            None => new.push(row),
+            Some(before) if before != row => changed.push(row),
+            Some(_) => {}
         }
     }
+    (new, changed)
+}
+
+/// The decided events as the store takes them, each with the metadata of the request it answers,
+/// and the offsets of those queued for webhooks.
+fn new_events(
+    draft: &Draft,
+    metadata: &[(usize, std::sync::Arc<serde_json::Value>)],
+    outbox: bool,
+) -> (Vec<NewEvent>, Vec<i64>) {
+    let mut runs = metadata.iter().peekable();
+    let mut current = &metadata[0].1;
+    let mut announced = Vec::new();
+    let mut events = Vec::with_capacity(draft.events.len());
+    for (index, event) in draft.events.iter().enumerate() {
+        while let Some((start, value)) = runs.peek() {
+            if *start > index {
+                break;
+            }
+            current = value;
+            runs.next();
+        }
+        let new = NewEvent::new(event, current);
+        events.push(match idempotency_key(event) {
+            Some(key) => new.with_idempotency_key(key),
+            None => new,
+        });
+        if outbox && is_announced(event) {
+            announced.push(index as i64);
+        }
+    }
+    (events, announced)
+}
+
+/// Writes the command's rows again, folded with the time the events carry.
+async fn rewrite_refolded(
+    tx: &Transaction<'_>,
+    draft: &Draft,
+    loaded: &Projection,
+    recorded_at: chrono::DateTime<Utc>,
+) -> Result<(), LedgerError> {
+    // Another append (another lane, another process) took a later time first: the events
+    // carry that time, so the rows this command wrote are folded again with it, exactly
+    // as replay will fold them. Rare (clocks read out of lock order), so it costs a round
+    // trip only then.
+    let mut refolded = loaded.clone();
+    for event in &draft.events {
+        refolded.apply(event, recorded_at)?;
+    }
+    let packages: Vec<_> = draft
+        .projection
+        .packages
+        .keys()
+        .filter_map(|id| refolded.packages.get(id))
+        .collect();
+    let tasks: Vec<_> = draft
+        .projection
+        .tasks
+        .keys()
+        .filter_map(|id| refolded.tasks.get(id))
+        .collect();
+    let (packages, tasks) = tokio::join!(
+        rows::update_packages(tx, &packages),
+        rows::update_tasks(tx, &tasks)
+    );
+    let failed = [packages.err(), tasks.err()]
+        .into_iter()
+        .flatten()
+        .map(StoreError::from);
+    if let Some(error) = store::first_cause(failed) {
+        return Err(LedgerError::Store(error));
+    }
+    Ok(())
+}
+
+/// What a failed attempt says about trying again.
+pub trait Retryable: From<LedgerError> {
+    /// Whether the attempt lost a race a new attempt may win (see [`StoreError::is_retryable`]).
+    fn is_retryable(&self) -> bool;
+}
+
+impl Retryable for LedgerError {
+    fn is_retryable(&self) -> bool {
+        LedgerError::is_retryable(self)
+    }
+}
+
+impl<R> Retryable for CommandError<R> {
+    fn is_retryable(&self) -> bool {
+        matches!(self, CommandError::Failed(error) if error.is_retryable())
+    }
+}
+
+/// A command run as a unit of work by [`run`]: one attempt locks and loads what it touches,
+/// decides (with [`crate::domain`], pure), and writes what the decision needs beside the events;
+/// [`run`] then appends the events, writes the projections and commits.
+///
+/// A trait rather than an async closure: the futures of an async closure that borrows the unit
+/// of work cannot be shown to be `Send` (the sweeper and the ingest lanes run on spawned tasks).
+pub trait Command: Send {
+    type Output: Send;
+    type Error: Retryable + Send;
+
+    fn attempt(
+        &mut self,
+        unit: &mut UnitOfWork<'_>,
+    ) -> impl Future<Output = Result<Self::Output, Self::Error>> + Send;
+
+    /// Asked first about every failed attempt: `true` when the command has changed how it works
+    /// so that the next attempt gets past this failure. Such attempts do not count against
+    /// [`ATTEMPTS_MAX`]; the command bounds them itself.
+    fn recover(
+        &mut self,
+        _ledger: &Ledger,
+        _error: &Self::Error,
+    ) -> impl Future<Output = bool> + Send {
+        async { false }
+    }
+}
+
+/// Runs `command` as a unit of work: begin, [`Command::attempt`], append the events, write the
+/// projections, commit. An attempt that loses a race, wherever it loses it (a deadlock while
+/// locking, a unique violation while loading, a concurrent append at commit), is rolled back and
+/// run again whole, on a fresh transaction that sees the winner's rows; at most [`ATTEMPTS_MAX`]
+/// attempts, [`backoff`] apart.
+pub async fn run<C: Command>(
+    ledger: &Ledger,
+    metadata: &Metadata,
+    mut command: C,
+) -> Result<C::Output, C::Error> {
+    let mut attempt = 1;
+    loop {
+        let error = match attempt_once(ledger, metadata, &mut command).await {
+            Ok(output) => return Ok(output),
+            Err(error) => error,
+        };
+        if command.recover(ledger, &error).await {
+            continue;
+        }
+        if !error.is_retryable() || attempt >= ATTEMPTS_MAX {
+            return Err(error);
+        }
+        tracing::debug!(attempt, "lost a race; retrying");
+        tokio::time::sleep(backoff(attempt)).await;
+        attempt += 1;
+    }
+}
+
+/// The pause after failed attempt `attempt` (from 1): doubling, so that the losers of one race
+/// spread out instead of meeting again at once.
+fn backoff(attempt: u32) -> std::time::Duration {
+    std::time::Duration::from_millis(BACKOFF_MS_BASE << (attempt - 1).min(ATTEMPTS_MAX))
+}
+
+async fn attempt_once<C: Command>(
+    ledger: &Ledger,
+    metadata: &Metadata,
+    command: &mut C,
+) -> Result<C::Output, C::Error> {
+    let mut client = ledger.pool.get().await.map_err(LedgerError::from)?;
+    let mut unit = UnitOfWork::begin(&mut client, ledger, metadata).await?;
+    let output = command.attempt(&mut unit).await?;
+    unit.commit().await?;
+    Ok(output)
 }

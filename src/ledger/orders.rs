@@ -1,6 +1,6 @@
 //! Marketplace orders applied to the ledger, and the expiry sweeper.
 
-use super::{Attempts, CommandError, Ledger, LedgerError, UnitOfWork};
+use super::{Command, CommandError, Ledger, LedgerError, UnitOfWork};
 use crate::configuration::{Catalog, Sku};
 use crate::domain::orders::{
     self as decide, create_key, order_key, CreateOrder, DilateOrder, Outcome, Refusal, RenewOrder,
@@ -89,10 +89,30 @@ pub async fn create(
     details: &OrderDetails,
     metadata: &Metadata,
 ) -> Result<Outcome, CommandError> {
-    let mut attempts = Attempts::default();
-    loop {
-        let mut client = ledger.pool.get().await?;
-        let mut unit = UnitOfWork::begin(&mut client, ledger, metadata).await?;
+    let create = Create {
+        catalog,
+        command,
+        details,
+    };
+    super::run(ledger, metadata, create).await
+}
+
+struct Create<'a> {
+    catalog: &'a Catalog,
+    command: &'a CreateOrder,
+    details: &'a OrderDetails,
+}
+
+impl Command for Create<'_> {
+    type Output = Outcome;
+    type Error = CommandError;
+
+    async fn attempt(&mut self, unit: &mut UnitOfWork<'_>) -> Result<Outcome, CommandError> {
+        let Create {
+            catalog,
+            command,
+            details,
+        } = *self;
         // Concurrent retries of one purchase queue here; the first records it, the others find it.
         unit.lock_for_creation(&command.instance_id).await?;
         unit.lock_packages(&[&command.instance_id]).await?;
@@ -111,10 +131,7 @@ pub async fn create(
             )
             .await?;
         }
-        match unit.commit().await {
-            Ok(_) => return Ok(outcome),
-            Err(error) => attempts.retry(error)?,
-        }
+        Ok(outcome)
     }
 }
 
@@ -134,22 +151,43 @@ async fn change(
     instance_id: &InstanceId,
     prior: Prior<'_>,
     catalog: Option<&Catalog>,
-    decide: impl Fn(&mut Draft, Option<Event>, Option<&Sku>) -> Result<Outcome, Refusal>,
+    decide: impl Fn(&mut Draft, Option<Event>, Option<&Sku>) -> Result<Outcome, Refusal> + Send + Sync,
 ) -> Result<Outcome, CommandError> {
-    let mut attempts = Attempts::default();
-    loop {
-        let mut client = ledger.pool.get().await?;
-        let mut unit = UnitOfWork::begin(&mut client, ledger, metadata).await?;
+    let change = Change {
+        instance_id,
+        prior,
+        catalog,
+        decide,
+    };
+    super::run(ledger, metadata, change).await
+}
+
+struct Change<'a, D> {
+    instance_id: &'a InstanceId,
+    prior: Prior<'a>,
+    catalog: Option<&'a Catalog>,
+    decide: D,
+}
+
+impl<D> Command for Change<'_, D>
+where
+    D: Fn(&mut Draft, Option<Event>, Option<&Sku>) -> Result<Outcome, Refusal> + Sync + Send,
+{
+    type Output = Outcome;
+    type Error = CommandError;
+
+    async fn attempt(&mut self, unit: &mut UnitOfWork<'_>) -> Result<Outcome, CommandError> {
+        let instance_id = self.instance_id;
         unit.lock_packages(&[instance_id]).await?;
         unit.load_live_tasks_of(&[instance_id]).await?;
-        let earlier = match prior {
+        let earlier = match self.prior {
             Prior::Nothing => None,
             Prior::Order(order_id, _) => {
                 unit.earlier_event(&order_key(instance_id, order_id))
                     .await?
             }
         };
-        let removed = match (catalog, unit.draft.package(instance_id)) {
+        let removed = match (self.catalog, unit.draft.package(instance_id)) {
             (Some(catalog), Some(package)) if catalog.get(&package.sku_id).is_none() => {
                 Some(package.clone())
             }
@@ -159,15 +197,12 @@ async fn change(
             Some(package) => recorded_sku(unit.tx(), &package).await?,
             None => None,
         };
-        let outcome = decide(&mut unit.draft, earlier, recorded.as_ref())?;
-        if let (Outcome::Recorded(_), Prior::Order(order_id, details)) = (&outcome, &prior) {
+        let outcome = (self.decide)(&mut unit.draft, earlier, recorded.as_ref())?;
+        if let (Outcome::Recorded(_), Prior::Order(order_id, details)) = (&outcome, &self.prior) {
             let now = unit.draft.now;
             save_details(unit.tx(), instance_id, order_id, details, now).await?;
         }
-        match unit.commit().await {
-            Ok(_) => return Ok(outcome),
-            Err(error) => attempts.retry(error)?,
-        }
+        Ok(outcome)
     }
 }
 
@@ -374,16 +409,18 @@ async fn expire_one(
     metadata: &Metadata,
     instance_id: &InstanceId,
 ) -> Result<bool, LedgerError> {
-    let mut attempts = Attempts::default();
-    loop {
-        let mut client = ledger.pool.get().await?;
-        let mut unit = UnitOfWork::begin(&mut client, ledger, metadata).await?;
-        unit.lock_packages(&[instance_id]).await?;
-        unit.load_live_tasks_of(&[instance_id]).await?;
-        let done = unit.draft.expire_if_due(instance_id)?;
-        match unit.commit().await {
-            Ok(_) => return Ok(done),
-            Err(error) => attempts.retry(error)?,
-        }
+    super::run(ledger, metadata, ExpireIfDue(instance_id)).await
+}
+
+struct ExpireIfDue<'a>(&'a InstanceId);
+
+impl Command for ExpireIfDue<'_> {
+    type Output = bool;
+    type Error = LedgerError;
+
+    async fn attempt(&mut self, unit: &mut UnitOfWork<'_>) -> Result<bool, LedgerError> {
+        unit.lock_packages(&[self.0]).await?;
+        unit.load_live_tasks_of(&[self.0]).await?;
+        Ok(unit.draft.expire_if_due(self.0)?)
     }
 }

@@ -1,7 +1,7 @@
 //! Task commands applied to the ledger. A task's row only changes under the lock of the package
 //! it is bound to, which is what keeps its charges and its binding consistent.
 
-use super::{Attempts, CommandError, Ledger, UnitOfWork};
+use super::{Command, CommandError, Ledger, UnitOfWork};
 use crate::domain::tasks::{self as decide, TaskRefusal};
 use crate::store::Metadata;
 use projections::ids::{InstanceId, TaskId};
@@ -27,18 +27,21 @@ pub async fn create(
     instance_id: &InstanceId,
     metadata: &Metadata,
 ) -> Result<(Task, bool)> {
-    let mut attempts = Attempts::default();
-    loop {
-        let mut client = ledger.pool.get().await?;
-        let mut unit = UnitOfWork::begin(&mut client, ledger, metadata).await?;
+    super::run(ledger, metadata, Create(task_id, instance_id)).await
+}
+
+struct Create<'a>(&'a TaskId, &'a InstanceId);
+
+impl Command for Create<'_> {
+    type Output = (Task, bool);
+    type Error = CommandError<TaskRefusal>;
+
+    async fn attempt(&mut self, unit: &mut UnitOfWork<'_>) -> Result<(Task, bool)> {
+        let Create(task_id, instance_id) = *self;
         unit.lock_packages(&[instance_id]).await?;
         unit.load_tasks(&[task_id]).await?;
         let created = decide::create(&mut unit.draft, task_id, instance_id)?;
-        let task = task_of(&unit, task_id)?;
-        match unit.commit().await {
-            Ok(_) => return Ok((task, created)),
-            Err(error) => attempts.retry(error)?,
-        }
+        Ok((task_of(unit, task_id)?, created))
     }
 }
 
@@ -49,36 +52,42 @@ pub async fn rebind(
     to: &InstanceId,
     metadata: &Metadata,
 ) -> Result<Task> {
-    let mut attempts = Attempts::default();
-    loop {
-        let mut client = ledger.pool.get().await?;
-        let mut unit = UnitOfWork::begin(&mut client, ledger, metadata).await?;
+    super::run(ledger, metadata, Rebind(task_id, to)).await
+}
+
+struct Rebind<'a>(&'a TaskId, &'a InstanceId);
+
+impl Command for Rebind<'_> {
+    type Output = Task;
+    type Error = CommandError<TaskRefusal>;
+
+    async fn attempt(&mut self, unit: &mut UnitOfWork<'_>) -> Result<Task> {
+        let Rebind(task_id, to) = *self;
         if unit.lock_task(task_id, Some(to)).await?.is_none() {
             return Err(unknown(task_id));
         }
         decide::rebind(&mut unit.draft, task_id, to)?;
-        let task = task_of(&unit, task_id)?;
-        match unit.commit().await {
-            Ok(_) => return Ok(task),
-            Err(error) => attempts.retry(error)?,
-        }
+        task_of(unit, task_id)
     }
 }
 
 /// Destroys a task for good.
 pub async fn destroy(ledger: &Ledger, task_id: &TaskId, metadata: &Metadata) -> Result<Task> {
-    let mut attempts = Attempts::default();
-    loop {
-        let mut client = ledger.pool.get().await?;
-        let mut unit = UnitOfWork::begin(&mut client, ledger, metadata).await?;
+    super::run(ledger, metadata, Destroy(task_id)).await
+}
+
+struct Destroy<'a>(&'a TaskId);
+
+impl Command for Destroy<'_> {
+    type Output = Task;
+    type Error = CommandError<TaskRefusal>;
+
+    async fn attempt(&mut self, unit: &mut UnitOfWork<'_>) -> Result<Task> {
+        let task_id = self.0;
         if unit.lock_task(task_id, None).await?.is_none() {
             return Err(unknown(task_id));
         }
         decide::destroy(&mut unit.draft, task_id)?;
-        let task = task_of(&unit, task_id)?;
-        match unit.commit().await {
-            Ok(_) => return Ok(task),
-            Err(error) => attempts.retry(error)?,
-        }
+        task_of(unit, task_id)
     }
 }

@@ -1,9 +1,9 @@
-//! Appending: expected versions, the hash chain, gapless positions, idempotency keys.
+//! Appending: the hash chain, gapless positions, idempotency keys.
 
 use super::hash::{canonical, event_hash, ledger_hash, Hash, HashVersion, Hashed, GENESIS};
 use super::{
-    truncate_to_micros, AppendOutcome, Appended, ExpectedVersion, NewEvent, RecordedEvent,
-    StoreError, EVENT_COLUMNS, EVENT_COLUMN_TYPES,
+    truncate_to_micros, AppendOutcome, Appended, NewEvent, RecordedEvent, StoreError,
+    EVENT_COLUMNS, EVENT_COLUMN_TYPES,
 };
 use chrono::{DateTime, Utc};
 use deadpool_postgres::Transaction;
@@ -23,7 +23,6 @@ use tokio_postgres::types::{ToSql, Type};
 pub async fn append(
     tx: &Transaction<'_>,
     events: Vec<NewEvent>,
-    expected: &[(String, ExpectedVersion)],
     recorded_at: DateTime<Utc>,
 ) -> Result<AppendOutcome, StoreError> {
     let keys: Vec<&str> = events
@@ -38,7 +37,7 @@ pub async fn append(
             return Ok(AppendOutcome::Duplicate { positions });
         }
     }
-    match append_new(tx, events, expected, recorded_at).await {
+    match append_new(tx, events, recorded_at).await {
         Ok(appended) => Ok(AppendOutcome::Appended(appended)),
         Err(error) => Err(error),
     }
@@ -58,14 +57,13 @@ pub async fn find_by_idempotency_keys(
 pub async fn append_new(
     tx: &Transaction<'_>,
     events: Vec<NewEvent>,
-    expected: &[(String, ExpectedVersion)],
     recorded_at: DateTime<Utc>,
 ) -> Result<Appended, StoreError> {
-    let prepared = prepare(tx, events, expected, recorded_at).await?;
+    let prepared = prepare(tx, events, recorded_at).await?;
     write(tx, prepared).await
 }
 
-/// An append ready to be written: stream heads read, expectations checked, JSON encoded.
+/// An append ready to be written: stream heads read, JSON encoded.
 pub struct Prepared {
     events: Vec<(NewEvent, Vec<u8>, Arc<Vec<u8>>)>,
     heads: HashMap<String, (i64, Hash)>,
@@ -77,7 +75,6 @@ pub struct Prepared {
 pub async fn prepare(
     tx: &Transaction<'_>,
     events: Vec<NewEvent>,
-    expected: &[(String, ExpectedVersion)],
     recorded_at: DateTime<Utc>,
 ) -> Result<Prepared, StoreError> {
     if events.is_empty() {
@@ -88,27 +85,9 @@ pub async fn prepare(
     // Stream heads are read before the ledger head is locked, to keep the serialised section
     // short. A concurrent writer to the same stream is caught by UNIQUE (stream_id, version).
     let mut streams: Vec<&str> = events.iter().map(|e| e.stream_id.as_str()).collect();
-    streams.extend(expected.iter().map(|(s, _)| s.as_str()));
     streams.sort_unstable();
     streams.dedup();
     let heads = stream_heads(tx, &streams).await?;
-    for (stream_id, expectation) in expected {
-        let actual = heads
-            .get(stream_id.as_str())
-            .map_or(0, |(version, _)| *version);
-        let ok = match expectation {
-            ExpectedVersion::Any => true,
-            ExpectedVersion::NoStream => actual == 0,
-            ExpectedVersion::Exact(version) => actual == *version,
-        };
-        if !ok {
-            return Err(StoreError::WrongExpectedVersion {
-                stream_id: stream_id.clone(),
-                expected: *expectation,
-                actual,
-            });
-        }
-    }
 
     // The canonical JSON is hashed and also sent as the jsonb text; metadata is encoded once per
     // command, not once per event.

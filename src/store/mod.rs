@@ -1,5 +1,6 @@
-//! The event store: small and boring. Append with an expected version per stream, read a stream,
-//! read everything after a position. Its SQL lives in `schema/0001_ledger.sql`.
+//! The event store: small and boring. Append (writers serialise themselves with row locks; the
+//! unique `(stream_id, version)` catches one that did not), read a stream, read everything after a
+//! position. Its SQL lives in `schema/0001_ledger.sql`.
 
 mod append;
 pub mod hash;
@@ -114,17 +115,6 @@ impl RecordedEvent {
     }
 }
 
-/// What the appender believes a stream's version to be.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ExpectedVersion {
-    /// No check (the caller serialises writers itself, e.g. with a row lock).
-    Any,
-    /// The stream must not exist yet.
-    NoStream,
-    /// The stream's last version must be exactly this.
-    Exact(i64),
-}
-
 /// Positions given to an append, first to last inclusive.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Appended {
@@ -147,13 +137,6 @@ pub enum AppendOutcome {
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
-    #[error("stream {stream_id} is at version {actual}, the append expected {expected:?}")]
-    WrongExpectedVersion {
-        stream_id: String,
-        expected: ExpectedVersion,
-        /// 0 when the stream does not exist.
-        actual: i64,
-    },
     #[error("another transaction appended to one of these streams first")]
     ConcurrentAppend,
     #[error("an idempotency key of this append was used by a concurrent transaction")]

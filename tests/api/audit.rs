@@ -364,6 +364,30 @@ async fn the_monthly_report_balances_and_names_bad_input() {
 }
 
 #[tokio::test]
+async fn the_monthly_report_on_a_broken_ledger_exits_1() {
+    let app = spawn_app().await;
+    app.buy("biz-1", "pin-a", SKU_1TB).await;
+    app.create_task("task-1", "biz-1").await;
+    app.report("task-1", "r-1", 1_000).await;
+    let month = Utc::now()
+        .with_timezone(&chrono::FixedOffset::east_opt(8 * 3600).unwrap())
+        .format("%Y-%m")
+        .to_string();
+    assert_eq!(app.db.run_cli(&["report", "--month", &month]).0, 0);
+
+    // The purchase is gone: the task and its traffic follow from nothing.
+    sql(
+        &app,
+        "ALTER TABLE events DISABLE TRIGGER events_append_only;
+         DELETE FROM events WHERE position = 1;",
+    )
+    .await;
+    let (code, out, err) = app.db.run_cli(&["report", "--month", &month]);
+    assert_eq!(code, 1, "{out}{err}");
+    assert!(err.contains("BROKEN") && err.contains("biz-1"), "{err}");
+}
+
+#[tokio::test]
 async fn replay_stops_at_an_event_type_it_does_not_know() {
     let app = spawn_app().await;
     app.buy("biz-1", "pin-a", SKU_1TB).await;

@@ -1,10 +1,10 @@
-//! The event store against a real PostgreSQL: immutability, expected versions, idempotency, the
+//! The event store against a real PostgreSQL: immutability, stream versions, idempotency, the
 //! hash chain, concurrent appenders and ordered readers.
 
 use crate::helpers::TestDb;
 use chrono::Utc;
 use dts_ledger::audit::verify::{verify, ProblemKind, VerifyError};
-use dts_ledger::store::{self, AppendOutcome, Appended, ExpectedVersion, NewEvent, StoreError};
+use dts_ledger::store::{self, AppendOutcome, Appended, NewEvent, StoreError};
 use serde_json::json;
 
 fn probe(stream: &str, n: i64) -> NewEvent {
@@ -20,14 +20,10 @@ fn probe(stream: &str, n: i64) -> NewEvent {
     }
 }
 
-async fn append(
-    db: &TestDb,
-    events: Vec<NewEvent>,
-    expected: &[(String, ExpectedVersion)],
-) -> Result<AppendOutcome, StoreError> {
+async fn append(db: &TestDb, events: Vec<NewEvent>) -> Result<AppendOutcome, StoreError> {
     let mut client = db.pool.get().await.unwrap();
     let tx = client.transaction().await.unwrap();
-    let outcome = store::append(&tx, events, expected, Utc::now()).await?;
+    let outcome = store::append(&tx, events, Utc::now()).await?;
     tx.commit().await.unwrap();
     Ok(outcome)
 }
@@ -39,13 +35,9 @@ async fn verify_db(db: &TestDb) -> Result<dts_ledger::audit::verify::Summary, Ve
 #[tokio::test]
 async fn appended_events_form_a_versioned_hash_chain() {
     let db = TestDb::create().await;
-    let outcome = append(
-        &db,
-        vec![probe("s-1", 1), probe("s-2", 1), probe("s-1", 2)],
-        &[],
-    )
-    .await
-    .unwrap();
+    let outcome = append(&db, vec![probe("s-1", 1), probe("s-2", 1), probe("s-1", 2)])
+        .await
+        .unwrap();
     let AppendOutcome::Appended(Appended {
         first_position,
         last_position,
@@ -55,13 +47,7 @@ async fn appended_events_form_a_versioned_hash_chain() {
         panic!("appended: {outcome:?}")
     };
     assert_eq!((first_position, last_position), (1, 3));
-    append(
-        &db,
-        vec![probe("s-1", 3)],
-        &[("s-1".into(), ExpectedVersion::Exact(2))],
-    )
-    .await
-    .unwrap();
+    append(&db, vec![probe("s-1", 3)]).await.unwrap();
     let client = db.pool.get().await.unwrap();
     let stream = store::read_stream(&client, "s-1").await.unwrap();
     assert_eq!(
@@ -85,42 +71,6 @@ async fn appended_events_form_a_versioned_hash_chain() {
 }
 
 #[tokio::test]
-async fn a_stale_expected_version_is_a_conflict_and_writes_nothing() {
-    let db = TestDb::create().await;
-    append(&db, vec![probe("s", 1), probe("s", 2)], &[])
-        .await
-        .unwrap();
-    let stale = append(
-        &db,
-        vec![probe("s", 3), probe("other", 1)],
-        &[("s".into(), ExpectedVersion::Exact(1))],
-    )
-    .await;
-    match stale {
-        Err(StoreError::WrongExpectedVersion {
-            stream_id, actual, ..
-        }) => assert_eq!((stream_id.as_str(), actual), ("s", 2)),
-        other => panic!("expected a version conflict, got {other:?}"),
-    }
-    let exists = append(
-        &db,
-        vec![probe("s", 3)],
-        &[("s".into(), ExpectedVersion::NoStream)],
-    )
-    .await;
-    assert!(matches!(
-        exists,
-        Err(StoreError::WrongExpectedVersion { .. })
-    ));
-    let client = db.pool.get().await.unwrap();
-    assert_eq!(store::head_position(&client).await.unwrap(), 2);
-    assert!(store::read_stream(&client, "other")
-        .await
-        .unwrap()
-        .is_empty());
-}
-
-#[tokio::test]
 async fn the_same_idempotency_key_returns_the_first_result_and_writes_nothing() {
     let db = TestDb::create().await;
     let first = append(
@@ -129,7 +79,6 @@ async fn the_same_idempotency_key_returns_the_first_result_and_writes_nothing() 
             probe("s", 1).with_idempotency_key("order:1".into()),
             probe("s", 2),
         ],
-        &[],
     )
     .await
     .unwrap();
@@ -137,7 +86,6 @@ async fn the_same_idempotency_key_returns_the_first_result_and_writes_nothing() 
     let again = append(
         &db,
         vec![probe("s", 9).with_idempotency_key("order:1".into())],
-        &[],
     )
     .await
     .unwrap();
@@ -155,7 +103,7 @@ async fn concurrent_appends_with_one_idempotency_key_write_once() {
             let mut client = pool.get().await.unwrap();
             let tx = client.transaction().await.unwrap();
             let event = probe(&format!("s-{i}"), 1).with_idempotency_key("same".into());
-            let outcome = store::append(&tx, vec![event], &[], Utc::now()).await;
+            let outcome = store::append(&tx, vec![event], Utc::now()).await;
             match outcome {
                 Ok(outcome) => {
                     tx.commit().await.unwrap();
@@ -182,7 +130,7 @@ async fn concurrent_appends_with_one_idempotency_key_write_once() {
 #[tokio::test]
 async fn the_database_refuses_to_change_or_remove_events() {
     let db = TestDb::create().await;
-    append(&db, vec![probe("s", 1)], &[]).await.unwrap();
+    append(&db, vec![probe("s", 1)]).await.unwrap();
     let client = db.client().await;
     for statement in [
         "UPDATE events SET payload = '{}'",
@@ -215,7 +163,7 @@ async fn the_database_refuses_to_change_or_remove_events() {
 async fn verification_names_a_row_altered_behind_the_triggers() {
     let db = TestDb::create().await;
     for n in 1..=3 {
-        append(&db, vec![probe("s", n), probe("t", n)], &[])
+        append(&db, vec![probe("s", n), probe("t", n)])
             .await
             .unwrap();
     }
@@ -252,7 +200,7 @@ async fn append_one_by_one(db_pool: deadpool_postgres::Pool, stream: String, cou
         loop {
             let mut client = db_pool.get().await.unwrap();
             let tx = client.transaction().await.unwrap();
-            match store::append_new(&tx, vec![probe(&stream, n)], &[], Utc::now()).await {
+            match store::append_new(&tx, vec![probe(&stream, n)], Utc::now()).await {
                 Ok(_) => {
                     tx.commit().await.unwrap();
                     break;

@@ -268,3 +268,70 @@ async fn a_retried_expiry_does_not_undo_a_renewal() {
     assert_eq!(app.task("task-1").await["state"], "running");
     assert_eq!(app.events_of("OrderExpired").await.len(), 1);
 }
+
+/// Polls of `pg_stat_activity` while waiting for the command to block on a lock; 10 ms apart,
+/// so 1,000 of them give a loaded host 10 s to get the request that far.
+const LOCK_WAIT_POLLS_MAX: u32 = 1_000;
+
+#[tokio::test]
+async fn a_command_that_loses_a_deadlock_while_locking_is_retried_whole() {
+    let app = spawn_app().await;
+    app.buy("biz-a", "pin-a", SKU_1TB).await;
+    app.buy("biz-b", "pin-a", SKU_1TB).await;
+    app.create_task("task-1", "biz-a").await;
+
+    // An insider holds biz-b, the second package the renewal locks (in id order, after the
+    // task's own biz-a). Its own deadlock check is put off, so that the renewal's backend, which
+    // waits first, is the one the database aborts.
+    let mut insider = app.db.client().await;
+    insider
+        .batch_execute("SET deadlock_timeout = '60s'")
+        .await
+        .unwrap();
+    let tx = insider.transaction().await.unwrap();
+    tx.execute(
+        "SELECT 1 FROM packages WHERE instance_id = 'biz-b' FOR UPDATE",
+        &[],
+    )
+    .await
+    .unwrap();
+
+    let deadlock = async move {
+        let mut polls = 0;
+        loop {
+            let waiting: i64 = tx
+                .query_one(
+                    "SELECT count(*) FROM pg_stat_activity
+                      WHERE datname = current_database() AND wait_event_type = 'Lock'",
+                    &[],
+                )
+                .await
+                .unwrap()
+                .get(0);
+            if waiting > 0 {
+                break;
+            }
+            polls += 1;
+            assert!(
+                polls < LOCK_WAIT_POLLS_MAX,
+                "the renewal never waited for biz-b"
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+        // The renewal holds biz-a and waits for biz-b: taking biz-a closes the cycle. This lock
+        // is granted only once the database has aborted the renewal's transaction.
+        tx.execute(
+            "SELECT 1 FROM packages WHERE instance_id = 'biz-a' FOR UPDATE",
+            &[],
+        )
+        .await
+        .unwrap();
+        // Let the renewal's retry through.
+        tx.rollback().await.unwrap();
+    };
+    let ((status, task), ()) = tokio::join!(renew_task(&app, "task-1", "biz-b"), deadlock);
+
+    assert_eq!(status, 200, "{task}");
+    assert_eq!(task["instanceId"], "biz-b");
+    assert_eq!(app.task("task-1").await["instanceId"], "biz-b");
+}
