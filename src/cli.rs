@@ -265,6 +265,7 @@ async fn on_database(
     outcome.map_err(|commands::Unable(message)| anyhow::anyhow!(message))
 }
 
+/// One dispatch over the commands that read or write through `pool`: one arm per command.
 async fn database_command(
     command: Command,
     pool: &deadpool_postgres::Pool,

@@ -475,31 +475,7 @@ async fn login_submit(
         )
         .await);
     }
-    let credentials = crate::marketplace::credentials::Credentials::new(
-        console.config.console_secret.as_ref(),
-        console.config.marketplace_key.as_ref(),
-    );
-    let instance_id = InstanceId::parse(typed_id.clone()).ok();
-    let right = match (&instance_id, &credentials) {
-        (Some(id), Some(credentials))
-            if form.auth_code.chars().count() <= login::FIELD_CHARS_MAX =>
-        {
-            credentials.is_auth_code(id, form.auth_code.trim())
-        }
-        _ => false,
-    };
-    let package = match (&instance_id, right) {
-        (Some(id), true) => {
-            let found = rows::read_packages(&client, &[id.as_str()])
-                .await
-                .map_err(db_error(lang))?;
-            match found.first() {
-                Some(row) => Some(rows::package_from_row(row).map_err(|e| unavailable(lang)(&e))?),
-                None => None,
-            }
-        }
-        _ => None,
-    };
+    let package = credential_holder(&console, &client, &typed_id, &form.auth_code, lang).await?;
     let Some(package) = package else {
         tracing::info!(%address, "console: wrong order credential");
         return Ok(refuse_login(
@@ -514,6 +490,40 @@ async fn login_submit(
         .await
         .map_err(db_error(lang))?;
     open_session(&console, &client, keys, &package.jd_pin, lang).await
+}
+
+/// The package `typed_id` names when `auth_code` is its order credential; `None` for every wrong
+/// pair alike.
+async fn credential_holder(
+    console: &Console,
+    client: &deadpool_postgres::Object,
+    typed_id: &str,
+    auth_code: &str,
+    lang: Lang,
+) -> Result<Option<projections::Package>, PageError> {
+    let credentials = crate::marketplace::credentials::Credentials::new(
+        console.config.console_secret.as_ref(),
+        console.config.marketplace_key.as_ref(),
+    );
+    let instance_id = InstanceId::parse(typed_id.to_owned()).ok();
+    let right = match (&instance_id, &credentials) {
+        (Some(id), Some(credentials)) if auth_code.chars().count() <= login::FIELD_CHARS_MAX => {
+            credentials.is_auth_code(id, auth_code.trim())
+        }
+        _ => false,
+    };
+    let (Some(id), true) = (&instance_id, right) else {
+        return Ok(None);
+    };
+    let found = rows::read_packages(client, &[id.as_str()])
+        .await
+        .map_err(db_error(lang))?;
+    match found.first() {
+        Some(row) => Ok(Some(
+            rows::package_from_row(row).map_err(|e| unavailable(lang)(&e))?,
+        )),
+        None => Ok(None),
+    }
 }
 
 /// A refused sign-in, answered after the fixed delay.
@@ -923,6 +933,8 @@ async fn package_page(
 /// `GET /console/packages/{id}/statement.csv`: the grants and the daily use of the last 90 days,
 /// as the neutralised CSV `export` writes (UTF-8 with a byte order mark; text cells that look
 /// like formulas prefixed with `'`).
+///
+/// One idea, longer than most: the statement's sections in the order the file shows them.
 async fn statement_csv(
     console: web::Data<Console>,
     req: HttpRequest,

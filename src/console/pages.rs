@@ -336,6 +336,8 @@ pub fn stale(lang: Lang, who: &SignedIn<'_>, task: &Task) -> String {
 }
 
 /// A package's page: its figures, the usage chart and its table, and the statement.
+///
+/// One idea, longer than most: a template reads top to bottom as the page does.
 pub fn package(
     lang: Lang,
     who: &SignedIn<'_>,

@@ -93,6 +93,9 @@ fn instruction(
 /// Charges one report. `earlier` is the event recorded before under the same (task, report), if
 /// any. The task and its package must be loaded into the draft (with the package's running tasks)
 /// under the package's lock.
+///
+/// One idea, longer than most: the charging rule step by step, kept together so that it reads
+/// as the rule does.
 pub fn charge(
     draft: &mut Draft,
     report: &Report,

@@ -202,6 +202,8 @@ impl Ingest {
 }
 
 /// One lane: gather queued jobs into a batch, apply it, answer, repeat.
+///
+/// One idea, a little over the usual length: the lane's loop, with its waits spelled out.
 async fn run_lane(
     queue: &mut mpsc::UnboundedReceiver<Job>,
     ledger: Ledger,

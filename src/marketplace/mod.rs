@@ -239,7 +239,11 @@ fn command_failed(action: Action, error: CommandError<Refusal>) -> Reply {
                     tracing::error!(action = action.name(), %message, "conflicting marketplace order");
                     StatusCode::CONFLICT
                 }
-                Refusal::Overflow | Refusal::Fold(_) => StatusCode::UNPROCESSABLE_ENTITY,
+                Refusal::Overflow => StatusCode::UNPROCESSABLE_ENTITY,
+                // Never reached: the ledger turns a fold error into `CommandError::Failed` (a bug,
+                // not a business answer). The variant stays so that decisions can use `?` on the
+                // fold; were it reached, it is answered as the bug it would be.
+                Refusal::Fold(_) => StatusCode::INTERNAL_SERVER_ERROR,
             };
             if !matches!(refusal, Refusal::UnknownSku(_) | Refusal::Conflict(_)) {
                 tracing::warn!(action = action.name(), %refusal, "marketplace callback refused");
@@ -318,6 +322,8 @@ fn success(context: &Context<'_>, action: Action, outcome: &Outcome) -> Reply {
             None,
         ),
         Some(other) => ok(format!("recorded {}", other.event_type()), None),
+        // Every outcome but `Unchanged` carries the event it recorded; the other arm only
+        // completes the match, answered as the bug it would be.
         None => match outcome {
             Outcome::Unchanged(message) => ok((*message).to_owned(), None),
             _ => failure(

@@ -51,6 +51,9 @@ fn refused(error: CommandError<TaskRefusal>) -> ApiError {
                 TaskRefusal::TaskExists { .. } => (StatusCode::CONFLICT, "task_exists"),
                 TaskRefusal::TaskDestroyed(_) => (StatusCode::CONFLICT, "task_destroyed"),
                 TaskRefusal::OtherCustomer(_) => (StatusCode::FORBIDDEN, "other_customer"),
+                // Never reached: the ledger turns a fold error into `CommandError::Failed` (a bug,
+                // not a business answer). The variant stays so that decisions can use `?` on the
+                // fold; were it reached, it is answered as the bug it would be.
                 TaskRefusal::Fold(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
             };
             ApiError::new(status, code, refusal.to_string())
