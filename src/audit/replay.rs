@@ -63,7 +63,7 @@ pub async fn fold_from(
     let started = Instant::now();
     let mut last_position = after;
     let events = source::for_each(tx, Range { after, until }, |row| {
-        let event = Event::decode_json(row.event_type, row.event_version, row.payload).map_err(
+        let event = Event::decode_json(row.event_type, row.event_version, &row.payload).map_err(
             |source| ReplayError::Decode {
                 position: row.position,
                 source,

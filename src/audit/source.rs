@@ -1,47 +1,11 @@
 //! The ledger read for audits: one consistent snapshot, streamed in position order with binary
 //! COPY (no round trip per event), each row handed over borrowed.
 
-use crate::store::{EVENT_COLUMNS, EVENT_COLUMN_TYPES};
+use crate::store::{EventRow, EVENT_COLUMNS, EVENT_COLUMN_TYPES};
 use chrono::{DateTime, Utc};
-use futures_util::{pin_mut, TryStreamExt};
-use tokio_postgres::binary_copy::BinaryCopyOutStream;
-use tokio_postgres::types::{FromSql, Type};
+use futures_util::{pin_mut, Stream, TryStreamExt};
+use tokio_postgres::binary_copy::{BinaryCopyOutRow, BinaryCopyOutStream};
 use tokio_postgres::Transaction;
-
-/// JSON text of a `jsonb` column, borrowed from the row (the binary format is a version byte, 1,
-/// then the text).
-pub struct JsonText<'a>(pub &'a [u8]);
-
-impl<'a> FromSql<'a> for JsonText<'a> {
-    fn from_sql(_: &Type, raw: &'a [u8]) -> Result<Self, Box<dyn std::error::Error + Sync + Send>> {
-        match raw.split_first() {
-            Some((1, text)) => Ok(JsonText(text)),
-            _ => Err("unsupported jsonb format version".into()),
-        }
-    }
-
-    fn accepts(ty: &Type) -> bool {
-        *ty == Type::JSONB
-    }
-}
-
-/// One stored event.
-pub struct EventRow<'a> {
-    pub position: i64,
-    pub stream_id: &'a str,
-    pub version: i64,
-    pub event_type: &'a str,
-    pub event_version: i32,
-    pub payload: &'a [u8],
-    pub metadata: &'a [u8],
-    pub recorded_at: DateTime<Utc>,
-    pub idempotency_key: Option<&'a str>,
-    pub prev_hash: &'a [u8],
-    pub hash: &'a [u8],
-    pub hash_version: i16,
-    /// `None` on rows written before the ledger-wide chain was stored.
-    pub ledger_hash: Option<&'a [u8]>,
-}
 
 /// The last event to read.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -92,6 +56,55 @@ pub async fn for_each<E>(
 where
     E: From<tokio_postgres::Error>,
 {
+    let rows = rows(tx, range).await?;
+    pin_mut!(rows);
+    let mut count = 0;
+    while let Some(row) = rows.try_next().await? {
+        count += 1;
+        each(EventRow::from_columns(&row)?)?;
+    }
+    Ok(count)
+}
+
+/// Events per batch handed over by [`send_batches`]: enough that handing one over costs nothing
+/// next to checking it, few enough that a batch of rows of about a kilobyte stays near 4 MiB.
+pub const BATCH_EVENTS: usize = 4096;
+
+/// Sends the rows of `range` to `batches`, in position order, [`BATCH_EVENTS`] at a time, for
+/// another thread to decode ([`EventRow::from_columns`]) and check while the next batch is read.
+/// Stops early, without an error, when the receiver is gone (it found what it looked for).
+pub async fn send_batches(
+    tx: &Transaction<'_>,
+    range: Range,
+    batches: tokio::sync::mpsc::Sender<Vec<BinaryCopyOutRow>>,
+) -> Result<(), tokio_postgres::Error> {
+    let rows = rows(tx, range).await?;
+    pin_mut!(rows);
+    let mut batch = Vec::with_capacity(BATCH_EVENTS);
+    while let Some(row) = rows.try_next().await? {
+        batch.push(row);
+        if batch.len() == BATCH_EVENTS {
+            let full = std::mem::replace(&mut batch, Vec::with_capacity(BATCH_EVENTS));
+            if batches.send(full).await.is_err() {
+                return Ok(());
+            }
+        }
+    }
+    if !batch.is_empty() {
+        // A receiver that is gone needs nothing more.
+        let _ = batches.send(batch).await;
+    }
+    Ok(())
+}
+
+/// The events of `range` in position order, streamed with binary COPY.
+async fn rows(
+    tx: &Transaction<'_>,
+    range: Range,
+) -> Result<
+    impl Stream<Item = Result<BinaryCopyOutRow, tokio_postgres::Error>>,
+    tokio_postgres::Error,
+> {
     // COPY takes no parameters; the bounds are numbers, never text from a caller.
     let mut filter = format!("position > {}", range.after);
     if let Some(last) = last_position(tx, range.until).await? {
@@ -103,30 +116,7 @@ where
              TO STDOUT (FORMAT binary)"
         ))
         .await?;
-    let rows = BinaryCopyOutStream::new(stream, &EVENT_COLUMN_TYPES);
-    pin_mut!(rows);
-    let mut count = 0;
-    while let Some(row) = rows.try_next().await? {
-        let payload: JsonText<'_> = row.try_get(5)?;
-        let metadata: JsonText<'_> = row.try_get(6)?;
-        count += 1;
-        each(EventRow {
-            position: row.try_get(0)?,
-            stream_id: row.try_get(1)?,
-            version: row.try_get(2)?,
-            event_type: row.try_get(3)?,
-            event_version: row.try_get(4)?,
-            payload: payload.0,
-            metadata: metadata.0,
-            recorded_at: row.try_get(7)?,
-            idempotency_key: row.try_get(8)?,
-            prev_hash: row.try_get(9)?,
-            hash: row.try_get(10)?,
-            hash_version: row.try_get(11)?,
-            ledger_hash: row.try_get(12)?,
-        })?;
-    }
-    Ok(count)
+    Ok(BinaryCopyOutStream::new(stream, &EVENT_COLUMN_TYPES))
 }
 
 /// The last position `until` lets through (`None`: no bound).

@@ -7,12 +7,12 @@
 //! position. The first event breaking any of these is reported with what is wrong.
 
 use super::source::{self, Range};
-use crate::store::hash::{
-    canonical_json, event_hash, ledger_hash, Hash, HashVersion, Hashed, GENESIS,
-};
+use crate::store::hash::{canonical_json, event_hash, ledger_hash, Hash, HashVersion, GENESIS};
+use crate::store::EventRow;
 use chrono::{DateTime, Utc};
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
+use tokio_postgres::binary_copy::BinaryCopyOutRow;
 
 /// What is wrong with the first bad event.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -110,9 +110,6 @@ pub enum VerifyError {
 
 /// The checks, fed one row at a time in position order.
 pub struct Verifier {
-    /// Reused buffers for the canonical JSON of payload and metadata.
-    payload: Vec<u8>,
-    metadata: Vec<u8>,
     /// Per stream: last version, its hash and its position.
     heads: HashMap<String, (i64, Hash, i64)>,
     next_position: i64,
@@ -129,23 +126,6 @@ pub struct Verifier {
     /// The last checkpoint that held.
     held: Option<i64>,
     checkpoints_held: u64,
-}
-
-/// One stored event, as read for verification.
-pub struct Row<'a> {
-    pub position: i64,
-    pub stream_id: &'a str,
-    pub version: i64,
-    pub event_type: &'a str,
-    pub event_version: i32,
-    pub payload: &'a serde_json::Value,
-    pub metadata: &'a serde_json::Value,
-    pub recorded_at: DateTime<Utc>,
-    pub idempotency_key: Option<&'a str>,
-    pub prev_hash: &'a [u8],
-    pub hash: &'a [u8],
-    pub hash_version: i16,
-    pub ledger_hash: Option<&'a [u8]>,
 }
 
 impl Default for Verifier {
@@ -185,8 +165,6 @@ impl Verifier {
         marks.retain(|mark| mark.position > resume.after);
         marks.sort_by_key(|mark| mark.position);
         Verifier {
-            payload: Vec::new(),
-            metadata: Vec::new(),
             heads: resume.heads,
             next_position: resume.after + 1,
             after: resume.after,
@@ -205,7 +183,10 @@ impl Verifier {
         self.events
     }
 
-    pub fn check(&mut self, row: &Row<'_>) -> Result<(), Problem> {
+    /// Checks the next row; `recomputed` is its own hash computed from its stored content with its
+    /// stored `prev_hash` ([`Hasher::hash`]), which is the hash the chain needs whenever the row
+    /// gets as far as that comparison.
+    pub fn check(&mut self, row: &EventRow<'_>, recomputed: &Hash) -> Result<(), Problem> {
         let problem = |kind, detail: String| Problem {
             kind,
             position: row.position,
@@ -272,25 +253,6 @@ impl Verifier {
                 ),
             ));
         }
-        self.payload.clear();
-        canonical_json(row.payload, &mut self.payload);
-        self.metadata.clear();
-        canonical_json(row.metadata, &mut self.metadata);
-        let recomputed = event_hash(
-            hash_version,
-            &last_hash,
-            &Hashed {
-                position: row.position,
-                stream_id: row.stream_id,
-                version: row.version,
-                event_type: row.event_type,
-                event_version: row.event_version,
-                recorded_at: row.recorded_at,
-                payload: &self.payload,
-                metadata: &self.metadata,
-                idempotency_key: row.idempotency_key,
-            },
-        );
         if row.prev_hash != last_hash {
             return Err(problem(
                 ProblemKind::OutOfBand,
@@ -311,7 +273,7 @@ impl Verifier {
                 "the stored content does not hash to the stored hash".into(),
             ));
         }
-        let chain = ledger_hash(&self.chain, &recomputed);
+        let chain = ledger_hash(&self.chain, recomputed);
         match row.ledger_hash {
             Some(stored) if stored != chain => {
                 return Err(problem(
@@ -344,7 +306,7 @@ impl Verifier {
         }
         self.heads.insert(
             row.stream_id.to_owned(),
-            (row.version, recomputed, row.position),
+            (row.version, *recomputed, row.position),
         );
         self.chain = chain;
         self.hash_version = hash_version;
@@ -453,19 +415,23 @@ impl Verifier {
 pub async fn verify(
     client: &mut tokio_postgres::Client,
     progress_every: u64,
-    progress: impl FnMut(u64),
+    progress: impl FnMut(u64) + Send + 'static,
 ) -> Result<Summary, VerifyError> {
     verify_against(client, Vec::new(), None, progress_every, progress).await
 }
 
 /// [`verify`] against checkpoints (`marks`), of the whole ledger or (`since`) only of what follows
 /// a checkpoint whose signature the caller checked.
+///
+/// A pipeline, so that every core works: this task reads the COPY stream into batches of rows
+/// while a blocking thread checks the batch before ([`check_batches`]), the batches in order
+/// through a bounded channel.
 pub async fn verify_against(
     client: &mut tokio_postgres::Client,
     marks: Vec<Mark>,
     since: Option<Since>,
     progress_every: u64,
-    mut progress: impl FnMut(u64),
+    progress: impl FnMut(u64) + Send + 'static,
 ) -> Result<Summary, VerifyError> {
     let started = Instant::now();
     let tx = source::snapshot(client).await?;
@@ -473,57 +439,142 @@ pub async fn verify_against(
         .query_one("SELECT position, ledger_hash FROM ledger_head", &[])
         .await?;
     let (head_position, head_hash): (i64, Vec<u8>) = (head.get(0), head.get(1));
-    let mut verifier = match &since {
+    let verifier = match &since {
         None => Verifier::new(marks),
         Some(since) => Verifier::resume(resume_after(&tx, since, head_position).await?, marks),
     };
-    let after = verifier.after;
-    // The events of one command share their metadata: parse it once per run of equal text.
-    let mut metadata_text: Vec<u8> = Vec::new();
-    let mut metadata = serde_json::Value::Null;
-    source::for_each(
-        &tx,
-        Range {
-            after,
-            until: source::Until::End,
-        },
-        |row| {
-            let payload: serde_json::Value = serde_json::from_slice(row.payload)
-                .map_err(|e| VerifyError::Unreadable(row.position, e.to_string()))?;
-            if metadata_text != row.metadata || verifier.events == 0 {
-                metadata = serde_json::from_slice(row.metadata)
-                    .map_err(|e| VerifyError::Unreadable(row.position, e.to_string()))?;
-                metadata_text.clear();
-                metadata_text.extend_from_slice(row.metadata);
-            }
-            verifier
-                .check(&Row {
-                    position: row.position,
-                    stream_id: row.stream_id,
-                    version: row.version,
-                    event_type: row.event_type,
-                    event_version: row.event_version,
-                    payload: &payload,
-                    metadata: &metadata,
-                    recorded_at: row.recorded_at,
-                    idempotency_key: row.idempotency_key,
-                    prev_hash: row.prev_hash,
-                    hash: row.hash,
-                    hash_version: row.hash_version,
-                    ledger_hash: row.ledger_hash,
-                })
-                .map_err(VerifyError::Broken)?;
-            if progress_every > 0 && verifier.events % progress_every == 0 {
-                progress(verifier.events);
-            }
-            Ok::<(), VerifyError>(())
-        },
-    )
-    .await?;
+    let range = Range {
+        after: verifier.after,
+        until: source::Until::End,
+    };
+    let (batches, received) = tokio::sync::mpsc::channel(BATCHES_IN_FLIGHT);
+    let checker = tokio::task::spawn_blocking(move || {
+        check_batches(verifier, received, progress_every, progress)
+    });
+    let read = source::send_batches(&tx, range, batches).await;
+    // The checker's verdict comes first: it covers every row read before a failed read.
+    let verifier = match checker.await {
+        Ok(checked) => checked?,
+        Err(failed) => std::panic::resume_unwind(failed.into_panic()),
+    };
+    read?;
     tx.commit().await?;
     verifier
         .finish(head_position, &head_hash, started)
         .map_err(VerifyError::Broken)
+}
+
+/// Batches read ahead of the check: two keep the reader busy while the checker works, more only
+/// hold memory (a batch is a few MiB).
+const BATCHES_IN_FLIGHT: usize = 2;
+
+/// Threads that recompute hashes: one per core, and no more than this many, since the check
+/// itself is one thread and the reader another.
+const HASH_THREADS_MAX: usize = 8;
+
+/// The checker's side of [`verify_against`]: checks every batch in order until the channel closes
+/// or a row breaks the ledger (dropping the channel then stops the reader).
+fn check_batches(
+    mut verifier: Verifier,
+    mut batches: tokio::sync::mpsc::Receiver<Vec<BinaryCopyOutRow>>,
+    progress_every: u64,
+    mut progress: impl FnMut(u64),
+) -> Result<Verifier, VerifyError> {
+    let threads = std::thread::available_parallelism()
+        .map_or(1, std::num::NonZeroUsize::get)
+        .min(HASH_THREADS_MAX);
+    while let Some(batch) = batches.blocking_recv() {
+        let rows: Vec<_> = batch.iter().map(EventRow::from_columns).collect();
+        let hashes = recompute(&rows, threads);
+        for (row, hash) in rows.into_iter().zip(hashes) {
+            let row = row?;
+            let hash = hash.map_err(|e| VerifyError::Unreadable(row.position, e))?;
+            verifier.check(&row, &hash).map_err(VerifyError::Broken)?;
+            if progress_every > 0 && verifier.events % progress_every == 0 {
+                progress(verifier.events);
+            }
+        }
+    }
+    Ok(verifier)
+}
+
+/// Every row's own hash ([`Hasher::hash`]), in row order, spread over `threads` threads: the
+/// parsing and hashing are most of a check's work and need nothing from the rows before.
+///
+/// Scoped threads from `std`, one set per batch, rather than a thread-pool crate: the results come
+/// back in order by construction, and starting a few threads per batch of thousands of events
+/// costs nothing measurable.
+fn recompute(
+    rows: &[Result<EventRow<'_>, tokio_postgres::Error>],
+    threads: usize,
+) -> Vec<Result<Hash, String>> {
+    let hash_all = |part: &[Result<EventRow<'_>, tokio_postgres::Error>]| {
+        let mut hasher = Hasher::default();
+        part.iter()
+            .map(|row| match row {
+                Ok(row) => hasher.hash(row),
+                // Never looked at: the row's own error is reported first.
+                Err(_) => Ok(GENESIS),
+            })
+            .collect::<Vec<_>>()
+    };
+    let part_rows = rows.len().div_ceil(threads.max(1)).max(1);
+    std::thread::scope(|scope| {
+        let mut parts = rows.chunks(part_rows);
+        let first = parts.next().unwrap_or_default();
+        let others: Vec<_> = parts
+            .map(|part| scope.spawn(move || hash_all(part)))
+            .collect();
+        let mut hashes = hash_all(first);
+        for other in others {
+            match other.join() {
+                Ok(part) => hashes.extend(part),
+                Err(panic) => std::panic::resume_unwind(panic),
+            }
+        }
+        hashes
+    })
+}
+
+/// Recomputes events' own hashes, reusing its buffers for the canonical JSON.
+#[derive(Default)]
+pub struct Hasher {
+    payload: Vec<u8>,
+    /// The events of one command share their metadata: the last metadata text seen, and its
+    /// canonical JSON, computed once per run of equal text.
+    metadata_text: Option<Vec<u8>>,
+    metadata: Vec<u8>,
+}
+
+impl Hasher {
+    /// The row's own hash from its stored content, chained to its stored `prev_hash`; an error
+    /// says why its JSON cannot be read.
+    ///
+    /// [`Verifier::check`] compares `prev_hash` with the stream's previous hash, and the hash
+    /// version with the known ones, before it uses this hash: a row that passes both is hashed
+    /// here exactly as the chain requires, and for one that does not, the stand-ins below
+    /// (genesis for a malformed `prev_hash`, the current version for an unknown one) are never
+    /// looked at.
+    pub fn hash(&mut self, row: &EventRow<'_>) -> Result<Hash, String> {
+        let payload: serde_json::Value =
+            serde_json::from_slice(&row.payload).map_err(|e| e.to_string())?;
+        self.payload.clear();
+        canonical_json(&payload, &mut self.payload);
+        if self.metadata_text.as_deref() != Some(&*row.metadata) {
+            let metadata: serde_json::Value =
+                serde_json::from_slice(&row.metadata).map_err(|e| e.to_string())?;
+            self.metadata.clear();
+            canonical_json(&metadata, &mut self.metadata);
+            self.metadata_text = Some(row.metadata.to_vec());
+        }
+        let version = HashVersion::from_column(row.hash_version).unwrap_or(HashVersion::CURRENT);
+        let prev_hash: Hash = row.prev_hash.try_into().unwrap_or(GENESIS);
+        Ok(event_hash(
+            version,
+            &prev_hash,
+            &row.hashed(&self.payload, &self.metadata),
+        ))
+    }
 }
 
 /// The state after a checkpoint, read in the snapshot: the checkpointed event (its stored ledger
