@@ -73,7 +73,7 @@ pub const BATCH_EVENTS: usize = 4096;
 /// Sends the rows of `range` to `batches`, in position order, [`BATCH_EVENTS`] at a time, for
 /// another thread to decode ([`EventRow::from_columns`]) and check while the next batch is read.
 /// Stops early, without an error, when the receiver is gone (it found what it looked for).
-pub async fn send_batches(
+async fn send_batches(
     tx: &Transaction<'_>,
     range: Range,
     batches: tokio::sync::mpsc::Sender<Vec<BinaryCopyOutRow>>,
@@ -95,6 +95,77 @@ pub async fn send_batches(
         let _ = batches.send(batch).await;
     }
     Ok(())
+}
+
+/// Batches read ahead of their handling: two keep the reader busy while the handler works, more
+/// only hold memory (a batch is a few MiB).
+const BATCHES_IN_FLIGHT: usize = 2;
+
+/// Reads the events of `range` on this task, [`BATCH_EVENTS`] at a time, while `each_batch`
+/// handles the batches in order on a blocking thread, so that reading and handling overlap on two
+/// cores. `each_batch` updates `state`, returned when the batches end; its first error stops the
+/// reading and is returned (it covers every row read before a failed read, so it comes first).
+pub async fn for_each_batch<S, E>(
+    tx: &Transaction<'_>,
+    range: Range,
+    state: S,
+    mut each_batch: impl FnMut(&mut S, Vec<BinaryCopyOutRow>) -> Result<(), E> + Send + 'static,
+) -> Result<S, E>
+where
+    S: Send + 'static,
+    E: From<tokio_postgres::Error> + Send + 'static,
+{
+    let (batches, mut received) = tokio::sync::mpsc::channel(BATCHES_IN_FLIGHT);
+    let handler = tokio::task::spawn_blocking(move || {
+        let mut state = state;
+        while let Some(batch) = received.blocking_recv() {
+            each_batch(&mut state, batch)?;
+        }
+        Ok::<S, E>(state)
+    });
+    let read = send_batches(tx, range, batches).await;
+    let state = match handler.await {
+        Ok(handled) => handled?,
+        Err(failed) => std::panic::resume_unwind(failed.into_panic()),
+    };
+    read?;
+    Ok(state)
+}
+
+/// Threads [`map_in_parallel`] uses: one per core, and no more than this many, since the reader
+/// and the ordered part of the handling each want a core too.
+const MAP_THREADS_MAX: usize = 8;
+
+/// `map_part` over `items` cut into one part per core, the results in the order of `items`: for
+/// the work on a batch of rows that needs nothing from the rows before (parsing, hashing).
+///
+/// Scoped threads from `std`, one set per batch, rather than a thread-pool crate: the results come
+/// back in order by construction, and starting a few threads per batch of thousands of events
+/// costs nothing measurable.
+pub fn map_in_parallel<T: Sync, R: Send>(
+    items: &[T],
+    map_part: impl Fn(&[T]) -> Vec<R> + Sync,
+) -> Vec<R> {
+    let threads = std::thread::available_parallelism()
+        .map_or(1, std::num::NonZeroUsize::get)
+        .min(MAP_THREADS_MAX);
+    let part_items = items.len().div_ceil(threads).max(1);
+    let map_part = &map_part;
+    std::thread::scope(|scope| {
+        let mut parts = items.chunks(part_items);
+        let first = parts.next().unwrap_or_default();
+        let others: Vec<_> = parts
+            .map(|part| scope.spawn(move || map_part(part)))
+            .collect();
+        let mut mapped = map_part(first);
+        for other in others {
+            match other.join() {
+                Ok(part) => mapped.extend(part),
+                Err(panic) => std::panic::resume_unwind(panic),
+            }
+        }
+        mapped
+    })
 }
 
 /// The events of `range` in position order, streamed with binary COPY.

@@ -424,8 +424,7 @@ pub async fn verify(
 /// a checkpoint whose signature the caller checked.
 ///
 /// A pipeline, so that every core works: this task reads the COPY stream into batches of rows
-/// while a blocking thread checks the batch before ([`check_batches`]), the batches in order
-/// through a bounded channel.
+/// while another thread checks the batch before ([`source::for_each_batch`]).
 pub async fn verify_against(
     client: &mut tokio_postgres::Client,
     marks: Vec<Mark>,
@@ -447,68 +446,37 @@ pub async fn verify_against(
         after: verifier.after,
         until: source::Until::End,
     };
-    let (batches, received) = tokio::sync::mpsc::channel(BATCHES_IN_FLIGHT);
-    let checker = tokio::task::spawn_blocking(move || {
-        check_batches(verifier, received, progress_every, progress)
-    });
-    let read = source::send_batches(&tx, range, batches).await;
-    // The checker's verdict comes first: it covers every row read before a failed read.
-    let verifier = match checker.await {
-        Ok(checked) => checked?,
-        Err(failed) => std::panic::resume_unwind(failed.into_panic()),
+    let progress = Progress {
+        every: progress_every,
+        report: progress,
     };
-    read?;
+    let (verifier, _) = source::for_each_batch(
+        &tx,
+        range,
+        (verifier, progress),
+        |(verifier, progress), batch| check_batch(verifier, progress, &batch),
+    )
+    .await?;
     tx.commit().await?;
     verifier
         .finish(head_position, &head_hash, started)
         .map_err(VerifyError::Broken)
 }
 
-/// Batches read ahead of the check: two keep the reader busy while the checker works, more only
-/// hold memory (a batch is a few MiB).
-const BATCHES_IN_FLIGHT: usize = 2;
-
-/// Threads that recompute hashes: one per core, and no more than this many, since the check
-/// itself is one thread and the reader another.
-const HASH_THREADS_MAX: usize = 8;
-
-/// The checker's side of [`verify_against`]: checks every batch in order until the channel closes
-/// or a row breaks the ledger (dropping the channel then stops the reader).
-fn check_batches(
-    mut verifier: Verifier,
-    mut batches: tokio::sync::mpsc::Receiver<Vec<BinaryCopyOutRow>>,
-    progress_every: u64,
-    mut progress: impl FnMut(u64),
-) -> Result<Verifier, VerifyError> {
-    let threads = std::thread::available_parallelism()
-        .map_or(1, std::num::NonZeroUsize::get)
-        .min(HASH_THREADS_MAX);
-    while let Some(batch) = batches.blocking_recv() {
-        let rows: Vec<_> = batch.iter().map(EventRow::from_columns).collect();
-        let hashes = recompute(&rows, threads);
-        for (row, hash) in rows.into_iter().zip(hashes) {
-            let row = row?;
-            let hash = hash.map_err(|e| VerifyError::Unreadable(row.position, e))?;
-            verifier.check(&row, &hash).map_err(VerifyError::Broken)?;
-            if progress_every > 0 && verifier.events % progress_every == 0 {
-                progress(verifier.events);
-            }
-        }
-    }
-    Ok(verifier)
+/// Calls `report` every `every` events checked (never when `every` is 0).
+struct Progress<F> {
+    every: u64,
+    report: F,
 }
 
-/// Every row's own hash ([`Hasher::hash`]), in row order, spread over `threads` threads: the
-/// parsing and hashing are most of a check's work and need nothing from the rows before.
-///
-/// Scoped threads from `std`, one set per batch, rather than a thread-pool crate: the results come
-/// back in order by construction, and starting a few threads per batch of thousands of events
-/// costs nothing measurable.
-fn recompute(
-    rows: &[Result<EventRow<'_>, tokio_postgres::Error>],
-    threads: usize,
-) -> Vec<Result<Hash, String>> {
-    let hash_all = |part: &[Result<EventRow<'_>, tokio_postgres::Error>]| {
+/// Checks one batch of rows, in order: their own hashes are recomputed first on every core.
+fn check_batch(
+    verifier: &mut Verifier,
+    progress: &mut Progress<impl FnMut(u64)>,
+    batch: &[BinaryCopyOutRow],
+) -> Result<(), VerifyError> {
+    let rows: Vec<_> = batch.iter().map(EventRow::from_columns).collect();
+    let hashes = source::map_in_parallel(&rows, |part| {
         let mut hasher = Hasher::default();
         part.iter()
             .map(|row| match row {
@@ -516,24 +484,17 @@ fn recompute(
                 // Never looked at: the row's own error is reported first.
                 Err(_) => Ok(GENESIS),
             })
-            .collect::<Vec<_>>()
-    };
-    let part_rows = rows.len().div_ceil(threads.max(1)).max(1);
-    std::thread::scope(|scope| {
-        let mut parts = rows.chunks(part_rows);
-        let first = parts.next().unwrap_or_default();
-        let others: Vec<_> = parts
-            .map(|part| scope.spawn(move || hash_all(part)))
-            .collect();
-        let mut hashes = hash_all(first);
-        for other in others {
-            match other.join() {
-                Ok(part) => hashes.extend(part),
-                Err(panic) => std::panic::resume_unwind(panic),
-            }
+            .collect()
+    });
+    for (row, hash) in rows.into_iter().zip(hashes) {
+        let row = row?;
+        let hash = hash.map_err(|e| VerifyError::Unreadable(row.position, e))?;
+        verifier.check(&row, &hash).map_err(VerifyError::Broken)?;
+        if progress.every > 0 && verifier.events % progress.every == 0 {
+            (progress.report)(verifier.events);
         }
-        hashes
-    })
+    }
+    Ok(())
 }
 
 /// Recomputes events' own hashes, reusing its buffers for the canonical JSON.
