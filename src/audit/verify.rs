@@ -108,6 +108,12 @@ pub enum VerifyError {
     Database(#[from] tokio_postgres::Error),
 }
 
+/// What is wrong with a row, and how: the row itself is added by [`Verifier::check`].
+type Found = (ProblemKind, String);
+
+/// A stream's last version, its hash and its position.
+type StreamHead = (i64, Hash, i64);
+
 /// The checks, fed one row at a time in position order.
 pub struct Verifier {
     /// Per stream: last version, its hash and its position.
@@ -187,16 +193,39 @@ impl Verifier {
     /// stored `prev_hash` ([`Hasher::hash`]), which is the hash the chain needs whenever the row
     /// gets as far as that comparison.
     pub fn check(&mut self, row: &EventRow<'_>, recomputed: &Hash) -> Result<(), Problem> {
-        let problem = |kind, detail: String| Problem {
-            kind,
-            position: row.position,
-            stream_id: row.stream_id.to_owned(),
-            version: row.version,
-            detail,
-        };
+        self.checked(row, recomputed)
+            .map_err(|(kind, detail)| Problem {
+                kind,
+                position: row.position,
+                stream_id: row.stream_id.to_owned(),
+                version: row.version,
+                detail,
+            })
+    }
+
+    fn checked(&mut self, row: &EventRow<'_>, recomputed: &Hash) -> Result<(), Found> {
+        self.check_position(row)?;
+        let head = self.check_version(row)?;
+        let hash_version = self.check_hash_version(row)?;
+        let chain = self.check_hashes(row, recomputed, hash_version, head)?;
+        self.check_time(row)?;
+        self.heads.insert(
+            row.stream_id.to_owned(),
+            (row.version, *recomputed, row.position),
+        );
+        self.chain = chain;
+        self.hash_version = hash_version;
+        self.last_recorded_at = Some(row.recorded_at);
+        self.next_position += 1;
+        self.events += 1;
+        self.check_marks(row.position, chain)
+    }
+
+    /// The row must sit at the next position.
+    fn check_position(&self, row: &EventRow<'_>) -> Result<(), Found> {
         if row.position != self.next_position {
             return Err(if row.position > self.next_position {
-                problem(
+                (
                     ProblemKind::Missing,
                     format!(
                         "the event at position {} is gone (positions jump from {} to {})",
@@ -206,19 +235,24 @@ impl Verifier {
                     ),
                 )
             } else {
-                problem(
+                (
                     ProblemKind::OutOfBand,
                     format!("position {} repeats", row.position),
                 )
             });
         }
+        Ok(())
+    }
+
+    /// The row must carry the next version of its stream; returns the stream's head before it.
+    fn check_version(&self, row: &EventRow<'_>) -> Result<StreamHead, Found> {
         let (last_version, last_hash, last_position) = self
             .heads
             .get(row.stream_id)
             .copied()
             .unwrap_or((0, GENESIS, 0));
         if row.version > last_version + 1 {
-            return Err(problem(
+            return Err((
                 ProblemKind::Missing,
                 format!(
                     "version {} of the stream is gone (versions jump from {last_version} to {})",
@@ -228,7 +262,7 @@ impl Verifier {
             ));
         }
         if row.version <= last_version {
-            return Err(problem(
+            return Err((
                 ProblemKind::OutOfBand,
                 format!(
                     "version {} repeats or goes back (the stream is at {last_version})",
@@ -236,14 +270,19 @@ impl Verifier {
                 ),
             ));
         }
+        Ok((last_version, last_hash, last_position))
+    }
+
+    /// The row's hash version must be known and never older than the one before it.
+    fn check_hash_version(&self, row: &EventRow<'_>) -> Result<HashVersion, Found> {
         let Some(hash_version) = HashVersion::from_column(row.hash_version) else {
-            return Err(problem(
+            return Err((
                 ProblemKind::Altered,
                 format!("hash_version {} is not a known encoding", row.hash_version),
             ));
         };
         if hash_version < self.hash_version {
-            return Err(problem(
+            return Err((
                 ProblemKind::Altered,
                 format!(
                     "hash_version {} after an event hashed with version {}: versions never go \
@@ -253,8 +292,20 @@ impl Verifier {
                 ),
             ));
         }
+        Ok(hash_version)
+    }
+
+    /// The row must point at its stream's previous hash, hash to its stored hash and extend the
+    /// ledger-wide chain to its stored ledger hash; returns that chain's hash.
+    fn check_hashes(
+        &self,
+        row: &EventRow<'_>,
+        recomputed: &Hash,
+        hash_version: HashVersion,
+        (last_version, last_hash, last_position): StreamHead,
+    ) -> Result<Hash, Found> {
         if row.prev_hash != last_hash {
-            return Err(problem(
+            return Err((
                 ProblemKind::OutOfBand,
                 if last_version == 0 {
                     "prev_hash of a stream's first event is not all zeros".to_owned()
@@ -268,7 +319,7 @@ impl Verifier {
             ));
         }
         if row.hash != recomputed {
-            return Err(problem(
+            return Err((
                 ProblemKind::Altered,
                 "the stored content does not hash to the stored hash".into(),
             ));
@@ -276,7 +327,7 @@ impl Verifier {
         let chain = ledger_hash(&self.chain, recomputed);
         match row.ledger_hash {
             Some(stored) if stored != chain => {
-                return Err(problem(
+                return Err((
                     ProblemKind::Altered,
                     "the stored ledger_hash is not the ledger-wide chain up to this event: an \
                      event before it was altered, removed or inserted and this one's hashes \
@@ -285,16 +336,21 @@ impl Verifier {
                 ))
             }
             None if hash_version >= HashVersion::V2 => {
-                return Err(problem(
+                return Err((
                     ProblemKind::OutOfBand,
                     "a version 2 row without ledger_hash was not written by an append".into(),
                 ))
             }
             _ => {}
         }
+        Ok(chain)
+    }
+
+    /// The row's time must be no earlier than the time of the row before it.
+    fn check_time(&self, row: &EventRow<'_>) -> Result<(), Found> {
         if let Some(previous) = self.last_recorded_at {
             if row.recorded_at < previous {
-                return Err(problem(
+                return Err((
                     ProblemKind::TimeBackwards,
                     format!(
                         "recorded_at {} is earlier than {previous} of the event before it",
@@ -304,17 +360,13 @@ impl Verifier {
                 ));
             }
         }
-        self.heads.insert(
-            row.stream_id.to_owned(),
-            (row.version, *recomputed, row.position),
-        );
-        self.chain = chain;
-        self.hash_version = hash_version;
-        self.last_recorded_at = Some(row.recorded_at);
-        self.next_position += 1;
-        self.events += 1;
+        Ok(())
+    }
+
+    /// Every checkpoint at `position` must have signed `chain`, the ledger hash there.
+    fn check_marks(&mut self, position: i64, chain: Hash) -> Result<(), Found> {
         while let Some(mark) = self.marks.get(self.next_mark) {
-            if mark.position != row.position {
+            if mark.position != position {
                 break;
             }
             if mark.ledger_hash != chain {
@@ -323,15 +375,15 @@ impl Verifier {
                         "between position {} and {} (the last checkpoint that holds is at \
                          position {held})",
                         held + 1,
-                        row.position
+                        position
                     ),
                     None => format!(
                         "between position {} and {} (no earlier checkpoint holds)",
                         self.after + 1,
-                        row.position
+                        position
                     ),
                 };
-                return Err(problem(
+                return Err((
                     ProblemKind::Rewritten,
                     format!(
                         "{} signed ledger hash {} here, the ledger now hashes to {}: events {since} \
@@ -342,7 +394,7 @@ impl Verifier {
                     ),
                 ));
             }
-            self.held = Some(row.position);
+            self.held = Some(position);
             self.checkpoints_held += 1;
             self.next_mark += 1;
         }
