@@ -367,7 +367,14 @@ async fn main() {
     assert!(out.starts_with("replay: identical"), "{out}");
     // Another build of the binary (an earlier commit, say), timed on the same ledger in the same
     // run: a ratio that holds even when the machine is busy.
-    if let Ok(baseline) = std::env::var("AUDIT_BENCH_BASELINE") {
+    let baseline = std::env::var("AUDIT_BENCH_BASELINE").ok();
+    if let Some(missing) = baseline
+        .as_ref()
+        .filter(|b| !std::path::Path::new(b).exists())
+    {
+        eprintln!("baseline {missing} does not exist: not timed");
+    }
+    if let Some(baseline) = baseline.filter(|b| std::path::Path::new(b).exists()) {
         let args = ["verify", "--progress-every", "0"];
         let (baseline_verify_seconds, out) = run_binary(&baseline, &args, &database_url, &signing);
         eprintln!("baseline {}", out.trim());
