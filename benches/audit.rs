@@ -9,7 +9,8 @@
 //! checkpoint signed at that point.
 //!
 //! Prints, last: `audit: events=<n> verify_events_per_s=<n> replay_events_per_s=<n>
-//! verify_since_checkpoint_s=<s>`.
+//! verify_since_checkpoint_s=<s>`. With `AUDIT_BENCH_BASELINE=<another dts-ledger binary>`, also
+//! times that binary's verify and replay on the same ledger, and prints the speedups before it.
 
 use chrono::{DateTime, Utc};
 use dts_ledger::audit::checkpoint::{self, Checkpoint};
@@ -108,8 +109,17 @@ fn run(args: &[&str], database_url: &str) -> (f64, String) {
 }
 
 fn run_with(args: &[&str], database_url: &str, env: &[(&str, &str)]) -> (f64, String) {
+    run_binary(BINARY, args, database_url, env)
+}
+
+fn run_binary(
+    binary: &str,
+    args: &[&str],
+    database_url: &str,
+    env: &[(&str, &str)],
+) -> (f64, String) {
     let started = Instant::now();
-    let output = std::process::Command::new(BINARY)
+    let output = std::process::Command::new(binary)
         .args(args)
         .env("DATABASE_URL", database_url)
         .env("RUST_LOG", "warn")
@@ -355,6 +365,30 @@ async fn main() {
     let (replay_seconds, out) = run(&["replay"], &database_url);
     eprintln!("{}", out.trim());
     assert!(out.starts_with("replay: identical"), "{out}");
+    // Another build of the binary (an earlier commit, say), timed on the same ledger in the same
+    // run: a ratio that holds even when the machine is busy.
+    let baseline = std::env::var("AUDIT_BENCH_BASELINE").ok();
+    if let Some(missing) = baseline
+        .as_ref()
+        .filter(|b| !std::path::Path::new(b).exists())
+    {
+        eprintln!("baseline {missing} does not exist: not timed");
+    }
+    if let Some(baseline) = baseline.filter(|b| std::path::Path::new(b).exists()) {
+        let args = ["verify", "--progress-every", "0"];
+        let (baseline_verify_seconds, out) = run_binary(&baseline, &args, &database_url, &signing);
+        eprintln!("baseline {}", out.trim());
+        let (baseline_replay_seconds, out) = run_binary(&baseline, &["replay"], &database_url, &[]);
+        eprintln!("baseline {}", out.trim());
+        println!(
+            "baseline: verify_events_per_s={:.0} replay_events_per_s={:.0} \
+             verify_speedup={:.2} replay_speedup={:.2}",
+            copied as f64 / baseline_verify_seconds,
+            copied as f64 / baseline_replay_seconds,
+            baseline_verify_seconds / verify_seconds,
+            baseline_replay_seconds / replay_seconds
+        );
+    }
     drop(admin);
     drop(cluster);
 

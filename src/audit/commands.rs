@@ -496,7 +496,7 @@ pub async fn report(
             until: Until::Position(closing),
         },
         |row| {
-            let event = Event::decode_json(row.event_type, row.event_version, row.payload)
+            let event = Event::decode_json(row.event_type, row.event_version, &row.payload)
                 .map_err(|e| Unable(format!("event at position {}: {e}", row.position)))?;
             if let Err(error) = builder.push(row.position, &event, row.recorded_at) {
                 failure.get_or_insert(error.to_string());

@@ -177,7 +177,7 @@ pub async fn export(
     let count = source::for_each(tx, range, |row| {
         // Never a row with silently blank figures: an event this version cannot read stops the
         // export, naming it.
-        let event = Event::decode_json(row.event_type, row.event_version, row.payload).map_err(
+        let event = Event::decode_json(row.event_type, row.event_version, &row.payload).map_err(
             |source| ExportError::Decode {
                 position: row.position,
                 source,
@@ -219,8 +219,8 @@ pub async fn export(
                 }
                 line["hash"] = Value::String(hash);
                 line["prevHash"] = Value::String(hex::encode(row.prev_hash));
-                line["data"] = serde_json::from_slice(row.payload).unwrap_or(Value::Null);
-                line["metadata"] = serde_json::from_slice(row.metadata).unwrap_or(Value::Null);
+                line["data"] = serde_json::from_slice(&row.payload).unwrap_or(Value::Null);
+                line["metadata"] = serde_json::from_slice(&row.metadata).unwrap_or(Value::Null);
                 serde_json::to_writer(&mut *out, &line).map_err(std::io::Error::from)?;
                 out.write_all(b"\n")?;
             }

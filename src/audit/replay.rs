@@ -3,9 +3,11 @@
 
 use super::source::{self, Range, Until};
 use crate::ledger::rows::{self, CorruptRow};
+use crate::store::EventRow;
 use projections::events::{DecodeError, Event};
 use projections::{FoldError, Package, Projection, Task};
 use std::time::{Duration, Instant};
+use tokio_postgres::binary_copy::BinaryCopyOutRow;
 use tokio_postgres::Transaction;
 
 #[derive(Debug, thiserror::Error)]
@@ -56,35 +58,60 @@ pub async fn fold(tx: &Transaction<'_>, until: Until) -> Result<Folded, ReplayEr
 /// Folds the events after `after` up to `until` onto `projection`, the projections at `after`.
 pub async fn fold_from(
     tx: &Transaction<'_>,
-    mut projection: Projection,
+    projection: Projection,
     after: i64,
     until: Until,
 ) -> Result<Folded, ReplayError> {
     let started = Instant::now();
-    let mut last_position = after;
-    let events = source::for_each(tx, Range { after, until }, |row| {
-        let event = Event::decode_json(row.event_type, row.event_version, row.payload).map_err(
-            |source| ReplayError::Decode {
-                position: row.position,
-                source,
-            },
-        )?;
-        projection
-            .apply(&event, row.recorded_at)
-            .map_err(|source| ReplayError::Fold {
-                position: row.position,
-                source,
-            })?;
-        last_position = row.position;
-        Ok::<(), ReplayError>(())
-    })
-    .await?;
+    let folding = (projection, 0, after);
+    let (projection, events, last_position) =
+        source::for_each_batch(tx, Range { after, until }, folding, fold_batch).await?;
     Ok(Folded {
         projection,
         events,
         last_position,
         elapsed: started.elapsed(),
     })
+}
+
+/// Folds one batch of rows onto `projection`, counting them in `events` and keeping the
+/// `last_position`: the events are decoded on every core first, then applied in order.
+fn fold_batch(
+    (projection, events, last_position): &mut (Projection, u64, i64),
+    batch: Vec<BinaryCopyOutRow>,
+) -> Result<(), ReplayError> {
+    let rows: Vec<_> = batch.iter().map(EventRow::from_columns).collect();
+    let decoded = source::map_in_parallel(&rows, |part| {
+        part.iter()
+            .map(|row| {
+                // A row that cannot be read reports that first; nothing to decode.
+                let row = row.as_ref().ok()?;
+                Some(Event::decode_json(
+                    row.event_type,
+                    row.event_version,
+                    &row.payload,
+                ))
+            })
+            .collect()
+    });
+    for (row, event) in rows.into_iter().zip(decoded) {
+        let row = row?;
+        let event = event
+            .expect("decoded whenever the row was read")
+            .map_err(|source| ReplayError::Decode {
+                position: row.position,
+                source,
+            })?;
+        projection
+            .apply(&event, row.recorded_at)
+            .map_err(|source| ReplayError::Fold {
+                position: row.position,
+                source,
+            })?;
+        *last_position = row.position;
+        *events += 1;
+    }
+    Ok(())
 }
 
 /// The live projection tables, in the same snapshot.

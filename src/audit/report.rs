@@ -395,6 +395,9 @@ mod tests {
     /// October: A bought (1,000 B for 100.00) and 400 B used. November: A expanded (2,000 B for
     /// 300.00), 1,000 B used across both grants, then released; B bought (500 B for 75.00) and
     /// 700 B used (200 B overage); C bought (1,000 B for 50.00), 100 B used. December: B renewed.
+    ///
+    /// Long, and one idea: one worked month, its events and the figures computed by hand side by
+    /// side; split, the figures would stand apart from the events they come from.
     #[test]
     fn a_hand_computed_month_matches_to_the_cent() {
         let cst = FixedOffset::east_opt(8 * 3600).unwrap();

@@ -1,47 +1,11 @@
 //! The ledger read for audits: one consistent snapshot, streamed in position order with binary
 //! COPY (no round trip per event), each row handed over borrowed.
 
-use crate::store::{EVENT_COLUMNS, EVENT_COLUMN_TYPES};
+use crate::store::{EventRow, EVENT_COLUMNS, EVENT_COLUMN_TYPES};
 use chrono::{DateTime, Utc};
-use futures_util::{pin_mut, TryStreamExt};
-use tokio_postgres::binary_copy::BinaryCopyOutStream;
-use tokio_postgres::types::{FromSql, Type};
+use futures_util::{pin_mut, Stream, TryStreamExt};
+use tokio_postgres::binary_copy::{BinaryCopyOutRow, BinaryCopyOutStream};
 use tokio_postgres::Transaction;
-
-/// JSON text of a `jsonb` column, borrowed from the row (the binary format is a version byte, 1,
-/// then the text).
-pub struct JsonText<'a>(pub &'a [u8]);
-
-impl<'a> FromSql<'a> for JsonText<'a> {
-    fn from_sql(_: &Type, raw: &'a [u8]) -> Result<Self, Box<dyn std::error::Error + Sync + Send>> {
-        match raw.split_first() {
-            Some((1, text)) => Ok(JsonText(text)),
-            _ => Err("unsupported jsonb format version".into()),
-        }
-    }
-
-    fn accepts(ty: &Type) -> bool {
-        *ty == Type::JSONB
-    }
-}
-
-/// One stored event.
-pub struct EventRow<'a> {
-    pub position: i64,
-    pub stream_id: &'a str,
-    pub version: i64,
-    pub event_type: &'a str,
-    pub event_version: i32,
-    pub payload: &'a [u8],
-    pub metadata: &'a [u8],
-    pub recorded_at: DateTime<Utc>,
-    pub idempotency_key: Option<&'a str>,
-    pub prev_hash: &'a [u8],
-    pub hash: &'a [u8],
-    pub hash_version: i16,
-    /// `None` on rows written before the ledger-wide chain was stored.
-    pub ledger_hash: Option<&'a [u8]>,
-}
 
 /// The last event to read.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -92,6 +56,126 @@ pub async fn for_each<E>(
 where
     E: From<tokio_postgres::Error>,
 {
+    let rows = rows(tx, range).await?;
+    pin_mut!(rows);
+    let mut count = 0;
+    while let Some(row) = rows.try_next().await? {
+        count += 1;
+        each(EventRow::from_columns(&row)?)?;
+    }
+    Ok(count)
+}
+
+/// Events per batch handed over by [`send_batches`]: enough that handing one over costs nothing
+/// next to checking it, few enough that a batch of rows of about a kilobyte stays near 4 MiB.
+pub const BATCH_EVENTS: usize = 4096;
+
+/// Sends the rows of `range` to `batches`, in position order, [`BATCH_EVENTS`] at a time, for
+/// another thread to decode ([`EventRow::from_columns`]) and check while the next batch is read.
+/// Stops early, without an error, when the receiver is gone (it found what it looked for).
+async fn send_batches(
+    tx: &Transaction<'_>,
+    range: Range,
+    batches: tokio::sync::mpsc::Sender<Vec<BinaryCopyOutRow>>,
+) -> Result<(), tokio_postgres::Error> {
+    let rows = rows(tx, range).await?;
+    pin_mut!(rows);
+    let mut batch = Vec::with_capacity(BATCH_EVENTS);
+    while let Some(row) = rows.try_next().await? {
+        batch.push(row);
+        if batch.len() == BATCH_EVENTS {
+            let full = std::mem::replace(&mut batch, Vec::with_capacity(BATCH_EVENTS));
+            if batches.send(full).await.is_err() {
+                return Ok(());
+            }
+        }
+    }
+    if !batch.is_empty() {
+        // A receiver that is gone needs nothing more.
+        let _ = batches.send(batch).await;
+    }
+    Ok(())
+}
+
+/// Batches read ahead of their handling: two keep the reader busy while the handler works, more
+/// only hold memory (a batch is a few MiB).
+const BATCHES_IN_FLIGHT: usize = 2;
+
+/// Reads the events of `range` on this task, [`BATCH_EVENTS`] at a time, while `each_batch`
+/// handles the batches in order on a blocking thread, so that reading and handling overlap on two
+/// cores. `each_batch` updates `state`, returned when the batches end; its first error stops the
+/// reading and is returned (it covers every row read before a failed read, so it comes first).
+pub async fn for_each_batch<S, E>(
+    tx: &Transaction<'_>,
+    range: Range,
+    state: S,
+    mut each_batch: impl FnMut(&mut S, Vec<BinaryCopyOutRow>) -> Result<(), E> + Send + 'static,
+) -> Result<S, E>
+where
+    S: Send + 'static,
+    E: From<tokio_postgres::Error> + Send + 'static,
+{
+    let (batches, mut received) = tokio::sync::mpsc::channel(BATCHES_IN_FLIGHT);
+    let handler = tokio::task::spawn_blocking(move || {
+        let mut state = state;
+        while let Some(batch) = received.blocking_recv() {
+            each_batch(&mut state, batch)?;
+        }
+        Ok::<S, E>(state)
+    });
+    let read = send_batches(tx, range, batches).await;
+    let state = match handler.await {
+        Ok(handled) => handled?,
+        Err(failed) => std::panic::resume_unwind(failed.into_panic()),
+    };
+    read?;
+    Ok(state)
+}
+
+/// Threads [`map_in_parallel`] uses: one per core, and no more than this many, since the reader
+/// and the ordered part of the handling each want a core too.
+const MAP_THREADS_MAX: usize = 8;
+
+/// `map_part` over `items` cut into one part per core, the results in the order of `items`: for
+/// the work on a batch of rows that needs nothing from the rows before (parsing, hashing).
+///
+/// Scoped threads from `std`, one set per batch, rather than a thread-pool crate: the results come
+/// back in order by construction, and starting a few threads per batch of thousands of events
+/// costs nothing measurable.
+pub fn map_in_parallel<T: Sync, R: Send>(
+    items: &[T],
+    map_part: impl Fn(&[T]) -> Vec<R> + Sync,
+) -> Vec<R> {
+    let threads = std::thread::available_parallelism()
+        .map_or(1, std::num::NonZeroUsize::get)
+        .min(MAP_THREADS_MAX);
+    let part_items = items.len().div_ceil(threads).max(1);
+    let map_part = &map_part;
+    std::thread::scope(|scope| {
+        let mut parts = items.chunks(part_items);
+        let first = parts.next().unwrap_or_default();
+        let others: Vec<_> = parts
+            .map(|part| scope.spawn(move || map_part(part)))
+            .collect();
+        let mut mapped = map_part(first);
+        for other in others {
+            match other.join() {
+                Ok(part) => mapped.extend(part),
+                Err(panic) => std::panic::resume_unwind(panic),
+            }
+        }
+        mapped
+    })
+}
+
+/// The events of `range` in position order, streamed with binary COPY.
+async fn rows(
+    tx: &Transaction<'_>,
+    range: Range,
+) -> Result<
+    impl Stream<Item = Result<BinaryCopyOutRow, tokio_postgres::Error>>,
+    tokio_postgres::Error,
+> {
     // COPY takes no parameters; the bounds are numbers, never text from a caller.
     let mut filter = format!("position > {}", range.after);
     if let Some(last) = last_position(tx, range.until).await? {
@@ -103,30 +187,7 @@ where
              TO STDOUT (FORMAT binary)"
         ))
         .await?;
-    let rows = BinaryCopyOutStream::new(stream, &EVENT_COLUMN_TYPES);
-    pin_mut!(rows);
-    let mut count = 0;
-    while let Some(row) = rows.try_next().await? {
-        let payload: JsonText<'_> = row.try_get(5)?;
-        let metadata: JsonText<'_> = row.try_get(6)?;
-        count += 1;
-        each(EventRow {
-            position: row.try_get(0)?,
-            stream_id: row.try_get(1)?,
-            version: row.try_get(2)?,
-            event_type: row.try_get(3)?,
-            event_version: row.try_get(4)?,
-            payload: payload.0,
-            metadata: metadata.0,
-            recorded_at: row.try_get(7)?,
-            idempotency_key: row.try_get(8)?,
-            prev_hash: row.try_get(9)?,
-            hash: row.try_get(10)?,
-            hash_version: row.try_get(11)?,
-            ledger_hash: row.try_get(12)?,
-        })?;
-    }
-    Ok(count)
+    Ok(BinaryCopyOutStream::new(stream, &EVENT_COLUMN_TYPES))
 }
 
 /// The last position `until` lets through (`None`: no bound).

@@ -7,12 +7,12 @@
 //! position. The first event breaking any of these is reported with what is wrong.
 
 use super::source::{self, Range};
-use crate::store::hash::{
-    canonical_json, event_hash, ledger_hash, Hash, HashVersion, Hashed, GENESIS,
-};
+use crate::store::hash::{canonical_json, event_hash, ledger_hash, Hash, HashVersion, GENESIS};
+use crate::store::EventRow;
 use chrono::{DateTime, Utc};
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
+use tokio_postgres::binary_copy::BinaryCopyOutRow;
 
 /// What is wrong with the first bad event.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -108,11 +108,14 @@ pub enum VerifyError {
     Database(#[from] tokio_postgres::Error),
 }
 
+/// What is wrong with a row, and how: the row itself is added by [`Verifier::check`].
+type Found = (ProblemKind, String);
+
+/// A stream's last version, its hash and its position.
+type StreamHead = (i64, Hash, i64);
+
 /// The checks, fed one row at a time in position order.
 pub struct Verifier {
-    /// Reused buffers for the canonical JSON of payload and metadata.
-    payload: Vec<u8>,
-    metadata: Vec<u8>,
     /// Per stream: last version, its hash and its position.
     heads: HashMap<String, (i64, Hash, i64)>,
     next_position: i64,
@@ -129,23 +132,6 @@ pub struct Verifier {
     /// The last checkpoint that held.
     held: Option<i64>,
     checkpoints_held: u64,
-}
-
-/// One stored event, as read for verification.
-pub struct Row<'a> {
-    pub position: i64,
-    pub stream_id: &'a str,
-    pub version: i64,
-    pub event_type: &'a str,
-    pub event_version: i32,
-    pub payload: &'a serde_json::Value,
-    pub metadata: &'a serde_json::Value,
-    pub recorded_at: DateTime<Utc>,
-    pub idempotency_key: Option<&'a str>,
-    pub prev_hash: &'a [u8],
-    pub hash: &'a [u8],
-    pub hash_version: i16,
-    pub ledger_hash: Option<&'a [u8]>,
 }
 
 impl Default for Verifier {
@@ -185,8 +171,6 @@ impl Verifier {
         marks.retain(|mark| mark.position > resume.after);
         marks.sort_by_key(|mark| mark.position);
         Verifier {
-            payload: Vec::new(),
-            metadata: Vec::new(),
             heads: resume.heads,
             next_position: resume.after + 1,
             after: resume.after,
@@ -205,17 +189,43 @@ impl Verifier {
         self.events
     }
 
-    pub fn check(&mut self, row: &Row<'_>) -> Result<(), Problem> {
-        let problem = |kind, detail: String| Problem {
-            kind,
-            position: row.position,
-            stream_id: row.stream_id.to_owned(),
-            version: row.version,
-            detail,
-        };
+    /// Checks the next row; `recomputed` is its own hash computed from its stored content with its
+    /// stored `prev_hash` ([`Hasher::hash`]), which is the hash the chain needs whenever the row
+    /// gets as far as that comparison.
+    pub fn check(&mut self, row: &EventRow<'_>, recomputed: &Hash) -> Result<(), Problem> {
+        self.checked(row, recomputed)
+            .map_err(|(kind, detail)| Problem {
+                kind,
+                position: row.position,
+                stream_id: row.stream_id.to_owned(),
+                version: row.version,
+                detail,
+            })
+    }
+
+    fn checked(&mut self, row: &EventRow<'_>, recomputed: &Hash) -> Result<(), Found> {
+        self.check_position(row)?;
+        let head = self.check_version(row)?;
+        let hash_version = self.check_hash_version(row)?;
+        let chain = self.check_hashes(row, recomputed, hash_version, head)?;
+        self.check_time(row)?;
+        self.heads.insert(
+            row.stream_id.to_owned(),
+            (row.version, *recomputed, row.position),
+        );
+        self.chain = chain;
+        self.hash_version = hash_version;
+        self.last_recorded_at = Some(row.recorded_at);
+        self.next_position += 1;
+        self.events += 1;
+        self.check_marks(row.position, chain)
+    }
+
+    /// The row must sit at the next position.
+    fn check_position(&self, row: &EventRow<'_>) -> Result<(), Found> {
         if row.position != self.next_position {
             return Err(if row.position > self.next_position {
-                problem(
+                (
                     ProblemKind::Missing,
                     format!(
                         "the event at position {} is gone (positions jump from {} to {})",
@@ -225,19 +235,24 @@ impl Verifier {
                     ),
                 )
             } else {
-                problem(
+                (
                     ProblemKind::OutOfBand,
                     format!("position {} repeats", row.position),
                 )
             });
         }
+        Ok(())
+    }
+
+    /// The row must carry the next version of its stream; returns the stream's head before it.
+    fn check_version(&self, row: &EventRow<'_>) -> Result<StreamHead, Found> {
         let (last_version, last_hash, last_position) = self
             .heads
             .get(row.stream_id)
             .copied()
             .unwrap_or((0, GENESIS, 0));
         if row.version > last_version + 1 {
-            return Err(problem(
+            return Err((
                 ProblemKind::Missing,
                 format!(
                     "version {} of the stream is gone (versions jump from {last_version} to {})",
@@ -247,7 +262,7 @@ impl Verifier {
             ));
         }
         if row.version <= last_version {
-            return Err(problem(
+            return Err((
                 ProblemKind::OutOfBand,
                 format!(
                     "version {} repeats or goes back (the stream is at {last_version})",
@@ -255,14 +270,19 @@ impl Verifier {
                 ),
             ));
         }
+        Ok((last_version, last_hash, last_position))
+    }
+
+    /// The row's hash version must be known and never older than the one before it.
+    fn check_hash_version(&self, row: &EventRow<'_>) -> Result<HashVersion, Found> {
         let Some(hash_version) = HashVersion::from_column(row.hash_version) else {
-            return Err(problem(
+            return Err((
                 ProblemKind::Altered,
                 format!("hash_version {} is not a known encoding", row.hash_version),
             ));
         };
         if hash_version < self.hash_version {
-            return Err(problem(
+            return Err((
                 ProblemKind::Altered,
                 format!(
                     "hash_version {} after an event hashed with version {}: versions never go \
@@ -272,27 +292,20 @@ impl Verifier {
                 ),
             ));
         }
-        self.payload.clear();
-        canonical_json(row.payload, &mut self.payload);
-        self.metadata.clear();
-        canonical_json(row.metadata, &mut self.metadata);
-        let recomputed = event_hash(
-            hash_version,
-            &last_hash,
-            &Hashed {
-                position: row.position,
-                stream_id: row.stream_id,
-                version: row.version,
-                event_type: row.event_type,
-                event_version: row.event_version,
-                recorded_at: row.recorded_at,
-                payload: &self.payload,
-                metadata: &self.metadata,
-                idempotency_key: row.idempotency_key,
-            },
-        );
+        Ok(hash_version)
+    }
+
+    /// The row must point at its stream's previous hash, hash to its stored hash and extend the
+    /// ledger-wide chain to its stored ledger hash; returns that chain's hash.
+    fn check_hashes(
+        &self,
+        row: &EventRow<'_>,
+        recomputed: &Hash,
+        hash_version: HashVersion,
+        (last_version, last_hash, last_position): StreamHead,
+    ) -> Result<Hash, Found> {
         if row.prev_hash != last_hash {
-            return Err(problem(
+            return Err((
                 ProblemKind::OutOfBand,
                 if last_version == 0 {
                     "prev_hash of a stream's first event is not all zeros".to_owned()
@@ -306,15 +319,15 @@ impl Verifier {
             ));
         }
         if row.hash != recomputed {
-            return Err(problem(
+            return Err((
                 ProblemKind::Altered,
                 "the stored content does not hash to the stored hash".into(),
             ));
         }
-        let chain = ledger_hash(&self.chain, &recomputed);
+        let chain = ledger_hash(&self.chain, recomputed);
         match row.ledger_hash {
             Some(stored) if stored != chain => {
-                return Err(problem(
+                return Err((
                     ProblemKind::Altered,
                     "the stored ledger_hash is not the ledger-wide chain up to this event: an \
                      event before it was altered, removed or inserted and this one's hashes \
@@ -323,16 +336,21 @@ impl Verifier {
                 ))
             }
             None if hash_version >= HashVersion::V2 => {
-                return Err(problem(
+                return Err((
                     ProblemKind::OutOfBand,
                     "a version 2 row without ledger_hash was not written by an append".into(),
                 ))
             }
             _ => {}
         }
+        Ok(chain)
+    }
+
+    /// The row's time must be no earlier than the time of the row before it.
+    fn check_time(&self, row: &EventRow<'_>) -> Result<(), Found> {
         if let Some(previous) = self.last_recorded_at {
             if row.recorded_at < previous {
-                return Err(problem(
+                return Err((
                     ProblemKind::TimeBackwards,
                     format!(
                         "recorded_at {} is earlier than {previous} of the event before it",
@@ -342,17 +360,13 @@ impl Verifier {
                 ));
             }
         }
-        self.heads.insert(
-            row.stream_id.to_owned(),
-            (row.version, recomputed, row.position),
-        );
-        self.chain = chain;
-        self.hash_version = hash_version;
-        self.last_recorded_at = Some(row.recorded_at);
-        self.next_position += 1;
-        self.events += 1;
+        Ok(())
+    }
+
+    /// Every checkpoint at `position` must have signed `chain`, the ledger hash there.
+    fn check_marks(&mut self, position: i64, chain: Hash) -> Result<(), Found> {
         while let Some(mark) = self.marks.get(self.next_mark) {
-            if mark.position != row.position {
+            if mark.position != position {
                 break;
             }
             if mark.ledger_hash != chain {
@@ -361,15 +375,15 @@ impl Verifier {
                         "between position {} and {} (the last checkpoint that holds is at \
                          position {held})",
                         held + 1,
-                        row.position
+                        position
                     ),
                     None => format!(
                         "between position {} and {} (no earlier checkpoint holds)",
                         self.after + 1,
-                        row.position
+                        position
                     ),
                 };
-                return Err(problem(
+                return Err((
                     ProblemKind::Rewritten,
                     format!(
                         "{} signed ledger hash {} here, the ledger now hashes to {}: events {since} \
@@ -380,7 +394,7 @@ impl Verifier {
                     ),
                 ));
             }
-            self.held = Some(row.position);
+            self.held = Some(position);
             self.checkpoints_held += 1;
             self.next_mark += 1;
         }
@@ -453,19 +467,22 @@ impl Verifier {
 pub async fn verify(
     client: &mut tokio_postgres::Client,
     progress_every: u64,
-    progress: impl FnMut(u64),
+    progress: impl FnMut(u64) + Send + 'static,
 ) -> Result<Summary, VerifyError> {
     verify_against(client, Vec::new(), None, progress_every, progress).await
 }
 
 /// [`verify`] against checkpoints (`marks`), of the whole ledger or (`since`) only of what follows
 /// a checkpoint whose signature the caller checked.
+///
+/// A pipeline, so that every core works: this task reads the COPY stream into batches of rows
+/// while another thread checks the batch before ([`source::for_each_batch`]).
 pub async fn verify_against(
     client: &mut tokio_postgres::Client,
     marks: Vec<Mark>,
     since: Option<Since>,
     progress_every: u64,
-    mut progress: impl FnMut(u64),
+    progress: impl FnMut(u64) + Send + 'static,
 ) -> Result<Summary, VerifyError> {
     let started = Instant::now();
     let tx = source::snapshot(client).await?;
@@ -473,57 +490,104 @@ pub async fn verify_against(
         .query_one("SELECT position, ledger_hash FROM ledger_head", &[])
         .await?;
     let (head_position, head_hash): (i64, Vec<u8>) = (head.get(0), head.get(1));
-    let mut verifier = match &since {
+    let verifier = match &since {
         None => Verifier::new(marks),
         Some(since) => Verifier::resume(resume_after(&tx, since, head_position).await?, marks),
     };
-    let after = verifier.after;
-    // The events of one command share their metadata: parse it once per run of equal text.
-    let mut metadata_text: Vec<u8> = Vec::new();
-    let mut metadata = serde_json::Value::Null;
-    source::for_each(
+    let range = Range {
+        after: verifier.after,
+        until: source::Until::End,
+    };
+    let progress = Progress {
+        every: progress_every,
+        report: progress,
+    };
+    let (verifier, _) = source::for_each_batch(
         &tx,
-        Range {
-            after,
-            until: source::Until::End,
-        },
-        |row| {
-            let payload: serde_json::Value = serde_json::from_slice(row.payload)
-                .map_err(|e| VerifyError::Unreadable(row.position, e.to_string()))?;
-            if metadata_text != row.metadata || verifier.events == 0 {
-                metadata = serde_json::from_slice(row.metadata)
-                    .map_err(|e| VerifyError::Unreadable(row.position, e.to_string()))?;
-                metadata_text.clear();
-                metadata_text.extend_from_slice(row.metadata);
-            }
-            verifier
-                .check(&Row {
-                    position: row.position,
-                    stream_id: row.stream_id,
-                    version: row.version,
-                    event_type: row.event_type,
-                    event_version: row.event_version,
-                    payload: &payload,
-                    metadata: &metadata,
-                    recorded_at: row.recorded_at,
-                    idempotency_key: row.idempotency_key,
-                    prev_hash: row.prev_hash,
-                    hash: row.hash,
-                    hash_version: row.hash_version,
-                    ledger_hash: row.ledger_hash,
-                })
-                .map_err(VerifyError::Broken)?;
-            if progress_every > 0 && verifier.events % progress_every == 0 {
-                progress(verifier.events);
-            }
-            Ok::<(), VerifyError>(())
-        },
+        range,
+        (verifier, progress),
+        |(verifier, progress), batch| check_batch(verifier, progress, &batch),
     )
     .await?;
     tx.commit().await?;
     verifier
         .finish(head_position, &head_hash, started)
         .map_err(VerifyError::Broken)
+}
+
+/// Calls `report` every `every` events checked (never when `every` is 0).
+struct Progress<F> {
+    every: u64,
+    report: F,
+}
+
+/// Checks one batch of rows, in order: their own hashes are recomputed first on every core.
+fn check_batch(
+    verifier: &mut Verifier,
+    progress: &mut Progress<impl FnMut(u64)>,
+    batch: &[BinaryCopyOutRow],
+) -> Result<(), VerifyError> {
+    let rows: Vec<_> = batch.iter().map(EventRow::from_columns).collect();
+    let hashes = source::map_in_parallel(&rows, |part| {
+        let mut hasher = Hasher::default();
+        part.iter()
+            .map(|row| match row {
+                Ok(row) => hasher.hash(row),
+                // Never looked at: the row's own error is reported first.
+                Err(_) => Ok(GENESIS),
+            })
+            .collect()
+    });
+    for (row, hash) in rows.into_iter().zip(hashes) {
+        let row = row?;
+        let hash = hash.map_err(|e| VerifyError::Unreadable(row.position, e))?;
+        verifier.check(&row, &hash).map_err(VerifyError::Broken)?;
+        if progress.every > 0 && verifier.events % progress.every == 0 {
+            (progress.report)(verifier.events);
+        }
+    }
+    Ok(())
+}
+
+/// Recomputes events' own hashes, reusing its buffers for the canonical JSON.
+#[derive(Default)]
+pub struct Hasher {
+    payload: Vec<u8>,
+    /// The events of one command share their metadata: the last metadata text seen, and its
+    /// canonical JSON, computed once per run of equal text.
+    metadata_text: Option<Vec<u8>>,
+    metadata: Vec<u8>,
+}
+
+impl Hasher {
+    /// The row's own hash from its stored content, chained to its stored `prev_hash`; an error
+    /// says why its JSON cannot be read.
+    ///
+    /// [`Verifier::check`] compares `prev_hash` with the stream's previous hash, and the hash
+    /// version with the known ones, before it uses this hash: a row that passes both is hashed
+    /// here exactly as the chain requires, and for one that does not, the stand-ins below
+    /// (genesis for a malformed `prev_hash`, the current version for an unknown one) are never
+    /// looked at.
+    pub fn hash(&mut self, row: &EventRow<'_>) -> Result<Hash, String> {
+        let payload: serde_json::Value =
+            serde_json::from_slice(&row.payload).map_err(|e| e.to_string())?;
+        self.payload.clear();
+        canonical_json(&payload, &mut self.payload);
+        if self.metadata_text.as_deref() != Some(&*row.metadata) {
+            let metadata: serde_json::Value =
+                serde_json::from_slice(&row.metadata).map_err(|e| e.to_string())?;
+            self.metadata.clear();
+            canonical_json(&metadata, &mut self.metadata);
+            self.metadata_text = Some(row.metadata.to_vec());
+        }
+        let version = HashVersion::from_column(row.hash_version).unwrap_or(HashVersion::CURRENT);
+        let prev_hash: Hash = row.prev_hash.try_into().unwrap_or(GENESIS);
+        Ok(event_hash(
+            version,
+            &prev_hash,
+            &row.hashed(&self.payload, &self.metadata),
+        ))
+    }
 }
 
 /// The state after a checkpoint, read in the snapshot: the checkpointed event (its stored ledger

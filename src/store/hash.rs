@@ -11,6 +11,7 @@
 //! so the ledger hash at the head commits to every event before it, in order. The README spells
 //! both encodings out byte by byte.
 
+use super::StoredEvent;
 use chrono::{DateTime, Utc};
 use serde_json::Value;
 use sha2::{Digest, Sha256};
@@ -52,7 +53,8 @@ impl HashVersion {
     }
 }
 
-/// The fields of an event row that the hash covers; payload and metadata as canonical JSON.
+/// The fields of an event row that the hash covers, payload and metadata as canonical JSON: a
+/// view over a [`StoredEvent`] ([`StoredEvent::hashed`]) or over an event about to be appended.
 pub struct Hashed<'a> {
     pub position: i64,
     pub stream_id: &'a str,
@@ -64,6 +66,23 @@ pub struct Hashed<'a> {
     pub metadata: &'a [u8],
     /// Covered by [`HashVersion::V2`] only.
     pub idempotency_key: Option<&'a str>,
+}
+
+impl<Text: AsRef<str>, Bytes, Json> StoredEvent<Text, Bytes, Json> {
+    /// What the hash covers of this row, given its payload and metadata as canonical JSON.
+    pub fn hashed<'a>(&'a self, payload: &'a [u8], metadata: &'a [u8]) -> Hashed<'a> {
+        Hashed {
+            position: self.position,
+            stream_id: self.stream_id.as_ref(),
+            version: self.version,
+            event_type: self.event_type.as_ref(),
+            event_version: self.event_version,
+            recorded_at: self.recorded_at,
+            payload,
+            metadata,
+            idempotency_key: self.idempotency_key.as_ref().map(AsRef::as_ref),
+        }
+    }
 }
 
 /// The hash of an event row whose previous event in the stream hashed to `prev_hash`.

@@ -5,11 +5,15 @@
 mod append;
 pub mod hash;
 mod read;
+mod row;
 
 pub use append::{append, append_new, find_by_idempotency_keys, prepare, write, Prepared};
 pub use read::{
     for_each_in_stream_until, head_position, position_at, read_all_after, read_stream, POSITION_AT,
     STREAM_PAGE_EVENTS,
+};
+pub use row::{
+    Columns, EventRow, JsonText, RecordedEvent, StoredEvent, EVENT_COLUMNS, EVENT_COLUMN_TYPES,
 };
 
 use chrono::{DateTime, Utc};
@@ -17,30 +21,6 @@ use projections::events::Event;
 use serde::Serialize;
 use serde_json::Value;
 use std::sync::Arc;
-
-/// Every column of `events`, in the order this crate reads and writes them.
-pub const EVENT_COLUMNS: &str = "position, stream_id, version, event_type, event_version, \
-     payload, metadata, recorded_at, idempotency_key, prev_hash, hash, hash_version, ledger_hash";
-
-/// The types of [`EVENT_COLUMNS`], for binary COPY in and out.
-pub const EVENT_COLUMN_TYPES: [tokio_postgres::types::Type; 13] = {
-    use tokio_postgres::types::Type;
-    [
-        Type::INT8,
-        Type::TEXT,
-        Type::INT8,
-        Type::TEXT,
-        Type::INT4,
-        Type::JSONB,
-        Type::JSONB,
-        Type::TIMESTAMPTZ,
-        Type::TEXT,
-        Type::BYTEA,
-        Type::BYTEA,
-        Type::INT2,
-        Type::BYTEA,
-    ]
-};
 
 /// Who and what produced an event; stored in `events.metadata`. Never holds a secret: actors are
 /// named by role and index ("reporter#2"), never by token.
@@ -86,32 +66,6 @@ impl NewEvent {
     pub fn with_idempotency_key(mut self, key: String) -> NewEvent {
         self.idempotency_key = Some(key);
         self
-    }
-}
-
-/// An event as stored.
-#[derive(Debug, Clone, PartialEq)]
-pub struct RecordedEvent {
-    pub position: i64,
-    pub stream_id: String,
-    pub version: i64,
-    pub event_type: String,
-    pub event_version: i32,
-    pub payload: Value,
-    pub metadata: Value,
-    pub recorded_at: DateTime<Utc>,
-    pub idempotency_key: Option<String>,
-    pub prev_hash: Vec<u8>,
-    pub hash: Vec<u8>,
-    /// `events.hash_version`: which encoding `hash` uses.
-    pub hash_version: i16,
-    /// `None` on rows written before the ledger-wide chain was stored.
-    pub ledger_hash: Option<Vec<u8>>,
-}
-
-impl RecordedEvent {
-    pub fn decode(&self) -> Result<Event, projections::events::DecodeError> {
-        Event::decode(&self.event_type, self.event_version, self.payload.clone())
     }
 }
 

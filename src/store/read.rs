@@ -9,22 +9,11 @@ use tokio_postgres::Row;
 
 use super::EVENT_COLUMNS as COLUMNS;
 
-fn recorded(row: &Row) -> RecordedEvent {
-    RecordedEvent {
-        position: row.get(0),
-        stream_id: row.get(1),
-        version: row.get(2),
-        event_type: row.get(3),
-        event_version: row.get(4),
-        payload: row.get(5),
-        metadata: row.get(6),
-        recorded_at: row.get(7),
-        idempotency_key: row.get(8),
-        prev_hash: row.get(9),
-        hash: row.get(10),
-        hash_version: row.get(11),
-        ledger_hash: row.get(12),
-    }
+/// Every row of a query, as events.
+fn recorded(rows: &[Row]) -> Result<Vec<RecordedEvent>, StoreError> {
+    rows.iter()
+        .map(|row| RecordedEvent::from_columns(row).map_err(StoreError::from))
+        .collect()
 }
 
 /// Every event of one stream, oldest first.
@@ -38,7 +27,7 @@ pub async fn read_stream(
         ))
         .await?;
     let rows = client.query(&statement, &[&stream_id]).await?;
-    Ok(rows.iter().map(recorded).collect())
+    recorded(&rows)
 }
 
 /// Events of a stream fetched per round trip by [`for_each_in_stream_until`]: what one call holds
@@ -73,7 +62,7 @@ pub async fn for_each_in_stream_until<E: From<StoreError>>(
             .map_err(StoreError::from)?;
         let fetched = rows.len();
         for row in &rows {
-            each(recorded(row))?;
+            each(RecordedEvent::from_columns(row).map_err(StoreError::from)?)?;
             count += 1;
         }
         // A short page is the last one: the portal would answer the next fetch with nothing.
@@ -111,7 +100,7 @@ pub async fn read_all_after(
         ))
         .await?;
     let rows = client.query(&statement, &[&after, &limit]).await?;
-    Ok(rows.iter().map(recorded).collect())
+    recorded(&rows)
 }
 
 /// The events carrying any of `keys`, in position order.
@@ -131,7 +120,7 @@ pub async fn by_idempotency_keys(
         ))
         .await?;
     let rows = client.query(&statement, &[&keys]).await?;
-    Ok(rows.iter().map(recorded).collect())
+    recorded(&rows)
 }
 
 /// The last position handed out and committed.

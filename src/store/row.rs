@@ -1,0 +1,133 @@
+//! The stored event row: its columns, and the one type that holds it, owned by the store's readers
+//! ([`RecordedEvent`]) or borrowed from a binary COPY buffer by the audits ([`EventRow`]). A new
+//! column is added here: the column list, its type, a field and the line that reads it.
+
+use chrono::{DateTime, Utc};
+use projections::events::Event;
+use serde_json::Value;
+use tokio_postgres::binary_copy::BinaryCopyOutRow;
+use tokio_postgres::types::{FromSql, Type};
+
+/// Every column of `events`, in the order this crate reads and writes them.
+pub const EVENT_COLUMNS: &str = "position, stream_id, version, event_type, event_version, \
+     payload, metadata, recorded_at, idempotency_key, prev_hash, hash, hash_version, ledger_hash";
+
+/// The types of [`EVENT_COLUMNS`], for binary COPY in and out.
+pub const EVENT_COLUMN_TYPES: [Type; 13] = [
+    Type::INT8,
+    Type::TEXT,
+    Type::INT8,
+    Type::TEXT,
+    Type::INT4,
+    Type::JSONB,
+    Type::JSONB,
+    Type::TIMESTAMPTZ,
+    Type::TEXT,
+    Type::BYTEA,
+    Type::BYTEA,
+    Type::INT2,
+    Type::BYTEA,
+];
+
+/// One row of `events`, in the order of [`EVENT_COLUMNS`]. `Text`, `Bytes` and `Json` say how its
+/// text, byte and JSON columns are held: owned, or borrowed from the buffer the row was read into.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StoredEvent<Text, Bytes, Json> {
+    pub position: i64,
+    pub stream_id: Text,
+    pub version: i64,
+    pub event_type: Text,
+    pub event_version: i32,
+    pub payload: Json,
+    pub metadata: Json,
+    pub recorded_at: DateTime<Utc>,
+    pub idempotency_key: Option<Text>,
+    pub prev_hash: Bytes,
+    pub hash: Bytes,
+    /// `events.hash_version`: which encoding `hash` uses.
+    pub hash_version: i16,
+    /// `None` on rows written before the ledger-wide chain was stored.
+    pub ledger_hash: Option<Bytes>,
+}
+
+/// An event as stored, owned: what the store's readers return.
+pub type RecordedEvent = StoredEvent<String, Vec<u8>, Value>;
+
+/// An event as stored, borrowed from the row it was read from, JSON as the stored text: what the
+/// audits stream, without an allocation per event.
+pub type EventRow<'a> = StoredEvent<&'a str, &'a [u8], JsonText<'a>>;
+
+/// A row just read from `events`: a query's row or a binary COPY row.
+pub trait Columns {
+    fn column<'a, T: FromSql<'a>>(&'a self, index: usize) -> Result<T, tokio_postgres::Error>;
+}
+
+impl Columns for tokio_postgres::Row {
+    fn column<'a, T: FromSql<'a>>(&'a self, index: usize) -> Result<T, tokio_postgres::Error> {
+        self.try_get(index)
+    }
+}
+
+impl Columns for BinaryCopyOutRow {
+    fn column<'a, T: FromSql<'a>>(&'a self, index: usize) -> Result<T, tokio_postgres::Error> {
+        self.try_get(index)
+    }
+}
+
+impl<'a, Text, Bytes, Json> StoredEvent<Text, Bytes, Json>
+where
+    Text: FromSql<'a>,
+    Bytes: FromSql<'a>,
+    Json: FromSql<'a>,
+{
+    /// Reads a row selected as [`EVENT_COLUMNS`].
+    pub fn from_columns(row: &'a impl Columns) -> Result<Self, tokio_postgres::Error> {
+        Ok(StoredEvent {
+            position: row.column(0)?,
+            stream_id: row.column(1)?,
+            version: row.column(2)?,
+            event_type: row.column(3)?,
+            event_version: row.column(4)?,
+            payload: row.column(5)?,
+            metadata: row.column(6)?,
+            recorded_at: row.column(7)?,
+            idempotency_key: row.column(8)?,
+            prev_hash: row.column(9)?,
+            hash: row.column(10)?,
+            hash_version: row.column(11)?,
+            ledger_hash: row.column(12)?,
+        })
+    }
+}
+
+impl RecordedEvent {
+    pub fn decode(&self) -> Result<Event, projections::events::DecodeError> {
+        Event::decode(&self.event_type, self.event_version, self.payload.clone())
+    }
+}
+
+/// JSON text of a `jsonb` column, borrowed from the row (the binary format is a version byte, 1,
+/// then the text).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct JsonText<'a>(pub &'a [u8]);
+
+impl std::ops::Deref for JsonText<'_> {
+    type Target = [u8];
+
+    fn deref(&self) -> &[u8] {
+        self.0
+    }
+}
+
+impl<'a> FromSql<'a> for JsonText<'a> {
+    fn from_sql(_: &Type, raw: &'a [u8]) -> Result<Self, Box<dyn std::error::Error + Sync + Send>> {
+        match raw.split_first() {
+            Some((1, text)) => Ok(JsonText(text)),
+            _ => Err("unsupported jsonb format version".into()),
+        }
+    }
+
+    fn accepts(ty: &Type) -> bool {
+        *ty == Type::JSONB
+    }
+}
