@@ -116,14 +116,56 @@ pub async fn prepare(
 /// the caller commits), chains the hashes and writes the rows.
 pub async fn write(tx: &Transaction<'_>, prepared: Prepared) -> Result<Appended, StoreError> {
     let Prepared {
-        events: prepared,
-        mut heads,
+        events,
+        heads,
         recorded_at: now,
     } = prepared;
-    let count = prepared.len() as i64;
-    // Positions, the time and the ledger-wide chain all come from the head row, under its lock:
-    // events get their time in position order, so it never goes backwards along the ledger even
-    // when lanes or processes read their clocks in another order (or their clocks disagree).
+    let count = events.len() as i64;
+    let head = take_head(tx, count, now).await?;
+    let (rows, chain) = chain_rows(events, heads, &head);
+    let appended = Appended {
+        first_position: head.last_position - count + 1,
+        last_position: head.last_position,
+        recorded_at: head.recorded_at,
+    };
+    // Sent together with the rows (pipelined): keeping the head's ledger hash costs no round trip.
+    let set_head = async {
+        let statement = tx
+            .prepare_cached("UPDATE ledger_head SET ledger_hash = $1")
+            .await?;
+        tx.execute(&statement, &[&chain.as_slice()]).await
+    };
+    let (head_set, written) = if rows.len() <= INSERT_ROWS_MAX {
+        tokio::join!(set_head, insert_rows(tx, &rows, head.recorded_at))
+    } else {
+        tokio::join!(set_head, copy_rows(tx, &rows, head.recorded_at))
+    };
+    // The rows' error comes first: once they fail, the head's update only reports the aborted
+    // transaction (and the other way round).
+    let failed = [written.err(), head_set.err().map(StoreError::from)];
+    match super::first_cause(failed.into_iter().flatten()) {
+        Some(error) => Err(error),
+        None => Ok(appended),
+    }
+}
+
+/// What the ledger head hands an append under its lock.
+struct Head {
+    last_position: i64,
+    recorded_at: DateTime<Utc>,
+    /// The ledger-wide hash of the event before this append's first.
+    chain: Hash,
+}
+
+/// Takes `count` positions and the time. Positions, the time and the ledger-wide chain all come
+/// from the head row, under its lock: events get their time in position order, so it never goes
+/// backwards along the ledger even when lanes or processes read their clocks in another order (or
+/// their clocks disagree).
+async fn take_head(
+    tx: &Transaction<'_>,
+    count: i64,
+    now: DateTime<Utc>,
+) -> Result<Head, StoreError> {
     let take_head = tx
         .prepare_cached(
             "UPDATE ledger_head SET position = position + $1,
@@ -132,20 +174,31 @@ pub async fn write(tx: &Transaction<'_>, prepared: Prepared) -> Result<Appended,
         )
         .await?;
     let head = tx.query_one(&take_head, &[&count, &now]).await?;
-    let last_position: i64 = head.get(0);
-    let recorded_at: DateTime<Utc> = head.get(1);
-    let mut chain: Hash = head
-        .get::<_, &[u8]>(2)
-        .try_into()
-        .expect("the schema holds hashes to 32 bytes");
-    let first_position = last_position - count + 1;
+    Ok(Head {
+        last_position: head.get(0),
+        recorded_at: head.get(1),
+        chain: head
+            .get::<_, &[u8]>(2)
+            .try_into()
+            .expect("the schema holds hashes to 32 bytes"),
+    })
+}
 
-    let mut rows = Vec::with_capacity(prepared.len());
-    for (offset, (event, payload, metadata)) in prepared.into_iter().enumerate() {
-        let head = heads.entry(event.stream_id.clone()).or_insert((0, GENESIS));
+/// The rows of `events` with their positions, versions and both chains; and the ledger-wide hash
+/// of the last one.
+fn chain_rows(
+    events: Vec<(NewEvent, Vec<u8>, Arc<Vec<u8>>)>,
+    mut heads: HashMap<String, (i64, Hash)>,
+    head: &Head,
+) -> (Vec<Row>, Hash) {
+    let first_position = head.last_position - events.len() as i64 + 1;
+    let mut chain = head.chain;
+    let mut rows = Vec::with_capacity(events.len());
+    for (offset, (event, payload, metadata)) in events.into_iter().enumerate() {
+        let stream = heads.entry(event.stream_id.clone()).or_insert((0, GENESIS));
         let position = first_position + offset as i64;
-        let version = head.0 + 1;
-        let prev_hash = head.1;
+        let version = stream.0 + 1;
+        let prev_hash = stream.1;
         let hash = event_hash(
             HashVersion::CURRENT,
             &prev_hash,
@@ -155,14 +208,14 @@ pub async fn write(tx: &Transaction<'_>, prepared: Prepared) -> Result<Appended,
                 version,
                 event_type: &event.event_type,
                 event_version: event.event_version,
-                recorded_at,
+                recorded_at: head.recorded_at,
                 payload: &payload,
                 metadata: &metadata,
                 idempotency_key: event.idempotency_key.as_deref(),
             },
         );
         chain = ledger_hash(&chain, &hash);
-        *head = (version, hash);
+        *stream = (version, hash);
         rows.push(Row {
             position,
             version,
@@ -174,90 +227,82 @@ pub async fn write(tx: &Transaction<'_>, prepared: Prepared) -> Result<Appended,
             metadata,
         });
     }
-    let appended = Appended {
-        first_position,
-        last_position,
-        recorded_at,
-    };
-    let hash_version = HashVersion::CURRENT.column();
-    // Sent together with the rows (pipelined): keeping the head's ledger hash costs no round trip.
-    let set_head = async {
-        let statement = tx
-            .prepare_cached("UPDATE ledger_head SET ledger_hash = $1")
-            .await?;
-        tx.execute(&statement, &[&chain.as_slice()]).await
-    };
+    (rows, chain)
+}
 
-    if rows.len() <= INSERT_ROWS_MAX {
-        let statement = tx
-            .prepare_cached(&format!(
-                "INSERT INTO events ({EVENT_COLUMNS})
-                 SELECT * FROM unnest($1::int8[], $2::text[], $3::int8[], $4::text[], \
-                 $5::int4[], $6::jsonb[], $7::jsonb[], $8::timestamptz[], $9::text[], \
-                 $10::bytea[], $11::bytea[], $12::int2[], $13::bytea[])"
-            ))
-            .await?;
-        let positions: Vec<i64> = rows.iter().map(|r| r.position).collect();
-        let streams: Vec<&str> = rows.iter().map(|r| r.event.stream_id.as_str()).collect();
-        let versions: Vec<i64> = rows.iter().map(|r| r.version).collect();
-        let types: Vec<&str> = rows.iter().map(|r| r.event.event_type.as_str()).collect();
-        let type_versions: Vec<i32> = rows.iter().map(|r| r.event.event_version).collect();
-        let payloads: Vec<RawJsonb<'_>> = rows.iter().map(|r| RawJsonb(&r.payload)).collect();
-        let metadata: Vec<RawJsonb<'_>> = rows
-            .iter()
-            .map(|r| RawJsonb(r.metadata.as_slice()))
-            .collect();
-        let times: Vec<DateTime<Utc>> = vec![recorded_at; rows.len()];
-        let keys: Vec<Option<&str>> = rows
-            .iter()
-            .map(|r| r.event.idempotency_key.as_deref())
-            .collect();
-        let prev_hashes: Vec<&[u8]> = rows.iter().map(|r| r.prev_hash.as_slice()).collect();
-        let hashes: Vec<&[u8]> = rows.iter().map(|r| r.hash.as_slice()).collect();
-        let hash_versions: Vec<i16> = vec![hash_version; rows.len()];
-        let ledger_hashes: Vec<&[u8]> = rows.iter().map(|r| r.ledger_hash.as_slice()).collect();
-        let insert = async {
-            tx.execute(
-                &statement,
-                &[
-                    &positions,
-                    &streams,
-                    &versions,
-                    &types,
-                    &type_versions,
-                    &payloads,
-                    &metadata,
-                    &times,
-                    &keys,
-                    &prev_hashes,
-                    &hashes,
-                    &hash_versions,
-                    &ledger_hashes,
-                ],
-            )
-            .await
-            .map_err(classify)
-        };
-        let (head_set, inserted) = tokio::join!(set_head, insert);
-        // The rows' error comes first: once they fail, the head's update only reports the
-        // aborted transaction (and the other way round).
-        let failed = [inserted.err(), head_set.err().map(StoreError::from)];
-        return match super::first_cause(failed.into_iter().flatten()) {
-            Some(error) => Err(error),
-            None => Ok(appended),
-        };
-    }
+/// A few rows: one multi-row `INSERT` over column arrays.
+async fn insert_rows(
+    tx: &Transaction<'_>,
+    rows: &[Row],
+    recorded_at: DateTime<Utc>,
+) -> Result<(), StoreError> {
+    let statement = tx
+        .prepare_cached(&format!(
+            "INSERT INTO events ({EVENT_COLUMNS})
+             SELECT * FROM unnest($1::int8[], $2::text[], $3::int8[], $4::text[], \
+             $5::int4[], $6::jsonb[], $7::jsonb[], $8::timestamptz[], $9::text[], \
+             $10::bytea[], $11::bytea[], $12::int2[], $13::bytea[])"
+        ))
+        .await?;
+    let positions: Vec<i64> = rows.iter().map(|r| r.position).collect();
+    let streams: Vec<&str> = rows.iter().map(|r| r.event.stream_id.as_str()).collect();
+    let versions: Vec<i64> = rows.iter().map(|r| r.version).collect();
+    let types: Vec<&str> = rows.iter().map(|r| r.event.event_type.as_str()).collect();
+    let type_versions: Vec<i32> = rows.iter().map(|r| r.event.event_version).collect();
+    let payloads: Vec<RawJsonb<'_>> = rows.iter().map(|r| RawJsonb(&r.payload)).collect();
+    let metadata: Vec<RawJsonb<'_>> = rows
+        .iter()
+        .map(|r| RawJsonb(r.metadata.as_slice()))
+        .collect();
+    let times: Vec<DateTime<Utc>> = vec![recorded_at; rows.len()];
+    let keys: Vec<Option<&str>> = rows
+        .iter()
+        .map(|r| r.event.idempotency_key.as_deref())
+        .collect();
+    let prev_hashes: Vec<&[u8]> = rows.iter().map(|r| r.prev_hash.as_slice()).collect();
+    let hashes: Vec<&[u8]> = rows.iter().map(|r| r.hash.as_slice()).collect();
+    let hash_versions: Vec<i16> = vec![HashVersion::CURRENT.column(); rows.len()];
+    let ledger_hashes: Vec<&[u8]> = rows.iter().map(|r| r.ledger_hash.as_slice()).collect();
+    tx.execute(
+        &statement,
+        &[
+            &positions,
+            &streams,
+            &versions,
+            &types,
+            &type_versions,
+            &payloads,
+            &metadata,
+            &times,
+            &keys,
+            &prev_hashes,
+            &hashes,
+            &hash_versions,
+            &ledger_hashes,
+        ],
+    )
+    .await
+    .map(drop)
+    .map_err(classify)
+}
 
+/// Many rows: one binary `COPY`.
+async fn copy_rows(
+    tx: &Transaction<'_>,
+    rows: &[Row],
+    recorded_at: DateTime<Utc>,
+) -> Result<(), StoreError> {
     let copy = tx
         .prepare_cached(&format!(
             "COPY events ({EVENT_COLUMNS}) FROM STDIN (FORMAT binary)"
         ))
         .await?;
+    let hash_version = HashVersion::CURRENT.column();
     let written = async {
         let sink = tx.copy_in(&copy).await?;
         let writer = BinaryCopyInWriter::new(sink, &EVENT_COLUMN_TYPES);
         pin_mut!(writer);
-        for row in &rows {
+        for row in rows {
             let (payload, metadata) = (RawJsonb(&row.payload), RawJsonb(row.metadata.as_slice()));
             let values: [&(dyn ToSql + Sync); 13] = [
                 &row.position,
@@ -278,15 +323,7 @@ pub async fn write(tx: &Transaction<'_>, prepared: Prepared) -> Result<Appended,
         }
         writer.as_mut().finish().await.map(drop)
     };
-    let (head_set, written) = tokio::join!(set_head, written);
-    let failed = [
-        written.err().map(classify),
-        head_set.err().map(StoreError::from),
-    ];
-    match super::first_cause(failed.into_iter().flatten()) {
-        Some(error) => Err(error),
-        None => Ok(appended),
-    }
+    written.await.map_err(classify)
 }
 
 /// One event with everything its row needs.
