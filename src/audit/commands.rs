@@ -116,46 +116,20 @@ pub async fn verify(
         .checkpoint_file
         .map(|path| external_checkpoint(path, &keyring).map(|c| (path, c)))
         .transpose()?;
-    let mut client = client(pool).await?;
-    // Stored checkpoints: each must be signed by a known key. One that is not was forged or
-    // edited in the database: the ledger's evidence is broken.
-    let mut marks = Vec::new();
-    let mut newest: Option<Checkpoint> = None;
-    let stored = checkpoint::stored(&client).await?;
-    if keyring.is_empty() && !stored.is_empty() {
-        eprintln!(
-            "verify: {} stored checkpoints are checked against the ledger but not for their \
-             signatures: no [audit] public_keys",
-            stored.len()
-        );
-    }
     if options.since_checkpoint && keyring.is_empty() {
         return Err(Unable(
             "--since-checkpoint needs a public key to trust a checkpoint ([audit] public_keys)"
                 .into(),
         ));
     }
-    for found in stored {
-        let found = match found {
-            Ok(found) => found,
-            Err(problem) => {
-                println!("verify: BROKEN {problem}");
-                return Ok(ExitCode::from(FAILED));
-            }
-        };
-        if !keyring.is_empty() {
-            if let Err(problem) = keyring.check(&found) {
-                println!("verify: BROKEN {}: {problem}", found.describe());
-                return Ok(ExitCode::from(FAILED));
-            }
-            newest = Some(found.clone());
+    let mut client = client(pool).await?;
+    let (mut marks, newest) = match stored_marks(&client, &keyring).await? {
+        Ok(found) => found,
+        Err(broken) => {
+            println!("verify: BROKEN {broken}");
+            return Ok(ExitCode::from(FAILED));
         }
-        marks.push(Mark {
-            position: found.position,
-            ledger_hash: found.ledger_hash,
-            label: found.describe(),
-        });
-    }
+    };
     if let Some((path, found)) = &external {
         marks.push(Mark {
             position: found.position,
@@ -178,6 +152,48 @@ pub async fn verify(
         eprintln!("verify: {n} events checked");
     })
     .await;
+    said(outcome)
+}
+
+/// Stored checkpoints as marks the ledger must reproduce, and the newest one signed by a known
+/// key. Each must be signed by a known key: one that is not was forged or edited in the database,
+/// and the ledger's evidence is broken (`Ok(Err(what))`).
+async fn stored_marks(
+    client: &deadpool_postgres::Object,
+    keyring: &Keyring,
+) -> Result<Result<(Vec<Mark>, Option<Checkpoint>), String>, Unable> {
+    let mut marks = Vec::new();
+    let mut newest: Option<Checkpoint> = None;
+    let stored = checkpoint::stored(client).await?;
+    if keyring.is_empty() && !stored.is_empty() {
+        eprintln!(
+            "verify: {} stored checkpoints are checked against the ledger but not for their \
+             signatures: no [audit] public_keys",
+            stored.len()
+        );
+    }
+    for found in stored {
+        let found = match found {
+            Ok(found) => found,
+            Err(problem) => return Ok(Err(problem.to_string())),
+        };
+        if !keyring.is_empty() {
+            if let Err(problem) = keyring.check(&found) {
+                return Ok(Err(format!("{}: {problem}", found.describe())));
+            }
+            newest = Some(found.clone());
+        }
+        marks.push(Mark {
+            position: found.position,
+            ledger_hash: found.ledger_hash,
+            label: found.describe(),
+        });
+    }
+    Ok(Ok((marks, newest)))
+}
+
+/// What `verify` prints for its outcome, and its exit code.
+fn said(outcome: Result<verify::Summary, VerifyError>) -> Result<ExitCode, Unable> {
     match outcome {
         Ok(summary) => {
             println!(
@@ -308,6 +324,9 @@ fn balance_json(p: &Package) -> serde_json::Value {
     })
 }
 
+/// `dts-ledger replay`: fold (from scratch or a trusted snapshot) in one snapshot of the database,
+/// then say the balances or the differences. One idea, a little over the usual length: the
+/// snapshot's reads stay together in one transaction.
 pub async fn replay(
     pool: &Pool,
     as_of: Option<&str>,
@@ -374,39 +393,51 @@ pub async fn replay(
         replay::write_schema(&mut client, name, &folded.projection).await?;
         eprintln!("replay: replayed projections written to schema {name}");
     }
-    let Some(live) = live else {
+    match live {
         // --as-of: the balances at that point.
-        let packages: Vec<&Package> = folded.projection.packages.values().collect();
-        match format {
-            TableOrJson::Json => {
-                let body = json!({
-                    "asOfPosition": folded.last_position,
-                    "packages": packages.iter().map(|p| balance_json(p)).collect::<Vec<_>>(),
-                });
-                println!("{body}");
-            }
-            TableOrJson::Table => {
-                println!("as of position {}", folded.last_position);
+        None => {
+            print_balances(&folded, format);
+            Ok(ExitCode::SUCCESS)
+        }
+        Some(live) => Ok(compared(&live, &folded)),
+    }
+}
+
+/// `replay --as-of`: every package's balance at that point.
+fn print_balances(folded: &replay::Folded, format: TableOrJson) {
+    let packages: Vec<&Package> = folded.projection.packages.values().collect();
+    match format {
+        TableOrJson::Json => {
+            let body = json!({
+                "asOfPosition": folded.last_position,
+                "packages": packages.iter().map(|p| balance_json(p)).collect::<Vec<_>>(),
+            });
+            println!("{body}");
+        }
+        TableOrJson::Table => {
+            println!("as of position {}", folded.last_position);
+            println!(
+                "{:<32} {:>9} {:>20} {:>20} {:>20} {:>20}",
+                "instanceId", "status", "granted", "consumed", "remaining", "overage"
+            );
+            for p in packages {
                 println!(
                     "{:<32} {:>9} {:>20} {:>20} {:>20} {:>20}",
-                    "instanceId", "status", "granted", "consumed", "remaining", "overage"
+                    p.instance_id.as_str(),
+                    p.status.as_str(),
+                    p.bytes_granted,
+                    p.bytes_consumed,
+                    p.bytes_remaining,
+                    p.bytes_overage
                 );
-                for p in packages {
-                    println!(
-                        "{:<32} {:>9} {:>20} {:>20} {:>20} {:>20}",
-                        p.instance_id.as_str(),
-                        p.status.as_str(),
-                        p.bytes_granted,
-                        p.bytes_consumed,
-                        p.bytes_remaining,
-                        p.bytes_overage
-                    );
-                }
             }
         }
-        return Ok(ExitCode::SUCCESS);
-    };
-    let differences = replay::compare(&live, &folded.projection);
+    }
+}
+
+/// `replay`: the replayed projections held against the live tables, said line by line.
+fn compared(live: &projections::Projection, folded: &replay::Folded) -> ExitCode {
+    let differences = replay::compare(live, &folded.projection);
     let seconds = folded.elapsed.as_secs_f64();
     if differences.is_empty() {
         println!(
@@ -416,7 +447,7 @@ pub async fn replay(
             folded.projection.packages.len(),
             folded.projection.tasks.len()
         );
-        return Ok(ExitCode::SUCCESS);
+        return ExitCode::SUCCESS;
     }
     for difference in &differences {
         println!("replay: DIFFERENT {difference}");
@@ -427,7 +458,7 @@ pub async fn replay(
         folded.events,
         folded.last_position
     );
-    Ok(ExitCode::from(FAILED))
+    ExitCode::from(FAILED)
 }
 
 pub async fn export(

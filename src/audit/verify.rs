@@ -593,6 +593,8 @@ impl Hasher {
 /// The state after a checkpoint, read in the snapshot: the checkpointed event (its stored ledger
 /// hash must be the signed one) and, for every stream that moved after it, its head at that
 /// point. One indexed lookup per such stream: the cost follows what is new.
+///
+/// One idea, longer than most: the two reads and the checks that tie them to the checkpoint.
 async fn resume_after(
     tx: &tokio_postgres::Transaction<'_>,
     since: &Since,
