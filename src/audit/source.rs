@@ -1,5 +1,6 @@
 //! The ledger read for audits: one consistent snapshot, streamed in position order with binary
-//! COPY (no round trip per event), each row handed over borrowed.
+//! COPY (no round trip per event), each row handed over borrowed ([`for_each`]), or batches of
+//! rows handed to another thread while the next batch is read ([`for_each_batch`]).
 
 use crate::store::{EventRow, EVENT_COLUMNS, EVENT_COLUMN_TYPES};
 use chrono::{DateTime, Utc};
