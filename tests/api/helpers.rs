@@ -445,7 +445,7 @@ impl TestApp {
             .get_as(&format!("/v1/orders/{instance_id}"), ADMIN_TOKEN)
             .await;
         assert_eq!(response.status(), 200, "order {instance_id}");
-        response.json().await.unwrap()
+        shaped::<dts_ledger::api::orders::OrderResponse>(response.json().await.unwrap())
     }
 
     /// Every event in the ledger, through the admin API.
@@ -516,7 +516,7 @@ impl TestApp {
             .get_as(&format!("/v1/tasks/{task_id}"), REPORTER_TOKEN)
             .await;
         assert_eq!(response.status(), 200, "task {task_id}");
-        response.json().await.unwrap()
+        shaped::<dts_ledger::api::orders::TaskResponse>(response.json().await.unwrap())
     }
 
     /// Sends traffic reports; returns the per-report results.
@@ -529,7 +529,8 @@ impl TestApp {
             )
             .await;
         assert_eq!(response.status(), 200);
-        let body: serde_json::Value = response.json().await.unwrap();
+        let body =
+            shaped::<dts_ledger::api::traffic::TrafficResponse>(response.json().await.unwrap());
         body["results"].as_array().unwrap().clone()
     }
 
@@ -555,4 +556,20 @@ impl Drop for TestApp {
         // Tell the workers to go; the returned future only reports completion.
         drop(self.handle.stop(false));
     }
+}
+
+/// `body` as it is, after checking that it is exactly the service's response type `T` (the type
+/// the handlers answer with): it parses into `T`, and `T` writes it back unchanged.
+pub fn shaped<T>(body: serde_json::Value) -> serde_json::Value
+where
+    T: serde::de::DeserializeOwned + serde::Serialize,
+{
+    let typed: T = serde_json::from_value(body.clone()).unwrap_or_else(|e| {
+        panic!(
+            "the body is not a {}: {e}: {body}",
+            std::any::type_name::<T>()
+        )
+    });
+    assert_eq!(serde_json::to_value(&typed).unwrap(), body);
+    body
 }
