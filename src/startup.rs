@@ -23,11 +23,12 @@ use tracing::Instrument;
 /// How long in-flight requests may take to finish after a stop signal before they are cut.
 const SHUTDOWN_GRACE_S: u64 = 30;
 
-/// The supervised worker names of the expiry sweeper and the webhook dispatcher (ingest lanes are
-/// `ingest-lane-<n>`).
+/// The supervised worker names of the expiry sweeper, the webhook dispatcher, the stall reaper and
+/// the checkpointer (ingest lanes are `ingest-lane-<n>`).
 pub const EXPIRY_SWEEPER: &str = "expiry-sweeper";
 pub const WEBHOOK_DISPATCHER: &str = "webhook-dispatcher";
 pub const STALL_REAPER: &str = "stall-reaper";
+pub const CHECKPOINTER: &str = "checkpointer";
 /// How often a process looks for peers' sessions stalled mid-statement: a lane that meets one
 /// ends it at once, this catches those that block only the control-plane routes, within a second
 /// of [`crate::database::STALLED_AFTER_MS`]. One look at `pg_stat_activity` costs microseconds.
@@ -113,8 +114,8 @@ impl Application {
 }
 
 /// Starts the background work: the ingest lanes, the expiry sweeper, the stall reaper, the
-/// webhook dispatcher and the checkpointer when configured. Every worker but the checkpointer runs
-/// under the supervisor: one that dies is reported by `/readyz` and started again.
+/// webhook dispatcher and the checkpointer when configured. Every worker runs under the
+/// supervisor: one that dies is reported by `/readyz` and started again.
 fn start_workers(
     supervisor: &Arc<Supervisor>,
     ledger: &Ledger,
@@ -152,8 +153,17 @@ fn start_workers(
             }
         }));
     }
-    if let Some(checkpointer) = crate::audit::checkpoint::worker(pool, config) {
-        workers.push(tokio::spawn(checkpointer));
+    if config.audit.signing_key_file.is_some() {
+        let (pool, config) = (pool.clone(), config.clone());
+        workers.push(supervisor.spawn(CHECKPOINTER, move || {
+            let checkpointer = crate::audit::checkpoint::worker(&pool, &config);
+            async move {
+                if let Some(checkpointer) = checkpointer {
+                    checkpointer.await;
+                }
+                Ended::Returned
+            }
+        }));
     }
     (ingest, workers)
 }
