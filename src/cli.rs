@@ -215,8 +215,8 @@ fn database_settings(common: &CommonArgs) -> DatabaseSettings {
 async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     // `init` writes the configuration the other commands read, so it cannot need one.
     if let Command::Init { dir } = &cli.command {
-        let path = crate::init::write_config(dir)?;
-        print!("{}", crate::init::next_steps(&path, &dir.join("data")));
+        let written = crate::init::write_config(dir)?;
+        print!("{}", crate::init::next_steps(&written, &dir.join("data")));
         return Ok(ExitCode::SUCCESS);
     }
     let config = Config::load(cli.common.config.as_deref(), |name| {

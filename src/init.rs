@@ -1,6 +1,8 @@
-//! `dts-ledger init`: a ready configuration with fresh secrets, so that a newcomer can try the
-//! service without inventing keys or reading the whole README first.
+//! `dts-ledger init`: a ready configuration with fresh secrets and a checkpoint signing key, so
+//! that a newcomer can try the service without inventing keys or reading the whole README first,
+//! and a new service signs checkpoints of its ledger from its first day.
 
+use crate::audit::checkpoint::{self, CheckpointError};
 use crate::configuration::Catalog;
 use rand::RngCore;
 use std::fs::OpenOptions;
@@ -10,6 +12,9 @@ use std::path::{Path, PathBuf};
 
 /// The file `init` writes in its directory.
 pub const CONFIG_FILE_NAME: &str = "dts-ledger.toml";
+
+/// The Ed25519 signing key `init` writes next to the configuration (as `dts-ledger keygen` does).
+pub const SIGNING_KEY_FILE_NAME: &str = "dts-ledger-signing.key";
 
 /// Random bytes per secret: 192 bits, far beyond guessing, and 48 hex characters, well above the
 /// configuration's 16-character minimum.
@@ -26,6 +31,19 @@ pub enum InitError {
         path: PathBuf,
         source: std::io::Error,
     },
+    #[error("{0}")]
+    SigningKey(#[from] CheckpointError),
+    #[error("{0} is not UTF-8: the configuration cannot name it")]
+    NotUtf8(PathBuf),
+}
+
+/// What `init` wrote, with the paths as the caller named them.
+#[derive(Debug)]
+pub struct Written {
+    pub config: PathBuf,
+    pub signing_key: PathBuf,
+    /// The signing key's public key, 64 hex digits: not a secret, verifiers list it.
+    pub public_key: String,
 }
 
 fn fresh_secret() -> String {
@@ -34,8 +52,9 @@ fn fresh_secret() -> String {
     hex::encode(bytes)
 }
 
-/// The configuration text: fresh secrets and the built-in catalog, each setting explained.
-pub fn config_text() -> String {
+/// The configuration text: fresh secrets, the signing key at `signing_key_file` and the built-in
+/// catalog, each setting explained.
+pub fn config_text(signing_key_file: &str) -> String {
     let mut text = format!(
         "# dts-ledger configuration, written by `dts-ledger init`.\n\
          # It holds secrets: keep it private (the file is created with mode 0600).\n\
@@ -56,12 +75,18 @@ pub fn config_text() -> String {
          # Bearer tokens of DTS agents and the control plane.\n\
          reporter_tokens = [\"{reporter_token}\"]\n\
          \n\
+         [audit]\n\
+         # The Ed25519 key `serve` signs a checkpoint of the ledger with (every 300 s when it\n\
+         # moved); `dts-ledger verify` checks them. Keep a copy of it, and of its public key, safe.\n\
+         signing_key_file = {signing_key_file}\n\
+         \n\
          # The SKU catalog: one entry per marketplace charge item. These two are the built-in\n\
          # placeholders; list your own items and prices.\n",
         marketplace_key = fresh_secret(),
         console_secret = fresh_secret(),
         admin_token = fresh_secret(),
         reporter_token = fresh_secret(),
+        signing_key_file = toml::Value::String(signing_key_file.to_owned()),
     );
     for sku in Catalog::built_in().iter() {
         text.push_str(&format!(
@@ -76,15 +101,29 @@ pub fn config_text() -> String {
     text
 }
 
-/// Writes `<dir>/dts-ledger.toml` (creating `dir` if needed), readable by its owner only, and
-/// never over an existing file.
-pub fn write_config(dir: &Path) -> Result<PathBuf, InitError> {
+/// Writes `<dir>/dts-ledger.toml` (creating `dir` if needed) and a fresh signing key beside it,
+/// both readable by their owner only, never over an existing file, and both or neither.
+pub fn write_config(dir: &Path) -> Result<Written, InitError> {
     let path = dir.join(CONFIG_FILE_NAME);
-    let io = |source| InitError::Io {
-        path: path.clone(),
-        source,
+    let signing_key = dir.join(SIGNING_KEY_FILE_NAME);
+    let io = |path: &Path| {
+        let path = path.to_path_buf();
+        move |source| InitError::Io { path, source }
     };
-    std::fs::create_dir_all(dir).map_err(io)?;
+    std::fs::create_dir_all(dir).map_err(io(dir))?;
+    // The configuration names the key by its absolute path: `serve` may start from anywhere.
+    let signing_key_absolute = dir
+        .canonicalize()
+        .map_err(io(dir))?
+        .join(SIGNING_KEY_FILE_NAME);
+    let signing_key_text = signing_key_absolute
+        .to_str()
+        .ok_or_else(|| InitError::NotUtf8(signing_key_absolute.clone()))?
+        .to_owned();
+    // Checked first so that a refusal writes nothing; keygen itself never overwrites either.
+    if signing_key.exists() {
+        return Err(InitError::Exists(signing_key));
+    }
     let mut file = OpenOptions::new()
         .write(true)
         .create_new(true)
@@ -92,19 +131,45 @@ pub fn write_config(dir: &Path) -> Result<PathBuf, InitError> {
         .open(&path)
         .map_err(|error| match error.kind() {
             std::io::ErrorKind::AlreadyExists => InitError::Exists(path.clone()),
-            _ => io(error),
+            _ => io(&path)(error),
         })?;
-    file.write_all(config_text().as_bytes()).map_err(io)?;
-    file.sync_all().map_err(io)?;
-    Ok(path)
+    let written = checkpoint::keygen(&signing_key)
+        .map_err(InitError::from)
+        .and_then(|public| {
+            file.write_all(config_text(&signing_key_text).as_bytes())
+                .and_then(|()| file.sync_all())
+                .map_err(io(&path))?;
+            Ok(public)
+        });
+    match written {
+        Ok(public) => Ok(Written {
+            config: path,
+            signing_key,
+            public_key: hex::encode(public.as_bytes()),
+        }),
+        Err(error) => {
+            // Both or neither: a configuration without its key, or a key nothing names, would
+            // only make the next `init` refuse.
+            let _ = std::fs::remove_file(&path);
+            if !matches!(error, InitError::SigningKey(_)) {
+                let _ = std::fs::remove_file(&signing_key);
+            }
+            Err(error)
+        }
+    }
 }
 
-/// What to run next, printed after the file is written. It names the file, never a secret.
-pub fn next_steps(config: &Path, data_dir: &Path) -> String {
-    let config = config.display();
+/// What to run next, printed after the files are written. It names the files and the public key,
+/// never a secret.
+pub fn next_steps(written: &Written, data_dir: &Path) -> String {
+    let config = written.config.display();
+    let signing_key = written.signing_key.display();
+    let public_key = &written.public_key;
     let data_dir = data_dir.display();
     format!(
         "wrote {config} (it holds secrets: keep it private)\n\
+         wrote {signing_key} (the checkpoint signing key: keep it private, and a copy safe)\n\
+         \x20 its public key, for verifiers' [audit] public_keys: {public_key}\n\
          \n\
          Try it next:\n\
          \x20 dts-ledger --config {config} --data-dir {data_dir} serve\n\
@@ -122,14 +187,18 @@ mod tests {
     use crate::configuration::Config;
     use std::os::unix::fs::PermissionsExt;
 
+    fn mode(path: &Path) -> u32 {
+        std::fs::metadata(path).unwrap().permissions().mode() & 0o777
+    }
+
     #[test]
     fn the_written_file_loads_with_fresh_secrets_and_stays_private() {
         let dir = tempfile::tempdir().unwrap();
         let target = dir.path().join("new");
-        let path = write_config(&target).unwrap();
-        let mode = std::fs::metadata(&path).unwrap().permissions().mode();
-        assert_eq!(mode & 0o777, 0o600);
-        let config = Config::load(Some(&path), |_| None).unwrap();
+        let written = write_config(&target).unwrap();
+        assert_eq!(written.config, target.join(CONFIG_FILE_NAME));
+        assert_eq!(mode(&written.config), 0o600);
+        let config = Config::load(Some(&written.config), |_| None).unwrap();
         assert!(config.marketplace_key.is_some());
         assert!(config.console_secret.is_some());
         assert!(config.admin_token.is_some());
@@ -141,37 +210,115 @@ mod tests {
         );
 
         let other = write_config(&dir.path().join("other")).unwrap();
-        let other = Config::load(Some(&other), |_| None).unwrap();
+        let other = Config::load(Some(&other.config), |_| None).unwrap();
         assert_ne!(
             config.marketplace_key.unwrap().expose(),
             other.marketplace_key.unwrap().expose()
+        );
+        assert_ne!(config.audit.signing_key_file, other.audit.signing_key_file);
+    }
+
+    #[test]
+    fn the_configuration_names_a_fresh_private_signing_key_by_its_absolute_path() {
+        let dir = tempfile::tempdir().unwrap();
+        let written = write_config(dir.path()).unwrap();
+        assert_eq!(written.signing_key, dir.path().join(SIGNING_KEY_FILE_NAME));
+        assert_eq!(mode(&written.signing_key), 0o600);
+
+        let config = Config::load(Some(&written.config), |_| None).unwrap();
+        let named = config
+            .audit
+            .signing_key_file
+            .expect("init sets a signing key");
+        assert!(named.is_absolute(), "{}", named.display());
+        assert_eq!(
+            named,
+            dir.path()
+                .canonicalize()
+                .unwrap()
+                .join(SIGNING_KEY_FILE_NAME)
+        );
+        let key = checkpoint::load_signing_key(&named).unwrap();
+        assert_eq!(
+            hex::encode(key.verifying_key().as_bytes()),
+            written.public_key
+        );
+
+        let other = write_config(&dir.path().join("other")).unwrap();
+        assert_ne!(other.public_key, written.public_key);
+    }
+
+    #[test]
+    fn a_path_with_quotes_is_written_as_valid_toml() {
+        let dir = tempfile::tempdir().unwrap();
+        let target = dir.path().join("it's \"here\"");
+        let written = write_config(&target).unwrap();
+        let config = Config::load(Some(&written.config), |_| None).unwrap();
+        assert_eq!(
+            config.audit.signing_key_file.unwrap(),
+            target.canonicalize().unwrap().join(SIGNING_KEY_FILE_NAME)
         );
     }
 
     #[test]
     fn an_existing_configuration_is_never_overwritten() {
         let dir = tempfile::tempdir().unwrap();
-        let path = write_config(dir.path()).unwrap();
-        let before = std::fs::read(&path).unwrap();
+        let written = write_config(dir.path()).unwrap();
+        let before = std::fs::read(&written.config).unwrap();
+        let key_before = std::fs::read(&written.signing_key).unwrap();
         assert!(matches!(
             write_config(dir.path()),
             Err(InitError::Exists(_))
         ));
-        assert_eq!(std::fs::read(&path).unwrap(), before);
+        assert_eq!(std::fs::read(&written.config).unwrap(), before);
+        assert_eq!(std::fs::read(&written.signing_key).unwrap(), key_before);
     }
 
     #[test]
-    fn next_steps_name_the_file_and_no_secret() {
+    fn an_existing_signing_key_is_kept_and_nothing_is_written() {
         let dir = tempfile::tempdir().unwrap();
-        let path = write_config(dir.path()).unwrap();
-        let text = std::fs::read_to_string(&path).unwrap();
-        let steps = next_steps(&path, &dir.path().join("data"));
-        assert!(steps.contains(&path.display().to_string()));
-        for line in text.lines().filter(|l| l.contains(" = \"")) {
-            let value = line.split('"').nth(1).unwrap();
-            if value.len() >= 2 * SECRET_BYTES {
-                assert!(!steps.contains(value), "next steps show a secret");
-            }
+        let key = dir.path().join(SIGNING_KEY_FILE_NAME);
+        std::fs::write(&key, "an operator's key\n").unwrap();
+        match write_config(dir.path()) {
+            Err(InitError::Exists(path)) => assert_eq!(path, key),
+            other => panic!("expected a refusal naming the key, got {other:?}"),
+        }
+        assert_eq!(
+            std::fs::read_to_string(&key).unwrap(),
+            "an operator's key\n"
+        );
+        assert!(!dir.path().join(CONFIG_FILE_NAME).exists());
+    }
+
+    #[test]
+    fn next_steps_name_the_files_and_no_secret() {
+        let dir = tempfile::tempdir().unwrap();
+        let written = write_config(dir.path()).unwrap();
+        let steps = next_steps(&written, &dir.path().join("data"));
+        assert!(steps.contains(&written.config.display().to_string()));
+        assert!(steps.contains(&written.signing_key.display().to_string()));
+        assert!(steps.contains(&written.public_key));
+        assert_eq!(
+            steps.matches("\n  dts-ledger ").count(),
+            3,
+            "three commands to try: {steps}"
+        );
+        let text = std::fs::read_to_string(&written.config).unwrap();
+        let mut secrets: Vec<String> = text
+            .lines()
+            .filter(|line| line.contains(" = \"") || line.contains(" = [\""))
+            .filter_map(|line| line.split('"').nth(1).map(str::to_owned))
+            .filter(|value| value.len() >= 2 * SECRET_BYTES)
+            .collect();
+        assert_eq!(secrets.len(), 4, "key, console secret, two tokens");
+        secrets.push(
+            std::fs::read_to_string(&written.signing_key)
+                .unwrap()
+                .trim()
+                .to_owned(),
+        );
+        for secret in secrets {
+            assert!(!steps.contains(&secret), "next steps show a secret");
         }
     }
 }
