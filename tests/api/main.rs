@@ -13,5 +13,6 @@ mod serve;
 mod store;
 mod tasks;
 mod tools;
+mod tour;
 mod traffic;
 mod webhooks;
