@@ -29,6 +29,8 @@ pub const EXPIRY_SWEEPER: &str = "expiry-sweeper";
 pub const WEBHOOK_DISPATCHER: &str = "webhook-dispatcher";
 pub const STALL_REAPER: &str = "stall-reaper";
 pub const CHECKPOINTER: &str = "checkpointer";
+/// The worker refreshing the gauges counted in the database (see [`crate::metrics::refresh`]).
+pub const METRICS_REFRESHER: &str = "metrics-refresher";
 /// How often a process looks for peers' sessions stalled mid-statement: a lane that meets one
 /// ends it at once, this catches those that block only the control-plane routes, within a second
 /// of [`crate::database::STALLED_AFTER_MS`]. One look at `pg_stat_activity` costs microseconds.
@@ -62,6 +64,8 @@ impl Application {
             pool: pool.clone(),
             outbox: config.webhook.is_some(),
         };
+        // Before any worker or request records a series.
+        crate::metrics::install();
         let supervisor = Supervisor::new();
         let (ingest, workers) = start_workers(&supervisor, &ledger, &pool, &config);
         let public_url = config
@@ -114,7 +118,7 @@ impl Application {
 }
 
 /// Starts the background work: the ingest lanes, the expiry sweeper, the stall reaper, the
-/// webhook dispatcher and the checkpointer when configured. Every worker runs under the
+/// metrics refresher, the webhook dispatcher and the checkpointer when configured. Every worker runs under the
 /// supervisor: one that dies is reported by `/readyz` and started again.
 fn start_workers(
     supervisor: &Arc<Supervisor>,
@@ -140,6 +144,14 @@ fn start_workers(
         let pool = reaper_pool.clone();
         async move {
             reap_stalled_peers_forever(pool).await;
+            Ended::Returned
+        }
+    }));
+    let refresher_pool = pool.clone();
+    workers.push(supervisor.spawn(METRICS_REFRESHER, move || {
+        let pool = refresher_pool.clone();
+        async move {
+            crate::metrics::refresh::refresh_forever(pool).await;
             Ended::Returned
         }
     }));
@@ -175,6 +187,7 @@ fn serve(options: ServerOptions, state: web::Data<AppState>) -> std::io::Result<
             .app_data(state.clone())
             .app_data(query_config())
             .app_data(path_config())
+            .wrap(actix_web::middleware::from_fn(crate::metrics::http::record))
             .wrap_fn(|req, srv| {
                 let request_id = RequestId(uuid::Uuid::new_v4().to_string());
                 req.extensions_mut().insert(request_id.clone());
@@ -227,6 +240,7 @@ fn api_routes(config: &mut web::ServiceConfig) {
         )
         .route("/healthz", web::get().to(routes::health::healthz))
         .route("/readyz", web::get().to(routes::health::readyz))
+        .route("/metrics", web::get().to(routes::metrics::metrics))
         .route(
             "/v1/cloud/order",
             web::get().to(routes::cloud_order::cloud_order),
@@ -307,9 +321,17 @@ async fn sweep_expired_orders(ledger: Ledger, every: Duration) {
             source: "sweeper",
             actor: "clock".to_owned(),
         };
-        if let Err(error) = ledger::orders::expire_due(&ledger, &metadata).await {
-            tracing::warn!(%error, "expiry sweep failed; the next one retries");
-        }
+        let result = match ledger::orders::expire_due(&ledger, &metadata).await {
+            Ok(expired) => {
+                metrics::counter!(crate::metrics::PACKAGES_EXPIRED).increment(expired as u64);
+                "ok"
+            }
+            Err(error) => {
+                tracing::warn!(%error, "expiry sweep failed; the next one retries");
+                "failed"
+            }
+        };
+        metrics::counter!(crate::metrics::EXPIRY_SWEEPS, "result" => result).increment(1);
     }
 }
 
