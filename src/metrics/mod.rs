@@ -208,6 +208,19 @@ fn zero() {
     for result in ["intact", "broken", "error"] {
         counter!(VERIFICATIONS, "result" => result).increment(0);
     }
+    for outcome in [
+        "accepted",
+        "duplicate",
+        "rejected",
+        "unavailable",
+        "failed",
+        "overloaded",
+    ] {
+        counter!(INGEST_REPORTS, "outcome" => outcome).increment(0);
+    }
+    for reason in ["repeat", "lock_timeout"] {
+        counter!(INGEST_BATCH_RETRIES, "reason" => reason).increment(0);
+    }
     counter!(PACKAGES_EXPIRED).increment(0);
     counter!(TRANSACTION_RETRIES).increment(0);
 }

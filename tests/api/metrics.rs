@@ -9,7 +9,7 @@ use crate::helpers::{
 };
 use actix_web::{web, App, HttpResponse, HttpServer};
 use dts_ledger::configuration::{AuditConfig, Config, Secret, WebhookConfig};
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
 /// One sample line: its name, labels and value.
@@ -82,6 +82,13 @@ impl Scrape {
                     .iter()
                     .all(|(k, v)| s.labels.get(*k).map(String::as_str) == Some(*v))
         })
+    }
+}
+
+impl Scrape {
+    /// Every sample name: a histogram's `_bucket`, `_sum` and `_count` included.
+    fn names(&self) -> BTreeSet<String> {
+        self.samples.iter().map(|s| s.name.clone()).collect()
     }
 }
 
@@ -161,6 +168,22 @@ async fn workload(app: &TestApp) {
         .callback_raw("action=renewInstance&orderBizId=metrics-pkg&token=wrong")
         .await;
     assert_eq!(refused.status(), 403);
+}
+
+/// Runs the workload, and scrapes once the webhook of its stop is delivered and its head signed.
+async fn operate(app: &TestApp, before: &Scrape) -> Scrape {
+    workload(app).await;
+    let moved = |s: &Scrape, name: &str, labels: &[(&str, &str)]| {
+        s.value(name, labels) > before.value(name, labels)
+    };
+    scrape_until(app, |s| {
+        moved(
+            s,
+            "dts_ledger_webhook_deliveries_total",
+            &[("result", "delivered")],
+        ) && moved(s, "dts_ledger_checkpoints_total", &[("result", "signed")])
+    })
+    .await
 }
 
 #[tokio::test]
@@ -371,4 +394,123 @@ async fn the_checkpointer_refuses_to_sign_a_ledger_that_fails_verification() {
         .unwrap()
         .get(0);
     assert_eq!(signed, 0, "nothing vouches for the tampered ledger");
+}
+
+/// The `dts_ledger_…` series names an expression mentions.
+fn series_in(expr: &str) -> Vec<String> {
+    expr.match_indices("dts_ledger_")
+        .map(|(at, _)| {
+            expr[at..]
+                .chars()
+                .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
+                .collect()
+        })
+        .collect()
+}
+
+/// Every `expr` string in a Grafana dashboard, wherever it is nested.
+fn exprs_in(value: &serde_json::Value, found: &mut Vec<String>) {
+    match value {
+        serde_json::Value::Object(map) => {
+            for (key, value) in map {
+                match (key.as_str(), value) {
+                    ("expr" | "definition", serde_json::Value::String(expr)) => {
+                        found.push(expr.clone())
+                    }
+                    _ => exprs_in(value, found),
+                }
+            }
+        }
+        serde_json::Value::Array(values) => values.iter().for_each(|v| exprs_in(v, found)),
+        _ => {}
+    }
+}
+
+fn repository_file(path: &str) -> String {
+    std::fs::read_to_string(std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join(path))
+        .unwrap_or_else(|e| panic!("{path}: {e}"))
+}
+
+#[tokio::test]
+async fn the_dashboard_and_the_alert_rules_name_only_series_the_service_exports() {
+    let scratch = tempfile::tempdir().unwrap();
+    let key_file = scratch.path().join("signing.key");
+    dts_ledger::audit::checkpoint::keygen(&key_file).unwrap();
+    let app = spawn_app_with(operated_config(webhook_receiver(), key_file)).await;
+    let before = scrape(&app).await;
+    let exported = operate(&app, &before).await.names();
+
+    let rules: serde_yaml_ng::Value =
+        serde_yaml_ng::from_str(&repository_file("docs/prometheus/alerts.yml")).unwrap();
+    let mut alert_exprs = Vec::new();
+    for group in rules["groups"].as_sequence().expect("rule groups") {
+        for rule in group["rules"].as_sequence().expect("rules") {
+            let name = rule["alert"].as_str().expect("every rule is an alert");
+            let action = rule["annotations"]["action"].as_str().unwrap_or_default();
+            assert!(action.len() > 20, "{name} says what to do");
+            alert_exprs.push((
+                name.to_owned(),
+                rule["expr"].as_str().expect("an expr").to_owned(),
+            ));
+        }
+    }
+    for needed in [
+        "Webhook",
+        "Ingest",
+        "WorkerDown",
+        "Verify",
+        "CreateInstance",
+        "Pool",
+        "Checkpoint",
+    ] {
+        assert!(
+            alert_exprs.iter().any(|(name, _)| name.contains(needed)),
+            "an alert on {needed}"
+        );
+    }
+    let dashboard: serde_json::Value =
+        serde_json::from_str(&repository_file("docs/grafana/dts-ledger.json")).unwrap();
+    let mut panel_exprs = Vec::new();
+    exprs_in(&dashboard, &mut panel_exprs);
+
+    let mut named = BTreeSet::new();
+    for (source, expr) in alert_exprs
+        .iter()
+        .map(|(name, expr)| (name.as_str(), expr))
+        .chain(panel_exprs.iter().map(|expr| ("dashboard", expr)))
+    {
+        let series = series_in(expr);
+        assert!(
+            !series.is_empty(),
+            "{source}: {expr} names a series of the service"
+        );
+        for name in series {
+            assert!(exported.contains(&name), "{source}: {name} is not exported");
+            named.insert(name);
+        }
+    }
+    // The dashboard covers every family the service exports.
+    let families: BTreeSet<String> = exported
+        .iter()
+        .filter(|name| name.starts_with("dts_ledger_"))
+        .map(|name| {
+            ["_bucket", "_sum", "_count"]
+                .iter()
+                .find_map(|suffix| {
+                    name.strip_suffix(suffix)
+                        .filter(|base| exported.contains(&format!("{base}_bucket")))
+                })
+                .unwrap_or(name)
+                .to_owned()
+        })
+        .collect();
+    let shown: BTreeSet<String> = panel_exprs.iter().flat_map(|e| series_in(e)).collect();
+    for family in families {
+        assert!(
+            ["", "_bucket", "_sum", "_count"]
+                .iter()
+                .any(|suffix| shown.contains(&format!("{family}{suffix}"))),
+            "the dashboard shows {family}"
+        );
+    }
 }
