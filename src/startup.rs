@@ -8,17 +8,18 @@ use crate::ledger::{self, Ledger};
 use crate::marketplace::credentials::Credentials;
 use crate::outbox;
 use crate::routes;
-use crate::state::{AppState, RequestId};
+use crate::state::AppState;
 use crate::store::Metadata;
 use crate::supervisor::{Ended, Supervisor};
-use actix_web::dev::{Server, Service};
-use actix_web::http::header::{HeaderName, HeaderValue};
-use actix_web::{web, App, HttpMessage, HttpRequest, HttpResponse, HttpServer};
+use crate::telemetry::RequestSpan;
+use actix_web::dev::Server;
+use actix_web::middleware::from_fn;
+use actix_web::{web, App, HttpRequest, HttpResponse, HttpServer};
 use deadpool_postgres::Pool;
 use std::net::TcpListener;
 use std::sync::Arc;
 use std::time::Duration;
-use tracing::Instrument;
+use tracing_actix_web::TracingLogger;
 
 /// How long in-flight requests may take to finish after a stop signal before they are cut.
 const SHUTDOWN_GRACE_S: u64 = 30;
@@ -187,34 +188,11 @@ fn serve(options: ServerOptions, state: web::Data<AppState>) -> std::io::Result<
             .app_data(state.clone())
             .app_data(query_config())
             .app_data(path_config())
-            .wrap(actix_web::middleware::from_fn(crate::metrics::http::record))
-            .wrap_fn(|req, srv| {
-                let request_id = RequestId(uuid::Uuid::new_v4().to_string());
-                req.extensions_mut().insert(request_id.clone());
-                let span = tracing::info_span!(
-                    "request",
-                    request_id = %request_id.0,
-                    method = %req.method(),
-                    path = %req.path(),
-                );
-                let response = srv.call(req);
-                async move {
-                    let mut response = response.await?;
-                    let status = response.status();
-                    if status.is_server_error() {
-                        tracing::warn!(%status, "request failed");
-                    } else {
-                        tracing::debug!(%status, "request served");
-                    }
-                    if let Ok(value) = HeaderValue::from_str(&request_id.0) {
-                        response
-                            .headers_mut()
-                            .insert(HeaderName::from_static("x-request-id"), value);
-                    }
-                    Ok(response)
-                }
-                .instrument(span)
-            })
+            // The last wrapped runs first: the logger's span and request id, then the
+            // metrics, then the `x-request-id` header.
+            .wrap(from_fn(crate::telemetry::request_id_header))
+            .wrap(from_fn(crate::metrics::http::record))
+            .wrap(TracingLogger::<RequestSpan>::new())
             .configure(api_routes)
             .service(crate::console::scope(&state))
             .default_service(web::to(not_found))

@@ -9,6 +9,7 @@ mod marketplace_hardening;
 mod metrics;
 mod processes;
 mod provenance;
+mod request_logs;
 mod roles;
 mod serve;
 mod store;
