@@ -183,15 +183,30 @@ fn start_workers(
 
 /// The HTTP server over `state`, listening and running but not yet awaited.
 fn serve(options: ServerOptions, state: web::Data<AppState>) -> std::io::Result<Server> {
+    // `[metrics] listen` is a second listener of the same server: it starts and stops with it,
+    // and a middleware keeps it to `/metrics`.
+    let metrics_listener = state
+        .config
+        .metrics_listen
+        .map(TcpListener::bind)
+        .transpose()?;
+    let metrics_address = routes::metrics::MetricsAddress(
+        metrics_listener
+            .as_ref()
+            .map(TcpListener::local_addr)
+            .transpose()?,
+    );
     let mut server = HttpServer::new(move || {
         App::new()
             .app_data(state.clone())
+            .app_data(metrics_address)
             .app_data(query_config())
             .app_data(path_config())
-            // The last wrapped runs first: the logger's span and request id, then the
-            // metrics, then the `x-request-id` header.
+            // The last wrapped runs first: the logger's span and request id, the metrics
+            // address's fence, the metrics, then the `x-request-id` header.
             .wrap(from_fn(crate::telemetry::request_id_header))
             .wrap(from_fn(crate::metrics::http::record))
+            .wrap(from_fn(routes::metrics::metrics_address_only))
             .wrap(TracingLogger::<RequestSpan>::new())
             .configure(api_routes)
             .service(crate::console::scope(&state))
@@ -199,6 +214,9 @@ fn serve(options: ServerOptions, state: web::Data<AppState>) -> std::io::Result<
     })
     .shutdown_timeout(SHUTDOWN_GRACE_S)
     .listen(options.listener)?;
+    if let Some(listener) = metrics_listener {
+        server = server.listen(listener)?;
+    }
     if let Some(workers) = options.workers {
         server = server.workers(workers);
     }

@@ -514,3 +514,34 @@ async fn the_dashboard_and_the_alert_rules_name_only_series_the_service_exports(
         );
     }
 }
+
+#[tokio::test]
+async fn the_metrics_address_serves_metrics_without_a_token_and_nothing_else() {
+    let free = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let address = free.local_addr().unwrap();
+    drop(free);
+    let app = spawn_app_with(Config {
+        metrics_listen: Some(address),
+        ..test_config()
+    })
+    .await;
+    let open = reqwest::get(format!("http://{address}/metrics"))
+        .await
+        .unwrap();
+    assert_eq!(open.status(), 200);
+    let scraped = Scrape::parse(&open.text().await.unwrap());
+    assert_eq!(
+        scraped
+            .types
+            .get("dts_ledger_worker_up")
+            .map(String::as_str),
+        Some("gauge")
+    );
+    let other = reqwest::get(format!("http://{address}/healthz"))
+        .await
+        .unwrap();
+    assert_eq!(other.status(), 404);
+    // The main listener still wants the admin token.
+    assert_eq!(app.get("/metrics").await.status(), 401);
+    assert_eq!(app.get("/healthz").await.status(), 200);
+}
