@@ -83,7 +83,7 @@ impl RootSpanBuilder for RequestSpan {
             Ok(response) => {
                 let request = response.request();
                 let started = request.extensions().get::<Started>().copied();
-                let latency_ms = started.map(|s| s.0.elapsed().as_secs_f64() * 1e3);
+                let latency_ms = started.map(|s| s.0.elapsed().as_micros() as f64 / 1e3);
                 (response.status(), latency_ms, Some(request))
             }
             Err(error) => (error.as_response_error().status_code(), None, None),
