@@ -119,8 +119,8 @@ impl Application {
 }
 
 /// Starts the background work: the ingest lanes, the expiry sweeper, the stall reaper, the
-/// metrics refresher, the webhook dispatcher and the checkpointer when configured. Every worker runs under the
-/// supervisor: one that dies is reported by `/readyz` and started again.
+/// metrics refresher, the webhook dispatcher and the checkpointer when configured. Every worker
+/// runs under the supervisor: one that dies is reported by `/readyz` and started again.
 fn start_workers(
     supervisor: &Arc<Supervisor>,
     ledger: &Ledger,

@@ -322,10 +322,8 @@ async fn metrics_need_the_admin_token_and_show_a_workload() {
         .get(0);
     assert!(after.value("dts_ledger_head_position", &[]) >= head as f64);
     assert!(after.value("dts_ledger_pool_max_connections", &[]) >= 1.0);
-    assert_eq!(
-        after.value("dts_ledger_worker_up", &[("worker", "ingest-lane-0")]),
-        1.0
-    );
+    // Present, not 1: supervision tests in this process take that lane down on purpose.
+    assert!(after.has("dts_ledger_worker_up", &[("worker", "ingest-lane-0")]));
     assert!(after.has("dts_ledger_packages", &[("status", "active")]));
     assert!(after.has("dts_ledger_tasks", &[("state", "stopped")]));
 }
