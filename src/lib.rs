@@ -14,6 +14,7 @@ pub mod ingest;
 pub mod init;
 pub mod ledger;
 pub mod marketplace;
+pub mod metrics;
 pub mod outbox;
 pub mod routes;
 pub mod startup;

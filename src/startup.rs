@@ -8,17 +8,18 @@ use crate::ledger::{self, Ledger};
 use crate::marketplace::credentials::Credentials;
 use crate::outbox;
 use crate::routes;
-use crate::state::{AppState, RequestId};
+use crate::state::AppState;
 use crate::store::Metadata;
 use crate::supervisor::{Ended, Supervisor};
-use actix_web::dev::{Server, Service};
-use actix_web::http::header::{HeaderName, HeaderValue};
-use actix_web::{web, App, HttpMessage, HttpRequest, HttpResponse, HttpServer};
+use crate::telemetry::RequestSpan;
+use actix_web::dev::Server;
+use actix_web::middleware::from_fn;
+use actix_web::{web, App, HttpRequest, HttpResponse, HttpServer};
 use deadpool_postgres::Pool;
 use std::net::TcpListener;
 use std::sync::Arc;
 use std::time::Duration;
-use tracing::Instrument;
+use tracing_actix_web::TracingLogger;
 
 /// How long in-flight requests may take to finish after a stop signal before they are cut.
 const SHUTDOWN_GRACE_S: u64 = 30;
@@ -29,6 +30,8 @@ pub const EXPIRY_SWEEPER: &str = "expiry-sweeper";
 pub const WEBHOOK_DISPATCHER: &str = "webhook-dispatcher";
 pub const STALL_REAPER: &str = "stall-reaper";
 pub const CHECKPOINTER: &str = "checkpointer";
+/// The worker refreshing the gauges counted in the database (see [`crate::metrics::refresh`]).
+pub const METRICS_REFRESHER: &str = "metrics-refresher";
 /// How often a process looks for peers' sessions stalled mid-statement: a lane that meets one
 /// ends it at once, this catches those that block only the control-plane routes, within a second
 /// of [`crate::database::STALLED_AFTER_MS`]. One look at `pg_stat_activity` costs microseconds.
@@ -62,6 +65,8 @@ impl Application {
             pool: pool.clone(),
             outbox: config.webhook.is_some(),
         };
+        // Before any worker or request records a series.
+        crate::metrics::install();
         let supervisor = Supervisor::new();
         let (ingest, workers) = start_workers(&supervisor, &ledger, &pool, &config);
         let public_url = config
@@ -114,8 +119,8 @@ impl Application {
 }
 
 /// Starts the background work: the ingest lanes, the expiry sweeper, the stall reaper, the
-/// webhook dispatcher and the checkpointer when configured. Every worker runs under the
-/// supervisor: one that dies is reported by `/readyz` and started again.
+/// metrics refresher, the webhook dispatcher and the checkpointer when configured. Every worker
+/// runs under the supervisor: one that dies is reported by `/readyz` and started again.
 fn start_workers(
     supervisor: &Arc<Supervisor>,
     ledger: &Ledger,
@@ -140,6 +145,14 @@ fn start_workers(
         let pool = reaper_pool.clone();
         async move {
             reap_stalled_peers_forever(pool).await;
+            Ended::Returned
+        }
+    }));
+    let refresher_pool = pool.clone();
+    workers.push(supervisor.spawn(METRICS_REFRESHER, move || {
+        let pool = refresher_pool.clone();
+        async move {
+            crate::metrics::refresh::refresh_forever(pool).await;
             Ended::Returned
         }
     }));
@@ -170,44 +183,40 @@ fn start_workers(
 
 /// The HTTP server over `state`, listening and running but not yet awaited.
 fn serve(options: ServerOptions, state: web::Data<AppState>) -> std::io::Result<Server> {
+    // `[metrics] listen` is a second listener of the same server: it starts and stops with it,
+    // and a middleware keeps it to `/metrics`.
+    let metrics_listener = state
+        .config
+        .metrics_listen
+        .map(TcpListener::bind)
+        .transpose()?;
+    let metrics_address = routes::metrics::MetricsAddress(
+        metrics_listener
+            .as_ref()
+            .map(TcpListener::local_addr)
+            .transpose()?,
+    );
     let mut server = HttpServer::new(move || {
         App::new()
             .app_data(state.clone())
+            .app_data(metrics_address)
             .app_data(query_config())
             .app_data(path_config())
-            .wrap_fn(|req, srv| {
-                let request_id = RequestId(uuid::Uuid::new_v4().to_string());
-                req.extensions_mut().insert(request_id.clone());
-                let span = tracing::info_span!(
-                    "request",
-                    request_id = %request_id.0,
-                    method = %req.method(),
-                    path = %req.path(),
-                );
-                let response = srv.call(req);
-                async move {
-                    let mut response = response.await?;
-                    let status = response.status();
-                    if status.is_server_error() {
-                        tracing::warn!(%status, "request failed");
-                    } else {
-                        tracing::debug!(%status, "request served");
-                    }
-                    if let Ok(value) = HeaderValue::from_str(&request_id.0) {
-                        response
-                            .headers_mut()
-                            .insert(HeaderName::from_static("x-request-id"), value);
-                    }
-                    Ok(response)
-                }
-                .instrument(span)
-            })
+            // The last wrapped runs first: the logger's span and request id, the metrics
+            // address's fence, the metrics, then the `x-request-id` header.
+            .wrap(from_fn(crate::telemetry::request_id_header))
+            .wrap(from_fn(crate::metrics::http::record))
+            .wrap(from_fn(routes::metrics::metrics_address_only))
+            .wrap(TracingLogger::<RequestSpan>::new())
             .configure(api_routes)
             .service(crate::console::scope(&state))
             .default_service(web::to(not_found))
     })
     .shutdown_timeout(SHUTDOWN_GRACE_S)
     .listen(options.listener)?;
+    if let Some(listener) = metrics_listener {
+        server = server.listen(listener)?;
+    }
     if let Some(workers) = options.workers {
         server = server.workers(workers);
     }
@@ -227,6 +236,7 @@ fn api_routes(config: &mut web::ServiceConfig) {
         )
         .route("/healthz", web::get().to(routes::health::healthz))
         .route("/readyz", web::get().to(routes::health::readyz))
+        .route("/metrics", web::get().to(routes::metrics::metrics))
         .route(
             "/v1/cloud/order",
             web::get().to(routes::cloud_order::cloud_order),
@@ -307,9 +317,17 @@ async fn sweep_expired_orders(ledger: Ledger, every: Duration) {
             source: "sweeper",
             actor: "clock".to_owned(),
         };
-        if let Err(error) = ledger::orders::expire_due(&ledger, &metadata).await {
-            tracing::warn!(%error, "expiry sweep failed; the next one retries");
-        }
+        let result = match ledger::orders::expire_due(&ledger, &metadata).await {
+            Ok(expired) => {
+                metrics::counter!(crate::metrics::PACKAGES_EXPIRED).increment(expired as u64);
+                "ok"
+            }
+            Err(error) => {
+                tracing::warn!(%error, "expiry sweep failed; the next one retries");
+                "failed"
+            }
+        };
+        metrics::counter!(crate::metrics::EXPIRY_SWEEPS, "result" => result).increment(1);
     }
 }
 

@@ -77,6 +77,8 @@ impl Supervisor {
             slots.len() - 1
         };
         let supervisor = self.clone();
+        crate::metrics::worker_up(&name, true);
+        metrics::counter!(crate::metrics::WORKER_RESTARTS, "worker" => name.clone()).increment(0);
         tokio::spawn(async move {
             let mut delay = RESTART_DELAY_MIN;
             loop {
@@ -121,8 +123,11 @@ impl Supervisor {
         let slot = &mut slots[index];
         if reason.is_none() && slot.down.is_some() {
             slot.restarts += 1;
+            metrics::counter!(crate::metrics::WORKER_RESTARTS, "worker" => slot.name.clone())
+                .increment(1);
         }
         slot.down = reason;
+        crate::metrics::worker_up(&slot.name, reason.is_none());
     }
 
     /// The workers that are down right now, in the order they were started.

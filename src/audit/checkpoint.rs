@@ -281,6 +281,16 @@ pub async fn take(
         }
     }
     let checkpoint = Checkpoint::sign(key, position, ledger_hash, Utc::now());
+    store(client, &checkpoint).await?;
+    Ok(Some(checkpoint))
+}
+
+/// Appends a signed checkpoint.
+async fn store(
+    client: &impl deadpool_postgres::GenericClient,
+    checkpoint: &Checkpoint,
+) -> Result<(), CheckpointError> {
+    let id = hex::encode(checkpoint.key_id);
     client
         .execute(
             "INSERT INTO checkpoints (position, ledger_hash, signed_at, key_id, signature)
@@ -294,7 +304,7 @@ pub async fn take(
             ],
         )
         .await?;
-    Ok(Some(checkpoint))
+    Ok(())
 }
 
 /// Every stored checkpoint, oldest position first; a row that cannot be one is reported as text.
@@ -339,10 +349,11 @@ pub fn worker(
     config: &crate::configuration::Config,
 ) -> Option<impl std::future::Future<Output = ()>> {
     let path = config.audit.signing_key_file.clone()?;
-    let (pool, every_s, webhook) = (
+    let (pool, every_s, webhook, public_keys) = (
         pool.clone(),
         config.audit.checkpoint_every_s,
         config.webhook.clone(),
+        config.audit.public_keys.clone(),
     );
     Some(async move {
         let key = match load_signing_key(&path) {
@@ -352,19 +363,29 @@ pub fn worker(
                 return;
             }
         };
+        let keyring = match Keyring::new(&public_keys, Some(&key)) {
+            Ok(keyring) => keyring,
+            Err(error) => {
+                tracing::error!(%error, "checkpoints are off: the public keys cannot be read");
+                return;
+            }
+        };
         let mut ticks = tokio::time::interval(std::time::Duration::from_secs(every_s));
         ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             ticks.tick().await;
-            let taken = match pool.get().await {
-                Ok(client) => take(&client, &key, true).await,
+            let round = match pool.get().await {
+                Ok(mut client) => verify_and_take(&mut client, &key, &keyring).await,
                 Err(error) => {
                     tracing::warn!(%error, "checkpoint: cannot reach the database");
+                    metrics::counter!(crate::metrics::CHECKPOINTS, "result" => "failed")
+                        .increment(1);
                     continue;
                 }
             };
-            match taken {
-                Ok(Some(checkpoint)) => {
+            count_round(&round);
+            match round {
+                Ok(Round::Signed(checkpoint)) => {
                     tracing::info!(
                         position = checkpoint.position,
                         ledger_hash = %hex::encode(checkpoint.ledger_hash),
@@ -374,11 +395,107 @@ pub fn worker(
                         tokio::spawn(announce(webhook, checkpoint));
                     }
                 }
-                Ok(None) => {}
+                Ok(Round::Unmoved) => {}
+                Ok(Round::Refused(problem)) => tracing::error!(
+                    position = problem.position,
+                    %problem,
+                    "the ledger fails verification: no checkpoint is signed until it is repaired \
+                     (run `dts-ledger verify`)"
+                ),
                 Err(error) => tracing::warn!(%error, "checkpoint failed"),
             }
         }
     })
+}
+
+/// What one round of the checkpointer did.
+#[derive(Debug)]
+pub enum Round {
+    /// The events since the newest trusted checkpoint verified, and the head they end at is
+    /// signed.
+    Signed(Checkpoint),
+    /// This key's newest checkpoint is already at the head.
+    Unmoved,
+    /// The events since the newest trusted checkpoint do not verify: nothing is signed, since a
+    /// signature would vouch for the tampering.
+    Refused(super::verify::Problem),
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum RoundError {
+    #[error(transparent)]
+    Checkpoint(#[from] CheckpointError),
+    #[error(transparent)]
+    Verify(super::verify::VerifyError),
+}
+
+/// Checks the events since the newest stored checkpoint whose signature `keyring` vouches for
+/// (the whole ledger without one) and signs the head that check ended at, unless it fails.
+pub async fn verify_and_take(
+    client: &mut deadpool_postgres::Object,
+    key: &SigningKey,
+    keyring: &Keyring,
+) -> Result<Round, RoundError> {
+    use super::verify::{self, Since, VerifyError};
+    let id = hex::encode(key_id(&key.verifying_key()));
+    let moved = client
+        .query_one(
+            "SELECT (SELECT position FROM ledger_head),
+                    (SELECT max(position) FROM checkpoints WHERE key_id = $1)",
+            &[&id],
+        )
+        .await
+        .map_err(CheckpointError::from)?;
+    let (head, newest): (i64, Option<i64>) = (moved.get(0), moved.get(1));
+    if newest == Some(head) {
+        return Ok(Round::Unmoved);
+    }
+    let since = stored(&*client)
+        .await?
+        .into_iter()
+        .flatten()
+        .filter(|found| keyring.check(found).is_ok())
+        .max_by_key(|found| found.position)
+        .map(|found| Since {
+            position: found.position,
+            ledger_hash: found.ledger_hash,
+        });
+    let summary = match verify::verify_against(client, Vec::new(), since, 0, |_| {}).await {
+        Ok(summary) => summary,
+        Err(VerifyError::Broken(problem)) => return Ok(Round::Refused(problem)),
+        Err(error) => return Err(RoundError::Verify(error)),
+    };
+    if newest == Some(summary.last_position) {
+        return Ok(Round::Unmoved);
+    }
+    let checkpoint = Checkpoint::sign(key, summary.last_position, summary.last_hash, Utc::now());
+    store(&*client, &checkpoint).await?;
+    Ok(Round::Signed(checkpoint))
+}
+
+/// Exports a round's outcome (README, "Metrics").
+fn count_round(round: &Result<Round, RoundError>) {
+    use crate::metrics::{CHECKPOINTS, CHECKPOINT_CURRENT, VERIFICATIONS, VERIFY_INTACT};
+    let now = Utc::now().timestamp_micros() as f64 / 1e6;
+    let (checkpoint, verification) = match round {
+        Ok(Round::Signed(_)) => ("signed", Some("intact")),
+        Ok(Round::Unmoved) => ("unmoved", None),
+        Ok(Round::Refused(_)) => ("refused", Some("broken")),
+        Err(RoundError::Verify(_)) => ("failed", Some("error")),
+        Err(RoundError::Checkpoint(_)) => ("failed", None),
+    };
+    metrics::counter!(CHECKPOINTS, "result" => checkpoint).increment(1);
+    if matches!(checkpoint, "signed" | "unmoved") {
+        metrics::gauge!(CHECKPOINT_CURRENT).set(now);
+    }
+    if let Some(verification) = verification {
+        metrics::counter!(VERIFICATIONS, "result" => verification).increment(1);
+        match verification {
+            "intact" => metrics::gauge!(VERIFY_INTACT).set(1.0),
+            "broken" => metrics::gauge!(VERIFY_INTACT).set(0.0),
+            _ => {}
+        }
+    }
 }
 
 /// Sends the checkpoint to the webhook receiver as a CloudEvent of type

@@ -37,6 +37,8 @@ pub(super) struct FileConfig {
     #[serde(default)]
     pub audit: AuditFile,
     #[serde(default)]
+    pub metrics: MetricsFile,
+    #[serde(default)]
     pub sku: Option<Vec<SkuFile>>,
 }
 
@@ -494,5 +496,26 @@ impl SkuFile {
             price,
             currency: self.currency,
         })
+    }
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct MetricsFile {
+    listen: Option<String>,
+}
+
+impl MetricsFile {
+    /// `[metrics] listen` (`LEDGER_METRICS_LISTEN`): an `IP:port`, or nothing (empty is nothing).
+    pub fn listen(self, env: Env) -> Result<Option<std::net::SocketAddr>, String> {
+        env("LEDGER_METRICS_LISTEN")
+            .or(self.listen)
+            .filter(|text| !text.trim().is_empty())
+            .map(|text| {
+                text.trim().parse().map_err(|_| {
+                    format!("metrics.listen: {text:?} is not an address such as 127.0.0.1:9464")
+                })
+            })
+            .transpose()
     }
 }

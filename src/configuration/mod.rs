@@ -171,6 +171,8 @@ pub struct Config {
     pub catalog_is_built_in: bool,
     pub pool_size: usize,
     pub audit: AuditConfig,
+    /// `[metrics] listen`: a second address serving only `GET /metrics`, without a token.
+    pub metrics_listen: Option<std::net::SocketAddr>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -201,6 +203,7 @@ impl Config {
             catalog_is_built_in: true,
             pool_size: POOL_SIZE_DEFAULT,
             audit: AuditConfig::default(),
+            metrics_listen: None,
         }
     }
 
@@ -227,6 +230,7 @@ impl Config {
         let webhook = file.webhook.settings(env)?;
         let expiry_sweep_s = file.orders.expiry_sweep_s()?;
         let audit = file.audit.settings(env)?;
+        let metrics_listen = file.metrics.listen(env)?;
         Ok(Config {
             marketplace_key: marketplace.key,
             verify_window_s: marketplace.verify_window_s,
@@ -245,6 +249,7 @@ impl Config {
             catalog_is_built_in,
             pool_size,
             audit,
+            metrics_listen,
         })
     }
 }

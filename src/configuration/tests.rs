@@ -185,3 +185,20 @@ fn secret_lengths_are_counted_in_characters() {
     assert!(err.message.contains("16 characters"), "{err}");
     assert!(load(&format!("[api]\nadmin_token = \"{}\"\n", "密".repeat(16))).is_ok());
 }
+
+#[test]
+fn the_metrics_address_is_an_ip_and_port_and_the_environment_overrides_it() {
+    assert_eq!(load("").unwrap().metrics_listen, None);
+    let config = load("[metrics]\nlisten = \"127.0.0.1:9464\"\n").unwrap();
+    assert_eq!(
+        config.metrics_listen,
+        Some("127.0.0.1:9464".parse().unwrap())
+    );
+    let err = load("[metrics]\nlisten = \"somewhere\"\n").unwrap_err();
+    assert!(err.message.contains("metrics.listen"), "{err}");
+    let config = Config::load(None, |name| {
+        (name == "LEDGER_METRICS_LISTEN").then(|| "0.0.0.0:9100".to_owned())
+    })
+    .unwrap();
+    assert_eq!(config.metrics_listen, Some("0.0.0.0:9100".parse().unwrap()));
+}

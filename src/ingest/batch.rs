@@ -136,6 +136,8 @@ impl Command for Batch<'_> {
         if matches!(error, LedgerError::Store(StoreError::DuplicateKey)) && !self.look_up {
             self.look_up = true;
             self.met_repeats = true;
+            metrics::counter!(crate::metrics::INGEST_BATCH_RETRIES, "reason" => "repeat")
+                .increment(1);
             return true;
         }
         if !is_lock_timeout(error) || self.reaps >= LOCK_TIMEOUT_REAPS_MAX {
@@ -145,6 +147,8 @@ impl Command for Batch<'_> {
         // stalled one in the middle of a statement is ended here, one idle in its transaction
         // has been ended by the server already.
         self.reaps += 1;
+        metrics::counter!(crate::metrics::INGEST_BATCH_RETRIES, "reason" => "lock_timeout")
+            .increment(1);
         match crate::database::reap_stalled_peers(&ledger.pool).await {
             Ok(ended) => {
                 tracing::warn!(ended, "a batch waited too long for a lock");

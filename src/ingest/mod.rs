@@ -12,7 +12,7 @@
 mod batch;
 pub mod report;
 
-use crate::domain::traffic::{Report, Rules, Verdict};
+use crate::domain::traffic::{Report, Rules, Status, Verdict};
 use crate::ledger::Ledger;
 use crate::store::Metadata;
 use crate::supervisor::{Ended, Supervisor};
@@ -147,10 +147,14 @@ impl Ingest {
         let total = reports.len();
         // A submission larger than the whole queue takes all of it (the HTTP edge never sends one).
         let room = u32::try_from(total.min(REPORTS_QUEUED_MAX)).expect("the queue bound fits u32");
-        let _room = tokio::time::timeout(QUEUE_WAIT, self.room.acquire_many(room))
-            .await
-            .map_err(|_| IngestError::Overloaded)?
-            .map_err(|_| IngestError::Closed)?;
+        let _room = match tokio::time::timeout(QUEUE_WAIT, self.room.acquire_many(room)).await {
+            Ok(room) => room.map_err(|_| IngestError::Closed)?,
+            Err(_) => {
+                metrics::counter!(crate::metrics::INGEST_REPORTS, "outcome" => "overloaded")
+                    .increment(total as u64);
+                return Err(IngestError::Overloaded);
+            }
+        };
         let lanes = self.lanes.len();
         let mut split: Vec<(Vec<usize>, Vec<Report>)> = vec![(Vec::new(), Vec::new()); lanes];
         for (index, report) in reports.into_iter().enumerate() {
@@ -199,6 +203,49 @@ impl Ingest {
             .map(|v| v.expect("every report has a verdict"))
             .collect())
     }
+
+    /// Reports queued or in flight right now.
+    pub fn queued_reports(&self) -> usize {
+        REPORTS_QUEUED_MAX.saturating_sub(self.room.available_permits())
+    }
+}
+
+/// Counts one batch of `size` reports that took `took`, and its reports by outcome.
+fn count_batch(
+    size: usize,
+    took: std::time::Duration,
+    applied: &Result<batch::Applied, crate::ledger::LedgerError>,
+) {
+    use crate::metrics::INGEST_REPORTS;
+    use crate::metrics::{INGEST_BATCHES, INGEST_BATCH_COMMIT_DURATION, INGEST_BATCH_REPORTS};
+    metrics::histogram!(INGEST_BATCH_REPORTS).record(size as f64);
+    let result = match applied {
+        Ok(applied) => {
+            metrics::histogram!(INGEST_BATCH_COMMIT_DURATION).record(took.as_secs_f64());
+            let (mut accepted, mut duplicate, mut rejected) = (0u64, 0u64, 0u64);
+            for verdict in applied.answers.iter().flatten() {
+                match verdict.status {
+                    Status::Accepted => accepted += 1,
+                    Status::Duplicate => duplicate += 1,
+                    Status::Rejected => rejected += 1,
+                }
+            }
+            for (outcome, count) in [
+                ("accepted", accepted),
+                ("duplicate", duplicate),
+                ("rejected", rejected),
+            ] {
+                metrics::counter!(INGEST_REPORTS, "outcome" => outcome).increment(count);
+            }
+            "committed"
+        }
+        Err(error) if error.is_unavailable() => "unavailable",
+        Err(_) => "failed",
+    };
+    if result != "committed" {
+        metrics::counter!(INGEST_REPORTS, "outcome" => result).increment(size as u64);
+    }
+    metrics::counter!(INGEST_BATCHES, "result" => result).increment(1);
 }
 
 /// One lane: gather queued jobs into a batch, apply it, answer, repeat.
@@ -241,7 +288,9 @@ async fn run_lane(
             jobs.push(job);
         }
         let started = std::time::Instant::now();
-        match batch::apply(&ledger, &rules, &jobs, watch_repeats > 0).await {
+        let applied = batch::apply(&ledger, &rules, &jobs, watch_repeats > 0).await;
+        count_batch(size, started.elapsed(), &applied);
+        match applied {
             Ok(applied) => {
                 tracing::debug!(
                     reports = size,

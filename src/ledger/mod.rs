@@ -354,6 +354,7 @@ impl<'a> UnitOfWork<'a> {
             loaded.tasks.get(&task.task_id)
         });
         let (events, announced) = new_events(&draft, &metadata, outbox);
+        let types = crate::metrics::count_types(events.iter().map(|e| e.event_type.as_str()));
         // Independent statements on one connection are pipelined: the projection writes and the
         // stream-head reads cost one round trip, not five.
         let (packages_new, packages_changed, tasks_new, tasks_changed, prepared) = tokio::join!(
@@ -388,6 +389,7 @@ impl<'a> UnitOfWork<'a> {
             crate::outbox::enqueue(&tx, &positions).await?;
         }
         tx.commit().await?;
+        crate::metrics::appended(&types, appended.last_position);
         Ok(Some(appended))
     }
 }
@@ -550,6 +552,7 @@ pub async fn run<C: Command>(
             return Err(error);
         }
         tracing::debug!(attempt, "lost a race; retrying");
+        metrics::counter!(crate::metrics::TRANSACTION_RETRIES).increment(1);
         tokio::time::sleep(backoff(attempt)).await;
         attempt += 1;
     }

@@ -71,9 +71,33 @@ fn loose_action(query: &str) -> Option<Action> {
 }
 
 pub async fn handle(context: &Context<'_>, raw_query: &str, request_id: &str) -> Reply {
-    match admit(context.config.marketplace_key.as_ref(), raw_query) {
-        Ok((action, callback)) => execute(context, action, callback, request_id).await,
-        Err(refused) => refused.reply(),
+    let (action, reply) = match admit(context.config.marketplace_key.as_ref(), raw_query) {
+        Ok((action, callback)) => (
+            Some(action),
+            execute(context, action, callback, request_id).await,
+        ),
+        Err(refused) => (refused.action, refused.reply()),
+    };
+    metrics::counter!(
+        crate::metrics::MARKETPLACE_CALLBACKS,
+        "action" => action.map_or("unknown", Action::name),
+        "outcome" => reply.outcome()
+    )
+    .increment(1);
+    reply
+}
+
+impl Reply {
+    /// How the callback ended, for metrics: `ok`, `refused` (the caller's or the catalog's
+    /// problem, answered 4xx), `unavailable` (503, the marketplace retries) or `failed`.
+    pub fn outcome(&self) -> &'static str {
+        match self {
+            Reply::Redirect(_) => "ok",
+            Reply::Json(status, _) if status.is_success() => "ok",
+            Reply::Json(status, _) if *status == StatusCode::SERVICE_UNAVAILABLE => "unavailable",
+            Reply::Json(status, _) if status.is_server_error() => "failed",
+            Reply::Json(..) => "refused",
+        }
     }
 }
 

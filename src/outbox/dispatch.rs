@@ -167,7 +167,23 @@ async fn deliver_and_record(
 ) {
     let started = Instant::now();
     let result = super::deliver(&http, &config, &entry.body).await;
-    if let Err(error) = record(&pool, &config, &entry, result, started.elapsed()).await {
+    let took = started.elapsed();
+    metrics::histogram!(crate::metrics::WEBHOOK_DELIVERY_DURATION).record(took.as_secs_f64());
+    let outcome = match &result {
+        Ok(()) => "delivered",
+        Err(_)
+            if gives_up(
+                &config,
+                entry.attempts.saturating_add(1),
+                entry.age.saturating_add(took),
+            ) =>
+        {
+            "dead"
+        }
+        Err(_) => "failed",
+    };
+    metrics::counter!(crate::metrics::WEBHOOK_DELIVERIES, "result" => outcome).increment(1);
+    if let Err(error) = record(&pool, &config, &entry, result, took).await {
         // The lease runs out and the entry is delivered again: at least once.
         tracing::warn!(position = entry.position, %error, "webhook result not recorded");
     }

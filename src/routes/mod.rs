@@ -4,6 +4,7 @@ pub mod body;
 pub mod cloud_order;
 pub mod health;
 pub mod ledger;
+pub mod metrics;
 pub mod orders;
 pub mod outbox;
 pub mod page;
