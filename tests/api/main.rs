@@ -6,6 +6,7 @@ mod health;
 mod helpers;
 mod marketplace;
 mod marketplace_hardening;
+mod openapi;
 mod processes;
 mod provenance;
 mod roles;
