@@ -6,8 +6,9 @@ use crate::state::{AppState, RequestId};
 use actix_web::http::header::LOCATION;
 use actix_web::{web, HttpRequest, HttpResponse};
 
-/// The JD Cloud marketplace's order callback: one GET per order event, the event named by
-/// `action`, every parameter in the query. This is the marketplace's contract, not ours: field
+/// The JD Cloud marketplace's order callback.
+///
+/// One GET per order event, the event named by `action`, every parameter in the query. This is the marketplace's contract, not ours: field
 /// names are the marketplace's, and there is no bearer token.
 ///
 /// **Token.** Every parameter except `token`, URL-decoded, sorted by name in byte order, joined as

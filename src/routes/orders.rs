@@ -139,8 +139,9 @@ async fn order_as_of(
     }))
 }
 
-/// Erases the mobile, email, free-form order info and invalid `template` kept for a package
-/// (admin). The ledger keeps none of them.
+/// Erases the personal data kept for a package (admin).
+///
+/// The mobile, email, free-form order info and invalid `template`; the ledger keeps none of them.
 #[utoipa::path(delete, path = "/v1/orders/{instanceId}/details", tag = "orders",
     params(("instanceId" = String, Path, max_length = 128, description = "The package: the `orderBizId` of its purchase")),
     security(("admin" = [])),

@@ -67,7 +67,9 @@ fn refused(error: CommandError<TaskRefusal>) -> ApiError {
     }
 }
 
-/// Creates a DTS task on a package. A task created on an empty package starts `stopped`
+/// Creates a DTS task on a package.
+///
+/// A task created on an empty package starts `stopped`
 /// (`quota_exhausted`).
 #[utoipa::path(post, path = "/v1/tasks", tag = "tasks", request_body = NewTask, security(("reporter" = []), ("admin" = [])),
     responses(
@@ -136,8 +138,10 @@ pub async fn get_task(
     Ok(HttpResponse::Ok().json(TaskResponse::from(&task)))
 }
 
-/// Re-binds a task to another package of the same `jdPin` (the console's 续费); it runs again if
-/// that package has bytes.
+/// Re-binds a task to another package.
+///
+/// The package must be of the same `jdPin` (the console's 续费); the task runs again if that
+/// package has bytes.
 #[utoipa::path(post, path = "/v1/tasks/{taskId}/renew", tag = "tasks", params(("taskId" = String, Path, max_length = 128, description = "The DTS task")),
     request_body = Renewal, security(("reporter" = []), ("admin" = [])),
     responses(

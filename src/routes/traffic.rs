@@ -82,8 +82,10 @@ fn submit_failed(error: IngestError) -> ApiError {
     ApiError::new(StatusCode::SERVICE_UNAVAILABLE, code, error.to_string())
 }
 
-/// Charges traffic reports, exactly once per `(taskId, reportId)`; answers one result per report,
-/// in the order sent, so an agent learns at once whether to stop. Takes `Content-Encoding: gzip`
+/// Charges traffic reports.
+///
+/// Exactly once per `(taskId, reportId)`; answers one result per report, in the order sent, so
+/// an agent learns at once whether to stop. Takes `Content-Encoding: gzip`
 /// (the 8 MiB limit counts the inflated bytes). A `503` recorded nothing of the failed batch:
 /// retrying is always safe (reports another lane recorded come back `duplicate`).
 #[utoipa::path(post, path = "/v1/traffic", tag = "traffic", request_body = TrafficBody, security(("reporter" = []), ("admin" = [])),
