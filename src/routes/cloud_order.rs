@@ -11,16 +11,18 @@ use actix_web::{web, HttpRequest, HttpResponse};
 /// One GET per order event, the event named by `action`, every parameter in the query. This is the marketplace's contract, not ours: field
 /// names are the marketplace's, and there is no bearer token.
 ///
-/// **Token.** Every parameter except `token`, URL-decoded, sorted by name in byte order, joined as
-/// `name=value` with `&` (empty values included as `name=`), then `&key=<ISV key>`: the MD5 hex
-/// digest of that string must equal `token` (any hex case). A missing or wrong token, a repeated
-/// parameter name or no configured key is `403` and records nothing. The query may be 64 KiB.
+/// **Token.** Every parameter except `token`, URL-decoded (`+` is a space, `%XX` a byte), sorted by
+/// name in byte order, joined as `name=value` with `&` (empty values included as `name=`), then
+/// `&key=<ISV key>`: the MD5 hex digest of that string must equal `token` (any hex case).
+/// Parameters this service does not use (`appCode`, say) are signed like the others and otherwise
+/// ignored. A missing or wrong token, a repeated parameter name or no configured key is `403` and
+/// records nothing. The query may be 64 KiB.
 ///
 /// **Replies.** `createInstance` answers `Created` (`instanceId`, `appInfo`, `info`), its failures
 /// `CreateFailed` (`instanceId: "0"`); every other action answers `Done` (`success`), also when it
 /// fails. `verify` with a `timeStamp` within `verify_window_s` redirects the browser to the
-/// console with a single-use sign-in ticket. The marketplace retries any failure; every action is
-/// idempotent, and a retry gets the identical reply.
+/// console with a single-use sign-in ticket. The marketplace retries any failure (it waits about
+/// 10 s for `createInstance`); every action is idempotent, and a retry gets the identical reply.
 #[utoipa::path(get, path = "/v1/cloud/order", tag = "marketplace", params(CallbackParams),
     responses(
         (status = 200, description = "Done: `Created` for `createInstance`, `Done` otherwise", body = CallbackReply),

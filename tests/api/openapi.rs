@@ -497,6 +497,10 @@ async fn the_landing_page_is_html_for_browsers_and_json_for_api_clients() {
         .unwrap()
         .starts_with("text/html"));
     assert_eq!(browser.headers()["vary"], "accept");
+    let policy = browser.headers()["content-security-policy"]
+        .to_str()
+        .unwrap();
+    assert!(policy.starts_with("default-src 'none'"), "{policy}");
     let html = browser.text().await.unwrap();
     for link in [
         "/console/",
