@@ -226,48 +226,32 @@ fn serve(options: ServerOptions, state: web::Data<AppState>) -> std::io::Result<
     Ok(server.run())
 }
 
-/// The JSON API's routes; the hot path first, since routes are matched in order.
+/// The JSON API's routes, with the landing page and the API's document and reference page.
 fn api_routes(config: &mut web::ServiceConfig) {
-    config
-        .service(
-            web::resource("/v1/traffic")
-                .route(web::post().to(routes::traffic::post_traffic))
-                .default_service(web::to(method_not_allowed)),
-        )
-        .route("/healthz", web::get().to(routes::health::healthz))
-        .route("/readyz", web::get().to(routes::health::readyz))
-        .route("/metrics", web::get().to(routes::metrics::metrics))
-        .route(
-            "/v1/cloud/order",
-            web::get().to(routes::cloud_order::cloud_order),
-        )
-        .route(
-            "/v1/orders/{instance_id}",
-            web::get().to(routes::orders::get_order),
-        )
-        .route(
-            "/v1/orders/{instance_id}/details",
-            web::delete().to(routes::orders::erase_details),
-        )
-        .route("/v1/ledger", web::get().to(routes::ledger::read_ledger))
-        .route("/v1/outbox", web::get().to(routes::outbox::list_outbox))
-        .route(
-            "/v1/outbox/{position}/retry",
-            web::post().to(routes::outbox::retry_outbox_entry),
-        )
-        .route("/v1/tasks", web::post().to(routes::tasks::create_task))
-        .route(
-            "/v1/tasks/{task_id}",
-            web::get().to(routes::tasks::get_task),
-        )
-        .route(
-            "/v1/tasks/{task_id}",
-            web::delete().to(routes::tasks::destroy_task),
-        )
-        .route(
-            "/v1/tasks/{task_id}/renew",
-            web::post().to(routes::tasks::renew_task),
-        );
+    register_api_routes(config);
+}
+
+routes::route_table! {
+    /// The hot path first, since routes are matched in order.
+    fn register_api_routes(config: &mut web::ServiceConfig), under "", listed in API_ROUTES;
+    POST "/v1/traffic" => routes::traffic::post_traffic, else method_not_allowed;
+    GET "/healthz" => routes::health::healthz;
+    GET "/readyz" => routes::health::readyz;
+    GET "/metrics" => routes::metrics::metrics;
+    GET "/v1/cloud/order" => routes::cloud_order::cloud_order;
+    GET "/v1/orders/{instance_id}" => routes::orders::get_order;
+    DELETE "/v1/orders/{instance_id}/details" => routes::orders::erase_details;
+    GET "/v1/ledger" => routes::ledger::read_ledger;
+    GET "/v1/outbox" => routes::outbox::list_outbox;
+    POST "/v1/outbox/{position}/retry" => routes::outbox::retry_outbox_entry;
+    POST "/v1/tasks" => routes::tasks::create_task;
+    GET "/v1/tasks/{task_id}" => routes::tasks::get_task;
+    DELETE "/v1/tasks/{task_id}" => routes::tasks::destroy_task;
+    POST "/v1/tasks/{task_id}/renew" => routes::tasks::renew_task;
+    GET "/" => routes::landing::landing;
+    GET "/openapi.json" => routes::openapi::document;
+    GET "/docs" => routes::openapi::reference_page_moved;
+    GET "/docs/{file:.*}" => routes::openapi::reference_page;
 }
 
 fn query_config() -> web::QueryConfig {

@@ -3,9 +3,11 @@
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
+use utoipa::ToSchema;
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
+#[schema(examples(json!({"events": [{"position": 1, "streamId": "package-dts-1", "version": 1, "type": "OrderCreated", "eventVersion": 1, "data": {"instanceId": "dts-1", "bytesGranted": 536870912000u64}, "metadata": {"requestId": "5f0c4c1e-0b7a-4a3e-9c57-8d1f1c7e2a10", "source": "marketplace", "actor": "marketplace"}, "recordedAt": "2026-11-26T08:00:00Z", "prevHash": "0000000000000000000000000000000000000000000000000000000000000000", "hash": "3b3b3b3b3b3b3b3b3b3b3b3b3b3b3b3b3b3b3b3b3b3b3b3b3b3b3b3b3b3b3b3b"}], "next": 1})))]
 pub struct LedgerPage {
     pub events: Vec<LedgerEvent>,
     /// The `after` of the next page: the last position of this one (or the request's `after`).
@@ -13,8 +15,9 @@ pub struct LedgerPage {
 }
 
 /// One recorded event, as stored.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
+#[schema(examples(json!({"position": 1, "streamId": "package-dts-1", "version": 1, "type": "OrderCreated", "eventVersion": 1, "data": {"instanceId": "dts-1", "bytesGranted": 536870912000u64}, "metadata": {"requestId": "5f0c4c1e-0b7a-4a3e-9c57-8d1f1c7e2a10", "source": "marketplace", "actor": "marketplace"}, "recordedAt": "2026-11-26T08:00:00Z", "prevHash": "0000000000000000000000000000000000000000000000000000000000000000", "hash": "3b3b3b3b3b3b3b3b3b3b3b3b3b3b3b3b3b3b3b3b3b3b3b3b3b3b3b3b3b3b3b3b"})))]
 pub struct LedgerEvent {
     pub position: i64,
     pub stream_id: String,
@@ -22,7 +25,11 @@ pub struct LedgerEvent {
     #[serde(rename = "type")]
     pub event_type: String,
     pub event_version: i32,
+    /// The event's payload, as recorded; its shape depends on `type` and `eventVersion`.
+    #[schema(value_type = Object)]
     pub data: Value,
+    /// `requestId`, `source` and `actor` of the request that recorded the event.
+    #[schema(value_type = Object)]
     pub metadata: Value,
     pub recorded_at: DateTime<Utc>,
     /// Hex.

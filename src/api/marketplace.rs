@@ -2,9 +2,10 @@
 //! field names.
 
 use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
 
 /// Every JSON reply of a callback.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(untagged)]
 pub enum CallbackReply {
     /// `createInstance` succeeded.
@@ -15,8 +16,9 @@ pub enum CallbackReply {
     Done(Done),
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
+#[schema(examples(json!({"instanceId": "dts-1", "appInfo": {"frontEndUrl": "https://dts.example.com/console/", "adminUrl": "https://dts.example.com/console/", "username": "jd_user", "authUrl": "https://dts.example.com/console/enter", "authCode": "7c7c7c7c7c7c7c7c7c7c7c7c7c7c7c7c"}, "info": {"packageName": "DTS 500 GiB", "bytesGranted": "536870912000", "expiredOn": "2027-11-26 08:00:00"}})))]
 pub struct Created {
     pub instance_id: String,
     pub app_info: AppInfo,
@@ -24,8 +26,9 @@ pub struct Created {
 }
 
 /// Where the customer uses the package, and the credential that opens it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
+#[schema(examples(json!({"frontEndUrl": "https://dts.example.com/console/", "adminUrl": "https://dts.example.com/console/", "username": "jd_user", "authUrl": "https://dts.example.com/console/enter", "authCode": null})))]
 pub struct AppInfo {
     pub front_end_url: String,
     pub admin_url: String,
@@ -35,31 +38,101 @@ pub struct AppInfo {
     pub auth_code: Option<String>,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
+#[schema(examples(json!({"packageName": "DTS 500 GiB", "bytesGranted": "536870912000"})))]
 pub struct PackageInfo {
     pub package_name: String,
     /// A decimal string: the marketplace reads numbers this large as text.
+    #[schema(pattern = "^[0-9]+$", examples("536870912000"))]
     pub bytes_granted: String,
-    /// China Standard Time; left out for a package that does not expire.
+    /// China Standard Time (`yyyy-MM-dd HH:mm:ss`); left out for a package that does not expire.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub expired_on: Option<String>,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
+#[schema(examples(json!({"instanceId": "0", "message": "skuId FW_GOODS-1 is not in the catalog"})))]
 pub struct CreateFailed {
     /// Always `"0"`.
     pub instance_id: String,
     pub message: String,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
+#[schema(examples(json!({"success": true, "message": "renewed", "authCode": "7c7c7c7c7c7c7c7c7c7c7c7c7c7c7c7c"})))]
 pub struct Done {
     pub success: bool,
     pub message: String,
     /// The order's credential again, on the actions that keep the order usable.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub auth_code: Option<String>,
+}
+
+/// The `action` of a callback.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub enum CallbackAction {
+    CreateInstance,
+    RenewInstance,
+    UpgradeInstance,
+    DilateInstance,
+    ExpiredInstance,
+    ReleaseInstance,
+    Verify,
+}
+
+/// The query of a callback, as the marketplace sends it. Which parameters an action uses is said
+/// on each; parameters an action does not use are ignored, but the token covers them too. Ids are
+/// at most 128 bytes; times are `yyyy-MM-dd HH:mm:ss` China Standard Time.
+#[derive(Debug, Clone, Deserialize, utoipa::IntoParams)]
+#[serde(rename_all = "camelCase")]
+#[into_params(parameter_in = Query)]
+pub struct CallbackParams {
+    pub action: CallbackAction,
+    /// MD5 hex of every other parameter, URL-decoded, sorted by name in byte order, joined as
+    /// `name=value` with `&` (empty values included as `name=`), followed by `&key=<ISV key>`.
+    /// Compared in constant time, before anything else is looked at.
+    #[param(pattern = "^[0-9a-fA-F]{32}$")]
+    pub token: String,
+    /// `createInstance`: the purchase's id, which becomes the package's `instanceId`.
+    #[param(max_length = 128)]
+    pub order_biz_id: Option<String>,
+    /// Every action but `createInstance`: the package.
+    #[param(max_length = 128)]
+    pub instance_id: Option<String>,
+    /// `createInstance`: the buyer.
+    #[param(max_length = 128)]
+    pub jd_pin: Option<String>,
+    /// `createInstance`, `renewInstance`, `upgradeInstance`, `dilateInstance`: the marketplace
+    /// order; with `instanceId`, what makes a renewal, upgrade or dilation happen once.
+    #[param(max_length = 128)]
+    pub order_id: Option<String>,
+    /// `createInstance`: at most 128 characters.
+    pub service_code: Option<String>,
+    /// `createInstance` (the SKU bought), `upgradeInstance` (the new SKU).
+    #[param(max_length = 128)]
+    pub sku_id: Option<String>,
+    /// `createInstance` (default 1), `dilateInstance` (required): 1 to 1000 units.
+    #[param(minimum = 1, maximum = 1000)]
+    pub account_num: Option<u32>,
+    /// `createInstance` (optional: no expiry), `renewInstance` (required).
+    #[param(example = "2027-11-26 08:00:00")]
+    pub expired_on: Option<String>,
+    /// `verify`: must be within `verify_window_s` of now.
+    #[param(example = "2026-11-26 08:00:00")]
+    pub time_stamp: Option<String>,
+    /// `createInstance`: optional, at most 32 characters; kept erasable, never in the ledger.
+    pub mobile: Option<String>,
+    /// `createInstance`: optional, at most 254 characters; kept erasable, never in the ledger.
+    pub email: Option<String>,
+    /// `createInstance`: optional, at most 128 characters, no control characters.
+    pub template: Option<String>,
+    /// `createInstance`, `upgradeInstance`, `dilateInstance`: optional JSON of at most 4096 bytes;
+    /// kept erasable, never in the ledger.
+    pub extra_info: Option<String>,
+    /// `createInstance`: optional JSON of at most 4096 bytes; kept erasable, never in the ledger.
+    pub addition_info: Option<String>,
 }

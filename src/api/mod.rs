@@ -6,6 +6,7 @@
 
 pub mod error;
 pub mod health;
+pub mod landing;
 pub mod ledger;
 pub mod marketplace;
 pub mod orders;

@@ -4,14 +4,18 @@
 use chrono::{DateTime, Utc};
 use projections::{Package, Task};
 use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
 
 /// One DTS task.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
+#[schema(examples(json!({"taskId": "task-1", "instanceId": "dts-1", "state": "running", "stopReason": null, "bytesConsumed": 1048576, "createdAt": "2026-11-26T08:00:00Z", "updatedAt": "2026-11-26T09:00:00Z", "destroyedAt": null})))]
 pub struct TaskResponse {
     pub task_id: String,
     pub instance_id: String,
+    /// `running`, `stopped` or `destroyed`.
     pub state: String,
+    /// Why a stopped task stopped: `quota_exhausted`, `order_expired`, `order_released`.
     pub stop_reason: Option<String>,
     pub bytes_consumed: u64,
     pub created_at: DateTime<Utc>,
@@ -35,12 +39,14 @@ impl From<&Task> for TaskResponse {
 }
 
 /// A package's balance.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
+#[schema(examples(json!({"instanceId": "dts-1", "jdPin": "jd_user", "skuId": "FW_GOODS-500232-1", "status": "active", "bytesGranted": 536870912000u64, "bytesConsumed": 1048576, "bytesRemaining": 536869863424u64, "bytesOverage": 0, "bytesForfeited": 0, "expiresAt": "2027-11-26T00:00:00Z", "createdAt": "2026-11-26T08:00:00Z", "updatedAt": "2026-11-26T09:00:00Z"})))]
 pub struct PackageBalance {
     pub instance_id: String,
     pub jd_pin: String,
     pub sku_id: String,
+    /// `active`, `expired` or `released`.
     pub status: String,
     pub bytes_granted: u64,
     pub bytes_consumed: u64,
@@ -72,8 +78,9 @@ impl From<&Package> for PackageBalance {
 }
 
 /// `GET /v1/orders/{instanceId}`: the package now, with its tasks.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
+#[schema(examples(json!({"instanceId": "dts-1", "jdPin": "jd_user", "skuId": "FW_GOODS-500232-1", "status": "active", "bytesGranted": 536870912000u64, "bytesConsumed": 1048576, "bytesRemaining": 536869863424u64, "bytesOverage": 0, "bytesForfeited": 0, "expiresAt": "2027-11-26T00:00:00Z", "createdAt": "2026-11-26T08:00:00Z", "updatedAt": "2026-11-26T09:00:00Z", "tasks": [{"taskId": "task-1", "instanceId": "dts-1", "state": "running", "stopReason": null, "bytesConsumed": 1048576, "createdAt": "2026-11-26T08:00:00Z", "updatedAt": "2026-11-26T09:00:00Z", "destroyedAt": null}]})))]
 pub struct OrderResponse {
     #[serde(flatten)]
     pub package: PackageBalance,
@@ -81,8 +88,9 @@ pub struct OrderResponse {
 }
 
 /// `GET /v1/orders/{instanceId}?asOf=…`: the package as the ledger left it at a position.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
+#[schema(examples(json!({"instanceId": "dts-1", "jdPin": "jd_user", "skuId": "FW_GOODS-500232-1", "status": "active", "bytesGranted": 536870912000u64, "bytesConsumed": 1048576, "bytesRemaining": 536869863424u64, "bytesOverage": 0, "bytesForfeited": 0, "expiresAt": "2027-11-26T00:00:00Z", "createdAt": "2026-11-26T08:00:00Z", "updatedAt": "2026-11-26T09:00:00Z", "asOfPosition": 42})))]
 pub struct OrderAsOfResponse {
     #[serde(flatten)]
     pub package: PackageBalance,
@@ -90,10 +98,20 @@ pub struct OrderAsOfResponse {
 }
 
 /// `DELETE /v1/orders/{instanceId}/details`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
+#[schema(examples(json!({"instanceId": "dts-1", "ordersErased": 1})))]
 pub struct DetailsErased {
     pub instance_id: String,
     /// Orders whose personal data this call erased (0 when already erased).
     pub orders_erased: u64,
+}
+
+/// What `GET /v1/orders/{instanceId}` answers: the package now, or at `asOf`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(untagged)]
+pub enum OrderReply {
+    /// At `asOf` (tried first: it is the one with `asOfPosition`).
+    AsOf(OrderAsOfResponse),
+    Now(OrderResponse),
 }

@@ -69,7 +69,7 @@ pub fn scope(state: &AppState) -> impl HttpServiceFactory + 'static {
         keys: Keys::from_config(&state.config),
         secure_cookies: state.public_url.starts_with("https://"),
     });
-    web::scope("/console")
+    console_routes(web::scope("/console"))
         .app_data(console)
         .app_data(web::FormConfig::default().limit(FORM_BYTES_MAX))
         // An overview of hundreds of tasks is mostly repeated markup: gzip shrinks it twentyfold.
@@ -83,23 +83,25 @@ pub fn scope(state: &AppState) -> impl HttpServiceFactory + 'static {
                 .add((header::REFERRER_POLICY, "no-referrer"))
                 .add((header::CACHE_CONTROL, "no-store")),
         )
-        .route("", web::get().to(overview))
-        .route("/", web::get().to(overview))
-        .route("/console.css", web::get().to(stylesheet))
-        .route("/enter", web::get().to(enter))
-        .route("/login", web::get().to(login_form))
-        .route("/login", web::post().to(login_submit))
-        .route("/logout", web::post().to(logout))
-        .route("/lang/{code}", web::get().to(switch_language))
-        .route("/packages/{instance_id}", web::get().to(package_page))
-        .route(
-            "/packages/{instance_id}/statement.csv",
-            web::get().to(statement_csv),
-        )
-        .route("/tasks/{task_id}/renew", web::get().to(renew_form))
-        .route("/tasks/{task_id}/renew", web::post().to(renew_submit))
-        .route("/tasks/{task_id}/destroy", web::get().to(destroy_form))
-        .route("/tasks/{task_id}/destroy", web::post().to(destroy_submit))
+}
+
+crate::routes::route_table! {
+    /// Pages and forms, each at its path under `/console`.
+    fn console_routes(scope: actix_web::Scope), under "/console", listed in CONSOLE_ROUTES;
+    GET "" => overview;
+    GET "/" => overview;
+    GET "/console.css" => stylesheet;
+    GET "/enter" => enter;
+    GET "/login" => login_form;
+    POST "/login" => login_submit;
+    POST "/logout" => logout;
+    GET "/lang/{code}" => switch_language;
+    GET "/packages/{instance_id}" => package_page;
+    GET "/packages/{instance_id}/statement.csv" => statement_csv;
+    GET "/tasks/{task_id}/renew" => renew_form;
+    POST "/tasks/{task_id}/renew" => renew_submit;
+    GET "/tasks/{task_id}/destroy" => destroy_form;
+    POST "/tasks/{task_id}/destroy" => destroy_submit;
 }
 
 /// Largest form accepted: the console's forms carry a few short fields.

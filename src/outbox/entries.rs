@@ -2,7 +2,7 @@
 //! letters. Shared by `dts-ledger outbox` and the admin routes `/v1/outbox`.
 
 use chrono::{DateTime, Utc};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 /// Largest page of entries: a page is built in memory and printed or sent whole.
 pub const LIST_LIMIT_MAX: i64 = 1_000;
@@ -29,8 +29,9 @@ impl Filter {
 }
 
 /// One undelivered entry.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
+#[schema(examples(json!({"position": 4712, "subject": "package-dts-1", "type": "OrderBalanceLow", "recordedAt": "2026-11-26T08:00:00Z", "state": "pending", "attempts": 0, "firstAttemptAt": null, "nextAttemptAt": "2026-11-26T08:00:00Z", "deadAt": null, "lastError": null, "behind": 4711})))]
 pub struct Entry {
     /// The ledger position of the event, and the CloudEvent `id`.
     pub position: i64,
@@ -40,7 +41,7 @@ pub struct Entry {
     pub event_type: String,
     pub recorded_at: DateTime<Utc>,
     /// `pending` (waiting for its turn or its next attempt) or `dead`.
-    pub state: &'static str,
+    pub state: String,
     pub attempts: i32,
     pub first_attempt_at: Option<DateTime<Utc>>,
     pub next_attempt_at: DateTime<Utc>,
@@ -94,7 +95,7 @@ pub async fn list(
             subject: row.get(1),
             event_type: row.get(2),
             recorded_at: row.get(3),
-            state: if row.get(4) { "dead" } else { "pending" },
+            state: if row.get(4) { "dead" } else { "pending" }.to_owned(),
             attempts: row.get(5),
             first_attempt_at: row.get(6),
             next_attempt_at: row.get(7),

@@ -12,12 +12,22 @@ use std::time::Duration;
 /// A readiness probe that hangs is as bad as a failing one: answer within this.
 const READY_TIMEOUT: Duration = Duration::from_secs(2);
 
+/// The process is up.
+#[utoipa::path(get, path = "/healthz", tag = "service",
+    responses((status = 200, description = "Always, while the process runs", body = Health)))]
 pub async fn healthz() -> HttpResponse {
     HttpResponse::Ok().json(Health {
         status: "ok".to_owned(),
     })
 }
 
+/// Every background worker runs and the database is reachable and migrated.
+#[utoipa::path(get, path = "/readyz", tag = "service",
+    responses(
+        (status = 200, description = "Ready", body = Ready),
+        (status = 503, description = "Not ready: `worker_down` (the message names the worker), \
+            `database_unavailable`, `schema_outdated`", body = crate::api::error::ErrorResponse),
+    ))]
 pub async fn readyz(state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
     // A dead lane leaves its share of the traffic waiting, a dead sweeper lets orders outlive
     // their expiry, a dead dispatcher stops webhooks: none is ready, while the supervisor

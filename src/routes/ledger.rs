@@ -16,13 +16,28 @@ use serde::Deserialize;
 const LIMIT_DEFAULT: i64 = 100;
 const LIMIT_MAX: i64 = 1000;
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 pub struct Page {
+    /// Events after this position (default 0: from the start); pass the previous page's `next`.
+    #[param(minimum = 0)]
     after: Option<i64>,
+    /// Events per page, 1 to 1000 (default 100).
+    #[param(minimum = 1, maximum = 1000)]
     limit: Option<i64>,
 }
 
+/// A page of the raw ledger, in position order (admin).
+#[utoipa::path(get, path = "/v1/ledger", tag = "operations", params(Page),
+    security(("admin" = [])),
+    responses(
+        (status = 200, description = "A page of events", body = LedgerPage),
+        (status = 400, description = "`invalid_after`, `invalid_limit`, `invalid_query`", body = crate::api::error::ErrorResponse),
+        (status = 401, description = "`unauthorized`: no token, or an unknown one", body = crate::api::error::ErrorResponse),
+        (status = 403, description = "`forbidden`: not an admin token", body = crate::api::error::ErrorResponse),
+        (status = 503, description = "`database_unavailable`", body = crate::api::error::ErrorResponse),
+    ))]
 pub async fn read_ledger(
     req: HttpRequest,
     state: web::Data<AppState>,

@@ -25,6 +25,15 @@ fn on_metrics_address(req: &HttpRequest) -> bool {
 /// The content type of the Prometheus text format.
 pub const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
 
+/// The Prometheus text exposition (admin; no token on the `[metrics] listen` address).
+#[utoipa::path(get, path = "/metrics", tag = "operations",
+    security(("admin" = [])),
+    responses(
+        (status = 200, description = "Every series (README, \"Metrics\")", body = String,
+            content_type = "text/plain; version=0.0.4"),
+        (status = 401, description = "`unauthorized`: no token, or an unknown one", body = crate::api::error::ErrorResponse),
+        (status = 403, description = "`forbidden`: not an admin token", body = crate::api::error::ErrorResponse),
+    ))]
 pub async fn metrics(
     req: HttpRequest,
     state: web::Data<AppState>,

@@ -26,13 +26,29 @@ fn order_response(package: &Package, tasks: &[Task]) -> OrderResponse {
     }
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 pub struct OrderQuery {
+    /// The package as the ledger left it at this position (an integer, 0 or more) or time (RFC
+    /// 3339), folded from its events; answers `OrderAsOfResponse`.
     #[serde(rename = "asOf")]
     as_of: Option<String>,
 }
 
+/// A package's balance with its tasks, or as it was at a point in the ledger (`asOf`).
+#[utoipa::path(get, path = "/v1/orders/{instanceId}", tag = "orders",
+    params(("instanceId" = String, Path, max_length = 128, description = "The package: the `orderBizId` of its purchase"), OrderQuery),
+    security(("admin" = []), ("authCode" = [])),
+    responses(
+        (status = 200, description = "Now (`OrderResponse`), or at `asOf` (`OrderAsOfResponse`)",
+            body = crate::api::orders::OrderReply),
+        (status = 400, description = "`invalid_instance_id`, `invalid_as_of`, `invalid_query`", body = crate::api::error::ErrorResponse),
+        (status = 401, description = "`unauthorized`: no token, or an unknown one", body = crate::api::error::ErrorResponse),
+        (status = 403, description = "`forbidden`: a reporter token, or another order's authCode", body = crate::api::error::ErrorResponse),
+        (status = 404, description = "`order_not_found`", body = crate::api::error::ErrorResponse),
+        (status = 503, description = "`database_unavailable`", body = crate::api::error::ErrorResponse),
+    ))]
 pub async fn get_order(
     req: HttpRequest,
     state: web::Data<AppState>,
@@ -123,6 +139,19 @@ async fn order_as_of(
     }))
 }
 
+/// Erases the personal data kept for a package (admin).
+///
+/// The mobile, email, free-form order info and invalid `template`; the ledger keeps none of them.
+#[utoipa::path(delete, path = "/v1/orders/{instanceId}/details", tag = "orders",
+    params(("instanceId" = String, Path, max_length = 128, description = "The package: the `orderBizId` of its purchase")),
+    security(("admin" = [])),
+    responses(
+        (status = 200, description = "Erased (again: `ordersErased` 0)", body = DetailsErased),
+        (status = 400, description = "`invalid_instance_id`", body = crate::api::error::ErrorResponse),
+        (status = 401, description = "`unauthorized`: no token, or an unknown one", body = crate::api::error::ErrorResponse),
+        (status = 403, description = "`forbidden`: not an admin token", body = crate::api::error::ErrorResponse),
+        (status = 503, description = "`database_unavailable`", body = crate::api::error::ErrorResponse),
+    ))]
 pub async fn erase_details(
     req: HttpRequest,
     state: web::Data<AppState>,

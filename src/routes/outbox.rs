@@ -13,21 +13,38 @@ use serde::Deserialize;
 /// Default page size: a screenful for an operator.
 const LIMIT_DEFAULT: i64 = 100;
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
-enum State {
+#[schema(as = OutboxState)]
+pub(crate) enum State {
     Pending,
     Dead,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 struct ListQuery {
+    /// Only pending entries, or only dead letters (default: both).
     state: Option<State>,
+    /// Entries after this position (default 0); pass the previous page's `next`.
+    #[param(minimum = 0)]
     after: Option<i64>,
+    /// Entries per page, 1 to 1000 (default 100).
+    #[param(minimum = 1, maximum = 1000)]
     limit: Option<i64>,
 }
 
+/// Undelivered webhook entries, oldest first (admin).
+#[utoipa::path(get, path = "/v1/outbox", tag = "operations", params(ListQuery),
+    security(("admin" = [])),
+    responses(
+        (status = 200, description = "A page of entries", body = OutboxPage),
+        (status = 400, description = "`invalid_after`, `invalid_limit`, `invalid_query`", body = crate::api::error::ErrorResponse),
+        (status = 401, description = "`unauthorized`: no token, or an unknown one", body = crate::api::error::ErrorResponse),
+        (status = 403, description = "`forbidden`: not an admin token", body = crate::api::error::ErrorResponse),
+        (status = 503, description = "`database_unavailable`", body = crate::api::error::ErrorResponse),
+    ))]
 pub async fn list_outbox(
     req: HttpRequest,
     state: web::Data<AppState>,
@@ -52,6 +69,19 @@ pub async fn list_outbox(
     }))
 }
 
+/// Queues a dead letter again, with fresh attempts (admin).
+#[utoipa::path(post, path = "/v1/outbox/{position}/retry", tag = "operations",
+    params(("position" = i64, Path, minimum = 1, description = "The entry's ledger position")),
+    security(("admin" = [])),
+    responses(
+        (status = 200, description = "Queued again", body = Requeued),
+        (status = 400, description = "`invalid_position`", body = crate::api::error::ErrorResponse),
+        (status = 401, description = "`unauthorized`: no token, or an unknown one", body = crate::api::error::ErrorResponse),
+        (status = 403, description = "`forbidden`: not an admin token", body = crate::api::error::ErrorResponse),
+        (status = 404, description = "`outbox_entry_not_found`", body = crate::api::error::ErrorResponse),
+        (status = 409, description = "`not_dead` (still being delivered), `already_delivered`", body = crate::api::error::ErrorResponse),
+        (status = 503, description = "`database_unavailable`", body = crate::api::error::ErrorResponse),
+    ))]
 pub async fn retry_outbox_entry(
     req: HttpRequest,
     state: web::Data<AppState>,

@@ -16,15 +16,19 @@ use actix_web::{web, HttpRequest, HttpResponse};
 use projections::ids::TaskId;
 use serde::Deserialize;
 
-#[derive(Debug, Deserialize)]
+/// A task to create on a package.
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[schema(examples(json!({"taskId": "task-1", "instanceId": "dts-1"})))]
 pub struct NewTask {
     task_id: String,
     instance_id: String,
 }
 
-#[derive(Debug, Deserialize)]
+/// The package to bind a task to.
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[schema(examples(json!({"instanceId": "dts-2"})))]
 pub struct Renewal {
     instance_id: String,
 }
@@ -63,6 +67,24 @@ fn refused(error: CommandError<TaskRefusal>) -> ApiError {
     }
 }
 
+/// Creates a DTS task on a package.
+///
+/// A task created on an empty package starts `stopped`
+/// (`quota_exhausted`).
+#[utoipa::path(post, path = "/v1/tasks", tag = "tasks", request_body = NewTask, security(("reporter" = []), ("admin" = [])),
+    responses(
+        (status = 201, description = "Created", body = TaskResponse),
+        (status = 200, description = "The same task again: nothing new", body = TaskResponse),
+        (status = 400, description = "`invalid_task_id`, `invalid_instance_id`, `invalid_json`", body = crate::api::error::ErrorResponse),
+        (status = 401, description = "`unauthorized`: no token, or an unknown one", body = crate::api::error::ErrorResponse),
+        (status = 403, description = "`forbidden`", body = crate::api::error::ErrorResponse),
+        (status = 404, description = "`order_not_found`", body = crate::api::error::ErrorResponse),
+        (status = 409, description = "`task_exists` (on another package), `order_not_usable` \
+            (expired or released), `task_destroyed`", body = crate::api::error::ErrorResponse),
+        (status = 413, description = "`payload_too_large` (over 64 KiB)", body = crate::api::error::ErrorResponse),
+        (status = 415, description = "`unsupported_media_type`, `unsupported_encoding`", body = crate::api::error::ErrorResponse),
+        (status = 503, description = "`database_unavailable`", body = crate::api::error::ErrorResponse),
+    ))]
 pub async fn create_task(
     req: HttpRequest,
     state: web::Data<AppState>,
@@ -90,6 +112,16 @@ pub async fn create_task(
     Ok(HttpResponse::build(status).json(TaskResponse::from(&task)))
 }
 
+/// A task.
+#[utoipa::path(get, path = "/v1/tasks/{taskId}", tag = "tasks", params(("taskId" = String, Path, max_length = 128, description = "The DTS task")), security(("reporter" = []), ("admin" = [])),
+    responses(
+        (status = 200, description = "The task", body = TaskResponse),
+        (status = 400, description = "`invalid_task_id`", body = crate::api::error::ErrorResponse),
+        (status = 401, description = "`unauthorized`: no token, or an unknown one", body = crate::api::error::ErrorResponse),
+        (status = 403, description = "`forbidden`", body = crate::api::error::ErrorResponse),
+        (status = 404, description = "`task_not_found`", body = crate::api::error::ErrorResponse),
+        (status = 503, description = "`database_unavailable`", body = crate::api::error::ErrorResponse),
+    ))]
 pub async fn get_task(
     req: HttpRequest,
     state: web::Data<AppState>,
@@ -106,6 +138,24 @@ pub async fn get_task(
     Ok(HttpResponse::Ok().json(TaskResponse::from(&task)))
 }
 
+/// Re-binds a task to another package.
+///
+/// The package must be of the same `jdPin` (the console's 续费); the task runs again if that
+/// package has bytes.
+#[utoipa::path(post, path = "/v1/tasks/{taskId}/renew", tag = "tasks", params(("taskId" = String, Path, max_length = 128, description = "The DTS task")),
+    request_body = Renewal, security(("reporter" = []), ("admin" = [])),
+    responses(
+        (status = 200, description = "The task, bound to the package", body = TaskResponse),
+        (status = 400, description = "`invalid_task_id`, `invalid_instance_id`, `invalid_json`", body = crate::api::error::ErrorResponse),
+        (status = 401, description = "`unauthorized`: no token, or an unknown one", body = crate::api::error::ErrorResponse),
+        (status = 403, description = "`forbidden`; `other_customer`: the package is another \
+            customer's", body = crate::api::error::ErrorResponse),
+        (status = 404, description = "`task_not_found`, `order_not_found`", body = crate::api::error::ErrorResponse),
+        (status = 409, description = "`order_not_usable`, `task_destroyed`", body = crate::api::error::ErrorResponse),
+        (status = 413, description = "`payload_too_large` (over 64 KiB)", body = crate::api::error::ErrorResponse),
+        (status = 415, description = "`unsupported_media_type`, `unsupported_encoding`", body = crate::api::error::ErrorResponse),
+        (status = 503, description = "`database_unavailable`", body = crate::api::error::ErrorResponse),
+    ))]
 pub async fn renew_task(
     req: HttpRequest,
     state: web::Data<AppState>,
@@ -129,6 +179,16 @@ pub async fn renew_task(
     Ok(HttpResponse::Ok().json(TaskResponse::from(&task)))
 }
 
+/// Destroys a task for good (again: `200`, nothing new).
+#[utoipa::path(delete, path = "/v1/tasks/{taskId}", tag = "tasks", params(("taskId" = String, Path, max_length = 128, description = "The DTS task")), security(("reporter" = []), ("admin" = [])),
+    responses(
+        (status = 200, description = "The destroyed task", body = TaskResponse),
+        (status = 400, description = "`invalid_task_id`", body = crate::api::error::ErrorResponse),
+        (status = 401, description = "`unauthorized`: no token, or an unknown one", body = crate::api::error::ErrorResponse),
+        (status = 403, description = "`forbidden`", body = crate::api::error::ErrorResponse),
+        (status = 404, description = "`task_not_found`", body = crate::api::error::ErrorResponse),
+        (status = 503, description = "`database_unavailable`", body = crate::api::error::ErrorResponse),
+    ))]
 pub async fn destroy_task(
     req: HttpRequest,
     state: web::Data<AppState>,

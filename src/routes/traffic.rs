@@ -23,8 +23,15 @@ pub const REPORTS_PER_REQUEST_MAX: usize = 10_000;
 /// Largest body of a traffic request: 10,000 reports with ids at their length limits.
 pub const TRAFFIC_BODY_BYTES_MAX: usize = 8 * 1024 * 1024;
 
-#[derive(Debug, Deserialize)]
+/// Up to 10,000 reports. Each is judged on its own: a malformed one is rejected in its result
+/// while the others are charged.
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[schema(examples(json!({"reports": [
+    {"taskId": "task-1", "reportId": "r-1", "bytes": 1048576, "periodStart": "2026-11-26T08:00:00Z", "periodEnd": "2026-11-26T08:01:00Z"},
+    {"taskId": "task-1", "reportId": "r-2", "bytes": 0, "periodEnd": "2026-11-26T08:02:00Z"}
+]})))]
 pub struct TrafficBody {
+    #[schema(value_type = Vec<crate::api::traffic::TrafficReport>, max_items = 10000)]
     reports: Vec<Value>,
 }
 
@@ -75,6 +82,28 @@ fn submit_failed(error: IngestError) -> ApiError {
     ApiError::new(StatusCode::SERVICE_UNAVAILABLE, code, error.to_string())
 }
 
+/// Charges traffic reports.
+///
+/// Exactly once per `(taskId, reportId)`; answers one result per report, in the order sent, so
+/// an agent learns at once whether to stop. Takes `Content-Encoding: gzip`
+/// (the 8 MiB limit counts the inflated bytes). A `503` recorded nothing of the failed batch:
+/// retrying is always safe (reports another lane recorded come back `duplicate`).
+#[utoipa::path(post, path = "/v1/traffic", tag = "traffic", request_body = TrafficBody, security(("reporter" = []), ("admin" = [])),
+    responses(
+        (status = 200, description = "One result per report; rejected reports carry `error` with \
+            `invalid_report`, `invalid_task_id`, `invalid_report_id`, `invalid_bytes`, \
+            `bytes_too_large`, `invalid_period`, `unknown_task`, `task_destroyed`, \
+            `unchargeable`", body = TrafficResponse),
+        (status = 400, description = "`invalid_json`, `invalid_body`", body = crate::api::error::ErrorResponse),
+        (status = 401, description = "`unauthorized`: no token, or an unknown one", body = crate::api::error::ErrorResponse),
+        (status = 403, description = "`forbidden`", body = crate::api::error::ErrorResponse),
+        (status = 405, description = "`method_not_allowed`", body = crate::api::error::ErrorResponse),
+        (status = 413, description = "`too_many_reports` (over 10,000), `payload_too_large` \
+            (over 8 MiB once inflated)", body = crate::api::error::ErrorResponse),
+        (status = 415, description = "`unsupported_media_type`, `unsupported_encoding`", body = crate::api::error::ErrorResponse),
+        (status = 503, description = "`database_unavailable`, `overloaded`, `batch_failed`, \
+            `shutting_down`", body = crate::api::error::ErrorResponse),
+    ))]
 pub async fn post_traffic(
     req: HttpRequest,
     state: web::Data<AppState>,

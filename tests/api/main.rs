@@ -7,6 +7,7 @@ mod helpers;
 mod marketplace;
 mod marketplace_hardening;
 mod metrics;
+mod openapi;
 mod processes;
 mod provenance;
 mod request_logs;

@@ -532,3 +532,41 @@ async fn the_sign_in_form_takes_the_order_credential_and_refuses_wrong_ones() {
     assert!(html.contains("biz-4") && html.contains("biz-1") && !html.contains("biz-3"));
     client.close().await.unwrap();
 }
+
+/// The API reference page renders the document in a browser under the page's own content security
+/// policy: Swagger UI is scripts and styles from this server only, so a policy that blocked any of
+/// it would leave the page blank.
+#[tokio::test]
+async fn the_api_reference_page_renders_the_document_under_its_policy() {
+    let app = spawn_app().await;
+    let driver = start_driver().await;
+    let client = browser(&driver, "en").await;
+    client
+        .goto(&format!("{}/docs", app.address))
+        .await
+        .expect("the page loads");
+    arrive(&client, "/docs/").await;
+    let html = showing(&client, "/v1/cloud/order").await;
+    for rendered in [
+        "dts-ledger",
+        "/v1/traffic",
+        "/v1/tasks/{taskId}",
+        "/console/login",
+    ] {
+        assert!(html.contains(rendered), "{rendered} is not on the page");
+    }
+    // Drawn by the page's scripts, and styled by its stylesheet (unstyled, an operation has no
+    // rounded border).
+    let drawn = client
+        .execute(
+            "const blocks = document.querySelectorAll('.opblock'); \
+             return [blocks.length, getComputedStyle(blocks[0]).borderTopLeftRadius];",
+            vec![],
+        )
+        .await
+        .expect("a script runs");
+    assert!(drawn[0].as_u64().unwrap() > 20, "operations drawn: {drawn}");
+    assert_ne!(drawn[1], "0px", "the stylesheet applies: {drawn}");
+    screenshot(&client, "api-reference.png").await;
+    client.close().await.unwrap();
+}

@@ -1,0 +1,279 @@
+//! `GET /openapi.json`: the OpenAPI 3.1 document of the API, generated from the handlers and the
+//! types they answer with; `GET /docs/`: the API reference page (Swagger UI) over it, served from
+//! assets compiled into the binary, so that it loads without any third-party site.
+
+use crate::api;
+use crate::routes;
+use actix_web::http::header::{self, HeaderValue};
+use actix_web::{web, HttpResponse};
+use std::sync::{Arc, LazyLock};
+use utoipa::openapi::path::{HttpMethod, OperationBuilder, PathItem};
+use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityScheme};
+use utoipa::openapi::{ContentBuilder, ResponseBuilder};
+use utoipa::{Modify, OpenApi};
+use utoipa_swagger_ui::Config;
+
+/// Where the reference page finds the document.
+const DOCUMENT_PATH: &str = "/openapi.json";
+
+/// The reference page's policy: its own scripts and styles only, and requests only to this
+/// server. Swagger UI sets inline styles on the elements it renders and draws icons as `data:`
+/// images; it runs no inline script and needs no `eval`.
+const REFERENCE_CONTENT_SECURITY_POLICY: &str = "default-src 'none'; script-src 'self'; \
+     style-src 'self' 'unsafe-inline'; img-src 'self' data:; font-src 'self' data:; \
+     connect-src 'self'; frame-ancestors 'none'; base-uri 'none'; form-action 'none'";
+
+#[derive(OpenApi)]
+#[openapi(
+    info(
+        title = "dts-ledger",
+        description = "Tamper-evident billing ledger for DTS traffic packages sold on the JD Cloud \
+            marketplace.\n\nEvery error is `{\"error\": {\"code\", \"message\"}}` \
+            (`ErrorResponse`), where `code` is stable; each operation lists the codes it answers. \
+            Every response carries an `x-request-id` header. Byte counts are JSON integers \
+            (int64, never negative); money is a decimal string. Bearer tokens go in \
+            `Authorization: Bearer <token>`: a missing or unknown one is `401 unauthorized`, a \
+            token of the wrong kind `403 forbidden`.",
+    ),
+    paths(
+        routes::traffic::post_traffic,
+        routes::health::healthz,
+        routes::health::readyz,
+        routes::metrics::metrics,
+        routes::cloud_order::cloud_order,
+        routes::orders::get_order,
+        routes::orders::erase_details,
+        routes::ledger::read_ledger,
+        routes::outbox::list_outbox,
+        routes::outbox::retry_outbox_entry,
+        routes::tasks::create_task,
+        routes::tasks::get_task,
+        routes::tasks::destroy_task,
+        routes::tasks::renew_task,
+        routes::landing::landing,
+        document,
+        reference_page_moved,
+        reference_page,
+    ),
+    components(schemas(
+        api::error::ErrorResponse,
+        api::error::ErrorDetail,
+        api::marketplace::CallbackAction,
+        routes::outbox::State,
+    )),
+    modifiers(&BearerTokens, &ConsolePages),
+    tags(
+        (name = "traffic", description = "Traffic reports from DTS agents (the data plane)."),
+        (name = "tasks", description = "DTS tasks, for the DTS control plane and agents."),
+        (name = "orders", description = "Packages and their balances."),
+        (name = "marketplace", description = "The JD Cloud marketplace's order callbacks."),
+        (name = "operations", description = "The raw ledger and the webhook outbox, for operators."),
+        (name = "service", description = "Health, readiness, this document and its page."),
+        (name = "console", description = "The customer console: HTML pages and forms, signed in \
+            from the marketplace (`verify`) or with an order's `authCode`."),
+    ),
+)]
+pub struct ApiDoc;
+
+/// The bearer tokens: configured `admin_tokens`, `reporter_tokens`, and an order's `authCode`.
+struct BearerTokens;
+
+impl Modify for BearerTokens {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        let components = openapi.components.get_or_insert_with(Default::default);
+        for (name, description) in [
+            ("admin", "An `admin_tokens` entry: every route."),
+            (
+                "reporter",
+                "A `reporter_tokens` entry: traffic reports and tasks (DTS agents and control \
+                 plane).",
+            ),
+            (
+                "authCode",
+                "An order's `authCode` (from `createInstance`): that order only.",
+            ),
+        ] {
+            let mut scheme = Http::new(HttpAuthScheme::Bearer);
+            scheme.description = Some(description.to_owned());
+            components.add_security_scheme(name, SecurityScheme::Http(scheme));
+        }
+    }
+}
+
+/// The console's pages and forms, with what each is for. They answer HTML (a CSV statement, a
+/// stylesheet, or a redirect), so they are described here rather than generated from types.
+pub const CONSOLE_PAGES: &[(&str, &str, &str)] = &[
+    (
+        "GET",
+        "/console",
+        "The overview: the signed-in customer's packages and tasks.",
+    ),
+    ("GET", "/console/", "The overview."),
+    (
+        "GET",
+        "/console/console.css",
+        "The console's stylesheet (text/css).",
+    ),
+    (
+        "GET",
+        "/console/enter",
+        "Signs in with the single-use `ticket` of a marketplace `verify`, then redirects to the \
+         overview.",
+    ),
+    (
+        "GET",
+        "/console/login",
+        "The sign-in form (instanceId and authCode).",
+    ),
+    (
+        "POST",
+        "/console/login",
+        "Signs in with an order's instanceId and authCode.",
+    ),
+    ("POST", "/console/logout", "Signs out."),
+    (
+        "GET",
+        "/console/lang/{code}",
+        "Switches the language (`en`, `zh-CN`).",
+    ),
+    (
+        "GET",
+        "/console/packages/{instance_id}",
+        "A package: balance, usage, tasks.",
+    ),
+    (
+        "GET",
+        "/console/packages/{instance_id}/statement.csv",
+        "A package's statement (text/csv).",
+    ),
+    (
+        "GET",
+        "/console/tasks/{task_id}/renew",
+        "The form that moves a task to another package.",
+    ),
+    (
+        "POST",
+        "/console/tasks/{task_id}/renew",
+        "Moves a task to another package (续费).",
+    ),
+    (
+        "GET",
+        "/console/tasks/{task_id}/destroy",
+        "The form that destroys a task.",
+    ),
+    (
+        "POST",
+        "/console/tasks/{task_id}/destroy",
+        "Destroys a task.",
+    ),
+];
+
+struct ConsolePages;
+
+impl Modify for ConsolePages {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        for (method, path, summary) in CONSOLE_PAGES {
+            let method = match *method {
+                "POST" => HttpMethod::Post,
+                _ => HttpMethod::Get,
+            };
+            let page = ResponseBuilder::new()
+                .description("A page (or the file named in the path), or a redirect (`303`).")
+                .content("text/html", ContentBuilder::new().build())
+                .build();
+            let operation = OperationBuilder::new()
+                .tag("console")
+                .summary(Some(*summary))
+                .response("200", page)
+                .build();
+            let item = PathItem::new(method, operation);
+            // Two methods on one path are two items: merge them, as the generated paths are.
+            match openapi.paths.paths.get_mut(*path) {
+                Some(existing) => existing.merge_operations(item),
+                None => {
+                    openapi.paths.paths.insert((*path).to_owned(), item);
+                }
+            }
+        }
+    }
+}
+
+/// The document, generated once: it cannot change while the process runs.
+static DOCUMENT_JSON: LazyLock<String> = LazyLock::new(|| {
+    ApiDoc::openapi()
+        .to_pretty_json()
+        .expect("the generated document serialises")
+});
+
+static REFERENCE_CONFIG: LazyLock<Arc<Config<'static>>> =
+    LazyLock::new(|| Arc::new(Config::new([DOCUMENT_PATH])));
+
+/// This document.
+#[utoipa::path(
+    get,
+    path = "/openapi.json",
+    tag = "service",
+    responses((status = 200, description = "The OpenAPI 3.1 document of this API",
+        content_type = "application/json", body = Object)),
+)]
+pub async fn document() -> HttpResponse {
+    HttpResponse::Ok()
+        .content_type(actix_web::mime::APPLICATION_JSON)
+        .body(DOCUMENT_JSON.as_str())
+}
+
+/// The API reference page lives at `/docs/`: its assets are addressed relative to it.
+#[utoipa::path(
+    get,
+    path = "/docs",
+    tag = "service",
+    responses((status = 308, description = "To `/docs/`",
+        headers(("location" = String, description = "`/docs/`")))),
+)]
+pub async fn reference_page_moved() -> HttpResponse {
+    HttpResponse::PermanentRedirect()
+        .insert_header((header::LOCATION, "/docs/"))
+        .finish()
+}
+
+/// The API reference page (`/docs/`, Swagger UI) and its assets, from the binary itself.
+#[utoipa::path(
+    get,
+    path = "/docs/{file}",
+    tag = "service",
+    params(("file" = String, Path, description = "An asset of the page; empty for the page")),
+    responses(
+        (status = 200, description = "The page (text/html) or one of its assets", content(
+            (String = "text/html"), (String = "text/javascript"), (String = "text/css"))),
+        (status = 404, description = "No such asset: `asset_not_found`", body = api::error::ErrorResponse),
+    ),
+)]
+pub async fn reference_page(file: web::Path<String>) -> HttpResponse {
+    let served = utoipa_swagger_ui::serve(&file, REFERENCE_CONFIG.clone());
+    let mut response = match served {
+        Ok(Some(asset)) => HttpResponse::Ok()
+            .content_type(asset.content_type)
+            .body(asset.bytes.into_owned()),
+        Ok(None) => HttpResponse::NotFound().json(crate::error::error_body(
+            "asset_not_found",
+            "the API reference page has no such file",
+        )),
+        Err(error) => {
+            tracing::error!(%error, "the API reference page could not be served");
+            HttpResponse::InternalServerError().json(crate::error::error_body(
+                "internal",
+                "the API reference page could not be served",
+            ))
+        }
+    };
+    let headers = response.headers_mut();
+    headers.insert(
+        header::CONTENT_SECURITY_POLICY,
+        HeaderValue::from_static(REFERENCE_CONTENT_SECURITY_POLICY),
+    );
+    headers.insert(
+        header::X_CONTENT_TYPE_OPTIONS,
+        HeaderValue::from_static("nosniff"),
+    );
+    response
+}
