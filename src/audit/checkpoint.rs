@@ -375,7 +375,13 @@ pub fn worker(
         loop {
             ticks.tick().await;
             let round = match pool.get().await {
-                Ok(mut client) => verify_and_take(&mut client, &key, &keyring).await,
+                Ok(mut client) => {
+                    let round = verify_and_take(&mut client, &key, &keyring).await;
+                    // The round gave its session the audits' bounds: it never goes back to the
+                    // pool, it is closed here.
+                    drop(deadpool_postgres::Object::take(client));
+                    round
+                }
                 Err(error) => {
                     tracing::warn!(%error, "checkpoint: cannot reach the database");
                     metrics::counter!(crate::metrics::CHECKPOINTS, "result" => "failed")
@@ -447,9 +453,25 @@ pub async fn verify_and_take(
         .await
         .map_err(CheckpointError::from)?;
     let (head, newest): (i64, Option<i64>) = (moved.get(0), moved.get(1));
-    if newest == Some(head) {
+    // An empty ledger has nothing to vouch for.
+    if head == 0 || newest == Some(head) {
         return Ok(Round::Unmoved);
     }
+    // The check may stream the whole ledger (the first round of a ledger without checkpoints):
+    // the service's statement timeout would end it, and the stall reaper, which ends the
+    // service's sessions waiting on their client mid-statement, must leave it alone.
+    let audit = &crate::database::SessionBounds::AUDIT;
+    client
+        .batch_execute(&format!(
+            "SET statement_timeout = {}; SET lock_timeout = {}; \
+             SET idle_in_transaction_session_timeout = {}; SET application_name = '{}'",
+            audit.statement_timeout_ms,
+            audit.lock_timeout_ms,
+            audit.idle_in_transaction_timeout_ms,
+            audit.application_name
+        ))
+        .await
+        .map_err(CheckpointError::from)?;
     let since = stored(&*client)
         .await?
         .into_iter()

@@ -5,7 +5,7 @@
 //! are compared before and after a workload: they only go up, whatever other tests add.
 
 use crate::helpers::{
-    spawn_app_with, test_config, TestApp, ADMIN_TOKEN, SMALL_SKU, SMALL_SKU_BYTES,
+    spawn_app, spawn_app_with, test_config, TestApp, ADMIN_TOKEN, SMALL_SKU, SMALL_SKU_BYTES,
 };
 use actix_web::{web, App, HttpResponse, HttpServer};
 use dts_ledger::configuration::{AuditConfig, Config, Secret, WebhookConfig};
@@ -542,4 +542,42 @@ async fn the_metrics_address_serves_metrics_without_a_token_and_nothing_else() {
     // The main listener still wants the admin token.
     assert_eq!(app.get("/metrics").await.status(), 401);
     assert_eq!(app.get("/healthz").await.status(), 200);
+}
+
+/// The checkpointer signs nothing while the ledger is empty, and checks the ledger in a session
+/// with the audits' bounds (no statement timeout, a name the stall reaper leaves alone): the
+/// first round of a long ledger without checkpoints streams all of it.
+#[tokio::test]
+async fn the_checkpointer_skips_an_empty_ledger_and_checks_with_the_audits_bounds() {
+    use dts_ledger::audit::checkpoint::{self, Keyring, Round};
+    let app = spawn_app().await;
+    let scratch = tempfile::tempdir().unwrap();
+    let key_file = scratch.path().join("signing.key");
+    checkpoint::keygen(&key_file).unwrap();
+    let key = checkpoint::load_signing_key(&key_file).unwrap();
+    let keyring = Keyring::new(&[], Some(&key)).unwrap();
+
+    let mut client = app.db.pool.get().await.unwrap();
+    let round = checkpoint::verify_and_take(&mut client, &key, &keyring)
+        .await
+        .unwrap();
+    assert!(matches!(round, Round::Unmoved), "{round:?}");
+
+    app.buy("bounded-pkg", "bounded-pin", SMALL_SKU).await;
+    let round = checkpoint::verify_and_take(&mut client, &key, &keyring)
+        .await
+        .unwrap();
+    let Round::Signed(signed) = round else {
+        panic!("the moved ledger is signed: {round:?}")
+    };
+    assert!(signed.position > 0);
+    let session = client
+        .query_one(
+            "SELECT current_setting('statement_timeout'), current_setting('application_name')",
+            &[],
+        )
+        .await
+        .unwrap();
+    assert_eq!(session.get::<_, String>(0), "0");
+    assert_eq!(session.get::<_, String>(1), "dts-ledger-audit");
 }
