@@ -95,6 +95,35 @@ fn collect_references(value: &Value, found: &mut Vec<String>) {
     }
 }
 
+/// The schema the OpenAPI Initiative publishes for 3.1 documents
+/// (`https://spec.openapis.org/oas/3.1/schema/2022-10-07`, Apache-2.0): every object and field
+/// of the document, short of the JSON Schemas inside it, which utoipa writes from the types.
+const OPENAPI_3_1_SCHEMA: &str = include_str!("../fixtures/openapi-3.1-schema.json");
+
+#[tokio::test]
+async fn the_document_is_valid_against_the_published_openapi_3_1_schema() {
+    let app = spawn_app().await;
+    let doc = document(&app).await;
+    let schema: Value = serde_json::from_str(OPENAPI_3_1_SCHEMA).expect("the schema is JSON");
+    let validator = jsonschema::validator_for(&schema).expect("the OpenAPI 3.1 schema compiles");
+    let errors: Vec<String> = validator
+        .iter_errors(&doc)
+        .map(|error| format!("{} at {}", error, error.instance_path()))
+        .collect();
+    assert!(
+        errors.is_empty(),
+        "not a valid OpenAPI 3.1 document: {errors:#?}"
+    );
+
+    // The check has teeth: a response without its required `description` is refused.
+    let mut broken = doc.clone();
+    broken["paths"]["/healthz"]["get"]["responses"]["200"]
+        .as_object_mut()
+        .expect("GET /healthz documents its 200")
+        .remove("description");
+    assert!(!validator.is_valid(&broken));
+}
+
 #[tokio::test]
 async fn the_document_is_openapi_3_1_and_says_how_bytes_money_errors_and_tokens_look() {
     let app = spawn_app().await;
