@@ -71,18 +71,8 @@ pub struct Done {
     pub auth_code: Option<String>,
 }
 
-/// The `action` of a callback.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
-#[serde(rename_all = "camelCase")]
-pub enum CallbackAction {
-    CreateInstance,
-    RenewInstance,
-    UpgradeInstance,
-    DilateInstance,
-    ExpiredInstance,
-    ReleaseInstance,
-    Verify,
-}
+/// The `action` of a callback: the protocol's own type, documented as it is.
+pub use crate::marketplace::params::Action as CallbackAction;
 
 /// The query of a callback, as the marketplace sends it. Which parameters an action uses is said
 /// on each; parameters an action does not use are ignored, but the token covers them too. Ids are

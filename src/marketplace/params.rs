@@ -30,7 +30,12 @@ pub fn format_cst(at: DateTime<Utc>) -> String {
         .to_string()
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// The `action` of a callback (its JSON and API-document form is the wire name).
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize, utoipa::ToSchema,
+)]
+#[serde(rename_all = "camelCase")]
+#[schema(as = CallbackAction)]
 pub enum Action {
     CreateInstance,
     RenewInstance,
@@ -349,6 +354,14 @@ pub fn parse(action: Action, pairs: &Pairs) -> Result<Callback, ParamError> {
 mod tests {
     use super::super::query::parse as parse_query;
     use super::*;
+
+    #[test]
+    fn an_actions_json_form_is_its_wire_name() {
+        for action in Action::ALL {
+            assert_eq!(serde_json::to_value(action).unwrap(), action.name());
+            assert_eq!(Action::parse(action.name().as_bytes()), Some(action));
+        }
+    }
 
     fn create(query: &str) -> Result<Callback, ParamError> {
         parse(Action::CreateInstance, &parse_query(query).unwrap())
