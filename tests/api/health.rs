@@ -182,15 +182,7 @@ async fn a_lane_that_dies_mid_batch_answers_503_and_the_retry_is_charged_once() 
     let send = app.post_as("/v1/traffic", crate::helpers::REPORTER_TOKEN, &body);
     let kill = async {
         for _ in 0..250 {
-            let waiting: i64 = watcher
-                .query_one(
-                    "SELECT count(*) FROM pg_stat_activity \
-                     WHERE datname = current_database() AND wait_event_type = 'Lock'",
-                    &[],
-                )
-                .await
-                .unwrap()
-                .get(0);
+            let waiting = crate::helpers::sessions_waiting_on_locks(&watcher).await;
             if waiting > 0 {
                 assert!(app.supervisor.inject_panic("ingest-lane-0"));
                 return;

@@ -573,3 +573,17 @@ where
     assert_eq!(serde_json::to_value(&typed).unwrap(), body);
     body
 }
+
+/// How many sessions of this test's database wait for a lock right now: the sign that a
+/// statement under test has reached the lock another session holds.
+pub async fn sessions_waiting_on_locks(client: &impl tokio_postgres::GenericClient) -> i64 {
+    client
+        .query_one(
+            "SELECT count(*) FROM pg_stat_activity \
+             WHERE datname = current_database() AND wait_event_type = 'Lock'",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0)
+}

@@ -299,15 +299,7 @@ async fn a_command_that_loses_a_deadlock_while_locking_is_retried_whole() {
     let deadlock = async move {
         let mut polls = 0;
         loop {
-            let waiting: i64 = tx
-                .query_one(
-                    "SELECT count(*) FROM pg_stat_activity
-                      WHERE datname = current_database() AND wait_event_type = 'Lock'",
-                    &[],
-                )
-                .await
-                .unwrap()
-                .get(0);
+            let waiting = crate::helpers::sessions_waiting_on_locks(&tx).await;
             if waiting > 0 {
                 break;
             }

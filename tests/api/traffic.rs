@@ -562,15 +562,7 @@ async fn an_unchargeable_report_fails_alone_and_its_batch_goes_on() {
     let lane_waits = async {
         // The first batch is waiting for the head before the others are sent.
         for _ in 0..200 {
-            let waiting: i64 = watcher
-                .query_one(
-                    "SELECT count(*) FROM pg_stat_activity \
-                     WHERE datname = current_database() AND wait_event_type = 'Lock'",
-                    &[],
-                )
-                .await
-                .unwrap()
-                .get(0);
+            let waiting = crate::helpers::sessions_waiting_on_locks(&watcher).await;
             if waiting > 0 {
                 return;
             }

@@ -101,6 +101,14 @@ async fn receive(
     HttpResponse::NoContent().finish()
 }
 
+/// Starts `receiver` on a free port of its own, and answers the port.
+fn serve_receiver(receiver: Arc<Receiver>) -> u16 {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    start_receiver(receiver, listener);
+    port
+}
+
 fn start_receiver(receiver: Arc<Receiver>, listener: std::net::TcpListener) {
     let data = web::Data::from(receiver);
     let server = HttpServer::new(move || {
@@ -148,13 +156,11 @@ async fn wait_for(receiver: &Receiver, count: usize) -> Vec<Value> {
 
 #[tokio::test]
 async fn stops_are_delivered_after_the_receiver_recovers() {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let port = listener.local_addr().unwrap().port();
     let receiver = Arc::new(Receiver {
         failures: AtomicUsize::new(2),
         ..Receiver::default()
     });
-    start_receiver(receiver.clone(), listener);
+    let port = serve_receiver(receiver.clone());
     let app = spawn_app_with(config_for(port)).await;
     app.buy("biz-1", "pin-a", SMALL_SKU).await;
     app.create_task("task-1", "biz-1").await;
@@ -300,11 +306,9 @@ async fn renew(app: &TestApp, order_id: &str) {
 
 #[tokio::test]
 async fn a_subjects_entries_arrive_in_ledger_order_while_its_head_is_retried() {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let port = listener.local_addr().unwrap().port();
     let receiver = Arc::new(Receiver::default());
     receiver.refuse("dts.ledger.TaskStopped");
-    start_receiver(receiver.clone(), listener);
+    let port = serve_receiver(receiver.clone());
     let app = spawn_app_with(config_for(port)).await;
     empty_package(&app).await;
 
@@ -343,11 +347,9 @@ async fn a_subjects_entries_arrive_in_ledger_order_while_its_head_is_retried() {
 
 #[tokio::test]
 async fn no_row_is_locked_and_no_transaction_open_while_a_receiver_hangs() {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let port = listener.local_addr().unwrap().port();
     let receiver = Arc::new(Receiver::default());
     receiver.hang.store(true, Ordering::SeqCst);
-    start_receiver(receiver.clone(), listener);
+    let port = serve_receiver(receiver.clone());
     let app = spawn_app_with(config_with(port, |w| w.timeout_ms = 60_000)).await;
     empty_package(&app).await;
     wait_until("a delivery hanging in the receiver", || {
@@ -419,11 +421,9 @@ async fn retry_as(app: &TestApp, position: i64, token: &str) -> (u16, Value) {
 
 #[tokio::test]
 async fn a_dead_letter_holds_back_its_subject_until_an_operator_retries_it() {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let port = listener.local_addr().unwrap().port();
     let receiver = Arc::new(Receiver::default());
     receiver.refuse("task-task-1");
-    start_receiver(receiver.clone(), listener);
+    let port = serve_receiver(receiver.clone());
     let app = spawn_app_with(config_with(port, |w| w.attempts_max = 2)).await;
     empty_package(&app).await;
 
@@ -515,12 +515,10 @@ async fn a_dead_letter_holds_back_its_subject_until_an_operator_retries_it() {
 
 #[tokio::test]
 async fn operators_list_and_retry_dead_letters_from_the_command_line() {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let port = listener.local_addr().unwrap().port();
     let receiver = Arc::new(Receiver::default());
     receiver.refuse("task-task-1");
     receiver.refuse("task-task-2");
-    start_receiver(receiver.clone(), listener);
+    let port = serve_receiver(receiver.clone());
     let app = spawn_app_with(config_with(port, |w| w.attempts_max = 1)).await;
     empty(&app, "1").await;
     empty(&app, "2").await;
@@ -562,11 +560,9 @@ async fn operators_list_and_retry_dead_letters_from_the_command_line() {
 
 #[tokio::test]
 async fn an_entry_failing_past_its_age_bound_becomes_a_dead_letter() {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let port = listener.local_addr().unwrap().port();
     let receiver = Arc::new(Receiver::default());
     receiver.refuse("task-task-1");
-    start_receiver(receiver.clone(), listener);
+    let port = serve_receiver(receiver.clone());
     let app = spawn_app_with(config_with(port, |w| {
         w.attempts_max = 10_000;
         w.age_s_max = 1;
@@ -581,11 +577,9 @@ async fn an_entry_failing_past_its_age_bound_becomes_a_dead_letter() {
 
 #[tokio::test]
 async fn delivered_entries_are_pruned_after_the_retention_and_dead_letters_kept() {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let port = listener.local_addr().unwrap().port();
     let receiver = Arc::new(Receiver::default());
     receiver.refuse("task-task-1");
-    start_receiver(receiver.clone(), listener);
+    let port = serve_receiver(receiver.clone());
     let app = spawn_app_with(config_with(port, |w| {
         w.attempts_max = 1;
         w.retention_s = 1;
@@ -616,11 +610,9 @@ async fn delivered_entries_are_pruned_after_the_retention_and_dead_letters_kept(
 
 #[tokio::test]
 async fn two_processes_share_the_deliveries_and_keep_each_subjects_order() {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let port = listener.local_addr().unwrap().port();
     let receiver = Arc::new(Receiver::default());
     receiver.refuse("dts.ledger.TaskStopped");
-    start_receiver(receiver.clone(), listener);
+    let port = serve_receiver(receiver.clone());
     let first = spawn_app_with(config_for(port)).await;
     let second = first.sibling(config_for(port));
     let packages = ["1", "2", "3", "4"];
