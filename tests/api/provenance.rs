@@ -34,6 +34,26 @@ async fn all_events(app: &TestApp) -> Vec<RecordedEvent> {
     store::read_all_after(&client, 0, 10_000).await.unwrap()
 }
 
+/// The hash `event`'s stored content gives under `version`, after `prev_hash`: what an insider
+/// who knows the published encoding computes.
+fn recomputed(event: &RecordedEvent, version: HashVersion, prev_hash: &Hash) -> Hash {
+    event_hash(
+        version,
+        prev_hash,
+        &Hashed {
+            position: event.position,
+            stream_id: &event.stream_id,
+            version: event.version,
+            event_type: &event.event_type,
+            event_version: event.event_version,
+            recorded_at: event.recorded_at,
+            payload: &canonical(&event.payload),
+            metadata: &canonical(&event.metadata),
+            idempotency_key: event.idempotency_key.as_deref(),
+        },
+    )
+}
+
 async fn sql(app: &TestApp, statement: &str) {
     app.db
         .client()
@@ -65,21 +85,7 @@ async fn rehash(app: &TestApp, changed: &[i64], how: Recompute) -> Hash {
     for event in all_events(app).await {
         let prev_hash = heads.get(&event.stream_id).copied().unwrap_or(GENESIS);
         let version = HashVersion::from_column(event.hash_version).unwrap();
-        let hash = event_hash(
-            version,
-            &prev_hash,
-            &Hashed {
-                position: event.position,
-                stream_id: &event.stream_id,
-                version: event.version,
-                event_type: &event.event_type,
-                event_version: event.event_version,
-                recorded_at: event.recorded_at,
-                payload: &canonical(&event.payload),
-                metadata: &canonical(&event.metadata),
-                idempotency_key: event.idempotency_key.as_deref(),
-            },
-        );
+        let hash = recomputed(&event, version, &prev_hash);
         chain = ledger_hash(&chain, &hash);
         heads.insert(event.stream_id.clone(), hash);
         let rewrite = match how {
@@ -271,21 +277,7 @@ async fn a_ledger_of_version_1_rows_followed_by_version_2_rows_verifies_end_to_e
     let mut chain = GENESIS;
     for event in all_events(&app).await {
         let prev_hash = heads.get(&event.stream_id).copied().unwrap_or(GENESIS);
-        let hash = event_hash(
-            HashVersion::V1,
-            &prev_hash,
-            &Hashed {
-                position: event.position,
-                stream_id: &event.stream_id,
-                version: event.version,
-                event_type: &event.event_type,
-                event_version: event.event_version,
-                recorded_at: event.recorded_at,
-                payload: &canonical(&event.payload),
-                metadata: &canonical(&event.metadata),
-                idempotency_key: event.idempotency_key.as_deref(),
-            },
-        );
+        let hash = recomputed(&event, HashVersion::V1, &prev_hash);
         chain = ledger_hash(&chain, &hash);
         heads.insert(event.stream_id.clone(), hash);
         client
