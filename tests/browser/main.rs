@@ -514,8 +514,10 @@ async fn the_sign_in_form_takes_the_order_credential_and_refuses_wrong_ones() {
         }
     };
     fill("biz-4", "0".repeat(32)).await;
+    // The refusal is a new page: wait for it rather than look at the form the click left.
     let wrong = client
-        .find(Locator::Id("login-error"))
+        .wait()
+        .for_element(Locator::Id("login-error"))
         .await
         .unwrap()
         .text()
