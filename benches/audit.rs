@@ -25,7 +25,7 @@ use dts_ledger::ledger::rows;
 use dts_ledger::store::hash::{
     canonical, event_hash, ledger_hash, Hash, HashVersion, Hashed, GENESIS,
 };
-use dts_ledger::store::{EVENT_COLUMNS, EVENT_COLUMN_TYPES};
+use dts_ledger::store::{JsonText, EVENT_COLUMNS, EVENT_COLUMN_TYPES};
 use projections::events::Event;
 use projections::ids::{Bytes, InstanceId, JdPin, OrderId, ReportId, SkuId, TaskId};
 use projections::{Package, Projection, Task};
@@ -55,18 +55,21 @@ struct Chains {
     position: i64,
     /// The ledger-wide hash of the last row.
     chain: Hash,
-    metadata: serde_json::Value,
     metadata_json: Vec<u8>,
 }
 
 impl Chains {
-    fn row(&mut self, event: &Event, at: DateTime<Utc>) -> Vec<Box<dyn ToSql + Sync + Send>> {
+    /// The row's columns but payload and metadata, and the payload's canonical JSON.
+    fn row(
+        &mut self,
+        event: &Event,
+        at: DateTime<Utc>,
+    ) -> (Vec<Box<dyn ToSql + Sync + Send>>, Vec<u8>) {
         self.position += 1;
         let stream = event.stream_id();
         let head = self.heads.entry(stream.clone()).or_insert((0, GENESIS));
         let version = head.0 + 1;
-        let json = event.payload();
-        let payload = canonical(&json);
+        let payload = canonical(&event.payload());
         let key = idempotency_key(event);
         let hash = event_hash(
             HashVersion::CURRENT,
@@ -86,22 +89,20 @@ impl Chains {
         self.chain = ledger_hash(&self.chain, &hash);
         let prev = head.1;
         *head = (version, hash);
-        let metadata = self.metadata.clone();
-        vec![
+        let columns: Vec<Box<dyn ToSql + Sync + Send>> = vec![
             Box::new(self.position),
             Box::new(stream),
             Box::new(version),
             Box::new(event.event_type().to_owned()),
             Box::new(1i32),
-            Box::new(json),
-            Box::new(metadata),
             Box::new(at),
             Box::new(key),
             Box::new(prev.to_vec()),
             Box::new(hash.to_vec()),
             Box::new(HashVersion::CURRENT.column()),
             Box::new(self.chain.to_vec()),
-        ]
+        ];
+        (columns, payload)
     }
 }
 
@@ -207,7 +208,6 @@ async fn main() {
         position: 0,
         chain: GENESIS,
         metadata_json: canonical(&metadata),
-        metadata,
     };
     let catalog = Catalog::built_in();
     let rules = Rules {
@@ -237,11 +237,13 @@ async fn main() {
     let mut serial = 0usize;
     loop {
         for event in draft.events.drain(..) {
-            let row = chains.row(&event, now);
-            let values: Vec<&(dyn ToSql + Sync)> = row
+            let (columns, payload) = chains.row(&event, now);
+            let (payload, metadata) = (JsonText(&payload), JsonText(&chains.metadata_json));
+            let mut values: Vec<&(dyn ToSql + Sync)> = columns
                 .iter()
                 .map(|v| v.as_ref() as &(dyn ToSql + Sync))
                 .collect();
+            values.splice(5..5, [&payload as _, &metadata as _]);
             writer.as_mut().write(&values).await.unwrap();
             written += 1;
         }

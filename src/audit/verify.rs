@@ -569,6 +569,16 @@ impl Hasher {
     /// (genesis for a malformed `prev_hash`, the current version for an unknown one) are never
     /// looked at.
     pub fn hash(&mut self, row: &EventRow<'_>) -> Result<Hash, String> {
+        let version = HashVersion::from_column(row.hash_version).unwrap_or(HashVersion::CURRENT);
+        let prev_hash: Hash = row.prev_hash.try_into().unwrap_or(GENESIS);
+        if version.covers_stored_text() {
+            // The stored text is what was hashed: nothing to parse.
+            return Ok(event_hash(
+                version,
+                &prev_hash,
+                &row.hashed(&row.payload, &row.metadata),
+            ));
+        }
         let payload: serde_json::Value =
             serde_json::from_slice(&row.payload).map_err(|e| e.to_string())?;
         self.payload.clear();
@@ -580,8 +590,6 @@ impl Hasher {
             canonical_json(&metadata, &mut self.metadata);
             self.metadata_text = Some(row.metadata.to_vec());
         }
-        let version = HashVersion::from_column(row.hash_version).unwrap_or(HashVersion::CURRENT);
-        let prev_hash: Hash = row.prev_hash.try_into().unwrap_or(GENESIS);
         Ok(event_hash(
             version,
             &prev_hash,

@@ -68,6 +68,11 @@ const MIGRATIONS: &[Migration] = &[
         name: "console",
         sql: include_str!("../../schema/0011_console.sql"),
     },
+    Migration {
+        version: 12,
+        name: "json_text",
+        sql: include_str!("../../schema/0012_json_text.sql"),
+    },
 ];
 
 /// An arbitrary constant naming the advisory lock taken while migrating.

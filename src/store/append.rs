@@ -2,7 +2,7 @@
 
 use super::hash::{canonical, event_hash, ledger_hash, Hash, HashVersion, Hashed, GENESIS};
 use super::{
-    truncate_to_micros, AppendOutcome, Appended, NewEvent, RecordedEvent, StoreError,
+    truncate_to_micros, AppendOutcome, Appended, JsonText, NewEvent, RecordedEvent, StoreError,
     EVENT_COLUMNS, EVENT_COLUMN_TYPES,
 };
 use chrono::{DateTime, Utc};
@@ -12,7 +12,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use tokio_postgres::binary_copy::BinaryCopyInWriter;
 use tokio_postgres::error::SqlState;
-use tokio_postgres::types::{ToSql, Type};
+use tokio_postgres::types::ToSql;
 
 /// Appends `events` in the caller's transaction unless one of their idempotency keys was used
 /// before, in which case nothing is written and the earlier positions are returned.
@@ -89,7 +89,7 @@ pub async fn prepare(
     streams.dedup();
     let heads = stream_heads(tx, &streams).await?;
 
-    // The canonical JSON is hashed and also sent as the jsonb text; metadata is encoded once per
+    // The canonical JSON is hashed and stored as the json text, byte for byte; metadata is encoded once per
     // command, not once per event.
     let mut encoded = Vec::with_capacity(events.len());
     let mut metadata_json: Option<(Arc<serde_json::Value>, Arc<Vec<u8>>)> = None;
@@ -240,7 +240,7 @@ async fn insert_rows(
         .prepare_cached(&format!(
             "INSERT INTO events ({EVENT_COLUMNS})
              SELECT * FROM unnest($1::int8[], $2::text[], $3::int8[], $4::text[], \
-             $5::int4[], $6::jsonb[], $7::jsonb[], $8::timestamptz[], $9::text[], \
+             $5::int4[], $6::json[], $7::json[], $8::timestamptz[], $9::text[], \
              $10::bytea[], $11::bytea[], $12::int2[], $13::bytea[])"
         ))
         .await?;
@@ -249,10 +249,10 @@ async fn insert_rows(
     let versions: Vec<i64> = rows.iter().map(|r| r.version).collect();
     let types: Vec<&str> = rows.iter().map(|r| r.event.event_type.as_str()).collect();
     let type_versions: Vec<i32> = rows.iter().map(|r| r.event.event_version).collect();
-    let payloads: Vec<RawJsonb<'_>> = rows.iter().map(|r| RawJsonb(&r.payload)).collect();
-    let metadata: Vec<RawJsonb<'_>> = rows
+    let payloads: Vec<JsonText<'_>> = rows.iter().map(|r| JsonText(&r.payload)).collect();
+    let metadata: Vec<JsonText<'_>> = rows
         .iter()
-        .map(|r| RawJsonb(r.metadata.as_slice()))
+        .map(|r| JsonText(r.metadata.as_slice()))
         .collect();
     let times: Vec<DateTime<Utc>> = vec![recorded_at; rows.len()];
     let keys: Vec<Option<&str>> = rows
@@ -303,7 +303,7 @@ async fn copy_rows(
         let writer = BinaryCopyInWriter::new(sink, &EVENT_COLUMN_TYPES);
         pin_mut!(writer);
         for row in rows {
-            let (payload, metadata) = (RawJsonb(&row.payload), RawJsonb(row.metadata.as_slice()));
+            let (payload, metadata) = (JsonText(&row.payload), JsonText(row.metadata.as_slice()));
             let values: [&(dyn ToSql + Sync); 13] = [
                 &row.position,
                 &row.event.stream_id,
@@ -341,29 +341,6 @@ struct Row {
 /// Appends of at most this many events go in as one multi-row INSERT (one round trip); larger
 /// ones stream through binary COPY, which needs two round trips but is cheaper per row.
 const INSERT_ROWS_MAX: usize = 128;
-
-/// JSON text already encoded, sent as `jsonb` without another serialisation.
-#[derive(Debug)]
-struct RawJsonb<'a>(&'a [u8]);
-
-impl ToSql for RawJsonb<'_> {
-    fn to_sql(
-        &self,
-        _: &Type,
-        out: &mut bytes::BytesMut,
-    ) -> Result<tokio_postgres::types::IsNull, Box<dyn std::error::Error + Sync + Send>> {
-        // The jsonb binary format: a version byte (1), then the JSON text.
-        out.extend_from_slice(&[1]);
-        out.extend_from_slice(self.0);
-        Ok(tokio_postgres::types::IsNull::No)
-    }
-
-    fn accepts(ty: &Type) -> bool {
-        *ty == Type::JSONB
-    }
-
-    tokio_postgres::types::to_sql_checked!();
-}
 
 /// The last version and hash of each stream (absent streams are left out).
 async fn stream_heads(

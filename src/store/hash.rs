@@ -2,10 +2,15 @@
 //!
 //! Per stream: `hash = SHA-256(domain tag ‖ prev_hash ‖ canonical encoding of the row)`, where the
 //! canonical encoding lists position, stream, version, type, type version, recording time
-//! (microseconds), the canonical JSON of payload and metadata, and (version 2) the idempotency
-//! key, each variable-length field prefixed by its length. Canonical JSON has object keys in byte
-//! order and no whitespace, so the hash survives the round trip through `jsonb`, which reorders
-//! keys. Position is covered so that moving an event in the global order is detected too.
+//! (microseconds), payload and metadata, and (versions 2 and 3) the idempotency key, each
+//! variable-length field prefixed by its length. Position is covered so that moving an event in
+//! the global order is detected too.
+//!
+//! Payload and metadata are covered as canonical JSON: object keys in byte order, no whitespace.
+//! Versions 1 and 2 were written while the columns were `jsonb`, which keeps no text, so their
+//! verification parses the stored JSON and writes it canonically again. Since version 3 the columns
+//! are `json`, which keeps the text byte for byte, and the append stores exactly the canonical text
+//! it hashed: the hash covers the stored text as it is, and verification reads it without parsing.
 //!
 //! Ledger-wide: `ledger_hash = SHA-256(ledger tag ‖ ledger_hash of the previous position ‖ hash)`,
 //! so the ledger hash at the head commits to every event before it, in order. The README spells
@@ -25,6 +30,7 @@ pub const GENESIS: Hash = [0; 32];
 /// gets a new tag (and a new [`HashVersion`]), old rows keep theirs.
 const DOMAIN_TAG_V1: &[u8] = b"dts-ledger/event/v1\0";
 const DOMAIN_TAG_V2: &[u8] = b"dts-ledger/event/v2\0";
+const DOMAIN_TAG_V3: &[u8] = b"dts-ledger/event/v3\0";
 const LEDGER_TAG: &[u8] = b"dts-ledger/ledger/v1\0";
 
 /// Which encoding an event's `hash` uses (`events.hash_version`).
@@ -33,19 +39,30 @@ pub enum HashVersion {
     /// The first encoding: does not cover the idempotency key. Only rows written before version 2
     /// existed carry it.
     V1 = 1,
-    /// Covers the idempotency key too. Every append writes this one.
+    /// Covers the idempotency key too; payload and metadata are covered as the canonical JSON of
+    /// their stored value. Rows written while the columns were `jsonb` carry it.
     V2 = 2,
+    /// Version 2 over the stored text of payload and metadata, which the append writes as the
+    /// canonical JSON it hashed. Every append writes this one.
+    V3 = 3,
 }
 
 impl HashVersion {
-    pub const CURRENT: HashVersion = HashVersion::V2;
+    pub const CURRENT: HashVersion = HashVersion::V3;
 
     pub fn from_column(value: i16) -> Option<HashVersion> {
         match value {
             1 => Some(HashVersion::V1),
             2 => Some(HashVersion::V2),
+            3 => Some(HashVersion::V3),
             _ => None,
         }
+    }
+
+    /// Whether the hash covers payload and metadata as stored ([`HashVersion::V3`]) rather than
+    /// as the canonical JSON of their parsed value.
+    pub fn covers_stored_text(self) -> bool {
+        self >= HashVersion::V3
     }
 
     pub fn column(self) -> i16 {
@@ -53,7 +70,8 @@ impl HashVersion {
     }
 }
 
-/// The fields of an event row that the hash covers, payload and metadata as canonical JSON: a
+/// The fields of an event row that the hash covers, payload and metadata as canonical JSON (for
+/// [`HashVersion::V3`], the stored text, which the append wrote canonical): a
 /// view over a [`StoredEvent`] ([`StoredEvent::hashed`]) or over an event about to be appended.
 pub struct Hashed<'a> {
     pub position: i64,
@@ -64,7 +82,7 @@ pub struct Hashed<'a> {
     pub recorded_at: DateTime<Utc>,
     pub payload: &'a [u8],
     pub metadata: &'a [u8],
-    /// Covered by [`HashVersion::V2`] only.
+    /// Covered by [`HashVersion::V2`] and later only.
     pub idempotency_key: Option<&'a str>,
 }
 
@@ -91,6 +109,7 @@ pub fn event_hash(version: HashVersion, prev_hash: &Hash, row: &Hashed<'_>) -> H
     digest.update(match version {
         HashVersion::V1 => DOMAIN_TAG_V1,
         HashVersion::V2 => DOMAIN_TAG_V2,
+        HashVersion::V3 => DOMAIN_TAG_V3,
     });
     digest.update(prev_hash);
     digest.update(row.position.to_be_bytes());
@@ -250,6 +269,11 @@ mod tests {
             base,
             event_hash(HashVersion::V1, &GENESIS, &row(&payload, &metadata))
         );
+        // Version 3 covers the same bytes under its own tag.
+        assert_ne!(
+            base,
+            event_hash(HashVersion::V3, &GENESIS, &row(&payload, &metadata))
+        );
         // Key order and whitespace do not matter: jsonb reorders keys.
         let reordered: Value = serde_json::from_str(r#"{ "a" : [1], "bytes": 5 }"#).unwrap();
         assert_eq!(
@@ -310,10 +334,12 @@ mod readme_example {
         let prev_hash = hash_of(get("prev_hash"));
         let v1 = event_hash(HashVersion::V1, &prev_hash, &row);
         let v2 = event_hash(HashVersion::V2, &prev_hash, &row);
+        let v3 = event_hash(HashVersion::V3, &prev_hash, &row);
         assert_eq!(hex::encode(v1), get("hash_v1"));
         assert_eq!(hex::encode(v2), get("hash_v2"));
+        assert_eq!(hex::encode(v3), get("hash_v3"));
         assert_eq!(
-            hex::encode(ledger_hash(&hash_of(get("prev_ledger_hash")), &v2)),
+            hex::encode(ledger_hash(&hash_of(get("prev_ledger_hash")), &v3)),
             get("ledger_hash")
         );
     }

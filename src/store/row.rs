@@ -6,7 +6,7 @@ use chrono::{DateTime, Utc};
 use projections::events::Event;
 use serde_json::Value;
 use tokio_postgres::binary_copy::BinaryCopyOutRow;
-use tokio_postgres::types::{FromSql, Type};
+use tokio_postgres::types::{FromSql, IsNull, ToSql, Type};
 
 /// Every column of `events`, in the order this crate reads and writes them.
 pub const EVENT_COLUMNS: &str = "position, stream_id, version, event_type, event_version, \
@@ -19,8 +19,8 @@ pub const EVENT_COLUMN_TYPES: [Type; 13] = [
     Type::INT8,
     Type::TEXT,
     Type::INT4,
-    Type::JSONB,
-    Type::JSONB,
+    Type::JSON,
+    Type::JSON,
     Type::TIMESTAMPTZ,
     Type::TEXT,
     Type::BYTEA,
@@ -106,8 +106,10 @@ impl RecordedEvent {
     }
 }
 
-/// JSON text of a `jsonb` column, borrowed from the row (the binary format is a version byte, 1,
-/// then the text).
+/// JSON text of a `json` column as stored, borrowed from the row; also written as such.
+///
+/// The columns were `jsonb` before version 3 of the hash, whose binary format is a version byte,
+/// 1, then the text; that is read too.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct JsonText<'a>(pub &'a [u8]);
 
@@ -120,7 +122,13 @@ impl std::ops::Deref for JsonText<'_> {
 }
 
 impl<'a> FromSql<'a> for JsonText<'a> {
-    fn from_sql(_: &Type, raw: &'a [u8]) -> Result<Self, Box<dyn std::error::Error + Sync + Send>> {
+    fn from_sql(
+        ty: &Type,
+        raw: &'a [u8],
+    ) -> Result<Self, Box<dyn std::error::Error + Sync + Send>> {
+        if *ty == Type::JSON {
+            return Ok(JsonText(raw));
+        }
         match raw.split_first() {
             Some((1, text)) => Ok(JsonText(text)),
             _ => Err("unsupported jsonb format version".into()),
@@ -128,6 +136,25 @@ impl<'a> FromSql<'a> for JsonText<'a> {
     }
 
     fn accepts(ty: &Type) -> bool {
-        *ty == Type::JSONB
+        *ty == Type::JSON || *ty == Type::JSONB
     }
+}
+
+impl ToSql for JsonText<'_> {
+    fn to_sql(
+        &self,
+        _: &Type,
+        out: &mut bytes::BytesMut,
+    ) -> Result<IsNull, Box<dyn std::error::Error + Sync + Send>> {
+        // The json binary format is the text itself: PostgreSQL checks it is JSON and keeps it
+        // byte for byte.
+        out.extend_from_slice(self.0);
+        Ok(IsNull::No)
+    }
+
+    fn accepts(ty: &Type) -> bool {
+        *ty == Type::JSON
+    }
+
+    tokio_postgres::types::to_sql_checked!();
 }

@@ -335,7 +335,7 @@ async fn tamper(app: &TestApp, position: i64) {
         .await
         .batch_execute(&format!(
             "ALTER TABLE events DISABLE TRIGGER events_append_only;
-             UPDATE events SET payload = payload || '{{\"bytes\": 1}}' WHERE position = {position};
+             UPDATE events SET payload = (payload::jsonb || '{{\"bytes\": 1}}')::json WHERE position = {position};
              ALTER TABLE events ENABLE TRIGGER events_append_only;"
         ))
         .await

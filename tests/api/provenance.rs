@@ -34,9 +34,34 @@ async fn all_events(app: &TestApp) -> Vec<RecordedEvent> {
     store::read_all_after(&client, 0, 10_000).await.unwrap()
 }
 
-/// The hash `event`'s stored content gives under `version`, after `prev_hash`: what an insider
-/// who knows the published encoding computes.
-fn recomputed(event: &RecordedEvent, version: HashVersion, prev_hash: &Hash) -> Hash {
+/// Each event's payload and metadata as stored, by position: the text a version 3 hash covers.
+async fn stored_texts(app: &TestApp) -> HashMap<i64, (String, String)> {
+    let client = app.db.client().await;
+    client
+        .query(
+            "SELECT position, payload::text, metadata::text FROM events",
+            &[],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|row| (row.get(0), (row.get(1), row.get(2))))
+        .collect()
+}
+
+/// The hash `event`'s stored content (`texts`: its payload and metadata as stored) gives under
+/// `version`, after `prev_hash`: what an insider who knows the published encoding computes.
+fn recomputed(
+    event: &RecordedEvent,
+    texts: &(String, String),
+    version: HashVersion,
+    prev_hash: &Hash,
+) -> Hash {
+    let (payload, metadata) = if version.covers_stored_text() {
+        (texts.0.as_bytes().to_vec(), texts.1.as_bytes().to_vec())
+    } else {
+        (canonical(&event.payload), canonical(&event.metadata))
+    };
     event_hash(
         version,
         prev_hash,
@@ -47,8 +72,8 @@ fn recomputed(event: &RecordedEvent, version: HashVersion, prev_hash: &Hash) -> 
             event_type: &event.event_type,
             event_version: event.event_version,
             recorded_at: event.recorded_at,
-            payload: &canonical(&event.payload),
-            metadata: &canonical(&event.metadata),
+            payload: &payload,
+            metadata: &metadata,
             idempotency_key: event.idempotency_key.as_deref(),
         },
     )
@@ -82,10 +107,11 @@ async fn rehash(app: &TestApp, changed: &[i64], how: Recompute) -> Hash {
         .unwrap();
     let mut heads: HashMap<String, Hash> = HashMap::new();
     let mut chain = GENESIS;
+    let texts = stored_texts(app).await;
     for event in all_events(app).await {
         let prev_hash = heads.get(&event.stream_id).copied().unwrap_or(GENESIS);
         let version = HashVersion::from_column(event.hash_version).unwrap();
-        let hash = recomputed(&event, version, &prev_hash);
+        let hash = recomputed(&event, &texts[&event.position], version, &prev_hash);
         chain = ledger_hash(&chain, &hash);
         heads.insert(event.stream_id.clone(), hash);
         let rewrite = match how {
@@ -203,9 +229,9 @@ async fn shave_last_report(app: &TestApp) -> i64 {
         app,
         &format!(
             "ALTER TABLE events DISABLE TRIGGER events_append_only;
-             UPDATE events SET payload = payload
+             UPDATE events SET payload = (payload::jsonb
                     || jsonb_build_object('bytes', (payload->>'bytes')::bigint - 1000,
-                                          'bytesRemaining', (payload->>'bytesRemaining')::bigint + 1000)
+                                          'bytesRemaining', (payload->>'bytesRemaining')::bigint + 1000))::json
               WHERE position = {position};
              UPDATE packages SET bytes_consumed = bytes_consumed - 1000,
                                  bytes_remaining = bytes_remaining + 1000
@@ -263,28 +289,52 @@ async fn a_nulled_idempotency_key_is_detected() {
 }
 
 #[tokio::test]
-async fn a_ledger_of_version_1_rows_followed_by_version_2_rows_verifies_end_to_end() {
+async fn a_migrated_ledger_of_versions_1_and_2_followed_by_version_3_rows_verifies_end_to_end() {
     let app = spawn_app().await;
     small_ledger(&app).await;
-    // Rewrite the ledger as a binary before the second encoding wrote it: version 1 hashes, no
-    // stored ledger hash; the head keeps the chain over them (as the migration computed it).
+    // Rewrite the ledger as older binaries left it once migrated: the first half hashed with
+    // version 1 and no stored ledger hash, the rest with version 2; payload and metadata as
+    // `jsonb` wrote them back (its own key order and spacing) when the columns became `json`. The
+    // head keeps the chain over them.
     let client = app.db.client().await;
     client
-        .batch_execute("ALTER TABLE events DISABLE TRIGGER events_append_only")
+        .batch_execute(
+            "ALTER TABLE events DISABLE TRIGGER events_append_only;
+             UPDATE events SET payload = payload::jsonb::json, metadata = metadata::jsonb::json;",
+        )
         .await
         .unwrap();
+    let events = all_events(&app).await;
+    let half = events.len() / 2;
+    let texts = stored_texts(&app).await;
+    assert!(
+        texts.values().any(|(payload, _)| payload.contains(": ")),
+        "the old rows hold jsonb's rendering, not the canonical text"
+    );
     let mut heads: HashMap<String, Hash> = HashMap::new();
     let mut chain = GENESIS;
-    for event in all_events(&app).await {
+    for (n, event) in events.iter().enumerate() {
         let prev_hash = heads.get(&event.stream_id).copied().unwrap_or(GENESIS);
-        let hash = recomputed(&event, HashVersion::V1, &prev_hash);
+        let version = if n < half {
+            HashVersion::V1
+        } else {
+            HashVersion::V2
+        };
+        let hash = recomputed(event, &texts[&event.position], version, &prev_hash);
         chain = ledger_hash(&chain, &hash);
         heads.insert(event.stream_id.clone(), hash);
+        let stored_chain = (version == HashVersion::V2).then(|| chain.to_vec());
         client
             .execute(
-                "UPDATE events SET prev_hash = $2, hash = $3, hash_version = 1, ledger_hash = NULL
+                "UPDATE events SET prev_hash = $2, hash = $3, hash_version = $4, ledger_hash = $5
                   WHERE position = $1",
-                &[&event.position, &prev_hash.as_slice(), &hash.as_slice()],
+                &[
+                    &event.position,
+                    &prev_hash.as_slice(),
+                    &hash.as_slice(),
+                    &version.column(),
+                    &stored_chain,
+                ],
             )
             .await
             .unwrap();
@@ -300,33 +350,49 @@ async fn a_ledger_of_version_1_rows_followed_by_version_2_rows_verifies_end_to_e
         .batch_execute("ALTER TABLE events ENABLE TRIGGER events_append_only")
         .await
         .unwrap();
-    let old = all_events(&app).await.len();
+    let (code, out, _) = app.db.run_cli(&["verify"]);
+    assert_eq!(code, 0, "the migrated ledger verifies: {out}");
+    let old = events.len();
 
-    // The service appends with version 2, chained onto the version 1 rows.
+    // The service appends with version 3, the canonical text stored as hashed, chained onto the
+    // older rows.
     app.report("task-0", "r-after", 700).await;
     let events = all_events(&app).await;
     assert!(events.len() > old);
-    assert!(events[..old].iter().all(|e| e.hash_version == 1));
-    assert!(events[old..].iter().all(|e| e.hash_version == 2));
+    let versions: Vec<i16> = events.iter().map(|e| e.hash_version).collect();
+    assert!(versions[..half].iter().all(|v| *v == 1), "{versions:?}");
+    assert!(versions[half..old].iter().all(|v| *v == 2), "{versions:?}");
+    assert!(versions[old..].iter().all(|v| *v == 3), "{versions:?}");
+    let texts = stored_texts(&app).await;
+    for event in &events[old..] {
+        assert_eq!(
+            texts[&event.position].0.as_bytes(),
+            canonical(&event.payload),
+            "a version 3 row stores the canonical text"
+        );
+    }
     let (code, out, _) = app.db.run_cli(&["verify"]);
     assert_eq!(code, 0, "{out}");
 
-    // A version 2 row passed off as version 1 (to escape the key's coverage) is refused.
+    // A version 3 row passed off as version 2 or 1 (to escape the text's or the key's coverage)
+    // is refused.
     let last = events.last().unwrap().position;
-    sql(
-        &app,
-        &format!(
-            "ALTER TABLE events DISABLE TRIGGER events_append_only;
-             UPDATE events SET hash_version = 1 WHERE position = {last};"
-        ),
-    )
-    .await;
-    let (code, out, _) = app.db.run_cli(&["verify"]);
-    assert_eq!(code, 1, "{out}");
-    assert!(
-        out.contains(&format!("altered at position {last}")),
-        "{out}"
-    );
+    for older in [2, 1] {
+        sql(
+            &app,
+            &format!(
+                "ALTER TABLE events DISABLE TRIGGER events_append_only;
+                 UPDATE events SET hash_version = {older} WHERE position = {last};"
+            ),
+        )
+        .await;
+        let (code, out, _) = app.db.run_cli(&["verify"]);
+        assert_eq!(code, 1, "{out}");
+        assert!(
+            out.contains(&format!("altered at position {last}")),
+            "{out}"
+        );
+    }
 }
 
 /// `dts-ledger <args>` against the app's database, with extra environment.
@@ -491,7 +557,7 @@ async fn a_consistent_rewrite_is_placed_between_the_last_checkpoint_that_holds_a
         &app,
         &format!(
             "ALTER TABLE events DISABLE TRIGGER events_append_only;
-             UPDATE events SET payload = payload || '{{\"bytes\": 1}}' WHERE position = {target};"
+             UPDATE events SET payload = (payload::jsonb || '{{\"bytes\": 1}}')::json WHERE position = {target};"
         ),
     )
     .await;
@@ -718,7 +784,7 @@ async fn verify_since_checkpoint_checks_only_what_follows_the_newest_valid_check
         &app,
         &format!(
             "ALTER TABLE events DISABLE TRIGGER events_append_only;
-             UPDATE events SET payload = payload || '{{\"bytes\": 1}}' WHERE position = {head};"
+             UPDATE events SET payload = (payload::jsonb || '{{\"bytes\": 1}}')::json WHERE position = {head};"
         ),
     )
     .await;

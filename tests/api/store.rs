@@ -172,7 +172,7 @@ async fn verification_names_a_row_altered_behind_the_triggers() {
     client
         .batch_execute(
             "ALTER TABLE events DISABLE TRIGGER events_append_only;
-             UPDATE events SET payload = jsonb_set(payload, '{n}', '99') WHERE position = 3;
+             UPDATE events SET payload = jsonb_set(payload::jsonb, '{n}', '99')::json WHERE position = 3;
              ALTER TABLE events ENABLE TRIGGER events_append_only;",
         )
         .await
