@@ -7,9 +7,10 @@ use super::checkpoint::{self, Checkpoint, Keyring};
 use super::export::{self, Format};
 use super::replay;
 use super::report::{Builder, Month, ReportError};
-use super::source::{self, Range, Until};
+use super::source::{self, Range, Selection, Until};
 use super::verify::{self, Mark, Since, VerifyError};
 use crate::configuration::AuditConfig;
+use crate::store::FoldRow;
 use chrono::{DateTime, FixedOffset, Utc};
 use deadpool_postgres::Pool;
 use projections::events::Event;
@@ -526,7 +527,9 @@ pub async fn report(
             after: 0,
             until: Until::Position(closing),
         },
+        Selection::FOLD,
         |row| {
+            let row = FoldRow::from_columns(row)?;
             let event = Event::decode_json(row.event_type, row.event_version, &row.payload)
                 .map_err(|e| Unable(format!("event at position {}: {e}", row.position)))?;
             if let Err(error) = builder.push(row.position, &event, row.recorded_at) {

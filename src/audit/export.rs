@@ -1,7 +1,8 @@
 //! The raw ledger for finance: one row per event, in position order, with the figures finance
 //! books as columns, as CSV or JSON lines. Read only and streamed.
 
-use super::source::{self, Range};
+use super::source::{self, Range, Selection};
+use crate::store::EventRow;
 use projections::events::Event;
 use projections::ids::{InstanceId, TaskId};
 use serde_json::{json, Value};
@@ -174,7 +175,8 @@ pub async fn export(
         out.write_all("\u{feff}".as_bytes())?;
         writeln!(out, "{}", COLUMNS.join(","))?;
     }
-    let count = source::for_each(tx, range, |row| {
+    let count = source::for_each(tx, range, Selection::ALL, |row| {
+        let row = EventRow::from_columns(row)?;
         // Never a row with silently blank figures: an event this version cannot read stops the
         // export, naming it.
         let event = Event::decode_json(row.event_type, row.event_version, &row.payload).map_err(

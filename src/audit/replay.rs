@@ -1,9 +1,9 @@
 //! Replay (invariant I4): fold the whole ledger from scratch with the service's own folds and
 //! compare the result with the live projection tables, row by row and field by field.
 
-use super::source::{self, Range, Until};
+use super::source::{self, Range, Selection, Until};
 use crate::ledger::rows::{self, CorruptRow};
-use crate::store::EventRow;
+use crate::store::FoldRow;
 use projections::events::{DecodeError, Event};
 use projections::{FoldError, Package, Projection, Task};
 use std::time::{Duration, Instant};
@@ -64,8 +64,14 @@ pub async fn fold_from(
 ) -> Result<Folded, ReplayError> {
     let started = Instant::now();
     let folding = (projection, 0, after);
-    let (projection, events, last_position) =
-        source::for_each_batch(tx, Range { after, until }, folding, fold_batch).await?;
+    let (projection, events, last_position) = source::for_each_batch(
+        tx,
+        Range { after, until },
+        Selection::FOLD,
+        folding,
+        fold_batch,
+    )
+    .await?;
     Ok(Folded {
         projection,
         events,
@@ -80,7 +86,7 @@ fn fold_batch(
     (projection, events, last_position): &mut (Projection, u64, i64),
     batch: Vec<BinaryCopyOutRow>,
 ) -> Result<(), ReplayError> {
-    let rows: Vec<_> = batch.iter().map(EventRow::from_columns).collect();
+    let rows: Vec<_> = batch.iter().map(FoldRow::from_columns).collect();
     let decoded = source::map_in_parallel(&rows, |part| {
         part.iter()
             .map(|row| {

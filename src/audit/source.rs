@@ -1,12 +1,35 @@
 //! The ledger read for audits: one consistent snapshot, streamed in position order with binary
 //! COPY (no round trip per event), each row handed over borrowed ([`for_each`]), or batches of
-//! rows handed to another thread while the next batch is read ([`for_each_batch`]).
+//! rows handed to another thread while the next batch is read ([`for_each_batch`]). A pass reads
+//! only the columns it needs ([`Selection`]) and decodes the rows itself
+//! ([`crate::store::EventRow::from_columns`], [`crate::store::FoldRow::from_columns`]).
 
-use crate::store::{EventRow, EVENT_COLUMNS, EVENT_COLUMN_TYPES};
+use crate::store::{EVENT_COLUMNS, EVENT_COLUMN_TYPES, FOLD_COLUMNS, FOLD_COLUMN_TYPES};
 use chrono::{DateTime, Utc};
 use futures_util::{pin_mut, Stream, TryStreamExt};
 use tokio_postgres::binary_copy::{BinaryCopyOutRow, BinaryCopyOutStream};
+use tokio_postgres::types::Type;
 use tokio_postgres::Transaction;
+
+/// Which columns of `events` a pass reads, and their types.
+#[derive(Debug, Clone, Copy)]
+pub struct Selection {
+    pub columns: &'static str,
+    pub types: &'static [Type],
+}
+
+impl Selection {
+    /// Every column: what verify checks and export shows ([`crate::store::EventRow`]).
+    pub const ALL: Selection = Selection {
+        columns: EVENT_COLUMNS,
+        types: &EVENT_COLUMN_TYPES,
+    };
+    /// What a fold reads ([`crate::store::FoldRow`]).
+    pub const FOLD: Selection = Selection {
+        columns: FOLD_COLUMNS,
+        types: &FOLD_COLUMN_TYPES,
+    };
+}
 
 /// The last event to read.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -48,21 +71,23 @@ pub async fn snapshot(
     Ok(tx)
 }
 
-/// Calls `each` for every event of `range`, in position order; returns how many were read.
+/// Calls `each` with the `selection` of every event of `range`, in position order; returns how
+/// many were read.
 pub async fn for_each<E>(
     tx: &Transaction<'_>,
     range: Range,
-    mut each: impl FnMut(EventRow<'_>) -> Result<(), E>,
+    selection: Selection,
+    mut each: impl FnMut(&BinaryCopyOutRow) -> Result<(), E>,
 ) -> Result<u64, E>
 where
     E: From<tokio_postgres::Error>,
 {
-    let rows = rows(tx, range).await?;
+    let rows = rows(tx, range, selection).await?;
     pin_mut!(rows);
     let mut count = 0;
     while let Some(row) = rows.try_next().await? {
         count += 1;
-        each(EventRow::from_columns(&row)?)?;
+        each(&row)?;
     }
     Ok(count)
 }
@@ -72,14 +97,15 @@ where
 pub const BATCH_EVENTS: usize = 4096;
 
 /// Sends the rows of `range` to `batches`, in position order, [`BATCH_EVENTS`] at a time, for
-/// another thread to decode ([`EventRow::from_columns`]) and check while the next batch is read.
-/// Stops early, without an error, when the receiver is gone (it found what it looked for).
+/// another thread to decode and check while the next batch is read. Stops early, without an error,
+/// when the receiver is gone (it found what it looked for).
 async fn send_batches(
     tx: &Transaction<'_>,
     range: Range,
+    selection: Selection,
     batches: tokio::sync::mpsc::Sender<Vec<BinaryCopyOutRow>>,
 ) -> Result<(), tokio_postgres::Error> {
-    let rows = rows(tx, range).await?;
+    let rows = rows(tx, range, selection).await?;
     pin_mut!(rows);
     let mut batch = Vec::with_capacity(BATCH_EVENTS);
     while let Some(row) = rows.try_next().await? {
@@ -109,6 +135,7 @@ const BATCHES_IN_FLIGHT: usize = 2;
 pub async fn for_each_batch<S, E>(
     tx: &Transaction<'_>,
     range: Range,
+    selection: Selection,
     state: S,
     mut each_batch: impl FnMut(&mut S, Vec<BinaryCopyOutRow>) -> Result<(), E> + Send + 'static,
 ) -> Result<S, E>
@@ -124,7 +151,7 @@ where
         }
         Ok::<S, E>(state)
     });
-    let read = send_batches(tx, range, batches).await;
+    let read = send_batches(tx, range, selection, batches).await;
     let state = match handler.await {
         Ok(handled) => handled?,
         Err(failed) => std::panic::resume_unwind(failed.into_panic()),
@@ -169,10 +196,11 @@ pub fn map_in_parallel<T: Sync, R: Send>(
     })
 }
 
-/// The events of `range` in position order, streamed with binary COPY.
+/// The `selection` of the events of `range` in position order, streamed with binary COPY.
 async fn rows(
     tx: &Transaction<'_>,
     range: Range,
+    selection: Selection,
 ) -> Result<
     impl Stream<Item = Result<BinaryCopyOutRow, tokio_postgres::Error>>,
     tokio_postgres::Error,
@@ -184,11 +212,12 @@ async fn rows(
     }
     let stream = tx
         .copy_out(&format!(
-            "COPY (SELECT {EVENT_COLUMNS} FROM events WHERE {filter} ORDER BY position) \
-             TO STDOUT (FORMAT binary)"
+            "COPY (SELECT {} FROM events WHERE {filter} ORDER BY position) \
+             TO STDOUT (FORMAT binary)",
+            selection.columns
         ))
         .await?;
-    Ok(BinaryCopyOutStream::new(stream, &EVENT_COLUMN_TYPES))
+    Ok(BinaryCopyOutStream::new(stream, selection.types))
 }
 
 /// The last position `until` lets through (`None`: no bound).

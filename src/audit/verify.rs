@@ -6,7 +6,7 @@
 //! the last event and its ledger hash; every checkpoint must find the ledger hash it signed at its
 //! position. The first event breaking any of these is reported with what is wrong.
 
-use super::source::{self, Range};
+use super::source::{self, Range, Selection};
 use crate::store::hash::{canonical_json, event_hash, ledger_hash, Hash, HashVersion, GENESIS};
 use crate::store::EventRow;
 use chrono::{DateTime, Utc};
@@ -209,10 +209,14 @@ impl Verifier {
         let hash_version = self.check_hash_version(row)?;
         let chain = self.check_hashes(row, recomputed, hash_version, head)?;
         self.check_time(row)?;
-        self.heads.insert(
-            row.stream_id.to_owned(),
-            (row.version, *recomputed, row.position),
-        );
+        let head = (row.version, *recomputed, row.position);
+        // Streams have many events each: their id is copied once, for the first.
+        match self.heads.get_mut(row.stream_id) {
+            Some(known) => *known = head,
+            None => {
+                self.heads.insert(row.stream_id.to_owned(), head);
+            }
+        }
         self.chain = chain;
         self.hash_version = hash_version;
         self.last_recorded_at = Some(row.recorded_at);
@@ -505,6 +509,7 @@ pub async fn verify_against(
     let (verifier, _) = source::for_each_batch(
         &tx,
         range,
+        Selection::ALL,
         (verifier, progress),
         |(verifier, progress), batch| check_batch(verifier, progress, &batch),
     )

@@ -303,7 +303,7 @@ async fn tasks_of(
 ) -> Result<Vec<Task>, PageError> {
     let ids: Vec<&str> = packages.iter().map(|p| p.instance_id.as_str()).collect();
     let sql = format!(
-        "SELECT {} FROM tasks WHERE instance_id IN (SELECT unnest($1::text[]))
+        "SELECT {} FROM tasks WHERE instance_id = ANY($1::text[])
             AND state <> 'destroyed' ORDER BY task_id LIMIT $2",
         rows::TASK_COLUMNS
     );

@@ -18,8 +18,8 @@
 
 use super::StoredEvent;
 use chrono::{DateTime, Utc};
+use ring::digest::{Context, SHA256};
 use serde_json::Value;
-use sha2::{Digest, Sha256};
 
 pub type Hash = [u8; 32];
 
@@ -105,42 +105,50 @@ impl<Text: AsRef<str>, Bytes, Json> StoredEvent<Text, Bytes, Json> {
 
 /// The hash of an event row whose previous event in the stream hashed to `prev_hash`.
 pub fn event_hash(version: HashVersion, prev_hash: &Hash, row: &Hashed<'_>) -> Hash {
-    let mut digest = Sha256::new();
+    let mut digest = Context::new(&SHA256);
     digest.update(match version {
         HashVersion::V1 => DOMAIN_TAG_V1,
         HashVersion::V2 => DOMAIN_TAG_V2,
         HashVersion::V3 => DOMAIN_TAG_V3,
     });
     digest.update(prev_hash);
-    digest.update(row.position.to_be_bytes());
+    digest.update(&row.position.to_be_bytes());
     field(&mut digest, row.stream_id.as_bytes());
-    digest.update(row.version.to_be_bytes());
+    digest.update(&row.version.to_be_bytes());
     field(&mut digest, row.event_type.as_bytes());
-    digest.update(row.event_version.to_be_bytes());
-    digest.update(row.recorded_at.timestamp_micros().to_be_bytes());
+    digest.update(&row.event_version.to_be_bytes());
+    digest.update(&row.recorded_at.timestamp_micros().to_be_bytes());
     field(&mut digest, row.payload);
     field(&mut digest, row.metadata);
     if version >= HashVersion::V2 {
         // A presence byte keeps "no key" apart from "the empty key".
         match row.idempotency_key {
-            None => digest.update([0]),
+            None => digest.update(&[0]),
             Some(key) => {
-                digest.update([1]);
+                digest.update(&[1]);
                 field(&mut digest, key.as_bytes());
             }
         }
     }
-    digest.finalize().into()
+    finish(digest)
 }
 
 /// The ledger-wide hash of an event whose own hash is `hash`, after an event whose ledger hash
 /// was `prev_ledger_hash` ([`GENESIS`] before position 1).
 pub fn ledger_hash(prev_ledger_hash: &Hash, hash: &Hash) -> Hash {
-    let mut digest = Sha256::new();
+    let mut digest = Context::new(&SHA256);
     digest.update(LEDGER_TAG);
     digest.update(prev_ledger_hash);
     digest.update(hash);
-    digest.finalize().into()
+    finish(digest)
+}
+
+fn finish(digest: Context) -> Hash {
+    digest
+        .finish()
+        .as_ref()
+        .try_into()
+        .expect("SHA-256 gives 32 bytes")
 }
 
 /// The canonical JSON of a value, as a new buffer.
@@ -150,9 +158,9 @@ pub fn canonical(value: &Value) -> Vec<u8> {
     out
 }
 
-fn field(digest: &mut Sha256, bytes: &[u8]) {
+fn field(digest: &mut Context, bytes: &[u8]) {
     // Lengths make the encoding unambiguous: ("ab", "c") and ("a", "bc") hash differently.
-    digest.update((bytes.len() as u64).to_be_bytes());
+    digest.update(&(bytes.len() as u64).to_be_bytes());
     digest.update(bytes);
 }
 

@@ -13,7 +13,8 @@ pub use read::{
     STREAM_PAGE_EVENTS,
 };
 pub use row::{
-    Columns, EventRow, JsonText, RecordedEvent, StoredEvent, EVENT_COLUMNS, EVENT_COLUMN_TYPES,
+    Columns, EventRow, FoldRow, JsonText, RecordedEvent, StoredEvent, EVENT_COLUMNS,
+    EVENT_COLUMN_TYPES, FOLD_COLUMNS, FOLD_COLUMN_TYPES,
 };
 
 use chrono::{DateTime, Utc};

@@ -8,6 +8,7 @@ mod marketplace;
 mod marketplace_hardening;
 mod metrics;
 mod openapi;
+mod plans;
 mod processes;
 mod provenance;
 mod request_logs;
