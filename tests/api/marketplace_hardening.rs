@@ -370,16 +370,19 @@ async fn a_package_that_cannot_expire_does_not_stop_the_others() {
         ..test_config()
     })
     .await;
-    let first = cst(Utc::now() + Duration::seconds(2));
-    let (status, reply) = call(&app, &purchase("biz-poisoned", SKU_1TB, &first)).await;
+    // Bought for a month, then made due and unfoldable behind the service's back (a projection row
+    // no fold could have written): every attempt to expire it fails for good. Made due only once
+    // poisoned, so the sweeper never meets it healthy, however slow the machine.
+    let month = cst(Utc::now() + Duration::days(30));
+    let (status, reply) = call(&app, &purchase("biz-poisoned", SKU_1TB, &month)).await;
     assert_eq!(status, 200, "{reply}");
-    // A projection row no fold could have written: every attempt to expire it fails for good.
     let poisoned = app
         .db
         .client()
         .await
         .execute(
-            "UPDATE packages SET warned_percents = '{300}' WHERE instance_id = 'biz-poisoned'",
+            "UPDATE packages SET warned_percents = '{300}', expires_at = now() + interval '1 second'
+              WHERE instance_id = 'biz-poisoned'",
             &[],
         )
         .await
