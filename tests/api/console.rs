@@ -589,8 +589,9 @@ async fn an_overview_of_50_packages_and_500_tasks_shows_them_all() {
         app.buy(&format!("big-{p:02}"), "alice", "FW_GOODS-500232-1")
             .await;
     }
-    for p in 0..PACKAGES {
-        let creates = (0..TASKS_PER_PACKAGE).map(|t| {
+    // One task for every package at a time: tasks of one package would queue on its lock.
+    for t in 0..TASKS_PER_PACKAGE {
+        let creates = (0..PACKAGES).map(|p| {
             let (task, package) = (format!("task-{p:02}-{t}"), format!("big-{p:02}"));
             let app = &app;
             async move { app.create_task(&task, &package).await.0 }
