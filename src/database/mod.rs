@@ -375,12 +375,10 @@ impl Database {
                 }
             }
         };
-        // Fail now with a clear message rather than at the first query.
-        let mut check = config.clone();
-        bound_session(&mut check, &SessionBounds::AUDIT);
-        let (client, connection) = check.connect(NoTls).await.map_err(OpenError::Connect)?;
-        drop(client);
-        drop(connection);
+        // Fail now with a clear message rather than at the first query, and on a schema other
+        // than the one this binary reads: an audit of a ledger not migrated yet (or migrated by a
+        // newer release) would misread its rows.
+        check_version(&config).await?;
         Ok(Database {
             pool: build_pool_with(config, 2, &SessionBounds::AUDIT),
             embedded,

@@ -141,10 +141,8 @@ impl RecordedEvent {
     }
 }
 
-/// JSON text of a `json` column as stored, borrowed from the row; also written as such.
-///
-/// The columns were `jsonb` before version 3 of the hash, whose binary format is a version byte,
-/// 1, then the text; that is read too.
+/// JSON text of a `json` column as stored (its binary format is the text itself), borrowed from
+/// the row; also written as such.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct JsonText<'a>(pub &'a [u8]);
 
@@ -157,21 +155,12 @@ impl std::ops::Deref for JsonText<'_> {
 }
 
 impl<'a> FromSql<'a> for JsonText<'a> {
-    fn from_sql(
-        ty: &Type,
-        raw: &'a [u8],
-    ) -> Result<Self, Box<dyn std::error::Error + Sync + Send>> {
-        if *ty == Type::JSON {
-            return Ok(JsonText(raw));
-        }
-        match raw.split_first() {
-            Some((1, text)) => Ok(JsonText(text)),
-            _ => Err("unsupported jsonb format version".into()),
-        }
+    fn from_sql(_: &Type, raw: &'a [u8]) -> Result<Self, Box<dyn std::error::Error + Sync + Send>> {
+        Ok(JsonText(raw))
     }
 
     fn accepts(ty: &Type) -> bool {
-        *ty == Type::JSON || *ty == Type::JSONB
+        *ty == Type::JSON
     }
 }
 

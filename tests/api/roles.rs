@@ -376,3 +376,38 @@ async fn serve_with_the_owners_url_migrates_then_serves_as_the_service() {
         .get(0);
     assert_eq!(owner, roles::OWNER);
 }
+
+/// An audit by this binary of a ledger not migrated to its schema would misread the rows (their
+/// columns changed type in migration 12): it refuses, saying to migrate, and so does a binary
+/// older than the schema.
+#[tokio::test]
+async fn the_audits_refuse_a_schema_other_than_their_own() {
+    let db = TestDb::create().await;
+    let latest = migrate::latest_version();
+    let superuser = db.client().await;
+    superuser
+        .execute(
+            "DELETE FROM schema_migrations WHERE version = $1",
+            &[&latest],
+        )
+        .await
+        .unwrap();
+    let (code, _, err) = db.run_cli(&["verify"]);
+    assert_ne!(code, 0, "{err}");
+    assert!(
+        err.contains(&format!("this binary needs {latest}")),
+        "{err}"
+    );
+    assert!(err.contains("dts-ledger migrate"), "{err}");
+
+    superuser
+        .execute(
+            "INSERT INTO schema_migrations (version, name, checksum)
+             SELECT $1, name, checksum FROM schema_migrations WHERE version = $2",
+            &[&(latest + 1), &(latest - 1)],
+        )
+        .await
+        .unwrap();
+    let (code, _, err) = db.run_cli(&["replay"]);
+    assert_ne!(code, 0, "{err}");
+}
