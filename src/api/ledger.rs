@@ -10,8 +10,10 @@ use utoipa::ToSchema;
 #[schema(examples(json!({"events": [{"position": 1, "streamId": "package-dts-1", "version": 1, "type": "OrderCreated", "eventVersion": 1, "data": {"instanceId": "dts-1", "bytesGranted": 536870912000u64}, "metadata": {"requestId": "5f0c4c1e-0b7a-4a3e-9c57-8d1f1c7e2a10", "source": "marketplace", "actor": "marketplace"}, "recordedAt": "2026-11-26T08:00:00Z", "prevHash": "0000000000000000000000000000000000000000000000000000000000000000", "hash": "3b3b3b3b3b3b3b3b3b3b3b3b3b3b3b3b3b3b3b3b3b3b3b3b3b3b3b3b3b3b3b3b"}], "next": 1})))]
 pub struct LedgerPage {
     pub events: Vec<LedgerEvent>,
-    /// The `after` of the next page: the last position of this one (or the request's `after`).
-    pub next: i64,
+    /// The `after` of the next page (the last position of this one) when more events follow;
+    /// `null` when this page reaches the ledger's end: to follow new events, ask again later with
+    /// `after` = the last position you have.
+    pub next: Option<i64>,
 }
 
 /// One recorded event, as stored.

@@ -70,7 +70,8 @@ pub async fn list(
     after: i64,
     limit: i64,
 ) -> Result<Vec<Entry>, tokio_postgres::Error> {
-    let limit = limit.clamp(1, LIST_LIMIT_MAX);
+    // One more than a page: the route reads it to tell whether another page follows.
+    let limit = limit.clamp(1, LIST_LIMIT_MAX + 1);
     let rows = client
         .query(
             "SELECT o.position, o.subject, e.event_type, e.recorded_at, o.dead_at IS NOT NULL,

@@ -1,7 +1,8 @@
 //! `GET /v1/ledger?after=<position>&limit=<n>`: the raw ledger in position order (admin only).
 //!
 //! A reader that passes back `next` as `after` sees every event exactly once and in order, even
-//! while appends commit (positions are gapless and commit-ordered).
+//! while appends commit (positions are gapless and commit-ordered). `next` is `null` on the page
+//! that reaches the ledger's end.
 
 use crate::api::ledger::{LedgerEvent, LedgerPage};
 use crate::auth;
@@ -46,8 +47,9 @@ pub async fn read_ledger(
     auth::require_admin(&req, &state.tokens())?;
     let (after, limit) = page::checked(page.after, page.limit, LIMIT_DEFAULT, LIMIT_MAX)?;
     let client = state.pool.get().await?;
-    let events = store::read_all_after(&client, after, limit).await?;
-    let next = events.last().map_or(after, |e| e.position);
+    // One row more than the page: whether it exists says whether the ledger goes on.
+    let events = store::read_all_after(&client, after, limit + 1).await?;
+    let (events, next) = page::cut(events, limit, |e| e.position);
     let events = events.into_iter().map(LedgerEvent::from).collect();
     Ok(HttpResponse::Ok().json(LedgerPage { events, next }))
 }

@@ -61,8 +61,9 @@ pub async fn list_outbox(
     };
     let (after, limit) = page::checked(query.after, query.limit, LIMIT_DEFAULT, LIST_LIMIT_MAX)?;
     let client = state.pool.get().await?;
-    let found = entries::list(&client, filter, after, limit).await?;
-    let next = found.last().map_or(after, |e| e.position);
+    // One entry more than the page: whether it exists says whether more follow.
+    let found = entries::list(&client, filter, after, limit + 1).await?;
+    let (found, next) = page::cut(found, limit, |e| e.position);
     Ok(HttpResponse::Ok().json(OutboxPage {
         entries: found,
         next,

@@ -26,3 +26,29 @@ pub fn checked(
     }
     Ok((after, limit))
 }
+
+/// One page from the `limit + 1` rows a paged read fetched: the first `limit` of them, and the
+/// `next` cursor — the position of the page's last row when more rows follow, `None` when this
+/// page reaches the end (a client's "while next" loop then ends; one that follows new rows asks
+/// again later with the last position it saw).
+pub fn cut<T>(mut rows: Vec<T>, limit: i64, position: impl Fn(&T) -> i64) -> (Vec<T>, Option<i64>) {
+    let limit = usize::try_from(limit).unwrap_or(0);
+    if rows.len() <= limit {
+        return (rows, None);
+    }
+    rows.truncate(limit);
+    let next = rows.last().map(position);
+    (rows, next)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_page_says_next_only_when_more_rows_follow() {
+        assert_eq!(cut(vec![1, 2, 3], 2, |n| *n), (vec![1, 2], Some(2)));
+        assert_eq!(cut(vec![1, 2], 2, |n| *n), (vec![1, 2], None));
+        assert_eq!(cut(Vec::<i64>::new(), 2, |n| *n), (vec![], None));
+    }
+}

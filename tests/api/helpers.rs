@@ -459,12 +459,11 @@ impl TestApp {
                 .json()
                 .await
                 .unwrap();
-            let events = page["events"].as_array().unwrap().clone();
-            if events.is_empty() {
-                return all;
+            all.extend(page["events"].as_array().unwrap().iter().cloned());
+            match page["next"].as_i64() {
+                Some(next) => after = next,
+                None => return all,
             }
-            after = page["next"].as_i64().unwrap();
-            all.extend(events);
         }
     }
 

@@ -539,6 +539,26 @@ async fn the_ledger_api_is_for_admins_and_pages_by_position() {
         .unwrap();
     assert_eq!(page["next"], 2);
     let event = &page["events"][0];
+    let last: Value = app
+        .get_as("/v1/ledger?after=2&limit=1", ADMIN_TOKEN)
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(last["events"][0]["position"], 3);
+    assert_eq!(
+        last["next"],
+        Value::Null,
+        "the page holding the last event says the end"
+    );
+    let beyond: Value = app
+        .get_as("/v1/ledger?after=3", ADMIN_TOKEN)
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(beyond["events"], serde_json::json!([]));
+    assert_eq!(beyond["next"], Value::Null);
     assert_eq!(event["position"], 2);
     assert_eq!(event["streamId"], "package-biz-1");
     assert_eq!(event["version"], 1);
