@@ -27,7 +27,7 @@ use dts_ledger::store::hash::{
 };
 use dts_ledger::store::{JsonText, EVENT_COLUMNS, EVENT_COLUMN_TYPES};
 use projections::events::Event;
-use projections::ids::{Bytes, InstanceId, JdPin, OrderId, ReportId, SkuId, TaskId};
+use projections::ids::{Bytes, InstanceId, JdPin, OrderId, OrderRef, ReportId, SkuId, TaskId};
 use projections::{Package, Projection, Task};
 use rand::{Rng, SeedableRng};
 use std::collections::HashMap;
@@ -220,7 +220,8 @@ async fn main() {
         let command = CreateOrder {
             instance_id: InstanceId::parse(format!("biz-{p}")).unwrap(),
             jd_pin: JdPin::parse(format!("pin-{}", p % 500)).unwrap(),
-            order_id: OrderId::parse(format!("order-{p}")).unwrap(),
+            order: OrderRef::new(None, Some(OrderId::parse(format!("order-{p}")).unwrap()))
+                .unwrap(),
             service_code: "dts".into(),
             sku_id: SkuId::parse("FW_GOODS-500232-1").unwrap(),
             units: 1,
@@ -263,7 +264,11 @@ async fn main() {
             {
                 let renewal = RenewOrder {
                     instance_id,
-                    order_id: OrderId::parse(format!("renew-{serial}")).unwrap(),
+                    order: OrderRef::new(
+                        None,
+                        Some(OrderId::parse(format!("renew-{serial}")).unwrap()),
+                    )
+                    .unwrap(),
                     expires_at: now + chrono::Duration::days(365),
                 };
                 orders::renew(&mut draft, &renewal, &catalog, None, None).unwrap();

@@ -23,7 +23,8 @@ fn ledger() -> Vec<Event> {
         events.push(Event::OrderCreated(OrderCreated {
             instance_id: InstanceId::parse(format!("biz-{p}")).unwrap(),
             jd_pin: JdPin::parse(format!("pin-{}", p % 17)).unwrap(),
-            order_id: OrderId::parse(format!("order-{p}")).unwrap(),
+            order_id: Some(OrderId::parse(format!("order-{p}")).unwrap()),
+            order_number: None,
             service_code: "dts".into(),
             sku_id: SkuId::parse("FW_GOODS-500232-1").unwrap(),
             sku_name: "DTS 1TB".into(),

@@ -10,6 +10,7 @@ use crate::startup::{Application, ServerOptions};
 use crate::telemetry::{self, LogFormat};
 use anyhow::Context;
 use clap::{Args, Parser, Subcommand};
+use projections::events::ExpiryReason;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -58,8 +59,15 @@ enum Command {
         dir: PathBuf,
     },
     /// Sign a marketplace callback as the marketplace does (with the configured key), send it to a
-    /// running service and print the reply; `verify` prints a console sign-in link instead.
+    /// running service and print the reply; `verify` prints a console sign-in link instead;
+    /// `refused` lists the callbacks refused and not resolved since.
     Marketplace(MarketplaceArgs),
+    /// Packages the marketplace said expired while their expiresAt was ahead: list the held
+    /// notices, or apply one.
+    Orders {
+        #[command(subcommand)]
+        command: OrdersCommand,
+    },
     /// Apply the database schema as its owner (LEDGER_MIGRATE_DATABASE_URL, else DATABASE_URL)
     /// and exit.
     Migrate,
@@ -158,11 +166,54 @@ enum OutboxCommand {
     },
 }
 
+#[derive(Debug, Subcommand)]
+enum OrdersCommand {
+    /// Expiry notices held while a package's expiresAt was ahead (after a refund, or a stale
+    /// notice), not settled since by an expiry or a release; oldest first.
+    Held {
+        /// Only notices after this ledger position.
+        #[arg(long, default_value_t = 0)]
+        after: i64,
+        #[arg(long, default_value_t = 100)]
+        limit: i64,
+        #[arg(long, value_enum, default_value = "table")]
+        format: TableOrJson,
+    },
+    /// Apply a package's held expiry notice: it expires now and its running tasks stop.
+    Expire {
+        /// The package's instanceId.
+        instance: String,
+        /// Why: `refund` (the notice followed a refund).
+        #[arg(long, value_parser = parse_expiry_reason)]
+        reason: ExpiryReason,
+    },
+}
+
+fn parse_expiry_reason(value: &str) -> Result<ExpiryReason, String> {
+    ExpiryReason::parse(value).ok_or_else(|| format!("{value:?} is not a reason: use refund"))
+}
+
+#[derive(Debug, Subcommand)]
+enum MarketplaceList {
+    /// Callbacks refused after their token held and not resolved by a later success (a paid
+    /// order not provisioned yet, say), oldest first.
+    Refused {
+        #[arg(long, default_value_t = 100)]
+        limit: i64,
+        #[arg(long, value_enum, default_value = "table")]
+        format: TableOrJson,
+    },
+}
+
 #[derive(Debug, Args)]
+#[command(args_conflicts_with_subcommands = true, subcommand_negates_reqs = true)]
 struct MarketplaceArgs {
+    #[command(subcommand)]
+    list: Option<MarketplaceList>,
     /// createInstance, renewInstance, upgradeInstance, dilateInstance, expiredInstance,
     /// releaseInstance or verify.
-    action: String,
+    #[arg(required = true)]
+    action: Option<String>,
     /// A callback parameter, e.g. --param skuId=FW_GOODS-500232-1 (repeatable).
     #[arg(long = "param", value_name = "NAME=VALUE")]
     params: Vec<String>,
@@ -228,6 +279,16 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             serve(args, config, settings).await?;
             Ok(ExitCode::SUCCESS)
         }
+        Command::Marketplace(MarketplaceArgs {
+            list: Some(list), ..
+        }) => {
+            let database = Database::open_as(&settings, Role::Reader).await?;
+            let MarketplaceList::Refused { limit, format } = list;
+            let outcome =
+                crate::marketplace::commands::refused(&database.pool, limit, format).await;
+            database.close().await;
+            outcome.map_err(|commands::Unable(message)| anyhow::anyhow!(message))
+        }
         Command::Marketplace(args) => marketplace(args, &config).await,
         Command::Migrate => {
             let applied = Database::migrate(&settings).await?;
@@ -256,7 +317,11 @@ async fn on_database(
             scratch_schema: Some(_),
             ..
         } => Role::Owner,
-        Command::Checkpoint { .. } | Command::Outbox { .. } => Role::Service,
+        Command::Checkpoint { .. }
+        | Command::Outbox { .. }
+        | Command::Orders {
+            command: OrdersCommand::Expire { .. },
+        } => Role::Service,
         _ => Role::Reader,
     };
     let database = Database::open_as(settings, role).await?;
@@ -320,6 +385,20 @@ async fn database_command(
                 .map_or("CNY".to_owned(), |sku| sku.currency.clone());
             commands::report(pool, &month, format, &utc_offset, &currency).await
         }
+        Command::Orders { command } => match command {
+            OrdersCommand::Held {
+                after,
+                limit,
+                format,
+            } => crate::marketplace::commands::held(pool, after, limit, format).await,
+            OrdersCommand::Expire { instance, reason } => {
+                let ledger = crate::ledger::Ledger {
+                    pool: pool.clone(),
+                    outbox: config.webhook.is_some(),
+                };
+                crate::marketplace::commands::expire(&ledger, &instance, reason).await
+            }
+        },
         Command::Outbox { command } => match command {
             OutboxCommand::List {
                 dead,
@@ -387,7 +466,8 @@ async fn marketplace(args: MarketplaceArgs, config: &Config) -> anyhow::Result<E
         "no marketplace key to sign with: set [marketplace] key in the --config file (or \
          LEDGER_MARKETPLACE_KEY); `dts-ledger init` writes a configuration with one",
     )?;
-    if args.action == "verify" {
+    let action = args.action.context("a marketplace action is required")?;
+    if action == "verify" {
         let instance = args
             .instance
             .as_deref()
@@ -396,7 +476,7 @@ async fn marketplace(args: MarketplaceArgs, config: &Config) -> anyhow::Result<E
         println!("{link}");
         return Ok(ExitCode::SUCCESS);
     }
-    let mut callback = Callback::parse(&args.action, &args.params)?;
+    let mut callback = Callback::parse(&action, &args.params)?;
     if let Some(instance) = &args.instance {
         callback.set("instanceId", instance)?;
     }

@@ -241,6 +241,9 @@ routes::route_table! {
     GET "/v1/cloud/order" => routes::cloud_order::cloud_order;
     GET "/v1/orders/{instance_id}" => routes::orders::get_order;
     DELETE "/v1/orders/{instance_id}/details" => routes::orders::erase_details;
+    POST "/v1/orders/{instance_id}/expire" => routes::reconciliation::expire_order;
+    GET "/v1/expiry-notices" => routes::reconciliation::list_held_notices;
+    GET "/v1/marketplace/refused" => routes::reconciliation::list_refused;
     GET "/v1/ledger" => routes::ledger::read_ledger;
     GET "/v1/outbox" => routes::outbox::list_outbox;
     POST "/v1/outbox/{position}/retry" => routes::outbox::retry_outbox_entry;

@@ -7,7 +7,9 @@
 //! Every event holds what it needs to be replayed without outside data: a grant records its bytes
 //! and the catalog's price at that moment, a traffic event the package it was charged to.
 
-use crate::ids::{Bytes, InstanceId, JdPin, OrderId, ReportId, SkuId, TaskId};
+use crate::ids::{
+    Bytes, InstanceId, JdPin, OrderId, OrderNumber, OrderRef, ReportId, SkuId, TaskId,
+};
 use chrono::{DateTime, Utc};
 use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
@@ -64,15 +66,47 @@ pub enum ExpirySource {
     Marketplace,
     /// Our own clock passed the order's `expiresAt`.
     Clock,
+    /// An operator applied a notice the marketplace sent while `expiresAt` was still ahead
+    /// ([`OrderExpiryHeld`]); version 2 of [`OrderExpired`] says why.
+    Operator,
+}
+
+/// Why an operator expired a package before its `expiresAt`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ExpiryReason {
+    /// The order was refunded: the marketplace's `expiredInstance` after a refund.
+    Refund,
+}
+
+impl ExpiryReason {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ExpiryReason::Refund => "refund",
+        }
+    }
+
+    pub fn parse(value: &str) -> Option<ExpiryReason> {
+        (value == "refund").then_some(ExpiryReason::Refund)
+    }
 }
 
 /// A new package was bought (`createInstance`).
+///
+/// Version 1 always carries `orderId`; version 2 carries `orderNumber`, and `orderId` only when
+/// the marketplace sent both. A purchase that names only an `orderId` is still written as
+/// version 1, the same shape as before.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct OrderCreated {
     pub instance_id: InstanceId,
     pub jd_pin: JdPin,
-    pub order_id: OrderId,
+    /// The deprecated `orderId`, when the marketplace sent it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub order_id: Option<OrderId>,
+    /// Version 2: the `orderNumber` of the notify interface's current revision, when sent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub order_number: Option<OrderNumber>,
     pub service_code: String,
     pub sku_id: SkuId,
     pub sku_name: String,
@@ -90,31 +124,47 @@ pub struct OrderCreated {
     pub template: Option<String>,
 }
 
-/// A renewal was paid (`renewInstance`): one more SKU's worth of bytes, at the catalog's price of
-/// the day, and a new expiry.
+/// A renewal was paid (`renewInstance`): one more term of the package's SKU, at the catalog's
+/// price of the day, and a new expiry.
+///
+/// Version 1 (no `units`) granted one SKU's bytes worth one unit price, whatever the package's
+/// units, and always named an `orderId`. Version 2 records the units the term covers and grants
+/// `SKU bytes × units` worth `unit price × units`; it names `orderNumber` and/or `orderId`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct OrderRenewed {
     pub instance_id: InstanceId,
-    pub order_id: OrderId,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub order_id: Option<OrderId>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub order_number: Option<OrderNumber>,
     pub sku_id: SkuId,
     pub sku_name: String,
+    /// Version 1: the SKU's bytes; version 2: that `× units`.
     pub bytes_granted: Bytes,
     pub unit_price: Decimal,
+    /// Version 1: the unit price; version 2: that `× units`.
     pub amount: Decimal,
     pub currency: String,
     pub expires_at: DateTime<Utc>,
+    /// Version 2: the package's units the term covers.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub units: Option<u32>,
 }
 
 /// The package moved to another SKU (`upgradeInstance`); only a size increase grants bytes.
 ///
 /// Version 1 (no `units`) granted the difference once, whatever the package's units; version 2
-/// records the units it covers and grants the difference for each of them.
+/// records the units it covers and grants the difference for each of them; version 3 is version
+/// 2 naming an `orderNumber` (and `orderId` only when sent too).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct OrderUpgraded {
     pub instance_id: InstanceId,
-    pub order_id: OrderId,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub order_id: Option<OrderId>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub order_number: Option<OrderNumber>,
     pub from_sku_id: SkuId,
     pub sku_id: SkuId,
     pub sku_name: String,
@@ -133,12 +183,16 @@ pub struct OrderUpgraded {
     pub units: Option<u32>,
 }
 
-/// Capacity was added (`dilateInstance`, 扩容).
+/// Capacity was added (`dilateInstance`, 扩容). Version 2 names an `orderNumber` (and `orderId`
+/// only when sent too); version 1 always an `orderId`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct OrderDilated {
     pub instance_id: InstanceId,
-    pub order_id: OrderId,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub order_id: Option<OrderId>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub order_number: Option<OrderNumber>,
     pub sku_id: SkuId,
     pub sku_name: String,
     pub units: u32,
@@ -149,12 +203,29 @@ pub struct OrderDilated {
 }
 
 /// The order expired; its tasks stop (each with its own `TaskStopped`).
+///
+/// Version 2 is an operator's: `source` is `operator` and `reason` says why (version 1 has no
+/// `reason`: the marketplace or the clock expired it).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct OrderExpired {
     pub instance_id: InstanceId,
     pub source: ExpirySource,
     pub expires_at: Option<DateTime<Utc>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<ExpiryReason>,
+}
+
+/// The marketplace said the order expired (`expiredInstance`) while its `expiresAt` was still
+/// ahead: after a refund, or a stale or replayed notice of an expiry a renewal has since paid
+/// for. The package stays active (a paid renewal is never undone by a stale notice), and the
+/// notice is kept, once per package and `expiresAt`, for an operator to apply if it was a refund.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct OrderExpiryHeld {
+    pub instance_id: InstanceId,
+    /// The package's `expiresAt` the notice was held against.
+    pub expires_at: DateTime<Utc>,
 }
 
 /// The order was released; the remaining bytes are forfeited and the package is never usable again.
@@ -244,6 +315,7 @@ pub enum Event {
     OrderExpired(OrderExpired),
     OrderReleased(OrderReleased),
     OrderBalanceLow(OrderBalanceLow),
+    OrderExpiryHeld(OrderExpiryHeld),
     TaskCreated(TaskCreated),
     TaskRebound(TaskRebound),
     TaskStopped(TaskStopped),
@@ -313,12 +385,16 @@ macro_rules! event_catalog {
                         serde_json::from_slice(payload)
                         .map(Event::$variant)
                         // Each version has its own shape: a payload of another one is refused.
-                        .and_then(|event| if event.event_version() == event_version {
-                            Ok(event)
-                        } else {
+                        .and_then(|event| if event.event_version() != event_version {
                             Err(serde::de::Error::custom(
                                 "the payload's fields belong to another version",
                             ))
+                        } else if event.is_grant() && event.order_ref().is_none() {
+                            Err(serde::de::Error::custom(
+                                "a grant names neither orderNumber nor orderId",
+                            ))
+                        } else {
+                            Ok(event)
                         })
                         .map_err(|source| DecodeError::Payload {
                             event_type: stringify!($variant),
@@ -352,6 +428,7 @@ event_catalog!(
     OrderExpired,
     OrderReleased,
     OrderBalanceLow,
+    OrderExpiryHeld,
     TaskCreated,
     TaskRebound,
     TaskStopped,
@@ -364,18 +441,60 @@ event_catalog!(
 /// version of a decoded event must match the one it was stored with ([`Event::event_version`]).
 fn version_max(event_type: &str) -> i32 {
     match event_type {
-        "OrderUpgraded" => 2,
+        "OrderUpgraded" => 3,
+        "OrderCreated" | "OrderRenewed" | "OrderDilated" | "OrderExpired" => 2,
         _ => 1,
     }
 }
 
+/// Whether a grant names its order the way version 1 did: an `orderId` and no `orderNumber`.
+fn by_order_id_only(number: &Option<OrderNumber>, id: &Option<OrderId>) -> bool {
+    number.is_none() && id.is_some()
+}
+
 impl Event {
-    /// The payload shape version of this event; bumped per type when a shape changes.
+    /// The payload shape version of this event; bumped per type when a shape changes. It follows
+    /// from the shape, so an event written the way an older version was keeps that version.
     pub fn event_version(&self) -> i32 {
         match self {
+            Event::OrderCreated(e) if !by_order_id_only(&e.order_number, &e.order_id) => 2,
+            Event::OrderDilated(e) if !by_order_id_only(&e.order_number, &e.order_id) => 2,
+            Event::OrderRenewed(e)
+                if e.units.is_some() || !by_order_id_only(&e.order_number, &e.order_id) =>
+            {
+                2
+            }
+            Event::OrderUpgraded(e) if !by_order_id_only(&e.order_number, &e.order_id) => 3,
             Event::OrderUpgraded(OrderUpgraded { units: Some(_), .. }) => 2,
+            Event::OrderExpired(OrderExpired {
+                reason: Some(_), ..
+            }) => 2,
             _ => 1,
         }
+    }
+
+    /// Whether the event grants bytes for a marketplace order (purchase, renewal, upgrade,
+    /// expansion).
+    pub fn is_grant(&self) -> bool {
+        matches!(
+            self,
+            Event::OrderCreated(_)
+                | Event::OrderRenewed(_)
+                | Event::OrderUpgraded(_)
+                | Event::OrderDilated(_)
+        )
+    }
+
+    /// The marketplace order a grant answers (`None` for every other event).
+    pub fn order_ref(&self) -> Option<OrderRef> {
+        let (number, id) = match self {
+            Event::OrderCreated(e) => (&e.order_number, &e.order_id),
+            Event::OrderRenewed(e) => (&e.order_number, &e.order_id),
+            Event::OrderUpgraded(e) => (&e.order_number, &e.order_id),
+            Event::OrderDilated(e) => (&e.order_number, &e.order_id),
+            _ => return None,
+        };
+        OrderRef::new(number.clone(), id.clone())
     }
 
     pub fn stream_id(&self) -> String {
@@ -387,6 +506,7 @@ impl Event {
             Event::OrderExpired(e) => package_stream(&e.instance_id),
             Event::OrderReleased(e) => package_stream(&e.instance_id),
             Event::OrderBalanceLow(e) => package_stream(&e.instance_id),
+            Event::OrderExpiryHeld(e) => package_stream(&e.instance_id),
             Event::TrafficConsumed(e) => package_stream(&e.instance_id),
             Event::TaskCreated(e) => task_stream(&e.task_id),
             Event::TaskRebound(e) => task_stream(&e.task_id),
@@ -451,7 +571,8 @@ mod tests {
     fn money_is_stored_as_decimal_strings() {
         let event = Event::OrderDilated(OrderDilated {
             instance_id: InstanceId::parse("biz-1").unwrap(),
-            order_id: OrderId::parse("o-2").unwrap(),
+            order_id: Some(OrderId::parse("o-2").unwrap()),
+            order_number: None,
             sku_id: SkuId::parse("sku").unwrap(),
             sku_name: "DTS 1TB".into(),
             units: 2,
@@ -463,13 +584,14 @@ mod tests {
         let payload = event.payload();
         assert_eq!(payload["amount"], "2000.00");
         assert_eq!(Event::decode("OrderDilated", 1, payload).unwrap(), event);
-        assert_eq!(EVENT_TYPES.len(), 13);
+        assert_eq!(EVENT_TYPES.len(), 14);
     }
 
     fn upgraded(units: Option<u32>) -> Event {
         Event::OrderUpgraded(OrderUpgraded {
             instance_id: InstanceId::parse("biz-1").unwrap(),
-            order_id: OrderId::parse("o-3").unwrap(),
+            order_id: Some(OrderId::parse("o-3").unwrap()),
+            order_number: None,
             from_sku_id: SkuId::parse("small").unwrap(),
             sku_id: SkuId::parse("big").unwrap(),
             sku_name: "DTS 2TB".into(),
@@ -495,5 +617,79 @@ mod tests {
         assert!(Event::decode("OrderUpgraded", 1, v2.payload()).is_err());
         assert!(Event::decode("OrderUpgraded", 2, v1.payload()).is_err());
         assert!(Event::decode("OrderDilated", 2, v1.payload()).is_err());
+    }
+
+    #[test]
+    fn grants_named_by_order_number_are_a_new_version_and_by_order_id_alone_keep_the_old_one() {
+        let v2 = upgraded(Some(3));
+        let Event::OrderUpgraded(mut by_number) = v2.clone() else {
+            unreachable!()
+        };
+        by_number.order_number = Some(OrderNumber::parse("529107885755794112").unwrap());
+        by_number.order_id = None;
+        let v3 = Event::OrderUpgraded(by_number);
+        assert_eq!(v3.event_version(), 3);
+        assert_eq!(v3.payload()["orderNumber"], "529107885755794112");
+        assert!(v3.payload().get("orderId").is_none());
+        assert_eq!(Event::decode("OrderUpgraded", 3, v3.payload()).unwrap(), v3);
+        assert!(Event::decode("OrderUpgraded", 2, v3.payload()).is_err());
+        assert_eq!(v2.order_ref().unwrap().id().unwrap().as_str(), "o-3");
+
+        // A version 1 grant without its orderId, or a grant naming no order at all, is refused.
+        let mut payload = v2.payload();
+        payload.as_object_mut().unwrap().remove("orderId");
+        assert!(Event::decode("OrderUpgraded", 2, payload.clone()).is_err());
+        assert!(Event::decode("OrderUpgraded", 3, payload).is_err());
+    }
+
+    #[test]
+    fn renewals_of_version_2_count_units_and_version_1_replays_as_recorded() {
+        let v1 = Event::OrderRenewed(OrderRenewed {
+            instance_id: InstanceId::parse("biz-1").unwrap(),
+            order_id: Some(OrderId::parse("o-2").unwrap()),
+            order_number: None,
+            sku_id: SkuId::parse("sku").unwrap(),
+            sku_name: "DTS 1TB".into(),
+            bytes_granted: Bytes::new(1024).unwrap(),
+            unit_price: "1000.00".parse().unwrap(),
+            amount: "1000.00".parse().unwrap(),
+            currency: "CNY".into(),
+            expires_at: DateTime::from_timestamp(1_800_000_000, 0).unwrap(),
+            units: None,
+        });
+        assert_eq!(v1.event_version(), 1);
+        assert_eq!(Event::decode("OrderRenewed", 1, v1.payload()).unwrap(), v1);
+        let Event::OrderRenewed(mut three) = v1.clone() else {
+            unreachable!()
+        };
+        three.units = Some(3);
+        let v2 = Event::OrderRenewed(three);
+        assert_eq!(v2.event_version(), 2);
+        assert_eq!(v2.payload()["units"], 3);
+        assert!(Event::decode("OrderRenewed", 1, v2.payload()).is_err());
+        assert!(Event::decode("OrderRenewed", 2, v1.payload()).is_err());
+    }
+
+    #[test]
+    fn an_operators_expiry_is_version_2_with_its_reason() {
+        let by_clock = OrderExpired {
+            instance_id: InstanceId::parse("biz-1").unwrap(),
+            source: ExpirySource::Clock,
+            expires_at: None,
+            reason: None,
+        };
+        assert_eq!(Event::OrderExpired(by_clock.clone()).event_version(), 1);
+        let refund = Event::OrderExpired(OrderExpired {
+            source: ExpirySource::Operator,
+            reason: Some(ExpiryReason::Refund),
+            ..by_clock
+        });
+        assert_eq!(refund.event_version(), 2);
+        assert_eq!(refund.payload()["reason"], "refund");
+        assert_eq!(refund.payload()["source"], "operator");
+        assert_eq!(
+            Event::decode("OrderExpired", 2, refund.payload()).unwrap(),
+            refund
+        );
     }
 }

@@ -104,9 +104,60 @@ string_id!(
     JdPin
 );
 string_id!(
-    /// One marketplace order (a purchase, renewal, upgrade or expansion).
+    /// One marketplace order (a purchase, renewal, upgrade or expansion), as the deprecated
+    /// `orderId` names it.
     OrderId
 );
+string_id!(
+    /// One marketplace order as the notify interface's current revision names it (`orderNumber`,
+    /// the number the marketplace's own order API uses; it replaces `orderId`).
+    OrderNumber
+);
+
+/// Which marketplace order a callback is about: its `orderNumber`, its deprecated `orderId`, or
+/// both. At least one is always there: [`OrderRef::new`] refuses neither.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct OrderRef {
+    number: Option<OrderNumber>,
+    id: Option<OrderId>,
+}
+
+impl OrderRef {
+    pub fn new(number: Option<OrderNumber>, id: Option<OrderId>) -> Option<OrderRef> {
+        (number.is_some() || id.is_some()).then_some(OrderRef { number, id })
+    }
+
+    pub fn number(&self) -> Option<&OrderNumber> {
+        self.number.as_ref()
+    }
+
+    pub fn id(&self) -> Option<&OrderId> {
+        self.id.as_ref()
+    }
+
+    /// Whether both name the same order: by `orderNumber` when both carry one, else by `orderId`
+    /// when both carry one. A callback recorded under `orderId` alone is thus matched by its
+    /// retry that carries `orderNumber` too, and the other way round.
+    pub fn same_order(&self, other: &OrderRef) -> bool {
+        match (&self.number, &other.number, &self.id, &other.id) {
+            (Some(a), Some(b), _, _) => a == b,
+            (_, _, Some(a), Some(b)) => a == b,
+            _ => false,
+        }
+    }
+}
+
+impl fmt::Display for OrderRef {
+    /// `orderNumber N`, `orderId I` or `orderNumber N (orderId I)`, for messages.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match (&self.number, &self.id) {
+            (Some(number), Some(id)) => write!(f, "orderNumber {number} (orderId {id})"),
+            (Some(number), None) => write!(f, "orderNumber {number}"),
+            (None, Some(id)) => write!(f, "orderId {id}"),
+            (None, None) => f.write_str("no order"),
+        }
+    }
+}
 
 /// A number of bytes: never negative and never above what a PostgreSQL `bigint` holds.
 #[derive(Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
@@ -223,6 +274,28 @@ mod tests {
         assert_eq!(TaskId::parse(" a"), Err(IdError::Whitespace));
         assert_eq!(TaskId::parse("任务-1").unwrap().as_str(), "任务-1");
         assert!(TaskId::parse("x".repeat(ID_BYTES_MAX)).is_ok());
+    }
+
+    #[test]
+    fn order_references_match_by_number_first_then_by_id() {
+        let number = |n: &str| Some(OrderNumber::parse(n).unwrap());
+        let id = |i: &str| Some(OrderId::parse(i).unwrap());
+        let both = OrderRef::new(number("529107885755794112"), id("556596")).unwrap();
+        let by_id = OrderRef::new(None, id("556596")).unwrap();
+        let by_number = OrderRef::new(number("529107885755794112"), None).unwrap();
+        assert!(both.same_order(&by_id) && by_id.same_order(&both));
+        assert!(both.same_order(&by_number) && by_number.same_order(&both));
+        assert!(!by_id.same_order(&by_number), "nothing in common");
+        let other_number = OrderRef::new(number("529107885755794113"), id("556596")).unwrap();
+        assert!(
+            !both.same_order(&other_number),
+            "numbers decide when both carry one"
+        );
+        assert!(OrderRef::new(None, None).is_none());
+        assert_eq!(
+            both.to_string(),
+            "orderNumber 529107885755794112 (orderId 556596)"
+        );
     }
 
     #[test]

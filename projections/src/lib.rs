@@ -200,6 +200,16 @@ impl Projection {
                 }
                 package.release(e, at)?;
             }
+            Event::OrderExpiryHeld(e) => {
+                // A kept notice changes no balance and no status; it must name a package that is
+                // still active, whose expiry it was held against.
+                let package = self.package(&e.instance_id)?;
+                if package.status != PackageStatus::Active {
+                    return Err(FoldError::Illegal(
+                        "only an active package's expiry notice is held",
+                    ));
+                }
+            }
             Event::OrderBalanceLow(e) => {
                 let package = self.package_mut(&e.instance_id)?;
                 if let Err(slot) = package.warned_percents.binary_search(&e.threshold_percent) {

@@ -23,7 +23,8 @@ fn created(n: usize, granted: u64) -> Event {
     Event::OrderCreated(OrderCreated {
         instance_id: instance(n),
         jd_pin: JdPin::parse("pin").unwrap(),
-        order_id: OrderId::parse(format!("order-{n}")).unwrap(),
+        order_id: Some(OrderId::parse(format!("order-{n}")).unwrap()),
+        order_number: None,
         service_code: "dts".into(),
         sku_id: SkuId::parse("sku-1").unwrap(),
         sku_name: "DTS 1TB".into(),
@@ -41,7 +42,8 @@ fn created(n: usize, granted: u64) -> Event {
 fn dilated(n: usize, granted: u64) -> Event {
     Event::OrderDilated(OrderDilated {
         instance_id: instance(n),
-        order_id: OrderId::parse("order-d").unwrap(),
+        order_id: Some(OrderId::parse("order-d").unwrap()),
+        order_number: None,
         sku_id: SkuId::parse("sku-1").unwrap(),
         sku_name: "DTS 1TB".into(),
         units: 1,
@@ -287,6 +289,7 @@ proptest! {
                         instance_id: instance(package),
                         source: ExpirySource::Clock,
                         expires_at: None,
+                        reason: None,
                     })
                 }
                 Step::Rebind { task, package } => {

@@ -97,7 +97,13 @@ pub struct CallbackParams {
     #[param(max_length = 128)]
     pub jd_pin: Option<String>,
     /// `createInstance`, `renewInstance`, `upgradeInstance`, `dilateInstance`: the marketplace
-    /// order; with `instanceId`, what makes a renewal, upgrade or dilation happen once.
+    /// order, as the notify interface's current revision names it. This or `orderId` (or both)
+    /// is required; with `instanceId`, what makes a renewal, upgrade or dilation happen once.
+    #[param(max_length = 128, example = "529107885755794112")]
+    pub order_number: Option<String>,
+    /// Deprecated by the marketplace in favour of `orderNumber`, still accepted: the order, on
+    /// the same actions. A renewal recorded under `orderId` alone is matched by its retry that
+    /// also carries `orderNumber`.
     #[param(max_length = 128)]
     pub order_id: Option<String>,
     /// `createInstance`: at most 128 characters.

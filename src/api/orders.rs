@@ -115,3 +115,48 @@ pub enum OrderReply {
     AsOf(OrderAsOfResponse),
     Now(OrderResponse),
 }
+
+/// `POST /v1/orders/{instanceId}/expire`: why an operator applies a held expiry notice.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[schema(examples(json!({"reason": "refund"})))]
+pub struct ExpireRequest {
+    /// `refund`, the only reason today: the marketplace's notice followed a refund.
+    #[schema(value_type = String, pattern = "^refund$")]
+    pub reason: projections::events::ExpiryReason,
+}
+
+/// A held expiry notice applied.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+#[schema(examples(json!({"instanceId": "1001", "status": "expired", "reason": "refund", "expiredNow": true})))]
+pub struct OrderExpiredByOperator {
+    pub instance_id: String,
+    /// Always `expired`.
+    pub status: String,
+    #[schema(value_type = String)]
+    pub reason: projections::events::ExpiryReason,
+    /// `false` when the package had expired already (nothing new was recorded).
+    pub expired_now: bool,
+}
+
+/// `GET /v1/expiry-notices`: a page of held expiry notices.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+#[schema(examples(json!({"notices": [{"position": 4711, "instanceId": "1001", "jdPin": "alice", "heldAt": "2026-11-26T08:00:00Z", "heldAgainst": "2027-11-26T08:00:00Z", "expiresAt": "2027-11-26T08:00:00Z"}], "next": null})))]
+pub struct HeldNoticesPage {
+    pub notices: Vec<crate::ledger::orders::HeldNotice>,
+    /// The `after` of the next page when more notices follow; `null` on the last page.
+    pub next: Option<i64>,
+}
+
+/// `GET /v1/marketplace/refused`: the unresolved refused callbacks.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+#[schema(examples(json!({"refused": [{"action": "createInstance", "subject": "1001", "reason": "unknown_sku", "status": 422, "message": "skuId FW_GOODS-500232-9 is not in the SKU catalog", "firstAt": "2026-11-26T08:00:00Z", "lastAt": "2026-11-26T08:20:00Z", "calls": 21}], "total": 1})))]
+pub struct RefusedPage {
+    /// Oldest first, at most `limit`.
+    pub refused: Vec<crate::marketplace::refusals::RefusedCallback>,
+    /// How many are unresolved in all.
+    pub total: i64,
+}

@@ -28,7 +28,7 @@ pub enum ExportError {
 }
 
 /// The columns, in order.
-pub const COLUMNS: [&str; 16] = [
+pub const COLUMNS: [&str; 17] = [
     "position",
     "recordedAt",
     "streamId",
@@ -37,6 +37,7 @@ pub const COLUMNS: [&str; 16] = [
     "instanceId",
     "taskId",
     "orderId",
+    "orderNumber",
     "reportId",
     "bytes",
     "skuId",
@@ -70,9 +71,9 @@ impl Cell {
     }
 }
 
-/// The figures finance books, from an event: package, task, order, report, the bytes it moves
-/// (granted, consumed or forfeited), SKU, price, amount, currency.
-fn figures(event: &Event) -> [Option<Cell>; 10] {
+/// The figures finance books, from an event: package, task, order (`orderId`, `orderNumber`),
+/// report, the bytes it moves (granted, consumed or forfeited), SKU, price, amount, currency.
+fn figures(event: &Event) -> [Option<Cell>; 11] {
     fn text(value: &impl ToString) -> Option<Cell> {
         Some(Cell::Text(value.to_string()))
     }
@@ -92,6 +93,7 @@ fn figures(event: &Event) -> [Option<Cell>; 10] {
             None,
             None,
             None,
+            None,
         ]
     };
     macro_rules! grant {
@@ -99,7 +101,8 @@ fn figures(event: &Event) -> [Option<Cell>; 10] {
             [
                 text(&$e.instance_id),
                 None,
-                text(&$e.order_id),
+                $e.order_id.as_ref().and_then(text),
+                $e.order_number.as_ref().and_then(text),
                 None,
                 number(&$e.bytes_granted),
                 text(&$e.sku_id),
@@ -117,17 +120,18 @@ fn figures(event: &Event) -> [Option<Cell>; 10] {
         Event::OrderDilated(e) => grant!(e),
         Event::OrderReleased(e) => {
             let mut row = about(&e.instance_id, None);
-            row[4] = number(&e.bytes_forfeited);
+            row[5] = number(&e.bytes_forfeited);
             row
         }
         Event::TrafficConsumed(e) => {
             let mut row = about(&e.instance_id, Some(&e.task_id));
-            row[3] = text(&e.report_id);
-            row[4] = number(&e.bytes);
+            row[4] = text(&e.report_id);
+            row[5] = number(&e.bytes);
             row
         }
         Event::OrderExpired(e) => about(&e.instance_id, None),
         Event::OrderBalanceLow(e) => about(&e.instance_id, None),
+        Event::OrderExpiryHeld(e) => about(&e.instance_id, None),
         Event::TaskCreated(e) => about(&e.instance_id, Some(&e.task_id)),
         Event::TaskRebound(e) => about(&e.instance_id, Some(&e.task_id)),
         Event::TaskStopped(e) => about(&e.instance_id, Some(&e.task_id)),
@@ -216,7 +220,7 @@ pub async fn export(
                     "type": row.event_type,
                     "eventVersion": row.event_version,
                 });
-                for (name, value) in COLUMNS[5..15].iter().zip(figures) {
+                for (name, value) in COLUMNS[5..16].iter().zip(figures) {
                     line[*name] = value.map_or(Value::Null, Cell::into_json);
                 }
                 line["hash"] = Value::String(hash);

@@ -342,7 +342,8 @@ mod tests {
         Event::OrderCreated(OrderCreated {
             instance_id: id(package),
             jd_pin: JdPin::parse("pin").unwrap(),
-            order_id: OrderId::parse(format!("o-{package}")).unwrap(),
+            order_id: Some(OrderId::parse(format!("o-{package}")).unwrap()),
+            order_number: None,
             service_code: "dts".into(),
             sku_id: SkuId::parse("sku").unwrap(),
             sku_name: "DTS 流量包".into(),
@@ -360,7 +361,8 @@ mod tests {
     fn dilated(package: &str, granted: u64, amount: &str) -> Event {
         Event::OrderDilated(OrderDilated {
             instance_id: id(package),
-            order_id: OrderId::parse(format!("o-{package}-more")).unwrap(),
+            order_id: Some(OrderId::parse(format!("o-{package}-more")).unwrap()),
+            order_number: None,
             sku_id: SkuId::parse("sku").unwrap(),
             sku_name: "DTS 流量包".into(),
             units: 1,

@@ -31,6 +31,7 @@ pub struct Day {
 #[derive(Debug, Clone)]
 pub struct Grant {
     pub kind: String,
+    /// The order it answered: its `orderNumber`, or the deprecated `orderId` when it has none.
     pub order_id: String,
     pub at: DateTime<Utc>,
     pub bytes: u64,
@@ -109,7 +110,7 @@ pub async fn grants(
 ) -> Result<Vec<Grant>, tokio_postgres::Error> {
     let statement = client
         .prepare_cached(
-            "SELECT event_type, payload->>'orderId', recorded_at,
+            "SELECT event_type, coalesce(payload->>'orderNumber', payload->>'orderId'), recorded_at,
                     (payload->>'bytesGranted')::int8, (payload->>'amount')::numeric,
                     payload->>'currency'
                FROM events

@@ -73,6 +73,11 @@ const MIGRATIONS: &[Migration] = &[
         name: "json_text",
         sql: include_str!("../../schema/0012_json_text.sql"),
     },
+    Migration {
+        version: 13,
+        name: "marketplace_revision",
+        sql: include_str!("../../schema/0013_marketplace_revision.sql"),
+    },
 ];
 
 /// An arbitrary constant naming the advisory lock taken while migrating.

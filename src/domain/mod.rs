@@ -131,6 +131,7 @@ impl Draft {
                 instance_id: instance_id.clone(),
                 source: ExpirySource::Clock,
                 expires_at,
+                reason: None,
             }))?;
             self.stop_tasks(instance_id, StopReason::OrderExpired)?;
         }

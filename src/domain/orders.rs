@@ -4,10 +4,10 @@ use super::Draft;
 use crate::domain::catalog::{Catalog, Sku};
 use chrono::{DateTime, Utc};
 use projections::events::{
-    Event, ExpirySource, OrderCreated, OrderDilated, OrderExpired, OrderReleased, OrderRenewed,
-    OrderUpgraded, StopReason,
+    Event, ExpiryReason, ExpirySource, OrderCreated, OrderDilated, OrderExpired, OrderExpiryHeld,
+    OrderReleased, OrderRenewed, OrderUpgraded, StopReason,
 };
-use projections::ids::{InstanceId, JdPin, OrderId, SkuId};
+use projections::ids::{InstanceId, JdPin, OrderRef, SkuId};
 use projections::{FoldError, Package, PackageStatus};
 use rust_decimal::Decimal;
 
@@ -16,7 +16,8 @@ use rust_decimal::Decimal;
 pub struct CreateOrder {
     pub instance_id: InstanceId,
     pub jd_pin: JdPin,
-    pub order_id: OrderId,
+    /// `orderNumber` and/or `orderId`.
+    pub order: OrderRef,
     pub service_code: String,
     pub sku_id: SkuId,
     /// `accountNum`, 1 to [`UNITS_MAX`].
@@ -32,21 +33,21 @@ pub const UNITS_MAX: u32 = 1000;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RenewOrder {
     pub instance_id: InstanceId,
-    pub order_id: OrderId,
+    pub order: OrderRef,
     pub expires_at: DateTime<Utc>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct UpgradeOrder {
     pub instance_id: InstanceId,
-    pub order_id: OrderId,
+    pub order: OrderRef,
     pub sku_id: SkuId,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DilateOrder {
     pub instance_id: InstanceId,
-    pub order_id: OrderId,
+    pub order: OrderRef,
     pub units: u32,
 }
 
@@ -63,6 +64,8 @@ pub enum Refusal {
     Conflict(String),
     #[error("the grant is too large to record")]
     Overflow,
+    #[error("instance {0} has no held expiry notice to apply")]
+    NoHeldNotice(InstanceId),
     #[error("the ledger refused the decision: {0}")]
     Fold(#[from] FoldError),
 }
@@ -92,9 +95,39 @@ pub fn create_key(instance_id: &InstanceId) -> String {
     keyed("createInstance", &[instance_id.as_str()])
 }
 
-/// The idempotency key of a renewal, upgrade or expansion: `(instanceId, orderId)`.
-pub fn order_key(instance_id: &InstanceId, order_id: &OrderId) -> String {
-    keyed("order", &[instance_id.as_str(), order_id.as_str()])
+/// The idempotency key a renewal, upgrade or expansion is recorded under: `(instanceId,
+/// orderNumber)` when the callback named an `orderNumber`, else `(instanceId, orderId)` (the key
+/// of every such grant before the current revision). A retry is found by its order, not by this
+/// key (see [`OrderRef::same_order`]): the key keeps two grants of one order out of the ledger.
+pub fn order_key(instance_id: &InstanceId, order: &OrderRef) -> String {
+    match (order.number(), order.id()) {
+        (Some(number), _) => keyed("orderNumber", &[instance_id.as_str(), number.as_str()]),
+        (None, Some(id)) => keyed("order", &[instance_id.as_str(), id.as_str()]),
+        (None, None) => unreachable!("an order reference names an order"),
+    }
+}
+
+/// The earlier grant of the same marketplace order among a package's renewals, upgrades and
+/// expansions (a purchase is found by its `orderBizId`), if any.
+pub fn earlier_order(grants: Vec<Event>, order: &OrderRef) -> Option<Event> {
+    grants.into_iter().find(|event| {
+        !matches!(event, Event::OrderCreated(_))
+            && event
+                .order_ref()
+                .is_some_and(|earlier| earlier.same_order(order))
+    })
+}
+
+/// The key of a held expiry notice: one per package and `expiresAt`, however often the
+/// marketplace repeats the notice.
+pub fn expiry_held_key(instance_id: &InstanceId, expires_at: DateTime<Utc>) -> String {
+    keyed(
+        "expiryHeld",
+        &[
+            instance_id.as_str(),
+            &expires_at.timestamp_micros().to_string(),
+        ],
+    )
 }
 
 /// `kind/len:part/len:part`: unambiguous whatever characters the ids contain.
@@ -110,9 +143,12 @@ pub fn keyed(kind: &str, parts: &[&str]) -> String {
 pub fn idempotency_key(event: &Event) -> Option<String> {
     match event {
         Event::OrderCreated(e) => Some(create_key(&e.instance_id)),
-        Event::OrderRenewed(e) => Some(order_key(&e.instance_id, &e.order_id)),
-        Event::OrderUpgraded(e) => Some(order_key(&e.instance_id, &e.order_id)),
-        Event::OrderDilated(e) => Some(order_key(&e.instance_id, &e.order_id)),
+        Event::OrderRenewed(OrderRenewed { instance_id, .. })
+        | Event::OrderUpgraded(OrderUpgraded { instance_id, .. })
+        | Event::OrderDilated(OrderDilated { instance_id, .. }) => {
+            Some(order_key(instance_id, &event.order_ref()?))
+        }
+        Event::OrderExpiryHeld(e) => Some(expiry_held_key(&e.instance_id, e.expires_at)),
         Event::TrafficConsumed(e) => Some(keyed(
             "traffic",
             &[e.task_id.as_str(), e.report_id.as_str()],
@@ -122,18 +158,17 @@ pub fn idempotency_key(event: &Event) -> Option<String> {
 }
 
 /// The answer to an order recorded before: the same answer again when `same` says the call
-/// repeats it, a conflict naming `what` and `id` when it says something else.
+/// repeats it, a conflict naming the order when it says something else.
 fn repeat(
     earlier: Event,
     same: impl FnOnce(&Event) -> bool,
-    what: &str,
-    id: &impl std::fmt::Display,
+    order: &impl std::fmt::Display,
 ) -> Result<Outcome, Refusal> {
     if same(&earlier) {
         Ok(Outcome::Replayed(earlier))
     } else {
         Err(Refusal::Conflict(format!(
-            "{what} {id} was already recorded with different parameters"
+            "{order} was already recorded with different parameters"
         )))
     }
 }
@@ -149,14 +184,18 @@ pub fn create(
         let same = |event: &Event| {
             matches!(event, Event::OrderCreated(e)
                 if e.jd_pin == command.jd_pin
-                    && e.order_id == command.order_id
+                    && event.order_ref().is_some_and(|order| order.same_order(&command.order))
                     && e.service_code == command.service_code
                     && e.sku_id == command.sku_id
                     && e.units == command.units
                     && e.expires_at == command.expires_at
                     && e.template == command.template)
         };
-        return repeat(earlier, same, "orderBizId", &command.instance_id);
+        return repeat(
+            earlier,
+            same,
+            &format_args!("orderBizId {}", command.instance_id),
+        );
     }
     let sku = catalog
         .get(&command.sku_id)
@@ -172,7 +211,8 @@ pub fn create(
     let event = Event::OrderCreated(OrderCreated {
         instance_id: command.instance_id.clone(),
         jd_pin: command.jd_pin.clone(),
-        order_id: command.order_id.clone(),
+        order_id: command.order.id().cloned(),
+        order_number: command.order.number().cloned(),
         service_code: command.service_code.clone(),
         sku_id: sku.id.clone(),
         sku_name: sku.name.clone(),
@@ -218,8 +258,9 @@ fn package_sku<'a>(
         .ok_or_else(|| Refusal::UnknownSku(package.sku_id.clone()))
 }
 
-/// `renewInstance`: one more SKU's worth of bytes at today's price, and a new expiry.
-/// `recorded`: the package's SKU as recorded on it, used when the catalog no longer has it.
+/// `renewInstance`: one more term of the package's SKU for each of its units (`SKU bytes × units`
+/// at today's price), and a new expiry. `recorded`: the package's SKU as recorded on it, used
+/// when the catalog no longer has it.
 pub fn renew(
     draft: &mut Draft,
     command: &RenewOrder,
@@ -229,21 +270,30 @@ pub fn renew(
 ) -> Result<Outcome, Refusal> {
     if let Some(earlier) = earlier {
         let same = |event: &Event| matches!(event, Event::OrderRenewed(e) if e.expires_at == command.expires_at);
-        return repeat(earlier, same, "orderId", &command.order_id);
+        return repeat(earlier, same, &command.order);
     }
     changeable(draft, &command.instance_id)?;
     let package = draft.package(&command.instance_id).expect("checked above");
+    let units = package.units;
     let sku = package_sku(package, catalog, recorded)?;
     let event = Event::OrderRenewed(OrderRenewed {
         instance_id: command.instance_id.clone(),
-        order_id: command.order_id.clone(),
+        order_id: command.order.id().cloned(),
+        order_number: command.order.number().cloned(),
         sku_id: sku.id.clone(),
         sku_name: sku.name.clone(),
-        bytes_granted: sku.bytes,
+        bytes_granted: sku
+            .bytes
+            .checked_mul(u64::from(units))
+            .ok_or(Refusal::Overflow)?,
         unit_price: sku.price,
-        amount: sku.price,
+        amount: sku
+            .price
+            .checked_mul(Decimal::from(units))
+            .ok_or(Refusal::Overflow)?,
         currency: sku.currency.clone(),
         expires_at: command.expires_at,
+        units: Some(units),
     });
     draft.emit(event.clone())?;
     draft.expire_if_due(&command.instance_id)?;
@@ -263,7 +313,7 @@ pub fn upgrade(
     if let Some(earlier) = earlier {
         let same =
             |event: &Event| matches!(event, Event::OrderUpgraded(e) if e.sku_id == command.sku_id);
-        return repeat(earlier, same, "orderId", &command.order_id);
+        return repeat(earlier, same, &command.order);
     }
     changeable(draft, &command.instance_id)?;
     let sku = catalog
@@ -273,7 +323,8 @@ pub fn upgrade(
     let units = package.units;
     let event = Event::OrderUpgraded(OrderUpgraded {
         instance_id: command.instance_id.clone(),
-        order_id: command.order_id.clone(),
+        order_id: command.order.id().cloned(),
+        order_number: command.order.number().cloned(),
         from_sku_id: package.sku_id.clone(),
         sku_id: sku.id.clone(),
         sku_name: sku.name.clone(),
@@ -308,14 +359,15 @@ pub fn dilate(
     if let Some(earlier) = earlier {
         let same =
             |event: &Event| matches!(event, Event::OrderDilated(e) if e.units == command.units);
-        return repeat(earlier, same, "orderId", &command.order_id);
+        return repeat(earlier, same, &command.order);
     }
     changeable(draft, &command.instance_id)?;
     let package = draft.package(&command.instance_id).expect("checked above");
     let sku = package_sku(package, catalog, recorded)?;
     let event = Event::OrderDilated(OrderDilated {
         instance_id: command.instance_id.clone(),
-        order_id: command.order_id.clone(),
+        order_id: command.order.id().cloned(),
+        order_number: command.order.number().cloned(),
         sku_id: sku.id.clone(),
         sku_name: sku.name.clone(),
         units: command.units,
@@ -337,31 +389,81 @@ pub fn dilate(
 
 /// `expiredInstance`: the marketplace says the order ended. Idempotent by state.
 ///
-/// While the package's `expiresAt` is still ahead, the call changes nothing: the expiry it speaks
-/// of is one a renewal has since paid for (a late or retried call, or a captured URL replayed,
-/// whichever source expired the package before), and our clock expires the package anyway once
-/// `expiresAt` passes.
-pub fn expire(draft: &mut Draft, instance_id: &InstanceId) -> Result<Outcome, Refusal> {
+/// While the package's `expiresAt` is still ahead, the package does not expire: the notice may
+/// speak of an expiry a renewal has since paid for (a late or retried call, or a captured URL
+/// replayed), and a paid renewal is never undone by it. But the marketplace also sends it after
+/// a refund, so the notice is not dropped: it is recorded as [`OrderExpiryHeld`], once per
+/// package and `expiresAt` (`held` is the one recorded before for the current `expiresAt`, if
+/// any), for an operator to apply ([`apply_held_expiry`]). Our clock expires the package anyway
+/// once `expiresAt` passes.
+pub fn expire(
+    draft: &mut Draft,
+    instance_id: &InstanceId,
+    held: Option<Event>,
+) -> Result<Outcome, Refusal> {
     let package = draft
         .package(instance_id)
         .ok_or_else(|| Refusal::UnknownInstance(instance_id.clone()))?;
     match package.status {
         PackageStatus::Released => Ok(Outcome::Unchanged("already released")),
         PackageStatus::Expired => Ok(Outcome::Unchanged("already expired")),
-        PackageStatus::Active if package.expires_at.is_some_and(|at| at > draft.now) => {
-            Ok(Outcome::Unchanged("not expired: expiresAt is still ahead"))
-        }
-        PackageStatus::Active => {
-            let event = Event::OrderExpired(OrderExpired {
-                instance_id: instance_id.clone(),
-                source: ExpirySource::Marketplace,
-                expires_at: package.expires_at,
-            });
-            draft.emit(event.clone())?;
-            draft.stop_tasks(instance_id, StopReason::OrderExpired)?;
-            Ok(Outcome::Recorded(event))
-        }
+        PackageStatus::Active => match package.expires_at {
+            Some(expires_at) if expires_at > draft.now => match held {
+                Some(held) => Ok(Outcome::Replayed(held)),
+                None => {
+                    let event = Event::OrderExpiryHeld(OrderExpiryHeld {
+                        instance_id: instance_id.clone(),
+                        expires_at,
+                    });
+                    draft.emit(event.clone())?;
+                    Ok(Outcome::Recorded(event))
+                }
+            },
+            _ => {
+                let event = Event::OrderExpired(OrderExpired {
+                    instance_id: instance_id.clone(),
+                    source: ExpirySource::Marketplace,
+                    expires_at: package.expires_at,
+                    reason: None,
+                });
+                draft.emit(event.clone())?;
+                draft.stop_tasks(instance_id, StopReason::OrderExpired)?;
+                Ok(Outcome::Recorded(event))
+            }
+        },
     }
+}
+
+/// An operator applies a held expiry notice (`dts-ledger orders expire ID --reason refund`): the
+/// package expires now, although its `expiresAt` is still ahead, and its running tasks stop.
+/// `held` says whether the package has a notice held since it last expired; without one there is
+/// nothing to apply, so an operator cannot expire a package the marketplace never said ended.
+pub fn apply_held_expiry(
+    draft: &mut Draft,
+    instance_id: &InstanceId,
+    reason: ExpiryReason,
+    held: bool,
+) -> Result<Outcome, Refusal> {
+    let package = draft
+        .package(instance_id)
+        .ok_or_else(|| Refusal::UnknownInstance(instance_id.clone()))?;
+    match package.status {
+        PackageStatus::Released => return Err(Refusal::Released(instance_id.clone())),
+        PackageStatus::Expired => return Ok(Outcome::Unchanged("already expired")),
+        PackageStatus::Active if !held => {
+            return Err(Refusal::NoHeldNotice(instance_id.clone()));
+        }
+        PackageStatus::Active => {}
+    }
+    let event = Event::OrderExpired(OrderExpired {
+        instance_id: instance_id.clone(),
+        source: ExpirySource::Operator,
+        expires_at: package.expires_at,
+        reason: Some(reason),
+    });
+    draft.emit(event.clone())?;
+    draft.stop_tasks(instance_id, StopReason::OrderExpired)?;
+    Ok(Outcome::Recorded(event))
 }
 
 /// `releaseInstance`: cancelled and refunded. The remaining bytes are forfeited (recorded), the
@@ -386,11 +488,16 @@ pub fn release(draft: &mut Draft, instance_id: &InstanceId) -> Result<Outcome, R
 mod tests {
     use super::*;
     use projections::events::{ReportAction, TaskCreated, TrafficConsumed};
-    use projections::ids::{Bytes, ReportId, TaskId};
+    use projections::ids::{Bytes, OrderId, OrderNumber, ReportId, TaskId};
     use projections::{Projection, TaskState};
 
     fn now() -> DateTime<Utc> {
         DateTime::from_timestamp(1_800_000_000, 0).unwrap()
+    }
+
+    /// An order named by its `orderId` alone, as before the current revision.
+    fn order(id: &str) -> OrderRef {
+        OrderRef::new(None, Some(OrderId::parse(id).unwrap())).unwrap()
     }
 
     fn id() -> InstanceId {
@@ -401,7 +508,7 @@ mod tests {
         CreateOrder {
             instance_id: id(),
             jd_pin: JdPin::parse("pin").unwrap(),
-            order_id: OrderId::parse("o-1").unwrap(),
+            order: order("o-1"),
             service_code: "dts".into(),
             sku_id: SkuId::parse("FW_GOODS-500232-1").unwrap(),
             units: 2,
@@ -506,13 +613,17 @@ mod tests {
         );
         let renewal = RenewOrder {
             instance_id: id(),
-            order_id: OrderId::parse("o-2").unwrap(),
+            order: order("o-2"),
             expires_at: now() + chrono::Duration::days(60),
         };
         renew(&mut draft, &renewal, &Catalog::built_in(), None, None).unwrap();
         let package = draft.package(&id()).unwrap();
         assert_eq!(package.bytes_overage, Bytes::ZERO);
-        assert_eq!(package.bytes_remaining.get(), (1 << 40) - 5);
+        assert_eq!(
+            package.bytes_remaining.get(),
+            (2 << 40) - 5,
+            "a term for each of 2 units"
+        );
         assert_eq!(
             draft.task(&TaskId::parse("t-1").unwrap()).unwrap().state,
             TaskState::Running
@@ -521,36 +632,68 @@ mod tests {
     }
 
     #[test]
-    fn an_expiry_while_expires_at_is_ahead_changes_nothing() {
+    fn an_expiry_while_expires_at_is_ahead_is_held_once_and_never_undoes_a_renewal() {
         let mut draft = created();
+        let outcome = expire(&mut draft, &id(), None).unwrap();
+        let held = Event::OrderExpiryHeld(OrderExpiryHeld {
+            instance_id: id(),
+            expires_at: now() + chrono::Duration::days(30),
+        });
+        assert_eq!(outcome, Outcome::Recorded(held.clone()));
         assert_eq!(
-            expire(&mut draft, &id()).unwrap(),
-            Outcome::Unchanged("not expired: expiresAt is still ahead")
+            draft.events,
+            std::slice::from_ref(&held),
+            "the package does not expire"
         );
-        assert!(draft.events.is_empty());
-        // Expired by the clock, renewed, then the marketplace's expiry arrives late.
+        assert_eq!(draft.package(&id()).unwrap().status, PackageStatus::Active);
+        assert_eq!(
+            idempotency_key(&held),
+            Some(expiry_held_key(&id(), now() + chrono::Duration::days(30)))
+        );
+        // The same notice again: the earlier one answers, nothing new is recorded.
+        let mut again = Draft::new(draft.projection.clone(), now());
+        assert_eq!(
+            expire(&mut again, &id(), Some(held.clone())).unwrap(),
+            Outcome::Replayed(held)
+        );
+        assert!(again.events.is_empty());
+
+        // Expired by the clock, renewed, then the marketplace's expiry arrives late: held against
+        // the renewed expiry, the renewal stands.
         let mut draft = Draft::new(draft.projection, now() + chrono::Duration::days(31));
         assert!(draft.expire_if_due(&id()).unwrap());
         let renewal = RenewOrder {
             instance_id: id(),
-            order_id: OrderId::parse("o-2").unwrap(),
+            order: order("o-2"),
             expires_at: now() + chrono::Duration::days(90),
         };
         renew(&mut draft, &renewal, &Catalog::built_in(), None, None).unwrap();
-        let events = draft.events.len();
-        assert_eq!(
-            expire(&mut draft, &id()).unwrap(),
-            Outcome::Unchanged("not expired: expiresAt is still ahead")
+        let outcome = expire(&mut draft, &id(), None).unwrap();
+        assert!(
+            matches!(outcome, Outcome::Recorded(Event::OrderExpiryHeld(ref e))
+                if e.expires_at == now() + chrono::Duration::days(90)),
+            "{outcome:?}"
         );
-        assert_eq!(draft.events.len(), events);
         assert_eq!(draft.package(&id()).unwrap().status, PackageStatus::Active);
     }
 
     #[test]
-    fn an_expired_package_renewed_into_the_future_is_active_again() {
+    fn an_operator_applies_a_held_notice_and_nothing_else() {
         let mut draft = created();
-        draft.now = now() + chrono::Duration::days(30);
-        expire(&mut draft, &id()).unwrap();
+        assert!(matches!(
+            apply_held_expiry(&mut draft, &id(), ExpiryReason::Refund, false),
+            Err(Refusal::NoHeldNotice(_))
+        ));
+        assert!(draft.events.is_empty());
+        let outcome = apply_held_expiry(&mut draft, &id(), ExpiryReason::Refund, true).unwrap();
+        assert!(matches!(
+            outcome.event(),
+            Some(Event::OrderExpired(OrderExpired {
+                source: ExpirySource::Operator,
+                reason: Some(ExpiryReason::Refund),
+                ..
+            }))
+        ));
         assert_eq!(draft.package(&id()).unwrap().status, PackageStatus::Expired);
         assert_eq!(
             draft
@@ -560,12 +703,101 @@ mod tests {
             Some(StopReason::OrderExpired)
         );
         assert_eq!(
-            expire(&mut draft, &id()).unwrap(),
+            apply_held_expiry(&mut draft, &id(), ExpiryReason::Refund, true).unwrap(),
+            Outcome::Unchanged("already expired")
+        );
+    }
+
+    #[test]
+    fn a_renewal_grants_a_term_for_every_unit_at_todays_price() {
+        let mut draft = created();
+        let renewal = RenewOrder {
+            instance_id: id(),
+            order: OrderRef::new(
+                Some(OrderNumber::parse("529107885755794112").unwrap()),
+                None,
+            )
+            .unwrap(),
+            expires_at: now() + chrono::Duration::days(60),
+        };
+        let outcome = renew(&mut draft, &renewal, &Catalog::built_in(), None, None).unwrap();
+        match outcome.event() {
+            Some(e @ Event::OrderRenewed(renewed)) => {
+                assert_eq!(renewed.units, Some(2));
+                assert_eq!(renewed.bytes_granted.get(), 2 << 40);
+                assert_eq!(renewed.amount.to_string(), "2000.00");
+                assert_eq!(e.event_version(), 2);
+            }
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(draft.package(&id()).unwrap().bytes_granted.get(), 4 << 40);
+    }
+
+    #[test]
+    fn a_retry_is_found_by_its_order_number_or_by_the_order_id_it_was_recorded_under() {
+        let mut draft = created();
+        let recorded = renew(
+            &mut draft,
+            &RenewOrder {
+                instance_id: id(),
+                order: order("556596"),
+                expires_at: now() + chrono::Duration::days(60),
+            },
+            &Catalog::built_in(),
+            None,
+            None,
+        )
+        .unwrap()
+        .event()
+        .cloned()
+        .unwrap();
+        let both = OrderRef::new(
+            Some(OrderNumber::parse("529107885755794112").unwrap()),
+            Some(OrderId::parse("556596").unwrap()),
+        )
+        .unwrap();
+        let grants = draft.events.clone();
+        assert_eq!(earlier_order(grants.clone(), &both), Some(recorded.clone()));
+        let other = OrderRef::new(Some(OrderNumber::parse("1").unwrap()), None).unwrap();
+        assert_eq!(earlier_order(grants, &other), None);
+        let again = RenewOrder {
+            instance_id: id(),
+            order: both,
+            expires_at: now() + chrono::Duration::days(60),
+        };
+        assert_eq!(
+            renew(
+                &mut draft,
+                &again,
+                &Catalog::built_in(),
+                None,
+                Some(recorded.clone())
+            )
+            .unwrap(),
+            Outcome::Replayed(recorded)
+        );
+    }
+
+    #[test]
+    fn an_expired_package_renewed_into_the_future_is_active_again() {
+        let mut draft = created();
+        draft.now = now() + chrono::Duration::days(30);
+        expire(&mut draft, &id(), None).unwrap();
+        assert_eq!(draft.package(&id()).unwrap().status, PackageStatus::Expired);
+        assert_eq!(
+            draft
+                .task(&TaskId::parse("t-1").unwrap())
+                .unwrap()
+                .stop_reason,
+            Some(StopReason::OrderExpired)
+        );
+        assert_eq!(
+            expire(&mut draft, &id(), None).unwrap(),
             Outcome::Unchanged("already expired")
         );
         let renewal = RenewOrder {
             instance_id: id(),
-            order_id: OrderId::parse("o-2").unwrap(),
+            order: order("o-2"),
             expires_at: now() + chrono::Duration::days(31),
         };
         renew(&mut draft, &renewal, &Catalog::built_in(), None, None).unwrap();
@@ -581,7 +813,7 @@ mod tests {
         let mut draft = created();
         let renewal = RenewOrder {
             instance_id: id(),
-            order_id: OrderId::parse("o-2").unwrap(),
+            order: order("o-2"),
             expires_at: now() - chrono::Duration::seconds(1),
         };
         renew(&mut draft, &renewal, &Catalog::built_in(), None, None).unwrap();
@@ -593,7 +825,7 @@ mod tests {
         let mut draft = created();
         let up = UpgradeOrder {
             instance_id: id(),
-            order_id: OrderId::parse("o-3").unwrap(),
+            order: order("o-3"),
             sku_id: SkuId::parse("FW_GOODS-500232-2").unwrap(),
         };
         let outcome = upgrade(&mut draft, &up, &Catalog::built_in(), None).unwrap();
@@ -607,7 +839,7 @@ mod tests {
         }
         let down = UpgradeOrder {
             sku_id: SkuId::parse("FW_GOODS-500232-1").unwrap(),
-            order_id: OrderId::parse("o-4").unwrap(),
+            order: order("o-4"),
             ..up
         };
         match upgrade(&mut draft, &down, &Catalog::built_in(), None)
@@ -636,7 +868,7 @@ mod tests {
         .unwrap();
         let renewal = RenewOrder {
             instance_id: id(),
-            order_id: OrderId::parse("o-2").unwrap(),
+            order: order("o-2"),
             expires_at: now() + chrono::Duration::days(60),
         };
         assert!(matches!(
@@ -646,13 +878,20 @@ mod tests {
         let outcome = renew(&mut draft, &renewal, &removed, Some(&sku), None).unwrap();
         match outcome.event() {
             Some(Event::OrderRenewed(e)) => {
-                assert_eq!((e.bytes_granted, e.amount), (sku.bytes, sku.price));
+                assert_eq!(e.units, Some(2), "the package was bought with accountNum=2");
+                assert_eq!(
+                    (e.bytes_granted, e.amount),
+                    (
+                        sku.bytes.checked_mul(2).unwrap(),
+                        sku.price * Decimal::from(2)
+                    )
+                );
             }
             other => panic!("{other:?}"),
         }
         let dilation = DilateOrder {
             instance_id: id(),
-            order_id: OrderId::parse("o-3").unwrap(),
+            order: order("o-3"),
             units: 2,
         };
         let outcome = dilate(&mut draft, &dilation, &removed, Some(&sku), None).unwrap();
@@ -684,7 +923,7 @@ mod tests {
         );
         let dilation = DilateOrder {
             instance_id: id(),
-            order_id: OrderId::parse("o-5").unwrap(),
+            order: order("o-5"),
             units: 1,
         };
         assert!(matches!(
@@ -695,14 +934,10 @@ mod tests {
 
     #[test]
     fn keys_cannot_collide_across_id_boundaries() {
-        let a = order_key(
-            &InstanceId::parse("a:b").unwrap(),
-            &OrderId::parse("c").unwrap(),
-        );
-        let b = order_key(
-            &InstanceId::parse("a").unwrap(),
-            &OrderId::parse("b:c").unwrap(),
-        );
+        let a = order_key(&InstanceId::parse("a:b").unwrap(), &order("c"));
+        let b = order_key(&InstanceId::parse("a").unwrap(), &order("b:c"));
         assert_ne!(a, b);
+        let number = OrderRef::new(Some(OrderNumber::parse("c").unwrap()), None).unwrap();
+        assert_ne!(order_key(&id(), &number), order_key(&id(), &order("c")));
     }
 }

@@ -227,7 +227,8 @@ mod tests {
         let command = CreateOrder {
             instance_id: InstanceId::parse("biz").unwrap(),
             jd_pin: JdPin::parse("pin").unwrap(),
-            order_id: OrderId::parse("o").unwrap(),
+            order: projections::ids::OrderRef::new(None, Some(OrderId::parse("o").unwrap()))
+                .unwrap(),
             service_code: "dts".into(),
             sku_id: SkuId::parse("FW_GOODS-500232-1").unwrap(),
             units: 1,

@@ -3,15 +3,15 @@
 use super::{Command, CommandError, Ledger, LedgerError, UnitOfWork};
 use crate::configuration::{Catalog, Sku};
 use crate::domain::orders::{
-    self as decide, create_key, order_key, CreateOrder, DilateOrder, Outcome, Refusal, RenewOrder,
-    UpgradeOrder,
+    self as decide, create_key, expiry_held_key, CreateOrder, DilateOrder, Outcome, Refusal,
+    RenewOrder, UpgradeOrder,
 };
 use crate::domain::Draft;
-use crate::store::Metadata;
+use crate::store::{self, Metadata};
 use chrono::{DateTime, Utc};
 use deadpool_postgres::Transaction;
-use projections::events::Event;
-use projections::ids::{InstanceId, OrderId};
+use projections::events::{package_stream, Event, ExpiryReason};
+use projections::ids::{InstanceId, OrderRef};
 
 /// Customer details that come with an order. They are personal data or free-form, so they live in
 /// the erasable `order_details` table, never in the immutable ledger.
@@ -46,7 +46,7 @@ impl OrderDetails {
 async fn save_details(
     tx: &Transaction<'_>,
     instance_id: &InstanceId,
-    order_id: &OrderId,
+    order: &OrderRef,
     details: &OrderDetails,
     at: DateTime<Utc>,
 ) -> Result<(), tokio_postgres::Error> {
@@ -56,10 +56,11 @@ async fn save_details(
     let statement = tx
         .prepare_cached(
             "INSERT INTO order_details
-                 (instance_id, order_id, mobile, email, extra_info, addition_info, template,
-                  invalid_params, recorded_at)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)
-             ON CONFLICT (instance_id, order_id) DO NOTHING",
+                 (instance_id, order_id, order_number, mobile, email, extra_info, addition_info,
+                  template, invalid_params, recorded_at)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)
+             ON CONFLICT (instance_id, (coalesce(order_number, '')), (coalesce(order_id, '')))
+             DO NOTHING",
         )
         .await?;
     let invalid: Vec<&str> = details.invalid.iter().map(|detail| detail.name).collect();
@@ -67,7 +68,8 @@ async fn save_details(
         &statement,
         &[
             &instance_id.as_str(),
-            &order_id.as_str(),
+            &order.id().map(|id| id.as_str()),
+            &order.number().map(|number| number.as_str()),
             &details.mobile,
             &details.email,
             &details.extra_info,
@@ -125,7 +127,7 @@ impl Command for Create<'_> {
             save_details(
                 unit.tx(),
                 &command.instance_id,
-                &command.order_id,
+                &command.order,
                 details,
                 now,
             )
@@ -139,7 +141,11 @@ impl Command for Create<'_> {
 enum Prior<'a> {
     Nothing,
     /// The answer recorded earlier for this order, if any; the order's details are kept.
-    Order(&'a OrderId, &'a OrderDetails),
+    Order(&'a OrderRef, &'a OrderDetails),
+    /// The expiry notice held earlier against the package's current `expiresAt`, if any.
+    ExpiryHeld,
+    /// Whether the package has a held expiry notice not settled since (any event when it has).
+    UnsettledNotice,
 }
 
 /// A change to an existing package: locks it and its live tasks, reads what `prior` asks for,
@@ -180,11 +186,40 @@ where
         let instance_id = self.instance_id;
         unit.lock_packages(&[instance_id]).await?;
         unit.load_live_tasks_of(&[instance_id]).await?;
+        let stream = package_stream(instance_id);
         let earlier = match self.prior {
             Prior::Nothing => None,
-            Prior::Order(order_id, _) => {
-                unit.earlier_event(&order_key(instance_id, order_id))
+            Prior::Order(order, _) => {
+                let grants = store::read_grants(unit.tx(), &stream)
                     .await?
+                    .iter()
+                    .map(|recorded| recorded.decode())
+                    .collect::<Result<Vec<_>, _>>()
+                    .map_err(LedgerError::from)?;
+                decide::earlier_order(grants, order)
+            }
+            Prior::ExpiryHeld => match unit.draft.package(instance_id).and_then(|p| p.expires_at) {
+                Some(expires_at) => {
+                    unit.earlier_event(&expiry_held_key(instance_id, expires_at))
+                        .await?
+                }
+                None => None,
+            },
+            Prior::UnsettledNotice => {
+                let last = store::last_expiry_notice(unit.tx(), &stream).await?;
+                let package = unit.draft.package(instance_id).and_then(|p| p.expires_at);
+                match (last.as_deref(), package) {
+                    (Some("OrderExpiryHeld"), Some(expires_at)) => unit
+                        .earlier_event(&expiry_held_key(instance_id, expires_at))
+                        .await?
+                        .or(Some(Event::OrderExpiryHeld(
+                            projections::events::OrderExpiryHeld {
+                                instance_id: instance_id.clone(),
+                                expires_at,
+                            },
+                        ))),
+                    _ => None,
+                }
             }
         };
         let removed = match (self.catalog, unit.draft.package(instance_id)) {
@@ -198,9 +233,9 @@ where
             None => None,
         };
         let outcome = (self.decide)(&mut unit.draft, earlier, recorded.as_ref())?;
-        if let (Outcome::Recorded(_), Prior::Order(order_id, details)) = (&outcome, &self.prior) {
+        if let (Outcome::Recorded(_), Prior::Order(order, details)) = (&outcome, &self.prior) {
             let now = unit.draft.now;
-            save_details(unit.tx(), instance_id, order_id, details, now).await?;
+            save_details(unit.tx(), instance_id, order, details, now).await?;
         }
         Ok(outcome)
     }
@@ -253,7 +288,7 @@ pub async fn renew(
         ledger,
         metadata,
         &command.instance_id,
-        Prior::Order(&command.order_id, &details),
+        Prior::Order(&command.order, &details),
         Some(catalog),
         |draft, earlier, recorded| decide::renew(draft, command, catalog, recorded, earlier),
     )
@@ -271,7 +306,7 @@ pub async fn upgrade(
         ledger,
         metadata,
         &command.instance_id,
-        Prior::Order(&command.order_id, details),
+        Prior::Order(&command.order, details),
         None,
         |draft, earlier, _| decide::upgrade(draft, command, catalog, earlier),
     )
@@ -289,7 +324,7 @@ pub async fn dilate(
         ledger,
         metadata,
         &command.instance_id,
-        Prior::Order(&command.order_id, details),
+        Prior::Order(&command.order, details),
         Some(catalog),
         |draft, earlier, recorded| decide::dilate(draft, command, catalog, recorded, earlier),
     )
@@ -305,9 +340,27 @@ pub async fn expire(
         ledger,
         metadata,
         instance_id,
-        Prior::Nothing,
+        Prior::ExpiryHeld,
         None,
-        |draft, _, _| decide::expire(draft, instance_id),
+        |draft, held, _| decide::expire(draft, instance_id, held),
+    )
+    .await
+}
+
+/// An operator applies the package's held expiry notice (see [`decide::apply_held_expiry`]).
+pub async fn apply_held_expiry(
+    ledger: &Ledger,
+    instance_id: &InstanceId,
+    reason: ExpiryReason,
+    metadata: &Metadata,
+) -> Result<Outcome, CommandError> {
+    change(
+        ledger,
+        metadata,
+        instance_id,
+        Prior::UnsettledNotice,
+        None,
+        |draft, held, _| decide::apply_held_expiry(draft, instance_id, reason, held.is_some()),
     )
     .await
 }
@@ -423,4 +476,67 @@ impl Command for ExpireIfDue<'_> {
         unit.load_live_tasks_of(&[self.0]).await?;
         Ok(unit.draft.expire_if_due(self.0)?)
     }
+}
+
+/// Largest page of held notices or refused callbacks: built in memory and printed or sent whole.
+pub const LIST_LIMIT_MAX: i64 = 1_000;
+
+/// An expiry notice the marketplace sent while the package's `expiresAt` was ahead, not settled
+/// since: the package has not expired (by the clock, the marketplace or an operator) nor been
+/// released after it. An operator applies it when it was a refund ([`apply_held_expiry`]).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase")]
+#[schema(examples(json!({"position": 4711, "instanceId": "1001", "jdPin": "alice", "heldAt": "2026-11-26T08:00:00Z", "heldAgainst": "2027-11-26T08:00:00Z", "expiresAt": "2027-11-26T08:00:00Z"})))]
+pub struct HeldNotice {
+    /// The ledger position of its `OrderExpiryHeld`.
+    pub position: i64,
+    pub instance_id: String,
+    pub jd_pin: String,
+    /// When the notice arrived (and was recorded).
+    pub held_at: DateTime<Utc>,
+    /// The package's `expiresAt` the notice was held against.
+    pub held_against: DateTime<Utc>,
+    /// The package's `expiresAt` now (a later renewal may have moved it).
+    pub expires_at: Option<DateTime<Utc>>,
+}
+
+/// Held notices not settled since, oldest first, after position `after`, at most `limit`.
+///
+/// The partial indexes of migration 13 keep this to the few notice, expiry and release events:
+/// no traffic is read.
+pub async fn held_notices(
+    client: &impl deadpool_postgres::GenericClient,
+    after: i64,
+    limit: i64,
+) -> Result<Vec<HeldNotice>, tokio_postgres::Error> {
+    let statement = client
+        .prepare_cached(
+            "SELECT h.position, p.instance_id, p.jd_pin, h.recorded_at,
+                    (h.payload->>'expiresAt')::timestamptz, p.expires_at
+               FROM events h
+               JOIN packages p ON p.instance_id = substr(h.stream_id, length('package-') + 1)
+              WHERE h.event_type = 'OrderExpiryHeld' AND h.position > $1
+                AND p.status = 'active'
+                AND NOT EXISTS (
+                    SELECT 1 FROM events s
+                     WHERE s.stream_id = h.stream_id AND s.position > h.position
+                       AND s.event_type IN ('OrderExpired', 'OrderReleased'))
+              ORDER BY h.position
+              LIMIT $2",
+        )
+        .await?;
+    let limit = limit.clamp(1, LIST_LIMIT_MAX + 1);
+    Ok(client
+        .query(&statement, &[&after, &limit])
+        .await?
+        .iter()
+        .map(|row| HeldNotice {
+            position: row.get(0),
+            instance_id: row.get(1),
+            jd_pin: row.get(2),
+            held_at: row.get(3),
+            held_against: row.get(4),
+            expires_at: row.get(5),
+        })
+        .collect())
 }

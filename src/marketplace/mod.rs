@@ -7,9 +7,11 @@
 //! retries those, and retries are safe because every action is idempotent.
 
 pub mod client;
+pub mod commands;
 pub mod credentials;
 pub mod params;
 pub mod query;
+pub mod refusals;
 pub mod token;
 
 use crate::api::marketplace::{AppInfo, CallbackReply, CreateFailed, Created, Done, PackageInfo};
@@ -45,6 +47,30 @@ pub struct Context<'a> {
     pub public_url: &'a str,
 }
 
+/// Why a callback was not done: its status, a stable reason code (kept for reconciliation, see
+/// [`refusals`]) and the message the marketplace is given.
+#[derive(Debug)]
+pub struct Failure {
+    pub status: StatusCode,
+    pub reason: &'static str,
+    pub message: String,
+}
+
+impl Failure {
+    fn new(status: StatusCode, reason: &'static str, message: impl Into<String>) -> Failure {
+        Failure {
+            status,
+            reason,
+            message: message.into(),
+        }
+    }
+
+    /// Unavailable: nothing was recorded, and the marketplace's retry succeeds.
+    fn unavailable(message: &str) -> Failure {
+        Failure::new(StatusCode::SERVICE_UNAVAILABLE, "unavailable", message)
+    }
+}
+
 fn failure(action: Option<Action>, status: StatusCode, message: impl Into<String>) -> Reply {
     let message = message.into();
     let body = if action == Some(Action::CreateInstance) {
@@ -72,12 +98,27 @@ fn loose_action(query: &str) -> Option<Action> {
 
 pub async fn handle(context: &Context<'_>, raw_query: &str, request_id: &str) -> Reply {
     let (action, reply) = match admit(context.config.marketplace_key.as_ref(), raw_query) {
-        Ok((action, callback)) => (
-            Some(action),
-            execute(context, action, callback, request_id).await,
-        ),
-        Err(refused) => (refused.action, refused.reply()),
+        Ok(admitted) => {
+            let action = admitted.action;
+            let done = execute(context, action, admitted.callback, request_id).await;
+            let reply = reconcile(context, action.name().as_bytes(), &admitted.subject, done).await;
+            (Some(action), reply)
+        }
+        Err(refused) => {
+            let action = refused.action;
+            let reply = match refused.authenticated {
+                Some((name, subject)) => {
+                    reconcile(context, &name, &subject, Err(refused.failure)).await
+                }
+                None => failure(action, refused.failure.status, refused.failure.message),
+            };
+            (action, reply)
+        }
     };
+    count(action, reply)
+}
+
+fn count(action: Option<Action>, reply: Reply) -> Reply {
     metrics::counter!(
         crate::metrics::MARKETPLACE_CALLBACKS,
         "action" => action.map_or("unknown", Action::name),
@@ -85,6 +126,50 @@ pub async fn handle(context: &Context<'_>, raw_query: &str, request_id: &str) ->
     )
     .increment(1);
     reply
+}
+
+/// Keeps a refusal for operators, or resolves the earlier ones of the same action and package
+/// when the call succeeded ([`refusals`]). Neither ever changes the answer: the refusal table is
+/// bookkeeping beside the ledger, and a failure to write it is logged, not answered.
+async fn reconcile(
+    context: &Context<'_>,
+    action: &[u8],
+    subject: &[u8],
+    done: Result<Reply, Failure>,
+) -> Reply {
+    let shape = Action::parse(action);
+    match done {
+        Ok(reply) => {
+            let name = String::from_utf8_lossy(action);
+            match refusals::resolve(context.pool, &name, subject).await {
+                Ok(true) => tracing::info!(
+                    action = %name,
+                    subject = %refusals::printable(subject, 128),
+                    "a refused marketplace callback succeeded on retry; resolved"
+                ),
+                Ok(false) => {}
+                Err(error) => tracing::warn!(%error, "could not resolve a refused callback"),
+            }
+            reply
+        }
+        Err(refused) => {
+            let recorded = refusals::record(
+                context.pool,
+                action,
+                subject,
+                refused.reason,
+                refused.status.as_u16(),
+                &refused.message,
+            )
+            .await;
+            if let Err(error) = recorded {
+                // The database is down (the usual cause), or the table is: the refusal is still
+                // answered, counted and logged.
+                tracing::warn!(%error, reason = refused.reason, "could not keep a refused callback");
+            }
+            failure(shape, refused.status, refused.message)
+        }
+    }
 }
 
 impl Reply {
@@ -106,39 +191,72 @@ impl Reply {
 pub struct Refused {
     /// The action, when it could be read: it picks the failure shape.
     pub action: Option<Action>,
-    pub status: StatusCode,
-    pub message: String,
+    pub failure: Failure,
+    /// The action as received and the package it names (`instanceId`, or `orderBizId` for a
+    /// purchase), once the token held: such a refusal is kept for reconciliation.
+    pub authenticated: Option<(Vec<u8>, Vec<u8>)>,
 }
 
 impl Refused {
-    fn new(action: Option<Action>, status: StatusCode, message: impl Into<String>) -> Refused {
+    fn new(
+        action: Option<Action>,
+        status: StatusCode,
+        reason: &'static str,
+        message: impl Into<String>,
+    ) -> Refused {
         Refused {
             action,
-            status,
-            message: message.into(),
+            failure: Failure::new(status, reason, message),
+            authenticated: None,
         }
+    }
+
+    /// Marks a refusal made after the token held.
+    fn signed(mut self, pairs: &query::Pairs) -> Refused {
+        let action = query::get(pairs, "action").unwrap_or_default().to_vec();
+        self.authenticated = Some((action, subject(self.action, pairs).to_vec()));
+        self
     }
 
     /// The action's failure shape.
     pub fn reply(self) -> Reply {
-        failure(self.action, self.status, self.message)
+        failure(self.action, self.failure.status, self.failure.message)
     }
+}
+
+/// The package a callback is about, as received: the `orderBizId` of a purchase (it becomes the
+/// package's `instanceId`), the `instanceId` otherwise; empty when absent.
+fn subject(action: Option<Action>, pairs: &query::Pairs) -> &[u8] {
+    let name = match action {
+        Some(Action::CreateInstance) => "orderBizId",
+        _ => "instanceId",
+    };
+    query::get(pairs, name).unwrap_or_default()
+}
+
+/// A callback whose token held and whose parameters parsed.
+#[derive(Debug)]
+pub struct Admitted {
+    pub action: Action,
+    pub callback: Callback,
+    /// See [`subject`].
+    pub subject: Vec<u8>,
 }
 
 /// The checks before anything is looked up: the query decodes, the token is right, and the action
 /// and its parameters parse.
-pub fn admit(key: Option<&Secret>, raw_query: &str) -> Result<(Action, Callback), Refused> {
+pub fn admit(key: Option<&Secret>, raw_query: &str) -> Result<Admitted, Refused> {
     let pairs = match query::parse(raw_query) {
         Ok(pairs) => pairs,
         Err(error) => {
             let action = loose_action(raw_query);
             tracing::warn!(%error, action = action.map(Action::name), "marketplace callback refused");
-            let status = match error {
+            let (status, reason) = match error {
                 // A repeated name makes the signed string ambiguous: treated like a bad token.
-                query::QueryError::Duplicate(_) => StatusCode::FORBIDDEN,
-                _ => StatusCode::BAD_REQUEST,
+                query::QueryError::Duplicate(_) => (StatusCode::FORBIDDEN, "bad_token"),
+                _ => (StatusCode::BAD_REQUEST, "malformed_query"),
             };
-            return Err(Refused::new(action, status, error.to_string()));
+            return Err(Refused::new(action, status, reason, error.to_string()));
         }
     };
     let action = query::get(&pairs, "action").and_then(Action::parse);
@@ -150,6 +268,7 @@ pub fn admit(key: Option<&Secret>, raw_query: &str) -> Result<(Action, Callback)
         return Err(Refused::new(
             action,
             StatusCode::FORBIDDEN,
+            "no_key",
             "callbacks are refused: no marketplace key is configured",
         ));
     };
@@ -161,6 +280,7 @@ pub fn admit(key: Option<&Secret>, raw_query: &str) -> Result<(Action, Callback)
         return Err(Refused::new(
             action,
             StatusCode::FORBIDDEN,
+            "bad_token",
             "missing or wrong token",
         ));
     }
@@ -171,8 +291,10 @@ pub fn admit(key: Option<&Secret>, raw_query: &str) -> Result<(Action, Callback)
         return Err(Refused::new(
             None,
             StatusCode::BAD_REQUEST,
+            "unknown_action",
             format!("unknown or missing action {named:?}"),
-        ));
+        )
+        .signed(&pairs));
     };
     let callback = match params::parse(action, &pairs) {
         Ok(callback) => callback,
@@ -181,12 +303,18 @@ pub fn admit(key: Option<&Secret>, raw_query: &str) -> Result<(Action, Callback)
             return Err(Refused::new(
                 Some(action),
                 StatusCode::BAD_REQUEST,
+                "invalid_parameter",
                 error.to_string(),
-            ));
+            )
+            .signed(&pairs));
         }
     };
     warn_invalid_details(action, &callback);
-    Ok((action, callback))
+    Ok(Admitted {
+        action,
+        callback,
+        subject: subject(Some(action), &pairs).to_vec(),
+    })
 }
 
 /// Optional parameters that failed their checks do not stop an order; they are flagged in its
@@ -214,7 +342,7 @@ async fn execute(
     action: Action,
     callback: Callback,
     request_id: &str,
-) -> Reply {
+) -> Result<Reply, Failure> {
     let metadata = Metadata {
         request_id: request_id.to_owned(),
         source: "marketplace",
@@ -243,57 +371,65 @@ async fn execute(
         } => return verify(context, instance_id, *time_stamp).await,
     };
     match result {
-        Ok(outcome) => success(context, action, &outcome),
-        Err(error) => command_failed(action, error),
+        Ok(outcome) => {
+            if let Outcome::Recorded(Event::OrderExpiryHeld(held)) = &outcome {
+                tracing::warn!(
+                    instance_id = %held.instance_id,
+                    "expiry notice held: the package's expiresAt is still ahead; if the order \
+                     was refunded, apply it with `dts-ledger orders expire`"
+                );
+                metrics::counter!(crate::metrics::EXPIRY_NOTICES_HELD).increment(1);
+            }
+            success(context, action, &outcome)
+        }
+        Err(error) => Err(command_failed(action, error)),
     }
 }
 
-/// A refused or failed command, in the action's failure shape.
-fn command_failed(action: Action, error: CommandError<Refusal>) -> Reply {
+/// What a refused or failed command answers.
+fn command_failed(action: Action, error: CommandError<Refusal>) -> Failure {
     match error {
         CommandError::Refused(refusal) => {
-            let status = match &refusal {
+            let (status, reason) = match &refusal {
                 Refusal::UnknownSku(sku) => {
                     tracing::warn!(sku = %sku, action = action.name(), "SKU not in the catalog; add it and the marketplace's retry will succeed");
-                    StatusCode::UNPROCESSABLE_ENTITY
+                    (StatusCode::UNPROCESSABLE_ENTITY, "unknown_sku")
                 }
-                Refusal::UnknownInstance(_) => StatusCode::NOT_FOUND,
-                Refusal::Released(_) => StatusCode::CONFLICT,
+                Refusal::UnknownInstance(_) => (StatusCode::NOT_FOUND, "unknown_instance"),
+                Refusal::Released(_) => (StatusCode::CONFLICT, "released"),
                 Refusal::Conflict(message) => {
                     tracing::error!(action = action.name(), %message, "conflicting marketplace order");
-                    StatusCode::CONFLICT
+                    (StatusCode::CONFLICT, "conflict")
                 }
-                Refusal::Overflow => StatusCode::UNPROCESSABLE_ENTITY,
+                Refusal::Overflow => (StatusCode::UNPROCESSABLE_ENTITY, "overflow"),
+                // Only an operator applies a held notice; no callback asks for it.
+                Refusal::NoHeldNotice(_) => (StatusCode::CONFLICT, "no_held_notice"),
                 // Never reached: the ledger turns a fold error into `CommandError::Failed` (a bug,
                 // not a business answer). The variant stays so that decisions can use `?` on the
                 // fold; were it reached, it is answered as the bug it would be.
-                Refusal::Fold(_) => StatusCode::INTERNAL_SERVER_ERROR,
+                Refusal::Fold(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
             };
             if !matches!(refusal, Refusal::UnknownSku(_) | Refusal::Conflict(_)) {
                 tracing::warn!(action = action.name(), %refusal, "marketplace callback refused");
             }
-            failure(Some(action), status, refusal.to_string())
+            Failure::new(status, reason, refusal.to_string())
         }
         CommandError::Failed(error) if error.is_unavailable() => {
             tracing::warn!(action = action.name(), %error, "database unavailable");
-            failure(
-                Some(action),
-                StatusCode::SERVICE_UNAVAILABLE,
-                "the database is unavailable; nothing was recorded, retry later",
-            )
+            Failure::unavailable("the database is unavailable; nothing was recorded, retry later")
         }
         CommandError::Failed(error) => {
             tracing::error!(action = action.name(), %error, "marketplace callback failed");
-            failure(
-                Some(action),
+            Failure::new(
                 StatusCode::INTERNAL_SERVER_ERROR,
+                "internal",
                 "internal error; nothing was recorded",
             )
         }
     }
 }
 
-fn success(context: &Context<'_>, action: Action, outcome: &Outcome) -> Reply {
+fn success(context: &Context<'_>, action: Action, outcome: &Outcome) -> Result<Reply, Failure> {
     let auth_code = |id: &InstanceId| {
         context
             .credentials
@@ -309,7 +445,7 @@ fn success(context: &Context<'_>, action: Action, outcome: &Outcome) -> Reply {
             }),
         )
     };
-    match outcome.event() {
+    Ok(match outcome.event() {
         Some(Event::OrderCreated(e)) => Reply::Json(
             StatusCode::OK,
             CallbackReply::Created(created(context, e, auth_code(&e.instance_id))),
@@ -338,6 +474,15 @@ fn success(context: &Context<'_>, action: Action, outcome: &Outcome) -> Reply {
             auth_code(&e.instance_id),
         ),
         Some(Event::OrderExpired(e)) => ok(format!("{} expired", e.instance_id), None),
+        Some(Event::OrderExpiryHeld(e)) => ok(
+            format!(
+                "{} not expired: its expiresAt {} (China Standard Time) is still ahead; the \
+                 notice is held for an operator to apply if it was a refund",
+                e.instance_id,
+                format_cst(e.expires_at)
+            ),
+            None,
+        ),
         Some(Event::OrderReleased(e)) => ok(
             format!(
                 "{} released: {} bytes forfeited",
@@ -350,13 +495,15 @@ fn success(context: &Context<'_>, action: Action, outcome: &Outcome) -> Reply {
         // completes the match, answered as the bug it would be.
         None => match outcome {
             Outcome::Unchanged(message) => ok((*message).to_owned(), None),
-            _ => failure(
-                Some(action),
-                StatusCode::INTERNAL_SERVER_ERROR,
-                "no outcome",
-            ),
+            _ => {
+                return Err(Failure::new(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "internal",
+                    format!("{} left no outcome", action.name()),
+                ))
+            }
         },
-    }
+    })
 }
 
 /// `createInstance`'s answer: where the customer uses the package, and what it holds.
@@ -385,35 +532,30 @@ async fn verify(
     context: &Context<'_>,
     instance_id: &InstanceId,
     time_stamp: chrono::DateTime<Utc>,
-) -> Reply {
-    let action = Some(Action::Verify);
+) -> Result<Reply, Failure> {
     let now = Utc::now();
     let window = context.config.verify_window_s as i64;
     if (now - time_stamp).num_seconds().abs() > window {
         tracing::warn!(instance_id = %instance_id, "sign-in refused: timeStamp outside the window");
-        return failure(
-            action,
+        return Err(Failure::new(
             StatusCode::FORBIDDEN,
+            "stale_timestamp",
             format!("timeStamp is more than {window} seconds away from the server clock"),
-        );
+        ));
     }
     let known = match context.pool.get().await {
         Ok(client) => ledger::rows::read_packages(&client, &[instance_id.as_str()]).await,
         Err(error) => {
             tracing::warn!(%error, "database unavailable");
-            return failure(
-                action,
-                StatusCode::SERVICE_UNAVAILABLE,
-                "the database is unavailable",
-            );
+            return Err(Failure::unavailable("the database is unavailable"));
         }
     };
     match known {
-        Ok(rows) if rows.is_empty() => failure(
-            action,
+        Ok(rows) if rows.is_empty() => Err(Failure::new(
             StatusCode::NOT_FOUND,
+            "unknown_instance",
             format!("instanceId {instance_id} is not known"),
-        ),
+        )),
         Ok(_) => {
             match crate::console::ticket::sign_in_url(
                 context.config,
@@ -421,17 +563,17 @@ async fn verify(
                 instance_id,
                 now,
             ) {
-                Some(url) => Reply::Redirect(url),
-                None => failure(action, StatusCode::FORBIDDEN, "sign-in is not configured"),
+                Some(url) => Ok(Reply::Redirect(url)),
+                None => Err(Failure::new(
+                    StatusCode::FORBIDDEN,
+                    "sign_in_unconfigured",
+                    "sign-in is not configured",
+                )),
             }
         }
         Err(error) => {
             tracing::warn!(%error, "sign-in failed: database error");
-            failure(
-                action,
-                StatusCode::SERVICE_UNAVAILABLE,
-                "the database is unavailable",
-            )
+            Err(Failure::unavailable("the database is unavailable"))
         }
     }
 }
@@ -497,15 +639,16 @@ mod tests {
 
     #[test]
     fn a_signed_callback_is_admitted_with_its_parameters() {
-        let (action, callback) = admit(
+        let admitted = admit(
             Some(&key()),
             &signed("action=expiredInstance&instanceId=dts-1"),
         )
         .expect("admitted");
-        assert_eq!(action, Action::ExpiredInstance);
+        assert_eq!(admitted.action, Action::ExpiredInstance);
         assert_eq!(
-            callback,
+            admitted.callback,
             Callback::Expire(InstanceId::parse("dts-1").expect("id"))
         );
+        assert_eq!(admitted.subject, b"dts-1");
     }
 }

@@ -4,7 +4,7 @@ use super::query::{get, Pairs};
 use crate::domain::orders::{CreateOrder, DilateOrder, RenewOrder, UpgradeOrder, UNITS_MAX};
 use crate::ledger::orders::{InvalidDetail, OrderDetails};
 use chrono::{DateTime, FixedOffset, NaiveDateTime, TimeZone, Utc};
-use projections::ids::{IdError, InstanceId, JdPin, OrderId, SkuId};
+use projections::ids::{IdError, InstanceId, JdPin, OrderId, OrderNumber, OrderRef, SkuId};
 
 /// `serviceCode` and `template`: short codes in the marketplace's admin pages.
 pub const CODE_CHARS_MAX: usize = 128;
@@ -47,7 +47,7 @@ pub enum Action {
 }
 
 impl Action {
-    const ALL: [Action; 7] = [
+    pub const ALL: [Action; 7] = [
         Action::CreateInstance,
         Action::RenewInstance,
         Action::UpgradeInstance,
@@ -110,10 +110,22 @@ fn error(name: &'static str, reason: impl Into<String>) -> ParamError {
     }
 }
 
-impl Reader<'_> {
+impl<'a> Reader<'a> {
+    /// The raw value of `name`. A name sent with spaces around it (the revision's own examples
+    /// send `additionInfo =…`) is read as that name when the exact name is absent: it is signed
+    /// as received, and a paid order is not refused for a stray space.
+    fn raw(&self, name: &str) -> Option<&'a [u8]> {
+        get(self.pairs, name).or_else(|| {
+            self.pairs
+                .iter()
+                .find(|(n, _)| n.trim_ascii() == name.as_bytes())
+                .map(|(_, v)| v.as_slice())
+        })
+    }
+
     /// The value as text; an empty value counts as absent.
-    fn text(&self, name: &'static str) -> Result<Option<&str>, ParamError> {
-        match get(self.pairs, name) {
+    fn text(&self, name: &'static str) -> Result<Option<&'a str>, ParamError> {
+        match self.raw(name) {
             None | Some(b"") => Ok(None),
             Some(bytes) => std::str::from_utf8(bytes)
                 .map(Some)
@@ -121,7 +133,7 @@ impl Reader<'_> {
         }
     }
 
-    fn required(&self, name: &'static str) -> Result<&str, ParamError> {
+    fn required(&self, name: &'static str) -> Result<&'a str, ParamError> {
         self.text(name)?
             .ok_or_else(|| error(name, "is required and missing or empty"))
     }
@@ -132,6 +144,29 @@ impl Reader<'_> {
         parse: fn(String) -> Result<T, IdError>,
     ) -> Result<T, ParamError> {
         parse(self.required(name)?.to_owned()).map_err(|e| error(name, e.to_string()))
+    }
+
+    fn optional_id<T>(
+        &self,
+        name: &'static str,
+        parse: fn(String) -> Result<T, IdError>,
+    ) -> Result<Option<T>, ParamError> {
+        self.text(name)?
+            .map(|value| parse(value.to_owned()).map_err(|e| error(name, e.to_string())))
+            .transpose()
+    }
+
+    /// The order a callback is about: the current revision's `orderNumber`, the deprecated
+    /// `orderId`, or both (both are recorded); at least one is required.
+    fn order(&self) -> Result<OrderRef, ParamError> {
+        let number = self.optional_id("orderNumber", OrderNumber::parse)?;
+        let id = self.optional_id("orderId", OrderId::parse)?;
+        OrderRef::new(number, id).ok_or_else(|| {
+            error(
+                "orderNumber",
+                "is required and missing or empty (or the deprecated orderId)",
+            )
+        })
     }
 
     fn bounded(&self, name: &'static str, max: usize) -> Result<Option<String>, ParamError> {
@@ -183,7 +218,7 @@ impl Reader<'_> {
     /// made storable (invalid UTF-8 replaced, NUL — which PostgreSQL text cannot hold — replaced,
     /// cut to the limit), with why it failed.
     fn optional(&self, name: &'static str, check: Check) -> Detail {
-        let raw = match get(self.pairs, name) {
+        let raw = match self.raw(name) {
             None | Some(b"") => return Detail::default(),
             Some(raw) => raw,
         };
@@ -304,7 +339,7 @@ pub fn parse(action: Action, pairs: &Pairs) -> Result<Callback, ParamError> {
                 CreateOrder {
                     instance_id: r.id("orderBizId", InstanceId::parse)?,
                     jd_pin: r.id("jdPin", JdPin::parse)?,
-                    order_id: r.id("orderId", OrderId::parse)?,
+                    order: r.order()?,
                     service_code: r
                         .bounded("serviceCode", CODE_CHARS_MAX)?
                         .ok_or_else(|| error("serviceCode", "is required and missing or empty"))?,
@@ -318,7 +353,7 @@ pub fn parse(action: Action, pairs: &Pairs) -> Result<Callback, ParamError> {
         }
         Action::RenewInstance => Callback::Renew(RenewOrder {
             instance_id: r.id("instanceId", InstanceId::parse)?,
-            order_id: r.id("orderId", OrderId::parse)?,
+            order: r.order()?,
             expires_at: r
                 .cst_time("expiredOn")?
                 .ok_or_else(|| error("expiredOn", "is required and missing or empty"))?,
@@ -326,7 +361,7 @@ pub fn parse(action: Action, pairs: &Pairs) -> Result<Callback, ParamError> {
         Action::UpgradeInstance => Callback::Upgrade(
             UpgradeOrder {
                 instance_id: r.id("instanceId", InstanceId::parse)?,
-                order_id: r.id("orderId", OrderId::parse)?,
+                order: r.order()?,
                 sku_id: r.id("skuId", SkuId::parse)?,
             },
             r.extra_info(),
@@ -334,7 +369,7 @@ pub fn parse(action: Action, pairs: &Pairs) -> Result<Callback, ParamError> {
         Action::DilateInstance => Callback::Dilate(
             DilateOrder {
                 instance_id: r.id("instanceId", InstanceId::parse)?,
-                order_id: r.id("orderId", OrderId::parse)?,
+                order: r.order()?,
                 units: r.units("accountNum", None)?,
             },
             r.extra_info(),

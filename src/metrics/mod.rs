@@ -40,6 +40,11 @@ pub const WEBHOOK_DELIVERIES: &str = "dts_ledger_webhook_deliveries_total";
 pub const WEBHOOK_DELIVERY_DURATION: &str = "dts_ledger_webhook_delivery_duration_seconds";
 pub const DATABASE_UP: &str = "dts_ledger_database_up";
 pub const MARKETPLACE_CALLBACKS: &str = "dts_ledger_marketplace_callbacks_total";
+pub const MARKETPLACE_REFUSED: &str = "dts_ledger_marketplace_refused_callbacks";
+pub const MARKETPLACE_REFUSED_OLDEST_AGE: &str =
+    "dts_ledger_marketplace_refused_oldest_age_seconds";
+pub const EXPIRY_NOTICES_HELD: &str = "dts_ledger_expiry_notices_held_total";
+pub const EXPIRY_NOTICES_UNSETTLED: &str = "dts_ledger_expiry_notices_unsettled";
 pub const EXPIRY_SWEEPS: &str = "dts_ledger_expiry_sweeps_total";
 pub const PACKAGES_EXPIRED: &str = "dts_ledger_packages_expired_total";
 pub const CHECKPOINTS: &str = "dts_ledger_checkpoints_total";
@@ -161,6 +166,26 @@ fn describe() {
         MARKETPLACE_CALLBACKS,
         "Marketplace callbacks, by action and outcome (ok, refused, unavailable, failed)"
     );
+    describe_gauge!(
+        MARKETPLACE_REFUSED,
+        "Marketplace callbacks refused after their token held and not resolved by a later \
+         success, by action (refreshed periodically)"
+    );
+    describe_gauge!(
+        MARKETPLACE_REFUSED_OLDEST_AGE,
+        Unit::Seconds,
+        "Age of the oldest unresolved refused marketplace callback, 0 without any (refreshed \
+         periodically)"
+    );
+    describe_counter!(
+        EXPIRY_NOTICES_HELD,
+        "Marketplace expiry notices held because the package's expiresAt was still ahead"
+    );
+    describe_gauge!(
+        EXPIRY_NOTICES_UNSETTLED,
+        "Held expiry notices of packages that have not expired or been released since \
+         (refreshed periodically)"
+    );
     describe_counter!(EXPIRY_SWEEPS, "Expiry sweeps, by result (ok, failed)");
     describe_counter!(PACKAGES_EXPIRED, "Packages expired by the clock");
     describe_counter!(
@@ -222,6 +247,7 @@ fn zero() {
         counter!(INGEST_BATCH_RETRIES, "reason" => reason).increment(0);
     }
     counter!(PACKAGES_EXPIRED).increment(0);
+    counter!(EXPIRY_NOTICES_HELD).increment(0);
     counter!(TRANSACTION_RETRIES).increment(0);
 }
 

@@ -3,9 +3,11 @@
 //! costs a scan.
 
 use super::{
-    head_at, DATABASE_UP, PACKAGES, TASKS, WEBHOOK_BACKLOG, WEBHOOK_DEAD_LETTERS,
+    head_at, DATABASE_UP, EXPIRY_NOTICES_UNSETTLED, MARKETPLACE_REFUSED,
+    MARKETPLACE_REFUSED_OLDEST_AGE, PACKAGES, TASKS, WEBHOOK_BACKLOG, WEBHOOK_DEAD_LETTERS,
     WEBHOOK_OLDEST_AGE,
 };
+use crate::marketplace::params::Action;
 use deadpool_postgres::Pool;
 use metrics::gauge;
 use std::time::Duration;
@@ -18,6 +20,8 @@ pub const REFRESH_INTERVAL: Duration = Duration::from_secs(15);
 /// its last value.
 const PACKAGE_STATUSES: [&str; 3] = ["active", "expired", "released"];
 const TASK_STATES: [&str; 3] = ["running", "stopped", "destroyed"];
+/// The `action` label of a refused callback whose action this version does not know.
+const OTHER_ACTION: &str = "other";
 
 #[derive(Debug, thiserror::Error)]
 enum RefreshError {
@@ -62,10 +66,49 @@ async fn refresh(pool: &Pool) -> Result<(), RefreshError> {
                 (SELECT position FROM ledger_head)
            FROM outbox WHERE delivered_at IS NULL",
     );
-    let (counts, outbox) = tokio::join!(counts, outbox);
-    let (counts, outbox) = (counts?, outbox?);
-    let (rows, row) = tokio::join!(client.query(&counts, &[]), client.query_one(&outbox, &[]));
-    let (rows, row) = (rows?, row?);
+    // Unresolved refusals and unsettled notices are a handful of rows, each behind a partial
+    // index (migration 13).
+    let refused = client.prepare_cached(
+        "SELECT action, count(*), extract(epoch FROM now() - min(first_at))::float8
+           FROM marketplace_refusals WHERE resolved_at IS NULL GROUP BY action",
+    );
+    let unsettled = client.prepare_cached(
+        "SELECT count(*) FROM events h
+          WHERE h.event_type = 'OrderExpiryHeld'
+            AND NOT EXISTS (SELECT 1 FROM events s
+                             WHERE s.stream_id = h.stream_id AND s.position > h.position
+                               AND s.event_type IN ('OrderExpired', 'OrderReleased'))",
+    );
+    let (counts, outbox, refused, unsettled) = tokio::join!(counts, outbox, refused, unsettled);
+    let (counts, outbox, refused, unsettled) = (counts?, outbox?, refused?, unsettled?);
+    let (rows, row, refused, unsettled) = tokio::join!(
+        client.query(&counts, &[]),
+        client.query_one(&outbox, &[]),
+        client.query(&refused, &[]),
+        client.query_one(&unsettled, &[]),
+    );
+    let (rows, row, refused, unsettled) = (rows?, row?, refused?, unsettled?);
+    let mut oldest = 0.0_f64;
+    for action in Action::ALL
+        .map(Action::name)
+        .into_iter()
+        .chain([OTHER_ACTION])
+    {
+        let (count, age) = refused
+            .iter()
+            .filter(|r| {
+                let name: &str = r.get(0);
+                name == action
+                    || (action == OTHER_ACTION && Action::parse(name.as_bytes()).is_none())
+            })
+            .fold((0_i64, 0.0_f64), |(count, age), r| {
+                (count + r.get::<_, i64>(1), age.max(r.get::<_, f64>(2)))
+            });
+        oldest = oldest.max(age);
+        gauge!(MARKETPLACE_REFUSED, "action" => action).set(count as f64);
+    }
+    gauge!(MARKETPLACE_REFUSED_OLDEST_AGE).set(oldest);
+    gauge!(EXPIRY_NOTICES_UNSETTLED).set(unsettled.get::<_, i64>(0) as f64);
     for (kind, name, known) in [
         ("package", PACKAGES, &PACKAGE_STATUSES[..]),
         ("task", TASKS, &TASK_STATES[..]),

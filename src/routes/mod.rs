@@ -10,6 +10,7 @@ pub mod openapi;
 pub mod orders;
 pub mod outbox;
 pub mod page;
+pub mod reconciliation;
 pub mod tasks;
 pub mod traffic;
 

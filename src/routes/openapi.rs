@@ -43,6 +43,9 @@ const REFERENCE_CONTENT_SECURITY_POLICY: &str = "default-src 'none'; script-src 
         routes::cloud_order::cloud_order,
         routes::orders::get_order,
         routes::orders::erase_details,
+        routes::reconciliation::expire_order,
+        routes::reconciliation::list_held_notices,
+        routes::reconciliation::list_refused,
         routes::ledger::read_ledger,
         routes::outbox::list_outbox,
         routes::outbox::retry_outbox_entry,
@@ -67,7 +70,8 @@ const REFERENCE_CONTENT_SECURITY_POLICY: &str = "default-src 'none'; script-src 
         (name = "tasks", description = "DTS tasks, for the DTS control plane and agents."),
         (name = "orders", description = "Packages and their balances."),
         (name = "marketplace", description = "The JD Cloud marketplace's order callbacks."),
-        (name = "operations", description = "The raw ledger and the webhook outbox, for operators."),
+        (name = "operations", description = "The raw ledger, the webhook outbox and what operators \
+            reconcile with the marketplace (refused callbacks, held expiry notices)."),
         (name = "service", description = "Health, readiness, this document and its page."),
         (name = "console", description = "The customer console: HTML pages and forms, signed in \
             from the marketplace (`verify`) or with an order's `authCode`."),

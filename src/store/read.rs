@@ -30,6 +30,47 @@ pub async fn read_stream(
     recorded(&rows)
 }
 
+/// The grants of a package's stream (purchase, renewals, upgrades, expansions), oldest first.
+///
+/// The partial index `events_grants_by_stream` holds only these events, so this reads a handful
+/// of rows however much traffic the package has.
+pub async fn read_grants(
+    client: &impl GenericClient,
+    stream_id: &str,
+) -> Result<Vec<RecordedEvent>, StoreError> {
+    let statement = client
+        .prepare_cached(&format!(
+            "SELECT {COLUMNS} FROM events
+              WHERE stream_id = $1
+                AND event_type IN ('OrderCreated', 'OrderRenewed', 'OrderUpgraded', 'OrderDilated')
+              ORDER BY version"
+        ))
+        .await?;
+    let rows = client.query(&statement, &[&stream_id]).await?;
+    recorded(&rows)
+}
+
+/// The type of the newest expiry notice held, expiry or release of a stream (through the
+/// partial index `events_expiry_notices`): `OrderExpiryHeld` when a held notice is still
+/// unsettled.
+pub async fn last_expiry_notice(
+    client: &impl GenericClient,
+    stream_id: &str,
+) -> Result<Option<String>, StoreError> {
+    let statement = client
+        .prepare_cached(
+            "SELECT event_type FROM events
+              WHERE stream_id = $1
+                AND event_type IN ('OrderExpiryHeld', 'OrderExpired', 'OrderReleased')
+              ORDER BY position DESC LIMIT 1",
+        )
+        .await?;
+    Ok(client
+        .query_opt(&statement, &[&stream_id])
+        .await?
+        .map(|row| row.get(0)))
+}
+
 /// Events of a stream fetched per round trip by [`for_each_in_stream_until`]: what one call holds
 /// in memory. An event row is about a kilobyte, so a page stays near half a mebibyte, and a stream
 /// of a million events is folded in about 2,000 round trips.

@@ -6,6 +6,7 @@ mod health;
 mod helpers;
 mod marketplace;
 mod marketplace_hardening;
+mod marketplace_revision;
 mod metrics;
 mod openapi;
 mod plans;

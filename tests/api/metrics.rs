@@ -458,6 +458,8 @@ async fn the_dashboard_and_the_alert_rules_name_only_series_the_service_exports(
         "WorkerDown",
         "Verify",
         "CreateInstance",
+        "MarketplaceRefused",
+        "ExpiryNoticeHeld",
         "Pool",
         "Checkpoint",
     ] {
@@ -580,4 +582,30 @@ async fn the_checkpointer_skips_an_empty_ledger_and_checks_with_the_audits_bound
         .unwrap();
     assert_eq!(session.get::<_, String>(0), "0");
     assert_eq!(session.get::<_, String>(1), "dts-ledger-audit");
+}
+
+/// The rule file is valid Prometheus, by Prometheus's own checker (`promtool`, Debian's
+/// `prometheus` package).
+#[test]
+fn the_alert_rules_pass_promtool() {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/prometheus/alerts.yml");
+    let output = std::process::Command::new("promtool")
+        .args(["check", "rules"])
+        .arg(&path)
+        .output()
+        .unwrap_or_else(|e| {
+            panic!(
+                "promtool cannot run ({e}): install Debian's `prometheus` package (.ci/run does)"
+            )
+        });
+    let said = format!(
+        "{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(
+        output.status.success(),
+        "promtool refuses the rules: {said}"
+    );
+    assert!(said.contains("SUCCESS"), "{said}");
 }
