@@ -70,14 +70,32 @@ struct Routes {
     bindings: Mutex<HashMap<TaskId, InstanceId>>,
 }
 
+fn lane_of(key: &impl Hash, lanes: usize) -> usize {
+    let mut hasher = std::collections::hash_map::DefaultHasher::new();
+    key.hash(&mut hasher);
+    (hasher.finish() % lanes as u64) as usize
+}
+
 impl Routes {
-    fn lane(&self, task_id: &TaskId, lanes: usize) -> usize {
-        let mut hasher = std::collections::hash_map::DefaultHasher::new();
-        match self.bindings.lock().expect("routes lock").get(task_id) {
-            Some(instance_id) => instance_id.hash(&mut hasher),
-            None => task_id.hash(&mut hasher),
+    /// The lane of each of one request's reports, from one look at the routes.
+    ///
+    /// Reports of one package must meet in one lane to be charged in request order: lanes commit
+    /// independently. A report is routed by the package its task draws from, so long as every
+    /// task of the request has a known route; when one has none (a task this process has not seen
+    /// since it started), its package is unknown, so the whole request goes to one lane.
+    fn plan(&self, reports: &[Report], lanes: usize) -> Vec<usize> {
+        let bindings = self.bindings.lock().expect("routes lock");
+        let packages: Option<Vec<&InstanceId>> = reports
+            .iter()
+            .map(|report| bindings.get(&report.task_id))
+            .collect();
+        match packages {
+            Some(packages) => packages.iter().map(|p| lane_of(p, lanes)).collect(),
+            None => {
+                let lane = reports.first().map_or(0, |r| lane_of(&r.task_id, lanes));
+                vec![lane; reports.len()]
+            }
         }
-        (hasher.finish() % lanes as u64) as usize
     }
 
     fn learn(&self, bindings: Vec<(TaskId, InstanceId)>) {
@@ -156,9 +174,9 @@ impl Ingest {
             }
         };
         let lanes = self.lanes.len();
+        let plan = self.routes.plan(&reports, lanes);
         let mut split: Vec<(Vec<usize>, Vec<Report>)> = vec![(Vec::new(), Vec::new()); lanes];
-        for (index, report) in reports.into_iter().enumerate() {
-            let lane = self.routes.lane(&report.task_id, lanes);
+        for (index, (report, lane)) in reports.into_iter().zip(plan).enumerate() {
             split[lane].0.push(index);
             split[lane].1.push(report);
         }
@@ -202,6 +220,12 @@ impl Ingest {
             .into_iter()
             .map(|v| v.expect("every report has a verdict"))
             .collect())
+    }
+
+    /// Remembers which package a task draws from (a task created or moved by this process), so
+    /// that its reports are routed by package from the first one on.
+    pub fn learn_binding(&self, task_id: TaskId, instance_id: InstanceId) {
+        self.routes.learn(vec![(task_id, instance_id)]);
     }
 
     /// Reports queued or in flight right now.

@@ -104,6 +104,10 @@ pub async fn create_task(
     )
     .await
     .map_err(refused)?;
+    // Its reports are routed by package from the first one on (see `Ingest::learn_binding`).
+    state
+        .ingest
+        .learn_binding(task.task_id.clone(), task.instance_id.clone());
     let status = if created {
         StatusCode::CREATED
     } else {
@@ -176,6 +180,9 @@ pub async fn renew_task(
     )
     .await
     .map_err(refused)?;
+    state
+        .ingest
+        .learn_binding(task.task_id.clone(), task.instance_id.clone());
     Ok(HttpResponse::Ok().json(TaskResponse::from(&task)))
 }
 

@@ -641,3 +641,44 @@ async fn an_unchargeable_report_fails_alone_and_its_batch_goes_on() {
         .iter()
         .any(|(_, _, _, payload)| payload["reportId"] == "r-overflow"));
 }
+
+#[tokio::test]
+async fn reports_of_one_package_in_one_request_are_charged_in_request_order_after_a_restart() {
+    let before = spawn_app().await;
+    before.buy("biz-order", "pin-order", SKU_1TB).await;
+    let pairs = 20;
+    for i in 0..pairs {
+        for task in [format!("a-{i}"), format!("b-{i}")] {
+            assert_eq!(before.create_task(&task, "biz-order").await.0, 201);
+        }
+    }
+    // A process started afresh knows none of these tasks' packages: each request names two of
+    // them, first `a`, then `b`, and both draw from one package.
+    let restarted = before.sibling(test_config());
+    for i in 0..pairs {
+        let results = restarted
+            .traffic(json!([
+                report(&format!("a-{i}"), "r", 1000),
+                report(&format!("b-{i}"), "r", 1000),
+            ]))
+            .await;
+        let remaining: Vec<i64> = results
+            .iter()
+            .map(|r| r["bytesRemaining"].as_i64().unwrap())
+            .collect();
+        assert!(remaining[0] > remaining[1], "request {i}: {results:?}");
+    }
+    let charged: Vec<String> = restarted
+        .events_of("TrafficConsumed")
+        .await
+        .iter()
+        .map(|e| e["data"]["taskId"].as_str().unwrap().to_owned())
+        .collect();
+    let expected: Vec<String> = (0..pairs)
+        .flat_map(|i| [format!("a-{i}"), format!("b-{i}")])
+        .collect();
+    assert_eq!(
+        charged, expected,
+        "charged in the order the reports were sent"
+    );
+}
