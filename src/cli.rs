@@ -237,7 +237,8 @@ struct ServeArgs {
 
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
-    telemetry::init(cli.common.log_format);
+    let log_format = cli.common.log_format;
+    telemetry::init(log_format);
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -245,22 +246,41 @@ pub fn main() -> ExitCode {
     match runtime.block_on(run(cli)) {
         Ok(code) => code,
         Err(error) => {
-            tracing::error!("{error:#}");
-            eprintln!("error: {error:#}");
+            // Once: a log line for JSON logs (collected with the rest), plain text otherwise.
+            match log_format {
+                LogFormat::Json => tracing::error!("{error:#}"),
+                LogFormat::Human => eprintln!("error: {error:#}"),
+            }
             ExitCode::from(commands::UNABLE)
         }
     }
 }
 
-fn database_settings(common: &CommonArgs) -> DatabaseSettings {
+/// The database a command works on: `DATABASE_URL`'s server, or the embedded cluster under
+/// `--data-dir` when it is unset. `LEDGER_MIGRATE_DATABASE_URL` alone names a server too: `migrate`
+/// migrates it, and every other command refuses rather than silently use the embedded cluster
+/// instead of the server the operator named.
+fn database_settings(common: &CommonArgs, migrating: bool) -> anyhow::Result<DatabaseSettings> {
     let set = |name| std::env::var(name).ok().filter(|url| !url.is_empty());
-    match set("DATABASE_URL") {
-        Some(url) => DatabaseSettings::External {
+    let migrate_url = set("LEDGER_MIGRATE_DATABASE_URL").map(Secret::new);
+    Ok(match (set("DATABASE_URL"), migrate_url) {
+        (Some(url), migrate_url) => DatabaseSettings::External {
             url: Secret::new(url),
-            migrate_url: set("LEDGER_MIGRATE_DATABASE_URL").map(Secret::new),
+            migrate_url,
         },
-        None => DatabaseSettings::Embedded(common.data_dir.clone()),
-    }
+        (None, Some(owner)) if migrating => DatabaseSettings::External {
+            url: owner.clone(),
+            migrate_url: Some(owner),
+        },
+        (None, Some(_)) => anyhow::bail!(
+            "LEDGER_MIGRATE_DATABASE_URL is set but DATABASE_URL is not: this command would use \
+             the embedded cluster under {}, not the server you named. Set DATABASE_URL to that \
+             server (as the role this command needs, README \"Database roles\"), or unset \
+             LEDGER_MIGRATE_DATABASE_URL to use the embedded cluster",
+            common.data_dir.display()
+        ),
+        (None, None) => DatabaseSettings::Embedded(common.data_dir.clone()),
+    })
 }
 
 async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
@@ -273,16 +293,18 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     let config = Config::load(cli.common.config.as_deref(), |name| {
         std::env::var(name).ok()
     })?;
-    let settings = database_settings(&cli.common);
+    let migrating = matches!(cli.command, Command::Migrate);
+    let common = &cli.common;
+    let settings = || database_settings(common, migrating);
     match cli.command {
         Command::Serve(args) => {
-            serve(args, config, settings).await?;
+            serve(args, config, settings()?).await?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Marketplace(MarketplaceArgs {
             list: Some(list), ..
         }) => {
-            let database = Database::open_as(&settings, Role::Reader).await?;
+            let database = Database::open_as(&settings()?, Role::Reader).await?;
             let MarketplaceList::Refused { limit, format } = list;
             let outcome =
                 crate::marketplace::commands::refused(&database.pool, limit, format).await;
@@ -291,14 +313,14 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Command::Marketplace(args) => marketplace(args, &config).await,
         Command::Migrate => {
-            let applied = Database::migrate(&settings).await?;
+            let applied = Database::migrate(&settings()?).await?;
             tracing::info!(?applied, "the database schema is up to date");
             Ok(ExitCode::SUCCESS)
         }
         Command::Keygen { file } => {
             commands::keygen(&file).map_err(|commands::Unable(message)| anyhow::anyhow!(message))
         }
-        command => on_database(command, &config, &settings).await,
+        command => on_database(command, &config, &settings()?).await,
     }
 }
 

@@ -55,7 +55,7 @@ pub fn parse_point(text: &str) -> Result<Until, Unable> {
 async fn client(pool: &Pool) -> Result<deadpool_postgres::Object, Unable> {
     pool.get()
         .await
-        .map_err(|e| Unable(format!("cannot reach PostgreSQL: {e}")))
+        .map_err(|e| Unable(crate::database::pool_failure(&e)))
 }
 
 /// What `verify` holds the ledger against.

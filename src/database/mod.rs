@@ -21,8 +21,9 @@ pub enum OpenError {
     BadUrl,
     #[error(transparent)]
     Embedded(#[from] embedded::EmbeddedError),
-    #[error("cannot reach PostgreSQL: {0}")]
-    Connect(tokio_postgres::Error),
+    /// What failed, where, and what to check; never the password or the URL itself.
+    #[error("cannot connect to PostgreSQL: {0}")]
+    Connect(String),
     #[error("cannot prepare the database: {0}")]
     Prepare(tokio_postgres::Error),
     #[error(transparent)]
@@ -457,6 +458,103 @@ async fn prepare_cluster(cluster: &EmbeddedPostgres, database: bool) -> Result<(
     .await
 }
 
+/// Where a connection goes, for messages: host(s), port(s), database and user, never the
+/// password.
+pub fn target(config: &Config) -> String {
+    let hosts: Vec<String> = config
+        .get_hosts()
+        .iter()
+        .map(|host| match host {
+            tokio_postgres::config::Host::Tcp(name) => name.clone(),
+            tokio_postgres::config::Host::Unix(path) => path.display().to_string(),
+        })
+        .collect();
+    let ports: Vec<String> = config.get_ports().iter().map(u16::to_string).collect();
+    format!(
+        "host {} port {}, database {}, user {}",
+        if hosts.is_empty() {
+            "localhost".to_owned()
+        } else {
+            hosts.join(",")
+        },
+        if ports.is_empty() {
+            "5432".to_owned()
+        } else {
+            ports.join(",")
+        },
+        config.get_dbname().unwrap_or("(the user's)"),
+        config.get_user().unwrap_or("(the OS user's)"),
+    )
+}
+
+/// Why connecting with `config` failed, where to, and what to check, in one line: the server's
+/// own message and SQLSTATE when it answered, the operating system's reason when it did not.
+pub fn connect_failure(config: &Config, error: &tokio_postgres::Error) -> String {
+    let (cause, hint) = cause_and_hint(error);
+    format!("{cause} ({}); {hint}", target(config))
+}
+
+/// Why taking a pooled connection failed, and what to check.
+pub fn pool_failure(error: &deadpool_postgres::PoolError) -> String {
+    match error {
+        deadpool_postgres::PoolError::Backend(error) => {
+            let (cause, hint) = cause_and_hint(error);
+            format!("cannot connect to PostgreSQL: {cause}; {hint}")
+        }
+        deadpool_postgres::PoolError::Timeout(_) => format!(
+            "no database connection within {} s: the server is slow or unreachable, or every \
+             connection is busy",
+            POOL_WAIT_TIMEOUT.as_secs()
+        ),
+        other => format!("cannot connect to PostgreSQL: {other}"),
+    }
+}
+
+fn cause_and_hint(error: &tokio_postgres::Error) -> (String, &'static str) {
+    match error.as_db_error() {
+        Some(db) => {
+            let hint = match db.code().code() {
+                "28P01" => "check the password of that user",
+                "28000" => "the server's pg_hba.conf refuses this user from here, or the role may not log in",
+                "3D000" => "the database does not exist: create it (README, \"Database roles\")",
+                "42704" | "3F000" => "a role or schema is missing: see the README, \"Database roles\"",
+                "53300" => "the server has no connection slot left: raise max_connections or lower pool sizes",
+                "57P03" => "the server is starting up, shutting down or in recovery: try again shortly",
+                _ => "check the connection settings and the server's log",
+            };
+            (format!("{} ({})", db.message(), db.code().code()), hint)
+        }
+        None => {
+            let mut cause = error.to_string();
+            let mut source = std::error::Error::source(error);
+            let mut io_kind = None;
+            while let Some(inner) = source {
+                cause = format!("{cause}: {inner}");
+                if let Some(io) = inner.downcast_ref::<std::io::Error>() {
+                    io_kind = Some(io.kind());
+                }
+                source = inner.source();
+            }
+            let hint = match io_kind {
+                Some(std::io::ErrorKind::ConnectionRefused) => {
+                    "nothing listens there: check that PostgreSQL runs, and the host and port"
+                }
+                Some(std::io::ErrorKind::NotFound) => {
+                    "no such socket or host: check the host (a socket directory) and the port"
+                }
+                Some(std::io::ErrorKind::TimedOut) => {
+                    "no answer in time: check the network and firewalls between here and there"
+                }
+                Some(std::io::ErrorKind::PermissionDenied) => {
+                    "this OS user may not open that socket: check its directory's permissions"
+                }
+                _ => "check the connection settings, the network and the server's log",
+            };
+            (cause, hint)
+        }
+    }
+}
+
 /// Connects with `config`, runs `work` on the client, and closes the connection.
 /// One short administrative session (migrations, role and database set-up), bounded like a
 /// migration ([`SessionBounds::MIGRATION`]).
@@ -467,7 +565,10 @@ where
 {
     let mut config = config.clone();
     bound_session(&mut config, &SessionBounds::MIGRATION);
-    let (client, connection) = config.connect(NoTls).await.map_err(OpenError::Connect)?;
+    let (client, connection) = config
+        .connect(NoTls)
+        .await
+        .map_err(|error| OpenError::Connect(connect_failure(&config, &error)))?;
     let driver = tokio::spawn(connection);
     let outcome = work(client).await;
     let _ = driver.await;

@@ -31,7 +31,7 @@ fn checked_limit(limit: i64) -> Result<i64, Unable> {
 async fn client(pool: &Pool) -> Result<deadpool_postgres::Object, Unable> {
     pool.get()
         .await
-        .map_err(|e| Unable(format!("cannot reach PostgreSQL: {e}")))
+        .map_err(|e| Unable(crate::database::pool_failure(&e)))
 }
 
 /// `dts-ledger marketplace refused`.

@@ -17,7 +17,7 @@ pub enum RetryTarget {
 async fn client(pool: &Pool) -> Result<deadpool_postgres::Object, Unable> {
     pool.get()
         .await
-        .map_err(|e| Unable(format!("cannot reach PostgreSQL: {e}")))
+        .map_err(|e| Unable(crate::database::pool_failure(&e)))
 }
 
 pub async fn list(

@@ -9,6 +9,7 @@ mod marketplace_hardening;
 mod marketplace_revision;
 mod metrics;
 mod openapi;
+mod operator_errors;
 mod plans;
 mod processes;
 mod provenance;
