@@ -284,6 +284,24 @@ pub fn admit(key: Option<&Secret>, raw_query: &str) -> Result<Admitted, Refused>
             "missing or wrong token",
         ));
     }
+    if let Some(reading) = token::ambiguity(&pairs) {
+        // The token holds, but for a string that also signs another callback: whoever can type
+        // into a signed field and has seen one callback could be using it as someone else's.
+        tracing::error!(
+            action = action.map(Action::name),
+            %reading,
+            "marketplace callback refused: its signed string reads as more than one set of \
+             parameters"
+        );
+        metrics::counter!(crate::metrics::MARKETPLACE_AMBIGUOUS).increment(1);
+        return Err(Refused::new(
+            action,
+            StatusCode::FORBIDDEN,
+            "ambiguous",
+            format!("refused: the signed parameters are ambiguous ({reading})"),
+        )
+        .signed(&pairs));
+    }
     let Some(action) = action else {
         let named = query::get(&pairs, "action")
             .map(|a| String::from_utf8_lossy(a).into_owned())

@@ -3,6 +3,11 @@
 //! Every parameter except `token`, decoded, sorted by name in byte order, joined as `name=value`
 //! with `&` (empty values included as `name=`), then `&key=<ISV key>`; the MD5 hex digest of that
 //! must equal `token`. It is the only authentication this endpoint has.
+//!
+//! The signing string escapes nothing, so it can be ambiguous: a value holding `&name=` can be
+//! re-split into other parameters under the same token (`extraInfo={}&jdPin=victim&…` signs the
+//! same string as `extraInfo={}` and `jdPin=victim`). [`ambiguity`] names such a callback, which
+//! is refused even though its token holds.
 
 use super::query::{get, Pairs};
 use crate::configuration::Secret;
@@ -26,6 +31,33 @@ pub fn signing_input(pairs: &Pairs, key: &str) -> Vec<u8> {
     input.extend_from_slice(b"&key=");
     input.extend_from_slice(key.as_bytes());
     input
+}
+
+/// Why the signing string of these parameters could be read as another set of parameters, if it
+/// could: a name holding `&` or `=`, or a value holding `&` followed by a `name=` (an `=` before
+/// the next `&`). Splitting the string at such an `&` gives a pair of its own, so the same token
+/// would sign a callback with other parameters. Values with `=` alone (base64, say) or `&` alone
+/// (`A&B`) read one way only and pass. The rule is wider than the exact question (whether some
+/// other split also sorts into the same string), which a crafted 64 KiB query would make costly
+/// to answer; what it refuses is never sent by the marketplace's own documented callbacks.
+pub fn ambiguity(pairs: &Pairs) -> Option<String> {
+    for (name, value) in pairs.iter().filter(|(name, _)| name != b"token") {
+        let shown = String::from_utf8_lossy(name);
+        if name.iter().any(|b| matches!(b, b'&' | b'=')) {
+            return Some(format!("the name {shown:?} holds & or ="));
+        }
+        let splits_off_a_pair = value
+            .split(|b| *b == b'&')
+            .skip(1)
+            .any(|piece| piece.contains(&b'='));
+        if splits_off_a_pair {
+            return Some(format!(
+                "the value of {shown} holds &name=, which the signing string cannot tell from \
+                 another parameter"
+            ));
+        }
+    }
+    None
 }
 
 /// The token the marketplace computes for these parameters.
@@ -103,6 +135,32 @@ mod tests {
             expected(&pairs, &key()),
             hex::encode(Md5::digest(input.as_bytes()))
         );
+    }
+
+    #[test]
+    fn a_value_holding_another_pair_is_ambiguous_and_the_documented_callbacks_are_not() {
+        // The attack: one signed string, two readings.
+        let forged = parse(
+            "action=createInstance&jdPin=mallory&orderBizId=7001&orderId=71&serviceCode=dts\
+             &skuId=FW_GOODS-500232-1&extraInfo=%7B%7D%26jdPin%3Dvictim%26orderBizId%3D7002\
+             %26orderId%3D72%26serviceCode%3Ddts%26skuId%3DFW_GOODS-500232-2%26skuIz%3D",
+        )
+        .unwrap();
+        let reading = ambiguity(&forged).expect("ambiguous");
+        assert!(reading.contains("extraInfo"), "{reading}");
+        assert!(ambiguity(&parse("a%3Db=1").unwrap()).is_some());
+        assert!(ambiguity(&parse("a%26b=1").unwrap()).is_some());
+        // The documented callbacks, and values with `=` or `&` alone.
+        for fine in [
+            "accountNum=1&action=createInstance&email=bujiaban@jd.com\
+             &expiredOn=2018-06-30+23:59:59&jdPin=bujiaban&mobile=&orderBizId=444181\
+             &orderId=556596&serviceCode=FW_GOODS-500232&skuId=FW_GOODS-500232-1&template=",
+            "action=dilateInstance&extraInfo=%7B%22key1%22:%221%22,%22key1%22,%222%22%7D",
+            "action=verify&template=A%26B&mobile=YWJj%3D%3D",
+            "action=createInstance&additionInfo+=%7B%7D",
+        ] {
+            assert_eq!(ambiguity(&parse(fine).unwrap()), None, "{fine}");
+        }
     }
 
     #[test]

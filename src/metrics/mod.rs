@@ -41,6 +41,7 @@ pub const WEBHOOK_DELIVERY_DURATION: &str = "dts_ledger_webhook_delivery_duratio
 pub const DATABASE_UP: &str = "dts_ledger_database_up";
 pub const MARKETPLACE_CALLBACKS: &str = "dts_ledger_marketplace_callbacks_total";
 pub const MARKETPLACE_REFUSED: &str = "dts_ledger_marketplace_refused_callbacks";
+pub const MARKETPLACE_AMBIGUOUS: &str = "dts_ledger_marketplace_ambiguous_callbacks_total";
 pub const MARKETPLACE_REFUSED_OLDEST_AGE: &str =
     "dts_ledger_marketplace_refused_oldest_age_seconds";
 pub const EXPIRY_NOTICES_HELD: &str = "dts_ledger_expiry_notices_held_total";
@@ -178,6 +179,11 @@ fn describe() {
          periodically)"
     );
     describe_counter!(
+        MARKETPLACE_AMBIGUOUS,
+        "Marketplace callbacks whose token held but whose signed string reads as more than one \
+         set of parameters (refused)"
+    );
+    describe_counter!(
         EXPIRY_NOTICES_HELD,
         "Marketplace expiry notices held because the package's expiresAt was still ahead"
     );
@@ -248,6 +254,7 @@ fn zero() {
     }
     counter!(PACKAGES_EXPIRED).increment(0);
     counter!(EXPIRY_NOTICES_HELD).increment(0);
+    counter!(MARKETPLACE_AMBIGUOUS).increment(0);
     counter!(TRANSACTION_RETRIES).increment(0);
 }
 

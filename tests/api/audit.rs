@@ -420,8 +420,14 @@ fn an_unreachable_database_is_a_clear_error() {
     assert_eq!(output.status.code(), Some(2));
     let err = String::from_utf8_lossy(&output.stderr);
     assert!(err.contains("cannot connect to PostgreSQL"), "{err}");
-    assert!(err.contains("/nonexistent-dir") && err.contains("port 5432"), "{err}");
-    assert!(err.contains("no such socket or host"), "what to check: {err}");
+    assert!(
+        err.contains("/nonexistent-dir") && err.contains("port 5432"),
+        "{err}"
+    );
+    assert!(
+        err.contains("no such socket or host"),
+        "what to check: {err}"
+    );
 }
 
 /// The cells of one CSV line, unquoted (RFC 4180: quoted cells double their quotes).

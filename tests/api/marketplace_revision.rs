@@ -563,3 +563,63 @@ async fn refusals_are_kept_with_the_parameters_as_received() {
     assert_eq!(page["refused"][0]["subject"], "no\u{FFFD}such");
     assert_eq!(page["refused"][0]["reason"], "invalid_parameter");
 }
+
+#[tokio::test]
+async fn a_signed_string_that_reads_as_another_callback_is_refused_both_ways() {
+    let app = spawn_app().await;
+    // Mallory types the second order into a field the marketplace signs.
+    let crafted = "{}&jdPin=victim&orderBizId=7002&orderId=72&serviceCode=dts\
+                   &skuId=FW_GOODS-500232-2&skuIz=";
+    let genuine = [
+        ("action", "createInstance"),
+        ("jdPin", "mallory"),
+        ("orderBizId", "7001"),
+        ("orderId", "71"),
+        ("serviceCode", "dts"),
+        ("skuId", SKU_1TB),
+        ("extraInfo", crafted),
+    ];
+    let genuine_query = signed_query(&genuine, MARKETPLACE_KEY);
+    let token = genuine_query.rsplit_once("token=").unwrap().1.to_owned();
+    // The same signed string, read as another callback: victim's 2 TiB package 7002, with an
+    // unknown `skuIz` absorbing Mallory's real parameters.
+    let absorbed = "&jdPin=mallory&orderBizId=7001&orderId=71&serviceCode=dts\
+                    &skuId=FW_GOODS-500232-1";
+    let forged = [
+        ("action", "createInstance"),
+        ("extraInfo", "{}"),
+        ("jdPin", "victim"),
+        ("orderBizId", "7002"),
+        ("orderId", "72"),
+        ("serviceCode", "dts"),
+        ("skuId", "FW_GOODS-500232-2"),
+        ("skuIz", absorbed),
+    ];
+    assert_eq!(token_of(&forged), token, "one token signs both readings");
+    let forged_query = signed_query(&forged, MARKETPLACE_KEY);
+    assert!(forged_query.ends_with(&format!("token={token}")));
+
+    for (query, what) in [
+        (&genuine_query, "the genuine"),
+        (&forged_query, "the forged"),
+    ] {
+        let response = app.callback_raw(query).await;
+        assert_eq!(response.status(), 403, "{what} reading");
+        let reply: Value = response.json().await.unwrap();
+        assert_eq!(reply["instanceId"], "0", "{what}: {reply}");
+        assert!(
+            reply["message"].as_str().unwrap().contains("ambiguous"),
+            "{reply}"
+        );
+    }
+    assert!(app.events().await.is_empty(), "neither package was created");
+    // Kept for operators with its reason: the token held.
+    let page = refused(&app).await;
+    let reasons: Vec<&str> = page["refused"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["reason"].as_str().unwrap())
+        .collect();
+    assert_eq!(reasons, ["ambiguous", "ambiguous"], "{page}");
+}
