@@ -87,7 +87,8 @@ pub fn scope(state: &AppState) -> impl HttpServiceFactory + 'static {
 
 crate::routes::route_table! {
     /// Pages and forms, each at its path under `/console`.
-    fn console_routes(scope: actix_web::Scope), under "/console", listed in CONSOLE_ROUTES;
+    fn console_routes(scope: actix_web::Scope), under "/console", listed in CONSOLE_ROUTES,
+        other methods method_not_allowed;
     GET "" => overview;
     GET "/" => overview;
     GET "/console.css" => stylesheet;
@@ -262,6 +263,26 @@ fn signed_in_page(
     if let Some(keys) = &console.keys {
         let cookie = console.session_cookie(session::cookie_value(keys, &customer.session));
         let _ = response.add_cookie(&cookie);
+    }
+    response
+}
+
+/// A method a console path does not take (a bookmarked `/console/logout`, say): a page saying so,
+/// with the path's methods in `Allow`.
+async fn method_not_allowed(req: HttpRequest, allow: String) -> HttpResponse {
+    let lang = lang_of(&req);
+    let mut response = html_response(
+        StatusCode::METHOD_NOT_ALLOWED,
+        pages::message(
+            lang,
+            &lang.t("refused.title"),
+            &lang.t("error.method"),
+            None,
+            html! { p { a href="/console" { (lang.t("common.cancel")) } } },
+        ),
+    );
+    if let Ok(allow) = header::HeaderValue::from_str(&allow) {
+        response.headers_mut().insert(header::ALLOW, allow);
     }
     response
 }

@@ -4,6 +4,7 @@ mod audit;
 mod console;
 mod health;
 mod helpers;
+mod http_semantics;
 mod marketplace;
 mod marketplace_hardening;
 mod metrics;
