@@ -196,6 +196,8 @@ fn serve(options: ServerOptions, state: web::Data<AppState>) -> std::io::Result<
             .map(TcpListener::local_addr)
             .transpose()?,
     );
+    // One console for the process: its workers share the sign-ins' share of the pool.
+    let console = crate::console::state(&state);
     let mut server = HttpServer::new(move || {
         App::new()
             .app_data(state.clone())
@@ -212,7 +214,7 @@ fn serve(options: ServerOptions, state: web::Data<AppState>) -> std::io::Result<
             .wrap(from_fn(routes::metrics::metrics_address_only))
             .wrap(TracingLogger::<RequestSpan>::new())
             .configure(api_routes)
-            .service(crate::console::scope(&state))
+            .service(crate::console::scope(console.clone()))
             .default_service(web::to(not_found))
     })
     .shutdown_timeout(SHUTDOWN_GRACE_S)

@@ -73,7 +73,7 @@ pub fn message(
     )
 }
 
-pub fn login(lang: Lang, error: Option<&str>, instance_id: &str) -> String {
+pub fn login(lang: Lang, error: Option<&str>, instance_id: &str, csrf: &str) -> String {
     layout(
         lang,
         &lang.t("login.title"),
@@ -86,6 +86,7 @@ pub fn login(lang: Lang, error: Option<&str>, instance_id: &str) -> String {
                 p.error #login-error role="alert" { (error) }
             }
             form.card method="post" action="/console/login" {
+                input type="hidden" name="csrf" value=(csrf);
                 label for="instanceId" { (lang.t("login.instance")) }
                 input #instanceId name="instanceId" type="text" required autocomplete="username"
                     maxlength="128" value=(instance_id);

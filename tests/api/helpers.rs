@@ -586,6 +586,16 @@ pub struct LoginForm {
 }
 
 impl TestApp {
+    /// A client whose connections come from `ip` (any address of 127.0.0.0/8 reaches the server
+    /// on 127.0.0.1), so that tests can play several client addresses.
+    pub fn client_from(&self, ip: &str) -> reqwest::Client {
+        reqwest::Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
+            .local_address(Some(ip.parse().expect("an IP address")))
+            .build()
+            .unwrap()
+    }
+
     /// `GET /console/login` with `client`, as a browser opens the form.
     pub async fn login_form_with(&self, client: &reqwest::Client) -> LoginForm {
         let response = client
@@ -594,17 +604,11 @@ impl TestApp {
             .await
             .expect("the request is sent");
         assert_eq!(response.status(), 200);
-        let cookie = set_cookie(&response, "dts_login")
-            .map(|c| cookie_pair(&c))
-            .unwrap_or_default();
+        let cookie = cookie_pair(&set_cookie(&response, "dts_login").expect("a sign-in cookie"));
         let html = response.text().await.unwrap();
         LoginForm {
             cookie,
-            csrf: if html.contains("name=\"csrf\"") {
-                field(&html, "csrf")
-            } else {
-                String::new()
-            },
+            csrf: field(&html, "csrf"),
         }
     }
 

@@ -2,6 +2,7 @@
 
 mod audit;
 mod console;
+mod console_hardening;
 mod health;
 mod helpers;
 mod http_semantics;
