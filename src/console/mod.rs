@@ -25,7 +25,7 @@ use actix_web::dev::HttpServiceFactory;
 use actix_web::http::header;
 use actix_web::http::StatusCode;
 use actix_web::{middleware, web, HttpMessage, HttpRequest, HttpResponse, ResponseError};
-use chrono::Utc;
+use chrono::{DateTime, Utc};
 use deadpool_postgres::{GenericClient, Pool};
 use i18n::Lang;
 use keys::Keys;
@@ -191,18 +191,25 @@ fn lang_of(req: &HttpRequest) -> Lang {
 }
 
 impl Console {
-    fn session_cookie(&self, value: String) -> Cookie<'static> {
+    /// The session cookie, kept by the browser until `expires_at` (the session's end as the
+    /// database has it), in whole seconds rounded up.
+    fn session_cookie(&self, value: String, expires_at: DateTime<Utc>) -> Cookie<'static> {
+        let left_ms = (expires_at - Utc::now()).num_milliseconds().max(0);
         Cookie::build(session::COOKIE_NAME, value)
             .path("/console")
             .http_only(true)
             .secure(self.secure_cookies)
             .same_site(SameSite::Strict)
-            .max_age(CookieDuration::seconds(self.config.session_ttl_s as i64))
+            .max_age(CookieDuration::seconds((left_ms + 999) / 1000))
             .finish()
     }
 
     fn ttl(&self) -> chrono::Duration {
         chrono::Duration::seconds(self.config.session_ttl_s as i64)
+    }
+
+    fn lifetime_max(&self) -> chrono::Duration {
+        chrono::Duration::seconds(self.config.session_max_s as i64)
     }
 
     fn sku_name(&self, package: &Package) -> String {
@@ -227,6 +234,8 @@ impl Console {
 struct Customer {
     jd_pin: JdPin,
     session: SessionId,
+    /// When the session ends, as renewed by this request.
+    expires_at: DateTime<Utc>,
     csrf: String,
 }
 
@@ -256,14 +265,16 @@ async fn customer(
     let found = session::touch(client, &id, now, now + console.ttl())
         .await
         .map_err(db_error(lang))?;
-    Ok(found.map(|jd_pin| Customer {
-        jd_pin,
+    Ok(found.map(|open| Customer {
+        jd_pin: open.jd_pin,
+        expires_at: open.expires_at,
         csrf: csrf::token(keys, id.as_str()),
         session: id,
     }))
 }
 
-/// The answer of a signed-in page, with the session cookie renewed for another `session_ttl_s`.
+/// The answer of a signed-in page, with the session cookie renewed for another `session_ttl_s`
+/// (or until the session's absolute end).
 fn signed_in_page(
     console: &Console,
     customer: &Customer,
@@ -272,7 +283,8 @@ fn signed_in_page(
 ) -> HttpResponse {
     let mut response = html_response(status, body);
     if let Some(keys) = &console.keys {
-        let cookie = console.session_cookie(session::cookie_value(keys, &customer.session));
+        let value = session::cookie_value(keys, &customer.session);
+        let cookie = console.session_cookie(value, customer.expires_at);
         let _ = response.add_cookie(&cookie);
     }
     response
@@ -384,11 +396,14 @@ async fn open_session(
     lang: Lang,
 ) -> PageResult {
     let id = SessionId::new();
-    session::open(client, &id, jd_pin, Utc::now() + console.ttl())
+    let now = Utc::now();
+    let (expires_at, ends_at) = (now + console.ttl(), now + console.lifetime_max());
+    session::open(client, &id, jd_pin, expires_at, ends_at)
         .await
         .map_err(db_error(lang))?;
+    let value = session::cookie_value(keys, &id);
     Ok(see_other("/console")
-        .cookie(console.session_cookie(session::cookie_value(keys, &id)))
+        .cookie(console.session_cookie(value, expires_at.min(ends_at)))
         .finish())
 }
 
@@ -433,6 +448,10 @@ async fn enter(
         return Ok(refused(&ticket::TicketError::Forged));
     };
     let package = rows::package_from_row(row).map_err(|e| unavailable(lang)(&e))?;
+    // A ticket issued before its package was released opens nothing after.
+    if package.status == PackageStatus::Released {
+        return Ok(refused(&ticket::TicketError::Released));
+    }
     if let Err(reason) = ticket::consume(&client, &opened)
         .await
         .map_err(db_error(lang))?
@@ -711,7 +730,7 @@ async fn logout(
     session::close(&client, &customer.session)
         .await
         .map_err(db_error(lang))?;
-    let mut gone = console.session_cookie(String::new());
+    let mut gone = console.session_cookie(String::new(), Utc::now());
     gone.make_removal();
     Ok(see_other("/console/login").cookie(gone).finish())
 }
@@ -1137,7 +1156,8 @@ async fn statement_csv(
         ))
         .body(csv);
     if let Some(keys) = &console.keys {
-        let cookie = console.session_cookie(session::cookie_value(keys, &customer.session));
+        let value = session::cookie_value(keys, &customer.session);
+        let cookie = console.session_cookie(value, customer.expires_at);
         let _ = response.add_cookie(&cookie);
     }
     Ok(response)

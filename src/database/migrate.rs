@@ -73,6 +73,11 @@ const MIGRATIONS: &[Migration] = &[
         name: "json_text",
         sql: include_str!("../../schema/0012_json_text.sql"),
     },
+    Migration {
+        version: 15,
+        name: "console_sign_ins",
+        sql: include_str!("../../schema/0015_console_sign_ins.sql"),
+    },
 ];
 
 /// An arbitrary constant naming the advisory lock taken while migrating.

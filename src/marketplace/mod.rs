@@ -397,8 +397,20 @@ async fn verify(
             format!("timeStamp is more than {window} seconds away from the server clock"),
         );
     }
-    let known = match context.pool.get().await {
-        Ok(client) => ledger::rows::read_packages(&client, &[instance_id.as_str()]).await,
+    // Spent once, in every process: a replayed link earns no ticket. The
+    // marketplace's own retry of a `verify` is a browser following the link it opened once.
+    let signed_in = match context.pool.get().await {
+        Ok(client) => {
+            crate::console::ticket::sign_in_by_link(
+                &client,
+                context.config,
+                context.public_url,
+                instance_id,
+                time_stamp,
+                now,
+            )
+            .await
+        }
         Err(error) => {
             tracing::warn!(%error, "database unavailable");
             return failure(
@@ -408,23 +420,35 @@ async fn verify(
             );
         }
     };
-    match known {
-        Ok(rows) if rows.is_empty() => failure(
+    use crate::console::ticket::LinkSignIn;
+    match signed_in {
+        Ok(LinkSignIn::Ticket(url)) => Reply::Redirect(url),
+        Ok(LinkSignIn::UnknownPackage) => failure(
             action,
             StatusCode::NOT_FOUND,
             format!("instanceId {instance_id} is not known"),
         ),
-        Ok(_) => {
-            match crate::console::ticket::sign_in_url(
-                context.config,
-                context.public_url,
-                instance_id,
-                now,
-            ) {
-                Some(url) => Reply::Redirect(url),
-                None => failure(action, StatusCode::FORBIDDEN, "sign-in is not configured"),
-            }
+        Ok(LinkSignIn::Released) => failure(
+            action,
+            StatusCode::CONFLICT,
+            format!("{instance_id} was released: it signs no one in"),
+        ),
+        Ok(LinkSignIn::Used) => {
+            tracing::warn!(instance_id = %instance_id, "sign-in refused: the link was used already");
+            failure(
+                action,
+                StatusCode::FORBIDDEN,
+                "this sign-in link was used already: a link signs in once",
+            )
         }
+        Ok(LinkSignIn::NotConfigured) => {
+            failure(action, StatusCode::FORBIDDEN, "sign-in is not configured")
+        }
+        Ok(LinkSignIn::Unreadable) => failure(
+            action,
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "internal error; nobody was signed in",
+        ),
         Err(error) => {
             tracing::warn!(%error, "sign-in failed: database error");
             failure(

@@ -1,12 +1,44 @@
 //! The console and its sign-ins under attack: a flood of wrong sign-ins, one address locking
-//! others out, cross-site sign-in forms.
+//! others out, replayed sign-in links, a released package's credential, cross-site sign-in forms,
+//! ids that look like paths, and sessions that never end.
 
 use crate::helpers::*;
+use chrono::Utc;
+use serde_json::Value;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 const CONSOLE: &str = "https://dts.example.com";
+
+async fn get_with(app: &TestApp, path: &str, cookie: &str) -> reqwest::Response {
+    app.http
+        .get(format!("{}{path}", app.address))
+        .header("cookie", cookie)
+        .send()
+        .await
+        .unwrap()
+}
+
+/// A signed `verify` callback's query for `instance_id`, stamped `at`.
+fn verify_query(instance_id: &str, at: chrono::DateTime<Utc>) -> String {
+    signed_query(
+        &[
+            ("action", "verify"),
+            ("instanceId", instance_id),
+            ("timeStamp", &cst(at)),
+        ],
+        MARKETPLACE_KEY,
+    )
+}
+
+/// Exchanges a `verify` redirect's ticket; returns the session's `Cookie` header, if one opened.
+async fn enter(app: &TestApp, verified: reqwest::Response) -> Option<String> {
+    assert_eq!(verified.status(), 302);
+    let location = verified.headers()["location"].to_str().unwrap().to_owned();
+    let entered = app.get(location.trim_start_matches(CONSOLE)).await;
+    set_cookie(&entered, "dts_console").map(|c| cookie_pair(&c))
+}
 
 fn median_and_max(mut times_ms: Vec<f64>) -> (f64, f64) {
     times_ms.sort_by(f64::total_cmp);
@@ -201,6 +233,66 @@ mod login_limits {
     pub const PER_INSTANCE: usize = 10;
 }
 
+#[tokio::test]
+async fn a_verify_link_signs_in_once_across_processes() {
+    let app = spawn_app().await;
+    app.buy("biz-1", "alice", SMALL_SKU).await;
+    let other = app.sibling(test_config());
+    let query = verify_query("biz-1", Utc::now());
+    assert!(enter(&app, app.callback_raw(&query).await).await.is_some());
+    // The same link again, in this process or another, re-encoded or reordered: refused, and no
+    // ticket handed out.
+    for replay in [
+        app.callback_raw(&query).await,
+        other.callback_raw(&query).await,
+        other
+            .callback_raw(&query.replacen("action=verify", "action=%76erify", 1))
+            .await,
+    ] {
+        assert_eq!(replay.status(), 403);
+        assert!(replay.headers().get("location").is_none());
+        let body: Value = replay.json().await.unwrap();
+        assert_eq!(body["success"], false);
+        assert!(body["message"].as_str().unwrap().contains("used"), "{body}");
+    }
+    // A new link (another timeStamp) is another sign-in.
+    let later = verify_query("biz-1", Utc::now() - chrono::Duration::seconds(60));
+    assert!(enter(&app, app.callback_raw(&later).await).await.is_some());
+}
+
+#[tokio::test]
+async fn a_released_package_signs_no_one_in() {
+    let app = spawn_app().await;
+    let code = app.buy_with_code("biz-1", "alice").await;
+    app.buy("biz-2", "alice", SMALL_SKU).await;
+    // A ticket from before the release, to exchange after it.
+    let early = app
+        .callback_raw(&verify_query(
+            "biz-1",
+            Utc::now() - chrono::Duration::seconds(2),
+        ))
+        .await;
+    assert_eq!(early.status(), 302);
+    let released = app
+        .callback(&[("action", "releaseInstance"), ("instanceId", "biz-1")])
+        .await;
+    assert_eq!(released.status(), 200);
+
+    let login = app.login("biz-1", &code).await;
+    assert_eq!(login.status(), 403);
+    assert!(set_cookie(&login, "dts_console").is_none());
+    assert!(login.text().await.unwrap().contains("已释放"));
+
+    let verified = app.callback_raw(&verify_query("biz-1", Utc::now())).await;
+    assert_eq!(verified.status(), 409);
+    assert!(verified.headers().get("location").is_none());
+    assert_eq!(enter(&app, early).await, None, "nor a ticket issued before");
+
+    // The account's other package still opens it.
+    let other = app.callback_raw(&verify_query("biz-2", Utc::now())).await;
+    assert!(enter(&app, other).await.is_some());
+}
+
 /// Another site cannot sign a visitor in to its own account (login CSRF): the form's token and
 /// its cookie go together, and a post another site sent is refused, with a page saying so.
 #[tokio::test]
@@ -282,4 +374,66 @@ async fn a_sign_in_posted_from_another_site_is_refused() {
         assert_eq!(signed_in.status(), 303);
         assert!(set_cookie(&signed_in, "dts_console").is_some());
     }
+}
+
+#[tokio::test]
+async fn a_session_ends_at_its_absolute_lifetime_however_busy() {
+    let app = spawn_app_with(dts_ledger::configuration::Config {
+        session_max_s: 2,
+        ..test_config()
+    })
+    .await;
+    app.buy("biz-1", "alice", SMALL_SKU).await;
+    let query = verify_query("biz-1", Utc::now());
+    let cookie = enter(&app, app.callback_raw(&query).await).await.unwrap();
+    let mut ended = false;
+    // Used every 300 ms, far within the sliding 600 s; bounded at 20 uses (6 s).
+    for _ in 0..20 {
+        let page = get_with(&app, "/console", &cookie).await;
+        if page.status() == 303 {
+            assert_eq!(page.headers()["location"], "/console/login");
+            ended = true;
+            break;
+        }
+        assert_eq!(page.status(), 200);
+        let renewed = set_cookie(&page, "dts_console").unwrap();
+        let max_age: i64 = renewed
+            .split("Max-Age=")
+            .nth(1)
+            .unwrap()
+            .split(';')
+            .next()
+            .unwrap()
+            .parse()
+            .unwrap();
+        assert!(
+            max_age <= 2,
+            "the cookie lives no longer than the session: {renewed}"
+        );
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    assert!(ended, "the session ended at its absolute lifetime");
+}
+
+#[tokio::test]
+async fn answers_over_https_carry_hsts_and_over_http_do_not() {
+    let https = spawn_app().await;
+    for path in ["/healthz", "/console/login", "/v1/tasks/x"] {
+        let response = https.get(path).await;
+        assert_eq!(
+            response.headers()["strict-transport-security"],
+            "max-age=31536000",
+            "{path}"
+        );
+    }
+    let http = spawn_app_with(dts_ledger::configuration::Config {
+        public_url: Some("http://127.0.0.1:8080".into()),
+        ..test_config()
+    })
+    .await;
+    let response = http.get("/console/login").await;
+    assert!(response
+        .headers()
+        .get("strict-transport-security")
+        .is_none());
 }
