@@ -376,6 +376,93 @@ async fn a_sign_in_posted_from_another_site_is_refused() {
     }
 }
 
+/// Ids are the reporter's or the marketplace's choice: in a link or a form's action each is one
+/// percent-encoded path segment, so it names its own task or package and nothing else.
+#[tokio::test]
+async fn ids_that_look_like_paths_stay_one_path_segment() {
+    let app = spawn_app().await;
+    app.buy("../../v1/ledger?x=", "alice", SMALL_SKU).await;
+    app.buy("biz-2", "alice", SMALL_SKU).await;
+    for task in ["a/b?c#d", "../T2/destroy?", "T2"] {
+        assert_eq!(app.create_task(task, "biz-2").await.0, 201, "{task}");
+    }
+    let query = verify_query("biz-2", Utc::now());
+    let cookie = enter(&app, app.callback_raw(&query).await).await.unwrap();
+    let html = get_with(&app, "/console", &cookie)
+        .await
+        .text()
+        .await
+        .unwrap();
+    for link in [
+        "href=\"/console/packages/..%2F..%2Fv1%2Fledger%3Fx%3D\"",
+        "href=\"/console/tasks/a%2Fb%3Fc%23d/renew\"",
+        "href=\"/console/tasks/..%2FT2%2Fdestroy%3F/destroy\"",
+    ] {
+        assert!(html.contains(link), "{link}: {html}");
+    }
+    assert!(!html.contains("href=\"/console/tasks/a/b"), "{html}");
+
+    // The encoded links reach their own task and package.
+    let page = get_with(
+        &app,
+        "/console/packages/..%2F..%2Fv1%2Fledger%3Fx%3D",
+        &cookie,
+    )
+    .await;
+    assert_eq!(page.status(), 200);
+    let page = page.text().await.unwrap();
+    assert!(
+        page.contains("href=\"/console/packages/..%2F..%2Fv1%2Fledger%3Fx%3D/statement.csv\""),
+        "{page}"
+    );
+    let form = get_with(&app, "/console/tasks/..%2FT2%2Fdestroy%3F/destroy", &cookie)
+        .await
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        form.contains("action=\"/console/tasks/..%2FT2%2Fdestroy%3F/destroy\""),
+        "{form}"
+    );
+    let destroyed = app
+        .http
+        .post(format!(
+            "{}/console/tasks/..%2FT2%2Fdestroy%3F/destroy",
+            app.address
+        ))
+        .header("cookie", &cookie)
+        .form(&[
+            ("csrf", field(&form, "csrf")),
+            ("version", field(&form, "version")),
+        ])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(destroyed.status(), 303);
+    assert_eq!(app.task("..%2FT2%2Fdestroy%3F").await["state"], "destroyed");
+    assert_eq!(app.task("T2").await["state"], "running");
+
+    // The two ids no URL can carry as a segment are refused when they would be created.
+    for dots in [".", ".."] {
+        let (status, body) = app.create_task(dots, "biz-2").await;
+        assert_eq!(
+            (status, body["error"]["code"].as_str()),
+            (400, Some("invalid_task_id"))
+        );
+        let bought = app
+            .callback(&[
+                ("action", "createInstance"),
+                ("jdPin", "alice"),
+                ("orderBizId", dots),
+                ("orderId", "order-dots"),
+                ("serviceCode", "dts"),
+                ("skuId", SMALL_SKU),
+            ])
+            .await;
+        assert_eq!(bought.status(), 400);
+    }
+}
+
 #[tokio::test]
 async fn a_session_ends_at_its_absolute_lifetime_however_busy() {
     let app = spawn_app_with(dts_ledger::configuration::Config {
