@@ -132,7 +132,9 @@ pub const CONSOLE_PAGES: &[(&str, &str, &str)] = &[
     (
         "POST",
         "/console/login",
-        "Signs in with an order's instanceId and authCode.",
+        "Signs in with an order's instanceId and authCode, and the csrf token of the form \
+         `GET /console/login` served with its `dts_login` cookie; refused when the browser says \
+         the post came from another site.",
     ),
     ("POST", "/console/logout", "Signs out."),
     (
