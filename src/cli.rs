@@ -502,6 +502,7 @@ async fn marketplace(args: MarketplaceArgs, config: &Config) -> anyhow::Result<E
     if let Some(instance) = &args.instance {
         callback.set("instanceId", instance)?;
     }
+    // The error names the service, never the signed URL (see `client::send`).
     let reply = client::send(&callback, &args.url, key)
         .await
         .with_context(|| format!("cannot reach the service at {}", args.url))?;

@@ -196,6 +196,8 @@ fn serve(options: ServerOptions, state: web::Data<AppState>) -> std::io::Result<
             .map(TcpListener::local_addr)
             .transpose()?,
     );
+    // One console for the process: its workers share the sign-ins' share of the pool.
+    let console = crate::console::state(&state);
     let mut server = HttpServer::new(move || {
         App::new()
             .app_data(state.clone())
@@ -203,13 +205,16 @@ fn serve(options: ServerOptions, state: web::Data<AppState>) -> std::io::Result<
             .app_data(query_config())
             .app_data(path_config())
             // The last wrapped runs first: the logger's span and request id, the metrics
-            // address's fence, the metrics, then the `x-request-id` header.
+            // address's fence, the metrics, the `x-request-id` header, the headers HTTP asks
+            // of every answer, then the bound on the request's time.
+            .wrap(from_fn(routes::protocol::bound_request_time))
+            .wrap(from_fn(routes::protocol::every_answer))
             .wrap(from_fn(crate::telemetry::request_id_header))
             .wrap(from_fn(crate::metrics::http::record))
             .wrap(from_fn(routes::metrics::metrics_address_only))
             .wrap(TracingLogger::<RequestSpan>::new())
             .configure(api_routes)
-            .service(crate::console::scope(&state))
+            .service(crate::console::scope(console.clone()))
             .default_service(web::to(not_found))
     })
     .shutdown_timeout(SHUTDOWN_GRACE_S)
@@ -233,8 +238,9 @@ fn api_routes(config: &mut web::ServiceConfig) {
 
 routes::route_table! {
     /// The hot path first, since routes are matched in order.
-    fn register_api_routes(config: &mut web::ServiceConfig), under "", listed in API_ROUTES;
-    POST "/v1/traffic" => routes::traffic::post_traffic, else method_not_allowed;
+    fn register_api_routes(config: &mut web::ServiceConfig), under "", listed in API_ROUTES,
+        other methods routes::protocol::method_not_allowed;
+    POST "/v1/traffic" => routes::traffic::post_traffic;
     GET "/healthz" => routes::health::healthz;
     GET "/readyz" => routes::health::readyz;
     GET "/metrics" => routes::metrics::metrics;
@@ -316,13 +322,6 @@ async fn sweep_expired_orders(ledger: Ledger, every: Duration) {
         };
         metrics::counter!(crate::metrics::EXPIRY_SWEEPS, "result" => result).increment(1);
     }
-}
-
-async fn method_not_allowed() -> HttpResponse {
-    HttpResponse::MethodNotAllowed().json(error_body(
-        "method_not_allowed",
-        "this route does not take that method",
-    ))
 }
 
 async fn not_found() -> HttpResponse {

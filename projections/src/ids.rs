@@ -22,6 +22,8 @@ pub enum IdError {
     ControlCharacter,
     #[error("has leading or trailing whitespace")]
     Whitespace,
+    #[error("is `.` or `..`, which no URL can carry as a path segment")]
+    DotSegment,
 }
 
 fn check_id(value: &str) -> Result<(), IdError> {
@@ -43,8 +45,22 @@ fn check_id(value: &str) -> Result<(), IdError> {
     Ok(())
 }
 
+/// An id that URLs carry as one path segment (`/v1/tasks/{taskId}`, the console's links): any
+/// character works there once percent-encoded, except the whole segments `.` and `..`, which
+/// every client resolves away, encoded or not (`%2E%2E` is `..` to a browser).
+fn check_path_id(value: &str) -> Result<(), IdError> {
+    check_id(value)?;
+    if value == "." || value == ".." {
+        return Err(IdError::DotSegment);
+    }
+    Ok(())
+}
+
 macro_rules! string_id {
     ($(#[$doc:meta])* $name:ident) => {
+        string_id!($(#[$doc])* $name, check_id);
+    };
+    ($(#[$doc:meta])* $name:ident, $check:ident) => {
         $(#[$doc])*
         #[derive(Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
         #[serde(transparent)]
@@ -53,7 +69,7 @@ macro_rules! string_id {
         impl $name {
             pub fn parse(value: impl Into<String>) -> Result<Self, IdError> {
                 let value = value.into();
-                check_id(&value)?;
+                $check(&value)?;
                 Ok(Self(value))
             }
 
@@ -85,11 +101,13 @@ macro_rules! string_id {
 
 string_id!(
     /// A package: the marketplace's `instanceId`, which is the `orderBizId` of its purchase.
-    InstanceId
+    InstanceId,
+    check_path_id
 );
 string_id!(
     /// A DTS task, named by the DTS control plane.
-    TaskId
+    TaskId,
+    check_path_id
 );
 string_id!(
     /// A traffic report, unique per task.
@@ -296,6 +314,25 @@ mod tests {
             both.to_string(),
             "orderNumber 529107885755794112 (orderId 556596)"
         );
+    }
+
+    #[test]
+    fn ids_in_urls_may_hold_anything_but_a_dot_segment() {
+        for dots in [".", ".."] {
+            assert_eq!(TaskId::parse(dots), Err(IdError::DotSegment));
+            assert_eq!(InstanceId::parse(dots), Err(IdError::DotSegment));
+            assert!(ReportId::parse(dots).is_ok(), "not in a URL");
+        }
+        for fine in [
+            "...",
+            "..a",
+            "a/b?c#d",
+            "../T2/destroy?",
+            "../../v1/ledger?x=",
+        ] {
+            assert!(TaskId::parse(fine).is_ok(), "{fine}");
+            assert!(InstanceId::parse(fine).is_ok(), "{fine}");
+        }
     }
 
     #[test]

@@ -131,6 +131,7 @@ pub(super) struct ConsoleFile {
     public_url: Option<String>,
     secret: Option<Secret>,
     session_ttl_s: Option<u64>,
+    session_max_s: Option<u64>,
     renew_url: Option<String>,
 }
 
@@ -139,6 +140,7 @@ pub(super) struct ConsoleSettings {
     pub public_url: Option<String>,
     pub secret: Option<Secret>,
     pub session_ttl_s: u64,
+    pub session_max_s: u64,
     pub renew_url: Option<String>,
 }
 
@@ -163,6 +165,12 @@ impl ConsoleFile {
                 self.session_ttl_s,
                 SESSION_TTL_S_DEFAULT,
                 SESSION_TTL_S_MAX,
+            )?,
+            session_max_s: in_range(
+                "console.session_max_s",
+                self.session_max_s,
+                SESSION_MAX_S_DEFAULT,
+                SESSION_MAX_S_MAX,
             )?,
         })
     }

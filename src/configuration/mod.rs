@@ -34,6 +34,11 @@ pub const VERIFY_WINDOW_S_MAX: u64 = 3600;
 pub const SESSION_TTL_S_DEFAULT: u64 = 600;
 /// A day: a session left open longer than that is more likely forgotten than in use.
 pub const SESSION_TTL_S_MAX: u64 = 86_400;
+/// How long a console session lasts at most, however busy: a working day, so a session opened on
+/// a shared or stolen machine ends by the evening even if something keeps using it.
+pub const SESSION_MAX_S_DEFAULT: u64 = 12 * 3600;
+/// A week: a session that outlives that is no longer its customer's.
+pub const SESSION_MAX_S_MAX: u64 = 7 * 86_400;
 /// How often the sweeper looks for orders whose expiry has passed.
 pub const EXPIRY_SWEEP_S_DEFAULT: u64 = 30;
 /// An hour: an expired package still usable for longer than that is a billing error.
@@ -155,6 +160,8 @@ pub struct Config {
     /// marketplace key.
     pub console_secret: Option<Secret>,
     pub session_ttl_s: u64,
+    /// A console session ends this long after it opened, however busy.
+    pub session_max_s: u64,
     /// The marketplace's renewal page; the console links to it with `instanceId=<id>` appended.
     pub renew_url: Option<String>,
     /// Bearer token of operators and finance for the read APIs.
@@ -191,6 +198,7 @@ impl Config {
             public_url: None,
             console_secret: None,
             session_ttl_s: SESSION_TTL_S_DEFAULT,
+            session_max_s: SESSION_MAX_S_DEFAULT,
             renew_url: None,
             admin_token: None,
             reporter_tokens: Vec::new(),
@@ -237,6 +245,7 @@ impl Config {
             public_url: console.public_url,
             console_secret: console.secret,
             session_ttl_s: console.session_ttl_s,
+            session_max_s: console.session_max_s,
             renew_url: console.renew_url,
             admin_token,
             reporter_tokens,

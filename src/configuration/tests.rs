@@ -88,6 +88,18 @@ fn short_secrets_and_out_of_range_settings_are_refused() {
         Some("https://dts.example.com")
     );
     assert_eq!(config.verify_window_s, VERIFY_WINDOW_S_DEFAULT);
+    assert_eq!(config.session_max_s, SESSION_MAX_S_DEFAULT);
+    assert!(load("[console]\nsession_max_s = 0\n").is_err());
+    assert!(load("[console]\nsession_max_s = 604801\n")
+        .unwrap_err()
+        .message
+        .contains("console.session_max_s"));
+    assert_eq!(
+        load("[console]\nsession_max_s = 3600\n")
+            .unwrap()
+            .session_max_s,
+        3600
+    );
 }
 
 #[test]

@@ -25,14 +25,14 @@ use actix_web::dev::HttpServiceFactory;
 use actix_web::http::header;
 use actix_web::http::StatusCode;
 use actix_web::{middleware, web, HttpMessage, HttpRequest, HttpResponse, ResponseError};
-use chrono::Utc;
+use chrono::{DateTime, Utc};
 use deadpool_postgres::{GenericClient, Pool};
 use i18n::Lang;
 use keys::Keys;
 use maud::html;
 use pages::SignedIn;
 use projections::ids::{InstanceId, JdPin, TaskId};
-use projections::{Package, Task};
+use projections::{Package, PackageStatus, Task};
 use serde::Deserialize;
 use session::SessionId;
 use std::sync::Arc;
@@ -58,17 +58,28 @@ pub struct Console {
     keys: Option<Keys>,
     /// Cookies only travel over TLS when customers reach us over https.
     secure_cookies: bool,
+    /// `public_url`'s origin: a post from it comes from one of our own pages.
+    origin: String,
+    /// The share of the pool sign-ins may hold at once ([`login::concurrent_max`]): one gate for
+    /// every worker thread of the process, as they share one pool.
+    sign_ins: tokio::sync::Semaphore,
 }
 
-/// The `/console` routes.
-pub fn scope(state: &AppState) -> impl HttpServiceFactory + 'static {
-    let console = web::Data::new(Console {
+/// The console's state, made once per process and shared by its workers.
+pub fn state(state: &AppState) -> web::Data<Console> {
+    web::Data::new(Console {
         pool: state.pool.clone(),
         ledger: state.ledger.clone(),
         config: state.config.clone(),
         keys: Keys::from_config(&state.config),
         secure_cookies: state.public_url.starts_with("https://"),
-    });
+        origin: csrf::origin_of(&state.public_url),
+        sign_ins: tokio::sync::Semaphore::new(login::concurrent_max(state.config.pool_size)),
+    })
+}
+
+/// The `/console` routes.
+pub fn scope(console: web::Data<Console>) -> impl HttpServiceFactory + 'static {
     console_routes(web::scope("/console"))
         .app_data(console)
         .app_data(web::FormConfig::default().limit(FORM_BYTES_MAX))
@@ -87,7 +98,8 @@ pub fn scope(state: &AppState) -> impl HttpServiceFactory + 'static {
 
 crate::routes::route_table! {
     /// Pages and forms, each at its path under `/console`.
-    fn console_routes(scope: actix_web::Scope), under "/console", listed in CONSOLE_ROUTES;
+    fn console_routes(scope: actix_web::Scope), under "/console", listed in CONSOLE_ROUTES,
+        other methods method_not_allowed;
     GET "" => overview;
     GET "/" => overview;
     GET "/console.css" => stylesheet;
@@ -179,18 +191,25 @@ fn lang_of(req: &HttpRequest) -> Lang {
 }
 
 impl Console {
-    fn session_cookie(&self, value: String) -> Cookie<'static> {
+    /// The session cookie, kept by the browser until `expires_at` (the session's end as the
+    /// database has it), in whole seconds rounded up.
+    fn session_cookie(&self, value: String, expires_at: DateTime<Utc>) -> Cookie<'static> {
+        let left_ms = (expires_at - Utc::now()).num_milliseconds().max(0);
         Cookie::build(session::COOKIE_NAME, value)
             .path("/console")
             .http_only(true)
             .secure(self.secure_cookies)
             .same_site(SameSite::Strict)
-            .max_age(CookieDuration::seconds(self.config.session_ttl_s as i64))
+            .max_age(CookieDuration::seconds((left_ms + 999) / 1000))
             .finish()
     }
 
     fn ttl(&self) -> chrono::Duration {
         chrono::Duration::seconds(self.config.session_ttl_s as i64)
+    }
+
+    fn lifetime_max(&self) -> chrono::Duration {
+        chrono::Duration::seconds(self.config.session_max_s as i64)
     }
 
     fn sku_name(&self, package: &Package) -> String {
@@ -215,6 +234,8 @@ impl Console {
 struct Customer {
     jd_pin: JdPin,
     session: SessionId,
+    /// When the session ends, as renewed by this request.
+    expires_at: DateTime<Utc>,
     csrf: String,
 }
 
@@ -244,14 +265,16 @@ async fn customer(
     let found = session::touch(client, &id, now, now + console.ttl())
         .await
         .map_err(db_error(lang))?;
-    Ok(found.map(|jd_pin| Customer {
-        jd_pin,
+    Ok(found.map(|open| Customer {
+        jd_pin: open.jd_pin,
+        expires_at: open.expires_at,
         csrf: csrf::token(keys, id.as_str()),
         session: id,
     }))
 }
 
-/// The answer of a signed-in page, with the session cookie renewed for another `session_ttl_s`.
+/// The answer of a signed-in page, with the session cookie renewed for another `session_ttl_s`
+/// (or until the session's absolute end).
 fn signed_in_page(
     console: &Console,
     customer: &Customer,
@@ -260,8 +283,29 @@ fn signed_in_page(
 ) -> HttpResponse {
     let mut response = html_response(status, body);
     if let Some(keys) = &console.keys {
-        let cookie = console.session_cookie(session::cookie_value(keys, &customer.session));
+        let value = session::cookie_value(keys, &customer.session);
+        let cookie = console.session_cookie(value, customer.expires_at);
         let _ = response.add_cookie(&cookie);
+    }
+    response
+}
+
+/// A method a console path does not take (a bookmarked `/console/logout`, say): a page saying so,
+/// with the path's methods in `Allow`.
+async fn method_not_allowed(req: HttpRequest, allow: String) -> HttpResponse {
+    let lang = lang_of(&req);
+    let mut response = html_response(
+        StatusCode::METHOD_NOT_ALLOWED,
+        pages::message(
+            lang,
+            &lang.t("refused.title"),
+            &lang.t("error.method"),
+            None,
+            html! { p { a href="/console" { (lang.t("common.cancel")) } } },
+        ),
+    );
+    if let Ok(allow) = header::HeaderValue::from_str(&allow) {
+        response.headers_mut().insert(header::ALLOW, allow);
     }
     response
 }
@@ -352,11 +396,14 @@ async fn open_session(
     lang: Lang,
 ) -> PageResult {
     let id = SessionId::new();
-    session::open(client, &id, jd_pin, Utc::now() + console.ttl())
+    let now = Utc::now();
+    let (expires_at, ends_at) = (now + console.ttl(), now + console.lifetime_max());
+    session::open(client, &id, jd_pin, expires_at, ends_at)
         .await
         .map_err(db_error(lang))?;
+    let value = session::cookie_value(keys, &id);
     Ok(see_other("/console")
-        .cookie(console.session_cookie(session::cookie_value(keys, &id)))
+        .cookie(console.session_cookie(value, expires_at.min(ends_at)))
         .finish())
 }
 
@@ -401,6 +448,10 @@ async fn enter(
         return Ok(refused(&ticket::TicketError::Forged));
     };
     let package = rows::package_from_row(row).map_err(|e| unavailable(lang)(&e))?;
+    // A ticket issued before its package was released opens nothing after.
+    if package.status == PackageStatus::Released {
+        return Ok(refused(&ticket::TicketError::Released));
+    }
     if let Err(reason) = ticket::consume(&client, &opened)
         .await
         .map_err(db_error(lang))?
@@ -413,85 +464,191 @@ async fn enter(
 async fn login_form(console: web::Data<Console>, req: HttpRequest) -> PageResult {
     let lang = lang_of(&req);
     let error = console.keys.is_none().then(|| lang.t("login.unavailable"));
-    Ok(html_response(
+    Ok(login_page(
+        &console,
+        &req,
+        lang,
         StatusCode::OK,
-        pages::login(lang, error.as_deref(), ""),
+        error.as_deref(),
+        "",
     ))
+}
+
+/// The sign-in form with its CSRF token, and the cookie the token goes with: the browser's own
+/// when it has one (so that two open forms both work), else a new one.
+fn login_page(
+    console: &Console,
+    req: &HttpRequest,
+    lang: Lang,
+    status: StatusCode,
+    error: Option<&str>,
+    typed_id: &str,
+) -> HttpResponse {
+    let Some(keys) = &console.keys else {
+        let unavailable = lang.t("login.unavailable");
+        return html_response(status, pages::login(lang, Some(&unavailable), typed_id, ""));
+    };
+    let held = req
+        .cookie(csrf::LOGIN_COOKIE)
+        .map(|c| c.value().to_owned())
+        .filter(|value| csrf::is_login_nonce(value));
+    let nonce = held.clone().unwrap_or_else(csrf::login_nonce);
+    let token = csrf::login_token(keys, &nonce);
+    let mut response = html_response(status, pages::login(lang, error, typed_id, &token));
+    if held.is_none() {
+        // A browser session's cookie, like the form it belongs to.
+        let cookie = Cookie::build(csrf::LOGIN_COOKIE, nonce)
+            .path("/console")
+            .http_only(true)
+            .secure(console.secure_cookies)
+            .same_site(SameSite::Strict)
+            .finish();
+        let _ = response.add_cookie(&cookie);
+    }
+    response
 }
 
 #[derive(Deserialize)]
 struct LoginForm {
+    /// Defaulted so that a post without it gets the page saying what to do, not an error.
+    #[serde(default)]
+    csrf: String,
     #[serde(rename = "instanceId")]
     instance_id: String,
     #[serde(rename = "authCode")]
     auth_code: String,
 }
 
+/// How a sign-in with the order credential ended.
+enum SignIn {
+    Opened(HttpResponse),
+    /// Refused, with the status and the catalog key of the message.
+    Refused(StatusCode, &'static str),
+}
+
 /// `POST /console/login`: the order credential. Everything that is not a right pair is answered
-/// the same way, after the same delay.
+/// the same way, after the same delay, during which nothing is held.
 async fn login_submit(
     console: web::Data<Console>,
     req: HttpRequest,
     form: web::Form<LoginForm>,
 ) -> PageResult {
     let lang = lang_of(&req);
-    let Some(keys) = &console.keys else {
-        return Ok(html_response(
-            StatusCode::FORBIDDEN,
-            pages::login(lang, Some(&lang.t("login.unavailable")), ""),
-        ));
-    };
-    // The peer address, not a forwarded header anyone can write; behind a proxy every customer
-    // shares the proxy's address and its (larger) limit.
-    let address = req
-        .peer_addr()
-        .map_or_else(|| "unknown".to_owned(), |a| a.ip().to_string());
     let typed_id: String = form
         .instance_id
         .trim()
         .chars()
         .take(login::FIELD_CHARS_MAX)
         .collect();
-    let limits = [
-        (
-            login::address_key(&address),
-            login::FAILURES_PER_ADDRESS_MAX,
-        ),
-        (
-            login::instance_key(&typed_id),
-            login::FAILURES_PER_INSTANCE_MAX,
-        ),
-    ];
-    let client = console.pool.get().await.map_err(pool_error(lang))?;
-    let now = Utc::now();
-    if login::count_attempt(&client, &limits, now)
-        .await
-        .map_err(db_error(lang))?
-    {
-        tracing::warn!(%address, "console: sign-in refused, too many failures");
-        return Ok(refuse_login(
+    let Some(keys) = &console.keys else {
+        let unavailable = lang.t("login.unavailable");
+        let status = StatusCode::FORBIDDEN;
+        return Ok(login_page(
+            &console,
+            &req,
             lang,
-            &lang.t("login.throttled"),
+            status,
+            Some(&unavailable),
             &typed_id,
-            StatusCode::TOO_MANY_REQUESTS,
-        )
-        .await);
-    }
-    let package = credential_holder(&console, &client, &typed_id, &form.auth_code, lang).await?;
-    let Some(package) = package else {
-        tracing::info!(%address, "console: wrong order credential");
-        return Ok(refuse_login(
-            lang,
-            &lang.t("login.wrong"),
-            &typed_id,
-            StatusCode::UNAUTHORIZED,
-        )
-        .await);
+        ));
     };
-    login::forgive(&client, &limits)
+    // Another site cannot sign a visitor in to an account of its choosing (login CSRF): only a
+    // post of our own form, with the token that goes with its cookie, is looked at.
+    let nonce = req
+        .cookie(csrf::LOGIN_COOKIE)
+        .map(|c| c.value().to_owned())
+        .unwrap_or_default();
+    if !csrf::same_origin(&req, &console.origin) || !csrf::check_login(keys, &nonce, &form.csrf) {
+        tracing::info!("console: sign-in refused: not posted from this site's own form");
+        let forged = lang.t("login.forged");
+        let status = StatusCode::FORBIDDEN;
+        return Ok(login_page(
+            &console,
+            &req,
+            lang,
+            status,
+            Some(&forged),
+            &typed_id,
+        ));
+    }
+    // The peer address, not a forwarded header anyone can write; behind a proxy every customer
+    // shares the proxy's address and its (larger) limit.
+    let address = req
+        .peer_addr()
+        .map_or_else(|| "unknown".to_owned(), |a| a.ip().to_string());
+    let attempt = login::Attempt::new(&address, &typed_id);
+    // Sign-ins are the database work anyone may ask for: they get a bounded share of the pool,
+    // and one that finds it taken is refused at once rather than queued for a connection.
+    let outcome = match console.sign_ins.try_acquire() {
+        Ok(_permit) => {
+            let auth_code = &form.auth_code;
+            check_credential(
+                &console, keys, &attempt, &typed_id, auth_code, &address, lang,
+            )
+            .await?
+        }
+        Err(_) => {
+            tracing::warn!(%address, "console: sign-in refused: sign-ins hold their share of the pool");
+            SignIn::Refused(StatusCode::SERVICE_UNAVAILABLE, "login.busy")
+        }
+    };
+    // The connection and the permit are back: the delay costs the pool nothing.
+    match outcome {
+        SignIn::Opened(response) => Ok(response),
+        SignIn::Refused(status, message) => {
+            tokio::time::sleep(std::time::Duration::from_millis(login::FAILURE_DELAY_MS)).await;
+            let mut page = login_page(
+                &console,
+                &req,
+                lang,
+                status,
+                Some(&lang.t(message)),
+                &typed_id,
+            );
+            if status == StatusCode::SERVICE_UNAVAILABLE {
+                page.headers_mut()
+                    .insert(header::RETRY_AFTER, header::HeaderValue::from_static("1"));
+            }
+            Ok(page)
+        }
+    }
+}
+
+/// Counts the attempt, checks the pair, and opens a session for a right one.
+async fn check_credential(
+    console: &Console,
+    keys: &Keys,
+    attempt: &login::Attempt,
+    typed_id: &str,
+    auth_code: &str,
+    address: &str,
+    lang: Lang,
+) -> Result<SignIn, PageError> {
+    let mut client = console.pool.get().await.map_err(pool_error(lang))?;
+    let verdict = login::admit(&mut client, attempt, Utc::now())
         .await
         .map_err(db_error(lang))?;
-    open_session(&console, &client, keys, &package.jd_pin, lang).await
+    if verdict != login::Verdict::Try {
+        tracing::warn!(%address, ?verdict, "console: sign-in refused untried, too many failures");
+        return Ok(SignIn::Refused(
+            StatusCode::TOO_MANY_REQUESTS,
+            "login.throttled",
+        ));
+    }
+    let Some(package) = credential_holder(console, &client, typed_id, auth_code, lang).await?
+    else {
+        tracing::info!(%address, "console: wrong order credential");
+        return Ok(SignIn::Refused(StatusCode::UNAUTHORIZED, "login.wrong"));
+    };
+    login::forgive(&client, attempt)
+        .await
+        .map_err(db_error(lang))?;
+    if package.status == PackageStatus::Released {
+        tracing::info!(instance_id = %package.instance_id, "console: sign-in refused: the package was released");
+        return Ok(SignIn::Refused(StatusCode::FORBIDDEN, "login.released"));
+    }
+    let opened = open_session(console, &client, keys, &package.jd_pin, lang).await?;
+    Ok(SignIn::Opened(opened))
 }
 
 /// The package `typed_id` names when `auth_code` is its order credential; `None` for every wrong
@@ -528,27 +685,18 @@ async fn credential_holder(
     }
 }
 
-/// A refused sign-in, answered after the fixed delay.
-async fn refuse_login(
-    lang: Lang,
-    message: &str,
-    typed_id: &str,
-    status: StatusCode,
-) -> HttpResponse {
-    tokio::time::sleep(std::time::Duration::from_millis(login::FAILURE_DELAY_MS)).await;
-    html_response(status, pages::login(lang, Some(message), typed_id))
-}
-
 #[derive(Deserialize)]
 struct CsrfForm {
     csrf: String,
 }
 
-fn csrf_ok(console: &Console, customer: &Customer, candidate: &str) -> bool {
-    console
-        .keys
-        .as_ref()
-        .is_some_and(|keys| csrf::check(keys, customer.session.as_str(), candidate))
+/// A signed-in form's post: from one of our pages, with the session's token.
+fn csrf_ok(console: &Console, req: &HttpRequest, customer: &Customer, candidate: &str) -> bool {
+    csrf::same_origin(req, &console.origin)
+        && console
+            .keys
+            .as_ref()
+            .is_some_and(|keys| csrf::check(keys, customer.session.as_str(), candidate))
 }
 
 fn csrf_refused(console: &Console, customer: &Customer, lang: Lang) -> HttpResponse {
@@ -576,13 +724,13 @@ async fn logout(
     let Some(customer) = customer(&console, &req, &client, lang).await? else {
         return Ok(see_other("/console/login").finish());
     };
-    if !csrf_ok(&console, &customer, &form.csrf) {
+    if !csrf_ok(&console, &req, &customer, &form.csrf) {
         return Ok(csrf_refused(&console, &customer, lang));
     }
     session::close(&client, &customer.session)
         .await
         .map_err(db_error(lang))?;
-    let mut gone = console.session_cookie(String::new());
+    let mut gone = console.session_cookie(String::new(), Utc::now());
     gone.make_removal();
     Ok(see_other("/console/login").cookie(gone).finish())
 }
@@ -805,7 +953,7 @@ async fn renew_submit(
         Ok(found) => found,
         Err(answer) => return Ok(answer),
     };
-    if !csrf_ok(&console, &customer, &form.csrf) {
+    if !csrf_ok(&console, &req, &customer, &form.csrf) {
         return Ok(csrf_refused(&console, &customer, lang));
     }
     if form.version != version_of(&client, &task, lang).await? {
@@ -863,7 +1011,7 @@ async fn destroy_submit(
         Ok(found) => found,
         Err(answer) => return Ok(answer),
     };
-    if !csrf_ok(&console, &customer, &form.csrf) {
+    if !csrf_ok(&console, &req, &customer, &form.csrf) {
         return Ok(csrf_refused(&console, &customer, lang));
     }
     if form.version != version_of(&client, &task, lang).await? {
@@ -1008,7 +1156,8 @@ async fn statement_csv(
         ))
         .body(csv);
     if let Some(keys) = &console.keys {
-        let cookie = console.session_cookie(session::cookie_value(keys, &customer.session));
+        let value = session::cookie_value(keys, &customer.session);
+        let cookie = console.session_cookie(value, customer.expires_at);
         let _ = response.add_cookie(&cookie);
     }
     Ok(response)

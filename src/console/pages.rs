@@ -6,6 +6,23 @@ use super::i18n::Lang;
 use super::usage::{Day, Grant};
 use chrono::{DateTime, Utc};
 use maud::{html, Markup, DOCTYPE};
+use percent_encoding::{utf8_percent_encode, AsciiSet, NON_ALPHANUMERIC};
+
+/// What stays as it is in a path segment: the unreserved characters of RFC 3986. Everything
+/// else, `/`, `?`, `#`, `%` and `..`'s neighbours included, is `%XX`.
+const PATH_SEGMENT: &AsciiSet = &NON_ALPHANUMERIC
+    .remove(b'-')
+    .remove(b'.')
+    .remove(b'_')
+    .remove(b'~');
+
+/// An id as one segment of a console URL. Ids are the marketplace's or a reporter's choice: a
+/// task id `../T2/destroy?` must name that task, not another one's form. The two ids no URL can
+/// carry as a segment, `.` and `..` (browsers resolve them, encoded or not), are refused when
+/// they would be created (`projections::ids`).
+pub fn segment(id: &str) -> String {
+    utf8_percent_encode(id, PATH_SEGMENT).to_string()
+}
 use projections::{Package, PackageStatus, Task, TaskState};
 
 /// Who is signed in, for the header and the forms.
@@ -73,7 +90,7 @@ pub fn message(
     )
 }
 
-pub fn login(lang: Lang, error: Option<&str>, instance_id: &str) -> String {
+pub fn login(lang: Lang, error: Option<&str>, instance_id: &str, csrf: &str) -> String {
     layout(
         lang,
         &lang.t("login.title"),
@@ -86,6 +103,7 @@ pub fn login(lang: Lang, error: Option<&str>, instance_id: &str) -> String {
                 p.error #login-error role="alert" { (error) }
             }
             form.card method="post" action="/console/login" {
+                input type="hidden" name="csrf" value=(csrf);
                 label for="instanceId" { (lang.t("login.instance")) }
                 input #instanceId name="instanceId" type="text" required autocomplete="username"
                     maxlength="128" value=(instance_id);
@@ -175,7 +193,7 @@ pub fn package_card(lang: Lang, view: &PackageView<'_>, now: DateTime<Utc>) -> M
                 div { dt { (lang.t("package.remaining")) } dd.remaining { (bytes_cell(lang, p.bytes_remaining.get())) } }
                 div { dt { (lang.t("package.overage")) } dd { (bytes_cell(lang, p.bytes_overage.get())) } }
             }
-            p.details { a.details href={ "/console/packages/" (id) } { (lang.t("package.details")) } }
+            p.details { a.details href={ "/console/packages/" (segment(id)) } { (lang.t("package.details")) } }
         }
     }
 }
@@ -195,9 +213,9 @@ pub fn task_row(lang: Lang, t: &Task, actions: bool) -> Markup {
             @if actions {
                 td.actions {
                     @if t.state != TaskState::Destroyed {
-                        a.renew href={ "/console/tasks/" (id) "/renew" } { (lang.t("task.renew")) }
+                        a.renew href={ "/console/tasks/" (segment(id)) "/renew" } { (lang.t("task.renew")) }
                         " "
-                        a.destroy href={ "/console/tasks/" (id) "/destroy" } { (lang.t("task.destroy")) }
+                        a.destroy href={ "/console/tasks/" (segment(id)) "/destroy" } { (lang.t("task.destroy")) }
                     }
                 }
             }
@@ -274,7 +292,7 @@ pub fn renew(
             @if candidates.is_empty() {
                 p.notice #no-candidates { (lang.t("renew.none")) }
             } @else {
-                form.card method="post" action={ "/console/tasks/" (id) "/renew" } {
+                form.card method="post" action={ "/console/tasks/" (segment(id)) "/renew" } {
                     input type="hidden" name="csrf" value=(who.csrf);
                     input type="hidden" name="version" value=(version);
                     fieldset {
@@ -310,7 +328,7 @@ pub fn destroy(lang: Lang, who: &SignedIn<'_>, task: &Task, version: &str) -> St
             h1 { (title) }
             (tasks_table(lang, std::slice::from_ref(task), false))
             p.banner.banner-bad #destroy-warning role="alert" { (lang.t("destroy.warning")) }
-            form.card method="post" action={ "/console/tasks/" (id) "/destroy" } {
+            form.card method="post" action={ "/console/tasks/" (segment(id)) "/destroy" } {
                 input type="hidden" name="csrf" value=(who.csrf);
                 input type="hidden" name="version" value=(version);
                 button.danger #destroy-submit type="submit" { (lang.t("destroy.submit")) }
@@ -360,7 +378,7 @@ pub fn package(
             h2 #usage { (chart_title) }
             p.windows {
                 @for w in super::usage::WINDOWS_DAYS {
-                    a href={ "/console/packages/" (id) "?days=" (w) "#usage" }
+                    a href={ "/console/packages/" (segment(id)) "?days=" (w) "#usage" }
                         aria-current=[(w == window_days).then_some("page")] {
                         (lang.tf("chart.window", &[("days", &w.to_string())]))
                     }
@@ -382,7 +400,7 @@ pub fn package(
             }
             h2 #statement { (lang.t("statement.title")) }
             p {
-                a #statement-csv href={ "/console/packages/" (id) "/statement.csv" } download {
+                a #statement-csv href={ "/console/packages/" (segment(id)) "/statement.csv" } download {
                     (lang.t("statement.csv"))
                 }
                 " · " (lang.t("statement.print"))
@@ -410,4 +428,19 @@ pub fn package(
             p { a href="/console" { (lang.t("common.cancel")) } }
         },
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::segment;
+
+    #[test]
+    fn an_id_is_one_path_segment_whatever_it_holds() {
+        assert_eq!(segment("biz-1"), "biz-1");
+        assert_eq!(segment("a/b?c#d"), "a%2Fb%3Fc%23d");
+        assert_eq!(segment("../T2/destroy?"), "..%2FT2%2Fdestroy%3F");
+        assert_eq!(segment("100%"), "100%25");
+        assert_eq!(segment("流量"), "%E6%B5%81%E9%87%8F");
+        assert_eq!(segment("a b+c"), "a%20b%2Bc");
+    }
 }

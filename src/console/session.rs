@@ -1,6 +1,7 @@
 //! Console sessions: a random id in a signed, HttpOnly cookie; the database keeps a hash of the
-//! id, the customer (`jdPin`) and the expiry, so every `serve` process sees the same sessions,
-//! a use renews one and a logout ends it everywhere.
+//! id, the customer (`jdPin`) and two ends, so every `serve` process sees the same sessions, a
+//! use renews one and a logout ends it everywhere. The sliding end (`expires_at`) moves with every
+//! use; the absolute one (`ends_at`) never does, and the sliding one never passes it.
 
 use super::keys::{equal, random_hex, Keys};
 use chrono::{DateTime, Utc};
@@ -51,12 +52,13 @@ pub fn parse_cookie(keys: &Keys, value: &str) -> Option<SessionId> {
     equal(&keys.sign_session(&[id.as_bytes()]), mac).then(|| SessionId(id.to_owned()))
 }
 
-/// Opens a session for `jd_pin` until `expires_at`.
+/// Opens a session for `jd_pin` until `expires_at`, renewable until `ends_at`.
 pub async fn open(
     client: &impl GenericClient,
     id: &SessionId,
     jd_pin: &JdPin,
     expires_at: DateTime<Utc>,
+    ends_at: DateTime<Utc>,
 ) -> Result<(), tokio_postgres::Error> {
     // Closed-by-expiry sessions are forgotten as new ones open, so the table stays small.
     client
@@ -64,31 +66,45 @@ pub async fn open(
         .await?;
     client
         .execute(
-            "INSERT INTO console_sessions (id_hash, jd_pin, expires_at) VALUES ($1, $2, $3)",
-            &[&id.hash(), &jd_pin.as_str(), &expires_at],
+            "INSERT INTO console_sessions (id_hash, jd_pin, expires_at, ends_at)
+             VALUES ($1, $2, least($3::timestamptz, $4::timestamptz), $4)",
+            &[&id.hash(), &jd_pin.as_str(), &expires_at, &ends_at],
         )
         .await
         .map(drop)
 }
 
-/// The customer of an open session, whose expiry moves to `expires_at` (renewed while used);
-/// `None` when the session is unknown, ended or expired.
+/// An open session's customer, and when the session ends now.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Open {
+    pub jd_pin: JdPin,
+    pub expires_at: DateTime<Utc>,
+}
+
+/// The customer of an open session, whose expiry moves to `expires_at` (renewed while used) or
+/// to its absolute end, whichever comes first; `None` when the session is unknown, ended or
+/// expired.
 pub async fn touch(
     client: &impl GenericClient,
     id: &SessionId,
     now: DateTime<Utc>,
     expires_at: DateTime<Utc>,
-) -> Result<Option<JdPin>, tokio_postgres::Error> {
+) -> Result<Option<Open>, tokio_postgres::Error> {
     let statement = client
         .prepare_cached(
-            "UPDATE console_sessions SET expires_at = $3
-              WHERE id_hash = $1 AND expires_at > $2 RETURNING jd_pin",
+            "UPDATE console_sessions SET expires_at = least($3, ends_at)
+              WHERE id_hash = $1 AND expires_at > $2 RETURNING jd_pin, expires_at",
         )
         .await?;
     let row = client
         .query_opt(&statement, &[&id.hash(), &now, &expires_at])
         .await?;
-    Ok(row.and_then(|row| JdPin::parse(row.get::<_, String>(0)).ok()))
+    Ok(row.and_then(|row| {
+        Some(Open {
+            jd_pin: JdPin::parse(row.get::<_, String>(0)).ok()?,
+            expires_at: row.get(1),
+        })
+    }))
 }
 
 /// Ends a session (logout).

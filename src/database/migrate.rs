@@ -78,6 +78,11 @@ const MIGRATIONS: &[Migration] = &[
         name: "marketplace_revision",
         sql: include_str!("../../schema/0013_marketplace_revision.sql"),
     },
+    Migration {
+        version: 15,
+        name: "console_sign_ins",
+        sql: include_str!("../../schema/0015_console_sign_ins.sql"),
+    },
 ];
 
 /// An arbitrary constant naming the advisory lock taken while migrating.

@@ -174,6 +174,10 @@ impl Reply {
 
 /// Sends `callback` to the service at `base_url`, as the marketplace does (`GET`, no redirects
 /// followed: a `verify` answers with one).
+///
+/// An error never carries the URL: its query is signed, and a signed callback is a credential
+/// (a `createInstance` replayed from it answers the package's `authCode`). The caller names
+/// `base_url`.
 pub async fn send(
     callback: &Callback,
     base_url: &str,
@@ -183,10 +187,13 @@ pub async fn send(
         .timeout(REPLY_TIMEOUT)
         .redirect(reqwest::redirect::Policy::none())
         .build()?;
-    let response = client.get(callback.url(base_url, key)).send().await?;
-    let status = response.status().as_u16();
-    let body = response.text().await?;
-    Ok(Reply { status, body })
+    let sent = async {
+        let response = client.get(callback.url(base_url, key)).send().await?;
+        let status = response.status().as_u16();
+        let body = response.text().await?;
+        Ok(Reply { status, body })
+    };
+    sent.await.map_err(reqwest::Error::without_url)
 }
 
 #[cfg(test)]

@@ -561,34 +561,56 @@ async fn verify(
             format!("timeStamp is more than {window} seconds away from the server clock"),
         ));
     }
-    let known = match context.pool.get().await {
-        Ok(client) => ledger::rows::read_packages(&client, &[instance_id.as_str()]).await,
+    // Spent once, in every process: a replayed link earns no ticket. The
+    // marketplace's own retry of a `verify` is a browser following the link it opened once.
+    let signed_in = match context.pool.get().await {
+        Ok(client) => {
+            crate::console::ticket::sign_in_by_link(
+                &client,
+                context.config,
+                context.public_url,
+                instance_id,
+                time_stamp,
+                now,
+            )
+            .await
+        }
         Err(error) => {
             tracing::warn!(%error, "database unavailable");
             return Err(Failure::unavailable("the database is unavailable"));
         }
     };
-    match known {
-        Ok(rows) if rows.is_empty() => Err(Failure::new(
+    use crate::console::ticket::LinkSignIn;
+    match signed_in {
+        Ok(LinkSignIn::Ticket(url)) => Ok(Reply::Redirect(url)),
+        Ok(LinkSignIn::UnknownPackage) => Err(Failure::new(
             StatusCode::NOT_FOUND,
             "unknown_instance",
             format!("instanceId {instance_id} is not known"),
         )),
-        Ok(_) => {
-            match crate::console::ticket::sign_in_url(
-                context.config,
-                context.public_url,
-                instance_id,
-                now,
-            ) {
-                Some(url) => Ok(Reply::Redirect(url)),
-                None => Err(Failure::new(
-                    StatusCode::FORBIDDEN,
-                    "sign_in_unconfigured",
-                    "sign-in is not configured",
-                )),
-            }
+        Ok(LinkSignIn::Released) => Err(Failure::new(
+            StatusCode::CONFLICT,
+            "released",
+            format!("{instance_id} was released: it signs no one in"),
+        )),
+        Ok(LinkSignIn::Used) => {
+            tracing::warn!(instance_id = %instance_id, "sign-in refused: the link was used already");
+            Err(Failure::new(
+                StatusCode::FORBIDDEN,
+                "link_used",
+                "this sign-in link was used already: a link signs in once",
+            ))
         }
+        Ok(LinkSignIn::NotConfigured) => Err(Failure::new(
+            StatusCode::FORBIDDEN,
+            "sign_in_unconfigured",
+            "sign-in is not configured",
+        )),
+        Ok(LinkSignIn::Unreadable) => Err(Failure::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "internal",
+            "internal error; nobody was signed in",
+        )),
         Err(error) => {
             tracing::warn!(%error, "sign-in failed: database error");
             Err(Failure::unavailable("the database is unavailable"))

@@ -21,7 +21,7 @@ use actix_web::{web, HttpRequest, HttpResponse};
 /// **Replies.** `createInstance` answers `Created` (`instanceId`, `appInfo`, `info`), its failures
 /// `CreateFailed` (`instanceId: "0"`); every other action answers `Done` (`success`), also when it
 /// fails. `verify` with a `timeStamp` within `verify_window_s` redirects the browser to the
-/// console with a single-use sign-in ticket. The marketplace retries any failure (it waits about
+/// console with a single-use sign-in ticket, once per link: the same link again is `403`. The marketplace retries any failure (it waits about
 /// 10 s for `createInstance`); every action is idempotent, and a retry gets the identical reply.
 #[utoipa::path(get, path = "/v1/cloud/order", tag = "marketplace", params(CallbackParams),
     responses(
@@ -29,7 +29,7 @@ use actix_web::{web, HttpRequest, HttpResponse};
         (status = 302, description = "`verify`: to `<public_url>/console/enter?ticket=…`",
             headers(("location" = String, description = "The console sign-in URL"))),
         (status = 400, description = "A bad parameter (the message names it), an unknown action, or a malformed query", body = CallbackReply),
-        (status = 403, description = "A missing or wrong token, a repeated parameter, or no configured key", body = CallbackReply),
+        (status = 403, description = "A missing or wrong token, a repeated parameter, no configured key, or a `verify` link used already", body = CallbackReply),
         (status = 404, description = "Unknown `instanceId`", body = CallbackReply),
         (status = 409, description = "An `orderBizId` or `orderId` reused with other parameters, or a released package", body = CallbackReply),
         (status = 422, description = "A SKU not in the catalog: add it, and the marketplace's next retry succeeds", body = CallbackReply),

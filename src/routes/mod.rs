@@ -10,6 +10,7 @@ pub mod openapi;
 pub mod orders;
 pub mod outbox;
 pub mod page;
+pub mod protocol;
 pub mod reconciliation;
 pub mod tasks;
 pub mod traffic;
@@ -27,14 +28,16 @@ pub struct Registered {
 /// is what the API document is held against, so a route cannot be registered without being
 /// listed, nor listed without being registered.
 ///
-/// An entry is `METHOD "path" => handler;`, or `METHOD "path" => handler, else fallback;` for a
-/// resource that answers every other method with `fallback` instead of trying the next routes.
+/// An entry is `METHOD "path" => handler;`. A `GET` also answers `HEAD`. After the entries, each
+/// path gets one more resource taking every other method, answered by the `other methods`
+/// handler (`async fn(HttpRequest, allow: String)`) with the path's methods for `Allow`: `405`,
+/// never the `404` of a path that does not exist.
 macro_rules! route_table {
     (
         $(#[$meta:meta])*
         fn $register:ident($target:ident: $target_type:ty), under $prefix:literal,
-        listed in $table:ident;
-        $( $method:ident $path:literal => $handler:path $(, else $fallback:path)? ; )*
+        listed in $table:ident, other methods $fallback:path;
+        $( $method:ident $path:literal => $handler:path ; )*
     ) => {
         /// Every route registered by the function declared beside it, with its full path.
         pub const $table: &[$crate::routes::Registered] = &[
@@ -46,24 +49,22 @@ macro_rules! route_table {
 
         $(#[$meta])*
         fn $register($target: $target_type) -> $target_type {
-            $( let $target = $crate::routes::route_table!(
-                @one $target, $method, $path, $handler $(, $fallback)?
+            $( let $target = $target.route(
+                $path,
+                $crate::routes::protocol::method_route(stringify!($method)).to($handler),
             ); )*
+            let mut $target = $target;
+            let entries = [$( (stringify!($method), $path) ),*];
+            for (path, allow) in $crate::routes::protocol::allowed_by_path(&entries) {
+                $target = $target.route(
+                    path,
+                    actix_web::web::route().to(move |req: actix_web::HttpRequest| {
+                        $fallback(req, allow.clone())
+                    }),
+                );
+            }
             $target
         }
-    };
-    (@one $target:ident, $method:ident, $path:literal, $handler:path) => {
-        $target.route(
-            $path,
-            actix_web::web::method(actix_web::http::Method::$method).to($handler),
-        )
-    };
-    (@one $target:ident, $method:ident, $path:literal, $handler:path, $fallback:path) => {
-        $target.service(
-            actix_web::web::resource($path)
-                .route(actix_web::web::method(actix_web::http::Method::$method).to($handler))
-                .default_service(actix_web::web::to($fallback)),
-        )
     };
 }
 pub(crate) use route_table;

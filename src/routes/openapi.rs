@@ -32,8 +32,12 @@ const REFERENCE_CONTENT_SECURITY_POLICY: &str = "default-src 'none'; script-src 
             (`ErrorResponse`), where `code` is stable; each operation lists the codes it answers. \
             Every response carries an `x-request-id` header. Byte counts are JSON integers \
             (int64, never negative); money is a decimal string. Bearer tokens go in \
-            `Authorization: Bearer <token>`: a missing or unknown one is `401 unauthorized`, a \
-            token of the wrong kind `403 forbidden`.",
+            `Authorization: Bearer <token>`: a missing or unknown one is `401 unauthorized` \
+            (with `WWW-Authenticate: Bearer`), a token of the wrong kind `403 forbidden`.\n\n\
+            Every `GET` route also answers `HEAD`. A method a path does not take is `405 \
+            method_not_allowed`, its `Allow` header listing those it does. A request not \
+            complete within 30 s (its body included) is `408 request_timeout`, and its \
+            connection closed. Over https every answer carries `Strict-Transport-Security`.",
     ),
     paths(
         routes::traffic::post_traffic,
@@ -132,7 +136,9 @@ pub const CONSOLE_PAGES: &[(&str, &str, &str)] = &[
     (
         "POST",
         "/console/login",
-        "Signs in with an order's instanceId and authCode.",
+        "Signs in with an order's instanceId and authCode, and the csrf token of the form \
+         `GET /console/login` served with its `dts_login` cookie; refused when the browser says \
+         the post came from another site.",
     ),
     ("POST", "/console/logout", "Signs out."),
     (

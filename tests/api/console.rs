@@ -7,31 +7,6 @@ use serde_json::Value;
 
 const CONSOLE: &str = "https://dts.example.com";
 
-/// The `name=value` of the console's session cookie in a response, if it sets one.
-fn set_cookie(response: &reqwest::Response, name: &str) -> Option<String> {
-    response
-        .headers()
-        .get_all("set-cookie")
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .find(|v| v.starts_with(&format!("{name}=")))
-        .map(str::to_owned)
-}
-
-fn cookie_pair(set_cookie: &str) -> String {
-    set_cookie.split(';').next().unwrap().to_owned()
-}
-
-/// The value of the form field `name` in a page.
-fn field(html: &str, name: &str) -> String {
-    let marker = format!("name=\"{name}\" value=\"");
-    let start = html
-        .find(&marker)
-        .unwrap_or_else(|| panic!("no {name} in {html}"))
-        + marker.len();
-    html[start..].split('"').next().unwrap().to_owned()
-}
-
 async fn get_with(app: &TestApp, path: &str, cookie: &str) -> reqwest::Response {
     app.http
         .get(format!("{}{path}", app.address))
@@ -82,22 +57,6 @@ async fn sign_in(app: &TestApp, instance_id: &str) -> String {
     assert_eq!(response.status(), 303);
     assert_eq!(response.headers()["location"], "/console");
     cookie_pair(&set_cookie(&response, "dts_console").expect("a session cookie"))
-}
-
-async fn buy_with_code(app: &TestApp, instance_id: &str, jd_pin: &str) -> String {
-    let response = app
-        .callback(&[
-            ("action", "createInstance"),
-            ("jdPin", jd_pin),
-            ("orderBizId", instance_id),
-            ("orderId", &format!("order-{instance_id}")),
-            ("serviceCode", "dts"),
-            ("skuId", SMALL_SKU),
-        ])
-        .await;
-    assert_eq!(response.status(), 200);
-    let reply: Value = response.json().await.unwrap();
-    reply["appInfo"]["authCode"].as_str().unwrap().to_owned()
 }
 
 #[tokio::test]
@@ -220,7 +179,7 @@ async fn a_customer_sees_every_package_of_the_account_and_nothing_of_others() {
 #[tokio::test]
 async fn the_order_credential_signs_in_and_wrong_pairs_are_counted_alike() {
     let app = spawn_app().await;
-    let code = buy_with_code(&app, "biz-1", "alice").await;
+    let code = app.buy_with_code("biz-1", "alice").await;
     let form = app.get("/console/login").await.text().await.unwrap();
     assert!(
         form.contains("for=\"instanceId\"") && form.contains("for=\"authCode\""),
@@ -228,16 +187,10 @@ async fn the_order_credential_signs_in_and_wrong_pairs_are_counted_alike() {
     );
 
     let answer = |id: &str, code: &str| {
-        let form = [("instanceId", id.to_owned()), ("authCode", code.to_owned())];
+        let (id, code) = (id.to_owned(), code.to_owned());
         let app = &app;
         async move {
-            let response = app
-                .http
-                .post(format!("{}/console/login", app.address))
-                .form(&form)
-                .send()
-                .await
-                .unwrap();
+            let response = app.login(&id, &code).await;
             let status = response.status().as_u16();
             let cookie = set_cookie(&response, "dts_console");
             (status, cookie, response.text().await.unwrap())
@@ -281,13 +234,7 @@ async fn the_order_credential_signs_in_and_wrong_pairs_are_counted_alike() {
     assert!(html.contains("15"), "{html}");
     // A second process agrees (the counts are in the database).
     let other = app.sibling(test_config());
-    let response = other
-        .http
-        .post(format!("{}/console/login", other.address))
-        .form(&[("instanceId", "biz-1"), ("authCode", code.as_str())])
-        .send()
-        .await
-        .unwrap();
+    let response = other.login("biz-1", &code).await;
     assert_eq!(response.status(), 429);
 }
 
@@ -654,33 +601,27 @@ async fn a_session_ends_when_left_unused_for_its_lifetime() {
 #[tokio::test]
 async fn wrong_pairs_from_one_address_are_limited_whatever_the_instance() {
     let app = spawn_app().await;
-    let code = buy_with_code(&app, "biz-1", "alice").await;
+    let code = app.buy_with_code("biz-1", "alice").await;
     // 30 wrong pairs, each for another instance so that no per-instance limit is reached.
+    let form = app.login_form_with(&app.http).await;
     let wrong = (0..30).map(|n| {
-        let app = &app;
+        let (app, form) = (&app, &form);
         async move {
-            app.http
-                .post(format!("{}/console/login", app.address))
-                .form(&[
-                    ("instanceId", format!("guess-{n}")),
-                    ("authCode", "0".repeat(32)),
-                ])
-                .send()
-                .await
-                .unwrap()
-                .status()
-                .as_u16()
+            // Sign-ins beyond their share of the pool are refused untried (503): try again.
+            for _ in 0..100 {
+                let response = app
+                    .login_with(&app.http, form, &format!("guess-{n}"), &"0".repeat(32))
+                    .await;
+                if response.status() != 503 {
+                    return response.status().as_u16();
+                }
+            }
+            panic!("the sign-in never had its turn")
         }
     });
     for status in futures::future::join_all(wrong).await {
         assert_eq!(status, 401);
     }
-    let right = app
-        .http
-        .post(format!("{}/console/login", app.address))
-        .form(&[("instanceId", "biz-1"), ("authCode", code.as_str())])
-        .send()
-        .await
-        .unwrap();
+    let right = app.login("biz-1", &code).await;
     assert_eq!(right.status(), 429, "this address used up its attempts");
 }

@@ -550,6 +550,113 @@ impl TestApp {
     }
 }
 
+/// The `name=value…` `Set-Cookie` line of the cookie `name` in a response, if it sets one.
+pub fn set_cookie(response: &reqwest::Response, name: &str) -> Option<String> {
+    response
+        .headers()
+        .get_all("set-cookie")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .find(|v| v.starts_with(&format!("{name}=")))
+        .map(str::to_owned)
+}
+
+/// The `name=value` of a `Set-Cookie` line, as a `Cookie` header sends it back.
+pub fn cookie_pair(set_cookie: &str) -> String {
+    set_cookie.split(';').next().unwrap().to_owned()
+}
+
+/// The value of the form field `name` in a page.
+pub fn field(html: &str, name: &str) -> String {
+    let marker = format!("name=\"{name}\" value=\"");
+    let start = html
+        .find(&marker)
+        .unwrap_or_else(|| panic!("no {name} in {html}"))
+        + marker.len();
+    html[start..].split('"').next().unwrap().to_owned()
+}
+
+/// What the console's sign-in form hands a browser: the `Cookie` header of its pre-session cookie
+/// and the CSRF token its form carries.
+#[derive(Debug, Clone)]
+pub struct LoginForm {
+    pub cookie: String,
+    pub csrf: String,
+}
+
+impl TestApp {
+    /// A client whose connections come from `ip` (any address of 127.0.0.0/8 reaches the server
+    /// on 127.0.0.1), so that tests can play several client addresses.
+    pub fn client_from(&self, ip: &str) -> reqwest::Client {
+        reqwest::Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
+            .local_address(Some(ip.parse().expect("an IP address")))
+            .build()
+            .unwrap()
+    }
+
+    /// `GET /console/login` with `client`, as a browser opens the form.
+    pub async fn login_form_with(&self, client: &reqwest::Client) -> LoginForm {
+        let response = client
+            .get(format!("{}/console/login", self.address))
+            .send()
+            .await
+            .expect("the request is sent");
+        assert_eq!(response.status(), 200);
+        let cookie = cookie_pair(&set_cookie(&response, "dts_login").expect("a sign-in cookie"));
+        let html = response.text().await.unwrap();
+        LoginForm {
+            cookie,
+            csrf: field(&html, "csrf"),
+        }
+    }
+
+    /// `POST /console/login` with `client`, from a form opened before.
+    pub async fn login_with(
+        &self,
+        client: &reqwest::Client,
+        form: &LoginForm,
+        instance_id: &str,
+        auth_code: &str,
+    ) -> reqwest::Response {
+        client
+            .post(format!("{}/console/login", self.address))
+            .header("cookie", &form.cookie)
+            .form(&[
+                ("csrf", form.csrf.as_str()),
+                ("instanceId", instance_id),
+                ("authCode", auth_code),
+            ])
+            .send()
+            .await
+            .expect("the request is sent")
+    }
+
+    /// Opens the sign-in form and signs in with an order credential, as a browser does.
+    pub async fn login(&self, instance_id: &str, auth_code: &str) -> reqwest::Response {
+        let form = self.login_form_with(&self.http).await;
+        self.login_with(&self.http, &form, instance_id, auth_code)
+            .await
+    }
+
+    /// Buys a package of the small SKU for `jd_pin`; returns its `authCode`.
+    pub async fn buy_with_code(&self, instance_id: &str, jd_pin: &str) -> String {
+        let response = self
+            .callback(&[
+                ("action", "createInstance"),
+                ("jdPin", jd_pin),
+                ("orderBizId", instance_id),
+                ("orderId", &format!("order-{instance_id}")),
+                ("serviceCode", "dts"),
+                ("skuId", SMALL_SKU),
+            ])
+            .await;
+        assert_eq!(response.status(), 200);
+        let reply: serde_json::Value = response.json().await.unwrap();
+        reply["appInfo"]["authCode"].as_str().unwrap().to_owned()
+    }
+}
+
 impl Drop for TestApp {
     fn drop(&mut self) {
         // Tell the workers to go; the returned future only reports completion.

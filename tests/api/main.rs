@@ -2,8 +2,10 @@
 
 mod audit;
 mod console;
+mod console_hardening;
 mod health;
 mod helpers;
+mod http_semantics;
 mod marketplace;
 mod marketplace_hardening;
 mod marketplace_revision;

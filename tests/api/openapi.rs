@@ -169,6 +169,21 @@ async fn the_document_is_openapi_3_1_and_says_how_bytes_money_errors_and_tokens_
         serde_json::json!(["code", "message"])
     );
 
+    // What holds of every route, said once.
+    let description = doc["info"]["description"].as_str().unwrap();
+    for rule in [
+        "WWW-Authenticate: Bearer",
+        "also answers `HEAD`",
+        "`Allow` header",
+        "`408 request_timeout`",
+    ] {
+        assert!(description.contains(rule), "{rule}: {description}");
+    }
+    assert!(description.contains(&format!(
+        "within {} s",
+        dts_ledger::routes::protocol::REQUEST_TIME_MAX.as_secs()
+    )));
+
     let tokens = &doc["components"]["securitySchemes"];
     for scheme in ["admin", "reporter", "authCode"] {
         assert_eq!(tokens[scheme]["type"], "http", "{scheme}");

@@ -15,6 +15,11 @@ struct Serve {
 
 impl Serve {
     async fn start(db: &TestDb, dir: &std::path::Path) -> Serve {
+        Serve::start_logging(db, dir, "json").await
+    }
+
+    /// `serve` logging in `format` (`json` or `human`).
+    async fn start_logging(db: &TestDb, dir: &std::path::Path, format: &str) -> Serve {
         let port = std::net::TcpListener::bind("127.0.0.1:0")
             .unwrap()
             .local_addr()
@@ -30,7 +35,7 @@ impl Serve {
             .env("LEDGER_MARKETPLACE_KEY", MARKETPLACE_KEY)
             .env("LEDGER_ADMIN_TOKEN", ADMIN_TOKEN)
             .env("LEDGER_REPORTER_TOKENS", REPORTER_TOKEN)
-            .env("LEDGER_LOG_FORMAT", "json")
+            .env("LEDGER_LOG_FORMAT", format)
             .env("RUST_LOG", "info")
             .stdout(Stdio::null())
             .stderr(std::fs::File::create(&log).unwrap())
@@ -158,4 +163,44 @@ async fn each_request_logs_one_json_line_with_its_route_status_latency_and_id() 
     let text = std::fs::read_to_string(&serve.log).unwrap();
     assert!(!text.contains("token="), "{text}");
     assert!(!text.contains("no-such-task"), "raw paths stay out: {text}");
+}
+
+/// A line an attacker would like to see in the log: it reads like the audit's alarm.
+const FORGED_LINE: &str = "2026-11-26T08:00:00.000000Z ERROR dts_ledger::audit: verify: BROKEN";
+
+#[tokio::test]
+async fn a_parameter_name_cannot_forge_a_line_in_the_human_log() {
+    let db = TestDb::create().await;
+    let dir = tempfile::tempdir().unwrap();
+    let serve = Serve::start_logging(&db, dir.path(), "human").await;
+    // Unauthenticated: a repeated name is refused before the token is looked at, and the refusal
+    // names the parameter.
+    let name = format!("x%0A{}", FORGED_LINE.replace(' ', "%20"));
+    let response = reqwest::get(format!(
+        "{}/v1/cloud/order?action=verify&{name}=1&{name}=2",
+        serve.address
+    ))
+    .await
+    .unwrap();
+    assert_eq!(response.status(), 403);
+    let marker = "verify: BROKEN";
+    let mut text = String::new();
+    for _ in 0..100 {
+        text = std::fs::read_to_string(&serve.log).unwrap();
+        if text.contains(marker) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(text.contains(marker), "the refusal is logged: {text}");
+    for line in text.lines() {
+        assert!(
+            !line.starts_with("2026-11-26T08:00:00"),
+            "a forged line: {line}\n{text}"
+        );
+    }
+    assert!(
+        text.contains(&format!("x\\n{FORGED_LINE}")),
+        "the name is shown escaped, inside the refusal's own line: {text}"
+    );
 }

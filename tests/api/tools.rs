@@ -142,6 +142,48 @@ async fn the_marketplace_command_without_a_key_says_how_to_get_one() {
     assert!(stderr.contains("dts-ledger init"), "{stderr}");
 }
 
+/// The signed URL is a credential (a `createInstance` retried from it answers the `authCode`):
+/// when the service cannot be reached, the error names where it was sent, never the token.
+#[tokio::test]
+async fn the_marketplace_command_that_cannot_reach_the_service_prints_no_token() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = config_with_key(dir.path());
+    // A port nothing listens on: bound, then let go.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let url = format!("http://127.0.0.1:{port}");
+    let (code, stdout, stderr) = run(args(&[
+        "--config",
+        &config,
+        "marketplace",
+        "createInstance",
+        "--url",
+        &url,
+        "--param",
+        "jdPin=alice",
+        "--param",
+        "orderBizId=7001",
+        "--param",
+        "orderId=1",
+        "--param",
+        "serviceCode=dts",
+        "--param",
+        "skuId=FW_GOODS-500232-1",
+    ]))
+    .await;
+    assert_eq!(code, 2, "{stdout}{stderr}");
+    assert!(stderr.contains(&url), "says where it tried: {stderr}");
+    assert!(!stderr.contains("token"), "{stderr}");
+    assert!(!stdout.contains("token"), "{stdout}");
+    assert!(
+        !stderr.contains("orderBizId"),
+        "nor the signed query: {stderr}"
+    );
+}
+
 #[tokio::test]
 async fn init_writes_a_configuration_the_service_accepts_and_never_overwrites_it() {
     let dir = tempfile::tempdir().unwrap();

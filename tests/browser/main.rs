@@ -169,12 +169,16 @@ async fn page(client: &Client) -> String {
 
 /// The marketplace's login-free link for a package, signed as the marketplace signs it.
 fn verify_url(app: &TestApp, instance_id: &str) -> String {
-    let now = cst(Utc::now());
+    verify_url_at(app, instance_id, Utc::now())
+}
+
+/// The link stamped `at`: a link works once, so two sign-ins in one second need two stamps.
+fn verify_url_at(app: &TestApp, instance_id: &str, at: chrono::DateTime<Utc>) -> String {
     let query = signed_query(
         &[
             ("action", "verify"),
             ("instanceId", instance_id),
-            ("timeStamp", &now),
+            ("timeStamp", &cst(at)),
         ],
         MARKETPLACE_KEY,
     );
@@ -229,7 +233,8 @@ async fn a_customer_signs_in_renews_destroys_switches_language_and_signs_out() {
     let client = browser(&driver, "zh-CN").await;
 
     // Sign in through the marketplace's link: the browser lands on a clean URL.
-    client.goto(&verify_url(&app, "biz-1")).await.unwrap();
+    let first_link = verify_url(&app, "biz-1");
+    client.goto(&first_link).await.unwrap();
     let url = client.current_url().await.unwrap();
     assert_eq!(url.as_str(), format!("{}/console", app.address));
     let html = page(&client).await;
@@ -290,11 +295,17 @@ async fn a_customer_signs_in_renews_destroys_switches_language_and_signs_out() {
         "{csv:?}"
     );
 
-    // The ticket in the link is spent: going back to it shows how to come back instead.
-    client.goto(&verify_url(&app, "biz-1")).await.unwrap();
+    // The link works once: opened again, it earns nothing.
+    client.goto(&first_link).await.unwrap();
+    assert!(page(&client).await.contains("used already"));
+    // A ticket is spent once exchanged: going back to it shows how to come back instead.
     let ticket_url = app
         .http
-        .get(verify_url(&app, "biz-1"))
+        .get(verify_url_at(
+            &app,
+            "biz-1",
+            Utc::now() - chrono::Duration::seconds(10),
+        ))
         .send()
         .await
         .unwrap()
@@ -570,5 +581,156 @@ async fn the_api_reference_page_renders_the_document_under_its_policy() {
     assert!(drawn[0].as_u64().unwrap() > 20, "operations drawn: {drawn}");
     assert_ne!(drawn[1], "0px", "the stylesheet applies: {drawn}");
     screenshot(&client, "api-reference.png").await;
+    client.close().await.unwrap();
+}
+
+/// Ids are the marketplace's and the reporters' choice, and a browser resolves whatever a link
+/// says: each id in a link or a form's action is one path segment, so clicking it acts on that
+/// task or package and on nothing else.
+#[tokio::test]
+async fn ids_that_look_like_paths_open_and_act_on_their_own_task() {
+    let driver = start_driver().await;
+    let app = spawn_app_with(Config {
+        public_url: None,
+        ..test_config()
+    })
+    .await;
+    app.buy("biz-1", "alice", SMALL_SKU).await;
+    app.buy("../../v1/ledger?x=", "alice", SMALL_SKU).await;
+    for task in ["T2", "../T2/destroy?", "a/b?c#d"] {
+        assert_eq!(app.create_task(task, "biz-1").await.0, 201, "{task}");
+    }
+    let client = browser(&driver, "en-US").await;
+    client.goto(&verify_url(&app, "biz-1")).await.unwrap();
+    arrive(&client, "/console").await;
+
+    // The package whose id looks like a way out of the console: its page, in the console.
+    client
+        .find(Locator::Css(
+            r#"section[id="package-../../v1/ledger?x="] a.details"#,
+        ))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    arrive(&client, "/console/packages/..%2F..%2Fv1%2Fledger%3Fx%3D").await;
+    assert!(showing(&client, "usage-table")
+        .await
+        .contains("../../v1/ledger?x="));
+
+    // The task a/b?c#d: its renew form.
+    client
+        .goto(&format!("{}/console", app.address))
+        .await
+        .unwrap();
+    client
+        .find(Locator::Css(r#"tr[id="task-a/b?c#d"] a.renew"#))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    arrive(&client, "/console/tasks/a%2Fb%3Fc%23d/renew").await;
+    assert!(page(&client).await.contains("a/b?c#d"));
+
+    // The task ../T2/destroy?: its own destroy form destroys it, and T2 runs on.
+    client
+        .goto(&format!("{}/console", app.address))
+        .await
+        .unwrap();
+    client
+        .find(Locator::Css(r#"tr[id="task-../T2/destroy?"] a.destroy"#))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    arrive(&client, "/console/tasks/..%2FT2%2Fdestroy%3F/destroy").await;
+    client
+        .find(Locator::Id("destroy-submit"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    arrive(&client, "/console").await;
+    let state = |id: &'static str| {
+        let app = &app;
+        async move {
+            let task: serde_json::Value = app
+                .get_as(&format!("/v1/tasks/{id}"), REPORTER_TOKEN)
+                .await
+                .json()
+                .await
+                .unwrap();
+            task["state"].as_str().unwrap().to_owned()
+        }
+    };
+    assert_eq!(state("..%2FT2%2Fdestroy%3F").await, "destroyed");
+    assert_eq!(state("T2").await, "running");
+    assert_eq!(state("a%2Fb%3Fc%23d").await, "running");
+    client.close().await.unwrap();
+}
+
+/// Login CSRF: a page of another site posts the sign-in form with the attacker's own credential,
+/// to sign its visitor in to the attacker's account. The browser shows the refusal, and the
+/// visitor is signed in to nothing.
+#[tokio::test]
+async fn a_sign_in_form_posted_from_another_site_signs_no_one_in() {
+    let driver = start_driver().await;
+    let app = spawn_app_with(Config {
+        public_url: None,
+        ..test_config()
+    })
+    .await;
+    let code = app.buy_with_code("biz-9", "mallory").await;
+    let client = browser(&driver, "en-US").await;
+    // The visitor has used the console before, so the sign-in form's cookie is there too.
+    client
+        .goto(&format!("{}/console/login", app.address))
+        .await
+        .unwrap();
+    let evil = format!(
+        "<!DOCTYPE html><form method=post action=\"{}/console/login\">\
+         <input type=hidden name=instanceId value=biz-9>\
+         <input type=hidden name=authCode value={code}>\
+         <input type=hidden name=csrf value=guessed>\
+         <button id=win type=submit>Win a prize</button></form>",
+        app.address
+    );
+    client
+        .goto(&format!(
+            "data:text/html,{}",
+            helpers::form_encode(&evil).replace('+', "%20")
+        ))
+        .await
+        .unwrap();
+    client
+        .find(Locator::Id("win"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    let refused = client
+        .wait()
+        .for_element(Locator::Id("login-error"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(refused.contains("sign in again on this page"), "{refused}");
+    screenshot(&client, "console-login-forged-en.png").await;
+    client
+        .goto(&format!("{}/console", app.address))
+        .await
+        .unwrap();
+    assert_eq!(
+        client.current_url().await.unwrap().path(),
+        "/console/login",
+        "signed in to nothing"
+    );
     client.close().await.unwrap();
 }
