@@ -91,11 +91,14 @@ pub fn require_reporter(req: &HttpRequest, tokens: &Tokens) -> Result<Caller, Ap
         .ok_or_else(ApiError::unauthorized)
 }
 
-/// One order's routes: the admin token, or that order's `authCode`.
-pub fn require_order(
+/// One order's routes: the admin token, or that order's `authCode` of its current credential
+/// generation, which `generation` reads from the ledger (only when the bearer is no staff token;
+/// a package that does not exist is generation 0, and its code is wrong anyway).
+pub async fn require_order(
     req: &HttpRequest,
-    tokens: &Tokens,
+    tokens: &Tokens<'_>,
     instance_id: &InstanceId,
+    generation: impl AsyncFnOnce() -> Result<u32, ApiError>,
 ) -> Result<Caller, ApiError> {
     let token = bearer(req).ok_or_else(ApiError::unauthorized)?;
     match staff(tokens, token) {
@@ -103,11 +106,14 @@ pub fn require_order(
         Some(_) => return Err(reporter_forbidden()),
         None => {}
     }
-    match tokens.credentials {
-        Some(credentials) if credentials.is_auth_code(instance_id, token) => {
-            Ok(Caller::Order(instance_id.clone()))
-        }
-        _ => Err(ApiError::unauthorized()),
+    let Some(credentials) = tokens.credentials else {
+        return Err(ApiError::unauthorized());
+    };
+    let generation = generation().await?;
+    if credentials.is_auth_code(instance_id, generation, token) {
+        Ok(Caller::Order(instance_id.clone()))
+    } else {
+        Err(ApiError::unauthorized())
     }
 }
 
@@ -185,8 +191,8 @@ mod tests {
         );
     }
 
-    #[test]
-    fn an_auth_code_opens_its_own_order_only() {
+    #[actix_web::test]
+    async fn an_auth_code_of_the_current_generation_opens_its_own_order_only() {
         let (admin, reporters, credentials) = secrets();
         let tokens = Tokens {
             admin: Some(&admin),
@@ -196,16 +202,28 @@ mod tests {
         let own = InstanceId::parse("dts-1").expect("id");
         let other = InstanceId::parse("dts-2").expect("id");
         let code = credentials.auth_code(&own);
+        let at = |generation: u32| async move || Ok(generation);
         assert_eq!(
-            require_order(&bearing(&code), &tokens, &own).expect("its customer"),
+            require_order(&bearing(&code), &tokens, &own, at(0))
+                .await
+                .expect("its customer"),
             Caller::Order(own.clone())
         );
         assert_eq!(
-            status(require_order(&bearing(&code), &tokens, &other)),
+            status(require_order(&bearing(&code), &tokens, &other, at(0)).await),
             StatusCode::UNAUTHORIZED
         );
         assert_eq!(
-            status(require_order(&bearing("reporter-one"), &tokens, &own)),
+            status(require_order(&bearing(&code), &tokens, &own, at(1)).await),
+            StatusCode::UNAUTHORIZED,
+            "a rotated credential's old code"
+        );
+        let rotated = credentials.auth_code_at(&own, 1);
+        assert!(require_order(&bearing(&rotated), &tokens, &own, at(1))
+            .await
+            .is_ok());
+        assert_eq!(
+            status(require_order(&bearing("reporter-one"), &tokens, &own, at(0)).await),
             StatusCode::FORBIDDEN
         );
         let without_credentials = Tokens {
@@ -213,7 +231,7 @@ mod tests {
             ..tokens
         };
         assert_eq!(
-            status(require_order(&bearing(&code), &without_credentials, &own)),
+            status(require_order(&bearing(&code), &without_credentials, &own, at(0)).await),
             StatusCode::UNAUTHORIZED
         );
     }

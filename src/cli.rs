@@ -179,6 +179,12 @@ enum OrdersCommand {
         #[arg(long, value_enum, default_value = "table")]
         format: TableOrJson,
     },
+    /// Replace a package's order credential: the old authCode stops working at once and the
+    /// console sessions it opened end; prints the new one (nothing stores it).
+    RotateCredential {
+        /// The package's instanceId.
+        instance: String,
+    },
     /// Apply a package's held expiry notice: it expires now and its running tasks stop.
     Expire {
         /// The package's instanceId.
@@ -342,7 +348,7 @@ async fn on_database(
         Command::Checkpoint { .. }
         | Command::Outbox { .. }
         | Command::Orders {
-            command: OrdersCommand::Expire { .. },
+            command: OrdersCommand::Expire { .. } | OrdersCommand::RotateCredential { .. },
         } => Role::Service,
         _ => Role::Reader,
     };
@@ -419,6 +425,13 @@ async fn database_command(
                     outbox: config.webhook.is_some(),
                 };
                 crate::marketplace::commands::expire(&ledger, &instance, reason).await
+            }
+            OrdersCommand::RotateCredential { instance } => {
+                let ledger = crate::ledger::Ledger {
+                    pool: pool.clone(),
+                    outbox: config.webhook.is_some(),
+                };
+                crate::marketplace::commands::rotate_credential(&ledger, config, &instance).await
             }
         },
         Command::Outbox { command } => match command {

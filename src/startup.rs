@@ -248,6 +248,7 @@ routes::route_table! {
     GET "/v1/orders/{instance_id}" => routes::orders::get_order;
     DELETE "/v1/orders/{instance_id}/details" => routes::orders::erase_details;
     POST "/v1/orders/{instance_id}/expire" => routes::reconciliation::expire_order;
+    POST "/v1/orders/{instance_id}/credential" => routes::orders::rotate_credential;
     GET "/v1/expiry-notices" => routes::reconciliation::list_held_notices;
     GET "/v1/marketplace/refused" => routes::reconciliation::list_refused;
     GET "/v1/ledger" => routes::ledger::read_ledger;

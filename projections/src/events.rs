@@ -236,6 +236,17 @@ pub struct OrderReleased {
     pub bytes_forfeited: Bytes,
 }
 
+/// The package's order credential (`authCode`) was replaced: the code of every earlier
+/// generation stops working at once. The ledger keeps only the generation, never a code: each is
+/// derived from the server's secret, the package and its generation.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct OrderCredentialRotated {
+    pub instance_id: InstanceId,
+    /// 1 for the first rotation, then one more each time (the purchase's code is generation 0).
+    pub generation: u32,
+}
+
 /// The package's consumption crossed a warning threshold (once per crossing).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
@@ -316,6 +327,7 @@ pub enum Event {
     OrderReleased(OrderReleased),
     OrderBalanceLow(OrderBalanceLow),
     OrderExpiryHeld(OrderExpiryHeld),
+    OrderCredentialRotated(OrderCredentialRotated),
     TaskCreated(TaskCreated),
     TaskRebound(TaskRebound),
     TaskStopped(TaskStopped),
@@ -429,6 +441,7 @@ event_catalog!(
     OrderReleased,
     OrderBalanceLow,
     OrderExpiryHeld,
+    OrderCredentialRotated,
     TaskCreated,
     TaskRebound,
     TaskStopped,
@@ -507,6 +520,7 @@ impl Event {
             Event::OrderReleased(e) => package_stream(&e.instance_id),
             Event::OrderBalanceLow(e) => package_stream(&e.instance_id),
             Event::OrderExpiryHeld(e) => package_stream(&e.instance_id),
+            Event::OrderCredentialRotated(e) => package_stream(&e.instance_id),
             Event::TrafficConsumed(e) => package_stream(&e.instance_id),
             Event::TaskCreated(e) => task_stream(&e.task_id),
             Event::TaskRebound(e) => task_stream(&e.task_id),
@@ -584,7 +598,7 @@ mod tests {
         let payload = event.payload();
         assert_eq!(payload["amount"], "2000.00");
         assert_eq!(Event::decode("OrderDilated", 1, payload).unwrap(), event);
-        assert_eq!(EVENT_TYPES.len(), 14);
+        assert_eq!(EVENT_TYPES.len(), 15);
     }
 
     fn upgraded(units: Option<u32>) -> Event {

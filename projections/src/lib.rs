@@ -210,6 +210,14 @@ impl Projection {
                     ));
                 }
             }
+            Event::OrderCredentialRotated(e) => {
+                // Changes no balance; a released package signs no one in, so nothing rotates it.
+                if self.package(&e.instance_id)?.status == PackageStatus::Released {
+                    return Err(FoldError::Illegal(
+                        "a released package's credential is not rotated",
+                    ));
+                }
+            }
             Event::OrderBalanceLow(e) => {
                 let package = self.package_mut(&e.instance_id)?;
                 if let Err(slot) = package.warned_percents.binary_search(&e.threshold_percent) {

@@ -160,3 +160,18 @@ pub struct RefusedPage {
     /// How many are unresolved in all.
     pub total: i64,
 }
+
+/// `POST /v1/orders/{instanceId}/credential`: the package's new order credential.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+#[schema(examples(json!({"instanceId": "1001", "authCode": "5d5d5d5d5d5d5d5d5d5d5d5d5d5d5d5d", "generation": 1, "sessionsEnded": 2})))]
+pub struct CredentialRotated {
+    pub instance_id: String,
+    /// The new `authCode`, 128 bits in hex: give it to the customer; nothing stores it.
+    #[schema(pattern = "^[0-9a-f]{32}$")]
+    pub auth_code: String,
+    /// 1 for the first rotation, one more each time.
+    pub generation: u32,
+    /// Console sessions the old credential had opened, ended now.
+    pub sessions_ended: u64,
+}

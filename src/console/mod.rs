@@ -6,6 +6,7 @@
 //! every package of that account and the tasks drawing from them, and nothing else.
 
 pub mod chart;
+mod credential;
 pub mod csrf;
 pub mod format;
 pub mod i18n;
@@ -18,6 +19,7 @@ pub mod usage;
 
 use crate::configuration::Config;
 use crate::ledger::{self, rows, CommandError, Ledger};
+use crate::marketplace::credentials::Credentials;
 use crate::state::{AppState, RequestId};
 use crate::store::Metadata;
 use actix_web::cookie::{time::Duration as CookieDuration, Cookie, SameSite};
@@ -56,6 +58,8 @@ pub struct Console {
     ledger: Ledger,
     config: Arc<Config>,
     keys: Option<Keys>,
+    /// Derives and checks order credentials: the application's own.
+    credentials: Option<Credentials>,
     /// Cookies only travel over TLS when customers reach us over https.
     secure_cookies: bool,
     /// `public_url`'s origin: a post from it comes from one of our own pages.
@@ -72,6 +76,7 @@ pub fn state(state: &AppState) -> web::Data<Console> {
         ledger: state.ledger.clone(),
         config: state.config.clone(),
         keys: Keys::from_config(&state.config),
+        credentials: state.credentials.clone(),
         secure_cookies: state.public_url.starts_with("https://"),
         origin: csrf::origin_of(&state.public_url),
         sign_ins: tokio::sync::Semaphore::new(login::concurrent_max(state.config.pool_size)),
@@ -114,6 +119,8 @@ crate::routes::route_table! {
     POST "/tasks/{task_id}/renew" => renew_submit;
     GET "/tasks/{task_id}/destroy" => destroy_form;
     POST "/tasks/{task_id}/destroy" => destroy_submit;
+    GET "/packages/{instance_id}/credential" => credential::form;
+    POST "/packages/{instance_id}/credential" => credential::submit;
 }
 
 /// Largest form accepted: the console's forms carry a few short fields.
@@ -388,17 +395,23 @@ async fn overview(console: web::Data<Console>, req: HttpRequest) -> PageResult {
 }
 
 /// Opens a session for `jd_pin` and sends the browser to the overview, at a clean URL.
+/// Opens a session for the customer of `package`, whose credential or sign-in link opened it (a
+/// rotation of that credential ends it).
 async fn open_session(
     console: &Console,
     client: &impl GenericClient,
     keys: &Keys,
-    jd_pin: &JdPin,
+    package: &projections::Package,
     lang: Lang,
 ) -> PageResult {
     let id = SessionId::new();
     let now = Utc::now();
     let (expires_at, ends_at) = (now + console.ttl(), now + console.lifetime_max());
-    session::open(client, &id, jd_pin, expires_at, ends_at)
+    let signed_in = session::SignedIn {
+        jd_pin: &package.jd_pin,
+        with: &package.instance_id,
+    };
+    session::open(client, &id, signed_in, expires_at, ends_at)
         .await
         .map_err(db_error(lang))?;
     let value = session::cookie_value(keys, &id);
@@ -458,7 +471,7 @@ async fn enter(
     {
         return Ok(refused(&reason));
     }
-    open_session(&console, &client, keys, &package.jd_pin, lang).await
+    open_session(&console, &client, keys, &package, lang).await
 }
 
 async fn login_form(console: web::Data<Console>, req: HttpRequest) -> PageResult {
@@ -647,7 +660,7 @@ async fn check_credential(
         tracing::info!(instance_id = %package.instance_id, "console: sign-in refused: the package was released");
         return Ok(SignIn::Refused(StatusCode::FORBIDDEN, "login.released"));
     }
-    let opened = open_session(console, &client, keys, &package.jd_pin, lang).await?;
+    let opened = open_session(console, &client, keys, &package, lang).await?;
     Ok(SignIn::Opened(opened))
 }
 
@@ -660,14 +673,14 @@ async fn credential_holder(
     auth_code: &str,
     lang: Lang,
 ) -> Result<Option<projections::Package>, PageError> {
-    let credentials = crate::marketplace::credentials::Credentials::new(
-        console.config.console_secret.as_ref(),
-        console.config.marketplace_key.as_ref(),
-    );
     let instance_id = InstanceId::parse(typed_id.to_owned()).ok();
-    let right = match (&instance_id, &credentials) {
+    let right = match (&instance_id, &console.credentials) {
         (Some(id), Some(credentials)) if auth_code.chars().count() <= login::FIELD_CHARS_MAX => {
-            credentials.is_auth_code(id, auth_code.trim())
+            // Only the code of the credential's current generation opens the account.
+            let generation = crate::ledger::orders::credential_generation(client, id)
+                .await
+                .map_err(|e| unavailable(lang)(&e))?;
+            credentials.is_auth_code(id, generation, auth_code.trim())
         }
         _ => false,
     };
@@ -918,11 +931,11 @@ fn stale(console: &Console, customer: &Customer, task: &Task, lang: Lang) -> Htt
     )
 }
 
-fn command_refused(
+fn command_refused<R: std::fmt::Display>(
     console: &Console,
     customer: &Customer,
     lang: Lang,
-    error: CommandError<crate::domain::tasks::TaskRefusal>,
+    error: CommandError<R>,
 ) -> PageResult {
     match error {
         CommandError::Refused(refusal) => Ok(signed_in_page(

@@ -405,6 +405,11 @@ pub fn package(
                 }
                 " · " (lang.t("statement.print"))
             }
+            p {
+                a #credential-link href={ "/console/packages/" (segment(id)) "/credential" } {
+                    (lang.t("credential.link"))
+                }
+            }
             h3 { (lang.t("statement.grants")) }
             @if grants.is_empty() { p { (lang.t("statement.none")) } }
             @else {

@@ -6,7 +6,7 @@
 use super::keys::{equal, random_hex, Keys};
 use chrono::{DateTime, Utc};
 use deadpool_postgres::GenericClient;
-use projections::ids::JdPin;
+use projections::ids::{InstanceId, JdPin};
 use sha2::{Digest, Sha256};
 
 pub const COOKIE_NAME: &str = "dts_console";
@@ -28,7 +28,8 @@ impl SessionId {
         &self.0
     }
 
-    fn hash(&self) -> Vec<u8> {
+    /// What the database keeps of the id: its SHA-256.
+    pub fn hash(&self) -> Vec<u8> {
         Sha256::digest(self.0.as_bytes()).to_vec()
     }
 }
@@ -52,11 +53,18 @@ pub fn parse_cookie(keys: &Keys, value: &str) -> Option<SessionId> {
     equal(&keys.sign_session(&[id.as_bytes()]), mac).then(|| SessionId(id.to_owned()))
 }
 
-/// Opens a session for `jd_pin` until `expires_at`, renewable until `ends_at`.
+/// Who a session is for, and the package whose credential or sign-in link opened it.
+#[derive(Debug, Clone, Copy)]
+pub struct SignedIn<'a> {
+    pub jd_pin: &'a JdPin,
+    pub with: &'a InstanceId,
+}
+
+/// Opens a session until `expires_at`, renewable until `ends_at`.
 pub async fn open(
     client: &impl GenericClient,
     id: &SessionId,
-    jd_pin: &JdPin,
+    signed_in: SignedIn<'_>,
     expires_at: DateTime<Utc>,
     ends_at: DateTime<Utc>,
 ) -> Result<(), tokio_postgres::Error> {
@@ -66,9 +74,15 @@ pub async fn open(
         .await?;
     client
         .execute(
-            "INSERT INTO console_sessions (id_hash, jd_pin, expires_at, ends_at)
-             VALUES ($1, $2, least($3::timestamptz, $4::timestamptz), $4)",
-            &[&id.hash(), &jd_pin.as_str(), &expires_at, &ends_at],
+            "INSERT INTO console_sessions (id_hash, jd_pin, expires_at, ends_at, signed_in_with)
+             VALUES ($1, $2, least($3::timestamptz, $4::timestamptz), $4, $5)",
+            &[
+                &id.hash(),
+                &signed_in.jd_pin.as_str(),
+                &expires_at,
+                &ends_at,
+                &signed_in.with.as_str(),
+            ],
         )
         .await
         .map(drop)

@@ -83,6 +83,11 @@ const MIGRATIONS: &[Migration] = &[
         name: "console_sign_ins",
         sql: include_str!("../../schema/0015_console_sign_ins.sql"),
     },
+    Migration {
+        version: 18,
+        name: "credential_rotation",
+        sql: include_str!("../../schema/0018_credential_rotation.sql"),
+    },
 ];
 
 /// An arbitrary constant naming the advisory lock taken while migrating.

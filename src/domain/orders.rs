@@ -4,8 +4,8 @@ use super::Draft;
 use crate::domain::catalog::{Catalog, Sku};
 use chrono::{DateTime, Utc};
 use projections::events::{
-    Event, ExpiryReason, ExpirySource, OrderCreated, OrderDilated, OrderExpired, OrderExpiryHeld,
-    OrderReleased, OrderRenewed, OrderUpgraded, StopReason,
+    Event, ExpiryReason, ExpirySource, OrderCreated, OrderCredentialRotated, OrderDilated,
+    OrderExpired, OrderExpiryHeld, OrderReleased, OrderRenewed, OrderUpgraded, StopReason,
 };
 use projections::ids::{InstanceId, JdPin, OrderRef, SkuId};
 use projections::{FoldError, Package, PackageStatus};
@@ -432,6 +432,28 @@ pub fn expire(
             }
         },
     }
+}
+
+/// The customer (console) or an operator replaces the package's order credential: generation
+/// `current + 1`, whose code is the only one that opens anything from then on. A released
+/// package signs no one in, so its credential is not rotated.
+pub fn rotate_credential(
+    draft: &mut Draft,
+    instance_id: &InstanceId,
+    current: u32,
+) -> Result<Event, Refusal> {
+    let package = draft
+        .package(instance_id)
+        .ok_or_else(|| Refusal::UnknownInstance(instance_id.clone()))?;
+    if package.status == PackageStatus::Released {
+        return Err(Refusal::Released(instance_id.clone()));
+    }
+    let event = Event::OrderCredentialRotated(OrderCredentialRotated {
+        instance_id: instance_id.clone(),
+        generation: current.checked_add(1).ok_or(Refusal::Overflow)?,
+    });
+    draft.emit(event.clone())?;
+    Ok(event)
 }
 
 /// An operator applies a held expiry notice (`dts-ledger orders expire ID --reason refund`): the

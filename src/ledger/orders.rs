@@ -540,3 +540,71 @@ pub async fn held_notices(
         })
         .collect())
 }
+
+/// A package's credential rotated: its new generation, and the sessions the old one had opened
+/// that were ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Rotated {
+    pub generation: u32,
+    pub sessions_ended: u64,
+}
+
+/// Rotates the package's order credential (see [`decide::rotate_credential`]) and, in the same
+/// transaction, ends every console session its old credential or sign-in link opened, except
+/// `keep` (the hash of the session of the customer who rotates it from the console).
+pub async fn rotate_credential(
+    ledger: &Ledger,
+    instance_id: &InstanceId,
+    keep: Option<&[u8]>,
+    metadata: &Metadata,
+) -> Result<Rotated, CommandError> {
+    super::run(ledger, metadata, Rotate { instance_id, keep }).await
+}
+
+struct Rotate<'a> {
+    instance_id: &'a InstanceId,
+    keep: Option<&'a [u8]>,
+}
+
+impl Command for Rotate<'_> {
+    type Output = Rotated;
+    type Error = CommandError;
+
+    async fn attempt(&mut self, unit: &mut UnitOfWork<'_>) -> Result<Rotated, CommandError> {
+        let instance_id = self.instance_id;
+        // Under the package's lock, so two rotations at once make two generations, in order.
+        unit.lock_packages(&[instance_id]).await?;
+        let stream = package_stream(instance_id);
+        let current = store::credential_generation(unit.tx(), &stream)
+            .await
+            .map_err(LedgerError::from)?;
+        let Event::OrderCredentialRotated(rotated) =
+            decide::rotate_credential(&mut unit.draft, instance_id, current)?
+        else {
+            unreachable!("a rotation records a rotation");
+        };
+        let statement = unit
+            .tx()
+            .prepare_cached(
+                "DELETE FROM console_sessions
+                  WHERE signed_in_with = $1 AND id_hash IS DISTINCT FROM $2",
+            )
+            .await?;
+        let sessions_ended = unit
+            .tx()
+            .execute(&statement, &[&instance_id.as_str(), &self.keep])
+            .await?;
+        Ok(Rotated {
+            generation: rotated.generation,
+            sessions_ended,
+        })
+    }
+}
+
+/// The generation of a package's order credential now (0: never rotated).
+pub async fn credential_generation(
+    client: &impl deadpool_postgres::GenericClient,
+    instance_id: &InstanceId,
+) -> Result<u32, store::StoreError> {
+    store::credential_generation(client, &package_stream(instance_id)).await
+}

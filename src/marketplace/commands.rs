@@ -3,7 +3,8 @@
 //!
 //! - `dts-ledger marketplace refused`: callbacks refused after their token held, not resolved;
 //! - `dts-ledger orders held`: expiry notices held while a package's `expiresAt` was ahead;
-//! - `dts-ledger orders expire ID --reason refund`: apply one (the package expires now).
+//! - `dts-ledger orders expire ID --reason refund`: apply one (the package expires now);
+//! - `dts-ledger orders rotate-credential ID`: replace a package's order credential.
 //!
 //! The same as `GET /v1/marketplace/refused`, `GET /v1/expiry-notices` and
 //! `POST /v1/orders/{instanceId}/expire`.
@@ -139,6 +140,49 @@ pub async fn expire(
         Err(CommandError::Refused(refusal @ Refusal::NoHeldNotice(_))) => Err(Unable(format!(
             "{refusal}: `dts-ledger orders held` lists the notices held"
         ))),
+        Err(CommandError::Refused(refusal)) => Err(Unable(refusal.to_string())),
+        Err(CommandError::Failed(error)) => Err(Unable(format!("nothing recorded: {error}"))),
+    }
+}
+
+/// `dts-ledger orders rotate-credential ID`: prints the new credential, for the operator to hand
+/// to the customer (it is derived, so nothing else holds it).
+pub async fn rotate_credential(
+    ledger: &Ledger,
+    config: &crate::configuration::Config,
+    instance: &str,
+) -> Result<ExitCode, Unable> {
+    let instance_id =
+        InstanceId::parse(instance).map_err(|e| Unable(format!("instance id {e}")))?;
+    let credentials = super::credentials::Credentials::new(
+        config.console_secret.as_ref(),
+        config.marketplace_key.as_ref(),
+    )
+    .ok_or_else(|| {
+        Unable(
+            "no [console] secret or [marketplace] key to derive credentials from: pass the \
+             service's --config"
+                .to_owned(),
+        )
+    })?;
+    let metadata = Metadata {
+        request_id: uuid::Uuid::new_v4().to_string(),
+        source: "operator",
+        actor: "operator:cli".to_owned(),
+    };
+    match ledger_orders::rotate_credential(ledger, &instance_id, None, &metadata).await {
+        Ok(rotated) => {
+            eprintln!(
+                "{instance_id}: order credential replaced (generation {}); {} console sessions \
+                 it had opened were ended. The new authCode:",
+                rotated.generation, rotated.sessions_ended
+            );
+            println!(
+                "{}",
+                credentials.auth_code_at(&instance_id, rotated.generation)
+            );
+            Ok(ExitCode::SUCCESS)
+        }
         Err(CommandError::Refused(refusal)) => Err(Unable(refusal.to_string())),
         Err(CommandError::Failed(error)) => Err(Unable(format!("nothing recorded: {error}"))),
     }

@@ -1,7 +1,10 @@
 //! Order credentials (`authCode`) and console sessions, derived rather than stored.
 //!
 //! `authCode = HMAC-SHA256(secret, "authCode\0" ‖ instanceId)`, truncated to 128 bits: a retried
-//! `createInstance` gets the same credential, and neither the ledger nor any table holds it. A
+//! `createInstance` gets the same credential, and neither the ledger nor any table holds it. Once
+//! the package's credential was rotated (`OrderCredentialRotated`, generation n ≥ 1), its code is
+//! `HMAC-SHA256(secret, "authCode\0" ‖ instanceId ‖ "\0" ‖ n)` (n in decimal), and only the code of
+//! the current generation opens anything. A
 //! console session made by a login-free sign-in is `<expiry unix seconds>.<HMAC over instance and
 //! expiry>`, valid until the expiry.
 
@@ -43,17 +46,25 @@ impl Credentials {
         Some(Credentials { secret })
     }
 
+    /// The purchase's credential (generation 0): what every marketplace reply carries.
     pub fn auth_code(&self, instance_id: &InstanceId) -> String {
-        hex::encode(
-            &mac(
-                self.secret.expose().as_bytes(),
-                &[b"authCode\0", instance_id.as_str().as_bytes()],
-            )[..MAC_BYTES],
-        )
+        self.auth_code_at(instance_id, 0)
     }
 
-    pub fn is_auth_code(&self, instance_id: &InstanceId, candidate: &str) -> bool {
-        equal(&self.auth_code(instance_id), candidate)
+    /// The credential of `generation` (0: the purchase's; n: after the n-th rotation).
+    pub fn auth_code_at(&self, instance_id: &InstanceId, generation: u32) -> String {
+        let key = self.secret.expose().as_bytes();
+        let id = instance_id.as_str().as_bytes();
+        let mac = match generation {
+            0 => mac(key, &[b"authCode\0", id]),
+            n => mac(key, &[b"authCode\0", id, b"\0", n.to_string().as_bytes()]),
+        };
+        hex::encode(&mac[..MAC_BYTES])
+    }
+
+    /// Whether `candidate` is the package's credential of its current `generation`.
+    pub fn is_auth_code(&self, instance_id: &InstanceId, generation: u32, candidate: &str) -> bool {
+        equal(&self.auth_code_at(instance_id, generation), candidate)
     }
 
     pub fn session(&self, instance_id: &InstanceId, expires_at: DateTime<Utc>) -> String {
@@ -115,8 +126,14 @@ mod tests {
         assert_eq!(a.auth_code(&id("x")).len(), 32);
         assert_ne!(a.auth_code(&id("x")), a.auth_code(&id("y")));
         assert_ne!(a.auth_code(&id("x")), b.auth_code(&id("x")));
-        assert!(a.is_auth_code(&id("x"), &a.auth_code(&id("x"))));
-        assert!(!a.is_auth_code(&id("y"), &a.auth_code(&id("x"))));
+        assert!(a.is_auth_code(&id("x"), 0, &a.auth_code(&id("x"))));
+        assert!(!a.is_auth_code(&id("y"), 0, &a.auth_code(&id("x"))));
+        // A rotation makes a new code and retires the old one.
+        let rotated = a.auth_code_at(&id("x"), 1);
+        assert_ne!(rotated, a.auth_code(&id("x")));
+        assert!(a.is_auth_code(&id("x"), 1, &rotated));
+        assert!(!a.is_auth_code(&id("x"), 1, &a.auth_code(&id("x"))));
+        assert!(!a.is_auth_code(&id("x"), 2, &rotated));
         assert!(Credentials::new(None, None).is_none());
     }
 

@@ -32,8 +32,8 @@ pub struct RefusedCallback {
     /// The package: `instanceId`, or the `orderBizId` of a `createInstance`; empty when the call
     /// named none.
     pub subject: String,
-    /// A stable code: `ambiguous`, `invalid_parameter`, `unknown_action`, `unknown_sku`, `link_used`,
-    /// `unknown_instance`,
+    /// A stable code: `ambiguous`, `invalid_parameter`, `unknown_action`, `unknown_sku`,
+    /// `link_used`, `unknown_instance`,
     /// `released`, `conflict`, `overflow`, `stale_timestamp`, `sign_in_unconfigured`,
     /// `unavailable`, `internal`.
     pub reason: String,

@@ -48,6 +48,7 @@ const REFERENCE_CONTENT_SECURITY_POLICY: &str = "default-src 'none'; script-src 
         routes::orders::get_order,
         routes::orders::erase_details,
         routes::reconciliation::expire_order,
+        routes::orders::rotate_credential,
         routes::reconciliation::list_held_notices,
         routes::reconciliation::list_refused,
         routes::ledger::read_ledger,
@@ -175,6 +176,16 @@ pub const CONSOLE_PAGES: &[(&str, &str, &str)] = &[
         "POST",
         "/console/tasks/{task_id}/destroy",
         "Destroys a task.",
+    ),
+    (
+        "GET",
+        "/console/packages/{instance_id}/credential",
+        "The form that replaces a package's order credential.",
+    ),
+    (
+        "POST",
+        "/console/packages/{instance_id}/credential",
+        "Replaces a package's order credential; the new one is shown once.",
     ),
 ];
 

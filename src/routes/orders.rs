@@ -2,11 +2,12 @@
 //! `DELETE /v1/orders/{instanceId}/details`: erase the personal data that came with its orders.
 
 use crate::api::orders::{
-    DetailsErased, OrderAsOfResponse, OrderResponse, PackageBalance, TaskResponse,
+    CredentialRotated, DetailsErased, OrderAsOfResponse, OrderResponse, PackageBalance,
+    TaskResponse,
 };
 use crate::auth;
 use crate::error::ApiError;
-use crate::ledger::rows;
+use crate::ledger::{self, rows};
 use crate::state::AppState;
 use crate::store;
 use actix_web::{web, HttpRequest, HttpResponse};
@@ -56,7 +57,12 @@ pub async fn get_order(
     query: web::Query<OrderQuery>,
 ) -> Result<HttpResponse, ApiError> {
     let instance_id = parse_instance_id(&path)?;
-    auth::require_order(&req, &state.tokens(), &instance_id)?;
+    let pool = &state.pool;
+    auth::require_order(&req, &state.tokens(), &instance_id, async || {
+        let client = pool.get().await?;
+        Ok(ledger::orders::credential_generation(&client, &instance_id).await?)
+    })
+    .await?;
     let mut client = state.pool.get().await?;
     if let Some(as_of) = &query.as_of {
         return order_as_of(&mut client, &instance_id, as_of).await;
@@ -173,5 +179,58 @@ pub async fn erase_details(
     Ok(HttpResponse::Ok().json(DetailsErased {
         instance_id: instance_id.as_str().to_owned(),
         orders_erased: erased,
+    }))
+}
+
+/// Replaces a package's order credential (admin): the old `authCode` stops working at once, in
+/// every process, and the console sessions it opened end. Recorded as `OrderCredentialRotated`;
+/// the answer carries the new code, which nothing stores.
+#[utoipa::path(post, path = "/v1/orders/{instanceId}/credential", tag = "orders",
+    params(("instanceId" = String, Path, max_length = 128, description = "The package: the `orderBizId` of its purchase")),
+    security(("admin" = [])),
+    responses(
+        (status = 200, description = "Rotated: the new credential", body = CredentialRotated),
+        (status = 400, description = "`invalid_instance_id`", body = crate::api::error::ErrorResponse),
+        (status = 401, description = "`unauthorized`: no token, or an unknown one", body = crate::api::error::ErrorResponse),
+        (status = 403, description = "`forbidden`: not an admin token", body = crate::api::error::ErrorResponse),
+        (status = 404, description = "`order_not_found`", body = crate::api::error::ErrorResponse),
+        (status = 409, description = "`order_released`: a released package signs no one in", body = crate::api::error::ErrorResponse),
+        (status = 503, description = "`database_unavailable`; `credentials_unconfigured`: no secret to derive credentials from", body = crate::api::error::ErrorResponse),
+    ))]
+pub async fn rotate_credential(
+    req: HttpRequest,
+    state: web::Data<AppState>,
+    path: web::Path<String>,
+    request_id: crate::state::RequestId,
+) -> Result<HttpResponse, ApiError> {
+    let caller = auth::require_admin(&req, &state.tokens())?;
+    let instance_id = parse_instance_id(&path)?;
+    let Some(credentials) = &state.credentials else {
+        return Err(ApiError::new(
+            actix_web::http::StatusCode::SERVICE_UNAVAILABLE,
+            "credentials_unconfigured",
+            "no console secret or marketplace key to derive credentials from",
+        ));
+    };
+    let metadata = crate::store::Metadata {
+        request_id: request_id.0.clone(),
+        source: "operator",
+        actor: caller.actor(),
+    };
+    let rotated = ledger::orders::rotate_credential(&state.ledger, &instance_id, None, &metadata)
+        .await
+        .map_err(crate::routes::reconciliation::apply_refused)?;
+    tracing::warn!(
+        instance_id = %instance_id,
+        generation = rotated.generation,
+        sessions_ended = rotated.sessions_ended,
+        actor = %caller.actor(),
+        "order credential rotated by an operator"
+    );
+    Ok(HttpResponse::Ok().json(CredentialRotated {
+        instance_id: instance_id.as_str().to_owned(),
+        auth_code: credentials.auth_code_at(&instance_id, rotated.generation),
+        generation: rotated.generation,
+        sessions_ended: rotated.sessions_ended,
     }))
 }

@@ -157,7 +157,8 @@ pub async fn expire_order(
     }))
 }
 
-/// What an operator's expiry answers when it is refused or fails.
+/// What an operator's change to one order (an expiry, a credential rotation) answers when it is
+/// refused or fails.
 pub fn apply_refused(error: CommandError<Refusal>) -> ApiError {
     match error {
         CommandError::Refused(refusal) => {

@@ -9,8 +9,8 @@ mod row;
 
 pub use append::{append, append_new, find_by_idempotency_keys, prepare, write, Prepared};
 pub use read::{
-    for_each_in_stream_until, head_position, last_expiry_notice, position_at, read_all_after,
-    read_grants, read_stream, POSITION_AT, STREAM_PAGE_EVENTS,
+    credential_generation, for_each_in_stream_until, head_position, last_expiry_notice,
+    position_at, read_all_after, read_grants, read_stream, POSITION_AT, STREAM_PAGE_EVENTS,
 };
 pub use row::{
     Columns, EventRow, FoldRow, JsonText, RecordedEvent, StoredEvent, EVENT_COLUMNS,

@@ -71,6 +71,22 @@ pub async fn last_expiry_notice(
         .map(|row| row.get(0)))
 }
 
+/// The generation of a package's order credential: the highest among its rotations, 0 when it
+/// was never rotated (through the partial index `events_credential_rotations`).
+pub async fn credential_generation(
+    client: &impl GenericClient,
+    stream_id: &str,
+) -> Result<u32, StoreError> {
+    let statement = client
+        .prepare_cached(
+            "SELECT coalesce(max((payload->>'generation')::int8), 0) FROM events
+              WHERE stream_id = $1 AND event_type = 'OrderCredentialRotated'",
+        )
+        .await?;
+    let generation: i64 = client.query_one(&statement, &[&stream_id]).await?.get(0);
+    Ok(u32::try_from(generation).unwrap_or(u32::MAX))
+}
+
 /// Events of a stream fetched per round trip by [`for_each_in_stream_until`]: what one call holds
 /// in memory. An event row is about a kilobyte, so a page stays near half a mebibyte, and a stream
 /// of a million events is folded in about 2,000 round trips.

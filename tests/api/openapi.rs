@@ -383,6 +383,7 @@ fn check_example(schema: &str, example: &Value) {
         "OrderReply" => answer::<orders::OrderReply>(example),
         "DetailsErased" => answer::<orders::DetailsErased>(example),
         "ExpireRequest" => request::<orders::ExpireRequest>(example),
+        "CredentialRotated" => answer::<orders::CredentialRotated>(example),
         "OrderExpiredByOperator" => answer::<orders::OrderExpiredByOperator>(example),
         "HeldNoticesPage" => answer::<orders::HeldNoticesPage>(example),
         "HeldNotice" => answer::<dts_ledger::ledger::orders::HeldNotice>(example),
