@@ -6,17 +6,60 @@
 use serde::{Deserialize, Deserializer, Serialize};
 use std::fmt;
 
-/// Longest identifier accepted from any caller, in bytes.
+/// Longest identifier accepted from any caller, in characters (Unicode scalar values, as JSON
+/// Schema's `maxLength` counts them).
 ///
 /// Marketplace ids (`orderBizId`, `skuId`, `jdPin`) are a few dozen characters, DTS task and report
 /// ids are UUID-sized. 128 leaves ample room while keeping index entries and log lines bounded.
-pub const ID_BYTES_MAX: usize = 128;
+pub const ID_CHARS_MAX: usize = 128;
+/// The most bytes an id takes in UTF-8: four per character.
+pub const ID_BYTES_MAX: usize = 4 * ID_CHARS_MAX;
+
+/// The characters an id may not start or end with: Unicode's White_Space (what `str::trim`
+/// removes), as regular-expression escapes that JSON Schema (ECMA-262) and Python read alike.
+macro_rules! white_space {
+    () => {
+        r"\t\n\x0b\x0c\r \x85\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000"
+    };
+}
+/// The control characters (Unicode's Cc: what `char::is_control` is), likewise.
+macro_rules! control {
+    () => {
+        r"\x00-\x1f\x7f-\x9f"
+    };
+}
+
+/// An id as a JSON Schema `pattern`: no control character anywhere, no white space at either end
+/// (the length is `maxLength`, [`ID_CHARS_MAX`]).
+pub const ID_PATTERN: &str = concat!(
+    r"^[^",
+    white_space!(),
+    control!(),
+    r"](?:[^",
+    control!(),
+    r"]*[^",
+    white_space!(),
+    control!(),
+    r"])?$"
+);
+/// An id that URLs carry as one path segment: [`ID_PATTERN`], and not `.` or `..`.
+pub const PATH_ID_PATTERN: &str = concat!(
+    r"^(?!\.\.?$)[^",
+    white_space!(),
+    control!(),
+    r"](?:[^",
+    control!(),
+    r"]*[^",
+    white_space!(),
+    control!(),
+    r"])?$"
+);
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum IdError {
     #[error("must not be empty")]
     Empty,
-    #[error("is {len} bytes long, the limit is {max}")]
+    #[error("is {len} characters long, the limit is {max}")]
     TooLong { len: usize, max: usize },
     #[error("contains a control character")]
     ControlCharacter,
@@ -30,10 +73,11 @@ fn check_id(value: &str) -> Result<(), IdError> {
     if value.is_empty() {
         return Err(IdError::Empty);
     }
-    if value.len() > ID_BYTES_MAX {
+    let chars = value.chars().count();
+    if chars > ID_CHARS_MAX {
         return Err(IdError::TooLong {
-            len: value.len(),
-            max: ID_BYTES_MAX,
+            len: chars,
+            max: ID_CHARS_MAX,
         });
     }
     if value.chars().any(char::is_control) {
@@ -282,16 +326,20 @@ mod tests {
     fn ids_reject_empty_long_and_control_characters() {
         assert_eq!(TaskId::parse(""), Err(IdError::Empty));
         assert_eq!(
-            TaskId::parse("x".repeat(ID_BYTES_MAX + 1)),
+            TaskId::parse("x".repeat(ID_CHARS_MAX + 1)),
             Err(IdError::TooLong {
-                len: ID_BYTES_MAX + 1,
-                max: ID_BYTES_MAX
+                len: ID_CHARS_MAX + 1,
+                max: ID_CHARS_MAX
             })
         );
         assert_eq!(TaskId::parse("a\nb"), Err(IdError::ControlCharacter));
         assert_eq!(TaskId::parse(" a"), Err(IdError::Whitespace));
         assert_eq!(TaskId::parse("任务-1").unwrap().as_str(), "任务-1");
-        assert!(TaskId::parse("x".repeat(ID_BYTES_MAX)).is_ok());
+        assert!(TaskId::parse("x".repeat(ID_CHARS_MAX)).is_ok());
+        assert!(
+            TaskId::parse("流".repeat(ID_CHARS_MAX)).is_ok(),
+            "characters, not bytes"
+        );
     }
 
     #[test]

@@ -18,7 +18,7 @@ pub enum CallbackReply {
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
-#[schema(examples(json!({"instanceId": "dts-1", "appInfo": {"frontEndUrl": "https://dts.example.com/console/", "adminUrl": "https://dts.example.com/console/", "username": "jd_user", "authUrl": "https://dts.example.com/console/enter", "authCode": "7c7c7c7c7c7c7c7c7c7c7c7c7c7c7c7c"}, "info": {"packageName": "DTS 500 GiB", "bytesGranted": "536870912000", "expiredOn": "2027-11-26 08:00:00"}})))]
+#[schema(examples(json!({"instanceId": "dts-1", "appInfo": {"frontEndUrl": "https://dts.example.com/console", "adminUrl": "https://dts.example.com/console", "username": "jd_user", "authUrl": "https://dts.example.com/v1/cloud/order", "authCode": "7c7c7c7c7c7c7c7c7c7c7c7c7c7c7c7c"}, "info": {"packageName": "DTS 500 GiB", "bytesGranted": "536870912000", "expiredOn": "2027-11-26 08:00:00"}})))]
 pub struct Created {
     pub instance_id: String,
     pub app_info: AppInfo,
@@ -28,11 +28,16 @@ pub struct Created {
 /// Where the customer uses the package, and the credential that opens it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
-#[schema(examples(json!({"frontEndUrl": "https://dts.example.com/console/", "adminUrl": "https://dts.example.com/console/", "username": "jd_user", "authUrl": "https://dts.example.com/console/enter", "authCode": null})))]
+#[schema(examples(json!({"frontEndUrl": "https://dts.example.com/console", "adminUrl": "https://dts.example.com/console", "username": "jd_user", "authUrl": "https://dts.example.com/v1/cloud/order", "authCode": null})))]
 pub struct AppInfo {
+    /// `<public_url>/console`: where the customer uses the package.
     pub front_end_url: String,
+    /// The same console.
     pub admin_url: String,
+    /// The buyer's `jdPin`.
     pub username: String,
+    /// `<public_url>/v1/cloud/order`: the login-free entry, which the marketplace calls with
+    /// `action=verify` (signed, with a fresh `timeStamp`) to sign the customer in.
     pub auth_url: String,
     /// `null` when no secret to derive it from is configured.
     pub auth_code: Option<String>,
@@ -76,7 +81,7 @@ pub use crate::marketplace::params::Action as CallbackAction;
 
 /// The query of a callback, as the marketplace sends it. Which parameters an action uses is said
 /// on each; parameters an action does not use are ignored, but the token covers them too. Ids are
-/// at most 128 bytes; times are `yyyy-MM-dd HH:mm:ss` China Standard Time.
+/// at most 128 characters; times are `yyyy-MM-dd HH:mm:ss` China Standard Time.
 #[derive(Debug, Clone, Deserialize, utoipa::IntoParams)]
 #[serde(rename_all = "camelCase")]
 #[into_params(parameter_in = Query)]
@@ -88,28 +93,23 @@ pub struct CallbackParams {
     #[param(pattern = "^[0-9a-fA-F]{32}$")]
     pub token: String,
     /// `createInstance`: the purchase's id, which becomes the package's `instanceId`.
-    #[param(max_length = 128)]
     pub order_biz_id: Option<String>,
     /// Every action but `createInstance`: the package.
-    #[param(max_length = 128)]
     pub instance_id: Option<String>,
     /// `createInstance`: the buyer.
-    #[param(max_length = 128)]
     pub jd_pin: Option<String>,
     /// `createInstance`, `renewInstance`, `upgradeInstance`, `dilateInstance`: the marketplace
     /// order, as the notify interface's current revision names it. This or `orderId` (or both)
     /// is required; with `instanceId`, what makes a renewal, upgrade or dilation happen once.
-    #[param(max_length = 128, example = "529107885755794112")]
+    #[param(example = "529107885755794112")]
     pub order_number: Option<String>,
     /// Deprecated by the marketplace in favour of `orderNumber`, still accepted: the order, on
     /// the same actions. A renewal recorded under `orderId` alone is matched by its retry that
     /// also carries `orderNumber`.
-    #[param(max_length = 128)]
     pub order_id: Option<String>,
     /// `createInstance`: at most 128 characters.
     pub service_code: Option<String>,
     /// `createInstance` (the SKU bought), `upgradeInstance` (the new SKU).
-    #[param(max_length = 128)]
     pub sku_id: Option<String>,
     /// `createInstance` (default 1), `dilateInstance` (required): 1 to 1000 units.
     #[param(minimum = 1, maximum = 1000)]

@@ -38,10 +38,8 @@ pub struct ReportResult {
 #[serde(rename_all = "camelCase")]
 #[schema(examples(json!({"taskId": "task-1", "reportId": "r-1", "bytes": 1048576, "periodStart": "2026-11-26T08:00:00Z", "periodEnd": "2026-11-26T08:01:00Z"})))]
 pub struct TrafficReport {
-    #[schema(min_length = 1, max_length = 128)]
     pub task_id: String,
     /// With `taskId`, what makes the report unique: a repeat is answered `duplicate`.
-    #[schema(min_length = 1, max_length = 128)]
     pub report_id: String,
     /// At most `report_bytes_max`.
     pub bytes: u64,

@@ -87,7 +87,12 @@ pub fn state(state: &AppState) -> web::Data<Console> {
 pub fn scope(console: web::Data<Console>) -> impl HttpServiceFactory + 'static {
     console_routes(web::scope("/console"))
         .app_data(console)
-        .app_data(web::FormConfig::default().limit(FORM_BYTES_MAX))
+        .app_data(
+            web::FormConfig::default()
+                .limit(FORM_BYTES_MAX)
+                .error_handler(form_refused),
+        )
+        .app_data(web::QueryConfig::default().error_handler(query_refused))
         // An overview of hundreds of tasks is mostly repeated markup: gzip shrinks it twentyfold.
         .wrap(middleware::Compress::default())
         .wrap(
@@ -150,6 +155,46 @@ impl ResponseError for PageError {
 }
 
 type PageResult = Result<HttpResponse, PageError>;
+
+/// A form post that is not one of our forms (no form body, too large, fields missing): a page
+/// in the request's language, with the status saying why, never the framework's plain text.
+fn form_refused(error: actix_web::error::UrlencodedError, req: &HttpRequest) -> actix_web::Error {
+    use actix_web::error::UrlencodedError;
+    let (status, text) = match &error {
+        UrlencodedError::ContentType => (StatusCode::UNSUPPORTED_MEDIA_TYPE, "form.type"),
+        UrlencodedError::Overflow { .. } | UrlencodedError::UnknownLength => {
+            (StatusCode::PAYLOAD_TOO_LARGE, "form.large")
+        }
+        _ => (StatusCode::BAD_REQUEST, "form.bad"),
+    };
+    refused_page(error, req, status, text)
+}
+
+/// A console URL whose query cannot be read (`?days=x`).
+fn query_refused(
+    error: actix_web::error::QueryPayloadError,
+    req: &HttpRequest,
+) -> actix_web::Error {
+    refused_page(error, req, StatusCode::BAD_REQUEST, "form.query")
+}
+
+fn refused_page(
+    error: impl std::fmt::Debug + std::fmt::Display + 'static,
+    req: &HttpRequest,
+    status: StatusCode,
+    text: &str,
+) -> actix_web::Error {
+    let lang = lang_of(req);
+    tracing::info!(%error, %status, "console: request refused before its handler");
+    let body = pages::message(
+        lang,
+        &lang.t("form.title"),
+        &lang.t(text),
+        None,
+        html! { p { a href="/console" { (lang.t("common.cancel")) } } },
+    );
+    actix_web::error::InternalError::from_response(error, html_response(status, body)).into()
+}
 
 fn html_response(status: StatusCode, body: String) -> HttpResponse {
     HttpResponse::build(status)

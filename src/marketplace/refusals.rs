@@ -16,9 +16,9 @@ use chrono::{DateTime, Utc};
 use deadpool_postgres::{GenericClient, Pool};
 use serde::{Deserialize, Serialize};
 
-/// Bytes of the action or subject kept: ids are at most 128 bytes, and a longer value is cut (it
-/// was refused for its length anyway).
-const NAME_BYTES_MAX: usize = 128;
+/// Bytes of the action or subject kept: an id takes at most this many, and a longer value is cut
+/// (it was refused for its length anyway).
+const NAME_BYTES_MAX: usize = projections::ids::ID_BYTES_MAX;
 /// Bytes of the message kept: a message names a parameter and a short reason.
 const MESSAGE_BYTES_MAX: usize = 1024;
 

@@ -2,6 +2,7 @@
 
 pub mod body;
 pub mod cloud_order;
+pub mod console_doc;
 pub mod health;
 pub mod landing;
 pub mod ledger;

@@ -4,12 +4,11 @@
 
 use crate::api;
 use crate::routes;
+use crate::routes::console_doc::ConsolePages;
 use actix_web::http::header::{self, HeaderValue};
 use actix_web::{web, HttpResponse};
 use std::sync::{Arc, LazyLock};
-use utoipa::openapi::path::{HttpMethod, OperationBuilder, PathItem};
 use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityScheme};
-use utoipa::openapi::{ContentBuilder, ResponseBuilder};
 use utoipa::{Modify, OpenApi};
 use utoipa_swagger_ui::Config;
 
@@ -69,7 +68,7 @@ const REFERENCE_CONTENT_SECURITY_POLICY: &str = "default-src 'none'; script-src 
         api::marketplace::CallbackAction,
         routes::outbox::State,
     )),
-    modifiers(&BearerTokens, &ConsolePages),
+    modifiers(&BearerTokens, &ConsolePages, &IdConstraints),
     tags(
         (name = "traffic", description = "Traffic reports from DTS agents (the data plane)."),
         (name = "tasks", description = "DTS tasks, for the DTS control plane and agents."),
@@ -109,110 +108,106 @@ impl Modify for BearerTokens {
     }
 }
 
-/// The console's pages and forms, with what each is for. They answer HTML (a CSV statement, a
-/// stylesheet, or a redirect), so they are described here rather than generated from types.
-pub const CONSOLE_PAGES: &[(&str, &str, &str)] = &[
-    (
-        "GET",
-        "/console",
-        "The overview: the signed-in customer's packages and tasks.",
-    ),
-    ("GET", "/console/", "The overview."),
-    (
-        "GET",
-        "/console/console.css",
-        "The console's stylesheet (text/css).",
-    ),
-    (
-        "GET",
-        "/console/enter",
-        "Signs in with the single-use `ticket` of a marketplace `verify`, then redirects to the \
-         overview.",
-    ),
-    (
-        "GET",
-        "/console/login",
-        "The sign-in form (instanceId and authCode).",
-    ),
-    (
-        "POST",
-        "/console/login",
-        "Signs in with an order's instanceId and authCode, and the csrf token of the form \
-         `GET /console/login` served with its `dts_login` cookie; refused when the browser says \
-         the post came from another site.",
-    ),
-    ("POST", "/console/logout", "Signs out."),
-    (
-        "GET",
-        "/console/lang/{code}",
-        "Switches the language (`en`, `zh-CN`).",
-    ),
-    (
-        "GET",
-        "/console/packages/{instance_id}",
-        "A package: balance, usage, tasks.",
-    ),
-    (
-        "GET",
-        "/console/packages/{instance_id}/statement.csv",
-        "A package's statement (text/csv).",
-    ),
-    (
-        "GET",
-        "/console/tasks/{task_id}/renew",
-        "The form that moves a task to another package.",
-    ),
-    (
-        "POST",
-        "/console/tasks/{task_id}/renew",
-        "Moves a task to another package (续费).",
-    ),
-    (
-        "GET",
-        "/console/tasks/{task_id}/destroy",
-        "The form that destroys a task.",
-    ),
-    (
-        "POST",
-        "/console/tasks/{task_id}/destroy",
-        "Destroys a task.",
-    ),
-    (
-        "GET",
-        "/console/packages/{instance_id}/credential",
-        "The form that replaces a package's order credential.",
-    ),
-    (
-        "POST",
-        "/console/packages/{instance_id}/credential",
-        "Replaces a package's order credential; the new one is shown once.",
-    ),
+/// What the API's ids are (`projections::ids`), in every place the document names one: path
+/// parameters, query parameters and properties named like the ids. The limits are the parser's
+/// own constants, so the document cannot drift from what is accepted.
+struct IdConstraints;
+
+/// Names of ids that URLs carry as a path segment (they may not be `.` or `..`).
+const PATH_IDS: &[&str] = &[
+    "instanceId",
+    "instance_id",
+    "taskId",
+    "task_id",
+    "orderBizId",
 ];
+/// Names of the other ids.
+const OTHER_IDS: &[&str] = &["reportId", "jdPin", "skuId", "orderId", "orderNumber"];
 
-struct ConsolePages;
+/// An id's schema; `example`: the id the document's own examples use, so that a client trying
+/// them meets a package and a task that exist where those examples were made.
+fn id_schema(path: bool, example: Option<&str>) -> utoipa::openapi::Schema {
+    use projections::ids::{ID_CHARS_MAX, ID_PATTERN, PATH_ID_PATTERN};
+    use utoipa::openapi::schema::{ObjectBuilder, SchemaType, Type};
+    utoipa::openapi::Schema::Object(
+        ObjectBuilder::new()
+            .schema_type(SchemaType::Type(Type::String))
+            .min_length(Some(1))
+            .max_length(Some(ID_CHARS_MAX))
+            .pattern(Some(if path { PATH_ID_PATTERN } else { ID_PATTERN }))
+            .examples(example)
+            .build(),
+    )
+}
 
-impl Modify for ConsolePages {
+fn example_id(name: &str) -> Option<&'static str> {
+    match name {
+        "instanceId" | "instance_id" => Some("dts-1"),
+        "taskId" | "task_id" => Some("task-1"),
+        _ => None,
+    }
+}
+
+fn id_kind(name: &str) -> Option<bool> {
+    if PATH_IDS.contains(&name) {
+        Some(true)
+    } else if OTHER_IDS.contains(&name) {
+        Some(false)
+    } else {
+        None
+    }
+}
+
+impl Modify for IdConstraints {
     fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
-        for (method, path, summary) in CONSOLE_PAGES {
-            let method = match *method {
-                "POST" => HttpMethod::Post,
-                _ => HttpMethod::Get,
+        use utoipa::openapi::{RefOr, Schema};
+        for item in openapi.paths.paths.values_mut() {
+            for operation in [
+                &mut item.get,
+                &mut item.post,
+                &mut item.delete,
+                &mut item.put,
+                &mut item.patch,
+            ]
+            .into_iter()
+            .flatten()
+            {
+                for parameter in operation.parameters.iter_mut().flatten() {
+                    if let Some(path) = id_kind(&parameter.name) {
+                        parameter.schema =
+                            Some(RefOr::T(id_schema(path, example_id(&parameter.name))));
+                    }
+                }
+            }
+        }
+        let Some(components) = openapi.components.as_mut() else {
+            return;
+        };
+        for (name, schema) in components.schemas.iter_mut() {
+            // A report's result echoes its ids as sent, also the ones it was rejected for.
+            if name == "ReportResult" {
+                continue;
+            }
+            let RefOr::T(Schema::Object(object)) = schema else {
+                continue;
             };
-            let page = ResponseBuilder::new()
-                .description("A page (or the file named in the path), or a redirect (`303`).")
-                .content("text/html", ContentBuilder::new().build())
-                .build();
-            let operation = OperationBuilder::new()
-                .tag("console")
-                .summary(Some(*summary))
-                .response("200", page)
-                .build();
-            let item = PathItem::new(method, operation);
-            // Two methods on one path are two items: merge them, as the generated paths are.
-            match openapi.paths.paths.get_mut(*path) {
-                Some(existing) => existing.merge_operations(item),
-                None => {
-                    openapi.paths.paths.insert((*path).to_owned(), item);
+            for (name, property) in object.properties.iter_mut() {
+                let Some(path) = id_kind(name) else {
+                    continue;
+                };
+                // Keep a property's own description and nullability: only the string's rules
+                // change.
+                match property {
+                    RefOr::T(Schema::Object(field)) => {
+                        let RefOr::T(Schema::Object(rules)) = RefOr::T(id_schema(path, None))
+                        else {
+                            unreachable!("an id schema is an object schema");
+                        };
+                        field.min_length = rules.min_length;
+                        field.max_length = rules.max_length;
+                        field.pattern = rules.pattern;
+                    }
+                    _ => continue,
                 }
             }
         }

@@ -34,19 +34,40 @@ pub struct OrderQuery {
     /// The package as the ledger left it at this position (an integer, 0 or more) or time (RFC
     /// 3339), folded from its events; answers `OrderAsOfResponse`.
     #[serde(rename = "asOf")]
+    #[param(schema_with = as_of_schema)]
     as_of: Option<String>,
+}
+
+/// `asOf`: a position or an RFC 3339 time, as `parse_point` reads it.
+fn as_of_schema() -> utoipa::openapi::RefOr<utoipa::openapi::Schema> {
+    use utoipa::openapi::schema::{KnownFormat, ObjectBuilder, OneOfBuilder, SchemaFormat, Type};
+    let one_of = OneOfBuilder::new()
+        .item(
+            ObjectBuilder::new()
+                .schema_type(Type::String)
+                .pattern(Some("^[0-9]{1,18}$"))
+                .description(Some("A ledger position")),
+        )
+        .item(
+            ObjectBuilder::new()
+                .schema_type(Type::String)
+                .format(Some(SchemaFormat::KnownFormat(KnownFormat::DateTime)))
+                .description(Some("An RFC 3339 time")),
+        )
+        .build();
+    utoipa::openapi::RefOr::T(utoipa::openapi::Schema::OneOf(one_of))
 }
 
 /// A package's balance with its tasks, or as it was at a point in the ledger (`asOf`).
 #[utoipa::path(get, path = "/v1/orders/{instanceId}", tag = "orders",
-    params(("instanceId" = String, Path, max_length = 128, description = "The package: the `orderBizId` of its purchase"), OrderQuery),
+    params(("instanceId" = String, Path, description = "The package: the `orderBizId` of its purchase"), OrderQuery),
     security(("admin" = []), ("authCode" = [])),
     responses(
         (status = 200, description = "Now (`OrderResponse`), or at `asOf` (`OrderAsOfResponse`)",
             body = crate::api::orders::OrderReply),
         (status = 400, description = "`invalid_instance_id`, `invalid_as_of`, `invalid_query`", body = crate::api::error::ErrorResponse),
-        (status = 401, description = "`unauthorized`: no token, or an unknown one", body = crate::api::error::ErrorResponse),
-        (status = 403, description = "`forbidden`: a reporter token, or another order's authCode", body = crate::api::error::ErrorResponse),
+        (status = 401, description = "`unauthorized`: no token, an unknown one, another order's authCode or a rotated one", body = crate::api::error::ErrorResponse),
+        (status = 403, description = "`forbidden`: a reporter token", body = crate::api::error::ErrorResponse),
         (status = 404, description = "`order_not_found`", body = crate::api::error::ErrorResponse),
         (status = 503, description = "`database_unavailable`", body = crate::api::error::ErrorResponse),
     ))]
@@ -149,7 +170,7 @@ async fn order_as_of(
 ///
 /// The mobile, email, free-form order info and invalid `template`; the ledger keeps none of them.
 #[utoipa::path(delete, path = "/v1/orders/{instanceId}/details", tag = "orders",
-    params(("instanceId" = String, Path, max_length = 128, description = "The package: the `orderBizId` of its purchase")),
+    params(("instanceId" = String, Path, description = "The package: the `orderBizId` of its purchase")),
     security(("admin" = [])),
     responses(
         (status = 200, description = "Erased (again: `ordersErased` 0)", body = DetailsErased),
@@ -186,7 +207,7 @@ pub async fn erase_details(
 /// every process, and the console sessions it opened end. Recorded as `OrderCredentialRotated`;
 /// the answer carries the new code, which nothing stores.
 #[utoipa::path(post, path = "/v1/orders/{instanceId}/credential", tag = "orders",
-    params(("instanceId" = String, Path, max_length = 128, description = "The package: the `orderBizId` of its purchase")),
+    params(("instanceId" = String, Path, description = "The package: the `orderBizId` of its purchase")),
     security(("admin" = [])),
     responses(
         (status = 200, description = "Rotated: the new credential", body = CredentialRotated),

@@ -110,7 +110,7 @@ pub async fn list_held_notices(
 /// Only a package with a notice held since it last expired can be expired this way. Again on an
 /// expired package: `200`, nothing new.
 #[utoipa::path(post, path = "/v1/orders/{instanceId}/expire", tag = "operations",
-    params(("instanceId" = String, Path, max_length = 128, description = "The package")),
+    params(("instanceId" = String, Path, description = "The package")),
     request_body = ExpireRequest,
     security(("admin" = [])),
     responses(

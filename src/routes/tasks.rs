@@ -117,7 +117,7 @@ pub async fn create_task(
 }
 
 /// A task.
-#[utoipa::path(get, path = "/v1/tasks/{taskId}", tag = "tasks", params(("taskId" = String, Path, max_length = 128, description = "The DTS task")), security(("reporter" = []), ("admin" = [])),
+#[utoipa::path(get, path = "/v1/tasks/{taskId}", tag = "tasks", params(("taskId" = String, Path, description = "The DTS task")), security(("reporter" = []), ("admin" = [])),
     responses(
         (status = 200, description = "The task", body = TaskResponse),
         (status = 400, description = "`invalid_task_id`", body = crate::api::error::ErrorResponse),
@@ -146,7 +146,7 @@ pub async fn get_task(
 ///
 /// The package must be of the same `jdPin` (the console's 续费); the task runs again if that
 /// package has bytes.
-#[utoipa::path(post, path = "/v1/tasks/{taskId}/renew", tag = "tasks", params(("taskId" = String, Path, max_length = 128, description = "The DTS task")),
+#[utoipa::path(post, path = "/v1/tasks/{taskId}/renew", tag = "tasks", params(("taskId" = String, Path, description = "The DTS task")),
     request_body = Renewal, security(("reporter" = []), ("admin" = [])),
     responses(
         (status = 200, description = "The task, bound to the package", body = TaskResponse),
@@ -187,7 +187,7 @@ pub async fn renew_task(
 }
 
 /// Destroys a task for good (again: `200`, nothing new).
-#[utoipa::path(delete, path = "/v1/tasks/{taskId}", tag = "tasks", params(("taskId" = String, Path, max_length = 128, description = "The DTS task")), security(("reporter" = []), ("admin" = [])),
+#[utoipa::path(delete, path = "/v1/tasks/{taskId}", tag = "tasks", params(("taskId" = String, Path, description = "The DTS task")), security(("reporter" = []), ("admin" = [])),
     responses(
         (status = 200, description = "The destroyed task", body = TaskResponse),
         (status = 400, description = "`invalid_task_id`", body = crate::api::error::ErrorResponse),

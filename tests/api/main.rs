@@ -3,6 +3,7 @@
 mod audit;
 mod console;
 mod console_hardening;
+mod contract;
 mod credentials;
 mod health;
 mod helpers;

@@ -594,3 +594,43 @@ async fn the_landing_page_is_html_for_browsers_and_json_for_api_clients() {
         assert!(status == 200 || status == 303, "{link}: {status}");
     }
 }
+
+#[tokio::test]
+async fn the_documents_id_rules_accept_and_refuse_exactly_what_the_parser_does() {
+    let app = spawn_app().await;
+    let doc = document(&app).await;
+    let parameter = doc["paths"]["/v1/tasks/{taskId}"]["get"]["parameters"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["name"] == "taskId")
+        .unwrap()
+        .clone();
+    let validator = jsonschema::validator_for(&parameter["schema"]).expect("a valid schema");
+    let samples = [
+        "task-1".to_owned(),
+        "任务-1".to_owned(),
+        "a/b?c#d".to_owned(),
+        "..a".to_owned(),
+        "a b".to_owned(),
+        "流".repeat(128),
+        String::new(),
+        " a".to_owned(),
+        "a\u{3000}".to_owned(),
+        "a\nb".to_owned(),
+        "\u{85}x".to_owned(),
+        "x\u{9f}".to_owned(),
+        ".".to_owned(),
+        "..".to_owned(),
+        "x".repeat(129),
+        "\u{feff}x".to_owned(),
+    ];
+    for sample in samples {
+        let parsed = projections::ids::TaskId::parse(sample.clone()).is_ok();
+        let documented = validator.is_valid(&Value::String(sample.clone()));
+        assert_eq!(
+            documented, parsed,
+            "{sample:?}: document {documented}, parser {parsed}"
+        );
+    }
+}
