@@ -72,7 +72,7 @@ enum Command {
         /// Also hold the ledger against this checkpoint line, kept outside the database.
         #[arg(long)]
         checkpoint: Option<PathBuf>,
-        /// Check only what follows the newest stored checkpoint whose signature holds.
+        /// Check only what follows the newest stored checkpoint a trusted key signed.
         #[arg(long)]
         since_checkpoint: bool,
     },

@@ -124,13 +124,17 @@ pub async fn verify(
         ));
     }
     let mut client = client(pool).await?;
-    let (mut marks, newest) = match stored_marks(&client, &keyring).await? {
-        Ok(found) => found,
-        Err(broken) => {
-            println!("verify: BROKEN {broken}");
-            return Ok(ExitCode::from(FAILED));
-        }
-    };
+    let sorted = keyring.sort(checkpoint::stored(&client).await?);
+    warn_untrusted(&sorted, keyring.is_empty());
+    let mut marks: Vec<Mark> = sorted
+        .trusted
+        .iter()
+        .map(|found| Mark {
+            position: found.position,
+            ledger_hash: found.ledger_hash,
+            label: found.describe(),
+        })
+        .collect();
     if let Some((path, found)) = &external {
         marks.push(Mark {
             position: found.position,
@@ -138,7 +142,7 @@ pub async fn verify(
             label: format!("the checkpoint in {}", path.display()),
         });
     }
-    let since = match (options.since_checkpoint, newest) {
+    let since = match (options.since_checkpoint, sorted.newest()) {
         (true, Some(newest)) => Some(Since {
             position: newest.position,
             ledger_hash: newest.ledger_hash,
@@ -153,72 +157,56 @@ pub async fn verify(
         eprintln!("verify: {n} events checked");
     })
     .await;
-    said(outcome)
-}
-
-/// Stored checkpoints as marks the ledger must reproduce, and the newest one signed by a known
-/// key. Each must be signed by a known key: one that is not was forged or edited in the database,
-/// and the ledger's evidence is broken (`Ok(Err(what))`).
-async fn stored_marks(
-    client: &deadpool_postgres::Object,
-    keyring: &Keyring,
-) -> Result<Result<(Vec<Mark>, Option<Checkpoint>), String>, Unable> {
-    let mut marks = Vec::new();
-    let mut newest: Option<Checkpoint> = None;
-    let stored = checkpoint::stored(client).await?;
-    if keyring.is_empty() && !stored.is_empty() {
-        eprintln!(
-            "verify: {} stored checkpoints are checked against the ledger but not for their \
-             signatures: no [audit] public_keys",
-            stored.len()
-        );
-    }
-    for found in stored {
-        let found = match found {
-            Ok(found) => found,
-            Err(problem) => return Ok(Err(problem.to_string())),
-        };
-        if !keyring.is_empty() {
-            if let Err(problem) = keyring.check(&found) {
-                return Ok(Err(format!("{}: {problem}", found.describe())));
-            }
-            newest = Some(found.clone());
-        }
-        marks.push(Mark {
-            position: found.position,
-            ledger_hash: found.ledger_hash,
-            label: found.describe(),
-        });
-    }
-    Ok(Ok((marks, newest)))
-}
-
-/// What `verify` prints for its outcome, and its exit code.
-fn said(outcome: Result<verify::Summary, VerifyError>) -> Result<ExitCode, Unable> {
-    match outcome {
-        Ok(summary) => {
-            println!(
-                "verify: intact events={} streams={} after={} last_position={} last_hash={} \
-                 checkpoints={} seconds={:.2}",
-                summary.events,
-                summary.streams,
-                summary.after,
-                summary.last_position,
-                hex::encode(summary.last_hash),
-                summary.checkpoints_held,
-                summary.elapsed.as_secs_f64()
-            );
-            Ok(ExitCode::SUCCESS)
-        }
+    let summary = match outcome {
+        Ok(summary) => summary,
         Err(VerifyError::Broken(problem)) => {
             println!("verify: BROKEN {problem}");
-            Ok(ExitCode::from(FAILED))
+            return Ok(ExitCode::from(FAILED));
         }
-        Err(error) => Err(error.into()),
+        Err(error) => return Err(error.into()),
+    };
+    println!(
+        "verify: intact events={} streams={} after={} last_position={} last_hash={} \
+         checkpoints={} seconds={:.2}",
+        summary.events,
+        summary.streams,
+        summary.after,
+        summary.last_position,
+        hex::encode(summary.last_hash),
+        summary.checkpoints_held,
+        summary.elapsed.as_secs_f64()
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Says which stored checkpoints `verify` ignores: they are signed by no trusted key, so they
+/// neither hold nor break the ledger's evidence. Anyone who can append to `checkpoints` can write
+/// such rows; a warning, not a failure, or they could fail every later audit.
+fn warn_untrusted(sorted: &checkpoint::Sorted, keyless: bool) {
+    if sorted.untrusted == 0 {
+        return;
+    }
+    if keyless {
+        println!(
+            "verify: WARNING {} stored checkpoints are ignored: no public key to check their \
+             signatures with ([audit] public_keys)",
+            sorted.untrusted
+        );
+        return;
+    }
+    for why in &sorted.named {
+        println!("verify: WARNING ignored, signed by no trusted key: {why}");
+    }
+    if sorted.untrusted > sorted.named.len() {
+        println!(
+            "verify: WARNING ... and {} more stored checkpoints signed by no trusted key are \
+             ignored",
+            sorted.untrusted - sorted.named.len()
+        );
     }
 }
 
-/// The (position, ledger hash) of every stored checkpoint signed by a known key.
+/// The (position, ledger hash) of every stored checkpoint a trusted key signed.
 async fn trusted_checkpoints(
     client: &deadpool_postgres::Object,
     audit: &AuditConfig,
@@ -231,11 +219,10 @@ async fn trusted_checkpoints(
                 .into(),
         ));
     }
-    Ok(checkpoint::stored(client)
-        .await?
+    Ok(keyring
+        .sort(checkpoint::stored(client).await?)
+        .trusted
         .into_iter()
-        .flatten()
-        .filter(|found| keyring.check(found).is_ok())
         .map(|found| (found.position, found.ledger_hash.to_vec()))
         .collect())
 }
@@ -266,9 +253,7 @@ pub async fn checkpoint(
     let key = checkpoint::load_signing_key(path)?;
     let mut client = client(pool).await?;
     if !snapshot {
-        let taken = checkpoint::take(&client, &key, false)
-            .await?
-            .expect("an unconditional checkpoint is always taken");
+        let taken = checkpoint::take(&client, &key).await?;
         println!("{}", taken.to_json());
         return Ok(ExitCode::SUCCESS);
     }
@@ -279,9 +264,7 @@ pub async fn checkpoint(
         .isolation_level(tokio_postgres::IsolationLevel::RepeatableRead)
         .start()
         .await?;
-    let taken = checkpoint::take(&tx, &key, false)
-        .await?
-        .expect("an unconditional checkpoint is always taken");
+    let taken = checkpoint::take(&tx, &key).await?;
     let exists = tx
         .query_opt(
             "SELECT 1 FROM snapshots WHERE position = $1",

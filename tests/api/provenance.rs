@@ -3,6 +3,7 @@
 
 use crate::helpers::{spawn_app, TestApp};
 use chrono::{DateTime, Duration, Utc};
+use dts_ledger::database::Role;
 use dts_ledger::store::hash::{
     canonical, event_hash, ledger_hash, Hash, HashVersion, Hashed, GENESIS,
 };
@@ -578,6 +579,8 @@ async fn a_consistent_rewrite_is_placed_between_the_last_checkpoint_that_holds_a
     );
 }
 
+/// Checkpoint lines kept outside: anything but a checkpoint a trusted key signed is refused (exit
+/// 2), a trusted one beyond the head fails (exit 1).
 #[tokio::test]
 async fn checkpoints_of_another_key_edited_truncated_or_beyond_the_head_are_refused() {
     use dts_ledger::audit::checkpoint::{load_signing_key, Checkpoint};
@@ -625,7 +628,7 @@ async fn checkpoints_of_another_key_edited_truncated_or_beyond_the_head_are_refu
     assert_eq!(code, 1, "{out}");
     assert!(out.contains("beyond the last event"), "{out}");
 
-    // A checkpoint forged in the database is refused too.
+    // A checkpoint forged in the database, claiming the trusted key.
     let forged = Checkpoint::sign(&other, parsed.position, parsed.ledger_hash, Utc::now());
     app.db
         .client()
@@ -643,9 +646,14 @@ async fn checkpoints_of_another_key_edited_truncated_or_beyond_the_head_are_refu
         )
         .await
         .unwrap();
+    // ... and one forged in the database proves nothing either way: it is reported and ignored.
     let (code, out, _) = cli(&app, &["verify"], &signing);
-    assert_eq!(code, 1, "{out}");
-    assert!(out.contains("signature does not hold"), "{out}");
+    assert_eq!(code, 0, "{out}");
+    assert!(
+        out.contains("WARNING ignored, signed by no trusted key")
+            && out.contains("signature does not hold"),
+        "{out}"
+    );
 }
 
 #[tokio::test]
@@ -867,4 +875,128 @@ async fn replay_since_snapshot_folds_only_what_follows_a_signed_checkpoint() {
         .await
         .unwrap_err();
     assert_eq!(error.code().unwrap().code(), "LG001");
+}
+
+/// Appends `checkpoint` to `checkpoints` as the service's database role can: it may append to
+/// the table, and nothing checks a signature on the way in.
+async fn append_as_service(app: &TestApp, checkpoint: &dts_ledger::audit::checkpoint::Checkpoint) {
+    app.db
+        .client_as(Role::Service)
+        .await
+        .execute(
+            "INSERT INTO checkpoints (position, ledger_hash, signed_at, key_id, signature)
+             VALUES ($1, $2, $3, $4, $5)",
+            &[
+                &checkpoint.position,
+                &checkpoint.ledger_hash.as_slice(),
+                &checkpoint.signed_at,
+                &hex::encode(checkpoint.key_id),
+                &checkpoint.signature.as_slice(),
+            ],
+        )
+        .await
+        .unwrap();
+}
+
+/// The ledger head: its position and ledger hash.
+async fn head(app: &TestApp) -> (i64, Hash) {
+    let row = app
+        .db
+        .client()
+        .await
+        .query_one("SELECT position, ledger_hash FROM ledger_head", &[])
+        .await
+        .unwrap();
+    (row.get(0), row.get::<_, Vec<u8>>(1).try_into().unwrap())
+}
+
+/// Issue 18, item 12: checkpoints the service role appends, signed by a key nobody trusts (or
+/// claiming a trusted key under a signature that does not hold), are reported and ignored; they
+/// can no longer fail every later `verify` for good, nor steer `--since-checkpoint`.
+#[tokio::test]
+async fn checkpoints_signed_by_no_trusted_key_are_reported_and_ignored() {
+    use dts_ledger::audit::checkpoint::{key_id, load_signing_key, Checkpoint};
+    use ed25519_dalek::SigningKey;
+    let app = spawn_app().await;
+    let scratch = Scratch::new();
+    let (key_file, _) = keygen(&app, &scratch, "signing.key");
+    let signing = [("LEDGER_SIGNING_KEY_FILE", key_file.as_str())];
+    let ours = load_signing_key(std::path::Path::new(&key_file)).unwrap();
+    small_ledger(&app).await;
+    let trusted: serde_json::Value = serde_json::from_str(&checkpoint(&app, &key_file)).unwrap();
+    let at = trusted["position"].as_i64().unwrap();
+    app.report("task-0", "r-after", 100).await;
+    let (head, head_hash) = head(&app).await;
+    assert!(head > at);
+
+    let stranger = SigningKey::from_bytes(&[42; 32]);
+    let mut claims_ours = Checkpoint::sign(&stranger, head, [7; 32], Utc::now());
+    claims_ours.key_id = key_id(&ours.verifying_key());
+    let forged = [
+        // The right ledger hash at the head, from a key nobody trusts.
+        Checkpoint::sign(&stranger, head, head_hash, Utc::now()),
+        // A ledger hash the ledger never had, at the trusted checkpoint's position.
+        Checkpoint::sign(&stranger, at, [7; 32], Utc::now()),
+        // Beyond the head, as if events had been removed from the end.
+        Checkpoint::sign(&stranger, head + 1_000, head_hash, Utc::now()),
+        claims_ours,
+    ];
+    for checkpoint in &forged {
+        append_as_service(&app, checkpoint).await;
+    }
+
+    let (code, out, err) = cli(&app, &["verify"], &signing);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.contains("verify: intact"), "{out}");
+    assert!(
+        out.contains("checkpoints=1 "),
+        "only the trusted one holds: {out}"
+    );
+    let warnings: Vec<&str> = out
+        .lines()
+        .filter(|line| line.starts_with("verify: WARNING ignored, signed by no trusted key"))
+        .collect();
+    assert_eq!(warnings.len(), forged.len(), "{out}");
+    assert!(
+        out.contains(&hex::encode(key_id(&stranger.verifying_key())))
+            && out.contains("not among the known public keys"),
+        "{out}"
+    );
+    assert!(out.contains("signature does not hold"), "{out}");
+
+    // The incremental check starts from the trusted checkpoint, not from one of the forged ones.
+    let (code, out, err) = cli(&app, &["verify", "--since-checkpoint"], &signing);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(
+        out.contains(&format!("after={at} last_position={head}")),
+        "{out}"
+    );
+
+    // Without any key, no stored checkpoint is trusted: all are ignored, and it says so.
+    let (code, out, _) = app.db.run_cli(&["verify"]);
+    assert_eq!(code, 0, "{out}");
+    assert!(
+        out.contains(&format!(
+            "WARNING {} stored checkpoints are ignored: no public key",
+            forged.len() + 1
+        )),
+        "{out}"
+    );
+
+    // A FILE that is not a checkpoint a trusted key signed is still refused: exit 2.
+    let file = scratch.path("stranger.json");
+    std::fs::write(&file, forged[0].to_json().to_string()).unwrap();
+    let (code, _, err) = cli(&app, &["verify", "--checkpoint", &file], &signing);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("not among the known public keys"), "{err}");
+
+    // A trusted key's checkpoint that the ledger does not reach still fails.
+    append_as_service(
+        &app,
+        &Checkpoint::sign(&ours, head + 5, head_hash, Utc::now()),
+    )
+    .await;
+    let (code, out, _) = cli(&app, &["verify"], &signing);
+    assert_eq!(code, 1, "{out}");
+    assert!(out.contains("beyond the last event"), "{out}");
 }
