@@ -4,7 +4,9 @@
 //!
 //! The signed bytes (README, "Signed checkpoints"):
 //! `"dts-ledger/checkpoint/v1" 0x00 ‖ position (8) ‖ ledger_hash (32) ‖ signed_at µs (8) ‖ key id (8)`,
-//! integers big-endian. The key file holds the 32-byte secret key as 64 hex digits.
+//! integers big-endian; version 2, for a checkpoint stored with a projection snapshot, has the tag
+//! `"dts-ledger/checkpoint/v2" 0x00` and ends with the snapshot's digest (32,
+//! [`super::snapshot::digest`]). The key file holds the 32-byte secret key as 64 hex digits.
 //!
 //! Only a checkpoint whose signature a trusted key vouches for counts ([`Keyring::sort`]): anyone
 //! who can append to `checkpoints` can append rows, and a row no trusted key signed proves
@@ -19,7 +21,9 @@ use std::collections::BTreeMap;
 use std::io::Write;
 use std::path::Path;
 
-const DOMAIN_TAG: &[u8] = b"dts-ledger/checkpoint/v1\0";
+const DOMAIN_TAG_V1: &[u8] = b"dts-ledger/checkpoint/v1\0";
+/// Version 2 also signs the digest of the snapshot stored with the checkpoint.
+const DOMAIN_TAG_V2: &[u8] = b"dts-ledger/checkpoint/v2\0";
 
 /// Checkpoints signed by no trusted key that an audit describes one by one; the rest are counted.
 /// Anyone who can append to `checkpoints` can append many: ten say what they are like.
@@ -92,6 +96,8 @@ pub struct Checkpoint {
     pub signed_at: DateTime<Utc>,
     pub key_id: [u8; 8],
     pub signature: [u8; 64],
+    /// The digest of the projection snapshot stored with it (signature version 2), if any.
+    pub snapshot_digest: Option<Hash>,
 }
 
 /// The JSON line form, as `checkpoint` prints it and the webhook announces it.
@@ -103,30 +109,53 @@ struct Line {
     signed_at: String,
     key_id: String,
     signature: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    snapshot_digest: Option<String>,
 }
 
 impl Checkpoint {
-    /// The bytes the signature covers.
+    /// The bytes the signature covers: version 1 without a snapshot, version 2 with one. The
+    /// tags differ, so neither can be passed off as the other.
     pub fn signed_bytes(
         position: i64,
         ledger_hash: &Hash,
         signed_at: DateTime<Utc>,
         key_id: &[u8; 8],
+        snapshot_digest: Option<&Hash>,
     ) -> Vec<u8> {
-        let mut bytes = Vec::with_capacity(DOMAIN_TAG.len() + 56);
-        bytes.extend_from_slice(DOMAIN_TAG);
+        let tag = match snapshot_digest {
+            None => DOMAIN_TAG_V1,
+            Some(_) => DOMAIN_TAG_V2,
+        };
+        let mut bytes = Vec::with_capacity(tag.len() + 88);
+        bytes.extend_from_slice(tag);
         bytes.extend_from_slice(&position.to_be_bytes());
         bytes.extend_from_slice(ledger_hash);
         bytes.extend_from_slice(&signed_at.timestamp_micros().to_be_bytes());
         bytes.extend_from_slice(key_id);
+        if let Some(digest) = snapshot_digest {
+            bytes.extend_from_slice(digest);
+        }
         bytes
     }
 
+    /// A version 1 checkpoint: the ledger hash at `position`.
     pub fn sign(
         key: &SigningKey,
         position: i64,
         ledger_hash: Hash,
         signed_at: DateTime<Utc>,
+    ) -> Checkpoint {
+        Checkpoint::sign_with(key, position, ledger_hash, signed_at, None)
+    }
+
+    /// A checkpoint of version 1, or of version 2 when it vouches for a snapshot's digest too.
+    pub fn sign_with(
+        key: &SigningKey,
+        position: i64,
+        ledger_hash: Hash,
+        signed_at: DateTime<Utc>,
+        snapshot_digest: Option<Hash>,
     ) -> Checkpoint {
         let signed_at = crate::store::truncate_to_micros(signed_at);
         let key_id = key_id(&key.verifying_key());
@@ -135,6 +164,7 @@ impl Checkpoint {
             &ledger_hash,
             signed_at,
             &key_id,
+            snapshot_digest.as_ref(),
         ));
         Checkpoint {
             position,
@@ -142,6 +172,7 @@ impl Checkpoint {
             signed_at,
             key_id,
             signature: signature.to_bytes(),
+            snapshot_digest,
         }
     }
 
@@ -154,6 +185,7 @@ impl Checkpoint {
                 .to_rfc3339_opts(chrono::SecondsFormat::Micros, true),
             key_id: hex::encode(self.key_id),
             signature: hex::encode(self.signature),
+            snapshot_digest: self.snapshot_digest.map(hex::encode),
         })
         .expect("a checkpoint serialises")
     }
@@ -186,6 +218,11 @@ impl Checkpoint {
                 .with_timezone(&Utc),
             key_id: fixed(&line.key_id, "keyId")?,
             signature: fixed(&line.signature, "signature")?,
+            snapshot_digest: line
+                .snapshot_digest
+                .as_deref()
+                .map(|digest| fixed(digest, "snapshotDigest"))
+                .transpose()?,
         })
     }
 
@@ -252,6 +289,7 @@ impl Keyring {
             &checkpoint.ledger_hash,
             checkpoint.signed_at,
             &checkpoint.key_id,
+            checkpoint.snapshot_digest.as_ref(),
         );
         key.verify(&bytes, &Signature::from_bytes(&checkpoint.signature))
             .map_err(|_| SignatureProblem::BadSignature)
@@ -341,21 +379,23 @@ pub async fn take(
 }
 
 /// Appends a signed checkpoint.
-async fn store(
+pub async fn store(
     client: &impl deadpool_postgres::GenericClient,
     checkpoint: &Checkpoint,
 ) -> Result<(), CheckpointError> {
     let id = hex::encode(checkpoint.key_id);
     client
         .execute(
-            "INSERT INTO checkpoints (position, ledger_hash, signed_at, key_id, signature)
-             VALUES ($1, $2, $3, $4, $5)",
+            "INSERT INTO checkpoints
+                    (position, ledger_hash, signed_at, key_id, signature, snapshot_digest)
+             VALUES ($1, $2, $3, $4, $5, $6)",
             &[
                 &checkpoint.position,
                 &checkpoint.ledger_hash.as_slice(),
                 &checkpoint.signed_at,
                 &id,
                 &checkpoint.signature.as_slice(),
+                &checkpoint.snapshot_digest.as_ref().map(|d| d.as_slice()),
             ],
         )
         .await?;
@@ -368,7 +408,8 @@ pub async fn stored(
 ) -> Result<Vec<Result<Checkpoint, String>>, CheckpointError> {
     let rows = client
         .query(
-            "SELECT position, ledger_hash, signed_at, key_id, signature FROM checkpoints
+            "SELECT position, ledger_hash, signed_at, key_id, signature, snapshot_digest
+               FROM checkpoints
               ORDER BY position, signed_at",
             &[],
         )
@@ -387,6 +428,10 @@ pub async fn stored(
                     .and_then(|bytes| bytes.try_into().ok())
                     .ok_or_else(bad)?,
                 signature: row.get::<_, &[u8]>(4).try_into().map_err(|_| bad())?,
+                snapshot_digest: row
+                    .get::<_, Option<&[u8]>>(5)
+                    .map(|digest| digest.try_into().map_err(|_| bad()))
+                    .transpose()?,
             })
         })
         .collect())
@@ -675,6 +720,24 @@ mod tests {
             keyring.check(&foreign),
             Err(SignatureProblem::UnknownKey(_))
         ));
+    }
+
+    #[test]
+    fn a_version_2_checkpoint_signs_its_snapshot_digest_and_passes_for_no_version_1() {
+        let key = SigningKey::from_bytes(&[7; 32]);
+        let keyring = Keyring::new(&[], Some(&key)).unwrap();
+        let v2 = Checkpoint::sign_with(&key, 42, [9; 32], Utc::now(), Some([5; 32]));
+        let line = v2.to_json().to_string();
+        assert!(line.contains(&format!("\"snapshotDigest\":\"{}\"", "05".repeat(32))));
+        let parsed = Checkpoint::parse_line(&line).unwrap();
+        assert_eq!(parsed, v2);
+        assert_eq!(keyring.check(&parsed), Ok(()));
+        let v1 = Checkpoint::sign(&key, 42, [9; 32], Utc::now());
+        assert!(!v1.to_json().to_string().contains("snapshotDigest"));
+        for (mut edited, digest) in [(v2.clone(), None), (v2, Some([6; 32])), (v1, Some([5; 32]))] {
+            edited.snapshot_digest = digest;
+            assert_eq!(keyring.check(&edited), Err(SignatureProblem::BadSignature));
+        }
     }
 
     #[test]

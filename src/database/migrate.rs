@@ -73,6 +73,11 @@ const MIGRATIONS: &[Migration] = &[
         name: "json_text",
         sql: include_str!("../../schema/0012_json_text.sql"),
     },
+    Migration {
+        version: 14,
+        name: "bound_snapshots",
+        sql: include_str!("../../schema/0014_bound_snapshots.sql"),
+    },
 ];
 
 /// An arbitrary constant naming the advisory lock taken while migrating.
