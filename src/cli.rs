@@ -71,8 +71,8 @@ enum Command {
     /// Apply the database schema as its owner (LEDGER_MIGRATE_DATABASE_URL, else DATABASE_URL)
     /// and exit.
     Migrate,
-    /// Check the ledger's hash chains, versions, positions and checkpoints; name the first bad
-    /// event.
+    /// Check the ledger's hash chains, versions, positions, checkpoints and snapshots; name the
+    /// first bad event.
     Verify {
         /// Print progress to stderr every this many events (0: never).
         #[arg(long, default_value_t = 1_000_000)]
@@ -80,7 +80,7 @@ enum Command {
         /// Also hold the ledger against this checkpoint line, kept outside the database.
         #[arg(long)]
         checkpoint: Option<PathBuf>,
-        /// Check only what follows the newest stored checkpoint whose signature holds.
+        /// Check only what follows the newest stored checkpoint a trusted key signed.
         #[arg(long)]
         since_checkpoint: bool,
     },
@@ -105,8 +105,8 @@ enum Command {
         /// Also write the replayed projections into this new schema, for SQL inspection.
         #[arg(long)]
         scratch_schema: Option<String>,
-        /// Fold only what follows the newest snapshot stored at a checkpoint whose signature
-        /// holds.
+        /// Fold only what follows the newest snapshot whose rows hash to the digest a trusted
+        /// checkpoint signed.
         #[arg(long)]
         since_snapshot: bool,
     },

@@ -4,7 +4,13 @@
 //!
 //! The signed bytes (README, "Signed checkpoints"):
 //! `"dts-ledger/checkpoint/v1" 0x00 ‖ position (8) ‖ ledger_hash (32) ‖ signed_at µs (8) ‖ key id (8)`,
-//! integers big-endian. The key file holds the 32-byte secret key as 64 hex digits.
+//! integers big-endian; version 2, for a checkpoint stored with a projection snapshot, has the tag
+//! `"dts-ledger/checkpoint/v2" 0x00` and ends with the snapshot's digest (32,
+//! [`super::snapshot::digest`]). The key file holds the 32-byte secret key as 64 hex digits.
+//!
+//! Only a checkpoint whose signature a trusted key vouches for counts ([`Keyring::sort`]): anyone
+//! who can append to `checkpoints` can append rows, and a row no trusted key signed proves
+//! nothing either way, so it is reported and ignored, never allowed to fail or steer an audit.
 
 use crate::store::hash::Hash;
 use chrono::{DateTime, Utc};
@@ -15,7 +21,13 @@ use std::collections::BTreeMap;
 use std::io::Write;
 use std::path::Path;
 
-const DOMAIN_TAG: &[u8] = b"dts-ledger/checkpoint/v1\0";
+const DOMAIN_TAG_V1: &[u8] = b"dts-ledger/checkpoint/v1\0";
+/// Version 2 also signs the digest of the snapshot stored with the checkpoint.
+const DOMAIN_TAG_V2: &[u8] = b"dts-ledger/checkpoint/v2\0";
+
+/// Checkpoints signed by no trusted key that an audit describes one by one; the rest are counted.
+/// Anyone who can append to `checkpoints` can append many: ten say what they are like.
+pub const UNTRUSTED_NAMED_MAX: usize = 10;
 
 /// The longest checkpoint line accepted: a real one is about 330 bytes; this bounds what a bad
 /// file can make us parse.
@@ -84,6 +96,8 @@ pub struct Checkpoint {
     pub signed_at: DateTime<Utc>,
     pub key_id: [u8; 8],
     pub signature: [u8; 64],
+    /// The digest of the projection snapshot stored with it (signature version 2), if any.
+    pub snapshot_digest: Option<Hash>,
 }
 
 /// The JSON line form, as `checkpoint` prints it and the webhook announces it.
@@ -95,30 +109,53 @@ struct Line {
     signed_at: String,
     key_id: String,
     signature: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    snapshot_digest: Option<String>,
 }
 
 impl Checkpoint {
-    /// The bytes the signature covers.
+    /// The bytes the signature covers: version 1 without a snapshot, version 2 with one. The
+    /// tags differ, so neither can be passed off as the other.
     pub fn signed_bytes(
         position: i64,
         ledger_hash: &Hash,
         signed_at: DateTime<Utc>,
         key_id: &[u8; 8],
+        snapshot_digest: Option<&Hash>,
     ) -> Vec<u8> {
-        let mut bytes = Vec::with_capacity(DOMAIN_TAG.len() + 56);
-        bytes.extend_from_slice(DOMAIN_TAG);
+        let tag = match snapshot_digest {
+            None => DOMAIN_TAG_V1,
+            Some(_) => DOMAIN_TAG_V2,
+        };
+        let mut bytes = Vec::with_capacity(tag.len() + 88);
+        bytes.extend_from_slice(tag);
         bytes.extend_from_slice(&position.to_be_bytes());
         bytes.extend_from_slice(ledger_hash);
         bytes.extend_from_slice(&signed_at.timestamp_micros().to_be_bytes());
         bytes.extend_from_slice(key_id);
+        if let Some(digest) = snapshot_digest {
+            bytes.extend_from_slice(digest);
+        }
         bytes
     }
 
+    /// A version 1 checkpoint: the ledger hash at `position`.
     pub fn sign(
         key: &SigningKey,
         position: i64,
         ledger_hash: Hash,
         signed_at: DateTime<Utc>,
+    ) -> Checkpoint {
+        Checkpoint::sign_with(key, position, ledger_hash, signed_at, None)
+    }
+
+    /// A checkpoint of version 1, or of version 2 when it vouches for a snapshot's digest too.
+    pub fn sign_with(
+        key: &SigningKey,
+        position: i64,
+        ledger_hash: Hash,
+        signed_at: DateTime<Utc>,
+        snapshot_digest: Option<Hash>,
     ) -> Checkpoint {
         let signed_at = crate::store::truncate_to_micros(signed_at);
         let key_id = key_id(&key.verifying_key());
@@ -127,6 +164,7 @@ impl Checkpoint {
             &ledger_hash,
             signed_at,
             &key_id,
+            snapshot_digest.as_ref(),
         ));
         Checkpoint {
             position,
@@ -134,6 +172,7 @@ impl Checkpoint {
             signed_at,
             key_id,
             signature: signature.to_bytes(),
+            snapshot_digest,
         }
     }
 
@@ -146,6 +185,7 @@ impl Checkpoint {
                 .to_rfc3339_opts(chrono::SecondsFormat::Micros, true),
             key_id: hex::encode(self.key_id),
             signature: hex::encode(self.signature),
+            snapshot_digest: self.snapshot_digest.map(hex::encode),
         })
         .expect("a checkpoint serialises")
     }
@@ -178,6 +218,11 @@ impl Checkpoint {
                 .with_timezone(&Utc),
             key_id: fixed(&line.key_id, "keyId")?,
             signature: fixed(&line.signature, "signature")?,
+            snapshot_digest: line
+                .snapshot_digest
+                .as_deref()
+                .map(|digest| fixed(digest, "snapshotDigest"))
+                .transpose()?,
         })
     }
 
@@ -244,63 +289,113 @@ impl Keyring {
             &checkpoint.ledger_hash,
             checkpoint.signed_at,
             &checkpoint.key_id,
+            checkpoint.snapshot_digest.as_ref(),
         );
         key.verify(&bytes, &Signature::from_bytes(&checkpoint.signature))
             .map_err(|_| SignatureProblem::BadSignature)
     }
+
+    /// Splits stored checkpoints ([`stored`]) into those a trusted key signed, oldest position
+    /// first, and the rest, which prove nothing and are only reported. Without any key, no
+    /// checkpoint is trusted.
+    pub fn sort(&self, stored: Vec<Result<Checkpoint, String>>) -> Sorted {
+        let mut sorted = Sorted::default();
+        for found in stored {
+            let why = match found {
+                Ok(found) if self.is_empty() => {
+                    format!(
+                        "{}: no public key to check its signature with",
+                        found.describe()
+                    )
+                }
+                Ok(found) => match self.check(&found) {
+                    Ok(()) => {
+                        sorted.trusted.push(found);
+                        continue;
+                    }
+                    Err(problem) => format!("{}: {problem}", found.describe()),
+                },
+                Err(malformed) => malformed,
+            };
+            sorted.untrusted += 1;
+            if sorted.named.len() < UNTRUSTED_NAMED_MAX {
+                sorted.named.push(why);
+            }
+        }
+        sorted
+    }
 }
 
-/// Signs the current ledger head and appends the checkpoint; `None` when `only_if_moved` and the
-/// newest checkpoint of this key is already at the head.
-pub async fn take(
+/// Stored checkpoints sorted by trust ([`Keyring::sort`]).
+#[derive(Debug, Default)]
+pub struct Sorted {
+    /// Signed by a trusted key, in [`stored`]'s order (oldest position first).
+    pub trusted: Vec<Checkpoint>,
+    /// How many are signed by no trusted key (or cannot be read as a checkpoint).
+    pub untrusted: usize,
+    /// The first [`UNTRUSTED_NAMED_MAX`] of those, each with why it is not trusted.
+    pub named: Vec<String>,
+}
+
+impl Sorted {
+    /// The newest trusted checkpoint signed by `key_id`.
+    pub fn newest_of(&self, key_id: &[u8; 8]) -> Option<&Checkpoint> {
+        self.trusted
+            .iter()
+            .filter(|found| found.key_id == *key_id)
+            .max_by_key(|found| found.position)
+    }
+
+    /// The newest trusted checkpoint.
+    pub fn newest(&self) -> Option<&Checkpoint> {
+        self.trusted.iter().max_by_key(|found| found.position)
+    }
+}
+
+/// The ledger head: its position and ledger hash. They change together in each append's
+/// transaction, so one read sees a consistent pair.
+pub async fn head(
     client: &impl deadpool_postgres::GenericClient,
-    key: &SigningKey,
-    only_if_moved: bool,
-) -> Result<Option<Checkpoint>, CheckpointError> {
-    // The head's position and ledger hash change together in each append's transaction, so one
-    // read sees a consistent pair.
+) -> Result<(i64, Hash), CheckpointError> {
     let head = client
         .query_one("SELECT position, ledger_hash FROM ledger_head", &[])
         .await?;
-    let position: i64 = head.get(0);
     let ledger_hash: Hash = head
         .get::<_, &[u8]>(1)
         .try_into()
         .expect("the schema holds hashes to 32 bytes");
-    let id = hex::encode(key_id(&key.verifying_key()));
-    if only_if_moved {
-        let newest: Option<i64> = client
-            .query_one(
-                "SELECT max(position) FROM checkpoints WHERE key_id = $1",
-                &[&id],
-            )
-            .await?
-            .get(0);
-        if newest == Some(position) {
-            return Ok(None);
-        }
-    }
+    Ok((head.get(0), ledger_hash))
+}
+
+/// Signs the current ledger head and appends the checkpoint.
+pub async fn take(
+    client: &impl deadpool_postgres::GenericClient,
+    key: &SigningKey,
+) -> Result<Checkpoint, CheckpointError> {
+    let (position, ledger_hash) = head(client).await?;
     let checkpoint = Checkpoint::sign(key, position, ledger_hash, Utc::now());
     store(client, &checkpoint).await?;
-    Ok(Some(checkpoint))
+    Ok(checkpoint)
 }
 
 /// Appends a signed checkpoint.
-async fn store(
+pub async fn store(
     client: &impl deadpool_postgres::GenericClient,
     checkpoint: &Checkpoint,
 ) -> Result<(), CheckpointError> {
     let id = hex::encode(checkpoint.key_id);
     client
         .execute(
-            "INSERT INTO checkpoints (position, ledger_hash, signed_at, key_id, signature)
-             VALUES ($1, $2, $3, $4, $5)",
+            "INSERT INTO checkpoints
+                    (position, ledger_hash, signed_at, key_id, signature, snapshot_digest)
+             VALUES ($1, $2, $3, $4, $5, $6)",
             &[
                 &checkpoint.position,
                 &checkpoint.ledger_hash.as_slice(),
                 &checkpoint.signed_at,
                 &id,
                 &checkpoint.signature.as_slice(),
+                &checkpoint.snapshot_digest.as_ref().map(|d| d.as_slice()),
             ],
         )
         .await?;
@@ -313,7 +408,8 @@ pub async fn stored(
 ) -> Result<Vec<Result<Checkpoint, String>>, CheckpointError> {
     let rows = client
         .query(
-            "SELECT position, ledger_hash, signed_at, key_id, signature FROM checkpoints
+            "SELECT position, ledger_hash, signed_at, key_id, signature, snapshot_digest
+               FROM checkpoints
               ORDER BY position, signed_at",
             &[],
         )
@@ -332,6 +428,10 @@ pub async fn stored(
                     .and_then(|bytes| bytes.try_into().ok())
                     .ok_or_else(bad)?,
                 signature: row.get::<_, &[u8]>(4).try_into().map_err(|_| bad())?,
+                snapshot_digest: row
+                    .get::<_, Option<&[u8]>>(5)
+                    .map(|digest| digest.try_into().map_err(|_| bad()))
+                    .transpose()?,
             })
         })
         .collect())
@@ -372,6 +472,9 @@ pub fn worker(
         };
         let mut ticks = tokio::time::interval(std::time::Duration::from_secs(every_s));
         ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        // Untrusted checkpoints already counted by this process: rows are never removed, so the
+        // number only grows, and each is counted once.
+        let mut untrusted_counted = 0;
         loop {
             ticks.tick().await;
             let round = match pool.get().await {
@@ -389,8 +492,11 @@ pub fn worker(
                     continue;
                 }
             };
-            count_round(&round);
-            match round {
+            count_round(round.as_ref().map(|outcome| &outcome.round));
+            if let Ok(outcome) = &round {
+                count_untrusted(outcome, &mut untrusted_counted);
+            }
+            match round.map(|outcome| outcome.round) {
                 Ok(Round::Signed(checkpoint)) => {
                     tracing::info!(
                         position = checkpoint.position,
@@ -414,13 +520,24 @@ pub fn worker(
     })
 }
 
+/// What one round of the checkpointer did, and what it ignored.
+#[derive(Debug)]
+pub struct Outcome {
+    pub round: Round,
+    /// Stored checkpoints signed by no trusted key: the round neither started from them nor
+    /// took them for its own ([`Keyring::sort`]).
+    pub untrusted: usize,
+    /// The first of those, each with why it is not trusted.
+    pub untrusted_named: Vec<String>,
+}
+
 /// What one round of the checkpointer did.
 #[derive(Debug)]
 pub enum Round {
     /// The events since the newest trusted checkpoint verified, and the head they end at is
     /// signed.
     Signed(Checkpoint),
-    /// This key's newest checkpoint is already at the head.
+    /// This key's newest trusted checkpoint is already at the head.
     Unmoved,
     /// The events since the newest trusted checkpoint do not verify: nothing is signed, since a
     /// signature would vouch for the tampering.
@@ -437,25 +554,31 @@ pub enum RoundError {
 
 /// Checks the events since the newest stored checkpoint whose signature `keyring` vouches for
 /// (the whole ledger without one) and signs the head that check ended at, unless it fails.
+/// Checkpoints no trusted key signed are counted and otherwise ignored: a row claiming this key at
+/// the head must not stop it from signing, nor one beyond the head make it refuse.
 pub async fn verify_and_take(
     client: &mut deadpool_postgres::Object,
     key: &SigningKey,
     keyring: &Keyring,
-) -> Result<Round, RoundError> {
+) -> Result<Outcome, RoundError> {
     use super::verify::{self, Since, VerifyError};
-    let id = hex::encode(key_id(&key.verifying_key()));
-    let moved = client
-        .query_one(
-            "SELECT (SELECT position FROM ledger_head),
-                    (SELECT max(position) FROM checkpoints WHERE key_id = $1)",
-            &[&id],
-        )
-        .await
-        .map_err(CheckpointError::from)?;
-    let (head, newest): (i64, Option<i64>) = (moved.get(0), moved.get(1));
+    let (head, _) = head(&*client).await?;
+    let sorted = keyring.sort(stored(&*client).await?);
+    let newest = sorted
+        .newest_of(&key_id(&key.verifying_key()))
+        .map(|found| found.position);
+    let since = sorted.newest().map(|found| Since {
+        position: found.position,
+        ledger_hash: found.ledger_hash,
+    });
+    let outcome = |round| Outcome {
+        round,
+        untrusted: sorted.untrusted,
+        untrusted_named: sorted.named.clone(),
+    };
     // An empty ledger has nothing to vouch for.
     if head == 0 || newest == Some(head) {
-        return Ok(Round::Unmoved);
+        return Ok(outcome(Round::Unmoved));
     }
     // The check may stream the whole ledger (the first round of a ledger without checkpoints):
     // the service's statement timeout would end it, and the stall reaper, which ends the
@@ -472,31 +595,39 @@ pub async fn verify_and_take(
         ))
         .await
         .map_err(CheckpointError::from)?;
-    let since = stored(&*client)
-        .await?
-        .into_iter()
-        .flatten()
-        .filter(|found| keyring.check(found).is_ok())
-        .max_by_key(|found| found.position)
-        .map(|found| Since {
-            position: found.position,
-            ledger_hash: found.ledger_hash,
-        });
     let summary = match verify::verify_against(client, Vec::new(), since, 0, |_| {}).await {
         Ok(summary) => summary,
-        Err(VerifyError::Broken(problem)) => return Ok(Round::Refused(problem)),
+        Err(VerifyError::Broken(problem)) => return Ok(outcome(Round::Refused(problem))),
         Err(error) => return Err(RoundError::Verify(error)),
     };
     if newest == Some(summary.last_position) {
-        return Ok(Round::Unmoved);
+        return Ok(outcome(Round::Unmoved));
     }
     let checkpoint = Checkpoint::sign(key, summary.last_position, summary.last_hash, Utc::now());
     store(&*client, &checkpoint).await?;
-    Ok(Round::Signed(checkpoint))
+    Ok(outcome(Round::Signed(checkpoint)))
+}
+
+/// Counts and logs the untrusted checkpoints a round met that this process had not counted yet
+/// (README, "Metrics"); `counted` is how many it had.
+fn count_untrusted(outcome: &Outcome, counted: &mut usize) {
+    if outcome.untrusted > *counted {
+        let new = outcome.untrusted - *counted;
+        metrics::counter!(crate::metrics::CHECKPOINTS_UNTRUSTED).increment(new as u64);
+        tracing::warn!(
+            new,
+            stored = outcome.untrusted,
+            first = outcome.untrusted_named.first().map(String::as_str),
+            "stored checkpoints signed by no trusted key are ignored: someone who can append to \
+             the checkpoints table wrote them (run `dts-ledger verify` to list them)"
+        );
+    }
+    // Fewer than counted: the database was restored from before they were written.
+    *counted = outcome.untrusted;
 }
 
 /// Exports a round's outcome (README, "Metrics").
-fn count_round(round: &Result<Round, RoundError>) {
+fn count_round(round: Result<&Round, &RoundError>) {
     use crate::metrics::{CHECKPOINTS, CHECKPOINT_CURRENT, VERIFICATIONS, VERIFY_INTACT};
     let now = Utc::now().timestamp_micros() as f64 / 1e6;
     let (checkpoint, verification) = match round {
@@ -589,5 +720,51 @@ mod tests {
             keyring.check(&foreign),
             Err(SignatureProblem::UnknownKey(_))
         ));
+    }
+
+    #[test]
+    fn a_version_2_checkpoint_signs_its_snapshot_digest_and_passes_for_no_version_1() {
+        let key = SigningKey::from_bytes(&[7; 32]);
+        let keyring = Keyring::new(&[], Some(&key)).unwrap();
+        let v2 = Checkpoint::sign_with(&key, 42, [9; 32], Utc::now(), Some([5; 32]));
+        let line = v2.to_json().to_string();
+        assert!(line.contains(&format!("\"snapshotDigest\":\"{}\"", "05".repeat(32))));
+        let parsed = Checkpoint::parse_line(&line).unwrap();
+        assert_eq!(parsed, v2);
+        assert_eq!(keyring.check(&parsed), Ok(()));
+        let v1 = Checkpoint::sign(&key, 42, [9; 32], Utc::now());
+        assert!(!v1.to_json().to_string().contains("snapshotDigest"));
+        for (mut edited, digest) in [(v2.clone(), None), (v2, Some([6; 32])), (v1, Some([5; 32]))] {
+            edited.snapshot_digest = digest;
+            assert_eq!(keyring.check(&edited), Err(SignatureProblem::BadSignature));
+        }
+    }
+
+    #[test]
+    fn only_checkpoints_a_trusted_key_signed_are_trusted_and_the_others_are_counted() {
+        let key = SigningKey::from_bytes(&[7; 32]);
+        let stranger = SigningKey::from_bytes(&[8; 32]);
+        let keyring = Keyring::new(&[], Some(&key)).unwrap();
+        let ours = Checkpoint::sign(&key, 5, [1; 32], Utc::now());
+        let mut stored = vec![Ok(ours.clone()), Err("malformed".to_owned())];
+        for position in 0..UNTRUSTED_NAMED_MAX as i64 + 3 {
+            stored.push(Ok(Checkpoint::sign(
+                &stranger,
+                position,
+                [2; 32],
+                Utc::now(),
+            )));
+        }
+        let sorted = keyring.sort(stored.clone());
+        assert_eq!(sorted.trusted, std::slice::from_ref(&ours));
+        assert_eq!(sorted.untrusted, UNTRUSTED_NAMED_MAX + 4);
+        assert_eq!(sorted.named.len(), UNTRUSTED_NAMED_MAX);
+        assert_eq!(sorted.named[0], "malformed");
+        assert_eq!(sorted.newest_of(&ours.key_id), Some(&ours));
+        assert_eq!(sorted.newest_of(&key_id(&stranger.verifying_key())), None);
+        // Without any key, nothing is trusted.
+        let keyless = Keyring::default().sort(stored);
+        assert!(keyless.trusted.is_empty() && keyless.newest().is_none());
+        assert_eq!(keyless.untrusted, UNTRUSTED_NAMED_MAX + 5);
     }
 }

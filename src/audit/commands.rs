@@ -7,6 +7,7 @@ use super::checkpoint::{self, Checkpoint, Keyring};
 use super::export::{self, Format};
 use super::replay;
 use super::report::{Builder, Month, ReportError};
+use super::snapshot;
 use super::source::{self, Range, Selection, Until};
 use super::verify::{self, Mark, Since, VerifyError};
 use crate::configuration::AuditConfig;
@@ -14,7 +15,7 @@ use crate::store::FoldRow;
 use chrono::{DateTime, FixedOffset, Utc};
 use deadpool_postgres::Pool;
 use projections::events::Event;
-use projections::{Package, Projection};
+use projections::Package;
 use serde_json::json;
 use std::io::Write;
 use std::path::Path;
@@ -124,13 +125,17 @@ pub async fn verify(
         ));
     }
     let mut client = client(pool).await?;
-    let (mut marks, newest) = match stored_marks(&client, &keyring).await? {
-        Ok(found) => found,
-        Err(broken) => {
-            println!("verify: BROKEN {broken}");
-            return Ok(ExitCode::from(FAILED));
-        }
-    };
+    let sorted = keyring.sort(checkpoint::stored(&client).await?);
+    warn_untrusted(&sorted, keyring.is_empty());
+    let mut marks: Vec<Mark> = sorted
+        .trusted
+        .iter()
+        .map(|found| Mark {
+            position: found.position,
+            ledger_hash: found.ledger_hash,
+            label: found.describe(),
+        })
+        .collect();
     if let Some((path, found)) = &external {
         marks.push(Mark {
             position: found.position,
@@ -138,7 +143,7 @@ pub async fn verify(
             label: format!("the checkpoint in {}", path.display()),
         });
     }
-    let since = match (options.since_checkpoint, newest) {
+    let since = match (options.since_checkpoint, sorted.newest()) {
         (true, Some(newest)) => Some(Since {
             position: newest.position,
             ledger_hash: newest.ledger_hash,
@@ -153,76 +158,94 @@ pub async fn verify(
         eprintln!("verify: {n} events checked");
     })
     .await;
-    said(outcome)
-}
-
-/// Stored checkpoints as marks the ledger must reproduce, and the newest one signed by a known
-/// key. Each must be signed by a known key: one that is not was forged or edited in the database,
-/// and the ledger's evidence is broken (`Ok(Err(what))`).
-async fn stored_marks(
-    client: &deadpool_postgres::Object,
-    keyring: &Keyring,
-) -> Result<Result<(Vec<Mark>, Option<Checkpoint>), String>, Unable> {
-    let mut marks = Vec::new();
-    let mut newest: Option<Checkpoint> = None;
-    let stored = checkpoint::stored(client).await?;
-    if keyring.is_empty() && !stored.is_empty() {
-        eprintln!(
-            "verify: {} stored checkpoints are checked against the ledger but not for their \
-             signatures: no [audit] public_keys",
-            stored.len()
-        );
-    }
-    for found in stored {
-        let found = match found {
-            Ok(found) => found,
-            Err(problem) => return Ok(Err(problem.to_string())),
-        };
-        if !keyring.is_empty() {
-            if let Err(problem) = keyring.check(&found) {
-                return Ok(Err(format!("{}: {problem}", found.describe())));
-            }
-            newest = Some(found.clone());
-        }
-        marks.push(Mark {
-            position: found.position,
-            ledger_hash: found.ledger_hash,
-            label: found.describe(),
-        });
-    }
-    Ok(Ok((marks, newest)))
-}
-
-/// What `verify` prints for its outcome, and its exit code.
-fn said(outcome: Result<verify::Summary, VerifyError>) -> Result<ExitCode, Unable> {
-    match outcome {
-        Ok(summary) => {
-            println!(
-                "verify: intact events={} streams={} after={} last_position={} last_hash={} \
-                 checkpoints={} seconds={:.2}",
-                summary.events,
-                summary.streams,
-                summary.after,
-                summary.last_position,
-                hex::encode(summary.last_hash),
-                summary.checkpoints_held,
-                summary.elapsed.as_secs_f64()
-            );
-            Ok(ExitCode::SUCCESS)
-        }
+    let summary = match outcome {
+        Ok(summary) => summary,
         Err(VerifyError::Broken(problem)) => {
             println!("verify: BROKEN {problem}");
-            Ok(ExitCode::from(FAILED))
+            return Ok(ExitCode::from(FAILED));
         }
-        Err(error) => Err(error.into()),
+        Err(error) => return Err(error.into()),
+    };
+    // The snapshots of the checkpoints it started from or checked: each must hold its digest.
+    let bound = bound(&sorted);
+    let (snapshots, findings) = {
+        let tx = source::snapshot(&mut client).await?;
+        let checked = snapshot::check(&tx, &bound, summary.after).await?;
+        tx.commit().await?;
+        checked
+    };
+    if !findings.is_empty() {
+        for finding in findings.iter().take(FINDINGS_SHOWN_MAX) {
+            println!("verify: BROKEN {finding}");
+        }
+        if findings.len() > FINDINGS_SHOWN_MAX {
+            println!(
+                "verify: BROKEN ... and {} more rows of snapshots",
+                findings.len() - FINDINGS_SHOWN_MAX
+            );
+        }
+        return Ok(ExitCode::from(FAILED));
+    }
+    println!(
+        "verify: intact events={} streams={} after={} last_position={} last_hash={} \
+         checkpoints={} snapshots={snapshots} seconds={:.2}",
+        summary.events,
+        summary.streams,
+        summary.after,
+        summary.last_position,
+        hex::encode(summary.last_hash),
+        summary.checkpoints_held,
+        summary.elapsed.as_secs_f64()
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Snapshot findings `verify` prints one by one: enough to see what was forged; a snapshot can
+/// be given a million extra rows, the rest are counted.
+const FINDINGS_SHOWN_MAX: usize = 100;
+
+/// Says which stored checkpoints `verify` ignores: they are signed by no trusted key, so they
+/// neither hold nor break the ledger's evidence. Anyone who can append to `checkpoints` can write
+/// such rows; a warning, not a failure, or they could fail every later audit.
+fn warn_untrusted(sorted: &checkpoint::Sorted, keyless: bool) {
+    if sorted.untrusted == 0 {
+        return;
+    }
+    if keyless {
+        println!(
+            "verify: WARNING {} stored checkpoints are ignored: no public key to check their \
+             signatures with ([audit] public_keys)",
+            sorted.untrusted
+        );
+        return;
+    }
+    for why in &sorted.named {
+        println!("verify: WARNING ignored, signed by no trusted key: {why}");
+    }
+    if sorted.untrusted > sorted.named.len() {
+        println!(
+            "verify: WARNING ... and {} more stored checkpoints signed by no trusted key are \
+             ignored",
+            sorted.untrusted - sorted.named.len()
+        );
     }
 }
 
-/// The (position, ledger hash) of every stored checkpoint signed by a known key.
-async fn trusted_checkpoints(
+/// The trusted checkpoints that sign a snapshot, oldest first.
+fn bound(sorted: &checkpoint::Sorted) -> Vec<&Checkpoint> {
+    sorted
+        .trusted
+        .iter()
+        .filter(|found| found.snapshot_digest.is_some())
+        .collect()
+}
+
+/// The stored checkpoints sorted by trust, for a command that uses snapshots: a snapshot is
+/// trusted only through its checkpoint's signature, so a key is needed.
+async fn sorted_for_snapshots(
     client: &deadpool_postgres::Object,
     audit: &AuditConfig,
-) -> Result<Vec<(i64, Vec<u8>)>, Unable> {
+) -> Result<checkpoint::Sorted, Unable> {
     let keyring = keyring(audit)?;
     if keyring.is_empty() {
         return Err(Unable(
@@ -231,13 +254,7 @@ async fn trusted_checkpoints(
                 .into(),
         ));
     }
-    Ok(checkpoint::stored(client)
-        .await?
-        .into_iter()
-        .flatten()
-        .filter(|found| keyring.check(found).is_ok())
-        .map(|found| (found.position, found.ledger_hash.to_vec()))
-        .collect())
+    Ok(keyring.sort(checkpoint::stored(client).await?))
 }
 
 /// `keygen FILE`: a new signing key in FILE; its public key (hex) on stdout.
@@ -254,7 +271,8 @@ pub fn keygen(path: &Path) -> Result<ExitCode, Unable> {
 }
 
 /// `checkpoint`: signs the head, stores the checkpoint, prints it as one JSON line. With
-/// `snapshot`, also stores the projections folded up to it (from the newest earlier snapshot).
+/// `snapshot`, also stores the projections folded up to it (from the newest earlier snapshot that
+/// holds), and the checkpoint signs their digest.
 pub async fn checkpoint(
     pool: &Pool,
     audit: &AuditConfig,
@@ -266,43 +284,34 @@ pub async fn checkpoint(
     let key = checkpoint::load_signing_key(path)?;
     let mut client = client(pool).await?;
     if !snapshot {
-        let taken = checkpoint::take(&client, &key, false)
-            .await?
-            .expect("an unconditional checkpoint is always taken");
+        let taken = checkpoint::take(&client, &key).await?;
         println!("{}", taken.to_json());
         return Ok(ExitCode::SUCCESS);
     }
-    let trusted = trusted_checkpoints(&client, audit).await?;
+    let sorted = sorted_for_snapshots(&client, audit).await?;
     // One repeatable-read snapshot: the head signed and the events folded are the same.
     let tx = client
         .build_transaction()
         .isolation_level(tokio_postgres::IsolationLevel::RepeatableRead)
         .start()
         .await?;
-    let taken = checkpoint::take(&tx, &key, false)
-        .await?
-        .expect("an unconditional checkpoint is always taken");
-    let exists = tx
-        .query_opt(
-            "SELECT 1 FROM snapshots WHERE position = $1",
-            &[&taken.position],
-        )
-        .await?
-        .is_some();
-    if !exists {
-        let (start, after) = match replay::newest_snapshot(&tx, &trusted).await? {
-            Some(found) => (found.projection, found.position),
-            None => (Projection::default(), 0),
-        };
-        let folded = replay::fold_from(&tx, start, after, Until::Position(taken.position)).await?;
-        replay::write_snapshot(&tx, taken.position, &taken.ledger_hash, &folded.projection).await?;
-        eprintln!(
-            "checkpoint: snapshot at position {} ({} events folded after position {after})",
-            taken.position, folded.events
-        );
-    }
+    let taken = snapshot::take(&tx, &key, &bound(&sorted)).await?;
     tx.commit().await?;
-    println!("{}", taken.to_json());
+    for finding in &taken.findings {
+        eprintln!("checkpoint: not used, {finding}");
+    }
+    match taken.folded {
+        Some((after, events)) => eprintln!(
+            "checkpoint: snapshot at position {} ({events} events folded after position {after})",
+            taken.checkpoint.position
+        ),
+        None => eprintln!(
+            "checkpoint: a snapshot that holds is stored at position {} already: the checkpoint \
+             signs no new one",
+            taken.checkpoint.position
+        ),
+    }
+    println!("{}", taken.checkpoint.to_json());
     Ok(ExitCode::SUCCESS)
 }
 
@@ -342,45 +351,37 @@ pub async fn replay(
             "--since-snapshot compares with the live tables; it does not go with --as-of".into(),
         ));
     }
-    let trusted = match since_snapshot {
-        Some(audit) => Some(trusted_checkpoints(&client, audit).await?),
+    let sorted = match since_snapshot {
+        Some(audit) => Some(sorted_for_snapshots(&client, audit).await?),
         None => None,
     };
-    let (folded, live) = {
+    let bound = sorted.as_ref().map(bound);
+    let (folded, live, findings) = {
         let tx = source::snapshot(&mut client).await?;
-        let start = match &trusted {
-            Some(trusted) => replay::newest_snapshot(&tx, trusted).await?,
+        let start = match &bound {
+            Some(bound) => Some(snapshot::start(&tx, bound).await?),
             None => None,
         };
-        if trusted.is_some() && start.is_none() {
-            eprintln!(
-                "replay: no snapshot at a checkpoint whose signature holds: folding everything"
-            );
+        match start.as_ref().map(|start| start.snapshot) {
+            Some(Some(position)) => {
+                eprintln!("replay: starting from the snapshot at position {position}")
+            }
+            Some(None) => eprintln!(
+                "replay: no snapshot signed by a trusted checkpoint holds: folding everything"
+            ),
+            None => {}
         }
-        let folded = match start {
-            None => replay::fold(&tx, until.unwrap_or(Until::End)).await?,
+        let (folded, findings) = match start {
+            None => (
+                replay::fold(&tx, until.unwrap_or(Until::End)).await?,
+                Vec::new(),
+            ),
             Some(start) => {
-                // The snapshot must belong to this ledger: its event carries the signed hash.
-                let stored: Option<Vec<u8>> = tx
-                    .query_opt(
-                        "SELECT ledger_hash FROM events WHERE position = $1",
-                        &[&start.position],
-                    )
-                    .await?
-                    .and_then(|row| row.get(0));
-                if start.position > 0 && stored.as_deref() != Some(start.ledger_hash.as_slice()) {
-                    println!(
-                        "replay: DIFFERENT the snapshot at position {} does not match the \
-                         ledger's hash there",
-                        start.position
-                    );
-                    return Ok(ExitCode::from(FAILED));
-                }
-                eprintln!(
-                    "replay: starting from the snapshot at position {}",
-                    start.position
-                );
-                replay::fold_from(&tx, start.projection, start.position, Until::End).await?
+                let mut folded =
+                    replay::fold_from(&tx, start.projection, start.position, Until::End).await?;
+                // Those folded to name what was wrong with newer snapshots count too.
+                folded.events += start.events;
+                (folded, start.findings)
             }
         };
         let live = match until {
@@ -388,7 +389,7 @@ pub async fn replay(
             Some(_) => None,
         };
         tx.commit().await?;
-        (folded, live)
+        (folded, live, findings)
     };
     if let Some(name) = scratch_schema {
         replay::write_schema(&mut client, name, &folded.projection).await?;
@@ -400,7 +401,7 @@ pub async fn replay(
             print_balances(&folded, format);
             Ok(ExitCode::SUCCESS)
         }
-        Some(live) => Ok(compared(&live, &folded)),
+        Some(live) => Ok(compared(&live, &folded, &findings)),
     }
 }
 
@@ -436,11 +437,16 @@ fn print_balances(folded: &replay::Folded, format: TableOrJson) {
     }
 }
 
-/// `replay`: the replayed projections held against the live tables, said line by line.
-fn compared(live: &projections::Projection, folded: &replay::Folded) -> ExitCode {
+/// `replay`: the replayed projections held against the live tables, said line by line, after
+/// what is wrong with the snapshots it did not start from.
+fn compared(
+    live: &projections::Projection,
+    folded: &replay::Folded,
+    findings: &[snapshot::Finding],
+) -> ExitCode {
     let differences = replay::compare(live, &folded.projection);
     let seconds = folded.elapsed.as_secs_f64();
-    if differences.is_empty() {
+    if differences.is_empty() && findings.is_empty() {
         println!(
             "replay: identical events={} last_position={} packages={} tasks={} seconds={seconds:.2}",
             folded.events,
@@ -450,12 +456,15 @@ fn compared(live: &projections::Projection, folded: &replay::Folded) -> ExitCode
         );
         return ExitCode::SUCCESS;
     }
+    for finding in findings {
+        println!("replay: DIFFERENT {finding}");
+    }
     for difference in &differences {
         println!("replay: DIFFERENT {difference}");
     }
     println!(
         "replay: {} differences after {} events (last position {})",
-        differences.len(),
+        differences.len() + findings.len(),
         folded.events,
         folded.last_position
     );

@@ -5,5 +5,6 @@ pub mod commands;
 pub mod export;
 pub mod replay;
 pub mod report;
+pub mod snapshot;
 pub mod source;
 pub mod verify;

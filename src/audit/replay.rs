@@ -18,6 +18,10 @@ pub enum ReplayError {
     Fold { position: i64, source: FoldError },
     #[error(transparent)]
     Corrupt(#[from] CorruptRow),
+    #[error(transparent)]
+    Checkpoint(#[from] super::checkpoint::CheckpointError),
+    #[error("{0}")]
+    Snapshot(String),
     #[error("{}", crate::store::describe(.0))]
     Database(#[from] tokio_postgres::Error),
 }
@@ -271,118 +275,6 @@ pub async fn write_schema(
     }
     tx.commit().await?;
     Ok(())
-}
-
-/// A stored projection snapshot: the projections at `position`, whose ledger hash it carries.
-pub struct Snapshot {
-    pub position: i64,
-    pub ledger_hash: Vec<u8>,
-    pub projection: Projection,
-}
-
-/// Stores `projection` as the snapshot at `position` (ledger hash `ledger_hash`), in `tx`.
-/// The rows are written with the service's own row writers into temporary tables shaped like the
-/// live ones, then copied: one definition of a row, wherever it is stored.
-pub async fn write_snapshot(
-    tx: &deadpool_postgres::Transaction<'_>,
-    position: i64,
-    ledger_hash: &[u8],
-    projection: &Projection,
-) -> Result<(), ReplayError> {
-    tx.execute(
-        "INSERT INTO snapshots (position, ledger_hash, taken_at) VALUES ($1, $2, now())",
-        &[&position, &ledger_hash],
-    )
-    .await?;
-    tx.batch_execute(
-        "CREATE TEMP TABLE packages (LIKE public.packages) ON COMMIT DROP;
-         CREATE TEMP TABLE tasks (LIKE public.tasks) ON COMMIT DROP;
-         SET LOCAL search_path = pg_temp, public;",
-    )
-    .await?;
-    let packages: Vec<&Package> = projection.packages.values().collect();
-    let tasks: Vec<&Task> = projection.tasks.values().collect();
-    for chunk in packages.chunks(10_000) {
-        rows::insert_packages(tx, chunk).await?;
-    }
-    for chunk in tasks.chunks(10_000) {
-        rows::insert_tasks(tx, chunk).await?;
-    }
-    tx.execute(
-        &format!(
-            "INSERT INTO public.snapshot_packages (snapshot_position, {columns})
-             SELECT $1, {columns} FROM pg_temp.packages",
-            columns = rows::PACKAGE_COLUMNS
-        ),
-        &[&position],
-    )
-    .await?;
-    tx.execute(
-        &format!(
-            "INSERT INTO public.snapshot_tasks (snapshot_position, {columns})
-             SELECT $1, {columns} FROM pg_temp.tasks",
-            columns = rows::TASK_COLUMNS
-        ),
-        &[&position],
-    )
-    .await?;
-    tx.batch_execute("DROP TABLE pg_temp.packages, pg_temp.tasks; SET LOCAL search_path = public;")
-        .await?;
-    Ok(())
-}
-
-/// The newest snapshot at one of `trusted` (position, ledger hash) pairs, if any.
-pub async fn newest_snapshot(
-    tx: &Transaction<'_>,
-    trusted: &[(i64, Vec<u8>)],
-) -> Result<Option<Snapshot>, ReplayError> {
-    let rows = tx
-        .query(
-            "SELECT position, ledger_hash FROM snapshots ORDER BY position DESC",
-            &[],
-        )
-        .await?;
-    let Some((position, ledger_hash)) = rows
-        .iter()
-        .map(|row| (row.get::<_, i64>(0), row.get::<_, Vec<u8>>(1)))
-        .find(|found| trusted.contains(found))
-    else {
-        return Ok(None);
-    };
-    let mut projection = Projection::default();
-    let packages = tx
-        .query(
-            &format!(
-                "SELECT {} FROM snapshot_packages WHERE snapshot_position = $1",
-                rows::PACKAGE_COLUMNS
-            ),
-            &[&position],
-        )
-        .await?;
-    for row in &packages {
-        let package = rows::package_from_row(row)?;
-        projection
-            .packages
-            .insert(package.instance_id.clone(), package);
-    }
-    let tasks = tx
-        .query(
-            &format!(
-                "SELECT {} FROM snapshot_tasks WHERE snapshot_position = $1",
-                rows::TASK_COLUMNS
-            ),
-            &[&position],
-        )
-        .await?;
-    for row in &tasks {
-        let task = rows::task_from_row(row)?;
-        projection.tasks.insert(task.task_id.clone(), task);
-    }
-    Ok(Some(Snapshot {
-        position,
-        ledger_hash,
-        projection,
-    }))
 }
 
 fn quote_identifier(name: &str) -> String {

@@ -79,6 +79,11 @@ const MIGRATIONS: &[Migration] = &[
         sql: include_str!("../../schema/0013_marketplace_revision.sql"),
     },
     Migration {
+        version: 14,
+        name: "bound_snapshots",
+        sql: include_str!("../../schema/0014_bound_snapshots.sql"),
+    },
+    Migration {
         version: 15,
         name: "console_sign_ins",
         sql: include_str!("../../schema/0015_console_sign_ins.sql"),

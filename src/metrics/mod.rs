@@ -50,6 +50,7 @@ pub const EXPIRY_SWEEPS: &str = "dts_ledger_expiry_sweeps_total";
 pub const PACKAGES_EXPIRED: &str = "dts_ledger_packages_expired_total";
 pub const CHECKPOINTS: &str = "dts_ledger_checkpoints_total";
 pub const CHECKPOINT_CURRENT: &str = "dts_ledger_checkpoint_current_timestamp_seconds";
+pub const CHECKPOINTS_UNTRUSTED: &str = "dts_ledger_checkpoints_untrusted_total";
 pub const VERIFICATIONS: &str = "dts_ledger_verifications_total";
 pub const VERIFY_INTACT: &str = "dts_ledger_verify_intact";
 pub const POOL_SIZE: &str = "dts_ledger_pool_connections";
@@ -204,6 +205,10 @@ fn describe() {
         "Unix time the ledger head was last covered by a signed checkpoint"
     );
     describe_counter!(
+        CHECKPOINTS_UNTRUSTED,
+        "Stored checkpoints signed by no trusted key, ignored; each counted once per process"
+    );
+    describe_counter!(
         VERIFICATIONS,
         "Ledger verifications before signing, by result (intact, broken, error)"
     );
@@ -255,6 +260,7 @@ fn zero() {
     counter!(PACKAGES_EXPIRED).increment(0);
     counter!(EXPIRY_NOTICES_HELD).increment(0);
     counter!(MARKETPLACE_AMBIGUOUS).increment(0);
+    counter!(CHECKPOINTS_UNTRUSTED).increment(0);
     counter!(TRANSACTION_RETRIES).increment(0);
 }
 

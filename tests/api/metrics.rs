@@ -562,13 +562,15 @@ async fn the_checkpointer_skips_an_empty_ledger_and_checks_with_the_audits_bound
     let mut client = app.db.pool.get().await.unwrap();
     let round = checkpoint::verify_and_take(&mut client, &key, &keyring)
         .await
-        .unwrap();
+        .unwrap()
+        .round;
     assert!(matches!(round, Round::Unmoved), "{round:?}");
 
     app.buy("bounded-pkg", "bounded-pin", SMALL_SKU).await;
     let round = checkpoint::verify_and_take(&mut client, &key, &keyring)
         .await
-        .unwrap();
+        .unwrap()
+        .round;
     let Round::Signed(signed) = round else {
         panic!("the moved ledger is signed: {round:?}")
     };
@@ -608,4 +610,78 @@ fn the_alert_rules_pass_promtool() {
         "promtool refuses the rules: {said}"
     );
     assert!(said.contains("SUCCESS"), "{said}");
+}
+
+/// Issue 18, item 12, in `serve`: rows the service role appends to `checkpoints` (one claiming the
+/// checkpointer's own key at the head under a signature that does not hold, one of a key nobody
+/// trusts beyond the head) neither stop it from signing the head nor make it refuse: they are
+/// counted and ignored.
+#[tokio::test]
+async fn the_checkpointer_signs_past_checkpoints_no_trusted_key_signed_and_counts_them() {
+    use dts_ledger::audit::checkpoint::{self, Checkpoint, Keyring};
+    use dts_ledger::database::Role;
+    let scratch = tempfile::tempdir().unwrap();
+    let key_file = scratch.path().join("signing.key");
+    checkpoint::keygen(&key_file).unwrap();
+    let key = checkpoint::load_signing_key(&key_file).unwrap();
+    let app = spawn_app().await;
+    app.buy("untrusted-pkg", "untrusted-pin", SMALL_SKU).await;
+    let service = app.db.client_as(Role::Service).await;
+    let head = service
+        .query_one("SELECT position, ledger_hash FROM ledger_head", &[])
+        .await
+        .unwrap();
+    let (position, ledger_hash): (i64, Vec<u8>) = (head.get(0), head.get(1));
+    let ledger_hash: [u8; 32] = ledger_hash.try_into().unwrap();
+    let stranger = ed25519_dalek::SigningKey::from_bytes(&[42; 32]);
+    let mut claims_ours = Checkpoint::sign(&stranger, position, ledger_hash, chrono::Utc::now());
+    claims_ours.key_id = checkpoint::key_id(&key.verifying_key());
+    let beyond = Checkpoint::sign(&stranger, position + 100, [7; 32], chrono::Utc::now());
+    for forged in [&claims_ours, &beyond] {
+        service
+            .execute(
+                "INSERT INTO checkpoints (position, ledger_hash, signed_at, key_id, signature)
+                 VALUES ($1, $2, $3, $4, $5)",
+                &[
+                    &forged.position,
+                    &forged.ledger_hash.as_slice(),
+                    &forged.signed_at,
+                    &hex::encode(forged.key_id),
+                    &forged.signature.as_slice(),
+                ],
+            )
+            .await
+            .unwrap();
+    }
+
+    let before = scrape(&app).await;
+    let signer = app.sibling(operated_config(webhook_receiver(), key_file));
+    let keyring = Keyring::new(&[], Some(&key)).unwrap();
+    let mut signed = false;
+    for _ in 0..100 {
+        let client = app.db.pool.get().await.unwrap();
+        signed = checkpoint::stored(&client)
+            .await
+            .unwrap()
+            .into_iter()
+            .flatten()
+            .any(|found| found.position == position && keyring.check(&found).is_ok());
+        if signed {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(
+        signed,
+        "the checkpointer signed the head past the row claiming its key"
+    );
+    let untrusted = "dts_ledger_checkpoints_untrusted_total";
+    let after = scrape_until(&signer, |s| {
+        s.value(untrusted, &[]) >= before.value(untrusted, &[]) + 2.0
+    })
+    .await;
+    assert!(
+        after.value(untrusted, &[]) >= before.value(untrusted, &[]) + 2.0,
+        "both are counted"
+    );
 }

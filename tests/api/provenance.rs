@@ -3,6 +3,7 @@
 
 use crate::helpers::{spawn_app, TestApp};
 use chrono::{DateTime, Duration, Utc};
+use dts_ledger::database::Role;
 use dts_ledger::store::hash::{
     canonical, event_hash, ledger_hash, Hash, HashVersion, Hashed, GENESIS,
 };
@@ -578,6 +579,8 @@ async fn a_consistent_rewrite_is_placed_between_the_last_checkpoint_that_holds_a
     );
 }
 
+/// Checkpoint lines kept outside: anything but a checkpoint a trusted key signed is refused (exit
+/// 2), a trusted one beyond the head fails (exit 1).
 #[tokio::test]
 async fn checkpoints_of_another_key_edited_truncated_or_beyond_the_head_are_refused() {
     use dts_ledger::audit::checkpoint::{load_signing_key, Checkpoint};
@@ -625,7 +628,7 @@ async fn checkpoints_of_another_key_edited_truncated_or_beyond_the_head_are_refu
     assert_eq!(code, 1, "{out}");
     assert!(out.contains("beyond the last event"), "{out}");
 
-    // A checkpoint forged in the database is refused too.
+    // A checkpoint forged in the database, claiming the trusted key.
     let forged = Checkpoint::sign(&other, parsed.position, parsed.ledger_hash, Utc::now());
     app.db
         .client()
@@ -643,9 +646,14 @@ async fn checkpoints_of_another_key_edited_truncated_or_beyond_the_head_are_refu
         )
         .await
         .unwrap();
+    // ... and one forged in the database proves nothing either way: it is reported and ignored.
     let (code, out, _) = cli(&app, &["verify"], &signing);
-    assert_eq!(code, 1, "{out}");
-    assert!(out.contains("signature does not hold"), "{out}");
+    assert_eq!(code, 0, "{out}");
+    assert!(
+        out.contains("WARNING ignored, signed by no trusted key")
+            && out.contains("signature does not hold"),
+        "{out}"
+    );
 }
 
 #[tokio::test]
@@ -656,14 +664,22 @@ async fn checkpoints_are_append_only() {
     small_ledger(&app).await;
     checkpoint(&app, &key_file);
     let client = app.db.client().await;
+    // A plain TRUNCATE is refused before the trigger runs, since snapshots reference their
+    // checkpoints (SQLSTATE 0A000); with CASCADE, the triggers refuse it.
     for statement in [
         "UPDATE checkpoints SET position = 1",
         "DELETE FROM checkpoints",
-        "TRUNCATE checkpoints",
+        "TRUNCATE checkpoints CASCADE",
+        "TRUNCATE snapshots CASCADE",
     ] {
         let error = client.batch_execute(statement).await.unwrap_err();
         assert_eq!(error.code().unwrap().code(), "LG001", "{statement}");
     }
+    let error = client
+        .batch_execute("TRUNCATE checkpoints")
+        .await
+        .unwrap_err();
+    assert_eq!(error.code().unwrap().code(), "0A000", "{error}");
 }
 
 #[tokio::test]
@@ -867,4 +883,510 @@ async fn replay_since_snapshot_folds_only_what_follows_a_signed_checkpoint() {
         .await
         .unwrap_err();
     assert_eq!(error.code().unwrap().code(), "LG001");
+}
+
+/// Appends `checkpoint` to `checkpoints` as the service's database role can: it may append to
+/// the table, and nothing checks a signature on the way in.
+async fn append_as_service(app: &TestApp, checkpoint: &dts_ledger::audit::checkpoint::Checkpoint) {
+    app.db
+        .client_as(Role::Service)
+        .await
+        .execute(
+            "INSERT INTO checkpoints (position, ledger_hash, signed_at, key_id, signature)
+             VALUES ($1, $2, $3, $4, $5)",
+            &[
+                &checkpoint.position,
+                &checkpoint.ledger_hash.as_slice(),
+                &checkpoint.signed_at,
+                &hex::encode(checkpoint.key_id),
+                &checkpoint.signature.as_slice(),
+            ],
+        )
+        .await
+        .unwrap();
+}
+
+/// The ledger head: its position and ledger hash.
+async fn head(app: &TestApp) -> (i64, Hash) {
+    let row = app
+        .db
+        .client()
+        .await
+        .query_one("SELECT position, ledger_hash FROM ledger_head", &[])
+        .await
+        .unwrap();
+    (row.get(0), row.get::<_, Vec<u8>>(1).try_into().unwrap())
+}
+
+/// Issue 18, item 12: checkpoints the service role appends, signed by a key nobody trusts (or
+/// claiming a trusted key under a signature that does not hold), are reported and ignored; they
+/// can no longer fail every later `verify` for good, nor steer `--since-checkpoint`.
+#[tokio::test]
+async fn checkpoints_signed_by_no_trusted_key_are_reported_and_ignored() {
+    use dts_ledger::audit::checkpoint::{key_id, load_signing_key, Checkpoint};
+    use ed25519_dalek::SigningKey;
+    let app = spawn_app().await;
+    let scratch = Scratch::new();
+    let (key_file, _) = keygen(&app, &scratch, "signing.key");
+    let signing = [("LEDGER_SIGNING_KEY_FILE", key_file.as_str())];
+    let ours = load_signing_key(std::path::Path::new(&key_file)).unwrap();
+    small_ledger(&app).await;
+    let trusted: serde_json::Value = serde_json::from_str(&checkpoint(&app, &key_file)).unwrap();
+    let at = trusted["position"].as_i64().unwrap();
+    app.report("task-0", "r-after", 100).await;
+    let (head, head_hash) = head(&app).await;
+    assert!(head > at);
+
+    let stranger = SigningKey::from_bytes(&[42; 32]);
+    let mut claims_ours = Checkpoint::sign(&stranger, head, [7; 32], Utc::now());
+    claims_ours.key_id = key_id(&ours.verifying_key());
+    let forged = [
+        // The right ledger hash at the head, from a key nobody trusts.
+        Checkpoint::sign(&stranger, head, head_hash, Utc::now()),
+        // A ledger hash the ledger never had, at the trusted checkpoint's position.
+        Checkpoint::sign(&stranger, at, [7; 32], Utc::now()),
+        // Beyond the head, as if events had been removed from the end.
+        Checkpoint::sign(&stranger, head + 1_000, head_hash, Utc::now()),
+        claims_ours,
+    ];
+    for checkpoint in &forged {
+        append_as_service(&app, checkpoint).await;
+    }
+
+    let (code, out, err) = cli(&app, &["verify"], &signing);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.contains("verify: intact"), "{out}");
+    assert!(
+        out.contains("checkpoints=1 "),
+        "only the trusted one holds: {out}"
+    );
+    let warnings: Vec<&str> = out
+        .lines()
+        .filter(|line| line.starts_with("verify: WARNING ignored, signed by no trusted key"))
+        .collect();
+    assert_eq!(warnings.len(), forged.len(), "{out}");
+    assert!(
+        out.contains(&hex::encode(key_id(&stranger.verifying_key())))
+            && out.contains("not among the known public keys"),
+        "{out}"
+    );
+    assert!(out.contains("signature does not hold"), "{out}");
+
+    // The incremental check starts from the trusted checkpoint, not from one of the forged ones.
+    let (code, out, err) = cli(&app, &["verify", "--since-checkpoint"], &signing);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(
+        out.contains(&format!("after={at} last_position={head}")),
+        "{out}"
+    );
+
+    // Without any key, no stored checkpoint is trusted: all are ignored, and it says so.
+    let (code, out, _) = app.db.run_cli(&["verify"]);
+    assert_eq!(code, 0, "{out}");
+    assert!(
+        out.contains(&format!(
+            "WARNING {} stored checkpoints are ignored: no public key",
+            forged.len() + 1
+        )),
+        "{out}"
+    );
+
+    // A FILE that is not a checkpoint a trusted key signed is still refused: exit 2.
+    let file = scratch.path("stranger.json");
+    std::fs::write(&file, forged[0].to_json().to_string()).unwrap();
+    let (code, _, err) = cli(&app, &["verify", "--checkpoint", &file], &signing);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("not among the known public keys"), "{err}");
+
+    // A trusted key's checkpoint that the ledger does not reach still fails.
+    append_as_service(
+        &app,
+        &Checkpoint::sign(&ours, head + 5, head_hash, Utc::now()),
+    )
+    .await;
+    let (code, out, _) = cli(&app, &["verify"], &signing);
+    assert_eq!(code, 1, "{out}");
+    assert!(out.contains("beyond the last event"), "{out}");
+}
+
+/// Ten tebibytes: what the insider of issue 18 grants themselves.
+const TEN_TIB: i64 = 10 << 40;
+
+/// `sql` as the service's database role: what an insider with the service's credentials runs.
+async fn as_service(app: &TestApp, statement: &str) -> Result<(), tokio_postgres::Error> {
+    app.db
+        .client_as(Role::Service)
+        .await
+        .batch_execute(statement)
+        .await
+}
+
+/// Issue 18, item 11: the snapshot tables are no longer trusted as stored. A second row for a
+/// package of a snapshot is refused; an extra row the database admits, a forged row, a missing
+/// row or a missing snapshot is named, against the ledger folded up to the snapshot, and the
+/// snapshot is not used.
+#[tokio::test]
+async fn a_forged_snapshot_is_refused_or_named_and_never_used() {
+    let app = spawn_app().await;
+    let scratch = Scratch::new();
+    let (key_file, _) = keygen(&app, &scratch, "signing.key");
+    let signing = [("LEDGER_SIGNING_KEY_FILE", key_file.as_str())];
+    small_ledger(&app).await;
+    let (code, line, err) = cli(&app, &["checkpoint", "--snapshot"], &signing);
+    assert_eq!(code, 0, "{err}");
+    let snapshotted: serde_json::Value = serde_json::from_str(&line).unwrap();
+    let at = snapshotted["position"].as_i64().unwrap();
+
+    // The issue's insider: a copy of biz-p's row in the trusted snapshot with 10 TiB more granted
+    // and remaining, and the live row adjusted to match.
+    let copied = as_service(
+        &app,
+        &format!(
+            "INSERT INTO snapshot_packages
+             SELECT (jsonb_populate_record(s, jsonb_build_object(
+                        'bytes_granted', s.bytes_granted + {TEN_TIB},
+                        'bytes_remaining', s.bytes_remaining + {TEN_TIB}))).*
+               FROM snapshot_packages s
+              WHERE snapshot_position = {at} AND instance_id = 'biz-p'"
+        ),
+    )
+    .await;
+    as_service(
+        &app,
+        &format!(
+            "UPDATE packages SET bytes_granted = bytes_granted + {TEN_TIB},
+                                 bytes_remaining = bytes_remaining + {TEN_TIB}
+              WHERE instance_id = 'biz-p'"
+        ),
+    )
+    .await
+    .unwrap();
+    let (code, out, err) = cli(&app, &["replay", "--since-snapshot"], &signing);
+    assert_eq!(code, 1, "the 10 TiB follow from no event: {out}{err}");
+    assert!(
+        out.contains("DIFFERENT package biz-p bytes_granted: live"),
+        "{out}"
+    );
+    let refused = copied.expect_err("a second row for one package of one snapshot is refused");
+    assert_eq!(refused.code().unwrap().code(), "23505", "{refused}");
+    assert!(
+        snapshotted["snapshotDigest"]
+            .as_str()
+            .is_some_and(|d| d.len() == 64),
+        "the checkpoint signs the snapshot's digest: {line}"
+    );
+    let (code, out, err) = cli(&app, &["verify"], &signing);
+    assert_eq!(code, 0, "the snapshot itself is intact: {out}{err}");
+    assert!(out.contains("snapshots=1 "), "{out}");
+    // Its version 2 line, kept outside, is a checkpoint `verify --checkpoint` holds the ledger to.
+    let kept = scratch.path("snapshot-checkpoint.json");
+    std::fs::write(&kept, &line).unwrap();
+    let (code, out, err) = cli(&app, &["verify", "--checkpoint", &kept], &signing);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.contains("checkpoints=2 "), "{out}");
+
+    // A row the database admits, under the snapshot's key: a package the snapshot never had.
+    as_service(
+        &app,
+        &format!(
+            "INSERT INTO snapshot_packages
+             SELECT (jsonb_populate_record(s, jsonb_build_object(
+                        'instance_id', 'biz-forged', 'bytes_granted', {TEN_TIB},
+                        'bytes_consumed', 0, 'bytes_forfeited', 0,
+                        'bytes_remaining', {TEN_TIB}, 'bytes_overage', 0))).*
+               FROM snapshot_packages s
+              WHERE snapshot_position = {at} AND instance_id = 'biz-p';
+             INSERT INTO packages
+             SELECT (jsonb_populate_record(p, jsonb_build_object(
+                        'instance_id', 'biz-forged', 'bytes_granted', {TEN_TIB},
+                        'bytes_consumed', 0, 'bytes_forfeited', 0,
+                        'bytes_remaining', {TEN_TIB}, 'bytes_overage', 0))).*
+               FROM packages p WHERE instance_id = 'biz-p';"
+        ),
+    )
+    .await
+    .unwrap();
+    let extra = format!("snapshot at position {at} (checkpoint signed ");
+    let (code, out, err) = cli(&app, &["replay", "--since-snapshot"], &signing);
+    assert_eq!(code, 1, "{out}{err}");
+    assert!(out.contains(&format!("DIFFERENT {extra}")), "{out}");
+    assert!(
+        out.contains("package biz-forged row: stored present replayed absent"),
+        "{out}"
+    );
+    assert!(
+        !err.contains("starting from the snapshot"),
+        "the forged snapshot is not used: {err}"
+    );
+    assert!(err.contains("folding everything"), "{err}");
+    assert!(
+        out.contains("DIFFERENT package biz-forged row: live present replayed absent"),
+        "{out}"
+    );
+    let (code, out, err) = cli(&app, &["verify"], &signing);
+    assert_eq!(code, 1, "{out}{err}");
+    assert!(
+        out.contains(&format!("BROKEN {extra}"))
+            && out.contains("package biz-forged row: stored present replayed absent"),
+        "{out}"
+    );
+
+    // A snapshot in the old shape, with no checkpoint's key, at a checkpoint that signed no
+    // snapshot: never read. (The live row of biz-p is put back first: the service would charge
+    // the next report against it, and that event could not follow from the ledger.)
+    as_service(
+        &app,
+        &format!(
+            "UPDATE packages SET bytes_granted = bytes_granted - {TEN_TIB},
+                                 bytes_remaining = bytes_remaining - {TEN_TIB}
+              WHERE instance_id = 'biz-p'"
+        ),
+    )
+    .await
+    .unwrap();
+    app.report("task-0", "r-after", 100).await;
+    let plain: serde_json::Value = serde_json::from_str(&checkpoint(&app, &key_file)).unwrap();
+    let plain_at = plain["position"].as_i64().unwrap();
+    as_service(
+        &app,
+        &format!(
+            "INSERT INTO snapshots (position, ledger_hash, taken_at)
+             SELECT position, ledger_hash, now() FROM ledger_head;
+             INSERT INTO snapshot_packages
+             SELECT (jsonb_populate_record(s, jsonb_build_object(
+                        'snapshot_position', {plain_at}, 'snapshot_key_id', NULL,
+                        'snapshot_signed_at', NULL))).*
+               FROM snapshot_packages s
+              WHERE snapshot_position = {at} AND instance_id = 'biz-forged';"
+        ),
+    )
+    .await
+    .unwrap();
+    let (_, _, err) = cli(&app, &["replay", "--since-snapshot"], &signing);
+    assert!(!err.contains("starting from the snapshot"), "{err}");
+
+    // The superuser edits one row, removes another and, without the index, adds a second row for
+    // a package: each named.
+    sql(
+        &app,
+        &format!(
+            "ALTER TABLE snapshot_packages DISABLE TRIGGER snapshot_packages_append_only;
+             ALTER TABLE snapshot_tasks DISABLE TRIGGER snapshot_tasks_append_only;
+             UPDATE snapshot_packages SET bytes_consumed = bytes_consumed - 1000
+              WHERE snapshot_position = {at} AND instance_id = 'biz-p';
+             DELETE FROM snapshot_tasks WHERE snapshot_position = {at} AND task_id = 'task-1';
+             DROP INDEX snapshot_packages_one_per_package;
+             INSERT INTO snapshot_packages SELECT * FROM snapshot_packages
+              WHERE snapshot_position = {at} AND instance_id = 'biz-p';"
+        ),
+    )
+    .await;
+    let (code, out, err) = cli(&app, &["replay", "--since-snapshot"], &signing);
+    assert_eq!(code, 1, "{out}{err}");
+    assert!(
+        out.contains("package biz-p bytes_consumed: stored"),
+        "{out}"
+    );
+    assert!(
+        out.contains("task task-1 row: stored absent replayed present"),
+        "{out}"
+    );
+    assert!(
+        out.contains("package biz-p row: stored twice"),
+        "a later row no longer overrides an earlier one: {out}"
+    );
+
+    // A new snapshot builds on none of that, and is used; `verify` still names the old one.
+    let (code, _, err) = cli(&app, &["checkpoint", "--snapshot"], &signing);
+    assert_eq!(code, 0, "{err}");
+    assert!(err.contains(&format!("not used, {extra}")), "{err}");
+    assert!(err.contains("folded after position 0"), "{err}");
+    let (_, out, err) = cli(&app, &["replay", "--since-snapshot"], &signing);
+    assert!(
+        err.contains("starting from the snapshot at position"),
+        "{err}"
+    );
+    assert!(!out.contains(&extra), "{out}");
+    let (code, out, err) = cli(&app, &["verify"], &signing);
+    assert_eq!(code, 1, "{out}{err}");
+    assert!(
+        out.contains("package biz-p bytes_consumed: stored"),
+        "{out}"
+    );
+
+    // A snapshot gone altogether is missing.
+    sql(
+        &app,
+        &format!(
+            "ALTER TABLE snapshots DISABLE TRIGGER snapshots_append_only;
+             DELETE FROM snapshot_packages WHERE snapshot_position = {at};
+             DELETE FROM snapshot_tasks WHERE snapshot_position = {at};
+             DELETE FROM snapshots WHERE position = {at};"
+        ),
+    )
+    .await;
+    let (code, out, err) = cli(&app, &["verify"], &signing);
+    assert_eq!(code, 1, "{out}{err}");
+    assert!(
+        out.contains(&format!("BROKEN {extra}")) && out.contains("is missing"),
+        "{out}"
+    );
+}
+
+/// Snapshots stored before version 2 checkpoints existed carry no checkpoint's key and no
+/// signature covers them: the migration keeps them as they are (a second row for one package
+/// included, which it could not refuse without rewriting facts), and the audits never use them.
+#[tokio::test]
+async fn snapshots_from_before_migration_14_are_kept_and_never_used() {
+    use crate::helpers::{run_binary, TestDb};
+    use dts_ledger::audit::checkpoint::{self, Checkpoint};
+    use dts_ledger::database::migrate;
+    use sha2::{Digest, Sha256};
+    const BEFORE: [(i32, &str, &str); 11] = [
+        (1, "ledger", include_str!("../../schema/0001_ledger.sql")),
+        (
+            2,
+            "projections",
+            include_str!("../../schema/0002_projections.sql"),
+        ),
+        (
+            3,
+            "order_details",
+            include_str!("../../schema/0003_order_details.sql"),
+        ),
+        (4, "outbox", include_str!("../../schema/0004_outbox.sql")),
+        (
+            5,
+            "recorded_at",
+            include_str!("../../schema/0005_recorded_at.sql"),
+        ),
+        (
+            6,
+            "marketplace_hardening",
+            include_str!("../../schema/0006_marketplace_hardening.sql"),
+        ),
+        (
+            7,
+            "outbox_order",
+            include_str!("../../schema/0007_outbox_order.sql"),
+        ),
+        (
+            8,
+            "ledger_chain",
+            include_str!("../../schema/0008_ledger_chain.sql"),
+        ),
+        (
+            9,
+            "checkpoints",
+            include_str!("../../schema/0009_checkpoints.sql"),
+        ),
+        (11, "console", include_str!("../../schema/0011_console.sql")),
+        (
+            12,
+            "json_text",
+            include_str!("../../schema/0012_json_text.sql"),
+        ),
+    ];
+    let db = TestDb::create_unmigrated().await;
+    let mut owner = db.client_as(Role::Owner).await;
+    owner
+        .batch_execute(
+            "CREATE TABLE schema_migrations (
+                 version    integer     PRIMARY KEY,
+                 name       text        NOT NULL,
+                 checksum   text        NOT NULL,
+                 applied_at timestamptz NOT NULL DEFAULT now()
+             )",
+        )
+        .await
+        .unwrap();
+    for (version, name, sql) in BEFORE {
+        owner.batch_execute(sql).await.unwrap();
+        owner
+            .execute(
+                "INSERT INTO schema_migrations (version, name, checksum) VALUES ($1, $2, $3)",
+                &[
+                    &version,
+                    &name,
+                    &hex::encode(Sha256::digest(sql.as_bytes())),
+                ],
+            )
+            .await
+            .unwrap();
+    }
+    // A trusted checkpoint of the empty ledger with a snapshot, as the earlier release stored
+    // them, and a second row for its package that nothing refused then.
+    let scratch = Scratch::new();
+    let key_file = scratch.path("signing.key");
+    checkpoint::keygen(std::path::Path::new(&key_file)).unwrap();
+    let key = checkpoint::load_signing_key(std::path::Path::new(&key_file)).unwrap();
+    let genesis: Vec<u8> = owner
+        .query_one("SELECT ledger_hash FROM ledger_head", &[])
+        .await
+        .unwrap()
+        .get(0);
+    let signed = Checkpoint::sign(&key, 0, genesis.clone().try_into().unwrap(), Utc::now());
+    owner
+        .execute(
+            "INSERT INTO checkpoints (position, ledger_hash, signed_at, key_id, signature)
+             VALUES ($1, $2, $3, $4, $5)",
+            &[
+                &signed.position,
+                &genesis,
+                &signed.signed_at,
+                &hex::encode(signed.key_id),
+                &signed.signature.as_slice(),
+            ],
+        )
+        .await
+        .unwrap();
+    owner
+        .execute(
+            "INSERT INTO snapshots (position, ledger_hash, taken_at) VALUES (0, $1, now())",
+            &[&genesis],
+        )
+        .await
+        .unwrap();
+    for granted in [1_000_i64, 1_000 + TEN_TIB] {
+        owner
+            .execute(
+                "INSERT INTO snapshot_packages (snapshot_position, instance_id, jd_pin, sku_id,
+                        sku_bytes, unit_price, units, status, bytes_granted, bytes_consumed,
+                        bytes_forfeited, bytes_remaining, bytes_overage, warned_percents,
+                        created_at, updated_at)
+                 VALUES (0, 'biz-old', 'pin-old', 'sku', 1000, 1, 1, 'active', $1, 0, 0, $1, 0,
+                         '{}', now(), now())",
+                &[&granted],
+            )
+            .await
+            .unwrap();
+    }
+
+    let applied = migrate::migrate(&mut owner).await.unwrap();
+    assert!(applied.contains(&14), "{applied:?}");
+    let kept: i64 = owner
+        .query_one("SELECT count(*) FROM snapshot_packages", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(kept, 2, "facts are never rewritten");
+
+    let url = db.url_as(Role::Reader);
+    let env = [
+        ("DATABASE_URL", url.as_str()),
+        ("LEDGER_SIGNING_KEY_FILE", key_file.as_str()),
+    ];
+    let (code, out, err) = run_binary(&["replay", "--since-snapshot"], &env);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(err.contains("folding everything"), "{err}");
+    assert!(
+        out.contains("identical") && out.contains("packages=0"),
+        "{out}"
+    );
+    let (code, out, err) = run_binary(&["verify"], &env);
+    assert_eq!(
+        code, 0,
+        "the version 1 checkpoint still verifies: {out}{err}"
+    );
+    assert!(out.contains("snapshots=0 "), "{out}");
 }
