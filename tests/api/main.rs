@@ -25,4 +25,5 @@ mod tasks;
 mod tools;
 mod tour;
 mod traffic;
+mod usage;
 mod webhooks;
