@@ -247,6 +247,32 @@ pub struct OrderCredentialRotated {
     pub generation: u32,
 }
 
+/// An operator started `serve` on a ledger that is behind a trusted checkpoint kept outside the
+/// database (a restore that lost acknowledged events), and said to go on
+/// (`serve --accept-restore-loss REASON`). Recorded once per trusted checkpoint, in the ledger's
+/// own stream; it changes no balance.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct LedgerRestoreAccepted {
+    /// The trusted checkpoint the ledger is behind: its position, ledger hash (64 hex digits),
+    /// signer (`keyId`, 16 hex digits) and signing time.
+    pub checkpoint_position: i64,
+    pub checkpoint_ledger_hash: String,
+    pub checkpoint_key_id: String,
+    pub checkpoint_signed_at: DateTime<Utc>,
+    /// The ledger's last position when the operator accepted.
+    pub ledger_head: i64,
+    /// `checkpointPosition − ledgerHead` when the ledger ended before the checkpoint; absent when
+    /// it reached that position with other events (how many were lost is then unknown).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lost_events: Option<i64>,
+    /// Why the operator went on, in their words.
+    pub reason: String,
+}
+
+/// The stream of facts about the ledger itself rather than a package or a task.
+pub const LEDGER_STREAM: &str = "ledger";
+
 /// The package's consumption crossed a warning threshold (once per crossing).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
@@ -328,6 +354,7 @@ pub enum Event {
     OrderBalanceLow(OrderBalanceLow),
     OrderExpiryHeld(OrderExpiryHeld),
     OrderCredentialRotated(OrderCredentialRotated),
+    LedgerRestoreAccepted(LedgerRestoreAccepted),
     TaskCreated(TaskCreated),
     TaskRebound(TaskRebound),
     TaskStopped(TaskStopped),
@@ -442,6 +469,7 @@ event_catalog!(
     OrderBalanceLow,
     OrderExpiryHeld,
     OrderCredentialRotated,
+    LedgerRestoreAccepted,
     TaskCreated,
     TaskRebound,
     TaskStopped,
@@ -521,6 +549,7 @@ impl Event {
             Event::OrderBalanceLow(e) => package_stream(&e.instance_id),
             Event::OrderExpiryHeld(e) => package_stream(&e.instance_id),
             Event::OrderCredentialRotated(e) => package_stream(&e.instance_id),
+            Event::LedgerRestoreAccepted(_) => LEDGER_STREAM.to_owned(),
             Event::TrafficConsumed(e) => package_stream(&e.instance_id),
             Event::TaskCreated(e) => task_stream(&e.task_id),
             Event::TaskRebound(e) => task_stream(&e.task_id),
@@ -598,7 +627,7 @@ mod tests {
         let payload = event.payload();
         assert_eq!(payload["amount"], "2000.00");
         assert_eq!(Event::decode("OrderDilated", 1, payload).unwrap(), event);
-        assert_eq!(EVENT_TYPES.len(), 15);
+        assert_eq!(EVENT_TYPES.len(), 16);
     }
 
     fn upgraded(units: Option<u32>) -> Event {

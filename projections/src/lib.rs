@@ -218,6 +218,8 @@ impl Projection {
                     ));
                 }
             }
+            // A fact about the ledger itself: no package or task changes.
+            Event::LedgerRestoreAccepted(_) => {}
             Event::OrderBalanceLow(e) => {
                 let package = self.package_mut(&e.instance_id)?;
                 if let Err(slot) = package.warned_percents.binary_search(&e.threshold_percent) {

@@ -380,9 +380,37 @@ impl OrdersFile {
 #[serde(deny_unknown_fields)]
 pub(super) struct DatabaseFile {
     pool_size: Option<usize>,
+    wal_archive_dir: Option<PathBuf>,
 }
 
 impl DatabaseFile {
+    /// `[database] wal_archive_dir` (`LEDGER_WAL_ARCHIVE_DIR`): an absolute path, or nothing
+    /// (empty is nothing). Absolute, because the archive command runs in the cluster's own
+    /// directory, not where the operator started `serve`.
+    pub fn wal_archive_dir(&self, env: Env) -> Result<Option<PathBuf>, String> {
+        let dir = env("LEDGER_WAL_ARCHIVE_DIR")
+            .map(PathBuf::from)
+            .or_else(|| self.wal_archive_dir.clone())
+            .filter(|path| !path.as_os_str().is_empty());
+        match dir {
+            Some(dir) if !dir.is_absolute() => Err(format!(
+                "database.wal_archive_dir {:?} must be an absolute path",
+                dir.display().to_string()
+            )),
+            Some(dir)
+                if dir
+                    .to_str()
+                    .is_none_or(|text| text.contains(['\'', '\n', '%'])) =>
+            {
+                Err(format!(
+                    "database.wal_archive_dir {:?} must be UTF-8 without quotes, newlines or %",
+                    dir.display().to_string()
+                ))
+            }
+            dir => Ok(dir),
+        }
+    }
+
     /// `[database]`: connections per process.
     pub fn pool_size(self) -> Result<usize, String> {
         let pool_size = self.pool_size.unwrap_or(POOL_SIZE_DEFAULT);
@@ -400,6 +428,7 @@ pub(super) struct AuditFile {
     signing_key_file: Option<PathBuf>,
     public_keys: Option<Vec<String>>,
     checkpoint_every_s: Option<u64>,
+    trusted_checkpoint_file: Option<PathBuf>,
 }
 
 impl AuditFile {
@@ -417,6 +446,10 @@ impl AuditFile {
                 CHECKPOINT_EVERY_S_DEFAULT,
                 CHECKPOINT_EVERY_S_MAX,
             )?,
+            trusted_checkpoint_file: env("LEDGER_TRUSTED_CHECKPOINT_FILE")
+                .map(PathBuf::from)
+                .or(self.trusted_checkpoint_file)
+                .filter(|path| !path.as_os_str().is_empty()),
         })
     }
 }

@@ -66,6 +66,10 @@ pub struct AuditConfig {
     pub public_keys: Vec<[u8; 32]>,
     /// How often `serve` checkpoints a ledger that moved.
     pub checkpoint_every_s: u64,
+    /// A signed checkpoint line kept outside the database (the last one the checkpoint webhook's
+    /// receiver holds, say): `serve` refuses a ledger that is behind it (see
+    /// [`crate::audit::restore_proof`]).
+    pub trusted_checkpoint_file: Option<PathBuf>,
 }
 
 impl Default for AuditConfig {
@@ -74,6 +78,7 @@ impl Default for AuditConfig {
             signing_key_file: None,
             public_keys: Vec::new(),
             checkpoint_every_s: CHECKPOINT_EVERY_S_DEFAULT,
+            trusted_checkpoint_file: None,
         }
     }
 }
@@ -177,6 +182,9 @@ pub struct Config {
     /// True when no `[[sku]]` was configured and [`Catalog::built_in`] is in use.
     pub catalog_is_built_in: bool,
     pub pool_size: usize,
+    /// `[database] wal_archive_dir`: where the embedded cluster archives every finished WAL
+    /// segment, for `restore --to TIME` (see [`crate::database::backup`]); `None`: no archive.
+    pub wal_archive_dir: Option<PathBuf>,
     pub audit: AuditConfig,
     /// `[metrics] listen`: a second address serving only `GET /metrics`, without a token.
     pub metrics_listen: Option<std::net::SocketAddr>,
@@ -210,6 +218,7 @@ impl Config {
             catalog: Catalog::built_in(),
             catalog_is_built_in: true,
             pool_size: POOL_SIZE_DEFAULT,
+            wal_archive_dir: None,
             audit: AuditConfig::default(),
             metrics_listen: None,
         }
@@ -230,6 +239,7 @@ impl Config {
     fn from_file(path: Option<&Path>, env: file::Env) -> Result<Config, String> {
         let file = FileConfig::read(path)?;
         let (catalog, catalog_is_built_in) = file::catalog(file.sku)?;
+        let wal_archive_dir = file.database.wal_archive_dir(env)?;
         let pool_size = file.database.pool_size()?;
         let marketplace = file.marketplace.settings(env)?;
         let console = file.console.settings(env)?;
@@ -257,6 +267,7 @@ impl Config {
             catalog,
             catalog_is_built_in,
             pool_size,
+            wal_archive_dir,
             audit,
             metrics_listen,
         })

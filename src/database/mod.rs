@@ -1,5 +1,6 @@
 //! The connection to PostgreSQL: an external server (`DATABASE_URL`) or an embedded cluster.
 
+pub mod backup;
 pub mod embedded;
 pub mod migrate;
 pub mod roles;
@@ -294,8 +295,11 @@ impl Database {
                 }
                 (config, None)
             }
-            DatabaseSettings::Embedded(dir) => {
-                let cluster = start_embedded(dir, durability).await?;
+            DatabaseSettings::Embedded {
+                dir,
+                wal_archive_dir,
+            } => {
+                let cluster = start_embedded(dir, durability, wal_archive_dir.as_deref()).await?;
                 // As the superuser, which acts as the owner once it has handed over what a
                 // cluster made before the roles left to itself.
                 migrate_with(&cluster.config(embedded::DATABASE_NAME)).await?;
@@ -323,8 +327,12 @@ impl Database {
                 };
                 migrate_with(&config).await
             }
-            DatabaseSettings::Embedded(dir) => {
-                let cluster = start_embedded(dir, Durability::Durable).await?;
+            DatabaseSettings::Embedded {
+                dir,
+                wal_archive_dir,
+            } => {
+                let cluster =
+                    start_embedded(dir, Durability::Durable, wal_archive_dir.as_deref()).await?;
                 let applied = migrate_with(&cluster.config(embedded::DATABASE_NAME)).await;
                 let database = Database {
                     pool: build_pool(cluster.config(embedded::DATABASE_NAME), 1),
@@ -349,10 +357,14 @@ impl Database {
     pub async fn open_as(settings: &DatabaseSettings, role: Role) -> Result<Database, OpenError> {
         let (config, embedded) = match settings {
             DatabaseSettings::External { url, .. } => (parse_url(url, OpenError::BadUrl)?, None),
-            DatabaseSettings::Embedded(dir) => {
+            DatabaseSettings::Embedded {
+                dir,
+                wal_archive_dir,
+            } => {
                 let root = dir.clone();
+                let archive = wal_archive_dir.clone();
                 let started = tokio::task::spawn_blocking(move || {
-                    EmbeddedPostgres::start(&root, Durability::Durable)
+                    EmbeddedPostgres::start_with(&root, Durability::Durable, archive.as_deref())
                 })
                 .await
                 .expect("the start task does not panic");
@@ -405,11 +417,15 @@ impl Database {
 async fn start_embedded(
     dir: &std::path::Path,
     durability: Durability,
+    wal_archive_dir: Option<&std::path::Path>,
 ) -> Result<EmbeddedPostgres, OpenError> {
     let dir = dir.to_owned();
-    let cluster = tokio::task::spawn_blocking(move || EmbeddedPostgres::start(&dir, durability))
-        .await
-        .expect("the start task does not panic")?;
+    let archive = wal_archive_dir.map(std::path::Path::to_owned);
+    let cluster = tokio::task::spawn_blocking(move || {
+        EmbeddedPostgres::start_with(&dir, durability, archive.as_deref())
+    })
+    .await
+    .expect("the start task does not panic")?;
     prepare_cluster(&cluster, true).await?;
     Ok(cluster)
 }

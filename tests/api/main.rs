@@ -18,6 +18,7 @@ mod plans;
 mod processes;
 mod provenance;
 mod request_logs;
+mod restore_proof;
 mod roles;
 mod serve;
 mod store;

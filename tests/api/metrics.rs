@@ -150,6 +150,7 @@ fn operated_config(url: String, key_file: std::path::PathBuf) -> Config {
             signing_key_file: Some(key_file),
             public_keys: Vec::new(),
             checkpoint_every_s: 1,
+            ..AuditConfig::default()
         },
         ..test_config()
     }
