@@ -247,6 +247,23 @@ pub struct OrderCredentialRotated {
     pub generation: u32,
 }
 
+/// At the rate of its last 7 days of traffic, the package runs out within `thresholdDays` (once
+/// per package, threshold and grant generation: a grant re-arms it). Changes no balance.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct OrderRunwayShort {
+    pub instance_id: InstanceId,
+    /// The threshold crossed: the runway is this many days or fewer.
+    pub threshold_days: u32,
+    /// The day (China Standard Time) the package runs out at that rate.
+    pub runs_out_on: chrono::NaiveDate,
+    /// Bytes per day over the last 7 days (or since the first traffic, at least 24 hours).
+    pub rate_per_day: Bytes,
+    pub bytes_remaining: Bytes,
+    /// Everything granted to the package so far: its grant generation, which every grant raises.
+    pub bytes_granted: Bytes,
+}
+
 /// The package's consumption crossed a warning threshold (once per crossing).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
@@ -326,6 +343,7 @@ pub enum Event {
     OrderExpired(OrderExpired),
     OrderReleased(OrderReleased),
     OrderBalanceLow(OrderBalanceLow),
+    OrderRunwayShort(OrderRunwayShort),
     OrderExpiryHeld(OrderExpiryHeld),
     OrderCredentialRotated(OrderCredentialRotated),
     TaskCreated(TaskCreated),
@@ -440,6 +458,7 @@ event_catalog!(
     OrderExpired,
     OrderReleased,
     OrderBalanceLow,
+    OrderRunwayShort,
     OrderExpiryHeld,
     OrderCredentialRotated,
     TaskCreated,
@@ -519,6 +538,7 @@ impl Event {
             Event::OrderExpired(e) => package_stream(&e.instance_id),
             Event::OrderReleased(e) => package_stream(&e.instance_id),
             Event::OrderBalanceLow(e) => package_stream(&e.instance_id),
+            Event::OrderRunwayShort(e) => package_stream(&e.instance_id),
             Event::OrderExpiryHeld(e) => package_stream(&e.instance_id),
             Event::OrderCredentialRotated(e) => package_stream(&e.instance_id),
             Event::TrafficConsumed(e) => package_stream(&e.instance_id),
@@ -598,7 +618,7 @@ mod tests {
         let payload = event.payload();
         assert_eq!(payload["amount"], "2000.00");
         assert_eq!(Event::decode("OrderDilated", 1, payload).unwrap(), event);
-        assert_eq!(EVENT_TYPES.len(), 15);
+        assert_eq!(EVENT_TYPES.len(), 16);
     }
 
     fn upgraded(units: Option<u32>) -> Event {

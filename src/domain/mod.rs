@@ -7,6 +7,7 @@
 
 pub mod catalog;
 pub mod orders;
+pub mod runway;
 pub mod tasks;
 pub mod traffic;
 
