@@ -387,3 +387,48 @@ async fn bytes_after_a_stop_are_measured_and_a_task_reporting_long_after_it_is_c
     // With a bound longer than the gap, it is not counted.
     assert_eq!(count(3600).await, 0);
 }
+
+/// The runways of an overview's 50 packages in one statement, each with 10 tasks and 20 reports
+/// per task over the last 3 days (10,000 traffic events): prints the median and slowest of 20
+/// reads (`cargo test --test api runways_of_50 -- --nocapture`); README, "Measured".
+#[tokio::test]
+async fn runways_of_50_packages_are_read_in_one_statement() {
+    const PACKAGES: usize = 50;
+    const TASKS: usize = 10;
+    const REPORTS: usize = 20;
+    const RUNS: usize = 20;
+    let app = spawn_app().await;
+    for p in 0..PACKAGES {
+        app.buy(&format!("big-{p:02}"), "alice", SKU_1TB).await;
+        for t in 0..TASKS {
+            app.create_task(&format!("t-{p:02}-{t}"), &format!("big-{p:02}"))
+                .await;
+        }
+    }
+    for r in 0..REPORTS {
+        let reports: Vec<serde_json::Value> = (0..PACKAGES)
+            .flat_map(|p| {
+                (0..TASKS)
+                    .map(move |t| report(&format!("t-{p:02}-{t}"), &format!("r-{r}"), 1 << 30))
+            })
+            .collect();
+        app.traffic(serde_json::Value::Array(reports)).await;
+    }
+    age_ledger(&app, 3).await;
+    let ids: Vec<InstanceId> = (0..PACKAGES).map(|p| id(&format!("big-{p:02}"))).collect();
+    let client = app.db.pool.get().await.unwrap();
+    let mut times_ms = Vec::new();
+    for _ in 0..RUNS {
+        let started = std::time::Instant::now();
+        let runways = usage::runways(&client, &ids, Utc::now()).await.unwrap();
+        times_ms.push(started.elapsed().as_secs_f64() * 1000.0);
+        assert_eq!(runways.len(), PACKAGES);
+    }
+    times_ms.sort_by(f64::total_cmp);
+    println!(
+        "runways of {PACKAGES} packages ({} traffic events in their week): median {:.1} ms, slowest {:.1} ms of {RUNS}",
+        PACKAGES * TASKS * REPORTS,
+        times_ms[RUNS / 2],
+        times_ms[RUNS - 1]
+    );
+}
