@@ -273,6 +273,23 @@ pub struct LedgerRestoreAccepted {
 /// The stream of facts about the ledger itself rather than a package or a task.
 pub const LEDGER_STREAM: &str = "ledger";
 
+/// At the rate of its last 7 days of traffic, the package runs out within `thresholdDays` (once
+/// per package, threshold and grant generation: a grant re-arms it). Changes no balance.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct OrderRunwayShort {
+    pub instance_id: InstanceId,
+    /// The threshold crossed: the runway is this many days or fewer.
+    pub threshold_days: u32,
+    /// The day (China Standard Time) the package runs out at that rate.
+    pub runs_out_on: chrono::NaiveDate,
+    /// Bytes per day over the last 7 days (or since the first traffic, at least 24 hours).
+    pub rate_per_day: Bytes,
+    pub bytes_remaining: Bytes,
+    /// Everything granted to the package so far: its grant generation, which every grant raises.
+    pub bytes_granted: Bytes,
+}
+
 /// The package's consumption crossed a warning threshold (once per crossing).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
@@ -352,6 +369,7 @@ pub enum Event {
     OrderExpired(OrderExpired),
     OrderReleased(OrderReleased),
     OrderBalanceLow(OrderBalanceLow),
+    OrderRunwayShort(OrderRunwayShort),
     OrderExpiryHeld(OrderExpiryHeld),
     OrderCredentialRotated(OrderCredentialRotated),
     LedgerRestoreAccepted(LedgerRestoreAccepted),
@@ -467,6 +485,7 @@ event_catalog!(
     OrderExpired,
     OrderReleased,
     OrderBalanceLow,
+    OrderRunwayShort,
     OrderExpiryHeld,
     OrderCredentialRotated,
     LedgerRestoreAccepted,
@@ -547,6 +566,7 @@ impl Event {
             Event::OrderExpired(e) => package_stream(&e.instance_id),
             Event::OrderReleased(e) => package_stream(&e.instance_id),
             Event::OrderBalanceLow(e) => package_stream(&e.instance_id),
+            Event::OrderRunwayShort(e) => package_stream(&e.instance_id),
             Event::OrderExpiryHeld(e) => package_stream(&e.instance_id),
             Event::OrderCredentialRotated(e) => package_stream(&e.instance_id),
             Event::LedgerRestoreAccepted(_) => LEDGER_STREAM.to_owned(),

@@ -39,6 +39,10 @@ pub(super) struct FileConfig {
     #[serde(default)]
     pub metrics: MetricsFile,
     #[serde(default)]
+    pub runway: RunwayFile,
+    #[serde(default)]
+    pub alerts: AlertsFile,
+    #[serde(default)]
     pub sku: Option<Vec<SkuFile>>,
 }
 
@@ -355,6 +359,59 @@ impl WebhookFile {
             WEBHOOK_RETRY_MS_MAX_MAX,
         )?;
         Ok((base, max.max(base)))
+    }
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RunwayFile {
+    thresholds_days: Option<Vec<u32>>,
+    check_s: Option<u64>,
+}
+
+impl RunwayFile {
+    /// `[runway]`: the thresholds announced (ascending, deduplicated) and the check's period.
+    pub fn settings(self) -> Result<(Vec<u32>, u64), String> {
+        let mut thresholds = self
+            .thresholds_days
+            .unwrap_or_else(|| RUNWAY_THRESHOLDS_DAYS_DEFAULT.to_vec());
+        thresholds.sort_unstable();
+        thresholds.dedup();
+        if thresholds
+            .iter()
+            .any(|days| !(1..=RUNWAY_THRESHOLD_DAYS_MAX).contains(days))
+            || thresholds.len() > RUNWAY_THRESHOLDS_MAX
+        {
+            return Err(format!(
+                "runway.thresholds_days must be at most {RUNWAY_THRESHOLDS_MAX} numbers of days \
+                 from 1 to {RUNWAY_THRESHOLD_DAYS_MAX}"
+            ));
+        }
+        let check_s = in_range(
+            "runway.check_s",
+            self.check_s,
+            RUNWAY_CHECK_S_DEFAULT,
+            RUNWAY_CHECK_S_MAX,
+        )?;
+        Ok((thresholds, check_s))
+    }
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct AlertsFile {
+    stopped_reporting_s: Option<u64>,
+}
+
+impl AlertsFile {
+    /// `[alerts] stopped_reporting_s`.
+    pub fn stopped_reporting_s(self) -> Result<u64, String> {
+        in_range(
+            "alerts.stopped_reporting_s",
+            self.stopped_reporting_s,
+            STOPPED_REPORTING_S_DEFAULT,
+            STOPPED_REPORTING_S_MAX,
+        )
     }
 }
 

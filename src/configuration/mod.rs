@@ -41,6 +41,19 @@ pub const SESSION_MAX_S_DEFAULT: u64 = 12 * 3600;
 pub const SESSION_MAX_S_MAX: u64 = 7 * 86_400;
 /// How often the sweeper looks for orders whose expiry has passed.
 pub const EXPIRY_SWEEP_S_DEFAULT: u64 = 30;
+/// Runways announced by webhook when they come within these many days (`OrderRunwayShort`).
+pub const RUNWAY_THRESHOLDS_DAYS_DEFAULT: [u32; 2] = [7, 1];
+/// A runway threshold is at most a year: further out, the rate of one week says little.
+pub const RUNWAY_THRESHOLD_DAYS_MAX: u32 = 366;
+/// Thresholds, at most: each is one announcement per grant.
+pub const RUNWAY_THRESHOLDS_MAX: usize = 8;
+/// How often the runway check runs: a runway moves by hours, and each pass reads a week of
+/// every busy package's traffic.
+pub const RUNWAY_CHECK_S_DEFAULT: u64 = 600;
+pub const RUNWAY_CHECK_S_MAX: u64 = 86_400;
+/// A stopped task still reporting this long after its stop counts towards the alert.
+pub const STOPPED_REPORTING_S_DEFAULT: u64 = 600;
+pub const STOPPED_REPORTING_S_MAX: u64 = 7 * 86_400;
 /// An hour: an expired package still usable for longer than that is a billing error.
 pub const EXPIRY_SWEEP_S_MAX: u64 = 3600;
 /// Most bytes one traffic report may carry by default: 1 TiB, more than a task moves between two
@@ -177,6 +190,13 @@ pub struct Config {
     pub report_bytes_max: Bytes,
     pub low_balance_percents: Vec<u8>,
     pub pipelines: usize,
+    /// `[runway] thresholds_days`: ascending, each 1 to a year.
+    pub runway_thresholds_days: Vec<u32>,
+    /// `[runway] check_s`: seconds between runway checks.
+    pub runway_check_s: u64,
+    /// `[alerts] stopped_reporting_s`: a stopped task still reporting this long after its stop
+    /// is counted in `dts_ledger_tasks_reporting_after_stop`.
+    pub stopped_reporting_s: u64,
     pub webhook: Option<WebhookConfig>,
     pub catalog: Catalog,
     /// True when no `[[sku]]` was configured and [`Catalog::built_in`] is in use.
@@ -214,6 +234,9 @@ impl Config {
             report_bytes_max: Bytes::new(REPORT_BYTES_MAX_DEFAULT).expect("1 TiB fits"),
             low_balance_percents: LOW_BALANCE_PERCENTS_DEFAULT.to_vec(),
             pipelines: PIPELINES_DEFAULT,
+            runway_thresholds_days: RUNWAY_THRESHOLDS_DAYS_DEFAULT.to_vec(),
+            runway_check_s: RUNWAY_CHECK_S_DEFAULT,
+            stopped_reporting_s: STOPPED_REPORTING_S_DEFAULT,
             webhook: None,
             catalog: Catalog::built_in(),
             catalog_is_built_in: true,
@@ -247,6 +270,8 @@ impl Config {
         let traffic = file.traffic.settings()?;
         let webhook = file.webhook.settings(env)?;
         let expiry_sweep_s = file.orders.expiry_sweep_s()?;
+        let (runway_thresholds_days, runway_check_s) = file.runway.settings()?;
+        let stopped_reporting_s = file.alerts.stopped_reporting_s()?;
         let audit = file.audit.settings(env)?;
         let metrics_listen = file.metrics.listen(env)?;
         Ok(Config {
@@ -263,6 +288,9 @@ impl Config {
             report_bytes_max: traffic.report_bytes_max,
             low_balance_percents: traffic.low_balance_percents,
             pipelines: traffic.pipelines,
+            runway_thresholds_days,
+            runway_check_s,
+            stopped_reporting_s,
             webhook,
             catalog,
             catalog_is_built_in,

@@ -75,6 +75,15 @@ fn short_secrets_and_out_of_range_settings_are_refused() {
         .contains("secret"));
     assert!(load("[marketplace]\nverify_window_s = 0\n").is_err());
     assert!(load("[orders]\nexpiry_sweep_s = 99999\n").is_err());
+    assert!(load("[runway]\nthresholds_days = [0]\n").is_err());
+    assert!(load("[runway]\nthresholds_days = [400]\n").is_err());
+    assert!(load("[runway]\ncheck_s = 0\n").is_err());
+    assert!(load("[alerts]\nstopped_reporting_s = 0\n").is_err());
+    let config =
+        load("[runway]\nthresholds_days = [3, 14, 3]\n[alerts]\nstopped_reporting_s = 60\n")
+            .unwrap();
+    assert_eq!(config.runway_thresholds_days, vec![3, 14]);
+    assert_eq!(config.stopped_reporting_s, 60);
     assert!(load("[console]\npublic_url = \"ftp://x\"\n").is_err());
     assert!(load("[console]\nrenew_url = \"javascript:alert(1)\"\n").is_err());
     let renew = load("[console]\nrenew_url = \"https://market.example.com/renew\"\n").unwrap();

@@ -8,6 +8,7 @@
 pub mod catalog;
 pub mod orders;
 pub mod restore;
+pub mod runway;
 pub mod tasks;
 pub mod traffic;
 

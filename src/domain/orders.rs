@@ -153,6 +153,11 @@ pub fn idempotency_key(event: &Event) -> Option<String> {
             e.checkpoint_position,
             &e.checkpoint_ledger_hash,
         )),
+        Event::OrderRunwayShort(e) => Some(super::runway::runway_short_key(
+            &e.instance_id,
+            e.threshold_days,
+            e.bytes_granted,
+        )),
         Event::TrafficConsumed(e) => Some(keyed(
             "traffic",
             &[e.task_id.as_str(), e.report_id.as_str()],

@@ -246,6 +246,9 @@ fn count_batch(
     let result = match applied {
         Ok(applied) => {
             metrics::histogram!(INGEST_BATCH_COMMIT_DURATION).record(took.as_secs_f64());
+            for bytes in &applied.bytes_after_stop {
+                metrics::histogram!(crate::metrics::BYTES_AFTER_STOP).record(*bytes as f64);
+            }
             let (mut accepted, mut duplicate, mut rejected) = (0u64, 0u64, 0u64);
             for verdict in applied.answers.iter().flatten() {
                 match verdict.status {

@@ -4,6 +4,7 @@
 pub mod orders;
 pub mod restore;
 pub mod rows;
+pub mod runway;
 pub mod tasks;
 
 use crate::domain::orders::{idempotency_key, Refusal};
@@ -128,6 +129,7 @@ pub fn is_announced(event: &Event) -> bool {
         Event::TaskStopped(_)
             | Event::TaskResumed(_)
             | Event::OrderBalanceLow(_)
+            | Event::OrderRunwayShort(_)
             | Event::OrderExpired(_)
             | Event::OrderReleased(_)
     )

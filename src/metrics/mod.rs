@@ -59,11 +59,28 @@ pub const POOL_WAITING: &str = "dts_ledger_pool_waiting_requests";
 pub const POOL_MAX: &str = "dts_ledger_pool_max_connections";
 pub const WORKER_UP: &str = "dts_ledger_worker_up";
 pub const WORKER_RESTARTS: &str = "dts_ledger_worker_restarts_total";
+pub const BYTES_AFTER_STOP: &str = "dts_ledger_bytes_after_stop_bytes";
+pub const TASKS_REPORTING_AFTER_STOP: &str = "dts_ledger_tasks_reporting_after_stop";
+pub const RUNWAY_CHECKS: &str = "dts_ledger_runway_checks_total";
+pub const RUNWAYS_ANNOUNCED: &str = "dts_ledger_runways_announced_total";
 
 /// Latency buckets, in seconds: the hot path's budget is 20 ms at p99, a marketplace callback's
 /// a few hundred ms, and anything past 10 s has already been cut by a timeout somewhere.
 const SECONDS_BUCKETS: &[f64] = &[
     0.001, 0.0025, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+];
+/// Bytes after a stop, in bytes: powers of 16 from 1 KiB to 1 TiB (a report's default limit), so
+/// a few in-flight KiB and an agent that went on for gigabytes land in different buckets.
+const BYTES_BUCKETS: &[f64] = &[
+    1024.0,
+    16384.0,
+    262_144.0,
+    4_194_304.0,
+    67_108_864.0,
+    1_073_741_824.0,
+    17_179_869_184.0,
+    274_877_906_944.0,
+    1_099_511_627_776.0,
 ];
 /// Batch size buckets, in reports: powers of four up to [`crate::ingest::BATCH_REPORTS_MAX`].
 const BATCH_REPORTS_BUCKETS: &[f64] = &[1.0, 4.0, 16.0, 64.0, 256.0, 1024.0, 4096.0, 5000.0];
@@ -86,6 +103,9 @@ pub fn install() -> PrometheusHandle {
                         Matcher::Full(INGEST_BATCH_REPORTS.into()),
                         BATCH_REPORTS_BUCKETS,
                     )
+                })
+                .and_then(|b| {
+                    b.set_buckets_for_metric(Matcher::Full(BYTES_AFTER_STOP.into()), BYTES_BUCKETS)
                 })
                 .expect("the bucket lists are not empty");
             let recorder = builder.build_recorder();
@@ -225,6 +245,23 @@ fn describe() {
         "1 while a background worker runs, 0 while it is down and restarting"
     );
     describe_counter!(WORKER_RESTARTS, "Background worker restarts, by worker");
+    describe_histogram!(
+        BYTES_AFTER_STOP,
+        Unit::Bytes,
+        "Bytes of each traffic report recorded while its task was stopped (in-flight bytes, or \
+         an agent that ignores stop)"
+    );
+    describe_gauge!(
+        TASKS_REPORTING_AFTER_STOP,
+        "Stopped tasks still reporting: their last report came more than [alerts] \
+         stopped_reporting_s after their stop, and within the last stopped_reporting_s \
+         (refreshed periodically)"
+    );
+    describe_counter!(RUNWAY_CHECKS, "Runway checks, by result (ok, failed)");
+    describe_counter!(
+        RUNWAYS_ANNOUNCED,
+        "Runway thresholds announced (OrderRunwayShort)"
+    );
 }
 
 /// Counters alerts compute `increase()` over start at zero, so that their first increment is seen.
@@ -237,7 +274,9 @@ fn zero() {
     }
     for result in ["ok", "failed"] {
         counter!(EXPIRY_SWEEPS, "result" => result).increment(0);
+        counter!(RUNWAY_CHECKS, "result" => result).increment(0);
     }
+    counter!(RUNWAYS_ANNOUNCED).increment(0);
     for result in ["signed", "unmoved", "refused", "failed"] {
         counter!(CHECKPOINTS, "result" => result).increment(0);
     }

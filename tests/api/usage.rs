@@ -238,3 +238,197 @@ async fn usage_windows_are_checked_at_the_edge() {
     let response = app.get_as("/v1/orders/p/usage", REPORTER_TOKEN).await;
     assert_eq!(response.status(), 403);
 }
+
+/// Announcements recorded so far (their payloads), oldest first, with how many were queued for
+/// the webhook.
+async fn runway_announcements(app: &TestApp) -> (Vec<serde_json::Value>, i64) {
+    let client = app.db.client().await;
+    let rows = client
+        .query(
+            "SELECT payload::text FROM events WHERE event_type = 'OrderRunwayShort'
+              ORDER BY position",
+            &[],
+        )
+        .await
+        .unwrap();
+    let queued: i64 = client
+        .query_one(
+            "SELECT count(*) FROM outbox o JOIN events e ON e.position = o.position
+              WHERE e.event_type = 'OrderRunwayShort'",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    let payloads = rows
+        .iter()
+        .map(|row| serde_json::from_str(row.get::<_, &str>(0)).unwrap())
+        .collect();
+    (payloads, queued)
+}
+
+async fn wait_for_announcements(app: &TestApp, count: usize) -> Vec<serde_json::Value> {
+    for _ in 0..100 {
+        let (found, _) = runway_announcements(app).await;
+        if found.len() >= count {
+            return found;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    panic!("expected {count} runway announcements");
+}
+
+#[tokio::test]
+async fn a_short_runway_is_announced_once_across_processes_and_again_after_a_grant() {
+    let config = dts_ledger::configuration::Config {
+        runway_thresholds_days: vec![1, 10],
+        runway_check_s: 1,
+        // Nobody listens there: entries stay queued, which is what this test looks at.
+        webhook: Some(dts_ledger::configuration::WebhookConfig::new(
+            "http://127.0.0.1:9/hook".into(),
+            dts_ledger::configuration::Secret::new("webhook-secret-0123456789"),
+        )),
+        ..test_config()
+    };
+    let app = spawn_app_with(config.clone()).await;
+    let other = app.sibling(config);
+    app.buy("p", "alice", SMALL_SKU).await;
+    app.create_task("t", "p").await;
+    app.report("t", "r-1", 6_000).await;
+    // Three days of history: 2,000 bytes a day, 4,000 left: two days, inside 10 but not 1.
+    age_ledger(&app, 3).await;
+
+    let found = wait_for_announcements(&app, 1).await;
+    assert_eq!(found[0]["instanceId"], "p");
+    assert_eq!(found[0]["thresholdDays"], 10);
+    assert_eq!(found[0]["bytesRemaining"], 4_000);
+    assert_eq!(found[0]["bytesGranted"], SMALL_SKU_BYTES);
+    let rate = found[0]["ratePerDay"].as_u64().unwrap();
+    assert!((1_990..=2_000).contains(&rate), "{}", found[0]);
+    // Both processes keep checking every second: still one, queued once for the webhook.
+    tokio::time::sleep(std::time::Duration::from_secs(3)).await;
+    let (found, queued) = runway_announcements(&app).await;
+    assert_eq!((found.len(), queued), (1, 1), "{found:?}");
+
+    // An expansion grants 10,000 more: seven days left, inside 10 again, a new generation.
+    let response = app
+        .callback(&[
+            ("action", "dilateInstance"),
+            ("instanceId", "p"),
+            ("orderId", "o-2"),
+            ("accountNum", "1"),
+        ])
+        .await;
+    assert_eq!(response.status(), 200);
+    let found = wait_for_announcements(&app, 2).await;
+    assert_eq!(found[1]["thresholdDays"], 10);
+    assert_eq!(found[1]["bytesRemaining"], 14_000);
+    assert_eq!(found[1]["bytesGranted"], 2 * SMALL_SKU_BYTES);
+    tokio::time::sleep(std::time::Duration::from_secs(2)).await;
+    let (found, queued) = runway_announcements(&app).await;
+    assert_eq!((found.len(), queued), (2, 2), "{found:?}");
+    other.stop().await;
+}
+
+#[tokio::test]
+async fn bytes_after_a_stop_are_measured_and_a_task_reporting_long_after_it_is_counted() {
+    let app = spawn_app().await;
+    app.buy("p", "alice", SMALL_SKU).await;
+    app.create_task("t", "p").await;
+    let histogram = |text: &str, suffix: &str| -> f64 {
+        text.lines()
+            .find(|l| l.starts_with(&format!("dts_ledger_bytes_after_stop_bytes_{suffix} ")))
+            .and_then(|l| l.rsplit(' ').next())
+            .map_or(0.0, |v| v.parse().unwrap())
+    };
+    let scrape = || async {
+        app.get_as("/metrics", ADMIN_TOKEN)
+            .await
+            .text()
+            .await
+            .unwrap()
+    };
+    let before = scrape().await;
+    let answer = app.report("t", "r-1", SMALL_SKU_BYTES).await;
+    assert_eq!(answer["action"], "stop");
+    app.report("t", "r-2", 700).await;
+    let after = scrape().await;
+    // The recorder is the process's: other tests count too, so at least this test's report.
+    assert!(
+        histogram(&after, "count") >= histogram(&before, "count") + 1.0,
+        "{after}"
+    );
+    assert!(histogram(&after, "sum") >= histogram(&before, "sum") + 700.0);
+    assert!(after.contains("dts_ledger_tasks_reporting_after_stop"));
+
+    let pool = &app.db.pool;
+    let count = |bound_s| async move {
+        let client = pool.get().await.unwrap();
+        dts_ledger::metrics::refresh::tasks_reporting_after_stop(&client, bound_s)
+            .await
+            .unwrap()
+    };
+    // Reported right after its stop: in-flight bytes, not a task that keeps going.
+    assert_eq!(count(600).await, 0);
+    // The stop was 20 minutes ago (its stream moved back): the report came long after it.
+    app.db
+        .client()
+        .await
+        .batch_execute(
+            "ALTER TABLE events DISABLE TRIGGER events_append_only;
+             UPDATE events SET recorded_at = recorded_at - interval '20 minutes'
+              WHERE stream_id = 'task-t';
+             ALTER TABLE events ENABLE TRIGGER events_append_only;",
+        )
+        .await
+        .unwrap();
+    app.report("t", "r-3", 300).await;
+    assert_eq!(count(600).await, 1);
+    // With a bound longer than the gap, it is not counted.
+    assert_eq!(count(3600).await, 0);
+}
+
+/// The runways of an overview's 50 packages in one statement, each with 10 tasks and 20 reports
+/// per task over the last 3 days (10,000 traffic events): prints the median and slowest of 20
+/// reads (`cargo test --test api runways_of_50 -- --nocapture`); README, "Measured".
+#[tokio::test]
+async fn runways_of_50_packages_are_read_in_one_statement() {
+    const PACKAGES: usize = 50;
+    const TASKS: usize = 10;
+    const REPORTS: usize = 20;
+    const RUNS: usize = 20;
+    let app = spawn_app().await;
+    for p in 0..PACKAGES {
+        app.buy(&format!("big-{p:02}"), "alice", SKU_1TB).await;
+        for t in 0..TASKS {
+            app.create_task(&format!("t-{p:02}-{t}"), &format!("big-{p:02}"))
+                .await;
+        }
+    }
+    for r in 0..REPORTS {
+        let reports: Vec<serde_json::Value> = (0..PACKAGES)
+            .flat_map(|p| {
+                (0..TASKS)
+                    .map(move |t| report(&format!("t-{p:02}-{t}"), &format!("r-{r}"), 1 << 30))
+            })
+            .collect();
+        app.traffic(serde_json::Value::Array(reports)).await;
+    }
+    age_ledger(&app, 3).await;
+    let ids: Vec<InstanceId> = (0..PACKAGES).map(|p| id(&format!("big-{p:02}"))).collect();
+    let client = app.db.pool.get().await.unwrap();
+    let mut times_ms = Vec::new();
+    for _ in 0..RUNS {
+        let started = std::time::Instant::now();
+        let runways = usage::runways(&client, &ids, Utc::now()).await.unwrap();
+        times_ms.push(started.elapsed().as_secs_f64() * 1000.0);
+        assert_eq!(runways.len(), PACKAGES);
+    }
+    times_ms.sort_by(f64::total_cmp);
+    println!(
+        "runways of {PACKAGES} packages ({} traffic events in their week): median {:.1} ms, slowest {:.1} ms of {RUNS}",
+        PACKAGES * TASKS * REPORTS,
+        times_ms[RUNS / 2],
+        times_ms[RUNS - 1]
+    );
+}
