@@ -81,13 +81,15 @@ async fn refresh(pool: &Pool) -> Result<(), RefreshError> {
     );
     let (counts, outbox, refused, unsettled) = tokio::join!(counts, outbox, refused, unsettled);
     let (counts, outbox, refused, unsettled) = (counts?, outbox?, refused?, unsettled?);
-    let (rows, row, refused, unsettled) = tokio::join!(
+    let (rows, row, refused, unsettled, protection) = tokio::join!(
         client.query(&counts, &[]),
         client.query_one(&outbox, &[]),
         client.query(&refused, &[]),
         client.query_one(&unsettled, &[]),
+        crate::database::primary::protection(&**client),
     );
     let (rows, row, refused, unsettled) = (rows?, row?, refused?, unsettled?);
+    super::protection(&protection?);
     let mut oldest = 0.0_f64;
     for action in Action::ALL
         .map(Action::name)
