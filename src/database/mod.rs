@@ -3,6 +3,7 @@
 pub mod backup;
 pub mod embedded;
 pub mod migrate;
+pub mod primary;
 pub mod roles;
 
 use crate::configuration::DatabaseSettings;
@@ -161,16 +162,35 @@ pub fn bound_session(config: &mut tokio_postgres::Config, bounds: &SessionBounds
         .keepalives_retries(KEEPALIVE_PROBES_MAX);
 }
 
-/// A pool of the service's sessions ([`SessionBounds::SERVICE`]).
+/// A pool of the service's sessions ([`SessionBounds::SERVICE`]), which write: a connection to
+/// a read-only server is never lent, and connections made before a write met one are dropped
+/// (see [`primary`]).
 pub fn build_pool(config: tokio_postgres::Config, size: usize) -> Pool {
-    build_pool_with(config, size, &SessionBounds::SERVICE)
+    pool_builder(config, size, &SessionBounds::SERVICE)
+        .post_create(deadpool_postgres::Hook::async_fn(|client, _| {
+            Box::pin(primary::refuse_read_only(client))
+        }))
+        .pre_recycle(deadpool_postgres::Hook::sync_fn(primary::drop_if_suspect))
+        .build()
+        .expect("a pool with a runtime and timeouts always builds")
 }
 
+/// A pool of sessions bounded by `bounds`, which may be on a standby (the audits).
 pub fn build_pool_with(
-    mut config: tokio_postgres::Config,
+    config: tokio_postgres::Config,
     size: usize,
     bounds: &SessionBounds,
 ) -> Pool {
+    pool_builder(config, size, bounds)
+        .build()
+        .expect("a pool with a runtime and timeouts always builds")
+}
+
+fn pool_builder(
+    mut config: tokio_postgres::Config,
+    size: usize,
+    bounds: &SessionBounds,
+) -> deadpool_postgres::PoolBuilder {
     bound_session(&mut config, bounds);
     // Every statement of the service is prepared once per connection and runs with its generic
     // plan: planning again on every execution (what PostgreSQL does while it believes a custom plan
@@ -193,8 +213,6 @@ pub fn build_pool_with(
         .wait_timeout(Some(POOL_WAIT_TIMEOUT))
         .create_timeout(Some(POOL_WAIT_TIMEOUT))
         .recycle_timeout(Some(POOL_WAIT_TIMEOUT))
-        .build()
-        .expect("a pool with a runtime and timeouts always builds")
 }
 
 /// Which of the ledger's roles (see [`roles`]) a command acts as. With the embedded cluster it
@@ -638,6 +656,11 @@ async fn may_act_as_owner(client: &tokio_postgres::Client) -> Result<bool, tokio
 /// caller) rather than a bug or a refused statement.
 pub fn is_unavailable(error: &tokio_postgres::Error) -> bool {
     if error.is_closed() {
+        return true;
+    }
+    // A write refused by a standby or a fenced primary: nothing was recorded, and the retry
+    // goes to the primary on a fresh connection.
+    if primary::note_if_read_only(error) {
         return true;
     }
     match error.code() {

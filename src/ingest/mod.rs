@@ -50,6 +50,11 @@ pub const REPEAT_WATCH_BATCHES: u32 = 64;
 pub enum IngestError {
     #[error("the database is unavailable; nothing was recorded, retry later")]
     Unavailable,
+    #[error(
+        "the database server reached takes no writes (a standby, or a failover under way); \
+         nothing was recorded, retry shortly"
+    )]
+    ReadOnly,
     #[error("too many reports are waiting; nothing was recorded, retry later")]
     Overloaded,
     #[error("internal error; nothing was recorded")]
@@ -337,7 +342,10 @@ async fn run_lane(
                 }
             }
             Err(error) => {
-                let answer = if error.is_unavailable() {
+                let answer = if error.is_read_only() {
+                    tracing::warn!(%error, reports = size, "batch failed: database read-only");
+                    IngestError::ReadOnly
+                } else if error.is_unavailable() {
                     tracing::warn!(%error, reports = size, "batch failed: database unavailable");
                     IngestError::Unavailable
                 } else {

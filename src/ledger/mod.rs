@@ -58,6 +58,11 @@ impl From<deadpool_postgres::PoolError> for LedgerError {
 }
 
 impl LedgerError {
+    /// See [`StoreError::is_read_only`].
+    pub fn is_read_only(&self) -> bool {
+        matches!(self, LedgerError::Store(e) if e.is_read_only())
+    }
+
     pub fn is_unavailable(&self) -> bool {
         matches!(self, LedgerError::Store(e) if e.is_unavailable())
     }

@@ -58,6 +58,9 @@ pub const POOL_AVAILABLE: &str = "dts_ledger_pool_available_connections";
 pub const POOL_WAITING: &str = "dts_ledger_pool_waiting_requests";
 pub const POOL_MAX: &str = "dts_ledger_pool_max_connections";
 pub const WORKER_UP: &str = "dts_ledger_worker_up";
+pub const DATABASE_COMMITS_WAIT_FOR_STANDBY: &str = "dts_ledger_database_commits_wait_for_standby";
+pub const DATABASE_SYNCHRONOUS_STANDBYS: &str = "dts_ledger_database_synchronous_standbys";
+pub const DATABASE_SERVER: &str = "dts_ledger_database_server";
 pub const WORKER_RESTARTS: &str = "dts_ledger_worker_restarts_total";
 pub const BYTES_AFTER_STOP: &str = "dts_ledger_bytes_after_stop_bytes";
 pub const TASKS_REPORTING_AFTER_STOP: &str = "dts_ledger_tasks_reporting_after_stop";
@@ -262,6 +265,21 @@ fn describe() {
         RUNWAYS_ANNOUNCED,
         "Runway thresholds announced (OrderRunwayShort)"
     );
+    describe_gauge!(
+        DATABASE_COMMITS_WAIT_FOR_STANDBY,
+        "1 when the primary acknowledges a commit only once a synchronous standby has it \
+         (synchronous_standby_names set, synchronous_commit on), 0 when a commit lives on the \
+         primary's disk alone"
+    );
+    describe_gauge!(
+        DATABASE_SYNCHRONOUS_STANDBYS,
+        "Synchronous standbys attached to the primary (pg_stat_replication); -1 when the \
+         service's role may not read their state (grant it pg_monitor)"
+    );
+    describe_gauge!(
+        DATABASE_SERVER,
+        "1 for the server (host, port) this process writes to, 0 for one it wrote to before"
+    );
 }
 
 /// Counters alerts compute `increase()` over start at zero, so that their first increment is seen.
@@ -328,6 +346,31 @@ pub fn appended(types: &[(String, u64)], last_position: i64) {
 pub fn head_at(position: i64) {
     let highest = HEAD.fetch_max(position, Ordering::Relaxed).max(position);
     gauge!(HEAD_POSITION).set(highest as f64);
+}
+
+/// The server last written to, as labels of [`DATABASE_SERVER`], so that a failover moves the 1
+/// to the new primary's series and leaves the old one at 0.
+static SERVER: std::sync::Mutex<Option<(String, String)>> = std::sync::Mutex::new(None);
+
+/// Reports what protects the commits of the server written to (taken by `/readyz` and by the
+/// metrics refresher).
+pub fn protection(protection: &crate::database::primary::Protection) {
+    gauge!(DATABASE_COMMITS_WAIT_FOR_STANDBY)
+        .set(f64::from(u8::from(protection.commits_wait_for_standby())));
+    gauge!(DATABASE_SYNCHRONOUS_STANDBYS).set(protection.synchronous_standbys.unwrap_or(-1) as f64);
+    let now = (
+        protection
+            .host
+            .clone()
+            .unwrap_or_else(|| "local socket".to_owned()),
+        protection.port.to_string(),
+    );
+    let mut last = SERVER.lock().unwrap_or_else(|e| e.into_inner());
+    if let Some((host, port)) = last.take().filter(|before| *before != now) {
+        gauge!(DATABASE_SERVER, "host" => host, "port" => port).set(0.0);
+    }
+    gauge!(DATABASE_SERVER, "host" => now.0.clone(), "port" => now.1.clone()).set(1.0);
+    *last = Some(now);
 }
 
 /// The gauges read at scrape time: the pool's status and the ingest queue cost nothing to read.

@@ -82,16 +82,18 @@ async fn refresh(pool: &Pool, stopped_reporting_s: u64) -> Result<(), RefreshErr
     );
     let (counts, outbox, refused, unsettled) = tokio::join!(counts, outbox, refused, unsettled);
     let (counts, outbox, refused, unsettled) = (counts?, outbox?, refused?, unsettled?);
-    let (rows, row, refused, unsettled, after_stop) = tokio::join!(
+    let (rows, row, refused, unsettled, after_stop, protection) = tokio::join!(
         client.query(&counts, &[]),
         client.query_one(&outbox, &[]),
         client.query(&refused, &[]),
         client.query_one(&unsettled, &[]),
         tasks_reporting_after_stop(&client, stopped_reporting_s),
+        crate::database::primary::protection(&**client),
     );
     let (rows, row, refused, unsettled, after_stop) =
         (rows?, row?, refused?, unsettled?, after_stop?);
     gauge!(TASKS_REPORTING_AFTER_STOP).set(after_stop as f64);
+    super::protection(&protection?);
     let mut oldest = 0.0_f64;
     for action in Action::ALL
         .map(Action::name)

@@ -75,7 +75,7 @@ fn as_of_schema() -> utoipa::openapi::RefOr<utoipa::openapi::Schema> {
         (status = 401, description = "`unauthorized`: no token, an unknown one, another order's authCode or a rotated one", body = crate::api::error::ErrorResponse),
         (status = 403, description = "`forbidden`: a reporter token", body = crate::api::error::ErrorResponse),
         (status = 404, description = "`order_not_found`", body = crate::api::error::ErrorResponse),
-        (status = 503, description = "`database_unavailable`", body = crate::api::error::ErrorResponse),
+        (status = 503, description = "`database_unavailable`, `database_read_only`", body = crate::api::error::ErrorResponse),
     ))]
 pub async fn get_order(
     req: HttpRequest,
@@ -284,7 +284,7 @@ async fn order_as_of(
         (status = 400, description = "`invalid_instance_id`", body = crate::api::error::ErrorResponse),
         (status = 401, description = "`unauthorized`: no token, or an unknown one", body = crate::api::error::ErrorResponse),
         (status = 403, description = "`forbidden`: not an admin token", body = crate::api::error::ErrorResponse),
-        (status = 503, description = "`database_unavailable`", body = crate::api::error::ErrorResponse),
+        (status = 503, description = "`database_unavailable`, `database_read_only`", body = crate::api::error::ErrorResponse),
     ))]
 pub async fn erase_details(
     req: HttpRequest,
@@ -323,7 +323,7 @@ pub async fn erase_details(
         (status = 403, description = "`forbidden`: not an admin token", body = crate::api::error::ErrorResponse),
         (status = 404, description = "`order_not_found`", body = crate::api::error::ErrorResponse),
         (status = 409, description = "`order_released`: a released package signs no one in", body = crate::api::error::ErrorResponse),
-        (status = 503, description = "`database_unavailable`; `credentials_unconfigured`: no secret to derive credentials from", body = crate::api::error::ErrorResponse),
+        (status = 503, description = "`database_unavailable`, `database_read_only`; `credentials_unconfigured`: no secret to derive credentials from", body = crate::api::error::ErrorResponse),
     ))]
 pub async fn rotate_credential(
     req: HttpRequest,
