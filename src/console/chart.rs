@@ -61,14 +61,24 @@ pub fn svg(lang: Lang, title: &str, days: &[Day]) -> Markup {
     let gap = if bar_w > 4 { 1 } else { 0 };
     let base = TOP + plot_h;
     let label_every = if count > 45 { 15 } else { 5 };
+    // A window without traffic has no scale worth drawing (a 0 to 4 KiB axis would suggest
+    // there is something to read): the baseline, the dates, and a sentence saying so.
+    let empty = days.iter().all(|d| d.bytes == 0);
     html! {
         svg.chart viewBox={ "0 0 " (WIDTH) " " (HEIGHT) } role="img" aria-label=(title)
             xmlns="http://www.w3.org/2000/svg" {
-            @for i in 0..=STEPS {
-                @let y = base - plot_h * i / STEPS;
-                line x1=(LEFT) x2=(WIDTH - 8) y1=(y) y2=(y) stroke="#c8c8c8" stroke-width="1" {}
-                text x=(LEFT - 6) y=(y + 4) text-anchor="end" font-size="11" fill="#4a4a4a" {
-                    (format::bytes(scale.step_bytes * i))
+            @if empty {
+                line x1=(LEFT) x2=(WIDTH - 8) y1=(base) y2=(base) stroke="#c8c8c8" stroke-width="1" {}
+                text.chart-empty x=((LEFT + WIDTH) / 2) y=(TOP + plot_h / 2) text-anchor="middle"
+                    font-size="14" fill="#4a4a4a" { (lang.t("chart.empty")) }
+            }
+            @else {
+                @for i in 0..=STEPS {
+                    @let y = base - plot_h * i / STEPS;
+                    line x1=(LEFT) x2=(WIDTH - 8) y1=(y) y2=(y) stroke="#c8c8c8" stroke-width="1" {}
+                    text x=(LEFT - 6) y=(y + 4) text-anchor="end" font-size="11" fill="#4a4a4a" {
+                        (format::bytes(scale.step_bytes * i))
+                    }
                 }
             }
             @for (i, day) in days.iter().enumerate() {
@@ -112,6 +122,26 @@ mod tests {
             );
         }
         assert_eq!(Scale::covering(u64::MAX).height(u64::MAX, 100), 100);
+    }
+
+    #[test]
+    fn an_empty_window_draws_no_scale_but_says_so() {
+        let day = |bytes| Day {
+            date: chrono::NaiveDate::from_ymd_opt(2026, 11, 26).unwrap(),
+            bytes,
+            stopped: false,
+        };
+        let empty = svg(Lang::En, "t", &[day(0), day(0)]).into_string();
+        assert!(
+            !empty.contains("KiB") && !empty.contains(">0 B<"),
+            "{empty}"
+        );
+        assert!(empty.contains("No traffic in this window."), "{empty}");
+        let drawn = svg(Lang::En, "t", &[day(0), day(3000)]).into_string();
+        assert!(
+            drawn.contains("4.00 KiB") && !drawn.contains("No traffic"),
+            "{drawn}"
+        );
     }
 
     #[test]

@@ -90,7 +90,18 @@ pub fn message(
     )
 }
 
-pub fn login(lang: Lang, error: Option<&str>, instance_id: &str, csrf: &str) -> String {
+/// What the sign-in form shows besides its fields.
+#[derive(Clone, Copy)]
+pub struct LoginView<'a> {
+    pub error: Option<&'a str>,
+    /// Why the customer is here (their session ended; they signed out).
+    pub notice: Option<&'a str>,
+    pub typed_id: &'a str,
+    /// The console page to come back to (`""`: the overview).
+    pub next: &'a str,
+}
+
+pub fn login(lang: Lang, view: &LoginView<'_>, csrf: &str) -> String {
     layout(
         lang,
         &lang.t("login.title"),
@@ -98,15 +109,19 @@ pub fn login(lang: Lang, error: Option<&str>, instance_id: &str, csrf: &str) -> 
         "login",
         html! {
             h1 { (lang.t("login.title")) }
+            @if let Some(notice) = view.notice {
+                p.notice #login-notice role="status" { (notice) }
+            }
             p { (lang.t("login.intro")) }
-            @if let Some(error) = error {
+            @if let Some(error) = view.error {
                 p.error #login-error role="alert" { (error) }
             }
             form.card method="post" action="/console/login" {
                 input type="hidden" name="csrf" value=(csrf);
+                input type="hidden" name="next" value=(view.next);
                 label for="instanceId" { (lang.t("login.instance")) }
                 input #instanceId name="instanceId" type="text" required autocomplete="username"
-                    maxlength="128" value=(instance_id);
+                    maxlength="128" value=(view.typed_id);
                 label for="authCode" { (lang.t("login.auth_code")) }
                 input #authCode name="authCode" type="password" required
                     autocomplete="current-password" maxlength="128";
@@ -121,6 +136,8 @@ pub struct PackageView<'a> {
     pub package: &'a Package,
     pub sku_name: &'a str,
     pub renew_link: Option<String>,
+    /// `[console] expiry_warning_days`: how far ahead the expiry banner shows.
+    pub expiry_warning_days: u64,
 }
 
 fn bytes_cell(lang: Lang, n: u64) -> Markup {
@@ -139,23 +156,76 @@ pub fn state_word(lang: Lang, state: TaskState) -> String {
     lang.t(&format!("state.{}", state.as_str()))
 }
 
-/// The banner a package deserves now, if any: `(css class, text, offer renewal)`.
-fn banner(lang: Lang, p: &Package, now: DateTime<Utc>) -> Option<(&'static str, String, bool)> {
+/// "3 days left" / "less than a day left", or `None` when there is no expiry or it passed.
+pub fn days_left(lang: Lang, p: &Package, now: DateTime<Utc>) -> Option<String> {
+    let days = format::days_until(p.expires_at?, now)?;
+    Some(if days == 0 {
+        lang.t("package.day_left_less")
+    } else {
+        lang.tf("package.days_left", &[("days", &days.to_string())])
+    })
+}
+
+/// Whether an active package expires within the warning window.
+fn expiring(p: &Package, now: DateTime<Utc>, warning_days: u64) -> bool {
+    let window =
+        chrono::Duration::days(i64::try_from(warning_days).unwrap_or(i64::MAX / 86_400_000));
+    p.is_in_force_at(now) && p.expires_at.is_some_and(|at| at - now <= window)
+}
+
+/// The one word that says where a package stands, most pressing first: released, expired, used
+/// up, expiring soon, or normal. A catalog key under `status.` and a CSS class.
+pub fn badge(p: &Package, now: DateTime<Utc>, warning_days: u64) -> &'static str {
+    match p.status {
+        PackageStatus::Released => "released",
+        PackageStatus::Expired => "expired",
+        PackageStatus::Active if !p.is_in_force_at(now) => "expired",
+        PackageStatus::Active if p.bytes_remaining.is_zero() => "used_up",
+        PackageStatus::Active if expiring(p, now, warning_days) => "expiring",
+        PackageStatus::Active => "active",
+    }
+}
+
+/// One banner of a package: its CSS class, its text, and whether it offers renewal.
+struct Banner {
+    class: &'static str,
+    text: String,
+    offer: bool,
+}
+
+/// The banners a package deserves now, most pressing first: released (what it forfeited), or
+/// expired, or used up or past a low-balance level, and, independently, its expiry within the
+/// warning window.
+fn banners(lang: Lang, view: &PackageView<'_>, now: DateTime<Utc>) -> Vec<Banner> {
+    let p = view.package;
+    let banner = |class, text, offer| Banner { class, text, offer };
     if p.status == PackageStatus::Released {
-        return Some(("banner-off", lang.t("banner.released"), false));
+        let forfeited = format::bytes(p.bytes_forfeited.get());
+        let text = lang.tf("banner.released", &[("bytes", &forfeited)]);
+        return vec![banner("banner-off", text, false)];
     }
     if !p.is_in_force_at(now) {
-        return Some(("banner-bad", lang.t("banner.expired"), true));
+        return vec![banner("banner-bad", lang.t("banner.expired"), true)];
     }
+    let mut found = Vec::new();
     if p.bytes_remaining.is_zero() {
-        return Some(("banner-bad", lang.t("banner.exhausted"), true));
+        found.push(banner("banner-bad", lang.t("banner.exhausted"), true));
+    } else if let Some(level) = p.warned_percents.iter().max() {
+        let text = lang.tf("banner.low", &[("percent", &level.to_string())]);
+        found.push(banner("banner-warn", text, true));
     }
-    let level = p.warned_percents.iter().max()?;
-    Some((
-        "banner-warn",
-        lang.tf("banner.low", &[("percent", &level.to_string())]),
-        true,
-    ))
+    if let (true, Some(at), Some(left)) = (
+        expiring(p, now, view.expiry_warning_days),
+        p.expires_at,
+        days_left(lang, p, now),
+    ) {
+        let text = lang.tf(
+            "banner.expiring",
+            &[("date", &format::date(at, lang)), ("left", &left)],
+        );
+        found.push(banner("banner-warn banner-expiring", text, true));
+    }
+    found
 }
 
 pub fn package_card(lang: Lang, view: &PackageView<'_>, now: DateTime<Utc>) -> Markup {
@@ -163,35 +233,70 @@ pub fn package_card(lang: Lang, view: &PackageView<'_>, now: DateTime<Utc>) -> M
     let granted = p.bytes_granted.get();
     let consumed = p.bytes_consumed.get();
     let id = p.instance_id.as_str();
+    let badge = badge(p, now, view.expiry_warning_days);
+    let used = format::percent(consumed, granted);
+    let sku_size = lang.tf(
+        "package.sku_size",
+        &[
+            ("sku", view.sku_name),
+            ("size", &format::bytes(p.sku_bytes.get())),
+            ("exact", &format::bytes_exact(p.sku_bytes.get(), lang)),
+        ],
+    );
     html! {
         section.package id={ "package-" (id) } aria-labelledby={ "package-title-" (id) } {
             h3 id={ "package-title-" (id) } {
                 (view.sku_name) " "
                 span.instance { (id) } " "
-                span class={ "status status-" (p.status.as_str()) } { (status_word(lang, p.status)) }
+                span class={ "status status-" (badge) } { (lang.t(&format!("status.{badge}"))) }
             }
-            @if let Some((class, text, offer)) = banner(lang, p, now) {
-                p class={ "banner " (class) } role="status" {
-                    (text)
-                    @if offer {
+            p.sku-size { (sku_size) }
+            @for b in banners(lang, view, now) {
+                p class={ "banner " (b.class) } role="status" {
+                    (b.text)
+                    @if b.offer {
                         @if let Some(link) = &view.renew_link {
                             " " a.renew-link href=(link) rel="noopener noreferrer" { (lang.t("banner.renew")) }
                         }
                     }
                 }
             }
-            meter min="0" max="100" low="80" high="95" optimum="0"
-                value=(format::percent_whole(consumed, granted))
-                title=(lang.tf("package.usage", &[("percent", &format::percent(consumed, granted))])) {
-                (format::percent(consumed, granted))
+            div.usage {
+                meter min="0" max="100" low="80" high="95" optimum="0"
+                    value=(format::percent_whole(consumed, granted)) aria-hidden="true" {
+                    (used)
+                }
+                span.used-percent { (lang.tf("package.usage", &[("percent", &used)])) }
             }
             dl.figures {
                 div { dt { (lang.t("package.expires")) }
-                      dd { @match p.expires_at { Some(at) => (when(lang, at)), None => (lang.t("package.never")) } } }
+                      dd.expiry {
+                          @match p.expires_at {
+                              Some(at) => {
+                                  (when(lang, at))
+                                  br;
+                                  span.days-left {
+                                      @match days_left(lang, p, now) {
+                                          Some(left) => (left),
+                                          None => (lang.t("package.past")),
+                                      }
+                                  }
+                              }
+                              None => (lang.t("package.never")),
+                          }
+                      } }
                 div { dt { (lang.t("package.granted")) } dd { (bytes_cell(lang, granted)) } }
                 div { dt { (lang.t("package.consumed")) } dd { (bytes_cell(lang, consumed)) } }
                 div { dt { (lang.t("package.remaining")) } dd.remaining { (bytes_cell(lang, p.bytes_remaining.get())) } }
-                div { dt { (lang.t("package.overage")) } dd { (bytes_cell(lang, p.bytes_overage.get())) } }
+                div { dt { (lang.t("package.overage")) } dd.overage { (bytes_cell(lang, p.bytes_overage.get())) } }
+                @if !p.bytes_forfeited.is_zero() {
+                    div { dt { (lang.t("package.forfeited")) } dd.forfeited { (bytes_cell(lang, p.bytes_forfeited.get())) } }
+                }
+            }
+            @if !p.bytes_overage.is_zero() {
+                p.overage-note {
+                    (lang.tf("banner.overage", &[("bytes", &format::bytes(p.bytes_overage.get()))]))
+                }
             }
             p.details { a.details href={ "/console/packages/" (segment(id)) } { (lang.t("package.details")) } }
         }
@@ -245,6 +350,7 @@ pub fn overview(
     who: &SignedIn<'_>,
     packages: &[PackageView<'_>],
     tasks: &[Task],
+    flash: Option<&str>,
     now: DateTime<Utc>,
 ) -> String {
     layout(
@@ -254,8 +360,12 @@ pub fn overview(
         "overview",
         html! {
             h1 { (lang.t("overview.title")) }
+            @if let Some(flash) = flash {
+                p.flash #flash role="status" { (flash) }
+            }
             h2 { (lang.t("overview.packages")) }
             @if packages.is_empty() { p { (lang.t("overview.no_packages")) } }
+            @else { p.units #units-note { (lang.t("overview.units")) } }
             div.packages { @for view in packages { (package_card(lang, view, now)) } }
             h2 #tasks { (lang.t("overview.tasks")) }
             @if tasks.is_empty() { p { (lang.t("overview.no_tasks")) } }
@@ -264,11 +374,50 @@ pub fn overview(
     )
 }
 
-/// A package a task may move to, with what it has left.
+/// A package a task may move to, with what the customer weighs before choosing it.
 pub struct Candidate<'a> {
-    pub instance_id: &'a str,
+    pub package: &'a Package,
     pub sku_name: &'a str,
-    pub bytes_remaining: u64,
+    /// The live tasks drawing from it already.
+    pub tasks: Vec<&'a str>,
+}
+
+/// Where a customer gets more traffic: the marketplace's page for buying a package, and the
+/// renewal of the package the task is on.
+pub struct MoreTraffic {
+    pub buy: Option<String>,
+    pub renew_current: Option<String>,
+}
+
+fn candidate(lang: Lang, c: &Candidate<'_>, now: DateTime<Utc>) -> Markup {
+    let p = c.package;
+    let id = p.instance_id.as_str();
+    let remaining = format::bytes(p.bytes_remaining.get());
+    let expiry = match (p.expires_at, days_left(lang, p, now)) {
+        (Some(at), Some(left)) => lang.tf(
+            "renew.expires",
+            &[("date", &format::date(at, lang)), ("left", &left)],
+        ),
+        _ => lang.t("renew.never"),
+    };
+    let tasks = if c.tasks.is_empty() {
+        lang.t("renew.no_tasks_on")
+    } else {
+        lang.tf("renew.tasks_on", &[("tasks", &c.tasks.join(", "))])
+    };
+    html! {
+        div.choice id={ "choice-" (id) } {
+            input type="radio" name="to" id={ "to-" (id) } value=(id) required;
+            label for={ "to-" (id) } {
+                strong { (lang.tf("renew.option", &[("id", id), ("sku", c.sku_name)])) }
+                span.choice-facts {
+                    span.remaining { (lang.tf("renew.remaining", &[("remaining", &remaining)])) }
+                    span.expiry { (expiry) }
+                    span.tasks-on { (tasks) }
+                }
+            }
+        }
+    }
 }
 
 pub fn renew(
@@ -277,6 +426,8 @@ pub fn renew(
     task: &Task,
     version: &str,
     candidates: &[Candidate<'_>],
+    more: &MoreTraffic,
+    now: DateTime<Utc>,
 ) -> String {
     let id = task.task_id.as_str();
     let title = lang.tf("renew.title", &[("task", id)]);
@@ -288,29 +439,38 @@ pub fn renew(
         html! {
             h1 { (title) }
             (tasks_table(lang, std::slice::from_ref(task), false))
-            p { (lang.t("renew.intro")) }
+            p.notice #renew-what { (lang.t("renew.what")) }
             @if candidates.is_empty() {
                 p.notice #no-candidates { (lang.t("renew.none")) }
             } @else {
-                form.card method="post" action={ "/console/tasks/" (segment(id)) "/renew" } {
+                form.card.renew-form method="post" action={ "/console/tasks/" (segment(id)) "/renew" } {
                     input type="hidden" name="csrf" value=(who.csrf);
                     input type="hidden" name="version" value=(version);
                     fieldset {
                         legend { (lang.t("renew.choose")) }
-                        @for (i, c) in candidates.iter().enumerate() {
-                            div.choice {
-                                input type="radio" name="to" id={ "to-" (c.instance_id) }
-                                    value=(c.instance_id) required checked[i == 0];
-                                label for={ "to-" (c.instance_id) } {
-                                    (lang.tf("renew.option", &[("id", c.instance_id), ("sku", c.sku_name),
-                                        ("remaining", &format::bytes(c.bytes_remaining))]))
-                                }
-                            }
-                        }
+                        p.hint { (lang.t("renew.intro")) }
+                        @for c in candidates { (candidate(lang, c, now)) }
                     }
                     button #renew-submit type="submit" { (lang.t("renew.submit")) }
                     " " a href="/console" { (lang.t("common.cancel")) }
                 }
+            }
+            @if more.buy.is_some() || more.renew_current.is_some() {
+                p #more-traffic {
+                    (lang.t("renew.more")) " "
+                    @if let Some(link) = &more.buy {
+                        a #buy-link href=(link) rel="noopener noreferrer" { (lang.t("renew.buy")) }
+                    }
+                    @if more.buy.is_some() && more.renew_current.is_some() { " · " }
+                    @if let Some(link) = &more.renew_current {
+                        a #renew-current href=(link) rel="noopener noreferrer" {
+                            (lang.tf("renew.renew_current", &[("id", task.instance_id.as_str())]))
+                        }
+                    }
+                }
+            }
+            @if candidates.is_empty() {
+                p { a href="/console" { (lang.t("common.cancel")) } }
             }
         },
     )
@@ -385,18 +545,21 @@ pub fn package(
                 }
             }
             (super::chart::svg(lang, &chart_title, days))
-            table.sr-only #usage-table {
-                caption { (lang.t("chart.table")) }
-                thead { tr {
-                    th scope="col" { (lang.t("chart.day")) }
-                    th scope="col" { (lang.t("chart.bytes")) }
-                    th scope="col" { (lang.t("chart.stop_col")) }
-                } }
-                tbody { @for day in days { tr {
-                    th scope="row" { (day.date) }
-                    td { (format::bytes(day.bytes)) " (" (format::bytes_exact(day.bytes, lang)) ")" }
-                    td { @if day.stopped { (lang.t("common.yes")) } @else { (lang.t("common.no")) } }
-                } } }
+            // A table ignores the height it is given: the wrapper keeps it out of the layout.
+            div.sr-only {
+                table #usage-table {
+                    caption { (lang.t("chart.table")) }
+                    thead { tr {
+                        th scope="col" { (lang.t("chart.day")) }
+                        th scope="col" { (lang.t("chart.bytes")) }
+                        th scope="col" { (lang.t("chart.stop_col")) }
+                    } }
+                    tbody { @for day in days { tr {
+                        th scope="row" { (day.date) }
+                        td { (format::bytes(day.bytes)) " (" (format::bytes_exact(day.bytes, lang)) ")" }
+                        td { @if day.stopped { (lang.t("common.yes")) } @else { (lang.t("common.no")) } }
+                    } } }
+                }
             }
             h2 #statement { (lang.t("statement.title")) }
             p {
@@ -426,7 +589,7 @@ pub fn package(
                         td { (lang.t(&format!("grant.{}", g.kind))) }
                         td { (g.order_id) }
                         td { (bytes_cell(lang, g.bytes)) }
-                        td { (g.amount) " " (g.currency) }
+                        td.amount { (format::money(g.amount, &g.currency)) }
                     } } }
                 }
             }

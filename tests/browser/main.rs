@@ -291,7 +291,7 @@ async fn a_customer_signs_in_renews_destroys_switches_language_and_signs_out() {
         tokio::time::sleep(Duration::from_millis(POLL_MS)).await;
     }
     assert!(
-        csv.starts_with("\u{feff}record,") && csv.contains("order-biz-1"),
+        csv.starts_with("\u{feff}日期,项目,") && csv.contains("order-biz-1"),
         "{csv:?}"
     );
 
@@ -432,7 +432,8 @@ async fn a_customer_signs_in_renews_destroys_switches_language_and_signs_out() {
         .unwrap();
     let english = showing(&client, "My traffic packages").await;
     assert!(
-        english.contains("My traffic packages") && english.contains("Renew in time"),
+        english.contains("My traffic packages")
+            && english.contains("Renew it to keep its tasks running"),
         "{english}"
     );
     client.refresh().await.unwrap();
