@@ -246,6 +246,7 @@ routes::route_table! {
     GET "/metrics" => routes::metrics::metrics;
     GET "/v1/cloud/order" => routes::cloud_order::cloud_order;
     GET "/v1/orders/{instance_id}" => routes::orders::get_order;
+    GET "/v1/orders/{instance_id}/usage" => routes::orders::get_usage;
     DELETE "/v1/orders/{instance_id}/details" => routes::orders::erase_details;
     POST "/v1/orders/{instance_id}/expire" => routes::reconciliation::expire_order;
     POST "/v1/orders/{instance_id}/credential" => routes::orders::rotate_credential;

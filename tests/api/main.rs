@@ -26,4 +26,5 @@ mod tasks;
 mod tools;
 mod tour;
 mod traffic;
+mod usage;
 mod webhooks;
