@@ -512,6 +512,19 @@ async fn tasks_of(
         .collect()
 }
 
+/// The runways of these packages, in one statement.
+async fn runways_of(
+    client: &impl GenericClient,
+    packages: &[Package],
+    now: DateTime<Utc>,
+    lang: Lang,
+) -> Result<std::collections::HashMap<InstanceId, crate::usage::Runway>, PageError> {
+    let ids: Vec<InstanceId> = packages.iter().map(|p| p.instance_id.clone()).collect();
+    crate::usage::runways(client, &ids, now)
+        .await
+        .map_err(db_error(lang))
+}
+
 async fn overview(console: web::Data<Console>, req: HttpRequest) -> PageResult {
     let lang = lang_of(&req);
     let client = console.pool.get().await.map_err(pool_error(lang))?;
@@ -520,6 +533,8 @@ async fn overview(console: web::Data<Console>, req: HttpRequest) -> PageResult {
     };
     let packages = packages_of(&client, &customer.jd_pin, lang).await?;
     let tasks = tasks_of(&client, &packages, lang).await?;
+    let now = Utc::now();
+    let runways = runways_of(&client, &packages, now, lang).await?;
     let names: Vec<String> = packages.iter().map(|p| console.sku_name(p)).collect();
     let views: Vec<pages::PackageView<'_>> = packages
         .iter()
@@ -529,17 +544,11 @@ async fn overview(console: web::Data<Console>, req: HttpRequest) -> PageResult {
             sku_name: name,
             renew_link: console.renew_link(&package.instance_id),
             expiry_warning_days: console.config.expiry_warning_days,
+            runway: runways.get(&package.instance_id),
         })
         .collect();
     let flash = flash::read(&console, &req, &customer, lang);
-    let body = pages::overview(
-        lang,
-        &customer.who(),
-        &views,
-        &tasks,
-        flash.as_deref(),
-        Utc::now(),
-    );
+    let body = pages::overview(lang, &customer.who(), &views, &tasks, flash.as_deref(), now);
     let mut response = signed_in_page(&console, &customer, StatusCode::OK, body);
     if req.cookie(flash::COOKIE_NAME).is_some() {
         let _ = response.add_cookie(&flash::removal(&console));
@@ -1090,6 +1099,7 @@ async fn renew_form(
         .collect();
     let owned: Vec<Package> = usable.iter().map(|p| (*p).clone()).collect();
     let on_them = tasks_of(&client, &owned, lang).await?;
+    let runways = runways_of(&client, &owned, now, lang).await?;
     let names: Vec<String> = usable.iter().map(|p| console.sku_name(p)).collect();
     let candidates: Vec<pages::Candidate<'_>> = usable
         .iter()
@@ -1102,6 +1112,7 @@ async fn renew_form(
                 .filter(|t| t.instance_id == p.instance_id)
                 .map(|t| t.task_id.as_str())
                 .collect(),
+            runway: runways.get(&p.instance_id),
         })
         .collect();
     let more = pages::MoreTraffic {
@@ -1325,17 +1336,32 @@ async fn package_page(
     let days = usage::daily(&client, &package.instance_id, window, now)
         .await
         .map_err(db_error(lang))?;
+    let by_task = crate::usage::daily_by_task(&client, &package.instance_id, window, now)
+        .await
+        .map_err(db_error(lang))?;
+    let (since, _) = usage::window_start(now, window);
+    let drawn = crate::usage::package_tasks(&client, &package.instance_id, since, now)
+        .await
+        .map_err(db_error(lang))?;
     let grants = usage::grants(&client, &package.instance_id)
         .await
         .map_err(db_error(lang))?;
+    let runways = runways_of(&client, std::slice::from_ref(&package), now, lang).await?;
     let name = console.sku_name(&package);
     let view = pages::PackageView {
         package: &package,
         sku_name: &name,
         renew_link: console.renew_link(&package.instance_id),
         expiry_warning_days: console.config.expiry_warning_days,
+        runway: runways.get(&package.instance_id),
     };
-    let body = pages::package(lang, &customer.who(), &view, window, &days, &grants, now);
+    let read = pages::PackageUsage {
+        days: &days,
+        by_task: &by_task,
+        usage: &drawn,
+        grants: &grants,
+    };
+    let body = pages::package(lang, &customer.who(), &view, window, &read, now);
     Ok(signed_in_page(&console, &customer, StatusCode::OK, body))
 }
 
@@ -1366,6 +1392,17 @@ async fn statement_csv(
             .map_err(db_error(lang))?,
         _ => None,
     };
+    let tasks: Vec<statement::TaskDay> =
+        crate::usage::daily_by_task(&client, &package.instance_id, window, now)
+            .await
+            .map_err(db_error(lang))?
+            .into_iter()
+            .map(|(date, task, bytes)| statement::TaskDay {
+                date,
+                task_id: task.as_str().to_owned(),
+                bytes,
+            })
+            .collect();
     let id = package.instance_id.as_str();
     let csv = statement::Statement {
         instance_id: id,
@@ -1373,7 +1410,7 @@ async fn statement_csv(
         balance_now: package.bytes_net(),
         days: &days,
         grants: &grants,
-        tasks: &[],
+        tasks: &tasks,
         release,
     }
     .csv(lang);

@@ -23,6 +23,7 @@ const PATH_SEGMENT: &AsciiSet = &NON_ALPHANUMERIC
 pub fn segment(id: &str) -> String {
     utf8_percent_encode(id, PATH_SEGMENT).to_string()
 }
+use crate::usage::{Runway, TaskUsage};
 use projections::{Package, PackageStatus, Task, TaskState};
 
 /// Who is signed in, for the header and the forms.
@@ -138,6 +139,41 @@ pub struct PackageView<'a> {
     pub renew_link: Option<String>,
     /// `[console] expiry_warning_days`: how far ahead the expiry banner shows.
     pub expiry_warning_days: u64,
+    /// When it runs out at the last week's rate (`None`: too little history, or not usable).
+    pub runway: Option<&'a Runway>,
+}
+
+/// "runs out in about 12 days (2026-12-08); it expires before then", or `None` for a package
+/// that cannot run out any more (used up, expired, released).
+pub fn runway_text(
+    lang: Lang,
+    p: &Package,
+    runway: Option<&Runway>,
+    now: DateTime<Utc>,
+) -> Option<String> {
+    if !p.is_usable_at(now) {
+        return None;
+    }
+    let Some(r) = runway else {
+        return Some(lang.t("runway.unknown"));
+    };
+    let date = r.runs_out_on.to_string();
+    let mut text = if r.days == 0 {
+        lang.tf("runway.today", &[("date", &date)])
+    } else {
+        lang.tf(
+            "runway.days",
+            &[("days", &r.days.to_string()), ("date", &date)],
+        )
+    };
+    if p.expires_at.is_some() {
+        text.push_str(&lang.t(if r.expires_first {
+            "runway.expires_first"
+        } else {
+            "runway.runs_out_first"
+        }));
+    }
+    Some(text)
 }
 
 fn bytes_cell(lang: Lang, n: u64) -> Markup {
@@ -261,6 +297,11 @@ pub fn package_card(lang: Lang, view: &PackageView<'_>, now: DateTime<Utc>) -> M
                     }
                 }
             }
+            @if let Some(text) = runway_text(lang, p, view.runway, now) {
+                p class={ "runway" @if view.runway.is_some_and(|r| !r.expires_first) { " runway-first" } } {
+                    (text)
+                }
+            }
             div.usage {
                 meter min="0" max="100" low="80" high="95" optimum="0"
                     value=(format::percent_whole(consumed, granted)) aria-hidden="true" {
@@ -345,6 +386,67 @@ pub fn tasks_table(lang: Lang, tasks: &[Task], actions: bool) -> Markup {
     }
 }
 
+/// The live tasks grouped by the package they draw from, in the overview's order of packages.
+pub fn grouped_tasks_table(lang: Lang, packages: &[PackageView<'_>], tasks: &[Task]) -> Markup {
+    html! {
+        table.tasks.grouped {
+            thead { tr {
+                th scope="col" { (lang.t("task.id")) }
+                th scope="col" { (lang.t("task.package")) }
+                th scope="col" { (lang.t("task.state")) }
+                th scope="col" { (lang.t("task.stop_reason")) }
+                th scope="col" { (lang.t("task.consumed")) }
+                th scope="col" { (lang.t("task.last_report")) }
+                th scope="col" { (lang.t("task.actions")) }
+            } }
+            @for view in packages {
+                @let id = view.package.instance_id.as_str();
+                @let own: Vec<&Task> = tasks.iter().filter(|t| t.instance_id.as_str() == id).collect();
+                @if !own.is_empty() {
+                    tbody id={ "tasks-of-" (id) } {
+                        tr.group { th colspan="7" scope="rowgroup" {
+                            a href={ "/console/packages/" (segment(id)) "#package-tasks" } {
+                                (lang.tf("tasks.group", &[("id", id), ("sku", view.sku_name)]))
+                            }
+                        } }
+                        @for t in own { (task_row(lang, t, true)) }
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// What each task drew from one package in the window, largest first, with the bytes recorded
+/// after the package reached zero.
+pub fn package_tasks(lang: Lang, window_days: u32, usage: &[TaskUsage]) -> Markup {
+    let total: u64 = usage.iter().map(|u| u.bytes).fold(0, u64::saturating_add);
+    html! {
+        h2 #package-tasks { (lang.tf("ptasks.title", &[("days", &window_days.to_string())])) }
+        @if usage.is_empty() {
+            p { (lang.t("ptasks.none")) }
+        } @else {
+            table.tasks #package-task-usage {
+                thead { tr {
+                    th scope="col" { (lang.t("ptasks.task")) }
+                    th scope="col" { (lang.t("ptasks.bytes")) }
+                    th scope="col" { (lang.t("ptasks.share")) }
+                    th scope="col" { (lang.t("ptasks.after_zero")) }
+                } }
+                tbody { @for u in usage { tr id={ "drawn-" (u.task_id.as_str()) } {
+                    th scope="row" { (u.task_id.as_str()) }
+                    td.drawn data-label=(lang.t("ptasks.bytes")) { (bytes_cell(lang, u.bytes)) }
+                    td data-label=(lang.t("ptasks.share")) { (format::percent(u.bytes, total)) }
+                    td.after-zero data-label=(lang.t("ptasks.after_zero")) { (bytes_cell(lang, u.bytes_after_zero)) }
+                } } }
+            }
+            @if usage.iter().any(|u| u.bytes_after_zero > 0) {
+                p.hint { (lang.t("ptasks.after_zero_note")) }
+            }
+        }
+    }
+}
+
 pub fn overview(
     lang: Lang,
     who: &SignedIn<'_>,
@@ -369,7 +471,7 @@ pub fn overview(
             div.packages { @for view in packages { (package_card(lang, view, now)) } }
             h2 #tasks { (lang.t("overview.tasks")) }
             @if tasks.is_empty() { p { (lang.t("overview.no_tasks")) } }
-            @else { (tasks_table(lang, tasks, true)) }
+            @else { (grouped_tasks_table(lang, packages, tasks)) }
         },
     )
 }
@@ -380,6 +482,7 @@ pub struct Candidate<'a> {
     pub sku_name: &'a str,
     /// The live tasks drawing from it already.
     pub tasks: Vec<&'a str>,
+    pub runway: Option<&'a Runway>,
 }
 
 /// Where a customer gets more traffic: the marketplace's page for buying a package, and the
@@ -413,6 +516,9 @@ fn candidate(lang: Lang, c: &Candidate<'_>, now: DateTime<Utc>) -> Markup {
                 span.choice-facts {
                     span.remaining { (lang.tf("renew.remaining", &[("remaining", &remaining)])) }
                     span.expiry { (expiry) }
+                    @if let Some(text) = runway_text(lang, p, c.runway, now) {
+                        span.runway { (text) }
+                    }
                     span.tasks-on { (tasks) }
                 }
             }
@@ -513,6 +619,16 @@ pub fn stale(lang: Lang, who: &SignedIn<'_>, task: &Task) -> String {
     )
 }
 
+/// What a package's page shows of its use.
+pub struct PackageUsage<'a> {
+    pub days: &'a [Day],
+    /// Per day and task, the bytes drawn from this package (days in order).
+    pub by_task: &'a [super::chart::TaskDayBytes],
+    /// Per task, the window's bytes drawn from this package, largest first.
+    pub usage: &'a [TaskUsage],
+    pub grants: &'a [Grant],
+}
+
 /// A package's page: its figures, the usage chart and its table, and the statement.
 ///
 /// One idea, longer than most: a template reads top to bottom as the page does.
@@ -521,10 +637,15 @@ pub fn package(
     who: &SignedIn<'_>,
     view: &PackageView<'_>,
     window_days: u32,
-    days: &[Day],
-    grants: &[Grant],
+    read: &PackageUsage<'_>,
     now: DateTime<Utc>,
 ) -> String {
+    let PackageUsage {
+        days,
+        by_task,
+        usage,
+        grants,
+    } = *read;
     let id = view.package.instance_id.as_str();
     let chart_title = lang.tf("chart.title", &[("days", &window_days.to_string())]);
     layout(
@@ -544,7 +665,8 @@ pub fn package(
                     }
                 }
             }
-            (super::chart::svg(lang, &chart_title, days))
+            (super::chart::svg(lang, &chart_title, days, by_task))
+            (package_tasks(lang, window_days, usage))
             // A table ignores the height it is given: the wrapper keeps it out of the layout.
             div.sr-only {
                 table #usage-table {

@@ -507,7 +507,7 @@ async fn a_package_page_charts_daily_use_and_its_statement_downloads_as_csv() {
         text.contains(&format!("{today},每日用量,biz-1,,,,10500,-500,,,是")),
         "{text}"
     );
-    assert_eq!(text.lines().count(), 1 + 3);
+    assert_eq!(text.lines().count(), 1 + 4, "and the task's row: {text}");
 
     // Bob's package: neither its page nor its statement.
     assert_eq!(

@@ -456,3 +456,133 @@ async fn the_statement_speaks_the_page_language_and_keeps_a_running_balance() {
         "{chinese}"
     );
 }
+
+/// Moves the ledger's history back by `days` (the superuser, with the append-only trigger off
+/// for the statement): the server's clock cannot be set back, and a runway needs a day of use.
+async fn age_ledger(app: &TestApp, days: i64) {
+    app.db
+        .client()
+        .await
+        .batch_execute(&format!(
+            "ALTER TABLE events DISABLE TRIGGER events_append_only;
+             UPDATE events SET recorded_at = recorded_at - interval '{days} days';
+             ALTER TABLE events ENABLE TRIGGER events_append_only;
+             UPDATE packages SET created_at = created_at - interval '{days} days';"
+        ))
+        .await
+        .unwrap();
+}
+
+#[tokio::test]
+async fn runway_and_what_each_task_drew_from_the_package_are_on_its_pages() {
+    let app = spawn_app().await;
+    app.buy("biz-1", "alice", "FW_GOODS-500232-1").await;
+    app.buy("biz-2", "alice", "FW_GOODS-500232-1").await;
+    for task in ["big", "small", "mover"] {
+        assert_eq!(app.create_task(task, "biz-1").await.0, 201);
+    }
+    let cookie = sign_in(&app, "biz-1").await;
+    let html = get_with(&app, "/console", &cookie)
+        .await
+        .text()
+        .await
+        .unwrap();
+    assert!(html.contains("用量历史不足 1 天"), "no runway yet: {html}");
+
+    const GIB: i64 = 1 << 30;
+    app.traffic(json!([
+        report("big", "r-1", 60 * GIB),
+        report("small", "r-2", 10 * GIB),
+        report("mover", "r-3", 2 * GIB),
+    ]))
+    .await;
+    // Moved onto biz-2: what it drew from biz-1 stays biz-1's.
+    let moved = app
+        .post_as(
+            "/v1/tasks/mover/renew",
+            REPORTER_TOKEN,
+            &json!({ "instanceId": "biz-2" }),
+        )
+        .await;
+    assert_eq!(moved.status(), 200);
+    age_ledger(&app, 2).await;
+    app.report("mover", "r-4", GIB).await;
+
+    let html = get_with(&app, "/console", &cookie)
+        .await
+        .text()
+        .await
+        .unwrap();
+    let card_1 = card(&html, "biz-1");
+    assert!(
+        card_1.contains("按近 7 天的用量，约 ") && card_1.contains(" 天后用完（"),
+        "{card_1}"
+    );
+    // Grouped by package: each package's tasks under its own heading.
+    let group = html.split("id=\"tasks-of-biz-1\"").nth(1).unwrap();
+    let group = &group[..group.find("</tbody>").unwrap()];
+    assert!(
+        group.contains("task-big") && !group.contains("task-mover"),
+        "{group}"
+    );
+    assert!(html.contains("id=\"tasks-of-biz-2\""), "{html}");
+
+    let page = get_in(&app, "/console/packages/biz-1", &cookie, "en")
+        .await
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        page.contains("At the last 7 days' rate, runs out in about "),
+        "{page}"
+    );
+    let table = page.split("id=\"package-task-usage\"").nth(1).unwrap();
+    let table = &table[..table.find("</table>").unwrap()];
+    let order: Vec<usize> = ["drawn-big", "drawn-small", "drawn-mover"]
+        .iter()
+        .map(|id| table.find(id).unwrap_or_else(|| panic!("{id}: {table}")))
+        .collect();
+    assert!(
+        order[0] < order[1] && order[1] < order[2],
+        "largest first: {table}"
+    );
+    assert!(
+        table.contains("60.00 GiB") && table.contains("2.00 GiB"),
+        "{table}"
+    );
+    assert!(
+        page.contains("id=\"chart-legend\""),
+        "the chart by task: {page}"
+    );
+    let fresh = get_with(&app, "/console/packages/biz-2", &cookie)
+        .await
+        .text()
+        .await
+        .unwrap();
+    let table = fresh.split("id=\"package-task-usage\"").nth(1).unwrap();
+    assert!(
+        table.contains("drawn-mover")
+            && table[..table.find("</table>").unwrap()].contains("1.00 GiB"),
+        "only what it drew from this package: {table}"
+    );
+
+    let csv = get_in(&app, "/console/packages/biz-1/statement.csv", &cookie, "en")
+        .await
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        csv.contains(&format!(",Task use,biz-1,big,,,{},", 60 * GIB)),
+        "per-task rows: {csv}"
+    );
+
+    let form = get_with(&app, "/console/tasks/small/renew", &cookie)
+        .await
+        .text()
+        .await
+        .unwrap();
+    let choice = form.split("id=\"choice-biz-2\"").nth(1).unwrap();
+    assert!(choice.contains("剩余 1023.00 GiB"), "{choice}");
+    assert!(choice.contains("已在使用的任务：mover"), "{choice}");
+    assert!(form.contains("不会付款"), "says what it does: {form}");
+}
