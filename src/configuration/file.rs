@@ -137,6 +137,8 @@ pub(super) struct ConsoleFile {
     session_ttl_s: Option<u64>,
     session_max_s: Option<u64>,
     renew_url: Option<String>,
+    buy_url: Option<String>,
+    expiry_warning_days: Option<u64>,
 }
 
 /// `[console]`: where customers reach us and how their sessions are signed.
@@ -146,6 +148,8 @@ pub(super) struct ConsoleSettings {
     pub session_ttl_s: u64,
     pub session_max_s: u64,
     pub renew_url: Option<String>,
+    pub buy_url: Option<String>,
+    pub expiry_warning_days: u64,
 }
 
 impl ConsoleFile {
@@ -164,6 +168,7 @@ impl ConsoleFile {
             secret: secret.read_strong(env, self.secret)?,
             public_url: public_url.map(|url| url.trim_end_matches('/').to_owned()),
             renew_url: http_url("console.renew_url", env, None, self.renew_url)?,
+            buy_url: http_url("console.buy_url", env, None, self.buy_url)?,
             session_ttl_s: in_range(
                 "console.session_ttl_s",
                 self.session_ttl_s,
@@ -175,6 +180,12 @@ impl ConsoleFile {
                 self.session_max_s,
                 SESSION_MAX_S_DEFAULT,
                 SESSION_MAX_S_MAX,
+            )?,
+            expiry_warning_days: in_range(
+                "console.expiry_warning_days",
+                self.expiry_warning_days,
+                EXPIRY_WARNING_DAYS_DEFAULT,
+                EXPIRY_WARNING_DAYS_MAX,
             )?,
         })
     }

@@ -39,6 +39,11 @@ pub const SESSION_TTL_S_MAX: u64 = 86_400;
 pub const SESSION_MAX_S_DEFAULT: u64 = 12 * 3600;
 /// A week: a session that outlives that is no longer its customer's.
 pub const SESSION_MAX_S_MAX: u64 = 7 * 86_400;
+/// A package this close to its expiry gets the console's expiry banner: a week, as cloud billing
+/// centres warn, so a customer who signs in weekly sees it once before it is too late.
+pub const EXPIRY_WARNING_DAYS_DEFAULT: u64 = 7;
+/// A banner further ahead than a year would be on every package of a yearly plan.
+pub const EXPIRY_WARNING_DAYS_MAX: u64 = 366;
 /// How often the sweeper looks for orders whose expiry has passed.
 pub const EXPIRY_SWEEP_S_DEFAULT: u64 = 30;
 /// Runways announced by webhook when they come within these many days (`OrderRunwayShort`).
@@ -182,6 +187,10 @@ pub struct Config {
     pub session_max_s: u64,
     /// The marketplace's renewal page; the console links to it with `instanceId=<id>` appended.
     pub renew_url: Option<String>,
+    /// The marketplace's page for buying a package; the 续费 form links to it.
+    pub buy_url: Option<String>,
+    /// The console warns of a package's expiry this many days ahead (1-366).
+    pub expiry_warning_days: u64,
     /// Bearer token of operators and finance for the read APIs.
     pub admin_token: Option<Secret>,
     /// Bearer tokens of DTS agents and the control plane (tasks and traffic).
@@ -228,6 +237,8 @@ impl Config {
             session_ttl_s: SESSION_TTL_S_DEFAULT,
             session_max_s: SESSION_MAX_S_DEFAULT,
             renew_url: None,
+            buy_url: None,
+            expiry_warning_days: EXPIRY_WARNING_DAYS_DEFAULT,
             admin_token: None,
             reporter_tokens: Vec::new(),
             expiry_sweep_s: EXPIRY_SWEEP_S_DEFAULT,
@@ -282,6 +293,8 @@ impl Config {
             session_ttl_s: console.session_ttl_s,
             session_max_s: console.session_max_s,
             renew_url: console.renew_url,
+            buy_url: console.buy_url,
+            expiry_warning_days: console.expiry_warning_days,
             admin_token,
             reporter_tokens,
             expiry_sweep_s,

@@ -41,6 +41,12 @@ pub struct Grant {
 
 pub use crate::usage::window_start;
 
+/// The date of an instant in China Standard Time.
+pub fn cst_date(at: DateTime<Utc>) -> NaiveDate {
+    let cst = chrono::FixedOffset::east_opt(8 * 3600).expect("UTC+8 is a valid offset");
+    at.with_timezone(&cst).date_naive()
+}
+
 /// Daily consumption of a package over the last `days` days, one entry per day (zeros included).
 pub async fn daily(
     client: &impl GenericClient,
@@ -118,4 +124,25 @@ pub async fn grants(
             currency: row.get::<_, Option<String>>(5).unwrap_or_default(),
         })
         .collect())
+}
+
+/// When a released package was released and what it forfeited. A stream holds one release at
+/// most, near its end: walked back along the `(stream_id, version)` index.
+pub async fn release(
+    client: &impl GenericClient,
+    instance_id: &InstanceId,
+) -> Result<Option<super::statement::Release>, tokio_postgres::Error> {
+    let statement = client
+        .prepare_cached(
+            "SELECT recorded_at, (payload->>'bytesForfeited')::int8 FROM events
+              WHERE stream_id = $1 AND event_type = 'OrderReleased'
+              ORDER BY version DESC LIMIT 1",
+        )
+        .await?;
+    let stream = package_stream(instance_id);
+    let row = client.query_opt(&statement, &[&stream]).await?;
+    Ok(row.map(|row| super::statement::Release {
+        at: row.get(0),
+        bytes: u64::try_from(row.get::<_, Option<i64>>(1).unwrap_or(0)).unwrap_or(0),
+    }))
 }

@@ -2,6 +2,7 @@
 
 mod audit;
 mod console;
+mod console_feedback;
 mod console_hardening;
 mod contract;
 mod credentials;
