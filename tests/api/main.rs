@@ -17,6 +17,7 @@ mod operator_errors;
 mod plans;
 mod processes;
 mod provenance;
+mod read_only;
 mod request_logs;
 mod roles;
 mod serve;

@@ -612,6 +612,33 @@ fn the_alert_rules_pass_promtool() {
     assert!(said.contains("SUCCESS"), "{said}");
 }
 
+/// The alerts fire when they should and not before, by Prometheus's own rule tests
+/// (`docs/prometheus/alerts.test.yml`).
+#[test]
+fn the_alert_rules_pass_their_promtool_unit_tests() {
+    let path =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/prometheus/alerts.test.yml");
+    let output = std::process::Command::new("promtool")
+        .args(["test", "rules"])
+        .arg(&path)
+        .output()
+        .unwrap_or_else(|e| {
+            panic!(
+                "promtool cannot run ({e}): install Debian's `prometheus` package (.ci/run does)"
+            )
+        });
+    let said = format!(
+        "{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(
+        output.status.success(),
+        "promtool's rule tests fail: {said}"
+    );
+    assert!(said.contains("SUCCESS"), "{said}");
+}
+
 /// Issue 18, item 12, in `serve`: rows the service role appends to `checkpoints` (one claiming the
 /// checkpointer's own key at the head under a signature that does not hold, one of a key nobody
 /// trusts beyond the head) neither stop it from signing the head nor make it refuse: they are
