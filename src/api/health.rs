@@ -30,6 +30,10 @@ pub struct Ready {
 /// PostgreSQL").
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
+#[schema(examples(json!({
+    "host": "10.0.0.11", "port": 5432, "inRecovery": false,
+    "synchronousStandbyNames": "ANY 1 (pg2, pg3)", "synchronousCommit": "on",
+    "commitsWaitForStandby": true, "synchronousStandbys": null})))]
 pub struct DatabaseProtection {
     /// The server's address as this process reached it; `null` over a Unix socket.
     pub host: Option<String>,

@@ -18,6 +18,7 @@ mod operator_errors;
 mod plans;
 mod processes;
 mod provenance;
+mod read_only;
 mod request_logs;
 mod restore_proof;
 mod roles;

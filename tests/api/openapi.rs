@@ -365,6 +365,7 @@ fn check_example(schema: &str, example: &Value) {
         "ErrorDetail" => answer::<error::ErrorDetail>(example),
         "Health" => answer::<health::Health>(example),
         "Ready" => answer::<health::Ready>(example),
+        "DatabaseProtection" => answer::<health::DatabaseProtection>(example),
         "Landing" => answer::<landing::Landing>(example),
         "Links" => answer::<landing::Links>(example),
         "LedgerPage" => answer::<ledger::LedgerPage>(example),

@@ -198,7 +198,6 @@ impl Node {
     }
 
     /// A server Patroni runs: the harness only knows where it is, and kills it.
-    #[allow(dead_code)] // used by the Patroni test, which follows
     pub fn unmanaged(name: &str, data: PathBuf, port: u16) -> Node {
         Node {
             name: name.to_owned(),

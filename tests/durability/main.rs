@@ -8,4 +8,5 @@
 
 mod cluster;
 mod operator;
+mod patroni;
 mod service;

@@ -204,10 +204,10 @@ pub fn create_instance(instance_id: &str, sku: &str) -> String {
 /// What the agents were told: the 2xx answers, each with when it came.
 #[derive(Default)]
 pub struct Acknowledged {
-    /// reportId → the instant its 2xx answer came.
-    pub reports: HashMap<String, Instant>,
-    /// instanceId → the instant its `createInstance` was answered 200.
-    pub orders: HashMap<String, Instant>,
+    /// reportId → when the request that was answered 2xx was sent, and when the answer came.
+    pub reports: HashMap<String, (Instant, Instant)>,
+    /// instanceId → the same for its `createInstance` answered 200.
+    pub orders: HashMap<String, (Instant, Instant)>,
     /// Answers other than 2xx, and requests that got no answer (retried every time).
     pub faults: u64,
     /// Codes of the non-2xx answers seen (a 500 among them is a failure of the test).
@@ -261,6 +261,7 @@ impl Agents {
                     let mut attempt = 0usize;
                     loop {
                         let address = &addresses[(n + attempt) % addresses.len()];
+                        let sent = Instant::now();
                         let answer = http
                             .post(format!("{address}/v1/traffic"))
                             .bearer_auth(REPORTER_TOKEN)
@@ -279,7 +280,8 @@ impl Agents {
                             let mut seen = acknowledged.lock().unwrap();
                             match verdict.as_deref() {
                                 Some("accepted" | "duplicate") => {
-                                    seen.reports.insert(report_id.clone(), Instant::now());
+                                    seen.reports
+                                        .insert(report_id.clone(), (sent, Instant::now()));
                                     true
                                 }
                                 Some(other) => panic!("report {report_id} answered {other}"),
@@ -309,6 +311,7 @@ impl Agents {
                 let mut attempt = 0usize;
                 loop {
                     let address = &addresses[(n + attempt) % addresses.len()];
+                    let sent = Instant::now();
                     let answer = http
                         .get(format!("{address}/v1/cloud/order?{query}"))
                         .send()
@@ -317,7 +320,8 @@ impl Agents {
                     {
                         let mut seen = acknowledged_m.lock().unwrap();
                         if status == Some(200) {
-                            seen.orders.insert(instance_id.clone(), Instant::now());
+                            seen.orders
+                                .insert(instance_id.clone(), (sent, Instant::now()));
                             break;
                         }
                         seen.faults += 1;
@@ -522,13 +526,16 @@ pub fn checkpoint(database_url: &str, key: &Path, file: &Path) {
     std::fs::write(file, out).unwrap();
 }
 
-/// The first acknowledgement after `since`: how long the service took to answer again.
+/// How long the service took to answer again after `since`: until the first 2xx answer to a
+/// request sent after it (a request that was already in flight may still be answered by the
+/// old primary's last commit, which says nothing about the new one).
 pub fn first_answer_after(acknowledged: &Acknowledged, since: Instant) -> Duration {
     acknowledged
         .reports
         .values()
         .chain(acknowledged.orders.values())
-        .filter(|at| **at > since)
+        .filter(|(sent, _)| *sent > since)
+        .map(|(_, answered)| *answered)
         .min()
         .map(|at| at.duration_since(since))
         .expect("the service answered again after the failover")
