@@ -647,7 +647,7 @@ mod tests {
         let payload = event.payload();
         assert_eq!(payload["amount"], "2000.00");
         assert_eq!(Event::decode("OrderDilated", 1, payload).unwrap(), event);
-        assert_eq!(EVENT_TYPES.len(), 16);
+        assert_eq!(EVENT_TYPES.len(), 17);
     }
 
     fn upgraded(units: Option<u32>) -> Event {

@@ -506,6 +506,7 @@ async fn pgbackrest_restores_to_a_time_between_two_checkpoints_with_exactly_its_
     let started = Instant::now();
     pgbackrest(&conf, &["--type=full", "backup"]);
     let full_s = started.elapsed().as_secs_f64();
+    let full_ended = Instant::now();
     load.wait_for(50).await;
     let (code, before, stderr) = cli(&config, &env, &["checkpoint"]);
     assert_eq!(code, 0, "{stderr}");
@@ -522,6 +523,12 @@ async fn pgbackrest_restores_to_a_time_between_two_checkpoints_with_exactly_its_
         .unwrap()
         .get(0);
     tokio::time::sleep(Duration::from_millis(300)).await;
+    // pgBackRest keeps a backup's stop time in whole seconds and restores to a time only from a
+    // set that stopped before it: the target lies over two seconds after the full backup ended.
+    let since_full = full_ended.elapsed();
+    if since_full < Duration::from_millis(2500) {
+        tokio::time::sleep(Duration::from_millis(2500) - since_full).await;
+    }
     let target = chrono::Utc::now();
     tokio::time::sleep(Duration::from_millis(300)).await;
     load.resume();

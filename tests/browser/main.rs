@@ -364,7 +364,9 @@ async fn a_customer_signs_in_renews_destroys_switches_language_and_signs_out() {
         .unwrap();
     client
         .execute(
-            "document.querySelector('input[name=to]').value = 'biz-3';",
+            // Nothing is preselected: the tampered choice is checked too, as a customer would.
+            "const to = document.querySelector('input[name=to]'); \
+             to.value = 'biz-3'; to.checked = true;",
             vec![],
         )
         .await
@@ -421,7 +423,10 @@ async fn a_customer_signs_in_renews_destroys_switches_language_and_signs_out() {
         .await
         .unwrap();
     arrive(&client, "/console").await;
-    assert!(!page(&client).await.contains("task-b"));
+    // Its row is gone and the page says what was done.
+    let after = page(&client).await;
+    assert!(!after.contains("id=\"task-task-b\""), "{after}");
+    assert!(after.contains("任务 task-b 已销毁"), "{after}");
 
     // English, remembered across pages.
     client
