@@ -2,7 +2,7 @@
 
 use crate::cluster::{create_ledger, scratch_dir, Node, STANDBY_NAME};
 use crate::service::{
-    check_after_failover, checkpoint, cli, first_answer_after, keygen, multi_host_url,
+    answering_again_after, check_after_failover, checkpoint, cli, keygen, multi_host_url,
     set_up_packages, write_config, Agents, Serve,
 };
 use dts_ledger::database::roles;
@@ -86,7 +86,7 @@ async fn an_operators_promotion_after_the_primary_is_lost_loses_and_doubles_noth
     standby.wait_primary(WAIT).await;
     agents.wait_for_reports(agents.reports(), 100, WAIT).await;
     let acknowledged = agents.stop().await;
-    let answered_in = first_answer_after(&acknowledged, killed_at);
+    let answered_in = answering_again_after(&acknowledged, killed_at);
 
     // Both processes followed the promoted standby by themselves.
     for serve in [&a, &b] {
@@ -103,7 +103,7 @@ async fn an_operators_promotion_after_the_primary_is_lost_loses_and_doubles_noth
 
     let events = check_after_failover(&standby, &acknowledged, &checkpoint_file, &key).await;
     println!(
-        "operator failover: kill -9 to promoted {:.2} s, kill -9 to the first answer {:.2} s; \
+        "operator failover: kill -9 to promoted {:.2} s, kill -9 to answering again {:.2} s; \
          {} reports acknowledged ({before_loss} before the loss), {} orders, {} retried \
          requests, {events} events checked",
         promoted_in.as_secs_f64(),

@@ -7,8 +7,8 @@ use crate::cluster::{
     scratch_dir, Node,
 };
 use crate::service::{
-    check_after_failover, checkpoint, first_answer_after, keygen, multi_host_url, set_up_packages,
-    write_config, Agents, Serve,
+    answering_again_after, check_after_failover, checkpoint, keygen, multi_host_url,
+    set_up_packages, write_config, Agents, Serve,
 };
 use dts_ledger::database::roles;
 use std::path::{Path, PathBuf};
@@ -221,7 +221,7 @@ async fn patroni_promotes_the_synchronous_standby_by_itself_and_nothing_acknowle
     let promoted_in = killed_at.elapsed();
     agents.wait_for_reports(agents.reports(), 100, WAIT).await;
     let acknowledged = agents.stop().await;
-    let answered_in = first_answer_after(&acknowledged, killed_at);
+    let answered_in = answering_again_after(&acknowledged, killed_at);
     for serve in [&a, &b] {
         let (status, ready) = serve.readiness().await;
         assert_eq!(status, 200, "{ready}");
@@ -231,8 +231,8 @@ async fn patroni_promotes_the_synchronous_standby_by_itself_and_nothing_acknowle
 
     let events = check_after_failover(&survivor.node, &acknowledged, &checkpoint_file, &key).await;
     println!(
-        "patroni failover: kill -9 to promoted {:.2} s (ttl {TTL_S} s), kill -9 to the first \
-         answer {:.2} s; {} reports acknowledged ({before_loss} before the loss), {} orders, {} \
+        "patroni failover: kill -9 to promoted {:.2} s (ttl {TTL_S} s), kill -9 to answering \
+         again {:.2} s; {} reports acknowledged ({before_loss} before the loss), {} orders, {} \
          retried requests, {events} events checked",
         promoted_in.as_secs_f64(),
         answered_in.as_secs_f64(),

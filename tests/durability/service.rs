@@ -526,17 +526,30 @@ pub fn checkpoint(database_url: &str, key: &Path, file: &Path) {
     std::fs::write(file, out).unwrap();
 }
 
-/// How long the service took to answer again after `since`: until the first 2xx answer to a
-/// request sent after it (a request that was already in flight may still be answered by the
-/// old primary's last commit, which says nothing about the new one).
-pub fn first_answer_after(acknowledged: &Acknowledged, since: Instant) -> Duration {
-    acknowledged
+/// How long the service took to answer again after `since` (the kill): the end of the longest
+/// silence between two successful answers after it. Backends of a killed postmaster live on for
+/// a moment and may still commit (their commits reach the synchronous standby, so they count);
+/// those early answers come before the silence, and what ends it is the new primary.
+pub fn answering_again_after(acknowledged: &Acknowledged, since: Instant) -> Duration {
+    let mut answered: Vec<Instant> = acknowledged
         .reports
         .values()
         .chain(acknowledged.orders.values())
-        .filter(|(sent, _)| *sent > since)
         .map(|(_, answered)| *answered)
-        .min()
+        .filter(|at| *at > since)
+        .collect();
+    answered.sort();
+    let mut previous = since;
+    let mut longest = (Duration::ZERO, None);
+    for at in answered {
+        let silence = at.duration_since(previous);
+        if silence >= longest.0 {
+            longest = (silence, Some(at));
+        }
+        previous = at;
+    }
+    longest
+        .1
         .map(|at| at.duration_since(since))
         .expect("the service answered again after the failover")
 }
