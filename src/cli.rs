@@ -71,6 +71,12 @@ enum Command {
     /// Apply the database schema as its owner (LEDGER_MIGRATE_DATABASE_URL, else DATABASE_URL)
     /// and exit.
     Migrate,
+    /// Move a ledger written before the monthly partitions to them, as the schema's owner (the
+    /// credentials of `migrate`), while the service goes on; print what it cost.
+    MigratePartitions,
+    /// Where the ledger's bytes are: heap, TOAST and every index of `events` (all partitions),
+    /// `stream_heads` and `idempotency_keys`, in bytes and per event.
+    Stats,
     /// Check the ledger's hash chains, versions, positions, checkpoints and snapshots; name the
     /// first bad event.
     Verify {
@@ -299,7 +305,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     let config = Config::load(cli.common.config.as_deref(), |name| {
         std::env::var(name).ok()
     })?;
-    let migrating = matches!(cli.command, Command::Migrate);
+    let migrating = matches!(cli.command, Command::Migrate | Command::MigratePartitions);
     let common = &cli.common;
     let settings = || database_settings(common, migrating);
     match cli.command {
@@ -321,6 +327,23 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Migrate => {
             let applied = Database::migrate(&settings()?).await?;
             tracing::info!(?applied, "the database schema is up to date");
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::MigratePartitions => {
+            let moved =
+                Database::move_to_partitions(&settings()?, |line| eprintln!("{line}")).await?;
+            match moved {
+                None => println!("the ledger is partitioned already: nothing to move"),
+                Some(moved) => println!(
+                    "moved {} events to monthly partitions in {:.1} s ({:.0} events/s); appends \
+                     waited on the lock for {:.0} ms ({} events copied under it)",
+                    moved.events,
+                    moved.elapsed.as_secs_f64(),
+                    moved.events_per_s(),
+                    moved.lock_held.as_secs_f64() * 1000.0,
+                    moved.events_under_lock
+                ),
+            }
             Ok(ExitCode::SUCCESS)
         }
         Command::Keygen { file } => {
@@ -356,6 +379,46 @@ async fn on_database(
     let outcome = database_command(command, &database.pool, config).await;
     database.close().await;
     outcome.map_err(|commands::Unable(message)| anyhow::anyhow!(message))
+}
+
+/// `dts-ledger stats`: one line per relation, its bytes and bytes per event, then the total.
+async fn stats(pool: &deadpool_postgres::Pool) -> Result<ExitCode, commands::Unable> {
+    let unable = |error: tokio_postgres::Error| {
+        commands::Unable(format!("stats: {}", crate::store::describe(&error)))
+    };
+    let client = pool
+        .get()
+        .await
+        .map_err(|error| commands::Unable(crate::database::pool_failure(&error)))?;
+    let client: &tokio_postgres::Client = &client;
+    let events: i64 = client
+        .query_one("SELECT count(*) FROM events", &[])
+        .await
+        .map_err(unable)?
+        .get(0);
+    let relations = crate::ledger::partitions::storage(client)
+        .await
+        .map_err(unable)?;
+    let per_event = |bytes: i64| bytes as f64 / events.max(1) as f64;
+    println!("events {events}");
+    let mut total = 0;
+    for relation in &relations {
+        total += relation.bytes;
+        println!(
+            "{:<5} {:<40} {:>14} bytes {:>8.1} per event",
+            relation.kind,
+            relation.name,
+            relation.bytes,
+            per_event(relation.bytes)
+        );
+    }
+    println!(
+        "total {:<40} {:>14} bytes {:>8.1} per event",
+        "",
+        total,
+        per_event(total)
+    );
+    Ok(ExitCode::SUCCESS)
 }
 
 /// One dispatch over the commands that read or write through `pool`: one arm per command.
@@ -413,6 +476,7 @@ async fn database_command(
                 .map_or("CNY".to_owned(), |sku| sku.currency.clone());
             commands::report(pool, &month, format, &utc_offset, &currency).await
         }
+        Command::Stats => stats(pool).await,
         Command::Orders { command } => match command {
             OrdersCommand::Held {
                 after,

@@ -53,6 +53,12 @@ pub const LOW_BALANCE_PERCENTS_DEFAULT: [u8; 2] = [80, 95];
 pub const PIPELINES_DEFAULT: usize = 2;
 /// Each pipeline holds a connection: more than this would starve the default pool.
 pub const PIPELINES_MAX: usize = 16;
+/// How long a traffic report's idempotency key is kept, in days, by default: far beyond any
+/// agent's retry. A report whose `periodEnd` is older than this is refused (`report_too_late`)
+/// instead of charged, so a removed key can never charge a report twice (invariant I13).
+pub const KEY_RETENTION_DAYS_DEFAULT: u64 = 45;
+/// Ten years: keys kept longer than that are kept for ever in all but name.
+pub const KEY_RETENTION_DAYS_MAX: u64 = 3650;
 /// Reporter tokens accepted; each names an agent fleet, so a handful is the norm.
 pub const REPORTER_TOKENS_MAX: usize = 64;
 
@@ -172,6 +178,9 @@ pub struct Config {
     pub report_bytes_max: Bytes,
     pub low_balance_percents: Vec<u8>,
     pub pipelines: usize,
+    /// `[traffic] key_retention_days`: how long traffic keys are kept (see
+    /// [`KEY_RETENTION_DAYS_DEFAULT`]).
+    pub key_retention_days: u64,
     pub webhook: Option<WebhookConfig>,
     pub catalog: Catalog,
     /// True when no `[[sku]]` was configured and [`Catalog::built_in`] is in use.
@@ -180,6 +189,13 @@ pub struct Config {
     pub audit: AuditConfig,
     /// `[metrics] listen`: a second address serving only `GET /metrics`, without a token.
     pub metrics_listen: Option<std::net::SocketAddr>,
+}
+
+impl Config {
+    /// [`Config::key_retention_days`] as a duration.
+    pub fn key_retention(&self) -> chrono::Duration {
+        chrono::Duration::days(self.key_retention_days as i64)
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -206,6 +222,7 @@ impl Config {
             report_bytes_max: Bytes::new(REPORT_BYTES_MAX_DEFAULT).expect("1 TiB fits"),
             low_balance_percents: LOW_BALANCE_PERCENTS_DEFAULT.to_vec(),
             pipelines: PIPELINES_DEFAULT,
+            key_retention_days: KEY_RETENTION_DAYS_DEFAULT,
             webhook: None,
             catalog: Catalog::built_in(),
             catalog_is_built_in: true,
@@ -253,6 +270,7 @@ impl Config {
             report_bytes_max: traffic.report_bytes_max,
             low_balance_percents: traffic.low_balance_percents,
             pipelines: traffic.pipelines,
+            key_retention_days: traffic.key_retention_days,
             webhook,
             catalog,
             catalog_is_built_in,

@@ -93,6 +93,11 @@ const MIGRATIONS: &[Migration] = &[
         name: "credential_rotation",
         sql: include_str!("../../schema/0018_credential_rotation.sql"),
     },
+    Migration {
+        version: 19,
+        name: "partitioned_ledger",
+        sql: include_str!("../../schema/0019_partitioned_ledger.sql"),
+    },
 ];
 
 /// An arbitrary constant naming the advisory lock taken while migrating.
@@ -115,6 +120,8 @@ pub enum MigrateError {
         name: &'static str,
         source: tokio_postgres::Error,
     },
+    #[error("moving the ledger to partitions failed: {0}")]
+    PartitionMove(String),
     #[error(transparent)]
     Roles(#[from] RolesError),
     #[error(transparent)]

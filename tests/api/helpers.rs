@@ -227,8 +227,8 @@ pub fn run_binary(args: &[&str], env: &[(&str, &str)]) -> (i32, String, String) 
 pub fn cli_role(args: &[&str]) -> Role {
     match args.first().copied() {
         Some("replay") if args.contains(&"--scratch-schema") => Role::Owner,
-        Some("verify" | "replay" | "export" | "report") => Role::Reader,
-        Some("migrate") => Role::Owner,
+        Some("verify" | "replay" | "export" | "report" | "stats") => Role::Reader,
+        Some("migrate" | "migrate-partitions") => Role::Owner,
         _ => Role::Service,
     }
 }

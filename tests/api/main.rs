@@ -14,6 +14,7 @@ mod marketplace_revision;
 mod metrics;
 mod openapi;
 mod operator_errors;
+mod partitions;
 mod plans;
 mod processes;
 mod provenance;
