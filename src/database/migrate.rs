@@ -157,6 +157,15 @@ fn checksum(sql: &str) -> String {
 
 /// Brings the database to [`latest_version`]; returns the versions it applied.
 pub async fn migrate(client: &mut tokio_postgres::Client) -> Result<Vec<i32>, MigrateError> {
+    migrate_to(client, latest_version()).await
+}
+
+/// Applies the migrations up to `last` only (a database as an older release left it: tests of
+/// what later migrations and commands do to it).
+pub async fn migrate_to(
+    client: &mut tokio_postgres::Client,
+    last: i32,
+) -> Result<Vec<i32>, MigrateError> {
     let tx = client.transaction().await?;
     tx.execute("SELECT pg_advisory_xact_lock($1)", &[&MIGRATION_LOCK_ID])
         .await?;
@@ -185,7 +194,7 @@ pub async fn migrate(client: &mut tokio_postgres::Client) -> Result<Vec<i32>, Mi
         }
     }
     let mut done = Vec::new();
-    for migration in MIGRATIONS {
+    for migration in MIGRATIONS.iter().take_while(|m| m.version <= last) {
         let sum = checksum(migration.sql);
         if let Some((_, name, recorded)) = applied.iter().find(|(v, _, _)| *v == migration.version)
         {

@@ -3,7 +3,7 @@
 
 use crate::helpers::{report, spawn_app, TestApp, TestDb};
 use chrono::{Duration, Utc};
-use dts_ledger::database::Role;
+use dts_ledger::database::{migrate, Role};
 use dts_ledger::ledger::partitions::{self, month_of, month_start, next_month, partition_name};
 use dts_ledger::store::{self, NewEvent, StoreError};
 use std::sync::Arc;
@@ -392,4 +392,184 @@ async fn traffic_keys_expire_by_their_rule_and_marketplace_keys_never() {
     // The events keep their keys' text, which their hashes cover.
     let (code, out, err) = app.db.run_cli(&["verify"]);
     assert_eq!(code, 0, "{out}{err}");
+}
+
+/// Copies every table of `from` that `to` has, with `to`'s columns, as the superuser: a ledger
+/// and its projections written by the service, into a database whose schema is older.
+async fn copy_tables(from: &TestDb, to: &TestDb) {
+    let (source, target) = (from.client().await, to.client().await);
+    target
+        .batch_execute("SET session_replication_role = replica; DELETE FROM ledger_head;")
+        .await
+        .unwrap();
+    let tables = target
+        .query(
+            "SELECT c.relname::text, string_agg(quote_ident(a.attname), ', ' ORDER BY a.attnum)
+               FROM pg_class c JOIN pg_attribute a ON a.attrelid = c.oid
+              WHERE c.relnamespace = 'public'::regnamespace AND c.relkind = 'r'
+                AND a.attnum > 0 AND NOT a.attisdropped AND c.relname <> 'schema_migrations'
+              GROUP BY c.relname",
+            &[],
+        )
+        .await
+        .unwrap();
+    for row in tables {
+        let (table, columns): (String, String) = (row.get(0), row.get(1));
+        // COPY's text form keeps every value as stored (the json texts byte for byte).
+        use futures_util::{SinkExt, TryStreamExt};
+        let out = source
+            .copy_out(&format!("COPY (SELECT {columns} FROM {table}) TO STDOUT"))
+            .await
+            .unwrap();
+        let chunks: Vec<bytes::Bytes> = out.try_collect().await.unwrap();
+        let sink = target
+            .copy_in(&format!("COPY {table} ({columns}) FROM STDIN"))
+            .await
+            .unwrap();
+        futures_util::pin_mut!(sink);
+        for chunk in chunks {
+            sink.send(chunk).await.unwrap();
+        }
+        sink.close().await.unwrap();
+    }
+}
+
+#[tokio::test]
+async fn a_ledger_written_before_partitions_moves_to_them_and_still_verifies() {
+    // A ledger written by the service, in a database whose schema stops at migration 18.
+    let written = spawn_app().await;
+    written.buy("biz-1", "pin-a", SKU_1TB).await;
+    written.create_task("task-1", "biz-1").await;
+    for n in 0..30 {
+        written.report("task-1", &format!("r-{n}"), 100).await;
+    }
+    written.stop().await;
+    let old = TestDb::create_unmigrated().await;
+    migrate::migrate_to(&mut old.client_as(Role::Owner).await, 18)
+        .await
+        .unwrap();
+    copy_tables(&written.db, &old).await;
+    let unpartitioned: String = old
+        .client()
+        .await
+        .query_one(
+            "SELECT relkind::text FROM pg_class WHERE oid = 'events'::regclass",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(unpartitioned, "r");
+
+    // Today's migrations keep it as it is (with stream heads and keys), and the service appends.
+    let old = Arc::new(old);
+    migrate::migrate(&mut old.client_as(Role::Owner).await)
+        .await
+        .unwrap();
+    let app =
+        crate::helpers::spawn_app_on(old.clone(), old.pool.clone(), crate::helpers::test_config());
+    assert_eq!(
+        app.report("task-1", "r-0", 100).await["status"],
+        "duplicate"
+    );
+    assert_eq!(
+        app.report("task-1", "r-30", 100).await["status"],
+        "accepted"
+    );
+    assert!(partitions::partitions(&old.client().await)
+        .await
+        .unwrap()
+        .is_empty());
+
+    // The move, while the service runs.
+    let (code, out, err) = old.run_cli(&["migrate-partitions"]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(
+        out.contains("events/s") && out.contains("waited on the lock"),
+        "{out}"
+    );
+    let listed = partitions::partitions(&old.client().await).await.unwrap();
+    let month = month_of(Utc::now());
+    assert!(listed.iter().any(|p| p.month == month), "{listed:?}");
+    let (code, out, err) = old.run_cli(&["migrate-partitions"]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.contains("partitioned already"), "{out}");
+
+    // Verify and replay hold; the service appends to the partitions; a repeat stays a repeat.
+    assert_eq!(
+        app.report("task-1", "r-31", 100).await["status"],
+        "accepted"
+    );
+    assert_eq!(
+        app.report("task-1", "r-5", 100).await["status"],
+        "duplicate"
+    );
+    assert_eq!(app.order("biz-1").await["bytesConsumed"], 3_200);
+    for command in [&["verify"][..], &["replay"][..]] {
+        let (code, out, err) = old.run_cli(command);
+        assert_eq!(code, 0, "{command:?}: {out}{err}");
+    }
+    let owner = old.client_as(Role::Owner).await;
+    let name = partition_name(month.0, month.1);
+    assert_eq!(
+        refusal(&owner, &format!("TRUNCATE {name}"))
+            .await
+            .as_deref(),
+        Some(LEDGER_REFUSED)
+    );
+    app.stop().await;
+}
+
+async fn sizes(client: &tokio_postgres::Client) -> std::collections::BTreeMap<String, i64> {
+    partitions::storage(client)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|r| (format!("{} {}", r.kind, r.name), r.bytes))
+        .collect()
+}
+
+/// Where a traffic event's bytes go: `cargo test --test api what_a_traffic_event -- --nocapture`
+/// prints the bytes each relation gained per report over 2,000 reports (task ids of 16
+/// characters, report ids of 36).
+#[tokio::test]
+async fn what_a_traffic_event_costs_in_bytes() {
+    let app = spawn_app().await;
+    app.buy("biz-1", "pin-a", SKU_1TB).await;
+    let tasks: Vec<String> = (0..20).map(|n| format!("dtstask-{n:08}")).collect();
+    for task in &tasks {
+        app.create_task(task, "biz-1").await;
+    }
+    let superuser = app.db.client().await;
+    superuser.batch_execute("CHECKPOINT").await.unwrap();
+    let before = sizes(&superuser).await;
+    let reports = 2_000;
+    for batch in 0..(reports / 500) {
+        let sent: Vec<serde_json::Value> = (0..500)
+            .map(|n| {
+                report(
+                    &tasks[n % tasks.len()],
+                    &uuid::Uuid::new_v4().to_string(),
+                    1_000 + batch as i64,
+                )
+            })
+            .collect();
+        let results = app.traffic(serde_json::Value::Array(sent)).await;
+        assert!(results.iter().all(|r| r["status"] == "accepted"));
+    }
+    let after = sizes(&superuser).await;
+    let mut total = 0.0;
+    for (name, bytes) in &after {
+        let grown = (bytes - before.get(name).copied().unwrap_or(0)) as f64 / reports as f64;
+        total += grown;
+        println!("{name:<50} {grown:>8.1} bytes per traffic event");
+    }
+    println!("{:<50} {total:>8.1} bytes per traffic event", "total");
+    assert!(after.contains_key("heap events"), "{after:?}");
+    assert!(after.contains_key("index events_p*_position"), "{after:?}");
+    assert!(
+        after.contains_key("index idempotency_keys_pkey"),
+        "{after:?}"
+    );
+    assert!(total > 0.0);
 }
