@@ -138,6 +138,21 @@ enum Command {
         #[arg(long, default_value = "+08:00")]
         utc_offset: String,
     },
+    /// Take an online base backup of the embedded cluster into DIR (new or empty), with the WAL
+    /// it needs, while `serve` runs or not; then verify it.
+    Backup {
+        /// Where the backup goes: a new or empty directory.
+        dir: PathBuf,
+    },
+    /// Make the data directory (--data-dir, missing or empty) from a backup DIR, never over an
+    /// existing one; with --to, replay the WAL archive up to that time.
+    Restore {
+        /// A directory `dts-ledger backup` wrote.
+        backup: PathBuf,
+        /// An RFC 3339 time: recover up to it from [database] wal_archive_dir.
+        #[arg(long, value_parser = parse_time)]
+        to: Option<chrono::DateTime<chrono::Utc>>,
+    },
     /// Webhook entries not yet delivered: list them, or queue dead letters again.
     Outbox {
         #[command(subcommand)]
@@ -201,6 +216,16 @@ enum OrdersCommand {
     },
 }
 
+fn parse_time(value: &str) -> Result<chrono::DateTime<chrono::Utc>, String> {
+    chrono::DateTime::parse_from_rfc3339(value)
+        .map(|time| time.with_timezone(&chrono::Utc))
+        .map_err(|_| format!("{value:?} is not an RFC 3339 time (2026-12-01T08:00:00Z)"))
+}
+
+fn parse_reason(value: &str) -> Result<crate::domain::restore::Reason, String> {
+    crate::domain::restore::Reason::parse(value)
+}
+
 fn parse_expiry_reason(value: &str) -> Result<ExpiryReason, String> {
     ExpiryReason::parse(value).ok_or_else(|| format!("{value:?} is not a reason: use refund"))
 }
@@ -245,6 +270,10 @@ struct ServeArgs {
     /// HTTP worker threads (default: one per core).
     #[arg(long, env = "LEDGER_WORKERS")]
     workers: Option<usize>,
+    /// Serve a ledger that is behind [audit] trusted_checkpoint_file (a restore lost
+    /// acknowledged events), for this reason: recorded in the ledger, once per checkpoint.
+    #[arg(long, value_name = "REASON", value_parser = parse_reason)]
+    accept_restore_loss: Option<crate::domain::restore::Reason>,
 }
 
 pub fn main() -> ExitCode {
@@ -272,7 +301,11 @@ pub fn main() -> ExitCode {
 /// `--data-dir` when it is unset. `LEDGER_MIGRATE_DATABASE_URL` alone names a server too: `migrate`
 /// migrates it, and every other command refuses rather than silently use the embedded cluster
 /// instead of the server the operator named.
-fn database_settings(common: &CommonArgs, migrating: bool) -> anyhow::Result<DatabaseSettings> {
+fn database_settings(
+    common: &CommonArgs,
+    config: &Config,
+    migrating: bool,
+) -> anyhow::Result<DatabaseSettings> {
     let set = |name| std::env::var(name).ok().filter(|url| !url.is_empty());
     let migrate_url = set("LEDGER_MIGRATE_DATABASE_URL").map(Secret::new);
     Ok(match (set("DATABASE_URL"), migrate_url) {
@@ -291,7 +324,10 @@ fn database_settings(common: &CommonArgs, migrating: bool) -> anyhow::Result<Dat
              LEDGER_MIGRATE_DATABASE_URL to use the embedded cluster",
             common.data_dir.display()
         ),
-        (None, None) => DatabaseSettings::Embedded(common.data_dir.clone()),
+        (None, None) => DatabaseSettings::Embedded {
+            dir: common.data_dir.clone(),
+            wal_archive_dir: config.wal_archive_dir.clone(),
+        },
     })
 }
 
@@ -307,10 +343,11 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     })?;
     let migrating = matches!(cli.command, Command::Migrate | Command::MigratePartitions);
     let common = &cli.common;
-    let settings = || database_settings(common, migrating);
+    let settings = || database_settings(common, &config, migrating);
     match cli.command {
         Command::Serve(args) => {
-            serve(args, config, settings()?).await?;
+            let settings = settings()?;
+            serve(args, config, settings).await?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Marketplace(MarketplaceArgs {
@@ -346,6 +383,8 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             }
             Ok(ExitCode::SUCCESS)
         }
+        Command::Backup { dir } => backup(&settings()?, &dir),
+        Command::Restore { backup, to } => restore(&settings()?, &backup, to).await,
         Command::Keygen { file } => {
             commands::keygen(&file).map_err(|commands::Unable(message)| anyhow::anyhow!(message))
         }
@@ -525,7 +564,7 @@ async fn serve(args: ServeArgs, config: Config, settings: DatabaseSettings) -> a
         DatabaseSettings::External { .. } => {
             tracing::info!("using the PostgreSQL server of DATABASE_URL")
         }
-        DatabaseSettings::Embedded(dir) => {
+        DatabaseSettings::Embedded { dir, .. } => {
             tracing::info!(data_dir = %dir.display(), "using the embedded PostgreSQL")
         }
     }
@@ -534,6 +573,10 @@ async fn serve(args: ServeArgs, config: Config, settings: DatabaseSettings) -> a
         crate::audit::checkpoint::load_signing_key(path)?;
     }
     let database = Database::open(&settings, config.pool_size, Durability::Durable).await?;
+    if let Err(error) = prove_restore(&database, &config, args.accept_restore_loss.as_ref()).await {
+        database.close().await;
+        return Err(error);
+    }
     let app = Application::build(
         ServerOptions {
             listener,
@@ -555,6 +598,120 @@ async fn serve(args: ServeArgs, config: Config, settings: DatabaseSettings) -> a
     tracing::info!("HTTP server stopped; closing the database");
     database.close().await;
     served.context("the HTTP server failed")
+}
+
+/// Holds the ledger against `[audit] trusted_checkpoint_file` before it takes any traffic (see
+/// [`crate::audit::restore_proof`]): a ledger behind it is refused, unless the operator accepts
+/// the loss, which is recorded once.
+async fn prove_restore(
+    database: &Database,
+    config: &Config,
+    accept: Option<&crate::domain::restore::Reason>,
+) -> anyhow::Result<()> {
+    use crate::audit::restore_proof::{self, Standing};
+    let standing = restore_proof::check(&database.pool, &config.audit)
+        .await
+        .map_err(|commands::Unable(message)| anyhow::anyhow!(message))?;
+    match standing {
+        Standing::Unchecked => {
+            if accept.is_some() {
+                tracing::warn!(
+                    "--accept-restore-loss given without [audit] trusted_checkpoint_file: there \
+                    is nothing to accept"
+                );
+            }
+        }
+        Standing::Holds { position } => {
+            tracing::info!(
+                position,
+                "the ledger holds the trusted checkpoint kept outside the database"
+            );
+            if accept.is_some() {
+                tracing::warn!(
+                    "--accept-restore-loss given, but the ledger holds the trusted checkpoint: \
+                    nothing was lost, nothing is recorded"
+                );
+            }
+        }
+        Standing::Accepted { loss, position } => tracing::warn!(
+            accepted_at_position = position,
+            "serving a ledger behind the trusted checkpoint, as an operator accepted: {loss}"
+        ),
+        Standing::Behind(loss) => {
+            let Some(reason) = accept else {
+                anyhow::bail!(
+                    "refusing to serve: {loss}. Recover the missing events (a later backup, the \
+                    WAL archive replayed further) or, to serve this ledger anyway, start once \
+                    with --accept-restore-loss \"<why>\", which records the decision in the \
+                    ledger"
+                );
+            };
+            let position = restore_proof::accept(&database.pool, config, &loss, reason)
+                .await
+                .map_err(|commands::Unable(message)| anyhow::anyhow!(message))?;
+            tracing::warn!(
+                position,
+                reason = reason.as_str(),
+                "recorded LedgerRestoreAccepted: serving a ledger behind the trusted \
+                checkpoint: {loss}"
+            );
+        }
+    }
+    Ok(())
+}
+
+/// `dts-ledger backup DIR`: the embedded cluster only; a server of one's own is backed up with
+/// pgBackRest (docs/pgbackrest).
+fn backup(settings: &DatabaseSettings, dir: &std::path::Path) -> anyhow::Result<ExitCode> {
+    let DatabaseSettings::Embedded {
+        dir: root,
+        wal_archive_dir,
+    } = settings
+    else {
+        anyhow::bail!(
+            "backup works on the embedded cluster; with DATABASE_URL, back the server up with \
+             its own tools (pgBackRest: see docs/pgbackrest/ and the README, \"Backups and \
+             restore\")"
+        );
+    };
+    let done = crate::database::backup::backup(root, wal_archive_dir.as_deref(), dir)?;
+    println!(
+        "backup: verified dir={} bytes={} seconds={:.2}",
+        done.dir.display(),
+        done.bytes,
+        done.seconds
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `dts-ledger restore DIR [--to TIME]` into `--data-dir`.
+async fn restore(
+    settings: &DatabaseSettings,
+    from: &std::path::Path,
+    to: Option<chrono::DateTime<chrono::Utc>>,
+) -> anyhow::Result<ExitCode> {
+    let DatabaseSettings::Embedded {
+        dir: root,
+        wal_archive_dir,
+    } = settings
+    else {
+        anyhow::bail!(
+            "restore makes an embedded cluster's data directory; with DATABASE_URL, restore the \
+             server with its own tools (pgBackRest: see docs/pgbackrest/)"
+        );
+    };
+    let done = crate::database::backup::restore(from, root, to, wal_archive_dir.as_deref()).await?;
+    println!(
+        "restore: done data_dir={} last_position={} last_recorded_at={} seconds={:.2}",
+        done.data_dir.display(),
+        done.head_position,
+        done.head_recorded_at.map_or_else(
+            || "none".to_owned(),
+            |at| at.to_rfc3339_opts(chrono::SecondsFormat::Micros, true)
+        ),
+        done.seconds
+    );
+    Ok(ExitCode::SUCCESS)
 }
 
 /// `dts-ledger marketplace`: exit 0 when the service did it, 1 when it refused, 2 when it could not

@@ -6,6 +6,10 @@ use actix_web::http::StatusCode;
 use actix_web::{HttpResponse, ResponseError};
 use std::fmt;
 
+/// The `Retry-After` of every 503: a failover under Patroni or an operator's promotion takes
+/// seconds, a full queue drains in less.
+pub const RETRY_AFTER_S: u64 = 1;
+
 #[derive(Debug)]
 pub struct ApiError {
     pub status: StatusCode,
@@ -56,6 +60,17 @@ impl ApiError {
         )
     }
 
+    /// The server reached takes no writes: a standby, or a primary fenced off during a failover.
+    /// The connections to it are already dropped; a retry reaches the primary.
+    pub fn read_only() -> ApiError {
+        ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "database_read_only",
+            "the database server reached takes no writes (a standby, or a failover under way); \
+             nothing was recorded, retry shortly",
+        )
+    }
+
     /// A bug or an unexpected database answer: logged in full here, shown to the client only as a
     /// code, so no internal detail leaks.
     pub fn internal(error: &dyn std::error::Error) -> ApiError {
@@ -88,13 +103,25 @@ impl ResponseError for ApiError {
     }
 
     fn error_response(&self) -> HttpResponse {
-        HttpResponse::build(self.status).json(self.body())
+        let mut response = HttpResponse::build(self.status);
+        // Every 503 is a fault that passes (a database away or read-only during a failover, a
+        // full queue, a worker restarting, a shutdown): say when to come back.
+        if self.status == StatusCode::SERVICE_UNAVAILABLE {
+            response.insert_header((
+                actix_web::http::header::RETRY_AFTER,
+                RETRY_AFTER_S.to_string(),
+            ));
+        }
+        response.json(self.body())
     }
 }
 
 impl From<StoreError> for ApiError {
     fn from(error: StoreError) -> ApiError {
-        if error.is_unavailable() {
+        if error.is_read_only() {
+            tracing::warn!(%error, "database read-only");
+            ApiError::read_only()
+        } else if error.is_unavailable() {
             tracing::warn!(%error, "database unavailable");
             ApiError::unavailable()
         } else {

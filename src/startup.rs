@@ -27,6 +27,7 @@ const SHUTDOWN_GRACE_S: u64 = 30;
 /// The supervised worker names of the expiry sweeper, the webhook dispatcher, the stall reaper and
 /// the checkpointer (ingest lanes are `ingest-lane-<n>`).
 pub const EXPIRY_SWEEPER: &str = "expiry-sweeper";
+pub const RUNWAY_CHECKER: &str = "runway-checker";
 pub const WEBHOOK_DISPATCHER: &str = "webhook-dispatcher";
 pub const STALL_REAPER: &str = "stall-reaper";
 pub const CHECKPOINTER: &str = "checkpointer";
@@ -143,6 +144,15 @@ fn start_workers(
             Ended::Returned
         }
     }));
+    let check_every = Duration::from_secs(config.runway_check_s);
+    let (checker_ledger, thresholds) = (ledger.clone(), config.runway_thresholds_days.clone());
+    workers.push(supervisor.spawn(RUNWAY_CHECKER, move || {
+        let (ledger, thresholds) = (checker_ledger.clone(), thresholds.clone());
+        async move {
+            check_runways(ledger, thresholds, check_every).await;
+            Ended::Returned
+        }
+    }));
     let reaper_pool = pool.clone();
     workers.push(supervisor.spawn(STALL_REAPER, move || {
         let pool = reaper_pool.clone();
@@ -152,10 +162,11 @@ fn start_workers(
         }
     }));
     let refresher_pool = pool.clone();
+    let stopped_reporting_s = config.stopped_reporting_s;
     workers.push(supervisor.spawn(METRICS_REFRESHER, move || {
         let pool = refresher_pool.clone();
         async move {
-            crate::metrics::refresh::refresh_forever(pool).await;
+            crate::metrics::refresh::refresh_forever(pool, stopped_reporting_s).await;
             Ended::Returned
         }
     }));
@@ -257,6 +268,7 @@ routes::route_table! {
     GET "/metrics" => routes::metrics::metrics;
     GET "/v1/cloud/order" => routes::cloud_order::cloud_order;
     GET "/v1/orders/{instance_id}" => routes::orders::get_order;
+    GET "/v1/orders/{instance_id}/usage" => routes::orders::get_usage;
     DELETE "/v1/orders/{instance_id}/details" => routes::orders::erase_details;
     POST "/v1/orders/{instance_id}/expire" => routes::reconciliation::expire_order;
     POST "/v1/orders/{instance_id}/credential" => routes::orders::rotate_credential;
@@ -333,6 +345,32 @@ async fn sweep_expired_orders(ledger: Ledger, every: Duration) {
             }
         };
         metrics::counter!(crate::metrics::EXPIRY_SWEEPS, "result" => result).increment(1);
+    }
+}
+
+/// Records the runway thresholds packages have newly reached, every `every`.
+async fn check_runways(ledger: Ledger, thresholds_days: Vec<u32>, every: Duration) {
+    let mut ticker = tokio::time::interval(every);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        ticker.tick().await;
+        let metadata = Metadata {
+            request_id: uuid::Uuid::new_v4().to_string(),
+            source: "runway-check",
+            actor: "clock".to_owned(),
+        };
+        let now = crate::store::truncate_to_micros(chrono::Utc::now());
+        let result = match ledger::runway::check(&ledger, &thresholds_days, &metadata, now).await {
+            Ok(announced) => {
+                metrics::counter!(crate::metrics::RUNWAYS_ANNOUNCED).increment(announced as u64);
+                "ok"
+            }
+            Err(error) => {
+                tracing::warn!(%error, "runway check failed; the next one retries");
+                "failed"
+            }
+        };
+        metrics::counter!(crate::metrics::RUNWAY_CHECKS, "result" => result).increment(1);
     }
 }
 

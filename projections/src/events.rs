@@ -247,6 +247,49 @@ pub struct OrderCredentialRotated {
     pub generation: u32,
 }
 
+/// An operator started `serve` on a ledger that is behind a trusted checkpoint kept outside the
+/// database (a restore that lost acknowledged events), and said to go on
+/// (`serve --accept-restore-loss REASON`). Recorded once per trusted checkpoint, in the ledger's
+/// own stream; it changes no balance.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct LedgerRestoreAccepted {
+    /// The trusted checkpoint the ledger is behind: its position, ledger hash (64 hex digits),
+    /// signer (`keyId`, 16 hex digits) and signing time.
+    pub checkpoint_position: i64,
+    pub checkpoint_ledger_hash: String,
+    pub checkpoint_key_id: String,
+    pub checkpoint_signed_at: DateTime<Utc>,
+    /// The ledger's last position when the operator accepted.
+    pub ledger_head: i64,
+    /// `checkpointPosition − ledgerHead` when the ledger ended before the checkpoint; absent when
+    /// it reached that position with other events (how many were lost is then unknown).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lost_events: Option<i64>,
+    /// Why the operator went on, in their words.
+    pub reason: String,
+}
+
+/// The stream of facts about the ledger itself rather than a package or a task.
+pub const LEDGER_STREAM: &str = "ledger";
+
+/// At the rate of its last 7 days of traffic, the package runs out within `thresholdDays` (once
+/// per package, threshold and grant generation: a grant re-arms it). Changes no balance.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct OrderRunwayShort {
+    pub instance_id: InstanceId,
+    /// The threshold crossed: the runway is this many days or fewer.
+    pub threshold_days: u32,
+    /// The day (China Standard Time) the package runs out at that rate.
+    pub runs_out_on: chrono::NaiveDate,
+    /// Bytes per day over the last 7 days (or since the first traffic, at least 24 hours).
+    pub rate_per_day: Bytes,
+    pub bytes_remaining: Bytes,
+    /// Everything granted to the package so far: its grant generation, which every grant raises.
+    pub bytes_granted: Bytes,
+}
+
 /// The package's consumption crossed a warning threshold (once per crossing).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
@@ -326,8 +369,10 @@ pub enum Event {
     OrderExpired(OrderExpired),
     OrderReleased(OrderReleased),
     OrderBalanceLow(OrderBalanceLow),
+    OrderRunwayShort(OrderRunwayShort),
     OrderExpiryHeld(OrderExpiryHeld),
     OrderCredentialRotated(OrderCredentialRotated),
+    LedgerRestoreAccepted(LedgerRestoreAccepted),
     TaskCreated(TaskCreated),
     TaskRebound(TaskRebound),
     TaskStopped(TaskStopped),
@@ -440,8 +485,10 @@ event_catalog!(
     OrderExpired,
     OrderReleased,
     OrderBalanceLow,
+    OrderRunwayShort,
     OrderExpiryHeld,
     OrderCredentialRotated,
+    LedgerRestoreAccepted,
     TaskCreated,
     TaskRebound,
     TaskStopped,
@@ -519,8 +566,10 @@ impl Event {
             Event::OrderExpired(e) => package_stream(&e.instance_id),
             Event::OrderReleased(e) => package_stream(&e.instance_id),
             Event::OrderBalanceLow(e) => package_stream(&e.instance_id),
+            Event::OrderRunwayShort(e) => package_stream(&e.instance_id),
             Event::OrderExpiryHeld(e) => package_stream(&e.instance_id),
             Event::OrderCredentialRotated(e) => package_stream(&e.instance_id),
+            Event::LedgerRestoreAccepted(_) => LEDGER_STREAM.to_owned(),
             Event::TrafficConsumed(e) => package_stream(&e.instance_id),
             Event::TaskCreated(e) => task_stream(&e.task_id),
             Event::TaskRebound(e) => task_stream(&e.task_id),
@@ -598,7 +647,7 @@ mod tests {
         let payload = event.payload();
         assert_eq!(payload["amount"], "2000.00");
         assert_eq!(Event::decode("OrderDilated", 1, payload).unwrap(), event);
-        assert_eq!(EVENT_TYPES.len(), 15);
+        assert_eq!(EVENT_TYPES.len(), 17);
     }
 
     fn upgraded(units: Option<u32>) -> Event {

@@ -218,6 +218,16 @@ impl Projection {
                     ));
                 }
             }
+            // A fact about the ledger itself: no package or task changes.
+            Event::LedgerRestoreAccepted(_) => {}
+            Event::OrderRunwayShort(e) => {
+                // An announcement: it changes no balance and names an active package.
+                if self.package(&e.instance_id)?.status != PackageStatus::Active {
+                    return Err(FoldError::Illegal(
+                        "only an active package's runway is announced",
+                    ));
+                }
+            }
             Event::OrderBalanceLow(e) => {
                 let package = self.package_mut(&e.instance_id)?;
                 if let Err(slot) = package.warned_percents.binary_search(&e.threshold_percent) {

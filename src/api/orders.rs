@@ -1,7 +1,7 @@
 //! `GET /v1/orders/{instanceId}` (with or without `asOf`), `DELETE /v1/orders/{instanceId}/details`,
 //! and the task body the task routes answer.
 
-use chrono::{DateTime, Utc};
+use chrono::{DateTime, NaiveDate, Utc};
 use projections::{Package, Task};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
@@ -80,11 +80,88 @@ impl From<&Package> for PackageBalance {
 /// `GET /v1/orders/{instanceId}`: the package now, with its tasks.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
-#[schema(examples(json!({"instanceId": "dts-1", "jdPin": "jd_user", "skuId": "FW_GOODS-500232-1", "status": "active", "bytesGranted": 536870912000u64, "bytesConsumed": 1048576, "bytesRemaining": 536869863424u64, "bytesOverage": 0, "bytesForfeited": 0, "expiresAt": "2027-11-26T00:00:00Z", "createdAt": "2026-11-26T08:00:00Z", "updatedAt": "2026-11-26T09:00:00Z", "tasks": [{"taskId": "task-1", "instanceId": "dts-1", "state": "running", "stopReason": null, "bytesConsumed": 1048576, "createdAt": "2026-11-26T08:00:00Z", "updatedAt": "2026-11-26T09:00:00Z", "destroyedAt": null}]})))]
+#[schema(examples(json!({"instanceId": "dts-1", "jdPin": "jd_user", "skuId": "FW_GOODS-500232-1", "status": "active", "bytesGranted": 536870912000u64, "bytesConsumed": 1048576, "bytesRemaining": 536869863424u64, "bytesOverage": 0, "bytesForfeited": 0, "expiresAt": "2027-11-26T00:00:00Z", "createdAt": "2026-11-26T08:00:00Z", "updatedAt": "2026-11-26T09:00:00Z", "tasks": [{"taskId": "task-1", "instanceId": "dts-1", "state": "running", "stopReason": null, "bytesConsumed": 1048576, "createdAt": "2026-11-26T08:00:00Z", "updatedAt": "2026-11-26T09:00:00Z", "destroyedAt": null}], "runway": {"ratePerDay": 10737418240u64, "runsOutOn": "2026-12-20", "days": 20, "expiresFirst": false}})))]
 pub struct OrderResponse {
     #[serde(flatten)]
     pub package: PackageBalance,
     pub tasks: Vec<TaskResponse>,
+    /// When the package runs out at the last 7 days' rate; `null` with less than 24 hours of
+    /// traffic, no traffic in the last 7 days, no bytes left, or a package that is not active.
+    pub runway: Option<RunwayResponse>,
+}
+
+/// When a package runs out at its recent rate (the rule: README, "Runway").
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+#[schema(examples(json!({"ratePerDay": 10737418240u64, "runsOutOn": "2026-12-20", "days": 20, "expiresFirst": false})))]
+pub struct RunwayResponse {
+    /// Bytes per day: the traffic of the last 7 days over the span they cover (at least 24 hours
+    /// since the package's first traffic), rounded down.
+    pub rate_per_day: u64,
+    /// The date, in China Standard Time, the remaining bytes are used up at that rate.
+    pub runs_out_on: NaiveDate,
+    /// Calendar days (CST) from today to `runsOutOn`: 0 when it is today; at most 36500.
+    #[schema(maximum = 36500)]
+    pub days: u32,
+    /// The package's expiry comes before it would run out.
+    pub expires_first: bool,
+}
+
+impl From<&crate::usage::Runway> for RunwayResponse {
+    fn from(runway: &crate::usage::Runway) -> RunwayResponse {
+        RunwayResponse {
+            rate_per_day: runway.rate_bytes_per_day,
+            runs_out_on: runway.runs_out_on,
+            days: runway.days,
+            expires_first: runway.expires_first,
+        }
+    }
+}
+
+/// What one task drew from the package in the window.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+#[schema(examples(json!({"taskId": "task-1", "bytes": 1048576, "bytesAfterZero": 0})))]
+pub struct TaskUsageResponse {
+    pub task_id: String,
+    /// Bytes the task drew from this package in the window (not its lifetime total).
+    pub bytes: u64,
+    /// Of those, the bytes recorded after the package had reached zero (in-flight bytes, or an
+    /// agent that ignored `stop`).
+    pub bytes_after_zero: u64,
+}
+
+/// One task's bytes on one day (China Standard Time).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+#[schema(examples(json!({"date": "2026-11-26", "taskId": "task-1", "bytes": 1048576})))]
+pub struct DailyTaskUsage {
+    pub date: NaiveDate,
+    pub task_id: String,
+    pub bytes: u64,
+}
+
+/// `GET /v1/orders/{instanceId}/usage`: what each task drew from the package in the window.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+#[schema(examples(json!({"instanceId": "dts-1", "days": 30, "from": "2026-10-28", "to": "2026-11-26", "bytes": 1048576, "bytesAfterZero": 0, "tasks": [{"taskId": "task-1", "bytes": 1048576, "bytesAfterZero": 0}], "daily": [{"date": "2026-11-26", "taskId": "task-1", "bytes": 1048576}]})))]
+pub struct UsageResponse {
+    pub instance_id: String,
+    /// The window: the last `days` days, today (CST) included.
+    pub days: u32,
+    /// The window's first day (CST).
+    pub from: NaiveDate,
+    /// Its last day: today (CST).
+    pub to: NaiveDate,
+    /// Everything the package's tasks drew in the window.
+    pub bytes: u64,
+    /// Of that, the bytes recorded after the package had reached zero.
+    pub bytes_after_zero: u64,
+    /// Per task, largest first (at most 5000 tasks).
+    pub tasks: Vec<TaskUsageResponse>,
+    /// Per day and task, days in order and within a day largest first; days without traffic
+    /// are left out.
+    pub daily: Vec<DailyTaskUsage>,
 }
 
 /// `GET /v1/orders/{instanceId}?asOf=…`: the package as the ledger left it at a position.

@@ -53,7 +53,7 @@ pub fn parse_point(text: &str) -> Result<Until, Unable> {
         })
 }
 
-async fn client(pool: &Pool) -> Result<deadpool_postgres::Object, Unable> {
+pub(crate) async fn client(pool: &Pool) -> Result<deadpool_postgres::Object, Unable> {
     pool.get()
         .await
         .map_err(|e| Unable(crate::database::pool_failure(&e)))
@@ -69,7 +69,7 @@ pub struct VerifyOptions<'a> {
 }
 
 /// The trusted public keys: `[audit] public_keys` and the signing key's own.
-fn keyring(audit: &AuditConfig) -> Result<Keyring, Unable> {
+pub(crate) fn keyring(audit: &AuditConfig) -> Result<Keyring, Unable> {
     let signing = audit
         .signing_key_file
         .as_deref()
@@ -80,7 +80,7 @@ fn keyring(audit: &AuditConfig) -> Result<Keyring, Unable> {
 
 /// Reads a checkpoint line kept elsewhere; anything but a checkpoint signed by a known key is
 /// refused (the command cannot run: exit 2).
-fn external_checkpoint(path: &Path, keyring: &Keyring) -> Result<Checkpoint, Unable> {
+pub(crate) fn external_checkpoint(path: &Path, keyring: &Keyring) -> Result<Checkpoint, Unable> {
     let refuse = |why: String| {
         Unable(format!(
             "the checkpoint in {} is refused: {why}",

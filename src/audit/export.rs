@@ -131,8 +131,11 @@ fn figures(event: &Event) -> [Option<Cell>; 11] {
         }
         Event::OrderExpired(e) => about(&e.instance_id, None),
         Event::OrderBalanceLow(e) => about(&e.instance_id, None),
+        Event::OrderRunwayShort(e) => about(&e.instance_id, None),
         Event::OrderExpiryHeld(e) => about(&e.instance_id, None),
         Event::OrderCredentialRotated(e) => about(&e.instance_id, None),
+        // About the ledger itself: no package, task or money.
+        Event::LedgerRestoreAccepted(_) => Default::default(),
         Event::TaskCreated(e) => about(&e.instance_id, Some(&e.task_id)),
         Event::TaskRebound(e) => about(&e.instance_id, Some(&e.task_id)),
         Event::TaskStopped(e) => about(&e.instance_id, Some(&e.task_id)),

@@ -5,6 +5,7 @@ pub mod commands;
 pub mod export;
 pub mod replay;
 pub mod report;
+pub mod restore_proof;
 pub mod snapshot;
 pub mod source;
 pub mod verify;

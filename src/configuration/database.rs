@@ -19,6 +19,11 @@ pub enum DatabaseSettings {
         url: Secret,
         migrate_url: Option<Secret>,
     },
-    /// No `DATABASE_URL`: an embedded cluster under this directory.
-    Embedded(PathBuf),
+    /// No `DATABASE_URL`: an embedded cluster under `dir`, archiving its WAL into
+    /// `wal_archive_dir` (`[database] wal_archive_dir`) when set. Every command that starts the
+    /// cluster starts it with the same archive, so the archive has no gap.
+    Embedded {
+        dir: PathBuf,
+        wal_archive_dir: Option<PathBuf>,
+    },
 }

@@ -39,6 +39,10 @@ pub(super) struct FileConfig {
     #[serde(default)]
     pub metrics: MetricsFile,
     #[serde(default)]
+    pub runway: RunwayFile,
+    #[serde(default)]
+    pub alerts: AlertsFile,
+    #[serde(default)]
     pub sku: Option<Vec<SkuFile>>,
 }
 
@@ -133,6 +137,8 @@ pub(super) struct ConsoleFile {
     session_ttl_s: Option<u64>,
     session_max_s: Option<u64>,
     renew_url: Option<String>,
+    buy_url: Option<String>,
+    expiry_warning_days: Option<u64>,
 }
 
 /// `[console]`: where customers reach us and how their sessions are signed.
@@ -142,6 +148,8 @@ pub(super) struct ConsoleSettings {
     pub session_ttl_s: u64,
     pub session_max_s: u64,
     pub renew_url: Option<String>,
+    pub buy_url: Option<String>,
+    pub expiry_warning_days: u64,
 }
 
 impl ConsoleFile {
@@ -160,6 +168,7 @@ impl ConsoleFile {
             secret: secret.read_strong(env, self.secret)?,
             public_url: public_url.map(|url| url.trim_end_matches('/').to_owned()),
             renew_url: http_url("console.renew_url", env, None, self.renew_url)?,
+            buy_url: http_url("console.buy_url", env, None, self.buy_url)?,
             session_ttl_s: in_range(
                 "console.session_ttl_s",
                 self.session_ttl_s,
@@ -171,6 +180,12 @@ impl ConsoleFile {
                 self.session_max_s,
                 SESSION_MAX_S_DEFAULT,
                 SESSION_MAX_S_MAX,
+            )?,
+            expiry_warning_days: in_range(
+                "console.expiry_warning_days",
+                self.expiry_warning_days,
+                EXPIRY_WARNING_DAYS_DEFAULT,
+                EXPIRY_WARNING_DAYS_MAX,
             )?,
         })
     }
@@ -369,6 +384,59 @@ impl WebhookFile {
 
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
+pub(super) struct RunwayFile {
+    thresholds_days: Option<Vec<u32>>,
+    check_s: Option<u64>,
+}
+
+impl RunwayFile {
+    /// `[runway]`: the thresholds announced (ascending, deduplicated) and the check's period.
+    pub fn settings(self) -> Result<(Vec<u32>, u64), String> {
+        let mut thresholds = self
+            .thresholds_days
+            .unwrap_or_else(|| RUNWAY_THRESHOLDS_DAYS_DEFAULT.to_vec());
+        thresholds.sort_unstable();
+        thresholds.dedup();
+        if thresholds
+            .iter()
+            .any(|days| !(1..=RUNWAY_THRESHOLD_DAYS_MAX).contains(days))
+            || thresholds.len() > RUNWAY_THRESHOLDS_MAX
+        {
+            return Err(format!(
+                "runway.thresholds_days must be at most {RUNWAY_THRESHOLDS_MAX} numbers of days \
+                 from 1 to {RUNWAY_THRESHOLD_DAYS_MAX}"
+            ));
+        }
+        let check_s = in_range(
+            "runway.check_s",
+            self.check_s,
+            RUNWAY_CHECK_S_DEFAULT,
+            RUNWAY_CHECK_S_MAX,
+        )?;
+        Ok((thresholds, check_s))
+    }
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct AlertsFile {
+    stopped_reporting_s: Option<u64>,
+}
+
+impl AlertsFile {
+    /// `[alerts] stopped_reporting_s`.
+    pub fn stopped_reporting_s(self) -> Result<u64, String> {
+        in_range(
+            "alerts.stopped_reporting_s",
+            self.stopped_reporting_s,
+            STOPPED_REPORTING_S_DEFAULT,
+            STOPPED_REPORTING_S_MAX,
+        )
+    }
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub(super) struct OrdersFile {
     expiry_sweep_s: Option<u64>,
 }
@@ -389,9 +457,37 @@ impl OrdersFile {
 #[serde(deny_unknown_fields)]
 pub(super) struct DatabaseFile {
     pool_size: Option<usize>,
+    wal_archive_dir: Option<PathBuf>,
 }
 
 impl DatabaseFile {
+    /// `[database] wal_archive_dir` (`LEDGER_WAL_ARCHIVE_DIR`): an absolute path, or nothing
+    /// (empty is nothing). Absolute, because the archive command runs in the cluster's own
+    /// directory, not where the operator started `serve`.
+    pub fn wal_archive_dir(&self, env: Env) -> Result<Option<PathBuf>, String> {
+        let dir = env("LEDGER_WAL_ARCHIVE_DIR")
+            .map(PathBuf::from)
+            .or_else(|| self.wal_archive_dir.clone())
+            .filter(|path| !path.as_os_str().is_empty());
+        match dir {
+            Some(dir) if !dir.is_absolute() => Err(format!(
+                "database.wal_archive_dir {:?} must be an absolute path",
+                dir.display().to_string()
+            )),
+            Some(dir)
+                if dir
+                    .to_str()
+                    .is_none_or(|text| text.contains(['\'', '\n', '%'])) =>
+            {
+                Err(format!(
+                    "database.wal_archive_dir {:?} must be UTF-8 without quotes, newlines or %",
+                    dir.display().to_string()
+                ))
+            }
+            dir => Ok(dir),
+        }
+    }
+
     /// `[database]`: connections per process.
     pub fn pool_size(self) -> Result<usize, String> {
         let pool_size = self.pool_size.unwrap_or(POOL_SIZE_DEFAULT);
@@ -409,6 +505,7 @@ pub(super) struct AuditFile {
     signing_key_file: Option<PathBuf>,
     public_keys: Option<Vec<String>>,
     checkpoint_every_s: Option<u64>,
+    trusted_checkpoint_file: Option<PathBuf>,
 }
 
 impl AuditFile {
@@ -426,6 +523,10 @@ impl AuditFile {
                 CHECKPOINT_EVERY_S_DEFAULT,
                 CHECKPOINT_EVERY_S_MAX,
             )?,
+            trusted_checkpoint_file: env("LEDGER_TRUSTED_CHECKPOINT_FILE")
+                .map(PathBuf::from)
+                .or(self.trusted_checkpoint_file)
+                .filter(|path| !path.as_os_str().is_empty()),
         })
     }
 }

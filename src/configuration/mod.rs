@@ -39,8 +39,26 @@ pub const SESSION_TTL_S_MAX: u64 = 86_400;
 pub const SESSION_MAX_S_DEFAULT: u64 = 12 * 3600;
 /// A week: a session that outlives that is no longer its customer's.
 pub const SESSION_MAX_S_MAX: u64 = 7 * 86_400;
+/// A package this close to its expiry gets the console's expiry banner: a week, as cloud billing
+/// centres warn, so a customer who signs in weekly sees it once before it is too late.
+pub const EXPIRY_WARNING_DAYS_DEFAULT: u64 = 7;
+/// A banner further ahead than a year would be on every package of a yearly plan.
+pub const EXPIRY_WARNING_DAYS_MAX: u64 = 366;
 /// How often the sweeper looks for orders whose expiry has passed.
 pub const EXPIRY_SWEEP_S_DEFAULT: u64 = 30;
+/// Runways announced by webhook when they come within these many days (`OrderRunwayShort`).
+pub const RUNWAY_THRESHOLDS_DAYS_DEFAULT: [u32; 2] = [7, 1];
+/// A runway threshold is at most a year: further out, the rate of one week says little.
+pub const RUNWAY_THRESHOLD_DAYS_MAX: u32 = 366;
+/// Thresholds, at most: each is one announcement per grant.
+pub const RUNWAY_THRESHOLDS_MAX: usize = 8;
+/// How often the runway check runs: a runway moves by hours, and each pass reads a week of
+/// every busy package's traffic.
+pub const RUNWAY_CHECK_S_DEFAULT: u64 = 600;
+pub const RUNWAY_CHECK_S_MAX: u64 = 86_400;
+/// A stopped task still reporting this long after its stop counts towards the alert.
+pub const STOPPED_REPORTING_S_DEFAULT: u64 = 600;
+pub const STOPPED_REPORTING_S_MAX: u64 = 7 * 86_400;
 /// An hour: an expired package still usable for longer than that is a billing error.
 pub const EXPIRY_SWEEP_S_MAX: u64 = 3600;
 /// Most bytes one traffic report may carry by default: 1 TiB, more than a task moves between two
@@ -72,6 +90,10 @@ pub struct AuditConfig {
     pub public_keys: Vec<[u8; 32]>,
     /// How often `serve` checkpoints a ledger that moved.
     pub checkpoint_every_s: u64,
+    /// A signed checkpoint line kept outside the database (the last one the checkpoint webhook's
+    /// receiver holds, say): `serve` refuses a ledger that is behind it (see
+    /// [`crate::audit::restore_proof`]).
+    pub trusted_checkpoint_file: Option<PathBuf>,
 }
 
 impl Default for AuditConfig {
@@ -80,6 +102,7 @@ impl Default for AuditConfig {
             signing_key_file: None,
             public_keys: Vec::new(),
             checkpoint_every_s: CHECKPOINT_EVERY_S_DEFAULT,
+            trusted_checkpoint_file: None,
         }
     }
 }
@@ -170,6 +193,10 @@ pub struct Config {
     pub session_max_s: u64,
     /// The marketplace's renewal page; the console links to it with `instanceId=<id>` appended.
     pub renew_url: Option<String>,
+    /// The marketplace's page for buying a package; the 续费 form links to it.
+    pub buy_url: Option<String>,
+    /// The console warns of a package's expiry this many days ahead (1-366).
+    pub expiry_warning_days: u64,
     /// Bearer token of operators and finance for the read APIs.
     pub admin_token: Option<Secret>,
     /// Bearer tokens of DTS agents and the control plane (tasks and traffic).
@@ -181,11 +208,21 @@ pub struct Config {
     /// `[traffic] key_retention_days`: how long traffic keys are kept (see
     /// [`KEY_RETENTION_DAYS_DEFAULT`]).
     pub key_retention_days: u64,
+    /// `[runway] thresholds_days`: ascending, each 1 to a year.
+    pub runway_thresholds_days: Vec<u32>,
+    /// `[runway] check_s`: seconds between runway checks.
+    pub runway_check_s: u64,
+    /// `[alerts] stopped_reporting_s`: a stopped task still reporting this long after its stop
+    /// is counted in `dts_ledger_tasks_reporting_after_stop`.
+    pub stopped_reporting_s: u64,
     pub webhook: Option<WebhookConfig>,
     pub catalog: Catalog,
     /// True when no `[[sku]]` was configured and [`Catalog::built_in`] is in use.
     pub catalog_is_built_in: bool,
     pub pool_size: usize,
+    /// `[database] wal_archive_dir`: where the embedded cluster archives every finished WAL
+    /// segment, for `restore --to TIME` (see [`crate::database::backup`]); `None`: no archive.
+    pub wal_archive_dir: Option<PathBuf>,
     pub audit: AuditConfig,
     /// `[metrics] listen`: a second address serving only `GET /metrics`, without a token.
     pub metrics_listen: Option<std::net::SocketAddr>,
@@ -216,6 +253,8 @@ impl Config {
             session_ttl_s: SESSION_TTL_S_DEFAULT,
             session_max_s: SESSION_MAX_S_DEFAULT,
             renew_url: None,
+            buy_url: None,
+            expiry_warning_days: EXPIRY_WARNING_DAYS_DEFAULT,
             admin_token: None,
             reporter_tokens: Vec::new(),
             expiry_sweep_s: EXPIRY_SWEEP_S_DEFAULT,
@@ -223,10 +262,14 @@ impl Config {
             low_balance_percents: LOW_BALANCE_PERCENTS_DEFAULT.to_vec(),
             pipelines: PIPELINES_DEFAULT,
             key_retention_days: KEY_RETENTION_DAYS_DEFAULT,
+            runway_thresholds_days: RUNWAY_THRESHOLDS_DAYS_DEFAULT.to_vec(),
+            runway_check_s: RUNWAY_CHECK_S_DEFAULT,
+            stopped_reporting_s: STOPPED_REPORTING_S_DEFAULT,
             webhook: None,
             catalog: Catalog::built_in(),
             catalog_is_built_in: true,
             pool_size: POOL_SIZE_DEFAULT,
+            wal_archive_dir: None,
             audit: AuditConfig::default(),
             metrics_listen: None,
         }
@@ -247,6 +290,7 @@ impl Config {
     fn from_file(path: Option<&Path>, env: file::Env) -> Result<Config, String> {
         let file = FileConfig::read(path)?;
         let (catalog, catalog_is_built_in) = file::catalog(file.sku)?;
+        let wal_archive_dir = file.database.wal_archive_dir(env)?;
         let pool_size = file.database.pool_size()?;
         let marketplace = file.marketplace.settings(env)?;
         let console = file.console.settings(env)?;
@@ -254,6 +298,8 @@ impl Config {
         let traffic = file.traffic.settings()?;
         let webhook = file.webhook.settings(env)?;
         let expiry_sweep_s = file.orders.expiry_sweep_s()?;
+        let (runway_thresholds_days, runway_check_s) = file.runway.settings()?;
+        let stopped_reporting_s = file.alerts.stopped_reporting_s()?;
         let audit = file.audit.settings(env)?;
         let metrics_listen = file.metrics.listen(env)?;
         Ok(Config {
@@ -264,6 +310,8 @@ impl Config {
             session_ttl_s: console.session_ttl_s,
             session_max_s: console.session_max_s,
             renew_url: console.renew_url,
+            buy_url: console.buy_url,
+            expiry_warning_days: console.expiry_warning_days,
             admin_token,
             reporter_tokens,
             expiry_sweep_s,
@@ -271,10 +319,14 @@ impl Config {
             low_balance_percents: traffic.low_balance_percents,
             pipelines: traffic.pipelines,
             key_retention_days: traffic.key_retention_days,
+            runway_thresholds_days,
+            runway_check_s,
+            stopped_reporting_s,
             webhook,
             catalog,
             catalog_is_built_in,
             pool_size,
+            wal_archive_dir,
             audit,
             metrics_listen,
         })

@@ -75,6 +75,15 @@ fn short_secrets_and_out_of_range_settings_are_refused() {
         .contains("secret"));
     assert!(load("[marketplace]\nverify_window_s = 0\n").is_err());
     assert!(load("[orders]\nexpiry_sweep_s = 99999\n").is_err());
+    assert!(load("[runway]\nthresholds_days = [0]\n").is_err());
+    assert!(load("[runway]\nthresholds_days = [400]\n").is_err());
+    assert!(load("[runway]\ncheck_s = 0\n").is_err());
+    assert!(load("[alerts]\nstopped_reporting_s = 0\n").is_err());
+    let config =
+        load("[runway]\nthresholds_days = [3, 14, 3]\n[alerts]\nstopped_reporting_s = 60\n")
+            .unwrap();
+    assert_eq!(config.runway_thresholds_days, vec![3, 14]);
+    assert_eq!(config.stopped_reporting_s, 60);
     assert!(load("[console]\npublic_url = \"ftp://x\"\n").is_err());
     assert!(load("[console]\nrenew_url = \"javascript:alert(1)\"\n").is_err());
     let renew = load("[console]\nrenew_url = \"https://market.example.com/renew\"\n").unwrap();
@@ -213,4 +222,39 @@ fn the_metrics_address_is_an_ip_and_port_and_the_environment_overrides_it() {
     })
     .unwrap();
     assert_eq!(config.metrics_listen, Some("0.0.0.0:9100".parse().unwrap()));
+}
+
+#[test]
+fn the_wal_archive_is_an_absolute_path_the_archive_command_can_quote() {
+    let config = load("[database]\nwal_archive_dir = \"/var/lib/dts-ledger-wal\"\n").unwrap();
+    assert_eq!(
+        config.wal_archive_dir.as_deref(),
+        Some(Path::new("/var/lib/dts-ledger-wal"))
+    );
+    assert!(load("").unwrap().wal_archive_dir.is_none());
+    for bad in ["relative/wal", "/var/it's", "/var/50%"] {
+        let err = load(&format!("[database]\nwal_archive_dir = {:?}\n", bad)).unwrap_err();
+        assert!(err.message.contains("database.wal_archive_dir"), "{err}");
+    }
+    let env = |name: &str| (name == "LEDGER_WAL_ARCHIVE_DIR").then(|| "/srv/wal".to_owned());
+    let config = Config::load(None, env).unwrap();
+    assert_eq!(
+        config.wal_archive_dir.as_deref(),
+        Some(Path::new("/srv/wal"))
+    );
+}
+
+#[test]
+fn the_trusted_checkpoint_file_is_read_from_the_file_or_the_environment() {
+    let config = load("[audit]\ntrusted_checkpoint_file = \"/srv/cp.json\"\n").unwrap();
+    assert_eq!(
+        config.audit.trusted_checkpoint_file.as_deref(),
+        Some(Path::new("/srv/cp.json"))
+    );
+    let env = |name: &str| (name == "LEDGER_TRUSTED_CHECKPOINT_FILE").then(|| "/x.json".to_owned());
+    let config = Config::load(None, env).unwrap();
+    assert_eq!(
+        config.audit.trusted_checkpoint_file.as_deref(),
+        Some(Path::new("/x.json"))
+    );
 }

@@ -3,6 +3,7 @@
 
 use super::i18n::Lang;
 use chrono::{DateTime, FixedOffset, Utc};
+use rust_decimal::{Decimal, RoundingStrategy};
 
 /// Binary units, each 1024 times the one before.
 const UNITS: [&str; 6] = ["B", "KiB", "MiB", "GiB", "TiB", "PiB"];
@@ -75,6 +76,40 @@ pub fn datetime(at: DateTime<Utc>, lang: Lang) -> String {
     }
 }
 
+/// A date in China Standard Time: `2026年12月6日` / `6 Dec 2026`.
+pub fn date(at: DateTime<Utc>, lang: Lang) -> String {
+    let local = at.with_timezone(&cst());
+    match lang {
+        Lang::Zh => local.format("%Y年%-m月%-d日").to_string(),
+        Lang::En => local.format("%-d %b %Y").to_string(),
+    }
+}
+
+/// Whole days from `now` until `at` (rounded down), or `None` once `at` has passed.
+pub fn days_until(at: DateTime<Utc>, now: DateTime<Utc>) -> Option<i64> {
+    (at > now).then(|| (at - now).num_days())
+}
+
+/// An amount as a price reads: `¥1,000.00` for yuan, `1,000.00 USD` for another currency.
+/// Rounded half away from zero to cents; the statement CSV keeps the plain decimal.
+pub fn money(amount: Decimal, currency: &str) -> String {
+    let cents = amount.round_dp_with_strategy(2, RoundingStrategy::MidpointAwayFromZero);
+    let sign = if cents.is_sign_negative() && !cents.is_zero() {
+        "-"
+    } else {
+        ""
+    };
+    let abs = cents.abs();
+    let whole = abs.trunc();
+    let fraction = ((abs - whole) * Decimal::ONE_HUNDRED).trunc();
+    let whole = u64::try_from(whole).map_or_else(|_| whole.to_string(), grouped);
+    let figure = format!("{sign}{whole}.{fraction:0>2}");
+    match currency {
+        "CNY" | "RMB" | "" => format!("¥{figure}"),
+        other => format!("{figure} {other}"),
+    }
+}
+
 /// The same time as machines read it, for `<time datetime>`.
 pub fn datetime_iso(at: DateTime<Utc>) -> String {
     at.with_timezone(&cst()).to_rfc3339()
@@ -118,6 +153,29 @@ mod tests {
         assert_eq!(percent(u64::MAX, u64::MAX), "100.0%");
         assert_eq!(percent_whole(15, 10), 100);
         assert_eq!(percent_whole(1, 3), 33);
+    }
+
+    #[test]
+    fn amounts_read_as_prices_with_grouped_yuan_and_cents() {
+        let d = |s: &str| s.parse::<Decimal>().unwrap();
+        assert_eq!(money(d("1000"), "CNY"), "¥1,000.00");
+        assert_eq!(money(d("1234567.891"), "CNY"), "¥1,234,567.89");
+        assert_eq!(money(d("0.005"), "CNY"), "¥0.01");
+        assert_eq!(money(d("10.5"), "USD"), "10.50 USD");
+        assert_eq!(money(d("-3.2"), "CNY"), "¥-3.20");
+        assert_eq!(money(d("0"), "CNY"), "¥0.00");
+    }
+
+    #[test]
+    fn days_until_count_whole_days_and_end_at_the_instant() {
+        let now = DateTime::parse_from_rfc3339("2026-11-26T10:00:00Z")
+            .unwrap()
+            .with_timezone(&Utc);
+        assert_eq!(days_until(now + chrono::Duration::hours(100), now), Some(4));
+        assert_eq!(days_until(now + chrono::Duration::hours(3), now), Some(0));
+        assert_eq!(days_until(now, now), None);
+        assert_eq!(date(now, Lang::Zh), "2026年11月26日");
+        assert_eq!(date(now, Lang::En), "26 Nov 2026");
     }
 
     #[test]

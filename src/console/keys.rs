@@ -16,6 +16,7 @@ pub struct Keys {
     ticket: [u8; 32],
     session: [u8; 32],
     csrf: [u8; 32],
+    flash: [u8; 32],
 }
 
 impl std::fmt::Debug for Keys {
@@ -51,6 +52,7 @@ impl Keys {
             ticket: mac(root, &[b"ticket"]),
             session: mac(root, &[b"session"]),
             csrf: mac(root, &[b"csrf"]),
+            flash: mac(root, &[b"flash"]),
         }
     }
 
@@ -64,6 +66,10 @@ impl Keys {
 
     pub fn sign_csrf(&self, parts: &[&[u8]]) -> String {
         short_mac(&self.csrf, parts)
+    }
+
+    pub fn sign_flash(&self, parts: &[&[u8]]) -> String {
+        short_mac(&self.flash, parts)
     }
 }
 

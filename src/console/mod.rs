@@ -8,12 +8,14 @@
 pub mod chart;
 mod credential;
 pub mod csrf;
+mod flash;
 pub mod format;
 pub mod i18n;
 pub mod keys;
 pub mod login;
 pub mod pages;
 pub mod session;
+pub mod statement;
 pub mod ticket;
 pub mod usage;
 
@@ -86,6 +88,7 @@ pub fn state(state: &AppState) -> web::Data<Console> {
 /// The `/console` routes.
 pub fn scope(console: web::Data<Console>) -> impl HttpServiceFactory + 'static {
     console_routes(web::scope("/console"))
+        .default_service(web::to(no_such_page))
         .app_data(console)
         .app_data(
             web::FormConfig::default()
@@ -227,6 +230,49 @@ fn pool_error(lang: Lang) -> impl Fn(deadpool_postgres::PoolError) -> PageError 
     move |error| unavailable(lang)(&error)
 }
 
+/// Pages a sign-in may return to: the console's own, never the sign-in's (nor a path a browser
+/// would resolve out of the console: a `.` or `..` segment, encoded or not).
+pub fn return_path(raw: &str) -> Option<&str> {
+    const RETURN_PATH_CHARS_MAX: usize = 1024;
+    let rest = raw.strip_prefix("/console/")?;
+    let plain = raw.len() <= RETURN_PATH_CHARS_MAX
+        && raw
+            .bytes()
+            .all(|b| (0x21..=0x7e).contains(&b) && !b"\\?#".contains(&b))
+        && !raw.contains("//");
+    let dots = raw.split('/').any(|segment| {
+        let segment = segment.to_ascii_lowercase().replace("%2e", ".");
+        segment == "." || segment == ".."
+    });
+    let sign_in = ["login", "enter", "logout", "lang/"]
+        .iter()
+        .any(|page| rest.starts_with(page));
+    (plain && !dots && !sign_in && !rest.is_empty()).then_some(raw)
+}
+
+/// No open session: to the sign-in form, which comes back to this page afterwards. A form posted
+/// after its session ended, or a page asked for with a session cookie that opens nothing any
+/// more, is told so (`why=expired`: nothing was done; `why=ended`).
+fn to_sign_in(req: &HttpRequest) -> HttpResponse {
+    let mut query = Vec::new();
+    if let Some(path) = return_path(req.path()) {
+        let encoded =
+            percent_encoding::utf8_percent_encode(path, percent_encoding::NON_ALPHANUMERIC);
+        query.push(format!("next={encoded}"));
+    }
+    if req.method() == actix_web::http::Method::POST {
+        query.push("why=expired".to_owned());
+    } else if req.cookie(session::COOKIE_NAME).is_some() {
+        query.push("why=ended".to_owned());
+    }
+    let location = if query.is_empty() {
+        "/console/login".to_owned()
+    } else {
+        format!("/console/login?{}", query.join("&"))
+    };
+    see_other(&location).finish()
+}
+
 fn see_other(location: &str) -> actix_web::HttpResponseBuilder {
     let mut builder = HttpResponse::SeeOther();
     builder.insert_header((header::LOCATION, location.to_owned()));
@@ -362,6 +408,59 @@ async fn method_not_allowed(req: HttpRequest, allow: String) -> HttpResponse {
     response
 }
 
+/// The page a browser gets for a marketplace sign-in link (`verify`) that signs no one in: what
+/// happened and how to come back, by the callback's status (its JSON is for the marketplace).
+pub fn sign_in_link_refused(req: &HttpRequest, status: StatusCode) -> HttpResponse {
+    let lang = lang_of(req);
+    let text = match status {
+        StatusCode::NOT_FOUND => "link.unknown",
+        StatusCode::CONFLICT => "link.released",
+        StatusCode::FORBIDDEN => "link.refused",
+        StatusCode::SERVICE_UNAVAILABLE => "error.unavailable",
+        _ => "link.bad",
+    };
+    let mut response = html_response(
+        status,
+        pages::message(
+            lang,
+            &lang.t("link.title"),
+            &lang.t(text),
+            None,
+            html! { p { a #to-login href="/console/login" { (lang.t("ticket.login")) } } },
+        ),
+    );
+    let headers = response.headers_mut();
+    headers.insert(
+        header::CONTENT_SECURITY_POLICY,
+        header::HeaderValue::from_static(CONTENT_SECURITY_POLICY),
+    );
+    headers.insert(
+        header::CACHE_CONTROL,
+        header::HeaderValue::from_static("no-store"),
+    );
+    headers.insert(
+        header::REFERRER_POLICY,
+        header::HeaderValue::from_static("no-referrer"),
+    );
+    response
+}
+
+/// A console address that is no page (a mistyped or outdated link): a page saying so, in the
+/// request's language, not the API's JSON.
+async fn no_such_page(req: HttpRequest) -> HttpResponse {
+    let lang = lang_of(&req);
+    html_response(
+        StatusCode::NOT_FOUND,
+        pages::message(
+            lang,
+            &lang.t("notfound.title"),
+            &lang.t("notfound.body"),
+            None,
+            html! { p { a #to-overview href="/console" { (lang.t("common.cancel")) } } },
+        ),
+    )
+}
+
 async fn stylesheet() -> HttpResponse {
     HttpResponse::Ok()
         .content_type("text/css; charset=utf-8")
@@ -373,22 +472,20 @@ async fn stylesheet() -> HttpResponse {
 async fn packages_of(
     client: &impl GenericClient,
     jd_pin: &JdPin,
+    lang: Lang,
 ) -> Result<Vec<Package>, PageError> {
     let sql = format!(
         "SELECT {} FROM packages WHERE jd_pin = $1 ORDER BY created_at, instance_id LIMIT $2",
         rows::PACKAGE_COLUMNS
     );
-    let statement = client
-        .prepare_cached(&sql)
-        .await
-        .map_err(db_error(Lang::Zh))?;
+    let statement = client.prepare_cached(&sql).await.map_err(db_error(lang))?;
     let found = client
         .query(&statement, &[&jd_pin.as_str(), &PACKAGES_SHOWN_MAX])
         .await
-        .map_err(db_error(Lang::Zh))?;
+        .map_err(db_error(lang))?;
     found
         .iter()
-        .map(|row| rows::package_from_row(row).map_err(|e| unavailable(Lang::Zh)(&e)))
+        .map(|row| rows::package_from_row(row).map_err(|e| unavailable(lang)(&e)))
         .collect()
 }
 
@@ -396,6 +493,7 @@ async fn packages_of(
 async fn tasks_of(
     client: &impl GenericClient,
     packages: &[Package],
+    lang: Lang,
 ) -> Result<Vec<Task>, PageError> {
     let ids: Vec<&str> = packages.iter().map(|p| p.instance_id.as_str()).collect();
     let sql = format!(
@@ -403,28 +501,40 @@ async fn tasks_of(
             AND state <> 'destroyed' ORDER BY task_id LIMIT $2",
         rows::TASK_COLUMNS
     );
-    let statement = client
-        .prepare_cached(&sql)
-        .await
-        .map_err(db_error(Lang::Zh))?;
+    let statement = client.prepare_cached(&sql).await.map_err(db_error(lang))?;
     let found = client
         .query(&statement, &[&ids, &TASKS_SHOWN_MAX])
         .await
-        .map_err(db_error(Lang::Zh))?;
+        .map_err(db_error(lang))?;
     found
         .iter()
-        .map(|row| rows::task_from_row(row).map_err(|e| unavailable(Lang::Zh)(&e)))
+        .map(|row| rows::task_from_row(row).map_err(|e| unavailable(lang)(&e)))
         .collect()
+}
+
+/// The runways of these packages, in one statement.
+async fn runways_of(
+    client: &impl GenericClient,
+    packages: &[Package],
+    now: DateTime<Utc>,
+    lang: Lang,
+) -> Result<std::collections::HashMap<InstanceId, crate::usage::Runway>, PageError> {
+    let ids: Vec<InstanceId> = packages.iter().map(|p| p.instance_id.clone()).collect();
+    crate::usage::runways(client, &ids, now)
+        .await
+        .map_err(db_error(lang))
 }
 
 async fn overview(console: web::Data<Console>, req: HttpRequest) -> PageResult {
     let lang = lang_of(&req);
     let client = console.pool.get().await.map_err(pool_error(lang))?;
     let Some(customer) = customer(&console, &req, &client, lang).await? else {
-        return Ok(see_other("/console/login").finish());
+        return Ok(to_sign_in(&req));
     };
-    let packages = packages_of(&client, &customer.jd_pin).await?;
-    let tasks = tasks_of(&client, &packages).await?;
+    let packages = packages_of(&client, &customer.jd_pin, lang).await?;
+    let tasks = tasks_of(&client, &packages, lang).await?;
+    let now = Utc::now();
+    let runways = runways_of(&client, &packages, now, lang).await?;
     let names: Vec<String> = packages.iter().map(|p| console.sku_name(p)).collect();
     let views: Vec<pages::PackageView<'_>> = packages
         .iter()
@@ -433,20 +543,28 @@ async fn overview(console: web::Data<Console>, req: HttpRequest) -> PageResult {
             package,
             sku_name: name,
             renew_link: console.renew_link(&package.instance_id),
+            expiry_warning_days: console.config.expiry_warning_days,
+            runway: runways.get(&package.instance_id),
         })
         .collect();
-    let body = pages::overview(lang, &customer.who(), &views, &tasks, Utc::now());
-    Ok(signed_in_page(&console, &customer, StatusCode::OK, body))
+    let flash = flash::read(&console, &req, &customer, lang);
+    let body = pages::overview(lang, &customer.who(), &views, &tasks, flash.as_deref(), now);
+    let mut response = signed_in_page(&console, &customer, StatusCode::OK, body);
+    if req.cookie(flash::COOKIE_NAME).is_some() {
+        let _ = response.add_cookie(&flash::removal(&console));
+    }
+    Ok(response)
 }
 
-/// Opens a session for `jd_pin` and sends the browser to the overview, at a clean URL.
 /// Opens a session for the customer of `package`, whose credential or sign-in link opened it (a
-/// rotation of that credential ends it).
+/// rotation of that credential ends it), and sends the browser to `next` (a console page the
+/// customer was on when their session ended) or the overview, at a clean URL.
 async fn open_session(
     console: &Console,
     client: &impl GenericClient,
     keys: &Keys,
     package: &projections::Package,
+    next: &str,
     lang: Lang,
 ) -> PageResult {
     let id = SessionId::new();
@@ -460,7 +578,7 @@ async fn open_session(
         .await
         .map_err(db_error(lang))?;
     let value = session::cookie_value(keys, &id);
-    Ok(see_other("/console")
+    Ok(see_other(return_path(next).unwrap_or("/console"))
         .cookie(console.session_cookie(value, expires_at.min(ends_at)))
         .finish())
 }
@@ -516,20 +634,38 @@ async fn enter(
     {
         return Ok(refused(&reason));
     }
-    open_session(&console, &client, keys, &package, lang).await
+    open_session(&console, &client, keys, &package, "", lang).await
 }
 
-async fn login_form(console: web::Data<Console>, req: HttpRequest) -> PageResult {
+#[derive(Deserialize)]
+struct LoginQuery {
+    /// The console page to come back to after signing in.
+    next: Option<String>,
+    /// Why the form is shown: `expired` (a form posted after its session ended), `ended` (a page
+    /// asked for after it ended), `signed_out`.
+    why: Option<String>,
+}
+
+async fn login_form(
+    console: web::Data<Console>,
+    req: HttpRequest,
+    query: web::Query<LoginQuery>,
+) -> PageResult {
     let lang = lang_of(&req);
     let error = console.keys.is_none().then(|| lang.t("login.unavailable"));
-    Ok(login_page(
-        &console,
-        &req,
-        lang,
-        StatusCode::OK,
-        error.as_deref(),
-        "",
-    ))
+    let notice = match query.why.as_deref() {
+        Some("expired") => Some(lang.t("login.expired")),
+        Some("ended") => Some(lang.t("login.ended")),
+        Some("signed_out") => Some(lang.t("flash.signed_out")),
+        _ => None,
+    };
+    let view = pages::LoginView {
+        error: error.as_deref(),
+        notice: notice.as_deref(),
+        typed_id: "",
+        next: query.next.as_deref().and_then(return_path).unwrap_or(""),
+    };
+    Ok(login_page(&console, &req, lang, StatusCode::OK, &view))
 }
 
 /// The sign-in form with its CSRF token, and the cookie the token goes with: the browser's own
@@ -539,12 +675,15 @@ fn login_page(
     req: &HttpRequest,
     lang: Lang,
     status: StatusCode,
-    error: Option<&str>,
-    typed_id: &str,
+    view: &pages::LoginView<'_>,
 ) -> HttpResponse {
     let Some(keys) = &console.keys else {
         let unavailable = lang.t("login.unavailable");
-        return html_response(status, pages::login(lang, Some(&unavailable), typed_id, ""));
+        let view = pages::LoginView {
+            error: Some(&unavailable),
+            ..*view
+        };
+        return html_response(status, pages::login(lang, &view, ""));
     };
     let held = req
         .cookie(csrf::LOGIN_COOKIE)
@@ -552,7 +691,7 @@ fn login_page(
         .filter(|value| csrf::is_login_nonce(value));
     let nonce = held.clone().unwrap_or_else(csrf::login_nonce);
     let token = csrf::login_token(keys, &nonce);
-    let mut response = html_response(status, pages::login(lang, error, typed_id, &token));
+    let mut response = html_response(status, pages::login(lang, view, &token));
     if held.is_none() {
         // A browser session's cookie, like the form it belongs to.
         let cookie = Cookie::build(csrf::LOGIN_COOKIE, nonce)
@@ -575,6 +714,9 @@ struct LoginForm {
     instance_id: String,
     #[serde(rename = "authCode")]
     auth_code: String,
+    /// The page to come back to: the form's hidden field (checked by [`return_path`]).
+    #[serde(default)]
+    next: String,
 }
 
 /// How a sign-in with the order credential ended.
@@ -598,6 +740,7 @@ async fn login_submit(
         .chars()
         .take(login::FIELD_CHARS_MAX)
         .collect();
+    let next = return_path(&form.next).unwrap_or("");
     let Some(keys) = &console.keys else {
         let unavailable = lang.t("login.unavailable");
         let status = StatusCode::FORBIDDEN;
@@ -606,8 +749,12 @@ async fn login_submit(
             &req,
             lang,
             status,
-            Some(&unavailable),
-            &typed_id,
+            &pages::LoginView {
+                error: Some(&unavailable),
+                notice: None,
+                typed_id: &typed_id,
+                next,
+            },
         ));
     };
     // Another site cannot sign a visitor in to an account of its choosing (login CSRF): only a
@@ -625,8 +772,12 @@ async fn login_submit(
             &req,
             lang,
             status,
-            Some(&forged),
-            &typed_id,
+            &pages::LoginView {
+                error: Some(&forged),
+                notice: None,
+                typed_id: &typed_id,
+                next,
+            },
         ));
     }
     // The peer address, not a forwarded header anyone can write; behind a proxy every customer
@@ -641,7 +792,13 @@ async fn login_submit(
         Ok(_permit) => {
             let auth_code = &form.auth_code;
             check_credential(
-                &console, keys, &attempt, &typed_id, auth_code, &address, lang,
+                &console,
+                keys,
+                &attempt,
+                (&typed_id, auth_code),
+                &address,
+                next,
+                lang,
             )
             .await?
         }
@@ -660,8 +817,12 @@ async fn login_submit(
                 &req,
                 lang,
                 status,
-                Some(&lang.t(message)),
-                &typed_id,
+                &pages::LoginView {
+                    error: Some(&lang.t(message)),
+                    notice: None,
+                    typed_id: &typed_id,
+                    next,
+                },
             );
             if status == StatusCode::SERVICE_UNAVAILABLE {
                 page.headers_mut()
@@ -677,9 +838,9 @@ async fn check_credential(
     console: &Console,
     keys: &Keys,
     attempt: &login::Attempt,
-    typed_id: &str,
-    auth_code: &str,
+    (typed_id, auth_code): (&str, &str),
     address: &str,
+    next: &str,
     lang: Lang,
 ) -> Result<SignIn, PageError> {
     let mut client = console.pool.get().await.map_err(pool_error(lang))?;
@@ -705,7 +866,7 @@ async fn check_credential(
         tracing::info!(instance_id = %package.instance_id, "console: sign-in refused: the package was released");
         return Ok(SignIn::Refused(StatusCode::FORBIDDEN, "login.released"));
     }
-    let opened = open_session(console, &client, keys, &package, lang).await?;
+    let opened = open_session(console, &client, keys, &package, next, lang).await?;
     Ok(SignIn::Opened(opened))
 }
 
@@ -780,7 +941,8 @@ async fn logout(
     let lang = lang_of(&req);
     let client = console.pool.get().await.map_err(pool_error(lang))?;
     let Some(customer) = customer(&console, &req, &client, lang).await? else {
-        return Ok(see_other("/console/login").finish());
+        // Already ended: what the customer asked for is so.
+        return Ok(see_other("/console/login?why=signed_out").finish());
     };
     if !csrf_ok(&console, &req, &customer, &form.csrf) {
         return Ok(csrf_refused(&console, &customer, lang));
@@ -790,7 +952,9 @@ async fn logout(
         .map_err(db_error(lang))?;
     let mut gone = console.session_cookie(String::new(), Utc::now());
     gone.make_removal();
-    Ok(see_other("/console/login").cookie(gone).finish())
+    Ok(see_other("/console/login?why=signed_out")
+        .cookie(gone)
+        .finish())
 }
 
 #[derive(Deserialize)]
@@ -908,7 +1072,7 @@ async fn task_page_context(
     lang: Lang,
 ) -> Result<Result<(Customer, Task), HttpResponse>, PageError> {
     let Some(customer) = customer(console, req, client, lang).await? else {
-        return Ok(Err(see_other("/console/login").finish()));
+        return Ok(Err(to_sign_in(req)));
     };
     match own_task(client, &customer, raw_task, lang).await? {
         Some(task) => Ok(Ok((customer, task))),
@@ -927,24 +1091,44 @@ async fn renew_form(
         Ok(found) => found,
         Err(answer) => return Ok(answer),
     };
-    let packages = packages_of(&client, &customer.jd_pin).await?;
+    let packages = packages_of(&client, &customer.jd_pin, lang).await?;
     let now = Utc::now();
     let usable: Vec<&Package> = packages
         .iter()
         .filter(|p| p.instance_id != task.instance_id && p.is_usable_at(now))
         .collect();
+    let owned: Vec<Package> = usable.iter().map(|p| (*p).clone()).collect();
+    let on_them = tasks_of(&client, &owned, lang).await?;
+    let runways = runways_of(&client, &owned, now, lang).await?;
     let names: Vec<String> = usable.iter().map(|p| console.sku_name(p)).collect();
     let candidates: Vec<pages::Candidate<'_>> = usable
         .iter()
         .zip(&names)
         .map(|(p, name)| pages::Candidate {
-            instance_id: p.instance_id.as_str(),
+            package: p,
             sku_name: name,
-            bytes_remaining: p.bytes_remaining.get(),
+            tasks: on_them
+                .iter()
+                .filter(|t| t.instance_id == p.instance_id)
+                .map(|t| t.task_id.as_str())
+                .collect(),
+            runway: runways.get(&p.instance_id),
         })
         .collect();
+    let more = pages::MoreTraffic {
+        buy: console.config.buy_url.clone(),
+        renew_current: console.renew_link(&task.instance_id),
+    };
     let version = version_of(&client, &task, lang).await?;
-    let body = pages::renew(lang, &customer.who(), &task, &version, &candidates);
+    let body = pages::renew(
+        lang,
+        &customer.who(),
+        &task,
+        &version,
+        &candidates,
+        &more,
+        now,
+    );
     Ok(signed_in_page(&console, &customer, StatusCode::OK, body))
 }
 
@@ -1030,9 +1214,30 @@ async fn renew_submit(
     )
     .await
     {
-        Ok(_) => Ok(see_other("/console#tasks").finish()),
+        Ok(_) => Ok(done(
+            &console,
+            &customer,
+            flash::Done::Renewed,
+            &task,
+            target.instance_id.as_str(),
+        )),
         Err(error) => command_refused(&console, &customer, lang, error),
     }
+}
+
+/// Back to the overview's tasks, with the message saying what was done.
+fn done(
+    console: &Console,
+    customer: &Customer,
+    what: flash::Done,
+    task: &Task,
+    package: &str,
+) -> HttpResponse {
+    let mut answer = see_other("/console#tasks");
+    if let Some(cookie) = flash::cookie(console, customer, what, task.task_id.as_str(), package) {
+        answer.cookie(cookie);
+    }
+    answer.finish()
 }
 
 async fn destroy_form(
@@ -1077,7 +1282,13 @@ async fn destroy_submit(
     }
     drop(client);
     match ledger::tasks::destroy(&console.ledger, &task.task_id, &metadata(&req, &customer)).await {
-        Ok(_) => Ok(see_other("/console#tasks").finish()),
+        Ok(_) => Ok(done(
+            &console,
+            &customer,
+            flash::Done::Destroyed,
+            &task,
+            task.instance_id.as_str(),
+        )),
         Err(error) => command_refused(&console, &customer, lang, error),
     }
 }
@@ -1096,7 +1307,7 @@ async fn package_context(
     lang: Lang,
 ) -> Result<Result<(Customer, Package), HttpResponse>, PageError> {
     let Some(customer) = customer(console, req, client, lang).await? else {
-        return Ok(Err(see_other("/console/login").finish()));
+        return Ok(Err(to_sign_in(req)));
     };
     match own_package(client, &customer, raw, lang).await? {
         Some(package) => Ok(Ok((customer, package))),
@@ -1125,30 +1336,42 @@ async fn package_page(
     let days = usage::daily(&client, &package.instance_id, window, now)
         .await
         .map_err(db_error(lang))?;
+    let by_task = crate::usage::daily_by_task(&client, &package.instance_id, window, now)
+        .await
+        .map_err(db_error(lang))?;
+    let (since, _) = usage::window_start(now, window);
+    let drawn = crate::usage::package_tasks(&client, &package.instance_id, since, now)
+        .await
+        .map_err(db_error(lang))?;
     let grants = usage::grants(&client, &package.instance_id)
         .await
         .map_err(db_error(lang))?;
+    let runways = runways_of(&client, std::slice::from_ref(&package), now, lang).await?;
     let name = console.sku_name(&package);
     let view = pages::PackageView {
         package: &package,
         sku_name: &name,
         renew_link: console.renew_link(&package.instance_id),
+        expiry_warning_days: console.config.expiry_warning_days,
+        runway: runways.get(&package.instance_id),
     };
-    let body = pages::package(lang, &customer.who(), &view, window, &days, &grants, now);
+    let read = pages::PackageUsage {
+        days: &days,
+        by_task: &by_task,
+        usage: &drawn,
+        grants: &grants,
+    };
+    let body = pages::package(lang, &customer.who(), &view, window, &read, now);
     Ok(signed_in_page(&console, &customer, StatusCode::OK, body))
 }
 
-/// `GET /console/packages/{id}/statement.csv`: the grants and the daily use of the last 90 days,
-/// as the neutralised CSV `export` writes (UTF-8 with a byte order mark; text cells that look
-/// like formulas prefixed with `'`).
-///
-/// One idea, longer than most: the statement's sections in the order the file shows them.
+/// `GET /console/packages/{id}/statement.csv`: the statement of the last 90 days (or since the
+/// purchase), in the page's language ([`statement`]).
 async fn statement_csv(
     console: web::Data<Console>,
     req: HttpRequest,
     path: web::Path<String>,
 ) -> PageResult {
-    use crate::audit::export::{csv_field, csv_text};
     let lang = lang_of(&req);
     let client = console.pool.get().await.map_err(pool_error(lang))?;
     let (customer, package) = match package_context(&console, &req, &client, &path, lang).await? {
@@ -1156,45 +1379,41 @@ async fn statement_csv(
         Err(answer) => return Ok(answer),
     };
     let window = usage::WINDOWS_DAYS[usage::WINDOWS_DAYS.len() - 1];
-    let days = usage::daily(&client, &package.instance_id, window, Utc::now())
+    let now = Utc::now();
+    let days = usage::daily(&client, &package.instance_id, window, now)
         .await
         .map_err(db_error(lang))?;
     let grants = usage::grants(&client, &package.instance_id)
         .await
         .map_err(db_error(lang))?;
+    let release = match package.status {
+        PackageStatus::Released => usage::release(&client, &package.instance_id)
+            .await
+            .map_err(db_error(lang))?,
+        _ => None,
+    };
+    let tasks: Vec<statement::TaskDay> =
+        crate::usage::daily_by_task(&client, &package.instance_id, window, now)
+            .await
+            .map_err(db_error(lang))?
+            .into_iter()
+            .map(|(date, task, bytes)| statement::TaskDay {
+                date,
+                task_id: task.as_str().to_owned(),
+                bytes,
+            })
+            .collect();
     let id = package.instance_id.as_str();
-    let mut csv = String::from("\u{feff}");
-    csv.push_str("record,instanceId,date,type,orderId,bytes,amount,currency,stopped\n");
-    for g in &grants {
-        let cells = [
-            "grant".to_owned(),
-            csv_text(id),
-            csv_field(&format::datetime_iso(g.at)),
-            csv_field(&g.kind),
-            csv_text(&g.order_id),
-            g.bytes.to_string(),
-            g.amount.to_string(),
-            csv_text(&g.currency),
-            String::new(),
-        ];
-        csv.push_str(&cells.join(","));
-        csv.push('\n');
+    let csv = statement::Statement {
+        instance_id: id,
+        created_on: usage::cst_date(package.created_at),
+        balance_now: package.bytes_net(),
+        days: &days,
+        grants: &grants,
+        tasks: &tasks,
+        release,
     }
-    for day in &days {
-        let cells = [
-            "day".to_owned(),
-            csv_text(id),
-            day.date.to_string(),
-            "TrafficConsumed".to_owned(),
-            String::new(),
-            day.bytes.to_string(),
-            String::new(),
-            String::new(),
-            day.stopped.to_string(),
-        ];
-        csv.push_str(&cells.join(","));
-        csv.push('\n');
-    }
+    .csv(lang);
     // Only characters safe in a header name the file; the id itself is in every row.
     let file: String = id
         .chars()

@@ -23,6 +23,7 @@ const PATH_SEGMENT: &AsciiSet = &NON_ALPHANUMERIC
 pub fn segment(id: &str) -> String {
     utf8_percent_encode(id, PATH_SEGMENT).to_string()
 }
+use crate::usage::{Runway, TaskUsage};
 use projections::{Package, PackageStatus, Task, TaskState};
 
 /// Who is signed in, for the header and the forms.
@@ -90,7 +91,18 @@ pub fn message(
     )
 }
 
-pub fn login(lang: Lang, error: Option<&str>, instance_id: &str, csrf: &str) -> String {
+/// What the sign-in form shows besides its fields.
+#[derive(Clone, Copy)]
+pub struct LoginView<'a> {
+    pub error: Option<&'a str>,
+    /// Why the customer is here (their session ended; they signed out).
+    pub notice: Option<&'a str>,
+    pub typed_id: &'a str,
+    /// The console page to come back to (`""`: the overview).
+    pub next: &'a str,
+}
+
+pub fn login(lang: Lang, view: &LoginView<'_>, csrf: &str) -> String {
     layout(
         lang,
         &lang.t("login.title"),
@@ -98,15 +110,19 @@ pub fn login(lang: Lang, error: Option<&str>, instance_id: &str, csrf: &str) -> 
         "login",
         html! {
             h1 { (lang.t("login.title")) }
+            @if let Some(notice) = view.notice {
+                p.notice #login-notice role="status" { (notice) }
+            }
             p { (lang.t("login.intro")) }
-            @if let Some(error) = error {
+            @if let Some(error) = view.error {
                 p.error #login-error role="alert" { (error) }
             }
             form.card method="post" action="/console/login" {
                 input type="hidden" name="csrf" value=(csrf);
+                input type="hidden" name="next" value=(view.next);
                 label for="instanceId" { (lang.t("login.instance")) }
                 input #instanceId name="instanceId" type="text" required autocomplete="username"
-                    maxlength="128" value=(instance_id);
+                    maxlength="128" value=(view.typed_id);
                 label for="authCode" { (lang.t("login.auth_code")) }
                 input #authCode name="authCode" type="password" required
                     autocomplete="current-password" maxlength="128";
@@ -121,6 +137,43 @@ pub struct PackageView<'a> {
     pub package: &'a Package,
     pub sku_name: &'a str,
     pub renew_link: Option<String>,
+    /// `[console] expiry_warning_days`: how far ahead the expiry banner shows.
+    pub expiry_warning_days: u64,
+    /// When it runs out at the last week's rate (`None`: too little history, or not usable).
+    pub runway: Option<&'a Runway>,
+}
+
+/// "runs out in about 12 days (2026-12-08); it expires before then", or `None` for a package
+/// that cannot run out any more (used up, expired, released).
+pub fn runway_text(
+    lang: Lang,
+    p: &Package,
+    runway: Option<&Runway>,
+    now: DateTime<Utc>,
+) -> Option<String> {
+    if !p.is_usable_at(now) {
+        return None;
+    }
+    let Some(r) = runway else {
+        return Some(lang.t("runway.unknown"));
+    };
+    let date = r.runs_out_on.to_string();
+    let mut text = if r.days == 0 {
+        lang.tf("runway.today", &[("date", &date)])
+    } else {
+        lang.tf(
+            "runway.days",
+            &[("days", &r.days.to_string()), ("date", &date)],
+        )
+    };
+    if p.expires_at.is_some() {
+        text.push_str(&lang.t(if r.expires_first {
+            "runway.expires_first"
+        } else {
+            "runway.runs_out_first"
+        }));
+    }
+    Some(text)
 }
 
 fn bytes_cell(lang: Lang, n: u64) -> Markup {
@@ -139,23 +192,76 @@ pub fn state_word(lang: Lang, state: TaskState) -> String {
     lang.t(&format!("state.{}", state.as_str()))
 }
 
-/// The banner a package deserves now, if any: `(css class, text, offer renewal)`.
-fn banner(lang: Lang, p: &Package, now: DateTime<Utc>) -> Option<(&'static str, String, bool)> {
+/// "3 days left" / "less than a day left", or `None` when there is no expiry or it passed.
+pub fn days_left(lang: Lang, p: &Package, now: DateTime<Utc>) -> Option<String> {
+    let days = format::days_until(p.expires_at?, now)?;
+    Some(if days == 0 {
+        lang.t("package.day_left_less")
+    } else {
+        lang.tf("package.days_left", &[("days", &days.to_string())])
+    })
+}
+
+/// Whether an active package expires within the warning window.
+fn expiring(p: &Package, now: DateTime<Utc>, warning_days: u64) -> bool {
+    let window =
+        chrono::Duration::days(i64::try_from(warning_days).unwrap_or(i64::MAX / 86_400_000));
+    p.is_in_force_at(now) && p.expires_at.is_some_and(|at| at - now <= window)
+}
+
+/// The one word that says where a package stands, most pressing first: released, expired, used
+/// up, expiring soon, or normal. A catalog key under `status.` and a CSS class.
+pub fn badge(p: &Package, now: DateTime<Utc>, warning_days: u64) -> &'static str {
+    match p.status {
+        PackageStatus::Released => "released",
+        PackageStatus::Expired => "expired",
+        PackageStatus::Active if !p.is_in_force_at(now) => "expired",
+        PackageStatus::Active if p.bytes_remaining.is_zero() => "used_up",
+        PackageStatus::Active if expiring(p, now, warning_days) => "expiring",
+        PackageStatus::Active => "active",
+    }
+}
+
+/// One banner of a package: its CSS class, its text, and whether it offers renewal.
+struct Banner {
+    class: &'static str,
+    text: String,
+    offer: bool,
+}
+
+/// The banners a package deserves now, most pressing first: released (what it forfeited), or
+/// expired, or used up or past a low-balance level, and, independently, its expiry within the
+/// warning window.
+fn banners(lang: Lang, view: &PackageView<'_>, now: DateTime<Utc>) -> Vec<Banner> {
+    let p = view.package;
+    let banner = |class, text, offer| Banner { class, text, offer };
     if p.status == PackageStatus::Released {
-        return Some(("banner-off", lang.t("banner.released"), false));
+        let forfeited = format::bytes(p.bytes_forfeited.get());
+        let text = lang.tf("banner.released", &[("bytes", &forfeited)]);
+        return vec![banner("banner-off", text, false)];
     }
     if !p.is_in_force_at(now) {
-        return Some(("banner-bad", lang.t("banner.expired"), true));
+        return vec![banner("banner-bad", lang.t("banner.expired"), true)];
     }
+    let mut found = Vec::new();
     if p.bytes_remaining.is_zero() {
-        return Some(("banner-bad", lang.t("banner.exhausted"), true));
+        found.push(banner("banner-bad", lang.t("banner.exhausted"), true));
+    } else if let Some(level) = p.warned_percents.iter().max() {
+        let text = lang.tf("banner.low", &[("percent", &level.to_string())]);
+        found.push(banner("banner-warn", text, true));
     }
-    let level = p.warned_percents.iter().max()?;
-    Some((
-        "banner-warn",
-        lang.tf("banner.low", &[("percent", &level.to_string())]),
-        true,
-    ))
+    if let (true, Some(at), Some(left)) = (
+        expiring(p, now, view.expiry_warning_days),
+        p.expires_at,
+        days_left(lang, p, now),
+    ) {
+        let text = lang.tf(
+            "banner.expiring",
+            &[("date", &format::date(at, lang)), ("left", &left)],
+        );
+        found.push(banner("banner-warn banner-expiring", text, true));
+    }
+    found
 }
 
 pub fn package_card(lang: Lang, view: &PackageView<'_>, now: DateTime<Utc>) -> Markup {
@@ -163,35 +269,75 @@ pub fn package_card(lang: Lang, view: &PackageView<'_>, now: DateTime<Utc>) -> M
     let granted = p.bytes_granted.get();
     let consumed = p.bytes_consumed.get();
     let id = p.instance_id.as_str();
+    let badge = badge(p, now, view.expiry_warning_days);
+    let used = format::percent(consumed, granted);
+    let sku_size = lang.tf(
+        "package.sku_size",
+        &[
+            ("sku", view.sku_name),
+            ("size", &format::bytes(p.sku_bytes.get())),
+            ("exact", &format::bytes_exact(p.sku_bytes.get(), lang)),
+        ],
+    );
     html! {
         section.package id={ "package-" (id) } aria-labelledby={ "package-title-" (id) } {
             h3 id={ "package-title-" (id) } {
                 (view.sku_name) " "
                 span.instance { (id) } " "
-                span class={ "status status-" (p.status.as_str()) } { (status_word(lang, p.status)) }
+                span class={ "status status-" (badge) } { (lang.t(&format!("status.{badge}"))) }
             }
-            @if let Some((class, text, offer)) = banner(lang, p, now) {
-                p class={ "banner " (class) } role="status" {
-                    (text)
-                    @if offer {
+            p.sku-size { (sku_size) }
+            @for b in banners(lang, view, now) {
+                p class={ "banner " (b.class) } role="status" {
+                    (b.text)
+                    @if b.offer {
                         @if let Some(link) = &view.renew_link {
                             " " a.renew-link href=(link) rel="noopener noreferrer" { (lang.t("banner.renew")) }
                         }
                     }
                 }
             }
-            meter min="0" max="100" low="80" high="95" optimum="0"
-                value=(format::percent_whole(consumed, granted))
-                title=(lang.tf("package.usage", &[("percent", &format::percent(consumed, granted))])) {
-                (format::percent(consumed, granted))
+            @if let Some(text) = runway_text(lang, p, view.runway, now) {
+                p class={ "runway" @if view.runway.is_some_and(|r| !r.expires_first) { " runway-first" } } {
+                    (text)
+                }
+            }
+            div.usage {
+                meter min="0" max="100" low="80" high="95" optimum="0"
+                    value=(format::percent_whole(consumed, granted)) aria-hidden="true" {
+                    (used)
+                }
+                span.used-percent { (lang.tf("package.usage", &[("percent", &used)])) }
             }
             dl.figures {
                 div { dt { (lang.t("package.expires")) }
-                      dd { @match p.expires_at { Some(at) => (when(lang, at)), None => (lang.t("package.never")) } } }
+                      dd.expiry {
+                          @match p.expires_at {
+                              Some(at) => {
+                                  (when(lang, at))
+                                  br;
+                                  span.days-left {
+                                      @match days_left(lang, p, now) {
+                                          Some(left) => (left),
+                                          None => (lang.t("package.past")),
+                                      }
+                                  }
+                              }
+                              None => (lang.t("package.never")),
+                          }
+                      } }
                 div { dt { (lang.t("package.granted")) } dd { (bytes_cell(lang, granted)) } }
                 div { dt { (lang.t("package.consumed")) } dd { (bytes_cell(lang, consumed)) } }
                 div { dt { (lang.t("package.remaining")) } dd.remaining { (bytes_cell(lang, p.bytes_remaining.get())) } }
-                div { dt { (lang.t("package.overage")) } dd { (bytes_cell(lang, p.bytes_overage.get())) } }
+                div { dt { (lang.t("package.overage")) } dd.overage { (bytes_cell(lang, p.bytes_overage.get())) } }
+                @if !p.bytes_forfeited.is_zero() {
+                    div { dt { (lang.t("package.forfeited")) } dd.forfeited { (bytes_cell(lang, p.bytes_forfeited.get())) } }
+                }
+            }
+            @if !p.bytes_overage.is_zero() {
+                p.overage-note {
+                    (lang.tf("banner.overage", &[("bytes", &format::bytes(p.bytes_overage.get()))]))
+                }
             }
             p.details { a.details href={ "/console/packages/" (segment(id)) } { (lang.t("package.details")) } }
         }
@@ -240,11 +386,73 @@ pub fn tasks_table(lang: Lang, tasks: &[Task], actions: bool) -> Markup {
     }
 }
 
+/// The live tasks grouped by the package they draw from, in the overview's order of packages.
+pub fn grouped_tasks_table(lang: Lang, packages: &[PackageView<'_>], tasks: &[Task]) -> Markup {
+    html! {
+        table.tasks.grouped {
+            thead { tr {
+                th scope="col" { (lang.t("task.id")) }
+                th scope="col" { (lang.t("task.package")) }
+                th scope="col" { (lang.t("task.state")) }
+                th scope="col" { (lang.t("task.stop_reason")) }
+                th scope="col" { (lang.t("task.consumed")) }
+                th scope="col" { (lang.t("task.last_report")) }
+                th scope="col" { (lang.t("task.actions")) }
+            } }
+            @for view in packages {
+                @let id = view.package.instance_id.as_str();
+                @let own: Vec<&Task> = tasks.iter().filter(|t| t.instance_id.as_str() == id).collect();
+                @if !own.is_empty() {
+                    tbody id={ "tasks-of-" (id) } {
+                        tr.group { th colspan="7" scope="rowgroup" {
+                            a href={ "/console/packages/" (segment(id)) "#package-tasks" } {
+                                (lang.tf("tasks.group", &[("id", id), ("sku", view.sku_name)]))
+                            }
+                        } }
+                        @for t in own { (task_row(lang, t, true)) }
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// What each task drew from one package in the window, largest first, with the bytes recorded
+/// after the package reached zero.
+pub fn package_tasks(lang: Lang, window_days: u32, usage: &[TaskUsage]) -> Markup {
+    let total: u64 = usage.iter().map(|u| u.bytes).fold(0, u64::saturating_add);
+    html! {
+        h2 #package-tasks { (lang.tf("ptasks.title", &[("days", &window_days.to_string())])) }
+        @if usage.is_empty() {
+            p { (lang.t("ptasks.none")) }
+        } @else {
+            table.tasks #package-task-usage {
+                thead { tr {
+                    th scope="col" { (lang.t("ptasks.task")) }
+                    th scope="col" { (lang.t("ptasks.bytes")) }
+                    th scope="col" { (lang.t("ptasks.share")) }
+                    th scope="col" { (lang.t("ptasks.after_zero")) }
+                } }
+                tbody { @for u in usage { tr id={ "drawn-" (u.task_id.as_str()) } {
+                    th scope="row" { (u.task_id.as_str()) }
+                    td.drawn data-label=(lang.t("ptasks.bytes")) { (bytes_cell(lang, u.bytes)) }
+                    td data-label=(lang.t("ptasks.share")) { (format::percent(u.bytes, total)) }
+                    td.after-zero data-label=(lang.t("ptasks.after_zero")) { (bytes_cell(lang, u.bytes_after_zero)) }
+                } } }
+            }
+            @if usage.iter().any(|u| u.bytes_after_zero > 0) {
+                p.hint { (lang.t("ptasks.after_zero_note")) }
+            }
+        }
+    }
+}
+
 pub fn overview(
     lang: Lang,
     who: &SignedIn<'_>,
     packages: &[PackageView<'_>],
     tasks: &[Task],
+    flash: Option<&str>,
     now: DateTime<Utc>,
 ) -> String {
     layout(
@@ -254,21 +462,68 @@ pub fn overview(
         "overview",
         html! {
             h1 { (lang.t("overview.title")) }
+            @if let Some(flash) = flash {
+                p.flash #flash role="status" { (flash) }
+            }
             h2 { (lang.t("overview.packages")) }
             @if packages.is_empty() { p { (lang.t("overview.no_packages")) } }
+            @else { p.units #units-note { (lang.t("overview.units")) } }
             div.packages { @for view in packages { (package_card(lang, view, now)) } }
             h2 #tasks { (lang.t("overview.tasks")) }
             @if tasks.is_empty() { p { (lang.t("overview.no_tasks")) } }
-            @else { (tasks_table(lang, tasks, true)) }
+            @else { (grouped_tasks_table(lang, packages, tasks)) }
         },
     )
 }
 
-/// A package a task may move to, with what it has left.
+/// A package a task may move to, with what the customer weighs before choosing it.
 pub struct Candidate<'a> {
-    pub instance_id: &'a str,
+    pub package: &'a Package,
     pub sku_name: &'a str,
-    pub bytes_remaining: u64,
+    /// The live tasks drawing from it already.
+    pub tasks: Vec<&'a str>,
+    pub runway: Option<&'a Runway>,
+}
+
+/// Where a customer gets more traffic: the marketplace's page for buying a package, and the
+/// renewal of the package the task is on.
+pub struct MoreTraffic {
+    pub buy: Option<String>,
+    pub renew_current: Option<String>,
+}
+
+fn candidate(lang: Lang, c: &Candidate<'_>, now: DateTime<Utc>) -> Markup {
+    let p = c.package;
+    let id = p.instance_id.as_str();
+    let remaining = format::bytes(p.bytes_remaining.get());
+    let expiry = match (p.expires_at, days_left(lang, p, now)) {
+        (Some(at), Some(left)) => lang.tf(
+            "renew.expires",
+            &[("date", &format::date(at, lang)), ("left", &left)],
+        ),
+        _ => lang.t("renew.never"),
+    };
+    let tasks = if c.tasks.is_empty() {
+        lang.t("renew.no_tasks_on")
+    } else {
+        lang.tf("renew.tasks_on", &[("tasks", &c.tasks.join(", "))])
+    };
+    html! {
+        div.choice id={ "choice-" (id) } {
+            input type="radio" name="to" id={ "to-" (id) } value=(id) required;
+            label for={ "to-" (id) } {
+                strong { (lang.tf("renew.option", &[("id", id), ("sku", c.sku_name)])) }
+                span.choice-facts {
+                    span.remaining { (lang.tf("renew.remaining", &[("remaining", &remaining)])) }
+                    span.expiry { (expiry) }
+                    @if let Some(text) = runway_text(lang, p, c.runway, now) {
+                        span.runway { (text) }
+                    }
+                    span.tasks-on { (tasks) }
+                }
+            }
+        }
+    }
 }
 
 pub fn renew(
@@ -277,6 +532,8 @@ pub fn renew(
     task: &Task,
     version: &str,
     candidates: &[Candidate<'_>],
+    more: &MoreTraffic,
+    now: DateTime<Utc>,
 ) -> String {
     let id = task.task_id.as_str();
     let title = lang.tf("renew.title", &[("task", id)]);
@@ -288,29 +545,38 @@ pub fn renew(
         html! {
             h1 { (title) }
             (tasks_table(lang, std::slice::from_ref(task), false))
-            p { (lang.t("renew.intro")) }
+            p.notice #renew-what { (lang.t("renew.what")) }
             @if candidates.is_empty() {
                 p.notice #no-candidates { (lang.t("renew.none")) }
             } @else {
-                form.card method="post" action={ "/console/tasks/" (segment(id)) "/renew" } {
+                form.card.renew-form method="post" action={ "/console/tasks/" (segment(id)) "/renew" } {
                     input type="hidden" name="csrf" value=(who.csrf);
                     input type="hidden" name="version" value=(version);
                     fieldset {
                         legend { (lang.t("renew.choose")) }
-                        @for (i, c) in candidates.iter().enumerate() {
-                            div.choice {
-                                input type="radio" name="to" id={ "to-" (c.instance_id) }
-                                    value=(c.instance_id) required checked[i == 0];
-                                label for={ "to-" (c.instance_id) } {
-                                    (lang.tf("renew.option", &[("id", c.instance_id), ("sku", c.sku_name),
-                                        ("remaining", &format::bytes(c.bytes_remaining))]))
-                                }
-                            }
-                        }
+                        p.hint { (lang.t("renew.intro")) }
+                        @for c in candidates { (candidate(lang, c, now)) }
                     }
                     button #renew-submit type="submit" { (lang.t("renew.submit")) }
                     " " a href="/console" { (lang.t("common.cancel")) }
                 }
+            }
+            @if more.buy.is_some() || more.renew_current.is_some() {
+                p #more-traffic {
+                    (lang.t("renew.more")) " "
+                    @if let Some(link) = &more.buy {
+                        a #buy-link href=(link) rel="noopener noreferrer" { (lang.t("renew.buy")) }
+                    }
+                    @if more.buy.is_some() && more.renew_current.is_some() { " · " }
+                    @if let Some(link) = &more.renew_current {
+                        a #renew-current href=(link) rel="noopener noreferrer" {
+                            (lang.tf("renew.renew_current", &[("id", task.instance_id.as_str())]))
+                        }
+                    }
+                }
+            }
+            @if candidates.is_empty() {
+                p { a href="/console" { (lang.t("common.cancel")) } }
             }
         },
     )
@@ -353,6 +619,16 @@ pub fn stale(lang: Lang, who: &SignedIn<'_>, task: &Task) -> String {
     )
 }
 
+/// What a package's page shows of its use.
+pub struct PackageUsage<'a> {
+    pub days: &'a [Day],
+    /// Per day and task, the bytes drawn from this package (days in order).
+    pub by_task: &'a [super::chart::TaskDayBytes],
+    /// Per task, the window's bytes drawn from this package, largest first.
+    pub usage: &'a [TaskUsage],
+    pub grants: &'a [Grant],
+}
+
 /// A package's page: its figures, the usage chart and its table, and the statement.
 ///
 /// One idea, longer than most: a template reads top to bottom as the page does.
@@ -361,10 +637,15 @@ pub fn package(
     who: &SignedIn<'_>,
     view: &PackageView<'_>,
     window_days: u32,
-    days: &[Day],
-    grants: &[Grant],
+    read: &PackageUsage<'_>,
     now: DateTime<Utc>,
 ) -> String {
+    let PackageUsage {
+        days,
+        by_task,
+        usage,
+        grants,
+    } = *read;
     let id = view.package.instance_id.as_str();
     let chart_title = lang.tf("chart.title", &[("days", &window_days.to_string())]);
     layout(
@@ -384,19 +665,23 @@ pub fn package(
                     }
                 }
             }
-            (super::chart::svg(lang, &chart_title, days))
-            table.sr-only #usage-table {
-                caption { (lang.t("chart.table")) }
-                thead { tr {
-                    th scope="col" { (lang.t("chart.day")) }
-                    th scope="col" { (lang.t("chart.bytes")) }
-                    th scope="col" { (lang.t("chart.stop_col")) }
-                } }
-                tbody { @for day in days { tr {
-                    th scope="row" { (day.date) }
-                    td { (format::bytes(day.bytes)) " (" (format::bytes_exact(day.bytes, lang)) ")" }
-                    td { @if day.stopped { (lang.t("common.yes")) } @else { (lang.t("common.no")) } }
-                } } }
+            (super::chart::svg(lang, &chart_title, days, by_task))
+            (package_tasks(lang, window_days, usage))
+            // A table ignores the height it is given: the wrapper keeps it out of the layout.
+            div.sr-only {
+                table #usage-table {
+                    caption { (lang.t("chart.table")) }
+                    thead { tr {
+                        th scope="col" { (lang.t("chart.day")) }
+                        th scope="col" { (lang.t("chart.bytes")) }
+                        th scope="col" { (lang.t("chart.stop_col")) }
+                    } }
+                    tbody { @for day in days { tr {
+                        th scope="row" { (day.date) }
+                        td { (format::bytes(day.bytes)) " (" (format::bytes_exact(day.bytes, lang)) ")" }
+                        td { @if day.stopped { (lang.t("common.yes")) } @else { (lang.t("common.no")) } }
+                    } } }
+                }
             }
             h2 #statement { (lang.t("statement.title")) }
             p {
@@ -426,7 +711,7 @@ pub fn package(
                         td { (lang.t(&format!("grant.{}", g.kind))) }
                         td { (g.order_id) }
                         td { (bytes_cell(lang, g.bytes)) }
-                        td { (g.amount) " " (g.currency) }
+                        td.amount { (format::money(g.amount, &g.currency)) }
                     } } }
                 }
             }

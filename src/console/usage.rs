@@ -7,7 +7,7 @@
 //! from the stream's end: both steps read only the window's events (≈ 2 × the reports of those
 //! days), whatever the stream's age. Grants come from a partial index holding only them.
 
-use chrono::{DateTime, Duration, FixedOffset, NaiveDate, Utc};
+use chrono::{DateTime, Duration, NaiveDate, Utc};
 use deadpool_postgres::GenericClient;
 use projections::events::package_stream;
 use projections::ids::InstanceId;
@@ -39,22 +39,12 @@ pub struct Grant {
     pub currency: String,
 }
 
-fn cst() -> FixedOffset {
-    FixedOffset::east_opt(8 * 3600).expect("UTC+8 is a valid offset")
-}
+pub use crate::usage::window_start;
 
-/// The first instant of the `days`-day window ending today (CST), and its first date.
-pub fn window_start(now: DateTime<Utc>, days: u32) -> (DateTime<Utc>, NaiveDate) {
-    let today = now.with_timezone(&cst()).date_naive();
-    let first = today - Duration::days(i64::from(days.saturating_sub(1)));
-    let start = first
-        .and_hms_opt(0, 0, 0)
-        .expect("midnight exists")
-        .and_local_timezone(cst())
-        .single()
-        .expect("a fixed offset has no gaps")
-        .with_timezone(&Utc);
-    (start, first)
+/// The date of an instant in China Standard Time.
+pub fn cst_date(at: DateTime<Utc>) -> NaiveDate {
+    let cst = chrono::FixedOffset::east_opt(8 * 3600).expect("UTC+8 is a valid offset");
+    at.with_timezone(&cst).date_naive()
 }
 
 /// Daily consumption of a package over the last `days` days, one entry per day (zeros included).
@@ -136,20 +126,23 @@ pub async fn grants(
         .collect())
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn windows_start_at_midnight_china_standard_time() {
-        let now = DateTime::parse_from_rfc3339("2026-11-26T17:00:00Z")
-            .unwrap()
-            .with_timezone(&Utc);
-        // 01:00 on the 27th in CST: the 30-day window runs from the 29th of October to the 27th.
-        let (start, first) = window_start(now, 30);
-        assert_eq!(first, NaiveDate::from_ymd_opt(2026, 10, 29).unwrap());
-        assert_eq!(start.to_rfc3339(), "2026-10-28T16:00:00+00:00");
-        let (_, first) = window_start(now, 1);
-        assert_eq!(first, NaiveDate::from_ymd_opt(2026, 11, 27).unwrap());
-    }
+/// When a released package was released and what it forfeited. A stream holds one release at
+/// most, near its end: walked back along the `(stream_id, version)` index.
+pub async fn release(
+    client: &impl GenericClient,
+    instance_id: &InstanceId,
+) -> Result<Option<super::statement::Release>, tokio_postgres::Error> {
+    let statement = client
+        .prepare_cached(
+            "SELECT recorded_at, (payload->>'bytesForfeited')::int8 FROM events
+              WHERE stream_id = $1 AND event_type = 'OrderReleased'
+              ORDER BY version DESC LIMIT 1",
+        )
+        .await?;
+    let stream = package_stream(instance_id);
+    let row = client.query_opt(&statement, &[&stream]).await?;
+    Ok(row.map(|row| super::statement::Release {
+        at: row.get(0),
+        bytes: u64::try_from(row.get::<_, Option<i64>>(1).unwrap_or(0)).unwrap_or(0),
+    }))
 }

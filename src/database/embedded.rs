@@ -30,6 +30,12 @@ const SOCKET_DIR_BYTES_MAX: usize = 90;
 pub const DATABASE_NAME: &str = "ledger";
 /// The cluster's superuser, the same whoever runs the service.
 pub const SUPERUSER: &str = "postgres";
+/// The cluster's own data directory, inside the data directory `serve` is given.
+pub const PGDATA_DIR: &str = "pgdata";
+/// How long an archived WAL segment may stay open when the ledger moves: with `wal_archive_dir`
+/// set, a segment is switched and archived at least this often, so the archive never lags the
+/// ledger by more (a quiet ledger switches nothing).
+pub const ARCHIVE_TIMEOUT_S: u32 = 60;
 
 const NO_BINARIES: &str =
     "no PostgreSQL server binaries were found (looked for `initdb`, `pg_ctl` \
@@ -180,20 +186,106 @@ pub struct EmbeddedPostgres {
     log_file: PathBuf,
     runuser: Option<(PathBuf, RunAs)>,
     running: bool,
+    /// Where finished WAL segments are archived (`[database] wal_archive_dir`), if anywhere.
+    wal_archive_dir: Option<PathBuf>,
     /// Held for the process lifetime: one service per data directory.
     _lock: File,
+}
+
+/// How the cluster's commands run when this process is root: through `runuser` as `postgres`.
+fn owner_account() -> Result<Option<(PathBuf, RunAs)>, EmbeddedError> {
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    if unsafe { libc::geteuid() } != 0 {
+        return Ok(None);
+    }
+    let account = postgres_account().ok_or(EmbeddedError::NoPostgresUser)?;
+    Ok(Some((
+        find_runuser().ok_or(EmbeddedError::NoRunuser)?,
+        account,
+    )))
+}
+
+/// `program`, one of the PostgreSQL binaries (`pg_basebackup`, `pg_verifybackup`, …), run as the
+/// cluster's owner: through `runuser` as `postgres` when this process is root.
+pub fn owner_command(program: &str) -> Result<Command, EmbeddedError> {
+    let bin_dir = find_binaries()?;
+    let mut executable = bin_dir.join(program);
+    if !executable.is_file() {
+        // A directory of links to the server binaries (`/usr/local/bin/postgres` →
+        // `/usr/lib/postgresql/15/bin/postgres`): the other tools sit beside the real one.
+        if let Some(real) = fs::canonicalize(bin_dir.join("postgres"))
+            .ok()
+            .and_then(|postgres| postgres.parent().map(|dir| dir.join(program)))
+            .filter(|candidate| candidate.is_file())
+        {
+            executable = real;
+        }
+    }
+    owner_command_path(&executable)
+}
+
+/// Makes `dir` (and its parents) if missing, private (0700) and, when this process is root,
+/// owned by `postgres`, so that the cluster's own processes may write in it; then makes sure
+/// that they can.
+pub fn make_owner_dir(dir: &Path) -> Result<(), EmbeddedError> {
+    fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)
+        .map_err(io_error(dir))?;
+    if let Some((_, account)) = owner_account()? {
+        std::os::unix::fs::chown(dir, Some(account.uid), Some(account.gid))
+            .map_err(io_error(dir))?;
+        let mut probe = owner_command_path(Path::new("test"))?;
+        probe.arg("-w").arg(dir);
+        if !probe.output().map(|o| o.status.success()).unwrap_or(false) {
+            return Err(EmbeddedError::Unreachable(dir.to_owned()));
+        }
+    }
+    Ok(())
+}
+
+/// Hands `path` to the cluster's owner (`postgres`) when this process is root; a no-op otherwise.
+pub fn give_to_owner(path: &Path) -> Result<(), EmbeddedError> {
+    if let Some((_, account)) = owner_account()? {
+        std::os::unix::fs::chown(path, Some(account.uid), Some(account.gid))
+            .map_err(io_error(path))?;
+    }
+    Ok(())
+}
+
+/// `executable` run as the cluster's owner (see [`owner_command`]).
+pub fn owner_command_path(executable: &Path) -> Result<Command, EmbeddedError> {
+    let mut command = match owner_account()? {
+        Some((runuser, _)) => {
+            let mut command = Command::new(runuser);
+            command.args(["-u", "postgres", "--"]).arg(executable);
+            command
+        }
+        None => Command::new(executable),
+    };
+    command.process_group(0).env("LC_ALL", "C");
+    Ok(command)
 }
 
 impl EmbeddedPostgres {
     /// Creates the cluster under `root` if it does not exist yet, then starts it.
     pub fn start(root: &Path, durability: Durability) -> Result<EmbeddedPostgres, EmbeddedError> {
+        EmbeddedPostgres::start_with(root, durability, None)
+    }
+
+    /// [`EmbeddedPostgres::start`], archiving every finished WAL segment into `wal_archive_dir`
+    /// (created if missing) when one is given.
+    pub fn start_with(
+        root: &Path,
+        durability: Durability,
+        wal_archive_dir: Option<&Path>,
+    ) -> Result<EmbeddedPostgres, EmbeddedError> {
         let bin_dir = find_binaries()?;
-        let runuser = if unsafe { libc::geteuid() } == 0 {
-            let account = postgres_account().ok_or(EmbeddedError::NoPostgresUser)?;
-            Some((find_runuser().ok_or(EmbeddedError::NoRunuser)?, account))
-        } else {
-            None
-        };
+        let runuser = owner_account()?;
+        if let Some(archive) = wal_archive_dir {
+            make_owner_dir(archive)?;
+        }
         fs::DirBuilder::new()
             .recursive(true)
             .mode(0o700)
@@ -202,12 +294,13 @@ impl EmbeddedPostgres {
         let root = root.canonicalize().map_err(io_error(root))?;
         let lock = lock_exclusively(&root)?;
         let mut cluster = EmbeddedPostgres {
-            pgdata: root.join("pgdata"),
+            pgdata: root.join(PGDATA_DIR),
             socket_dir: choose_socket_dir(&root),
             log_file: root.join("postgresql.log"),
             bin_dir,
             runuser,
             running: false,
+            wal_archive_dir: wal_archive_dir.map(Path::to_owned),
             _lock: lock,
         };
         cluster.prepare_directories(&root)?;
@@ -219,6 +312,16 @@ impl EmbeddedPostgres {
         cluster.pg_ctl_start()?;
         cluster.running = true;
         Ok(cluster)
+    }
+
+    /// The directory of the cluster's socket.
+    pub fn socket_dir(&self) -> &Path {
+        &self.socket_dir
+    }
+
+    /// The cluster's own data directory (`<root>/pgdata`).
+    pub fn pgdata(&self) -> &Path {
+        &self.pgdata
     }
 
     /// Connection settings for `database` in this cluster, as its superuser.
@@ -379,6 +482,9 @@ impl EmbeddedPostgres {
         if durability == Durability::Throwaway {
             settings.push_str("fsync = off\nsynchronous_commit = off\nfull_page_writes = off\n");
         }
+        if let Some(archive) = &self.wal_archive_dir {
+            settings.push_str(&archive_settings(archive));
+        }
         let path = self.pgdata.join("dts-ledger.conf");
         fs::write(&path, settings).map_err(io_error(&path))?;
         fs::set_permissions(&path, fs::Permissions::from_mode(0o644)).map_err(io_error(&path))
@@ -434,6 +540,23 @@ impl Drop for EmbeddedPostgres {
             tracing::error!(%error, "stopping the embedded PostgreSQL failed");
         }
     }
+}
+
+/// Continuous archiving into `archive` (see README, "Backups and restore"). A segment is copied
+/// under a temporary name, flushed to disk, then renamed, so that the archive never holds a
+/// partial segment under a real name; an existing segment is never overwritten (PostgreSQL's
+/// advice: a second cluster archiving into the same directory by mistake fails loudly instead of
+/// destroying the first one's history). `archive` was checked when the configuration was read: an
+/// absolute UTF-8 path without quotes, newlines or `%`.
+fn archive_settings(archive: &Path) -> String {
+    let dir = archive.display();
+    format!(
+        "# Continuous archiving ([database] wal_archive_dir), for restore --to TIME.\n\
+         archive_mode = on\n\
+         archive_timeout = '{ARCHIVE_TIMEOUT_S}s'\n\
+         archive_command = 'test ! -f \"{dir}/%f\" && cp \"%p\" \"{dir}/%f.part\" \
+         && sync \"{dir}/%f.part\" && mv \"{dir}/%f.part\" \"{dir}/%f\"'\n"
+    )
 }
 
 fn lock_exclusively(root: &Path) -> Result<File, EmbeddedError> {

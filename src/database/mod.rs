@@ -1,8 +1,10 @@
 //! The connection to PostgreSQL: an external server (`DATABASE_URL`) or an embedded cluster.
 
+pub mod backup;
 pub mod embedded;
 pub mod migrate;
 pub mod partition_move;
+pub mod primary;
 pub mod roles;
 
 use crate::configuration::DatabaseSettings;
@@ -161,16 +163,35 @@ pub fn bound_session(config: &mut tokio_postgres::Config, bounds: &SessionBounds
         .keepalives_retries(KEEPALIVE_PROBES_MAX);
 }
 
-/// A pool of the service's sessions ([`SessionBounds::SERVICE`]).
+/// A pool of the service's sessions ([`SessionBounds::SERVICE`]), which write: a connection to
+/// a read-only server is never lent, and connections made before a write met one are dropped
+/// (see [`primary`]).
 pub fn build_pool(config: tokio_postgres::Config, size: usize) -> Pool {
-    build_pool_with(config, size, &SessionBounds::SERVICE)
+    pool_builder(config, size, &SessionBounds::SERVICE)
+        .post_create(deadpool_postgres::Hook::async_fn(|client, _| {
+            Box::pin(primary::refuse_read_only(client))
+        }))
+        .pre_recycle(deadpool_postgres::Hook::sync_fn(primary::drop_if_suspect))
+        .build()
+        .expect("a pool with a runtime and timeouts always builds")
 }
 
+/// A pool of sessions bounded by `bounds`, which may be on a standby (the audits).
 pub fn build_pool_with(
-    mut config: tokio_postgres::Config,
+    config: tokio_postgres::Config,
     size: usize,
     bounds: &SessionBounds,
 ) -> Pool {
+    pool_builder(config, size, bounds)
+        .build()
+        .expect("a pool with a runtime and timeouts always builds")
+}
+
+fn pool_builder(
+    mut config: tokio_postgres::Config,
+    size: usize,
+    bounds: &SessionBounds,
+) -> deadpool_postgres::PoolBuilder {
     bound_session(&mut config, bounds);
     // Every statement of the service is prepared once per connection and runs with its generic
     // plan: planning again on every execution (what PostgreSQL does while it believes a custom plan
@@ -193,8 +214,6 @@ pub fn build_pool_with(
         .wait_timeout(Some(POOL_WAIT_TIMEOUT))
         .create_timeout(Some(POOL_WAIT_TIMEOUT))
         .recycle_timeout(Some(POOL_WAIT_TIMEOUT))
-        .build()
-        .expect("a pool with a runtime and timeouts always builds")
 }
 
 /// Which of the ledger's roles (see [`roles`]) a command acts as. With the embedded cluster it
@@ -295,8 +314,11 @@ impl Database {
                 }
                 (config, None)
             }
-            DatabaseSettings::Embedded(dir) => {
-                let cluster = start_embedded(dir, durability).await?;
+            DatabaseSettings::Embedded {
+                dir,
+                wal_archive_dir,
+            } => {
+                let cluster = start_embedded(dir, durability, wal_archive_dir.as_deref()).await?;
                 // As the superuser, which acts as the owner once it has handed over what a
                 // cluster made before the roles left to itself.
                 migrate_with(&cluster.config(embedded::DATABASE_NAME)).await?;
@@ -324,8 +346,12 @@ impl Database {
                 };
                 migrate_with(&config).await
             }
-            DatabaseSettings::Embedded(dir) => {
-                let cluster = start_embedded(dir, Durability::Durable).await?;
+            DatabaseSettings::Embedded {
+                dir,
+                wal_archive_dir,
+            } => {
+                let cluster =
+                    start_embedded(dir, Durability::Durable, wal_archive_dir.as_deref()).await?;
                 let applied = migrate_with(&cluster.config(embedded::DATABASE_NAME)).await;
                 let database = Database {
                     pool: build_pool(cluster.config(embedded::DATABASE_NAME), 1),
@@ -377,10 +403,14 @@ impl Database {
     pub async fn open_as(settings: &DatabaseSettings, role: Role) -> Result<Database, OpenError> {
         let (config, embedded) = match settings {
             DatabaseSettings::External { url, .. } => (parse_url(url, OpenError::BadUrl)?, None),
-            DatabaseSettings::Embedded(dir) => {
+            DatabaseSettings::Embedded {
+                dir,
+                wal_archive_dir,
+            } => {
                 let root = dir.clone();
+                let archive = wal_archive_dir.clone();
                 let started = tokio::task::spawn_blocking(move || {
-                    EmbeddedPostgres::start(&root, Durability::Durable)
+                    EmbeddedPostgres::start_with(&root, Durability::Durable, archive.as_deref())
                 })
                 .await
                 .expect("the start task does not panic");
@@ -433,11 +463,15 @@ impl Database {
 async fn start_embedded(
     dir: &std::path::Path,
     durability: Durability,
+    wal_archive_dir: Option<&std::path::Path>,
 ) -> Result<EmbeddedPostgres, OpenError> {
     let dir = dir.to_owned();
-    let cluster = tokio::task::spawn_blocking(move || EmbeddedPostgres::start(&dir, durability))
-        .await
-        .expect("the start task does not panic")?;
+    let archive = wal_archive_dir.map(std::path::Path::to_owned);
+    let cluster = tokio::task::spawn_blocking(move || {
+        EmbeddedPostgres::start_with(&dir, durability, archive.as_deref())
+    })
+    .await
+    .expect("the start task does not panic")?;
     prepare_cluster(&cluster, true).await?;
     Ok(cluster)
 }
@@ -661,6 +695,11 @@ async fn may_act_as_owner(client: &tokio_postgres::Client) -> Result<bool, tokio
 /// caller) rather than a bug or a refused statement.
 pub fn is_unavailable(error: &tokio_postgres::Error) -> bool {
     if error.is_closed() {
+        return true;
+    }
+    // A write refused by a standby or a fenced primary: nothing was recorded, and the retry
+    // goes to the primary on a fresh connection.
+    if primary::note_if_read_only(error) {
         return true;
     }
     match error.code() {

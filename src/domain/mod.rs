@@ -7,6 +7,8 @@
 
 pub mod catalog;
 pub mod orders;
+pub mod restore;
+pub mod runway;
 pub mod tasks;
 pub mod traffic;
 

@@ -149,6 +149,15 @@ pub fn idempotency_key(event: &Event) -> Option<String> {
             Some(order_key(instance_id, &event.order_ref()?))
         }
         Event::OrderExpiryHeld(e) => Some(expiry_held_key(&e.instance_id, e.expires_at)),
+        Event::LedgerRestoreAccepted(e) => Some(super::restore::acceptance_key(
+            e.checkpoint_position,
+            &e.checkpoint_ledger_hash,
+        )),
+        Event::OrderRunwayShort(e) => Some(super::runway::runway_short_key(
+            &e.instance_id,
+            e.threshold_days,
+            e.bytes_granted,
+        )),
         Event::TrafficConsumed(e) => Some(keyed(
             "traffic",
             &[e.task_id.as_str(), e.report_id.as_str()],

@@ -17,6 +17,9 @@ pub(super) struct Applied {
     pub bindings: Vec<(TaskId, InstanceId)>,
     /// Whether the batch held reports recorded before (the agents are retrying).
     pub met_repeats: bool,
+    /// The bytes of each report charged while its task was stopped (in-flight bytes, or an
+    /// agent that ignores `stop`).
+    pub bytes_after_stop: Vec<u64>,
 }
 
 /// Locks every package the batch's tasks draw from, charges each report in order, and commits the
@@ -88,7 +91,7 @@ impl Command for Batch<'_> {
         // them in this transaction. Each round rejects a report, turns the lookup on, or loads tasks.
         let mut poisoned: HashSet<usize> = HashSet::new();
         let mut rounds = 0;
-        let answers = loop {
+        let (answers, bytes_after_stop) = loop {
             rounds += 1;
             if rounds > DECIDE_ROUNDS_MAX {
                 return Err(LedgerError::Fold(projections::FoldError::Illegal(
@@ -127,6 +130,7 @@ impl Command for Batch<'_> {
             .collect();
         Ok(Applied {
             answers,
+            bytes_after_stop,
             bindings,
             met_repeats: self.met_repeats || recorded.is_some_and(|found| !found.is_empty()),
         })
@@ -193,6 +197,9 @@ async fn look_up_keys(
     unit.earlier_events(&keys).await
 }
 
+/// Per job, the verdicts; and the bytes of each report charged to a stopped task.
+type Decided = (Vec<Vec<Verdict>>, Vec<u64>);
+
 /// Charges every report of every job in order; per job, the verdicts.
 fn decide(
     unit: &mut UnitOfWork<'_>,
@@ -201,9 +208,10 @@ fn decide(
     keys: &[String],
     recorded: Option<&HashMap<String, Event>>,
     poisoned: &HashSet<usize>,
-) -> Result<Result<Vec<Vec<Verdict>>, Redo>, LedgerError> {
+) -> Result<Result<Decided, Redo>, LedgerError> {
     let mut earlier = recorded.cloned().unwrap_or_default();
     let mut answers = Vec::with_capacity(jobs.len());
+    let mut bytes_after_stop = Vec::new();
     let mut index = 0;
     for (n, job) in jobs.iter().enumerate() {
         if n > 0 {
@@ -221,6 +229,10 @@ fn decide(
                 continue;
             }
             let before = unit.draft.events.len();
+            let stopped = unit
+                .draft
+                .task(&report.task_id)
+                .is_some_and(|task| task.state == projections::TaskState::Stopped);
             let verdict = match traffic::charge(&mut unit.draft, report, rules, earlier.get(key)) {
                 Ok(verdict) => verdict,
                 Err(error) => return Ok(Err(Redo::Poison(index, error))),
@@ -240,6 +252,9 @@ fn decide(
                     .find(|e| matches!(e, Event::TrafficConsumed(_)))
                 {
                     earlier.insert(key.clone(), charged.clone());
+                    if stopped {
+                        bytes_after_stop.push(report.bytes.get());
+                    }
                 }
             }
             verdicts.push(verdict);
@@ -247,7 +262,7 @@ fn decide(
         }
         answers.push(verdicts);
     }
-    Ok(Ok(answers))
+    Ok(Ok((answers, bytes_after_stop)))
 }
 
 /// The idempotency key of a report, the same the event carries.

@@ -50,6 +50,11 @@ pub const REPEAT_WATCH_BATCHES: u32 = 64;
 pub enum IngestError {
     #[error("the database is unavailable; nothing was recorded, retry later")]
     Unavailable,
+    #[error(
+        "the database server reached takes no writes (a standby, or a failover under way); \
+         nothing was recorded, retry shortly"
+    )]
+    ReadOnly,
     #[error("too many reports are waiting; nothing was recorded, retry later")]
     Overloaded,
     #[error("internal error; nothing was recorded")]
@@ -246,6 +251,9 @@ fn count_batch(
     let result = match applied {
         Ok(applied) => {
             metrics::histogram!(INGEST_BATCH_COMMIT_DURATION).record(took.as_secs_f64());
+            for bytes in &applied.bytes_after_stop {
+                metrics::histogram!(crate::metrics::BYTES_AFTER_STOP).record(*bytes as f64);
+            }
             let (mut accepted, mut duplicate, mut rejected) = (0u64, 0u64, 0u64);
             for verdict in applied.answers.iter().flatten() {
                 match verdict.status {
@@ -334,7 +342,10 @@ async fn run_lane(
                 }
             }
             Err(error) => {
-                let answer = if error.is_unavailable() {
+                let answer = if error.is_read_only() {
+                    tracing::warn!(%error, reports = size, "batch failed: database read-only");
+                    IngestError::ReadOnly
+                } else if error.is_unavailable() {
                     tracing::warn!(%error, reports = size, "batch failed: database unavailable");
                     IngestError::Unavailable
                 } else {

@@ -3,7 +3,9 @@
 
 pub mod orders;
 pub mod partitions;
+pub mod restore;
 pub mod rows;
+pub mod runway;
 pub mod tasks;
 
 use crate::domain::orders::{idempotency_key, Refusal};
@@ -57,6 +59,11 @@ impl From<deadpool_postgres::PoolError> for LedgerError {
 }
 
 impl LedgerError {
+    /// See [`StoreError::is_read_only`].
+    pub fn is_read_only(&self) -> bool {
+        matches!(self, LedgerError::Store(e) if e.is_read_only())
+    }
+
     pub fn is_unavailable(&self) -> bool {
         matches!(self, LedgerError::Store(e) if e.is_unavailable())
     }
@@ -128,6 +135,7 @@ pub fn is_announced(event: &Event) -> bool {
         Event::TaskStopped(_)
             | Event::TaskResumed(_)
             | Event::OrderBalanceLow(_)
+            | Event::OrderRunwayShort(_)
             | Event::OrderExpired(_)
             | Event::OrderReleased(_)
     )

@@ -58,12 +58,32 @@ pub const POOL_AVAILABLE: &str = "dts_ledger_pool_available_connections";
 pub const POOL_WAITING: &str = "dts_ledger_pool_waiting_requests";
 pub const POOL_MAX: &str = "dts_ledger_pool_max_connections";
 pub const WORKER_UP: &str = "dts_ledger_worker_up";
+pub const DATABASE_COMMITS_WAIT_FOR_STANDBY: &str = "dts_ledger_database_commits_wait_for_standby";
+pub const DATABASE_SYNCHRONOUS_STANDBYS: &str = "dts_ledger_database_synchronous_standbys";
+pub const DATABASE_SERVER: &str = "dts_ledger_database_server";
 pub const WORKER_RESTARTS: &str = "dts_ledger_worker_restarts_total";
+pub const BYTES_AFTER_STOP: &str = "dts_ledger_bytes_after_stop_bytes";
+pub const TASKS_REPORTING_AFTER_STOP: &str = "dts_ledger_tasks_reporting_after_stop";
+pub const RUNWAY_CHECKS: &str = "dts_ledger_runway_checks_total";
+pub const RUNWAYS_ANNOUNCED: &str = "dts_ledger_runways_announced_total";
 
 /// Latency buckets, in seconds: the hot path's budget is 20 ms at p99, a marketplace callback's
 /// a few hundred ms, and anything past 10 s has already been cut by a timeout somewhere.
 const SECONDS_BUCKETS: &[f64] = &[
     0.001, 0.0025, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+];
+/// Bytes after a stop, in bytes: powers of 16 from 1 KiB to 1 TiB (a report's default limit), so
+/// a few in-flight KiB and an agent that went on for gigabytes land in different buckets.
+const BYTES_BUCKETS: &[f64] = &[
+    1024.0,
+    16384.0,
+    262_144.0,
+    4_194_304.0,
+    67_108_864.0,
+    1_073_741_824.0,
+    17_179_869_184.0,
+    274_877_906_944.0,
+    1_099_511_627_776.0,
 ];
 /// Batch size buckets, in reports: powers of four up to [`crate::ingest::BATCH_REPORTS_MAX`].
 const BATCH_REPORTS_BUCKETS: &[f64] = &[1.0, 4.0, 16.0, 64.0, 256.0, 1024.0, 4096.0, 5000.0];
@@ -86,6 +106,9 @@ pub fn install() -> PrometheusHandle {
                         Matcher::Full(INGEST_BATCH_REPORTS.into()),
                         BATCH_REPORTS_BUCKETS,
                     )
+                })
+                .and_then(|b| {
+                    b.set_buckets_for_metric(Matcher::Full(BYTES_AFTER_STOP.into()), BYTES_BUCKETS)
                 })
                 .expect("the bucket lists are not empty");
             let recorder = builder.build_recorder();
@@ -225,6 +248,38 @@ fn describe() {
         "1 while a background worker runs, 0 while it is down and restarting"
     );
     describe_counter!(WORKER_RESTARTS, "Background worker restarts, by worker");
+    describe_histogram!(
+        BYTES_AFTER_STOP,
+        Unit::Bytes,
+        "Bytes of each traffic report recorded while its task was stopped (in-flight bytes, or \
+         an agent that ignores stop)"
+    );
+    describe_gauge!(
+        TASKS_REPORTING_AFTER_STOP,
+        "Stopped tasks still reporting: their last report came more than [alerts] \
+         stopped_reporting_s after their stop, and within the last stopped_reporting_s \
+         (refreshed periodically)"
+    );
+    describe_counter!(RUNWAY_CHECKS, "Runway checks, by result (ok, failed)");
+    describe_counter!(
+        RUNWAYS_ANNOUNCED,
+        "Runway thresholds announced (OrderRunwayShort)"
+    );
+    describe_gauge!(
+        DATABASE_COMMITS_WAIT_FOR_STANDBY,
+        "1 when the primary acknowledges a commit only once a synchronous standby has it \
+         (synchronous_standby_names set, synchronous_commit on), 0 when a commit lives on the \
+         primary's disk alone"
+    );
+    describe_gauge!(
+        DATABASE_SYNCHRONOUS_STANDBYS,
+        "Synchronous standbys attached to the primary (pg_stat_replication); -1 when the \
+         service's role may not read their state (grant it pg_monitor)"
+    );
+    describe_gauge!(
+        DATABASE_SERVER,
+        "1 for the server (host, port) this process writes to, 0 for one it wrote to before"
+    );
 }
 
 /// Counters alerts compute `increase()` over start at zero, so that their first increment is seen.
@@ -237,7 +292,9 @@ fn zero() {
     }
     for result in ["ok", "failed"] {
         counter!(EXPIRY_SWEEPS, "result" => result).increment(0);
+        counter!(RUNWAY_CHECKS, "result" => result).increment(0);
     }
+    counter!(RUNWAYS_ANNOUNCED).increment(0);
     for result in ["signed", "unmoved", "refused", "failed"] {
         counter!(CHECKPOINTS, "result" => result).increment(0);
     }
@@ -289,6 +346,31 @@ pub fn appended(types: &[(String, u64)], last_position: i64) {
 pub fn head_at(position: i64) {
     let highest = HEAD.fetch_max(position, Ordering::Relaxed).max(position);
     gauge!(HEAD_POSITION).set(highest as f64);
+}
+
+/// The server last written to, as labels of [`DATABASE_SERVER`], so that a failover moves the 1
+/// to the new primary's series and leaves the old one at 0.
+static SERVER: std::sync::Mutex<Option<(String, String)>> = std::sync::Mutex::new(None);
+
+/// Reports what protects the commits of the server written to (taken by `/readyz` and by the
+/// metrics refresher).
+pub fn protection(protection: &crate::database::primary::Protection) {
+    gauge!(DATABASE_COMMITS_WAIT_FOR_STANDBY)
+        .set(f64::from(u8::from(protection.commits_wait_for_standby())));
+    gauge!(DATABASE_SYNCHRONOUS_STANDBYS).set(protection.synchronous_standbys.unwrap_or(-1) as f64);
+    let now = (
+        protection
+            .host
+            .clone()
+            .unwrap_or_else(|| "local socket".to_owned()),
+        protection.port.to_string(),
+    );
+    let mut last = SERVER.lock().unwrap_or_else(|e| e.into_inner());
+    if let Some((host, port)) = last.take().filter(|before| *before != now) {
+        gauge!(DATABASE_SERVER, "host" => host, "port" => port).set(0.0);
+    }
+    gauge!(DATABASE_SERVER, "host" => now.0.clone(), "port" => now.1.clone()).set(1.0);
+    *last = Some(now);
 }
 
 /// The gauges read at scrape time: the pool's status and the ingest queue cost nothing to read.

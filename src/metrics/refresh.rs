@@ -4,8 +4,8 @@
 
 use super::{
     head_at, DATABASE_UP, EXPIRY_NOTICES_UNSETTLED, MARKETPLACE_REFUSED,
-    MARKETPLACE_REFUSED_OLDEST_AGE, PACKAGES, TASKS, WEBHOOK_BACKLOG, WEBHOOK_DEAD_LETTERS,
-    WEBHOOK_OLDEST_AGE,
+    MARKETPLACE_REFUSED_OLDEST_AGE, PACKAGES, TASKS, TASKS_REPORTING_AFTER_STOP, WEBHOOK_BACKLOG,
+    WEBHOOK_DEAD_LETTERS, WEBHOOK_OLDEST_AGE,
 };
 use crate::marketplace::params::Action;
 use deadpool_postgres::Pool;
@@ -31,15 +31,16 @@ enum RefreshError {
     Database(#[from] tokio_postgres::Error),
 }
 
-/// Refreshes the gauges forever; also runs the recorder's upkeep.
-pub async fn refresh_forever(pool: Pool) {
+/// Refreshes the gauges forever; also runs the recorder's upkeep. `stopped_reporting_s`: how
+/// long after its stop a stopped task may go on reporting before it counts as still reporting.
+pub async fn refresh_forever(pool: Pool, stopped_reporting_s: u64) {
     let handle = super::install();
     let mut ticker = tokio::time::interval(REFRESH_INTERVAL);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         ticker.tick().await;
         handle.run_upkeep();
-        match refresh(&pool).await {
+        match refresh(&pool, stopped_reporting_s).await {
             Ok(()) => gauge!(DATABASE_UP).set(1.0),
             Err(error) => {
                 gauge!(DATABASE_UP).set(0.0);
@@ -49,7 +50,7 @@ pub async fn refresh_forever(pool: Pool) {
     }
 }
 
-async fn refresh(pool: &Pool) -> Result<(), RefreshError> {
+async fn refresh(pool: &Pool, stopped_reporting_s: u64) -> Result<(), RefreshError> {
     let client = pool.get().await?;
     let counts = client.prepare_cached(
         "SELECT 'package', status, count(*) FROM packages GROUP BY status
@@ -81,13 +82,18 @@ async fn refresh(pool: &Pool) -> Result<(), RefreshError> {
     );
     let (counts, outbox, refused, unsettled) = tokio::join!(counts, outbox, refused, unsettled);
     let (counts, outbox, refused, unsettled) = (counts?, outbox?, refused?, unsettled?);
-    let (rows, row, refused, unsettled) = tokio::join!(
+    let (rows, row, refused, unsettled, after_stop, protection) = tokio::join!(
         client.query(&counts, &[]),
         client.query_one(&outbox, &[]),
         client.query(&refused, &[]),
         client.query_one(&unsettled, &[]),
+        tasks_reporting_after_stop(&client, stopped_reporting_s),
+        crate::database::primary::protection(&**client),
     );
-    let (rows, row, refused, unsettled) = (rows?, row?, refused?, unsettled?);
+    let (rows, row, refused, unsettled, after_stop) =
+        (rows?, row?, refused?, unsettled?, after_stop?);
+    gauge!(TASKS_REPORTING_AFTER_STOP).set(after_stop as f64);
+    super::protection(&protection?);
     let mut oldest = 0.0_f64;
     for action in Action::ALL
         .map(Action::name)
@@ -127,4 +133,30 @@ async fn refresh(pool: &Pool) -> Result<(), RefreshError> {
     gauge!(WEBHOOK_OLDEST_AGE).set(row.get::<_, f64>(2));
     head_at(row.get(3));
     Ok(())
+}
+
+/// Stopped tasks still reporting: their last report came more than `bound_s` after their stop,
+/// and within the last `bound_s`.
+///
+/// A stopped task's `updated_at` is its last report or lifecycle change, and the last event of
+/// its own stream (lifecycle only: traffic is in the package's) its stop or a later rebind: a gap
+/// of more than the bound between the two is reporting after the stop. Only tasks that changed
+/// within the bound count, so a task that did stop reporting drops out.
+pub async fn tasks_reporting_after_stop(
+    client: &impl deadpool_postgres::GenericClient,
+    bound_s: u64,
+) -> Result<i64, tokio_postgres::Error> {
+    let statement = client
+        .prepare_cached(
+            "SELECT count(*) FROM tasks t
+              CROSS JOIN LATERAL (SELECT e.recorded_at FROM events e
+                                   WHERE e.stream_id = 'task-' || t.task_id
+                                   ORDER BY e.version DESC LIMIT 1) l
+              WHERE t.state = 'stopped'
+                AND t.updated_at >= now() - make_interval(secs => $1)
+                AND t.updated_at - l.recorded_at > make_interval(secs => $1)",
+        )
+        .await?;
+    let bound_s = bound_s as f64;
+    Ok(client.query_one(&statement, &[&bound_s]).await?.get(0))
 }

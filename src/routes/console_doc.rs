@@ -41,7 +41,11 @@ const HTML: Option<&str> = Some("text/html");
 
 /// A page for a signed-in customer, or the redirect to the sign-in form.
 const PAGE: Answer = (200, "The page", HTML);
-const TO_SIGN_IN: Answer = (303, "No open session: to `/console/login`", None);
+const TO_SIGN_IN: Answer = (
+    303,
+    "No open session: to `/console/login`, with `next` (this page) and `why`",
+    None,
+);
 const NOT_FOUND: Answer = (
     404,
     "Not the customer's (another customer's is answered like an unknown one)",
@@ -123,7 +127,21 @@ pub const CONSOLE_PAGES: &[ConsolePage] = &[
         method: "GET",
         path: "/console/login",
         summary: "The sign-in form (instanceId and authCode), with its `dts_login` cookie.",
-        params: &[],
+        params: &[
+            (
+                "next",
+                ParameterIn::Query,
+                "The console page to come back to after signing in (another value: the overview)",
+                Kind::Text,
+            ),
+            (
+                "why",
+                ParameterIn::Query,
+                "Why the form is shown: `expired` (a form posted after its session ended: \
+                 nothing was done), `ended` (a page asked for after it ended), `signed_out`",
+                Kind::Text,
+            ),
+        ],
         form: &[],
         answers: &[(200, "The form", HTML)],
     },
@@ -138,11 +156,16 @@ pub const CONSOLE_PAGES: &[ConsolePage] = &[
             CSRF,
             ("instanceId", "The package"),
             ("authCode", "Its order credential"),
+            (
+                "next",
+                "The console page to come back to (the form's hidden field; empty: the overview)",
+            ),
         ],
         answers: &[
             (
                 303,
-                "Signed in: to `/console`, with the session cookie",
+                "Signed in: to `next` when it is a console page, else `/console`, with the \
+                 session cookie",
                 None,
             ),
             BAD_FORM,
@@ -179,7 +202,7 @@ pub const CONSOLE_PAGES: &[ConsolePage] = &[
         params: &[],
         form: &[CSRF],
         answers: &[
-            (303, "To `/console/login`", None),
+            (303, "To `/console/login?why=signed_out`", None),
             BAD_FORM,
             FORGED,
             TOO_LARGE,
@@ -262,7 +285,8 @@ pub const CONSOLE_PAGES: &[ConsolePage] = &[
         answers: &[
             (
                 303,
-                "Done: to the overview; no session: to `/console/login`",
+                "Done: to the overview, which says what was done (a `dts_flash` cookie); no \
+                 session: to `/console/login` with `why=expired`",
                 None,
             ),
             BAD_FORM,
@@ -295,7 +319,8 @@ pub const CONSOLE_PAGES: &[ConsolePage] = &[
         answers: &[
             (
                 303,
-                "Done: to the overview; no session: to `/console/login`",
+                "Done: to the overview, which says what was done (a `dts_flash` cookie); no \
+                 session: to `/console/login` with `why=expired`",
                 None,
             ),
             BAD_FORM,

@@ -26,7 +26,8 @@ pub async fn healthz() -> HttpResponse {
     responses(
         (status = 200, description = "Ready", body = Ready),
         (status = 503, description = "Not ready: `worker_down` (the message names the worker), \
-            `database_unavailable`, `schema_outdated`", body = crate::api::error::ErrorResponse),
+            `database_unavailable`, `database_read_only` (the server reached is a standby), \
+            `schema_outdated`", body = crate::api::error::ErrorResponse),
     ))]
 pub async fn readyz(state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
     // A dead lane leaves its share of the traffic waiting, a dead sweeper lets orders outlive
@@ -46,12 +47,15 @@ pub async fn readyz(state: web::Data<AppState>) -> Result<HttpResponse, ApiError
     }
     let check = async {
         let client = state.pool.get().await?;
-        let row = client
-            .query_one("SELECT max(version) FROM schema_migrations", &[])
-            .await?;
-        Ok::<Option<i32>, ApiError>(row.get(0))
+        let (version, protection) = tokio::join!(
+            client.query_one("SELECT max(version) FROM schema_migrations", &[]),
+            crate::database::primary::protection(&**client),
+        );
+        let (version, protection) = (version?, protection?);
+        crate::metrics::protection(&protection);
+        Ok::<_, ApiError>((version.get::<_, Option<i32>>(0), protection))
     };
-    let version = match tokio::time::timeout(READY_TIMEOUT, check).await {
+    let (version, protection) = match tokio::time::timeout(READY_TIMEOUT, check).await {
         Ok(result) => result?,
         Err(_) => return Err(ApiError::unavailable()),
     };
@@ -65,8 +69,14 @@ pub async fn readyz(state: web::Data<AppState>) -> Result<HttpResponse, ApiError
             ),
         ));
     };
+    // The pool lends no connection to a server that answers read-only; this says so even of a
+    // standby that a superuser's session would find writable by mistake.
+    if protection.in_recovery {
+        return Err(ApiError::read_only());
+    }
     Ok(HttpResponse::Ok().json(Ready {
         status: "ready".to_owned(),
         schema_version,
+        database: protection.into(),
     }))
 }

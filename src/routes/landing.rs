@@ -5,9 +5,10 @@ use actix_web::http::header::{self, Accept, HeaderValue};
 use actix_web::{mime, HttpMessage, HttpRequest, HttpResponse};
 use maud::{html, DOCTYPE};
 
-/// The page has no script, style, image or form: nothing may load or be sent from it.
-const CONTENT_SECURITY_POLICY: &str =
-    "default-src 'none'; frame-ancestors 'none'; base-uri 'none'; form-action 'none'";
+/// The page has no script, image or form, and only the console's stylesheet: nothing else may
+/// load or be sent from it.
+const CONTENT_SECURITY_POLICY: &str = "default-src 'none'; style-src 'self'; \
+     frame-ancestors 'none'; base-uri 'none'; form-action 'none'";
 
 fn links() -> Links {
     Links {
@@ -21,7 +22,7 @@ fn links() -> Links {
 }
 
 /// Whether the client ranks HTML above JSON: browsers do; `curl` (`*/*`) and API clients get JSON.
-fn wants_html(req: &HttpRequest) -> bool {
+pub(crate) fn wants_html(req: &HttpRequest) -> bool {
     let Some(accept) = req.get_header::<Accept>() else {
         return false;
     };
@@ -59,17 +60,27 @@ pub async fn landing(req: HttpRequest) -> HttpResponse {
             html lang="en" {
                 head {
                     meta charset="utf-8";
+                    meta name="viewport" content="width=device-width, initial-scale=1";
                     title { "dts-ledger" }
+                    // The console's stylesheet: one look for everything a person opens.
+                    link rel="stylesheet" href="/console/console.css";
                 }
                 body {
-                    h1 { "dts-ledger" }
-                    p { "Billing ledger for DTS traffic packages sold on the JD Cloud marketplace." }
-                    ul {
-                        li { a href=(links.console) { "Customer console" } }
-                        li { a href=(links.api_reference) { "API reference" } }
-                        li { a href=(links.openapi) { "OpenAPI document" } }
-                        li { a href=(links.healthz) { "Health" } " and " a href=(links.readyz) { "readiness" } }
-                        li { a href=(links.metrics) { "Metrics" } " (admin token)" }
+                    header.bar { a.brand href="/" { "dts-ledger" } }
+                    main.landing {
+                        h1 { "dts-ledger" }
+                        p { "Billing ledger for DTS traffic packages sold on the JD Cloud marketplace." }
+                        p.landing-console {
+                            a.button #to-console href=(links.console) {
+                                "Customer console · " span lang="zh-CN" { "客户控制台" }
+                            }
+                        }
+                        ul.landing-links.card {
+                            li { a href=(links.api_reference) { "API reference" } }
+                            li { a href=(links.openapi) { "OpenAPI document" } }
+                            li { a href=(links.healthz) { "Health" } " and " a href=(links.readyz) { "readiness" } }
+                            li { a href=(links.metrics) { "Metrics" } " (admin token)" }
+                        }
                     }
                 }
             }

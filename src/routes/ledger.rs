@@ -37,7 +37,7 @@ pub struct Page {
         (status = 400, description = "`invalid_after`, `invalid_limit`, `invalid_query`", body = crate::api::error::ErrorResponse),
         (status = 401, description = "`unauthorized`: no token, or an unknown one", body = crate::api::error::ErrorResponse),
         (status = 403, description = "`forbidden`: not an admin token", body = crate::api::error::ErrorResponse),
-        (status = 503, description = "`database_unavailable`", body = crate::api::error::ErrorResponse),
+        (status = 503, description = "`database_unavailable`, `database_read_only`", body = crate::api::error::ErrorResponse),
     ))]
 pub async fn read_ledger(
     req: HttpRequest,

@@ -45,6 +45,7 @@ const REFERENCE_CONTENT_SECURITY_POLICY: &str = "default-src 'none'; script-src 
         routes::metrics::metrics,
         routes::cloud_order::cloud_order,
         routes::orders::get_order,
+        routes::orders::get_usage,
         routes::orders::erase_details,
         routes::reconciliation::expire_order,
         routes::orders::rotate_credential,

@@ -2,8 +2,8 @@
 //! `DELETE /v1/orders/{instanceId}/details`: erase the personal data that came with its orders.
 
 use crate::api::orders::{
-    CredentialRotated, DetailsErased, OrderAsOfResponse, OrderResponse, PackageBalance,
-    TaskResponse,
+    CredentialRotated, DailyTaskUsage, DetailsErased, OrderAsOfResponse, OrderResponse,
+    PackageBalance, RunwayResponse, TaskResponse, TaskUsageResponse, UsageResponse,
 };
 use crate::auth;
 use crate::error::ApiError;
@@ -11,6 +11,7 @@ use crate::ledger::{self, rows};
 use crate::state::AppState;
 use crate::store;
 use actix_web::{web, HttpRequest, HttpResponse};
+use chrono::Utc;
 use projections::ids::InstanceId;
 use projections::{Package, Task};
 use serde::Deserialize;
@@ -20,10 +21,15 @@ pub fn parse_instance_id(raw: &str) -> Result<InstanceId, ApiError> {
         .map_err(|e| ApiError::bad_request("invalid_instance_id", format!("instanceId {e}")))
 }
 
-fn order_response(package: &Package, tasks: &[Task]) -> OrderResponse {
+fn order_response(
+    package: &Package,
+    tasks: &[Task],
+    runway: Option<&crate::usage::Runway>,
+) -> OrderResponse {
     OrderResponse {
         package: PackageBalance::from(package),
         tasks: tasks.iter().map(TaskResponse::from).collect(),
+        runway: runway.map(RunwayResponse::from),
     }
 }
 
@@ -69,7 +75,7 @@ fn as_of_schema() -> utoipa::openapi::RefOr<utoipa::openapi::Schema> {
         (status = 401, description = "`unauthorized`: no token, an unknown one, another order's authCode or a rotated one", body = crate::api::error::ErrorResponse),
         (status = 403, description = "`forbidden`: a reporter token", body = crate::api::error::ErrorResponse),
         (status = 404, description = "`order_not_found`", body = crate::api::error::ErrorResponse),
-        (status = 503, description = "`database_unavailable`", body = crate::api::error::ErrorResponse),
+        (status = 503, description = "`database_unavailable`, `database_read_only`", body = crate::api::error::ErrorResponse),
     ))]
 pub async fn get_order(
     req: HttpRequest,
@@ -102,7 +108,108 @@ pub async fn get_order(
         .map(rows::task_from_row)
         .collect::<Result<Vec<_>, _>>()
         .map_err(|e| ApiError::internal(&e))?;
-    Ok(HttpResponse::Ok().json(order_response(&package, &tasks)))
+    let runways =
+        crate::usage::runways(&client, std::slice::from_ref(&instance_id), Utc::now()).await?;
+    Ok(HttpResponse::Ok().json(order_response(&package, &tasks, runways.get(&instance_id))))
+}
+
+/// The usage window's length when the query names none, in days.
+pub const USAGE_DAYS_DEFAULT: u32 = 30;
+
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub struct UsageQuery {
+    /// The window: the last `days` days (China Standard Time), today included; 1 to 90
+    /// (default 30).
+    #[param(minimum = 1, maximum = 90)]
+    days: Option<i64>,
+}
+
+/// What each task drew from this package in the last `days` days, largest first, with the bytes
+/// recorded after the package reached zero, and the daily series per task.
+///
+/// A task counts here what it drew from this package, whichever package it draws from now: a
+/// task moved onto another package keeps its bytes on the package it drew them from.
+#[utoipa::path(get, path = "/v1/orders/{instanceId}/usage", tag = "orders",
+    params(("instanceId" = String, Path, description = "The package: the `orderBizId` of its purchase"), UsageQuery),
+    security(("admin" = []), ("authCode" = [])),
+    responses(
+        (status = 200, description = "The window's use, per task and per day", body = UsageResponse),
+        (status = 400, description = "`invalid_instance_id`, `invalid_days`, `invalid_query`", body = crate::api::error::ErrorResponse),
+        (status = 401, description = "`unauthorized`: no token, an unknown one, another order's authCode or a rotated one", body = crate::api::error::ErrorResponse),
+        (status = 403, description = "`forbidden`: a reporter token", body = crate::api::error::ErrorResponse),
+        (status = 404, description = "`order_not_found`", body = crate::api::error::ErrorResponse),
+        (status = 503, description = "`database_unavailable`", body = crate::api::error::ErrorResponse),
+    ))]
+pub async fn get_usage(
+    req: HttpRequest,
+    state: web::Data<AppState>,
+    path: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
+    let instance_id = parse_instance_id(&path)?;
+    let pool = &state.pool;
+    auth::require_order(&req, &state.tokens(), &instance_id, async || {
+        let client = pool.get().await?;
+        Ok(ledger::orders::credential_generation(&client, &instance_id).await?)
+    })
+    .await?;
+    let query = web::Query::<UsageQuery>::from_query(req.query_string())
+        .map_err(|e| ApiError::bad_request("invalid_query", e.to_string()))?
+        .into_inner();
+    let days = match query.days {
+        None => USAGE_DAYS_DEFAULT,
+        Some(days) => u32::try_from(days)
+            .ok()
+            .filter(|days| (1..=crate::usage::DAYS_MAX).contains(days))
+            .ok_or_else(|| {
+                ApiError::bad_request(
+                    "invalid_days",
+                    format!("days must be 1 to {}", crate::usage::DAYS_MAX),
+                )
+            })?,
+    };
+    let client = state.pool.get().await?;
+    if rows::read_packages(&client, &[instance_id.as_str()])
+        .await?
+        .is_empty()
+    {
+        return Err(ApiError::not_found(
+            "order_not_found",
+            format!("instanceId {instance_id} is not known"),
+        ));
+    }
+    let now = Utc::now();
+    let (since, from) = crate::usage::window_start(now, days);
+    let tasks = crate::usage::package_tasks(&client, &instance_id, since, now).await?;
+    let daily = crate::usage::daily_by_task(&client, &instance_id, days, now).await?;
+    let sum = |f: fn(&crate::usage::TaskUsage) -> u64| {
+        tasks.iter().map(f).fold(0u64, u64::saturating_add)
+    };
+    Ok(HttpResponse::Ok().json(UsageResponse {
+        instance_id: instance_id.as_str().to_owned(),
+        days,
+        from,
+        to: from + chrono::Duration::days(i64::from(days) - 1),
+        bytes: sum(|t| t.bytes),
+        bytes_after_zero: sum(|t| t.bytes_after_zero),
+        tasks: tasks
+            .iter()
+            .map(|t| TaskUsageResponse {
+                task_id: t.task_id.as_str().to_owned(),
+                bytes: t.bytes,
+                bytes_after_zero: t.bytes_after_zero,
+            })
+            .collect(),
+        daily: daily
+            .into_iter()
+            .map(|(date, task_id, bytes)| DailyTaskUsage {
+                date,
+                task_id: task_id.as_str().to_owned(),
+                bytes,
+            })
+            .collect(),
+    }))
 }
 
 /// The package as the ledger left it at a position or time, folded from its own stream (every
@@ -177,7 +284,7 @@ async fn order_as_of(
         (status = 400, description = "`invalid_instance_id`", body = crate::api::error::ErrorResponse),
         (status = 401, description = "`unauthorized`: no token, or an unknown one", body = crate::api::error::ErrorResponse),
         (status = 403, description = "`forbidden`: not an admin token", body = crate::api::error::ErrorResponse),
-        (status = 503, description = "`database_unavailable`", body = crate::api::error::ErrorResponse),
+        (status = 503, description = "`database_unavailable`, `database_read_only`", body = crate::api::error::ErrorResponse),
     ))]
 pub async fn erase_details(
     req: HttpRequest,
@@ -216,7 +323,7 @@ pub async fn erase_details(
         (status = 403, description = "`forbidden`: not an admin token", body = crate::api::error::ErrorResponse),
         (status = 404, description = "`order_not_found`", body = crate::api::error::ErrorResponse),
         (status = 409, description = "`order_released`: a released package signs no one in", body = crate::api::error::ErrorResponse),
-        (status = 503, description = "`database_unavailable`; `credentials_unconfigured`: no secret to derive credentials from", body = crate::api::error::ErrorResponse),
+        (status = 503, description = "`database_unavailable`, `database_read_only`; `credentials_unconfigured`: no secret to derive credentials from", body = crate::api::error::ErrorResponse),
     ))]
 pub async fn rotate_credential(
     req: HttpRequest,

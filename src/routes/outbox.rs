@@ -43,7 +43,7 @@ struct ListQuery {
         (status = 400, description = "`invalid_after`, `invalid_limit`, `invalid_query`", body = crate::api::error::ErrorResponse),
         (status = 401, description = "`unauthorized`: no token, or an unknown one", body = crate::api::error::ErrorResponse),
         (status = 403, description = "`forbidden`: not an admin token", body = crate::api::error::ErrorResponse),
-        (status = 503, description = "`database_unavailable`", body = crate::api::error::ErrorResponse),
+        (status = 503, description = "`database_unavailable`, `database_read_only`", body = crate::api::error::ErrorResponse),
     ))]
 pub async fn list_outbox(
     req: HttpRequest,
@@ -81,7 +81,7 @@ pub async fn list_outbox(
         (status = 403, description = "`forbidden`: not an admin token", body = crate::api::error::ErrorResponse),
         (status = 404, description = "`outbox_entry_not_found`", body = crate::api::error::ErrorResponse),
         (status = 409, description = "`not_dead` (still being delivered), `already_delivered`", body = crate::api::error::ErrorResponse),
-        (status = 503, description = "`database_unavailable`", body = crate::api::error::ErrorResponse),
+        (status = 503, description = "`database_unavailable`, `database_read_only`", body = crate::api::error::ErrorResponse),
     ))]
 pub async fn retry_outbox_entry(
     req: HttpRequest,

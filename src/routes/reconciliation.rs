@@ -47,7 +47,7 @@ struct RefusedQuery {
         (status = 400, description = "`invalid_limit`, `invalid_query`", body = crate::api::error::ErrorResponse),
         (status = 401, description = "`unauthorized`: no token, or an unknown one", body = crate::api::error::ErrorResponse),
         (status = 403, description = "`forbidden`: not an admin token", body = crate::api::error::ErrorResponse),
-        (status = 503, description = "`database_unavailable`", body = crate::api::error::ErrorResponse),
+        (status = 503, description = "`database_unavailable`, `database_read_only`", body = crate::api::error::ErrorResponse),
     ))]
 pub async fn list_refused(
     req: HttpRequest,
@@ -87,7 +87,7 @@ struct NoticesQuery {
         (status = 400, description = "`invalid_after`, `invalid_limit`, `invalid_query`", body = crate::api::error::ErrorResponse),
         (status = 401, description = "`unauthorized`: no token, or an unknown one", body = crate::api::error::ErrorResponse),
         (status = 403, description = "`forbidden`: not an admin token", body = crate::api::error::ErrorResponse),
-        (status = 503, description = "`database_unavailable`", body = crate::api::error::ErrorResponse),
+        (status = 503, description = "`database_unavailable`, `database_read_only`", body = crate::api::error::ErrorResponse),
     ))]
 pub async fn list_held_notices(
     req: HttpRequest,
@@ -122,7 +122,7 @@ pub async fn list_held_notices(
         (status = 409, description = "`no_held_notice`: nothing to apply; `order_released`", body = crate::api::error::ErrorResponse),
         (status = 413, description = "`payload_too_large` (over 64 KiB)", body = crate::api::error::ErrorResponse),
         (status = 415, description = "`unsupported_media_type`, `unsupported_encoding`", body = crate::api::error::ErrorResponse),
-        (status = 503, description = "`database_unavailable`", body = crate::api::error::ErrorResponse),
+        (status = 503, description = "`database_unavailable`, `database_read_only`", body = crate::api::error::ErrorResponse),
     ))]
 pub async fn expire_order(
     req: HttpRequest,
@@ -170,6 +170,7 @@ pub fn apply_refused(error: CommandError<Refusal>) -> ApiError {
             };
             ApiError::new(status, code, refusal.to_string())
         }
+        CommandError::Failed(error) if error.is_read_only() => ApiError::read_only(),
         CommandError::Failed(error) if error.is_unavailable() => ApiError::unavailable(),
         CommandError::Failed(error) => ApiError::internal(&error),
     }

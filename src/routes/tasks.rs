@@ -62,6 +62,7 @@ fn refused(error: CommandError<TaskRefusal>) -> ApiError {
             };
             ApiError::new(status, code, refusal.to_string())
         }
+        CommandError::Failed(error) if error.is_read_only() => ApiError::read_only(),
         CommandError::Failed(error) if error.is_unavailable() => ApiError::unavailable(),
         CommandError::Failed(error) => ApiError::internal(&error),
     }
@@ -83,7 +84,7 @@ fn refused(error: CommandError<TaskRefusal>) -> ApiError {
             (expired or released), `task_destroyed`", body = crate::api::error::ErrorResponse),
         (status = 413, description = "`payload_too_large` (over 64 KiB)", body = crate::api::error::ErrorResponse),
         (status = 415, description = "`unsupported_media_type`, `unsupported_encoding`", body = crate::api::error::ErrorResponse),
-        (status = 503, description = "`database_unavailable`", body = crate::api::error::ErrorResponse),
+        (status = 503, description = "`database_unavailable`, `database_read_only`", body = crate::api::error::ErrorResponse),
     ))]
 pub async fn create_task(
     req: HttpRequest,
@@ -124,7 +125,7 @@ pub async fn create_task(
         (status = 401, description = "`unauthorized`: no token, or an unknown one", body = crate::api::error::ErrorResponse),
         (status = 403, description = "`forbidden`", body = crate::api::error::ErrorResponse),
         (status = 404, description = "`task_not_found`", body = crate::api::error::ErrorResponse),
-        (status = 503, description = "`database_unavailable`", body = crate::api::error::ErrorResponse),
+        (status = 503, description = "`database_unavailable`, `database_read_only`", body = crate::api::error::ErrorResponse),
     ))]
 pub async fn get_task(
     req: HttpRequest,
@@ -158,7 +159,7 @@ pub async fn get_task(
         (status = 409, description = "`order_not_usable`, `task_destroyed`", body = crate::api::error::ErrorResponse),
         (status = 413, description = "`payload_too_large` (over 64 KiB)", body = crate::api::error::ErrorResponse),
         (status = 415, description = "`unsupported_media_type`, `unsupported_encoding`", body = crate::api::error::ErrorResponse),
-        (status = 503, description = "`database_unavailable`", body = crate::api::error::ErrorResponse),
+        (status = 503, description = "`database_unavailable`, `database_read_only`", body = crate::api::error::ErrorResponse),
     ))]
 pub async fn renew_task(
     req: HttpRequest,
@@ -194,7 +195,7 @@ pub async fn renew_task(
         (status = 401, description = "`unauthorized`: no token, or an unknown one", body = crate::api::error::ErrorResponse),
         (status = 403, description = "`forbidden`", body = crate::api::error::ErrorResponse),
         (status = 404, description = "`task_not_found`", body = crate::api::error::ErrorResponse),
-        (status = 503, description = "`database_unavailable`", body = crate::api::error::ErrorResponse),
+        (status = 503, description = "`database_unavailable`, `database_read_only`", body = crate::api::error::ErrorResponse),
     ))]
 pub async fn destroy_task(
     req: HttpRequest,

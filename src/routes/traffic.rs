@@ -75,6 +75,7 @@ fn check_count(reports: usize) -> Result<(), ApiError> {
 fn submit_failed(error: IngestError) -> ApiError {
     let code = match error {
         IngestError::Unavailable => "database_unavailable",
+        IngestError::ReadOnly => "database_read_only",
         IngestError::Overloaded => "overloaded",
         IngestError::Closed => "shutting_down",
         IngestError::Failed => "batch_failed",
@@ -102,7 +103,7 @@ fn submit_failed(error: IngestError) -> ApiError {
         (status = 413, description = "`too_many_reports` (over 10,000), `payload_too_large` \
             (over 8 MiB once inflated)", body = crate::api::error::ErrorResponse),
         (status = 415, description = "`unsupported_media_type`, `unsupported_encoding`", body = crate::api::error::ErrorResponse),
-        (status = 503, description = "`database_unavailable`, `overloaded`, `batch_failed`, \
+        (status = 503, description = "`database_unavailable`, `database_read_only`, `overloaded`, `batch_failed`, \
             `shutting_down`", body = crate::api::error::ErrorResponse),
     ))]
 pub async fn post_traffic(

@@ -138,6 +138,18 @@ impl StoreError {
         }
     }
 
+    /// Whether the server reached takes no writes (a standby, or a primary fenced off): answered
+    /// 503 `database_read_only`, and the pool has already let go of that server's connections.
+    pub fn is_read_only(&self) -> bool {
+        match self {
+            StoreError::Database(e) => {
+                e.code() == Some(&tokio_postgres::error::SqlState::READ_ONLY_SQL_TRANSACTION)
+            }
+            StoreError::Pool(e) => crate::database::primary::is_read_only_pool_error(e),
+            _ => false,
+        }
+    }
+
     /// Whether the database was unreachable (answered 503).
     pub fn is_unavailable(&self) -> bool {
         match self {

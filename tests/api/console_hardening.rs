@@ -480,7 +480,7 @@ async fn a_session_ends_at_its_absolute_lifetime_however_busy() {
     for _ in 0..20 {
         let page = get_with(&app, "/console", &cookie).await;
         if page.status() == 303 {
-            assert_eq!(page.headers()["location"], "/console/login");
+            assert_eq!(page.headers()["location"], "/console/login?why=ended");
             ended = true;
             break;
         }

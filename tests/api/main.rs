@@ -2,6 +2,7 @@
 
 mod audit;
 mod console;
+mod console_feedback;
 mod console_hardening;
 mod contract;
 mod credentials;
@@ -18,7 +19,9 @@ mod partitions;
 mod plans;
 mod processes;
 mod provenance;
+mod read_only;
 mod request_logs;
+mod restore_proof;
 mod roles;
 mod serve;
 mod store;
@@ -26,4 +29,5 @@ mod tasks;
 mod tools;
 mod tour;
 mod traffic;
+mod usage;
 mod webhooks;

@@ -150,6 +150,7 @@ fn operated_config(url: String, key_file: std::path::PathBuf) -> Config {
             signing_key_file: Some(key_file),
             public_keys: Vec::new(),
             checkpoint_every_s: 1,
+            ..AuditConfig::default()
         },
         ..test_config()
     }
@@ -164,6 +165,8 @@ async fn workload(app: &TestApp) {
     app.report("metrics-task", "r-1", SMALL_SKU_BYTES / 2).await;
     let stopped = app.report("metrics-task", "r-2", SMALL_SKU_BYTES).await;
     assert_eq!(stopped["action"], "stop", "{stopped}");
+    // In-flight bytes after the stop: observed in dts_ledger_bytes_after_stop_bytes.
+    app.report("metrics-task", "r-3", 100).await;
     let refused = app
         .callback_raw("action=renewInstance&orderBizId=metrics-pkg&token=wrong")
         .await;
@@ -232,6 +235,9 @@ async fn metrics_need_the_admin_token_and_show_a_workload() {
         ("dts_ledger_pool_available_connections", "gauge"),
         ("dts_ledger_pool_waiting_requests", "gauge"),
         ("dts_ledger_worker_up", "gauge"),
+        ("dts_ledger_tasks_reporting_after_stop", "gauge"),
+        ("dts_ledger_runway_checks_total", "counter"),
+        ("dts_ledger_runways_announced_total", "counter"),
     ] {
         assert_eq!(
             after.types.get(name).map(String::as_str),
@@ -609,6 +615,29 @@ fn the_alert_rules_pass_promtool() {
         output.status.success(),
         "promtool refuses the rules: {said}"
     );
+    assert!(said.contains("SUCCESS"), "{said}");
+}
+
+/// The alert rules behave as their test cases say (`promtool test rules`): a stopped task that
+/// keeps reporting fires after 5 minutes and resolves once it stops.
+#[test]
+fn the_alert_rules_pass_their_promtool_test_cases() {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/prometheus");
+    let output = std::process::Command::new("promtool")
+        .args(["test", "rules", "alerts.test.yml"])
+        .current_dir(&dir)
+        .output()
+        .unwrap_or_else(|e| {
+            panic!(
+                "promtool cannot run ({e}): install Debian's `prometheus` package (.ci/run does)"
+            )
+        });
+    let said = format!(
+        "{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(output.status.success(), "promtool test fails: {said}");
     assert!(said.contains("SUCCESS"), "{said}");
 }
 

@@ -747,6 +747,7 @@ async fn serve_checkpoints_a_moving_ledger_by_itself_and_announces_each_checkpoi
             signing_key_file: Some(key_file.clone()),
             public_keys: Vec::new(),
             checkpoint_every_s: 1,
+            ..AuditConfig::default()
         },
         ..crate::helpers::test_config()
     })

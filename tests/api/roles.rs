@@ -291,7 +291,10 @@ async fn the_embedded_cluster_makes_the_roles_and_serves_as_the_service() {
         cluster.stop().unwrap();
     }
 
-    let settings = dts_ledger::configuration::DatabaseSettings::Embedded(data_dir.into());
+    let settings = dts_ledger::configuration::DatabaseSettings::Embedded {
+        dir: data_dir.into(),
+        wal_archive_dir: None,
+    };
     let database = dts_ledger::database::Database::open(&settings, 2, Durability::Throwaway)
         .await
         .unwrap();

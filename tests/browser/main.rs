@@ -291,13 +291,14 @@ async fn a_customer_signs_in_renews_destroys_switches_language_and_signs_out() {
         tokio::time::sleep(Duration::from_millis(POLL_MS)).await;
     }
     assert!(
-        csv.starts_with("\u{feff}record,") && csv.contains("order-biz-1"),
+        csv.starts_with("\u{feff}日期,项目,") && csv.contains("order-biz-1"),
         "{csv:?}"
     );
 
     // The link works once: opened again, it earns nothing.
     client.goto(&first_link).await.unwrap();
-    assert!(page(&client).await.contains("used already"));
+    // A page in the browser's language, not the marketplace's JSON.
+    assert!(page(&client).await.contains("此登录链接已使用过"));
     // A ticket is spent once exchanged: going back to it shows how to come back instead.
     let ticket_url = app
         .http
@@ -363,7 +364,9 @@ async fn a_customer_signs_in_renews_destroys_switches_language_and_signs_out() {
         .unwrap();
     client
         .execute(
-            "document.querySelector('input[name=to]').value = 'biz-3';",
+            // Nothing is preselected: the tampered choice is checked too, as a customer would.
+            "const to = document.querySelector('input[name=to]'); \
+             to.value = 'biz-3'; to.checked = true;",
             vec![],
         )
         .await
@@ -420,7 +423,10 @@ async fn a_customer_signs_in_renews_destroys_switches_language_and_signs_out() {
         .await
         .unwrap();
     arrive(&client, "/console").await;
-    assert!(!page(&client).await.contains("task-b"));
+    // Its row is gone and the page says what was done.
+    let after = page(&client).await;
+    assert!(!after.contains("id=\"task-task-b\""), "{after}");
+    assert!(after.contains("任务 task-b 已销毁"), "{after}");
 
     // English, remembered across pages.
     client
@@ -432,7 +438,8 @@ async fn a_customer_signs_in_renews_destroys_switches_language_and_signs_out() {
         .unwrap();
     let english = showing(&client, "My traffic packages").await;
     assert!(
-        english.contains("My traffic packages") && english.contains("Renew in time"),
+        english.contains("My traffic packages")
+            && english.contains("Renew it to keep its tasks running"),
         "{english}"
     );
     client.refresh().await.unwrap();
@@ -732,5 +739,296 @@ async fn a_sign_in_form_posted_from_another_site_signs_no_one_in() {
         "/console/login",
         "signed in to nothing"
     );
+    client.close().await.unwrap();
+}
+
+/// Saves the page at the desktop width and at a phone's (390 px), and checks that nothing runs
+/// past the phone's width.
+async fn both_widths(client: &Client, name: &str) {
+    screenshot(client, &format!("{name}.png")).await;
+    client.set_window_size(390, 1100).await.unwrap();
+    let overflow = client
+        .execute(
+            "return document.documentElement.scrollWidth - document.documentElement.clientWidth;",
+            vec![],
+        )
+        .await
+        .unwrap();
+    assert!(
+        overflow.as_i64().unwrap() <= 0,
+        "{name} overflows a phone by {overflow} px"
+    );
+    screenshot(client, &format!("{name}-phone.png")).await;
+    client.set_window_size(1280, 1100).await.unwrap();
+}
+
+/// An account as a customer holds one: a 2 TB package most of it used by three tasks for a few
+/// days, a 10 KB one used up with overage, a 1 TB one expiring in four days, and a fresh one.
+async fn busy_account() -> TestApp {
+    let app = spawn_app_with(Config {
+        public_url: None,
+        renew_url: Some("https://market.example.com/renew".into()),
+        buy_url: Some("https://market.example.com/dts".into()),
+        ..test_config()
+    })
+    .await;
+    let buy = |id: &'static str, sku: &'static str, days: i64| {
+        let app = &app;
+        async move {
+            let expiry =
+                cst(Utc::now() + chrono::Duration::days(days) + chrono::Duration::hours(1));
+            let bought = app
+                .callback(&[
+                    ("action", "createInstance"),
+                    ("jdPin", "alice"),
+                    ("orderBizId", id),
+                    ("orderId", &format!("order-{id}")),
+                    ("serviceCode", "dts"),
+                    ("skuId", sku),
+                    ("expiredOn", &expiry),
+                ])
+                .await;
+            assert_eq!(bought.status(), 200);
+        }
+    };
+    buy("biz-big", "FW_GOODS-500232-2", 300).await;
+    buy("biz-used", SMALL_SKU, 300).await;
+    buy("biz-soon", "FW_GOODS-500232-1", 4).await;
+    buy("biz-fresh", "FW_GOODS-500232-1", 365).await;
+    for (task, package) in [
+        ("etl-orders", "biz-big"),
+        ("sync-users", "biz-big"),
+        ("backup-logs", "biz-big"),
+        ("mirror-cn", "biz-used"),
+        ("migrate-eu", "biz-soon"),
+    ] {
+        assert_eq!(app.create_task(task, package).await.0, 201);
+    }
+    const GIB: i64 = 1 << 30;
+    // Those days were weeks ago and last week: the server's clock cannot be set back, so the
+    // ledger's is.
+    let age = |days: i64| {
+        let app = &app;
+        async move {
+            app.db
+                .client()
+                .await
+                .batch_execute(&format!(
+                    "ALTER TABLE events DISABLE TRIGGER events_append_only;
+                     UPDATE events SET recorded_at = recorded_at - interval '{days} days';
+                     ALTER TABLE events ENABLE TRIGGER events_append_only;
+             UPDATE packages SET created_at = created_at - interval '{days} days';"
+                ))
+                .await
+                .unwrap();
+        }
+    };
+    app.traffic(json!([
+        report("etl-orders", "r-1", 900 * GIB),
+        report("sync-users", "r-2", 500 * GIB),
+        report("backup-logs", "r-3", 200 * GIB),
+        report("mirror-cn", "r-4", 12_000),
+        report("migrate-eu", "r-5", 40 * GIB),
+    ]))
+    .await;
+    age(7).await;
+    app.traffic(json!([
+        report("etl-orders", "r-6", 36 * GIB),
+        report("sync-users", "r-7", 24 * GIB),
+        report("migrate-eu", "r-8", 10 * GIB),
+    ]))
+    .await;
+    age(3).await;
+    app.traffic(json!([
+        report("etl-orders", "r-9", 6 * GIB),
+        report("sync-users", "r-10", 4 * GIB),
+    ]))
+    .await;
+    app
+}
+
+#[tokio::test]
+async fn a_busy_account_reads_plainly_in_both_languages_and_on_a_phone() {
+    let driver = start_driver().await;
+    let app = busy_account().await;
+    let client = browser(&driver, "zh-CN").await;
+
+    // The landing page wears the console's style.
+    client.goto(&format!("{}/", app.address)).await.unwrap();
+    let background = client
+        .execute(
+            "return getComputedStyle(document.body).backgroundColor;",
+            vec![],
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        background, "rgb(243, 245, 248)",
+        "the landing page is styled"
+    );
+    screenshot(&client, "landing.png").await;
+
+    client.goto(&verify_url(&app, "biz-big")).await.unwrap();
+    arrive(&client, "/console").await;
+    for lang in ["zh", "en"] {
+        if lang == "en" {
+            client
+                .goto(&format!("{}/console", app.address))
+                .await
+                .unwrap();
+            client
+                .find(Locator::Id("lang-switch"))
+                .await
+                .unwrap()
+                .click()
+                .await
+                .unwrap();
+            showing(&client, "My traffic packages").await;
+        }
+        // The overview: state, percentage, days left and runway, seen without hovering.
+        let big = client
+            .find(Locator::Css("#package-biz-big"))
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        let (runs_out, used) = match lang {
+            "zh" => ("天后用完", "已使用 81.5%"),
+            _ => ("runs out in about", "81.5% used"),
+        };
+        assert!(big.contains(runs_out) && big.contains(used), "{big}");
+        let soon = client
+            .find(Locator::Css("#package-biz-soon .status"))
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        assert_eq!(
+            soon,
+            if lang == "zh" {
+                "即将到期"
+            } else {
+                "Expiring soon"
+            }
+        );
+        let used_up = client
+            .find(Locator::Css("#package-biz-used .status"))
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        assert_eq!(used_up, if lang == "zh" { "已用尽" } else { "Used up" });
+        both_widths(&client, &format!("console-{lang}")).await;
+
+        // The package page: its tasks, largest first, and the chart split by them.
+        client
+            .goto(&format!("{}/console/packages/biz-big?days=90", app.address))
+            .await
+            .unwrap();
+        let first = client
+            .find(Locator::Css("#package-task-usage tbody tr th"))
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        assert_eq!(first, "etl-orders");
+        client.find(Locator::Id("chart-legend")).await.unwrap();
+        // The screen-reader table of 90 days takes no room on the page.
+        let room = client
+            .execute(
+                "const main = document.querySelector('main'); \
+                 return document.documentElement.scrollHeight - \
+                        (main.getBoundingClientRect().bottom + window.scrollY);",
+                vec![],
+            )
+            .await
+            .unwrap();
+        assert!(
+            room.as_f64().unwrap() < 40.0,
+            "the page scrolls {room} px past its content"
+        );
+        both_widths(&client, &format!("console-package-{lang}")).await;
+        client
+            .execute(
+                "document.getElementById('statement').scrollIntoView();",
+                vec![],
+            )
+            .await
+            .unwrap();
+        both_widths(&client, &format!("console-statement-{lang}")).await;
+
+        // A package without traffic: no scale, a sentence.
+        client
+            .goto(&format!("{}/console/packages/biz-fresh", app.address))
+            .await
+            .unwrap();
+        let chart = client
+            .find(Locator::Css("svg.chart"))
+            .await
+            .unwrap()
+            .html(false)
+            .await
+            .unwrap();
+        assert!(
+            chart.contains("chart-empty") && !chart.contains("KiB"),
+            "{chart}"
+        );
+
+        // 续费: says what it does, chooses nothing, shows what decides the choice.
+        client
+            .goto(&format!("{}/console/tasks/mirror-cn/renew", app.address))
+            .await
+            .unwrap();
+        let checked = client
+            .execute(
+                "return document.querySelectorAll('input[name=to]:checked').length;",
+                vec![],
+            )
+            .await
+            .unwrap();
+        assert_eq!(checked, 0, "nothing is chosen for the customer");
+        let choice = client
+            .find(Locator::Css("#choice-biz-big"))
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        assert!(
+            choice.contains("etl-orders") && choice.contains(runs_out),
+            "{choice}"
+        );
+        client.find(Locator::Id("buy-link")).await.unwrap();
+        both_widths(&client, &format!("console-renew-{lang}")).await;
+    }
+
+    // Renewing says it did, on the page it lands on.
+    client
+        .find(Locator::Id("to-biz-fresh"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    client
+        .find(Locator::Id("renew-submit"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    let flash = client
+        .wait()
+        .for_element(Locator::Id("flash"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert_eq!(flash, "Task mirror-cn now draws from package biz-fresh.");
     client.close().await.unwrap();
 }
