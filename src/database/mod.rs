@@ -376,8 +376,12 @@ impl Database {
                 Some(owner) => parse_url(owner, OpenError::BadMigrateUrl)?,
                 None => parse_url(url, OpenError::BadUrl)?,
             },
-            DatabaseSettings::Embedded(dir) => {
-                let cluster = start_embedded(dir, Durability::Durable).await?;
+            DatabaseSettings::Embedded {
+                dir,
+                wal_archive_dir,
+            } => {
+                let cluster =
+                    start_embedded(dir, Durability::Durable, wal_archive_dir.as_deref()).await?;
                 let config = cluster.config(embedded::DATABASE_NAME);
                 let moved = move_with(&config, progress).await;
                 let database = Database {

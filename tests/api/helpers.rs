@@ -137,6 +137,29 @@ impl TestDb {
         connect(&self.config).await
     }
 
+    /// Moves the recorded time of the events `rows` selects (an SQL condition) back by
+    /// `interval`, as if they had been recorded then: the server's clock cannot be set back. As the
+    /// superuser with every trigger off for the statement (the ledger's partitions refuse an
+    /// UPDATE each), after making the months the rows move into. `then` runs in the same batch.
+    pub async fn move_events_back(&self, interval: &str, rows: &str, then: &str) {
+        self.client()
+            .await
+            .batch_execute(&format!(
+                "SELECT ledger_make_partition('events', m)
+                   FROM generate_series(
+                            ledger_month_start((SELECT min(recorded_at) FROM events)
+                                               - interval '{interval}'),
+                            ledger_month_start(now()), interval '1 month') AS m;
+                 SET session_replication_role = replica;
+                 UPDATE events SET recorded_at = recorded_at - interval '{interval}'
+                  WHERE {rows};
+                 RESET session_replication_role;
+                 {then}"
+            ))
+            .await
+            .unwrap();
+    }
+
     /// As one of the ledger's roles.
     pub async fn client_as(&self, role: Role) -> tokio_postgres::Client {
         connect(&self.config_as(role)).await
