@@ -1,5 +1,6 @@
 //! What finance and auditors run against the ledger without trusting the service.
 
+pub mod archive;
 pub mod checkpoint;
 pub mod commands;
 pub mod export;

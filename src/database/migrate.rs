@@ -93,6 +93,11 @@ const MIGRATIONS: &[Migration] = &[
         name: "credential_rotation",
         sql: include_str!("../../schema/0018_credential_rotation.sql"),
     },
+    Migration {
+        version: 21,
+        name: "archived_months",
+        sql: include_str!("../../schema/0021_archived_months.sql"),
+    },
 ];
 
 /// An arbitrary constant naming the advisory lock taken while migrating.
