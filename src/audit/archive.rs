@@ -205,7 +205,11 @@ pub fn file_sha256(path: &Path) -> std::io::Result<Hash> {
         }
         digest.update(&buffer[..n]);
     }
-    Ok(digest.finish().as_ref().try_into().expect("SHA-256 has 32 bytes"))
+    Ok(digest
+        .finish()
+        .as_ref()
+        .try_into()
+        .expect("SHA-256 has 32 bytes"))
 }
 
 /// An archive file read line by line.
@@ -234,7 +238,8 @@ impl Reader {
             position: None,
             detail,
         };
-        let opened = std::fs::File::open(path).map_err(|e| fail(Fault::Malformed, e.to_string()))?;
+        let opened =
+            std::fs::File::open(path).map_err(|e| fail(Fault::Malformed, e.to_string()))?;
         let decoder = zstd::Decoder::new(opened)
             .map_err(|e| fail(Fault::Malformed, format!("not a zstd file: {e}")))?;
         let mut reader = Reader {
@@ -255,8 +260,12 @@ impl Reader {
         if !reader.read_line()? {
             return Err(fail(Fault::Truncated, "the file holds no header".into()));
         }
-        let header: Header = serde_json::from_slice(&reader.line)
-            .map_err(|e| fail(Fault::Malformed, format!("the first line is not a header: {e}")))?;
+        let header: Header = serde_json::from_slice(&reader.line).map_err(|e| {
+            fail(
+                Fault::Malformed,
+                format!("the first line is not a header: {e}"),
+            )
+        })?;
         if header.format != FORMAT {
             return Err(fail(
                 Fault::Malformed,
@@ -308,15 +317,24 @@ impl Reader {
             }
             Ok(n) if n as u64 > LINE_BYTES_MAX => Err(self.fail(
                 Fault::Malformed,
-                format!("a line {} is longer than {LINE_BYTES_MAX} bytes", self.after_last()),
+                format!(
+                    "a line {} is longer than {LINE_BYTES_MAX} bytes",
+                    self.after_last()
+                ),
             )),
             Ok(_) => Err(self.fail(
                 Fault::Truncated,
-                format!("the file ends in the middle of a line {}", self.after_last()),
+                format!(
+                    "the file ends in the middle of a line {}",
+                    self.after_last()
+                ),
             )),
             Err(e) => Err(self.fail(
                 Fault::Truncated,
-                format!("the compressed data is cut or damaged {}: {e}", self.after_last()),
+                format!(
+                    "the compressed data is cut or damaged {}: {e}",
+                    self.after_last()
+                ),
             )),
         }
     }
@@ -413,7 +431,9 @@ impl Segment {
         Ok(Segment {
             next_position: header.first_position,
             last_position: header.last_position,
-            chain: header.hash_before().ok_or("ledgerHashBefore is not 64 hex")?,
+            chain: header
+                .hash_before()
+                .ok_or("ledgerHashBefore is not 64 hex")?,
             month_start,
             month_end,
             last_recorded_at: None,
@@ -470,7 +490,10 @@ impl Segment {
                 "recordedAt is outside the header's month".into(),
             ));
         }
-        if self.last_recorded_at.is_some_and(|last| row.recorded_at < last) {
+        if self
+            .last_recorded_at
+            .is_some_and(|last| row.recorded_at < last)
+        {
             return Err((Fault::Reordered, "recordedAt goes backwards".into()));
         }
         self.chain = chain;

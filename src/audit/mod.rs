@@ -4,6 +4,7 @@ pub mod archive;
 pub mod checkpoint;
 pub mod commands;
 pub mod export;
+pub mod months;
 pub mod replay;
 pub mod report;
 pub mod snapshot;
