@@ -375,3 +375,160 @@ async fn the_service_cannot_record_a_drop() {
         "{refused:?}"
     );
 }
+
+/// Partitions `events` by position, one partition per month of the test's ledger (the first two
+/// months' stretches, then the rest), as the partitioned layout holds it: a month's partition
+/// holds exactly that month's stretch of positions.
+async fn partition_by_month(books: &Books) {
+    let client = books.db.client().await;
+    let mut bounds = Vec::new();
+    for month in &books.months[..2] {
+        let (start, _) = month_bounds(month);
+        let row = client
+            .query_one(
+                "SELECT min(position) FROM events WHERE recorded_at >= $1",
+                &[&start],
+            )
+            .await
+            .unwrap();
+        bounds.push(row.get::<_, i64>(0));
+    }
+    let (_, end) = month_bounds(&books.months[1]);
+    let current: i64 = client
+        .query_one(
+            "SELECT min(position) FROM events WHERE recorded_at >= $1",
+            &[&end],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    client
+        .batch_execute(&format!(
+            "BEGIN;
+             ALTER TABLE events RENAME TO events_flat;
+             CREATE TABLE events (LIKE events_flat INCLUDING DEFAULTS INCLUDING CONSTRAINTS)
+                 PARTITION BY RANGE (position);
+             ALTER TABLE events ADD PRIMARY KEY (position);
+             CREATE TABLE events_m1 PARTITION OF events FOR VALUES FROM ({}) TO ({});
+             CREATE TABLE events_m2 PARTITION OF events FOR VALUES FROM ({}) TO ({current});
+             CREATE TABLE events_m3 PARTITION OF events FOR VALUES FROM ({current}) TO (MAXVALUE);
+             INSERT INTO events SELECT * FROM events_flat;
+             DROP TABLE events_flat;
+             CREATE TRIGGER events_append_only BEFORE UPDATE OR DELETE ON events
+                 FOR EACH ROW EXECUTE FUNCTION ledger_refuse_change();
+             ALTER TABLE events OWNER TO dts_ledger_owner;
+             ALTER TABLE events_m1 OWNER TO dts_ledger_owner;
+             ALTER TABLE events_m2 OWNER TO dts_ledger_owner;
+             ALTER TABLE events_m3 OWNER TO dts_ledger_owner;
+             GRANT SELECT ON events, events_m1, events_m2, events_m3
+                 TO dts_ledger_reader, dts_ledger_service;
+             GRANT INSERT ON events TO dts_ledger_service;
+             COMMIT;",
+            bounds[0], bounds[1], bounds[1]
+        ))
+        .await
+        .unwrap();
+}
+
+fn month_bounds(month: &str) -> (DateTime<Utc>, DateTime<Utc>) {
+    let month: dts_ledger::audit::report::Month = month.parse().unwrap();
+    month.bounds(chrono::FixedOffset::east_opt(8 * 3600).unwrap())
+}
+
+#[tokio::test]
+async fn a_dropped_month_is_read_from_its_archive_and_the_incremental_audits_need_none() {
+    let books = Books::open().await;
+    partition_by_month(&books).await;
+    let [first, second, _] = books.months.clone();
+    let archives = books.archives();
+    let dir = archives.to_str().unwrap();
+    let (code, out, err) = books.cli(&["replay"]);
+    assert_eq!(code, 0, "{out}{err}");
+    let replayed = out.split(" seconds=").next().unwrap().to_owned();
+    let (code, report, err) = books.cli(&["report", "--month", &first, "--format", "json"]);
+    assert_eq!(code, 0, "{err}");
+    let (code, _, err) = books.cli_as(Role::Service, &["checkpoint", "--snapshot"]);
+    assert_eq!(code, 0, "{err}");
+
+    books.archive(&first);
+    books.archive(&second);
+    let (code, out, err) =
+        books.cli_as(Role::Owner, &["archive", "--drop", "--month", &first, dir]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(
+        out.contains(&format!("archive: dropped {first} partition=events_m1")),
+        "{out}"
+    );
+    let client = books.db.client().await;
+    let recorded: (i64, Vec<u8>) = client
+        .query_one(
+            "SELECT first_position, file_sha256 FROM archived_months",
+            &[],
+        )
+        .await
+        .map(|row| (row.get(0), row.get(1)))
+        .unwrap();
+    assert_eq!(recorded.0, 1);
+    assert_eq!(
+        recorded.1,
+        dts_ledger::audit::archive::file_sha256(&books.archive_of(&first))
+            .unwrap()
+            .to_vec()
+    );
+
+    // Without the archives: each audit says which file it needs.
+    let file = format!("ledger-{first}.jsonl.zst");
+    for args in [
+        vec!["verify"],
+        vec!["replay"],
+        vec!["report", "--month", &first],
+        vec!["export", "--format", "jsonl"],
+    ] {
+        let (code, _, err) = books.cli(&args);
+        assert_eq!(code, 2, "{args:?}: {err}");
+        assert!(err.contains("--archives DIR"), "{args:?}: {err}");
+        assert!(err.contains(&file), "{args:?}: {err}");
+    }
+    // With them, the same answers as before the drop.
+    let (code, out, err) = books.verify_archives();
+    assert_eq!(code, 0, "{out}{err}");
+    let (code, out, err) = books.cli(&["replay", "--archives", dir]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert_eq!(out.split(" seconds=").next().unwrap(), replayed);
+    let (code, after, err) = books.cli(&[
+        "report",
+        "--month",
+        &first,
+        "--format",
+        "json",
+        "--archives",
+        dir,
+    ]);
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(after, report);
+    let (code, out, err) = books.cli(&["export", "--format", "jsonl", "--archives", dir]);
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        out.lines().next().unwrap().contains("\"position\":1,"),
+        "{out}"
+    );
+
+    // The incremental audits need no archive at all.
+    let (code, out, err) = books.cli(&["verify", "--since-checkpoint"]);
+    assert_eq!(code, 0, "{out}{err}");
+    let (code, out, err) = books.cli(&["replay", "--since-snapshot"]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.starts_with("replay: identical"), "{out}");
+
+    // The dropped month's archive left out is named.
+    let path = books.archive_of(&first);
+    let kept = std::fs::read(&path).unwrap();
+    std::fs::remove_file(&path).unwrap();
+    let (code, out, _) = books.verify_archives();
+    assert_eq!(code, 1, "{out}");
+    assert!(out.contains("BROKEN missing archive"), "{out}");
+    assert!(out.contains(&format!("{file} (month {first}")), "{out}");
+    assert!(out.contains("is left out"), "{out}");
+    std::fs::write(&path, kept).unwrap();
+    assert_eq!(books.verify_archives().0, 0);
+}
