@@ -910,7 +910,11 @@ pub async fn drop_month(
     let month: Month = month.parse().map_err(Unable)?;
     let keyring = keyring(audit)?;
     let mut client = client(pool).await?;
-    let dropped = months::drop_month(&mut client, month, dir, &keyring, Utc::now())
+    let newest = keyring
+        .sort(checkpoint::stored(&client).await?)
+        .newest()
+        .map(|found| found.position);
+    let dropped = months::drop_month(&mut client, month, dir, &keyring, newest, Utc::now())
         .await
         .map_err(Unable)?;
     println!(

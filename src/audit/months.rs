@@ -415,6 +415,7 @@ pub async fn drop_month(
     month: Month,
     dir: &Path,
     keyring: &Keyring,
+    newest_checkpoint: Option<i64>,
     now: DateTime<Utc>,
 ) -> Result<Dropped, String> {
     let db = |e: tokio_postgres::Error| crate::store::describe(&e);
@@ -505,6 +506,16 @@ pub async fn drop_month(
              or at its last is not the database's"
                 .into(),
         ));
+    }
+    // The live ledger must stay checkable without any archive: a trusted checkpoint at or after
+    // the month's end is where `verify --since-checkpoint` (and `serve`'s checkpointer) start.
+    if newest_checkpoint.is_none_or(|position| position < stretch.last_position) {
+        return Err(refuse(format!(
+            "no stored checkpoint a trusted key signed is at or after its last event (position \
+             {}): run `dts-ledger checkpoint --snapshot` first, so that the audits that start \
+             from a checkpoint need no archive",
+            stretch.last_position
+        )));
     }
     let partition: String = tx
         .query_one(

@@ -535,7 +535,15 @@ pub async fn verify_from(
         .await?;
     let (head_position, head_hash): (i64, Vec<u8>) = (head.get(0), head.get(1));
     let verifier = match start {
-        Start::Fed(verifier) => verifier,
+        Start::Fed(verifier) => {
+            // Positions dropped from the database are checked from their archives first: a check
+            // that would start before them names the archives instead of calling them missing.
+            let dropped = super::months::dropped(&tx).await?;
+            if let Some(needed) = super::months::needed(&dropped, verifier.last_position()) {
+                return Err(VerifyError::Archived(needed));
+            }
+            verifier
+        }
         Start::Since(since, marks) => {
             Verifier::resume(resume_after(&tx, &since, head_position).await?, marks)
         }

@@ -340,6 +340,11 @@ async fn a_month_is_dropped_only_by_the_owner_and_only_with_a_verified_archive()
     assert!(err.contains("altered"), "{err}");
     std::fs::write(&path, &original).unwrap();
 
+    // A verified archive, but no trusted checkpoint the incremental audits could start from.
+    let (code, _, err) = drop_as(Role::Owner, &first);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("no stored checkpoint"), "{err}");
+
     // The newer month cannot go before the older one.
     books.archive(&second);
     let (code, _, err) = drop_as(Role::Owner, &second);
