@@ -89,6 +89,22 @@ enum Command {
         /// Check only what follows the newest stored checkpoint a trusted key signed.
         #[arg(long)]
         since_checkpoint: bool,
+        /// The archives of closed months: checked with the live ledger as one chain.
+        #[arg(long, value_name = "DIR", conflicts_with = "since_checkpoint")]
+        archives: Option<PathBuf>,
+    },
+    /// Write a closed month (China Standard Time) to DIR/ledger-YYYY-MM.jsonl.zst, signed and
+    /// checked; with --drop, drop the month's partition once that archive holds against the live
+    /// chain (as the owner).
+    Archive {
+        /// The month, YYYY-MM.
+        #[arg(long)]
+        month: String,
+        /// Drop the month's partition (its archive must be in DIR).
+        #[arg(long)]
+        drop: bool,
+        /// The directory of the archives.
+        dir: PathBuf,
     },
     /// Write a new Ed25519 signing key to FILE (mode 0600, never overwritten); print its public
     /// key.
@@ -115,6 +131,9 @@ enum Command {
         /// checkpoint signed.
         #[arg(long)]
         since_snapshot: bool,
+        /// The archives of the months dropped from the database.
+        #[arg(long, value_name = "DIR")]
+        archives: Option<PathBuf>,
     },
     /// Write the raw ledger to stdout, one row per event.
     Export {
@@ -126,6 +145,9 @@ enum Command {
         /// Only events up to this position or RFC 3339 time.
         #[arg(long)]
         until: Option<String>,
+        /// The archives of the months dropped from the database.
+        #[arg(long, value_name = "DIR")]
+        archives: Option<PathBuf>,
     },
     /// Monthly usage and revenue, per package and in total.
     Report {
@@ -137,6 +159,9 @@ enum Command {
         /// The time zone months are cut in.
         #[arg(long, default_value = "+08:00")]
         utc_offset: String,
+        /// The archives of the months dropped from the database.
+        #[arg(long, value_name = "DIR")]
+        archives: Option<PathBuf>,
     },
     /// Take an online base backup of the embedded cluster into DIR (new or empty), with the WAL
     /// it needs, while `serve` runs or not; then verify it.
@@ -406,13 +431,32 @@ async fn on_database(
         Command::Replay {
             scratch_schema: Some(_),
             ..
-        } => Role::Owner,
+        }
+        | Command::Archive { drop: true, .. } => Role::Owner,
         Command::Checkpoint { .. }
         | Command::Outbox { .. }
         | Command::Orders {
             command: OrdersCommand::Expire { .. } | OrdersCommand::RotateCredential { .. },
         } => Role::Service,
         _ => Role::Reader,
+    };
+    // Dropping a month is the owner's: the owner's URL when one is set apart for migrations.
+    let owner_settings;
+    let settings = match (&command, settings) {
+        (
+            Command::Archive { drop: true, .. },
+            DatabaseSettings::External {
+                migrate_url: Some(owner),
+                ..
+            },
+        ) => {
+            owner_settings = DatabaseSettings::External {
+                url: owner.clone(),
+                migrate_url: Some(owner.clone()),
+            };
+            &owner_settings
+        }
+        _ => settings,
     };
     let database = Database::open_as(settings, role).await?;
     let outcome = database_command(command, &database.pool, config).await;
@@ -470,15 +514,27 @@ async fn database_command(
         Command::Checkpoint { snapshot } => {
             commands::checkpoint(pool, &config.audit, snapshot).await
         }
+        Command::Archive {
+            month,
+            drop: false,
+            dir,
+        } => commands::archive(pool, &config.audit, &month, &dir).await,
+        Command::Archive {
+            month,
+            drop: true,
+            dir,
+        } => commands::drop_month(pool, &config.audit, &month, &dir).await,
         Command::Verify {
             progress_every,
             checkpoint,
             since_checkpoint,
+            archives,
         } => {
             let options = commands::VerifyOptions {
                 progress_every,
                 checkpoint_file: checkpoint.as_deref(),
                 since_checkpoint,
+                archives: archives.as_deref(),
             };
             commands::verify(pool, &config.audit, options).await
         }
@@ -487,6 +543,7 @@ async fn database_command(
             format,
             scratch_schema,
             since_snapshot,
+            archives,
         } => {
             let since = since_snapshot.then_some(&config.audit);
             commands::replay(
@@ -495,6 +552,7 @@ async fn database_command(
                 format,
                 scratch_schema.as_deref(),
                 since,
+                archives.as_deref(),
             )
             .await
         }
@@ -502,18 +560,28 @@ async fn database_command(
             format,
             after,
             until,
-        } => commands::export(pool, format, after, until.as_deref()).await,
+            archives,
+        } => commands::export(pool, format, after, until.as_deref(), archives.as_deref()).await,
         Command::Report {
             month,
             format,
             utc_offset,
+            archives,
         } => {
             let currency = config
                 .catalog
                 .iter()
                 .next()
                 .map_or("CNY".to_owned(), |sku| sku.currency.clone());
-            commands::report(pool, &month, format, &utc_offset, &currency).await
+            commands::report(
+                pool,
+                &month,
+                format,
+                &utc_offset,
+                &currency,
+                archives.as_deref(),
+            )
+            .await
         }
         Command::Stats => stats(pool).await,
         Command::Orders { command } => match command {

@@ -98,6 +98,11 @@ const MIGRATIONS: &[Migration] = &[
         name: "partitioned_ledger",
         sql: include_str!("../../schema/0019_partitioned_ledger.sql"),
     },
+    Migration {
+        version: 21,
+        name: "archived_months",
+        sql: include_str!("../../schema/0021_archived_months.sql"),
+    },
 ];
 
 /// An arbitrary constant naming the advisory lock taken while migrating.

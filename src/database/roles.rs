@@ -25,8 +25,13 @@ pub const ALL: [&str; 3] = [OWNER, SERVICE, READER];
 /// operation, so a new append-only table is covered by its triggers alone; this list also covers
 /// the facts whose triggers would be switched off.
 pub const APPEND_ONLY_TABLES: &[&str] = &["events", "checkpoints"];
-/// Tables only migrations write; the service and the auditors read them.
-pub const MIGRATION_ONLY_TABLES: &[&str] = &["schema_migrations"];
+/// Tables only the owner writes (migrations, and `archive --drop` recording what it dropped); the
+/// service and the auditors read them.
+pub const MIGRATION_ONLY_TABLES: &[&str] = &[
+    "schema_migrations",
+    "archived_months",
+    "archived_stream_heads",
+];
 /// Tables holding personal data the audits never need: the reader does not see them.
 pub const PERSONAL_DATA_TABLES: &[&str] = &["order_details"];
 

@@ -145,11 +145,13 @@ impl TestDb {
         self.client()
             .await
             .batch_execute(&format!(
-                "SELECT ledger_make_partition('events', m)
-                   FROM generate_series(
-                            ledger_month_start((SELECT min(recorded_at) FROM events)
-                                               - interval '{interval}'),
-                            ledger_month_start(now()), interval '1 month') AS m;
+                "SET ROLE dts_ledger_owner;
+                 SELECT ledger_make_partition('events', m) FROM (
+                     SELECT DISTINCT ledger_month_start(day) AS m
+                       FROM generate_series(
+                                (SELECT min(recorded_at) FROM events) - interval '{interval}',
+                                now(), interval '1 day') AS day) AS months;
+                 RESET ROLE;
                  SET session_replication_role = replica;
                  UPDATE events SET recorded_at = recorded_at - interval '{interval}'
                   WHERE {rows};

@@ -1,5 +1,6 @@
 //! Integration tests: the real service over HTTP against a real PostgreSQL.
 
+mod archives;
 mod audit;
 mod console;
 mod console_feedback;
