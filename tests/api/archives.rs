@@ -397,11 +397,6 @@ async fn the_service_cannot_record_a_drop() {
     );
 }
 
-fn month_bounds(month: &str) -> (DateTime<Utc>, DateTime<Utc>) {
-    let month: dts_ledger::audit::report::Month = month.parse().unwrap();
-    month.bounds(chrono::FixedOffset::east_opt(8 * 3600).unwrap())
-}
-
 #[tokio::test]
 async fn a_dropped_month_is_read_from_its_archive_and_the_incremental_audits_need_none() {
     let books = Books::open().await;
