@@ -9,6 +9,8 @@
 //! checkpoint signed at that point. The loaded ledger is vacuumed first, as one that has lived
 //! would be. `AUDIT_BENCH_ROUNDS=<n>` times each command n times and reports the medians.
 //!
+//! Also writes the generated month to its archive and checks it with `verify --archives`.
+//!
 //! Prints, last: `audit: events=<n> verify_events_per_s=<n> replay_events_per_s=<n>
 //! verify_since_checkpoint_s=<s>`. With `AUDIT_BENCH_BASELINE=<another dts-ledger binary>`, also
 //! times that binary's verify and replay on the same ledger, and prints the speedups before it.
@@ -39,6 +41,9 @@ use tokio_postgres::NoTls;
 const BINARY: &str = env!("CARGO_BIN_EXE_dts-ledger");
 /// `verify --since-checkpoint` checks this many events: the newest part of the ledger.
 const SINCE_EVENTS: i64 = 100_000;
+/// When the generated ledger starts (2026-09-21): it stays inside that closed month, so the month
+/// is archived whole.
+const LEDGER_START_S: i64 = 1_790_000_000;
 /// Reports decided per round before their events are written out.
 const ROUND: usize = 20_000;
 
@@ -214,7 +219,7 @@ async fn main() {
         low_balance_percents: vec![80, 95],
     };
     let mut rng = rand::rngs::StdRng::seed_from_u64(11);
-    let mut now = DateTime::from_timestamp(1_790_000_000, 0).unwrap();
+    let mut now = DateTime::from_timestamp(LEDGER_START_S, 0).unwrap();
     let mut draft = Draft::new(Projection::default(), now);
     for p in 0..packages {
         let command = CreateOrder {
@@ -398,6 +403,44 @@ async fn main() {
         assert!(out.starts_with("replay: identical"), "{out}");
         seconds
     });
+    // The month the ledger lies in, written to its archive (and read back) by `archive`, then
+    // checked with the live ledger as one chain by `verify --archives`.
+    let month = DateTime::from_timestamp(LEDGER_START_S, 0)
+        .unwrap()
+        .with_timezone(&chrono::FixedOffset::east_opt(8 * 3600).unwrap())
+        .format("%Y-%m")
+        .to_string();
+    let archives = dir.path().join("archives");
+    std::fs::create_dir(&archives).unwrap();
+    let archives = archives.display().to_string();
+    let (_, archived) = run_with(
+        &["archive", "--month", &month, &archives],
+        &database_url,
+        &signing,
+    );
+    eprintln!("{}", archived.trim());
+    let figure = |name: &str| {
+        archived
+            .split_whitespace()
+            .find_map(|part| part.strip_prefix(name))
+            .unwrap_or("?")
+            .to_owned()
+    };
+    let (archives_seconds, out) = run_with(
+        &["verify", "--archives", &archives, "--progress-every", "0"],
+        &database_url,
+        &signing,
+    );
+    assert!(out.starts_with("verify: intact"), "{out}");
+    println!(
+        "archive: month={month} events={} bytes={} write_events_per_s={} check_events_per_s={} \
+         verify_archives_and_ledger_events_per_s={:.0}",
+        figure("events="),
+        figure("bytes="),
+        figure("write_events_per_s="),
+        figure("check_events_per_s="),
+        2.0 * copied as f64 / archives_seconds
+    );
     // Another build of the binary (an earlier commit, say), timed on the same ledger in the same
     // run: a ratio that holds even when the machine is busy.
     let baseline = std::env::var("AUDIT_BENCH_BASELINE").ok();

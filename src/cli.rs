@@ -71,6 +71,12 @@ enum Command {
     /// Apply the database schema as its owner (LEDGER_MIGRATE_DATABASE_URL, else DATABASE_URL)
     /// and exit.
     Migrate,
+    /// Move a ledger written before the monthly partitions to them, as the schema's owner (the
+    /// credentials of `migrate`), while the service goes on; print what it cost.
+    MigratePartitions,
+    /// Where the ledger's bytes are: heap, TOAST and every index of `events` (all partitions),
+    /// `stream_heads` and `idempotency_keys`, in bytes and per event.
+    Stats,
     /// Check the ledger's hash chains, versions, positions, checkpoints and snapshots; name the
     /// first bad event.
     Verify {
@@ -83,6 +89,22 @@ enum Command {
         /// Check only what follows the newest stored checkpoint a trusted key signed.
         #[arg(long)]
         since_checkpoint: bool,
+        /// The archives of closed months: checked with the live ledger as one chain.
+        #[arg(long, value_name = "DIR", conflicts_with = "since_checkpoint")]
+        archives: Option<PathBuf>,
+    },
+    /// Write a closed month (China Standard Time) to DIR/ledger-YYYY-MM.jsonl.zst, signed and
+    /// checked; with --drop, drop the month's partition once that archive holds against the live
+    /// chain (as the owner).
+    Archive {
+        /// The month, YYYY-MM.
+        #[arg(long)]
+        month: String,
+        /// Drop the month's partition (its archive must be in DIR).
+        #[arg(long)]
+        drop: bool,
+        /// The directory of the archives.
+        dir: PathBuf,
     },
     /// Write a new Ed25519 signing key to FILE (mode 0600, never overwritten); print its public
     /// key.
@@ -109,6 +131,9 @@ enum Command {
         /// checkpoint signed.
         #[arg(long)]
         since_snapshot: bool,
+        /// The archives of the months dropped from the database.
+        #[arg(long, value_name = "DIR")]
+        archives: Option<PathBuf>,
     },
     /// Write the raw ledger to stdout, one row per event.
     Export {
@@ -120,6 +145,9 @@ enum Command {
         /// Only events up to this position or RFC 3339 time.
         #[arg(long)]
         until: Option<String>,
+        /// The archives of the months dropped from the database.
+        #[arg(long, value_name = "DIR")]
+        archives: Option<PathBuf>,
     },
     /// Monthly usage and revenue, per package and in total.
     Report {
@@ -131,6 +159,9 @@ enum Command {
         /// The time zone months are cut in.
         #[arg(long, default_value = "+08:00")]
         utc_offset: String,
+        /// The archives of the months dropped from the database.
+        #[arg(long, value_name = "DIR")]
+        archives: Option<PathBuf>,
     },
     /// Take an online base backup of the embedded cluster into DIR (new or empty), with the WAL
     /// it needs, while `serve` runs or not; then verify it.
@@ -335,7 +366,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     let config = Config::load(cli.common.config.as_deref(), |name| {
         std::env::var(name).ok()
     })?;
-    let migrating = matches!(cli.command, Command::Migrate);
+    let migrating = matches!(cli.command, Command::Migrate | Command::MigratePartitions);
     let common = &cli.common;
     let settings = || database_settings(common, &config, migrating);
     match cli.command {
@@ -358,6 +389,23 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Migrate => {
             let applied = Database::migrate(&settings()?).await?;
             tracing::info!(?applied, "the database schema is up to date");
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::MigratePartitions => {
+            let moved =
+                Database::move_to_partitions(&settings()?, |line| eprintln!("{line}")).await?;
+            match moved {
+                None => println!("the ledger is partitioned already: nothing to move"),
+                Some(moved) => println!(
+                    "moved {} events to monthly partitions in {:.1} s ({:.0} events/s); appends \
+                     waited on the lock for {:.0} ms ({} events copied under it)",
+                    moved.events,
+                    moved.elapsed.as_secs_f64(),
+                    moved.events_per_s(),
+                    moved.lock_held.as_secs_f64() * 1000.0,
+                    moved.events_under_lock
+                ),
+            }
             Ok(ExitCode::SUCCESS)
         }
         Command::Backup { dir } => backup(&settings()?, &dir),
@@ -383,7 +431,8 @@ async fn on_database(
         Command::Replay {
             scratch_schema: Some(_),
             ..
-        } => Role::Owner,
+        }
+        | Command::Archive { drop: true, .. } => Role::Owner,
         Command::Checkpoint { .. }
         | Command::Outbox { .. }
         | Command::Orders {
@@ -391,10 +440,68 @@ async fn on_database(
         } => Role::Service,
         _ => Role::Reader,
     };
+    // Dropping a month is the owner's: the owner's URL when one is set apart for migrations.
+    let owner_settings;
+    let settings = match (&command, settings) {
+        (
+            Command::Archive { drop: true, .. },
+            DatabaseSettings::External {
+                migrate_url: Some(owner),
+                ..
+            },
+        ) => {
+            owner_settings = DatabaseSettings::External {
+                url: owner.clone(),
+                migrate_url: Some(owner.clone()),
+            };
+            &owner_settings
+        }
+        _ => settings,
+    };
     let database = Database::open_as(settings, role).await?;
     let outcome = database_command(command, &database.pool, config).await;
     database.close().await;
     outcome.map_err(|commands::Unable(message)| anyhow::anyhow!(message))
+}
+
+/// `dts-ledger stats`: one line per relation, its bytes and bytes per event, then the total.
+async fn stats(pool: &deadpool_postgres::Pool) -> Result<ExitCode, commands::Unable> {
+    let unable = |error: tokio_postgres::Error| {
+        commands::Unable(format!("stats: {}", crate::store::describe(&error)))
+    };
+    let client = pool
+        .get()
+        .await
+        .map_err(|error| commands::Unable(crate::database::pool_failure(&error)))?;
+    let client: &tokio_postgres::Client = &client;
+    let events: i64 = client
+        .query_one("SELECT count(*) FROM events", &[])
+        .await
+        .map_err(unable)?
+        .get(0);
+    let relations = crate::ledger::partitions::storage(client)
+        .await
+        .map_err(unable)?;
+    let per_event = |bytes: i64| bytes as f64 / events.max(1) as f64;
+    println!("events {events}");
+    let mut total = 0;
+    for relation in &relations {
+        total += relation.bytes;
+        println!(
+            "{:<5} {:<40} {:>14} bytes {:>8.1} per event",
+            relation.kind,
+            relation.name,
+            relation.bytes,
+            per_event(relation.bytes)
+        );
+    }
+    println!(
+        "total {:<40} {:>14} bytes {:>8.1} per event",
+        "",
+        total,
+        per_event(total)
+    );
+    Ok(ExitCode::SUCCESS)
 }
 
 /// One dispatch over the commands that read or write through `pool`: one arm per command.
@@ -407,15 +514,27 @@ async fn database_command(
         Command::Checkpoint { snapshot } => {
             commands::checkpoint(pool, &config.audit, snapshot).await
         }
+        Command::Archive {
+            month,
+            drop: false,
+            dir,
+        } => commands::archive(pool, &config.audit, &month, &dir).await,
+        Command::Archive {
+            month,
+            drop: true,
+            dir,
+        } => commands::drop_month(pool, &config.audit, &month, &dir).await,
         Command::Verify {
             progress_every,
             checkpoint,
             since_checkpoint,
+            archives,
         } => {
             let options = commands::VerifyOptions {
                 progress_every,
                 checkpoint_file: checkpoint.as_deref(),
                 since_checkpoint,
+                archives: archives.as_deref(),
             };
             commands::verify(pool, &config.audit, options).await
         }
@@ -424,6 +543,7 @@ async fn database_command(
             format,
             scratch_schema,
             since_snapshot,
+            archives,
         } => {
             let since = since_snapshot.then_some(&config.audit);
             commands::replay(
@@ -432,6 +552,7 @@ async fn database_command(
                 format,
                 scratch_schema.as_deref(),
                 since,
+                archives.as_deref(),
             )
             .await
         }
@@ -439,19 +560,30 @@ async fn database_command(
             format,
             after,
             until,
-        } => commands::export(pool, format, after, until.as_deref()).await,
+            archives,
+        } => commands::export(pool, format, after, until.as_deref(), archives.as_deref()).await,
         Command::Report {
             month,
             format,
             utc_offset,
+            archives,
         } => {
             let currency = config
                 .catalog
                 .iter()
                 .next()
                 .map_or("CNY".to_owned(), |sku| sku.currency.clone());
-            commands::report(pool, &month, format, &utc_offset, &currency).await
+            commands::report(
+                pool,
+                &month,
+                format,
+                &utc_offset,
+                &currency,
+                archives.as_deref(),
+            )
+            .await
         }
+        Command::Stats => stats(pool).await,
         Command::Orders { command } => match command {
             OrdersCommand::Held {
                 after,

@@ -31,6 +31,9 @@ pub const RUNWAY_CHECKER: &str = "runway-checker";
 pub const WEBHOOK_DISPATCHER: &str = "webhook-dispatcher";
 pub const STALL_REAPER: &str = "stall-reaper";
 pub const CHECKPOINTER: &str = "checkpointer";
+/// The worker making the ledger's monthly partitions ahead and removing expired traffic keys
+/// (see [`crate::ledger::partitions::maintain`]).
+pub const LEDGER_MAINTENANCE: &str = "ledger-maintenance";
 /// The worker refreshing the gauges counted in the database (see [`crate::metrics::refresh`]).
 pub const METRICS_REFRESHER: &str = "metrics-refresher";
 /// How often a process looks for peers' sessions stalled mid-statement: a lane that meets one
@@ -164,6 +167,14 @@ fn start_workers(
         let pool = refresher_pool.clone();
         async move {
             crate::metrics::refresh::refresh_forever(pool, stopped_reporting_s).await;
+            Ended::Returned
+        }
+    }));
+    let (maintenance_pool, retention) = (pool.clone(), config.key_retention());
+    workers.push(supervisor.spawn(LEDGER_MAINTENANCE, move || {
+        let pool = maintenance_pool.clone();
+        async move {
+            crate::ledger::partitions::maintain_forever(pool, retention).await;
             Ended::Returned
         }
     }));

@@ -3,13 +3,15 @@
 //! Exit codes: 0 when the check passes (or the output was written), 1 when it finds the ledger
 //! broken or the projections different, 2 when it cannot run (bad arguments, unreachable database).
 
+use super::archive;
 use super::checkpoint::{self, Checkpoint, Keyring};
 use super::export::{self, Format};
+use super::months;
 use super::replay;
 use super::report::{Builder, Month, ReportError};
 use super::snapshot;
 use super::source::{self, Range, Selection, Until};
-use super::verify::{self, Mark, Since, VerifyError};
+use super::verify::{self, Mark, Since, Verifier, VerifyError};
 use crate::configuration::AuditConfig;
 use crate::store::FoldRow;
 use chrono::{DateTime, FixedOffset, Utc};
@@ -66,6 +68,8 @@ pub struct VerifyOptions<'a> {
     pub checkpoint_file: Option<&'a Path>,
     /// `--since-checkpoint`: check only what follows the newest checkpoint whose signature holds.
     pub since_checkpoint: bool,
+    /// `--archives DIR`: the archives of closed months, checked with the live ledger as one chain.
+    pub archives: Option<&'a Path>,
 }
 
 /// The trusted public keys: `[audit] public_keys` and the signing key's own.
@@ -154,7 +158,45 @@ pub async fn verify(
         }
         (false, _) => None,
     };
-    let outcome = verify::verify_against(&mut client, marks, since, options.progress_every, |n| {
+    let dropped = months::dropped(&**client).await?;
+    let start = match (since, options.archives) {
+        (Some(since), _) => verify::Start::Since(since, marks),
+        (None, Some(dir)) => {
+            if keyring.is_empty() {
+                return Err(Unable(
+                    "--archives: an archive's checkpoint is trusted through its signature: no \
+                     public key ([audit] public_keys)"
+                        .into(),
+                ));
+            }
+            let started = std::time::Instant::now();
+            match feed_archives(dir, &dropped, &keyring, Verifier::new(marks))? {
+                Ok((verifier, archived)) => {
+                    let seconds = started.elapsed().as_secs_f64();
+                    eprintln!(
+                        "verify: archives={} archived_events={archived} seconds={seconds:.2} \
+                         events_per_s={:.0}",
+                        archive::list(dir)?.len(),
+                        archived as f64 / seconds.max(1e-9)
+                    );
+                    verify::Start::Fed(verifier)
+                }
+                Err(broken) => {
+                    println!("verify: BROKEN {broken}");
+                    return Ok(ExitCode::from(FAILED));
+                }
+            }
+        }
+        (None, None) => {
+            if let Some(needed) = months::needed(&dropped, 0) {
+                return Err(Unable(format!(
+                    "{needed}; or start from a checkpoint with --since-checkpoint"
+                )));
+            }
+            verify::Start::Fed(Verifier::new(marks))
+        }
+    };
+    let outcome = verify::verify_from(&mut client, start, options.progress_every, |n| {
         eprintln!("verify: {n} events checked");
     })
     .await;
@@ -198,6 +240,122 @@ pub async fn verify(
         summary.elapsed.as_secs_f64()
     );
     Ok(ExitCode::SUCCESS)
+}
+
+/// `verify --archives DIR`: every archive in `dir` in position order, each whole on its own and
+/// signed by a trusted key, the archived events the database no longer holds fed to `verifier`
+/// (so their streams' chains are checked with the rest), and the others held against the live
+/// chain through their checkpoints. An archive left out (a gap between archives, or between the
+/// last one and the database) is named, from the drop's record when there is one. Returns the
+/// verifier, standing before the first event still in the database, and how many archived events
+/// it checked; `Err` inside says what is broken.
+#[allow(clippy::type_complexity)]
+fn feed_archives(
+    dir: &Path,
+    dropped: &[months::DroppedMonth],
+    keyring: &Keyring,
+    mut verifier: Verifier,
+) -> Result<Result<(Verifier, u64), String>, Unable> {
+    let live_first = months::live_first(dropped);
+    let left_out = |from: i64, to: i64, after: &str| {
+        let named: Vec<String> = dropped
+            .iter()
+            .filter(|m| m.last_position >= from && m.first_position <= to)
+            .map(months::DroppedMonth::describe)
+            .collect();
+        format!(
+            "missing archive: positions {from}..{to} ({after}) are in no archive in {} and no \
+             longer in the database{}",
+            dir.display(),
+            if named.is_empty() {
+                String::new()
+            } else {
+                format!(": {} is left out", named.join(", "))
+            }
+        )
+    };
+    let mut expected = 1;
+    let mut previous: Option<String> = None;
+    let mut archived = 0u64;
+    for path in archive::list(dir)? {
+        let name = path.display().to_string();
+        let header = match archive::Reader::open(&path) {
+            Ok(reader) => reader.header,
+            Err(error) => return Ok(Err(error.to_string())),
+        };
+        let after = match &previous {
+            Some(previous) => format!("between {previous} and {name}"),
+            None => format!("before {name}"),
+        };
+        if header.first_position > expected && expected < live_first {
+            return Ok(Err(left_out(
+                expected,
+                (header.first_position - 1).min(live_first - 1),
+                &after,
+            )));
+        }
+        if header.first_position < expected {
+            return Ok(Err(format!(
+                "archive {name}: reordered: it starts at position {}, which {} holds already",
+                header.first_position,
+                previous.as_deref().unwrap_or("the ledger")
+            )));
+        }
+        if let Some(record) = dropped.iter().find(|m| m.month == header.month) {
+            let digest = archive::file_sha256(&path)?;
+            if digest != record.file_sha256 {
+                return Ok(Err(format!(
+                    "archive {name}: altered: its sha256 is {}, month {} was dropped with {}",
+                    hex::encode(digest),
+                    record.month,
+                    hex::encode(record.file_sha256)
+                )));
+            }
+        }
+        let fed = archive::read(&path, Some(keyring), |row, hash| {
+            if row.position < live_first {
+                verifier
+                    .check(row, hash)
+                    .map_err(|problem| Fed::Broken(format!("archive {name}: {problem}")))?;
+                archived += 1;
+            }
+            Ok::<(), Fed>(())
+        });
+        let checked = match fed {
+            Ok(checked) => checked,
+            Err(Fed::Broken(broken)) => return Ok(Err(broken)),
+            Err(Fed::Archive(error)) => return Ok(Err(error.to_string())),
+        };
+        if checked.header.last_position >= live_first {
+            verifier.add_mark(Mark {
+                position: checked.checkpoint.position,
+                ledger_hash: checked.checkpoint.ledger_hash,
+                label: format!("the checkpoint of archive {name}"),
+            });
+        }
+        expected = expected.max(checked.header.last_position + 1);
+        previous = Some(name);
+    }
+    if expected < live_first {
+        let after = match &previous {
+            Some(previous) => format!("between {previous} and the database"),
+            None => "before the database".to_owned(),
+        };
+        return Ok(Err(left_out(expected, live_first - 1, &after)));
+    }
+    Ok(Ok((verifier, archived)))
+}
+
+/// What stops feeding archived events to the ledger's check.
+enum Fed {
+    Broken(String),
+    Archive(archive::ArchiveError),
+}
+
+impl From<archive::ArchiveError> for Fed {
+    fn from(error: archive::ArchiveError) -> Fed {
+        Fed::Archive(error)
+    }
 }
 
 /// Snapshot findings `verify` prints one by one: enough to see what was forged; a snapshot can
@@ -343,6 +501,7 @@ pub async fn replay(
     format: TableOrJson,
     scratch_schema: Option<&str>,
     since_snapshot: Option<&AuditConfig>,
+    archives: Option<&Path>,
 ) -> Result<ExitCode, Unable> {
     let mut client = client(pool).await?;
     let until = as_of.map(parse_point).transpose()?;
@@ -371,12 +530,16 @@ pub async fn replay(
             ),
             None => {}
         }
+        let dropped = months::dropped(&tx).await?;
         let (folded, findings) = match start {
             None => (
-                replay::fold(&tx, until.unwrap_or(Until::End)).await?,
+                fold_with_archives(&tx, archives, &dropped, until.unwrap_or(Until::End)).await?,
                 Vec::new(),
             ),
             Some(start) => {
+                if let Some(needed) = months::needed(&dropped, start.position) {
+                    return Err(Unable(needed));
+                }
                 let mut folded =
                     replay::fold_from(&tx, start.projection, start.position, Until::End).await?;
                 // Those folded to name what was wrong with newer snapshots count too.
@@ -403,6 +566,53 @@ pub async fn replay(
         }
         Some(live) => Ok(compared(&live, &folded, &findings)),
     }
+}
+
+/// Folds the ledger up to `until`: the dropped months from their archives in `archives`, then
+/// the events in the database.
+async fn fold_with_archives(
+    tx: &tokio_postgres::Transaction<'_>,
+    archives: Option<&Path>,
+    dropped: &[months::DroppedMonth],
+    until: Until,
+) -> Result<replay::Folded, Unable> {
+    if dropped.is_empty() {
+        return Ok(replay::fold(tx, until).await?);
+    }
+    let started = std::time::Instant::now();
+    let live_first = months::live_first(dropped);
+    let upto = match until {
+        Until::Position(last) => last.min(live_first - 1),
+        _ => live_first - 1,
+    };
+    let mut projection = projections::Projection::default();
+    let (mut events, mut last_position, mut stopped) = (0u64, 0i64, false);
+    months::feed_dropped(archives, dropped, 0, upto, |row, _| {
+        if stopped || matches!(until, Until::Time(time) if row.recorded_at > time) {
+            stopped = true;
+            return Ok(());
+        }
+        let event = Event::decode_json(row.event_type, row.event_version, &row.payload)
+            .map_err(|e| format!("event at position {}: {e}", row.position))?;
+        projection
+            .apply(&event, row.recorded_at)
+            .map_err(|e| format!("event at position {}: {e}", row.position))?;
+        events += 1;
+        last_position = row.position;
+        Ok::<(), String>(())
+    })?;
+    if stopped || last_position < live_first - 1 {
+        return Ok(replay::Folded {
+            projection,
+            events,
+            last_position,
+            elapsed: started.elapsed(),
+        });
+    }
+    let mut folded = replay::fold_from(tx, projection, last_position, until).await?;
+    folded.events += events;
+    folded.elapsed = started.elapsed();
+    Ok(folded)
 }
 
 /// `replay --as-of`: every package's balance at that point.
@@ -476,6 +686,7 @@ pub async fn export(
     format: Format,
     after: Option<i64>,
     until: Option<&str>,
+    archives: Option<&Path>,
 ) -> Result<ExitCode, Unable> {
     let after = after.unwrap_or(0);
     if after < 0 {
@@ -491,13 +702,71 @@ pub async fn export(
     }
     let mut client = client(pool).await?;
     let tx = source::snapshot(&mut client).await?;
+    let dropped = months::dropped(&tx).await?;
+    let live_first = months::live_first(&dropped);
+    let upto = match until {
+        Until::Position(last) => last.min(live_first - 1),
+        _ => live_first - 1,
+    };
     let stdout = std::io::stdout();
     let mut out = std::io::BufWriter::with_capacity(1 << 16, stdout.lock());
-    let count = export::export(&tx, Range { after, until }, format, &mut out).await?;
+    export::write_header(format, &mut out)?;
+    let (mut count, mut stopped) = (0u64, false);
+    months::feed_dropped(archives, &dropped, after, upto, |row, _| {
+        if stopped || matches!(until, Until::Time(time) if row.recorded_at > time) {
+            stopped = true;
+            return Ok(());
+        }
+        count += 1;
+        export::write_row(row, format, &mut out)
+    })
+    .map_err(|error| match error {
+        months::FeedError::Each(failed) => Unable(failed.to_string()),
+        other => Unable(other.to_string_lossy()),
+    })?;
+    if !stopped {
+        let range = Range {
+            after: after.max(live_first - 1),
+            until,
+        };
+        count += export::export_rows(&tx, range, format, &mut out).await?;
+    }
     out.flush()?;
     tx.commit().await?;
     eprintln!("export: {count} events");
     Ok(ExitCode::SUCCESS)
+}
+
+/// The ledger cut at `time` ([`crate::store::POSITION_AT`]), also where months were dropped: a
+/// cut among the dropped months is known from their records when it falls between two of them
+/// (the months are cut in China Standard Time, so a report in another zone may cut inside one).
+async fn cut_at(
+    tx: &tokio_postgres::Transaction<'_>,
+    dropped: &[months::DroppedMonth],
+    time: DateTime<Utc>,
+) -> Result<i64, Unable> {
+    let after_dropped = dropped
+        .last()
+        .is_none_or(|last| last.last_recorded_at <= time);
+    if after_dropped {
+        return Ok(source::last_position(tx, Until::Time(time))
+            .await?
+            .unwrap_or(0));
+    }
+    let zone = archive::finance_zone();
+    let mut before: Option<&months::DroppedMonth> = None;
+    for month in dropped {
+        let starts = month.month.parse::<Month>().map_err(Unable)?.bounds(zone).0;
+        if time < starts && before.is_none_or(|b| b.last_recorded_at <= time) {
+            return Ok(month.first_position - 1);
+        }
+        before = Some(month);
+    }
+    Err(Unable(format!(
+        "{} falls inside a month dropped from the database, whose archive is cut in China \
+         Standard Time: report in +08:00",
+        time.to_rfc3339_opts(chrono::SecondsFormat::Micros, true)
+    )))
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -513,6 +782,7 @@ pub async fn report(
     format: ReportFormat,
     utc_offset: &str,
     default_currency: &str,
+    archives: Option<&Path>,
 ) -> Result<ExitCode, Unable> {
     let month: Month = month.parse().map_err(Unable)?;
     let zone: FixedOffset = utc_offset
@@ -522,32 +792,47 @@ pub async fn report(
     let mut client = client(pool).await?;
     let tx = source::snapshot(&mut client).await?;
     let micro = chrono::Duration::microseconds(1);
-    let opening = source::last_position(&tx, Until::Time(start - micro))
-        .await?
-        .unwrap_or(0);
-    let closing = source::last_position(&tx, Until::Time(end - micro))
-        .await?
-        .unwrap_or(0);
+    let dropped = months::dropped(&tx).await?;
+    let opening = cut_at(&tx, &dropped, start - micro).await?;
+    let closing = cut_at(&tx, &dropped, end - micro).await?;
+    let live_first = months::live_first(&dropped);
     let mut builder = Builder::new(month, opening);
     let mut failure = None;
-    source::for_each(
-        &tx,
-        Range {
-            after: 0,
-            until: Until::Position(closing),
-        },
-        Selection::FOLD,
-        |row| {
-            let row = FoldRow::from_columns(row)?;
-            let event = Event::decode_json(row.event_type, row.event_version, &row.payload)
-                .map_err(|e| Unable(format!("event at position {}: {e}", row.position)))?;
-            if let Err(error) = builder.push(row.position, &event, row.recorded_at) {
-                failure.get_or_insert(error.to_string());
-            }
-            Ok::<(), Unable>(())
-        },
-    )
-    .await?;
+    let mut push = |row: FoldRow<'_>| {
+        let event = Event::decode_json(row.event_type, row.event_version, &row.payload)
+            .map_err(|e| Unable(format!("event at position {}: {e}", row.position)))?;
+        if let Err(error) = builder.push(row.position, &event, row.recorded_at) {
+            failure.get_or_insert(error.to_string());
+        }
+        Ok::<(), Unable>(())
+    };
+    months::feed_dropped(archives, &dropped, 0, closing, |row, _| {
+        push(FoldRow {
+            position: row.position,
+            event_type: row.event_type,
+            event_version: row.event_version,
+            payload: row.payload,
+            recorded_at: row.recorded_at,
+        })
+    })
+    .map_err(|error| match error {
+        months::FeedError::Each(unable) => unable,
+        other @ (months::FeedError::Needed(_) | months::FeedError::Archive(_)) => {
+            Unable(other.to_string_lossy())
+        }
+    })?;
+    if closing >= live_first {
+        source::for_each(
+            &tx,
+            Range {
+                after: live_first - 1,
+                until: Until::Position(closing),
+            },
+            Selection::FOLD,
+            |row| push(FoldRow::from_columns(row)?),
+        )
+        .await?;
+    }
     tx.commit().await?;
     // Events that do not fold, or a package that does not balance, are a broken ledger (exit 1),
     // as `verify` and `replay` say of theirs; only a report that cannot be made is exit 2.
@@ -568,5 +853,77 @@ pub async fn report(
         ReportFormat::Csv => print!("{}", report.to_csv()),
         ReportFormat::Table => print!("{}", report.to_table()),
     }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `archive --month M DIR`: the closed month written to its archive in DIR, signed, read back and
+/// checked; prints what it wrote and how fast.
+pub async fn archive(
+    pool: &Pool,
+    audit: &AuditConfig,
+    month: &str,
+    dir: &Path,
+) -> Result<ExitCode, Unable> {
+    let month: Month = month.parse().map_err(Unable)?;
+    let path = audit.signing_key_file.as_deref().ok_or_else(|| {
+        Unable(
+            "an archive carries a checkpoint signed at its last event: set [audit] \
+             signing_key_file (LEDGER_SIGNING_KEY_FILE)"
+                .into(),
+        )
+    })?;
+    let key = checkpoint::load_signing_key(path)?;
+    let keyring = keyring(audit)?;
+    let mut client = client(pool).await?;
+    let written = months::write(&mut client, month, dir, &key, &keyring, Utc::now())
+        .await
+        .map_err(Unable)?;
+    let events = written.header.events as f64;
+    println!(
+        "archive: wrote {} month={} events={} first_position={} last_position={} bytes={} \
+         sha256={} ledger_hash={} write_seconds={:.2} write_events_per_s={:.0} \
+         check_seconds={:.2} check_events_per_s={:.0}",
+        written.path.display(),
+        written.header.month,
+        written.header.events,
+        written.header.first_position,
+        written.header.last_position,
+        written.bytes,
+        hex::encode(written.checked.file_sha256),
+        hex::encode(written.checked.checkpoint.ledger_hash),
+        written.write_elapsed.as_secs_f64(),
+        events / written.write_elapsed.as_secs_f64().max(1e-9),
+        written.check_elapsed.as_secs_f64(),
+        events / written.check_elapsed.as_secs_f64().max(1e-9),
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `archive --drop --month M DIR`: the month's partition dropped, once its archive in DIR holds
+/// against the live chain; the drop recorded in `archived_months`.
+pub async fn drop_month(
+    pool: &Pool,
+    audit: &AuditConfig,
+    month: &str,
+    dir: &Path,
+) -> Result<ExitCode, Unable> {
+    let month: Month = month.parse().map_err(Unable)?;
+    let keyring = keyring(audit)?;
+    let mut client = client(pool).await?;
+    let newest = keyring
+        .sort(checkpoint::stored(&client).await?)
+        .newest()
+        .map(|found| found.position);
+    let dropped = months::drop_month(&mut client, month, dir, &keyring, newest, Utc::now())
+        .await
+        .map_err(Unable)?;
+    println!(
+        "archive: dropped {} partition={} events={} stream_heads={} archive={}",
+        dropped.month.month,
+        dropped.partition,
+        dropped.month.last_position - dropped.month.first_position + 1,
+        dropped.streams,
+        dropped.month.describe()
+    );
     Ok(ExitCode::SUCCESS)
 }

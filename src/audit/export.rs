@@ -171,75 +171,100 @@ pub fn csv_field(value: &str) -> String {
     }
 }
 
-/// Writes the events of `range` to `out`; returns how many.
+/// The CSV header (after a byte order mark: spreadsheet programs then read the text as UTF-8,
+/// Chinese SKU names included); nothing for JSON lines.
+pub fn write_header(format: Format, out: &mut impl Write) -> Result<(), ExportError> {
+    if format == Format::Csv {
+        out.write_all("\u{feff}".as_bytes())?;
+        writeln!(out, "{}", COLUMNS.join(","))?;
+    }
+    Ok(())
+}
+
+/// Writes the events of `range` to `out`, header first; returns how many.
 pub async fn export(
     tx: &tokio_postgres::Transaction<'_>,
     range: Range,
     format: Format,
     out: &mut impl Write,
 ) -> Result<u64, ExportError> {
-    if format == Format::Csv {
-        // The byte order mark tells spreadsheet programs the text is UTF-8 (Chinese SKU names).
-        out.write_all("\u{feff}".as_bytes())?;
-        writeln!(out, "{}", COLUMNS.join(","))?;
-    }
+    write_header(format, out)?;
+    export_rows(tx, range, format, out).await
+}
+
+/// Writes the events of `range` to `out`, without a header; returns how many.
+pub async fn export_rows(
+    tx: &tokio_postgres::Transaction<'_>,
+    range: Range,
+    format: Format,
+    out: &mut impl Write,
+) -> Result<u64, ExportError> {
     let count = source::for_each(tx, range, Selection::ALL, |row| {
-        let row = EventRow::from_columns(row)?;
-        // Never a row with silently blank figures: an event this version cannot read stops the
-        // export, naming it.
-        let event = Event::decode_json(row.event_type, row.event_version, &row.payload).map_err(
-            |source| ExportError::Decode {
-                position: row.position,
-                source,
-            },
-        )?;
-        let figures = figures(&event);
-        let hash = hex::encode(row.hash);
-        let recorded_at = row
-            .recorded_at
-            .to_rfc3339_opts(chrono::SecondsFormat::Micros, true);
-        match format {
-            Format::Csv => {
-                let mut cells = vec![
-                    csv_field(&row.position.to_string()),
-                    csv_field(&recorded_at),
-                    csv_text(row.stream_id),
-                    csv_field(&row.version.to_string()),
-                    csv_text(row.event_type),
-                ];
-                cells.extend(
-                    figures
-                        .iter()
-                        .map(|f| f.as_ref().map(Cell::csv).unwrap_or_default()),
-                );
-                cells.push(hash);
-                writeln!(out, "{}", cells.join(","))?;
-            }
-            Format::Jsonl => {
-                let mut line = json!({
-                    "position": row.position,
-                    "recordedAt": recorded_at,
-                    "streamId": row.stream_id,
-                    "version": row.version,
-                    "type": row.event_type,
-                    "eventVersion": row.event_version,
-                });
-                for (name, value) in COLUMNS[5..16].iter().zip(figures) {
-                    line[*name] = value.map_or(Value::Null, Cell::into_json);
-                }
-                line["hash"] = Value::String(hash);
-                line["prevHash"] = Value::String(hex::encode(row.prev_hash));
-                line["data"] = serde_json::from_slice(&row.payload).unwrap_or(Value::Null);
-                line["metadata"] = serde_json::from_slice(&row.metadata).unwrap_or(Value::Null);
-                serde_json::to_writer(&mut *out, &line).map_err(std::io::Error::from)?;
-                out.write_all(b"\n")?;
-            }
-        }
-        Ok::<(), ExportError>(())
+        write_row(&EventRow::from_columns(row)?, format, out)
     })
     .await?;
     out.flush()?;
     Ok(count)
+}
+
+/// Writes one event.
+pub fn write_row(
+    row: &EventRow<'_>,
+    format: Format,
+    out: &mut impl Write,
+) -> Result<(), ExportError> {
+    // Never a row with silently blank figures: an event this version cannot read stops the
+    // export, naming it.
+    let event =
+        Event::decode_json(row.event_type, row.event_version, &row.payload).map_err(|source| {
+            ExportError::Decode {
+                position: row.position,
+                source,
+            }
+        })?;
+    let figures = figures(&event);
+    let hash = hex::encode(row.hash);
+    let recorded_at = row
+        .recorded_at
+        .to_rfc3339_opts(chrono::SecondsFormat::Micros, true);
+    match format {
+        Format::Csv => {
+            let mut cells = vec![
+                csv_field(&row.position.to_string()),
+                csv_field(&recorded_at),
+                csv_text(row.stream_id),
+                csv_field(&row.version.to_string()),
+                csv_text(row.event_type),
+            ];
+            cells.extend(
+                figures
+                    .iter()
+                    .map(|f| f.as_ref().map(Cell::csv).unwrap_or_default()),
+            );
+            cells.push(hash);
+            writeln!(out, "{}", cells.join(","))?;
+        }
+        Format::Jsonl => {
+            let mut line = json!({
+                "position": row.position,
+                "recordedAt": recorded_at,
+                "streamId": row.stream_id,
+                "version": row.version,
+                "type": row.event_type,
+                "eventVersion": row.event_version,
+            });
+            for (name, value) in COLUMNS[5..16].iter().zip(figures) {
+                line[*name] = value.map_or(Value::Null, Cell::into_json);
+            }
+            line["hash"] = Value::String(hash);
+            line["prevHash"] = Value::String(hex::encode(row.prev_hash));
+            line["data"] = serde_json::from_slice(&row.payload).unwrap_or(Value::Null);
+            line["metadata"] = serde_json::from_slice(&row.metadata).unwrap_or(Value::Null);
+            serde_json::to_writer(&mut *out, &line).map_err(std::io::Error::from)?;
+            out.write_all(b"\n")?;
+        }
+    }
+    Ok(())
 }
 
 #[cfg(test)]

@@ -1,8 +1,10 @@
 //! What finance and auditors run against the ledger without trusting the service.
 
+pub mod archive;
 pub mod checkpoint;
 pub mod commands;
 pub mod export;
+pub mod months;
 pub mod replay;
 pub mod report;
 pub mod restore_proof;

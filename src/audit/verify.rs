@@ -104,6 +104,9 @@ pub enum VerifyError {
     Broken(Problem),
     #[error("the event at position {0} cannot be read: {1}")]
     Unreadable(i64, String),
+    /// The events it needs were archived and dropped: which archives to give it.
+    #[error("{0}")]
+    Archived(String),
     #[error("{}", crate::store::describe(.0))]
     Database(#[from] tokio_postgres::Error),
 }
@@ -187,6 +190,21 @@ impl Verifier {
 
     pub fn events(&self) -> u64 {
         self.events
+    }
+
+    /// The position of the last event checked (or the one checking started after).
+    pub fn last_position(&self) -> i64 {
+        self.next_position - 1
+    }
+
+    /// One more ledger hash vouched for at a position not checked yet (an archive's signed
+    /// checkpoint over events still in the database).
+    pub fn add_mark(&mut self, mark: Mark) {
+        if mark.position <= self.last_position() {
+            return;
+        }
+        self.marks.push(mark);
+        self.marks[self.next_mark..].sort_by_key(|mark| mark.position);
     }
 
     /// Checks the next row; `recomputed` is its own hash computed from its stored content with its
@@ -488,15 +506,47 @@ pub async fn verify_against(
     progress_every: u64,
     progress: impl FnMut(u64) + Send + 'static,
 ) -> Result<Summary, VerifyError> {
+    let start = match since {
+        None => Start::Fed(Verifier::new(marks)),
+        Some(since) => Start::Since(since, marks),
+    };
+    verify_from(client, start, progress_every, progress).await
+}
+
+/// Where [`verify_from`] starts.
+pub enum Start {
+    /// After a trusted checkpoint, against these marks.
+    Since(Since, Vec<Mark>),
+    /// Where this verifier stands: from the first event, or after the archived events it was fed.
+    Fed(Verifier),
+}
+
+/// Checks the events in the database after where `start` stands, to the head.
+pub async fn verify_from(
+    client: &mut tokio_postgres::Client,
+    start: Start,
+    progress_every: u64,
+    progress: impl FnMut(u64) + Send + 'static,
+) -> Result<Summary, VerifyError> {
     let started = Instant::now();
     let tx = source::snapshot(client).await?;
     let head = tx
         .query_one("SELECT position, ledger_hash FROM ledger_head", &[])
         .await?;
     let (head_position, head_hash): (i64, Vec<u8>) = (head.get(0), head.get(1));
-    let verifier = match &since {
-        None => Verifier::new(marks),
-        Some(since) => Verifier::resume(resume_after(&tx, since, head_position).await?, marks),
+    let verifier = match start {
+        Start::Fed(verifier) => {
+            // Positions dropped from the database are checked from their archives first: a check
+            // that would start before them names the archives instead of calling them missing.
+            let dropped = super::months::dropped(&tx).await?;
+            if let Some(needed) = super::months::needed(&dropped, verifier.last_position()) {
+                return Err(VerifyError::Archived(needed));
+            }
+            verifier
+        }
+        Start::Since(since, marks) => {
+            Verifier::resume(resume_after(&tx, &since, head_position).await?, marks)
+        }
     };
     let range = Range {
         after: verifier.after,
@@ -643,43 +693,83 @@ async fn resume_after(
     if since.position == 0 {
         return Ok(resume);
     }
-    let Some(at) = tx
-        .query_opt(
+    let dropped = super::months::dropped(tx).await?;
+    let live_first = super::months::live_first(&dropped);
+    if since.position < live_first - 1 {
+        return Err(VerifyError::Archived(
+            super::months::needed(&dropped, since.position).expect("a month is dropped"),
+        ));
+    }
+    // The checkpoint is at the last event of a dropped month: its record says where it stood.
+    let at_drop = dropped.last().filter(|m| m.last_position == since.position);
+    if let Some(month) = at_drop {
+        if month.ledger_hash_last != since.ledger_hash {
+            return Err(broken(
+                since.position,
+                ProblemKind::Rewritten,
+                format!(
+                    "month {} was dropped with ledger hash {} at its last event, not the {} the \
+                     checkpoint signed",
+                    month.month,
+                    hex::encode(month.ledger_hash_last),
+                    hex::encode(since.ledger_hash)
+                ),
+            ));
+        }
+        resume.recorded_at = Some(month.last_recorded_at);
+        resume.hash_version =
+            HashVersion::from_column(month.last_hash_version).unwrap_or(HashVersion::V2);
+    }
+    let at = if at_drop.is_some() {
+        None
+    } else {
+        tx.query_opt(
             "SELECT recorded_at, hash_version, ledger_hash FROM events WHERE position = $1",
             &[&since.position],
         )
         .await?
-    else {
+    };
+    if let Some(at) = at {
+        resume.recorded_at = Some(at.get(0));
+        resume.hash_version = HashVersion::from_column(at.get(1)).unwrap_or(HashVersion::V2);
+        if let Some(stored) = at.get::<_, Option<&[u8]>>(2) {
+            if stored != since.ledger_hash {
+                return Err(broken(
+                    since.position,
+                    ProblemKind::Rewritten,
+                    format!(
+                        "the stored ledger_hash {} is not the {} the checkpoint signed: the \
+                         ledger was rewritten at or before this position",
+                        hex::encode(stored),
+                        hex::encode(since.ledger_hash)
+                    ),
+                ));
+            }
+        }
+    } else if at_drop.is_none() {
         return Err(broken(
             since.position,
             ProblemKind::Missing,
             "the checkpointed event is gone".into(),
         ));
-    };
-    resume.recorded_at = Some(at.get(0));
-    resume.hash_version = HashVersion::from_column(at.get(1)).unwrap_or(HashVersion::V2);
-    if let Some(stored) = at.get::<_, Option<&[u8]>>(2) {
-        if stored != since.ledger_hash {
-            return Err(broken(
-                since.position,
-                ProblemKind::Rewritten,
-                format!(
-                    "the stored ledger_hash {} is not the {} the checkpoint signed: the ledger \
-                     was rewritten at or before this position",
-                    hex::encode(stored),
-                    hex::encode(since.ledger_hash)
-                ),
-            ));
-        }
     }
     let rows = tx
         .query(
+            // A stream's head at the checkpoint is its last event at or before it still in the
+            // database, or, when its last such event was dropped, the head its month's drop
+            // recorded: the newer of the two.
             "SELECT s.stream_id, h.version, h.hash, h.position
                FROM (SELECT DISTINCT stream_id FROM events WHERE position > $1) AS s
                JOIN LATERAL (
-                    SELECT version, hash, position FROM events e
-                     WHERE e.stream_id = s.stream_id AND e.position <= $1
-                     ORDER BY version DESC LIMIT 1
+                    SELECT version, hash, position FROM (
+                        (SELECT version, hash, position FROM events e
+                          WHERE e.stream_id = s.stream_id AND e.position <= $1
+                          ORDER BY version DESC LIMIT 1)
+                        UNION ALL
+                        (SELECT version, hash, position FROM archived_stream_heads a
+                          WHERE a.stream_id = s.stream_id AND a.position <= $1
+                          ORDER BY version DESC LIMIT 1)
+                    ) AS candidates ORDER BY version DESC LIMIT 1
                ) h ON true",
             &[&since.position],
         )

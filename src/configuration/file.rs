@@ -237,6 +237,7 @@ pub(super) struct TrafficFile {
     report_bytes_max: Option<i64>,
     low_balance_percents: Option<Vec<u8>>,
     pipelines: Option<usize>,
+    key_retention_days: Option<u64>,
 }
 
 /// `[traffic]`: how reports are bounded, warned about and ingested.
@@ -244,6 +245,7 @@ pub(super) struct TrafficSettings {
     pub report_bytes_max: Bytes,
     pub low_balance_percents: Vec<u8>,
     pub pipelines: usize,
+    pub key_retention_days: u64,
 }
 
 impl TrafficFile {
@@ -269,10 +271,17 @@ impl TrafficFile {
             PIPELINES_DEFAULT as u64,
             PIPELINES_MAX as u64,
         )? as usize;
+        let key_retention_days = in_range(
+            "traffic.key_retention_days",
+            self.key_retention_days,
+            super::KEY_RETENTION_DAYS_DEFAULT,
+            super::KEY_RETENTION_DAYS_MAX,
+        )?;
         Ok(TrafficSettings {
             report_bytes_max,
             low_balance_percents,
             pipelines,
+            key_retention_days,
         })
     }
 }

@@ -71,6 +71,12 @@ pub const LOW_BALANCE_PERCENTS_DEFAULT: [u8; 2] = [80, 95];
 pub const PIPELINES_DEFAULT: usize = 2;
 /// Each pipeline holds a connection: more than this would starve the default pool.
 pub const PIPELINES_MAX: usize = 16;
+/// How long a traffic report's idempotency key is kept, in days, by default: far beyond any
+/// agent's retry. A report whose `periodEnd` is older than this is refused (`report_too_late`)
+/// instead of charged, so a removed key can never charge a report twice (invariant I13).
+pub const KEY_RETENTION_DAYS_DEFAULT: u64 = 45;
+/// Ten years: keys kept longer than that are kept for ever in all but name.
+pub const KEY_RETENTION_DAYS_MAX: u64 = 3650;
 /// Reporter tokens accepted; each names an agent fleet, so a handful is the norm.
 pub const REPORTER_TOKENS_MAX: usize = 64;
 
@@ -199,6 +205,9 @@ pub struct Config {
     pub report_bytes_max: Bytes,
     pub low_balance_percents: Vec<u8>,
     pub pipelines: usize,
+    /// `[traffic] key_retention_days`: how long traffic keys are kept (see
+    /// [`KEY_RETENTION_DAYS_DEFAULT`]).
+    pub key_retention_days: u64,
     /// `[runway] thresholds_days`: ascending, each 1 to a year.
     pub runway_thresholds_days: Vec<u32>,
     /// `[runway] check_s`: seconds between runway checks.
@@ -217,6 +226,13 @@ pub struct Config {
     pub audit: AuditConfig,
     /// `[metrics] listen`: a second address serving only `GET /metrics`, without a token.
     pub metrics_listen: Option<std::net::SocketAddr>,
+}
+
+impl Config {
+    /// [`Config::key_retention_days`] as a duration.
+    pub fn key_retention(&self) -> chrono::Duration {
+        chrono::Duration::days(self.key_retention_days as i64)
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -245,6 +261,7 @@ impl Config {
             report_bytes_max: Bytes::new(REPORT_BYTES_MAX_DEFAULT).expect("1 TiB fits"),
             low_balance_percents: LOW_BALANCE_PERCENTS_DEFAULT.to_vec(),
             pipelines: PIPELINES_DEFAULT,
+            key_retention_days: KEY_RETENTION_DAYS_DEFAULT,
             runway_thresholds_days: RUNWAY_THRESHOLDS_DAYS_DEFAULT.to_vec(),
             runway_check_s: RUNWAY_CHECK_S_DEFAULT,
             stopped_reporting_s: STOPPED_REPORTING_S_DEFAULT,
@@ -301,6 +318,7 @@ impl Config {
             report_bytes_max: traffic.report_bytes_max,
             low_balance_percents: traffic.low_balance_percents,
             pipelines: traffic.pipelines,
+            key_retention_days: traffic.key_retention_days,
             runway_thresholds_days,
             runway_check_s,
             stopped_reporting_s,

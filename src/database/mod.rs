@@ -3,6 +3,7 @@
 pub mod backup;
 pub mod embedded;
 pub mod migrate;
+pub mod partition_move;
 pub mod primary;
 pub mod roles;
 
@@ -363,6 +364,37 @@ impl Database {
         }
     }
 
+    /// For `dts-ledger migrate-partitions`: brings the schema up to date, then moves the ledger to
+    /// its monthly partitions ([`partition_move`]), as the owner (the same credentials as
+    /// [`Database::migrate`]). `None`: it was partitioned already.
+    pub async fn move_to_partitions(
+        settings: &DatabaseSettings,
+        progress: impl FnMut(String) + Send + 'static,
+    ) -> Result<Option<partition_move::Moved>, OpenError> {
+        let config = match settings {
+            DatabaseSettings::External { url, migrate_url } => match migrate_url {
+                Some(owner) => parse_url(owner, OpenError::BadMigrateUrl)?,
+                None => parse_url(url, OpenError::BadUrl)?,
+            },
+            DatabaseSettings::Embedded {
+                dir,
+                wal_archive_dir,
+            } => {
+                let cluster =
+                    start_embedded(dir, Durability::Durable, wal_archive_dir.as_deref()).await?;
+                let config = cluster.config(embedded::DATABASE_NAME);
+                let moved = move_with(&config, progress).await;
+                let database = Database {
+                    pool: build_pool(config, 1),
+                    embedded: Some(cluster),
+                };
+                database.close().await;
+                return moved;
+            }
+        };
+        move_with(&config, progress).await
+    }
+
     /// Connects as the reader without migrating, for the audit commands (which must work on a
     /// read replica).
     pub async fn open_for_reading(settings: &DatabaseSettings) -> Result<Database, OpenError> {
@@ -616,6 +648,17 @@ async fn migrate_with(config: &Config) -> Result<Vec<i32>, OpenError> {
             tracing::info!(?applied, "database schema migrated");
         }
         Ok(applied)
+    })
+    .await
+}
+
+async fn move_with(
+    config: &Config,
+    progress: impl FnMut(String) + Send + 'static,
+) -> Result<Option<partition_move::Moved>, OpenError> {
+    connect_and(config, |mut client| async move {
+        migrate::migrate(&mut client).await?;
+        Ok(partition_move::move_to_partitions(&mut client, progress).await?)
     })
     .await
 }

@@ -25,8 +25,13 @@ pub const ALL: [&str; 3] = [OWNER, SERVICE, READER];
 /// operation, so a new append-only table is covered by its triggers alone; this list also covers
 /// the facts whose triggers would be switched off.
 pub const APPEND_ONLY_TABLES: &[&str] = &["events", "checkpoints"];
-/// Tables only migrations write; the service and the auditors read them.
-pub const MIGRATION_ONLY_TABLES: &[&str] = &["schema_migrations"];
+/// Tables only the owner writes (migrations, and `archive --drop` recording what it dropped); the
+/// service and the auditors read them.
+pub const MIGRATION_ONLY_TABLES: &[&str] = &[
+    "schema_migrations",
+    "archived_months",
+    "archived_stream_heads",
+];
 /// Tables holding personal data the audits never need: the reader does not see them.
 pub const PERSONAL_DATA_TABLES: &[&str] = &["order_details"];
 
@@ -173,7 +178,8 @@ pub async fn become_owner(tx: &impl GenericClient) -> Result<(), RolesError> {
 /// A schema migrated before the roles existed belongs to whoever migrated it: give its tables
 /// and functions to [`OWNER`], and let [`OWNER`] create in schema public (PostgreSQL 15 no longer
 /// lets everyone). Objects of extensions stay theirs, and sequences owned by a column (`serial`,
-/// identity) follow their table.
+/// identity) follow their table; the ledger's monthly partitions (which depend on `events`
+/// automatically) are handed over one by one like any table.
 async fn hand_over(tx: &impl GenericClient) -> Result<(), RolesError> {
     let foreign = tx
         .query(
@@ -183,7 +189,8 @@ async fn hand_over(tx: &impl GenericClient) -> Result<(), RolesError> {
                 AND c.relowner <> $1::text::regrole
                 AND NOT EXISTS (SELECT 1 FROM pg_depend d
                                  WHERE d.classid = 'pg_class'::regclass AND d.objid = c.oid
-                                   AND d.deptype IN ('e', 'a', 'i'))
+                                   AND (d.deptype = 'e'
+                                        OR (c.relkind = 'S' AND d.deptype IN ('a', 'i'))))
              UNION ALL
              SELECT 'function', p.oid::regprocedure::text, p.proowner::regrole::text
                FROM pg_proc p

@@ -45,8 +45,16 @@ fn time(report: &Value, name: &str) -> Result<Option<DateTime<Utc>>, Rejection> 
     }
 }
 
-/// Checks one report. `now` bounds `periodEnd`; `bytes_max` is the per-report maximum.
-pub fn parse(report: &Value, bytes_max: Bytes, now: DateTime<Utc>) -> Result<Report, Rejection> {
+/// Checks one report. `now` bounds `periodEnd` both ways: no more than
+/// [`PERIOD_END_SKEW_MAX`] ahead, and no more than `key_retention` behind (an older report's key
+/// may have been removed, so it is refused as `report_too_late` rather than risk charging it
+/// twice, invariant I13); `bytes_max` is the per-report maximum.
+pub fn parse(
+    report: &Value,
+    bytes_max: Bytes,
+    now: DateTime<Utc>,
+    key_retention: chrono::Duration,
+) -> Result<Report, Rejection> {
     if !report.is_object() {
         return Err(reject("invalid_report", "a report must be a JSON object"));
     }
@@ -94,6 +102,16 @@ pub fn parse(report: &Value, bytes_max: Bytes, now: DateTime<Utc>) -> Result<Rep
             "periodEnd is more than an hour in the future",
         ));
     }
+    if period_end < now - key_retention {
+        return Err(reject(
+            "report_too_late",
+            format!(
+                "periodEnd is more than {} days ago: reports are taken for as long as their \
+                 idempotency keys are kept",
+                key_retention.num_days()
+            ),
+        ));
+    }
     Ok(Report {
         task_id,
         report_id,
@@ -114,8 +132,12 @@ mod tests {
             .with_timezone(&Utc)
     }
 
+    fn retention() -> chrono::Duration {
+        chrono::Duration::days(45)
+    }
+
     fn code(report: Value) -> &'static str {
-        parse(&report, Bytes::new(1000).unwrap(), now())
+        parse(&report, Bytes::new(1000).unwrap(), now(), retention())
             .unwrap_err()
             .code
     }
@@ -127,6 +149,7 @@ mod tests {
                     "periodStart": "2026-11-26T07:59:00Z", "periodEnd": "2026-11-26T16:00:00+08:00"}),
             Bytes::new(1000).unwrap(),
             now(),
+            retention(),
         )
         .unwrap();
         assert_eq!(report.bytes.get(), 1000);
@@ -168,5 +191,16 @@ mod tests {
             code(base(json!({"periodEnd": "2026-11-26T10:00:01Z"}))),
             "invalid_period"
         );
+        assert_eq!(
+            code(base(json!({"periodEnd": "2026-10-12T07:59:59Z"}))),
+            "report_too_late"
+        );
+        assert!(parse(
+            &base(json!({"periodEnd": "2026-10-12T08:00:00Z"})),
+            Bytes::new(1000).unwrap(),
+            now(),
+            retention()
+        )
+        .is_ok());
     }
 }

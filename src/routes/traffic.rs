@@ -93,7 +93,8 @@ fn submit_failed(error: IngestError) -> ApiError {
     responses(
         (status = 200, description = "One result per report; rejected reports carry `error` with \
             `invalid_report`, `invalid_task_id`, `invalid_report_id`, `invalid_bytes`, \
-            `bytes_too_large`, `invalid_period`, `unknown_task`, `task_destroyed`, \
+            `bytes_too_large`, `invalid_period`, `report_too_late` (`periodEnd` older than \
+            `[traffic] key_retention_days`, 45 by default), `unknown_task`, `task_destroyed`, \
             `unchargeable`", body = TrafficResponse),
         (status = 400, description = "`invalid_json`, `invalid_body`", body = crate::api::error::ErrorResponse),
         (status = 401, description = "`unauthorized`: no token, or an unknown one", body = crate::api::error::ErrorResponse),
@@ -123,11 +124,12 @@ pub async fn post_traffic(
     let raw = body.reports;
     check_count(raw.len())?;
     let now = Utc::now();
+    let key_retention = state.config.key_retention();
     let mut verdicts: Vec<Option<Verdict>> = vec![None; raw.len()];
     let mut valid = Vec::with_capacity(raw.len());
     let mut valid_at = Vec::with_capacity(raw.len());
     for (index, value) in raw.iter().enumerate() {
-        match report::parse(value, state.config.report_bytes_max, now) {
+        match report::parse(value, state.config.report_bytes_max, now, key_retention) {
             Ok(report) => {
                 valid.push(report);
                 valid_at.push(index);

@@ -83,7 +83,7 @@ pub async fn prepare(
     let recorded_at = truncate_to_micros(recorded_at);
 
     // Stream heads are read before the ledger head is locked, to keep the serialised section
-    // short. A concurrent writer to the same stream is caught by UNIQUE (stream_id, version).
+    // short. A concurrent writer to the same stream is caught when the heads are moved.
     let mut streams: Vec<&str> = events.iter().map(|e| e.stream_id.as_str()).collect();
     streams.sort_unstable();
     streams.dedup();
@@ -122,27 +122,46 @@ pub async fn write(tx: &Transaction<'_>, prepared: Prepared) -> Result<Appended,
     } = prepared;
     let count = events.len() as i64;
     let head = take_head(tx, count, now).await?;
-    let (rows, chain) = chain_rows(events, heads, &head);
+    if head.past_partitions {
+        ensure_partitions(tx, head.recorded_at).await?;
+    }
+    let (rows, chain) = chain_rows(events, &heads, &head);
     let appended = Appended {
         first_position: head.last_position - count + 1,
         last_position: head.last_position,
         recorded_at: head.recorded_at,
     };
-    // Sent together with the rows (pipelined): keeping the head's ledger hash costs no round trip.
+    // Sent together with the rows (pipelined): keeping the head's ledger hash, the stream heads
+    // and the keys costs no round trip of its own.
     let set_head = async {
         let statement = tx
             .prepare_cached("UPDATE ledger_head SET ledger_hash = $1")
             .await?;
-        tx.execute(&statement, &[&chain.as_slice()]).await
+        tx.execute(&statement, &[&chain.as_slice()])
+            .await
+            .map_err(StoreError::from)
     };
-    let (head_set, written) = if rows.len() <= INSERT_ROWS_MAX {
-        tokio::join!(set_head, insert_rows(tx, &rows, head.recorded_at))
-    } else {
-        tokio::join!(set_head, copy_rows(tx, &rows, head.recorded_at))
+    let rows_written = async {
+        if rows.len() <= INSERT_ROWS_MAX {
+            insert_rows(tx, &rows, head.recorded_at).await
+        } else {
+            copy_rows(tx, &rows, head.recorded_at).await
+        }
     };
-    // The rows' error comes first: once they fail, the head's update only reports the aborted
+    let (head_set, written, streams_moved, keys_kept) = tokio::join!(
+        set_head,
+        rows_written,
+        move_stream_heads(tx, &heads, &rows),
+        insert_keys(tx, &rows)
+    );
+    // The rows' error comes first: once they fail, the others only report the aborted
     // transaction (and the other way round).
-    let failed = [written.err(), head_set.err().map(StoreError::from)];
+    let failed = [
+        written.err(),
+        keys_kept.err(),
+        streams_moved.err(),
+        head_set.err(),
+    ];
     match super::first_cause(failed.into_iter().flatten()) {
         Some(error) => Err(error),
         None => Ok(appended),
@@ -155,6 +174,24 @@ struct Head {
     recorded_at: DateTime<Utc>,
     /// The ledger-wide hash of the event before this append's first.
     chain: Hash,
+    /// Whether this append's time is past the months the ledger has partitions for.
+    past_partitions: bool,
+}
+
+/// Months of partitions an append makes when it finds its own missing (the service's
+/// maintenance normally made them long before): its month and the next.
+const APPEND_MONTHS_AHEAD: i32 = 1;
+
+/// Makes the partitions for `at` through the owner's `ledger_ensure_partitions` (the service
+/// may not run DDL), under the ledger head lock this append holds: once a month at most, when
+/// the maintenance did not run in time, so that an append never fails for want of a partition.
+async fn ensure_partitions(tx: &Transaction<'_>, at: DateTime<Utc>) -> Result<(), StoreError> {
+    let statement = tx
+        .prepare_cached("SELECT ledger_ensure_partitions($1, $2)::text")
+        .await?;
+    tx.query_one(&statement, &[&at, &APPEND_MONTHS_AHEAD])
+        .await?;
+    Ok(())
 }
 
 /// Takes `count` positions and the time. Positions, the time and the ledger-wide chain all come
@@ -170,7 +207,7 @@ async fn take_head(
         .prepare_cached(
             "UPDATE ledger_head SET position = position + $1,
                     recorded_at = greatest(recorded_at, $2)
-              RETURNING position, recorded_at, ledger_hash",
+              RETURNING position, recorded_at, ledger_hash, recorded_at >= partitions_until",
         )
         .await?;
     let head = tx.query_one(&take_head, &[&count, &now]).await?;
@@ -181,6 +218,7 @@ async fn take_head(
             .get::<_, &[u8]>(2)
             .try_into()
             .expect("the schema holds hashes to 32 bytes"),
+        past_partitions: head.get(3),
     })
 }
 
@@ -188,9 +226,10 @@ async fn take_head(
 /// of the last one.
 fn chain_rows(
     events: Vec<(NewEvent, Vec<u8>, Arc<Vec<u8>>)>,
-    mut heads: HashMap<String, (i64, Hash)>,
+    heads: &HashMap<String, (i64, Hash)>,
     head: &Head,
 ) -> (Vec<Row>, Hash) {
+    let mut heads = heads.clone();
     let first_position = head.last_position - events.len() as i64 + 1;
     let mut chain = head.chain;
     let mut rows = Vec::with_capacity(events.len());
@@ -342,20 +381,15 @@ struct Row {
 /// ones stream through binary COPY, which needs two round trips but is cheaper per row.
 const INSERT_ROWS_MAX: usize = 128;
 
-/// The last version and hash of each stream (absent streams are left out).
+/// The last version and hash of each stream (absent streams are left out), from `stream_heads`,
+/// which every append moves in its own transaction (schema/0019).
 async fn stream_heads(
     tx: &Transaction<'_>,
     streams: &[&str],
 ) -> Result<HashMap<String, (i64, Hash)>, StoreError> {
     let statement = tx
         .prepare_cached(
-            "SELECT s.stream_id, h.version, h.hash
-               FROM unnest($1::text[]) AS s(stream_id)
-               JOIN LATERAL (
-                    SELECT version, hash FROM events e
-                     WHERE e.stream_id = s.stream_id
-                     ORDER BY version DESC LIMIT 1
-               ) h ON true",
+            "SELECT stream_id, version, hash FROM stream_heads WHERE stream_id = ANY($1::text[])",
         )
         .await?;
     let rows = tx.query(&statement, &[&streams]).await?;
@@ -370,16 +404,116 @@ async fn stream_heads(
     Ok(heads)
 }
 
+/// Moves the heads of the streams this append wrote: an existing head only from the version
+/// [`prepare`] read (zero rows moved means a concurrent append won: [`StoreError::ConcurrentAppend`]),
+/// a new stream's head by insert (a concurrent first append fails on the primary key). Appends
+/// reach this under the ledger head lock, so they never wait here for each other.
+async fn move_stream_heads(
+    tx: &Transaction<'_>,
+    read: &HashMap<String, (i64, Hash)>,
+    rows: &[Row],
+) -> Result<(), StoreError> {
+    let mut last: HashMap<&str, &Row> = HashMap::new();
+    for row in rows {
+        last.insert(row.event.stream_id.as_str(), row);
+    }
+    let (mut moved, mut started) = (Vec::new(), Vec::new());
+    for (stream, row) in &last {
+        match read.get(*stream) {
+            Some((version, _)) => moved.push((*stream, *version, row.version, row.hash)),
+            None => started.push((*stream, row.version, row.hash)),
+        }
+    }
+    let update = async {
+        if moved.is_empty() {
+            return Ok(());
+        }
+        let statement = tx
+            .prepare_cached(
+                "UPDATE stream_heads h SET version = n.version, hash = n.hash
+                   FROM unnest($1::text[], $2::int8[], $3::int8[], $4::bytea[])
+                        AS n(stream_id, read_version, version, hash)
+                  WHERE h.stream_id = n.stream_id AND h.version = n.read_version",
+            )
+            .await?;
+        let streams: Vec<&str> = moved.iter().map(|m| m.0).collect();
+        let read_versions: Vec<i64> = moved.iter().map(|m| m.1).collect();
+        let versions: Vec<i64> = moved.iter().map(|m| m.2).collect();
+        let hashes: Vec<&[u8]> = moved.iter().map(|m| m.3.as_slice()).collect();
+        let count = tx
+            .execute(&statement, &[&streams, &read_versions, &versions, &hashes])
+            .await
+            .map_err(classify)?;
+        if count != moved.len() as u64 {
+            return Err(StoreError::ConcurrentAppend);
+        }
+        Ok(())
+    };
+    let insert = async {
+        if started.is_empty() {
+            return Ok(());
+        }
+        let statement = tx
+            .prepare_cached(
+                "INSERT INTO stream_heads (stream_id, version, hash)
+                 SELECT * FROM unnest($1::text[], $2::int8[], $3::bytea[])",
+            )
+            .await?;
+        let streams: Vec<&str> = started.iter().map(|m| m.0).collect();
+        let versions: Vec<i64> = started.iter().map(|m| m.1).collect();
+        let hashes: Vec<&[u8]> = started.iter().map(|m| m.2.as_slice()).collect();
+        tx.execute(&statement, &[&streams, &versions, &hashes])
+            .await
+            .map(drop)
+            .map_err(classify)
+    };
+    let (updated, inserted) = tokio::join!(update, insert);
+    match super::first_cause([updated.err(), inserted.err()].into_iter().flatten()) {
+        Some(error) => Err(error),
+        None => Ok(()),
+    }
+}
+
+/// Records the idempotency keys of this append with the positions that answer them; a key
+/// recorded before (by a concurrent transaction, or one the caller did not look up) fails on the
+/// primary key ([`StoreError::DuplicateKey`]).
+async fn insert_keys(tx: &Transaction<'_>, rows: &[Row]) -> Result<(), StoreError> {
+    let (keys, positions): (Vec<uuid::Uuid>, Vec<i64>) = rows
+        .iter()
+        .filter_map(|row| {
+            let key = row.event.idempotency_key.as_deref()?;
+            Some((super::key_digest(key), row.position))
+        })
+        .unzip();
+    if keys.is_empty() {
+        return Ok(());
+    }
+    let statement = tx
+        .prepare_cached(
+            "INSERT INTO idempotency_keys (key, position)
+             SELECT * FROM unnest($1::uuid[], $2::int8[])",
+        )
+        .await?;
+    tx.execute(&statement, &[&keys, &positions])
+        .await
+        .map(drop)
+        .map_err(classify)
+}
+
 fn classify(error: tokio_postgres::Error) -> StoreError {
     if error.code() == Some(&SqlState::UNIQUE_VIOLATION) {
         let constraint = error
             .as_db_error()
             .and_then(|db| db.constraint())
             .unwrap_or_default();
-        if constraint == "events_stream_id_version_key" {
+        // The first two name the constraints of a ledger not moved to partitions yet.
+        if constraint == "events_stream_id_version_key"
+            || constraint == "stream_heads_pkey"
+            || constraint.ends_with("_stream_version")
+        {
             return StoreError::ConcurrentAppend;
         }
-        if constraint == "events_idempotency_key_key" {
+        if constraint == "events_idempotency_key_key" || constraint == "idempotency_keys_pkey" {
             return StoreError::DuplicateKey;
         }
     }

@@ -179,6 +179,18 @@ pub fn first_cause(errors: impl IntoIterator<Item = StoreError>) -> Option<Store
     echo
 }
 
+/// The fixed-width form of an idempotency key in `idempotency_keys`: the first 16 bytes of
+/// SHA-256 over its UTF-8 text (schema/0019 computes the same in SQL). Two keys meeting on 128
+/// bits is far less likely than a hardware fault; were it to happen, the later input would be
+/// refused as a conflict, never charged twice.
+pub fn key_digest(key: &str) -> uuid::Uuid {
+    use sha2::{Digest, Sha256};
+    let digest = Sha256::digest(key.as_bytes());
+    let mut bytes = [0u8; 16];
+    bytes.copy_from_slice(&digest[..16]);
+    uuid::Uuid::from_bytes(bytes)
+}
+
 /// Times are stored with microsecond precision; truncating before hashing makes the hash of a
 /// stored row recomputable.
 pub fn truncate_to_micros(at: DateTime<Utc>) -> DateTime<Utc> {

@@ -162,21 +162,28 @@ pub async fn read_all_after(
 
 /// The events carrying any of `keys`, in position order.
 ///
-/// One index lookup per key, forced by a `LATERAL` subquery with `LIMIT` (keys are unique; the
-/// `LIMIT` also stops the planner from turning the lookup into a join, which it then may run as
-/// a hash join over the whole ledger, a table that grows without bound).
+/// One lookup per key in `idempotency_keys` (by the key's digest), then one per position in the
+/// partitions' position indexes, forced by `LATERAL` subqueries with `LIMIT` (the `LIMIT` also
+/// stops the planner from turning a lookup into a join, which it may then run as a hash join over
+/// the whole ledger, a table that grows without bound). An event is returned only when its own
+/// key is one of `keys`.
 pub async fn by_idempotency_keys(
     client: &impl GenericClient,
     keys: &[&str],
 ) -> Result<Vec<RecordedEvent>, StoreError> {
+    let digests: Vec<uuid::Uuid> = keys.iter().map(|key| super::key_digest(key)).collect();
     let statement = client
         .prepare_cached(&format!(
-            "SELECT e.* FROM unnest($1::text[]) AS k(key),
-                    LATERAL (SELECT {COLUMNS} FROM events WHERE idempotency_key = k.key LIMIT 1) AS e
+            "SELECT e.* FROM unnest($1::uuid[], $2::text[]) AS k(digest, key),
+                    LATERAL (SELECT position FROM idempotency_keys
+                              WHERE key = k.digest LIMIT 1) AS i,
+                    LATERAL (SELECT {COLUMNS} FROM events
+                              WHERE position = i.position LIMIT 1) AS e
+              WHERE e.idempotency_key = k.key
               ORDER BY e.position"
         ))
         .await?;
-    let rows = client.query(&statement, &[&keys]).await?;
+    let rows = client.query(&statement, &[&digests, &keys]).await?;
     recorded(&rows)
 }
 

@@ -461,16 +461,12 @@ async fn the_statement_speaks_the_page_language_and_keeps_a_running_balance() {
 /// for the statement): the server's clock cannot be set back, and a runway needs a day of use.
 async fn age_ledger(app: &TestApp, days: i64) {
     app.db
-        .client()
-        .await
-        .batch_execute(&format!(
-            "ALTER TABLE events DISABLE TRIGGER events_append_only;
-             UPDATE events SET recorded_at = recorded_at - interval '{days} days';
-             ALTER TABLE events ENABLE TRIGGER events_append_only;
-             UPDATE packages SET created_at = created_at - interval '{days} days';"
-        ))
-        .await
-        .unwrap();
+        .move_events_back(
+            &format!("{days} days"),
+            "true",
+            &format!("UPDATE packages SET created_at = created_at - interval '{days} days';"),
+        )
+        .await;
 }
 
 #[tokio::test]

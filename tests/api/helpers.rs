@@ -137,6 +137,31 @@ impl TestDb {
         connect(&self.config).await
     }
 
+    /// Moves the recorded time of the events `rows` selects (an SQL condition) back by
+    /// `interval`, as if they had been recorded then: the server's clock cannot be set back. As the
+    /// superuser with every trigger off for the statement (the ledger's partitions refuse an
+    /// UPDATE each), after making the months the rows move into. `then` runs in the same batch.
+    pub async fn move_events_back(&self, interval: &str, rows: &str, then: &str) {
+        self.client()
+            .await
+            .batch_execute(&format!(
+                "SET ROLE dts_ledger_owner;
+                 SELECT ledger_make_partition('events', m) FROM (
+                     SELECT DISTINCT ledger_month_start(day) AS m
+                       FROM generate_series(
+                                (SELECT min(recorded_at) FROM events) - interval '{interval}',
+                                now(), interval '1 day') AS day) AS months;
+                 RESET ROLE;
+                 SET session_replication_role = replica;
+                 UPDATE events SET recorded_at = recorded_at - interval '{interval}'
+                  WHERE {rows};
+                 RESET session_replication_role;
+                 {then}"
+            ))
+            .await
+            .unwrap();
+    }
+
     /// As one of the ledger's roles.
     pub async fn client_as(&self, role: Role) -> tokio_postgres::Client {
         connect(&self.config_as(role)).await
@@ -227,8 +252,8 @@ pub fn run_binary(args: &[&str], env: &[(&str, &str)]) -> (i32, String, String) 
 pub fn cli_role(args: &[&str]) -> Role {
     match args.first().copied() {
         Some("replay") if args.contains(&"--scratch-schema") => Role::Owner,
-        Some("verify" | "replay" | "export" | "report") => Role::Reader,
-        Some("migrate") => Role::Owner,
+        Some("verify" | "replay" | "export" | "report" | "stats") => Role::Reader,
+        Some("migrate" | "migrate-partitions") => Role::Owner,
         _ => Role::Service,
     }
 }

@@ -1,5 +1,6 @@
 //! Integration tests: the real service over HTTP against a real PostgreSQL.
 
+mod archives;
 mod audit;
 mod console;
 mod console_feedback;
@@ -15,6 +16,7 @@ mod marketplace_revision;
 mod metrics;
 mod openapi;
 mod operator_errors;
+mod partitions;
 mod plans;
 mod processes;
 mod provenance;

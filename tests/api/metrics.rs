@@ -340,9 +340,9 @@ async fn tamper(app: &TestApp, position: i64) {
         .client()
         .await
         .batch_execute(&format!(
-            "ALTER TABLE events DISABLE TRIGGER events_append_only;
+            "SET session_replication_role = replica;
              UPDATE events SET payload = (payload::jsonb || '{{\"bytes\": 1}}')::json WHERE position = {position};
-             ALTER TABLE events ENABLE TRIGGER events_append_only;"
+             SET session_replication_role = origin;"
         ))
         .await
         .unwrap();

@@ -129,7 +129,8 @@ async fn the_reader_reads_the_ledger_and_nothing_more() {
     let reader = app.db.client_as(Role::Reader).await;
     assert!(event_count(&reader).await > 0);
     let attempts = [
-        "INSERT INTO events SELECT position + 1000, stream_id, version + 1000, event_type, \
+        "INSERT INTO events (position, stream_id, version, event_type, event_version, payload, \
+         metadata, recorded_at, idempotency_key, prev_hash, hash) SELECT position + 1000, stream_id, version + 1000, event_type, \
          event_version, payload, metadata, recorded_at, NULL, prev_hash, hash FROM events LIMIT 1",
         "UPDATE packages SET bytes_overage = bytes_overage",
         "UPDATE ledger_head SET position = position",
@@ -413,4 +414,68 @@ async fn the_audits_refuse_a_schema_other_than_their_own() {
         .unwrap();
     let (code, _, err) = db.run_cli(&["replay"]);
     assert_ne!(code, 0, "{err}");
+}
+
+#[tokio::test]
+async fn grants_follow_the_ledgers_partitions() {
+    let app = spawn_app().await;
+    app.buy("biz-1", "pin-a", SMALL_SKU).await;
+    let owner = app.db.client_as(Role::Owner).await;
+    let partitions = dts_ledger::ledger::partitions::partitions(&owner)
+        .await
+        .unwrap();
+    assert!(!partitions.is_empty());
+    for partition in &partitions {
+        let row = owner
+            .query_one(
+                "SELECT has_table_privilege($2, $1::text::regclass, 'SELECT'),
+                        has_table_privilege($2, $1::text::regclass, 'INSERT'),
+                        has_table_privilege($2, $1::text::regclass, 'UPDATE'),
+                        has_table_privilege($2, $1::text::regclass, 'DELETE'),
+                        has_table_privilege($2, $1::text::regclass, 'TRUNCATE'),
+                        has_table_privilege($3, $1::text::regclass, 'SELECT'),
+                        has_table_privilege($3, $1::text::regclass, 'INSERT'),
+                        (SELECT relowner::regrole::text FROM pg_class
+                          WHERE oid = $1::text::regclass)",
+                &[&partition.name, &roles::SERVICE, &roles::READER],
+            )
+            .await
+            .unwrap();
+        let service: (bool, bool, bool, bool, bool) =
+            (row.get(0), row.get(1), row.get(2), row.get(3), row.get(4));
+        assert_eq!(
+            service,
+            (true, true, false, false, false),
+            "{}: the service reads and appends",
+            partition.name
+        );
+        let reader: (bool, bool) = (row.get(5), row.get(6));
+        assert_eq!(
+            reader,
+            (true, false),
+            "{}: the reader reads",
+            partition.name
+        );
+        assert_eq!(row.get::<_, String>(7), roles::OWNER);
+    }
+    // The owner's function that makes partitions is the service's only way to them.
+    let service = app.db.client_as(Role::Service).await;
+    for sql in [
+        "SELECT ledger_make_partition('events', ledger_month_start(now()))",
+        "SELECT ledger_create_partitioned_events('shadow')",
+        "CREATE TABLE events_p2099_01 PARTITION OF events \
+         FOR VALUES FROM ('2099-01-01') TO ('2099-02-01')",
+    ] {
+        assert_eq!(
+            refusal(&service, sql).await.as_deref(),
+            Some(INSUFFICIENT_PRIVILEGE),
+            "the service may not: {sql}"
+        );
+    }
+    assert!(refusal(
+        &service,
+        "SELECT ledger_ensure_partitions(now() + interval '400 days', 1)"
+    )
+    .await
+    .is_some());
 }

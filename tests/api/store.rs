@@ -171,9 +171,9 @@ async fn verification_names_a_row_altered_behind_the_triggers() {
     let client = db.client().await;
     client
         .batch_execute(
-            "ALTER TABLE events DISABLE TRIGGER events_append_only;
+            "SET session_replication_role = replica;
              UPDATE events SET payload = jsonb_set(payload::jsonb, '{n}', '99')::json WHERE position = 3;
-             ALTER TABLE events ENABLE TRIGGER events_append_only;",
+             SET session_replication_role = origin;",
         )
         .await
         .unwrap();

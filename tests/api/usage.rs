@@ -122,15 +122,8 @@ async fn runways_need_a_day_of_history_and_follow_the_rate_since_the_first_traff
 /// set back, and a runway needs a day of history.
 async fn age_ledger(app: &TestApp, days: i64) {
     app.db
-        .client()
-        .await
-        .batch_execute(&format!(
-            "ALTER TABLE events DISABLE TRIGGER events_append_only;
-             UPDATE events SET recorded_at = recorded_at - interval '{days} days';
-             ALTER TABLE events ENABLE TRIGGER events_append_only;"
-        ))
-        .await
-        .unwrap();
+        .move_events_back(&format!("{days} days"), "true", "")
+        .await;
 }
 
 async fn get_json(app: &TestApp, path: &str) -> (u16, serde_json::Value) {
@@ -372,16 +365,8 @@ async fn bytes_after_a_stop_are_measured_and_a_task_reporting_long_after_it_is_c
     assert_eq!(count(600).await, 0);
     // The stop was 20 minutes ago (its stream moved back): the report came long after it.
     app.db
-        .client()
-        .await
-        .batch_execute(
-            "ALTER TABLE events DISABLE TRIGGER events_append_only;
-             UPDATE events SET recorded_at = recorded_at - interval '20 minutes'
-              WHERE stream_id = 'task-t';
-             ALTER TABLE events ENABLE TRIGGER events_append_only;",
-        )
-        .await
-        .unwrap();
+        .move_events_back("20 minutes", "stream_id = 'task-t'", "")
+        .await;
     app.report("t", "r-3", 300).await;
     assert_eq!(count(600).await, 1);
     // With a bound longer than the gap, it is not counted.

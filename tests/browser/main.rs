@@ -811,16 +811,14 @@ async fn busy_account() -> TestApp {
         let app = &app;
         async move {
             app.db
-                .client()
-                .await
-                .batch_execute(&format!(
-                    "ALTER TABLE events DISABLE TRIGGER events_append_only;
-                     UPDATE events SET recorded_at = recorded_at - interval '{days} days';
-                     ALTER TABLE events ENABLE TRIGGER events_append_only;
-             UPDATE packages SET created_at = created_at - interval '{days} days';"
-                ))
-                .await
-                .unwrap();
+                .move_events_back(
+                    &format!("{days} days"),
+                    "true",
+                    &format!(
+                        "UPDATE packages SET created_at = created_at - interval '{days} days';"
+                    ),
+                )
+                .await;
         }
     };
     app.traffic(json!([

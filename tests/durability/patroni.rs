@@ -155,14 +155,15 @@ impl Member {
     }
 }
 
-async fn wait_until<F, Fut>(what: &str, within: Duration, mut done: F)
+/// Waits until `done`; past `within`, fails with `what` (read then, so that it can carry a log).
+async fn wait_until<F, Fut>(what: impl Fn() -> String, within: Duration, mut done: F)
 where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = bool>,
 {
     let until = Instant::now() + within;
     while !done().await {
-        assert!(Instant::now() < until, "{what}");
+        assert!(Instant::now() < until, "{}", what());
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
@@ -172,11 +173,16 @@ async fn patroni_promotes_the_synchronous_standby_by_itself_and_nothing_acknowle
     let dir = scratch_dir("dts-ledger-patroni-");
     let (_etcd, etcd) = start_etcd(dir.path());
     let first = Member::start(dir.path(), "pg1", &etcd);
-    wait_until("pg1 leads", WAIT, || first.answers("leader")).await;
+    wait_until(
+        || format!("pg1 leads: {}", first.log()),
+        WAIT,
+        || first.answers("leader"),
+    )
+    .await;
     let second = Member::start(dir.path(), "pg2", &etcd);
     let mut members = [first, second];
     wait_until(
-        &format!("pg2 becomes the synchronous standby: {}", members[1].log()),
+        || format!("pg2 becomes the synchronous standby: {}", members[1].log()),
         WAIT,
         || members[1].answers("sync"),
     )
@@ -213,7 +219,7 @@ async fn patroni_promotes_the_synchronous_standby_by_itself_and_nothing_acknowle
     members[0].kill_9();
     let [lost, survivor] = &members;
     wait_until(
-        &format!("Patroni promotes pg2: {}", survivor.log()),
+        || format!("Patroni promotes pg2: {}", survivor.log()),
         WAIT,
         || survivor.answers("leader"),
     )

@@ -1,0 +1,614 @@
+//! Closed months leaving the database (invariant I12): `archive --month` writes a month to its
+//! archive ([`super::archive`]), `archive --drop` drops its partition once the archive was read
+//! back and held against the live chain, recording the drop in `archived_months`
+//! (schema/0021_archived_months.sql); the audits read dropped months from their archives
+//! ([`feed_dropped`]) or say which archive they need ([`needed`]).
+
+use super::archive::{self, ArchiveError, Checked, Header, Writer};
+use super::checkpoint::{Checkpoint, Keyring};
+use super::report::Month;
+use super::source::{self, Range, Selection, Until};
+use super::verify::Hasher;
+use crate::store::hash::{ledger_hash, Hash, GENESIS};
+use crate::store::EventRow;
+use chrono::{DateTime, Utc};
+use ed25519_dalek::SigningKey;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+use tokio_postgres::GenericClient;
+
+/// A month dropped from the database, as `archived_months` records it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DroppedMonth {
+    pub month: String,
+    pub first_position: i64,
+    pub last_position: i64,
+    pub ledger_hash_before: Hash,
+    pub ledger_hash_last: Hash,
+    pub last_recorded_at: DateTime<Utc>,
+    pub last_hash_version: i16,
+    pub file_name: String,
+    pub file_sha256: Hash,
+}
+
+impl DroppedMonth {
+    pub fn describe(&self) -> String {
+        format!(
+            "{} (month {}, positions {}..{}, sha256 {})",
+            self.file_name,
+            self.month,
+            self.first_position,
+            self.last_position,
+            hex::encode(self.file_sha256)
+        )
+    }
+}
+
+fn hash_column(row: &tokio_postgres::Row, index: usize) -> Hash {
+    row.get::<_, &[u8]>(index)
+        .try_into()
+        .expect("the schema holds hashes to 32 bytes")
+}
+
+/// The dropped months, oldest first.
+pub async fn dropped(
+    client: &impl GenericClient,
+) -> Result<Vec<DroppedMonth>, tokio_postgres::Error> {
+    let rows = client
+        .query(
+            "SELECT month, first_position, last_position, ledger_hash_before, ledger_hash_last,
+                    last_recorded_at, last_hash_version, file_name, file_sha256
+               FROM archived_months ORDER BY first_position",
+            &[],
+        )
+        .await?;
+    Ok(rows
+        .iter()
+        .map(|row| DroppedMonth {
+            month: row.get(0),
+            first_position: row.get(1),
+            last_position: row.get(2),
+            ledger_hash_before: hash_column(row, 3),
+            ledger_hash_last: hash_column(row, 4),
+            last_recorded_at: row.get(5),
+            last_hash_version: row.get(6),
+            file_name: row.get(7),
+            file_sha256: hash_column(row, 8),
+        })
+        .collect())
+}
+
+/// The first position still in the database: after the last dropped month (1 when none was).
+pub fn live_first(dropped: &[DroppedMonth]) -> i64 {
+    dropped.last().map_or(1, |last| last.last_position + 1)
+}
+
+/// What an audit reading positions after `after` needs from the archives, said as an error: the
+/// files, by name and digest.
+pub fn needed(dropped: &[DroppedMonth], after: i64) -> Option<String> {
+    let files: Vec<String> = dropped
+        .iter()
+        .filter(|month| month.last_position > after)
+        .map(DroppedMonth::describe)
+        .collect();
+    if files.is_empty() {
+        return None;
+    }
+    Some(format!(
+        "positions {}..{} were archived and dropped from the database: pass --archives DIR, a \
+         directory holding {}",
+        after + 1,
+        live_first(dropped) - 1,
+        files.join(", ")
+    ))
+}
+
+/// Why archived events could not be read.
+#[derive(Debug, thiserror::Error)]
+pub enum FeedError<E> {
+    /// An archive the audit needs is absent, or not the file recorded when its month was dropped.
+    #[error("{0}")]
+    Needed(String),
+    #[error(transparent)]
+    Archive(#[from] ArchiveError),
+    /// What `each` returned.
+    #[error("{0}")]
+    Each(E),
+}
+
+impl<E> FeedError<E> {
+    /// What went wrong with the archives; `each`'s own error is said by its caller.
+    pub fn to_string_lossy(&self) -> String {
+        match self {
+            FeedError::Needed(text) => text.clone(),
+            FeedError::Archive(error) => error.to_string(),
+            FeedError::Each(_) => "the archived events could not be used".to_owned(),
+        }
+    }
+}
+
+/// Calls `each` with every dropped event after `after` up to position `upto`, in position order,
+/// read from the archives in `dir`; each archive must be the file recorded when its month was
+/// dropped (by SHA-256), and whole on its own ([`archive::read`]).
+pub fn feed_dropped<E>(
+    dir: Option<&Path>,
+    dropped: &[DroppedMonth],
+    after: i64,
+    upto: i64,
+    mut each: impl FnMut(&EventRow<'_>, &Hash) -> Result<(), E>,
+) -> Result<(), FeedError<E>> {
+    let wanted: Vec<&DroppedMonth> = dropped
+        .iter()
+        .filter(|month| month.last_position > after && month.first_position <= upto)
+        .collect();
+    if wanted.is_empty() {
+        return Ok(());
+    }
+    let Some(dir) = dir else {
+        return Err(FeedError::Needed(
+            needed(dropped, after).expect("some month is wanted"),
+        ));
+    };
+    for month in wanted {
+        let path = dir.join(&month.file_name);
+        let digest = archive::file_sha256(&path).map_err(|error| {
+            FeedError::Needed(format!(
+                "{}: {error}; it holds {}",
+                path.display(),
+                month.describe()
+            ))
+        })?;
+        if digest != month.file_sha256 {
+            return Err(FeedError::Needed(format!(
+                "{} is not the archive recorded when month {} was dropped: its sha256 is {}, \
+                 the record says {}",
+                path.display(),
+                month.month,
+                hex::encode(digest),
+                hex::encode(month.file_sha256)
+            )));
+        }
+        archive::read(&path, None, |row, hash| {
+            if row.position > after && row.position <= upto {
+                each(row, hash).map_err(FeedError::Each)?;
+            }
+            Ok::<(), FeedError<E>>(())
+        })?;
+    }
+    Ok(())
+}
+
+/// Where a month lies in the ledger.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Stretch {
+    pub first_position: i64,
+    pub last_position: i64,
+}
+
+/// The positions of `month`'s events (cut in China Standard Time) in the database, refused
+/// unless they are a contiguous stretch of the chain with every earlier event recorded before
+/// the month and every later one after it (time runs forward along positions).
+pub async fn stretch(client: &impl GenericClient, month: Month) -> Result<Option<Stretch>, String> {
+    let (start, end) = month.bounds(archive::finance_zone());
+    let row = client
+        .query_one(
+            "SELECT min(position), max(position), count(*) FROM events
+              WHERE recorded_at >= $1 AND recorded_at < $2",
+            &[&start, &end],
+        )
+        .await
+        .map_err(|e| crate::store::describe(&e))?;
+    let (first, last, count): (Option<i64>, Option<i64>, i64) =
+        (row.get(0), row.get(1), row.get(2));
+    let (Some(first), Some(last)) = (first, last) else {
+        return Ok(None);
+    };
+    let outside = client
+        .query_one(
+            "SELECT (SELECT count(*) FROM events WHERE position < $1 AND recorded_at >= $3)
+                  + (SELECT count(*) FROM events WHERE position > $2 AND recorded_at < $4)",
+            &[&first, &last, &start, &end],
+        )
+        .await
+        .map_err(|e| crate::store::describe(&e))?
+        .get::<_, i64>(0);
+    if count != last - first + 1 || outside != 0 {
+        return Err(format!(
+            "the events of {month} are not one stretch of positions ({count} events between \
+             positions {first} and {last}, {outside} outside it on the wrong side of the month): \
+             time went backwards along the ledger; run `dts-ledger verify`"
+        ));
+    }
+    Ok(Some(Stretch {
+        first_position: first,
+        last_position: last,
+    }))
+}
+
+/// The ledger-wide hash before `position`: stored on the event before it, or recorded with the
+/// dropped month it ended; rows of hash version 1 store none, so then the chain is recomputed
+/// from their stored hashes.
+async fn hash_before(
+    tx: &tokio_postgres::Transaction<'_>,
+    dropped: &[DroppedMonth],
+    position: i64,
+) -> Result<Hash, String> {
+    if position == 1 {
+        return Ok(GENESIS);
+    }
+    if let Some(month) = dropped.iter().find(|m| m.last_position == position - 1) {
+        return Ok(month.ledger_hash_last);
+    }
+    let db = |e: tokio_postgres::Error| crate::store::describe(&e);
+    let row = tx
+        .query_opt(
+            "SELECT ledger_hash FROM events WHERE position = $1",
+            &[&(position - 1)],
+        )
+        .await
+        .map_err(db)?
+        .ok_or_else(|| format!("the event at position {} is gone", position - 1))?;
+    if let Some(stored) = row.get::<_, Option<&[u8]>>(0) {
+        return stored
+            .try_into()
+            .map_err(|_| "a stored ledger_hash is not 32 bytes".to_owned());
+    }
+    let mut chain = GENESIS;
+    source::for_each(
+        tx,
+        Range {
+            after: 0,
+            until: Until::Position(position - 1),
+        },
+        Selection::ALL,
+        |row| {
+            let row = EventRow::from_columns(row)?;
+            let hash: Hash = row.hash.try_into().unwrap_or(GENESIS);
+            chain = ledger_hash(&chain, &hash);
+            Ok::<(), tokio_postgres::Error>(())
+        },
+    )
+    .await
+    .map_err(db)?;
+    Ok(chain)
+}
+
+/// What `archive --month` wrote.
+pub struct Written {
+    pub path: PathBuf,
+    pub header: Header,
+    pub bytes: u64,
+    pub write_elapsed: Duration,
+    pub checked: Checked,
+    pub check_elapsed: Duration,
+}
+
+/// Writes `month` (closed, never the current or a future month) from one consistent snapshot to
+/// its archive in `dir`, checking every event as it goes, signs a checkpoint at its last event,
+/// then reads the file back and checks it whole.
+pub async fn write(
+    client: &mut tokio_postgres::Client,
+    month: Month,
+    dir: &Path,
+    key: &SigningKey,
+    keyring: &Keyring,
+    now: DateTime<Utc>,
+) -> Result<Written, String> {
+    let (_, end) = month.bounds(archive::finance_zone());
+    if end > now {
+        return Err(format!(
+            "{month} is not closed yet (it ends at {} China Standard Time): only past months \
+             are archived",
+            end.with_timezone(&archive::finance_zone())
+        ));
+    }
+    let started = Instant::now();
+    let db = |e: tokio_postgres::Error| crate::store::describe(&e);
+    let tx = source::snapshot(client).await.map_err(db)?;
+    let dropped = dropped(&tx).await.map_err(db)?;
+    if let Some(done) = dropped.iter().find(|m| m.month == month.to_string()) {
+        return Err(format!(
+            "{month} was dropped from the database already; its archive is {}",
+            done.describe()
+        ));
+    }
+    let Some(stretch) = stretch(&tx, month).await? else {
+        return Err(format!(
+            "no event was recorded in {month}: nothing to archive"
+        ));
+    };
+    let before = hash_before(&tx, &dropped, stretch.first_position).await?;
+    let header = Header {
+        format: archive::FORMAT.to_owned(),
+        month: month.to_string(),
+        utc_offset: "+08:00".to_owned(),
+        first_position: stretch.first_position,
+        last_position: stretch.last_position,
+        events: stretch.last_position - stretch.first_position + 1,
+        ledger_hash_before: hex::encode(before),
+    };
+    let mut writer = Writer::create(dir, &header)?;
+    let mut segment = archive::Segment::new(&header)?;
+    let mut hasher = Hasher::default();
+    #[derive(Debug, thiserror::Error)]
+    enum Failed {
+        #[error("{}", crate::store::describe(.0))]
+        Database(#[from] tokio_postgres::Error),
+        #[error("{0}")]
+        Other(String),
+    }
+    source::for_each(
+        &tx,
+        Range {
+            after: stretch.first_position - 1,
+            until: Until::Position(stretch.last_position),
+        },
+        Selection::ALL,
+        |row| {
+            let row = EventRow::from_columns(row)?;
+            let hash = hasher.hash(&row).map_err(Failed::Other)?;
+            segment.check(&row, &hash).map_err(|(fault, detail)| {
+                Failed::Other(format!(
+                    "the ledger is not intact at position {} ({}: {detail}): nothing archived; \
+                     run `dts-ledger verify`",
+                    row.position,
+                    fault.as_str()
+                ))
+            })?;
+            writer
+                .event(&row)
+                .map_err(|e| Failed::Other(format!("cannot write the archive: {e}")))
+        },
+    )
+    .await
+    .map_err(|e| e.to_string())?;
+    tx.commit().await.map_err(db)?;
+    if !segment.complete() {
+        return Err("the month's events were not all read".into());
+    }
+    let checkpoint = Checkpoint::sign_with(key, stretch.last_position, segment.chain, now, None);
+    let path = writer
+        .finish(&checkpoint)
+        .map_err(|e| format!("cannot write the archive: {e}"))?;
+    let write_elapsed = started.elapsed();
+    let bytes = std::fs::metadata(&path).map_or(0, |m| m.len());
+    let reading = Instant::now();
+    let checked = archive::read(&path, Some(keyring), |_, _| Ok::<(), ArchiveError>(()))
+        .map_err(|e| format!("the archive written does not read back whole: {e}"))?;
+    Ok(Written {
+        path,
+        header,
+        bytes,
+        write_elapsed,
+        checked,
+        check_elapsed: reading.elapsed(),
+    })
+}
+
+/// Whether this connection acts as the owner (a member of it, or a superuser).
+async fn is_owner(client: &impl GenericClient) -> Result<(bool, String), tokio_postgres::Error> {
+    let row = client
+        .query_one(
+            "SELECT pg_has_role(current_user, $1, 'USAGE')
+                    OR (SELECT rolsuper FROM pg_roles WHERE rolname = current_user),
+                    current_user::text",
+            &[&crate::database::roles::OWNER],
+        )
+        .await?;
+    Ok((row.get(0), row.get(1)))
+}
+
+/// What `archive --drop` dropped.
+pub struct Dropped {
+    pub month: DroppedMonth,
+    pub partition: String,
+    pub streams: u64,
+}
+
+/// Drops `month`'s partition: only as the owner, only the oldest month still in the database,
+/// and only once its archive in `dir` was read back whole, its checkpoint signed by a trusted
+/// key, and found to be the live chain (the same positions, the hash before its first event and
+/// at its last). In one transaction: the drop's record, the stream heads it ends, the detach and
+/// the drop; a failure leaves nothing done.
+pub async fn drop_month(
+    client: &mut tokio_postgres::Client,
+    month: Month,
+    dir: &Path,
+    keyring: &Keyring,
+    newest_checkpoint: Option<i64>,
+    now: DateTime<Utc>,
+) -> Result<Dropped, String> {
+    let db = |e: tokio_postgres::Error| crate::store::describe(&e);
+    let (owner, user) = is_owner(client).await.map_err(db)?;
+    if !owner {
+        return Err(format!(
+            "archive --drop needs the owner's role ({}); this connection is {user}: run it with \
+             LEDGER_MIGRATE_DATABASE_URL (or DATABASE_URL) naming the owner",
+            crate::database::roles::OWNER
+        ));
+    }
+    let (_, end) = month.bounds(archive::finance_zone());
+    if end > now {
+        return Err(format!(
+            "{month} is not closed yet: only past months are dropped"
+        ));
+    }
+    if keyring.is_empty() {
+        return Err(
+            "the archive's checkpoint must be signed by a trusted key: no public key ([audit] \
+             public_keys or signing_key_file)"
+                .into(),
+        );
+    }
+    let path = dir.join(archive::file_name(month));
+    let checked = archive::read(&path, Some(keyring), |_, _| Ok::<(), ArchiveError>(()))
+        .map_err(|e| format!("{month} is not dropped: {e}"))?;
+    if checked.header.month != month.to_string() {
+        return Err(format!(
+            "{} holds month {}, not {month}",
+            path.display(),
+            checked.header.month
+        ));
+    }
+    let tx = client.transaction().await.map_err(db)?;
+    // One drop at a time: each starts from the record of the one before.
+    tx.batch_execute("LOCK TABLE archived_months IN EXCLUSIVE MODE")
+        .await
+        .map_err(db)?;
+    let dropped = dropped(&tx).await.map_err(db)?;
+    if dropped.iter().any(|m| m.month == month.to_string()) {
+        return Err(format!("{month} was dropped already"));
+    }
+    let refuse = |why: String| format!("{month} is not dropped: {why}");
+    let stretch = stretch(&tx, month)
+        .await?
+        .ok_or_else(|| refuse("no event of it is in the database".into()))?;
+    let oldest: Option<i64> = tx
+        .query_one("SELECT min(position) FROM events", &[])
+        .await
+        .map_err(db)?
+        .get(0);
+    if oldest != Some(stretch.first_position) {
+        return Err(refuse(format!(
+            "the oldest event in the database is at position {}, before this month's first \
+             ({}): drop the older months first, so that the database keeps one unbroken end of \
+             the chain",
+            oldest.unwrap_or(0),
+            stretch.first_position
+        )));
+    }
+    let header = &checked.header;
+    if (header.first_position, header.last_position)
+        != (stretch.first_position, stretch.last_position)
+    {
+        return Err(refuse(format!(
+            "the archive holds positions {}..{}, the database's month is {}..{}",
+            header.first_position,
+            header.last_position,
+            stretch.first_position,
+            stretch.last_position
+        )));
+    }
+    let before = hash_before(&tx, &dropped, stretch.first_position).await?;
+    let last: Option<Vec<u8>> = tx
+        .query_one(
+            "SELECT ledger_hash FROM events WHERE position = $1",
+            &[&stretch.last_position],
+        )
+        .await
+        .map_err(db)?
+        .get(0);
+    if header.hash_before() != Some(before)
+        || last.as_deref() != Some(&checked.checkpoint.ledger_hash[..])
+    {
+        return Err(refuse(
+            "the archive's chain is not the live chain: its ledger hash before its first event \
+             or at its last is not the database's"
+                .into(),
+        ));
+    }
+    // The live ledger must stay checkable without any archive: a trusted checkpoint at or after
+    // the month's end is where `verify --since-checkpoint` (and `serve`'s checkpointer) start.
+    if newest_checkpoint.is_none_or(|position| position < stretch.last_position) {
+        return Err(refuse(format!(
+            "no stored checkpoint a trusted key signed is at or after its last event (position \
+             {}): run `dts-ledger checkpoint --snapshot` first, so that the audits that start \
+             from a checkpoint need no archive",
+            stretch.last_position
+        )));
+    }
+    let partition: String = tx
+        .query_one(
+            "SELECT tableoid::regclass::text FROM events WHERE position = $1",
+            &[&stretch.first_position],
+        )
+        .await
+        .map_err(db)?
+        .get(0);
+    if partition == "events" {
+        return Err(refuse(
+            "events is not partitioned: a month leaves the database with its partition".into(),
+        ));
+    }
+    let held: (Option<i64>, Option<i64>, i64) = {
+        let row = tx
+            .query_one(
+                &format!("SELECT min(position), max(position), count(*) FROM {partition}"),
+                &[],
+            )
+            .await
+            .map_err(db)?;
+        (row.get(0), row.get(1), row.get(2))
+    };
+    if held
+        != (
+            Some(stretch.first_position),
+            Some(stretch.last_position),
+            header.events,
+        )
+    {
+        return Err(refuse(format!(
+            "partition {partition} holds other events than the month's (positions {:?}..{:?}, \
+             {} events)",
+            held.0, held.1, held.2
+        )));
+    }
+    let file_name = archive::file_name(month);
+    let checkpoint_line = checked.checkpoint.to_json().to_string();
+    tx.execute(
+        "INSERT INTO archived_months (month, first_position, last_position, events,
+                ledger_hash_before, ledger_hash_last, last_recorded_at, last_hash_version,
+                file_name, file_sha256, checkpoint)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
+        &[
+            &month.to_string(),
+            &stretch.first_position,
+            &stretch.last_position,
+            &header.events,
+            &before.to_vec(),
+            &checked.checkpoint.ledger_hash.to_vec(),
+            &checked.last_recorded_at,
+            &checked.last_hash_version,
+            &file_name,
+            &checked.file_sha256.to_vec(),
+            &checkpoint_line,
+        ],
+    )
+    .await
+    .map_err(db)?;
+    let streams = tx
+        .execute(
+            "INSERT INTO archived_stream_heads (month, stream_id, version, hash, position)
+             SELECT DISTINCT ON (stream_id) $1, stream_id, version, hash, position
+               FROM events WHERE position BETWEEN $2 AND $3
+              ORDER BY stream_id, version DESC",
+            &[
+                &month.to_string(),
+                &stretch.first_position,
+                &stretch.last_position,
+            ],
+        )
+        .await
+        .map_err(db)?;
+    tx.batch_execute(&format!(
+        "ALTER TABLE events DETACH PARTITION {partition}; DROP TABLE {partition};"
+    ))
+    .await
+    .map_err(db)?;
+    tx.commit().await.map_err(db)?;
+    Ok(Dropped {
+        month: DroppedMonth {
+            month: month.to_string(),
+            first_position: stretch.first_position,
+            last_position: stretch.last_position,
+            ledger_hash_before: before,
+            ledger_hash_last: checked.checkpoint.ledger_hash,
+            last_recorded_at: checked.last_recorded_at,
+            last_hash_version: checked.last_hash_version,
+            file_name,
+            file_sha256: checked.file_sha256,
+        },
+        partition,
+        streams,
+    })
+}
