@@ -11,6 +11,10 @@
 //!
 //! Also writes the generated month to its archive and checks it with `verify --archives`.
 //!
+//! With `AUDIT_BENCH_MIGRATE_PARTITIONS=1` the ledger is loaded into the schema before partitions
+//! (migration 18), brought up to date, and moved by `dts-ledger migrate-partitions`, timed
+//! (`migrate-partitions: …`), before the audits run on the moved ledger.
+//!
 //! Prints, last: `audit: events=<n> verify_events_per_s=<n> replay_events_per_s=<n>
 //! verify_since_checkpoint_s=<s>`. With `AUDIT_BENCH_BASELINE=<another dts-ledger binary>`, also
 //! times that binary's verify and replay on the same ledger, and prints the speedups before it.
@@ -84,7 +88,7 @@ impl Chains {
                 stream_id: &stream,
                 version,
                 event_type: event.event_type(),
-                event_version: 1,
+                event_version: event.event_version(),
                 recorded_at: at,
                 payload: &payload,
                 metadata: &self.metadata_json,
@@ -99,7 +103,7 @@ impl Chains {
             Box::new(stream),
             Box::new(version),
             Box::new(event.event_type().to_owned()),
-            Box::new(1i32),
+            Box::new(event.event_version()),
             Box::new(at),
             Box::new(key),
             Box::new(prev.to_vec()),
@@ -177,7 +181,14 @@ async fn main() {
     config.dbname("audit");
     let (mut client, connection) = config.connect(NoTls).await.unwrap();
     tokio::spawn(connection);
-    migrate::migrate(&mut client).await.unwrap();
+    // `AUDIT_BENCH_MIGRATE_PARTITIONS=1`: the ledger is written by the schema before partitions
+    // (migration 18), then brought up to date and moved by `dts-ledger migrate-partitions`, timed.
+    let move_to_partitions = setting("AUDIT_BENCH_MIGRATE_PARTITIONS", 0) == 1;
+    if move_to_partitions {
+        migrate::migrate_to(&mut client, 18).await.unwrap();
+    } else {
+        migrate::migrate(&mut client).await.unwrap();
+    }
     let socket = match &admin_config.get_hosts()[0] {
         tokio_postgres::config::Host::Unix(path) => path.clone(),
         _ => unreachable!("the cluster listens on a socket"),
@@ -189,17 +200,19 @@ async fn main() {
 
     // The generated ledger lies in one finance month (rounds of 20,000 events 100 ms apart): its
     // partition is made as the service makes it, as the owner, and loaded with its indexes.
-    client
-        .batch_execute(&format!(
-            "SET ROLE dts_ledger_owner;
-             SELECT ledger_make_partition('events', ledger_month_start('{}'));
-             RESET ROLE;",
-            DateTime::from_timestamp(LEDGER_START_S, 0)
-                .unwrap()
-                .to_rfc3339()
-        ))
-        .await
-        .unwrap();
+    if !move_to_partitions {
+        client
+            .batch_execute(&format!(
+                "SET ROLE dts_ledger_owner;
+                 SELECT ledger_make_partition('events', ledger_month_start('{}'));
+                 RESET ROLE;",
+                DateTime::from_timestamp(LEDGER_START_S, 0)
+                    .unwrap()
+                    .to_rfc3339()
+            ))
+            .await
+            .unwrap();
+    }
     let generated = Instant::now();
     let sink = client
         .copy_in(&format!(
@@ -301,14 +314,20 @@ async fn main() {
     let indexed = Instant::now();
     client
         .batch_execute(&format!(
-            "INSERT INTO stream_heads (stream_id, version, hash)
-             SELECT DISTINCT ON (stream_id) stream_id, version, hash
-               FROM events ORDER BY stream_id, version DESC;
-             INSERT INTO idempotency_keys (key, position)
-             SELECT encode(substring(sha256(convert_to(idempotency_key, 'UTF8')) FROM 1 FOR 16),
-                           'hex')::uuid, position
-               FROM events WHERE idempotency_key IS NOT NULL;
+            "{}
              UPDATE ledger_head SET position = {}, ledger_hash = '\\x{}', recorded_at = '{}';",
+            if move_to_partitions {
+                // Migration 19 writes them from the events.
+                ""
+            } else {
+                "INSERT INTO stream_heads (stream_id, version, hash)
+                 SELECT DISTINCT ON (stream_id) stream_id, version, hash
+                   FROM events ORDER BY stream_id, version DESC;
+                 INSERT INTO idempotency_keys (key, position)
+                 SELECT encode(substring(sha256(convert_to(idempotency_key, 'UTF8'))
+                                         FROM 1 FOR 16), 'hex')::uuid, position
+                   FROM events WHERE idempotency_key IS NOT NULL;"
+            },
             chains.position,
             hex::encode(chains.chain),
             now.to_rfc3339()
@@ -319,6 +338,17 @@ async fn main() {
         "stream heads and keys written in {:.1}s",
         indexed.elapsed().as_secs_f64()
     );
+    if move_to_partitions {
+        let migrated = Instant::now();
+        migrate::migrate(&mut client).await.unwrap();
+        let migrate_s = migrated.elapsed().as_secs_f64();
+        let (move_s, moved) = run(&["migrate-partitions"], &database_url);
+        println!(
+            "migrate-partitions: events={} migrations_after_18_s={migrate_s:.1} move_s={move_s:.1} {}",
+            chains.position,
+            moved.trim()
+        );
+    }
     // A ledger that has lived for months has been vacuumed: its pages are all-visible with their
     // hint bits set. Without this the first timed read pays for them, racing autovacuum.
     let vacuumed = Instant::now();

@@ -130,7 +130,24 @@ pub async fn move_to_partitions(
         }
     }
 
-    // 3. The tail under the lock, the check, the swap.
+    // 3. What was copied is checked before the lock (events never change, so a checked prefix
+    // stays checked): the lock is then held for the tail alone, not for a count of the ledger.
+    let prefix = client
+        .query_one(
+            "SELECT (SELECT count(*) FROM events WHERE position <= $1),
+                    (SELECT count(*) FROM events_partitioned)",
+            &[&done],
+        )
+        .await?;
+    let (old, new): (i64, i64) = (prefix.get(0), prefix.get(1));
+    if old != new || new != copied {
+        return Err(MigrateError::PartitionMove(format!(
+            "the copy does not match the ledger up to position {done} ({old} events, {new} \
+             copied): nothing was changed"
+        )));
+    }
+
+    // 4. The tail under the lock, its check, the swap.
     let tx = client.transaction().await?;
     roles::become_owner(&tx).await?;
     // The head first, as every append takes it before it writes: no deadlock with one waiting.
@@ -152,21 +169,23 @@ pub async fn move_to_partitions(
     copied += under_lock;
     let check = tx
         .query_one(
-            "SELECT (SELECT count(*) FROM events), (SELECT count(*) FROM events_partitioned),
+            "SELECT (SELECT count(*) FROM events WHERE position > $1),
+                    (SELECT count(*) FROM events_partitioned WHERE position > $1),
                     (SELECT ledger_hash FROM events ORDER BY position DESC LIMIT 1)
                     IS NOT DISTINCT FROM
                     (SELECT ledger_hash FROM events_partitioned ORDER BY position DESC LIMIT 1),
                     (SELECT hash FROM events ORDER BY position DESC LIMIT 1)
                     IS NOT DISTINCT FROM
                     (SELECT hash FROM events_partitioned ORDER BY position DESC LIMIT 1)",
-            &[],
+            &[&done],
         )
         .await?;
     let (old, new, same_chain, same_hash): (i64, i64, bool, bool) =
         (check.get(0), check.get(1), check.get(2), check.get(3));
-    if old != new || !same_chain || !same_hash {
+    if old != new || new != under_lock || !same_chain || !same_hash {
         return Err(MigrateError::PartitionMove(format!(
-            "the copy does not match the ledger ({old} events, {new} copied): nothing was changed"
+            "the copy does not match the ledger after position {done} ({old} events, {new} \
+             copied): nothing was changed"
         )));
     }
     tx.batch_execute("SELECT ledger_swap_partitioned_events('events_partitioned')")

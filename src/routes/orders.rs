@@ -84,12 +84,7 @@ pub async fn get_order(
     query: web::Query<OrderQuery>,
 ) -> Result<HttpResponse, ApiError> {
     let instance_id = parse_instance_id(&path)?;
-    let pool = &state.pool;
-    auth::require_order(&req, &state.tokens(), &instance_id, async || {
-        let client = pool.get().await?;
-        Ok(ledger::orders::credential_generation(&client, &instance_id).await?)
-    })
-    .await?;
+    require_order(&req, &state, &instance_id).await?;
     let mut client = state.pool.get().await?;
     if let Some(as_of) = &query.as_of {
         return order_as_of(&mut client, &instance_id, as_of).await;
@@ -148,12 +143,7 @@ pub async fn get_usage(
     path: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
     let instance_id = parse_instance_id(&path)?;
-    let pool = &state.pool;
-    auth::require_order(&req, &state.tokens(), &instance_id, async || {
-        let client = pool.get().await?;
-        Ok(ledger::orders::credential_generation(&client, &instance_id).await?)
-    })
-    .await?;
+    require_order(&req, &state, &instance_id).await?;
     let query = web::Query::<UsageQuery>::from_query(req.query_string())
         .map_err(|e| ApiError::bad_request("invalid_query", e.to_string()))?
         .into_inner();
@@ -361,4 +351,19 @@ pub async fn rotate_credential(
         generation: rotated.generation,
         sessions_ended: rotated.sessions_ended,
     }))
+}
+
+/// The admin token, or the order's own credential of its current generation.
+async fn require_order(
+    req: &HttpRequest,
+    state: &AppState,
+    instance_id: &InstanceId,
+) -> Result<(), ApiError> {
+    let pool = &state.pool;
+    auth::require_order(req, &state.tokens(), instance_id, async || {
+        let client = pool.get().await?;
+        Ok(ledger::orders::credential_generation(&client, instance_id).await?)
+    })
+    .await?;
+    Ok(())
 }
