@@ -5,12 +5,15 @@
 //!    the ledger's first event to [`crate::ledger::partitions::MONTHS_AHEAD`] months from now.
 //! 2. Copies the events there in position order, [`COPY_POSITIONS_MAX`] positions per
 //!    transaction, without locking out the service (it reads and appends meanwhile).
-//! 3. Then, holding the ledger head and an `EXCLUSIVE` lock on `events` (appends wait; reads go
-//!    on), copies what was appended meanwhile, checks that both tables hold the same events up to
-//!    the same ledger-wide hash, drops the old table and puts the new one in its place.
+//! 3. Analyzes both tables and checks that the copy holds as many events as the ledger up to
+//!    where it copied, still unlocked (events never change, so a checked prefix stays checked).
+//! 4. Then, holding the ledger head and an `EXCLUSIVE` lock on `events` (appends wait; reads go
+//!    on), copies what was appended meanwhile, checks that tail's count and that both tables end
+//!    in the same hash and ledger-wide hash, drops the old table and puts the new one in its place.
 //!
-//! Only step 3 holds a lock appends wait for; its length is what was appended during step 2 (a
-//! second pass shortens it). Copied rows keep every column as stored, so every hash holds.
+//! Only step 4 holds a lock appends wait for: what was appended during step 2 (a second pass
+//! shortens it), the drop of the old table and the grants on the new partitions. Copied rows keep
+//! every column as stored, so every hash holds.
 
 use super::migrate::MigrateError;
 use super::roles;
