@@ -39,7 +39,7 @@ use rand::{Rng, SeedableRng};
 use std::collections::HashMap;
 use std::time::Instant;
 use tokio_postgres::binary_copy::BinaryCopyInWriter;
-use tokio_postgres::types::ToSql;
+use tokio_postgres::types::{ToSql, Type};
 use tokio_postgres::NoTls;
 
 const BINARY: &str = env!("CARGO_BIN_EXE_dts-ledger");
@@ -65,6 +65,11 @@ struct Chains {
     /// The ledger-wide hash of the last row.
     chain: Hash,
     metadata_json: Vec<u8>,
+    /// `idempotency_keys` rows: each key's digest and its event's position.
+    keys: Vec<(uuid::Uuid, i64)>,
+    /// The hash encoding the rows are written with: the current one, or version 3 for a ledger
+    /// written before partitions (`AUDIT_BENCH_MIGRATE_PARTITIONS=1`).
+    version: HashVersion,
 }
 
 impl Chains {
@@ -79,9 +84,15 @@ impl Chains {
         let head = self.heads.entry(stream.clone()).or_insert((0, GENESIS));
         let version = head.0 + 1;
         let payload = canonical(&event.payload());
-        let key = idempotency_key(event);
+        // Rows of version 4 store no key: `idempotency_keys` holds its digest. Version 3 rows
+        // (a ledger written before migration 19) store it, and migration 19 derives the digests.
+        let key = idempotency_key(event).filter(|_| self.version.covers_key());
+        if let (Some(key), false) = (idempotency_key(event), self.version.covers_key()) {
+            self.keys
+                .push((dts_ledger::store::key_digest(&key), self.position));
+        }
         let hash = event_hash(
-            HashVersion::CURRENT,
+            self.version,
             &head.1,
             &Hashed {
                 position: self.position,
@@ -108,7 +119,7 @@ impl Chains {
             Box::new(key),
             Box::new(prev.to_vec()),
             Box::new(hash.to_vec()),
-            Box::new(HashVersion::CURRENT.column()),
+            Box::new(self.version.column()),
             Box::new(self.chain.to_vec()),
         ];
         (columns, payload)
@@ -228,6 +239,12 @@ async fn main() {
         heads: HashMap::new(),
         position: 0,
         chain: GENESIS,
+        keys: Vec::new(),
+        version: if move_to_partitions {
+            HashVersion::V3
+        } else {
+            HashVersion::CURRENT
+        },
         metadata_json: canonical(&metadata),
     };
     let catalog = Catalog::built_in();
@@ -312,6 +329,18 @@ async fn main() {
         generated.elapsed().as_secs_f64()
     );
     let indexed = Instant::now();
+    if !chains.keys.is_empty() {
+        let sink = client
+            .copy_in("COPY idempotency_keys (key, position) FROM STDIN (FORMAT binary)")
+            .await
+            .unwrap();
+        let writer = BinaryCopyInWriter::new(sink, &[Type::UUID, Type::INT8]);
+        futures::pin_mut!(writer);
+        for (key, position) in &chains.keys {
+            writer.as_mut().write(&[key, position]).await.unwrap();
+        }
+        writer.as_mut().finish().await.unwrap();
+    }
     client
         .batch_execute(&format!(
             "{}
@@ -323,10 +352,7 @@ async fn main() {
                 "INSERT INTO stream_heads (stream_id, version, hash)
                  SELECT DISTINCT ON (stream_id) stream_id, version, hash
                    FROM events ORDER BY stream_id, version DESC;
-                 INSERT INTO idempotency_keys (key, position)
-                 SELECT encode(substring(sha256(convert_to(idempotency_key, 'UTF8'))
-                                         FROM 1 FOR 16), 'hex')::uuid, position
-                   FROM events WHERE idempotency_key IS NOT NULL;"
+                 "
             },
             chains.position,
             hex::encode(chains.chain),

@@ -49,7 +49,8 @@ impl From<crate::store::RecordedEvent> for LedgerEvent {
             event_type: e.event_type,
             event_version: e.event_version,
             data: e.payload,
-            metadata: e.metadata,
+            // Resolved by the store's page reader (a row of hash version 4 may store none).
+            metadata: e.metadata.unwrap_or(Value::Null),
             recorded_at: e.recorded_at,
             prev_hash: hex::encode(&e.prev_hash),
             hash: hex::encode(&e.hash),

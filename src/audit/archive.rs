@@ -142,7 +142,7 @@ impl ArchivedEvent {
             event_type: &self.event_type,
             event_version: self.event_version,
             payload: JsonText(&self.payload),
-            metadata: JsonText(&self.metadata),
+            metadata: Some(JsonText(&self.metadata)),
             recorded_at: self.recorded_at,
             idempotency_key: self.idempotency_key.as_deref(),
             prev_hash: &self.prev_hash,
@@ -542,7 +542,7 @@ pub fn read<E: From<ArchiveError>>(
             Item::Event(event) => {
                 let row = event.row();
                 let hash = hasher
-                    .hash(&row)
+                    .hash(&row, &event.metadata)
                     .map_err(|e| fail(Fault::Altered, Some(row.position), e))?;
                 segment
                     .check(&row, &hash)
@@ -634,7 +634,10 @@ impl Writer {
         })
     }
 
-    pub fn event(&mut self, row: &EventRow<'_>) -> std::io::Result<()> {
+    /// Writes `row`'s line, with `metadata` its metadata text (resolved: a row of hash version 4
+    /// that stores none has the text of the append's earlier event it shares), so that every
+    /// line can be hashed alone.
+    pub fn event(&mut self, row: &EventRow<'_>, metadata: &[u8]) -> std::io::Result<()> {
         fn text(json: &[u8]) -> std::io::Result<&str> {
             std::str::from_utf8(json)
                 .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e))
@@ -646,7 +649,7 @@ impl Writer {
             event_type: row.event_type,
             event_version: row.event_version,
             payload: text(&row.payload)?,
-            metadata: text(&row.metadata)?,
+            metadata: text(metadata)?,
             recorded_at: row
                 .recorded_at
                 .to_rfc3339_opts(chrono::SecondsFormat::Micros, true),

@@ -718,7 +718,8 @@ pub async fn export(
             return Ok(());
         }
         count += 1;
-        export::write_row(row, format, &mut out)
+        let metadata = row.metadata.map(|m| m.0);
+        export::write_row(row, metadata, format, &mut out)
     })
     .map_err(|error| match error {
         months::FeedError::Each(failed) => Unable(failed.to_string()),

@@ -2,7 +2,7 @@
 //! books as columns, as CSV or JSON lines. Read only and streamed.
 
 use super::source::{self, Range, Selection};
-use crate::store::EventRow;
+use crate::store::{EventRow, MetadataRun};
 use projections::events::Event;
 use projections::ids::{InstanceId, TaskId};
 use serde_json::{json, Value};
@@ -199,8 +199,16 @@ pub async fn export_rows(
     format: Format,
     out: &mut impl Write,
 ) -> Result<u64, ExportError> {
+    // A range may start inside an append, after the row holding its metadata.
+    let mut metadata = MetadataRun::starting_with(
+        crate::store::metadata_at(tx, range.after)
+            .await
+            .map_err(std::io::Error::other)?,
+    );
     let count = source::for_each(tx, range, Selection::ALL, |row| {
-        write_row(&EventRow::from_columns(row)?, format, out)
+        let row = EventRow::from_columns(row)?;
+        let resolved = metadata.resolve(row.metadata.map(|m| m.0));
+        write_row(&row, resolved, format, out)
     })
     .await?;
     out.flush()?;
@@ -208,8 +216,11 @@ pub async fn export_rows(
 }
 
 /// Writes one event.
+///
+/// `metadata` is the row's metadata text, resolved ([`MetadataRun`]).
 pub fn write_row(
     row: &EventRow<'_>,
+    metadata: Option<&[u8]>,
     format: Format,
     out: &mut impl Write,
 ) -> Result<(), ExportError> {
@@ -259,7 +270,9 @@ pub fn write_row(
             line["hash"] = Value::String(hash);
             line["prevHash"] = Value::String(hex::encode(row.prev_hash));
             line["data"] = serde_json::from_slice(&row.payload).unwrap_or(Value::Null);
-            line["metadata"] = serde_json::from_slice(&row.metadata).unwrap_or(Value::Null);
+            line["metadata"] = metadata
+                .and_then(|text| serde_json::from_slice(text).ok())
+                .unwrap_or(Value::Null);
             serde_json::to_writer(&mut *out, &line).map_err(std::io::Error::from)?;
             out.write_all(b"\n")?;
         }

@@ -10,7 +10,7 @@ use super::report::Month;
 use super::source::{self, Range, Selection, Until};
 use super::verify::Hasher;
 use crate::store::hash::{ledger_hash, Hash, GENESIS};
-use crate::store::EventRow;
+use crate::store::{EventRow, MetadataRun};
 use chrono::{DateTime, Utc};
 use ed25519_dalek::SigningKey;
 use std::path::{Path, PathBuf};
@@ -330,6 +330,7 @@ pub async fn write(
     let mut writer = Writer::create(dir, &header)?;
     let mut segment = archive::Segment::new(&header)?;
     let mut hasher = Hasher::default();
+    let mut metadata = MetadataRun::default();
     #[derive(Debug, thiserror::Error)]
     enum Failed {
         #[error("{}", crate::store::describe(.0))]
@@ -346,7 +347,15 @@ pub async fn write(
         Selection::ALL,
         |row| {
             let row = EventRow::from_columns(row)?;
-            let hash = hasher.hash(&row).map_err(Failed::Other)?;
+            // A month starts with an append, whose first event stores its metadata.
+            let Some(metadata) = metadata.resolve(row.metadata.map(|m| m.0)) else {
+                return Err(Failed::Other(format!(
+                    "the event at position {} stores no metadata and follows none that does: \
+                     nothing archived; run `dts-ledger verify`",
+                    row.position
+                )));
+            };
+            let hash = hasher.hash(&row, metadata).map_err(Failed::Other)?;
             segment.check(&row, &hash).map_err(|(fault, detail)| {
                 Failed::Other(format!(
                     "the ledger is not intact at position {} ({}: {detail}): nothing archived; \
@@ -356,7 +365,7 @@ pub async fn write(
                 ))
             })?;
             writer
-                .event(&row)
+                .event(&row, metadata)
                 .map_err(|e| Failed::Other(format!("cannot write the archive: {e}")))
         },
     )

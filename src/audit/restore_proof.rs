@@ -132,17 +132,9 @@ pub async fn check(pool: &Pool, audit: &AuditConfig) -> Result<Standing, Unable>
         lost_events,
     };
     let key = acceptance_key(position, &hex::encode(loss.checkpoint.ledger_hash));
-    let accepted = client
-        .query_opt(
-            "SELECT position FROM events WHERE idempotency_key = $1",
-            &[&key],
-        )
-        .await?;
+    let accepted = position_of_key(&client, &key).await?;
     Ok(match accepted {
-        Some(row) => Standing::Accepted {
-            loss,
-            position: row.get(0),
-        },
+        Some(position) => Standing::Accepted { loss, position },
         None => Standing::Behind(loss),
     })
 }
@@ -178,11 +170,33 @@ pub async fn accept(
         .await
         .map_err(|error| Unable(format!("cannot record the acceptance: {error}")))?;
     let client = commands::client(pool).await?;
-    let row = client
-        .query_one(
-            "SELECT position FROM events WHERE idempotency_key = $1",
-            &[&acceptance_key(loss.checkpoint.position, &ledger_hash)],
-        )
-        .await?;
-    Ok(row.get(0))
+    let key = acceptance_key(loss.checkpoint.position, &ledger_hash);
+    position_of_key(&client, &key)
+        .await?
+        .ok_or_else(|| Unable("the acceptance was recorded but is not found by its key".into()))
+}
+
+/// The position of the event that answers `key`, found by its digest in `idempotency_keys` and
+/// confirmed by the key the event derives (or stores, before hash version 4).
+async fn position_of_key(
+    client: &impl deadpool_postgres::GenericClient,
+    key: &str,
+) -> Result<Option<i64>, Unable> {
+    let found = crate::store::by_idempotency_keys(client, &[key])
+        .await
+        .map_err(|error| Unable(format!("cannot read the ledger: {error}")))?;
+    for recorded in found {
+        let answers = if recorded.hash_version < crate::store::hash::HashVersion::V4.column() {
+            recorded.idempotency_key.clone()
+        } else {
+            recorded
+                .decode()
+                .ok()
+                .and_then(|event| crate::domain::orders::idempotency_key(&event))
+        };
+        if answers.as_deref() == Some(key) {
+            return Ok(Some(recorded.position));
+        }
+    }
+    Ok(None)
 }

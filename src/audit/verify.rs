@@ -8,7 +8,7 @@
 
 use super::source::{self, Range, Selection};
 use crate::store::hash::{canonical_json, event_hash, ledger_hash, Hash, HashVersion, GENESIS};
-use crate::store::EventRow;
+use crate::store::{EventRow, StoredEvent};
 use chrono::{DateTime, Utc};
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
@@ -135,6 +135,8 @@ pub struct Verifier {
     /// The last checkpoint that held.
     held: Option<i64>,
     checkpoints_held: u64,
+    /// The metadata text of the last row checked, for a next row that stores none.
+    metadata: Option<Vec<u8>>,
 }
 
 impl Default for Verifier {
@@ -185,6 +187,7 @@ impl Verifier {
             next_mark: 0,
             held: None,
             checkpoints_held: 0,
+            metadata: None,
         }
     }
 
@@ -303,6 +306,20 @@ impl Verifier {
                 format!("hash_version {} is not a known encoding", row.hash_version),
             ));
         };
+        if !hash_version.covers_key()
+            && hash_version > HashVersion::V1
+            && row.idempotency_key.is_some()
+        {
+            // The hash does not cover it, and a key that answers another input would be trusted.
+            return Err((
+                ProblemKind::OutOfBand,
+                format!(
+                    "a version {} row stores an idempotency key: appends derive it from the \
+                     payload and store none",
+                    hash_version.column()
+                ),
+            ));
+        }
         if hash_version < self.hash_version {
             return Err((
                 ProblemKind::Altered,
@@ -357,7 +374,7 @@ impl Verifier {
                         .into(),
                 ))
             }
-            None if hash_version >= HashVersion::V2 => {
+            None if hash_version >= HashVersion::V2 && hash_version.stores_every_ledger_hash() => {
                 return Err((
                     ProblemKind::OutOfBand,
                     "a version 2 row without ledger_hash was not written by an append".into(),
@@ -583,11 +600,30 @@ fn check_batch(
     batch: &[BinaryCopyOutRow],
 ) -> Result<(), VerifyError> {
     let rows: Vec<_> = batch.iter().map(EventRow::from_columns).collect();
-    let hashes = source::map_in_parallel(&rows, |part| {
+    // Each row's metadata, in order: a row storing none has its predecessor's (carried over
+    // from the batch before for the first rows).
+    let carried = verifier.metadata.take();
+    let mut current: Option<&[u8]> = carried.as_deref();
+    let metadata: Vec<Option<&[u8]>> = rows
+        .iter()
+        .map(|row| {
+            if let Ok(StoredEvent {
+                metadata: Some(stored),
+                ..
+            }) = row
+            {
+                current = Some(stored.0);
+            }
+            current
+        })
+        .collect();
+    verifier.metadata = current.map(<[u8]>::to_vec);
+    let both: Vec<_> = rows.iter().zip(metadata).collect();
+    let hashes = source::map_in_parallel(&both, |part| {
         let mut hasher = Hasher::default();
         part.iter()
-            .map(|row| match row {
-                Ok(row) => hasher.hash(row),
+            .map(|(row, metadata)| match row {
+                Ok(row) => hasher.hash(row, metadata.unwrap_or_default()),
                 // Never looked at: the row's own error is reported first.
                 Err(_) => Ok(GENESIS),
             })
@@ -623,7 +659,10 @@ impl Hasher {
     /// here exactly as the chain requires, and for one that does not, the stand-ins below
     /// (genesis for a malformed `prev_hash`, the current version for an unknown one) are never
     /// looked at.
-    pub fn hash(&mut self, row: &EventRow<'_>) -> Result<Hash, String> {
+    ///
+    /// `metadata` is the row's metadata text: its own, or for a row of version 4 that stores
+    /// none, that of the nearest earlier row storing one ([`crate::store::MetadataRun`]).
+    pub fn hash(&mut self, row: &EventRow<'_>, metadata: &[u8]) -> Result<Hash, String> {
         let version = HashVersion::from_column(row.hash_version).unwrap_or(HashVersion::CURRENT);
         let prev_hash: Hash = row.prev_hash.try_into().unwrap_or(GENESIS);
         if version.covers_stored_text() {
@@ -631,19 +670,19 @@ impl Hasher {
             return Ok(event_hash(
                 version,
                 &prev_hash,
-                &row.hashed(&row.payload, &row.metadata),
+                &row.hashed(&row.payload, metadata),
             ));
         }
         let payload: serde_json::Value =
             serde_json::from_slice(&row.payload).map_err(|e| e.to_string())?;
         self.payload.clear();
         canonical_json(&payload, &mut self.payload);
-        if self.metadata_text.as_deref() != Some(&*row.metadata) {
-            let metadata: serde_json::Value =
-                serde_json::from_slice(&row.metadata).map_err(|e| e.to_string())?;
+        if self.metadata_text.as_deref() != Some(metadata) {
+            let parsed: serde_json::Value =
+                serde_json::from_slice(metadata).map_err(|e| e.to_string())?;
             self.metadata.clear();
-            canonical_json(&metadata, &mut self.metadata);
-            self.metadata_text = Some(row.metadata.to_vec());
+            canonical_json(&parsed, &mut self.metadata);
+            self.metadata_text = Some(metadata.to_vec());
         }
         Ok(event_hash(
             version,

@@ -103,6 +103,11 @@ const MIGRATIONS: &[Migration] = &[
         name: "archived_months",
         sql: include_str!("../../schema/0021_archived_months.sql"),
     },
+    Migration {
+        version: 22,
+        name: "compact_rows",
+        sql: include_str!("../../schema/0022_compact_rows.sql"),
+    },
 ];
 
 /// An arbitrary constant naming the advisory lock taken while migrating.

@@ -77,7 +77,7 @@ pub async fn move_to_partitions(
     roles::become_owner(&tx).await?;
     tx.batch_execute(
         "DROP TABLE IF EXISTS events_partitioned;
-         SELECT ledger_create_partitioned_events('events_partitioned');",
+         SELECT ledger_create_partitioned_events_v4('events_partitioned');",
     )
     .await?;
     let first_at: Option<DateTime<Utc>> = tx

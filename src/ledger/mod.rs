@@ -11,6 +11,7 @@ pub mod tasks;
 use crate::domain::orders::{idempotency_key, Refusal};
 use crate::domain::tasks::TaskRefusal;
 use crate::domain::Draft;
+use crate::store::hash::HashVersion;
 use crate::store::{self, truncate_to_micros, Appended, Metadata, NewEvent, StoreError};
 use chrono::Utc;
 use deadpool_postgres::{Object, Pool, Transaction};
@@ -320,11 +321,7 @@ impl<'a> UnitOfWork<'a> {
 
     /// The event recorded earlier under `key`, if any.
     pub async fn earlier_event(&self, key: &str) -> Result<Option<Event>, LedgerError> {
-        let found = store::find_by_idempotency_keys(&self.tx, &[key]).await?;
-        match found.into_iter().next() {
-            Some(recorded) => Ok(Some(recorded.decode()?)),
-            None => Ok(None),
-        }
+        Ok(self.earlier_events(&[key]).await?.remove(key))
     }
 
     /// The events recorded earlier under any of `keys`, by key.
@@ -334,8 +331,16 @@ impl<'a> UnitOfWork<'a> {
     ) -> Result<std::collections::HashMap<String, Event>, LedgerError> {
         let mut found = std::collections::HashMap::new();
         for recorded in store::find_by_idempotency_keys(&self.tx, keys).await? {
-            if let Some(key) = recorded.idempotency_key.clone() {
-                found.insert(key, recorded.decode()?);
+            let event = recorded.decode()?;
+            // The key the event answers: stored before hash version 4, derived since; an event
+            // found by a key's digest answers only the key it derives.
+            let key = if recorded.hash_version < HashVersion::V4.column() {
+                recorded.idempotency_key
+            } else {
+                idempotency_key(&event)
+            };
+            if let Some(key) = key.filter(|key| keys.contains(&key.as_str())) {
+                found.insert(key, event);
             }
         }
         Ok(found)

@@ -218,20 +218,57 @@ pub async fn expire_traffic_keys(
             return Ok(removed);
         }
         let until = cut.min(done.saturating_add(EXPIRY_POSITIONS_MAX));
+        let (keys, positions) = traffic_keys(&tx, done, until).await?;
         removed += tx
             .execute(
-                "DELETE FROM idempotency_keys k USING events e
-                  WHERE e.position > $1 AND e.position <= $2
-                    AND e.event_type = 'TrafficConsumed'
-                    AND k.key = encode(substring(sha256(convert_to(e.idempotency_key, 'UTF8'))
-                                                 FROM 1 FOR 16), 'hex')::uuid",
-                &[&done, &until],
+                "DELETE FROM idempotency_keys k USING unnest($1::uuid[], $2::int8[]) AS d(key, position)
+                  WHERE k.key = d.key AND k.position = d.position",
+                &[&keys, &positions],
             )
             .await?;
         tx.execute("UPDATE idempotency_expiry SET position = $1", &[&until])
             .await?;
         tx.commit().await?;
     }
+}
+
+/// The digests of the keys of the traffic events after position `after` up to `until`, with
+/// their positions: the key a row stores (before hash version 4), or the one the event catalog
+/// derives from its payload.
+async fn traffic_keys(
+    tx: &deadpool_postgres::Transaction<'_>,
+    after: i64,
+    until: i64,
+) -> Result<(Vec<uuid::Uuid>, Vec<i64>), tokio_postgres::Error> {
+    let rows = tx
+        .query(
+            "SELECT position, event_version, payload::text, idempotency_key FROM events
+              WHERE position > $1 AND position <= $2 AND event_type = 'TrafficConsumed'",
+            &[&after, &until],
+        )
+        .await?;
+    let mut found = (
+        Vec::with_capacity(rows.len()),
+        Vec::with_capacity(rows.len()),
+    );
+    for row in rows {
+        let stored: Option<&str> = row.get(3);
+        let key = match stored {
+            Some(key) => Some(key.to_owned()),
+            None => serde_json::from_str(row.get::<_, &str>(2))
+                .ok()
+                .and_then(|payload| {
+                    projections::events::Event::decode("TrafficConsumed", row.get(1), payload).ok()
+                })
+                .and_then(|event| crate::domain::orders::idempotency_key(&event)),
+        };
+        // A payload that does not decode has no key to remove: verify names such a row.
+        if let Some(key) = key {
+            found.0.push(crate::store::key_digest(&key));
+            found.1.push(row.get::<_, i64>(0));
+        }
+    }
+    Ok(found)
 }
 
 /// Runs [`maintain`] at start and every [`MAINTENANCE_EVERY`], logging failures (the next run

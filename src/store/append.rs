@@ -232,8 +232,13 @@ fn chain_rows(
     let mut heads = heads.clone();
     let first_position = head.last_position - events.len() as i64 + 1;
     let mut chain = head.chain;
-    let mut rows = Vec::with_capacity(events.len());
+    let mut rows: Vec<Row> = Vec::with_capacity(events.len());
     for (offset, (event, payload, metadata)) in events.into_iter().enumerate() {
+        // Version 4 stores metadata where it differs from the previous row's in this append
+        // (the events of one command share it, encoded once: the same buffer).
+        let stores_metadata = rows
+            .last()
+            .is_none_or(|previous| !Arc::ptr_eq(&previous.metadata, &metadata));
         let stream = heads.entry(event.stream_id.clone()).or_insert((0, GENESIS));
         let position = first_position + offset as i64;
         let version = stream.0 + 1;
@@ -250,7 +255,8 @@ fn chain_rows(
                 recorded_at: head.recorded_at,
                 payload: &payload,
                 metadata: &metadata,
-                idempotency_key: event.idempotency_key.as_deref(),
+                // Version 4 does not cover the key: the payload determines it.
+                idempotency_key: None,
             },
         );
         chain = ledger_hash(&chain, &hash);
@@ -260,11 +266,17 @@ fn chain_rows(
             version,
             prev_hash,
             hash,
-            ledger_hash: chain,
+            ledger_hash: None,
             event,
             payload,
             metadata,
+            stores_metadata,
         });
+    }
+    // Version 4 stores the ledger-wide hash at the end of the append only: every point it is
+    // looked up at (the head, checkpoints, snapshots, a month's start) is one.
+    if let Some(last) = rows.last_mut() {
+        last.ledger_hash = Some(chain);
     }
     (rows, chain)
 }
@@ -289,19 +301,17 @@ async fn insert_rows(
     let types: Vec<&str> = rows.iter().map(|r| r.event.event_type.as_str()).collect();
     let type_versions: Vec<i32> = rows.iter().map(|r| r.event.event_version).collect();
     let payloads: Vec<JsonText<'_>> = rows.iter().map(|r| JsonText(&r.payload)).collect();
-    let metadata: Vec<JsonText<'_>> = rows
-        .iter()
-        .map(|r| JsonText(r.metadata.as_slice()))
-        .collect();
+    let metadata: Vec<Option<JsonText<'_>>> = rows.iter().map(Row::stored_metadata).collect();
     let times: Vec<DateTime<Utc>> = vec![recorded_at; rows.len()];
-    let keys: Vec<Option<&str>> = rows
-        .iter()
-        .map(|r| r.event.idempotency_key.as_deref())
-        .collect();
+    // Version 4 rows store no key (`idempotency_keys` holds its digest).
+    let keys: Vec<Option<&str>> = vec![None; rows.len()];
     let prev_hashes: Vec<&[u8]> = rows.iter().map(|r| r.prev_hash.as_slice()).collect();
     let hashes: Vec<&[u8]> = rows.iter().map(|r| r.hash.as_slice()).collect();
     let hash_versions: Vec<i16> = vec![HashVersion::CURRENT.column(); rows.len()];
-    let ledger_hashes: Vec<&[u8]> = rows.iter().map(|r| r.ledger_hash.as_slice()).collect();
+    let ledger_hashes: Vec<Option<&[u8]>> = rows
+        .iter()
+        .map(|r| r.ledger_hash.as_ref().map(|h| h.as_slice()))
+        .collect();
     tx.execute(
         &statement,
         &[
@@ -337,12 +347,14 @@ async fn copy_rows(
         ))
         .await?;
     let hash_version = HashVersion::CURRENT.column();
+    let no_key: Option<&str> = None;
     let written = async {
         let sink = tx.copy_in(&copy).await?;
         let writer = BinaryCopyInWriter::new(sink, &EVENT_COLUMN_TYPES);
         pin_mut!(writer);
         for row in rows {
-            let (payload, metadata) = (JsonText(&row.payload), JsonText(row.metadata.as_slice()));
+            let (payload, metadata) = (JsonText(&row.payload), row.stored_metadata());
+            let ledger_hash = row.ledger_hash.as_ref().map(|h| h.as_slice());
             let values: [&(dyn ToSql + Sync); 13] = [
                 &row.position,
                 &row.event.stream_id,
@@ -352,11 +364,11 @@ async fn copy_rows(
                 &payload,
                 &metadata,
                 &recorded_at,
-                &row.event.idempotency_key,
+                &no_key,
                 &row.prev_hash.as_slice(),
                 &row.hash.as_slice(),
                 &hash_version,
-                &row.ledger_hash.as_slice(),
+                &ledger_hash,
             ];
             writer.as_mut().write(&values).await?;
         }
@@ -371,10 +383,21 @@ struct Row {
     version: i64,
     prev_hash: Hash,
     hash: Hash,
-    ledger_hash: Hash,
+    /// Stored on the append's last row only.
+    ledger_hash: Option<Hash>,
     event: NewEvent,
     payload: Vec<u8>,
     metadata: Arc<Vec<u8>>,
+    /// Whether the row stores its metadata: the first row of the append, and every row whose
+    /// metadata is not its predecessor's.
+    stores_metadata: bool,
+}
+
+impl Row {
+    fn stored_metadata(&self) -> Option<JsonText<'_>> {
+        self.stores_metadata
+            .then(|| JsonText(self.metadata.as_slice()))
+    }
 }
 
 /// Appends of at most this many events go in as one multi-row INSERT (one round trip); larger

@@ -4,7 +4,9 @@
 //! canonical encoding lists position, stream, version, type, type version, recording time
 //! (microseconds), payload and metadata, and (versions 2 and 3) the idempotency key, each
 //! variable-length field prefixed by its length. Position is covered so that moving an event in
-//! the global order is detected too.
+//! the global order is detected too. Version 4 leaves the key out: it is a function of the event
+//! type and payload (the event catalog derives it), which the hash covers already, so it is no
+//! longer stored beside them.
 //!
 //! Payload and metadata are covered as canonical JSON: object keys in byte order, no whitespace.
 //! Versions 1 and 2 were written while the columns were `jsonb`, which keeps no text, so their
@@ -31,6 +33,7 @@ pub const GENESIS: Hash = [0; 32];
 const DOMAIN_TAG_V1: &[u8] = b"dts-ledger/event/v1\0";
 const DOMAIN_TAG_V2: &[u8] = b"dts-ledger/event/v2\0";
 const DOMAIN_TAG_V3: &[u8] = b"dts-ledger/event/v3\0";
+const DOMAIN_TAG_V4: &[u8] = b"dts-ledger/event/v4\0";
 const LEDGER_TAG: &[u8] = b"dts-ledger/ledger/v1\0";
 
 /// Which encoding an event's `hash` uses (`events.hash_version`).
@@ -43,18 +46,23 @@ pub enum HashVersion {
     /// their stored value. Rows written while the columns were `jsonb` carry it.
     V2 = 2,
     /// Version 2 over the stored text of payload and metadata, which the append writes as the
-    /// canonical JSON it hashed. Every append writes this one.
+    /// canonical JSON it hashed.
     V3 = 3,
+    /// Version 3 without the idempotency key, which the event's type and payload determine:
+    /// rows carrying it store no key (`idempotency_key` is NULL), and the ledger-wide hash only on
+    /// the last event of each append (README, "Bytes per event"). Every append writes this one.
+    V4 = 4,
 }
 
 impl HashVersion {
-    pub const CURRENT: HashVersion = HashVersion::V3;
+    pub const CURRENT: HashVersion = HashVersion::V4;
 
     pub fn from_column(value: i16) -> Option<HashVersion> {
         match value {
             1 => Some(HashVersion::V1),
             2 => Some(HashVersion::V2),
             3 => Some(HashVersion::V3),
+            4 => Some(HashVersion::V4),
             _ => None,
         }
     }
@@ -63,6 +71,18 @@ impl HashVersion {
     /// as the canonical JSON of their parsed value.
     pub fn covers_stored_text(self) -> bool {
         self >= HashVersion::V3
+    }
+
+    /// Whether the hash covers the idempotency key ([`HashVersion::V2`] and [`HashVersion::V3`]),
+    /// which the row then stores.
+    pub fn covers_key(self) -> bool {
+        matches!(self, HashVersion::V2 | HashVersion::V3)
+    }
+
+    /// Whether every row stores its ledger-wide hash (before [`HashVersion::V4`]), rather than
+    /// only the last row of each append.
+    pub fn stores_every_ledger_hash(self) -> bool {
+        self < HashVersion::V4
     }
 
     pub fn column(self) -> i16 {
@@ -82,7 +102,7 @@ pub struct Hashed<'a> {
     pub recorded_at: DateTime<Utc>,
     pub payload: &'a [u8],
     pub metadata: &'a [u8],
-    /// Covered by [`HashVersion::V2`] and later only.
+    /// Covered by [`HashVersion::V2`] and [`HashVersion::V3`] only.
     pub idempotency_key: Option<&'a str>,
 }
 
@@ -110,6 +130,7 @@ pub fn event_hash(version: HashVersion, prev_hash: &Hash, row: &Hashed<'_>) -> H
         HashVersion::V1 => DOMAIN_TAG_V1,
         HashVersion::V2 => DOMAIN_TAG_V2,
         HashVersion::V3 => DOMAIN_TAG_V3,
+        HashVersion::V4 => DOMAIN_TAG_V4,
     });
     digest.update(prev_hash);
     digest.update(&row.position.to_be_bytes());
@@ -120,7 +141,7 @@ pub fn event_hash(version: HashVersion, prev_hash: &Hash, row: &Hashed<'_>) -> H
     digest.update(&row.recorded_at.timestamp_micros().to_be_bytes());
     field(&mut digest, row.payload);
     field(&mut digest, row.metadata);
-    if version >= HashVersion::V2 {
+    if version.covers_key() {
         // A presence byte keeps "no key" apart from "the empty key".
         match row.idempotency_key {
             None => digest.update(&[0]),
@@ -282,6 +303,15 @@ mod tests {
             base,
             event_hash(HashVersion::V3, &GENESIS, &row(&payload, &metadata))
         );
+        // Version 4 leaves the key out, under its own tag.
+        assert_eq!(
+            event_hash(HashVersion::V4, &GENESIS, &keyless),
+            event_hash(HashVersion::V4, &GENESIS, &row(&payload, &metadata))
+        );
+        assert_ne!(
+            event_hash(HashVersion::V4, &GENESIS, &keyless),
+            event_hash(HashVersion::V3, &GENESIS, &keyless)
+        );
         // Key order and whitespace do not matter: jsonb reorders keys.
         let reordered: Value = serde_json::from_str(r#"{ "a" : [1], "bytes": 5 }"#).unwrap();
         assert_eq!(
@@ -346,6 +376,17 @@ mod readme_example {
         assert_eq!(hex::encode(v1), get("hash_v1"));
         assert_eq!(hex::encode(v2), get("hash_v2"));
         assert_eq!(hex::encode(v3), get("hash_v3"));
+        let v4 = event_hash(
+            HashVersion::V4,
+            &prev_hash,
+            &Hashed {
+                idempotency_key: None,
+                ..row
+            },
+        );
+        assert_eq!(hex::encode(v4), get("hash_v4"));
+        // The key is not covered by version 4.
+        assert_eq!(v4, event_hash(HashVersion::V4, &prev_hash, &row));
         assert_eq!(
             hex::encode(ledger_hash(&hash_of(get("prev_ledger_hash")), &v3)),
             get("ledger_hash")

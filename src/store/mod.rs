@@ -9,11 +9,12 @@ mod row;
 
 pub use append::{append, append_new, find_by_idempotency_keys, prepare, write, Prepared};
 pub use read::{
-    credential_generation, for_each_in_stream_until, head_position, last_expiry_notice,
-    position_at, read_all_after, read_grants, read_stream, POSITION_AT, STREAM_PAGE_EVENTS,
+    by_idempotency_keys, credential_generation, for_each_in_stream_until, head_position,
+    last_expiry_notice, metadata_at, position_at, read_all_after, read_grants, read_stream,
+    POSITION_AT, STREAM_PAGE_EVENTS,
 };
 pub use row::{
-    Columns, EventRow, FoldRow, JsonText, RecordedEvent, StoredEvent, EVENT_COLUMNS,
+    Columns, EventRow, FoldRow, JsonText, MetadataRun, RecordedEvent, StoredEvent, EVENT_COLUMNS,
     EVENT_COLUMN_TYPES, FOLD_COLUMNS, FOLD_COLUMN_TYPES,
 };
 

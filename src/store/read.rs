@@ -157,7 +157,26 @@ pub async fn read_all_after(
         ))
         .await?;
     let rows = client.query(&statement, &[&after, &limit]).await?;
-    recorded(&rows)
+    let mut events = recorded(&rows)?;
+    // Every event of the page with its metadata: a row storing none has its predecessor's, which
+    // for the page's first rows may be before the page.
+    let mut carried: Option<serde_json::Value> = None;
+    for event in &mut events {
+        match &event.metadata {
+            Some(metadata) => carried = Some(metadata.clone()),
+            None => {
+                if carried.is_none() {
+                    let statement = client.prepare_cached(METADATA_AT).await?;
+                    carried = client
+                        .query_opt(&statement, &[&event.position])
+                        .await?
+                        .and_then(|row| serde_json::from_str(row.get::<_, &str>(0)).ok());
+                }
+                event.metadata = carried.clone();
+            }
+        }
+    }
+    Ok(events)
 }
 
 /// The events carrying any of `keys`, in position order.
@@ -165,8 +184,10 @@ pub async fn read_all_after(
 /// One lookup per key in `idempotency_keys` (by the key's digest), then one per position in the
 /// partitions' position indexes, forced by `LATERAL` subqueries with `LIMIT` (the `LIMIT` also
 /// stops the planner from turning a lookup into a join, which it may then run as a hash join over
-/// the whole ledger, a table that grows without bound). An event is returned only when its own
-/// key is one of `keys`.
+/// the whole ledger, a table that grows without bound). An event that stores its key is returned
+/// only when that key is one of `keys`; one that stores none (hash version 4: the key is derived
+/// from the event) is returned for the caller to derive it and compare, which
+/// [`crate::ledger`] does.
 pub async fn by_idempotency_keys(
     client: &impl GenericClient,
     keys: &[&str],
@@ -179,7 +200,7 @@ pub async fn by_idempotency_keys(
                               WHERE key = k.digest LIMIT 1) AS i,
                     LATERAL (SELECT {COLUMNS} FROM events
                               WHERE position = i.position LIMIT 1) AS e
-              WHERE e.idempotency_key = k.key
+              WHERE e.idempotency_key IS NULL OR e.idempotency_key = k.key
               ORDER BY e.position"
         ))
         .await?;
@@ -193,4 +214,23 @@ pub async fn head_position(client: &impl GenericClient) -> Result<i64, StoreErro
         .prepare_cached("SELECT position FROM ledger_head")
         .await?;
     Ok(client.query_one(&statement, &[]).await?.get(0))
+}
+
+/// The metadata text of the event at `$1`: see [`metadata_at`].
+const METADATA_AT: &str = "SELECT metadata::text FROM events
+                            WHERE position <= $1 AND metadata IS NOT NULL
+                            ORDER BY position DESC LIMIT 1";
+
+/// The metadata text of the event at `position` (`None` before position 1): its own, or, for a
+/// row of hash version 4 that stores none, that of the nearest earlier row storing one (in the
+/// same append). For readers that start at an arbitrary position ([`super::MetadataRun`]).
+pub async fn metadata_at(
+    client: &impl tokio_postgres::GenericClient,
+    position: i64,
+) -> Result<Option<Vec<u8>>, tokio_postgres::Error> {
+    let statement = client.prepare(METADATA_AT).await?;
+    Ok(client
+        .query_opt(&statement, &[&position])
+        .await?
+        .map(|row| row.get::<_, String>(0).into_bytes()))
 }

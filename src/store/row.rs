@@ -74,7 +74,9 @@ pub struct StoredEvent<Text, Bytes, Json> {
     pub event_type: Text,
     pub event_version: i32,
     pub payload: Json,
-    pub metadata: Json,
+    /// `None` on a row of hash version 4 whose metadata is the event's before it in the same
+    /// append (the nearest earlier row storing one holds it): [`MetadataRun`] resolves it.
+    pub metadata: Option<Json>,
     pub recorded_at: DateTime<Utc>,
     pub idempotency_key: Option<Text>,
     pub prev_hash: Bytes,
@@ -181,4 +183,36 @@ impl ToSql for JsonText<'_> {
     }
 
     tokio_postgres::types::to_sql_checked!();
+}
+
+/// The metadata of rows read in position order: a row that stores none (hash version 4) has the
+/// metadata of the nearest earlier row that does, which is in the same append (the first event of
+/// every append stores it). Carried across the batches a reader reads.
+#[derive(Debug, Default, Clone)]
+pub struct MetadataRun {
+    text: Option<Vec<u8>>,
+}
+
+impl MetadataRun {
+    /// The metadata text of `row`, the next row in position order; `None` when the row stores
+    /// none and no earlier row was seen (a range that starts inside an append, which readers
+    /// starting at an append's first event never meet).
+    pub fn resolve<'a>(&'a mut self, stored: Option<&[u8]>) -> Option<&'a [u8]> {
+        if let Some(stored) = stored {
+            match &mut self.text {
+                Some(text) if text.as_slice() == stored => {}
+                Some(text) => {
+                    text.clear();
+                    text.extend_from_slice(stored);
+                }
+                None => self.text = Some(stored.to_vec()),
+            }
+        }
+        self.text.as_deref()
+    }
+
+    /// Starts the run with the metadata of the row before the first one read.
+    pub fn starting_with(text: Option<Vec<u8>>) -> MetadataRun {
+        MetadataRun { text }
+    }
 }

@@ -718,3 +718,112 @@ pub async fn sessions_waiting_on_locks(client: &impl tokio_postgres::GenericClie
         .unwrap()
         .get(0)
 }
+
+/// Rewrites the ledger in `db` as older binaries left it, as the superuser behind the triggers:
+/// each event (in position order, numbered from 0) hashed with `version_of(n)`, storing what
+/// rows of that version store (its idempotency key, its metadata, its ledger hash on every row
+/// from version 2 on and none for version 1), with the ledger head and the stream heads moved to
+/// the new chains. Payload and metadata texts are kept as stored; versions 1 and 2 hash them as
+/// canonical JSON.
+pub async fn rewrite_as_older(
+    db: &TestDb,
+    version_of: impl Fn(usize) -> dts_ledger::store::hash::HashVersion,
+) {
+    use dts_ledger::store::hash::{canonical, event_hash, ledger_hash, Hash, Hashed, GENESIS};
+    let client = db.client().await;
+    client
+        .batch_execute("SET session_replication_role = replica")
+        .await
+        .unwrap();
+    let events = {
+        let pooled = db.pool.get().await.unwrap();
+        dts_ledger::store::read_all_after(&pooled, 0, 1_000_000)
+            .await
+            .unwrap()
+    };
+    let texts: std::collections::HashMap<i64, String> = client
+        .query("SELECT position, payload::text FROM events", &[])
+        .await
+        .unwrap()
+        .iter()
+        .map(|row| (row.get(0), row.get(1)))
+        .collect();
+    let mut heads: std::collections::HashMap<String, Hash> = Default::default();
+    let mut chain = GENESIS;
+    for (n, event) in events.iter().enumerate() {
+        let version = version_of(n);
+        let prev_hash = heads.get(&event.stream_id).copied().unwrap_or(GENESIS);
+        let metadata = event
+            .metadata
+            .clone()
+            .expect("the page reader resolves metadata");
+        let key = event
+            .idempotency_key
+            .clone()
+            .or_else(|| dts_ledger::domain::orders::idempotency_key(&event.decode().unwrap()));
+        let (payload, metadata_text) = if version.covers_stored_text() {
+            (
+                texts[&event.position].as_bytes().to_vec(),
+                dts_ledger::store::hash::canonical(&metadata),
+            )
+        } else {
+            (canonical(&event.payload), canonical(&metadata))
+        };
+        let hash = event_hash(
+            version,
+            &prev_hash,
+            &Hashed {
+                position: event.position,
+                stream_id: &event.stream_id,
+                version: event.version,
+                event_type: &event.event_type,
+                event_version: event.event_version,
+                recorded_at: event.recorded_at,
+                payload: &payload,
+                metadata: &metadata_text,
+                idempotency_key: key.as_deref(),
+            },
+        );
+        chain = ledger_hash(&chain, &hash);
+        heads.insert(event.stream_id.clone(), hash);
+        let stored_chain =
+            (version >= dts_ledger::store::hash::HashVersion::V2).then(|| chain.to_vec());
+        client
+            .execute(
+                "UPDATE events SET prev_hash = $2, hash = $3, hash_version = $4, ledger_hash = $5,
+                        idempotency_key = $6, metadata = $7::text::json
+                  WHERE position = $1",
+                &[
+                    &event.position,
+                    &prev_hash.as_slice(),
+                    &hash.as_slice(),
+                    &version.column(),
+                    &stored_chain,
+                    &key,
+                    &String::from_utf8(metadata_text).unwrap(),
+                ],
+            )
+            .await
+            .unwrap();
+    }
+    client
+        .execute(
+            "UPDATE ledger_head SET ledger_hash = $1",
+            &[&chain.as_slice()],
+        )
+        .await
+        .unwrap();
+    for (stream, hash) in &heads {
+        client
+            .execute(
+                "UPDATE stream_heads SET hash = $2 WHERE stream_id = $1",
+                &[stream, &hash.as_slice()],
+            )
+            .await
+            .unwrap();
+    }
+    client
+        .batch_execute("SET session_replication_role = origin")
+        .await
+        .unwrap();
+}

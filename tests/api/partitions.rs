@@ -5,6 +5,7 @@ use crate::helpers::{report, spawn_app, TestApp, TestDb};
 use chrono::{Duration, Utc};
 use dts_ledger::database::{migrate, Role};
 use dts_ledger::ledger::partitions::{self, month_of, month_start, next_month, partition_name};
+use dts_ledger::store::hash::HashVersion;
 use dts_ledger::store::{self, NewEvent, StoreError};
 use std::sync::Arc;
 
@@ -389,7 +390,7 @@ async fn traffic_keys_expire_by_their_rule_and_marketplace_keys_never() {
         (0, 1),
         "the order's key stays"
     );
-    // The events keep their keys' text, which their hashes cover.
+    // The events keep what their hashes cover (the payload, from which the key is derived).
     let (code, out, err) = app.db.run_cli(&["verify"]);
     assert_eq!(code, 0, "{out}{err}");
 }
@@ -436,7 +437,8 @@ async fn copy_tables(from: &TestDb, to: &TestDb) {
 
 #[tokio::test]
 async fn a_ledger_written_before_partitions_moves_to_them_and_still_verifies() {
-    // A ledger written by the service, in a database whose schema stops at migration 18.
+    // A ledger written by the service, in a database whose schema stops at migration 18: its
+    // rows as the binaries of then wrote them (hash version 3).
     let written = spawn_app().await;
     written.buy("biz-1", "pin-a", SKU_1TB).await;
     written.create_task("task-1", "biz-1").await;
@@ -444,6 +446,7 @@ async fn a_ledger_written_before_partitions_moves_to_them_and_still_verifies() {
         written.report("task-1", &format!("r-{n}"), 100).await;
     }
     written.stop().await;
+    crate::helpers::rewrite_as_older(&written.db, |_| HashVersion::V3).await;
     let old = TestDb::create_unmigrated().await;
     migrate::migrate_to(&mut old.client_as(Role::Owner).await, 18)
         .await
@@ -530,20 +533,23 @@ async fn sizes(client: &tokio_postgres::Client) -> std::collections::BTreeMap<St
 }
 
 /// Where a traffic event's bytes go: `cargo test --test api what_a_traffic_event -- --nocapture`
-/// prints the bytes each relation gained per report over 2,000 reports (task ids of 16
-/// characters, report ids of 36).
+/// prints the bytes each relation gained per report over 10,000 reports, requests of 500 (task
+/// ids of 16 characters, report ids of 36, 20 tasks on 10 packages: many streams, as in service),
+/// and the average size of each column of a traffic event as stored.
 #[tokio::test]
 async fn what_a_traffic_event_costs_in_bytes() {
     let app = spawn_app().await;
-    app.buy("biz-1", "pin-a", SKU_1TB).await;
+    for p in 0..10 {
+        app.buy(&format!("biz-{p}"), "pin-a", SKU_1TB).await;
+    }
     let tasks: Vec<String> = (0..20).map(|n| format!("dtstask-{n:08}")).collect();
-    for task in &tasks {
-        app.create_task(task, "biz-1").await;
+    for (n, task) in tasks.iter().enumerate() {
+        app.create_task(task, &format!("biz-{}", n % 10)).await;
     }
     let superuser = app.db.client().await;
     superuser.batch_execute("CHECKPOINT").await.unwrap();
     let before = sizes(&superuser).await;
-    let reports = 2_000;
+    let reports = 10_000;
     for batch in 0..(reports / 500) {
         let sent: Vec<serde_json::Value> = (0..500)
             .map(|n| {
@@ -565,6 +571,45 @@ async fn what_a_traffic_event_costs_in_bytes() {
         println!("{name:<50} {grown:>8.1} bytes per traffic event");
     }
     println!("{:<50} {total:>8.1} bytes per traffic event", "total");
+    // Where the heap row's bytes go, column by column (pg_column_size: as stored, compressed or not).
+    let columns = superuser
+        .query(
+            "SELECT a.attname::text FROM pg_attribute a
+              WHERE a.attrelid = 'events'::regclass AND a.attnum > 0 ORDER BY a.attnum",
+            &[],
+        )
+        .await
+        .unwrap();
+    for column in columns {
+        let name: String = column.get(0);
+        let average: f64 = superuser
+            .query_one(
+                &format!(
+                    "SELECT coalesce(avg(pg_column_size({name})), 0)::float8 FROM events
+                      WHERE event_type = 'TrafficConsumed'"
+                ),
+                &[],
+            )
+            .await
+            .unwrap()
+            .get(0);
+        println!(
+            "{:<50} {average:>8.1} bytes per traffic event",
+            format!("column {name}")
+        );
+    }
+    let sample = superuser
+        .query_one(
+            "SELECT payload::text, metadata::text, idempotency_key, stream_id FROM events
+              WHERE event_type = 'TrafficConsumed' ORDER BY position DESC LIMIT 1",
+            &[],
+        )
+        .await
+        .unwrap();
+    for i in 0..4 {
+        let text: Option<String> = sample.get(i);
+        println!("{}", text.unwrap_or_default());
+    }
     assert!(after.contains_key("heap events"), "{after:?}");
     assert!(after.contains_key("index events_p*_position"), "{after:?}");
     assert!(

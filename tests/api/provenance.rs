@@ -1,7 +1,7 @@
 //! Provable history: time runs forward along the ledger, a ledger-wide chain and a hash that
 //! covers the idempotency key, checked by `verify` against an insider with the superuser's rights.
 
-use crate::helpers::{spawn_app, TestApp};
+use crate::helpers::{report, spawn_app, TestApp};
 use chrono::{DateTime, Duration, Utc};
 use dts_ledger::database::Role;
 use dts_ledger::store::hash::{
@@ -35,18 +35,25 @@ async fn all_events(app: &TestApp) -> Vec<RecordedEvent> {
     store::read_all_after(&client, 0, 10_000).await.unwrap()
 }
 
-/// Each event's payload and metadata as stored, by position: the text a version 3 hash covers.
+/// Each event's payload and metadata as stored, by position: the text a version 3 or 4 hash
+/// covers (a version 4 row that stores no metadata has the text of the row before it).
 async fn stored_texts(app: &TestApp) -> HashMap<i64, (String, String)> {
     let client = app.db.client().await;
+    let mut carried = String::new();
     client
         .query(
-            "SELECT position, payload::text, metadata::text FROM events",
+            "SELECT position, payload::text, metadata::text FROM events ORDER BY position",
             &[],
         )
         .await
         .unwrap()
         .iter()
-        .map(|row| (row.get(0), (row.get(1), row.get(2))))
+        .map(|row| {
+            if let Some(metadata) = row.get::<_, Option<String>>(2) {
+                carried = metadata;
+            }
+            (row.get(0), (row.get(1), carried.clone()))
+        })
         .collect()
 }
 
@@ -61,7 +68,15 @@ fn recomputed(
     let (payload, metadata) = if version.covers_stored_text() {
         (texts.0.as_bytes().to_vec(), texts.1.as_bytes().to_vec())
     } else {
-        (canonical(&event.payload), canonical(&event.metadata))
+        (
+            canonical(&event.payload),
+            canonical(
+                event
+                    .metadata
+                    .as_ref()
+                    .expect("resolved by the page reader"),
+            ),
+        )
     };
     event_hash(
         version,
@@ -274,8 +289,12 @@ async fn a_shaved_report_with_its_stream_hash_recomputed_breaks_the_ledger_wide_
 
 #[tokio::test]
 async fn a_nulled_idempotency_key_is_detected() {
+    // Rows of version 3 store their key, which their hash covers.
     let app = spawn_app().await;
     small_ledger(&app).await;
+    crate::helpers::rewrite_as_older(&app.db, |_| HashVersion::V3).await;
+    let (code, out, _) = app.db.run_cli(&["verify"]);
+    assert_eq!(code, 0, "{out}");
     let keyed = all_events(&app)
         .await
         .into_iter()
@@ -299,7 +318,108 @@ async fn a_nulled_idempotency_key_is_detected() {
 }
 
 #[tokio::test]
-async fn a_migrated_ledger_of_versions_1_and_2_followed_by_version_3_rows_verifies_end_to_end() {
+async fn a_version_4_row_stores_no_key_no_repeated_metadata_and_one_ledger_hash_per_append() {
+    let app = spawn_app().await;
+    small_ledger(&app).await;
+    // One request of three reports: one append of three events sharing one metadata.
+    let sent = serde_json::json!([
+        report("task-0", "r-a", 10),
+        report("task-0", "r-b", 10),
+        report("task-0", "r-c", 10)
+    ]);
+    let results = app.traffic(sent).await;
+    assert!(
+        results.iter().all(|r| r["status"] == "accepted"),
+        "{results:?}"
+    );
+    let client = app.db.client().await;
+    let rows = client
+        .query(
+            "SELECT position, hash_version, idempotency_key IS NULL, metadata IS NULL,
+                    ledger_hash IS NULL
+               FROM events WHERE event_type = 'TrafficConsumed' AND payload->>'reportId' IN ('r-a', 'r-b', 'r-c')
+              ORDER BY position",
+            &[],
+        )
+        .await
+        .unwrap();
+    let shape: Vec<(i16, bool, bool, bool)> = rows
+        .iter()
+        .map(|r| (r.get(1), r.get(2), r.get(3), r.get(4)))
+        .collect();
+    assert_eq!(
+        shape,
+        vec![
+            (4, true, false, true),
+            (4, true, true, true),
+            (4, true, true, false)
+        ],
+        "key never stored; metadata on the append's first row; ledger hash on its last"
+    );
+    let (code, out, _) = app.db.run_cli(&["verify"]);
+    assert_eq!(code, 0, "{out}");
+    // The admin's page shows every event with its metadata, even one starting inside the append.
+    let middle: i64 = rows[1].get(0);
+    let page: serde_json::Value = app
+        .get_as(
+            &format!("/v1/ledger?after={}&limit=2", middle - 1),
+            crate::helpers::ADMIN_TOKEN,
+        )
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(page["events"][0]["metadata"]["source"], "traffic", "{page}");
+    assert_eq!(page["events"][1]["metadata"]["source"], "traffic", "{page}");
+    // So does an export starting there.
+    let after = (middle - 1).to_string();
+    let (code, out, err) = app
+        .db
+        .run_cli(&["export", "--format", "jsonl", "--after", &after]);
+    assert_eq!(code, 0, "{err}");
+    let first: serde_json::Value = serde_json::from_str(out.lines().next().unwrap()).unwrap();
+    assert_eq!(first["position"], middle, "{out}");
+    assert_eq!(first["metadata"]["source"], "traffic", "{out}");
+    // A repeat is still answered from the event found by its key's digest.
+    let again = app
+        .traffic(serde_json::json!([report("task-0", "r-b", 10)]))
+        .await;
+    assert_eq!(again[0]["status"], "duplicate", "{again:?}");
+
+    // A key written into a version 4 row is out of band: its hash does not cover it.
+    sql(
+        &app,
+        &format!(
+            "SET session_replication_role = replica;
+             UPDATE events SET idempotency_key = 'traffic/6:task-0/3:r-z' WHERE position = {middle};"
+        ),
+    )
+    .await;
+    let (code, out, _) = app.db.run_cli(&["verify"]);
+    assert_eq!(code, 1, "{out}");
+    assert!(out.contains(&format!("at position {middle}")), "{out}");
+    assert!(out.contains("stores an idempotency key"), "{out}");
+    // So is other metadata given to a row that shared its predecessor's.
+    sql(
+        &app,
+        &format!(
+            "SET session_replication_role = replica;
+             UPDATE events SET idempotency_key = NULL,
+                    metadata = '{{\"actor\":\"someone\",\"source\":\"traffic\"}}'
+              WHERE position = {middle};"
+        ),
+    )
+    .await;
+    let (code, out, _) = app.db.run_cli(&["verify"]);
+    assert_eq!(code, 1, "{out}");
+    assert!(
+        out.contains(&format!("altered at position {middle}")),
+        "{out}"
+    );
+}
+
+#[tokio::test]
+async fn a_migrated_ledger_of_versions_1_and_2_followed_by_version_4_rows_verifies_end_to_end() {
     let app = spawn_app().await;
     small_ledger(&app).await;
     // Rewrite the ledger as older binaries left it once migrated: the first half hashed with
@@ -321,60 +441,19 @@ async fn a_migrated_ledger_of_versions_1_and_2_followed_by_version_3_rows_verifi
         texts.values().any(|(payload, _)| payload.contains(": ")),
         "the old rows hold jsonb's rendering, not the canonical text"
     );
-    let mut heads: HashMap<String, Hash> = HashMap::new();
-    let mut chain = GENESIS;
-    for (n, event) in events.iter().enumerate() {
-        let prev_hash = heads.get(&event.stream_id).copied().unwrap_or(GENESIS);
-        let version = if n < half {
+    crate::helpers::rewrite_as_older(&app.db, |n| {
+        if n < half {
             HashVersion::V1
         } else {
             HashVersion::V2
-        };
-        let hash = recomputed(event, &texts[&event.position], version, &prev_hash);
-        chain = ledger_hash(&chain, &hash);
-        heads.insert(event.stream_id.clone(), hash);
-        let stored_chain = (version == HashVersion::V2).then(|| chain.to_vec());
-        client
-            .execute(
-                "UPDATE events SET prev_hash = $2, hash = $3, hash_version = $4, ledger_hash = $5
-                  WHERE position = $1",
-                &[
-                    &event.position,
-                    &prev_hash.as_slice(),
-                    &hash.as_slice(),
-                    &version.column(),
-                    &stored_chain,
-                ],
-            )
-            .await
-            .unwrap();
-    }
-    client
-        .execute(
-            "UPDATE ledger_head SET ledger_hash = $1",
-            &[&chain.as_slice()],
-        )
-        .await
-        .unwrap();
-    // The stream heads as migration 19 derives them from such a ledger.
-    for (stream, hash) in &heads {
-        client
-            .execute(
-                "UPDATE stream_heads SET hash = $2 WHERE stream_id = $1",
-                &[stream, &hash.as_slice()],
-            )
-            .await
-            .unwrap();
-    }
-    client
-        .batch_execute("SET session_replication_role = origin")
-        .await
-        .unwrap();
+        }
+    })
+    .await;
     let (code, out, _) = app.db.run_cli(&["verify"]);
     assert_eq!(code, 0, "the migrated ledger verifies: {out}");
     let old = events.len();
 
-    // The service appends with version 3, the canonical text stored as hashed, chained onto the
+    // The service appends with version 4, the canonical text stored as hashed, chained onto the
     // older rows.
     app.report("task-0", "r-after", 700).await;
     let events = all_events(&app).await;
@@ -382,7 +461,7 @@ async fn a_migrated_ledger_of_versions_1_and_2_followed_by_version_3_rows_verifi
     let versions: Vec<i16> = events.iter().map(|e| e.hash_version).collect();
     assert!(versions[..half].iter().all(|v| *v == 1), "{versions:?}");
     assert!(versions[half..old].iter().all(|v| *v == 2), "{versions:?}");
-    assert!(versions[old..].iter().all(|v| *v == 3), "{versions:?}");
+    assert!(versions[old..].iter().all(|v| *v == 4), "{versions:?}");
     let texts = stored_texts(&app).await;
     for event in &events[old..] {
         assert_eq!(
@@ -394,10 +473,10 @@ async fn a_migrated_ledger_of_versions_1_and_2_followed_by_version_3_rows_verifi
     let (code, out, _) = app.db.run_cli(&["verify"]);
     assert_eq!(code, 0, "{out}");
 
-    // A version 3 row passed off as version 2 or 1 (to escape the text's or the key's coverage)
-    // is refused.
+    // A version 4 row passed off as an older version (to escape the text's coverage, or to
+    // have a key trusted) is refused.
     let last = events.last().unwrap().position;
-    for older in [2, 1] {
+    for older in [3, 2, 1] {
         sql(
             &app,
             &format!(
