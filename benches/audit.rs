@@ -6,8 +6,10 @@
 //! then times the real binary: `dts-ledger verify` and `dts-ledger replay`.
 //!
 //! Also times `dts-ledger verify --since-checkpoint` over the newest 100,000 events, after a
-//! checkpoint signed at that point. The loaded ledger is vacuumed first, as one that has lived
-//! would be. `AUDIT_BENCH_ROUNDS=<n>` times each command n times and reports the medians.
+//! checkpoint signed at that point with the heads the service's checkpointer records there
+//! (`checkpoint_heads`), and again without them, as after `dts-ledger checkpoint`. The loaded
+//! ledger is vacuumed first, as one that has lived would be. `AUDIT_BENCH_ROUNDS=<n>` times each
+//! command n times and reports the medians.
 //!
 //! Also writes the generated month to its archive and checks it with `verify --archives`.
 //!
@@ -30,8 +32,9 @@
 //! take most of the time at that size; the `audit:` line then says `skipped` for them.
 //!
 //! Prints, last: `audit: events=<n> verify_events_per_s=<n> replay_events_per_s=<n>
-//! verify_since_checkpoint_s=<s>`. With `AUDIT_BENCH_BASELINE=<another dts-ledger binary>`, also
-//! times that binary's verify and replay on the same ledger, and prints the speedups before it.
+//! verify_since_checkpoint_s=<s> verify_since_checkpoint_without_heads_s=<s>`. With
+//! `AUDIT_BENCH_BASELINE=<another dts-ledger binary>`, also times that binary's verify and replay
+//! on the same ledger, and prints the speedups before it.
 
 use chrono::{DateTime, Datelike, Utc};
 use dts_ledger::audit::archive::finance_zone;
@@ -175,8 +178,13 @@ async fn partitions(config: &tokio_postgres::Config) -> i64 {
 
 /// Hash chains and positions, as `store::append` keeps them.
 struct Chains {
-    heads: HashMap<String, (i64, Hash)>,
+    /// Per stream: its last version, that event's hash and position.
+    heads: HashMap<String, (i64, Hash, i64)>,
     position: i64,
+    /// Where the checkpoint is signed, and the heads there once the rows reach it: what the
+    /// service's checkpointer records in `checkpoint_heads` when it signs.
+    checkpoint_at: i64,
+    checkpoint_heads: HashMap<String, (i64, Hash, i64)>,
     /// The ledger-wide hash of the last row.
     chain: Hash,
     metadata_json: Vec<u8>,
@@ -196,7 +204,7 @@ impl Chains {
     ) -> (Vec<Box<dyn ToSql + Sync + Send>>, Vec<u8>) {
         self.position += 1;
         let stream = event.stream_id();
-        let head = self.heads.entry(stream.clone()).or_insert((0, GENESIS));
+        let head = self.heads.entry(stream.clone()).or_insert((0, GENESIS, 0));
         let version = head.0 + 1;
         let payload = canonical(&event.payload());
         // Rows of version 4 store no key: `idempotency_keys` holds its digest. Version 3 rows
@@ -223,7 +231,10 @@ impl Chains {
         );
         self.chain = ledger_hash(&self.chain, &hash);
         let prev = head.1;
-        *head = (version, hash);
+        *head = (version, hash, self.position);
+        if self.position == self.checkpoint_at {
+            self.checkpoint_heads = self.heads.clone();
+        }
         let columns: Vec<Box<dyn ToSql + Sync + Send>> = vec![
             Box::new(self.position),
             Box::new(stream),
@@ -239,6 +250,33 @@ impl Chains {
         ];
         (columns, payload)
     }
+}
+
+/// Writes `heads` into `table` (its columns: the stream, version and hash, and the position when
+/// named) by binary COPY.
+async fn copy_heads(
+    client: &tokio_postgres::Client,
+    table: &str,
+    heads: &HashMap<String, (i64, Hash, i64)>,
+) {
+    let with_position = table.contains("position");
+    let sink = client
+        .copy_in(&format!("COPY {table} FROM STDIN (FORMAT binary)"))
+        .await
+        .unwrap();
+    let types: &[Type] = if with_position {
+        &[Type::TEXT, Type::INT8, Type::BYTEA, Type::INT8]
+    } else {
+        &[Type::TEXT, Type::INT8, Type::BYTEA]
+    };
+    let writer = BinaryCopyInWriter::new(sink, types);
+    futures::pin_mut!(writer);
+    for (stream, (version, hash, position)) in heads {
+        let hash = hash.as_slice();
+        let row: [&(dyn ToSql + Sync); 4] = [stream, version, &hash, position];
+        writer.as_mut().write(&row[..types.len()]).await.unwrap();
+    }
+    writer.as_mut().finish().await.unwrap();
 }
 
 /// The median of `rounds` timings taken by `time` (seconds): one slow round on a shared machine
@@ -366,6 +404,9 @@ async fn main() {
     let mut chains = Chains {
         heads: HashMap::new(),
         position: 0,
+        // The ledger stops at the end of the round that reaches `target`: a little past it.
+        checkpoint_at: (target as i64 - SINCE_EVENTS).max(1),
+        checkpoint_heads: HashMap::new(),
         chain: GENESIS,
         keys: Vec::new(),
         version: if move_to_partitions {
@@ -478,19 +519,19 @@ async fn main() {
         }
         writer.as_mut().finish().await.unwrap();
     }
+    // Each stream's head, as the appends left it (migration 19 writes them from the events of a
+    // ledger moved to partitions).
+    if !move_to_partitions {
+        copy_heads(
+            &client,
+            "stream_heads (stream_id, version, hash)",
+            &chains.heads,
+        )
+        .await;
+    }
     client
         .batch_execute(&format!(
-            "{}
-             UPDATE ledger_head SET position = {}, ledger_hash = '\\x{}', recorded_at = '{}';",
-            if move_to_partitions {
-                // Migration 19 writes them from the events.
-                ""
-            } else {
-                "INSERT INTO stream_heads (stream_id, version, hash)
-                 SELECT DISTINCT ON (stream_id) stream_id, version, hash
-                   FROM events ORDER BY stream_id, version DESC;
-                 "
-            },
+            "UPDATE ledger_head SET position = {}, ledger_hash = '\\x{}', recorded_at = '{}';",
             chains.position,
             hex::encode(chains.chain),
             now.to_rfc3339()
@@ -539,11 +580,12 @@ async fn main() {
     pool.close();
     drop(client);
 
-    // A checkpoint SINCE_EVENTS before the head, signed as `dts-ledger checkpoint` does.
+    // A checkpoint about SINCE_EVENTS before the head, signed as the service's checkpointer
+    // signs, with the heads it records there.
     let key_file = dir.path().join("signing.key");
     checkpoint::keygen(&key_file).unwrap();
     let key = checkpoint::load_signing_key(&key_file).unwrap();
-    let since_position = (copied as i64 - SINCE_EVENTS).max(0);
+    let since_position = chains.checkpoint_at;
     {
         let (client, connection) = config.connect(NoTls).await.unwrap();
         tokio::spawn(connection);
@@ -561,6 +603,12 @@ async fn main() {
             ledger_hash.try_into().unwrap(),
             Utc::now(),
         );
+        copy_heads(
+            &client,
+            "checkpoint_heads (stream_id, version, hash, position)",
+            &chains.checkpoint_heads,
+        )
+        .await;
         client
             .execute(
                 "INSERT INTO checkpoints (position, ledger_hash, signed_at, key_id, signature)
@@ -592,6 +640,24 @@ async fn main() {
         })
     };
     let since_seconds = since_checkpoint("");
+    // The same audit after a checkpoint that recorded no heads (one `dts-ledger checkpoint` made):
+    // each moved stream's head is searched for in the events, once per monthly partition.
+    let without_heads_seconds = {
+        let (client, connection) = config.connect(NoTls).await.unwrap();
+        tokio::spawn(connection);
+        client
+            .batch_execute("DELETE FROM checkpoint_heads")
+            .await
+            .unwrap();
+        let seconds = since_checkpoint("without recorded heads: ");
+        copy_heads(
+            &client,
+            "checkpoint_heads (stream_id, version, hash, position)",
+            &chains.checkpoint_heads,
+        )
+        .await;
+        seconds
+    };
     // `AUDIT_BENCH_FULL_AUDITS=0`: the full audits, most of the time at 50 million events, skipped.
     let full = full_audits.then(|| {
         let verify_seconds = median_of(rounds, || {
@@ -735,7 +801,8 @@ async fn main() {
     };
     println!(
         "audit: events={copied} verify_events_per_s={} replay_events_per_s={} \
-         verify_since_checkpoint_s={since_seconds:.2}",
+         verify_since_checkpoint_s={since_seconds:.2} \
+         verify_since_checkpoint_without_heads_s={without_heads_seconds:.2}",
         per_s(full.map(|f| f.0)),
         per_s(full.map(|f| f.1))
     );

@@ -604,8 +604,42 @@ pub async fn verify_and_take(
         return Ok(outcome(Round::Unmoved));
     }
     let checkpoint = Checkpoint::sign(key, summary.last_position, summary.last_hash, Utc::now());
-    store(&*client, &checkpoint).await?;
+    let tx = client.transaction().await.map_err(CheckpointError::from)?;
+    store(&tx, &checkpoint).await?;
+    record_heads(&tx, &summary.heads).await?;
+    tx.commit().await.map_err(CheckpointError::from)?;
     Ok(outcome(Round::Signed(checkpoint)))
+}
+
+/// Records the heads a check ended at, the streams' heads at the checkpoint it signs, so that
+/// the next check after that checkpoint starts from them (schema/0023_checkpoint_heads.sql). A
+/// head only moves forward: a round that started from an older checkpoint leaves newer ones.
+pub async fn record_heads(
+    client: &impl deadpool_postgres::GenericClient,
+    heads: &std::collections::HashMap<String, super::verify::StreamHead>,
+) -> Result<(), CheckpointError> {
+    let mut streams = Vec::with_capacity(heads.len());
+    let mut versions = Vec::with_capacity(heads.len());
+    let mut hashes = Vec::with_capacity(heads.len());
+    let mut positions = Vec::with_capacity(heads.len());
+    for (stream, (version, hash, position)) in heads {
+        streams.push(stream.as_str());
+        versions.push(*version);
+        hashes.push(hash.as_slice());
+        positions.push(*position);
+    }
+    client
+        .execute(
+            "INSERT INTO checkpoint_heads AS c (stream_id, version, hash, position)
+             SELECT * FROM unnest($1::text[], $2::bigint[], $3::bytea[], $4::bigint[])
+             ON CONFLICT (stream_id) DO UPDATE
+                SET version = excluded.version, hash = excluded.hash,
+                    position = excluded.position
+              WHERE c.version < excluded.version",
+            &[&streams, &versions, &hashes, &positions],
+        )
+        .await?;
+    Ok(())
 }
 
 /// Counts and logs the untrusted checkpoints a round met that this process had not counted yet

@@ -66,8 +66,12 @@ pub async fn snapshot(
         .start()
         .await?;
     // Walk the primary key in order instead of sorting the whole ledger: appends made it the
-    // physical order too.
-    tx.batch_execute("SET LOCAL enable_sort = off").await?;
+    // physical order too. No JIT: the audits' reads are index walks and lookups whose estimated
+    // cost at a ledger's size makes PostgreSQL compile them, which costs more than it saves
+    // (measured on 2 million events over three months: `verify --since-checkpoint` 0.85 s with
+    // it, 0.42 s without; the whole `verify` no slower).
+    tx.batch_execute("SET LOCAL enable_sort = off; SET LOCAL jit = off")
+        .await?;
     Ok(tx)
 }
 

@@ -108,6 +108,11 @@ const MIGRATIONS: &[Migration] = &[
         name: "compact_rows",
         sql: include_str!("../../schema/0022_compact_rows.sql"),
     },
+    Migration {
+        version: 23,
+        name: "checkpoint_heads",
+        sql: include_str!("../../schema/0023_checkpoint_heads.sql"),
+    },
 ];
 
 /// An arbitrary constant naming the advisory lock taken while migrating.

@@ -916,6 +916,129 @@ async fn verify_since_checkpoint_checks_only_what_follows_the_newest_valid_check
     assert!(err.contains("public key"), "{err}");
 }
 
+/// The checkpointer records each stream's head at the checkpoint it signs (`checkpoint_heads`),
+/// and `verify --since-checkpoint` starts the streams that moved from those rows: one read of a
+/// small table rather than a search of each month's index. A row is a copy, never a fact: a
+/// wrong one is named at the stream's first event after the checkpoint, a whole `verify` never
+/// reads it, and with the rows gone the audit finds the heads in the events again.
+#[tokio::test]
+async fn the_heads_a_checkpoint_recorded_start_the_next_audit_and_a_wrong_one_is_named() {
+    use dts_ledger::audit::checkpoint::{self as signing, Keyring, Round};
+    let app = spawn_app().await;
+    let scratch = Scratch::new();
+    let (key_file, _) = keygen(&app, &scratch, "signing.key");
+    let env = [("LEDGER_SIGNING_KEY_FILE", key_file.as_str())];
+    let key = signing::load_signing_key(std::path::Path::new(&key_file)).unwrap();
+    let keyring = Keyring::new(&[], Some(&key)).unwrap();
+    small_ledger(&app).await;
+
+    let round = || async {
+        let mut client = app.db.pool.get().await.unwrap();
+        match signing::verify_and_take(&mut client, &key, &keyring)
+            .await
+            .unwrap()
+            .round
+        {
+            Round::Signed(signed) => signed,
+            other => panic!("the moved ledger is signed: {other:?}"),
+        }
+    };
+    let recorded = || async {
+        let client = app.db.client().await;
+        client
+            .query(
+                "SELECT stream_id, version, hash, position FROM checkpoint_heads",
+                &[],
+            )
+            .await
+            .unwrap()
+            .iter()
+            .map(|row| {
+                (
+                    row.get::<_, String>(0),
+                    (
+                        row.get::<_, i64>(1),
+                        row.get::<_, Vec<u8>>(2),
+                        row.get::<_, i64>(3),
+                    ),
+                )
+            })
+            .collect::<HashMap<_, _>>()
+    };
+    // Each stream's last event at or before `at`, from the events themselves.
+    let heads_at = |events: &[RecordedEvent], at: i64| {
+        let mut heads = HashMap::new();
+        for event in events.iter().filter(|event| event.position <= at) {
+            heads.insert(
+                event.stream_id.clone(),
+                (event.version, event.hash.clone(), event.position),
+            );
+        }
+        heads
+    };
+
+    let first = round().await;
+    assert_eq!(
+        recorded().await,
+        heads_at(&all_events(&app).await, first.position)
+    );
+
+    app.report("task-0", "r-new-1", 100).await;
+    app.report("task-1", "r-new-2", 200).await;
+    let events = all_events(&app).await;
+    let head = events.last().unwrap().position;
+    let (code, out, err) = cli(&app, &["verify", "--since-checkpoint"], &env);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(
+        out.contains(&format!("events={} streams=", head - first.position)),
+        "{out}"
+    );
+
+    // A row that is not the stream's head: the stream's first event after the checkpoint no
+    // longer follows, and is named; the whole check, which never reads the rows, holds.
+    let moved = events.last().unwrap();
+    as_service(
+        &app,
+        &format!(
+            "UPDATE checkpoint_heads SET hash = '\\x{}'::bytea WHERE stream_id = '{}'",
+            "00".repeat(32),
+            moved.stream_id
+        ),
+    )
+    .await
+    .expect("the service keeps the rows");
+    let first_after = events
+        .iter()
+        .find(|event| event.stream_id == moved.stream_id && event.position > first.position)
+        .unwrap();
+    let (code, out, _) = cli(&app, &["verify", "--since-checkpoint"], &env);
+    assert_eq!(code, 1, "{out}");
+    assert!(
+        out.contains(&format!("position {}", first_after.position)),
+        "the stream's next event is named: {out}"
+    );
+    let (code, out, err) = cli(&app, &["verify"], &env);
+    assert_eq!(code, 0, "{out}{err}");
+
+    // The remedy: without the rows, the audit finds each head in the events.
+    as_service(&app, "DELETE FROM checkpoint_heads")
+        .await
+        .expect("the service may empty the rows");
+    let (code, out, err) = cli(&app, &["verify", "--since-checkpoint"], &env);
+    assert_eq!(code, 0, "{out}{err}");
+
+    // The next round records the heads it ended at; a stream that did not move keeps its row,
+    // which is still its head.
+    let second = round().await;
+    assert!(second.position > first.position);
+    let recorded_now = recorded().await;
+    let expected = heads_at(&all_events(&app).await, second.position);
+    for (stream, row) in &recorded_now {
+        assert_eq!(Some(row), expected.get(stream), "{stream}");
+    }
+    assert!(recorded_now.contains_key(&moved.stream_id));
+}
+
 #[tokio::test]
 async fn replay_since_snapshot_folds_only_what_follows_a_signed_checkpoint() {
     let app = spawn_app().await;
