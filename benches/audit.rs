@@ -252,23 +252,31 @@ impl Chains {
     }
 }
 
-/// Writes `heads` into `table` (its columns: the stream, version and hash, and the position when
-/// named) by binary COPY.
+/// Writes `heads` into `table` by binary COPY: each stream, its version and hash, and the position
+/// too when `with_position`.
 async fn copy_heads(
     client: &tokio_postgres::Client,
     table: &str,
+    with_position: bool,
     heads: &HashMap<String, (i64, Hash, i64)>,
 ) {
-    let with_position = table.contains("position");
+    let (columns, types): (&str, &[Type]) = if with_position {
+        (
+            "stream_id, version, hash, position",
+            &[Type::TEXT, Type::INT8, Type::BYTEA, Type::INT8],
+        )
+    } else {
+        (
+            "stream_id, version, hash",
+            &[Type::TEXT, Type::INT8, Type::BYTEA],
+        )
+    };
     let sink = client
-        .copy_in(&format!("COPY {table} FROM STDIN (FORMAT binary)"))
+        .copy_in(&format!(
+            "COPY {table} ({columns}) FROM STDIN (FORMAT binary)"
+        ))
         .await
         .unwrap();
-    let types: &[Type] = if with_position {
-        &[Type::TEXT, Type::INT8, Type::BYTEA, Type::INT8]
-    } else {
-        &[Type::TEXT, Type::INT8, Type::BYTEA]
-    };
     let writer = BinaryCopyInWriter::new(sink, types);
     futures::pin_mut!(writer);
     for (stream, (version, hash, position)) in heads {
@@ -522,12 +530,7 @@ async fn main() {
     // Each stream's head, as the appends left it (migration 19 writes them from the events of a
     // ledger moved to partitions).
     if !move_to_partitions {
-        copy_heads(
-            &client,
-            "stream_heads (stream_id, version, hash)",
-            &chains.heads,
-        )
-        .await;
+        copy_heads(&client, "stream_heads", false, &chains.heads).await;
     }
     client
         .batch_execute(&format!(
@@ -603,12 +606,7 @@ async fn main() {
             ledger_hash.try_into().unwrap(),
             Utc::now(),
         );
-        copy_heads(
-            &client,
-            "checkpoint_heads (stream_id, version, hash, position)",
-            &chains.checkpoint_heads,
-        )
-        .await;
+        copy_heads(&client, "checkpoint_heads", true, &chains.checkpoint_heads).await;
         client
             .execute(
                 "INSERT INTO checkpoints (position, ledger_hash, signed_at, key_id, signature)
@@ -650,12 +648,7 @@ async fn main() {
             .await
             .unwrap();
         let seconds = since_checkpoint("without recorded heads: ");
-        copy_heads(
-            &client,
-            "checkpoint_heads (stream_id, version, hash, position)",
-            &chains.checkpoint_heads,
-        )
-        .await;
+        copy_heads(&client, "checkpoint_heads", true, &chains.checkpoint_heads).await;
         seconds
     };
     // `AUDIT_BENCH_FULL_AUDITS=0`: the full audits, most of the time at 50 million events, skipped.
