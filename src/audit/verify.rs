@@ -801,11 +801,12 @@ async fn resume_after(
         .query(
             // A stream's head at the checkpoint is the event its first event after it follows:
             // its lowest version there (a stream whose versions do not rise along the positions
-            // is named by the check that follows). The checkpointer recorded it in `checkpoint_heads` when it signed (one lookup in a
-            // small table) unless the stream has moved past a later checkpoint since; otherwise
-            // it is the stream's last event at or before the checkpoint still in the database,
-            // or, when that was dropped, the head its month's drop recorded: the newer of the
-            // two. The second search runs only when the first finds nothing.
+            // is named by the check that follows). The checkpointer recorded it in
+            // `checkpoint_heads` when it signed (one lookup in a small table) unless the stream
+            // has moved past a later checkpoint since; otherwise it is the stream's last event at
+            // or before the checkpoint still in the database, or, when that was dropped, the head
+            // its month's drop recorded: the newer of the two. The second search runs only when
+            // the first finds nothing.
             "SELECT m.stream_id, h.version, h.hash, h.position
                FROM (SELECT stream_id, min(version) AS version
                        FROM events WHERE position > $1 GROUP BY stream_id) AS m

@@ -565,9 +565,13 @@ async fn what_a_traffic_event_costs_in_bytes() {
         assert!(results.iter().all(|r| r["status"] == "accepted"));
     }
     let after = sizes(&superuser).await;
+    // What a relation gained per report, from `before` to `sizes`.
+    let per_event = |sizes: &std::collections::BTreeMap<String, i64>, name: &str| {
+        (sizes[name] - before.get(name).copied().unwrap_or(0)) as f64 / reports as f64
+    };
     let mut total = 0.0;
-    for (name, bytes) in &after {
-        let grown = (bytes - before.get(name).copied().unwrap_or(0)) as f64 / reports as f64;
+    for name in after.keys() {
+        let grown = per_event(&after, name);
         total += grown;
         println!("{name:<50} {grown:>8.1} bytes per traffic event");
     }
@@ -631,9 +635,6 @@ async fn what_a_traffic_event_costs_in_bytes() {
             .unwrap();
     }
     let rebuilt = sizes(&superuser).await;
-    let per_event = |sizes: &std::collections::BTreeMap<String, i64>, name: &str| {
-        (sizes[name] - before.get(name).copied().unwrap_or(0)) as f64 / reports as f64
-    };
     for name in ["index events_p*_stream_version", "index events_p*_position"] {
         println!(
             "{:<50} {:>8.1} bytes per traffic event",
