@@ -85,11 +85,13 @@ fn fold(c: &mut Criterion) {
     group.finish();
 
     // As replay reads them: the JSON text of each stored payload.
-    let payloads: Vec<(String, Vec<u8>)> = events
+    let payloads: Vec<(String, i32, String, Vec<u8>)> = events
         .iter()
         .map(|e| {
             (
                 e.event_type().to_owned(),
+                e.event_version(),
+                e.stream_id(),
                 serde_json::to_vec(&e.payload()).unwrap(),
             )
         })
@@ -98,8 +100,8 @@ fn fold(c: &mut Criterion) {
     group.throughput(Throughput::Elements(payloads.len() as u64));
     group.bench_function("payloads", |b| {
         b.iter(|| {
-            for (event_type, payload) in &payloads {
-                Event::decode_json(event_type, 1, payload).unwrap();
+            for (event_type, version, stream, payload) in &payloads {
+                Event::decode_json(event_type, *version, stream, payload).unwrap();
             }
         })
     });

@@ -5,7 +5,8 @@
 //! event gets a new `event_version` and a new decoder arm, never an edit of an old one.
 //!
 //! Every event holds what it needs to be replayed without outside data: a grant records its bytes
-//! and the catalog's price at that moment, a traffic event the package it was charged to.
+//! and the catalog's price at that moment, a traffic event the package it was charged to (in
+//! version 2, the package of its stream, which the hash covers like the payload).
 
 use crate::ids::{
     Bytes, InstanceId, JdPin, OrderId, OrderNumber, OrderRef, ReportId, SkuId, TaskId,
@@ -51,9 +52,10 @@ impl StopReason {
 }
 
 /// What a traffic report tells its agent to do next.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum ReportAction {
+    #[default]
     Continue,
     Stop,
 }
@@ -343,27 +345,178 @@ pub struct TaskDestroyed {
 /// Bytes a task moved, charged to the package it was bound to when the report was recorded.
 ///
 /// It also records the answer the agent was given, so a repeated report gets the original one.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
+///
+/// The ledger's most frequent row, so version 2 (every traffic event appended since) stores it
+/// as [`TrafficConsumedV2`]: one-letter keys, nothing that says nothing, and no `instanceId`,
+/// which the event's stream (`package-<instanceId>`) already names. Version 1
+/// ([`TrafficConsumedV1`]) spelt every field out. Both decode to this one struct.
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TrafficConsumed {
     pub task_id: TaskId,
     pub report_id: ReportId,
     pub instance_id: InstanceId,
     pub bytes: Bytes,
-    /// Left out of the payload when absent (so are `reason`'s): a traffic event is the ledger's
-    /// most frequent row, and `"periodStart":null,"reason":null,` was 33 of its bytes. Rows
-    /// written before hold the nulls; both read the same.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub period_start: Option<DateTime<Utc>>,
     pub period_end: DateTime<Utc>,
     pub action: ReportAction,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reason: Option<StopReason>,
     /// The package's remaining bytes right after this report.
     pub bytes_remaining: Bytes,
     /// The package's overage right after this report.
     pub bytes_overage: Bytes,
 }
+
+/// A traffic event's payload as version 2 stores it (README, "The ledger"): `a` action (absent:
+/// `continue`), `b` bytes, `e` periodEnd, `l` bytesRemaining ("left"), `o` bytesOverage (absent:
+/// 0), `r` reportId, `s` periodStart (absent: none), `t` taskId, `w` reason ("why"; absent: none).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TrafficConsumedV2 {
+    #[serde(rename = "t")]
+    task_id: TaskId,
+    #[serde(rename = "r")]
+    report_id: ReportId,
+    #[serde(rename = "b")]
+    bytes: Bytes,
+    #[serde(rename = "s", default, skip_serializing_if = "Option::is_none")]
+    period_start: Option<DateTime<Utc>>,
+    #[serde(rename = "e")]
+    period_end: DateTime<Utc>,
+    #[serde(rename = "a", default, skip_serializing_if = "continues")]
+    action: ReportAction,
+    #[serde(rename = "w", default, skip_serializing_if = "Option::is_none")]
+    reason: Option<StopReason>,
+    #[serde(rename = "l")]
+    bytes_remaining: Bytes,
+    #[serde(rename = "o", default, skip_serializing_if = "none")]
+    bytes_overage: Bytes,
+}
+
+/// What version 2 of a traffic event leaves out (serde passes a reference).
+fn continues(action: &ReportAction) -> bool {
+    *action == ReportAction::Continue
+}
+
+fn none(bytes: &Bytes) -> bool {
+    bytes.is_zero()
+}
+
+/// A traffic event's payload as version 1 stored it: camelCase keys, `action` and `bytesOverage`
+/// always present, the package named. Only decoded: nothing writes version 1 any more.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct TrafficConsumedV1 {
+    task_id: TaskId,
+    report_id: ReportId,
+    instance_id: InstanceId,
+    bytes: Bytes,
+    /// Absent or null: version 1 rows written before absent options were left out hold nulls.
+    #[serde(default)]
+    period_start: Option<DateTime<Utc>>,
+    period_end: DateTime<Utc>,
+    action: ReportAction,
+    #[serde(default)]
+    reason: Option<StopReason>,
+    bytes_remaining: Bytes,
+    bytes_overage: Bytes,
+}
+
+impl Body for TrafficConsumed {
+    fn to_payload(&self) -> serde_json::Result<serde_json::Value> {
+        serde_json::to_value(TrafficConsumedV2 {
+            task_id: self.task_id.clone(),
+            report_id: self.report_id.clone(),
+            bytes: self.bytes,
+            period_start: self.period_start,
+            period_end: self.period_end,
+            action: self.action,
+            reason: self.reason,
+            bytes_remaining: self.bytes_remaining,
+            bytes_overage: self.bytes_overage,
+        })
+    }
+
+    fn from_payload(version: i32, stream_id: &str, payload: &[u8]) -> serde_json::Result<Self> {
+        if version == 1 {
+            let v1: TrafficConsumedV1 = serde_json::from_slice(payload)?;
+            return Ok(TrafficConsumed {
+                task_id: v1.task_id,
+                report_id: v1.report_id,
+                instance_id: v1.instance_id,
+                bytes: v1.bytes,
+                period_start: v1.period_start,
+                period_end: v1.period_end,
+                action: v1.action,
+                reason: v1.reason,
+                bytes_remaining: v1.bytes_remaining,
+                bytes_overage: v1.bytes_overage,
+            });
+        }
+        let v2: TrafficConsumedV2 = serde_json::from_slice(payload)?;
+        let instance_id = stream_id
+            .strip_prefix("package-")
+            .and_then(|id| InstanceId::parse(id).ok())
+            .ok_or_else(|| {
+                serde::de::Error::custom(
+                    "a version 2 traffic event belongs to a package's stream, package-<instanceId>",
+                )
+            })?;
+        Ok(TrafficConsumed {
+            task_id: v2.task_id,
+            report_id: v2.report_id,
+            instance_id,
+            bytes: v2.bytes,
+            period_start: v2.period_start,
+            period_end: v2.period_end,
+            action: v2.action,
+            reason: v2.reason,
+            bytes_remaining: v2.bytes_remaining,
+            bytes_overage: v2.bytes_overage,
+        })
+    }
+}
+
+/// How an event's body becomes `events.payload` and back. Every body but a traffic event's is
+/// its serde form, the same in every version ([`Event::event_version`] tells them apart by their
+/// fields); a traffic event's two versions spell the same fields differently, and version 2
+/// takes its package from the row's stream.
+trait Body: Sized {
+    fn to_payload(&self) -> serde_json::Result<serde_json::Value>;
+    fn from_payload(version: i32, stream_id: &str, payload: &[u8]) -> serde_json::Result<Self>;
+}
+
+macro_rules! plain_bodies {
+    ($($body:ident),* $(,)?) => {
+        $(impl Body for $body {
+            fn to_payload(&self) -> serde_json::Result<serde_json::Value> {
+                serde_json::to_value(self)
+            }
+
+            fn from_payload(_: i32, _: &str, payload: &[u8]) -> serde_json::Result<Self> {
+                serde_json::from_slice(payload)
+            }
+        })*
+    };
+}
+
+plain_bodies!(
+    OrderCreated,
+    OrderRenewed,
+    OrderUpgraded,
+    OrderDilated,
+    OrderExpired,
+    OrderReleased,
+    OrderBalanceLow,
+    OrderRunwayShort,
+    OrderExpiryHeld,
+    OrderCredentialRotated,
+    LedgerRestoreAccepted,
+    TaskCreated,
+    TaskRebound,
+    TaskStopped,
+    TaskResumed,
+    TaskDestroyed,
+);
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Event {
@@ -429,25 +582,31 @@ macro_rules! event_catalog {
             /// The payload as stored in `events.payload`.
             pub fn payload(&self) -> serde_json::Value {
                 let encoded = match self {
-                    $(Event::$variant(body) => serde_json::to_value(body),)*
+                    $(Event::$variant(body) => body.to_payload(),)*
                 };
                 // Serialising plain structs of strings, integers and options cannot fail.
                 encoded.expect("event payloads always serialise")
             }
 
-            /// Decodes a payload straight from its JSON text (no intermediate `Value`).
+            /// Decodes a payload straight from its JSON text (no intermediate `Value`), as stored
+            /// in the stream `stream_id`.
             pub fn decode_json(
                 event_type: &str,
                 event_version: i32,
+                stream_id: &str,
                 payload: &[u8],
             ) -> Result<Event, DecodeError> {
                 match (event_type, event_version) {
                     $((stringify!($variant), version)
                         if (1..=version_max(stringify!($variant))).contains(&version) =>
-                        serde_json::from_slice(payload)
+                        $variant::from_payload(version, stream_id, payload)
                         .map(Event::$variant)
-                        // Each version has its own shape: a payload of another one is refused.
-                        .and_then(|event| if event.event_version() != event_version {
+                        // Each version has its own shape: a payload of another one is refused. (A
+                        // traffic event's versions differ in spelling only, which its decoder
+                        // checks.)
+                        .and_then(|event| if event.event_version() != event_version
+                            && !matches!(event, Event::TrafficConsumed(_))
+                        {
                             Err(serde::de::Error::custom(
                                 "the payload's fields belong to another version",
                             ))
@@ -473,10 +632,11 @@ macro_rules! event_catalog {
             pub fn decode(
                 event_type: &str,
                 event_version: i32,
+                stream_id: &str,
                 payload: serde_json::Value,
             ) -> Result<Event, DecodeError> {
                 let text = serde_json::to_vec(&payload).expect("a JSON value serialises");
-                Event::decode_json(event_type, event_version, &text)
+                Event::decode_json(event_type, event_version, stream_id, &text)
             }
         }
     };
@@ -507,7 +667,7 @@ event_catalog!(
 fn version_max(event_type: &str) -> i32 {
     match event_type {
         "OrderUpgraded" => 3,
-        "OrderCreated" | "OrderRenewed" | "OrderDilated" | "OrderExpired" => 2,
+        "OrderCreated" | "OrderRenewed" | "OrderDilated" | "OrderExpired" | "TrafficConsumed" => 2,
         _ => 1,
     }
 }
@@ -534,6 +694,8 @@ impl Event {
             Event::OrderExpired(OrderExpired {
                 reason: Some(_), ..
             }) => 2,
+            // Every traffic event is written in version 2's shape; version 1 rows only decode.
+            Event::TrafficConsumed(_) => 2,
             _ => 1,
         }
     }
@@ -607,46 +769,97 @@ mod tests {
     #[test]
     fn payload_round_trips_through_decode() {
         let event = traffic();
+        assert_eq!(event.event_version(), 2);
         let payload = event.payload();
-        assert_eq!(payload["reason"], "quota_exhausted");
-        assert_eq!(payload["bytesOverage"], 3);
+        assert_eq!(payload["w"], "quota_exhausted");
+        assert_eq!(payload["a"], "stop");
+        assert_eq!(payload["o"], 3);
         let text = serde_json::to_vec(&payload).unwrap();
         assert_eq!(
-            Event::decode_json(event.event_type(), 1, &text).unwrap(),
+            Event::decode_json(event.event_type(), 2, "package-biz-1", &text).unwrap(),
             event
         );
-        let decoded = Event::decode(event.event_type(), 1, payload).unwrap();
+        let decoded = Event::decode(event.event_type(), 2, "package-biz-1", payload).unwrap();
         assert_eq!(decoded, event);
         assert_eq!(decoded.stream_id(), "package-biz-1");
     }
 
+    /// Version 2's text, key by key, as the hash covers it and the README describes it.
     #[test]
-    fn absent_options_are_left_out_and_explicit_nulls_read_the_same() {
+    fn a_traffic_event_is_stored_in_one_letter_keys_without_its_defaults() {
         let Event::TrafficConsumed(mut consumed) = traffic() else {
             unreachable!()
         };
         consumed.period_start = None;
         consumed.reason = None;
         consumed.action = ReportAction::Continue;
-        let event = Event::TrafficConsumed(consumed);
-        let payload = event.payload();
-        assert!(payload.get("periodStart").is_none(), "{payload}");
-        assert!(payload.get("reason").is_none(), "{payload}");
-        let mut with_nulls = payload.clone();
-        with_nulls["periodStart"] = serde_json::Value::Null;
-        with_nulls["reason"] = serde_json::Value::Null;
+        consumed.bytes_remaining = Bytes::new(90).unwrap();
+        consumed.bytes_overage = Bytes::ZERO;
+        let event = Event::TrafficConsumed(consumed.clone());
+        let text = serde_json::to_string(&event.payload()).unwrap();
         assert_eq!(
-            Event::decode("TrafficConsumed", 1, with_nulls).unwrap(),
+            text,
+            r#"{"b":10,"e":"2027-01-15T08:00:00.123456Z","l":90,"r":"r-1","t":"t-1"}"#
+        );
+        // Explicit nulls and spelt-out defaults read the same.
+        let spelt = r#"{"a":"continue","b":10,"e":"2027-01-15T08:00:00.123456Z","l":90,"o":0,"r":"r-1","s":null,"t":"t-1","w":null}"#;
+        assert_eq!(
+            Event::decode_json("TrafficConsumed", 2, "package-biz-1", spelt.as_bytes()).unwrap(),
             event
         );
-        assert_eq!(Event::decode("TrafficConsumed", 1, payload).unwrap(), event);
+        // The package is the stream's: a version 2 traffic event elsewhere is no traffic event.
+        for stream in ["task-t-1", "package-", "biz-1"] {
+            assert!(Event::decode_json("TrafficConsumed", 2, stream, text.as_bytes()).is_err());
+        }
+        let other = Event::decode_json("TrafficConsumed", 2, "package-biz-2", text.as_bytes());
+        assert_eq!(other.unwrap().stream_id(), "package-biz-2");
+        consumed.period_start = Some(DateTime::from_timestamp(1_799_999_990, 0).unwrap());
+        let started = Event::TrafficConsumed(consumed);
+        assert_eq!(started.payload()["s"], "2027-01-15T07:59:50Z");
+        assert_eq!(
+            Event::decode("TrafficConsumed", 2, "package-biz-1", started.payload()).unwrap(),
+            started
+        );
+    }
+
+    /// Rows of version 1 keep decoding, with their nulls or without, to the same event.
+    #[test]
+    fn version_1_traffic_events_still_decode() {
+        let stored = [
+            r#"{"action":"stop","bytes":10,"bytesOverage":3,"bytesRemaining":0,"instanceId":"biz-1","periodEnd":"2027-01-15T08:00:00.123456Z","reason":"quota_exhausted","reportId":"r-1","taskId":"t-1"}"#,
+            r#"{"action":"stop","bytes":10,"bytesOverage":3,"bytesRemaining":0,"instanceId":"biz-1","periodEnd":"2027-01-15T08:00:00.123456Z","periodStart":null,"reason":"quota_exhausted","reportId":"r-1","taskId":"t-1"}"#,
+        ];
+        for text in stored {
+            assert_eq!(
+                Event::decode_json("TrafficConsumed", 1, "package-biz-1", text.as_bytes()).unwrap(),
+                traffic()
+            );
+            // Each version has its own keys: a version 1 text is no version 2 payload.
+            assert!(
+                Event::decode_json("TrafficConsumed", 2, "package-biz-1", text.as_bytes()).is_err()
+            );
+        }
+        let v2 = serde_json::to_vec(&traffic().payload()).unwrap();
+        let err = Event::decode_json("TrafficConsumed", 1, "package-biz-1", &v2).unwrap_err();
+        assert!(matches!(err, DecodeError::Payload { .. }), "{err}");
+        // Version 1 spelt every field out: leaving one out is not version 1.
+        let without_action = stored[0].replace(r#""action":"stop","#, "");
+        assert!(Event::decode_json(
+            "TrafficConsumed",
+            1,
+            "package-biz-1",
+            without_action.as_bytes()
+        )
+        .is_err());
     }
 
     #[test]
     fn unknown_types_and_versions_are_named() {
-        let err = Event::decode("OrderRefunded", 1, serde_json::json!({})).unwrap_err();
+        let err =
+            Event::decode("OrderRefunded", 1, "package-biz-1", serde_json::json!({})).unwrap_err();
         assert!(err.to_string().contains("OrderRefunded"), "{err}");
-        let err = Event::decode("TrafficConsumed", 2, traffic().payload()).unwrap_err();
+        let err =
+            Event::decode("TrafficConsumed", 3, "package-biz-1", traffic().payload()).unwrap_err();
         assert!(matches!(err, DecodeError::UnknownType { .. }), "{err}");
     }
 
@@ -654,7 +867,7 @@ mod tests {
     fn unexpected_fields_are_refused() {
         let mut payload = traffic().payload();
         payload["surprise"] = serde_json::json!(1);
-        assert!(Event::decode("TrafficConsumed", 1, payload).is_err());
+        assert!(Event::decode("TrafficConsumed", 2, "package-biz-1", payload).is_err());
     }
 
     #[test]
@@ -673,7 +886,10 @@ mod tests {
         });
         let payload = event.payload();
         assert_eq!(payload["amount"], "2000.00");
-        assert_eq!(Event::decode("OrderDilated", 1, payload).unwrap(), event);
+        assert_eq!(
+            Event::decode("OrderDilated", 1, "package-biz-1", payload).unwrap(),
+            event
+        );
         assert_eq!(EVENT_TYPES.len(), 17);
     }
 
@@ -699,14 +915,20 @@ mod tests {
         let v1 = upgraded(None);
         assert_eq!(v1.event_version(), 1);
         assert!(v1.payload().get("units").is_none());
-        assert_eq!(Event::decode("OrderUpgraded", 1, v1.payload()).unwrap(), v1);
+        assert_eq!(
+            Event::decode("OrderUpgraded", 1, "package-biz-1", v1.payload()).unwrap(),
+            v1
+        );
         let v2 = upgraded(Some(3));
         assert_eq!(v2.event_version(), 2);
         assert_eq!(v2.payload()["units"], 3);
-        assert_eq!(Event::decode("OrderUpgraded", 2, v2.payload()).unwrap(), v2);
-        assert!(Event::decode("OrderUpgraded", 1, v2.payload()).is_err());
-        assert!(Event::decode("OrderUpgraded", 2, v1.payload()).is_err());
-        assert!(Event::decode("OrderDilated", 2, v1.payload()).is_err());
+        assert_eq!(
+            Event::decode("OrderUpgraded", 2, "package-biz-1", v2.payload()).unwrap(),
+            v2
+        );
+        assert!(Event::decode("OrderUpgraded", 1, "package-biz-1", v2.payload()).is_err());
+        assert!(Event::decode("OrderUpgraded", 2, "package-biz-1", v1.payload()).is_err());
+        assert!(Event::decode("OrderDilated", 2, "package-biz-1", v1.payload()).is_err());
     }
 
     #[test]
@@ -721,15 +943,18 @@ mod tests {
         assert_eq!(v3.event_version(), 3);
         assert_eq!(v3.payload()["orderNumber"], "529107885755794112");
         assert!(v3.payload().get("orderId").is_none());
-        assert_eq!(Event::decode("OrderUpgraded", 3, v3.payload()).unwrap(), v3);
-        assert!(Event::decode("OrderUpgraded", 2, v3.payload()).is_err());
+        assert_eq!(
+            Event::decode("OrderUpgraded", 3, "package-biz-1", v3.payload()).unwrap(),
+            v3
+        );
+        assert!(Event::decode("OrderUpgraded", 2, "package-biz-1", v3.payload()).is_err());
         assert_eq!(v2.order_ref().unwrap().id().unwrap().as_str(), "o-3");
 
         // A version 1 grant without its orderId, or a grant naming no order at all, is refused.
         let mut payload = v2.payload();
         payload.as_object_mut().unwrap().remove("orderId");
-        assert!(Event::decode("OrderUpgraded", 2, payload.clone()).is_err());
-        assert!(Event::decode("OrderUpgraded", 3, payload).is_err());
+        assert!(Event::decode("OrderUpgraded", 2, "package-biz-1", payload.clone()).is_err());
+        assert!(Event::decode("OrderUpgraded", 3, "package-biz-1", payload).is_err());
     }
 
     #[test]
@@ -748,7 +973,10 @@ mod tests {
             units: None,
         });
         assert_eq!(v1.event_version(), 1);
-        assert_eq!(Event::decode("OrderRenewed", 1, v1.payload()).unwrap(), v1);
+        assert_eq!(
+            Event::decode("OrderRenewed", 1, "package-biz-1", v1.payload()).unwrap(),
+            v1
+        );
         let Event::OrderRenewed(mut three) = v1.clone() else {
             unreachable!()
         };
@@ -756,8 +984,8 @@ mod tests {
         let v2 = Event::OrderRenewed(three);
         assert_eq!(v2.event_version(), 2);
         assert_eq!(v2.payload()["units"], 3);
-        assert!(Event::decode("OrderRenewed", 1, v2.payload()).is_err());
-        assert!(Event::decode("OrderRenewed", 2, v1.payload()).is_err());
+        assert!(Event::decode("OrderRenewed", 1, "package-biz-1", v2.payload()).is_err());
+        assert!(Event::decode("OrderRenewed", 2, "package-biz-1", v1.payload()).is_err());
     }
 
     #[test]
@@ -778,7 +1006,7 @@ mod tests {
         assert_eq!(refund.payload()["reason"], "refund");
         assert_eq!(refund.payload()["source"], "operator");
         assert_eq!(
-            Event::decode("OrderExpired", 2, refund.payload()).unwrap(),
+            Event::decode("OrderExpired", 2, "package-biz-1", refund.payload()).unwrap(),
             refund
         );
     }

@@ -592,8 +592,13 @@ async fn fold_with_archives(
             stopped = true;
             return Ok(());
         }
-        let event = Event::decode_json(row.event_type, row.event_version, &row.payload)
-            .map_err(|e| format!("event at position {}: {e}", row.position))?;
+        let event = Event::decode_json(
+            row.event_type,
+            row.event_version,
+            row.stream_id,
+            &row.payload,
+        )
+        .map_err(|e| format!("event at position {}: {e}", row.position))?;
         projection
             .apply(&event, row.recorded_at)
             .map_err(|e| format!("event at position {}: {e}", row.position))?;
@@ -800,8 +805,13 @@ pub async fn report(
     let mut builder = Builder::new(month, opening);
     let mut failure = None;
     let mut push = |row: FoldRow<'_>| {
-        let event = Event::decode_json(row.event_type, row.event_version, &row.payload)
-            .map_err(|e| Unable(format!("event at position {}: {e}", row.position)))?;
+        let event = Event::decode_json(
+            row.event_type,
+            row.event_version,
+            row.stream_id,
+            &row.payload,
+        )
+        .map_err(|e| Unable(format!("event at position {}: {e}", row.position)))?;
         if let Err(error) = builder.push(row.position, &event, row.recorded_at) {
             failure.get_or_insert(error.to_string());
         }
@@ -814,6 +824,7 @@ pub async fn report(
             event_version: row.event_version,
             payload: row.payload,
             recorded_at: row.recorded_at,
+            stream_id: row.stream_id,
         })
     })
     .map_err(|error| match error {

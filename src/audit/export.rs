@@ -226,13 +226,16 @@ pub fn write_row(
 ) -> Result<(), ExportError> {
     // Never a row with silently blank figures: an event this version cannot read stops the
     // export, naming it.
-    let event =
-        Event::decode_json(row.event_type, row.event_version, &row.payload).map_err(|source| {
-            ExportError::Decode {
-                position: row.position,
-                source,
-            }
-        })?;
+    let event = Event::decode_json(
+        row.event_type,
+        row.event_version,
+        row.stream_id,
+        &row.payload,
+    )
+    .map_err(|source| ExportError::Decode {
+        position: row.position,
+        source,
+    })?;
     let figures = figures(&event);
     let hash = hex::encode(row.hash);
     let recorded_at = row

@@ -99,6 +99,7 @@ fn fold_batch(
                 Some(Event::decode_json(
                     row.event_type,
                     row.event_version,
+                    row.stream_id,
                     &row.payload,
                 ))
             })

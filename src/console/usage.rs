@@ -58,10 +58,10 @@ pub async fn daily(
     let statement = client
         .prepare_cached(
             "SELECT ((recorded_at AT TIME ZONE 'UTC') + interval '8 hours')::date AS day,
-                    coalesce(sum((payload->>'bytes')::int8)
+                    coalesce(sum(traffic_bytes(payload))
                              FILTER (WHERE event_type = 'TrafficConsumed'), 0)::int8,
                     bool_or(event_type IN ('OrderExpired', 'OrderReleased')
-                            OR (event_type = 'TrafficConsumed' AND payload->>'action' = 'stop'))
+                            OR (event_type = 'TrafficConsumed' AND traffic_action(payload) = 'stop'))
                FROM events
               WHERE stream_id = $1
                 AND version > coalesce((SELECT version FROM events

@@ -113,6 +113,11 @@ const MIGRATIONS: &[Migration] = &[
         name: "checkpoint_heads",
         sql: include_str!("../../schema/0023_checkpoint_heads.sql"),
     },
+    Migration {
+        version: 24,
+        name: "traffic_fields",
+        sql: include_str!("../../schema/0024_traffic_fields.sql"),
+    },
 ];
 
 /// An arbitrary constant naming the advisory lock taken while migrating.

@@ -242,7 +242,7 @@ async fn traffic_keys(
 ) -> Result<(Vec<uuid::Uuid>, Vec<i64>), tokio_postgres::Error> {
     let rows = tx
         .query(
-            "SELECT position, event_version, payload::text, idempotency_key FROM events
+            "SELECT position, event_version, payload::text, idempotency_key, stream_id FROM events
               WHERE position > $1 AND position <= $2 AND event_type = 'TrafficConsumed'",
             &[&after, &until],
         )
@@ -258,7 +258,13 @@ async fn traffic_keys(
             None => serde_json::from_str(row.get::<_, &str>(2))
                 .ok()
                 .and_then(|payload| {
-                    projections::events::Event::decode("TrafficConsumed", row.get(1), payload).ok()
+                    projections::events::Event::decode(
+                        "TrafficConsumed",
+                        row.get(1),
+                        row.get(4),
+                        payload,
+                    )
+                    .ok()
                 })
                 .and_then(|event| crate::domain::orders::idempotency_key(&event)),
         };

@@ -31,15 +31,18 @@ pub const EVENT_COLUMN_TYPES: [Type; 13] = [
 
 /// The columns a fold reads (replay, the monthly report): a fold needs neither the hashes nor the
 /// metadata, and PostgreSQL sending fewer columns is most of what reading the ledger costs it.
-pub const FOLD_COLUMNS: &str = "position, event_type, event_version, payload, recorded_at";
+/// `stream_id` because a traffic event of version 2 takes its package from it.
+pub const FOLD_COLUMNS: &str =
+    "position, event_type, event_version, payload, recorded_at, stream_id";
 
 /// The types of [`FOLD_COLUMNS`].
-pub const FOLD_COLUMN_TYPES: [Type; 5] = [
+pub const FOLD_COLUMN_TYPES: [Type; 6] = [
     Type::INT8,
     Type::TEXT,
     Type::INT4,
     Type::JSON,
     Type::TIMESTAMPTZ,
+    Type::TEXT,
 ];
 
 /// A row selected as [`FOLD_COLUMNS`], borrowed from the buffer it was read into.
@@ -50,6 +53,7 @@ pub struct FoldRow<'a> {
     pub event_version: i32,
     pub payload: JsonText<'a>,
     pub recorded_at: DateTime<Utc>,
+    pub stream_id: &'a str,
 }
 
 impl<'a> FoldRow<'a> {
@@ -60,6 +64,7 @@ impl<'a> FoldRow<'a> {
             event_version: row.column(2)?,
             payload: row.column(3)?,
             recorded_at: row.column(4)?,
+            stream_id: row.column(5)?,
         })
     }
 }
@@ -139,7 +144,12 @@ where
 
 impl RecordedEvent {
     pub fn decode(&self) -> Result<Event, projections::events::DecodeError> {
-        Event::decode(&self.event_type, self.event_version, self.payload.clone())
+        Event::decode(
+            &self.event_type,
+            self.event_version,
+            &self.stream_id,
+            self.payload.clone(),
+        )
     }
 }
 

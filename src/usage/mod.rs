@@ -155,7 +155,7 @@ pub async fn runways(
                                       WHERE e.stream_id = st.stream AND e.recorded_at < $2
                                       ORDER BY e.version DESC LIMIT 1), 0) AS boundary) s
               CROSS JOIN LATERAL (
-                    SELECT coalesce(sum((e.payload->>'bytes')::int8), 0)::int8 AS bytes,
+                    SELECT coalesce(sum(traffic_bytes(e.payload)), 0)::int8 AS bytes,
                            min(e.recorded_at) AS first_at
                       FROM events e
                      WHERE e.stream_id = s.stream AND e.version > s.boundary
@@ -215,9 +215,9 @@ pub async fn package_tasks(
 ) -> Result<Vec<TaskUsage>, tokio_postgres::Error> {
     let statement = client
         .prepare_cached(
-            "SELECT payload->>'taskId' AS task_id,
-                    sum((payload->>'bytes')::int8)::int8 AS bytes,
-                    sum(least((payload->>'bytes')::int8, (payload->>'bytesOverage')::int8))::int8
+            "SELECT traffic_task_id(payload) AS task_id,
+                    sum(traffic_bytes(payload))::int8 AS bytes,
+                    sum(least(traffic_bytes(payload), traffic_bytes_overage(payload)))::int8
                FROM events
               WHERE stream_id = $1
                 AND version > coalesce((SELECT version FROM events
@@ -256,8 +256,8 @@ pub async fn daily_by_task(
     let statement = client
         .prepare_cached(
             "SELECT ((recorded_at AT TIME ZONE 'UTC') + interval '8 hours')::date AS day,
-                    payload->>'taskId' AS task_id,
-                    sum((payload->>'bytes')::int8)::int8 AS bytes
+                    traffic_task_id(payload) AS task_id,
+                    sum(traffic_bytes(payload))::int8 AS bytes
                FROM events
               WHERE stream_id = $1
                 AND version > coalesce((SELECT version FROM events

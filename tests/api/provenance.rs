@@ -249,14 +249,14 @@ async fn last_traffic_of_package(app: &TestApp) -> RecordedEvent {
 /// to match, so that replay passes.
 async fn shave_last_report(app: &TestApp) -> i64 {
     let event = last_traffic_of_package(app).await;
-    let task = event.payload["taskId"].as_str().unwrap().to_owned();
+    let task = event.payload["t"].as_str().unwrap().to_owned();
     sql(
         app,
         &format!(
             "SET session_replication_role = replica;
              UPDATE events SET payload = (payload::jsonb
-                    || jsonb_build_object('bytes', (payload->>'bytes')::bigint - 1000,
-                                          'bytesRemaining', (payload->>'bytesRemaining')::bigint + 1000))::json
+                    || jsonb_build_object('b', traffic_bytes(payload) - 1000,
+                                          'l', traffic_bytes_remaining(payload) + 1000))::json
               WHERE position = {position};
              UPDATE packages SET bytes_consumed = bytes_consumed - 1000,
                                  bytes_remaining = bytes_remaining + 1000
@@ -337,7 +337,7 @@ async fn a_version_4_row_stores_no_key_no_repeated_metadata_and_one_ledger_hash_
         .query(
             "SELECT position, hash_version, idempotency_key IS NULL, metadata IS NULL,
                     ledger_hash IS NULL
-               FROM events WHERE event_type = 'TrafficConsumed' AND payload->>'reportId' IN ('r-a', 'r-b', 'r-c')
+               FROM events WHERE event_type = 'TrafficConsumed' AND traffic_report_id(payload) IN ('r-a', 'r-b', 'r-c')
               ORDER BY position",
             &[],
         )

@@ -67,7 +67,7 @@ async fn concurrent_reports_empty_a_package_and_its_tasks_stop_in_the_crossing_t
     let events = transactions(&app).await;
     let crossing = events
         .iter()
-        .find(|(_, kind, _, payload)| kind == "TrafficConsumed" && payload["bytesRemaining"] == 0)
+        .find(|(_, kind, _, payload)| kind == "TrafficConsumed" && payload["l"] == 0)
         .expect("a report crossed zero");
     let stops: Vec<_> = events
         .iter()
@@ -624,22 +624,20 @@ async fn an_unchargeable_report_fails_alone_and_its_batch_goes_on() {
     let events = transactions(&app).await;
     let batch: std::collections::HashSet<&String> = events
         .iter()
-        .filter(|(_, kind, _, payload)| kind == "TrafficConsumed" && payload["reportId"] == "r-1")
+        .filter(|(_, kind, _, payload)| kind == "TrafficConsumed" && payload["r"] == "r-1")
         .map(|(_, _, xid, _)| xid)
         .collect();
     assert_eq!(batch.len(), 1, "the queued reports committed together");
     assert_eq!(
         events
             .iter()
-            .filter(
-                |(_, kind, _, payload)| kind == "TrafficConsumed" && payload["reportId"] == "r-1"
-            )
+            .filter(|(_, kind, _, payload)| kind == "TrafficConsumed" && payload["r"] == "r-1")
             .count(),
         6
     );
     assert!(!events
         .iter()
-        .any(|(_, _, _, payload)| payload["reportId"] == "r-overflow"));
+        .any(|(_, _, _, payload)| payload["r"] == "r-overflow"));
 }
 
 #[tokio::test]
@@ -672,7 +670,7 @@ async fn reports_of_one_package_in_one_request_are_charged_in_request_order_afte
         .events_of("TrafficConsumed")
         .await
         .iter()
-        .map(|e| e["data"]["taskId"].as_str().unwrap().to_owned())
+        .map(|e| e["data"]["t"].as_str().unwrap().to_owned())
         .collect();
     let expected: Vec<String> = (0..pairs)
         .flat_map(|i| [format!("a-{i}"), format!("b-{i}")])

@@ -3,6 +3,7 @@
 
 use crate::helpers::*;
 use chrono::{Duration, Utc};
+use dts_ledger::database::Role;
 use dts_ledger::usage;
 use projections::ids::{InstanceId, TaskId};
 
@@ -416,4 +417,73 @@ async fn runways_of_50_packages_are_read_in_one_statement() {
         times_ms[RUNS / 2],
         times_ms[RUNS - 1]
     );
+}
+
+/// The SQL functions finance reads a traffic event's fields with (README, "The ledger") read both
+/// versions alike, with version 2's absent defaults, and as the auditors' role; the README's query
+/// adds up what each task drew.
+#[tokio::test]
+async fn traffic_fields_read_the_same_from_either_version_in_sql() {
+    let app = spawn_app().await;
+    app.buy("biz-f", "alice", SKU_1TB).await;
+    app.create_task("t-f", "biz-f").await;
+    app.create_task("t-g", "biz-f").await;
+    app.report("t-f", "r-1", 700).await;
+    app.report("t-f", "r-2", 300).await;
+    app.report("t-g", "r-1", 50).await;
+    let reader = app.db.client_as(Role::Reader).await;
+    let fields = "SELECT traffic_task_id(p), traffic_report_id(p), traffic_bytes(p),
+                         traffic_bytes_remaining(p), traffic_bytes_overage(p), traffic_action(p)
+                    FROM (SELECT $1::text::json AS p) x";
+    let read = |row: tokio_postgres::Row| {
+        (
+            row.get::<_, String>(0),
+            row.get::<_, String>(1),
+            row.get::<_, i64>(2),
+            row.get::<_, i64>(3),
+            row.get::<_, i64>(4),
+            row.get::<_, String>(5),
+        )
+    };
+    let stop = (
+        "t-1".to_owned(),
+        "r-1".to_owned(),
+        10,
+        0,
+        3,
+        "stop".to_owned(),
+    );
+    for payload in [
+        r#"{"action":"stop","bytes":10,"bytesOverage":3,"bytesRemaining":0,"instanceId":"biz-1","periodEnd":"2027-01-15T08:00:00Z","reason":"quota_exhausted","reportId":"r-1","taskId":"t-1"}"#,
+        r#"{"a":"stop","b":10,"e":"2027-01-15T08:00:00Z","l":0,"o":3,"r":"r-1","t":"t-1","w":"quota_exhausted"}"#,
+    ] {
+        assert_eq!(
+            read(reader.query_one(fields, &[&payload]).await.unwrap()),
+            stop
+        );
+    }
+    let plain = r#"{"b":10,"e":"2027-01-15T08:00:00Z","l":90,"r":"r-1","t":"t-1"}"#;
+    assert_eq!(
+        read(reader.query_one(fields, &[&plain]).await.unwrap()),
+        (
+            "t-1".to_owned(),
+            "r-1".to_owned(),
+            10,
+            90,
+            0,
+            "continue".to_owned()
+        )
+    );
+    let drawn = reader
+        .query(
+            "SELECT traffic_task_id(payload) AS task, sum(traffic_bytes(payload))::int8 AS bytes
+               FROM events
+              WHERE event_type = 'TrafficConsumed' AND recorded_at >= now() - interval '1 day'
+              GROUP BY 1 ORDER BY 2 DESC",
+            &[],
+        )
+        .await
+        .unwrap();
+    let drawn: Vec<(String, i64)> = drawn.iter().map(|r| (r.get(0), r.get(1))).collect();
+    assert_eq!(drawn, [("t-f".to_owned(), 1_000), ("t-g".to_owned(), 50)]);
 }

@@ -430,7 +430,7 @@ pub async fn check_after_failover(
         .unwrap();
     let rows = client
         .query(
-            "SELECT payload->>'reportId', count(*) FROM events \
+            "SELECT traffic_report_id(payload), count(*) FROM events \
              WHERE event_type = 'TrafficConsumed' GROUP BY 1",
             &[],
         )
