@@ -52,7 +52,8 @@ impl From<crate::store::RecordedEvent> for LedgerEvent {
             // Resolved by the store's page reader (a row of hash version 4 may store none).
             metadata: e.metadata.unwrap_or(Value::Null),
             recorded_at: e.recorded_at,
-            prev_hash: hex::encode(&e.prev_hash),
+            // Derived by the store's page reader where the row stores none (migration 25).
+            prev_hash: e.prev_hash.as_deref().map(hex::encode).unwrap_or_default(),
             hash: hex::encode(&e.hash),
         }
     }

@@ -16,7 +16,7 @@
 use super::checkpoint::{Checkpoint, Keyring};
 use super::report::Month;
 use super::verify::Hasher;
-use crate::store::hash::{ledger_hash, Hash, HashVersion};
+use crate::store::hash::{ledger_hash, Hash, HashVersion, GENESIS};
 use crate::store::{EventRow, JsonText, StoredEvent};
 use chrono::{DateTime, FixedOffset, Utc};
 use ring::digest::{Context, SHA256};
@@ -145,7 +145,7 @@ impl ArchivedEvent {
             metadata: Some(JsonText(&self.metadata)),
             recorded_at: self.recorded_at,
             idempotency_key: self.idempotency_key.as_deref(),
-            prev_hash: &self.prev_hash,
+            prev_hash: Some(&self.prev_hash),
             hash: &self.hash,
             hash_version: self.hash_version,
             ledger_hash: self.ledger_hash.as_deref(),
@@ -541,8 +541,11 @@ pub fn read<E: From<ArchiveError>>(
         match reader.next_item()? {
             Item::Event(event) => {
                 let row = event.row();
+                // Every line holds its previous hash (derived by the writer where the row stores
+                // none); one that is not 32 bytes was refused when the line was read.
+                let prev: Hash = event.prev_hash.as_slice().try_into().unwrap_or(GENESIS);
                 let hash = hasher
-                    .hash(&row, &event.metadata)
+                    .hash(&row, &prev, &event.metadata)
                     .map_err(|e| fail(Fault::Altered, Some(row.position), e))?;
                 segment
                     .check(&row, &hash)
@@ -634,10 +637,16 @@ impl Writer {
         })
     }
 
-    /// Writes `row`'s line, with `metadata` its metadata text (resolved: a row of hash version 4
-    /// that stores none has the text of the append's earlier event it shares), so that every
-    /// line can be hashed alone.
-    pub fn event(&mut self, row: &EventRow<'_>, metadata: &[u8]) -> std::io::Result<()> {
+    /// Writes `row`'s line, with `prev_hash` its previous hash (the row's own, or for a row
+    /// that stores none, its stream's event before's hash) and `metadata` its metadata text
+    /// (resolved: a row of hash version 4 that stores none has the text of the append's earlier
+    /// event it shares), so that every line can be hashed alone.
+    pub fn event(
+        &mut self,
+        row: &EventRow<'_>,
+        prev_hash: &Hash,
+        metadata: &[u8],
+    ) -> std::io::Result<()> {
         fn text(json: &[u8]) -> std::io::Result<&str> {
             std::str::from_utf8(json)
                 .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e))
@@ -654,7 +663,7 @@ impl Writer {
                 .recorded_at
                 .to_rfc3339_opts(chrono::SecondsFormat::Micros, true),
             idempotency_key: row.idempotency_key,
-            prev_hash: hex::encode(row.prev_hash),
+            prev_hash: hex::encode(prev_hash),
             hash: hex::encode(row.hash),
             hash_version: row.hash_version,
             ledger_hash: row.ledger_hash.map(hex::encode),

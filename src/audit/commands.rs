@@ -724,7 +724,10 @@ pub async fn export(
         }
         count += 1;
         let metadata = row.metadata.map(|m| m.0);
-        export::write_row(row, metadata, format, &mut out)
+        // An archive's line always holds its previous hash.
+        let prev_hash: Option<crate::store::hash::Hash> =
+            row.prev_hash.and_then(|p| p.try_into().ok());
+        export::write_row(row, prev_hash.as_ref(), metadata, format, &mut out)
     })
     .map_err(|error| match error {
         months::FeedError::Each(failed) => Unable(failed.to_string()),

@@ -2,7 +2,8 @@
 //! books as columns, as CSV or JSON lines. Read only and streamed.
 
 use super::source::{self, Range, Selection};
-use crate::store::{EventRow, MetadataRun};
+use crate::store::hash::Hash;
+use crate::store::{EventRow, MetadataRun, PrevHashes};
 use projections::events::Event;
 use projections::ids::{InstanceId, TaskId};
 use serde_json::{json, Value};
@@ -205,10 +206,21 @@ pub async fn export_rows(
             .await
             .map_err(std::io::Error::other)?,
     );
+    // Likewise for the previous hash of rows that store none (migration 25).
+    let mut prev_hashes = PrevHashes::starting_with(if range.after > 0 {
+        let db = |e: tokio_postgres::Error| std::io::Error::other(crate::store::describe(&e));
+        let until = source::last_position(tx, range.until).await.map_err(db)?;
+        crate::store::prev_hashes_before(tx, range.after, until.unwrap_or(i64::MAX))
+            .await
+            .map_err(db)?
+    } else {
+        Default::default()
+    });
     let count = source::for_each(tx, range, Selection::ALL, |row| {
         let row = EventRow::from_columns(row)?;
         let resolved = metadata.resolve(row.metadata.map(|m| m.0));
-        write_row(&row, resolved, format, out)
+        let prev_hash = prev_hashes.resolve(&row);
+        write_row(&row, prev_hash.as_ref(), resolved, format, out)
     })
     .await?;
     out.flush()?;
@@ -217,9 +229,11 @@ pub async fn export_rows(
 
 /// Writes one event.
 ///
-/// `metadata` is the row's metadata text, resolved ([`MetadataRun`]).
+/// `prev_hash` and `metadata` are the row's previous hash and metadata text, resolved
+/// ([`PrevHashes`], [`MetadataRun`]).
 pub fn write_row(
     row: &EventRow<'_>,
+    prev_hash: Option<&Hash>,
     metadata: Option<&[u8]>,
     format: Format,
     out: &mut impl Write,
@@ -271,7 +285,7 @@ pub fn write_row(
                 line[*name] = value.map_or(Value::Null, Cell::into_json);
             }
             line["hash"] = Value::String(hash);
-            line["prevHash"] = Value::String(hex::encode(row.prev_hash));
+            line["prevHash"] = prev_hash.map_or(Value::Null, |h| Value::String(hex::encode(h)));
             line["data"] = serde_json::from_slice(&row.payload).unwrap_or(Value::Null);
             line["metadata"] = metadata
                 .and_then(|text| serde_json::from_slice(text).ok())

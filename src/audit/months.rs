@@ -10,7 +10,7 @@ use super::report::Month;
 use super::source::{self, Range, Selection, Until};
 use super::verify::Hasher;
 use crate::store::hash::{ledger_hash, Hash, GENESIS};
-use crate::store::{EventRow, MetadataRun};
+use crate::store::{EventRow, MetadataRun, PrevHashes};
 use chrono::{DateTime, Utc};
 use ed25519_dalek::SigningKey;
 use std::path::{Path, PathBuf};
@@ -331,6 +331,13 @@ pub async fn write(
     let mut segment = archive::Segment::new(&header)?;
     let mut hasher = Hasher::default();
     let mut metadata = MetadataRun::default();
+    // Rows that store no previous hash (migration 25) get it from their stream's event before:
+    // in this month, or the stream's head before it.
+    let mut prev_hashes = PrevHashes::starting_with(
+        crate::store::prev_hashes_before(&tx, stretch.first_position - 1, stretch.last_position)
+            .await
+            .map_err(db)?,
+    );
     #[derive(Debug, thiserror::Error)]
     enum Failed {
         #[error("{}", crate::store::describe(.0))]
@@ -355,7 +362,16 @@ pub async fn write(
                     row.position
                 )));
             };
-            let hash = hasher.hash(&row, metadata).map_err(Failed::Other)?;
+            let Some(prev_hash) = prev_hashes.resolve(&row) else {
+                return Err(Failed::Other(format!(
+                    "the event at position {} stores no previous hash and follows no event of its \
+                     stream that is known: nothing archived; run `dts-ledger verify`",
+                    row.position
+                )));
+            };
+            let hash = hasher
+                .hash(&row, &prev_hash, metadata)
+                .map_err(Failed::Other)?;
             segment.check(&row, &hash).map_err(|(fault, detail)| {
                 Failed::Other(format!(
                     "the ledger is not intact at position {} ({}: {detail}): nothing archived; \
@@ -365,7 +381,7 @@ pub async fn write(
                 ))
             })?;
             writer
-                .event(&row, metadata)
+                .event(&row, &prev_hash, metadata)
                 .map_err(|e| Failed::Other(format!("cannot write the archive: {e}")))
         },
     )

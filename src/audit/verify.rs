@@ -346,7 +346,8 @@ impl Verifier {
         hash_version: HashVersion,
         (last_version, last_hash, last_position): StreamHead,
     ) -> Result<Hash, Found> {
-        if row.prev_hash != last_hash {
+        // Rows appended since migration 25 store none: their hash was computed with the chain's.
+        if row.prev_hash.is_some_and(|stored| stored != last_hash) {
             return Err((
                 ProblemKind::OutOfBand,
                 if last_version == 0 {
@@ -622,12 +623,37 @@ fn check_batch(
         })
         .collect();
     verifier.metadata = current.map(<[u8]>::to_vec);
-    let both: Vec<_> = rows.iter().zip(metadata).collect();
+    // Each row's previous hash: the one it stores, or for a row that stores none, the stored
+    // hash of its stream's event before, in this batch or checked already (a row reaching the
+    // comparison of hashes follows one whose stored hash held).
+    let mut in_batch: HashMap<&str, &[u8]> = HashMap::new();
+    let prev_hashes: Vec<Hash> = rows
+        .iter()
+        .map(|row| {
+            let Ok(row) = row else { return GENESIS };
+            let prev = match row.prev_hash {
+                Some(stored) => stored.try_into().unwrap_or(GENESIS),
+                None => in_batch
+                    .get(row.stream_id)
+                    .and_then(|hash| (*hash).try_into().ok())
+                    .or_else(|| verifier.heads.get(row.stream_id).map(|head| head.1))
+                    .unwrap_or(GENESIS),
+            };
+            in_batch.insert(row.stream_id, row.hash);
+            prev
+        })
+        .collect();
+    let both: Vec<_> = rows
+        .iter()
+        .zip(metadata)
+        .zip(prev_hashes)
+        .map(|((row, metadata), prev)| (row, metadata, prev))
+        .collect();
     let hashes = source::map_in_parallel(&both, |part| {
         let mut hasher = Hasher::default();
         part.iter()
-            .map(|(row, metadata)| match row {
-                Ok(row) => hasher.hash(row, metadata.unwrap_or_default()),
+            .map(|(row, metadata, prev)| match row {
+                Ok(row) => hasher.hash(row, prev, metadata.unwrap_or_default()),
                 // Never looked at: the row's own error is reported first.
                 Err(_) => Ok(GENESIS),
             })
@@ -655,25 +681,30 @@ pub struct Hasher {
 }
 
 impl Hasher {
-    /// The row's own hash from its stored content, chained to its stored `prev_hash`; an error
-    /// says why its JSON cannot be read.
+    /// The row's own hash from its stored content, chained to `prev_hash`: the one the row stores,
+    /// or for a row that stores none, the hash of its stream's event before; an error says why its
+    /// JSON cannot be read.
     ///
-    /// [`Verifier::check`] compares `prev_hash` with the stream's previous hash, and the hash
-    /// version with the known ones, before it uses this hash: a row that passes both is hashed
-    /// here exactly as the chain requires, and for one that does not, the stand-ins below
+    /// [`Verifier::check`] compares a stored `prev_hash` with the stream's previous hash, and the
+    /// hash version with the known ones, before it uses this hash: a row that passes both is
+    /// hashed here exactly as the chain requires, and for one that does not, the stand-ins
     /// (genesis for a malformed `prev_hash`, the current version for an unknown one) are never
     /// looked at.
     ///
     /// `metadata` is the row's metadata text: its own, or for a row of version 4 that stores
     /// none, that of the nearest earlier row storing one ([`crate::store::MetadataRun`]).
-    pub fn hash(&mut self, row: &EventRow<'_>, metadata: &[u8]) -> Result<Hash, String> {
+    pub fn hash(
+        &mut self,
+        row: &EventRow<'_>,
+        prev_hash: &Hash,
+        metadata: &[u8],
+    ) -> Result<Hash, String> {
         let version = HashVersion::from_column(row.hash_version).unwrap_or(HashVersion::CURRENT);
-        let prev_hash: Hash = row.prev_hash.try_into().unwrap_or(GENESIS);
         if version.covers_stored_text() {
             // The stored text is what was hashed: nothing to parse.
             return Ok(event_hash(
                 version,
-                &prev_hash,
+                prev_hash,
                 &row.hashed(&row.payload, metadata),
             ));
         }
@@ -690,7 +721,7 @@ impl Hasher {
         }
         Ok(event_hash(
             version,
-            &prev_hash,
+            prev_hash,
             &row.hashed(&self.payload, &self.metadata),
         ))
     }

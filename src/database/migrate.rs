@@ -118,6 +118,11 @@ const MIGRATIONS: &[Migration] = &[
         name: "traffic_fields",
         sql: include_str!("../../schema/0024_traffic_fields.sql"),
     },
+    Migration {
+        version: 25,
+        name: "derived_prev_hash",
+        sql: include_str!("../../schema/0025_derived_prev_hash.sql"),
+    },
 ];
 
 /// An arbitrary constant naming the advisory lock taken while migrating.

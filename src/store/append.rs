@@ -264,7 +264,6 @@ fn chain_rows(
         rows.push(Row {
             position,
             version,
-            prev_hash,
             hash,
             ledger_hash: None,
             event,
@@ -305,7 +304,8 @@ async fn insert_rows(
     let times: Vec<DateTime<Utc>> = vec![recorded_at; rows.len()];
     // Version 4 rows store no key (`idempotency_keys` holds its digest).
     let keys: Vec<Option<&str>> = vec![None; rows.len()];
-    let prev_hashes: Vec<&[u8]> = rows.iter().map(|r| r.prev_hash.as_slice()).collect();
+    // Rows store no previous hash (migration 25): it is their stream's event before's `hash`.
+    let prev_hashes: Vec<Option<&[u8]>> = vec![None; rows.len()];
     let hashes: Vec<&[u8]> = rows.iter().map(|r| r.hash.as_slice()).collect();
     let hash_versions: Vec<i16> = vec![HashVersion::CURRENT.column(); rows.len()];
     let ledger_hashes: Vec<Option<&[u8]>> = rows
@@ -348,6 +348,7 @@ async fn copy_rows(
         .await?;
     let hash_version = HashVersion::CURRENT.column();
     let no_key: Option<&str> = None;
+    let no_prev_hash: Option<&[u8]> = None;
     let written = async {
         let sink = tx.copy_in(&copy).await?;
         let writer = BinaryCopyInWriter::new(sink, &EVENT_COLUMN_TYPES);
@@ -365,7 +366,7 @@ async fn copy_rows(
                 &metadata,
                 &recorded_at,
                 &no_key,
-                &row.prev_hash.as_slice(),
+                &no_prev_hash,
                 &row.hash.as_slice(),
                 &hash_version,
                 &ledger_hash,
@@ -381,7 +382,6 @@ async fn copy_rows(
 struct Row {
     position: i64,
     version: i64,
-    prev_hash: Hash,
     hash: Hash,
     /// Stored on the append's last row only.
     ledger_hash: Option<Hash>,

@@ -10,12 +10,12 @@ mod row;
 pub use append::{append, append_new, find_by_idempotency_keys, prepare, write, Prepared};
 pub use read::{
     by_idempotency_keys, credential_generation, for_each_in_stream_until, head_position,
-    last_expiry_notice, metadata_at, position_at, read_all_after, read_grants, read_stream,
-    POSITION_AT, STREAM_PAGE_EVENTS,
+    last_expiry_notice, metadata_at, position_at, prev_hashes_before, read_all_after, read_grants,
+    read_stream, POSITION_AT, STREAM_PAGE_EVENTS,
 };
 pub use row::{
-    Columns, EventRow, FoldRow, JsonText, MetadataRun, RecordedEvent, StoredEvent, EVENT_COLUMNS,
-    EVENT_COLUMN_TYPES, FOLD_COLUMNS, FOLD_COLUMN_TYPES,
+    Columns, EventRow, FoldRow, JsonText, MetadataRun, PrevHashes, RecordedEvent, StoredEvent,
+    EVENT_COLUMNS, EVENT_COLUMN_TYPES, FOLD_COLUMNS, FOLD_COLUMN_TYPES,
 };
 
 use chrono::{DateTime, Utc};

@@ -3,8 +3,10 @@
 //! Positions are gapless and become visible in order (see `append`), so a reader that asks for
 //! "everything after N" never skips an event that commits later with a smaller position (I7).
 
+use super::hash::Hash;
 use super::{RecordedEvent, StoreError};
 use deadpool_postgres::GenericClient;
+use std::collections::HashMap;
 use tokio_postgres::Row;
 
 use super::EVENT_COLUMNS as COLUMNS;
@@ -27,7 +29,10 @@ pub async fn read_stream(
         ))
         .await?;
     let rows = client.query(&statement, &[&stream_id]).await?;
-    recorded(&rows)
+    let mut events = recorded(&rows)?;
+    // The whole stream, in order: each previous hash is the event before's, no lookup.
+    derive_prev_hashes(client, &mut events).await?;
+    Ok(events)
 }
 
 /// The grants of a package's stream (purchase, renewals, upgrades, expansions), oldest first.
@@ -158,6 +163,7 @@ pub async fn read_all_after(
         .await?;
     let rows = client.query(&statement, &[&after, &limit]).await?;
     let mut events = recorded(&rows)?;
+    derive_prev_hashes(client, &mut events).await?;
     // Every event of the page with its metadata: a row storing none has its predecessor's, which
     // for the page's first rows may be before the page.
     let mut carried: Option<serde_json::Value> = None;
@@ -177,6 +183,96 @@ pub async fn read_all_after(
         }
     }
     Ok(events)
+}
+
+/// Where one event of a stream is looked up by version: in the ledger, or, when its month was
+/// dropped, as the head the drop recorded (the only event of a dropped month a later event of its
+/// stream can follow without another dropped one between them). `w(s, v)` names the wanted
+/// stream and version.
+const HASH_OF_VERSION: &str =
+    "(SELECT hash FROM events e WHERE e.stream_id = w.s AND e.version = w.v LIMIT 1)
+     UNION ALL
+     (SELECT hash FROM archived_stream_heads a WHERE a.stream_id = w.s AND a.version = w.v LIMIT 1)
+     LIMIT 1";
+
+/// Fills in the `prev_hash` of the events (in position order) that store none (rows appended
+/// since migration 25): the `hash` of their stream's event before, from `events` themselves
+/// when it is among them, otherwise looked up, all in one query.
+async fn derive_prev_hashes(
+    client: &impl GenericClient,
+    events: &mut [RecordedEvent],
+) -> Result<(), StoreError> {
+    let mut heads = super::PrevHashes::default();
+    let mut wanted: Vec<(usize, String, i64)> = Vec::new();
+    for (index, event) in events.iter_mut().enumerate() {
+        let row = super::EventRow {
+            position: event.position,
+            stream_id: &event.stream_id,
+            version: event.version,
+            event_type: &event.event_type,
+            event_version: event.event_version,
+            payload: super::JsonText(&[]),
+            metadata: None,
+            recorded_at: event.recorded_at,
+            idempotency_key: None,
+            prev_hash: event.prev_hash.as_deref(),
+            hash: &event.hash,
+            hash_version: event.hash_version,
+            ledger_hash: None,
+        };
+        match heads.resolve(&row) {
+            Some(prev) => event.prev_hash = Some(prev.to_vec()),
+            None => wanted.push((index, event.stream_id.clone(), event.version - 1)),
+        }
+    }
+    if wanted.is_empty() {
+        return Ok(());
+    }
+    let statement = client
+        .prepare_cached(&format!(
+            "SELECT w.i, h.hash FROM unnest($1::int8[], $2::text[], $3::int8[]) AS w(i, s, v)
+               JOIN LATERAL ({HASH_OF_VERSION}) h ON true"
+        ))
+        .await?;
+    let indexes: Vec<i64> = wanted.iter().map(|w| w.0 as i64).collect();
+    let streams: Vec<&str> = wanted.iter().map(|w| w.1.as_str()).collect();
+    let versions: Vec<i64> = wanted.iter().map(|w| w.2).collect();
+    for row in client
+        .query(&statement, &[&indexes, &streams, &versions])
+        .await?
+    {
+        let index: i64 = row.get(0);
+        events[index as usize].prev_hash = Some(row.get(1));
+    }
+    Ok(())
+}
+
+/// Each stream's hash before position `after` + 1, for the streams whose events in `(after,
+/// until]` include one that stores no `prev_hash` and whose first event there is not their
+/// first: what a reader of that range in position order needs to derive every previous hash
+/// ([`super::PrevHashes`]). One hash aggregate over the range, then a lookup per such stream.
+pub async fn prev_hashes_before(
+    client: &impl tokio_postgres::GenericClient,
+    after: i64,
+    until: i64,
+) -> Result<HashMap<String, Hash>, tokio_postgres::Error> {
+    let rows = client
+        .query(
+            &format!(
+                "SELECT w.s, h.hash
+                   FROM (SELECT stream_id AS s, min(version) - 1 AS v FROM events
+                          WHERE position > $1 AND position <= $2
+                          GROUP BY stream_id HAVING bool_or(prev_hash IS NULL)) AS w
+                   JOIN LATERAL ({HASH_OF_VERSION}) h ON true
+                  WHERE w.v >= 1"
+            ),
+            &[&after, &until],
+        )
+        .await?;
+    Ok(rows
+        .iter()
+        .filter_map(|row| Some((row.get(0), row.get::<_, &[u8]>(1).try_into().ok()?)))
+        .collect())
 }
 
 /// The events carrying any of `keys`, in position order.

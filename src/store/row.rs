@@ -2,9 +2,11 @@
 //! ([`RecordedEvent`]) or borrowed from a binary COPY buffer by the audits ([`EventRow`]). A new
 //! column is added here: the column list, its type, a field and the line that reads it.
 
+use super::hash::{Hash, GENESIS};
 use chrono::{DateTime, Utc};
 use projections::events::Event;
 use serde_json::Value;
+use std::collections::HashMap;
 use tokio_postgres::binary_copy::BinaryCopyOutRow;
 use tokio_postgres::types::{FromSql, IsNull, ToSql, Type};
 
@@ -84,7 +86,10 @@ pub struct StoredEvent<Text, Bytes, Json> {
     pub metadata: Option<Json>,
     pub recorded_at: DateTime<Utc>,
     pub idempotency_key: Option<Text>,
-    pub prev_hash: Bytes,
+    /// The `hash` of the stream's event before (32 zero bytes for its first). `None` on rows
+    /// appended since migration 25, which store none: [`PrevHashes`] derives it for readers in
+    /// position order, and the store's readers return it derived.
+    pub prev_hash: Option<Bytes>,
     pub hash: Bytes,
     /// `events.hash_version`: which encoding `hash` uses.
     pub hash_version: i16,
@@ -224,5 +229,41 @@ impl MetadataRun {
     /// Starts the run with the metadata of the row before the first one read.
     pub fn starting_with(text: Option<Vec<u8>>) -> MetadataRun {
         MetadataRun { text }
+    }
+}
+
+/// The previous hash of rows read in position order: the one a row stores, or for a row appended
+/// since migration 25, which stores none, the hash of its stream's event before (32 zero bytes
+/// for a stream's first event): the last row of its stream seen, or, for a reader that starts
+/// after position 1, the head it was started with ([`super::prev_hashes_before`]).
+#[derive(Debug, Default, Clone)]
+pub struct PrevHashes {
+    heads: HashMap<String, Hash>,
+}
+
+impl PrevHashes {
+    /// Starts with each stream's hash before the first row to be read.
+    pub fn starting_with(heads: HashMap<String, Hash>) -> PrevHashes {
+        PrevHashes { heads }
+    }
+
+    /// The previous hash of `row`, the next row in position order; `None` when the row stores
+    /// none, follows an event of its stream, and that stream's head is not known (a range read
+    /// without its heads), or when the stored one is not 32 bytes.
+    pub fn resolve(&mut self, row: &EventRow<'_>) -> Option<Hash> {
+        let prev = match row.prev_hash {
+            Some(stored) => stored.try_into().ok(),
+            None if row.version == 1 => Some(GENESIS),
+            None => self.heads.get(row.stream_id).copied(),
+        };
+        if let Ok(hash) = Hash::try_from(row.hash) {
+            match self.heads.get_mut(row.stream_id) {
+                Some(head) => *head = hash,
+                None => {
+                    self.heads.insert(row.stream_id.to_owned(), hash);
+                }
+            }
+        }
+        prev
     }
 }

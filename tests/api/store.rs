@@ -58,9 +58,16 @@ async fn appended_events_form_a_versioned_hash_chain() {
         stream.iter().map(|e| e.position).collect::<Vec<_>>(),
         [1, 3, 4]
     );
-    assert_eq!(stream[0].prev_hash, vec![0; 32]);
-    assert_eq!(stream[1].prev_hash, stream[0].hash);
-    assert_eq!(stream[2].prev_hash, stream[1].hash);
+    // Rows store no previous hash (migration 25); the reader derives it along the stream.
+    assert_eq!(stream[0].prev_hash, Some(vec![0; 32]));
+    assert_eq!(stream[1].prev_hash.as_ref(), Some(&stream[0].hash));
+    assert_eq!(stream[2].prev_hash.as_ref(), Some(&stream[1].hash));
+    let stored: i64 = client
+        .query_one("SELECT count(prev_hash) FROM events", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(stored, 0);
     assert_eq!(stream[2].payload["text"], "流量 ✓");
     assert_eq!(store::head_position(&client).await.unwrap(), 4);
     let summary = verify_db(&db).await.unwrap();
