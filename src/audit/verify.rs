@@ -848,7 +848,8 @@ async fn resume_after(
                     UNION ALL
                     (SELECT version, hash, position FROM (
                         (SELECT version, hash, position FROM events e
-                          WHERE e.stream_id = m.stream_id AND e.position <= $1
+                          WHERE ledger_stream_key(e.stream_id) = ledger_stream_key(m.stream_id)
+                            AND e.stream_id = m.stream_id AND e.position <= $1
                           ORDER BY version DESC LIMIT 1)
                         UNION ALL
                         (SELECT version, hash, position FROM archived_stream_heads a

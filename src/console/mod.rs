@@ -1041,7 +1041,7 @@ fn not_found(console: &Console, customer: &Customer, lang: Lang) -> HttpResponse
 /// The version a form carries: the version of the task's own stream, which moves with every
 /// change of its binding or state (created, rebound, stopped, resumed, destroyed) but not with
 /// its traffic (which goes to the package's stream), so a running task's forms do not go stale
-/// with every report. One step back along the `(stream_id, version)` index.
+/// with every report. One step back along the stream index.
 async fn version_of(
     client: &impl GenericClient,
     task: &Task,
@@ -1049,7 +1049,9 @@ async fn version_of(
 ) -> Result<String, PageError> {
     let statement = client
         .prepare_cached(
-            "SELECT version FROM events WHERE stream_id = $1 ORDER BY version DESC LIMIT 1",
+            "SELECT version FROM events
+              WHERE ledger_stream_key(stream_id) = ledger_stream_key($1) AND stream_id = $1
+              ORDER BY version DESC LIMIT 1",
         )
         .await
         .map_err(db_error(lang))?;

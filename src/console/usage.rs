@@ -3,7 +3,7 @@
 //!
 //! Daily use comes from the package stream's events of the last `days` days. Within a stream,
 //! `recorded_at` rises with `version` (appends record them in step), so the range starts after
-//! the last event before the window, found by walking the `(stream_id, version)` index backwards
+//! the last event before the window, found by walking the stream index backwards
 //! from the stream's end: both steps read only the window's events (≈ 2 × the reports of those
 //! days), whatever the stream's age. Grants come from a partial index holding only them.
 
@@ -63,9 +63,10 @@ pub async fn daily(
                     bool_or(event_type IN ('OrderExpired', 'OrderReleased')
                             OR (event_type = 'TrafficConsumed' AND traffic_action(payload) = 'stop'))
                FROM events
-              WHERE stream_id = $1
+              WHERE ledger_stream_key(stream_id) = ledger_stream_key($1) AND stream_id = $1
                 AND version > coalesce((SELECT version FROM events
-                                         WHERE stream_id = $1 AND recorded_at < $2
+                                         WHERE ledger_stream_key(stream_id) = ledger_stream_key($1) AND stream_id = $1
+                                           AND recorded_at < $2
                                          ORDER BY version DESC LIMIT 1), 0)
                 AND event_type IN ('TrafficConsumed', 'OrderExpired', 'OrderReleased')
               GROUP BY 1 ORDER BY 1",
@@ -104,7 +105,7 @@ pub async fn grants(
                     (payload->>'bytesGranted')::int8, (payload->>'amount')::numeric,
                     payload->>'currency'
                FROM events
-              WHERE stream_id = $1
+              WHERE ledger_stream_key(stream_id) = ledger_stream_key($1) AND stream_id = $1
                 AND event_type IN ('OrderCreated', 'OrderRenewed', 'OrderUpgraded', 'OrderDilated')
               ORDER BY version LIMIT $2",
         )
@@ -127,7 +128,7 @@ pub async fn grants(
 }
 
 /// When a released package was released and what it forfeited. A stream holds one release at
-/// most, near its end: walked back along the `(stream_id, version)` index.
+/// most, near its end: walked back along the stream index.
 pub async fn release(
     client: &impl GenericClient,
     instance_id: &InstanceId,
@@ -135,7 +136,7 @@ pub async fn release(
     let statement = client
         .prepare_cached(
             "SELECT recorded_at, (payload->>'bytesForfeited')::int8 FROM events
-              WHERE stream_id = $1 AND event_type = 'OrderReleased'
+              WHERE ledger_stream_key(stream_id) = ledger_stream_key($1) AND stream_id = $1 AND event_type = 'OrderReleased'
               ORDER BY version DESC LIMIT 1",
         )
         .await?;

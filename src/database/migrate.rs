@@ -123,6 +123,11 @@ const MIGRATIONS: &[Migration] = &[
         name: "derived_prev_hash",
         sql: include_str!("../../schema/0025_derived_prev_hash.sql"),
     },
+    Migration {
+        version: 26,
+        name: "stream_key_index",
+        sql: include_str!("../../schema/0026_stream_key_index.sql"),
+    },
 ];
 
 /// An arbitrary constant naming the advisory lock taken while migrating.

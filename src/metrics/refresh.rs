@@ -150,7 +150,9 @@ pub async fn tasks_reporting_after_stop(
         .prepare_cached(
             "SELECT count(*) FROM tasks t
               CROSS JOIN LATERAL (SELECT e.recorded_at FROM events e
-                                   WHERE e.stream_id = 'task-' || t.task_id
+                                   WHERE ledger_stream_key(e.stream_id)
+                                           = ledger_stream_key('task-' || t.task_id)
+                                     AND e.stream_id = 'task-' || t.task_id
                                    ORDER BY e.version DESC LIMIT 1) l
               WHERE t.state = 'stopped'
                 AND t.updated_at >= now() - make_interval(secs => $1)

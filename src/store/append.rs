@@ -529,7 +529,8 @@ fn classify(error: tokio_postgres::Error) -> StoreError {
             .as_db_error()
             .and_then(|db| db.constraint())
             .unwrap_or_default();
-        // The first two name the constraints of a ledger not moved to partitions yet.
+        // The first names the constraint of a ledger not moved to partitions yet, the last the
+        // unique stream index of a month made before migration 26.
         if constraint == "events_stream_id_version_key"
             || constraint == "stream_heads_pkey"
             || constraint.ends_with("_stream_version")

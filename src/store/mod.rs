@@ -1,6 +1,6 @@
-//! The event store: small and boring. Append (writers serialise themselves with row locks; the
-//! unique `(stream_id, version)` catches one that did not), read a stream, read everything after a
-//! position. Its SQL lives in `schema/0001_ledger.sql`.
+//! The event store: small and boring. Append (writers serialise themselves with row locks on
+//! `stream_heads`, whose heads each append moves only from the version it read), read a stream,
+//! read everything after a position. Its SQL lives in `schema/0001_ledger.sql`.
 
 mod append;
 pub mod hash;

@@ -25,7 +25,9 @@ pub async fn read_stream(
 ) -> Result<Vec<RecordedEvent>, StoreError> {
     let statement = client
         .prepare_cached(&format!(
-            "SELECT {COLUMNS} FROM events WHERE stream_id = $1 ORDER BY version"
+            "SELECT {COLUMNS} FROM events
+              WHERE ledger_stream_key(stream_id) = ledger_stream_key($1) AND stream_id = $1
+              ORDER BY version"
         ))
         .await?;
     let rows = client.query(&statement, &[&stream_id]).await?;
@@ -46,7 +48,7 @@ pub async fn read_grants(
     let statement = client
         .prepare_cached(&format!(
             "SELECT {COLUMNS} FROM events
-              WHERE stream_id = $1
+              WHERE ledger_stream_key(stream_id) = ledger_stream_key($1) AND stream_id = $1
                 AND event_type IN ('OrderCreated', 'OrderRenewed', 'OrderUpgraded', 'OrderDilated')
               ORDER BY version"
         ))
@@ -108,7 +110,10 @@ pub async fn for_each_in_stream_until<E: From<StoreError>>(
 ) -> Result<u64, E> {
     let statement = tx
         .prepare_cached(&format!(
-            "SELECT {COLUMNS} FROM events WHERE stream_id = $1 AND position <= $2 ORDER BY version"
+            "SELECT {COLUMNS} FROM events
+              WHERE ledger_stream_key(stream_id) = ledger_stream_key($1) AND stream_id = $1
+                AND position <= $2
+              ORDER BY version"
         ))
         .await
         .map_err(StoreError::from)?;
@@ -189,8 +194,9 @@ pub async fn read_all_after(
 /// dropped, as the head the drop recorded (the only event of a dropped month a later event of its
 /// stream can follow without another dropped one between them). `w(s, v)` names the wanted
 /// stream and version.
-const HASH_OF_VERSION: &str =
-    "(SELECT hash FROM events e WHERE e.stream_id = w.s AND e.version = w.v LIMIT 1)
+const HASH_OF_VERSION: &str = "(SELECT hash FROM events e
+       WHERE ledger_stream_key(e.stream_id) = ledger_stream_key(w.s) AND e.stream_id = w.s
+         AND e.version = w.v LIMIT 1)
      UNION ALL
      (SELECT hash FROM archived_stream_heads a WHERE a.stream_id = w.s AND a.version = w.v LIMIT 1)
      LIMIT 1";

@@ -22,9 +22,9 @@
 //! zero for the report that crossed it, nothing otherwise.
 //!
 //! **Reading windows.** Within a stream `recorded_at` rises with `version` (appends record them
-//! in step), so a window starts after the last event before it, found by walking the
-//! `(stream_id, version)` index back from the stream's end: a read costs about twice the
-//! window's events, whatever the stream's age.
+//! in step), so a window starts after the last event before it, found by walking the stream
+//! index (`ledger_stream_key(stream_id), version`) back from the stream's end: a read costs about
+//! twice the window's events, whatever the stream's age.
 
 use chrono::{DateTime, Duration, FixedOffset, NaiveDate, Utc};
 use deadpool_postgres::GenericClient;
@@ -145,20 +145,22 @@ pub async fn runways(
         .prepare_cached(
             "SELECT p.instance_id, p.bytes_remaining, p.expires_at, w.bytes, w.first_at,
                     EXISTS (SELECT 1 FROM events b
-                             WHERE b.stream_id = s.stream AND b.version <= s.boundary
+                             WHERE ledger_stream_key(b.stream_id) = ledger_stream_key(s.stream) AND b.stream_id = s.stream AND b.version <= s.boundary
                                AND b.event_type = 'TrafficConsumed')
                FROM packages p
               CROSS JOIN LATERAL (SELECT 'package-' || p.instance_id AS stream) st
               CROSS JOIN LATERAL (
                     SELECT st.stream,
                            coalesce((SELECT e.version FROM events e
-                                      WHERE e.stream_id = st.stream AND e.recorded_at < $2
+                                      WHERE ledger_stream_key(e.stream_id) = ledger_stream_key(st.stream) AND e.stream_id = st.stream
+                                        AND e.recorded_at < $2
                                       ORDER BY e.version DESC LIMIT 1), 0) AS boundary) s
               CROSS JOIN LATERAL (
                     SELECT coalesce(sum(traffic_bytes(e.payload)), 0)::int8 AS bytes,
                            min(e.recorded_at) AS first_at
                       FROM events e
-                     WHERE e.stream_id = s.stream AND e.version > s.boundary
+                     WHERE ledger_stream_key(e.stream_id) = ledger_stream_key(s.stream) AND e.stream_id = s.stream
+                       AND e.version > s.boundary
                        AND e.event_type = 'TrafficConsumed' AND e.recorded_at <= $3) w
               WHERE p.instance_id = ANY($1) AND p.status = 'active' AND p.bytes_remaining > 0",
         )
@@ -219,9 +221,10 @@ pub async fn package_tasks(
                     sum(traffic_bytes(payload))::int8 AS bytes,
                     sum(least(traffic_bytes(payload), traffic_bytes_overage(payload)))::int8
                FROM events
-              WHERE stream_id = $1
+              WHERE ledger_stream_key(stream_id) = ledger_stream_key($1) AND stream_id = $1
                 AND version > coalesce((SELECT version FROM events
-                                         WHERE stream_id = $1 AND recorded_at < $2
+                                         WHERE ledger_stream_key(stream_id) = ledger_stream_key($1) AND stream_id = $1
+                                           AND recorded_at < $2
                                          ORDER BY version DESC LIMIT 1), 0)
                 AND event_type = 'TrafficConsumed' AND recorded_at < $3
               GROUP BY 1 ORDER BY 2 DESC, 1 LIMIT $4",
@@ -259,9 +262,10 @@ pub async fn daily_by_task(
                     traffic_task_id(payload) AS task_id,
                     sum(traffic_bytes(payload))::int8 AS bytes
                FROM events
-              WHERE stream_id = $1
+              WHERE ledger_stream_key(stream_id) = ledger_stream_key($1) AND stream_id = $1
                 AND version > coalesce((SELECT version FROM events
-                                         WHERE stream_id = $1 AND recorded_at < $2
+                                         WHERE ledger_stream_key(stream_id) = ledger_stream_key($1) AND stream_id = $1
+                                           AND recorded_at < $2
                                          ORDER BY version DESC LIMIT 1), 0)
                 AND event_type = 'TrafficConsumed' AND recorded_at < $3
               GROUP BY 1, 2 ORDER BY 1, 3 DESC, 2",
