@@ -485,39 +485,6 @@ trait Body: Sized {
     fn from_payload(version: i32, stream_id: &str, payload: &[u8]) -> serde_json::Result<Self>;
 }
 
-macro_rules! plain_bodies {
-    ($($body:ident),* $(,)?) => {
-        $(impl Body for $body {
-            fn to_payload(&self) -> serde_json::Result<serde_json::Value> {
-                serde_json::to_value(self)
-            }
-
-            fn from_payload(_: i32, _: &str, payload: &[u8]) -> serde_json::Result<Self> {
-                serde_json::from_slice(payload)
-            }
-        })*
-    };
-}
-
-plain_bodies!(
-    OrderCreated,
-    OrderRenewed,
-    OrderUpgraded,
-    OrderDilated,
-    OrderExpired,
-    OrderReleased,
-    OrderBalanceLow,
-    OrderRunwayShort,
-    OrderExpiryHeld,
-    OrderCredentialRotated,
-    LedgerRestoreAccepted,
-    TaskCreated,
-    TaskRebound,
-    TaskStopped,
-    TaskResumed,
-    TaskDestroyed,
-);
-
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Event {
     OrderCreated(OrderCreated),
@@ -642,24 +609,45 @@ macro_rules! event_catalog {
     };
 }
 
-event_catalog!(
-    OrderCreated,
-    OrderRenewed,
-    OrderUpgraded,
-    OrderDilated,
-    OrderExpired,
-    OrderReleased,
-    OrderBalanceLow,
-    OrderRunwayShort,
-    OrderExpiryHeld,
-    OrderCredentialRotated,
-    LedgerRestoreAccepted,
-    TaskCreated,
-    TaskRebound,
-    TaskStopped,
-    TaskResumed,
-    TaskDestroyed,
-    TrafficConsumed,
+/// Every event type: those whose body is its serde form, and those with their own
+/// [`Body`] (a traffic event, whose version 2 spells its keys differently and takes its package
+/// from the stream). One list, so the catalog and the bodies can never disagree.
+macro_rules! catalog {
+    (plain: [$($plain:ident),* $(,)?], own: [$($own:ident),* $(,)?] $(,)?) => {
+        $(impl Body for $plain {
+            fn to_payload(&self) -> serde_json::Result<serde_json::Value> {
+                serde_json::to_value(self)
+            }
+
+            fn from_payload(_: i32, _: &str, payload: &[u8]) -> serde_json::Result<Self> {
+                serde_json::from_slice(payload)
+            }
+        })*
+
+        event_catalog!($($plain,)* $($own,)*);
+    };
+}
+
+catalog!(
+    plain: [
+        OrderCreated,
+        OrderRenewed,
+        OrderUpgraded,
+        OrderDilated,
+        OrderExpired,
+        OrderReleased,
+        OrderBalanceLow,
+        OrderRunwayShort,
+        OrderExpiryHeld,
+        OrderCredentialRotated,
+        LedgerRestoreAccepted,
+        TaskCreated,
+        TaskRebound,
+        TaskStopped,
+        TaskResumed,
+        TaskDestroyed,
+    ],
+    own: [TrafficConsumed],
 );
 
 /// The newest payload version of an event type this code decodes (older ones decode too); the

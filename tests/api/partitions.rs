@@ -532,6 +532,24 @@ async fn sizes(client: &tokio_postgres::Client) -> std::collections::BTreeMap<St
         .collect()
 }
 
+/// Sends `reports` traffic reports (report ids of 36 characters) in requests of 500, taking the
+/// tasks in turn; each is accepted.
+async fn send_reports(app: &TestApp, tasks: &[String], reports: usize) {
+    for batch in 0..reports / 500 {
+        let sent: Vec<serde_json::Value> = (0..500)
+            .map(|n| {
+                report(
+                    &tasks[(batch * 500 + n) % tasks.len()],
+                    &uuid::Uuid::new_v4().to_string(),
+                    1_000 + batch as i64,
+                )
+            })
+            .collect();
+        let results = app.traffic(serde_json::Value::Array(sent)).await;
+        assert!(results.iter().all(|r| r["status"] == "accepted"));
+    }
+}
+
 /// Where a traffic event's bytes go: `cargo test --test api what_a_traffic_event -- --nocapture`
 /// prints the bytes each relation gained per report over 10,000 reports, requests of 500 (task
 /// ids of 16 characters, report ids of 36, 20 tasks on 10 packages: many streams, as in service),
@@ -551,19 +569,7 @@ async fn what_a_traffic_event_costs_in_bytes() {
     superuser.batch_execute("CHECKPOINT").await.unwrap();
     let before = sizes(&superuser).await;
     let reports = 10_000;
-    for batch in 0..(reports / 500) {
-        let sent: Vec<serde_json::Value> = (0..500)
-            .map(|n| {
-                report(
-                    &tasks[n % tasks.len()],
-                    &uuid::Uuid::new_v4().to_string(),
-                    1_000 + batch as i64,
-                )
-            })
-            .collect();
-        let results = app.traffic(serde_json::Value::Array(sent)).await;
-        assert!(results.iter().all(|r| r["status"] == "accepted"));
-    }
+    send_reports(&app, &tasks, reports).await;
     let after = sizes(&superuser).await;
     // What a relation gained per report, from `before` to `sizes`.
     let per_event = |sizes: &std::collections::BTreeMap<String, i64>, name: &str| {
@@ -700,19 +706,7 @@ async fn the_stream_index_with_many_streams_far_apart() {
     superuser.batch_execute("CHECKPOINT").await.unwrap();
     let before = sizes(&superuser).await;
     let reports = 20_000;
-    for batch in 0..(reports / 500) {
-        let sent: Vec<serde_json::Value> = (0..500)
-            .map(|n| {
-                report(
-                    &tasks[(batch * 500 + n) % tasks.len()],
-                    &uuid::Uuid::new_v4().to_string(),
-                    1_000,
-                )
-            })
-            .collect();
-        let results = app.traffic(serde_json::Value::Array(sent)).await;
-        assert!(results.iter().all(|r| r["status"] == "accepted"));
-    }
+    send_reports(&app, &tasks, reports).await;
     let after = sizes(&superuser).await;
     let per_event =
         |name: &str| (after[name] - before.get(name).copied().unwrap_or(0)) as f64 / reports as f64;
