@@ -88,7 +88,9 @@ pub struct StoredEvent<Text, Bytes, Json> {
     pub idempotency_key: Option<Text>,
     /// The `hash` of the stream's event before (32 zero bytes for its first). `None` on rows
     /// appended since migration 25, which store none: [`PrevHashes`] derives it for readers in
-    /// position order, and the store's readers return it derived.
+    /// position order; of the store's readers, [`super::read_stream`] and
+    /// [`super::read_all_after`] (the ledger API's pages) return it derived, the others, whose
+    /// callers only decode the events, as stored.
     pub prev_hash: Option<Bytes>,
     pub hash: Bytes,
     /// `events.hash_version`: which encoding `hash` uses.
