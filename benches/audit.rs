@@ -243,7 +243,9 @@ impl Chains {
             Box::new(event.event_version()),
             Box::new(at),
             Box::new(key),
-            Box::new(prev.to_vec()),
+            // As the store writes them: rows of version 4 store no previous hash (migration 25);
+            // a ledger written before partitions (version 3) stored it.
+            Box::new((self.version < HashVersion::V4).then(|| prev.to_vec())),
             Box::new(hash.to_vec()),
             Box::new(self.version.column()),
             Box::new(self.chain.to_vec()),
