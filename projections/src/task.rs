@@ -55,8 +55,4 @@ impl Task {
             destroyed_at: None,
         }
     }
-
-    pub fn is_running(&self) -> bool {
-        self.state == TaskState::Running
-    }
 }

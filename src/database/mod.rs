@@ -395,12 +395,6 @@ impl Database {
         move_with(&config, progress).await
     }
 
-    /// Connects as the reader without migrating, for the audit commands (which must work on a
-    /// read replica).
-    pub async fn open_for_reading(settings: &DatabaseSettings) -> Result<Database, OpenError> {
-        Database::open_as(settings, Role::Reader).await
-    }
-
     /// Connects without migrating as `role`: an external server, the cluster of a `serve`
     /// running on the same data directory, or the embedded cluster started for the command and
     /// stopped after it.

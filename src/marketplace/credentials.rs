@@ -1,15 +1,12 @@
-//! Order credentials (`authCode`) and console sessions, derived rather than stored.
+//! Order credentials (`authCode`), derived rather than stored.
 //!
 //! `authCode = HMAC-SHA256(secret, "authCode\0" ‖ instanceId)`, truncated to 128 bits: a retried
 //! `createInstance` gets the same credential, and neither the ledger nor any table holds it. Once
 //! the package's credential was rotated (`OrderCredentialRotated`, generation n ≥ 1), its code is
 //! `HMAC-SHA256(secret, "authCode\0" ‖ instanceId ‖ "\0" ‖ n)` (n in decimal), and only the code of
-//! the current generation opens anything. A
-//! console session made by a login-free sign-in is `<expiry unix seconds>.<HMAC over instance and
-//! expiry>`, valid until the expiry.
+//! the current generation opens anything.
 
 use crate::configuration::Secret;
-use chrono::{DateTime, Utc};
 use hmac::{Hmac, Mac};
 use projections::ids::InstanceId;
 use sha2::Sha256;
@@ -17,7 +14,7 @@ use subtle::ConstantTimeEq;
 
 type HmacSha256 = Hmac<Sha256>;
 
-/// Bytes of the MAC kept in an `authCode` or session: 128 bits cannot be guessed.
+/// Bytes of the MAC kept in an `authCode`: 128 bits cannot be guessed.
 const MAC_BYTES: usize = 16;
 
 #[derive(Clone)]
@@ -66,35 +63,6 @@ impl Credentials {
     pub fn is_auth_code(&self, instance_id: &InstanceId, generation: u32, candidate: &str) -> bool {
         equal(&self.auth_code_at(instance_id, generation), candidate)
     }
-
-    pub fn session(&self, instance_id: &InstanceId, expires_at: DateTime<Utc>) -> String {
-        let expiry = expires_at.timestamp();
-        format!("{expiry}.{}", self.session_mac(instance_id, expiry))
-    }
-
-    pub fn is_session(&self, instance_id: &InstanceId, token: &str, now: DateTime<Utc>) -> bool {
-        let Some((expiry, mac)) = token.split_once('.') else {
-            return false;
-        };
-        let Ok(expiry) = expiry.parse::<i64>() else {
-            return false;
-        };
-        now.timestamp() < expiry && equal(&self.session_mac(instance_id, expiry), mac)
-    }
-
-    fn session_mac(&self, instance_id: &InstanceId, expiry: i64) -> String {
-        hex::encode(
-            &mac(
-                self.secret.expose().as_bytes(),
-                &[
-                    b"session\0",
-                    instance_id.as_str().as_bytes(),
-                    b"\0",
-                    expiry.to_string().as_bytes(),
-                ],
-            )[..MAC_BYTES],
-        )
-    }
 }
 
 fn mac(key: &[u8], parts: &[&[u8]]) -> [u8; 32] {
@@ -135,17 +103,5 @@ mod tests {
         assert!(!a.is_auth_code(&id("x"), 1, &a.auth_code(&id("x"))));
         assert!(!a.is_auth_code(&id("x"), 2, &rotated));
         assert!(Credentials::new(None, None).is_none());
-    }
-
-    #[test]
-    fn sessions_expire_and_belong_to_one_instance() {
-        let c = Credentials::new(None, Some(&Secret::new("isv-key"))).unwrap();
-        let now = DateTime::from_timestamp(1_800_000_000, 0).unwrap();
-        let token = c.session(&id("x"), now + chrono::Duration::seconds(60));
-        assert!(c.is_session(&id("x"), &token, now));
-        assert!(!c.is_session(&id("y"), &token, now));
-        assert!(!c.is_session(&id("x"), &token, now + chrono::Duration::seconds(61)));
-        let forged = token.replacen("1800000060", "1900000000", 1);
-        assert!(!c.is_session(&id("x"), &forged, now));
     }
 }
