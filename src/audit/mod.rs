@@ -2,7 +2,6 @@
 
 pub mod archive;
 pub mod checkpoint;
-pub mod commands;
 pub mod export;
 pub mod months;
 pub mod replay;
@@ -10,4 +9,5 @@ pub mod report;
 pub mod restore_proof;
 pub mod snapshot;
 pub mod source;
+pub mod trust;
 pub mod verify;

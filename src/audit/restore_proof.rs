@@ -17,7 +17,7 @@
 //! no ledger hash: for a checkpoint on one of those the chain is recomputed from the start.
 
 use super::checkpoint::Checkpoint;
-use super::commands::{self, Unable};
+use super::trust::{self, AuditError};
 use super::verify::{self, Mark, VerifyError};
 use crate::configuration::{AuditConfig, Config};
 use crate::domain::restore::{acceptance_key, Reason};
@@ -82,14 +82,14 @@ impl std::fmt::Display for Loss {
 /// Holds the ledger behind `pool` against `[audit] trusted_checkpoint_file`. A file that is not
 /// a checkpoint line a trusted key signed is an error: it proves nothing, so `serve` does not
 /// start on it either.
-pub async fn check(pool: &Pool, audit: &AuditConfig) -> Result<Standing, Unable> {
+pub async fn check(pool: &Pool, audit: &AuditConfig) -> Result<Standing, AuditError> {
     let Some(file) = audit.trusted_checkpoint_file.clone() else {
         return Ok(Standing::Unchecked);
     };
-    let keyring = commands::keyring(audit)?;
-    let checkpoint = commands::external_checkpoint(&file, &keyring)
-        .map_err(|Unable(why)| Unable(format!("[audit] trusted_checkpoint_file: {why}")))?;
-    let mut client = commands::client(pool).await?;
+    let keyring = trust::keyring(audit)?;
+    let checkpoint = trust::external_checkpoint(&file, &keyring)
+        .map_err(|AuditError(why)| AuditError(format!("[audit] trusted_checkpoint_file: {why}")))?;
+    let mut client = trust::client(pool).await?;
     let ledger_head: i64 = client
         .query_one("SELECT position FROM ledger_head", &[])
         .await?
@@ -146,7 +146,7 @@ pub async fn accept(
     config: &Config,
     loss: &Loss,
     reason: &Reason,
-) -> Result<i64, Unable> {
+) -> Result<i64, AuditError> {
     let ledger_hash = hex::encode(loss.checkpoint.ledger_hash);
     let accepted = LedgerRestoreAccepted {
         checkpoint_position: loss.checkpoint.position,
@@ -168,12 +168,12 @@ pub async fn accept(
     };
     crate::ledger::restore::accept(&ledger, accepted, &metadata)
         .await
-        .map_err(|error| Unable(format!("cannot record the acceptance: {error}")))?;
-    let client = commands::client(pool).await?;
+        .map_err(|error| AuditError(format!("cannot record the acceptance: {error}")))?;
+    let client = trust::client(pool).await?;
     let key = acceptance_key(loss.checkpoint.position, &ledger_hash);
     position_of_key(&client, &key)
         .await?
-        .ok_or_else(|| Unable("the acceptance was recorded but is not found by its key".into()))
+        .ok_or_else(|| AuditError("the acceptance was recorded but is not found by its key".into()))
 }
 
 /// The position of the event that answers `key`, found by its digest in `idempotency_keys` and
@@ -181,10 +181,10 @@ pub async fn accept(
 async fn position_of_key(
     client: &impl deadpool_postgres::GenericClient,
     key: &str,
-) -> Result<Option<i64>, Unable> {
+) -> Result<Option<i64>, AuditError> {
     let found = crate::store::by_idempotency_keys(client, &[key])
         .await
-        .map_err(|error| Unable(format!("cannot read the ledger: {error}")))?;
+        .map_err(|error| AuditError(format!("cannot read the ledger: {error}")))?;
     for recorded in found {
         let answers = if recorded.hash_version < crate::store::hash::HashVersion::V4.column() {
             recorded.idempotency_key.clone()

@@ -3,7 +3,6 @@
 pub mod backup;
 pub mod embedded;
 pub mod migrate;
-pub mod partition_move;
 pub mod primary;
 pub mod roles;
 
@@ -64,11 +63,10 @@ pub struct SessionBounds {
 }
 
 /// Inside a transaction the service waits for nothing but the database: between two statements
-/// it only folds and encodes, milliseconds even for the largest batch
-/// ([`crate::ingest::BATCH_REPORTS_MAX`] reports, or one request of
-/// [`crate::routes::traffic::REPORTS_PER_REQUEST_MAX`] taken whole). A client silent for 2 s is
-/// stalled, and its peers get its locks back after that; 2 s also leaves a loaded host's scheduler
-/// a thousandfold margin.
+/// it only folds and encodes, milliseconds even for the largest batch (an ingest lane's
+/// largest, or one traffic request's reports taken whole). A client silent for 2 s is stalled,
+/// and its peers get its locks back after that; 2 s also leaves a loaded host's scheduler a
+/// thousandfold margin.
 pub const IDLE_IN_TRANSACTION_TIMEOUT_MS: u64 = 2_000;
 /// A lock is held by a healthy peer for one batch (tens of milliseconds). Longer than
 /// [`IDLE_IN_TRANSACTION_TIMEOUT_MS`], so that a waiter outlives a frozen holder that is idle in
@@ -364,13 +362,14 @@ impl Database {
         }
     }
 
-    /// For `dts-ledger migrate-partitions`: brings the schema up to date, then moves the ledger to
-    /// its monthly partitions ([`partition_move`]), as the owner (the same credentials as
-    /// [`Database::migrate`]). `None`: it was partitioned already.
-    pub async fn move_to_partitions(
-        settings: &DatabaseSettings,
-        progress: impl FnMut(String) + Send + 'static,
-    ) -> Result<Option<partition_move::Moved>, OpenError> {
+    /// Brings the schema up to date as its owner (the same credentials as [`Database::migrate`]),
+    /// then runs `work` on that owner's connection: for the owner's own commands
+    /// (`dts-ledger migrate-partitions`).
+    pub async fn as_owner<T, F, Fut>(settings: &DatabaseSettings, work: F) -> Result<T, OpenError>
+    where
+        F: FnOnce(tokio_postgres::Client) -> Fut,
+        Fut: std::future::Future<Output = Result<T, OpenError>>,
+    {
         let config = match settings {
             DatabaseSettings::External { url, migrate_url } => match migrate_url {
                 Some(owner) => parse_url(owner, OpenError::BadMigrateUrl)?,
@@ -383,16 +382,16 @@ impl Database {
                 let cluster =
                     start_embedded(dir, Durability::Durable, wal_archive_dir.as_deref()).await?;
                 let config = cluster.config(embedded::DATABASE_NAME);
-                let moved = move_with(&config, progress).await;
+                let done = migrated_and(&config, work).await;
                 let database = Database {
                     pool: build_pool(config, 1),
                     embedded: Some(cluster),
                 };
                 database.close().await;
-                return moved;
+                return done;
             }
         };
-        move_with(&config, progress).await
+        migrated_and(&config, work).await
     }
 
     /// Connects without migrating as `role`: an external server, the cluster of a `serve`
@@ -646,13 +645,14 @@ async fn migrate_with(config: &Config) -> Result<Vec<i32>, OpenError> {
     .await
 }
 
-async fn move_with(
-    config: &Config,
-    progress: impl FnMut(String) + Send + 'static,
-) -> Result<Option<partition_move::Moved>, OpenError> {
+async fn migrated_and<T, F, Fut>(config: &Config, work: F) -> Result<T, OpenError>
+where
+    F: FnOnce(tokio_postgres::Client) -> Fut,
+    Fut: std::future::Future<Output = Result<T, OpenError>>,
+{
     connect_and(config, |mut client| async move {
         migrate::migrate(&mut client).await?;
-        Ok(partition_move::move_to_partitions(&mut client, progress).await?)
+        work(client).await
     })
     .await
 }

@@ -359,3 +359,14 @@ async fn run_lane(
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn the_batch_size_histogram_ends_at_the_largest_batch() {
+        assert_eq!(
+            crate::metrics::BATCH_REPORTS_BUCKETS.last().copied(),
+            Some(super::BATCH_REPORTS_MAX as f64)
+        );
+    }
+}

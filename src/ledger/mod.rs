@@ -2,7 +2,6 @@
 //! [`crate::domain`], then append the events and write the projections in one transaction.
 
 pub mod orders;
-pub mod partitions;
 pub mod restore;
 pub mod rows;
 pub mod runway;

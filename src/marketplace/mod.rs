@@ -6,26 +6,25 @@
 //! shape (`instanceId: "0"` for `createInstance`, `success: false` otherwise): the marketplace
 //! retries those, and retries are safe because every action is idempotent.
 
-pub mod client;
-pub mod commands;
-pub mod credentials;
 pub mod params;
 pub mod query;
 pub mod refusals;
+pub mod reply;
+pub mod sign_in;
 pub mod token;
 
-use crate::api::marketplace::{AppInfo, CallbackReply, CreateFailed, Created, Done, PackageInfo};
 use crate::configuration::{Config, Secret};
+use crate::credentials::Credentials;
 use crate::domain::orders::{Outcome, Refusal};
 use crate::ledger::{self, CommandError, Ledger};
 use crate::store::Metadata;
 use actix_web::http::StatusCode;
 use chrono::Utc;
-use credentials::Credentials;
 use deadpool_postgres::Pool;
 use params::{format_cst, Action, Callback};
 use projections::events::{Event, OrderCreated};
 use projections::ids::InstanceId;
+use reply::{AppInfo, CallbackReply, CreateFailed, Created, Done, PackageInfo};
 
 /// What a callback answers.
 #[derive(Debug)]
@@ -565,9 +564,10 @@ async fn verify(
     // marketplace's own retry of a `verify` is a browser following the link it opened once.
     let signed_in = match context.pool.get().await {
         Ok(client) => {
-            crate::console::ticket::sign_in_by_link(
+            sign_in::sign_in_by_link(
                 &client,
                 context.config,
+                context.credentials,
                 context.public_url,
                 instance_id,
                 time_stamp,
@@ -580,7 +580,7 @@ async fn verify(
             return Err(Failure::unavailable("the database is unavailable"));
         }
     };
-    use crate::console::ticket::LinkSignIn;
+    use sign_in::LinkSignIn;
     match signed_in {
         Ok(LinkSignIn::Ticket(url)) => Ok(Reply::Redirect(url)),
         Ok(LinkSignIn::UnknownPackage) => Err(Failure::new(

@@ -28,7 +28,6 @@ use serde_json::{json, Value};
 use sha2::Sha256;
 use std::time::Duration;
 
-pub mod commands;
 mod dispatch;
 pub mod entries;
 

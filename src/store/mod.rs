@@ -4,6 +4,8 @@
 
 mod append;
 pub mod hash;
+pub mod partition_move;
+pub mod partitions;
 mod read;
 mod row;
 

@@ -112,7 +112,7 @@ async fn wait_readiness(app: &crate::helpers::TestApp, status: u16) -> Value {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_dead_worker_is_named_by_readiness_and_restarted() {
     use dts_ledger::configuration::{Secret, WebhookConfig};
-    use dts_ledger::startup::{EXPIRY_SWEEPER, WEBHOOK_DISPATCHER};
+    use dts_ledger::http::startup::{EXPIRY_SWEEPER, WEBHOOK_DISPATCHER};
     let config = dts_ledger::configuration::Config {
         // One lane: all traffic goes through the lane that dies.
         pipelines: 1,

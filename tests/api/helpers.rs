@@ -9,7 +9,7 @@
 use dts_ledger::configuration::{Catalog, Config, Secret, Sku};
 use dts_ledger::database::embedded::{Durability, EmbeddedPostgres};
 use dts_ledger::database::{build_pool, migrate, roles, Role};
-use dts_ledger::startup::{Application, ServerOptions};
+use dts_ledger::http::startup::{Application, ServerOptions};
 use projections::ids::{Bytes, SkuId};
 use std::str::FromStr;
 use std::sync::{Mutex, OnceLock};
@@ -470,7 +470,7 @@ impl TestApp {
             .get_as(&format!("/v1/orders/{instance_id}"), ADMIN_TOKEN)
             .await;
         assert_eq!(response.status(), 200, "order {instance_id}");
-        shaped::<dts_ledger::api::orders::OrderResponse>(response.json().await.unwrap())
+        shaped::<dts_ledger::http::api::orders::OrderResponse>(response.json().await.unwrap())
     }
 
     /// Every event in the ledger, through the admin API.
@@ -540,7 +540,7 @@ impl TestApp {
             .get_as(&format!("/v1/tasks/{task_id}"), REPORTER_TOKEN)
             .await;
         assert_eq!(response.status(), 200, "task {task_id}");
-        shaped::<dts_ledger::api::orders::TaskResponse>(response.json().await.unwrap())
+        shaped::<dts_ledger::http::api::orders::TaskResponse>(response.json().await.unwrap())
     }
 
     /// Sends traffic reports; returns the per-report results.
@@ -553,8 +553,9 @@ impl TestApp {
             )
             .await;
         assert_eq!(response.status(), 200);
-        let body =
-            shaped::<dts_ledger::api::traffic::TrafficResponse>(response.json().await.unwrap());
+        let body = shaped::<dts_ledger::http::api::traffic::TrafficResponse>(
+            response.json().await.unwrap(),
+        );
         body["results"].as_array().unwrap().clone()
     }
 

@@ -3,9 +3,9 @@
 //! `WWW-Authenticate`, and a bound on how long one request may take.
 
 use crate::helpers::*;
-use dts_ledger::console::CONSOLE_ROUTES;
-use dts_ledger::routes::protocol::REQUEST_TIME_MAX;
-use dts_ledger::startup::API_ROUTES;
+use dts_ledger::http::console::CONSOLE_ROUTES;
+use dts_ledger::http::protocol::REQUEST_TIME_MAX;
+use dts_ledger::http::startup::API_ROUTES;
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};

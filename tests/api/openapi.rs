@@ -1,10 +1,10 @@
 //! `GET /openapi.json`, the API reference page at `/docs/`, and the landing page `GET /`.
 
 use crate::helpers::{shaped, spawn_app, TestApp};
-use dts_ledger::api;
-use dts_ledger::console::CONSOLE_ROUTES;
-use dts_ledger::routes::{tasks, traffic};
-use dts_ledger::startup::API_ROUTES;
+use dts_ledger::http::api;
+use dts_ledger::http::console::CONSOLE_ROUTES;
+use dts_ledger::http::routes::{tasks, traffic};
+use dts_ledger::http::startup::API_ROUTES;
 use projections::ids::Bytes;
 use serde::de::DeserializeOwned;
 use serde_json::Value;
@@ -181,7 +181,7 @@ async fn the_document_is_openapi_3_1_and_says_how_bytes_money_errors_and_tokens_
     }
     assert!(description.contains(&format!(
         "within {} s",
-        dts_ledger::routes::protocol::REQUEST_TIME_MAX.as_secs()
+        dts_ledger::http::protocol::REQUEST_TIME_MAX.as_secs()
     )));
 
     let tokens = &doc["components"]["securitySchemes"];

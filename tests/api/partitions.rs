@@ -4,8 +4,8 @@
 use crate::helpers::{report, spawn_app, TestApp, TestDb};
 use chrono::{Duration, Utc};
 use dts_ledger::database::{migrate, Role};
-use dts_ledger::ledger::partitions::{self, month_of, month_start, next_month, partition_name};
 use dts_ledger::store::hash::HashVersion;
+use dts_ledger::store::partitions::{self, month_of, month_start, next_month, partition_name};
 use dts_ledger::store::{self, NewEvent, StoreError};
 use std::sync::Arc;
 

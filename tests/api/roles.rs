@@ -421,7 +421,7 @@ async fn grants_follow_the_ledgers_partitions() {
     let app = spawn_app().await;
     app.buy("biz-1", "pin-a", SMALL_SKU).await;
     let owner = app.db.client_as(Role::Owner).await;
-    let partitions = dts_ledger::ledger::partitions::partitions(&owner)
+    let partitions = dts_ledger::store::partitions::partitions(&owner)
         .await
         .unwrap();
     assert!(!partitions.is_empty());

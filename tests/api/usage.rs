@@ -139,7 +139,7 @@ async fn an_order_shows_its_runway_once_it_has_a_day_of_history() {
     app.create_task("t", "p").await;
     let gib: i64 = 1 << 30;
     app.report("t", "r-1", 100 * gib).await;
-    let order = shaped::<dts_ledger::api::orders::OrderResponse>(app.order("p").await);
+    let order = shaped::<dts_ledger::http::api::orders::OrderResponse>(app.order("p").await);
     assert_eq!(order["runway"], serde_json::Value::Null, "{order}");
 
     // The report is now four days old: 25 GiB a day, 924 GiB left, about 37 days.
@@ -177,7 +177,7 @@ async fn usage_lists_what_each_task_drew_from_this_package_largest_first() {
 
     let (status, usage) = get_json(&app, "/v1/orders/old/usage?days=30").await;
     assert_eq!(status, 200, "{usage}");
-    let usage = shaped::<dts_ledger::api::orders::UsageResponse>(usage);
+    let usage = shaped::<dts_ledger::http::api::orders::UsageResponse>(usage);
     assert_eq!(usage["days"], 30);
     assert_eq!(usage["bytes"], 11_500);
     assert_eq!(usage["bytesAfterZero"], 1_500);

@@ -1,0 +1,212 @@
+//! DTS tasks: `POST /v1/tasks`, `GET /v1/tasks/{taskId}`, `POST /v1/tasks/{taskId}/renew`,
+//! `DELETE /v1/tasks/{taskId}`. For the DTS control plane and agents (reporter or admin token).
+
+use crate::domain::tasks::TaskRefusal;
+use crate::http::api::orders::TaskResponse;
+use crate::http::auth::{self, Caller};
+use crate::http::body::JSON_BODY_BYTES_MAX;
+use crate::http::body::{self, Encodings};
+use crate::http::error::ApiError;
+use crate::http::routes::orders::parse_instance_id;
+use crate::http::state::{AppState, RequestId};
+use crate::ledger::{self, rows, CommandError};
+use crate::store::Metadata;
+use actix_web::http::StatusCode;
+use actix_web::{web, HttpRequest, HttpResponse};
+use projections::ids::TaskId;
+use serde::Deserialize;
+
+/// A task to create on a package.
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[schema(examples(json!({"taskId": "task-1", "instanceId": "dts-1"})))]
+pub struct NewTask {
+    task_id: String,
+    instance_id: String,
+}
+
+/// The package to bind a task to.
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[schema(examples(json!({"instanceId": "dts-2"})))]
+pub struct Renewal {
+    instance_id: String,
+}
+
+fn parse_task_id(raw: &str) -> Result<TaskId, ApiError> {
+    TaskId::parse(raw).map_err(|e| ApiError::bad_request("invalid_task_id", format!("taskId {e}")))
+}
+
+fn metadata(request_id: &RequestId, caller: &Caller) -> Metadata {
+    Metadata {
+        request_id: request_id.0.clone(),
+        source: "tasks",
+        actor: caller.actor(),
+    }
+}
+
+fn refused(error: CommandError<TaskRefusal>) -> ApiError {
+    match error {
+        CommandError::Refused(refusal) => {
+            let (status, code) = match &refusal {
+                TaskRefusal::UnknownOrder(_) => (StatusCode::NOT_FOUND, "order_not_found"),
+                TaskRefusal::UnknownTask(_) => (StatusCode::NOT_FOUND, "task_not_found"),
+                TaskRefusal::OrderNotUsable(..) => (StatusCode::CONFLICT, "order_not_usable"),
+                TaskRefusal::TaskExists { .. } => (StatusCode::CONFLICT, "task_exists"),
+                TaskRefusal::TaskDestroyed(_) => (StatusCode::CONFLICT, "task_destroyed"),
+                TaskRefusal::OtherCustomer(_) => (StatusCode::FORBIDDEN, "other_customer"),
+                // Never reached: the ledger turns a fold error into `CommandError::Failed` (a bug,
+                // not a business answer). The variant stays so that decisions can use `?` on the
+                // fold; were it reached, it is answered as the bug it would be.
+                TaskRefusal::Fold(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
+            };
+            ApiError::new(status, code, refusal.to_string())
+        }
+        CommandError::Failed(error) if error.is_read_only() => ApiError::read_only(),
+        CommandError::Failed(error) if error.is_unavailable() => ApiError::unavailable(),
+        CommandError::Failed(error) => ApiError::internal(&error),
+    }
+}
+
+/// Creates a DTS task on a package.
+///
+/// A task created on an empty package starts `stopped`
+/// (`quota_exhausted`).
+#[utoipa::path(post, path = "/v1/tasks", tag = "tasks", request_body = NewTask, security(("reporter" = []), ("admin" = [])),
+    responses(
+        (status = 201, description = "Created", body = TaskResponse),
+        (status = 200, description = "The same task again: nothing new", body = TaskResponse),
+        (status = 400, description = "`invalid_task_id`, `invalid_instance_id`, `invalid_json`", body = crate::http::api::error::ErrorResponse),
+        (status = 401, description = "`unauthorized`: no token, or an unknown one", body = crate::http::api::error::ErrorResponse),
+        (status = 403, description = "`forbidden`", body = crate::http::api::error::ErrorResponse),
+        (status = 404, description = "`order_not_found`", body = crate::http::api::error::ErrorResponse),
+        (status = 409, description = "`task_exists` (on another package), `order_not_usable` \
+            (expired or released), `task_destroyed`", body = crate::http::api::error::ErrorResponse),
+        (status = 413, description = "`payload_too_large` (over 64 KiB)", body = crate::http::api::error::ErrorResponse),
+        (status = 415, description = "`unsupported_media_type`, `unsupported_encoding`", body = crate::http::api::error::ErrorResponse),
+        (status = 503, description = "`database_unavailable`, `database_read_only`", body = crate::http::api::error::ErrorResponse),
+    ))]
+pub async fn create_task(
+    req: HttpRequest,
+    state: web::Data<AppState>,
+    payload: web::Payload,
+    request_id: RequestId,
+) -> Result<HttpResponse, ApiError> {
+    let caller = auth::require_reporter(&req, &state.tokens())?;
+    let body: NewTask =
+        body::read_json(&req, payload, JSON_BODY_BYTES_MAX, Encodings::Identity).await?;
+    let task_id = parse_task_id(&body.task_id)?;
+    let instance_id = parse_instance_id(&body.instance_id)?;
+    let (task, created) = ledger::tasks::create(
+        &state.ledger,
+        &task_id,
+        &instance_id,
+        &metadata(&request_id, &caller),
+    )
+    .await
+    .map_err(refused)?;
+    // Its reports are routed by package from the first one on (see `Ingest::learn_binding`).
+    state
+        .ingest
+        .learn_binding(task.task_id.clone(), task.instance_id.clone());
+    let status = if created {
+        StatusCode::CREATED
+    } else {
+        StatusCode::OK
+    };
+    Ok(HttpResponse::build(status).json(TaskResponse::from(&task)))
+}
+
+/// A task.
+#[utoipa::path(get, path = "/v1/tasks/{taskId}", tag = "tasks", params(("taskId" = String, Path, description = "The DTS task")), security(("reporter" = []), ("admin" = [])),
+    responses(
+        (status = 200, description = "The task", body = TaskResponse),
+        (status = 400, description = "`invalid_task_id`", body = crate::http::api::error::ErrorResponse),
+        (status = 401, description = "`unauthorized`: no token, or an unknown one", body = crate::http::api::error::ErrorResponse),
+        (status = 403, description = "`forbidden`", body = crate::http::api::error::ErrorResponse),
+        (status = 404, description = "`task_not_found`", body = crate::http::api::error::ErrorResponse),
+        (status = 503, description = "`database_unavailable`, `database_read_only`", body = crate::http::api::error::ErrorResponse),
+    ))]
+pub async fn get_task(
+    req: HttpRequest,
+    state: web::Data<AppState>,
+    path: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
+    auth::require_reporter(&req, &state.tokens())?;
+    let task_id = parse_task_id(&path)?;
+    let client = state.pool.get().await?;
+    let found = rows::read_tasks(&client, &[task_id.as_str()]).await?;
+    let row = found.first().ok_or_else(|| {
+        ApiError::not_found("task_not_found", format!("task {task_id} is not known"))
+    })?;
+    let task = rows::task_from_row(row).map_err(|e| ApiError::internal(&e))?;
+    Ok(HttpResponse::Ok().json(TaskResponse::from(&task)))
+}
+
+/// Re-binds a task to another package.
+///
+/// The package must be of the same `jdPin` (the console's 续费); the task runs again if that
+/// package has bytes.
+#[utoipa::path(post, path = "/v1/tasks/{taskId}/renew", tag = "tasks", params(("taskId" = String, Path, description = "The DTS task")),
+    request_body = Renewal, security(("reporter" = []), ("admin" = [])),
+    responses(
+        (status = 200, description = "The task, bound to the package", body = TaskResponse),
+        (status = 400, description = "`invalid_task_id`, `invalid_instance_id`, `invalid_json`", body = crate::http::api::error::ErrorResponse),
+        (status = 401, description = "`unauthorized`: no token, or an unknown one", body = crate::http::api::error::ErrorResponse),
+        (status = 403, description = "`forbidden`; `other_customer`: the package is another \
+            customer's", body = crate::http::api::error::ErrorResponse),
+        (status = 404, description = "`task_not_found`, `order_not_found`", body = crate::http::api::error::ErrorResponse),
+        (status = 409, description = "`order_not_usable`, `task_destroyed`", body = crate::http::api::error::ErrorResponse),
+        (status = 413, description = "`payload_too_large` (over 64 KiB)", body = crate::http::api::error::ErrorResponse),
+        (status = 415, description = "`unsupported_media_type`, `unsupported_encoding`", body = crate::http::api::error::ErrorResponse),
+        (status = 503, description = "`database_unavailable`, `database_read_only`", body = crate::http::api::error::ErrorResponse),
+    ))]
+pub async fn renew_task(
+    req: HttpRequest,
+    state: web::Data<AppState>,
+    path: web::Path<String>,
+    payload: web::Payload,
+    request_id: RequestId,
+) -> Result<HttpResponse, ApiError> {
+    let caller = auth::require_reporter(&req, &state.tokens())?;
+    let task_id = parse_task_id(&path)?;
+    let body: Renewal =
+        body::read_json(&req, payload, JSON_BODY_BYTES_MAX, Encodings::Identity).await?;
+    let instance_id = parse_instance_id(&body.instance_id)?;
+    let task = ledger::tasks::rebind(
+        &state.ledger,
+        &task_id,
+        &instance_id,
+        &metadata(&request_id, &caller),
+    )
+    .await
+    .map_err(refused)?;
+    state
+        .ingest
+        .learn_binding(task.task_id.clone(), task.instance_id.clone());
+    Ok(HttpResponse::Ok().json(TaskResponse::from(&task)))
+}
+
+/// Destroys a task for good (again: `200`, nothing new).
+#[utoipa::path(delete, path = "/v1/tasks/{taskId}", tag = "tasks", params(("taskId" = String, Path, description = "The DTS task")), security(("reporter" = []), ("admin" = [])),
+    responses(
+        (status = 200, description = "The destroyed task", body = TaskResponse),
+        (status = 400, description = "`invalid_task_id`", body = crate::http::api::error::ErrorResponse),
+        (status = 401, description = "`unauthorized`: no token, or an unknown one", body = crate::http::api::error::ErrorResponse),
+        (status = 403, description = "`forbidden`", body = crate::http::api::error::ErrorResponse),
+        (status = 404, description = "`task_not_found`", body = crate::http::api::error::ErrorResponse),
+        (status = 503, description = "`database_unavailable`, `database_read_only`", body = crate::http::api::error::ErrorResponse),
+    ))]
+pub async fn destroy_task(
+    req: HttpRequest,
+    state: web::Data<AppState>,
+    path: web::Path<String>,
+    request_id: RequestId,
+) -> Result<HttpResponse, ApiError> {
+    let caller = auth::require_reporter(&req, &state.tokens())?;
+    let task_id = parse_task_id(&path)?;
+    let task = ledger::tasks::destroy(&state.ledger, &task_id, &metadata(&request_id, &caller))
+        .await
+        .map_err(refused)?;
+    Ok(HttpResponse::Ok().json(TaskResponse::from(&task)))
+}
