@@ -520,13 +520,13 @@ mod readme_example {
     use projections::{PackageStatus, TaskState};
     use std::collections::HashMap;
 
-    /// The README's worked example, read from the README itself so the two cannot drift apart.
+    /// The worked example in docs/ledger.md, read from that document so the two cannot drift apart.
     fn example() -> HashMap<String, String> {
-        let readme = include_str!("../../README.md");
+        let readme = include_str!("../../docs/ledger.md");
         readme
             .split("```text\nsnapshot example\n")
             .nth(1)
-            .expect("the README has the worked snapshot example")
+            .expect("docs/ledger.md has the worked snapshot example")
             .split("```")
             .next()
             .unwrap()

@@ -329,13 +329,13 @@ mod tests {
 mod readme_example {
     use super::*;
 
-    /// The README's worked example, read from the README itself so the two cannot drift apart.
+    /// The worked example in docs/ledger.md, read from that document so the two cannot drift apart.
     fn example() -> HashMap<String, String> {
-        let readme = include_str!("../../README.md");
+        let readme = include_str!("../../docs/ledger.md");
         let block = readme
             .split("```text\nhash example\n")
             .nth(1)
-            .expect("the README has the worked hash example")
+            .expect("docs/ledger.md has the worked hash example")
             .split("```")
             .next()
             .unwrap();
