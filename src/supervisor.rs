@@ -10,6 +10,7 @@
 use std::future::Future;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
+#[cfg(feature = "test-hooks")]
 use tokio::sync::Notify;
 use tokio::task::JoinHandle;
 
@@ -43,6 +44,8 @@ struct Slot {
     name: String,
     down: Option<&'static str>,
     restarts: u64,
+    /// Wakes the running worker to panic where it stands (see [`Supervisor::inject_panic`]).
+    #[cfg(feature = "test-hooks")]
     fault: Arc<Notify>,
 }
 
@@ -65,6 +68,7 @@ impl Supervisor {
         Fut: Future<Output = Ended> + Send + 'static,
     {
         let name = name.into();
+        #[cfg(feature = "test-hooks")]
         let fault = Arc::new(Notify::new());
         let index = {
             let mut slots = self.slots.lock().expect("supervisor lock");
@@ -72,6 +76,7 @@ impl Supervisor {
                 name: name.clone(),
                 down: None,
                 restarts: 0,
+                #[cfg(feature = "test-hooks")]
                 fault: fault.clone(),
             });
             slots.len() - 1
@@ -84,13 +89,17 @@ impl Supervisor {
             loop {
                 let started = Instant::now();
                 let work = make();
-                let fault = fault.clone();
-                let incarnation = AbortOnDrop(tokio::spawn(async move {
-                    tokio::select! {
-                        ended = work => ended,
-                        () = fault.notified() => panic!("a fault was injected"),
+                #[cfg(feature = "test-hooks")]
+                let work = {
+                    let fault = fault.clone();
+                    async move {
+                        tokio::select! {
+                            ended = work => ended,
+                            () = fault.notified() => panic!("a fault was injected"),
+                        }
                     }
-                }));
+                };
+                let incarnation = AbortOnDrop(tokio::spawn(work));
                 // The readiness answer says how it ended; the log also says with what message
                 // (which stays out of HTTP answers: it may quote data).
                 let (reason, detail) = match incarnation.join().await {
@@ -156,8 +165,9 @@ impl Supervisor {
     }
 
     /// Makes the running worker `name` panic where it stands, as a bug in it would; `false` if no
-    /// worker has that name. For tests of supervision: nothing in the service calls it.
-    #[doc(hidden)]
+    /// worker has that name. For the tests of supervision only: it exists with the `test-hooks`
+    /// feature, which the test suite turns on and a release build never has.
+    #[cfg(feature = "test-hooks")]
     pub fn inject_panic(&self, name: &str) -> bool {
         let slots = self.slots.lock().expect("supervisor lock");
         match slots.iter().find(|slot| slot.name == name) {
