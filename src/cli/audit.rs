@@ -1,8 +1,10 @@
-//! The audit subcommands of `dts-ledger`: what they print and how they exit.
-//!
-//! Exit codes: 0 when the check passes (or the output was written), 1 when it finds the ledger
-//! broken or the projections different, 2 when it cannot run (bad arguments, unreachable database).
+//! The audit subcommands of `dts-ledger`: `verify`, `archive`, `keygen`, `checkpoint`, `replay`,
+//! `export` and `report`: what they print and how they exit (0 when the check passes or the output
+//! was written, 1 when it finds the ledger broken or the projections different, 2 when it cannot
+//! run).
 
+use super::output::{self, CannotRun, ListFormat};
+use super::{Invocation, Run};
 use crate::audit::archive;
 use crate::audit::checkpoint::{self, Checkpoint, Keyring};
 use crate::audit::export::{self, Format};
@@ -13,44 +15,31 @@ use crate::audit::snapshot;
 use crate::audit::source::{self, Range, Selection, Until};
 use crate::audit::trust::{client, external_checkpoint, keyring};
 use crate::audit::verify::{self, Mark, Since, Verifier, VerifyError};
-use crate::configuration::AuditConfig;
+use crate::configuration::{AuditConfig, DatabaseSettings};
+use crate::database::Role;
 use crate::store::FoldRow;
 use chrono::{DateTime, FixedOffset, Utc};
+use clap::Args;
 use deadpool_postgres::Pool;
 use projections::events::Event;
 use projections::Package;
 use serde_json::json;
 use std::io::Write;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
-/// The check failed: the ledger is broken or the projections differ.
-pub const FAILED: u8 = 1;
-/// The command could not run.
-pub const UNABLE: u8 = 2;
-
-/// A command that could not run, with what to tell the user.
-#[derive(Debug)]
-pub struct Unable(pub String);
-
-impl<E: std::fmt::Display> From<E> for Unable {
-    fn from(error: E) -> Unable {
-        Unable(error.to_string())
-    }
-}
-
 /// `--until` / `--as-of`: a position, or an RFC 3339 time.
-pub fn parse_point(text: &str) -> Result<Until, Unable> {
+pub fn parse_point(text: &str) -> Result<Until, CannotRun> {
     if let Ok(position) = text.parse::<i64>() {
         if position < 0 {
-            return Err(Unable(format!("position {position} is negative")));
+            return Err(CannotRun(format!("position {position} is negative")));
         }
         return Ok(Until::Position(position));
     }
     DateTime::parse_from_rfc3339(text)
         .map(|t| Until::Time(t.with_timezone(&Utc)))
         .map_err(|_| {
-            Unable(format!(
+            CannotRun(format!(
                 "{text:?} is neither a position nor an RFC 3339 time"
             ))
         })
@@ -71,14 +60,14 @@ pub async fn verify(
     pool: &Pool,
     audit: &AuditConfig,
     options: VerifyOptions<'_>,
-) -> Result<ExitCode, Unable> {
+) -> Result<ExitCode, CannotRun> {
     let keyring = keyring(audit)?;
     let external = options
         .checkpoint_file
         .map(|path| external_checkpoint(path, &keyring).map(|c| (path, c)))
         .transpose()?;
     if options.since_checkpoint && keyring.is_empty() {
-        return Err(Unable(
+        return Err(CannotRun(
             "--since-checkpoint needs a public key to trust a checkpoint ([audit] public_keys)"
                 .into(),
         ));
@@ -118,7 +107,7 @@ pub async fn verify(
         (Some(since), _) => verify::Start::Since(since, marks),
         (None, Some(dir)) => {
             if keyring.is_empty() {
-                return Err(Unable(
+                return Err(CannotRun(
                     "--archives: an archive's checkpoint is trusted through its signature: no \
                      public key ([audit] public_keys)"
                         .into(),
@@ -138,13 +127,13 @@ pub async fn verify(
                 }
                 Err(broken) => {
                     println!("verify: BROKEN {broken}");
-                    return Ok(ExitCode::from(FAILED));
+                    return Ok(ExitCode::from(output::FAILED));
                 }
             }
         }
         (None, None) => {
             if let Some(needed) = months::needed(&dropped, 0) {
-                return Err(Unable(format!(
+                return Err(CannotRun(format!(
                     "{needed}; or start from a checkpoint with --since-checkpoint"
                 )));
             }
@@ -159,7 +148,7 @@ pub async fn verify(
         Ok(summary) => summary,
         Err(VerifyError::Broken(problem)) => {
             println!("verify: BROKEN {problem}");
-            return Ok(ExitCode::from(FAILED));
+            return Ok(ExitCode::from(output::FAILED));
         }
         Err(error) => return Err(error.into()),
     };
@@ -181,7 +170,7 @@ pub async fn verify(
                 findings.len() - FINDINGS_SHOWN_MAX
             );
         }
-        return Ok(ExitCode::from(FAILED));
+        return Ok(ExitCode::from(output::FAILED));
     }
     println!(
         "verify: intact events={} streams={} after={} last_position={} last_hash={} \
@@ -210,7 +199,7 @@ fn feed_archives(
     dropped: &[months::DroppedMonth],
     keyring: &Keyring,
     mut verifier: Verifier,
-) -> Result<Result<(Verifier, u64), String>, Unable> {
+) -> Result<Result<(Verifier, u64), String>, CannotRun> {
     let live_first = months::live_first(dropped);
     let left_out = |from: i64, to: i64, after: &str| {
         let named: Vec<String> = dropped
@@ -358,10 +347,10 @@ fn bound(sorted: &checkpoint::Sorted) -> Vec<&Checkpoint> {
 async fn sorted_for_snapshots(
     client: &deadpool_postgres::Object,
     audit: &AuditConfig,
-) -> Result<checkpoint::Sorted, Unable> {
+) -> Result<checkpoint::Sorted, CannotRun> {
     let keyring = keyring(audit)?;
     if keyring.is_empty() {
-        return Err(Unable(
+        return Err(CannotRun(
             "a snapshot is trusted through its checkpoint's signature: no public key \
              ([audit] public_keys)"
                 .into(),
@@ -371,7 +360,7 @@ async fn sorted_for_snapshots(
 }
 
 /// `keygen FILE`: a new signing key in FILE; its public key (hex) on stdout.
-pub fn keygen(path: &Path) -> Result<ExitCode, Unable> {
+pub fn keygen(path: &Path) -> Result<ExitCode, CannotRun> {
     let public = checkpoint::keygen(path)?;
     println!("{}", hex::encode(public.as_bytes()));
     eprintln!(
@@ -390,9 +379,9 @@ pub async fn checkpoint(
     pool: &Pool,
     audit: &AuditConfig,
     snapshot: bool,
-) -> Result<ExitCode, Unable> {
+) -> Result<ExitCode, CannotRun> {
     let path = audit.signing_key_file.as_deref().ok_or_else(|| {
-        Unable("no signing key: set [audit] signing_key_file (LEDGER_SIGNING_KEY_FILE)".into())
+        CannotRun("no signing key: set [audit] signing_key_file (LEDGER_SIGNING_KEY_FILE)".into())
     })?;
     let key = checkpoint::load_signing_key(path)?;
     let mut client = client(pool).await?;
@@ -428,12 +417,6 @@ pub async fn checkpoint(
     Ok(ExitCode::SUCCESS)
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-pub enum TableOrJson {
-    Table,
-    Json,
-}
-
 fn balance_json(p: &Package) -> serde_json::Value {
     json!({
         "instanceId": p.instance_id,
@@ -453,15 +436,15 @@ fn balance_json(p: &Package) -> serde_json::Value {
 pub async fn replay(
     pool: &Pool,
     as_of: Option<&str>,
-    format: TableOrJson,
+    format: ListFormat,
     scratch_schema: Option<&str>,
     since_snapshot: Option<&AuditConfig>,
     archives: Option<&Path>,
-) -> Result<ExitCode, Unable> {
+) -> Result<ExitCode, CannotRun> {
     let mut client = client(pool).await?;
     let until = as_of.map(parse_point).transpose()?;
     if since_snapshot.is_some() && until.is_some() {
-        return Err(Unable(
+        return Err(CannotRun(
             "--since-snapshot compares with the live tables; it does not go with --as-of".into(),
         ));
     }
@@ -493,7 +476,7 @@ pub async fn replay(
             ),
             Some(start) => {
                 if let Some(needed) = months::needed(&dropped, start.position) {
-                    return Err(Unable(needed));
+                    return Err(CannotRun(needed));
                 }
                 let mut folded =
                     replay::fold_from(&tx, start.projection, start.position, Until::End).await?;
@@ -530,7 +513,7 @@ async fn fold_with_archives(
     archives: Option<&Path>,
     dropped: &[months::DroppedMonth],
     until: Until,
-) -> Result<replay::Folded, Unable> {
+) -> Result<replay::Folded, CannotRun> {
     if dropped.is_empty() {
         return Ok(replay::fold(tx, until).await?);
     }
@@ -576,17 +559,17 @@ async fn fold_with_archives(
 }
 
 /// `replay --as-of`: every package's balance at that point.
-fn print_balances(folded: &replay::Folded, format: TableOrJson) {
+fn print_balances(folded: &replay::Folded, format: ListFormat) {
     let packages: Vec<&Package> = folded.projection.packages.values().collect();
     match format {
-        TableOrJson::Json => {
+        ListFormat::Json => {
             let body = json!({
                 "asOfPosition": folded.last_position,
                 "packages": packages.iter().map(|p| balance_json(p)).collect::<Vec<_>>(),
             });
             println!("{body}");
         }
-        TableOrJson::Table => {
+        ListFormat::Table => {
             println!("as of position {}", folded.last_position);
             println!(
                 "{:<32} {:>9} {:>20} {:>20} {:>20} {:>20}",
@@ -638,7 +621,7 @@ fn compared(
         folded.events,
         folded.last_position
     );
-    ExitCode::from(FAILED)
+    ExitCode::from(output::FAILED)
 }
 
 pub async fn export(
@@ -647,15 +630,15 @@ pub async fn export(
     after: Option<i64>,
     until: Option<&str>,
     archives: Option<&Path>,
-) -> Result<ExitCode, Unable> {
+) -> Result<ExitCode, CannotRun> {
     let after = after.unwrap_or(0);
     if after < 0 {
-        return Err(Unable(format!("--after {after} is negative")));
+        return Err(CannotRun(format!("--after {after} is negative")));
     }
     let until = until.map(parse_point).transpose()?.unwrap_or(Until::End);
     if let Until::Position(last) = until {
         if last < after {
-            return Err(Unable(format!(
+            return Err(CannotRun(format!(
                 "--until {last} is before --after {after}: the range is empty"
             )));
         }
@@ -685,8 +668,8 @@ pub async fn export(
         export::write_row(row, prev_hash.as_ref(), metadata, format, &mut out)
     })
     .map_err(|error| match error {
-        months::FeedError::Each(failed) => Unable(failed.to_string()),
-        other => Unable(other.to_string_lossy()),
+        months::FeedError::Each(failed) => CannotRun(failed.to_string()),
+        other => CannotRun(other.to_string_lossy()),
     })?;
     if !stopped {
         let range = Range {
@@ -708,7 +691,7 @@ async fn cut_at(
     tx: &tokio_postgres::Transaction<'_>,
     dropped: &[months::DroppedMonth],
     time: DateTime<Utc>,
-) -> Result<i64, Unable> {
+) -> Result<i64, CannotRun> {
     let after_dropped = dropped
         .last()
         .is_none_or(|last| last.last_recorded_at <= time);
@@ -720,13 +703,18 @@ async fn cut_at(
     let zone = archive::finance_zone();
     let mut before: Option<&months::DroppedMonth> = None;
     for month in dropped {
-        let starts = month.month.parse::<Month>().map_err(Unable)?.bounds(zone).0;
+        let starts = month
+            .month
+            .parse::<Month>()
+            .map_err(CannotRun)?
+            .bounds(zone)
+            .0;
         if time < starts && before.is_none_or(|b| b.last_recorded_at <= time) {
             return Ok(month.first_position - 1);
         }
         before = Some(month);
     }
-    Err(Unable(format!(
+    Err(CannotRun(format!(
         "{} falls inside a month dropped from the database, whose archive is cut in China \
          Standard Time: report in +08:00",
         time.to_rfc3339_opts(chrono::SecondsFormat::Micros, true)
@@ -747,11 +735,11 @@ pub async fn report(
     utc_offset: &str,
     default_currency: &str,
     archives: Option<&Path>,
-) -> Result<ExitCode, Unable> {
-    let month: Month = month.parse().map_err(Unable)?;
+) -> Result<ExitCode, CannotRun> {
+    let month: Month = month.parse().map_err(CannotRun)?;
     let zone: FixedOffset = utc_offset
         .parse()
-        .map_err(|_| Unable(format!("--utc-offset {utc_offset:?} is not like +08:00")))?;
+        .map_err(|_| CannotRun(format!("--utc-offset {utc_offset:?} is not like +08:00")))?;
     let (start, end) = month.bounds(zone);
     let mut client = client(pool).await?;
     let tx = source::snapshot(&mut client).await?;
@@ -769,11 +757,11 @@ pub async fn report(
             row.stream_id,
             &row.payload,
         )
-        .map_err(|e| Unable(format!("event at position {}: {e}", row.position)))?;
+        .map_err(|e| CannotRun(format!("event at position {}: {e}", row.position)))?;
         if let Err(error) = builder.push(row.position, &event, row.recorded_at) {
             failure.get_or_insert(error.to_string());
         }
-        Ok::<(), Unable>(())
+        Ok::<(), CannotRun>(())
     };
     months::feed_dropped(archives, &dropped, 0, closing, |row, _| {
         push(FoldRow {
@@ -788,7 +776,7 @@ pub async fn report(
     .map_err(|error| match error {
         months::FeedError::Each(unable) => unable,
         other @ (months::FeedError::Needed(_) | months::FeedError::Archive(_)) => {
-            Unable(other.to_string_lossy())
+            CannotRun(other.to_string_lossy())
         }
     })?;
     if closing >= live_first {
@@ -808,13 +796,13 @@ pub async fn report(
     // as `verify` and `replay` say of theirs; only a report that cannot be made is exit 2.
     if let Some(error) = failure {
         eprintln!("report: BROKEN {error}");
-        return Ok(ExitCode::from(FAILED));
+        return Ok(ExitCode::from(output::FAILED));
     }
     let report = match builder.finish(default_currency) {
         Ok(report) => report,
         Err(error @ ReportError::Unbalanced(_)) => {
             eprintln!("report: BROKEN {error}");
-            return Ok(ExitCode::from(FAILED));
+            return Ok(ExitCode::from(output::FAILED));
         }
         Err(error) => return Err(error.into()),
     };
@@ -833,10 +821,10 @@ pub async fn archive(
     audit: &AuditConfig,
     month: &str,
     dir: &Path,
-) -> Result<ExitCode, Unable> {
-    let month: Month = month.parse().map_err(Unable)?;
+) -> Result<ExitCode, CannotRun> {
+    let month: Month = month.parse().map_err(CannotRun)?;
     let path = audit.signing_key_file.as_deref().ok_or_else(|| {
-        Unable(
+        CannotRun(
             "an archive carries a checkpoint signed at its last event: set [audit] \
              signing_key_file (LEDGER_SIGNING_KEY_FILE)"
                 .into(),
@@ -847,7 +835,7 @@ pub async fn archive(
     let mut client = client(pool).await?;
     let written = months::write(&mut client, month, dir, &key, &keyring, Utc::now())
         .await
-        .map_err(Unable)?;
+        .map_err(CannotRun)?;
     let events = written.header.events as f64;
     println!(
         "archive: wrote {} month={} events={} first_position={} last_position={} bytes={} \
@@ -876,8 +864,8 @@ pub async fn drop_month(
     audit: &AuditConfig,
     month: &str,
     dir: &Path,
-) -> Result<ExitCode, Unable> {
-    let month: Month = month.parse().map_err(Unable)?;
+) -> Result<ExitCode, CannotRun> {
+    let month: Month = month.parse().map_err(CannotRun)?;
     let keyring = keyring(audit)?;
     let mut client = client(pool).await?;
     let newest = keyring
@@ -886,7 +874,7 @@ pub async fn drop_month(
         .map(|found| found.position);
     let dropped = months::drop_month(&mut client, month, dir, &keyring, newest, Utc::now())
         .await
-        .map_err(Unable)?;
+        .map_err(CannotRun)?;
     println!(
         "archive: dropped {} partition={} events={} stream_heads={} archive={}",
         dropped.month.month,
@@ -896,4 +884,234 @@ pub async fn drop_month(
         dropped.month.describe()
     );
     Ok(ExitCode::SUCCESS)
+}
+
+/// Check the ledger's hash chains, versions, positions, checkpoints and snapshots; name the first
+/// bad event.
+#[derive(Debug, Args)]
+pub struct Verify {
+    /// Print progress to stderr every this many events (0: never).
+    #[arg(long, default_value_t = 1_000_000)]
+    progress_every: u64,
+    /// Also hold the ledger against this checkpoint line, kept outside the database.
+    #[arg(long)]
+    checkpoint: Option<PathBuf>,
+    /// Check only what follows the newest stored checkpoint a trusted key signed.
+    #[arg(long)]
+    since_checkpoint: bool,
+    /// The archives of closed months: checked with the live ledger as one chain.
+    #[arg(long, value_name = "DIR", conflicts_with = "since_checkpoint")]
+    archives: Option<PathBuf>,
+}
+
+impl Run for Verify {
+    /// Reads only: a replica will do.
+    async fn run(self, cli: &Invocation) -> anyhow::Result<ExitCode> {
+        let config = cli.config()?;
+        let options = VerifyOptions {
+            progress_every: self.progress_every,
+            checkpoint_file: self.checkpoint.as_deref(),
+            since_checkpoint: self.since_checkpoint,
+            archives: self.archives.as_deref(),
+        };
+        cli.on_database(&cli.database(&config)?, Role::Reader, async |pool| {
+            verify(pool, &config.audit, options).await
+        })
+        .await
+    }
+}
+
+/// Write a closed month (China Standard Time) to DIR/ledger-YYYY-MM.jsonl.zst, signed and
+/// checked; with --drop, drop the month's partition once that archive holds against the live
+/// chain (as the owner).
+#[derive(Debug, Args)]
+pub struct Archive {
+    /// The month, YYYY-MM.
+    #[arg(long)]
+    month: String,
+    /// Drop the month's partition (its archive must be in DIR).
+    #[arg(long)]
+    drop: bool,
+    /// The directory of the archives.
+    dir: PathBuf,
+}
+
+impl Run for Archive {
+    async fn run(self, cli: &Invocation) -> anyhow::Result<ExitCode> {
+        let config = cli.config()?;
+        let settings = cli.database(&config)?;
+        if !self.drop {
+            return cli
+                .on_database(&settings, Role::Reader, async |pool| {
+                    archive(pool, &config.audit, &self.month, &self.dir).await
+                })
+                .await;
+        }
+        // Dropping a month is the owner's: the owner's URL when one is set apart for migrations.
+        let settings = match settings {
+            DatabaseSettings::External {
+                migrate_url: Some(owner),
+                ..
+            } => DatabaseSettings::External {
+                url: owner.clone(),
+                migrate_url: Some(owner),
+            },
+            settings => settings,
+        };
+        cli.on_database(&settings, Role::Owner, async |pool| {
+            drop_month(pool, &config.audit, &self.month, &self.dir).await
+        })
+        .await
+    }
+}
+
+/// Write a new Ed25519 signing key to FILE (mode 0600, never overwritten); print its public key.
+#[derive(Debug, Args)]
+pub struct Keygen {
+    file: PathBuf,
+}
+
+impl Run for Keygen {
+    async fn run(self, cli: &Invocation) -> anyhow::Result<ExitCode> {
+        // Read although unused, as every command but `init` does: a broken file is said at once.
+        cli.config()?;
+        keygen(&self.file).map_err(|CannotRun(message)| anyhow::anyhow!(message))
+    }
+}
+
+/// Sign the ledger head with [audit] signing_key_file, store the checkpoint, print it as one JSON
+/// line.
+#[derive(Debug, Args)]
+pub struct SignCheckpoint {
+    /// Also store the projections at the checkpoint, for `replay --since-snapshot`.
+    #[arg(long)]
+    snapshot: bool,
+}
+
+impl Run for SignCheckpoint {
+    /// Appends to `checkpoints` only: the service's rights.
+    async fn run(self, cli: &Invocation) -> anyhow::Result<ExitCode> {
+        let config = cli.config()?;
+        cli.on_database(&cli.database(&config)?, Role::Service, async |pool| {
+            checkpoint(pool, &config.audit, self.snapshot).await
+        })
+        .await
+    }
+}
+
+/// Fold the ledger from scratch and compare with the live projections; or, with --as-of, print
+/// every package's balance at that point.
+#[derive(Debug, Args)]
+pub struct Replay {
+    /// A position, or an RFC 3339 time: print balances as of then instead of comparing.
+    #[arg(long)]
+    as_of: Option<String>,
+    #[arg(long, value_enum, default_value = "table")]
+    format: ListFormat,
+    /// Also write the replayed projections into this new schema, for SQL inspection.
+    #[arg(long)]
+    scratch_schema: Option<String>,
+    /// Fold only what follows the newest snapshot whose rows hash to the digest a trusted
+    /// checkpoint signed.
+    #[arg(long)]
+    since_snapshot: bool,
+    /// The archives of the months dropped from the database.
+    #[arg(long, value_name = "DIR")]
+    archives: Option<PathBuf>,
+}
+
+impl Run for Replay {
+    /// Reads only, but for a scratch schema, which needs CREATE on the database (the owner's).
+    async fn run(self, cli: &Invocation) -> anyhow::Result<ExitCode> {
+        let config = cli.config()?;
+        let role = match self.scratch_schema {
+            Some(_) => Role::Owner,
+            None => Role::Reader,
+        };
+        let since = self.since_snapshot.then_some(&config.audit);
+        cli.on_database(&cli.database(&config)?, role, async |pool| {
+            replay(
+                pool,
+                self.as_of.as_deref(),
+                self.format,
+                self.scratch_schema.as_deref(),
+                since,
+                self.archives.as_deref(),
+            )
+            .await
+        })
+        .await
+    }
+}
+
+/// Write the raw ledger to stdout, one row per event.
+#[derive(Debug, Args)]
+pub struct Export {
+    #[arg(long, value_enum)]
+    format: Format,
+    /// Only events after this position.
+    #[arg(long)]
+    after: Option<i64>,
+    /// Only events up to this position or RFC 3339 time.
+    #[arg(long)]
+    until: Option<String>,
+    /// The archives of the months dropped from the database.
+    #[arg(long, value_name = "DIR")]
+    archives: Option<PathBuf>,
+}
+
+impl Run for Export {
+    async fn run(self, cli: &Invocation) -> anyhow::Result<ExitCode> {
+        let config = cli.config()?;
+        cli.on_database(&cli.database(&config)?, Role::Reader, async |pool| {
+            export(
+                pool,
+                self.format,
+                self.after,
+                self.until.as_deref(),
+                self.archives.as_deref(),
+            )
+            .await
+        })
+        .await
+    }
+}
+
+/// Monthly usage and revenue, per package and in total.
+#[derive(Debug, Args)]
+pub struct Report {
+    /// The month, YYYY-MM.
+    #[arg(long)]
+    month: String,
+    #[arg(long, value_enum, default_value = "table")]
+    format: ReportFormat,
+    /// The time zone months are cut in.
+    #[arg(long, default_value = "+08:00")]
+    utc_offset: String,
+    /// The archives of the months dropped from the database.
+    #[arg(long, value_name = "DIR")]
+    archives: Option<PathBuf>,
+}
+
+impl Run for Report {
+    async fn run(self, cli: &Invocation) -> anyhow::Result<ExitCode> {
+        let config = cli.config()?;
+        let currency = config
+            .catalog
+            .iter()
+            .next()
+            .map_or("CNY".to_owned(), |sku| sku.currency.clone());
+        cli.on_database(&cli.database(&config)?, Role::Reader, async |pool| {
+            report(
+                pool,
+                &self.month,
+                self.format,
+                &self.utc_offset,
+                &currency,
+                self.archives.as_deref(),
+            )
+            .await
+        })
+        .await
+    }
 }

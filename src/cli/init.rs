@@ -2,13 +2,33 @@
 //! that a newcomer can try the service without inventing keys or reading the whole README first,
 //! and a new service signs checkpoints of its ledger from its first day.
 
+use super::{Invocation, Run};
 use crate::audit::checkpoint::{self, CheckpointError};
 use crate::configuration::Catalog;
+use clap::Args;
 use rand::RngCore;
 use std::fs::OpenOptions;
 use std::io::Write;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+/// Write a ready configuration (fresh secrets, the built-in catalog) and say what to run next.
+#[derive(Debug, Args)]
+pub struct Init {
+    /// The directory to write dts-ledger.toml in (created if missing).
+    #[arg(default_value = ".")]
+    dir: PathBuf,
+}
+
+impl Run for Init {
+    /// It writes the configuration the other commands read, so it cannot need one.
+    async fn run(self, _: &Invocation) -> anyhow::Result<ExitCode> {
+        let written = write_config(&self.dir)?;
+        print!("{}", next_steps(&written, &self.dir.join("data")));
+        Ok(ExitCode::SUCCESS)
+    }
+}
 
 /// The file `init` writes in its directory.
 pub const CONFIG_FILE_NAME: &str = "dts-ledger.toml";

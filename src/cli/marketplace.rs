@@ -1,17 +1,151 @@
-//! The marketplace's side of the callback, for operators and newcomers: sign parameters exactly as
-//! the marketplace does and send them to a running service (`dts-ledger marketplace …`).
+//! `dts-ledger marketplace`: the marketplace's side of the callback, for operators and newcomers:
+//! sign parameters exactly as the marketplace does and send them to a running service; and
+//! `dts-ledger marketplace refused`, the callbacks this service refused after their token held.
 //!
 //! It is the same token rule the service checks ([`crate::marketplace::token`]), applied to the same decoded
 //! bytes, so a callback that this module signs is one the marketplace could have sent. Operators use
 //! it to re-drive a callback by hand (after fixing the SKU catalog, say); newcomers use it to buy a
 //! package on their own machine.
 
-use crate::configuration::Secret;
+use super::output::{self, checked_limit, client, CannotRun, ListFormat};
+use super::{Invocation, Run};
+use crate::configuration::{Config, Secret};
+use crate::database::Role;
+use crate::ledger::orders::LIST_LIMIT_MAX;
 use crate::marketplace::query::Pairs;
-use crate::marketplace::token;
+use crate::marketplace::{refusals, token};
+use anyhow::Context;
 use chrono::{DateTime, FixedOffset, Utc};
+use clap::{Args, Subcommand};
+use deadpool_postgres::Pool;
 use percent_encoding::{utf8_percent_encode, AsciiSet, NON_ALPHANUMERIC};
+use std::io::Write;
+use std::process::ExitCode;
 use std::time::Duration;
+
+/// Sign a marketplace callback as the marketplace does (with the configured key), send it to a
+/// running service and print the reply; `verify` prints a console sign-in link instead;
+/// `refused` lists the callbacks refused and not resolved since.
+#[derive(Debug, Args)]
+#[command(args_conflicts_with_subcommands = true, subcommand_negates_reqs = true)]
+pub struct Marketplace {
+    #[command(subcommand)]
+    list: Option<MarketplaceList>,
+    /// createInstance, renewInstance, upgradeInstance, dilateInstance, expiredInstance,
+    /// releaseInstance or verify.
+    #[arg(required = true)]
+    action: Option<String>,
+    /// A callback parameter, e.g. --param skuId=FW_GOODS-500232-1 (repeatable).
+    #[arg(long = "param", value_name = "NAME=VALUE")]
+    params: Vec<String>,
+    /// Shorthand for --param instanceId=ID.
+    #[arg(long, value_name = "ID")]
+    instance: Option<String>,
+    /// The running service.
+    #[arg(long, env = "LEDGER_URL", default_value = "http://127.0.0.1:8080")]
+    url: String,
+}
+
+#[derive(Debug, Subcommand)]
+enum MarketplaceList {
+    /// Callbacks refused after their token held and not resolved by a later success (a paid
+    /// order not provisioned yet, say), oldest first.
+    Refused {
+        #[arg(long, default_value_t = 100)]
+        limit: i64,
+        #[arg(long, value_enum, default_value = "table")]
+        format: ListFormat,
+    },
+}
+
+impl Run for Marketplace {
+    async fn run(self, cli: &Invocation) -> anyhow::Result<ExitCode> {
+        let config = cli.config()?;
+        match self.list {
+            Some(MarketplaceList::Refused { limit, format }) => {
+                let settings = cli.database(&config)?;
+                cli.on_database(&settings, Role::Reader, async |pool| {
+                    refused(pool, limit, format).await
+                })
+                .await
+            }
+            None => sign_and_send(self, &config).await,
+        }
+    }
+}
+
+/// `dts-ledger marketplace ACTION`: exit 0 when the service did it, 1 when it refused, 2 when it
+/// could not be asked.
+async fn sign_and_send(args: Marketplace, config: &Config) -> anyhow::Result<ExitCode> {
+    let key = config.marketplace_key.as_ref().context(
+        "no marketplace key to sign with: set [marketplace] key in the --config file (or \
+         LEDGER_MARKETPLACE_KEY); `dts-ledger init` writes a configuration with one",
+    )?;
+    let action = args.action.context("a marketplace action is required")?;
+    if action == "verify" {
+        let instance = args
+            .instance
+            .as_deref()
+            .context("verify needs --instance ID")?;
+        let link = Callback::sign_in(instance, chrono::Utc::now()).url(&args.url, key);
+        println!("{link}");
+        return Ok(ExitCode::SUCCESS);
+    }
+    let mut callback = Callback::parse(&action, &args.params)?;
+    if let Some(instance) = &args.instance {
+        callback.set("instanceId", instance)?;
+    }
+    // The error names the service, never the signed URL (see [`send`]).
+    let reply = send(&callback, &args.url, key)
+        .await
+        .with_context(|| format!("cannot reach the service at {}", args.url))?;
+    eprintln!("{} answered {}", callback.action(), reply.status);
+    println!("{}", reply.body);
+    Ok(if reply.succeeded() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(output::FAILED)
+    })
+}
+
+/// `dts-ledger marketplace refused`.
+pub async fn refused(pool: &Pool, limit: i64, format: ListFormat) -> Result<ExitCode, CannotRun> {
+    let limit = checked_limit(limit, LIST_LIMIT_MAX)?;
+    let client = client(pool).await?;
+    let (refused, total) = refusals::unresolved(&client, limit).await?;
+    let mut out = std::io::stdout().lock();
+    match format {
+        ListFormat::Json => {
+            let page = crate::http::api::orders::RefusedPage { refused, total };
+            writeln!(out, "{}", serde_json::to_string_pretty(&page)?)?;
+        }
+        ListFormat::Table => {
+            writeln!(
+                out,
+                "{:<16}  {:<24}  {:<18}  {:>6}  {:>6}  {:<20}  {:<20}  message",
+                "action", "subject", "reason", "status", "calls", "first", "last"
+            )?;
+            for r in &refused {
+                writeln!(
+                    out,
+                    "{:<16}  {:<24}  {:<18}  {:>6}  {:>6}  {:<20}  {:<20}  {}",
+                    r.action,
+                    r.subject,
+                    r.reason,
+                    r.status,
+                    r.calls,
+                    r.first_at.format("%Y-%m-%dT%H:%M:%SZ"),
+                    r.last_at.format("%Y-%m-%dT%H:%M:%SZ"),
+                    r.message,
+                )?;
+            }
+            if total > refused.len() as i64 {
+                writeln!(out, "... {} more (--limit)", total - refused.len() as i64)?;
+            }
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
 
 /// The actions the marketplace calls, in the protocol's spelling.
 pub const ACTIONS: [&str; 7] = [

@@ -1,38 +1,86 @@
 //! `dts-ledger outbox list|retry`: what they print and how they exit (as the audit commands: 0
 //! done, 2 cannot run, with the reason on stderr).
 
-use crate::cli::audit::{TableOrJson, Unable};
+use super::output::{checked_limit, client, CannotRun, ListFormat};
+use super::{Invocation, Run};
+use crate::database::Role;
 use crate::outbox::entries::{self, Filter};
+use clap::{Args, Subcommand};
 use deadpool_postgres::Pool;
 use std::io::Write;
 use std::process::ExitCode;
 
+/// Webhook entries not yet delivered: list them, or queue dead letters again.
+#[derive(Debug, Args)]
+pub struct Outbox {
+    #[command(subcommand)]
+    command: OutboxCommand,
+}
+
+#[derive(Debug, Subcommand)]
+enum OutboxCommand {
+    /// List undelivered entries (pending and dead), oldest first.
+    List {
+        /// Only dead letters.
+        #[arg(long)]
+        dead: bool,
+        /// Only entries after this position.
+        #[arg(long, default_value_t = 0)]
+        after: i64,
+        #[arg(long, default_value_t = 100)]
+        limit: i64,
+        #[arg(long, value_enum, default_value = "table")]
+        format: ListFormat,
+    },
+    /// Queue a dead letter (or all of them) for delivery again; the later entries of its
+    /// subject follow it.
+    Retry {
+        /// The entry's position.
+        #[arg(required_unless_present = "all_dead", conflicts_with = "all_dead")]
+        position: Option<i64>,
+        /// Every dead letter.
+        #[arg(long)]
+        all_dead: bool,
+    },
+}
+
+impl Run for Outbox {
+    async fn run(self, cli: &Invocation) -> anyhow::Result<ExitCode> {
+        let config = cli.config()?;
+        let settings = cli.database(&config)?;
+        // The outbox's own table only, with the service's rights.
+        cli.on_database(&settings, Role::Service, async |pool| match self.command {
+            OutboxCommand::List {
+                dead,
+                after,
+                limit,
+                format,
+            } => list(pool, dead, after, limit, format).await,
+            OutboxCommand::Retry {
+                position: Some(position),
+                ..
+            } => retry(pool, RetryTarget::One(position)).await,
+            OutboxCommand::Retry { position: None, .. } => retry(pool, RetryTarget::AllDead).await,
+        })
+        .await
+    }
+}
+
 /// What `retry` queues again.
 #[derive(Debug, Clone, Copy)]
-pub enum RetryTarget {
+enum RetryTarget {
     One(i64),
     AllDead,
 }
 
-async fn client(pool: &Pool) -> Result<deadpool_postgres::Object, Unable> {
-    pool.get()
-        .await
-        .map_err(|e| Unable(crate::database::pool_failure(&e)))
-}
-
-pub async fn list(
+async fn list(
     pool: &Pool,
     dead_only: bool,
     after: i64,
     limit: i64,
-    format: TableOrJson,
-) -> Result<ExitCode, Unable> {
-    if !(1..=entries::LIST_LIMIT_MAX).contains(&limit) {
-        return Err(Unable(format!(
-            "--limit must be 1 to {}",
-            entries::LIST_LIMIT_MAX
-        )));
-    }
+    format: ListFormat,
+) -> Result<ExitCode, CannotRun> {
+    let limit = checked_limit(limit, entries::LIST_LIMIT_MAX)?;
     let filter = if dead_only {
         Filter::Dead
     } else {
@@ -42,8 +90,8 @@ pub async fn list(
     let found = entries::list(&client, filter, after, limit).await?;
     let mut out = std::io::stdout().lock();
     match format {
-        TableOrJson::Json => writeln!(out, "{}", serde_json::to_string_pretty(&found)?)?,
-        TableOrJson::Table => {
+        ListFormat::Json => writeln!(out, "{}", serde_json::to_string_pretty(&found)?)?,
+        ListFormat::Table => {
             writeln!(
                 out,
                 "{:>10}  {:<7}  {:>8}  {:<24}  {:<32}  {:>10}  last error",
@@ -67,7 +115,7 @@ pub async fn list(
     Ok(ExitCode::SUCCESS)
 }
 
-pub async fn retry(pool: &Pool, target: RetryTarget) -> Result<ExitCode, Unable> {
+async fn retry(pool: &Pool, target: RetryTarget) -> Result<ExitCode, CannotRun> {
     let client = client(pool).await?;
     match target {
         RetryTarget::One(position) => {
