@@ -5,7 +5,15 @@
 //! into a command, which is applied to the ledger. Every failure answers the action's failure
 //! shape (`instanceId: "0"` for `createInstance`, `success: false` otherwise): the marketplace
 //! retries those, and retries are safe because every action is idempotent.
+//!
+//! - [`query`] decodes the query as it was signed, [`token`] checks its token, `admit` runs the
+//!   checks before anything is looked up and [`params`] turns the parameters into a command;
+//! - this file applies the command and keeps refusals for reconciliation ([`refusals`]);
+//! - `answer` says what an outcome or a refusal answers, in the shapes of [`reply`];
+//! - [`sign_in`] is `verify`, the login-free sign-in.
 
+mod admit;
+mod answer;
 pub mod params;
 pub mod query;
 pub mod refusals;
@@ -13,18 +21,20 @@ pub mod reply;
 pub mod sign_in;
 pub mod token;
 
-use crate::configuration::{Config, Secret};
+use crate::configuration::Config;
 use crate::credentials::Credentials;
-use crate::domain::orders::{Outcome, Refusal};
-use crate::ledger::{self, CommandError, Ledger};
+use crate::domain::orders::Outcome;
+use crate::ledger::{self, Ledger};
 use crate::store::Metadata;
 use actix_web::http::StatusCode;
+use admit::admit;
+use answer::{command_failed, success};
 use chrono::Utc;
 use deadpool_postgres::Pool;
-use params::{format_cst, Action, Callback};
-use projections::events::{Event, OrderCreated};
+use params::{Action, Callback};
+use projections::events::Event;
 use projections::ids::InstanceId;
-use reply::{AppInfo, CallbackReply, CreateFailed, Created, Done, PackageInfo};
+use reply::{CallbackReply, CreateFailed, Done};
 
 /// What a callback answers.
 #[derive(Debug)]
@@ -87,14 +97,6 @@ fn failure(action: Option<Action>, status: StatusCode, message: impl Into<String
     Reply::Json(status, body)
 }
 
-/// The action named in a query that could not be decoded, to pick the failure shape.
-fn loose_action(query: &str) -> Option<Action> {
-    query
-        .split('&')
-        .find_map(|segment| segment.strip_prefix("action="))
-        .and_then(|value| Action::parse(value.as_bytes()))
-}
-
 pub async fn handle(context: &Context<'_>, raw_query: &str, request_id: &str) -> Reply {
     let (action, reply) = match admit(context.config.marketplace_key.as_ref(), raw_query) {
         Ok(admitted) => {
@@ -103,13 +105,13 @@ pub async fn handle(context: &Context<'_>, raw_query: &str, request_id: &str) ->
             let reply = reconcile(context, action.name().as_bytes(), &admitted.subject, done).await;
             (Some(action), reply)
         }
-        Err(refused) => {
+        Err(mut refused) => {
             let action = refused.action;
-            let reply = match refused.authenticated {
+            let reply = match refused.authenticated.take() {
                 Some((name, subject)) => {
                     reconcile(context, &name, &subject, Err(refused.failure)).await
                 }
-                None => failure(action, refused.failure.status, refused.failure.message),
+                None => refused.reply(),
             };
             (action, reply)
         }
@@ -185,175 +187,6 @@ impl Reply {
     }
 }
 
-/// A callback refused before anything was looked up.
-#[derive(Debug)]
-pub struct Refused {
-    /// The action, when it could be read: it picks the failure shape.
-    pub action: Option<Action>,
-    pub failure: Failure,
-    /// The action as received and the package it names (`instanceId`, or `orderBizId` for a
-    /// purchase), once the token held: such a refusal is kept for reconciliation.
-    pub authenticated: Option<(Vec<u8>, Vec<u8>)>,
-}
-
-impl Refused {
-    fn new(
-        action: Option<Action>,
-        status: StatusCode,
-        reason: &'static str,
-        message: impl Into<String>,
-    ) -> Refused {
-        Refused {
-            action,
-            failure: Failure::new(status, reason, message),
-            authenticated: None,
-        }
-    }
-
-    /// Marks a refusal made after the token held.
-    fn signed(mut self, pairs: &query::Pairs) -> Refused {
-        let action = query::get(pairs, "action").unwrap_or_default().to_vec();
-        self.authenticated = Some((action, subject(self.action, pairs).to_vec()));
-        self
-    }
-
-    /// The action's failure shape.
-    pub fn reply(self) -> Reply {
-        failure(self.action, self.failure.status, self.failure.message)
-    }
-}
-
-/// The package a callback is about, as received: the `orderBizId` of a purchase (it becomes the
-/// package's `instanceId`), the `instanceId` otherwise; empty when absent.
-fn subject(action: Option<Action>, pairs: &query::Pairs) -> &[u8] {
-    let name = match action {
-        Some(Action::CreateInstance) => "orderBizId",
-        _ => "instanceId",
-    };
-    query::get(pairs, name).unwrap_or_default()
-}
-
-/// A callback whose token held and whose parameters parsed.
-#[derive(Debug)]
-pub struct Admitted {
-    pub action: Action,
-    pub callback: Callback,
-    /// See [`subject`].
-    pub subject: Vec<u8>,
-}
-
-/// The checks before anything is looked up: the query decodes, the token is right, and the action
-/// and its parameters parse.
-pub fn admit(key: Option<&Secret>, raw_query: &str) -> Result<Admitted, Refused> {
-    let pairs = match query::parse(raw_query) {
-        Ok(pairs) => pairs,
-        Err(error) => {
-            let action = loose_action(raw_query);
-            tracing::warn!(%error, action = action.map(Action::name), "marketplace callback refused");
-            let (status, reason) = match error {
-                // A repeated name makes the signed string ambiguous: treated like a bad token.
-                query::QueryError::Duplicate(_) => (StatusCode::FORBIDDEN, "bad_token"),
-                _ => (StatusCode::BAD_REQUEST, "malformed_query"),
-            };
-            return Err(Refused::new(action, status, reason, error.to_string()));
-        }
-    };
-    let action = query::get(&pairs, "action").and_then(Action::parse);
-    let Some(key) = key else {
-        tracing::warn!(
-            action = action.map(Action::name),
-            "marketplace callback refused: no marketplace key is configured"
-        );
-        return Err(Refused::new(
-            action,
-            StatusCode::FORBIDDEN,
-            "no_key",
-            "callbacks are refused: no marketplace key is configured",
-        ));
-    };
-    if !token::is_valid(&pairs, key) {
-        tracing::warn!(
-            action = action.map(Action::name),
-            "marketplace callback refused: missing or wrong token"
-        );
-        return Err(Refused::new(
-            action,
-            StatusCode::FORBIDDEN,
-            "bad_token",
-            "missing or wrong token",
-        ));
-    }
-    if let Some(reading) = token::ambiguity(&pairs) {
-        // The token holds, but for a string that also signs another callback: whoever can type
-        // into a signed field and has seen one callback could be using it as someone else's.
-        tracing::error!(
-            action = action.map(Action::name),
-            %reading,
-            "marketplace callback refused: its signed string reads as more than one set of \
-             parameters"
-        );
-        metrics::counter!(crate::metrics::MARKETPLACE_AMBIGUOUS).increment(1);
-        return Err(Refused::new(
-            action,
-            StatusCode::FORBIDDEN,
-            "ambiguous",
-            format!("refused: the signed parameters are ambiguous ({reading})"),
-        )
-        .signed(&pairs));
-    }
-    let Some(action) = action else {
-        let named = query::get(&pairs, "action")
-            .map(|a| String::from_utf8_lossy(a).into_owned())
-            .unwrap_or_default();
-        return Err(Refused::new(
-            None,
-            StatusCode::BAD_REQUEST,
-            "unknown_action",
-            format!("unknown or missing action {named:?}"),
-        )
-        .signed(&pairs));
-    };
-    let callback = match params::parse(action, &pairs) {
-        Ok(callback) => callback,
-        Err(error) => {
-            tracing::warn!(action = action.name(), %error, "marketplace callback refused");
-            return Err(Refused::new(
-                Some(action),
-                StatusCode::BAD_REQUEST,
-                "invalid_parameter",
-                error.to_string(),
-            )
-            .signed(&pairs));
-        }
-    };
-    warn_invalid_details(action, &callback);
-    Ok(Admitted {
-        action,
-        callback,
-        subject: subject(Some(action), &pairs).to_vec(),
-    })
-}
-
-/// Optional parameters that failed their checks do not stop an order; they are flagged in its
-/// details, and logged here.
-fn warn_invalid_details(action: Action, callback: &Callback) {
-    if let Callback::Create(_, details)
-    | Callback::Upgrade(_, details)
-    | Callback::Dilate(_, details) = callback
-    {
-        // The parameter's name only: its value may be personal data.
-        for invalid in &details.invalid {
-            tracing::warn!(
-                action = action.name(),
-                parameter = invalid.name,
-                problem = invalid.problem,
-                "optional parameter failed its check; kept as received and flagged in the order \
-                 details, the order goes on"
-            );
-        }
-    }
-}
-
 async fn execute(
     context: &Context<'_>,
     action: Action,
@@ -365,22 +198,26 @@ async fn execute(
         source: "marketplace",
         actor: "marketplace".to_owned(),
     };
-    let pool = context.ledger;
+    let ledger = context.ledger;
     let catalog = &context.config.catalog;
     let result = match &callback {
         Callback::Create(command, details) => {
-            ledger::orders::create(pool, catalog, command, details, &metadata).await
+            ledger::orders::create(ledger, catalog, command, details, &metadata).await
         }
-        Callback::Renew(command) => ledger::orders::renew(pool, catalog, command, &metadata).await,
+        Callback::Renew(command) => {
+            ledger::orders::renew(ledger, catalog, command, &metadata).await
+        }
         Callback::Upgrade(command, details) => {
-            ledger::orders::upgrade(pool, catalog, command, details, &metadata).await
+            ledger::orders::upgrade(ledger, catalog, command, details, &metadata).await
         }
         Callback::Dilate(command, details) => {
-            ledger::orders::dilate(pool, catalog, command, details, &metadata).await
+            ledger::orders::dilate(ledger, catalog, command, details, &metadata).await
         }
-        Callback::Expire(instance_id) => ledger::orders::expire(pool, instance_id, &metadata).await,
+        Callback::Expire(instance_id) => {
+            ledger::orders::expire(ledger, instance_id, &metadata).await
+        }
         Callback::Release(instance_id) => {
-            ledger::orders::release(pool, instance_id, &metadata).await
+            ledger::orders::release(ledger, instance_id, &metadata).await
         }
         Callback::Verify {
             instance_id,
@@ -400,146 +237,6 @@ async fn execute(
             success(context, action, &outcome)
         }
         Err(error) => Err(command_failed(action, error)),
-    }
-}
-
-/// What a refused or failed command answers.
-fn command_failed(action: Action, error: CommandError<Refusal>) -> Failure {
-    match error {
-        CommandError::Refused(refusal) => {
-            let (status, reason) = match &refusal {
-                Refusal::UnknownSku(sku) => {
-                    tracing::warn!(sku = %sku, action = action.name(), "SKU not in the catalog; add it and the marketplace's retry will succeed");
-                    (StatusCode::UNPROCESSABLE_ENTITY, "unknown_sku")
-                }
-                Refusal::UnknownInstance(_) => (StatusCode::NOT_FOUND, "unknown_instance"),
-                Refusal::Released(_) => (StatusCode::CONFLICT, "released"),
-                Refusal::Conflict(message) => {
-                    tracing::error!(action = action.name(), %message, "conflicting marketplace order");
-                    (StatusCode::CONFLICT, "conflict")
-                }
-                Refusal::Overflow => (StatusCode::UNPROCESSABLE_ENTITY, "overflow"),
-                // Only an operator applies a held notice; no callback asks for it.
-                Refusal::NoHeldNotice(_) => (StatusCode::CONFLICT, "no_held_notice"),
-                // Never reached: the ledger turns a fold error into `CommandError::Failed` (a bug,
-                // not a business answer). The variant stays so that decisions can use `?` on the
-                // fold; were it reached, it is answered as the bug it would be.
-                Refusal::Fold(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
-            };
-            if !matches!(refusal, Refusal::UnknownSku(_) | Refusal::Conflict(_)) {
-                tracing::warn!(action = action.name(), %refusal, "marketplace callback refused");
-            }
-            Failure::new(status, reason, refusal.to_string())
-        }
-        CommandError::Failed(error) if error.is_unavailable() => {
-            tracing::warn!(action = action.name(), %error, "database unavailable");
-            Failure::unavailable("the database is unavailable; nothing was recorded, retry later")
-        }
-        CommandError::Failed(error) => {
-            tracing::error!(action = action.name(), %error, "marketplace callback failed");
-            Failure::new(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                "internal",
-                "internal error; nothing was recorded",
-            )
-        }
-    }
-}
-
-fn success(context: &Context<'_>, action: Action, outcome: &Outcome) -> Result<Reply, Failure> {
-    let auth_code = |id: &InstanceId| {
-        context
-            .credentials
-            .map(|credentials| credentials.auth_code(id))
-    };
-    let ok = |message: String, auth_code: Option<String>| {
-        Reply::Json(
-            StatusCode::OK,
-            CallbackReply::Done(Done {
-                success: true,
-                message,
-                auth_code,
-            }),
-        )
-    };
-    Ok(match outcome.event() {
-        Some(Event::OrderCreated(e)) => Reply::Json(
-            StatusCode::OK,
-            CallbackReply::Created(created(context, e, auth_code(&e.instance_id))),
-        ),
-        Some(Event::OrderRenewed(e)) => ok(
-            format!(
-                "renewed {}: {} bytes granted, expires {} (China Standard Time)",
-                e.instance_id,
-                e.bytes_granted,
-                format_cst(e.expires_at)
-            ),
-            auth_code(&e.instance_id),
-        ),
-        Some(Event::OrderUpgraded(e)) => ok(
-            format!(
-                "upgraded {} to {}: {} bytes granted",
-                e.instance_id, e.sku_id, e.bytes_granted
-            ),
-            auth_code(&e.instance_id),
-        ),
-        Some(Event::OrderDilated(e)) => ok(
-            format!(
-                "expanded {} by {} unit(s): {} bytes granted",
-                e.instance_id, e.units, e.bytes_granted
-            ),
-            auth_code(&e.instance_id),
-        ),
-        Some(Event::OrderExpired(e)) => ok(format!("{} expired", e.instance_id), None),
-        Some(Event::OrderExpiryHeld(e)) => ok(
-            format!(
-                "{} not expired: its expiresAt {} (China Standard Time) is still ahead; the \
-                 notice is held for an operator to apply if it was a refund",
-                e.instance_id,
-                format_cst(e.expires_at)
-            ),
-            None,
-        ),
-        Some(Event::OrderReleased(e)) => ok(
-            format!(
-                "{} released: {} bytes forfeited",
-                e.instance_id, e.bytes_forfeited
-            ),
-            None,
-        ),
-        Some(other) => ok(format!("recorded {}", other.event_type()), None),
-        // Every outcome but `Unchanged` carries the event it recorded; the other arm only
-        // completes the match, answered as the bug it would be.
-        None => match outcome {
-            Outcome::Unchanged(message) => ok((*message).to_owned(), None),
-            _ => {
-                return Err(Failure::new(
-                    StatusCode::INTERNAL_SERVER_ERROR,
-                    "internal",
-                    format!("{} left no outcome", action.name()),
-                ))
-            }
-        },
-    })
-}
-
-/// `createInstance`'s answer: where the customer uses the package, and what it holds.
-fn created(context: &Context<'_>, e: &OrderCreated, auth_code: Option<String>) -> Created {
-    let console = format!("{}/console", context.public_url);
-    Created {
-        instance_id: e.instance_id.as_str().to_owned(),
-        app_info: AppInfo {
-            front_end_url: console.clone(),
-            admin_url: console,
-            username: e.jd_pin.as_str().to_owned(),
-            auth_url: format!("{}/v1/cloud/order", context.public_url),
-            auth_code,
-        },
-        info: PackageInfo {
-            package_name: e.sku_name.clone(),
-            bytes_granted: e.bytes_granted.to_string(),
-            expired_on: e.expires_at.map(format_cst),
-        },
     }
 }
 
@@ -615,80 +312,5 @@ async fn verify(
             tracing::warn!(%error, "sign-in failed: database error");
             Err(Failure::unavailable("the database is unavailable"))
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn key() -> Secret {
-        Secret::new("isv-key")
-    }
-
-    /// `query` with the token the marketplace would sign it with.
-    fn signed(query: &str) -> String {
-        let pairs = query::parse(query).expect("a well-formed query");
-        format!("{query}&token={}", token::expected(&pairs, &key()))
-    }
-
-    fn refused(key: Option<&Secret>, query: &str) -> (StatusCode, CallbackReply) {
-        match admit(key, query).expect_err("refused").reply() {
-            Reply::Json(status, body) => (status, body),
-            Reply::Redirect(to) => panic!("a refusal redirected to {to}"),
-        }
-    }
-
-    #[test]
-    fn a_wrong_token_on_create_answers_instance_id_zero() {
-        let (status, body) = refused(
-            Some(&key()),
-            "action=createInstance&orderBizId=1&token=0123456789abcdef0123456789abcdef",
-        );
-        assert_eq!(status, StatusCode::FORBIDDEN);
-        let CallbackReply::CreateFailed(failed) = body else {
-            panic!("not the createInstance failure shape: {body:?}");
-        };
-        assert_eq!(failed.instance_id, "0");
-        assert_eq!(failed.message, "missing or wrong token");
-    }
-
-    #[test]
-    fn a_missing_token_on_other_actions_answers_success_false() {
-        let (status, body) = refused(Some(&key()), "action=expiredInstance&instanceId=dts-1");
-        assert_eq!(status, StatusCode::FORBIDDEN);
-        assert_eq!(
-            body,
-            CallbackReply::Done(Done {
-                success: false,
-                message: "missing or wrong token".to_owned(),
-                auth_code: None,
-            })
-        );
-    }
-
-    #[test]
-    fn without_a_key_every_callback_is_refused() {
-        let (status, body) = refused(None, &signed("action=expiredInstance&instanceId=dts-1"));
-        assert_eq!(status, StatusCode::FORBIDDEN);
-        assert!(matches!(
-            body,
-            CallbackReply::Done(Done { success: false, .. })
-        ));
-    }
-
-    #[test]
-    fn a_signed_callback_is_admitted_with_its_parameters() {
-        let admitted = admit(
-            Some(&key()),
-            &signed("action=expiredInstance&instanceId=dts-1"),
-        )
-        .expect("admitted");
-        assert_eq!(admitted.action, Action::ExpiredInstance);
-        assert_eq!(
-            admitted.callback,
-            Callback::Expire(InstanceId::parse("dts-1").expect("id"))
-        );
-        assert_eq!(admitted.subject, b"dts-1");
     }
 }
