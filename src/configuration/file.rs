@@ -4,6 +4,10 @@
 //! naming the key), then checked on its own by a method that applies the defaults, the limits and
 //! the environment's overrides. Keys renamed to put units last keep their old name as an alias,
 //! so a deployed file never stops parsing.
+//!
+//! Longer than the house's 600 lines on purpose: it is the whole schema of the file, one section
+//! after another in the order an operator meets them, each struct beside its checks; cut apart,
+//! a reader would lose the one place that says what every key means and bounds.
 
 use super::secret::SecretSource;
 use super::*;

@@ -13,25 +13,39 @@
 //! OS user can, who could read the data files anyway.
 
 use std::fs::{self, File};
+
 use std::io::Write;
 use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
+mod owner;
+mod socket;
+
+pub use owner::{find_binaries, give_to_owner, make_owner_dir, owner_command, owner_command_path};
+use owner::{owner_account, postgres_account, RunAs};
+use socket::{check_socket_dir, choose_socket_dir, secure_socket_dir};
+
 /// Names the socket file (`.s.PGSQL.5432`); nothing listens on a TCP port.
 pub const SOCKET_PORT: u16 = 5432;
+
 /// How long `pg_ctl` may take to start or stop the cluster: crash recovery after an unclean stop
 /// can take a while on a large ledger.
 const PG_CTL_TIMEOUT_S: u32 = 300;
+
 /// `sun_path` holds 108 bytes; leave room for `/.s.PGSQL.5432` and the terminating NUL.
 const SOCKET_DIR_BYTES_MAX: usize = 90;
+
 /// The database the service uses inside the cluster.
 pub const DATABASE_NAME: &str = "ledger";
+
 /// The cluster's superuser, the same whoever runs the service.
 pub const SUPERUSER: &str = "postgres";
+
 /// The cluster's own data directory, inside the data directory `serve` is given.
 pub const PGDATA_DIR: &str = "pgdata";
+
 /// How long an archived WAL segment may stay open when the ledger moves: with `wal_archive_dir`
 /// set, a segment is switched and archived at least this often, so the archive never lags the
 /// ledger by more (a quiet ledger switches nothing).
@@ -91,83 +105,6 @@ fn io_error(path: &Path) -> impl FnOnce(std::io::Error) -> EmbeddedError + '_ {
     }
 }
 
-/// The directory holding `initdb`, `pg_ctl` and `postgres`.
-pub fn find_binaries() -> Result<PathBuf, EmbeddedError> {
-    let complete = |dir: &Path| {
-        ["initdb", "pg_ctl", "postgres"]
-            .iter()
-            .all(|b| dir.join(b).is_file())
-    };
-    if let Some(dir) = std::env::var_os("LEDGER_PG_BIN_DIR") {
-        let dir = PathBuf::from(dir);
-        return if complete(&dir) {
-            Ok(dir)
-        } else {
-            Err(EmbeddedError::NoBinaries)
-        };
-    }
-    if let Some(path) = std::env::var_os("PATH") {
-        if let Some(dir) = std::env::split_paths(&path).find(|dir| complete(dir)) {
-            return Ok(dir);
-        }
-    }
-    // Debian and Ubuntu keep the server binaries off PATH, one directory per major version.
-    let mut versions: Vec<(u32, PathBuf)> = fs::read_dir("/usr/lib/postgresql")
-        .into_iter()
-        .flatten()
-        .flatten()
-        .filter_map(|entry| {
-            let major = entry.file_name().to_str()?.parse::<u32>().ok()?;
-            let bin = entry.path().join("bin");
-            complete(&bin).then_some((major, bin))
-        })
-        .collect();
-    versions.sort();
-    versions
-        .pop()
-        .map(|(_, bin)| bin)
-        .ok_or(EmbeddedError::NoBinaries)
-}
-
-/// The account the cluster's processes run as when this process is root.
-#[derive(Debug, Clone, Copy)]
-struct RunAs {
-    uid: u32,
-    gid: u32,
-}
-
-fn postgres_account() -> Option<RunAs> {
-    let name = std::ffi::CString::new("postgres").expect("no NUL in a literal");
-    let mut buffer = vec![0 as libc::c_char; 16 * 1024];
-    let mut entry: libc::passwd = unsafe { std::mem::zeroed() };
-    let mut found: *mut libc::passwd = std::ptr::null_mut();
-    // SAFETY: every pointer refers to live memory of the declared size; getpwnam_r is re-entrant.
-    let status = unsafe {
-        libc::getpwnam_r(
-            name.as_ptr(),
-            &mut entry,
-            buffer.as_mut_ptr(),
-            buffer.len(),
-            &mut found,
-        )
-    };
-    (status == 0 && !found.is_null()).then_some(RunAs {
-        uid: entry.pw_uid,
-        gid: entry.pw_gid,
-    })
-}
-
-fn find_runuser() -> Option<PathBuf> {
-    let on_path = std::env::var_os("PATH")
-        .map(|path| std::env::split_paths(&path).collect::<Vec<_>>())
-        .unwrap_or_default();
-    on_path
-        .into_iter()
-        .chain(["/usr/sbin".into(), "/sbin".into(), "/usr/bin".into()])
-        .map(|dir| dir.join("runuser"))
-        .find(|candidate| candidate.is_file())
-}
-
 /// How the cluster is tuned.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Durability {
@@ -190,82 +127,6 @@ pub struct EmbeddedPostgres {
     wal_archive_dir: Option<PathBuf>,
     /// Held for the process lifetime: one service per data directory.
     _lock: File,
-}
-
-/// How the cluster's commands run when this process is root: through `runuser` as `postgres`.
-fn owner_account() -> Result<Option<(PathBuf, RunAs)>, EmbeddedError> {
-    // SAFETY: geteuid has no preconditions and cannot fail.
-    if unsafe { libc::geteuid() } != 0 {
-        return Ok(None);
-    }
-    let account = postgres_account().ok_or(EmbeddedError::NoPostgresUser)?;
-    Ok(Some((
-        find_runuser().ok_or(EmbeddedError::NoRunuser)?,
-        account,
-    )))
-}
-
-/// `program`, one of the PostgreSQL binaries (`pg_basebackup`, `pg_verifybackup`, …), run as the
-/// cluster's owner: through `runuser` as `postgres` when this process is root.
-pub fn owner_command(program: &str) -> Result<Command, EmbeddedError> {
-    let bin_dir = find_binaries()?;
-    let mut executable = bin_dir.join(program);
-    if !executable.is_file() {
-        // A directory of links to the server binaries (`/usr/local/bin/postgres` →
-        // `/usr/lib/postgresql/15/bin/postgres`): the other tools sit beside the real one.
-        if let Some(real) = fs::canonicalize(bin_dir.join("postgres"))
-            .ok()
-            .and_then(|postgres| postgres.parent().map(|dir| dir.join(program)))
-            .filter(|candidate| candidate.is_file())
-        {
-            executable = real;
-        }
-    }
-    owner_command_path(&executable)
-}
-
-/// Makes `dir` (and its parents) if missing, private (0700) and, when this process is root,
-/// owned by `postgres`, so that the cluster's own processes may write in it; then makes sure
-/// that they can.
-pub fn make_owner_dir(dir: &Path) -> Result<(), EmbeddedError> {
-    fs::DirBuilder::new()
-        .recursive(true)
-        .mode(0o700)
-        .create(dir)
-        .map_err(io_error(dir))?;
-    if let Some((_, account)) = owner_account()? {
-        std::os::unix::fs::chown(dir, Some(account.uid), Some(account.gid))
-            .map_err(io_error(dir))?;
-        let mut probe = owner_command_path(Path::new("test"))?;
-        probe.arg("-w").arg(dir);
-        if !probe.output().map(|o| o.status.success()).unwrap_or(false) {
-            return Err(EmbeddedError::Unreachable(dir.to_owned()));
-        }
-    }
-    Ok(())
-}
-
-/// Hands `path` to the cluster's owner (`postgres`) when this process is root; a no-op otherwise.
-pub fn give_to_owner(path: &Path) -> Result<(), EmbeddedError> {
-    if let Some((_, account)) = owner_account()? {
-        std::os::unix::fs::chown(path, Some(account.uid), Some(account.gid))
-            .map_err(io_error(path))?;
-    }
-    Ok(())
-}
-
-/// `executable` run as the cluster's owner (see [`owner_command`]).
-pub fn owner_command_path(executable: &Path) -> Result<Command, EmbeddedError> {
-    let mut command = match owner_account()? {
-        Some((runuser, _)) => {
-            let mut command = Command::new(runuser);
-            command.args(["-u", "postgres", "--"]).arg(executable);
-            command
-        }
-        None => Command::new(executable),
-    };
-    command.process_group(0).env("LC_ALL", "C");
-    Ok(command)
 }
 
 impl EmbeddedPostgres {
@@ -601,180 +462,4 @@ pub fn running_cluster_config(
         .dbname(database)
         .application_name("dts-ledger");
     Ok(config)
-}
-
-/// The socket directory: inside the data directory when its path is short enough for a Unix
-/// socket address, else a directory under /tmp named after the data directory.
-fn choose_socket_dir(root: &Path) -> PathBuf {
-    let inside = root.join("run");
-    if inside.as_os_str().len() <= SOCKET_DIR_BYTES_MAX {
-        return inside;
-    }
-    use sha2::{Digest, Sha256};
-    let digest = Sha256::digest(root.as_os_str().as_encoded_bytes());
-    PathBuf::from(format!("/tmp/dts-ledger-{}", hex::encode(&digest[..8])))
-}
-
-/// Makes the socket directory, private to the cluster owner (`owner`, or this process's user), or
-/// accepts the one an earlier start made. Its name under /tmp is predictable, so any local user
-/// could make it first, or leave a symbolic link there for root to hand over to `postgres`: the
-/// directory is created exclusively, and an existing one is accepted only as [`check_socket_dir`]
-/// says.
-fn secure_socket_dir(dir: &Path, owner: Option<RunAs>) -> Result<(), EmbeddedError> {
-    // SAFETY: geteuid has no preconditions and cannot fail.
-    let owner_uid = owner.map_or_else(|| unsafe { libc::geteuid() }, |account| account.uid);
-    match fs::DirBuilder::new().mode(0o700).create(dir) {
-        Ok(()) => {
-            // Ours, in a directory others cannot rename entries of (/tmp is sticky, the data
-            // directory private): neither call below can be redirected.
-            if let Some(account) = owner {
-                std::os::unix::fs::lchown(dir, Some(account.uid), Some(account.gid))
-                    .map_err(io_error(dir))?;
-            }
-            // The umask may have taken bits away; the check of the next start wants exactly 0700.
-            fs::set_permissions(dir, fs::Permissions::from_mode(0o700)).map_err(io_error(dir))?;
-            check_socket_dir(dir, owner_uid)
-        }
-        Err(error) if error.kind() == std::io::ErrorKind::AlreadyExists => {
-            check_socket_dir(dir, owner_uid)
-        }
-        Err(error) => Err(io_error(dir)(error)),
-    }
-}
-
-/// An existing socket directory is used only if it is a real directory (not a symbolic link),
-/// owned by `owner_uid` and with mode 0700: only that user or root can have made it so.
-fn check_socket_dir(dir: &Path, owner_uid: u32) -> Result<(), EmbeddedError> {
-    use std::os::unix::fs::MetadataExt;
-    let refuse = |reason: String| EmbeddedError::UnsafeSocketDir {
-        path: dir.to_owned(),
-        reason,
-    };
-    let metadata = fs::symlink_metadata(dir).map_err(io_error(dir))?;
-    if metadata.file_type().is_symlink() {
-        return Err(refuse("it is a symbolic link".into()));
-    }
-    if !metadata.is_dir() {
-        return Err(refuse("it is not a directory".into()));
-    }
-    if metadata.uid() != owner_uid {
-        return Err(refuse(format!(
-            "it belongs to uid {}, not to the cluster's owner (uid {owner_uid})",
-            metadata.uid()
-        )));
-    }
-    let mode = metadata.mode() & 0o7777;
-    if mode != 0o700 {
-        return Err(refuse(format!("its mode is {mode:o}, not 700")));
-    }
-    Ok(())
-}
-
-#[cfg(test)]
-mod socket_dir_tests {
-    use super::*;
-    use std::os::unix::fs::MetadataExt;
-
-    fn me() -> u32 {
-        // SAFETY: geteuid has no preconditions and cannot fail.
-        unsafe { libc::geteuid() }
-    }
-
-    fn refused(result: Result<(), EmbeddedError>) -> String {
-        match result {
-            Err(error @ EmbeddedError::UnsafeSocketDir { .. }) => error.to_string(),
-            other => panic!("expected a refusal, got {other:?}"),
-        }
-    }
-
-    #[test]
-    fn a_new_socket_directory_is_private_and_accepted_again_on_the_next_start() {
-        let scratch = tempfile::tempdir().unwrap();
-        let dir = scratch.path().join("run");
-        secure_socket_dir(&dir, None).unwrap();
-        let metadata = fs::symlink_metadata(&dir).unwrap();
-        assert_eq!(metadata.mode() & 0o7777, 0o700);
-        assert_eq!(metadata.uid(), me());
-        secure_socket_dir(&dir, None).unwrap();
-    }
-
-    #[test]
-    fn a_socket_directory_with_another_mode_is_refused() {
-        let scratch = tempfile::tempdir().unwrap();
-        let dir = scratch.path().join("run");
-        fs::create_dir(&dir).unwrap();
-        fs::set_permissions(&dir, fs::Permissions::from_mode(0o777)).unwrap();
-        let message = refused(secure_socket_dir(&dir, None));
-        assert!(message.contains("mode is 777"), "{message}");
-        assert!(message.contains(&dir.display().to_string()), "{message}");
-    }
-
-    #[test]
-    fn a_socket_directory_owned_by_someone_else_is_refused() {
-        let scratch = tempfile::tempdir().unwrap();
-        let dir = scratch.path().join("run");
-        fs::DirBuilder::new().mode(0o700).create(&dir).unwrap();
-        let stranger = me().wrapping_add(4242);
-        if me() == 0 {
-            // Root can really hand it to someone else; then the expected owner is us.
-            std::os::unix::fs::chown(&dir, Some(stranger), None).unwrap();
-            let message = refused(secure_socket_dir(&dir, None));
-            assert!(message.contains(&format!("uid {stranger}")), "{message}");
-        } else {
-            let owner = RunAs {
-                uid: stranger,
-                gid: stranger,
-            };
-            let message = refused(secure_socket_dir(&dir, Some(owner)));
-            assert!(message.contains(&format!("uid {}", me())), "{message}");
-        }
-    }
-
-    #[test]
-    fn a_symbolic_link_in_place_of_the_socket_directory_is_refused() {
-        let scratch = tempfile::tempdir().unwrap();
-        let target = scratch.path().join("elsewhere");
-        fs::DirBuilder::new().mode(0o700).create(&target).unwrap();
-        let dir = scratch.path().join("run");
-        std::os::unix::fs::symlink(&target, &dir).unwrap();
-        let message = refused(secure_socket_dir(&dir, None));
-        assert!(message.contains("symbolic link"), "{message}");
-        let file = scratch.path().join("file");
-        fs::write(&file, b"").unwrap();
-        assert!(refused(secure_socket_dir(&file, None)).contains("not a directory"));
-    }
-
-    /// A real start on a data directory too long to hold the socket, whose /tmp fallback a local
-    /// user made first as a link to a directory of theirs: refused, and the target left alone.
-    #[test]
-    fn a_start_whose_fallback_socket_directory_was_planted_is_refused() {
-        if find_binaries().is_err() {
-            panic!("PostgreSQL binaries are needed for this test");
-        }
-        let scratch = tempfile::tempdir().unwrap();
-        let root = scratch.path().join("d".repeat(100));
-        fs::create_dir_all(&root).unwrap();
-        let root = root.canonicalize().unwrap();
-        let planted = choose_socket_dir(&root);
-        assert!(planted.starts_with("/tmp"), "{planted:?}");
-        let target = scratch.path().join("theirs");
-        fs::DirBuilder::new().mode(0o777).create(&target).unwrap();
-        fs::set_permissions(&target, fs::Permissions::from_mode(0o777)).unwrap();
-        std::os::unix::fs::symlink(&target, &planted).unwrap();
-        let started = EmbeddedPostgres::start(&root, Durability::Throwaway);
-        fs::remove_file(&planted).unwrap();
-        let message = match started {
-            Err(error @ EmbeddedError::UnsafeSocketDir { .. }) => error.to_string(),
-            other => panic!("expected a refusal, got {other:?}"),
-        };
-        assert!(message.contains("symbolic link"), "{message}");
-        let target_metadata = fs::symlink_metadata(&target).unwrap();
-        assert_eq!(
-            target_metadata.uid(),
-            me(),
-            "the link's target was handed over"
-        );
-        assert_eq!(target_metadata.mode() & 0o7777, 0o777);
-        assert!(!root.join("pgdata").exists(), "nothing was initialised");
-    }
 }
