@@ -15,7 +15,7 @@ use crate::audit::snapshot;
 use crate::audit::source::{self, Range, Selection, Until};
 use crate::audit::trust::{client, external_checkpoint, keyring};
 use crate::audit::verify::{self, Mark, Since, Verifier, VerifyError};
-use crate::configuration::{AuditConfig, DatabaseSettings};
+use crate::configuration::{AuditConfig, Config, DatabaseSettings};
 use crate::database::Role;
 use crate::store::FoldRow;
 use chrono::{DateTime, FixedOffset, Utc};
@@ -814,26 +814,16 @@ pub async fn report(
     Ok(ExitCode::SUCCESS)
 }
 
-/// `archive --month M DIR`: the closed month written to its archive in DIR, signed, read back and
-/// checked; prints what it wrote and how fast.
-pub async fn archive(
-    pool: &Pool,
-    audit: &AuditConfig,
-    month: &str,
+/// `archive --month M DIR`: the closed month written to its archive in DIR, signed with `key`,
+/// read back and checked; prints what it wrote and how fast.
+async fn archive(
+    client: &mut deadpool_postgres::Object,
+    month: Month,
+    key: &ed25519_dalek::SigningKey,
+    keyring: &Keyring,
     dir: &Path,
 ) -> Result<ExitCode, CannotRun> {
-    let month: Month = month.parse().map_err(CannotRun)?;
-    let path = audit.signing_key_file.as_deref().ok_or_else(|| {
-        CannotRun(
-            "an archive carries a checkpoint signed at its last event: set [audit] \
-             signing_key_file (LEDGER_SIGNING_KEY_FILE)"
-                .into(),
-        )
-    })?;
-    let key = checkpoint::load_signing_key(path)?;
-    let keyring = keyring(audit)?;
-    let mut client = client(pool).await?;
-    let written = months::write(&mut client, month, dir, &key, &keyring, Utc::now())
+    let written = months::write(client, month, dir, key, keyring, Utc::now())
         .await
         .map_err(CannotRun)?;
     let events = written.header.events as f64;
@@ -859,20 +849,17 @@ pub async fn archive(
 
 /// `archive --drop --month M DIR`: the month's partition dropped, once its archive in DIR holds
 /// against the live chain; the drop recorded in `archived_months`.
-pub async fn drop_month(
-    pool: &Pool,
-    audit: &AuditConfig,
-    month: &str,
+async fn drop_month(
+    client: &mut deadpool_postgres::Object,
+    month: Month,
+    keyring: &Keyring,
     dir: &Path,
 ) -> Result<ExitCode, CannotRun> {
-    let month: Month = month.parse().map_err(CannotRun)?;
-    let keyring = keyring(audit)?;
-    let mut client = client(pool).await?;
     let newest = keyring
-        .sort(checkpoint::stored(&client).await?)
+        .sort(checkpoint::stored(client).await?)
         .newest()
         .map(|found| found.position);
-    let dropped = months::drop_month(&mut client, month, dir, &keyring, newest, Utc::now())
+    let dropped = months::drop_month(client, month, dir, keyring, newest, Utc::now())
         .await
         .map_err(CannotRun)?;
     println!(
@@ -884,6 +871,14 @@ pub async fn drop_month(
         dropped.month.describe()
     );
     Ok(ExitCode::SUCCESS)
+}
+
+/// `--archives DIR`, for the audits that read the months dropped from the database.
+#[derive(Debug, Args)]
+struct DroppedMonths {
+    /// The archives of the months dropped from the database.
+    #[arg(long, value_name = "DIR")]
+    archives: Option<PathBuf>,
 }
 
 /// Check the ledger's hash chains, versions, positions, checkpoints and snapshots; name the first
@@ -906,8 +901,7 @@ pub struct Verify {
 
 impl Run for Verify {
     /// Reads only: a replica will do.
-    async fn run(self, cli: &Invocation) -> anyhow::Result<ExitCode> {
-        let config = cli.config()?;
+    async fn run(self, cli: &Invocation, config: Config) -> anyhow::Result<ExitCode> {
         let options = VerifyOptions {
             progress_every: self.progress_every,
             checkpoint_file: self.checkpoint.as_deref(),
@@ -937,29 +931,48 @@ pub struct Archive {
 }
 
 impl Run for Archive {
-    async fn run(self, cli: &Invocation) -> anyhow::Result<ExitCode> {
-        let config = cli.config()?;
-        let settings = cli.database(&config)?;
-        if !self.drop {
-            return cli
-                .on_database(&settings, Role::Reader, async |pool| {
-                    archive(pool, &config.audit, &self.month, &self.dir).await
-                })
-                .await;
-        }
-        // Dropping a month is the owner's: the owner's URL when one is set apart for migrations.
-        let settings = match settings {
-            DatabaseSettings::External {
-                migrate_url: Some(owner),
-                ..
-            } => DatabaseSettings::External {
-                url: owner.clone(),
-                migrate_url: Some(owner),
-            },
-            settings => settings,
+    async fn run(self, cli: &Invocation, config: Config) -> anyhow::Result<ExitCode> {
+        let (settings, role) = match (self.drop, cli.database(&config)?) {
+            // Dropping a month is the owner's: the owner's URL when one is set apart for
+            // migrations.
+            (
+                true,
+                DatabaseSettings::External {
+                    migrate_url: Some(owner),
+                    ..
+                },
+            ) => (
+                DatabaseSettings::External {
+                    url: owner.clone(),
+                    migrate_url: Some(owner),
+                },
+                Role::Owner,
+            ),
+            (true, settings) => (settings, Role::Owner),
+            (false, settings) => (settings, Role::Reader),
         };
-        cli.on_database(&settings, Role::Owner, async |pool| {
-            drop_month(pool, &config.audit, &self.month, &self.dir).await
+        let audit = &config.audit;
+        cli.on_database(&settings, role, async |pool| {
+            let month: Month = self.month.parse().map_err(CannotRun)?;
+            // An archive carries a checkpoint signed at its last event: no key, no archive.
+            let key = match self.drop {
+                false => Some(checkpoint::load_signing_key(
+                    audit.signing_key_file.as_deref().ok_or_else(|| {
+                        CannotRun(
+                            "an archive carries a checkpoint signed at its last event: set \
+                             [audit] signing_key_file (LEDGER_SIGNING_KEY_FILE)"
+                                .into(),
+                        )
+                    })?,
+                )?),
+                true => None,
+            };
+            let keyring = keyring(audit)?;
+            let mut client = client(pool).await?;
+            match key {
+                Some(key) => archive(&mut client, month, &key, &keyring, &self.dir).await,
+                None => drop_month(&mut client, month, &keyring, &self.dir).await,
+            }
         })
         .await
     }
@@ -972,9 +985,9 @@ pub struct Keygen {
 }
 
 impl Run for Keygen {
-    async fn run(self, cli: &Invocation) -> anyhow::Result<ExitCode> {
-        // Read although unused, as every command but `init` does: a broken file is said at once.
-        cli.config()?;
+    /// The configuration is read although unused, as every command but `init` reads it: a
+    /// broken file is said at once.
+    async fn run(self, _: &Invocation, _: Config) -> anyhow::Result<ExitCode> {
         keygen(&self.file).map_err(|CannotRun(message)| anyhow::anyhow!(message))
     }
 }
@@ -990,8 +1003,7 @@ pub struct SignCheckpoint {
 
 impl Run for SignCheckpoint {
     /// Appends to `checkpoints` only: the service's rights.
-    async fn run(self, cli: &Invocation) -> anyhow::Result<ExitCode> {
-        let config = cli.config()?;
+    async fn run(self, cli: &Invocation, config: Config) -> anyhow::Result<ExitCode> {
         cli.on_database(&cli.database(&config)?, Role::Service, async |pool| {
             checkpoint(pool, &config.audit, self.snapshot).await
         })
@@ -1015,15 +1027,13 @@ pub struct Replay {
     /// checkpoint signed.
     #[arg(long)]
     since_snapshot: bool,
-    /// The archives of the months dropped from the database.
-    #[arg(long, value_name = "DIR")]
-    archives: Option<PathBuf>,
+    #[command(flatten)]
+    dropped: DroppedMonths,
 }
 
 impl Run for Replay {
     /// Reads only, but for a scratch schema, which needs CREATE on the database (the owner's).
-    async fn run(self, cli: &Invocation) -> anyhow::Result<ExitCode> {
-        let config = cli.config()?;
+    async fn run(self, cli: &Invocation, config: Config) -> anyhow::Result<ExitCode> {
         let role = match self.scratch_schema {
             Some(_) => Role::Owner,
             None => Role::Reader,
@@ -1036,7 +1046,7 @@ impl Run for Replay {
                 self.format,
                 self.scratch_schema.as_deref(),
                 since,
-                self.archives.as_deref(),
+                self.dropped.archives.as_deref(),
             )
             .await
         })
@@ -1055,21 +1065,19 @@ pub struct Export {
     /// Only events up to this position or RFC 3339 time.
     #[arg(long)]
     until: Option<String>,
-    /// The archives of the months dropped from the database.
-    #[arg(long, value_name = "DIR")]
-    archives: Option<PathBuf>,
+    #[command(flatten)]
+    dropped: DroppedMonths,
 }
 
 impl Run for Export {
-    async fn run(self, cli: &Invocation) -> anyhow::Result<ExitCode> {
-        let config = cli.config()?;
+    async fn run(self, cli: &Invocation, config: Config) -> anyhow::Result<ExitCode> {
         cli.on_database(&cli.database(&config)?, Role::Reader, async |pool| {
             export(
                 pool,
                 self.format,
                 self.after,
                 self.until.as_deref(),
-                self.archives.as_deref(),
+                self.dropped.archives.as_deref(),
             )
             .await
         })
@@ -1088,14 +1096,12 @@ pub struct Report {
     /// The time zone months are cut in.
     #[arg(long, default_value = "+08:00")]
     utc_offset: String,
-    /// The archives of the months dropped from the database.
-    #[arg(long, value_name = "DIR")]
-    archives: Option<PathBuf>,
+    #[command(flatten)]
+    dropped: DroppedMonths,
 }
 
 impl Run for Report {
-    async fn run(self, cli: &Invocation) -> anyhow::Result<ExitCode> {
-        let config = cli.config()?;
+    async fn run(self, cli: &Invocation, config: Config) -> anyhow::Result<ExitCode> {
         let currency = config
             .catalog
             .iter()
@@ -1108,7 +1114,7 @@ impl Run for Report {
                 self.format,
                 &self.utc_offset,
                 &currency,
-                self.archives.as_deref(),
+                self.dropped.archives.as_deref(),
             )
             .await
         })

@@ -3,10 +3,10 @@
 
 use super::output::CannotRun;
 use super::{Invocation, Run};
-use crate::configuration::DatabaseSettings;
+use crate::configuration::{Config, DatabaseSettings};
 use crate::database::{Database, Role};
 use clap::Args;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 /// Apply the database schema as its owner (LEDGER_MIGRATE_DATABASE_URL, else DATABASE_URL) and
@@ -15,8 +15,7 @@ use std::process::ExitCode;
 pub struct Migrate {}
 
 impl Run for Migrate {
-    async fn run(self, cli: &Invocation) -> anyhow::Result<ExitCode> {
-        let config = cli.config()?;
+    async fn run(self, cli: &Invocation, config: Config) -> anyhow::Result<ExitCode> {
         let applied = Database::migrate(&cli.database_to_migrate(&config)?).await?;
         tracing::info!(?applied, "the database schema is up to date");
         Ok(ExitCode::SUCCESS)
@@ -29,10 +28,9 @@ impl Run for Migrate {
 pub struct MigratePartitions {}
 
 impl Run for MigratePartitions {
-    async fn run(self, cli: &Invocation) -> anyhow::Result<ExitCode> {
-        let config = cli.config()?;
+    async fn run(self, cli: &Invocation, config: Config) -> anyhow::Result<ExitCode> {
         let settings = cli.database_to_migrate(&config)?;
-        let moved = Database::as_owner(&settings, |mut client| async move {
+        let moved = Database::as_owner(&settings, |mut client, _| async move {
             let progress = |line| eprintln!("{line}");
             Ok(crate::store::partition_move::move_to_partitions(&mut client, progress).await?)
         })
@@ -59,8 +57,7 @@ impl Run for MigratePartitions {
 pub struct Stats {}
 
 impl Run for Stats {
-    async fn run(self, cli: &Invocation) -> anyhow::Result<ExitCode> {
-        let config = cli.config()?;
+    async fn run(self, cli: &Invocation, config: Config) -> anyhow::Result<ExitCode> {
         cli.on_database(&cli.database(&config)?, Role::Reader, stats)
             .await
     }
@@ -115,8 +112,7 @@ pub struct Backup {
 }
 
 impl Run for Backup {
-    async fn run(self, cli: &Invocation) -> anyhow::Result<ExitCode> {
-        let config = cli.config()?;
+    async fn run(self, cli: &Invocation, config: Config) -> anyhow::Result<ExitCode> {
         backup(&cli.database(&config)?, &self.dir)
     }
 }
@@ -133,8 +129,7 @@ pub struct Restore {
 }
 
 impl Run for Restore {
-    async fn run(self, cli: &Invocation) -> anyhow::Result<ExitCode> {
-        let config = cli.config()?;
+    async fn run(self, cli: &Invocation, config: Config) -> anyhow::Result<ExitCode> {
         restore(&cli.database(&config)?, &self.backup, self.to).await
     }
 }
@@ -147,19 +142,13 @@ fn parse_time(value: &str) -> Result<chrono::DateTime<chrono::Utc>, String> {
 
 /// `dts-ledger backup DIR`: the embedded cluster only; a server of one's own is backed up with
 /// pgBackRest (docs/pgbackrest).
-fn backup(settings: &DatabaseSettings, dir: &std::path::Path) -> anyhow::Result<ExitCode> {
-    let DatabaseSettings::Embedded {
-        dir: root,
-        wal_archive_dir,
-    } = settings
-    else {
-        anyhow::bail!(
-            "backup works on the embedded cluster; with DATABASE_URL, back the server up with \
-             its own tools (pgBackRest: see docs/pgbackrest/ and the README, \"Backups and \
-             restore\")"
-        );
-    };
-    let done = crate::database::backup::backup(root, wal_archive_dir.as_deref(), dir)?;
+fn backup(settings: &DatabaseSettings, dir: &Path) -> anyhow::Result<ExitCode> {
+    let (root, wal_archive_dir) = embedded(
+        settings,
+        "backup works on the embedded cluster; with DATABASE_URL, back the server up with its \
+         own tools (pgBackRest: see docs/pgbackrest/ and the README, \"Backups and restore\")",
+    )?;
+    let done = crate::database::backup::backup(root, wal_archive_dir, dir)?;
     println!(
         "backup: verified dir={} bytes={} seconds={:.2}",
         done.dir.display(),
@@ -172,20 +161,15 @@ fn backup(settings: &DatabaseSettings, dir: &std::path::Path) -> anyhow::Result<
 /// `dts-ledger restore DIR [--to TIME]` into `--data-dir`.
 async fn restore(
     settings: &DatabaseSettings,
-    from: &std::path::Path,
+    from: &Path,
     to: Option<chrono::DateTime<chrono::Utc>>,
 ) -> anyhow::Result<ExitCode> {
-    let DatabaseSettings::Embedded {
-        dir: root,
-        wal_archive_dir,
-    } = settings
-    else {
-        anyhow::bail!(
-            "restore makes an embedded cluster's data directory; with DATABASE_URL, restore the \
-             server with its own tools (pgBackRest: see docs/pgbackrest/)"
-        );
-    };
-    let done = crate::database::backup::restore(from, root, to, wal_archive_dir.as_deref()).await?;
+    let (root, wal_archive_dir) = embedded(
+        settings,
+        "restore makes an embedded cluster's data directory; with DATABASE_URL, restore the \
+         server with its own tools (pgBackRest: see docs/pgbackrest/)",
+    )?;
+    let done = crate::database::backup::restore(from, root, to, wal_archive_dir).await?;
     println!(
         "restore: done data_dir={} last_position={} last_recorded_at={} seconds={:.2}",
         done.data_dir.display(),
@@ -197,4 +181,19 @@ async fn restore(
         done.seconds
     );
     Ok(ExitCode::SUCCESS)
+}
+
+/// The embedded cluster's data and WAL archive directories; `refusal` when the settings name a
+/// server of the operator's own instead.
+fn embedded<'a>(
+    settings: &'a DatabaseSettings,
+    refusal: &str,
+) -> anyhow::Result<(&'a Path, Option<&'a Path>)> {
+    match settings {
+        DatabaseSettings::Embedded {
+            dir,
+            wal_archive_dir,
+        } => Ok((dir, wal_archive_dir.as_deref())),
+        DatabaseSettings::External { .. } => anyhow::bail!("{refusal}"),
+    }
 }

@@ -2,7 +2,7 @@
 //! that a newcomer can try the service without inventing keys or reading the whole README first,
 //! and a new service signs checkpoints of its ledger from its first day.
 
-use super::{Invocation, Run};
+use super::Invocation;
 use crate::audit::checkpoint::{self, CheckpointError};
 use crate::configuration::Catalog;
 use clap::Args;
@@ -21,9 +21,9 @@ pub struct Init {
     dir: PathBuf,
 }
 
-impl Run for Init {
+impl Init {
     /// It writes the configuration the other commands read, so it cannot need one.
-    async fn run(self, _: &Invocation) -> anyhow::Result<ExitCode> {
+    pub async fn run(self, _: &Invocation) -> anyhow::Result<ExitCode> {
         let written = write_config(&self.dir)?;
         print!("{}", next_steps(&written, &self.dir.join("data")));
         Ok(ExitCode::SUCCESS)

@@ -7,7 +7,7 @@
 //! it to re-drive a callback by hand (after fixing the SKU catalog, say); newcomers use it to buy a
 //! package on their own machine.
 
-use super::output::{self, checked_limit, client, CannotRun, ListFormat};
+use super::output::{self, client, CannotRun, ListFormat, Listing};
 use super::{Invocation, Run};
 use crate::configuration::{Config, Secret};
 use crate::database::Role;
@@ -51,21 +51,18 @@ enum MarketplaceList {
     /// Callbacks refused after their token held and not resolved by a later success (a paid
     /// order not provisioned yet, say), oldest first.
     Refused {
-        #[arg(long, default_value_t = 100)]
-        limit: i64,
-        #[arg(long, value_enum, default_value = "table")]
-        format: ListFormat,
+        #[command(flatten)]
+        listing: Listing,
     },
 }
 
 impl Run for Marketplace {
-    async fn run(self, cli: &Invocation) -> anyhow::Result<ExitCode> {
-        let config = cli.config()?;
+    async fn run(self, cli: &Invocation, config: Config) -> anyhow::Result<ExitCode> {
         match self.list {
-            Some(MarketplaceList::Refused { limit, format }) => {
+            Some(MarketplaceList::Refused { listing }) => {
                 let settings = cli.database(&config)?;
                 cli.on_database(&settings, Role::Reader, async |pool| {
-                    refused(pool, limit, format).await
+                    refused(pool, listing).await
                 })
                 .await
             }
@@ -109,12 +106,12 @@ async fn sign_and_send(args: Marketplace, config: &Config) -> anyhow::Result<Exi
 }
 
 /// `dts-ledger marketplace refused`.
-pub async fn refused(pool: &Pool, limit: i64, format: ListFormat) -> Result<ExitCode, CannotRun> {
-    let limit = checked_limit(limit, LIST_LIMIT_MAX)?;
+pub async fn refused(pool: &Pool, listing: Listing) -> Result<ExitCode, CannotRun> {
+    let limit = listing.limit(LIST_LIMIT_MAX)?;
     let client = client(pool).await?;
     let (refused, total) = refusals::unresolved(&client, limit).await?;
     let mut out = std::io::stdout().lock();
-    match format {
+    match listing.format {
         ListFormat::Json => {
             let page = crate::http::api::orders::RefusedPage { refused, total };
             writeln!(out, "{}", serde_json::to_string_pretty(&page)?)?;

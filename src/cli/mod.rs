@@ -64,15 +64,17 @@ struct CommonArgs {
     log_format: LogFormat,
 }
 
-/// One subcommand: how it runs, once clap has parsed its flags into the type.
+/// One subcommand: how it runs, once clap has parsed its flags into the type and the
+/// configuration file has been read.
 trait Run {
-    async fn run(self, cli: &Invocation) -> anyhow::Result<ExitCode>;
+    async fn run(self, cli: &Invocation, config: Config) -> anyhow::Result<ExitCode>;
 }
 
 /// Declares the subcommands once: the enum clap parses (each variant named for its type, in the
-/// order `--help` lists them) and the dispatch to each type's [`Run::run`].
+/// order `--help` lists them) and the dispatch to each type's [`Run::run`], with the configuration
+/// read first; a command marked `[unconfigured]` runs without it (`init`, which writes it).
 macro_rules! commands {
-    ($($variant:ident($command:ty),)*) => {
+    ($($variant:ident($command:ty) $([$unconfigured:ident])?,)*) => {
         #[derive(Debug, Subcommand)]
         enum Command {
             $($variant($command),)*
@@ -81,16 +83,24 @@ macro_rules! commands {
         impl Command {
             async fn run(self, cli: &Invocation) -> anyhow::Result<ExitCode> {
                 match self {
-                    $(Command::$variant(command) => command.run(cli).await,)*
+                    $(Command::$variant(command) => {
+                        commands!(@run command, cli $(, $unconfigured)?)
+                    })*
                 }
             }
         }
+    };
+    (@run $command:ident, $cli:ident) => {
+        $command.run($cli, $cli.config()?).await
+    };
+    (@run $command:ident, $cli:ident, unconfigured) => {
+        $command.run($cli).await
     };
 }
 
 commands! {
     Serve(serve::Serve),
-    Init(init::Init),
+    Init(init::Init) [unconfigured],
     Marketplace(marketplace::Marketplace),
     Orders(orders::Orders),
     Migrate(database::Migrate),

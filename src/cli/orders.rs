@@ -8,7 +8,7 @@
 //! The same as `GET /v1/expiry-notices`, `POST /v1/orders/{instanceId}/expire` and
 //! `POST /v1/orders/{instanceId}/credential`.
 
-use super::output::{checked_limit, client, CannotRun, ListFormat};
+use super::output::{client, CannotRun, ListFormat, Listing};
 use super::{Invocation, Run};
 use crate::configuration::Config;
 use crate::credentials::Credentials;
@@ -40,10 +40,8 @@ enum OrdersCommand {
         /// Only notices after this ledger position.
         #[arg(long, default_value_t = 0)]
         after: i64,
-        #[arg(long, default_value_t = 100)]
-        limit: i64,
-        #[arg(long, value_enum, default_value = "table")]
-        format: ListFormat,
+        #[command(flatten)]
+        listing: Listing,
     },
     /// Replace a package's order credential: the old authCode stops working at once and the
     /// console sessions it opened end; prints the new one (nothing stores it).
@@ -74,17 +72,12 @@ fn parse_expiry_reason(value: &str) -> Result<ExpiryReason, String> {
 }
 
 impl Run for Orders {
-    async fn run(self, cli: &Invocation) -> anyhow::Result<ExitCode> {
-        let config = cli.config()?;
+    async fn run(self, cli: &Invocation, config: Config) -> anyhow::Result<ExitCode> {
         let settings = cli.database(&config)?;
         match self.command {
-            OrdersCommand::Held {
-                after,
-                limit,
-                format,
-            } => {
+            OrdersCommand::Held { after, listing } => {
                 cli.on_database(&settings, Role::Reader, async |pool| {
-                    held(pool, after, limit, format).await
+                    held(pool, after, listing).await
                 })
                 .await
             }
@@ -107,17 +100,12 @@ impl Run for Orders {
 }
 
 /// `dts-ledger orders held`.
-pub async fn held(
-    pool: &Pool,
-    after: i64,
-    limit: i64,
-    format: ListFormat,
-) -> Result<ExitCode, CannotRun> {
-    let limit = checked_limit(limit, LIST_LIMIT_MAX)?;
+pub async fn held(pool: &Pool, after: i64, listing: Listing) -> Result<ExitCode, CannotRun> {
+    let limit = listing.limit(LIST_LIMIT_MAX)?;
     let client = client(pool).await?;
     let notices = ledger_orders::held_notices(&client, after, limit).await?;
     let mut out = std::io::stdout().lock();
-    match format {
+    match listing.format {
         ListFormat::Json => writeln!(out, "{}", serde_json::to_string_pretty(&notices)?)?,
         ListFormat::Table => {
             writeln!(

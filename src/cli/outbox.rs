@@ -1,8 +1,9 @@
 //! `dts-ledger outbox list|retry`: what they print and how they exit (as the audit commands: 0
 //! done, 2 cannot run, with the reason on stderr).
 
-use super::output::{checked_limit, client, CannotRun, ListFormat};
+use super::output::{client, CannotRun, ListFormat, Listing};
 use super::{Invocation, Run};
+use crate::configuration::Config;
 use crate::database::Role;
 use crate::outbox::entries::{self, Filter};
 use clap::{Args, Subcommand};
@@ -27,10 +28,8 @@ enum OutboxCommand {
         /// Only entries after this position.
         #[arg(long, default_value_t = 0)]
         after: i64,
-        #[arg(long, default_value_t = 100)]
-        limit: i64,
-        #[arg(long, value_enum, default_value = "table")]
-        format: ListFormat,
+        #[command(flatten)]
+        listing: Listing,
     },
     /// Queue a dead letter (or all of them) for delivery again; the later entries of its
     /// subject follow it.
@@ -45,17 +44,15 @@ enum OutboxCommand {
 }
 
 impl Run for Outbox {
-    async fn run(self, cli: &Invocation) -> anyhow::Result<ExitCode> {
-        let config = cli.config()?;
+    async fn run(self, cli: &Invocation, config: Config) -> anyhow::Result<ExitCode> {
         let settings = cli.database(&config)?;
         // The outbox's own table only, with the service's rights.
         cli.on_database(&settings, Role::Service, async |pool| match self.command {
             OutboxCommand::List {
                 dead,
                 after,
-                limit,
-                format,
-            } => list(pool, dead, after, limit, format).await,
+                listing,
+            } => list(pool, dead, after, listing).await,
             OutboxCommand::Retry {
                 position: Some(position),
                 ..
@@ -77,10 +74,9 @@ async fn list(
     pool: &Pool,
     dead_only: bool,
     after: i64,
-    limit: i64,
-    format: ListFormat,
+    listing: Listing,
 ) -> Result<ExitCode, CannotRun> {
-    let limit = checked_limit(limit, entries::LIST_LIMIT_MAX)?;
+    let limit = listing.limit(entries::LIST_LIMIT_MAX)?;
     let filter = if dead_only {
         Filter::Dead
     } else {
@@ -89,7 +85,7 @@ async fn list(
     let client = client(pool).await?;
     let found = entries::list(&client, filter, after, limit).await?;
     let mut out = std::io::stdout().lock();
-    match format {
+    match listing.format {
         ListFormat::Json => writeln!(out, "{}", serde_json::to_string_pretty(&found)?)?,
         ListFormat::Table => {
             writeln!(

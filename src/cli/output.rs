@@ -30,18 +30,29 @@ pub enum ListFormat {
     Json,
 }
 
+/// `--limit` and `--format` of every listing.
+#[derive(Debug, clap::Args)]
+pub struct Listing {
+    #[arg(long, default_value_t = 100)]
+    pub limit: i64,
+    #[arg(long, value_enum, default_value = "table")]
+    pub format: ListFormat,
+}
+
+impl Listing {
+    /// `--limit`, held to the listing's bound.
+    pub fn limit(&self, max: i64) -> Result<i64, CannotRun> {
+        if (1..=max).contains(&self.limit) {
+            Ok(self.limit)
+        } else {
+            Err(CannotRun(format!("--limit must be 1 to {max}")))
+        }
+    }
+}
+
 /// A connection from `pool`, or why there is none in the operator's words.
 pub async fn client(pool: &Pool) -> Result<deadpool_postgres::Object, CannotRun> {
     pool.get()
         .await
         .map_err(|e| CannotRun(crate::database::pool_failure(&e)))
-}
-
-/// `--limit`, held to the listing's bound.
-pub fn checked_limit(limit: i64, max: i64) -> Result<i64, CannotRun> {
-    if (1..=max).contains(&limit) {
-        Ok(limit)
-    } else {
-        Err(CannotRun(format!("--limit must be 1 to {max}")))
-    }
 }

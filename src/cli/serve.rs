@@ -27,8 +27,7 @@ pub struct Serve {
 }
 
 impl Run for Serve {
-    async fn run(self, cli: &Invocation) -> anyhow::Result<ExitCode> {
-        let config = cli.config()?;
+    async fn run(self, cli: &Invocation, config: Config) -> anyhow::Result<ExitCode> {
         let settings = cli.database(&config)?;
         serve(self, config, settings).await?;
         Ok(ExitCode::SUCCESS)

@@ -193,40 +193,18 @@ impl Database {
 
     /// For `dts-ledger migrate`: brings the schema up to date as its owner
     /// (`LEDGER_MIGRATE_DATABASE_URL`, else `DATABASE_URL`; in the embedded cluster the
-    /// superuser, acting as the owner role).
+    /// superuser, acting as the owner role); the versions it applied.
     pub async fn migrate(settings: &DatabaseSettings) -> Result<Vec<i32>, OpenError> {
-        match settings {
-            DatabaseSettings::External { url, migrate_url } => {
-                let config = match migrate_url {
-                    Some(owner) => parse_url(owner, OpenError::BadMigrateUrl)?,
-                    None => parse_url(url, OpenError::BadUrl)?,
-                };
-                migrate_with(&config).await
-            }
-            DatabaseSettings::Embedded {
-                dir,
-                wal_archive_dir,
-            } => {
-                let cluster =
-                    start_embedded(dir, Durability::Durable, wal_archive_dir.as_deref()).await?;
-                let applied = migrate_with(&cluster.config(embedded::DATABASE_NAME)).await;
-                let database = Database {
-                    pool: build_pool(cluster.config(embedded::DATABASE_NAME), 1),
-                    embedded: Some(cluster),
-                };
-                // Stops the cluster, saying so if that fails.
-                database.close().await;
-                applied
-            }
-        }
+        Database::as_owner(settings, |_, applied| async move { Ok(applied) }).await
     }
 
-    /// Brings the schema up to date as its owner (the same credentials as [`Database::migrate`]),
-    /// then runs `work` on that owner's connection: for the owner's own commands
-    /// (`dts-ledger migrate-partitions`).
+    /// Brings the schema up to date as its owner (the credentials of [`Database::migrate`]),
+    /// then runs `work` on that owner's connection with the versions it applied: for the owner's
+    /// own commands (`dts-ledger migrate`, `migrate-partitions`). An embedded cluster is started
+    /// for it and stopped after.
     pub async fn as_owner<T, F, Fut>(settings: &DatabaseSettings, work: F) -> Result<T, OpenError>
     where
-        F: FnOnce(tokio_postgres::Client) -> Fut,
+        F: FnOnce(tokio_postgres::Client, Vec<i32>) -> Fut,
         Fut: std::future::Future<Output = Result<T, OpenError>>,
     {
         let config = match settings {
@@ -397,24 +375,21 @@ where
 }
 
 async fn migrate_with(config: &Config) -> Result<Vec<i32>, OpenError> {
+    migrated_and(config, |_, applied| async move { Ok(applied) }).await
+}
+
+/// Connects with `config` as the owner, migrates, and runs `work` with the versions applied.
+async fn migrated_and<T, F, Fut>(config: &Config, work: F) -> Result<T, OpenError>
+where
+    F: FnOnce(tokio_postgres::Client, Vec<i32>) -> Fut,
+    Fut: std::future::Future<Output = Result<T, OpenError>>,
+{
     connect_and(config, |mut client| async move {
         let applied = migrate::migrate(&mut client).await?;
         if !applied.is_empty() {
             tracing::info!(?applied, "database schema migrated");
         }
-        Ok(applied)
-    })
-    .await
-}
-
-async fn migrated_and<T, F, Fut>(config: &Config, work: F) -> Result<T, OpenError>
-where
-    F: FnOnce(tokio_postgres::Client) -> Fut,
-    Fut: std::future::Future<Output = Result<T, OpenError>>,
-{
-    connect_and(config, |mut client| async move {
-        migrate::migrate(&mut client).await?;
-        work(client).await
+        work(client, applied).await
     })
     .await
 }

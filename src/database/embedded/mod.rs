@@ -16,7 +16,6 @@ use std::fs::{self, File};
 
 use std::io::Write;
 use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
-use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
@@ -225,18 +224,10 @@ impl EmbeddedPostgres {
 
     /// `executable` run as the cluster owner, in a process group of its own.
     fn command_as_owner(&self, executable: &Path) -> Command {
-        let mut command = match &self.runuser {
-            Some((runuser, _)) => {
-                let mut command = Command::new(runuser);
-                command.args(["-u", "postgres", "--"]).arg(executable);
-                command
-            }
-            None => Command::new(executable),
-        };
-        // Its own process group: a Ctrl-C in the terminal reaches the service, which then stops
-        // the cluster after the in-flight requests are answered, not the cluster first.
-        command.process_group(0).env("LC_ALL", "C");
-        command
+        owner::command_as(
+            self.runuser.as_ref().map(|(runuser, _)| runuser.as_path()),
+            executable,
+        )
     }
 
     fn run(&self, mut command: Command, what: &str) -> Result<Output, EmbeddedError> {

@@ -150,8 +150,20 @@ pub fn give_to_owner(path: &Path) -> Result<(), EmbeddedError> {
 
 /// `executable` run as the cluster's owner (see [`owner_command`]).
 pub fn owner_command_path(executable: &Path) -> Result<Command, EmbeddedError> {
-    let mut command = match owner_account()? {
-        Some((runuser, _)) => {
+    let account = owner_account()?;
+    Ok(command_as(
+        account.as_ref().map(|(runuser, _)| runuser.as_path()),
+        executable,
+    ))
+}
+
+/// `executable` run through `runuser` as `postgres` when `runuser` is given (this process is
+/// root), as this process's user otherwise; in a process group of its own, so that a Ctrl-C in
+/// the terminal reaches the service, which then stops the cluster after the in-flight requests
+/// are answered, not the cluster first.
+pub(super) fn command_as(runuser: Option<&Path>, executable: &Path) -> Command {
+    let mut command = match runuser {
+        Some(runuser) => {
             let mut command = Command::new(runuser);
             command.args(["-u", "postgres", "--"]).arg(executable);
             command
@@ -159,5 +171,5 @@ pub fn owner_command_path(executable: &Path) -> Result<Command, EmbeddedError> {
         None => Command::new(executable),
     };
     command.process_group(0).env("LC_ALL", "C");
-    Ok(command)
+    command
 }
