@@ -5,7 +5,6 @@
 
 use crate::configuration::Config;
 use crate::credentials::Credentials;
-use crate::http::auth::Tokens;
 use crate::ingest::Ingest;
 use crate::ledger::Ledger;
 use crate::supervisor::Supervisor;
@@ -28,15 +27,6 @@ pub struct AppState {
 }
 
 impl AppState {
-    /// The bearer tokens and order credentials [`crate::http::auth`] checks callers against.
-    pub fn tokens(&self) -> Tokens<'_> {
-        Tokens {
-            admin: self.config.admin_token.as_ref(),
-            reporters: &self.config.reporter_tokens,
-            credentials: self.credentials.as_ref(),
-        }
-    }
-
     /// What the marketplace's callbacks need.
     pub fn marketplace(&self) -> crate::marketplace::Context<'_> {
         crate::marketplace::Context {

@@ -5,9 +5,10 @@
 //! that reaches the ledger's end.
 
 use crate::http::api::ledger::{LedgerEvent, LedgerPage};
-use crate::http::auth;
+use crate::http::auth::Admin;
 use crate::http::error::ApiError;
 use crate::http::page;
+use crate::http::request::parse_query;
 use crate::http::state::AppState;
 use crate::store;
 use actix_web::{web, HttpRequest, HttpResponse};
@@ -40,11 +41,11 @@ pub struct Page {
         (status = 503, description = "`database_unavailable`, `database_read_only`", body = crate::http::api::error::ErrorResponse),
     ))]
 pub async fn read_ledger(
+    _: Admin,
     req: HttpRequest,
     state: web::Data<AppState>,
-    page: web::Query<Page>,
 ) -> Result<HttpResponse, ApiError> {
-    auth::require_admin(&req, &state.tokens())?;
+    let page: Page = parse_query(&req)?;
     let (after, limit) = page::checked(page.after, page.limit, LIMIT_DEFAULT, LIMIT_MAX)?;
     let client = state.pool.get().await?;
     // One row more than the page: whether it exists says whether the ledger goes on.

@@ -5,8 +5,10 @@ use crate::http::api::orders::{
     CredentialRotated, DailyTaskUsage, DetailsErased, OrderAsOfResponse, OrderResponse,
     PackageBalance, RunwayResponse, TaskResponse, TaskUsageResponse, UsageResponse,
 };
-use crate::http::auth;
+use crate::http::auth::{Admin, OrderCaller};
 use crate::http::error::ApiError;
+use crate::http::request::{parse_instance_id, parse_query};
+use crate::http::routes::reconciliation::apply_refused;
 use crate::http::state::AppState;
 use crate::ledger::{self, rows};
 use crate::store;
@@ -15,11 +17,6 @@ use chrono::Utc;
 use projections::ids::InstanceId;
 use projections::{Package, Task};
 use serde::Deserialize;
-
-pub fn parse_instance_id(raw: &str) -> Result<InstanceId, ApiError> {
-    InstanceId::parse(raw)
-        .map_err(|e| ApiError::bad_request("invalid_instance_id", format!("instanceId {e}")))
-}
 
 fn order_response(
     package: &Package,
@@ -78,13 +75,12 @@ fn as_of_schema() -> utoipa::openapi::RefOr<utoipa::openapi::Schema> {
         (status = 503, description = "`database_unavailable`, `database_read_only`", body = crate::http::api::error::ErrorResponse),
     ))]
 pub async fn get_order(
+    order: OrderCaller,
     req: HttpRequest,
     state: web::Data<AppState>,
-    path: web::Path<String>,
-    query: web::Query<OrderQuery>,
 ) -> Result<HttpResponse, ApiError> {
-    let instance_id = parse_instance_id(&path)?;
-    require_order(&req, &state, &instance_id).await?;
+    let instance_id = order.instance_id;
+    let query: OrderQuery = parse_query(&req)?;
     let mut client = state.pool.get().await?;
     if let Some(as_of) = &query.as_of {
         return order_as_of(&mut client, &instance_id, as_of).await;
@@ -138,15 +134,12 @@ pub struct UsageQuery {
         (status = 503, description = "`database_unavailable`", body = crate::http::api::error::ErrorResponse),
     ))]
 pub async fn get_usage(
+    order: OrderCaller,
     req: HttpRequest,
     state: web::Data<AppState>,
-    path: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
-    let instance_id = parse_instance_id(&path)?;
-    require_order(&req, &state, &instance_id).await?;
-    let query = web::Query::<UsageQuery>::from_query(req.query_string())
-        .map_err(|e| ApiError::bad_request("invalid_query", e.to_string()))?
-        .into_inner();
+    let instance_id = order.instance_id;
+    let query: UsageQuery = parse_query(&req)?;
     let days = match query.days {
         None => USAGE_DAYS_DEFAULT,
         Some(days) => u32::try_from(days)
@@ -277,22 +270,13 @@ async fn order_as_of(
         (status = 503, description = "`database_unavailable`, `database_read_only`", body = crate::http::api::error::ErrorResponse),
     ))]
 pub async fn erase_details(
-    req: HttpRequest,
+    _: Admin,
     state: web::Data<AppState>,
     path: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
     let instance_id = parse_instance_id(&path)?;
-    auth::require_admin(&req, &state.tokens())?;
     let client = state.pool.get().await?;
-    let erased = client
-        .execute(
-            "UPDATE order_details
-                SET mobile = NULL, email = NULL, extra_info = NULL, addition_info = NULL,
-                    template = NULL, erased_at = now()
-              WHERE instance_id = $1 AND erased_at IS NULL",
-            &[&instance_id.as_str()],
-        )
-        .await?;
+    let erased = ledger::orders::erase_details(&client, &instance_id).await?;
     tracing::info!(instance_id = %instance_id, erased, "order details erased");
     Ok(HttpResponse::Ok().json(DetailsErased {
         instance_id: instance_id.as_str().to_owned(),
@@ -316,12 +300,12 @@ pub async fn erase_details(
         (status = 503, description = "`database_unavailable`, `database_read_only`; `credentials_unconfigured`: no secret to derive credentials from", body = crate::http::api::error::ErrorResponse),
     ))]
 pub async fn rotate_credential(
-    req: HttpRequest,
+    admin: Admin,
     state: web::Data<AppState>,
     path: web::Path<String>,
     request_id: crate::http::state::RequestId,
 ) -> Result<HttpResponse, ApiError> {
-    let caller = auth::require_admin(&req, &state.tokens())?;
+    let caller = admin.caller();
     let instance_id = parse_instance_id(&path)?;
     let Some(credentials) = &state.credentials else {
         return Err(ApiError::new(
@@ -337,7 +321,7 @@ pub async fn rotate_credential(
     };
     let rotated = ledger::orders::rotate_credential(&state.ledger, &instance_id, None, &metadata)
         .await
-        .map_err(crate::http::routes::reconciliation::apply_refused)?;
+        .map_err(apply_refused)?;
     tracing::warn!(
         instance_id = %instance_id,
         generation = rotated.generation,
@@ -351,19 +335,4 @@ pub async fn rotate_credential(
         generation: rotated.generation,
         sessions_ended: rotated.sessions_ended,
     }))
-}
-
-/// The admin token, or the order's own credential of its current generation.
-async fn require_order(
-    req: &HttpRequest,
-    state: &AppState,
-    instance_id: &InstanceId,
-) -> Result<(), ApiError> {
-    let pool = &state.pool;
-    auth::require_order(req, &state.tokens(), instance_id, async || {
-        let client = pool.get().await?;
-        Ok(ledger::orders::credential_generation(&client, instance_id).await?)
-    })
-    .await?;
-    Ok(())
 }

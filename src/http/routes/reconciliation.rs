@@ -10,11 +10,11 @@ use crate::domain::orders::{Outcome, Refusal};
 use crate::http::api::orders::{
     ExpireRequest, HeldNoticesPage, OrderExpiredByOperator, RefusedPage,
 };
-use crate::http::auth;
+use crate::http::auth::Admin;
 use crate::http::body::{self, Encodings, JSON_BODY_BYTES_MAX};
 use crate::http::error::ApiError;
 use crate::http::page;
-use crate::http::routes::orders::parse_instance_id;
+use crate::http::request::{parse_instance_id, parse_query};
 use crate::http::state::{AppState, RequestId};
 use crate::ledger::orders::{self, LIST_LIMIT_MAX};
 use crate::ledger::CommandError;
@@ -52,13 +52,11 @@ struct RefusedQuery {
         (status = 503, description = "`database_unavailable`, `database_read_only`", body = crate::http::api::error::ErrorResponse),
     ))]
 pub async fn list_refused(
+    _: Admin,
     req: HttpRequest,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
-    auth::require_admin(&req, &state.tokens())?;
-    let query = web::Query::<RefusedQuery>::from_query(req.query_string())
-        .map_err(|e| ApiError::bad_request("invalid_query", e.to_string()))?
-        .into_inner();
+    let query: RefusedQuery = parse_query(&req)?;
     let (_, limit) = page::checked(None, query.limit, LIMIT_DEFAULT, LIST_LIMIT_MAX)?;
     let client = state.pool.get().await?;
     let (refused, total) = refusals::unresolved(&client, limit).await?;
@@ -92,13 +90,11 @@ struct NoticesQuery {
         (status = 503, description = "`database_unavailable`, `database_read_only`", body = crate::http::api::error::ErrorResponse),
     ))]
 pub async fn list_held_notices(
+    _: Admin,
     req: HttpRequest,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
-    auth::require_admin(&req, &state.tokens())?;
-    let query = web::Query::<NoticesQuery>::from_query(req.query_string())
-        .map_err(|e| ApiError::bad_request("invalid_query", e.to_string()))?
-        .into_inner();
+    let query: NoticesQuery = parse_query(&req)?;
     let (after, limit) = page::checked(query.after, query.limit, LIMIT_DEFAULT, LIST_LIMIT_MAX)?;
     let client = state.pool.get().await?;
     let found = orders::held_notices(&client, after, limit + 1).await?;
@@ -127,13 +123,14 @@ pub async fn list_held_notices(
         (status = 503, description = "`database_unavailable`, `database_read_only`", body = crate::http::api::error::ErrorResponse),
     ))]
 pub async fn expire_order(
+    admin: Admin,
     req: HttpRequest,
     state: web::Data<AppState>,
     path: web::Path<String>,
     payload: web::Payload,
     request_id: RequestId,
 ) -> Result<HttpResponse, ApiError> {
-    let caller = auth::require_admin(&req, &state.tokens())?;
+    let caller = admin.caller();
     let instance_id = parse_instance_id(&path)?;
     let body: ExpireRequest =
         body::read_json(&req, payload, JSON_BODY_BYTES_MAX, Encodings::Identity).await?;

@@ -3,17 +3,16 @@
 
 use crate::domain::tasks::TaskRefusal;
 use crate::http::api::orders::TaskResponse;
-use crate::http::auth::{self, Caller};
+use crate::http::auth::{Caller, Staff};
 use crate::http::body::JSON_BODY_BYTES_MAX;
 use crate::http::body::{self, Encodings};
 use crate::http::error::ApiError;
-use crate::http::routes::orders::parse_instance_id;
+use crate::http::request::{parse_instance_id, parse_task_id};
 use crate::http::state::{AppState, RequestId};
 use crate::ledger::{self, rows, CommandError};
 use crate::store::Metadata;
 use actix_web::http::StatusCode;
 use actix_web::{web, HttpRequest, HttpResponse};
-use projections::ids::TaskId;
 use serde::Deserialize;
 
 /// A task to create on a package.
@@ -31,10 +30,6 @@ pub struct NewTask {
 #[schema(examples(json!({"instanceId": "dts-2"})))]
 pub struct Renewal {
     instance_id: String,
-}
-
-fn parse_task_id(raw: &str) -> Result<TaskId, ApiError> {
-    TaskId::parse(raw).map_err(|e| ApiError::bad_request("invalid_task_id", format!("taskId {e}")))
 }
 
 fn metadata(request_id: &RequestId, caller: &Caller) -> Metadata {
@@ -87,12 +82,12 @@ fn refused(error: CommandError<TaskRefusal>) -> ApiError {
         (status = 503, description = "`database_unavailable`, `database_read_only`", body = crate::http::api::error::ErrorResponse),
     ))]
 pub async fn create_task(
+    Staff(caller): Staff,
     req: HttpRequest,
     state: web::Data<AppState>,
     payload: web::Payload,
     request_id: RequestId,
 ) -> Result<HttpResponse, ApiError> {
-    let caller = auth::require_reporter(&req, &state.tokens())?;
     let body: NewTask =
         body::read_json(&req, payload, JSON_BODY_BYTES_MAX, Encodings::Identity).await?;
     let task_id = parse_task_id(&body.task_id)?;
@@ -128,11 +123,10 @@ pub async fn create_task(
         (status = 503, description = "`database_unavailable`, `database_read_only`", body = crate::http::api::error::ErrorResponse),
     ))]
 pub async fn get_task(
-    req: HttpRequest,
+    _: Staff,
     state: web::Data<AppState>,
     path: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
-    auth::require_reporter(&req, &state.tokens())?;
     let task_id = parse_task_id(&path)?;
     let client = state.pool.get().await?;
     let found = rows::read_tasks(&client, &[task_id.as_str()]).await?;
@@ -162,13 +156,13 @@ pub async fn get_task(
         (status = 503, description = "`database_unavailable`, `database_read_only`", body = crate::http::api::error::ErrorResponse),
     ))]
 pub async fn renew_task(
+    Staff(caller): Staff,
     req: HttpRequest,
     state: web::Data<AppState>,
     path: web::Path<String>,
     payload: web::Payload,
     request_id: RequestId,
 ) -> Result<HttpResponse, ApiError> {
-    let caller = auth::require_reporter(&req, &state.tokens())?;
     let task_id = parse_task_id(&path)?;
     let body: Renewal =
         body::read_json(&req, payload, JSON_BODY_BYTES_MAX, Encodings::Identity).await?;
@@ -198,12 +192,11 @@ pub async fn renew_task(
         (status = 503, description = "`database_unavailable`, `database_read_only`", body = crate::http::api::error::ErrorResponse),
     ))]
 pub async fn destroy_task(
-    req: HttpRequest,
+    Staff(caller): Staff,
     state: web::Data<AppState>,
     path: web::Path<String>,
     request_id: RequestId,
 ) -> Result<HttpResponse, ApiError> {
-    let caller = auth::require_reporter(&req, &state.tokens())?;
     let task_id = parse_task_id(&path)?;
     let task = ledger::tasks::destroy(&state.ledger, &task_id, &metadata(&request_id, &caller))
         .await

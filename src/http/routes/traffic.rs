@@ -3,7 +3,7 @@
 use crate::domain::traffic::{Status, Verdict};
 use crate::http::api::error::ErrorDetail;
 use crate::http::api::traffic::{ReportResult, TrafficResponse};
-use crate::http::auth;
+use crate::http::auth::Staff;
 use crate::http::body::{self, Encodings};
 use crate::http::error::ApiError;
 use crate::http::state::{AppState, RequestId};
@@ -107,12 +107,12 @@ fn submit_failed(error: IngestError) -> ApiError {
             `shutting_down`", body = crate::http::api::error::ErrorResponse),
     ))]
 pub async fn post_traffic(
+    Staff(caller): Staff,
     req: HttpRequest,
     state: web::Data<AppState>,
     payload: web::Payload,
     request_id: RequestId,
 ) -> Result<HttpResponse, ApiError> {
-    let caller = auth::require_reporter(&req, &state.tokens())?;
     // Agents may gzip their batches; the limit counts the inflated bytes.
     let body: TrafficBody = body::read_json(
         &req,
