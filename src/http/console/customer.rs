@@ -14,7 +14,7 @@ use crate::ledger::{rows, CommandError};
 use crate::store::Metadata;
 use actix_web::cookie::{time::Duration as CookieDuration, Cookie, SameSite};
 use actix_web::http::{header, StatusCode};
-use actix_web::{HttpMessage, HttpRequest, HttpResponse};
+use actix_web::{HttpRequest, HttpResponse};
 use chrono::{DateTime, Utc};
 use deadpool_postgres::GenericClient;
 use projections::ids::{JdPin, TaskId};
@@ -218,15 +218,8 @@ pub fn see_other(location: &str) -> actix_web::HttpResponseBuilder {
 
 /// What the ledger records of a customer's change: the request, the console, the customer.
 pub fn metadata(req: &HttpRequest, customer: &Customer) -> Metadata {
-    let request_id = req
-        .extensions()
-        .get::<RequestId>()
-        .map_or_else(|| uuid::Uuid::new_v4().to_string(), |id| id.0.clone());
-    Metadata {
-        request_id,
-        source: "console",
-        actor: format!("customer:{}", customer.jd_pin.as_str()),
-    }
+    let actor = format!("customer:{}", customer.jd_pin.as_str());
+    RequestId::of(req).metadata("console", actor)
 }
 
 /// A signed-in form's post: from one of our pages, with the session's token.

@@ -56,7 +56,7 @@ const CONTENT_SECURITY_POLICY: &str = "default-src 'none'; style-src 'self'; img
      form-action 'self'; frame-ancestors 'none'; base-uri 'none'";
 
 /// Largest form accepted: the console's forms carry a few short fields.
-const FORM_BYTES_MAX: usize = 4 * 1024;
+pub const FORM_BYTES_MAX: usize = 4 * 1024;
 
 /// What the console needs of the application.
 pub struct Console {

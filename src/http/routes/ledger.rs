@@ -5,6 +5,7 @@
 //! that reaches the ledger's end.
 
 use crate::http::api::ledger::{LedgerEvent, LedgerPage};
+use crate::http::api::refusals::{AdminOnly, DatabaseRefused};
 use crate::http::auth::Admin;
 use crate::http::error::ApiError;
 use crate::http::page;
@@ -16,7 +17,7 @@ use serde::Deserialize;
 
 /// Default page size, and the largest one: a page is built in memory.
 const LIMIT_DEFAULT: i64 = 100;
-const LIMIT_MAX: i64 = 1000;
+pub const LIMIT_MAX: i64 = 1000;
 
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
 #[serde(deny_unknown_fields)]
@@ -26,7 +27,6 @@ pub struct Page {
     #[param(minimum = 0)]
     after: Option<i64>,
     /// Events per page, 1 to 1000 (default 100).
-    #[param(minimum = 1, maximum = 1000)]
     limit: Option<i64>,
 }
 
@@ -36,9 +36,7 @@ pub struct Page {
     responses(
         (status = 200, description = "A page of events", body = LedgerPage),
         (status = 400, description = "`invalid_after`, `invalid_limit`, `invalid_query`", body = crate::http::api::error::ErrorResponse),
-        (status = 401, description = "`unauthorized`: no token, or an unknown one", body = crate::http::api::error::ErrorResponse),
-        (status = 403, description = "`forbidden`: not an admin token", body = crate::http::api::error::ErrorResponse),
-        (status = 503, description = "`database_unavailable`, `database_read_only`", body = crate::http::api::error::ErrorResponse),
+        AdminOnly, DatabaseRefused,
     ))]
 pub async fn read_ledger(
     _: Admin,

@@ -2,6 +2,7 @@
 //! needs the admin token; on the `[metrics] listen` address it needs none, and that address
 //! answers nothing else.
 
+use crate::http::api::refusals::AdminOnly;
 use crate::http::auth::Admin;
 use crate::http::error::ApiError;
 use crate::http::state::AppState;
@@ -33,8 +34,7 @@ pub const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
     responses(
         (status = 200, description = "Every series (README, \"Metrics\")", body = String,
             content_type = "text/plain; version=0.0.4"),
-        (status = 401, description = "`unauthorized`: no token, or an unknown one", body = crate::http::api::error::ErrorResponse),
-        (status = 403, description = "`forbidden`: not an admin token", body = crate::http::api::error::ErrorResponse),
+        AdminOnly,
     ))]
 pub async fn metrics(_: Scraper, state: web::Data<AppState>) -> HttpResponse {
     render(&state)

@@ -5,11 +5,12 @@ use crate::http::api::orders::{
     CredentialRotated, DailyTaskUsage, DetailsErased, OrderAsOfResponse, OrderResponse,
     PackageBalance, RunwayResponse, TaskResponse, TaskUsageResponse, UsageResponse,
 };
+use crate::http::api::refusals::{AdminOnly, DatabaseRefused, OrderHolderOnly};
 use crate::http::auth::{Admin, OrderCaller};
 use crate::http::error::ApiError;
 use crate::http::request::{parse_instance_id, parse_query};
 use crate::http::routes::reconciliation::apply_refused;
-use crate::http::state::AppState;
+use crate::http::state::{AppState, RequestId};
 use crate::ledger::{self, rows};
 use crate::store;
 use actix_web::{web, HttpRequest, HttpResponse};
@@ -69,10 +70,8 @@ fn as_of_schema() -> utoipa::openapi::RefOr<utoipa::openapi::Schema> {
         (status = 200, description = "Now (`OrderResponse`), or at `asOf` (`OrderAsOfResponse`)",
             body = crate::http::api::orders::OrderReply),
         (status = 400, description = "`invalid_instance_id`, `invalid_as_of`, `invalid_query`", body = crate::http::api::error::ErrorResponse),
-        (status = 401, description = "`unauthorized`: no token, an unknown one, another order's authCode or a rotated one", body = crate::http::api::error::ErrorResponse),
-        (status = 403, description = "`forbidden`: a reporter token", body = crate::http::api::error::ErrorResponse),
         (status = 404, description = "`order_not_found`", body = crate::http::api::error::ErrorResponse),
-        (status = 503, description = "`database_unavailable`, `database_read_only`", body = crate::http::api::error::ErrorResponse),
+        OrderHolderOnly, DatabaseRefused,
     ))]
 pub async fn get_order(
     order: OrderCaller,
@@ -113,7 +112,6 @@ pub const USAGE_DAYS_DEFAULT: u32 = 30;
 pub struct UsageQuery {
     /// The window: the last `days` days (China Standard Time), today included; 1 to 90
     /// (default 30).
-    #[param(minimum = 1, maximum = 90)]
     days: Option<i64>,
 }
 
@@ -128,10 +126,9 @@ pub struct UsageQuery {
     responses(
         (status = 200, description = "The window's use, per task and per day", body = UsageResponse),
         (status = 400, description = "`invalid_instance_id`, `invalid_days`, `invalid_query`", body = crate::http::api::error::ErrorResponse),
-        (status = 401, description = "`unauthorized`: no token, an unknown one, another order's authCode or a rotated one", body = crate::http::api::error::ErrorResponse),
-        (status = 403, description = "`forbidden`: a reporter token", body = crate::http::api::error::ErrorResponse),
         (status = 404, description = "`order_not_found`", body = crate::http::api::error::ErrorResponse),
         (status = 503, description = "`database_unavailable`", body = crate::http::api::error::ErrorResponse),
+        OrderHolderOnly,
     ))]
 pub async fn get_usage(
     order: OrderCaller,
@@ -265,9 +262,7 @@ async fn order_as_of(
     responses(
         (status = 200, description = "Erased (again: `ordersErased` 0)", body = DetailsErased),
         (status = 400, description = "`invalid_instance_id`", body = crate::http::api::error::ErrorResponse),
-        (status = 401, description = "`unauthorized`: no token, or an unknown one", body = crate::http::api::error::ErrorResponse),
-        (status = 403, description = "`forbidden`: not an admin token", body = crate::http::api::error::ErrorResponse),
-        (status = 503, description = "`database_unavailable`, `database_read_only`", body = crate::http::api::error::ErrorResponse),
+        AdminOnly, DatabaseRefused,
     ))]
 pub async fn erase_details(
     _: Admin,
@@ -293,17 +288,16 @@ pub async fn erase_details(
     responses(
         (status = 200, description = "Rotated: the new credential", body = CredentialRotated),
         (status = 400, description = "`invalid_instance_id`", body = crate::http::api::error::ErrorResponse),
-        (status = 401, description = "`unauthorized`: no token, or an unknown one", body = crate::http::api::error::ErrorResponse),
-        (status = 403, description = "`forbidden`: not an admin token", body = crate::http::api::error::ErrorResponse),
         (status = 404, description = "`order_not_found`", body = crate::http::api::error::ErrorResponse),
         (status = 409, description = "`order_released`: a released package signs no one in", body = crate::http::api::error::ErrorResponse),
         (status = 503, description = "`database_unavailable`, `database_read_only`; `credentials_unconfigured`: no secret to derive credentials from", body = crate::http::api::error::ErrorResponse),
+        AdminOnly,
     ))]
 pub async fn rotate_credential(
     admin: Admin,
+    req: HttpRequest,
     state: web::Data<AppState>,
     path: web::Path<String>,
-    request_id: crate::http::state::RequestId,
 ) -> Result<HttpResponse, ApiError> {
     let caller = admin.caller();
     let instance_id = parse_instance_id(&path)?;
@@ -314,11 +308,7 @@ pub async fn rotate_credential(
             "no console secret or marketplace key to derive credentials from",
         ));
     };
-    let metadata = crate::store::Metadata {
-        request_id: request_id.0.clone(),
-        source: "operator",
-        actor: caller.actor(),
-    };
+    let metadata = RequestId::of(&req).metadata("operator", caller.actor());
     let rotated = ledger::orders::rotate_credential(&state.ledger, &instance_id, None, &metadata)
         .await
         .map_err(apply_refused)?;

@@ -2,6 +2,7 @@
 //! oldest first; `POST /v1/outbox/{position}/retry`: queue a dead letter again (admin only).
 
 use crate::http::api::outbox::{OutboxPage, Requeued};
+use crate::http::api::refusals::{AdminOnly, DatabaseRefused};
 use crate::http::auth::Admin;
 use crate::http::error::ApiError;
 use crate::http::page;
@@ -32,7 +33,6 @@ struct ListQuery {
     #[param(minimum = 0)]
     after: Option<i64>,
     /// Entries per page, 1 to 1000 (default 100).
-    #[param(minimum = 1, maximum = 1000)]
     limit: Option<i64>,
 }
 
@@ -42,9 +42,7 @@ struct ListQuery {
     responses(
         (status = 200, description = "A page of entries", body = OutboxPage),
         (status = 400, description = "`invalid_after`, `invalid_limit`, `invalid_query`", body = crate::http::api::error::ErrorResponse),
-        (status = 401, description = "`unauthorized`: no token, or an unknown one", body = crate::http::api::error::ErrorResponse),
-        (status = 403, description = "`forbidden`: not an admin token", body = crate::http::api::error::ErrorResponse),
-        (status = 503, description = "`database_unavailable`, `database_read_only`", body = crate::http::api::error::ErrorResponse),
+        AdminOnly, DatabaseRefused,
     ))]
 pub async fn list_outbox(
     _: Admin,
@@ -75,11 +73,9 @@ pub async fn list_outbox(
     responses(
         (status = 200, description = "Queued again", body = Requeued),
         (status = 400, description = "`invalid_position`", body = crate::http::api::error::ErrorResponse),
-        (status = 401, description = "`unauthorized`: no token, or an unknown one", body = crate::http::api::error::ErrorResponse),
-        (status = 403, description = "`forbidden`: not an admin token", body = crate::http::api::error::ErrorResponse),
         (status = 404, description = "`outbox_entry_not_found`", body = crate::http::api::error::ErrorResponse),
         (status = 409, description = "`not_dead` (still being delivered), `already_delivered`", body = crate::http::api::error::ErrorResponse),
-        (status = 503, description = "`database_unavailable`, `database_read_only`", body = crate::http::api::error::ErrorResponse),
+        AdminOnly, DatabaseRefused,
     ))]
 pub async fn retry_outbox_entry(
     admin: Admin,
