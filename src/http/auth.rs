@@ -210,9 +210,8 @@ impl FromRequest for OrderCaller {
         let (req, state) = (req.clone(), state_of(req));
         Box::pin(async move {
             let raw_id = req.match_info().get("instance_id").unwrap_or_default();
-            let pool = &state.pool;
             require_order(&req, &Tokens::of(&state), raw_id, async |instance_id| {
-                let client = pool.get().await?;
+                let client = state.pool.get().await?;
                 Ok(crate::ledger::orders::credential_generation(&client, instance_id).await?)
             })
             .await

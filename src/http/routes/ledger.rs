@@ -22,7 +22,7 @@ pub const LIMIT_MAX: i64 = 1000;
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
 #[serde(deny_unknown_fields)]
 #[into_params(parameter_in = Query)]
-pub struct Page {
+pub struct PageQuery {
     /// Events after this position (default 0: from the start); pass the previous page's `next`.
     #[param(minimum = 0)]
     after: Option<i64>,
@@ -31,7 +31,7 @@ pub struct Page {
 }
 
 /// A page of the raw ledger, in position order (admin).
-#[utoipa::path(get, path = "/v1/ledger", tag = "operations", params(Page),
+#[utoipa::path(get, path = "/v1/ledger", tag = "operations", params(PageQuery),
     security(("admin" = [])),
     responses(
         (status = 200, description = "A page of events", body = LedgerPage),
@@ -43,8 +43,8 @@ pub async fn read_ledger(
     req: HttpRequest,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
-    let page: Page = parse_query(&req)?;
-    let (after, limit) = page::checked(page.after, page.limit, LIMIT_DEFAULT, LIMIT_MAX)?;
+    let query: PageQuery = parse_query(&req)?;
+    let (after, limit) = page::checked(query.after, query.limit, LIMIT_DEFAULT, LIMIT_MAX)?;
     let client = state.pool.get().await?;
     // One row more than the page: whether it exists says whether the ledger goes on.
     let events = store::read_all_after(&client, after, limit + 1).await?;
