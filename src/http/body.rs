@@ -1,9 +1,9 @@
 //! JSON request bodies, read only once the caller has been authenticated.
 //!
 //! actix-web extracts every handler argument before the handler runs, so a `web::Json` argument
-//! would read, inflate and parse the whole body for a caller without a token. Handlers take the
-//! raw `web::Payload` instead (which reads nothing by itself), check the token, then call
-//! [`read_json`].
+//! would read, inflate and parse the whole body for a caller without a token. Handlers take their
+//! role's extractor first ([`crate::http::auth`]) and the raw `web::Payload` (which reads nothing
+//! by itself), then call [`read_json`]: only an authenticated caller's body is read.
 
 use crate::http::error::ApiError;
 use actix_web::dev::Decompress;

@@ -5,9 +5,9 @@
 //! - [`routes`], one file per resource of the JSON API; [`api`], the bodies they answer with and
 //!   the schemas of the API document; [`console`], the customer console's pages.
 //! - What every route shares: [`state`] (what a request can reach), [`auth`] (who is calling),
-//!   [`error`] (the error body), [`body`] and [`page`] (request bodies and paged queries),
-//!   [`protocol`] (what HTTP asks of every answer), [`request_log`] and [`request_metrics`] (what
-//!   each request leaves behind).
+//!   [`error`] (the error body), [`request`], [`body`] and [`page`] (ids and queries, request
+//!   bodies, paged reads), [`protocol`] (what HTTP asks of every answer), [`request_log`] and
+//!   [`request_metrics`] (what each request leaves behind).
 
 pub mod api;
 pub mod auth;
@@ -16,6 +16,7 @@ pub mod console;
 pub mod error;
 pub mod page;
 pub mod protocol;
+pub mod request;
 pub mod request_log;
 pub mod request_metrics;
 pub mod routes;

@@ -71,26 +71,26 @@ impl RootSpanBuilder for RequestSpan {
             .unwrap_or_else(|| UNMATCHED.to_owned());
         let method = request.map_or("", |r| method_label(r.method()));
         let _entered = span.enter();
+        // One line per request, its level and message by its outcome (a level is fixed where a
+        // line is written).
+        macro_rules! request_line {
+            ($level:expr, $message:literal) => {
+                tracing::event!(
+                    target: REQUEST_TARGET,
+                    $level,
+                    request_id,
+                    method,
+                    route,
+                    status = status.as_u16(),
+                    latency_ms,
+                    $message
+                )
+            };
+        }
         if status.is_server_error() {
-            tracing::warn!(
-                target: REQUEST_TARGET,
-                request_id,
-                method,
-                route,
-                status = status.as_u16(),
-                latency_ms,
-                "request failed"
-            );
+            request_line!(tracing::Level::WARN, "request failed");
         } else {
-            tracing::info!(
-                target: REQUEST_TARGET,
-                request_id,
-                method,
-                route,
-                status = status.as_u16(),
-                latency_ms,
-                "request served"
-            );
+            request_line!(tracing::Level::INFO, "request served");
         }
     }
 }

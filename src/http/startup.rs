@@ -16,6 +16,7 @@ use actix_web::dev::Server;
 use actix_web::middleware::from_fn;
 use actix_web::{web, App, HttpRequest, HttpResponse, HttpServer};
 use deadpool_postgres::Pool;
+use std::future::Future;
 use std::net::TcpListener;
 use std::sync::Arc;
 use std::time::Duration;
@@ -325,52 +326,59 @@ async fn reap_stalled_peers_forever(pool: Pool) {
 
 /// Records the expiry of orders whose `expiresAt` has passed, every `every`.
 async fn sweep_expired_orders(ledger: Ledger, every: Duration) {
-    let mut ticker = tokio::time::interval(every);
-    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        ticker.tick().await;
-        let metadata = Metadata {
-            request_id: uuid::Uuid::new_v4().to_string(),
-            source: "sweeper",
-            actor: "clock".to_owned(),
-        };
-        let result = match ledger::orders::expire_due(&ledger, &metadata).await {
-            Ok(expired) => {
-                metrics::counter!(crate::metrics::PACKAGES_EXPIRED).increment(expired as u64);
-                "ok"
-            }
-            Err(error) => {
-                tracing::warn!(%error, "expiry sweep failed; the next one retries");
-                "failed"
-            }
-        };
-        metrics::counter!(crate::metrics::EXPIRY_SWEEPS, "result" => result).increment(1);
-    }
+    let (rounds, ledger) = (crate::metrics::EXPIRY_SWEEPS, &ledger);
+    on_the_clock(every, rounds, "expiry sweep", move || async move {
+        let expired = ledger::orders::expire_due(ledger, &by_the_clock("sweeper")).await?;
+        metrics::counter!(crate::metrics::PACKAGES_EXPIRED).increment(expired as u64);
+        Ok::<(), ledger::CommandError>(())
+    })
+    .await
 }
 
 /// Records the runway thresholds packages have newly reached, every `every`.
 async fn check_runways(ledger: Ledger, thresholds_days: Vec<u32>, every: Duration) {
+    let (rounds, ledger, thresholds_days) =
+        (crate::metrics::RUNWAY_CHECKS, &ledger, &thresholds_days);
+    on_the_clock(every, rounds, "runway check", move || async move {
+        let now = crate::store::truncate_to_micros(chrono::Utc::now());
+        let metadata = by_the_clock("runway-check");
+        let announced = ledger::runway::check(ledger, thresholds_days, &metadata, now).await?;
+        metrics::counter!(crate::metrics::RUNWAYS_ANNOUNCED).increment(announced as u64);
+        Ok::<(), ledger::LedgerError>(())
+    })
+    .await
+}
+
+/// What a worker of the clock records its changes as: each round a request of its own, from
+/// `source`.
+fn by_the_clock(source: &'static str) -> Metadata {
+    Metadata {
+        request_id: uuid::Uuid::new_v4().to_string(),
+        source,
+        actor: "clock".to_owned(),
+    }
+}
+
+/// Runs `round` every `every`, for ever, counting each round in the `rounds` counter by its
+/// result; a failed `what` is logged, and the next round retries.
+async fn on_the_clock<E: std::fmt::Display, Round: Future<Output = Result<(), E>>>(
+    every: Duration,
+    rounds: &'static str,
+    what: &str,
+    mut round: impl FnMut() -> Round,
+) {
     let mut ticker = tokio::time::interval(every);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         ticker.tick().await;
-        let metadata = Metadata {
-            request_id: uuid::Uuid::new_v4().to_string(),
-            source: "runway-check",
-            actor: "clock".to_owned(),
-        };
-        let now = crate::store::truncate_to_micros(chrono::Utc::now());
-        let result = match ledger::runway::check(&ledger, &thresholds_days, &metadata, now).await {
-            Ok(announced) => {
-                metrics::counter!(crate::metrics::RUNWAYS_ANNOUNCED).increment(announced as u64);
-                "ok"
-            }
+        let result = match round().await {
+            Ok(()) => "ok",
             Err(error) => {
-                tracing::warn!(%error, "runway check failed; the next one retries");
+                tracing::warn!(%error, "{what} failed; the next one retries");
                 "failed"
             }
         };
-        metrics::counter!(crate::metrics::RUNWAY_CHECKS, "result" => result).increment(1);
+        metrics::counter!(rounds, "result" => result).increment(1);
     }
 }
 

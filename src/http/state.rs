@@ -5,11 +5,11 @@
 
 use crate::configuration::Config;
 use crate::credentials::Credentials;
-use crate::http::auth::Tokens;
 use crate::ingest::Ingest;
 use crate::ledger::Ledger;
+use crate::store::Metadata;
 use crate::supervisor::Supervisor;
-use actix_web::HttpMessage;
+use actix_web::{HttpMessage, HttpRequest};
 use deadpool_postgres::Pool;
 use std::sync::Arc;
 
@@ -28,15 +28,6 @@ pub struct AppState {
 }
 
 impl AppState {
-    /// The bearer tokens and order credentials [`crate::http::auth`] checks callers against.
-    pub fn tokens(&self) -> Tokens<'_> {
-        Tokens {
-            admin: self.config.admin_token.as_ref(),
-            reporters: &self.config.reporter_tokens,
-            credentials: self.credentials.as_ref(),
-        }
-    }
-
     /// What the marketplace's callbacks need.
     pub fn marketplace(&self) -> crate::marketplace::Context<'_> {
         crate::marketplace::Context {
@@ -53,16 +44,32 @@ impl AppState {
 #[derive(Debug, Clone)]
 pub struct RequestId(pub String);
 
+impl RequestId {
+    /// The id the request-id middleware gave the request (a new one for a request it did not
+    /// see).
+    pub fn of(req: &HttpRequest) -> RequestId {
+        req.extensions()
+            .get::<RequestId>()
+            .cloned()
+            .unwrap_or_else(|| RequestId(uuid::Uuid::new_v4().to_string()))
+    }
+
+    /// What the ledger records of a change this request makes: from `source` (`tasks`,
+    /// `operator`, `console`…), by `actor` (as the caller is named in events).
+    pub fn metadata(self, source: &'static str, actor: String) -> Metadata {
+        Metadata {
+            request_id: self.0,
+            source,
+            actor,
+        }
+    }
+}
+
 impl actix_web::FromRequest for RequestId {
     type Error = actix_web::Error;
     type Future = std::future::Ready<Result<RequestId, actix_web::Error>>;
 
-    fn from_request(req: &actix_web::HttpRequest, _: &mut actix_web::dev::Payload) -> Self::Future {
-        let id = req
-            .extensions()
-            .get::<RequestId>()
-            .cloned()
-            .unwrap_or_else(|| RequestId(uuid::Uuid::new_v4().to_string()));
-        std::future::ready(Ok(id))
+    fn from_request(req: &HttpRequest, _: &mut actix_web::dev::Payload) -> Self::Future {
+        std::future::ready(Ok(RequestId::of(req)))
     }
 }

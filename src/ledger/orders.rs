@@ -83,6 +83,24 @@ async fn save_details(
     .map(drop)
 }
 
+/// Erases the personal data kept with a package's orders (mobile, email, free-form order info,
+/// the invalid `template`), leaving the rows and their ids; returns how many orders were erased
+/// now (0 when they all were before).
+pub async fn erase_details(
+    client: &impl deadpool_postgres::GenericClient,
+    instance_id: &InstanceId,
+) -> Result<u64, tokio_postgres::Error> {
+    client
+        .execute(
+            "UPDATE order_details
+                SET mobile = NULL, email = NULL, extra_info = NULL, addition_info = NULL,
+                    template = NULL, erased_at = now()
+              WHERE instance_id = $1 AND erased_at IS NULL",
+            &[&instance_id.as_str()],
+        )
+        .await
+}
+
 /// `createInstance`.
 pub async fn create(
     ledger: &Ledger,

@@ -152,6 +152,101 @@ async fn every_401_says_how_to_authenticate() {
     assert!(wrong.headers().contains_key("www-authenticate"));
 }
 
+/// An actix pattern with each `{parameter}` malformed: ids past their length limit, a position
+/// that is no number.
+fn malformed(pattern: &str) -> String {
+    let long_id = "x".repeat(300);
+    let mut out = String::new();
+    let mut rest = pattern;
+    while let Some(start) = rest.find('{') {
+        let end = rest[start..].find('}').unwrap() + start;
+        out.push_str(&rest[..start]);
+        let name = rest[start + 1..end].split(':').next().unwrap();
+        out.push_str(match name {
+            "position" => "not-a-position",
+            _ => &long_id,
+        });
+        rest = &rest[end + 1..];
+    }
+    out.push_str(rest);
+    out
+}
+
+/// `/v1/orders/{instance_id}` as the document writes it: `/v1/orders/{instanceId}`.
+fn documented_path(pattern: &str) -> String {
+    let mut out = String::new();
+    let mut upper = false;
+    for c in pattern.chars() {
+        match c {
+            '_' => upper = true,
+            c if upper => {
+                out.push(c.to_ascii_uppercase());
+                upper = false;
+            }
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+#[tokio::test]
+async fn a_caller_without_a_token_is_refused_before_anything_of_the_request_is_read() {
+    let app = spawn_app().await;
+    let document: serde_json::Value = app.get("/openapi.json").await.json().await.unwrap();
+    let mut walked = 0;
+    for route in API_ROUTES {
+        let operation =
+            &document["paths"][documented_path(route.path)][route.method.to_lowercase()];
+        let Some(security) = operation["security"].as_array() else {
+            continue;
+        };
+        let admin_only = security.iter().all(|scheme| scheme.get("admin").is_some());
+        // A malformed path, a query of unknown names and values of the wrong type, and a body
+        // that is no JSON of any declared type, larger than the control plane takes.
+        let url = format!(
+            "{}{}?limit=x&after=-1&days=x&asOf=never&state=x&unknown=1",
+            app.address,
+            malformed(route.path)
+        );
+        let send = |token: Option<&str>| {
+            let mut request = app
+                .http
+                .request(route.method.parse().unwrap(), &url)
+                .header("content-type", "text/plain")
+                .header("content-encoding", "br")
+                .body(vec![b'{'; 128 * 1024]);
+            if let Some(token) = token {
+                request = request.bearer_auth(token);
+            }
+            request.send()
+        };
+        for token in [None, Some("not-a-token")] {
+            let response = send(token).await.unwrap();
+            let status = response.status();
+            let body: serde_json::Value = response.json().await.unwrap();
+            assert_eq!(
+                (status.as_u16(), &body["error"]["code"]),
+                (401, &serde_json::json!("unauthorized")),
+                "{} {} with {token:?}",
+                route.method,
+                route.path
+            );
+        }
+        if admin_only {
+            let response = send(Some(REPORTER_TOKEN)).await.unwrap();
+            assert_eq!(
+                response.status(),
+                403,
+                "{} {} with a reporter token",
+                route.method,
+                route.path
+            );
+        }
+        walked += 1;
+    }
+    assert!(walked >= 16, "{walked} routes take a token");
+}
+
 /// Sends a request head promising `body_bytes`, then one byte every ten seconds (a slow-body
 /// attack), and returns what the server answered, if it answered before the bytes ran out.
 async fn trickle(app: &TestApp, head: &str, body_bytes: usize) -> Option<String> {

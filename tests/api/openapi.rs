@@ -642,3 +642,163 @@ async fn the_documents_id_rules_accept_and_refuse_exactly_what_the_parser_does()
         );
     }
 }
+
+/// A count as the document's text writes it: `10,000`.
+fn grouped(n: usize) -> String {
+    let digits = n.to_string();
+    let mut out = String::new();
+    for (i, digit) in digits.chars().enumerate() {
+        if i > 0 && (digits.len() - i) % 3 == 0 {
+            out.push(',');
+        }
+        out.push(digit);
+    }
+    out
+}
+
+fn query_parameter<'a>(doc: &'a Value, path: &str, name: &str) -> &'a Value {
+    doc["paths"][path]["get"]["parameters"]
+        .as_array()
+        .unwrap_or_else(|| panic!("GET {path} has parameters"))
+        .iter()
+        .find(|p| p["name"] == name)
+        .unwrap_or_else(|| panic!("GET {path} documents {name}"))
+}
+
+fn says(text: &Value, what: &str, place: &str) {
+    let text = text
+        .as_str()
+        .unwrap_or_else(|| panic!("{place} has a text"));
+    assert!(text.contains(what), "{place} says {what:?}: {text:?}");
+}
+
+#[tokio::test]
+async fn every_limit_the_document_states_is_the_constant_its_parser_checks() {
+    use dts_ledger::domain::orders::UNITS_MAX;
+    use dts_ledger::marketplace::params::{
+        CODE_CHARS_MAX, EMAIL_CHARS_MAX, JSON_BYTES_MAX, MOBILE_CHARS_MAX,
+    };
+    let app = spawn_app().await;
+    let doc = document(&app).await;
+
+    // Pages: `limit` 1 to the read's maximum, in the schema and in the text.
+    for (path, maximum) in [
+        ("/v1/ledger", dts_ledger::http::routes::ledger::LIMIT_MAX),
+        ("/v1/outbox", dts_ledger::outbox::entries::LIST_LIMIT_MAX),
+        (
+            "/v1/expiry-notices",
+            dts_ledger::ledger::orders::LIST_LIMIT_MAX,
+        ),
+        (
+            "/v1/marketplace/refused",
+            dts_ledger::ledger::orders::LIST_LIMIT_MAX,
+        ),
+    ] {
+        let limit = query_parameter(&doc, path, "limit");
+        assert_eq!(limit["schema"]["minimum"], 1, "{path}");
+        assert_eq!(limit["schema"]["maximum"], maximum, "{path}");
+        says(&limit["description"], &format!("1 to {maximum} "), path);
+    }
+    let days = query_parameter(&doc, "/v1/orders/{instanceId}/usage", "days");
+    assert_eq!(days["schema"]["maximum"], dts_ledger::usage::DAYS_MAX);
+    says(
+        &days["description"],
+        &format!("1 to {}", dts_ledger::usage::DAYS_MAX),
+        "days",
+    );
+
+    // The marketplace's callback.
+    let callback = "/v1/cloud/order";
+    let units = query_parameter(&doc, callback, "accountNum");
+    assert_eq!(units["schema"]["maximum"], UNITS_MAX);
+    says(
+        &units["description"],
+        &format!("1 to {UNITS_MAX} units"),
+        "accountNum",
+    );
+    for (name, chars_max) in [
+        ("serviceCode", CODE_CHARS_MAX),
+        ("template", CODE_CHARS_MAX),
+        ("mobile", MOBILE_CHARS_MAX),
+        ("email", EMAIL_CHARS_MAX),
+    ] {
+        let parameter = query_parameter(&doc, callback, name);
+        assert_eq!(parameter["schema"]["maxLength"], chars_max, "{name}");
+        says(
+            &parameter["description"],
+            &format!("at most {chars_max} characters"),
+            name,
+        );
+    }
+    for name in ["extraInfo", "additionInfo"] {
+        let parameter = query_parameter(&doc, callback, name);
+        says(
+            &parameter["description"],
+            &format!("at most {JSON_BYTES_MAX} bytes"),
+            name,
+        );
+    }
+    says(
+        &doc["paths"][callback]["get"]["description"],
+        &format!(
+            "The query may be {} KiB",
+            dts_ledger::marketplace::query::QUERY_BYTES_MAX / 1024
+        ),
+        callback,
+    );
+
+    // Traffic: reports per request, and the body's size once inflated.
+    let reports_max = traffic::REPORTS_PER_REQUEST_MAX;
+    let body = &doc["components"]["schemas"]["TrafficBody"];
+    assert_eq!(body["properties"]["reports"]["maxItems"], reports_max);
+    says(
+        &body["description"],
+        &format!("Up to {} reports", grouped(reports_max)),
+        "TrafficBody",
+    );
+    let post = &doc["paths"]["/v1/traffic"]["post"];
+    let body_mib = traffic::TRAFFIC_BODY_BYTES_MAX / (1024 * 1024);
+    says(
+        &post["description"],
+        &format!("the {body_mib} MiB limit"),
+        "POST /v1/traffic",
+    );
+    let too_large = &post["responses"]["413"]["description"];
+    says(too_large, &format!("over {}", grouped(reports_max)), "413");
+    says(too_large, &format!("over {body_mib} MiB"), "413");
+
+    // The control plane's JSON bodies, and the console's forms.
+    let json_kib = dts_ledger::http::body::JSON_BODY_BYTES_MAX / 1024;
+    let form_kib = dts_ledger::http::console::FORM_BYTES_MAX / 1024;
+    let mut bodies = 0;
+    for (path, item) in doc["paths"].as_object().unwrap() {
+        let Some(answer) = item["post"]["responses"]["413"]["description"].as_str() else {
+            continue;
+        };
+        let limit = if path.starts_with("/console/") {
+            format!("larger than {form_kib} KiB")
+        } else if path == "/v1/traffic" {
+            continue;
+        } else {
+            format!("over {json_kib} KiB")
+        };
+        assert!(answer.contains(&limit), "POST {path}: {answer:?}");
+        bodies += 1;
+    }
+    assert!(bodies >= 8, "{bodies} bodies with a limit");
+
+    // What the answers hold at most.
+    let schemas = &doc["components"]["schemas"];
+    let runway_days = &schemas["RunwayResponse"]["properties"]["days"];
+    assert_eq!(runway_days["maximum"], dts_ledger::usage::RUNWAY_DAYS_MAX);
+    says(
+        &runway_days["description"],
+        &format!("at most {}", dts_ledger::usage::RUNWAY_DAYS_MAX),
+        "RunwayResponse.days",
+    );
+    says(
+        &schemas["UsageResponse"]["properties"]["tasks"]["description"],
+        &format!("at most {} tasks", dts_ledger::usage::PACKAGE_TASKS_MAX),
+        "UsageResponse.tasks",
+    );
+}

@@ -12,8 +12,9 @@ pub use crate::marketplace::reply::{
 pub use crate::marketplace::params::Action as CallbackAction;
 
 /// The query of a callback, as the marketplace sends it. Which parameters an action uses is said
-/// on each; parameters an action does not use are ignored, but the token covers them too. Ids are
-/// at most 128 characters; times are `yyyy-MM-dd HH:mm:ss` China Standard Time.
+/// on each; parameters an action does not use are ignored, but the token covers them too. Ids
+/// follow the rules of `projections::ids` (the document states them on each id); times are
+/// `yyyy-MM-dd HH:mm:ss` China Standard Time.
 #[derive(Debug, Clone, Deserialize, utoipa::IntoParams)]
 #[serde(rename_all = "camelCase")]
 #[into_params(parameter_in = Query)]
@@ -44,7 +45,6 @@ pub struct CallbackParams {
     /// `createInstance` (the SKU bought), `upgradeInstance` (the new SKU).
     pub sku_id: Option<String>,
     /// `createInstance` (default 1), `dilateInstance` (required): 1 to 1000 units.
-    #[param(minimum = 1, maximum = 1000)]
     pub account_num: Option<u32>,
     /// `createInstance` (optional: no expiry), `renewInstance` (required).
     #[param(example = "2027-11-26 08:00:00")]

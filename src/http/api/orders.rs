@@ -101,7 +101,6 @@ pub struct RunwayResponse {
     /// The date, in China Standard Time, the remaining bytes are used up at that rate.
     pub runs_out_on: NaiveDate,
     /// Calendar days (CST) from today to `runsOutOn`: 0 when it is today; at most 36500.
-    #[schema(maximum = 36500)]
     pub days: u32,
     /// The package's expiry comes before it would run out.
     pub expires_first: bool,

@@ -2,16 +2,18 @@
 //! credential (a code seen in a log or a shared screen). The old code stops working at once, in
 //! every process; the sessions it opened end, except the one asking; the new code is shown once.
 
-use super::pages::{layout, segment, SignedIn};
-use super::{
-    csrf_ok, csrf_refused, lang_of, metadata, package_context, pool_error, signed_in_page, Console,
-    PageResult,
+use super::customer::{
+    command_refused, metadata, own_page, own_post, refused, signed_in_page, Own,
 };
-use crate::http::console::i18n::Lang;
+use super::error::PageResult;
+use super::i18n::Lang;
+use super::pages::{segment, titled, SignedIn};
+use super::Console;
 use crate::ledger;
 use actix_web::http::StatusCode;
 use actix_web::{web, HttpRequest};
 use maud::html;
+use projections::Package;
 use serde::Deserialize;
 
 /// The form that asks, with what the rotation does.
@@ -20,14 +22,16 @@ pub async fn form(
     req: HttpRequest,
     path: web::Path<String>,
 ) -> PageResult {
-    let lang = lang_of(&req);
-    let client = console.pool.get().await.map_err(pool_error(lang))?;
-    let (customer, package) = match package_context(&console, &req, &client, &path, lang).await? {
-        Ok(found) => found,
-        Err(answer) => return Ok(answer),
-    };
-    let body = page(lang, &customer.who(), package.instance_id.as_str(), None);
-    Ok(signed_in_page(&console, &customer, StatusCode::OK, body))
+    own_page(&console, &req, &path, async |own: Own<Package>| {
+        let body = page(
+            own.lang,
+            &own.customer.who(),
+            own.item.instance_id.as_str(),
+            None,
+        );
+        Ok(own.show(&console, body))
+    })
+    .await
 }
 
 #[derive(Deserialize)]
@@ -41,71 +45,60 @@ pub async fn submit(
     path: web::Path<String>,
     form: web::Form<RotateForm>,
 ) -> PageResult {
-    let lang = lang_of(&req);
-    let client = console.pool.get().await.map_err(pool_error(lang))?;
-    let (customer, package) = match package_context(&console, &req, &client, &path, lang).await? {
-        Ok(found) => found,
-        Err(answer) => return Ok(answer),
-    };
-    if !csrf_ok(&console, &req, &customer, &form.csrf) {
-        return Ok(csrf_refused(&console, &customer, lang));
-    }
-    drop(client);
-    // Without a secret nobody can be signed in, so this cannot be reached; answered anyway.
-    let Some(credentials) = &console.credentials else {
-        let body = super::pages::message(
-            lang,
-            &lang.t("refused.title"),
-            &lang.t("login.unavailable"),
-            Some(&customer.who()),
-            html! { p { a href="/console" { (lang.t("common.cancel")) } } },
-        );
-        return Ok(signed_in_page(
-            &console,
-            &customer,
-            StatusCode::SERVICE_UNAVAILABLE,
-            body,
-        ));
-    };
-    let keep = customer.session.hash();
-    let rotated = ledger::orders::rotate_credential(
-        &console.ledger,
-        &package.instance_id,
-        Some(&keep),
-        &metadata(&req, &customer),
-    )
-    .await;
-    match rotated {
-        Ok(rotated) => {
-            tracing::info!(
-                instance_id = %package.instance_id,
-                generation = rotated.generation,
-                sessions_ended = rotated.sessions_ended,
-                "console: order credential rotated by its customer"
-            );
-            let code = credentials.auth_code_at(&package.instance_id, rotated.generation);
-            let body = page(
+    own_post(
+        &console,
+        &req,
+        &path,
+        &form.csrf,
+        async |own: Own<Package>| {
+            let Own {
                 lang,
-                &customer.who(),
-                package.instance_id.as_str(),
-                Some(&code),
-            );
-            Ok(signed_in_page(&console, &customer, StatusCode::OK, body))
-        }
-        Err(error) => super::command_refused(&console, &customer, lang, error),
-    }
+                client,
+                customer,
+                item: package,
+            } = own;
+            drop(client);
+            // Without a secret nobody can be signed in, so this cannot be reached; answered anyway.
+            let Some(credentials) = &console.credentials else {
+                let text = lang.t("login.unavailable");
+                let status = StatusCode::SERVICE_UNAVAILABLE;
+                return Ok(refused(&console, &customer, lang, status, &text));
+            };
+            let keep = customer.session.hash();
+            let rotated = ledger::orders::rotate_credential(
+                &console.ledger,
+                &package.instance_id,
+                Some(&keep),
+                &metadata(&req, &customer),
+            )
+            .await;
+            match rotated {
+                Ok(rotated) => {
+                    tracing::info!(
+                        instance_id = %package.instance_id,
+                        generation = rotated.generation,
+                        sessions_ended = rotated.sessions_ended,
+                        "console: order credential rotated by its customer"
+                    );
+                    let code = credentials.auth_code_at(&package.instance_id, rotated.generation);
+                    let id = package.instance_id.as_str();
+                    let body = page(lang, &customer.who(), id, Some(&code));
+                    Ok(signed_in_page(&console, &customer, StatusCode::OK, body))
+                }
+                Err(error) => command_refused(&console, &customer, lang, error),
+            }
+        },
+    )
+    .await
 }
 
 /// The rotation page: the form, or (with `code`) the new credential, shown once.
 fn page(lang: Lang, who: &SignedIn<'_>, id: &str, code: Option<&str>) -> String {
-    let title = lang.tf("credential.title", &[("instance", id)]);
-    layout(
+    titled(
         lang,
-        &title,
-        Some(who),
-        "overview",
+        who,
+        &lang.tf("credential.title", &[("instance", id)]),
         html! {
-            h1 { (title) }
             @match code {
                 None => {
                     p.notice #credential-intro { (lang.t("credential.intro")) }

@@ -4,8 +4,9 @@
 //! page claims a task was destroyed; bound to the session, so that it cannot be carried to
 //! another.
 
+use super::customer::Customer;
 use super::i18n::Lang;
-use super::{Console, Customer};
+use super::Console;
 use crate::credentials::{self, Credentials};
 use actix_web::cookie::{time::Duration as CookieDuration, Cookie, SameSite};
 use actix_web::HttpRequest;
@@ -69,11 +70,8 @@ pub(super) fn cookie(
         hex::encode(package)
     );
     Some(
-        Cookie::build(COOKIE_NAME, value)
-            .path("/console")
-            .http_only(true)
-            .secure(console.secure_cookies)
-            .same_site(SameSite::Strict)
+        console
+            .cookie(COOKIE_NAME, value, SameSite::Strict)
             .max_age(CookieDuration::seconds(FLASH_S_MAX))
             .finish(),
     )
@@ -81,11 +79,8 @@ pub(super) fn cookie(
 
 /// The cookie's removal, sent with the page that showed it.
 pub(super) fn removal(console: &Console) -> Cookie<'static> {
-    let mut gone = Cookie::build(COOKIE_NAME, "")
-        .path("/console")
-        .http_only(true)
-        .secure(console.secure_cookies)
-        .same_site(SameSite::Strict)
+    let mut gone = console
+        .cookie(COOKIE_NAME, String::new(), SameSite::Strict)
         .finish();
     gone.make_removal();
     gone

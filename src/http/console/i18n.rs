@@ -1,6 +1,8 @@
 //! The console's languages: Simplified Chinese by default (the marketplace is Chinese), English
 //! on request. Every string of a language lives in one catalog file, compiled into the binary.
 
+use actix_web::http::header;
+use actix_web::HttpRequest;
 use std::collections::HashMap;
 use std::sync::OnceLock;
 
@@ -100,6 +102,16 @@ impl Lang {
         }
         text
     }
+}
+
+/// The language of a request's page ([`Lang::choose`]).
+pub fn lang_of(req: &HttpRequest) -> Lang {
+    let cookie = req.cookie(LANG_COOKIE);
+    let accept = req
+        .headers()
+        .get(header::ACCEPT_LANGUAGE)
+        .and_then(|v| v.to_str().ok());
+    Lang::choose(cookie.as_ref().map(|c| c.value()), accept)
 }
 
 #[cfg(test)]

@@ -1,12 +1,23 @@
 //! The console's HTML, rendered by maud (checked and compiled into the binary; every value is
 //! escaped). No inline script or style, so the Content-Security-Policy can forbid both.
+//!
+//! This file holds the frame every page shares, the sign-in form, the overview and the package
+//! cards and task tables it is made of; [`package`] and [`task_forms`] the pages of one package
+//! and of a task's forms.
+
+mod package;
+mod task_forms;
+
+pub use package::{package, PackageUsage};
+pub use task_forms::{destroy, renew, stale, Candidate, MoreTraffic};
 
 use super::format;
 use super::i18n::Lang;
-use super::usage::{Day, Grant};
+use crate::usage::Runway;
 use chrono::{DateTime, Utc};
 use maud::{html, Markup, DOCTYPE};
 use percent_encoding::{utf8_percent_encode, AsciiSet, NON_ALPHANUMERIC};
+use projections::{Package, PackageStatus, Task, TaskState};
 
 /// What stays as it is in a path segment: the unreserved characters of RFC 3986. Everything
 /// else, `/`, `?`, `#`, `%` and `..`'s neighbours included, is `%XX`.
@@ -23,8 +34,6 @@ const PATH_SEGMENT: &AsciiSet = &NON_ALPHANUMERIC
 pub fn segment(id: &str) -> String {
     utf8_percent_encode(id, PATH_SEGMENT).to_string()
 }
-use crate::usage::{Runway, TaskUsage};
-use projections::{Package, PackageStatus, Task, TaskState};
 
 /// Who is signed in, for the header and the forms.
 pub struct SignedIn<'a> {
@@ -71,6 +80,11 @@ pub fn layout(
     .into_string()
 }
 
+/// The way to the sign-in form, from a page that signed no one in.
+pub fn to_login(lang: Lang) -> Markup {
+    html! { p { a #to-login href="/console/login" { (lang.t("ticket.login")) } } }
+}
+
 pub fn message(
     lang: Lang,
     title: &str,
@@ -87,6 +101,20 @@ pub fn message(
             h1 { (title) }
             p.notice { (text) }
             (links)
+        },
+    )
+}
+
+/// A signed-in page under its title.
+pub fn titled(lang: Lang, who: &SignedIn<'_>, title: &str, body: Markup) -> String {
+    layout(
+        lang,
+        title,
+        Some(who),
+        "overview",
+        html! {
+            h1 { (title) }
+            (body)
         },
     )
 }
@@ -369,18 +397,22 @@ pub fn task_row(lang: Lang, t: &Task, actions: bool) -> Markup {
     }
 }
 
+/// The head of a table of tasks, with the actions' column or without.
+fn tasks_head(lang: Lang, actions: bool) -> Markup {
+    html! {
+        thead { tr {
+            @for key in ["task.id", "task.package", "task.state", "task.stop_reason", "task.consumed", "task.last_report"] {
+                th scope="col" { (lang.t(key)) }
+            }
+            @if actions { th scope="col" { (lang.t("task.actions")) } }
+        } }
+    }
+}
+
 pub fn tasks_table(lang: Lang, tasks: &[Task], actions: bool) -> Markup {
     html! {
         table.tasks {
-            thead { tr {
-                th scope="col" { (lang.t("task.id")) }
-                th scope="col" { (lang.t("task.package")) }
-                th scope="col" { (lang.t("task.state")) }
-                th scope="col" { (lang.t("task.stop_reason")) }
-                th scope="col" { (lang.t("task.consumed")) }
-                th scope="col" { (lang.t("task.last_report")) }
-                @if actions { th scope="col" { (lang.t("task.actions")) } }
-            } }
+            (tasks_head(lang, actions))
             tbody { @for t in tasks { (task_row(lang, t, actions)) } }
         }
     }
@@ -390,15 +422,7 @@ pub fn tasks_table(lang: Lang, tasks: &[Task], actions: bool) -> Markup {
 pub fn grouped_tasks_table(lang: Lang, packages: &[PackageView<'_>], tasks: &[Task]) -> Markup {
     html! {
         table.tasks.grouped {
-            thead { tr {
-                th scope="col" { (lang.t("task.id")) }
-                th scope="col" { (lang.t("task.package")) }
-                th scope="col" { (lang.t("task.state")) }
-                th scope="col" { (lang.t("task.stop_reason")) }
-                th scope="col" { (lang.t("task.consumed")) }
-                th scope="col" { (lang.t("task.last_report")) }
-                th scope="col" { (lang.t("task.actions")) }
-            } }
+            (tasks_head(lang, true))
             @for view in packages {
                 @let id = view.package.instance_id.as_str();
                 @let own: Vec<&Task> = tasks.iter().filter(|t| t.instance_id.as_str() == id).collect();
@@ -417,36 +441,6 @@ pub fn grouped_tasks_table(lang: Lang, packages: &[PackageView<'_>], tasks: &[Ta
     }
 }
 
-/// What each task drew from one package in the window, largest first, with the bytes recorded
-/// after the package reached zero.
-pub fn package_tasks(lang: Lang, window_days: u32, usage: &[TaskUsage]) -> Markup {
-    let total: u64 = usage.iter().map(|u| u.bytes).fold(0, u64::saturating_add);
-    html! {
-        h2 #package-tasks { (lang.tf("ptasks.title", &[("days", &window_days.to_string())])) }
-        @if usage.is_empty() {
-            p { (lang.t("ptasks.none")) }
-        } @else {
-            table.tasks #package-task-usage {
-                thead { tr {
-                    th scope="col" { (lang.t("ptasks.task")) }
-                    th scope="col" { (lang.t("ptasks.bytes")) }
-                    th scope="col" { (lang.t("ptasks.share")) }
-                    th scope="col" { (lang.t("ptasks.after_zero")) }
-                } }
-                tbody { @for u in usage { tr id={ "drawn-" (u.task_id.as_str()) } {
-                    th scope="row" { (u.task_id.as_str()) }
-                    td.drawn data-label=(lang.t("ptasks.bytes")) { (bytes_cell(lang, u.bytes)) }
-                    td data-label=(lang.t("ptasks.share")) { (format::percent(u.bytes, total)) }
-                    td.after-zero data-label=(lang.t("ptasks.after_zero")) { (bytes_cell(lang, u.bytes_after_zero)) }
-                } } }
-            }
-            @if usage.iter().any(|u| u.bytes_after_zero > 0) {
-                p.hint { (lang.t("ptasks.after_zero_note")) }
-            }
-        }
-    }
-}
-
 pub fn overview(
     lang: Lang,
     who: &SignedIn<'_>,
@@ -455,13 +449,11 @@ pub fn overview(
     flash: Option<&str>,
     now: DateTime<Utc>,
 ) -> String {
-    layout(
+    titled(
         lang,
+        who,
         &lang.t("overview.title"),
-        Some(who),
-        "overview",
         html! {
-            h1 { (lang.t("overview.title")) }
             @if let Some(flash) = flash {
                 p.flash #flash role="status" { (flash) }
             }
@@ -472,250 +464,6 @@ pub fn overview(
             h2 #tasks { (lang.t("overview.tasks")) }
             @if tasks.is_empty() { p { (lang.t("overview.no_tasks")) } }
             @else { (grouped_tasks_table(lang, packages, tasks)) }
-        },
-    )
-}
-
-/// A package a task may move to, with what the customer weighs before choosing it.
-pub struct Candidate<'a> {
-    pub package: &'a Package,
-    pub sku_name: &'a str,
-    /// The live tasks drawing from it already.
-    pub tasks: Vec<&'a str>,
-    pub runway: Option<&'a Runway>,
-}
-
-/// Where a customer gets more traffic: the marketplace's page for buying a package, and the
-/// renewal of the package the task is on.
-pub struct MoreTraffic {
-    pub buy: Option<String>,
-    pub renew_current: Option<String>,
-}
-
-fn candidate(lang: Lang, c: &Candidate<'_>, now: DateTime<Utc>) -> Markup {
-    let p = c.package;
-    let id = p.instance_id.as_str();
-    let remaining = format::bytes(p.bytes_remaining.get());
-    let expiry = match (p.expires_at, days_left(lang, p, now)) {
-        (Some(at), Some(left)) => lang.tf(
-            "renew.expires",
-            &[("date", &format::date(at, lang)), ("left", &left)],
-        ),
-        _ => lang.t("renew.never"),
-    };
-    let tasks = if c.tasks.is_empty() {
-        lang.t("renew.no_tasks_on")
-    } else {
-        lang.tf("renew.tasks_on", &[("tasks", &c.tasks.join(", "))])
-    };
-    html! {
-        div.choice id={ "choice-" (id) } {
-            input type="radio" name="to" id={ "to-" (id) } value=(id) required;
-            label for={ "to-" (id) } {
-                strong { (lang.tf("renew.option", &[("id", id), ("sku", c.sku_name)])) }
-                span.choice-facts {
-                    span.remaining { (lang.tf("renew.remaining", &[("remaining", &remaining)])) }
-                    span.expiry { (expiry) }
-                    @if let Some(text) = runway_text(lang, p, c.runway, now) {
-                        span.runway { (text) }
-                    }
-                    span.tasks-on { (tasks) }
-                }
-            }
-        }
-    }
-}
-
-pub fn renew(
-    lang: Lang,
-    who: &SignedIn<'_>,
-    task: &Task,
-    version: &str,
-    candidates: &[Candidate<'_>],
-    more: &MoreTraffic,
-    now: DateTime<Utc>,
-) -> String {
-    let id = task.task_id.as_str();
-    let title = lang.tf("renew.title", &[("task", id)]);
-    layout(
-        lang,
-        &title,
-        Some(who),
-        "overview",
-        html! {
-            h1 { (title) }
-            (tasks_table(lang, std::slice::from_ref(task), false))
-            p.notice #renew-what { (lang.t("renew.what")) }
-            @if candidates.is_empty() {
-                p.notice #no-candidates { (lang.t("renew.none")) }
-            } @else {
-                form.card.renew-form method="post" action={ "/console/tasks/" (segment(id)) "/renew" } {
-                    input type="hidden" name="csrf" value=(who.csrf);
-                    input type="hidden" name="version" value=(version);
-                    fieldset {
-                        legend { (lang.t("renew.choose")) }
-                        p.hint { (lang.t("renew.intro")) }
-                        @for c in candidates { (candidate(lang, c, now)) }
-                    }
-                    button #renew-submit type="submit" { (lang.t("renew.submit")) }
-                    " " a href="/console" { (lang.t("common.cancel")) }
-                }
-            }
-            @if more.buy.is_some() || more.renew_current.is_some() {
-                p #more-traffic {
-                    (lang.t("renew.more")) " "
-                    @if let Some(link) = &more.buy {
-                        a #buy-link href=(link) rel="noopener noreferrer" { (lang.t("renew.buy")) }
-                    }
-                    @if more.buy.is_some() && more.renew_current.is_some() { " · " }
-                    @if let Some(link) = &more.renew_current {
-                        a #renew-current href=(link) rel="noopener noreferrer" {
-                            (lang.tf("renew.renew_current", &[("id", task.instance_id.as_str())]))
-                        }
-                    }
-                }
-            }
-            @if candidates.is_empty() {
-                p { a href="/console" { (lang.t("common.cancel")) } }
-            }
-        },
-    )
-}
-
-pub fn destroy(lang: Lang, who: &SignedIn<'_>, task: &Task, version: &str) -> String {
-    let id = task.task_id.as_str();
-    let title = lang.tf("destroy.title", &[("task", id)]);
-    layout(
-        lang,
-        &title,
-        Some(who),
-        "overview",
-        html! {
-            h1 { (title) }
-            (tasks_table(lang, std::slice::from_ref(task), false))
-            p.banner.banner-bad #destroy-warning role="alert" { (lang.t("destroy.warning")) }
-            form.card method="post" action={ "/console/tasks/" (segment(id)) "/destroy" } {
-                input type="hidden" name="csrf" value=(who.csrf);
-                input type="hidden" name="version" value=(version);
-                button.danger #destroy-submit type="submit" { (lang.t("destroy.submit")) }
-                " " a href="/console" { (lang.t("common.cancel")) }
-            }
-        },
-    )
-}
-
-pub fn stale(lang: Lang, who: &SignedIn<'_>, task: &Task) -> String {
-    layout(
-        lang,
-        &lang.t("stale.title"),
-        Some(who),
-        "overview",
-        html! {
-            h1 { (lang.t("stale.title")) }
-            p.notice #stale { (lang.t("stale.body")) }
-            (tasks_table(lang, std::slice::from_ref(task), true))
-            p { a href="/console" { (lang.t("common.cancel")) } }
-        },
-    )
-}
-
-/// What a package's page shows of its use.
-pub struct PackageUsage<'a> {
-    pub days: &'a [Day],
-    /// Per day and task, the bytes drawn from this package (days in order).
-    pub by_task: &'a [super::chart::TaskDayBytes],
-    /// Per task, the window's bytes drawn from this package, largest first.
-    pub usage: &'a [TaskUsage],
-    pub grants: &'a [Grant],
-}
-
-/// A package's page: its figures, the usage chart and its table, and the statement.
-///
-/// One idea, longer than most: a template reads top to bottom as the page does.
-pub fn package(
-    lang: Lang,
-    who: &SignedIn<'_>,
-    view: &PackageView<'_>,
-    window_days: u32,
-    read: &PackageUsage<'_>,
-    now: DateTime<Utc>,
-) -> String {
-    let PackageUsage {
-        days,
-        by_task,
-        usage,
-        grants,
-    } = *read;
-    let id = view.package.instance_id.as_str();
-    let chart_title = lang.tf("chart.title", &[("days", &window_days.to_string())]);
-    layout(
-        lang,
-        &format!("{} {}", view.sku_name, id),
-        Some(who),
-        "overview",
-        html! {
-            h1 { (view.sku_name) " " span.instance { (id) } }
-            (package_card(lang, view, now))
-            h2 #usage { (chart_title) }
-            p.windows {
-                @for w in super::usage::WINDOWS_DAYS {
-                    a href={ "/console/packages/" (segment(id)) "?days=" (w) "#usage" }
-                        aria-current=[(w == window_days).then_some("page")] {
-                        (lang.tf("chart.window", &[("days", &w.to_string())]))
-                    }
-                }
-            }
-            (super::chart::svg(lang, &chart_title, days, by_task))
-            (package_tasks(lang, window_days, usage))
-            // A table ignores the height it is given: the wrapper keeps it out of the layout.
-            div.sr-only {
-                table #usage-table {
-                    caption { (lang.t("chart.table")) }
-                    thead { tr {
-                        th scope="col" { (lang.t("chart.day")) }
-                        th scope="col" { (lang.t("chart.bytes")) }
-                        th scope="col" { (lang.t("chart.stop_col")) }
-                    } }
-                    tbody { @for day in days { tr {
-                        th scope="row" { (day.date) }
-                        td { (format::bytes(day.bytes)) " (" (format::bytes_exact(day.bytes, lang)) ")" }
-                        td { @if day.stopped { (lang.t("common.yes")) } @else { (lang.t("common.no")) } }
-                    } } }
-                }
-            }
-            h2 #statement { (lang.t("statement.title")) }
-            p {
-                a #statement-csv href={ "/console/packages/" (segment(id)) "/statement.csv" } download {
-                    (lang.t("statement.csv"))
-                }
-                " · " (lang.t("statement.print"))
-            }
-            p {
-                a #credential-link href={ "/console/packages/" (segment(id)) "/credential" } {
-                    (lang.t("credential.link"))
-                }
-            }
-            h3 { (lang.t("statement.grants")) }
-            @if grants.is_empty() { p { (lang.t("statement.none")) } }
-            @else {
-                table.grants {
-                    thead { tr {
-                        th scope="col" { (lang.t("grant.date")) }
-                        th scope="col" { (lang.t("grant.kind")) }
-                        th scope="col" { (lang.t("grant.order")) }
-                        th scope="col" { (lang.t("grant.bytes")) }
-                        th scope="col" { (lang.t("grant.price")) }
-                    } }
-                    tbody { @for g in grants { tr {
-                        td { (when(lang, g.at)) }
-                        td { (lang.t(&format!("grant.{}", g.kind))) }
-                        td { (g.order_id) }
-                        td { (bytes_cell(lang, g.bytes)) }
-                        td.amount { (format::money(g.amount, &g.currency)) }
-                    } } }
-                }
-            }
-            p { a href="/console" { (lang.t("common.cancel")) } }
         },
     )
 }

@@ -10,7 +10,7 @@
 
 use super::format;
 use super::i18n::Lang;
-use super::usage::{cst_date, Day, Grant};
+use super::usage::{cst_date, Day, Grant, Release};
 use crate::audit::export::{csv_field, csv_text};
 use chrono::{DateTime, NaiveDate, Utc};
 
@@ -19,13 +19,6 @@ use chrono::{DateTime, NaiveDate, Utc};
 pub struct TaskDay {
     pub date: NaiveDate,
     pub task_id: String,
-    pub bytes: u64,
-}
-
-/// The release of a package: when, and the bytes it forfeited.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Release {
-    pub at: DateTime<Utc>,
     pub bytes: u64,
 }
 

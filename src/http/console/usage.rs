@@ -39,6 +39,13 @@ pub struct Grant {
     pub currency: String,
 }
 
+/// The release of a package: when, and the bytes it forfeited.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Release {
+    pub at: DateTime<Utc>,
+    pub bytes: u64,
+}
+
 pub use crate::usage::window_start;
 
 /// The date of an instant in China Standard Time.
@@ -132,7 +139,7 @@ pub async fn grants(
 pub async fn release(
     client: &impl GenericClient,
     instance_id: &InstanceId,
-) -> Result<Option<super::statement::Release>, tokio_postgres::Error> {
+) -> Result<Option<Release>, tokio_postgres::Error> {
     let statement = client
         .prepare_cached(
             "SELECT recorded_at, (payload->>'bytesForfeited')::int8 FROM events
@@ -142,7 +149,7 @@ pub async fn release(
         .await?;
     let stream = package_stream(instance_id);
     let row = client.query_opt(&statement, &[&stream]).await?;
-    Ok(row.map(|row| super::statement::Release {
+    Ok(row.map(|row| Release {
         at: row.get(0),
         bytes: u64::try_from(row.get::<_, Option<i64>>(1).unwrap_or(0)).unwrap_or(0),
     }))

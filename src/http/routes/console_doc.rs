@@ -62,6 +62,27 @@ const BAD_FORM: Answer = (400, "A field is missing or unreadable", HTML);
 const TOO_LARGE: Answer = (413, "The form is larger than 4 KiB", HTML);
 const BAD_QUERY: Answer = (400, "A query parameter cannot be read", HTML);
 
+/// What a task's form (renew, destroy) answers when posted.
+const TASK_POSTED: &[Answer] = &[
+    (
+        303,
+        "Done: to the overview, which says what was done (a `dts_flash` cookie); no session: to \
+         `/console/login` with `why=expired`",
+        None,
+    ),
+    BAD_FORM,
+    FORGED,
+    NOT_FOUND,
+    (
+        409,
+        "The task changed since the form, or the ledger refused the change",
+        HTML,
+    ),
+    TOO_LARGE,
+    NOT_A_FORM,
+    UNAVAILABLE,
+];
+
 const INSTANCE: Param = ("instance_id", ParameterIn::Path, "The package", Kind::Text);
 const TASK: Param = ("task_id", ParameterIn::Path, "The DTS task", Kind::Text);
 const CSRF: (&str, &str) = ("csrf", "The token of the form the page served");
@@ -282,25 +303,7 @@ pub const CONSOLE_PAGES: &[ConsolePage] = &[
         summary: "Moves a task to another package of the account (续费).",
         params: &[TASK],
         form: &[CSRF, VERSION, ("to", "The package to draw from")],
-        answers: &[
-            (
-                303,
-                "Done: to the overview, which says what was done (a `dts_flash` cookie); no \
-                 session: to `/console/login` with `why=expired`",
-                None,
-            ),
-            BAD_FORM,
-            FORGED,
-            NOT_FOUND,
-            (
-                409,
-                "The task changed since the form, or the move is refused",
-                HTML,
-            ),
-            TOO_LARGE,
-            NOT_A_FORM,
-            UNAVAILABLE,
-        ],
+        answers: TASK_POSTED,
     },
     ConsolePage {
         method: "GET",
@@ -316,25 +319,7 @@ pub const CONSOLE_PAGES: &[ConsolePage] = &[
         summary: "Destroys a task for good.",
         params: &[TASK],
         form: &[CSRF, VERSION],
-        answers: &[
-            (
-                303,
-                "Done: to the overview, which says what was done (a `dts_flash` cookie); no \
-                 session: to `/console/login` with `why=expired`",
-                None,
-            ),
-            BAD_FORM,
-            FORGED,
-            NOT_FOUND,
-            (
-                409,
-                "The task changed since the form, or it is refused",
-                HTML,
-            ),
-            TOO_LARGE,
-            NOT_A_FORM,
-            UNAVAILABLE,
-        ],
+        answers: TASK_POSTED,
     },
     ConsolePage {
         method: "GET",

@@ -1,7 +1,7 @@
 //! `/healthz` (the process is up) and `/readyz` (every background worker runs, the database is
 //! reachable and migrated).
 
-use crate::database::migrate::latest_version;
+use crate::database::migrate::{current_version, latest_version, MigrateError};
 use crate::http::api::health::{Health, Ready};
 use crate::http::error::ApiError;
 use crate::http::state::AppState;
@@ -48,12 +48,13 @@ pub async fn readyz(state: web::Data<AppState>) -> Result<HttpResponse, ApiError
     let check = async {
         let client = state.pool.get().await?;
         let (version, protection) = tokio::join!(
-            client.query_one("SELECT max(version) FROM schema_migrations", &[]),
+            current_version(&**client),
             crate::database::primary::protection(&**client),
         );
-        let (version, protection) = (version?, protection?);
+        let (version, protection) = (version.map_err(migrate_failed)?, protection?);
         crate::metrics::protection(&protection);
-        Ok::<_, ApiError>((version.get::<_, Option<i32>>(0), protection))
+        // 0: never migrated.
+        Ok::<_, ApiError>(((version > 0).then_some(version), protection))
     };
     let (version, protection) = match tokio::time::timeout(READY_TIMEOUT, check).await {
         Ok(result) => result?,
@@ -79,4 +80,12 @@ pub async fn readyz(state: web::Data<AppState>) -> Result<HttpResponse, ApiError
         schema_version,
         database: protection.into(),
     }))
+}
+
+/// Reading the schema's version fails only as the database does.
+fn migrate_failed(error: MigrateError) -> ApiError {
+    match error {
+        MigrateError::Database(error) => error.into(),
+        other => ApiError::internal(&other),
+    }
 }

@@ -2,14 +2,17 @@
 //! needs the admin token; on the `[metrics] listen` address it needs none, and that address
 //! answers nothing else.
 
-use crate::http::auth;
+use crate::http::api::refusals::AdminOnly;
+use crate::http::auth::Admin;
 use crate::http::error::ApiError;
 use crate::http::state::AppState;
 use crate::metrics;
 use actix_web::body::MessageBody;
+use actix_web::dev::Payload;
 use actix_web::dev::{ServiceRequest, ServiceResponse};
 use actix_web::middleware::Next;
-use actix_web::{web, HttpRequest, HttpResponse};
+use actix_web::{web, FromRequest, HttpRequest, HttpResponse};
+use std::future::{ready, Ready};
 use std::net::SocketAddr;
 
 /// The address `[metrics] listen` bound (the port resolved), when configured.
@@ -31,17 +34,29 @@ pub const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
     responses(
         (status = 200, description = "Every series (README, \"Metrics\")", body = String,
             content_type = "text/plain; version=0.0.4"),
-        (status = 401, description = "`unauthorized`: no token, or an unknown one", body = crate::http::api::error::ErrorResponse),
-        (status = 403, description = "`forbidden`: not an admin token", body = crate::http::api::error::ErrorResponse),
+        AdminOnly,
     ))]
-pub async fn metrics(
-    req: HttpRequest,
-    state: web::Data<AppState>,
-) -> Result<HttpResponse, ApiError> {
-    if !on_metrics_address(&req) {
-        auth::require_admin(&req, &state.tokens())?;
+pub async fn metrics(_: Scraper, state: web::Data<AppState>) -> HttpResponse {
+    render(&state)
+}
+
+/// Who may read `/metrics`: anyone on the `[metrics] listen` address, the admin elsewhere.
+pub struct Scraper;
+
+impl FromRequest for Scraper {
+    type Error = ApiError;
+    type Future = Ready<Result<Scraper, ApiError>>;
+
+    fn from_request(req: &HttpRequest, payload: &mut Payload) -> Self::Future {
+        if on_metrics_address(req) {
+            return ready(Ok(Scraper));
+        }
+        ready(
+            Admin::from_request(req, payload)
+                .into_inner()
+                .map(|_| Scraper),
+        )
     }
-    Ok(render(&state))
 }
 
 /// The page, with the gauges that are read at scrape time brought up to date first.

@@ -69,7 +69,7 @@ const REFERENCE_CONTENT_SECURITY_POLICY: &str = "default-src 'none'; script-src 
         api::marketplace::CallbackAction,
         routes::outbox::State,
     )),
-    modifiers(&BearerTokens, &ConsolePages, &IdConstraints),
+    modifiers(&BearerTokens, &ConsolePages, &IdConstraints, &Limits),
     tags(
         (name = "traffic", description = "Traffic reports from DTS agents (the data plane)."),
         (name = "tasks", description = "DTS tasks, for the DTS control plane and agents."),
@@ -212,6 +212,96 @@ impl Modify for IdConstraints {
                 }
             }
         }
+    }
+}
+
+/// The limits the document states in its schemas, each the constant its parser checks: utoipa's
+/// attributes take literal numbers only. (The limits its text states are held to the same
+/// constants by a test, `tests/api/openapi.rs`.)
+struct Limits;
+
+impl Modify for Limits {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        use crate::http::api::limits::{integer, page_limit, text};
+        use crate::marketplace::params::{CODE_CHARS_MAX, EMAIL_CHARS_MAX, MOBILE_CHARS_MAX};
+        use utoipa::openapi::schema::KnownFormat;
+        use utoipa::openapi::{RefOr, Schema};
+        let list_limit = page_limit(crate::ledger::orders::LIST_LIMIT_MAX);
+        let query_parameters = [
+            ("/v1/ledger", "limit", page_limit(routes::ledger::LIMIT_MAX)),
+            (
+                "/v1/outbox",
+                "limit",
+                page_limit(crate::outbox::entries::LIST_LIMIT_MAX),
+            ),
+            ("/v1/expiry-notices", "limit", list_limit.clone()),
+            ("/v1/marketplace/refused", "limit", list_limit),
+            (
+                "/v1/orders/{instanceId}/usage",
+                "days",
+                integer(KnownFormat::Int64, 1, crate::usage::DAYS_MAX.into()),
+            ),
+            (
+                "/v1/cloud/order",
+                "accountNum",
+                integer(
+                    KnownFormat::Int32,
+                    1,
+                    crate::domain::orders::UNITS_MAX.into(),
+                ),
+            ),
+            ("/v1/cloud/order", "serviceCode", text(CODE_CHARS_MAX)),
+            ("/v1/cloud/order", "template", text(CODE_CHARS_MAX)),
+            ("/v1/cloud/order", "mobile", text(MOBILE_CHARS_MAX)),
+            ("/v1/cloud/order", "email", text(EMAIL_CHARS_MAX)),
+        ];
+        for (path, name, schema) in query_parameters {
+            let parameter = openapi
+                .paths
+                .paths
+                .get_mut(path)
+                .and_then(|item| item.get.as_mut())
+                .and_then(|operation| operation.parameters.as_mut())
+                .and_then(|parameters| parameters.iter_mut().find(|p| p.name == name))
+                .unwrap_or_else(|| panic!("GET {path} documents its parameter {name}"));
+            parameter.schema = Some(schema);
+        }
+        let schemas = &mut openapi
+            .components
+            .as_mut()
+            .expect("the document has components")
+            .schemas;
+        match property(schemas, "TrafficBody", "reports") {
+            RefOr::T(Schema::Array(reports)) => {
+                reports.max_items = Some(crate::http::routes::traffic::REPORTS_PER_REQUEST_MAX);
+            }
+            _ => panic!("TrafficBody's reports are an array"),
+        }
+        match property(schemas, "RunwayResponse", "days") {
+            RefOr::T(Schema::Object(days)) => {
+                days.maximum = Some(crate::usage::RUNWAY_DAYS_MAX.into());
+            }
+            _ => panic!("RunwayResponse's days are an integer"),
+        }
+    }
+}
+
+/// Property `name` of the object schema named `schema`.
+fn property<'a>(
+    schemas: &'a mut std::collections::BTreeMap<
+        String,
+        utoipa::openapi::RefOr<utoipa::openapi::Schema>,
+    >,
+    schema: &str,
+    name: &str,
+) -> &'a mut utoipa::openapi::RefOr<utoipa::openapi::Schema> {
+    use utoipa::openapi::{RefOr, Schema};
+    match schemas.get_mut(schema) {
+        Some(RefOr::T(Schema::Object(object))) => object
+            .properties
+            .get_mut(name)
+            .unwrap_or_else(|| panic!("{schema} documents its property {name}")),
+        _ => panic!("the document has the object {schema}"),
     }
 }
 

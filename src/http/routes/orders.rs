@@ -5,9 +5,12 @@ use crate::http::api::orders::{
     CredentialRotated, DailyTaskUsage, DetailsErased, OrderAsOfResponse, OrderResponse,
     PackageBalance, RunwayResponse, TaskResponse, TaskUsageResponse, UsageResponse,
 };
-use crate::http::auth;
+use crate::http::api::refusals::{AdminOnly, DatabaseRefused, OrderHolderOnly};
+use crate::http::auth::{Admin, OrderCaller};
 use crate::http::error::ApiError;
-use crate::http::state::AppState;
+use crate::http::request::{parse_instance_id, parse_query};
+use crate::http::routes::reconciliation::apply_refused;
+use crate::http::state::{AppState, RequestId};
 use crate::ledger::{self, rows};
 use crate::store;
 use actix_web::{web, HttpRequest, HttpResponse};
@@ -15,11 +18,6 @@ use chrono::Utc;
 use projections::ids::InstanceId;
 use projections::{Package, Task};
 use serde::Deserialize;
-
-pub fn parse_instance_id(raw: &str) -> Result<InstanceId, ApiError> {
-    InstanceId::parse(raw)
-        .map_err(|e| ApiError::bad_request("invalid_instance_id", format!("instanceId {e}")))
-}
 
 fn order_response(
     package: &Package,
@@ -72,19 +70,16 @@ fn as_of_schema() -> utoipa::openapi::RefOr<utoipa::openapi::Schema> {
         (status = 200, description = "Now (`OrderResponse`), or at `asOf` (`OrderAsOfResponse`)",
             body = crate::http::api::orders::OrderReply),
         (status = 400, description = "`invalid_instance_id`, `invalid_as_of`, `invalid_query`", body = crate::http::api::error::ErrorResponse),
-        (status = 401, description = "`unauthorized`: no token, an unknown one, another order's authCode or a rotated one", body = crate::http::api::error::ErrorResponse),
-        (status = 403, description = "`forbidden`: a reporter token", body = crate::http::api::error::ErrorResponse),
         (status = 404, description = "`order_not_found`", body = crate::http::api::error::ErrorResponse),
-        (status = 503, description = "`database_unavailable`, `database_read_only`", body = crate::http::api::error::ErrorResponse),
+        OrderHolderOnly, DatabaseRefused,
     ))]
 pub async fn get_order(
+    order: OrderCaller,
     req: HttpRequest,
     state: web::Data<AppState>,
-    path: web::Path<String>,
-    query: web::Query<OrderQuery>,
 ) -> Result<HttpResponse, ApiError> {
-    let instance_id = parse_instance_id(&path)?;
-    require_order(&req, &state, &instance_id).await?;
+    let instance_id = order.instance_id;
+    let query: OrderQuery = parse_query(&req)?;
     let mut client = state.pool.get().await?;
     if let Some(as_of) = &query.as_of {
         return order_as_of(&mut client, &instance_id, as_of).await;
@@ -117,7 +112,6 @@ pub const USAGE_DAYS_DEFAULT: u32 = 30;
 pub struct UsageQuery {
     /// The window: the last `days` days (China Standard Time), today included; 1 to 90
     /// (default 30).
-    #[param(minimum = 1, maximum = 90)]
     days: Option<i64>,
 }
 
@@ -132,21 +126,17 @@ pub struct UsageQuery {
     responses(
         (status = 200, description = "The window's use, per task and per day", body = UsageResponse),
         (status = 400, description = "`invalid_instance_id`, `invalid_days`, `invalid_query`", body = crate::http::api::error::ErrorResponse),
-        (status = 401, description = "`unauthorized`: no token, an unknown one, another order's authCode or a rotated one", body = crate::http::api::error::ErrorResponse),
-        (status = 403, description = "`forbidden`: a reporter token", body = crate::http::api::error::ErrorResponse),
         (status = 404, description = "`order_not_found`", body = crate::http::api::error::ErrorResponse),
         (status = 503, description = "`database_unavailable`", body = crate::http::api::error::ErrorResponse),
+        OrderHolderOnly,
     ))]
 pub async fn get_usage(
+    order: OrderCaller,
     req: HttpRequest,
     state: web::Data<AppState>,
-    path: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
-    let instance_id = parse_instance_id(&path)?;
-    require_order(&req, &state, &instance_id).await?;
-    let query = web::Query::<UsageQuery>::from_query(req.query_string())
-        .map_err(|e| ApiError::bad_request("invalid_query", e.to_string()))?
-        .into_inner();
+    let instance_id = order.instance_id;
+    let query: UsageQuery = parse_query(&req)?;
     let days = match query.days {
         None => USAGE_DAYS_DEFAULT,
         Some(days) => u32::try_from(days)
@@ -272,27 +262,16 @@ async fn order_as_of(
     responses(
         (status = 200, description = "Erased (again: `ordersErased` 0)", body = DetailsErased),
         (status = 400, description = "`invalid_instance_id`", body = crate::http::api::error::ErrorResponse),
-        (status = 401, description = "`unauthorized`: no token, or an unknown one", body = crate::http::api::error::ErrorResponse),
-        (status = 403, description = "`forbidden`: not an admin token", body = crate::http::api::error::ErrorResponse),
-        (status = 503, description = "`database_unavailable`, `database_read_only`", body = crate::http::api::error::ErrorResponse),
+        AdminOnly, DatabaseRefused,
     ))]
 pub async fn erase_details(
-    req: HttpRequest,
+    _: Admin,
     state: web::Data<AppState>,
     path: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
     let instance_id = parse_instance_id(&path)?;
-    auth::require_admin(&req, &state.tokens())?;
     let client = state.pool.get().await?;
-    let erased = client
-        .execute(
-            "UPDATE order_details
-                SET mobile = NULL, email = NULL, extra_info = NULL, addition_info = NULL,
-                    template = NULL, erased_at = now()
-              WHERE instance_id = $1 AND erased_at IS NULL",
-            &[&instance_id.as_str()],
-        )
-        .await?;
+    let erased = ledger::orders::erase_details(&client, &instance_id).await?;
     tracing::info!(instance_id = %instance_id, erased, "order details erased");
     Ok(HttpResponse::Ok().json(DetailsErased {
         instance_id: instance_id.as_str().to_owned(),
@@ -309,19 +288,18 @@ pub async fn erase_details(
     responses(
         (status = 200, description = "Rotated: the new credential", body = CredentialRotated),
         (status = 400, description = "`invalid_instance_id`", body = crate::http::api::error::ErrorResponse),
-        (status = 401, description = "`unauthorized`: no token, or an unknown one", body = crate::http::api::error::ErrorResponse),
-        (status = 403, description = "`forbidden`: not an admin token", body = crate::http::api::error::ErrorResponse),
         (status = 404, description = "`order_not_found`", body = crate::http::api::error::ErrorResponse),
         (status = 409, description = "`order_released`: a released package signs no one in", body = crate::http::api::error::ErrorResponse),
         (status = 503, description = "`database_unavailable`, `database_read_only`; `credentials_unconfigured`: no secret to derive credentials from", body = crate::http::api::error::ErrorResponse),
+        AdminOnly,
     ))]
 pub async fn rotate_credential(
+    admin: Admin,
     req: HttpRequest,
     state: web::Data<AppState>,
     path: web::Path<String>,
-    request_id: crate::http::state::RequestId,
 ) -> Result<HttpResponse, ApiError> {
-    let caller = auth::require_admin(&req, &state.tokens())?;
+    let caller = admin.caller();
     let instance_id = parse_instance_id(&path)?;
     let Some(credentials) = &state.credentials else {
         return Err(ApiError::new(
@@ -330,14 +308,10 @@ pub async fn rotate_credential(
             "no console secret or marketplace key to derive credentials from",
         ));
     };
-    let metadata = crate::store::Metadata {
-        request_id: request_id.0.clone(),
-        source: "operator",
-        actor: caller.actor(),
-    };
+    let metadata = RequestId::of(&req).metadata("operator", caller.actor());
     let rotated = ledger::orders::rotate_credential(&state.ledger, &instance_id, None, &metadata)
         .await
-        .map_err(crate::http::routes::reconciliation::apply_refused)?;
+        .map_err(apply_refused)?;
     tracing::warn!(
         instance_id = %instance_id,
         generation = rotated.generation,
@@ -351,19 +325,4 @@ pub async fn rotate_credential(
         generation: rotated.generation,
         sessions_ended: rotated.sessions_ended,
     }))
-}
-
-/// The admin token, or the order's own credential of its current generation.
-async fn require_order(
-    req: &HttpRequest,
-    state: &AppState,
-    instance_id: &InstanceId,
-) -> Result<(), ApiError> {
-    let pool = &state.pool;
-    auth::require_order(req, &state.tokens(), instance_id, async || {
-        let client = pool.get().await?;
-        Ok(ledger::orders::credential_generation(&client, instance_id).await?)
-    })
-    .await?;
-    Ok(())
 }

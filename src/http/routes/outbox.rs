@@ -2,9 +2,11 @@
 //! oldest first; `POST /v1/outbox/{position}/retry`: queue a dead letter again (admin only).
 
 use crate::http::api::outbox::{OutboxPage, Requeued};
-use crate::http::auth;
+use crate::http::api::refusals::{AdminOnly, DatabaseRefused};
+use crate::http::auth::Admin;
 use crate::http::error::ApiError;
 use crate::http::page;
+use crate::http::request::parse_query;
 use crate::http::state::AppState;
 use crate::outbox::entries::{self, Filter, RetryError, LIST_LIMIT_MAX};
 use actix_web::{web, HttpRequest, HttpResponse};
@@ -31,7 +33,6 @@ struct ListQuery {
     #[param(minimum = 0)]
     after: Option<i64>,
     /// Entries per page, 1 to 1000 (default 100).
-    #[param(minimum = 1, maximum = 1000)]
     limit: Option<i64>,
 }
 
@@ -41,19 +42,14 @@ struct ListQuery {
     responses(
         (status = 200, description = "A page of entries", body = OutboxPage),
         (status = 400, description = "`invalid_after`, `invalid_limit`, `invalid_query`", body = crate::http::api::error::ErrorResponse),
-        (status = 401, description = "`unauthorized`: no token, or an unknown one", body = crate::http::api::error::ErrorResponse),
-        (status = 403, description = "`forbidden`: not an admin token", body = crate::http::api::error::ErrorResponse),
-        (status = 503, description = "`database_unavailable`, `database_read_only`", body = crate::http::api::error::ErrorResponse),
+        AdminOnly, DatabaseRefused,
     ))]
 pub async fn list_outbox(
+    _: Admin,
     req: HttpRequest,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
-    auth::require_admin(&req, &state.tokens())?;
-    // Read after the token is checked, so a stranger learns nothing from the answer.
-    let query = web::Query::<ListQuery>::from_query(req.query_string())
-        .map_err(|e| ApiError::bad_request("invalid_query", e.to_string()))?
-        .into_inner();
+    let query: ListQuery = parse_query(&req)?;
     let filter = match query.state {
         None => Filter::Undelivered,
         Some(State::Pending) => Filter::Pending,
@@ -77,17 +73,15 @@ pub async fn list_outbox(
     responses(
         (status = 200, description = "Queued again", body = Requeued),
         (status = 400, description = "`invalid_position`", body = crate::http::api::error::ErrorResponse),
-        (status = 401, description = "`unauthorized`: no token, or an unknown one", body = crate::http::api::error::ErrorResponse),
-        (status = 403, description = "`forbidden`: not an admin token", body = crate::http::api::error::ErrorResponse),
         (status = 404, description = "`outbox_entry_not_found`", body = crate::http::api::error::ErrorResponse),
         (status = 409, description = "`not_dead` (still being delivered), `already_delivered`", body = crate::http::api::error::ErrorResponse),
-        (status = 503, description = "`database_unavailable`, `database_read_only`", body = crate::http::api::error::ErrorResponse),
+        AdminOnly, DatabaseRefused,
     ))]
 pub async fn retry_outbox_entry(
+    admin: Admin,
     req: HttpRequest,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
-    let caller = auth::require_admin(&req, &state.tokens())?;
     let raw = req.match_info().get("position").unwrap_or_default();
     let position =
         raw.parse::<i64>().ok().filter(|p| *p >= 1).ok_or_else(|| {
@@ -96,7 +90,7 @@ pub async fn retry_outbox_entry(
     let client = state.pool.get().await?;
     match entries::retry(&client, position).await {
         Ok(()) => {
-            tracing::info!(position, actor = %caller.actor(), "dead letter queued again");
+            tracing::info!(position, actor = %admin.caller().actor(), "dead letter queued again");
             Ok(HttpResponse::Ok().json(Requeued {
                 position,
                 state: "pending".to_owned(),

@@ -10,16 +10,16 @@ use crate::domain::orders::{Outcome, Refusal};
 use crate::http::api::orders::{
     ExpireRequest, HeldNoticesPage, OrderExpiredByOperator, RefusedPage,
 };
-use crate::http::auth;
+use crate::http::api::refusals::{AdminOnly, DatabaseRefused, JsonBodyRefused};
+use crate::http::auth::Admin;
 use crate::http::body::{self, Encodings, JSON_BODY_BYTES_MAX};
 use crate::http::error::ApiError;
 use crate::http::page;
-use crate::http::routes::orders::parse_instance_id;
+use crate::http::request::{parse_instance_id, parse_query};
 use crate::http::state::{AppState, RequestId};
 use crate::ledger::orders::{self, LIST_LIMIT_MAX};
 use crate::ledger::CommandError;
 use crate::marketplace::refusals;
-use crate::store::Metadata;
 use actix_web::http::StatusCode;
 use actix_web::{web, HttpRequest, HttpResponse};
 use projections::events::Event;
@@ -33,7 +33,6 @@ const LIMIT_DEFAULT: i64 = 100;
 #[into_params(parameter_in = Query)]
 struct RefusedQuery {
     /// Refusals per answer, 1 to 1000 (default 100), oldest first; `total` counts them all.
-    #[param(minimum = 1, maximum = 1000)]
     limit: Option<i64>,
 }
 
@@ -47,18 +46,14 @@ struct RefusedQuery {
     responses(
         (status = 200, description = "The unresolved refusals", body = RefusedPage),
         (status = 400, description = "`invalid_limit`, `invalid_query`", body = crate::http::api::error::ErrorResponse),
-        (status = 401, description = "`unauthorized`: no token, or an unknown one", body = crate::http::api::error::ErrorResponse),
-        (status = 403, description = "`forbidden`: not an admin token", body = crate::http::api::error::ErrorResponse),
-        (status = 503, description = "`database_unavailable`, `database_read_only`", body = crate::http::api::error::ErrorResponse),
+        AdminOnly, DatabaseRefused,
     ))]
 pub async fn list_refused(
+    _: Admin,
     req: HttpRequest,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
-    auth::require_admin(&req, &state.tokens())?;
-    let query = web::Query::<RefusedQuery>::from_query(req.query_string())
-        .map_err(|e| ApiError::bad_request("invalid_query", e.to_string()))?
-        .into_inner();
+    let query: RefusedQuery = parse_query(&req)?;
     let (_, limit) = page::checked(None, query.limit, LIMIT_DEFAULT, LIST_LIMIT_MAX)?;
     let client = state.pool.get().await?;
     let (refused, total) = refusals::unresolved(&client, limit).await?;
@@ -73,7 +68,6 @@ struct NoticesQuery {
     #[param(minimum = 0)]
     after: Option<i64>,
     /// Notices per page, 1 to 1000 (default 100).
-    #[param(minimum = 1, maximum = 1000)]
     limit: Option<i64>,
 }
 
@@ -87,18 +81,14 @@ struct NoticesQuery {
     responses(
         (status = 200, description = "A page of held notices", body = HeldNoticesPage),
         (status = 400, description = "`invalid_after`, `invalid_limit`, `invalid_query`", body = crate::http::api::error::ErrorResponse),
-        (status = 401, description = "`unauthorized`: no token, or an unknown one", body = crate::http::api::error::ErrorResponse),
-        (status = 403, description = "`forbidden`: not an admin token", body = crate::http::api::error::ErrorResponse),
-        (status = 503, description = "`database_unavailable`, `database_read_only`", body = crate::http::api::error::ErrorResponse),
+        AdminOnly, DatabaseRefused,
     ))]
 pub async fn list_held_notices(
+    _: Admin,
     req: HttpRequest,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
-    auth::require_admin(&req, &state.tokens())?;
-    let query = web::Query::<NoticesQuery>::from_query(req.query_string())
-        .map_err(|e| ApiError::bad_request("invalid_query", e.to_string()))?
-        .into_inner();
+    let query: NoticesQuery = parse_query(&req)?;
     let (after, limit) = page::checked(query.after, query.limit, LIMIT_DEFAULT, LIST_LIMIT_MAX)?;
     let client = state.pool.get().await?;
     let found = orders::held_notices(&client, after, limit + 1).await?;
@@ -118,30 +108,22 @@ pub async fn list_held_notices(
     responses(
         (status = 200, description = "Expired (or already expired)", body = OrderExpiredByOperator),
         (status = 400, description = "`invalid_instance_id`, `invalid_json` (a reason other than `refund`)", body = crate::http::api::error::ErrorResponse),
-        (status = 401, description = "`unauthorized`: no token, or an unknown one", body = crate::http::api::error::ErrorResponse),
-        (status = 403, description = "`forbidden`: not an admin token", body = crate::http::api::error::ErrorResponse),
         (status = 404, description = "`order_not_found`", body = crate::http::api::error::ErrorResponse),
         (status = 409, description = "`no_held_notice`: nothing to apply; `order_released`", body = crate::http::api::error::ErrorResponse),
-        (status = 413, description = "`payload_too_large` (over 64 KiB)", body = crate::http::api::error::ErrorResponse),
-        (status = 415, description = "`unsupported_media_type`, `unsupported_encoding`", body = crate::http::api::error::ErrorResponse),
-        (status = 503, description = "`database_unavailable`, `database_read_only`", body = crate::http::api::error::ErrorResponse),
+        AdminOnly, JsonBodyRefused, DatabaseRefused,
     ))]
 pub async fn expire_order(
+    admin: Admin,
     req: HttpRequest,
     state: web::Data<AppState>,
     path: web::Path<String>,
     payload: web::Payload,
-    request_id: RequestId,
 ) -> Result<HttpResponse, ApiError> {
-    let caller = auth::require_admin(&req, &state.tokens())?;
+    let caller = admin.caller();
     let instance_id = parse_instance_id(&path)?;
     let body: ExpireRequest =
         body::read_json(&req, payload, JSON_BODY_BYTES_MAX, Encodings::Identity).await?;
-    let metadata = Metadata {
-        request_id: request_id.0.clone(),
-        source: "operator",
-        actor: caller.actor(),
-    };
+    let metadata = RequestId::of(&req).metadata("operator", caller.actor());
     let outcome =
         orders::apply_held_expiry(&state.ledger, &instance_id, body.reason, &metadata).await;
     let expired_now = match outcome.map_err(apply_refused)? {

@@ -3,17 +3,18 @@
 
 use crate::domain::tasks::TaskRefusal;
 use crate::http::api::orders::TaskResponse;
-use crate::http::auth::{self, Caller};
+use crate::http::api::refusals::{DatabaseRefused, JsonBodyRefused, StaffOnly};
+use crate::http::auth::{Caller, Staff};
 use crate::http::body::JSON_BODY_BYTES_MAX;
 use crate::http::body::{self, Encodings};
 use crate::http::error::ApiError;
-use crate::http::routes::orders::parse_instance_id;
+use crate::http::request::{parse_instance_id, parse_task_id};
 use crate::http::state::{AppState, RequestId};
 use crate::ledger::{self, rows, CommandError};
 use crate::store::Metadata;
 use actix_web::http::StatusCode;
 use actix_web::{web, HttpRequest, HttpResponse};
-use projections::ids::TaskId;
+use projections::Task;
 use serde::Deserialize;
 
 /// A task to create on a package.
@@ -33,16 +34,18 @@ pub struct Renewal {
     instance_id: String,
 }
 
-fn parse_task_id(raw: &str) -> Result<TaskId, ApiError> {
-    TaskId::parse(raw).map_err(|e| ApiError::bad_request("invalid_task_id", format!("taskId {e}")))
+/// What the ledger records of a task command: the request, this API, the caller.
+fn metadata(req: &HttpRequest, caller: &Caller) -> Metadata {
+    RequestId::of(req).metadata("tasks", caller.actor())
 }
 
-fn metadata(request_id: &RequestId, caller: &Caller) -> Metadata {
-    Metadata {
-        request_id: request_id.0.clone(),
-        source: "tasks",
-        actor: caller.actor(),
-    }
+/// A task bound to its package, as created or rebound: its reports are routed by package from
+/// the next one on (see `Ingest::learn_binding`).
+fn bound(state: &AppState, task: &Task) -> TaskResponse {
+    state
+        .ingest
+        .learn_binding(task.task_id.clone(), task.instance_id.clone());
+    TaskResponse::from(task)
 }
 
 fn refused(error: CommandError<TaskRefusal>) -> ApiError {
@@ -77,44 +80,33 @@ fn refused(error: CommandError<TaskRefusal>) -> ApiError {
         (status = 201, description = "Created", body = TaskResponse),
         (status = 200, description = "The same task again: nothing new", body = TaskResponse),
         (status = 400, description = "`invalid_task_id`, `invalid_instance_id`, `invalid_json`", body = crate::http::api::error::ErrorResponse),
-        (status = 401, description = "`unauthorized`: no token, or an unknown one", body = crate::http::api::error::ErrorResponse),
-        (status = 403, description = "`forbidden`", body = crate::http::api::error::ErrorResponse),
         (status = 404, description = "`order_not_found`", body = crate::http::api::error::ErrorResponse),
         (status = 409, description = "`task_exists` (on another package), `order_not_usable` \
             (expired or released), `task_destroyed`", body = crate::http::api::error::ErrorResponse),
-        (status = 413, description = "`payload_too_large` (over 64 KiB)", body = crate::http::api::error::ErrorResponse),
-        (status = 415, description = "`unsupported_media_type`, `unsupported_encoding`", body = crate::http::api::error::ErrorResponse),
-        (status = 503, description = "`database_unavailable`, `database_read_only`", body = crate::http::api::error::ErrorResponse),
+        StaffOnly, JsonBodyRefused, DatabaseRefused,
     ))]
 pub async fn create_task(
+    Staff(caller): Staff,
     req: HttpRequest,
     state: web::Data<AppState>,
     payload: web::Payload,
-    request_id: RequestId,
 ) -> Result<HttpResponse, ApiError> {
-    let caller = auth::require_reporter(&req, &state.tokens())?;
     let body: NewTask =
         body::read_json(&req, payload, JSON_BODY_BYTES_MAX, Encodings::Identity).await?;
-    let task_id = parse_task_id(&body.task_id)?;
-    let instance_id = parse_instance_id(&body.instance_id)?;
-    let (task, created) = ledger::tasks::create(
-        &state.ledger,
-        &task_id,
-        &instance_id,
-        &metadata(&request_id, &caller),
-    )
-    .await
-    .map_err(refused)?;
-    // Its reports are routed by package from the first one on (see `Ingest::learn_binding`).
-    state
-        .ingest
-        .learn_binding(task.task_id.clone(), task.instance_id.clone());
+    let (task_id, instance_id) = (
+        parse_task_id(&body.task_id)?,
+        parse_instance_id(&body.instance_id)?,
+    );
+    let metadata = metadata(&req, &caller);
+    let (task, created) = ledger::tasks::create(&state.ledger, &task_id, &instance_id, &metadata)
+        .await
+        .map_err(refused)?;
     let status = if created {
         StatusCode::CREATED
     } else {
         StatusCode::OK
     };
-    Ok(HttpResponse::build(status).json(TaskResponse::from(&task)))
+    Ok(HttpResponse::build(status).json(bound(&state, &task)))
 }
 
 /// A task.
@@ -122,17 +114,14 @@ pub async fn create_task(
     responses(
         (status = 200, description = "The task", body = TaskResponse),
         (status = 400, description = "`invalid_task_id`", body = crate::http::api::error::ErrorResponse),
-        (status = 401, description = "`unauthorized`: no token, or an unknown one", body = crate::http::api::error::ErrorResponse),
-        (status = 403, description = "`forbidden`", body = crate::http::api::error::ErrorResponse),
         (status = 404, description = "`task_not_found`", body = crate::http::api::error::ErrorResponse),
-        (status = 503, description = "`database_unavailable`, `database_read_only`", body = crate::http::api::error::ErrorResponse),
+        StaffOnly, DatabaseRefused,
     ))]
 pub async fn get_task(
-    req: HttpRequest,
+    _: Staff,
     state: web::Data<AppState>,
     path: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
-    auth::require_reporter(&req, &state.tokens())?;
     let task_id = parse_task_id(&path)?;
     let client = state.pool.get().await?;
     let found = rows::read_tasks(&client, &[task_id.as_str()]).await?;
@@ -157,34 +146,24 @@ pub async fn get_task(
             customer's", body = crate::http::api::error::ErrorResponse),
         (status = 404, description = "`task_not_found`, `order_not_found`", body = crate::http::api::error::ErrorResponse),
         (status = 409, description = "`order_not_usable`, `task_destroyed`", body = crate::http::api::error::ErrorResponse),
-        (status = 413, description = "`payload_too_large` (over 64 KiB)", body = crate::http::api::error::ErrorResponse),
-        (status = 415, description = "`unsupported_media_type`, `unsupported_encoding`", body = crate::http::api::error::ErrorResponse),
-        (status = 503, description = "`database_unavailable`, `database_read_only`", body = crate::http::api::error::ErrorResponse),
+        JsonBodyRefused, DatabaseRefused,
     ))]
 pub async fn renew_task(
+    Staff(caller): Staff,
     req: HttpRequest,
     state: web::Data<AppState>,
     path: web::Path<String>,
     payload: web::Payload,
-    request_id: RequestId,
 ) -> Result<HttpResponse, ApiError> {
-    let caller = auth::require_reporter(&req, &state.tokens())?;
     let task_id = parse_task_id(&path)?;
     let body: Renewal =
         body::read_json(&req, payload, JSON_BODY_BYTES_MAX, Encodings::Identity).await?;
     let instance_id = parse_instance_id(&body.instance_id)?;
-    let task = ledger::tasks::rebind(
-        &state.ledger,
-        &task_id,
-        &instance_id,
-        &metadata(&request_id, &caller),
-    )
-    .await
-    .map_err(refused)?;
-    state
-        .ingest
-        .learn_binding(task.task_id.clone(), task.instance_id.clone());
-    Ok(HttpResponse::Ok().json(TaskResponse::from(&task)))
+    let metadata = metadata(&req, &caller);
+    let task = ledger::tasks::rebind(&state.ledger, &task_id, &instance_id, &metadata)
+        .await
+        .map_err(refused)?;
+    Ok(HttpResponse::Ok().json(bound(&state, &task)))
 }
 
 /// Destroys a task for good (again: `200`, nothing new).
@@ -192,20 +171,17 @@ pub async fn renew_task(
     responses(
         (status = 200, description = "The destroyed task", body = TaskResponse),
         (status = 400, description = "`invalid_task_id`", body = crate::http::api::error::ErrorResponse),
-        (status = 401, description = "`unauthorized`: no token, or an unknown one", body = crate::http::api::error::ErrorResponse),
-        (status = 403, description = "`forbidden`", body = crate::http::api::error::ErrorResponse),
         (status = 404, description = "`task_not_found`", body = crate::http::api::error::ErrorResponse),
-        (status = 503, description = "`database_unavailable`, `database_read_only`", body = crate::http::api::error::ErrorResponse),
+        StaffOnly, DatabaseRefused,
     ))]
 pub async fn destroy_task(
+    Staff(caller): Staff,
     req: HttpRequest,
     state: web::Data<AppState>,
     path: web::Path<String>,
-    request_id: RequestId,
 ) -> Result<HttpResponse, ApiError> {
-    let caller = auth::require_reporter(&req, &state.tokens())?;
     let task_id = parse_task_id(&path)?;
-    let task = ledger::tasks::destroy(&state.ledger, &task_id, &metadata(&request_id, &caller))
+    let task = ledger::tasks::destroy(&state.ledger, &task_id, &metadata(&req, &caller))
         .await
         .map_err(refused)?;
     Ok(HttpResponse::Ok().json(TaskResponse::from(&task)))

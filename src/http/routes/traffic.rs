@@ -2,14 +2,14 @@
 
 use crate::domain::traffic::{Status, Verdict};
 use crate::http::api::error::ErrorDetail;
+use crate::http::api::refusals::StaffOnly;
 use crate::http::api::traffic::{ReportResult, TrafficResponse};
-use crate::http::auth;
+use crate::http::auth::Staff;
 use crate::http::body::{self, Encodings};
 use crate::http::error::ApiError;
 use crate::http::state::{AppState, RequestId};
 use crate::ingest::report;
 use crate::ingest::IngestError;
-use crate::store::Metadata;
 use actix_web::http::StatusCode;
 use actix_web::{web, HttpRequest, HttpResponse};
 use chrono::Utc;
@@ -31,7 +31,7 @@ pub const TRAFFIC_BODY_BYTES_MAX: usize = 8 * 1024 * 1024;
     {"taskId": "task-1", "reportId": "r-2", "bytes": 0, "periodEnd": "2026-11-26T08:02:00Z"}
 ]})))]
 pub struct TrafficBody {
-    #[schema(value_type = Vec<crate::http::api::traffic::TrafficReport>, max_items = 10000)]
+    #[schema(value_type = Vec<crate::http::api::traffic::TrafficReport>)]
     reports: Vec<Value>,
 }
 
@@ -97,22 +97,20 @@ fn submit_failed(error: IngestError) -> ApiError {
             `[traffic] key_retention_days`, 45 by default), `unknown_task`, `task_destroyed`, \
             `unchargeable`", body = TrafficResponse),
         (status = 400, description = "`invalid_json`, `invalid_body`", body = crate::http::api::error::ErrorResponse),
-        (status = 401, description = "`unauthorized`: no token, or an unknown one", body = crate::http::api::error::ErrorResponse),
-        (status = 403, description = "`forbidden`", body = crate::http::api::error::ErrorResponse),
         (status = 405, description = "`method_not_allowed`", body = crate::http::api::error::ErrorResponse),
         (status = 413, description = "`too_many_reports` (over 10,000), `payload_too_large` \
             (over 8 MiB once inflated)", body = crate::http::api::error::ErrorResponse),
         (status = 415, description = "`unsupported_media_type`, `unsupported_encoding`", body = crate::http::api::error::ErrorResponse),
         (status = 503, description = "`database_unavailable`, `database_read_only`, `overloaded`, `batch_failed`, \
             `shutting_down`", body = crate::http::api::error::ErrorResponse),
+        StaffOnly,
     ))]
 pub async fn post_traffic(
+    Staff(caller): Staff,
     req: HttpRequest,
     state: web::Data<AppState>,
     payload: web::Payload,
-    request_id: RequestId,
 ) -> Result<HttpResponse, ApiError> {
-    let caller = auth::require_reporter(&req, &state.tokens())?;
     // Agents may gzip their batches; the limit counts the inflated bytes.
     let body: TrafficBody = body::read_json(
         &req,
@@ -139,11 +137,7 @@ pub async fn post_traffic(
             }
         }
     }
-    let metadata = Metadata {
-        request_id: request_id.0,
-        source: "traffic",
-        actor: caller.actor(),
-    };
+    let metadata = RequestId::of(&req).metadata("traffic", caller.actor());
     let charged = state
         .ingest
         .submit(valid, metadata)

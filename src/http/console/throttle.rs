@@ -1,4 +1,4 @@
-//! Sign-in with the order credential (`instanceId` + `authCode`), and its brakes.
+//! The brakes on signing in with the order credential (`instanceId` + `authCode`).
 //!
 //! A wrong pair is answered after a fixed delay and counted in the database (so every `serve`
 //! process sharing it agrees) per client address, per instance, and per address and instance
