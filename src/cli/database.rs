@@ -146,7 +146,7 @@ fn backup(settings: &DatabaseSettings, dir: &Path) -> anyhow::Result<ExitCode> {
     let (root, wal_archive_dir) = embedded(
         settings,
         "backup works on the embedded cluster; with DATABASE_URL, back the server up with its \
-         own tools (pgBackRest: see docs/pgbackrest/ and the README, \"Backups and restore\")",
+         own tools (pgBackRest: see docs/pgbackrest/ and docs/operating.md, \"Backups and restore\")",
     )?;
     let done = crate::database::backup::backup(root, wal_archive_dir, dir)?;
     println!(

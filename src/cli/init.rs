@@ -1,5 +1,5 @@
 //! `dts-ledger init`: a ready configuration with fresh secrets and a checkpoint signing key, so
-//! that a newcomer can try the service without inventing keys or reading the whole README first,
+//! that a newcomer can try the service without inventing keys or reading every document first,
 //! and a new service signs checkpoints of its ledger from its first day.
 
 use super::Invocation;
@@ -78,7 +78,7 @@ pub fn config_text(signing_key_file: &str) -> String {
     let mut text = format!(
         "# dts-ledger configuration, written by `dts-ledger init`.\n\
          # It holds secrets: keep it private (the file is created with mode 0600).\n\
-         # Every setting is described in the README's Configuration section.\n\
+         # Every setting is described in docs/operating.md, \"Configuration\".\n\
          \n\
          [marketplace]\n\
          # The ISV key the marketplace signs its callbacks with. For production, replace it with\n\

@@ -188,7 +188,7 @@ impl Invocation {
             (None, Some(_)) => anyhow::bail!(
                 "LEDGER_MIGRATE_DATABASE_URL is set but DATABASE_URL is not: this command would \
                  use the embedded cluster under {}, not the server you named. Set DATABASE_URL \
-                 to that server (as the role this command needs, README \"Database roles\"), or \
+                 to that server (as the role this command needs, docs/operating.md, \"Database roles\"), or \
                  unset LEDGER_MIGRATE_DATABASE_URL to use the embedded cluster",
                 self.common.data_dir.display()
             ),

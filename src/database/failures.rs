@@ -61,8 +61,8 @@ fn cause_and_hint(error: &tokio_postgres::Error) -> (String, &'static str) {
             let hint = match db.code().code() {
                 "28P01" => "check the password of that user",
                 "28000" => "the server's pg_hba.conf refuses this user from here, or the role may not log in",
-                "3D000" => "the database does not exist: create it (README, \"Database roles\")",
-                "42704" | "3F000" => "a role or schema is missing: see the README, \"Database roles\"",
+                "3D000" => "the database does not exist: create it (docs/operating.md, \"Database roles\")",
+                "42704" | "3F000" => "a role or schema is missing: see docs/operating.md, \"Database roles\"",
                 "53300" => "the server has no connection slot left: raise max_connections or lower pool sizes",
                 "57P03" => "the server is starting up, shutting down or in recovery: try again shortly",
                 _ => "check the connection settings and the server's log",

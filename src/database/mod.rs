@@ -165,7 +165,7 @@ impl Database {
                 if privileged {
                     tracing::warn!(
                         "DATABASE_URL connects as a superuser or the schema's owner: the service \
-                         needs only the role {}; see the README, \"Database roles\"",
+                         needs only the role {}; see docs/operating.md, \"Database roles\"",
                         roles::SERVICE
                     );
                 }

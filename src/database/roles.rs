@@ -75,7 +75,7 @@ pub fn service_privileges(
 pub enum RolesError {
     #[error(
         "the database role {0} does not exist, and this connection may not create it: create the \
-         roles as the server's administrator (README, \"Database roles\")"
+         roles as the server's administrator (docs/operating.md, \"Database roles\")"
     )]
     Missing(&'static str),
     #[error(

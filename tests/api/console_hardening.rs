@@ -229,7 +229,7 @@ async fn one_address_cannot_lock_a_customer_out() {
     assert!(set_cookie(&right, "dts_console").is_some());
 }
 
-/// The limits the README states, as the tests use them.
+/// The limits docs/console.md states, as the tests use them.
 mod login_limits {
     pub const PER_ADDRESS: usize = 30;
     pub const PER_INSTANCE: usize = 10;

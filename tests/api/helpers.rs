@@ -3,7 +3,7 @@
 //!
 //! Least privilege throughout: each test database is owned and migrated by the owner role, the
 //! app's pool connects as the service role, and the audit commands run as the reader, as the
-//! README asks of a deployment. Only tests that tamper with the ledger on purpose (an insider
+//! operating guide (docs/operating.md) asks of a deployment. Only tests that tamper with the ledger on purpose (an insider
 //! with the superuser) use [`TestDb::client`].
 
 use dts_ledger::configuration::{Catalog, Config, Secret, Sku};
@@ -205,7 +205,7 @@ impl TestDb {
     }
 
     /// Runs `dts-ledger <args>` against this database with the least role the command needs
-    /// (the README's advice): exit code, stdout, stderr.
+    /// (the operating guide's advice): exit code, stdout, stderr.
     pub fn run_cli(&self, args: &[&str]) -> (i32, String, String) {
         self.run_cli_as(cli_role(args), args)
     }

@@ -1,6 +1,6 @@
 //! A server that takes no writes (a standby, or a primary fenced off during a failover) is never
 //! written to: the request gets a retryable 503 `database_read_only` with `Retry-After`, never a
-//! 500, and the pool lets go of the connections that reached it (README, "Operating
+//! 500, and the pool lets go of the connections that reached it (docs/operating.md, "Operating
 //! PostgreSQL").
 
 use crate::helpers::{report, spawn_app, spawn_app_on, test_config, TestDb, SMALL_SKU};

@@ -164,7 +164,7 @@ impl Node {
     /// A hot standby of `primary` made by `pg_basebackup -R` (which writes `primary_conninfo`
     /// and `standby.signal`), streaming as [`STANDBY_NAME`], started. It names no synchronous
     /// standby of its own: once promoted with no other server left, it commits alone (what an
-    /// operator accepts by promoting; see the README).
+    /// operator accepts by promoting; see docs/operating.md, "Operating PostgreSQL").
     pub fn standby_of(primary: &Node, root: &Path, name: &str) -> Node {
         let data = postgres_dir(&root.join(name));
         run(as_postgres(&bin("pg_basebackup"))
@@ -378,7 +378,7 @@ pub async fn connect(
     Ok(client)
 }
 
-/// The ledger's roles and database on `primary`, migrated by the owner, as the README's
+/// The ledger's roles and database on `primary`, migrated by the owner, as docs/operating.md's
 /// "Database roles" asks of a deployment.
 pub async fn create_ledger(primary: &Node) {
     let admin = connect(&primary.config("postgres", "postgres"))

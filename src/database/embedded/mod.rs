@@ -394,7 +394,7 @@ impl Drop for EmbeddedPostgres {
     }
 }
 
-/// Continuous archiving into `archive` (see README, "Backups and restore"). A segment is copied
+/// Continuous archiving into `archive` (see docs/operating.md, "Backups and restore"). A segment is copied
 /// under a temporary name, flushed to disk, then renamed, so that the archive never holds a
 /// partial segment under a real name; an existing segment is never overwritten (PostgreSQL's
 /// advice: a second cluster archiving into the same directory by mistake fails loudly instead of

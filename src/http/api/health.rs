@@ -26,7 +26,7 @@ pub struct Ready {
     pub database: DatabaseProtection,
 }
 
-/// The server this process writes to, and what protects its commits (README, "Operating
+/// The server this process writes to, and what protects its commits (docs/operating.md, "Operating
 /// PostgreSQL").
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase")]

@@ -90,7 +90,7 @@ pub struct OrderResponse {
     pub runway: Option<RunwayResponse>,
 }
 
-/// When a package runs out at its recent rate (the rule: README, "Runway").
+/// When a package runs out at its recent rate (the rule: docs/api.md, "Runway").
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 #[schema(examples(json!({"ratePerDay": 10737418240u64, "runsOutOn": "2026-12-20", "days": 20, "expiresFirst": false})))]

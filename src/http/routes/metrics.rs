@@ -1,4 +1,4 @@
-//! `GET /metrics`: the Prometheus text exposition (README, "Metrics"). On the main listener it
+//! `GET /metrics`: the Prometheus text exposition (docs/operating.md, "Metrics"). On the main listener it
 //! needs the admin token; on the `[metrics] listen` address it needs none, and that address
 //! answers nothing else.
 
@@ -32,7 +32,7 @@ pub const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
 #[utoipa::path(get, path = "/metrics", tag = "operations",
     security(("admin" = [])),
     responses(
-        (status = 200, description = "Every series (README, \"Metrics\")", body = String,
+        (status = 200, description = "Every series (docs/operating.md, \"Metrics\")", body = String,
             content_type = "text/plain; version=0.0.4"),
         AdminOnly,
     ))]
