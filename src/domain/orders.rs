@@ -971,4 +971,56 @@ mod tests {
         let number = OrderRef::new(Some(OrderNumber::parse("c").unwrap()), None).unwrap();
         assert_ne!(order_key(&id(), &number), order_key(&id(), &order("c")));
     }
+
+    /// The keys are part of the ledger's bytes (the hash of rows before version 4 covers them,
+    /// `idempotency_keys` holds their digests): each input's key, exactly as recorded.
+    #[test]
+    fn every_inputs_key_keeps_its_exact_bytes() {
+        let by_number = OrderRef::new(
+            Some(OrderNumber::parse("529107885755794112").unwrap()),
+            Some(OrderId::parse("o-1").unwrap()),
+        )
+        .unwrap();
+        let traffic = |task: &str, report: &str| {
+            idempotency_key(&Event::TrafficConsumed(TrafficConsumed {
+                task_id: TaskId::parse(task).unwrap(),
+                report_id: ReportId::parse(report).unwrap(),
+                instance_id: id(),
+                bytes: Bytes::new(1).unwrap(),
+                period_start: None,
+                period_end: now(),
+                action: ReportAction::Continue,
+                reason: None,
+                bytes_remaining: Bytes::ZERO,
+                bytes_overage: Bytes::ZERO,
+            }))
+            .unwrap()
+        };
+        let pinned = [
+            (create_key(&id()), "createInstance/5:biz-1"),
+            (
+                order_key(&id(), &by_number),
+                "orderNumber/5:biz-1/18:529107885755794112",
+            ),
+            (order_key(&id(), &order("o-1")), "order/5:biz-1/3:o-1"),
+            (
+                expiry_held_key(&id(), now()),
+                "expiryHeld/5:biz-1/16:1800000000000000",
+            ),
+            (
+                crate::domain::restore::acceptance_key(1450, "ab"),
+                "restore-accepted/4:1450/2:ab",
+            ),
+            (
+                crate::domain::runway::runway_short_key(&id(), 7, Bytes::new(1 << 40).unwrap()),
+                "runwayShort/5:biz-1/1:7/13:1099511627776",
+            ),
+            (traffic("t:1", "r/2"), "traffic/3:t:1/3:r/2"),
+            // Lengths count bytes, not characters.
+            (traffic("任务", "r"), "traffic/6:任务/1:r"),
+        ];
+        for (key, exact) in pinned {
+            assert_eq!(key, exact);
+        }
+    }
 }
