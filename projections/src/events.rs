@@ -700,6 +700,20 @@ impl Event {
         )
     }
 
+    /// Whether the event is announced to the DTS control plane by webhook: what stops, resumes,
+    /// warns of or ends a package's traffic.
+    pub fn is_announced(&self) -> bool {
+        matches!(
+            self,
+            Event::TaskStopped(_)
+                | Event::TaskResumed(_)
+                | Event::OrderBalanceLow(_)
+                | Event::OrderRunwayShort(_)
+                | Event::OrderExpired(_)
+                | Event::OrderReleased(_)
+        )
+    }
+
     /// The marketplace order a grant answers (`None` for every other event).
     pub fn order_ref(&self) -> Option<OrderRef> {
         let (number, id) = match self {

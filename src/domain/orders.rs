@@ -11,6 +11,9 @@ use projections::ids::{InstanceId, JdPin, OrderRef, SkuId};
 use projections::{FoldError, Package, PackageStatus};
 use rust_decimal::Decimal;
 
+/// The keys the ledger looks a purchase and a held expiry notice up by, from the event catalog.
+pub use projections::keys::{create_key, expiry_held_key};
+
 /// `createInstance`, parsed. The package's id is the `orderBizId`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CreateOrder {
@@ -90,23 +93,6 @@ impl Outcome {
     }
 }
 
-/// The idempotency key of a purchase: one `OrderCreated` per `orderBizId`.
-pub fn create_key(instance_id: &InstanceId) -> String {
-    keyed("createInstance", &[instance_id.as_str()])
-}
-
-/// The idempotency key a renewal, upgrade or expansion is recorded under: `(instanceId,
-/// orderNumber)` when the callback named an `orderNumber`, else `(instanceId, orderId)` (the key
-/// of every such grant before the current revision). A retry is found by its order, not by this
-/// key (see [`OrderRef::same_order`]): the key keeps two grants of one order out of the ledger.
-pub fn order_key(instance_id: &InstanceId, order: &OrderRef) -> String {
-    match (order.number(), order.id()) {
-        (Some(number), _) => keyed("orderNumber", &[instance_id.as_str(), number.as_str()]),
-        (None, Some(id)) => keyed("order", &[instance_id.as_str(), id.as_str()]),
-        (None, None) => unreachable!("an order reference names an order"),
-    }
-}
-
 /// The earlier grant of the same marketplace order among a package's renewals, upgrades and
 /// expansions (a purchase is found by its `orderBizId`), if any.
 pub fn earlier_order(grants: Vec<Event>, order: &OrderRef) -> Option<Event> {
@@ -116,54 +102,6 @@ pub fn earlier_order(grants: Vec<Event>, order: &OrderRef) -> Option<Event> {
                 .order_ref()
                 .is_some_and(|earlier| earlier.same_order(order))
     })
-}
-
-/// The key of a held expiry notice: one per package and `expiresAt`, however often the
-/// marketplace repeats the notice.
-pub fn expiry_held_key(instance_id: &InstanceId, expires_at: DateTime<Utc>) -> String {
-    keyed(
-        "expiryHeld",
-        &[
-            instance_id.as_str(),
-            &expires_at.timestamp_micros().to_string(),
-        ],
-    )
-}
-
-/// `kind/len:part/len:part`: unambiguous whatever characters the ids contain.
-pub fn keyed(kind: &str, parts: &[&str]) -> String {
-    let mut key = kind.to_owned();
-    for part in parts {
-        key.push_str(&format!("/{}:{part}", part.len()));
-    }
-    key
-}
-
-/// The idempotency key an event carries, if it answers an external input.
-pub fn idempotency_key(event: &Event) -> Option<String> {
-    match event {
-        Event::OrderCreated(e) => Some(create_key(&e.instance_id)),
-        Event::OrderRenewed(OrderRenewed { instance_id, .. })
-        | Event::OrderUpgraded(OrderUpgraded { instance_id, .. })
-        | Event::OrderDilated(OrderDilated { instance_id, .. }) => {
-            Some(order_key(instance_id, &event.order_ref()?))
-        }
-        Event::OrderExpiryHeld(e) => Some(expiry_held_key(&e.instance_id, e.expires_at)),
-        Event::LedgerRestoreAccepted(e) => Some(super::restore::acceptance_key(
-            e.checkpoint_position,
-            &e.checkpoint_ledger_hash,
-        )),
-        Event::OrderRunwayShort(e) => Some(super::runway::runway_short_key(
-            &e.instance_id,
-            e.threshold_days,
-            e.bytes_granted,
-        )),
-        Event::TrafficConsumed(e) => Some(keyed(
-            "traffic",
-            &[e.task_id.as_str(), e.report_id.as_str()],
-        )),
-        _ => None,
-    }
 }
 
 /// The answer to an order recorded before: the same answer again when `same` says the call
@@ -678,7 +616,7 @@ mod tests {
         );
         assert_eq!(draft.package(&id()).unwrap().status, PackageStatus::Active);
         assert_eq!(
-            idempotency_key(&held),
+            held.idempotency_key(),
             Some(expiry_held_key(&id(), now() + chrono::Duration::days(30)))
         );
         // The same notice again: the earlier one answers, nothing new is recorded.
@@ -961,66 +899,5 @@ mod tests {
             dilate(&mut draft, &dilation, &Catalog::built_in(), None, None),
             Err(Refusal::Released(_))
         ));
-    }
-
-    #[test]
-    fn keys_cannot_collide_across_id_boundaries() {
-        let a = order_key(&InstanceId::parse("a:b").unwrap(), &order("c"));
-        let b = order_key(&InstanceId::parse("a").unwrap(), &order("b:c"));
-        assert_ne!(a, b);
-        let number = OrderRef::new(Some(OrderNumber::parse("c").unwrap()), None).unwrap();
-        assert_ne!(order_key(&id(), &number), order_key(&id(), &order("c")));
-    }
-
-    /// The keys are part of the ledger's bytes (the hash of rows before version 4 covers them,
-    /// `idempotency_keys` holds their digests): each input's key, exactly as recorded.
-    #[test]
-    fn every_inputs_key_keeps_its_exact_bytes() {
-        let by_number = OrderRef::new(
-            Some(OrderNumber::parse("529107885755794112").unwrap()),
-            Some(OrderId::parse("o-1").unwrap()),
-        )
-        .unwrap();
-        let traffic = |task: &str, report: &str| {
-            idempotency_key(&Event::TrafficConsumed(TrafficConsumed {
-                task_id: TaskId::parse(task).unwrap(),
-                report_id: ReportId::parse(report).unwrap(),
-                instance_id: id(),
-                bytes: Bytes::new(1).unwrap(),
-                period_start: None,
-                period_end: now(),
-                action: ReportAction::Continue,
-                reason: None,
-                bytes_remaining: Bytes::ZERO,
-                bytes_overage: Bytes::ZERO,
-            }))
-            .unwrap()
-        };
-        let pinned = [
-            (create_key(&id()), "createInstance/5:biz-1"),
-            (
-                order_key(&id(), &by_number),
-                "orderNumber/5:biz-1/18:529107885755794112",
-            ),
-            (order_key(&id(), &order("o-1")), "order/5:biz-1/3:o-1"),
-            (
-                expiry_held_key(&id(), now()),
-                "expiryHeld/5:biz-1/16:1800000000000000",
-            ),
-            (
-                crate::domain::restore::acceptance_key(1450, "ab"),
-                "restore-accepted/4:1450/2:ab",
-            ),
-            (
-                crate::domain::runway::runway_short_key(&id(), 7, Bytes::new(1 << 40).unwrap()),
-                "runwayShort/5:biz-1/1:7/13:1099511627776",
-            ),
-            (traffic("t:1", "r/2"), "traffic/3:t:1/3:r/2"),
-            // Lengths count bytes, not characters.
-            (traffic("任务", "r"), "traffic/6:任务/1:r"),
-        ];
-        for (key, exact) in pinned {
-            assert_eq!(key, exact);
-        }
     }
 }

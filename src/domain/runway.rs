@@ -2,29 +2,12 @@
 //! threshold, `OrderRunwayShort` is recorded, once per package, threshold and grant generation,
 //! so the DTS control plane (by webhook) and the customer learn it in time to renew (R4).
 
-use super::orders::keyed;
 use super::Draft;
 use crate::usage::Runway;
 use projections::events::{Event, OrderRunwayShort};
 use projections::ids::{Bytes, InstanceId};
+use projections::keys::runway_short_key;
 use projections::{FoldError, PackageStatus};
-
-/// The key of one announcement. The grant generation is the package's `bytesGranted`, which every
-/// grant raises: a renewal, upgrade or expansion re-arms each threshold.
-pub fn runway_short_key(
-    instance_id: &InstanceId,
-    threshold_days: u32,
-    bytes_granted: Bytes,
-) -> String {
-    keyed(
-        "runwayShort",
-        &[
-            instance_id.as_str(),
-            &threshold_days.to_string(),
-            &bytes_granted.get().to_string(),
-        ],
-    )
-}
 
 /// The thresholds `runway` has reached (its `days` at most the threshold), unless the package
 /// expires before it runs out (the expiry is what the customer must act on then), or it is not

@@ -6,6 +6,7 @@ use crate::ledger::{self, Command, Ledger, LedgerError, UnitOfWork};
 use crate::store::StoreError;
 use projections::events::Event;
 use projections::ids::{InstanceId, TaskId};
+use projections::keys::traffic_key;
 use projections::PackageStatus;
 use std::collections::{HashMap, HashSet};
 
@@ -265,15 +266,9 @@ fn decide(
     Ok(Ok((answers, bytes_after_stop)))
 }
 
-/// The idempotency key of a report, the same the event carries.
-fn traffic_key(task_id: &TaskId, report_id: &projections::ids::ReportId) -> String {
-    crate::domain::orders::keyed("traffic", &[task_id.as_str(), report_id.as_str()])
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::domain::orders::idempotency_key;
     use projections::events::{ReportAction, TrafficConsumed};
     use projections::ids::{Bytes, ReportId};
 
@@ -292,7 +287,7 @@ mod tests {
             bytes_overage: Bytes::ZERO,
         });
         assert_eq!(
-            idempotency_key(&event).unwrap(),
+            event.idempotency_key().unwrap(),
             traffic_key(
                 &TaskId::parse("t:1").unwrap(),
                 &ReportId::parse("r/2").unwrap()

@@ -7,10 +7,9 @@ pub mod rows;
 pub mod runway;
 pub mod tasks;
 
-use crate::domain::orders::{idempotency_key, Refusal};
+use crate::domain::orders::Refusal;
 use crate::domain::tasks::TaskRefusal;
 use crate::domain::Draft;
-use crate::store::hash::HashVersion;
 use crate::store::{self, truncate_to_micros, Appended, Metadata, NewEvent, StoreError};
 use chrono::Utc;
 use deadpool_postgres::{Object, Pool, Transaction};
@@ -123,22 +122,9 @@ failed_from!(
 #[derive(Clone)]
 pub struct Ledger {
     pub pool: Pool,
-    /// Write stops, resumptions, warnings, expiries and releases to the outbox (only when a
-    /// webhook receiver is configured: otherwise nothing would ever drain it).
+    /// Write every announced event ([`Event::is_announced`]) to the outbox (only when a webhook
+    /// receiver is configured: otherwise nothing would ever drain it).
     pub outbox: bool,
-}
-
-/// Whether an event is pushed to the DTS control plane by webhook.
-pub fn is_announced(event: &Event) -> bool {
-    matches!(
-        event,
-        Event::TaskStopped(_)
-            | Event::TaskResumed(_)
-            | Event::OrderBalanceLow(_)
-            | Event::OrderRunwayShort(_)
-            | Event::OrderExpired(_)
-            | Event::OrderReleased(_)
-    )
 }
 
 /// One transaction: the rows it loaded, the draft the decision works on, and its metadata.
@@ -331,13 +317,7 @@ impl<'a> UnitOfWork<'a> {
         let mut found = std::collections::HashMap::new();
         for recorded in store::find_by_idempotency_keys(&self.tx, keys).await? {
             let event = recorded.decode()?;
-            // The key the event answers: stored before hash version 4, derived since; an event
-            // found by a key's digest answers only the key it derives.
-            let key = if recorded.hash_version < HashVersion::V4.column() {
-                recorded.idempotency_key
-            } else {
-                idempotency_key(&event)
-            };
+            let key = recorded.answered_key(Some(&event));
             if let Some(key) = key.filter(|key| keys.contains(&key.as_str())) {
                 found.insert(key, event);
             }
@@ -445,11 +425,11 @@ fn new_events(
             runs.next();
         }
         let new = NewEvent::new(event, current);
-        events.push(match idempotency_key(event) {
+        events.push(match event.idempotency_key() {
             Some(key) => new.with_idempotency_key(key),
             None => new,
         });
-        if outbox && is_announced(event) {
+        if outbox && event.is_announced() {
             announced.push(index as i64);
         }
     }
