@@ -136,6 +136,9 @@ pub struct UnitOfWork<'a> {
     /// `(first event index, metadata)`: events from that index on carry that metadata (a batch
     /// holds the events of several requests).
     metadata: Vec<(usize, std::sync::Arc<serde_json::Value>)>,
+    /// `(event index, key)`, in index order: the idempotency keys of decided events that the
+    /// command built already ([`Self::carry_key`]), so that the commit need not derive them again.
+    carried_keys: Vec<(usize, String)>,
     outbox: bool,
 }
 
@@ -151,6 +154,7 @@ impl<'a> UnitOfWork<'a> {
             draft: Draft::new(Projection::default(), truncate_to_micros(Utc::now())),
             loaded: Projection::default(),
             metadata: vec![(0, metadata.to_value())],
+            carried_keys: Vec::new(),
             outbox: ledger.outbox,
         })
     }
@@ -227,6 +231,27 @@ impl<'a> UnitOfWork<'a> {
     pub fn restart_draft(&mut self) {
         self.draft = Draft::new(self.loaded.clone(), self.draft.now);
         self.metadata.truncate(1);
+        self.carried_keys.clear();
+    }
+
+    /// Hands over the idempotency key of the decided event at `index`, which the command built
+    /// to look its input up: the commit records it instead of deriving it from the event again.
+    /// Keys are carried in index order; `key` must be the one the event derives.
+    pub fn carry_key(&mut self, index: usize, key: String) {
+        if cfg!(debug_assertions) {
+            let last = self.carried_keys.last().map(|(last, _)| *last);
+            assert!(
+                last.is_none_or(|last| last < index),
+                "keys come in event order"
+            );
+            let derived = self
+                .draft
+                .events
+                .get(index)
+                .and_then(Event::idempotency_key);
+            assert_eq!(derived.as_ref(), Some(&key), "a carried key is its event's");
+        }
+        self.carried_keys.push((index, key));
     }
 
     fn add_packages(&mut self, rows: &[tokio_postgres::Row]) -> Result<(), LedgerError> {
@@ -333,6 +358,7 @@ impl<'a> UnitOfWork<'a> {
             draft,
             loaded,
             metadata,
+            carried_keys,
             outbox,
         } = self;
         if draft.events.is_empty() {
@@ -346,7 +372,7 @@ impl<'a> UnitOfWork<'a> {
         let (new_tasks, changed_tasks) = new_and_changed(draft.projection.tasks.values(), |task| {
             loaded.tasks.get(&task.task_id)
         });
-        let (events, announced) = new_events(&draft, &metadata, outbox);
+        let (events, announced) = new_events(&draft, &metadata, carried_keys, outbox);
         let types = crate::metrics::count_types(events.iter().map(|e| e.event_type.as_str()));
         // Independent statements on one connection are pipelined: the projection writes and the
         // stream-head reads cost one round trip, not five.
@@ -405,13 +431,16 @@ fn new_and_changed<'a, 'b, T: PartialEq + 'b>(
     (new, changed)
 }
 
-/// The decided events as the store takes them, each with the metadata of the request it answers,
-/// and the offsets of those queued for webhooks.
+/// The decided events as the store takes them, each with the metadata of the request it answers
+/// and its idempotency key (carried, or derived here), and the offsets of those queued for
+/// webhooks.
 fn new_events(
     draft: &Draft,
     metadata: &[(usize, std::sync::Arc<serde_json::Value>)],
+    carried_keys: Vec<(usize, String)>,
     outbox: bool,
 ) -> (Vec<NewEvent>, Vec<i64>) {
+    let mut carried = carried_keys.into_iter().peekable();
     let mut runs = metadata.iter().peekable();
     let mut current = &metadata[0].1;
     let mut announced = Vec::new();
@@ -425,7 +454,11 @@ fn new_events(
             runs.next();
         }
         let new = NewEvent::new(event, current);
-        events.push(match event.idempotency_key() {
+        let key = match carried.next_if(|(carried, _)| *carried == index) {
+            Some((_, key)) => Some(key),
+            None => event.idempotency_key(),
+        };
+        events.push(match key {
             Some(key) => new.with_idempotency_key(key),
             None => new,
         });
