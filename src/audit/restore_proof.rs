@@ -157,10 +157,7 @@ pub async fn accept(
         lost_events: loss.lost_events,
         reason: reason.as_str().to_owned(),
     };
-    let ledger = crate::ledger::Ledger {
-        pool: pool.clone(),
-        outbox: config.webhook.is_some(),
-    };
+    let ledger = crate::ledger::Ledger::new(pool.clone(), config);
     let metadata = Metadata {
         request_id: uuid::Uuid::new_v4().to_string(),
         source: "operator",

@@ -603,17 +603,11 @@ async fn database_command(
                 format,
             } => reconciliation::held(pool, after, limit, format).await,
             OrdersCommand::Expire { instance, reason } => {
-                let ledger = crate::ledger::Ledger {
-                    pool: pool.clone(),
-                    outbox: config.webhook.is_some(),
-                };
+                let ledger = crate::ledger::Ledger::new(pool.clone(), config);
                 reconciliation::expire(&ledger, &instance, reason).await
             }
             OrdersCommand::RotateCredential { instance } => {
-                let ledger = crate::ledger::Ledger {
-                    pool: pool.clone(),
-                    outbox: config.webhook.is_some(),
-                };
+                let ledger = crate::ledger::Ledger::new(pool.clone(), config);
                 reconciliation::rotate_credential(&ledger, config, &instance).await
             }
         },

@@ -1,22 +1,24 @@
 //! Commands applied to the ledger: load the state they touch (locked), decide with
 //! [`crate::domain`], then append the events and write the projections in one transaction.
 
+mod error;
 pub mod orders;
 pub mod restore;
 pub mod rows;
 pub mod runway;
 pub mod tasks;
 
-use crate::domain::orders::Refusal;
-use crate::domain::tasks::TaskRefusal;
+use crate::configuration::Config;
 use crate::domain::Draft;
 use crate::store::{self, truncate_to_micros, Appended, Metadata, NewEvent, StoreError};
 use chrono::Utc;
 use deadpool_postgres::{Object, Pool, Transaction};
 use projections::events::Event;
 use projections::ids::{InstanceId, TaskId};
-use projections::{FoldError, Projection};
+use projections::Projection;
 use std::future::Future;
+
+pub use error::{CommandError, LedgerError, Retryable};
 
 /// Rounds of re-locking when task bindings move under a command's feet; each round needs a
 /// concurrent rebind to have committed in between, so a handful is plenty.
@@ -33,98 +35,22 @@ pub const ATTEMPTS_MAX: u32 = 5;
 /// pause lets it, so that the retry finds its rows committed instead of racing it again.
 pub const BACKOFF_MS_BASE: u64 = 5;
 
-#[derive(Debug, thiserror::Error)]
-pub enum LedgerError {
-    #[error(transparent)]
-    Store(#[from] StoreError),
-    #[error(transparent)]
-    Corrupt(#[from] rows::CorruptRow),
-    #[error("a stored event cannot be read: {0}")]
-    Decode(#[from] projections::events::DecodeError),
-    #[error("the fold refused a decided event: {0}")]
-    Fold(#[from] FoldError),
-}
-
-impl From<tokio_postgres::Error> for LedgerError {
-    fn from(error: tokio_postgres::Error) -> LedgerError {
-        LedgerError::Store(error.into())
-    }
-}
-
-impl From<deadpool_postgres::PoolError> for LedgerError {
-    fn from(error: deadpool_postgres::PoolError) -> LedgerError {
-        LedgerError::Store(error.into())
-    }
-}
-
-impl LedgerError {
-    /// See [`StoreError::is_read_only`].
-    pub fn is_read_only(&self) -> bool {
-        matches!(self, LedgerError::Store(e) if e.is_read_only())
-    }
-
-    pub fn is_unavailable(&self) -> bool {
-        matches!(self, LedgerError::Store(e) if e.is_unavailable())
-    }
-
-    pub fn is_retryable(&self) -> bool {
-        matches!(self, LedgerError::Store(e) if e.is_retryable())
-    }
-}
-
-/// A command either was refused by a business rule (`R`) or failed for a technical reason.
-#[derive(Debug, thiserror::Error)]
-pub enum CommandError<R = Refusal> {
-    #[error(transparent)]
-    Refused(R),
-    #[error(transparent)]
-    Failed(LedgerError),
-}
-
-impl From<Refusal> for CommandError<Refusal> {
-    fn from(refusal: Refusal) -> CommandError<Refusal> {
-        match refusal {
-            // A decided event the fold refuses is a bug, not a business answer.
-            Refusal::Fold(error) => CommandError::Failed(error.into()),
-            other => CommandError::Refused(other),
-        }
-    }
-}
-
-impl From<TaskRefusal> for CommandError<TaskRefusal> {
-    fn from(refusal: TaskRefusal) -> CommandError<TaskRefusal> {
-        match refusal {
-            TaskRefusal::Fold(error) => CommandError::Failed(error.into()),
-            other => CommandError::Refused(other),
-        }
-    }
-}
-
-macro_rules! failed_from {
-    ($($source:ty),*) => {$(
-        impl<R> From<$source> for CommandError<R> {
-            fn from(error: $source) -> CommandError<R> {
-                CommandError::Failed(error.into())
-            }
-        }
-    )*};
-}
-failed_from!(
-    LedgerError,
-    StoreError,
-    tokio_postgres::Error,
-    deadpool_postgres::PoolError,
-    rows::CorruptRow,
-    FoldError
-);
-
-/// What every command needs: the database and whether events are queued for webhooks.
+/// What every command needs: the database and whether announced events are queued for webhooks.
 #[derive(Clone)]
 pub struct Ledger {
     pub pool: Pool,
-    /// Write every announced event ([`Event::is_announced`]) to the outbox (only when a webhook
-    /// receiver is configured: otherwise nothing would ever drain it).
-    pub outbox: bool,
+    /// A webhook receiver is configured, so every announced event ([`Event::is_announced`]) is
+    /// queued in the outbox with it; without a receiver nothing would ever drain the outbox.
+    queue_announced: bool,
+}
+
+impl Ledger {
+    pub fn new(pool: Pool, config: &Config) -> Ledger {
+        Ledger {
+            pool,
+            queue_announced: config.webhook.is_some(),
+        }
+    }
 }
 
 /// One transaction: the rows it loaded, the draft the decision works on, and its metadata.
@@ -139,7 +65,7 @@ pub struct UnitOfWork<'a> {
     /// `(event index, key)`, in index order: the idempotency keys of decided events that the
     /// command built already ([`Self::carry_key`]), so that the commit need not derive them again.
     carried_keys: Vec<(usize, String)>,
-    outbox: bool,
+    queue_announced: bool,
 }
 
 impl<'a> UnitOfWork<'a> {
@@ -155,7 +81,7 @@ impl<'a> UnitOfWork<'a> {
             loaded: Projection::default(),
             metadata: vec![(0, metadata.to_value())],
             carried_keys: Vec::new(),
-            outbox: ledger.outbox,
+            queue_announced: ledger.queue_announced,
         })
     }
 
@@ -359,7 +285,7 @@ impl<'a> UnitOfWork<'a> {
             loaded,
             metadata,
             carried_keys,
-            outbox,
+            queue_announced,
         } = self;
         if draft.events.is_empty() {
             tx.commit().await?;
@@ -372,7 +298,7 @@ impl<'a> UnitOfWork<'a> {
         let (new_tasks, changed_tasks) = new_and_changed(draft.projection.tasks.values(), |task| {
             loaded.tasks.get(&task.task_id)
         });
-        let (events, announced) = new_events(&draft, &metadata, carried_keys, outbox);
+        let (events, announced) = new_events(&draft, &metadata, carried_keys, queue_announced);
         let types = crate::metrics::count_types(events.iter().map(|e| e.event_type.as_str()));
         // Independent statements on one connection are pipelined: the projection writes and the
         // stream-head reads cost one round trip, not five.
@@ -438,7 +364,7 @@ fn new_events(
     draft: &Draft,
     metadata: &[(usize, std::sync::Arc<serde_json::Value>)],
     carried_keys: Vec<(usize, String)>,
-    outbox: bool,
+    queue_announced: bool,
 ) -> (Vec<NewEvent>, Vec<i64>) {
     let mut carried = carried_keys.into_iter().peekable();
     let mut runs = metadata.iter().peekable();
@@ -462,7 +388,7 @@ fn new_events(
             Some(key) => new.with_idempotency_key(key),
             None => new,
         });
-        if outbox && event.is_announced() {
+        if queue_announced && event.is_announced() {
             announced.push(index as i64);
         }
     }
@@ -508,24 +434,6 @@ async fn rewrite_refolded(
         return Err(LedgerError::Store(error));
     }
     Ok(())
-}
-
-/// What a failed attempt says about trying again.
-pub trait Retryable: From<LedgerError> {
-    /// Whether the attempt lost a race a new attempt may win (see [`StoreError::is_retryable`]).
-    fn is_retryable(&self) -> bool;
-}
-
-impl Retryable for LedgerError {
-    fn is_retryable(&self) -> bool {
-        LedgerError::is_retryable(self)
-    }
-}
-
-impl<R> Retryable for CommandError<R> {
-    fn is_retryable(&self) -> bool {
-        matches!(self, CommandError::Failed(error) if error.is_retryable())
-    }
 }
 
 /// A command run as a unit of work by [`run`]: one attempt locks and loads what it touches,
