@@ -50,29 +50,11 @@ pub fn announce(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::domain::catalog::Catalog;
-    use crate::domain::orders::{self, CreateOrder};
+    use crate::domain::bought_package;
     use chrono::{DateTime, NaiveDate};
-    use projections::ids::{JdPin, OrderId, SkuId};
-    use projections::Projection;
 
     fn package() -> (Draft, InstanceId) {
-        let now = DateTime::from_timestamp(1_800_000_000, 0).unwrap();
-        let mut draft = Draft::new(Projection::default(), now);
-        let command = CreateOrder {
-            instance_id: InstanceId::parse("biz").unwrap(),
-            jd_pin: JdPin::parse("pin").unwrap(),
-            order: projections::ids::OrderRef::new(None, Some(OrderId::parse("o").unwrap()))
-                .unwrap(),
-            service_code: "dts".into(),
-            sku_id: SkuId::parse("FW_GOODS-500232-1").unwrap(),
-            units: 1,
-            expires_at: None,
-            template: None,
-        };
-        orders::create(&mut draft, &command, &Catalog::built_in(), None).unwrap();
-        let id = command.instance_id;
-        (Draft::new(draft.projection, now), id)
+        bought_package(DateTime::from_timestamp(1_800_000_000, 0).unwrap())
     }
 
     fn runway(days: u32, expires_first: bool) -> Runway {
