@@ -43,7 +43,7 @@ use dts_ledger::audit::report::Month;
 use dts_ledger::configuration::Catalog;
 use dts_ledger::database::embedded::{Durability, EmbeddedPostgres, SOCKET_PORT};
 use dts_ledger::database::{build_pool, migrate, roles};
-use dts_ledger::domain::orders::{self, idempotency_key, CreateOrder, RenewOrder};
+use dts_ledger::domain::orders::{self, CreateOrder, RenewOrder};
 use dts_ledger::domain::traffic::{self, Report, Rules};
 use dts_ledger::domain::{tasks, Draft};
 use dts_ledger::ledger::rows;
@@ -209,8 +209,10 @@ impl Chains {
         let payload = canonical(&event.payload());
         // Rows of version 4 store no key: `idempotency_keys` holds its digest. Version 3 rows
         // (a ledger written before migration 19) store it, and migration 19 derives the digests.
-        let key = idempotency_key(event).filter(|_| self.version.covers_key());
-        if let (Some(key), false) = (idempotency_key(event), self.version.covers_key()) {
+        let key = event
+            .idempotency_key()
+            .filter(|_| self.version.covers_key());
+        if let (Some(key), false) = (event.idempotency_key(), self.version.covers_key()) {
             self.keys
                 .push((dts_ledger::store::key_digest(&key), self.position));
         }

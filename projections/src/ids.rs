@@ -29,31 +29,28 @@ macro_rules! control {
     };
 }
 
+/// The characters of an id, after the pattern's `^`: no control character anywhere, no white
+/// space at either end.
+macro_rules! id_characters {
+    () => {
+        concat!(
+            r"[^",
+            white_space!(),
+            control!(),
+            r"](?:[^",
+            control!(),
+            r"]*[^",
+            white_space!(),
+            control!(),
+            r"])?$"
+        )
+    };
+}
 /// An id as a JSON Schema `pattern`: no control character anywhere, no white space at either end
 /// (the length is `maxLength`, [`ID_CHARS_MAX`]).
-pub const ID_PATTERN: &str = concat!(
-    r"^[^",
-    white_space!(),
-    control!(),
-    r"](?:[^",
-    control!(),
-    r"]*[^",
-    white_space!(),
-    control!(),
-    r"])?$"
-);
+pub const ID_PATTERN: &str = concat!(r"^", id_characters!());
 /// An id that URLs carry as one path segment: [`ID_PATTERN`], and not `.` or `..`.
-pub const PATH_ID_PATTERN: &str = concat!(
-    r"^(?!\.\.?$)[^",
-    white_space!(),
-    control!(),
-    r"](?:[^",
-    control!(),
-    r"]*[^",
-    white_space!(),
-    control!(),
-    r"])?$"
-);
+pub const PATH_ID_PATTERN: &str = concat!(r"^(?!\.\.?$)", id_characters!());
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum IdError {

@@ -6,6 +6,7 @@
 
 pub mod events;
 pub mod ids;
+pub mod keys;
 pub mod package;
 pub mod revenue;
 pub mod task;

@@ -157,10 +157,7 @@ pub async fn accept(
         lost_events: loss.lost_events,
         reason: reason.as_str().to_owned(),
     };
-    let ledger = crate::ledger::Ledger {
-        pool: pool.clone(),
-        outbox: config.webhook.is_some(),
-    };
+    let ledger = crate::ledger::Ledger::new(pool.clone(), config);
     let metadata = Metadata {
         request_id: uuid::Uuid::new_v4().to_string(),
         source: "operator",
@@ -185,18 +182,8 @@ async fn position_of_key(
     let found = crate::store::by_idempotency_keys(client, &[key])
         .await
         .map_err(|error| AuditError(format!("cannot read the ledger: {error}")))?;
-    for recorded in found {
-        let answers = if recorded.hash_version < crate::store::hash::HashVersion::V4.column() {
-            recorded.idempotency_key.clone()
-        } else {
-            recorded
-                .decode()
-                .ok()
-                .and_then(|event| crate::domain::orders::idempotency_key(&event))
-        };
-        if answers.as_deref() == Some(key) {
-            return Ok(Some(recorded.position));
-        }
-    }
-    Ok(None)
+    Ok(found
+        .into_iter()
+        .find(|recorded| recorded.answered_key(None).as_deref() == Some(key))
+        .map(|recorded| recorded.position))
 }

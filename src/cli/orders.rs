@@ -59,14 +59,6 @@ enum OrdersCommand {
     },
 }
 
-/// The ledger the operator's commands append to, queueing webhooks as `serve` would.
-fn ledger(pool: &Pool, config: &Config) -> Ledger {
-    Ledger {
-        pool: pool.clone(),
-        outbox: config.webhook.is_some(),
-    }
-}
-
 fn parse_expiry_reason(value: &str) -> Result<ExpiryReason, String> {
     ExpiryReason::parse(value).ok_or_else(|| format!("{value:?} is not a reason: use refund"))
 }
@@ -84,13 +76,13 @@ impl Run for Orders {
             // Both append to the ledger: the service's rights.
             OrdersCommand::Expire { instance, reason } => {
                 cli.on_database(&settings, Role::Service, async |pool| {
-                    expire(&ledger(pool, &config), &instance, reason).await
+                    expire(&Ledger::new(pool.clone(), &config), &instance, reason).await
                 })
                 .await
             }
             OrdersCommand::RotateCredential { instance } => {
                 cli.on_database(&settings, Role::Service, async |pool| {
-                    let ledger = ledger(pool, &config);
+                    let ledger = Ledger::new(pool.clone(), &config);
                     rotate_credential(&ledger, &config, &instance).await
                 })
                 .await

@@ -140,3 +140,23 @@ impl Draft {
         Ok(due)
     }
 }
+
+/// A package bought for the decisions' tests: `biz`, one unit of the built-in 1 TiB SKU without an
+/// expiry, and a draft at `now` that starts from it.
+#[cfg(test)]
+pub(crate) fn bought_package(now: DateTime<Utc>) -> (Draft, InstanceId) {
+    use projections::ids::{JdPin, OrderId, OrderRef, SkuId};
+    let mut draft = Draft::new(Projection::default(), now);
+    let command = orders::CreateOrder {
+        instance_id: InstanceId::parse("biz").unwrap(),
+        jd_pin: JdPin::parse("pin").unwrap(),
+        order: OrderRef::new(None, Some(OrderId::parse("o").unwrap())).unwrap(),
+        service_code: "dts".into(),
+        sku_id: SkuId::parse("FW_GOODS-500232-1").unwrap(),
+        units: 1,
+        expires_at: None,
+        template: None,
+    };
+    orders::create(&mut draft, &command, &catalog::Catalog::built_in(), None).unwrap();
+    (Draft::new(draft.projection, now), command.instance_id)
+}

@@ -7,9 +7,12 @@ use projections::events::{
     Event, ExpiryReason, ExpirySource, OrderCreated, OrderCredentialRotated, OrderDilated,
     OrderExpired, OrderExpiryHeld, OrderReleased, OrderRenewed, OrderUpgraded, StopReason,
 };
-use projections::ids::{InstanceId, JdPin, OrderRef, SkuId};
+use projections::ids::{Bytes, InstanceId, JdPin, OrderRef, SkuId};
 use projections::{FoldError, Package, PackageStatus};
 use rust_decimal::Decimal;
+
+/// The keys the ledger looks a purchase and a held expiry notice up by, from the event catalog.
+pub use projections::keys::{create_key, expiry_held_key};
 
 /// `createInstance`, parsed. The package's id is the `orderBizId`.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -90,23 +93,6 @@ impl Outcome {
     }
 }
 
-/// The idempotency key of a purchase: one `OrderCreated` per `orderBizId`.
-pub fn create_key(instance_id: &InstanceId) -> String {
-    keyed("createInstance", &[instance_id.as_str()])
-}
-
-/// The idempotency key a renewal, upgrade or expansion is recorded under: `(instanceId,
-/// orderNumber)` when the callback named an `orderNumber`, else `(instanceId, orderId)` (the key
-/// of every such grant before the current revision). A retry is found by its order, not by this
-/// key (see [`OrderRef::same_order`]): the key keeps two grants of one order out of the ledger.
-pub fn order_key(instance_id: &InstanceId, order: &OrderRef) -> String {
-    match (order.number(), order.id()) {
-        (Some(number), _) => keyed("orderNumber", &[instance_id.as_str(), number.as_str()]),
-        (None, Some(id)) => keyed("order", &[instance_id.as_str(), id.as_str()]),
-        (None, None) => unreachable!("an order reference names an order"),
-    }
-}
-
 /// The earlier grant of the same marketplace order among a package's renewals, upgrades and
 /// expansions (a purchase is found by its `orderBizId`), if any.
 pub fn earlier_order(grants: Vec<Event>, order: &OrderRef) -> Option<Event> {
@@ -116,54 +102,6 @@ pub fn earlier_order(grants: Vec<Event>, order: &OrderRef) -> Option<Event> {
                 .order_ref()
                 .is_some_and(|earlier| earlier.same_order(order))
     })
-}
-
-/// The key of a held expiry notice: one per package and `expiresAt`, however often the
-/// marketplace repeats the notice.
-pub fn expiry_held_key(instance_id: &InstanceId, expires_at: DateTime<Utc>) -> String {
-    keyed(
-        "expiryHeld",
-        &[
-            instance_id.as_str(),
-            &expires_at.timestamp_micros().to_string(),
-        ],
-    )
-}
-
-/// `kind/len:part/len:part`: unambiguous whatever characters the ids contain.
-pub fn keyed(kind: &str, parts: &[&str]) -> String {
-    let mut key = kind.to_owned();
-    for part in parts {
-        key.push_str(&format!("/{}:{part}", part.len()));
-    }
-    key
-}
-
-/// The idempotency key an event carries, if it answers an external input.
-pub fn idempotency_key(event: &Event) -> Option<String> {
-    match event {
-        Event::OrderCreated(e) => Some(create_key(&e.instance_id)),
-        Event::OrderRenewed(OrderRenewed { instance_id, .. })
-        | Event::OrderUpgraded(OrderUpgraded { instance_id, .. })
-        | Event::OrderDilated(OrderDilated { instance_id, .. }) => {
-            Some(order_key(instance_id, &event.order_ref()?))
-        }
-        Event::OrderExpiryHeld(e) => Some(expiry_held_key(&e.instance_id, e.expires_at)),
-        Event::LedgerRestoreAccepted(e) => Some(super::restore::acceptance_key(
-            e.checkpoint_position,
-            &e.checkpoint_ledger_hash,
-        )),
-        Event::OrderRunwayShort(e) => Some(super::runway::runway_short_key(
-            &e.instance_id,
-            e.threshold_days,
-            e.bytes_granted,
-        )),
-        Event::TrafficConsumed(e) => Some(keyed(
-            "traffic",
-            &[e.task_id.as_str(), e.report_id.as_str()],
-        )),
-        _ => None,
-    }
 }
 
 /// The answer to an order recorded before: the same answer again when `same` says the call
@@ -209,14 +147,7 @@ pub fn create(
     let sku = catalog
         .get(&command.sku_id)
         .ok_or_else(|| Refusal::UnknownSku(command.sku_id.clone()))?;
-    let bytes_granted = sku
-        .bytes
-        .checked_mul(u64::from(command.units))
-        .ok_or(Refusal::Overflow)?;
-    let amount = sku
-        .price
-        .checked_mul(Decimal::from(command.units))
-        .ok_or(Refusal::Overflow)?;
+    let (bytes_granted, amount) = grant_of(sku, command.units)?;
     let event = Event::OrderCreated(OrderCreated {
         instance_id: command.instance_id.clone(),
         jd_pin: command.jd_pin.clone(),
@@ -267,6 +198,44 @@ fn package_sku<'a>(
         .ok_or_else(|| Refusal::UnknownSku(package.sku_id.clone()))
 }
 
+/// What `units` of `sku` grant and cost: its bytes and its price, `units` times.
+fn grant_of(sku: &Sku, units: u32) -> Result<(Bytes, Decimal), Refusal> {
+    let bytes = sku
+        .bytes
+        .checked_mul(u64::from(units))
+        .ok_or(Refusal::Overflow)?;
+    let amount = sku
+        .price
+        .checked_mul(Decimal::from(units))
+        .ok_or(Refusal::Overflow)?;
+    Ok((bytes, amount))
+}
+
+/// A grant on an existing package (renewal, upgrade, expansion). With `earlier`, the grant
+/// recorded before for the same order, the call is answered by it ([`repeat`]). Otherwise the
+/// package must be changeable, `decide` builds the grant from it, and the tasks the grant makes
+/// usable again resume.
+fn grant_more(
+    draft: &mut Draft,
+    instance_id: &InstanceId,
+    order: &OrderRef,
+    earlier: Option<Event>,
+    same: impl FnOnce(&Event) -> bool,
+    decide: impl FnOnce(&Package) -> Result<Event, Refusal>,
+) -> Result<Outcome, Refusal> {
+    if let Some(earlier) = earlier {
+        return repeat(earlier, same, order);
+    }
+    changeable(draft, instance_id)?;
+    let event = decide(draft.package(instance_id).expect("checked above"))?;
+    draft.emit(event.clone())?;
+    // A renewal into the past leaves the package expired; the other grants keep the
+    // `expiresAt` that `changeable` checked, so nothing expires here for them.
+    draft.expire_if_due(instance_id)?;
+    draft.resume_tasks(instance_id)?;
+    Ok(Outcome::Recorded(event))
+}
+
 /// `renewInstance`: one more term of the package's SKU for each of its units (`SKU bytes × units`
 /// at today's price), and a new expiry. `recorded`: the package's SKU as recorded on it, used
 /// when the catalog no longer has it.
@@ -277,37 +246,32 @@ pub fn renew(
     recorded: Option<&Sku>,
     earlier: Option<Event>,
 ) -> Result<Outcome, Refusal> {
-    if let Some(earlier) = earlier {
-        let same = |event: &Event| matches!(event, Event::OrderRenewed(e) if e.expires_at == command.expires_at);
-        return repeat(earlier, same, &command.order);
-    }
-    changeable(draft, &command.instance_id)?;
-    let package = draft.package(&command.instance_id).expect("checked above");
-    let units = package.units;
-    let sku = package_sku(package, catalog, recorded)?;
-    let event = Event::OrderRenewed(OrderRenewed {
-        instance_id: command.instance_id.clone(),
-        order_id: command.order.id().cloned(),
-        order_number: command.order.number().cloned(),
-        sku_id: sku.id.clone(),
-        sku_name: sku.name.clone(),
-        bytes_granted: sku
-            .bytes
-            .checked_mul(u64::from(units))
-            .ok_or(Refusal::Overflow)?,
-        unit_price: sku.price,
-        amount: sku
-            .price
-            .checked_mul(Decimal::from(units))
-            .ok_or(Refusal::Overflow)?,
-        currency: sku.currency.clone(),
-        expires_at: command.expires_at,
-        units: Some(units),
-    });
-    draft.emit(event.clone())?;
-    draft.expire_if_due(&command.instance_id)?;
-    draft.resume_tasks(&command.instance_id)?;
-    Ok(Outcome::Recorded(event))
+    let same = |event: &Event| matches!(event, Event::OrderRenewed(e) if e.expires_at == command.expires_at);
+    grant_more(
+        draft,
+        &command.instance_id,
+        &command.order,
+        earlier,
+        same,
+        |package| {
+            let units = package.units;
+            let sku = package_sku(package, catalog, recorded)?;
+            let (bytes_granted, amount) = grant_of(sku, units)?;
+            Ok(Event::OrderRenewed(OrderRenewed {
+                instance_id: command.instance_id.clone(),
+                order_id: command.order.id().cloned(),
+                order_number: command.order.number().cloned(),
+                sku_id: sku.id.clone(),
+                sku_name: sku.name.clone(),
+                bytes_granted,
+                unit_price: sku.price,
+                amount,
+                currency: sku.currency.clone(),
+                expires_at: command.expires_at,
+                units: Some(units),
+            }))
+        },
+    )
 }
 
 /// `upgradeInstance`: switch SKU; a bigger one grants the difference for each of the package's
@@ -319,41 +283,42 @@ pub fn upgrade(
     catalog: &Catalog,
     earlier: Option<Event>,
 ) -> Result<Outcome, Refusal> {
-    if let Some(earlier) = earlier {
-        let same =
-            |event: &Event| matches!(event, Event::OrderUpgraded(e) if e.sku_id == command.sku_id);
-        return repeat(earlier, same, &command.order);
-    }
-    changeable(draft, &command.instance_id)?;
-    let sku = catalog
-        .get(&command.sku_id)
-        .ok_or_else(|| Refusal::UnknownSku(command.sku_id.clone()))?;
-    let package = draft.package(&command.instance_id).expect("checked above");
-    let units = package.units;
-    let event = Event::OrderUpgraded(OrderUpgraded {
-        instance_id: command.instance_id.clone(),
-        order_id: command.order.id().cloned(),
-        order_number: command.order.number().cloned(),
-        from_sku_id: package.sku_id.clone(),
-        sku_id: sku.id.clone(),
-        sku_name: sku.name.clone(),
-        sku_bytes: sku.bytes,
-        bytes_granted: sku
-            .bytes
-            .saturating_sub(package.sku_bytes)
-            .checked_mul(u64::from(units))
-            .ok_or(Refusal::Overflow)?,
-        unit_price: sku.price,
-        amount: (sku.price - package.unit_price)
-            .max(Decimal::ZERO)
-            .checked_mul(Decimal::from(units))
-            .ok_or(Refusal::Overflow)?,
-        currency: sku.currency.clone(),
-        units: Some(units),
-    });
-    draft.emit(event.clone())?;
-    draft.resume_tasks(&command.instance_id)?;
-    Ok(Outcome::Recorded(event))
+    let same =
+        |event: &Event| matches!(event, Event::OrderUpgraded(e) if e.sku_id == command.sku_id);
+    grant_more(
+        draft,
+        &command.instance_id,
+        &command.order,
+        earlier,
+        same,
+        |package| {
+            let sku = catalog
+                .get(&command.sku_id)
+                .ok_or_else(|| Refusal::UnknownSku(command.sku_id.clone()))?;
+            let units = package.units;
+            Ok(Event::OrderUpgraded(OrderUpgraded {
+                instance_id: command.instance_id.clone(),
+                order_id: command.order.id().cloned(),
+                order_number: command.order.number().cloned(),
+                from_sku_id: package.sku_id.clone(),
+                sku_id: sku.id.clone(),
+                sku_name: sku.name.clone(),
+                sku_bytes: sku.bytes,
+                bytes_granted: sku
+                    .bytes
+                    .saturating_sub(package.sku_bytes)
+                    .checked_mul(u64::from(units))
+                    .ok_or(Refusal::Overflow)?,
+                unit_price: sku.price,
+                amount: (sku.price - package.unit_price)
+                    .max(Decimal::ZERO)
+                    .checked_mul(Decimal::from(units))
+                    .ok_or(Refusal::Overflow)?,
+                currency: sku.currency.clone(),
+                units: Some(units),
+            }))
+        },
+    )
 }
 
 /// `dilateInstance` (扩容): `accountNum` more units of the package's SKU at today's price.
@@ -365,35 +330,30 @@ pub fn dilate(
     recorded: Option<&Sku>,
     earlier: Option<Event>,
 ) -> Result<Outcome, Refusal> {
-    if let Some(earlier) = earlier {
-        let same =
-            |event: &Event| matches!(event, Event::OrderDilated(e) if e.units == command.units);
-        return repeat(earlier, same, &command.order);
-    }
-    changeable(draft, &command.instance_id)?;
-    let package = draft.package(&command.instance_id).expect("checked above");
-    let sku = package_sku(package, catalog, recorded)?;
-    let event = Event::OrderDilated(OrderDilated {
-        instance_id: command.instance_id.clone(),
-        order_id: command.order.id().cloned(),
-        order_number: command.order.number().cloned(),
-        sku_id: sku.id.clone(),
-        sku_name: sku.name.clone(),
-        units: command.units,
-        bytes_granted: sku
-            .bytes
-            .checked_mul(u64::from(command.units))
-            .ok_or(Refusal::Overflow)?,
-        unit_price: sku.price,
-        amount: sku
-            .price
-            .checked_mul(Decimal::from(command.units))
-            .ok_or(Refusal::Overflow)?,
-        currency: sku.currency.clone(),
-    });
-    draft.emit(event.clone())?;
-    draft.resume_tasks(&command.instance_id)?;
-    Ok(Outcome::Recorded(event))
+    let same = |event: &Event| matches!(event, Event::OrderDilated(e) if e.units == command.units);
+    grant_more(
+        draft,
+        &command.instance_id,
+        &command.order,
+        earlier,
+        same,
+        |package| {
+            let sku = package_sku(package, catalog, recorded)?;
+            let (bytes_granted, amount) = grant_of(sku, command.units)?;
+            Ok(Event::OrderDilated(OrderDilated {
+                instance_id: command.instance_id.clone(),
+                order_id: command.order.id().cloned(),
+                order_number: command.order.number().cloned(),
+                sku_id: sku.id.clone(),
+                sku_name: sku.name.clone(),
+                units: command.units,
+                bytes_granted,
+                unit_price: sku.price,
+                amount,
+                currency: sku.currency.clone(),
+            }))
+        },
+    )
 }
 
 /// `expiredInstance`: the marketplace says the order ended. Idempotent by state.
@@ -516,459 +476,4 @@ pub fn release(draft: &mut Draft, instance_id: &InstanceId) -> Result<Outcome, R
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use projections::events::{ReportAction, TaskCreated, TrafficConsumed};
-    use projections::ids::{Bytes, OrderId, OrderNumber, ReportId, TaskId};
-    use projections::{Projection, TaskState};
-
-    fn now() -> DateTime<Utc> {
-        DateTime::from_timestamp(1_800_000_000, 0).unwrap()
-    }
-
-    /// An order named by its `orderId` alone, as before the current revision.
-    fn order(id: &str) -> OrderRef {
-        OrderRef::new(None, Some(OrderId::parse(id).unwrap())).unwrap()
-    }
-
-    fn id() -> InstanceId {
-        InstanceId::parse("biz-1").unwrap()
-    }
-
-    fn create_command() -> CreateOrder {
-        CreateOrder {
-            instance_id: id(),
-            jd_pin: JdPin::parse("pin").unwrap(),
-            order: order("o-1"),
-            service_code: "dts".into(),
-            sku_id: SkuId::parse("FW_GOODS-500232-1").unwrap(),
-            units: 2,
-            expires_at: Some(now() + chrono::Duration::days(30)),
-            template: None,
-        }
-    }
-
-    fn created() -> Draft {
-        let mut draft = Draft::new(Projection::default(), now());
-        create(&mut draft, &create_command(), &Catalog::built_in(), None).unwrap();
-        let mut draft = Draft::new(draft.projection, now());
-        draft
-            .emit(Event::TaskCreated(TaskCreated {
-                task_id: TaskId::parse("t-1").unwrap(),
-                instance_id: id(),
-            }))
-            .unwrap();
-        Draft::new(draft.projection, now())
-    }
-
-    fn exhaust(draft: &mut Draft) {
-        let package = draft.package(&id()).unwrap();
-        let bytes = package
-            .bytes_remaining
-            .checked_add(Bytes::new(5).unwrap())
-            .unwrap();
-        draft
-            .emit(Event::TrafficConsumed(TrafficConsumed {
-                task_id: TaskId::parse("t-1").unwrap(),
-                report_id: ReportId::parse("r").unwrap(),
-                instance_id: id(),
-                bytes,
-                period_start: None,
-                period_end: now(),
-                action: ReportAction::Stop,
-                reason: Some(StopReason::QuotaExhausted),
-                bytes_remaining: Bytes::ZERO,
-                bytes_overage: Bytes::new(5).unwrap(),
-            }))
-            .unwrap();
-        draft.stop_tasks(&id(), StopReason::QuotaExhausted).unwrap();
-    }
-
-    #[test]
-    fn a_purchase_grants_sku_bytes_times_account_num_at_the_catalog_price() {
-        let draft = created();
-        let package = draft.package(&id()).unwrap();
-        assert_eq!(package.bytes_granted.get(), 2 << 40);
-        assert_eq!(package.unit_price.to_string(), "1000.00");
-    }
-
-    #[test]
-    fn the_same_purchase_replays_and_a_different_one_conflicts() {
-        let mut draft = created();
-        let original = Event::OrderCreated(
-            match create(
-                &mut Draft::new(Projection::default(), now()),
-                &create_command(),
-                &Catalog::built_in(),
-                None,
-            )
-            .unwrap()
-            {
-                Outcome::Recorded(Event::OrderCreated(e)) => e,
-                other => panic!("{other:?}"),
-            },
-        );
-        let again = create(
-            &mut draft,
-            &create_command(),
-            &Catalog::built_in(),
-            Some(original.clone()),
-        );
-        assert_eq!(again.unwrap(), Outcome::Replayed(original.clone()));
-        let mut different = create_command();
-        different.units = 3;
-        let refused = create(&mut draft, &different, &Catalog::built_in(), Some(original));
-        assert!(matches!(refused, Err(Refusal::Conflict(_))));
-        assert!(draft.events.is_empty());
-    }
-
-    #[test]
-    fn an_unknown_sku_is_refused() {
-        let mut draft = Draft::new(Projection::default(), now());
-        let mut command = create_command();
-        command.sku_id = SkuId::parse("nope").unwrap();
-        assert!(matches!(
-            create(&mut draft, &command, &Catalog::built_in(), None),
-            Err(Refusal::UnknownSku(_))
-        ));
-        assert!(draft.events.is_empty());
-    }
-
-    #[test]
-    fn a_renewal_covers_overage_and_resumes_stopped_tasks() {
-        let mut draft = created();
-        exhaust(&mut draft);
-        assert_eq!(
-            draft.task(&TaskId::parse("t-1").unwrap()).unwrap().state,
-            TaskState::Stopped
-        );
-        let renewal = RenewOrder {
-            instance_id: id(),
-            order: order("o-2"),
-            expires_at: now() + chrono::Duration::days(60),
-        };
-        renew(&mut draft, &renewal, &Catalog::built_in(), None, None).unwrap();
-        let package = draft.package(&id()).unwrap();
-        assert_eq!(package.bytes_overage, Bytes::ZERO);
-        assert_eq!(
-            package.bytes_remaining.get(),
-            (2 << 40) - 5,
-            "a term for each of 2 units"
-        );
-        assert_eq!(
-            draft.task(&TaskId::parse("t-1").unwrap()).unwrap().state,
-            TaskState::Running
-        );
-        assert_eq!(draft.events.last().unwrap().event_type(), "TaskResumed");
-    }
-
-    #[test]
-    fn an_expiry_while_expires_at_is_ahead_is_held_once_and_never_undoes_a_renewal() {
-        let mut draft = created();
-        let outcome = expire(&mut draft, &id(), None).unwrap();
-        let held = Event::OrderExpiryHeld(OrderExpiryHeld {
-            instance_id: id(),
-            expires_at: now() + chrono::Duration::days(30),
-        });
-        assert_eq!(outcome, Outcome::Recorded(held.clone()));
-        assert_eq!(
-            draft.events,
-            std::slice::from_ref(&held),
-            "the package does not expire"
-        );
-        assert_eq!(draft.package(&id()).unwrap().status, PackageStatus::Active);
-        assert_eq!(
-            idempotency_key(&held),
-            Some(expiry_held_key(&id(), now() + chrono::Duration::days(30)))
-        );
-        // The same notice again: the earlier one answers, nothing new is recorded.
-        let mut again = Draft::new(draft.projection.clone(), now());
-        assert_eq!(
-            expire(&mut again, &id(), Some(held.clone())).unwrap(),
-            Outcome::Replayed(held)
-        );
-        assert!(again.events.is_empty());
-
-        // Expired by the clock, renewed, then the marketplace's expiry arrives late: held against
-        // the renewed expiry, the renewal stands.
-        let mut draft = Draft::new(draft.projection, now() + chrono::Duration::days(31));
-        assert!(draft.expire_if_due(&id()).unwrap());
-        let renewal = RenewOrder {
-            instance_id: id(),
-            order: order("o-2"),
-            expires_at: now() + chrono::Duration::days(90),
-        };
-        renew(&mut draft, &renewal, &Catalog::built_in(), None, None).unwrap();
-        let outcome = expire(&mut draft, &id(), None).unwrap();
-        assert!(
-            matches!(outcome, Outcome::Recorded(Event::OrderExpiryHeld(ref e))
-                if e.expires_at == now() + chrono::Duration::days(90)),
-            "{outcome:?}"
-        );
-        assert_eq!(draft.package(&id()).unwrap().status, PackageStatus::Active);
-    }
-
-    #[test]
-    fn an_operator_applies_a_held_notice_and_nothing_else() {
-        let mut draft = created();
-        assert!(matches!(
-            apply_held_expiry(&mut draft, &id(), ExpiryReason::Refund, false),
-            Err(Refusal::NoHeldNotice(_))
-        ));
-        assert!(draft.events.is_empty());
-        let outcome = apply_held_expiry(&mut draft, &id(), ExpiryReason::Refund, true).unwrap();
-        assert!(matches!(
-            outcome.event(),
-            Some(Event::OrderExpired(OrderExpired {
-                source: ExpirySource::Operator,
-                reason: Some(ExpiryReason::Refund),
-                ..
-            }))
-        ));
-        assert_eq!(draft.package(&id()).unwrap().status, PackageStatus::Expired);
-        assert_eq!(
-            draft
-                .task(&TaskId::parse("t-1").unwrap())
-                .unwrap()
-                .stop_reason,
-            Some(StopReason::OrderExpired)
-        );
-        assert_eq!(
-            apply_held_expiry(&mut draft, &id(), ExpiryReason::Refund, true).unwrap(),
-            Outcome::Unchanged("already expired")
-        );
-    }
-
-    #[test]
-    fn a_renewal_grants_a_term_for_every_unit_at_todays_price() {
-        let mut draft = created();
-        let renewal = RenewOrder {
-            instance_id: id(),
-            order: OrderRef::new(
-                Some(OrderNumber::parse("529107885755794112").unwrap()),
-                None,
-            )
-            .unwrap(),
-            expires_at: now() + chrono::Duration::days(60),
-        };
-        let outcome = renew(&mut draft, &renewal, &Catalog::built_in(), None, None).unwrap();
-        match outcome.event() {
-            Some(e @ Event::OrderRenewed(renewed)) => {
-                assert_eq!(renewed.units, Some(2));
-                assert_eq!(renewed.bytes_granted.get(), 2 << 40);
-                assert_eq!(renewed.amount.to_string(), "2000.00");
-                assert_eq!(e.event_version(), 2);
-            }
-            other => panic!("{other:?}"),
-        }
-        assert_eq!(draft.package(&id()).unwrap().bytes_granted.get(), 4 << 40);
-    }
-
-    #[test]
-    fn a_retry_is_found_by_its_order_number_or_by_the_order_id_it_was_recorded_under() {
-        let mut draft = created();
-        let recorded = renew(
-            &mut draft,
-            &RenewOrder {
-                instance_id: id(),
-                order: order("556596"),
-                expires_at: now() + chrono::Duration::days(60),
-            },
-            &Catalog::built_in(),
-            None,
-            None,
-        )
-        .unwrap()
-        .event()
-        .cloned()
-        .unwrap();
-        let both = OrderRef::new(
-            Some(OrderNumber::parse("529107885755794112").unwrap()),
-            Some(OrderId::parse("556596").unwrap()),
-        )
-        .unwrap();
-        let grants = draft.events.clone();
-        assert_eq!(earlier_order(grants.clone(), &both), Some(recorded.clone()));
-        let other = OrderRef::new(Some(OrderNumber::parse("1").unwrap()), None).unwrap();
-        assert_eq!(earlier_order(grants, &other), None);
-        let again = RenewOrder {
-            instance_id: id(),
-            order: both,
-            expires_at: now() + chrono::Duration::days(60),
-        };
-        assert_eq!(
-            renew(
-                &mut draft,
-                &again,
-                &Catalog::built_in(),
-                None,
-                Some(recorded.clone())
-            )
-            .unwrap(),
-            Outcome::Replayed(recorded)
-        );
-    }
-
-    #[test]
-    fn an_expired_package_renewed_into_the_future_is_active_again() {
-        let mut draft = created();
-        draft.now = now() + chrono::Duration::days(30);
-        expire(&mut draft, &id(), None).unwrap();
-        assert_eq!(draft.package(&id()).unwrap().status, PackageStatus::Expired);
-        assert_eq!(
-            draft
-                .task(&TaskId::parse("t-1").unwrap())
-                .unwrap()
-                .stop_reason,
-            Some(StopReason::OrderExpired)
-        );
-        assert_eq!(
-            expire(&mut draft, &id(), None).unwrap(),
-            Outcome::Unchanged("already expired")
-        );
-        let renewal = RenewOrder {
-            instance_id: id(),
-            order: order("o-2"),
-            expires_at: now() + chrono::Duration::days(31),
-        };
-        renew(&mut draft, &renewal, &Catalog::built_in(), None, None).unwrap();
-        assert_eq!(draft.package(&id()).unwrap().status, PackageStatus::Active);
-        assert_eq!(
-            draft.task(&TaskId::parse("t-1").unwrap()).unwrap().state,
-            TaskState::Running
-        );
-    }
-
-    #[test]
-    fn a_renewal_into_the_past_leaves_the_package_expired() {
-        let mut draft = created();
-        let renewal = RenewOrder {
-            instance_id: id(),
-            order: order("o-2"),
-            expires_at: now() - chrono::Duration::seconds(1),
-        };
-        renew(&mut draft, &renewal, &Catalog::built_in(), None, None).unwrap();
-        assert_eq!(draft.package(&id()).unwrap().status, PackageStatus::Expired);
-    }
-
-    #[test]
-    fn upgrades_grant_the_size_difference_for_every_unit() {
-        let mut draft = created();
-        let up = UpgradeOrder {
-            instance_id: id(),
-            order: order("o-3"),
-            sku_id: SkuId::parse("FW_GOODS-500232-2").unwrap(),
-        };
-        let outcome = upgrade(&mut draft, &up, &Catalog::built_in(), None).unwrap();
-        match outcome.event() {
-            Some(Event::OrderUpgraded(e)) => {
-                assert_eq!(e.units, Some(2));
-                assert_eq!(e.bytes_granted.get(), 2 << 40);
-                assert_eq!(e.amount.to_string(), "1600.00");
-            }
-            other => panic!("{other:?}"),
-        }
-        let down = UpgradeOrder {
-            sku_id: SkuId::parse("FW_GOODS-500232-1").unwrap(),
-            order: order("o-4"),
-            ..up
-        };
-        match upgrade(&mut draft, &down, &Catalog::built_in(), None)
-            .unwrap()
-            .event()
-        {
-            Some(Event::OrderUpgraded(e)) => {
-                assert!(e.bytes_granted.is_zero());
-                assert!(e.amount.is_zero());
-            }
-            other => panic!("{other:?}"),
-        }
-    }
-
-    #[test]
-    fn a_sku_removed_from_the_catalog_renews_and_expands_at_its_recorded_size_and_price() {
-        let mut draft = created();
-        let sku = Catalog::built_in()
-            .get(&SkuId::parse("FW_GOODS-500232-1").unwrap())
-            .unwrap()
-            .clone();
-        let removed = Catalog::new(vec![Catalog::built_in()
-            .get(&SkuId::parse("FW_GOODS-500232-2").unwrap())
-            .unwrap()
-            .clone()])
-        .unwrap();
-        let renewal = RenewOrder {
-            instance_id: id(),
-            order: order("o-2"),
-            expires_at: now() + chrono::Duration::days(60),
-        };
-        assert!(matches!(
-            renew(&mut draft, &renewal, &removed, None, None),
-            Err(Refusal::UnknownSku(_))
-        ));
-        let outcome = renew(&mut draft, &renewal, &removed, Some(&sku), None).unwrap();
-        match outcome.event() {
-            Some(Event::OrderRenewed(e)) => {
-                assert_eq!(e.units, Some(2), "the package was bought with accountNum=2");
-                assert_eq!(
-                    (e.bytes_granted, e.amount),
-                    (
-                        sku.bytes.checked_mul(2).unwrap(),
-                        sku.price * Decimal::from(2)
-                    )
-                );
-            }
-            other => panic!("{other:?}"),
-        }
-        let dilation = DilateOrder {
-            instance_id: id(),
-            order: order("o-3"),
-            units: 2,
-        };
-        let outcome = dilate(&mut draft, &dilation, &removed, Some(&sku), None).unwrap();
-        match outcome.event() {
-            Some(Event::OrderDilated(e)) => {
-                assert_eq!(e.bytes_granted.get(), 2 << 40);
-                assert_eq!(e.amount.to_string(), "2000.00");
-            }
-            other => panic!("{other:?}"),
-        }
-    }
-
-    #[test]
-    fn release_forfeits_the_balance_stops_tasks_and_refuses_later_changes() {
-        let mut draft = created();
-        release(&mut draft, &id()).unwrap();
-        let package = draft.package(&id()).unwrap();
-        assert_eq!(package.bytes_forfeited.get(), 2 << 40);
-        assert_eq!(
-            draft
-                .task(&TaskId::parse("t-1").unwrap())
-                .unwrap()
-                .stop_reason,
-            Some(StopReason::OrderReleased)
-        );
-        assert_eq!(
-            release(&mut draft, &id()).unwrap(),
-            Outcome::Unchanged("already released")
-        );
-        let dilation = DilateOrder {
-            instance_id: id(),
-            order: order("o-5"),
-            units: 1,
-        };
-        assert!(matches!(
-            dilate(&mut draft, &dilation, &Catalog::built_in(), None, None),
-            Err(Refusal::Released(_))
-        ));
-    }
-
-    #[test]
-    fn keys_cannot_collide_across_id_boundaries() {
-        let a = order_key(&InstanceId::parse("a:b").unwrap(), &order("c"));
-        let b = order_key(&InstanceId::parse("a").unwrap(), &order("b:c"));
-        assert_ne!(a, b);
-        let number = OrderRef::new(Some(OrderNumber::parse("c").unwrap()), None).unwrap();
-        assert_ne!(order_key(&id(), &number), order_key(&id(), &order("c")));
-    }
-}
+mod tests;

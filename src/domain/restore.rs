@@ -1,10 +1,12 @@
 //! Going on with a ledger that lost acknowledged events in a restore: the operator's decision,
-//! recorded once per trusted checkpoint (see [`crate::audit::restore_proof`]).
+//! recorded once per trusted checkpoint (the audit's restore proof finds the loss at start).
 
-use super::orders::keyed;
 use super::Draft;
 use projections::events::{Event, LedgerRestoreAccepted};
 use projections::FoldError;
+
+/// The key the acceptance of one checkpoint's loss is looked up by, from the event catalog.
+pub use projections::keys::acceptance_key;
 
 /// The longest reason an operator may give: a sentence or two naming the incident and the
 /// ticket; the ledger is no place for an essay.
@@ -34,15 +36,6 @@ impl Reason {
     }
 }
 
-/// The idempotency key of the acceptance of the loss behind one trusted checkpoint: a second
-/// start with the flag (or two processes at once) records nothing more.
-pub fn acceptance_key(checkpoint_position: i64, checkpoint_ledger_hash: &str) -> String {
-    keyed(
-        "restore-accepted",
-        &[&checkpoint_position.to_string(), checkpoint_ledger_hash],
-    )
-}
-
 /// Decides the event; the ledger's facts about the loss come from the check at start.
 pub fn accept_restore_loss(
     draft: &mut Draft,
@@ -68,13 +61,5 @@ mod tests {
         assert!(Reason::parse("a\nb").is_err());
         assert!(Reason::parse(&"x".repeat(REASON_CHARS_MAX)).is_ok());
         assert!(Reason::parse(&"x".repeat(REASON_CHARS_MAX + 1)).is_err());
-    }
-
-    #[test]
-    fn each_checkpoint_is_accepted_under_its_own_key() {
-        let a = acceptance_key(1450, "ab");
-        assert_eq!(a, acceptance_key(1450, "ab"));
-        assert_ne!(a, acceptance_key(1451, "ab"));
-        assert_ne!(a, acceptance_key(1450, "ac"));
     }
 }

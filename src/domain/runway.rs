@@ -2,29 +2,12 @@
 //! threshold, `OrderRunwayShort` is recorded, once per package, threshold and grant generation,
 //! so the DTS control plane (by webhook) and the customer learn it in time to renew (R4).
 
-use super::orders::keyed;
 use super::Draft;
 use crate::usage::Runway;
 use projections::events::{Event, OrderRunwayShort};
 use projections::ids::{Bytes, InstanceId};
+use projections::keys::runway_short_key;
 use projections::{FoldError, PackageStatus};
-
-/// The key of one announcement. The grant generation is the package's `bytesGranted`, which every
-/// grant raises: a renewal, upgrade or expansion re-arms each threshold.
-pub fn runway_short_key(
-    instance_id: &InstanceId,
-    threshold_days: u32,
-    bytes_granted: Bytes,
-) -> String {
-    keyed(
-        "runwayShort",
-        &[
-            instance_id.as_str(),
-            &threshold_days.to_string(),
-            &bytes_granted.get().to_string(),
-        ],
-    )
-}
 
 /// The thresholds `runway` has reached (its `days` at most the threshold), unless the package
 /// expires before it runs out (the expiry is what the customer must act on then), or it is not
@@ -67,29 +50,11 @@ pub fn announce(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::domain::catalog::Catalog;
-    use crate::domain::orders::{self, CreateOrder};
+    use crate::domain::bought_package;
     use chrono::{DateTime, NaiveDate};
-    use projections::ids::{JdPin, OrderId, SkuId};
-    use projections::Projection;
 
     fn package() -> (Draft, InstanceId) {
-        let now = DateTime::from_timestamp(1_800_000_000, 0).unwrap();
-        let mut draft = Draft::new(Projection::default(), now);
-        let command = CreateOrder {
-            instance_id: InstanceId::parse("biz").unwrap(),
-            jd_pin: JdPin::parse("pin").unwrap(),
-            order: projections::ids::OrderRef::new(None, Some(OrderId::parse("o").unwrap()))
-                .unwrap(),
-            service_code: "dts".into(),
-            sku_id: SkuId::parse("FW_GOODS-500232-1").unwrap(),
-            units: 1,
-            expires_at: None,
-            template: None,
-        };
-        orders::create(&mut draft, &command, &Catalog::built_in(), None).unwrap();
-        let id = command.instance_id;
-        (Draft::new(draft.projection, now), id)
+        bought_package(DateTime::from_timestamp(1_800_000_000, 0).unwrap())
     }
 
     fn runway(days: u32, expires_first: bool) -> Runway {

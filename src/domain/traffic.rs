@@ -205,11 +205,8 @@ fn warn_low_balance(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::domain::catalog::Catalog;
-    use crate::domain::orders::{self, CreateOrder};
-    use crate::domain::tasks;
-    use projections::ids::{InstanceId, JdPin, OrderId, SkuId};
-    use projections::Projection;
+    use crate::domain::{bought_package, tasks};
+    use projections::ids::InstanceId;
 
     fn now() -> DateTime<Utc> {
         DateTime::from_timestamp(1_800_000_000, 0).unwrap()
@@ -223,21 +220,9 @@ mod tests {
 
     /// A 1 TiB package with tasks t-0 .. t-(n-1).
     fn package_with_tasks(n: usize) -> Draft {
-        let mut draft = Draft::new(Projection::default(), now());
-        let command = CreateOrder {
-            instance_id: InstanceId::parse("biz").unwrap(),
-            jd_pin: JdPin::parse("pin").unwrap(),
-            order: projections::ids::OrderRef::new(None, Some(OrderId::parse("o").unwrap()))
-                .unwrap(),
-            service_code: "dts".into(),
-            sku_id: SkuId::parse("FW_GOODS-500232-1").unwrap(),
-            units: 1,
-            expires_at: None,
-            template: None,
-        };
-        orders::create(&mut draft, &command, &Catalog::built_in(), None).unwrap();
+        let (mut draft, instance_id) = bought_package(now());
         for t in 0..n {
-            tasks::create(&mut draft, &task(t), &command.instance_id).unwrap();
+            tasks::create(&mut draft, &task(t), &instance_id).unwrap();
         }
         Draft::new(draft.projection, now())
     }

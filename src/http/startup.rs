@@ -66,10 +66,7 @@ impl Application {
         config: Config,
     ) -> std::io::Result<Application> {
         let local = options.listener.local_addr()?;
-        let ledger = Ledger {
-            pool: pool.clone(),
-            outbox: config.webhook.is_some(),
-        };
+        let ledger = Ledger::new(pool.clone(), &config);
         // Before any worker or request records a series.
         crate::metrics::install();
         let supervisor = Supervisor::new();

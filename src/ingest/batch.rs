@@ -6,7 +6,8 @@ use crate::ledger::{self, Command, Ledger, LedgerError, UnitOfWork};
 use crate::store::StoreError;
 use projections::events::Event;
 use projections::ids::{InstanceId, TaskId};
-use projections::PackageStatus;
+use projections::keys::traffic_key;
+use projections::{FoldError, PackageStatus};
 use std::collections::{HashMap, HashSet};
 
 /// What a committed batch yields.
@@ -75,7 +76,8 @@ impl Command for Batch<'_> {
         let (rules, jobs) = (self.rules, self.jobs);
         let task_ids = reported_tasks(jobs);
         unit.lock_packages_of_tasks(&task_ids).await?;
-        let keys: Vec<String> = jobs
+        // Each report's key, built once: the lookup's, and then its event's in the ledger.
+        let mut keys: Vec<String> = jobs
             .iter()
             .flat_map(|job| job.reports.iter())
             .map(|r| traffic_key(&r.task_id, &r.report_id))
@@ -91,21 +93,21 @@ impl Command for Batch<'_> {
         // them in this transaction. Each round rejects a report, turns the lookup on, or loads tasks.
         let mut poisoned: HashSet<usize> = HashSet::new();
         let mut rounds = 0;
-        let (answers, bytes_after_stop) = loop {
+        let decided = loop {
             rounds += 1;
             if rounds > DECIDE_ROUNDS_MAX {
-                return Err(LedgerError::Fold(projections::FoldError::Illegal(
+                return Err(LedgerError::Fold(FoldError::Illegal(
                     "a batch kept needing another round",
                 )));
             }
             unit.restart_draft();
-            match decide(unit, rules, jobs, &keys, recorded.as_ref(), &poisoned)? {
-                Err(Redo::Poison(index, error)) => {
+            match decide(unit, rules, jobs, &keys, recorded.as_ref(), &poisoned) {
+                Round::Poisoned(index, error) => {
                     tracing::error!(report = index, %error, "a report cannot be charged; rejecting it");
                     poisoned.insert(index);
                 }
-                Err(Redo::NeedsLookup) => recorded = Some(look_up_keys(unit, &keys).await?),
-                Ok(answers) => {
+                Round::NeedsLookup => recorded = Some(look_up_keys(unit, &keys).await?),
+                Round::Decided(decided) => {
                     let stopping: Vec<InstanceId> = unit
                         .draft
                         .projection
@@ -118,19 +120,22 @@ impl Command for Batch<'_> {
                         .collect();
                     let stopping: Vec<&InstanceId> = stopping.iter().collect();
                     if stopping.is_empty() || !unit.load_running_tasks_of(&stopping).await? {
-                        break answers;
+                        break decided;
                     }
                 }
             }
         };
+        for &(event, report) in &decided.charged {
+            unit.carry_key(event, std::mem::take(&mut keys[report]));
+        }
         let bindings = task_ids
             .iter()
             .filter_map(|id| unit.draft.task(id))
             .map(|task| (task.task_id.clone(), task.instance_id.clone()))
             .collect();
         Ok(Applied {
-            answers,
-            bytes_after_stop,
+            answers: decided.answers,
+            bytes_after_stop: decided.bytes_after_stop,
             bindings,
             met_repeats: self.met_repeats || recorded.is_some_and(|found| !found.is_empty()),
         })
@@ -180,13 +185,27 @@ fn reported_tasks(jobs: &[Job]) -> Vec<&TaskId> {
 /// Rounds of deciding one batch, at most; see `attempt`.
 const DECIDE_ROUNDS_MAX: usize = 64;
 
-/// Why a batch must be decided again.
-enum Redo {
-    /// The report at this index (across the batch) cannot be folded.
-    Poison(usize, projections::FoldError),
+/// How one round of deciding a batch ended.
+enum Round {
+    /// Every report has its verdict.
+    Decided(Decided),
+    /// The report at this index (across the batch) cannot be folded: it is rejected on its own
+    /// and the batch decided again.
+    Poisoned(usize, FoldError),
     /// A report was rejected as coming after its task's destruction, but may be a repeat of one
     /// accepted before: only the lookup can tell.
     NeedsLookup,
+}
+
+/// The verdicts of a batch decided to the end.
+struct Decided {
+    /// Per job, the verdicts in order.
+    answers: Vec<Vec<Verdict>>,
+    /// The bytes of each report charged to a stopped task.
+    bytes_after_stop: Vec<u64>,
+    /// `(event index, report index)` of each report charged, in event order: the key the report
+    /// was looked up by is its event's.
+    charged: Vec<(usize, usize)>,
 }
 
 async fn look_up_keys(
@@ -197,10 +216,7 @@ async fn look_up_keys(
     unit.earlier_events(&keys).await
 }
 
-/// Per job, the verdicts; and the bytes of each report charged to a stopped task.
-type Decided = (Vec<Vec<Verdict>>, Vec<u64>);
-
-/// Charges every report of every job in order; per job, the verdicts.
+/// Charges every report of every job in order.
 fn decide(
     unit: &mut UnitOfWork<'_>,
     rules: &Rules,
@@ -208,10 +224,15 @@ fn decide(
     keys: &[String],
     recorded: Option<&HashMap<String, Event>>,
     poisoned: &HashSet<usize>,
-) -> Result<Result<Decided, Redo>, LedgerError> {
-    let mut earlier = recorded.cloned().unwrap_or_default();
-    let mut answers = Vec::with_capacity(jobs.len());
-    let mut bytes_after_stop = Vec::new();
+) -> Round {
+    // The reports charged so far, by key (to the index of their event): the same report twice in
+    // one batch, the second is a duplicate of the first.
+    let mut charged_at: HashMap<&str, usize> = HashMap::with_capacity(keys.len());
+    let mut decided = Decided {
+        answers: Vec::with_capacity(jobs.len()),
+        bytes_after_stop: Vec::new(),
+        charged: Vec::with_capacity(keys.len()),
+    };
     let mut index = 0;
     for (n, job) in jobs.iter().enumerate() {
         if n > 0 {
@@ -219,7 +240,7 @@ fn decide(
         }
         let mut verdicts = Vec::with_capacity(job.reports.len());
         for report in &job.reports {
-            let key = &keys[index];
+            let key = keys[index].as_str();
             if poisoned.contains(&index) {
                 verdicts.push(Verdict::rejected(
                     "unchargeable",
@@ -233,9 +254,13 @@ fn decide(
                 .draft
                 .task(&report.task_id)
                 .is_some_and(|task| task.state == projections::TaskState::Stopped);
-            let verdict = match traffic::charge(&mut unit.draft, report, rules, earlier.get(key)) {
+            let repeated = charged_at.get(key).map(|&at| unit.draft.events[at].clone());
+            let earlier = recorded
+                .and_then(|found| found.get(key))
+                .or(repeated.as_ref());
+            let verdict = match traffic::charge(&mut unit.draft, report, rules, earlier) {
                 Ok(verdict) => verdict,
-                Err(error) => return Ok(Err(Redo::Poison(index, error))),
+                Err(error) => return Round::Poisoned(index, error),
             };
             if recorded.is_none()
                 && verdict
@@ -243,37 +268,31 @@ fn decide(
                     .as_ref()
                     .is_some_and(|(code, _)| *code == "task_destroyed")
             {
-                return Ok(Err(Redo::NeedsLookup));
+                return Round::NeedsLookup;
             }
             if verdict.status == Status::Accepted {
-                // The same report twice in one batch: the second is a duplicate of the first.
-                if let Some(charged) = unit.draft.events[before..]
+                if let Some(offset) = unit.draft.events[before..]
                     .iter()
-                    .find(|e| matches!(e, Event::TrafficConsumed(_)))
+                    .position(|e| matches!(e, Event::TrafficConsumed(_)))
                 {
-                    earlier.insert(key.clone(), charged.clone());
+                    charged_at.insert(key, before + offset);
+                    decided.charged.push((before + offset, index));
                     if stopped {
-                        bytes_after_stop.push(report.bytes.get());
+                        decided.bytes_after_stop.push(report.bytes.get());
                     }
                 }
             }
             verdicts.push(verdict);
             index += 1;
         }
-        answers.push(verdicts);
+        decided.answers.push(verdicts);
     }
-    Ok(Ok((answers, bytes_after_stop)))
-}
-
-/// The idempotency key of a report, the same the event carries.
-fn traffic_key(task_id: &TaskId, report_id: &projections::ids::ReportId) -> String {
-    crate::domain::orders::keyed("traffic", &[task_id.as_str(), report_id.as_str()])
+    Round::Decided(decided)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::domain::orders::idempotency_key;
     use projections::events::{ReportAction, TrafficConsumed};
     use projections::ids::{Bytes, ReportId};
 
@@ -292,7 +311,7 @@ mod tests {
             bytes_overage: Bytes::ZERO,
         });
         assert_eq!(
-            idempotency_key(&event).unwrap(),
+            event.idempotency_key().unwrap(),
             traffic_key(
                 &TaskId::parse("t:1").unwrap(),
                 &ReportId::parse("r/2").unwrap()

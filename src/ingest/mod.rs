@@ -6,7 +6,7 @@
 //! (`synchronous_commit` stays on). Lanes run side by side: while one holds the ledger head to
 //! append, another prepares its batch. Reports are routed to lanes by the package their task draws
 //! from (remembered from earlier batches), so concurrent lanes rarely wait for each other's package
-//! locks; a stale route costs only a wait, never correctness, because every batch locks what it
+//! locks; a stale binding costs only a wait, never correctness, because every batch locks what it
 //! touches.
 
 mod batch;
@@ -39,8 +39,8 @@ pub const BATCH_WAIT: Duration = Duration::from_millis(2);
 pub const REPORTS_QUEUED_MAX: usize = 100_000;
 /// How long a request waits for room in the queue before it is answered 503.
 pub const QUEUE_WAIT: Duration = Duration::from_secs(5);
-/// Task-to-package routes remembered per process (about 100 bytes each).
-pub const ROUTES_MAX: usize = 200_000;
+/// Task-to-package bindings remembered per process for picking lanes (about 100 bytes each).
+pub const BINDINGS_CACHED_MAX: usize = 200_000;
 /// After a batch meets a repeated report, this many following batches of the lane look reports
 /// up before charging them: agents resend in bursts (after a timeout or a reconnect), and a batch
 /// that meets a repeat without looking is rolled back and redone.
@@ -69,9 +69,10 @@ struct Job {
     reply: oneshot::Sender<Result<Vec<Verdict>, IngestError>>,
 }
 
-/// Remembered task → package bindings, for routing only.
+/// The task → package bindings this process has seen, cached to pick each report's lane. Only a
+/// hint: a stale binding costs a wait, never correctness (every batch locks what it touches).
 #[derive(Default)]
-struct Routes {
+struct BindingCache {
     bindings: Mutex<HashMap<TaskId, InstanceId>>,
 }
 
@@ -81,15 +82,15 @@ fn lane_of(key: &impl Hash, lanes: usize) -> usize {
     (hasher.finish() % lanes as u64) as usize
 }
 
-impl Routes {
-    /// The lane of each of one request's reports, from one look at the routes.
+impl BindingCache {
+    /// The lane of each of one request's reports, from one look at the cache.
     ///
     /// Reports of one package must meet in one lane to be charged in request order: lanes commit
     /// independently. A report is routed by the package its task draws from, so long as every
-    /// task of the request has a known route; when one has none (a task this process has not seen
-    /// since it started), its package is unknown, so the whole request goes to one lane.
+    /// task of the request has a cached binding; when one has none (a task this process has not
+    /// seen since it started), its package is unknown, so the whole request goes to one lane.
     fn plan(&self, reports: &[Report], lanes: usize) -> Vec<usize> {
-        let bindings = self.bindings.lock().expect("routes lock");
+        let bindings = self.bindings.lock().expect("binding cache lock");
         let packages: Option<Vec<&InstanceId>> = reports
             .iter()
             .map(|report| bindings.get(&report.task_id))
@@ -104,8 +105,8 @@ impl Routes {
     }
 
     fn learn(&self, bindings: Vec<(TaskId, InstanceId)>) {
-        let mut map = self.bindings.lock().expect("routes lock");
-        if map.len() + bindings.len() > ROUTES_MAX {
+        let mut map = self.bindings.lock().expect("binding cache lock");
+        if map.len() + bindings.len() > BINDINGS_CACHED_MAX {
             // Forgetting only costs a few misrouted batches.
             map.clear();
         }
@@ -116,7 +117,7 @@ impl Routes {
 /// The pipeline's entry point, shared by all HTTP workers.
 pub struct Ingest {
     lanes: Vec<mpsc::UnboundedSender<Job>>,
-    routes: Arc<Routes>,
+    bindings: Arc<BindingCache>,
     room: Arc<Semaphore>,
 }
 
@@ -129,7 +130,7 @@ impl Ingest {
         lanes: usize,
         supervisor: &Arc<Supervisor>,
     ) -> (Arc<Ingest>, Vec<JoinHandle<()>>) {
-        let routes = Arc::new(Routes::default());
+        let bindings = Arc::new(BindingCache::default());
         let mut senders = Vec::with_capacity(lanes);
         let mut handles = Vec::with_capacity(lanes);
         for lane in 0..lanes.max(1) {
@@ -139,20 +140,24 @@ impl Ingest {
             // The queue outlives a lane that dies: requests queued meanwhile wait for the
             // restarted lane, which takes the queue over.
             let queue = Arc::new(tokio::sync::Mutex::new(receiver));
-            let (ledger, rules, routes) = (ledger.clone(), rules.clone(), routes.clone());
+            let (ledger, rules, bindings) = (ledger.clone(), rules.clone(), bindings.clone());
             handles.push(supervisor.spawn(format!("ingest-lane-{lane}"), move || {
-                let (queue, ledger, rules, routes) =
-                    (queue.clone(), ledger.clone(), rules.clone(), routes.clone());
+                let (queue, ledger, rules, bindings) = (
+                    queue.clone(),
+                    ledger.clone(),
+                    rules.clone(),
+                    bindings.clone(),
+                );
                 async move {
                     let mut queue = queue.lock_owned().await;
-                    run_lane(&mut queue, ledger, rules, routes).await;
+                    run_lane(&mut queue, ledger, rules, bindings).await;
                     Ended::Finished
                 }
             }));
         }
         let ingest = Ingest {
             lanes: senders,
-            routes,
+            bindings,
             room: Arc::new(Semaphore::new(REPORTS_QUEUED_MAX)),
         };
         (Arc::new(ingest), handles)
@@ -179,7 +184,7 @@ impl Ingest {
             }
         };
         let lanes = self.lanes.len();
-        let plan = self.routes.plan(&reports, lanes);
+        let plan = self.bindings.plan(&reports, lanes);
         let mut split: Vec<(Vec<usize>, Vec<Report>)> = vec![(Vec::new(), Vec::new()); lanes];
         for (index, (report, lane)) in reports.into_iter().zip(plan).enumerate() {
             split[lane].0.push(index);
@@ -230,7 +235,7 @@ impl Ingest {
     /// Remembers which package a task draws from (a task created or moved by this process), so
     /// that its reports are routed by package from the first one on.
     pub fn learn_binding(&self, task_id: TaskId, instance_id: InstanceId) {
-        self.routes.learn(vec![(task_id, instance_id)]);
+        self.bindings.learn(vec![(task_id, instance_id)]);
     }
 
     /// Reports queued or in flight right now.
@@ -287,7 +292,7 @@ async fn run_lane(
     queue: &mut mpsc::UnboundedReceiver<Job>,
     ledger: Ledger,
     rules: Rules,
-    routes: Arc<Routes>,
+    bindings: Arc<BindingCache>,
 ) {
     let mut watch_repeats = 0u32;
     loop {
@@ -336,7 +341,7 @@ async fn run_lane(
                 } else {
                     watch_repeats.saturating_sub(1)
                 };
-                routes.learn(applied.bindings);
+                bindings.learn(applied.bindings);
                 for (job, answer) in jobs.into_iter().zip(applied.answers) {
                     let _ = job.reply.send(Ok(answer));
                 }

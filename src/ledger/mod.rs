@@ -1,23 +1,24 @@
 //! Commands applied to the ledger: load the state they touch (locked), decide with
 //! [`crate::domain`], then append the events and write the projections in one transaction.
 
+mod error;
 pub mod orders;
 pub mod restore;
 pub mod rows;
 pub mod runway;
 pub mod tasks;
 
-use crate::domain::orders::{idempotency_key, Refusal};
-use crate::domain::tasks::TaskRefusal;
+use crate::configuration::Config;
 use crate::domain::Draft;
-use crate::store::hash::HashVersion;
 use crate::store::{self, truncate_to_micros, Appended, Metadata, NewEvent, StoreError};
 use chrono::Utc;
 use deadpool_postgres::{Object, Pool, Transaction};
 use projections::events::Event;
 use projections::ids::{InstanceId, TaskId};
-use projections::{FoldError, Projection};
+use projections::Projection;
 use std::future::Future;
+
+pub use error::{CommandError, LedgerError, Retryable};
 
 /// Rounds of re-locking when task bindings move under a command's feet; each round needs a
 /// concurrent rebind to have committed in between, so a handful is plenty.
@@ -34,111 +35,22 @@ pub const ATTEMPTS_MAX: u32 = 5;
 /// pause lets it, so that the retry finds its rows committed instead of racing it again.
 pub const BACKOFF_MS_BASE: u64 = 5;
 
-#[derive(Debug, thiserror::Error)]
-pub enum LedgerError {
-    #[error(transparent)]
-    Store(#[from] StoreError),
-    #[error(transparent)]
-    Corrupt(#[from] rows::CorruptRow),
-    #[error("a stored event cannot be read: {0}")]
-    Decode(#[from] projections::events::DecodeError),
-    #[error("the fold refused a decided event: {0}")]
-    Fold(#[from] FoldError),
-}
-
-impl From<tokio_postgres::Error> for LedgerError {
-    fn from(error: tokio_postgres::Error) -> LedgerError {
-        LedgerError::Store(error.into())
-    }
-}
-
-impl From<deadpool_postgres::PoolError> for LedgerError {
-    fn from(error: deadpool_postgres::PoolError) -> LedgerError {
-        LedgerError::Store(error.into())
-    }
-}
-
-impl LedgerError {
-    /// See [`StoreError::is_read_only`].
-    pub fn is_read_only(&self) -> bool {
-        matches!(self, LedgerError::Store(e) if e.is_read_only())
-    }
-
-    pub fn is_unavailable(&self) -> bool {
-        matches!(self, LedgerError::Store(e) if e.is_unavailable())
-    }
-
-    pub fn is_retryable(&self) -> bool {
-        matches!(self, LedgerError::Store(e) if e.is_retryable())
-    }
-}
-
-/// A command either was refused by a business rule (`R`) or failed for a technical reason.
-#[derive(Debug, thiserror::Error)]
-pub enum CommandError<R = Refusal> {
-    #[error(transparent)]
-    Refused(R),
-    #[error(transparent)]
-    Failed(LedgerError),
-}
-
-impl From<Refusal> for CommandError<Refusal> {
-    fn from(refusal: Refusal) -> CommandError<Refusal> {
-        match refusal {
-            // A decided event the fold refuses is a bug, not a business answer.
-            Refusal::Fold(error) => CommandError::Failed(error.into()),
-            other => CommandError::Refused(other),
-        }
-    }
-}
-
-impl From<TaskRefusal> for CommandError<TaskRefusal> {
-    fn from(refusal: TaskRefusal) -> CommandError<TaskRefusal> {
-        match refusal {
-            TaskRefusal::Fold(error) => CommandError::Failed(error.into()),
-            other => CommandError::Refused(other),
-        }
-    }
-}
-
-macro_rules! failed_from {
-    ($($source:ty),*) => {$(
-        impl<R> From<$source> for CommandError<R> {
-            fn from(error: $source) -> CommandError<R> {
-                CommandError::Failed(error.into())
-            }
-        }
-    )*};
-}
-failed_from!(
-    LedgerError,
-    StoreError,
-    tokio_postgres::Error,
-    deadpool_postgres::PoolError,
-    rows::CorruptRow,
-    FoldError
-);
-
-/// What every command needs: the database and whether events are queued for webhooks.
+/// What every command needs: the database and whether announced events are queued for webhooks.
 #[derive(Clone)]
 pub struct Ledger {
     pub pool: Pool,
-    /// Write stops, resumptions, warnings, expiries and releases to the outbox (only when a
-    /// webhook receiver is configured: otherwise nothing would ever drain it).
-    pub outbox: bool,
+    /// A webhook receiver is configured, so every announced event ([`Event::is_announced`]) is
+    /// queued in the outbox with it; without a receiver nothing would ever drain the outbox.
+    queue_announced: bool,
 }
 
-/// Whether an event is pushed to the DTS control plane by webhook.
-pub fn is_announced(event: &Event) -> bool {
-    matches!(
-        event,
-        Event::TaskStopped(_)
-            | Event::TaskResumed(_)
-            | Event::OrderBalanceLow(_)
-            | Event::OrderRunwayShort(_)
-            | Event::OrderExpired(_)
-            | Event::OrderReleased(_)
-    )
+impl Ledger {
+    pub fn new(pool: Pool, config: &Config) -> Ledger {
+        Ledger {
+            pool,
+            queue_announced: config.webhook.is_some(),
+        }
+    }
 }
 
 /// One transaction: the rows it loaded, the draft the decision works on, and its metadata.
@@ -150,7 +62,10 @@ pub struct UnitOfWork<'a> {
     /// `(first event index, metadata)`: events from that index on carry that metadata (a batch
     /// holds the events of several requests).
     metadata: Vec<(usize, std::sync::Arc<serde_json::Value>)>,
-    outbox: bool,
+    /// `(event index, key)`, in index order: the idempotency keys of decided events that the
+    /// command built already ([`Self::carry_key`]), so that the commit need not derive them again.
+    carried_keys: Vec<(usize, String)>,
+    queue_announced: bool,
 }
 
 impl<'a> UnitOfWork<'a> {
@@ -165,7 +80,8 @@ impl<'a> UnitOfWork<'a> {
             draft: Draft::new(Projection::default(), truncate_to_micros(Utc::now())),
             loaded: Projection::default(),
             metadata: vec![(0, metadata.to_value())],
-            outbox: ledger.outbox,
+            carried_keys: Vec::new(),
+            queue_announced: ledger.queue_announced,
         })
     }
 
@@ -241,6 +157,27 @@ impl<'a> UnitOfWork<'a> {
     pub fn restart_draft(&mut self) {
         self.draft = Draft::new(self.loaded.clone(), self.draft.now);
         self.metadata.truncate(1);
+        self.carried_keys.clear();
+    }
+
+    /// Hands over the idempotency key of the decided event at `index`, which the command built
+    /// to look its input up: the commit records it instead of deriving it from the event again.
+    /// Keys are carried in index order; `key` must be the one the event derives.
+    pub fn carry_key(&mut self, index: usize, key: String) {
+        if cfg!(debug_assertions) {
+            let last = self.carried_keys.last().map(|(last, _)| *last);
+            assert!(
+                last.is_none_or(|last| last < index),
+                "keys come in event order"
+            );
+            let derived = self
+                .draft
+                .events
+                .get(index)
+                .and_then(Event::idempotency_key);
+            assert_eq!(derived.as_ref(), Some(&key), "a carried key is its event's");
+        }
+        self.carried_keys.push((index, key));
     }
 
     fn add_packages(&mut self, rows: &[tokio_postgres::Row]) -> Result<(), LedgerError> {
@@ -331,13 +268,7 @@ impl<'a> UnitOfWork<'a> {
         let mut found = std::collections::HashMap::new();
         for recorded in store::find_by_idempotency_keys(&self.tx, keys).await? {
             let event = recorded.decode()?;
-            // The key the event answers: stored before hash version 4, derived since; an event
-            // found by a key's digest answers only the key it derives.
-            let key = if recorded.hash_version < HashVersion::V4.column() {
-                recorded.idempotency_key
-            } else {
-                idempotency_key(&event)
-            };
+            let key = recorded.answered_key(Some(&event));
             if let Some(key) = key.filter(|key| keys.contains(&key.as_str())) {
                 found.insert(key, event);
             }
@@ -353,7 +284,8 @@ impl<'a> UnitOfWork<'a> {
             draft,
             loaded,
             metadata,
-            outbox,
+            carried_keys,
+            queue_announced,
         } = self;
         if draft.events.is_empty() {
             tx.commit().await?;
@@ -366,7 +298,7 @@ impl<'a> UnitOfWork<'a> {
         let (new_tasks, changed_tasks) = new_and_changed(draft.projection.tasks.values(), |task| {
             loaded.tasks.get(&task.task_id)
         });
-        let (events, announced) = new_events(&draft, &metadata, outbox);
+        let (events, announced) = new_events(&draft, &metadata, carried_keys, queue_announced);
         let types = crate::metrics::count_types(events.iter().map(|e| e.event_type.as_str()));
         // Independent statements on one connection are pipelined: the projection writes and the
         // stream-head reads cost one round trip, not five.
@@ -425,13 +357,16 @@ fn new_and_changed<'a, 'b, T: PartialEq + 'b>(
     (new, changed)
 }
 
-/// The decided events as the store takes them, each with the metadata of the request it answers,
-/// and the offsets of those queued for webhooks.
+/// The decided events as the store takes them, each with the metadata of the request it answers
+/// and its idempotency key (carried, or derived here), and the offsets of those queued for
+/// webhooks.
 fn new_events(
     draft: &Draft,
     metadata: &[(usize, std::sync::Arc<serde_json::Value>)],
-    outbox: bool,
+    carried_keys: Vec<(usize, String)>,
+    queue_announced: bool,
 ) -> (Vec<NewEvent>, Vec<i64>) {
+    let mut carried = carried_keys.into_iter().peekable();
     let mut runs = metadata.iter().peekable();
     let mut current = &metadata[0].1;
     let mut announced = Vec::new();
@@ -445,11 +380,15 @@ fn new_events(
             runs.next();
         }
         let new = NewEvent::new(event, current);
-        events.push(match idempotency_key(event) {
+        let key = match carried.next_if(|(carried, _)| *carried == index) {
+            Some((_, key)) => Some(key),
+            None => event.idempotency_key(),
+        };
+        events.push(match key {
             Some(key) => new.with_idempotency_key(key),
             None => new,
         });
-        if outbox && is_announced(event) {
+        if queue_announced && event.is_announced() {
             announced.push(index as i64);
         }
     }
@@ -495,24 +434,6 @@ async fn rewrite_refolded(
         return Err(LedgerError::Store(error));
     }
     Ok(())
-}
-
-/// What a failed attempt says about trying again.
-pub trait Retryable: From<LedgerError> {
-    /// Whether the attempt lost a race a new attempt may win (see [`StoreError::is_retryable`]).
-    fn is_retryable(&self) -> bool;
-}
-
-impl Retryable for LedgerError {
-    fn is_retryable(&self) -> bool {
-        LedgerError::is_retryable(self)
-    }
-}
-
-impl<R> Retryable for CommandError<R> {
-    fn is_retryable(&self) -> bool {
-        matches!(self, CommandError::Failed(error) if error.is_retryable())
-    }
 }
 
 /// A command run as a unit of work by [`run`]: one attempt locks and loads what it touches,

@@ -1,9 +1,10 @@
 //! Records an operator's acceptance of a restore that lost acknowledged events, once.
 
 use super::{Command, Ledger, LedgerError, UnitOfWork};
-use crate::domain::restore::{accept_restore_loss, acceptance_key};
+use crate::domain::restore::accept_restore_loss;
 use crate::store::Metadata;
 use projections::events::LedgerRestoreAccepted;
+use projections::keys::acceptance_key;
 
 /// Appends `accepted` unless the acceptance of the same checkpoint is in the ledger already;
 /// returns whether it appended.

@@ -10,10 +10,11 @@
 //! announcement once, across restarts and processes.
 
 use super::{Command, Ledger, LedgerError, UnitOfWork};
-use crate::domain::runway::{announce, runway_short_key};
+use crate::domain::runway::announce;
 use crate::store::Metadata;
 use chrono::{DateTime, Duration, Utc};
 use projections::ids::InstanceId;
+use projections::keys::runway_short_key;
 
 /// Packages read per statement of a pass: one runway query each page.
 pub const CHECK_PAGE_MAX: i64 = 500;

@@ -242,8 +242,11 @@ async fn traffic_keys(
 ) -> Result<(Vec<uuid::Uuid>, Vec<i64>), tokio_postgres::Error> {
     let rows = tx
         .query(
-            "SELECT position, event_version, payload::text, idempotency_key, stream_id FROM events
-              WHERE position > $1 AND position <= $2 AND event_type = 'TrafficConsumed'",
+            &format!(
+                "SELECT {} FROM events
+                  WHERE position > $1 AND position <= $2 AND event_type = 'TrafficConsumed'",
+                super::EVENT_COLUMNS
+            ),
             &[&after, &until],
         )
         .await?;
@@ -252,26 +255,11 @@ async fn traffic_keys(
         Vec::with_capacity(rows.len()),
     );
     for row in rows {
-        let stored: Option<&str> = row.get(3);
-        let key = match stored {
-            Some(key) => Some(key.to_owned()),
-            None => serde_json::from_str(row.get::<_, &str>(2))
-                .ok()
-                .and_then(|payload| {
-                    projections::events::Event::decode(
-                        "TrafficConsumed",
-                        row.get(1),
-                        row.get(4),
-                        payload,
-                    )
-                    .ok()
-                })
-                .and_then(|event| crate::domain::orders::idempotency_key(&event)),
-        };
+        let recorded = super::RecordedEvent::from_columns(&row)?;
         // A payload that does not decode has no key to remove: verify names such a row.
-        if let Some(key) = key {
+        if let Some(key) = recorded.answered_key(None) {
             found.0.push(crate::store::key_digest(&key));
-            found.1.push(row.get::<_, i64>(0));
+            found.1.push(recorded.position);
         }
     }
     Ok(found)

@@ -288,8 +288,8 @@ pub async fn prev_hashes_before(
 /// stops the planner from turning a lookup into a join, which it may then run as a hash join over
 /// the whole ledger, a table that grows without bound). An event that stores its key is returned
 /// only when that key is one of `keys`; one that stores none (hash version 4: the key is derived
-/// from the event) is returned for the caller to derive it and compare, which
-/// [`crate::ledger`] does.
+/// from the event) is returned for the caller to derive it and compare
+/// ([`RecordedEvent::answered_key`]).
 pub async fn by_idempotency_keys(
     client: &impl GenericClient,
     keys: &[&str],

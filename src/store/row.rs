@@ -158,6 +158,21 @@ impl RecordedEvent {
             self.payload.clone(),
         )
     }
+
+    /// The idempotency key this event answers: before hash version 4, the key the row stores
+    /// (which its hash covers); since, the rows store none, and it is the key the event catalog
+    /// derives from the event. `decoded` is this row's event when the caller has decoded it
+    /// already; otherwise it is decoded here when needed, and a row that does not decode answers
+    /// no key. A row found by a key's digest answers that key only if this says so.
+    pub fn answered_key(&self, decoded: Option<&Event>) -> Option<String> {
+        if self.hash_version < super::hash::HashVersion::V4.column() {
+            return self.idempotency_key.clone();
+        }
+        match decoded {
+            Some(event) => event.idempotency_key(),
+            None => self.decode().ok()?.idempotency_key(),
+        }
+    }
 }
 
 /// JSON text of a `json` column as stored (its binary format is the text itself), borrowed from

@@ -5,7 +5,7 @@ use crate::helpers::TestDb;
 use chrono::{DateTime, Datelike, TimeZone, Utc};
 use dts_ledger::configuration::Catalog;
 use dts_ledger::database::Role;
-use dts_ledger::domain::orders::{self, idempotency_key, CreateOrder};
+use dts_ledger::domain::orders::{self, CreateOrder};
 use dts_ledger::domain::traffic::{self, Report, Rules};
 use dts_ledger::domain::{tasks, Draft};
 use dts_ledger::ledger::rows;
@@ -51,7 +51,7 @@ async fn append(client: &mut deadpool_postgres::Object, draft: &mut Draft, at: D
         .drain(..)
         .map(|event| {
             let new = NewEvent::new(&event, &metadata);
-            match idempotency_key(&event) {
+            match event.idempotency_key() {
                 Some(key) => new.with_idempotency_key(key),
                 None => new,
             }

@@ -758,10 +758,7 @@ pub async fn rewrite_as_older(
             .metadata
             .clone()
             .expect("the page reader resolves metadata");
-        let key = event
-            .idempotency_key
-            .clone()
-            .or_else(|| dts_ledger::domain::orders::idempotency_key(&event.decode().unwrap()));
+        let key = event.answered_key(None);
         let (payload, metadata_text) = if version.covers_stored_text() {
             (
                 texts[&event.position].as_bytes().to_vec(),
