@@ -352,28 +352,13 @@ impl Sorted {
     }
 }
 
-/// The ledger head: its position and ledger hash. They change together in each append's
-/// transaction, so one read sees a consistent pair.
-pub async fn head(
-    client: &impl deadpool_postgres::GenericClient,
-) -> Result<(i64, Hash), CheckpointError> {
-    let head = client
-        .query_one("SELECT position, ledger_hash FROM ledger_head", &[])
-        .await?;
-    let ledger_hash: Hash = head
-        .get::<_, &[u8]>(1)
-        .try_into()
-        .expect("the schema holds hashes to 32 bytes");
-    Ok((head.get(0), ledger_hash))
-}
-
 /// Signs the current ledger head and appends the checkpoint.
 pub async fn take(
-    client: &impl deadpool_postgres::GenericClient,
+    client: &(impl deadpool_postgres::GenericClient + crate::store::Connection),
     key: &SigningKey,
 ) -> Result<Checkpoint, CheckpointError> {
-    let (position, ledger_hash) = head(client).await?;
-    let checkpoint = Checkpoint::sign(key, position, ledger_hash, Utc::now());
+    let head = crate::store::head(client).await?;
+    let checkpoint = Checkpoint::sign(key, head.position, head.ledger_hash, Utc::now());
     store(client, &checkpoint).await?;
     Ok(checkpoint)
 }
@@ -562,7 +547,10 @@ pub async fn verify_and_take(
     keyring: &Keyring,
 ) -> Result<Outcome, RoundError> {
     use super::verify::{self, Since, VerifyError};
-    let (head, _) = head(&*client).await?;
+    let head = crate::store::head(&*client)
+        .await
+        .map_err(CheckpointError::from)?
+        .position;
     let sorted = keyring.sort(stored(&*client).await?);
     let newest = sorted
         .newest_of(&key_id(&key.verifying_key()))

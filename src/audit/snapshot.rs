@@ -163,14 +163,10 @@ async fn hold<'a>(
         }
     }
     if checkpoint.position > 0 {
-        let stored: Option<Vec<u8>> = tx
-            .query_opt(
-                "SELECT ledger_hash FROM events WHERE position = $1",
-                &[&checkpoint.position],
-            )
+        let stored = crate::store::chain_at(tx, checkpoint.position)
             .await?
-            .and_then(|row| row.get(0));
-        if stored.as_deref() != Some(checkpoint.ledger_hash.as_slice()) {
+            .and_then(|at| at.ledger_hash);
+        if stored != Some(checkpoint.ledger_hash) {
             problems.push(format!(
                 "the ledger does not carry the ledger hash {} its checkpoint signed at position {}",
                 hex::encode(checkpoint.ledger_hash),
@@ -402,7 +398,11 @@ pub async fn take(
     key: &ed25519_dalek::SigningKey,
     bound: &[&Checkpoint],
 ) -> Result<Taken, ReplayError> {
-    let (position, ledger_hash) = checkpoint::head(tx).await?;
+    let crate::store::Head {
+        position,
+        ledger_hash,
+        ..
+    } = crate::store::head(tx).await?;
     // A trusted checkpoint beyond the head is `verify`'s to report; nothing here builds on one.
     let usable: Vec<&Checkpoint> = bound
         .iter()

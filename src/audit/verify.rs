@@ -8,7 +8,7 @@
 
 use super::source::{self, Range, Selection};
 use crate::store::hash::{canonical_json, event_hash, ledger_hash, Hash, HashVersion, GENESIS};
-use crate::store::{EventRow, StoredEvent};
+use crate::store::{archived, EventRow, StoredEvent};
 use chrono::{DateTime, Utc};
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
@@ -552,16 +552,14 @@ pub async fn verify_from(
 ) -> Result<Summary, VerifyError> {
     let started = Instant::now();
     let tx = source::snapshot(client).await?;
-    let head = tx
-        .query_one("SELECT position, ledger_hash FROM ledger_head", &[])
-        .await?;
-    let (head_position, head_hash): (i64, Vec<u8>) = (head.get(0), head.get(1));
+    let head = crate::store::head(&tx).await?;
+    let (head_position, head_hash) = (head.position, head.ledger_hash);
     let verifier = match start {
         Start::Fed(verifier) => {
             // Positions dropped from the database are checked from their archives first: a check
             // that would start before them names the archives instead of calling them missing.
-            let dropped = super::months::dropped(&tx).await?;
-            if let Some(needed) = super::months::needed(&dropped, verifier.last_position()) {
+            let dropped = archived::dropped(&tx).await?;
+            if let Some(needed) = archived::needed(&dropped, verifier.last_position()) {
                 return Err(VerifyError::Archived(needed));
             }
             verifier
@@ -623,24 +621,23 @@ fn check_batch(
         })
         .collect();
     verifier.metadata = current.map(<[u8]>::to_vec);
-    // Each row's previous hash: the one it stores, or for a row that stores none, the stored
-    // hash of its stream's event before, in this batch or checked already (a row reaching the
-    // comparison of hashes follows one whose stored hash held).
+    // Each row's previous hash ([`crate::store::prev_hash`]), its stream's event before being in
+    // this batch or checked already (a row reaching the comparison of hashes follows one whose
+    // stored hash held). Genesis stands in where there is none: such a row fails a check before
+    // its hash is looked at.
     let mut in_batch: HashMap<&str, &[u8]> = HashMap::new();
     let prev_hashes: Vec<Hash> = rows
         .iter()
         .map(|row| {
             let Ok(row) = row else { return GENESIS };
-            let prev = match row.prev_hash {
-                Some(stored) => stored.try_into().unwrap_or(GENESIS),
-                None => in_batch
+            let prev = crate::store::prev_hash(row.prev_hash, row.version, || {
+                in_batch
                     .get(row.stream_id)
                     .and_then(|hash| (*hash).try_into().ok())
                     .or_else(|| verifier.heads.get(row.stream_id).map(|head| head.1))
-                    .unwrap_or(GENESIS),
-            };
+            });
             in_batch.insert(row.stream_id, row.hash);
-            prev
+            prev.unwrap_or(GENESIS)
         })
         .collect();
     let both: Vec<_> = rows
@@ -768,11 +765,11 @@ async fn resume_after(
     if since.position == 0 {
         return Ok(resume);
     }
-    let dropped = super::months::dropped(tx).await?;
-    let live_first = super::months::live_first(&dropped);
+    let dropped = archived::dropped(tx).await?;
+    let live_first = archived::live_first(&dropped);
     if since.position < live_first - 1 {
         return Err(VerifyError::Archived(
-            super::months::needed(&dropped, since.position).expect("a month is dropped"),
+            archived::needed(&dropped, since.position).expect("a month is dropped"),
         ));
     }
     // The checkpoint is at the last event of a dropped month: its record says where it stood.
@@ -798,16 +795,12 @@ async fn resume_after(
     let at = if at_drop.is_some() {
         None
     } else {
-        tx.query_opt(
-            "SELECT recorded_at, hash_version, ledger_hash FROM events WHERE position = $1",
-            &[&since.position],
-        )
-        .await?
+        crate::store::chain_at(tx, since.position).await?
     };
     if let Some(at) = at {
-        resume.recorded_at = Some(at.get(0));
-        resume.hash_version = HashVersion::from_column(at.get(1)).unwrap_or(HashVersion::V2);
-        if let Some(stored) = at.get::<_, Option<&[u8]>>(2) {
+        resume.recorded_at = Some(at.recorded_at);
+        resume.hash_version = HashVersion::from_column(at.hash_version).unwrap_or(HashVersion::V2);
+        if let Some(stored) = at.ledger_hash {
             if stored != since.ledger_hash {
                 return Err(broken(
                     since.position,

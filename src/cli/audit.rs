@@ -41,19 +41,9 @@ impl<E: std::fmt::Display> From<E> for Unable {
 
 /// `--until` / `--as-of`: a position, or an RFC 3339 time.
 pub fn parse_point(text: &str) -> Result<Until, Unable> {
-    if let Ok(position) = text.parse::<i64>() {
-        if position < 0 {
-            return Err(Unable(format!("position {position} is negative")));
-        }
-        return Ok(Until::Position(position));
-    }
-    DateTime::parse_from_rfc3339(text)
-        .map(|t| Until::Time(t.with_timezone(&Utc)))
-        .map_err(|_| {
-            Unable(format!(
-                "{text:?} is neither a position nor an RFC 3339 time"
-            ))
-        })
+    crate::store::Point::parse(text)
+        .map(Until::from)
+        .map_err(|error| Unable(error.to_string()))
 }
 
 /// What `verify` holds the ledger against.
