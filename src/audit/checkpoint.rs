@@ -676,44 +676,31 @@ fn count_round(round: Result<&Round, &RoundError>) {
 /// Sends the checkpoint to the webhook receiver as a CloudEvent of type
 /// `dts.ledger.Checkpoint`, signed like every webhook (see `crate::outbox`).
 pub async fn announce(webhook: crate::configuration::WebhookConfig, checkpoint: Checkpoint) {
-    let body = serde_json::json!({
-        "specversion": "1.0",
-        "id": format!(
+    let body = crate::outbox::document(
+        &format!(
             "checkpoint-{}-{}",
             checkpoint.position,
             checkpoint.signed_at.timestamp_micros()
         ),
-        "source": "dts-ledger",
-        "type": "dts.ledger.Checkpoint",
-        "subject": "ledger",
-        "time": checkpoint.signed_at,
-        "datacontenttype": "application/json",
-        "data": checkpoint.to_json(),
-    })
-    .to_string();
+        "dts.ledger.Checkpoint",
+        "ledger",
+        checkpoint.signed_at,
+        &checkpoint.to_json(),
+    );
+    let body = bytes::Bytes::from(body.to_string());
     let http = reqwest::Client::builder()
         .timeout(std::time::Duration::from_millis(webhook.timeout_ms))
         .build()
         .expect("an HTTP client builds");
     for attempt in 0..ANNOUNCE_ATTEMPTS_MAX {
-        let timestamp = Utc::now().timestamp();
-        let sent = http
-            .post(&webhook.url)
-            .header("content-type", "application/cloudevents+json")
-            .header("x-ledger-timestamp", timestamp.to_string())
-            .header(
-                "x-ledger-signature",
-                crate::outbox::signature(webhook.secret.expose(), timestamp, body.as_bytes()),
-            )
-            .body(body.clone())
-            .send()
-            .await;
-        match sent {
-            Ok(response) if response.status().is_success() => return,
-            Ok(response) => {
-                tracing::warn!(status = %response.status(), "checkpoint announcement refused")
+        match crate::outbox::post(&http, &webhook, body.clone()).await {
+            Ok(()) => return,
+            Err(crate::outbox::Undelivered::Refused(status)) => {
+                tracing::warn!(%status, "checkpoint announcement refused")
             }
-            Err(error) => tracing::warn!(%error, "checkpoint announcement failed"),
+            Err(crate::outbox::Undelivered::Failed(error)) => {
+                tracing::warn!(%error, "checkpoint announcement failed")
+            }
         }
         tokio::time::sleep(crate::outbox::backoff(&webhook, attempt)).await;
     }

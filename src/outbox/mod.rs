@@ -56,15 +56,33 @@ pub fn cloud_event(
     recorded_at: DateTime<Utc>,
     payload: &Value,
 ) -> Value {
+    document(
+        &position.to_string(),
+        &format!("dts.ledger.{event_type}"),
+        stream_id,
+        recorded_at,
+        payload,
+    )
+}
+
+/// A CloudEvents 1.0 document from this ledger: a ledger event's ([`cloud_event`]), or another
+/// announcement's (a signed checkpoint).
+pub fn document(
+    id: &str,
+    event_type: &str,
+    subject: &str,
+    time: DateTime<Utc>,
+    data: &Value,
+) -> Value {
     json!({
         "specversion": "1.0",
-        "id": position.to_string(),
+        "id": id,
         "source": "dts-ledger",
-        "type": format!("dts.ledger.{event_type}"),
-        "subject": stream_id,
-        "time": recorded_at,
+        "type": event_type,
+        "subject": subject,
+        "time": time,
         "datacontenttype": "application/json",
-        "data": payload,
+        "data": data,
     })
 }
 
@@ -96,12 +114,22 @@ pub fn gives_up(config: &WebhookConfig, attempts: i32, age: Duration) -> bool {
     i64::from(attempts) >= i64::from(config.attempts_max) || age.as_secs() >= config.age_s_max
 }
 
-async fn deliver(
+/// Why a webhook POST did not arrive.
+#[derive(Debug)]
+pub enum Undelivered {
+    /// No answer: the connection, the timeout, the request.
+    Failed(reqwest::Error),
+    /// The receiver answered, but not with success.
+    Refused(reqwest::StatusCode),
+}
+
+/// POSTs `body`, a CloudEvent, to the receiver with the headers of this module's documentation
+/// (signed at the time of sending); `Ok` once the receiver answered with success.
+pub async fn post(
     http: &reqwest::Client,
     config: &WebhookConfig,
-    body: &Value,
-) -> Result<(), String> {
-    let body = serde_json::to_vec(body).expect("a JSON value serialises");
+    body: bytes::Bytes,
+) -> Result<(), Undelivered> {
     let timestamp = Utc::now().timestamp();
     let response = http
         .post(&config.url)
@@ -114,12 +142,27 @@ async fn deliver(
         .body(body)
         .send()
         .await
-        .map_err(|e| format!("request failed: {}", e.without_url()))?;
+        .map_err(Undelivered::Failed)?;
     if response.status().is_success() {
         Ok(())
     } else {
-        Err(format!("receiver answered {}", response.status()))
+        Err(Undelivered::Refused(response.status()))
     }
+}
+
+/// Delivers one entry's document; the error is the text kept with the entry.
+async fn deliver(
+    http: &reqwest::Client,
+    config: &WebhookConfig,
+    body: &Value,
+) -> Result<(), String> {
+    let body = serde_json::to_vec(body).expect("a JSON value serialises");
+    post(http, config, body.into())
+        .await
+        .map_err(|undelivered| match undelivered {
+            Undelivered::Failed(error) => format!("request failed: {}", error.without_url()),
+            Undelivered::Refused(status) => format!("receiver answered {status}"),
+        })
 }
 
 #[cfg(test)]
