@@ -8,6 +8,7 @@
 
 use super::source::{self, Range, Selection};
 use crate::store::hash::{canonical_json, event_hash, ledger_hash, Hash, HashVersion, GENESIS};
+pub use crate::store::StreamHead;
 use crate::store::{archived, EventRow, StoredEvent};
 use chrono::{DateTime, Utc};
 use std::collections::HashMap;
@@ -116,9 +117,6 @@ pub enum VerifyError {
 
 /// What is wrong with a row, and how: the row itself is added by [`Verifier::check`].
 type Found = (ProblemKind, String);
-
-/// A stream's last version, its hash and its position.
-pub type StreamHead = (i64, Hash, i64);
 
 /// The checks, fed one row at a time in position order.
 pub struct Verifier {
@@ -726,10 +724,7 @@ impl Hasher {
 
 /// The state after a checkpoint, read in the snapshot: the checkpointed event (its stored ledger
 /// hash must be the signed one) and, for every stream that moved after it, its head at that
-/// point. One lookup per such stream, in `checkpoint_heads` when the checkpointer recorded its
-/// head there (else one indexed search per monthly partition): the cost follows what is new.
-///
-/// One idea, longer than most: the two reads and the checks that tie them to the checkpoint.
+/// point ([`crate::store::stream_heads_at`]: the cost follows what is new).
 async fn resume_after(
     tx: &tokio_postgres::Transaction<'_>,
     since: &Since,
@@ -821,47 +816,6 @@ async fn resume_after(
             "the checkpointed event is gone".into(),
         ));
     }
-    let rows = tx
-        .query(
-            // A stream's head at the checkpoint is the event its first event after it follows:
-            // its lowest version there (a stream whose versions do not rise along the positions
-            // is named by the check that follows). The checkpointer recorded it in
-            // `checkpoint_heads` when it signed (one lookup in a small table) unless the stream
-            // has moved past a later checkpoint since; otherwise it is the stream's last event at
-            // or before the checkpoint still in the database, or, when that was dropped, the head
-            // its month's drop recorded: the newer of the two. The second search runs only when
-            // the first finds nothing.
-            "SELECT m.stream_id, h.version, h.hash, h.position
-               FROM (SELECT stream_id, min(version) AS version
-                       FROM events WHERE position > $1 GROUP BY stream_id) AS m
-               JOIN LATERAL (
-                    (SELECT version, hash, position FROM checkpoint_heads c
-                      WHERE c.stream_id = m.stream_id AND c.version = m.version - 1
-                        AND c.position <= $1)
-                    UNION ALL
-                    (SELECT version, hash, position FROM (
-                        (SELECT version, hash, position FROM events e
-                          WHERE ledger_stream_key(e.stream_id) = ledger_stream_key(m.stream_id)
-                            AND e.stream_id = m.stream_id AND e.position <= $1
-                          ORDER BY version DESC LIMIT 1)
-                        UNION ALL
-                        (SELECT version, hash, position FROM archived_stream_heads a
-                          WHERE a.stream_id = m.stream_id AND a.position <= $1
-                          ORDER BY version DESC LIMIT 1)
-                    ) AS candidates ORDER BY version DESC LIMIT 1)
-                    LIMIT 1
-               ) h ON true",
-            &[&since.position],
-        )
-        .await?;
-    for row in rows {
-        let hash: Hash = row
-            .get::<_, &[u8]>(2)
-            .try_into()
-            .expect("the schema holds hashes to 32 bytes");
-        resume
-            .heads
-            .insert(row.get(0), (row.get(1), hash, row.get(3)));
-    }
+    resume.heads = crate::store::stream_heads_at(tx, since.position).await?;
     Ok(resume)
 }

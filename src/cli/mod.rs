@@ -488,11 +488,9 @@ async fn stats(pool: &deadpool_postgres::Pool) -> Result<ExitCode, audit::Unable
         .await
         .map_err(|error| audit::Unable(crate::database::pool_failure(&error)))?;
     let client: &tokio_postgres::Client = &client;
-    let events: i64 = client
-        .query_one("SELECT count(*) FROM events", &[])
+    let events = crate::store::partitions::events(client)
         .await
-        .map_err(unable)?
-        .get(0);
+        .map_err(unable)?;
     let relations = crate::store::partitions::storage(client)
         .await
         .map_err(unable)?;
@@ -776,7 +774,13 @@ async fn restore(
              server with its own tools (pgBackRest: see docs/pgbackrest/)"
         );
     };
-    let done = crate::database::backup::restore(from, root, to, wal_archive_dir.as_deref()).await?;
+    let read_head = async |client: &tokio_postgres::Client| {
+        let head = crate::store::head(client).await?;
+        Ok((head.position, head.recorded_at))
+    };
+    let done =
+        crate::database::backup::restore(from, root, to, wal_archive_dir.as_deref(), read_head)
+            .await?;
     println!(
         "restore: done data_dir={} last_position={} last_recorded_at={} seconds={:.2}",
         done.data_dir.display(),

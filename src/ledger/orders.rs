@@ -248,22 +248,11 @@ async fn recorded_sku(
     tx: &Transaction<'_>,
     package: &projections::Package,
 ) -> Result<Option<Sku>, LedgerError> {
-    // The partial index `events_sku_choices` finds that event without reading the package's
-    // traffic.
-    let statement = tx
-        .prepare_cached(
-            "SELECT payload->>'skuId', payload->>'skuName', payload->>'currency' FROM events
-              WHERE stream_id = $1 AND event_type IN ('OrderCreated', 'OrderUpgraded')
-              ORDER BY position DESC LIMIT 1",
-        )
-        .await?;
-    let stream = projections::events::package_stream(&package.instance_id);
-    let Some(row) = tx.query_opt(&statement, &[&stream]).await? else {
+    let stream = package_stream(&package.instance_id);
+    let Some(choice) = store::sku_choice(tx, &stream).await? else {
         return Ok(None);
     };
-    let (sku_id, name, currency): (Option<String>, Option<String>, Option<String>) =
-        (row.get(0), row.get(1), row.get(2));
-    Ok(match (sku_id, name, currency) {
+    Ok(match (choice.sku_id, choice.name, choice.currency) {
         (Some(sku_id), Some(name), Some(currency)) if sku_id == package.sku_id.as_str() => {
             Some(Sku {
                 id: package.sku_id.clone(),
@@ -433,27 +422,7 @@ async fn due_packages(
     after: Option<&(DateTime<Utc>, String)>,
 ) -> Result<Vec<(DateTime<Utc>, String)>, CommandError> {
     let client = ledger.pool.get().await?;
-    let statement = client
-        .prepare_cached(
-            "SELECT expires_at, instance_id FROM packages
-              WHERE status = 'active' AND expires_at <= $1
-                AND ($2::timestamptz IS NULL OR (expires_at, instance_id) > ($2, $3))
-              ORDER BY expires_at, instance_id LIMIT $4",
-        )
-        .await?;
-    let (after_at, after_id) = match after {
-        Some((at, id)) => (Some(*at), Some(id.as_str())),
-        None => (None, None),
-    };
-    Ok(client
-        .query(
-            &statement,
-            &[&cutoff, &after_at, &after_id, &SWEEP_BATCH_MAX],
-        )
-        .await?
-        .iter()
-        .map(|row| (row.get(0), row.get(1)))
-        .collect())
+    Ok(super::rows::due_packages(&client, cutoff, after, SWEEP_BATCH_MAX).await?)
 }
 
 /// Expires one package if it is still due; whether it expired now.
@@ -500,46 +469,55 @@ pub struct HeldNotice {
     pub expires_at: Option<DateTime<Utc>>,
 }
 
-/// Held notices not settled since, oldest first, after position `after`, at most `limit`.
+/// Held notices not settled since, of active packages, oldest first, after position `after`, at
+/// most `limit`.
 ///
-/// The partial indexes of migration 13 keep this to the few notice, expiry and release events:
-/// no traffic is read.
+/// The store lists the notices not settled since (a handful of events, behind partial indexes:
+/// no traffic is read), the package rows say which packages are active; notices of the others
+/// are passed over, and the next notices read, until the page is full or none are left.
 pub async fn held_notices(
     client: &impl deadpool_postgres::GenericClient,
     after: i64,
     limit: i64,
 ) -> Result<Vec<HeldNotice>, tokio_postgres::Error> {
-    let statement = client
-        .prepare_cached(
-            "SELECT h.position, p.instance_id, p.jd_pin, h.recorded_at,
-                    (h.payload->>'expiresAt')::timestamptz, p.expires_at
-               FROM events h
-               JOIN packages p ON p.instance_id = substr(h.stream_id, length('package-') + 1)
-              WHERE h.event_type = 'OrderExpiryHeld' AND h.position > $1
-                AND p.status = 'active'
-                AND NOT EXISTS (
-                    SELECT 1 FROM events s
-                     WHERE s.stream_id = h.stream_id AND s.position > h.position
-                       AND s.event_type IN ('OrderExpired', 'OrderReleased'))
-              ORDER BY h.position
-              LIMIT $2",
-        )
-        .await?;
     let limit = limit.clamp(1, LIST_LIMIT_MAX + 1);
-    Ok(client
-        .query(&statement, &[&after, &limit])
-        .await?
-        .iter()
-        .map(|row| HeldNotice {
-            position: row.get(0),
-            instance_id: row.get(1),
-            jd_pin: row.get(2),
-            held_at: row.get(3),
-            held_against: row.get(4),
-            expires_at: row.get(5),
-        })
-        .collect())
+    let mut held = Vec::new();
+    let mut after = after;
+    loop {
+        let notices = store::unsettled_notices(client, after, limit).await?;
+        let ids: Vec<&str> = notices
+            .iter()
+            .filter_map(|notice| notice.stream_id.strip_prefix(PACKAGE_STREAM_PREFIX))
+            .collect();
+        let active = super::rows::active_packages(client, &ids).await?;
+        for notice in &notices {
+            let package = notice
+                .stream_id
+                .strip_prefix(PACKAGE_STREAM_PREFIX)
+                .and_then(|id| active.iter().find(|p| p.instance_id == id));
+            if let Some(package) = package {
+                held.push(HeldNotice {
+                    position: notice.position,
+                    instance_id: package.instance_id.clone(),
+                    jd_pin: package.jd_pin.clone(),
+                    held_at: notice.held_at,
+                    held_against: notice.held_against,
+                    expires_at: package.expires_at,
+                });
+                if held.len() as i64 == limit {
+                    return Ok(held);
+                }
+            }
+        }
+        match notices.last() {
+            Some(last) if notices.len() as i64 == limit => after = last.position,
+            _ => return Ok(held),
+        }
+    }
 }
+
+/// What a package's stream id starts with (`projections::events::package_stream`).
+const PACKAGE_STREAM_PREFIX: &str = "package-";
 
 /// A package's credential rotated: its new generation, and the sessions the old one had opened
 /// that were ended.

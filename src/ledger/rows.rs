@@ -1,11 +1,16 @@
-//! The projection tables as rows: load (with locks) and save, batched with `unnest`.
+//! The projection tables as rows, and every statement over them: load (with locks) and save,
+//! batched with `unnest`; the snapshots stored in tables shaped like them; and what the workers,
+//! the metrics and the usage answers ask of them. Each table's columns are listed once, each
+//! with its type and its value (`PACKAGES`, `TASKS`); every statement is made from that list.
 
+use crate::store::Connection;
 use chrono::{DateTime, Utc};
 use deadpool_postgres::{GenericClient, Transaction};
 use projections::events::StopReason;
 use projections::ids::{Bytes, InstanceId, JdPin, SkuId, TaskId};
-use projections::{Package, PackageStatus, Task, TaskState};
+use projections::{Package, PackageStatus, Projection, Task, TaskState};
 use rust_decimal::Decimal;
+use tokio_postgres::types::ToSql;
 use tokio_postgres::Row;
 
 /// A projection row that no fold could have written.
@@ -17,13 +22,160 @@ pub struct CorruptRow {
     pub reason: String,
 }
 
-pub const PACKAGE_COLUMNS: &str =
-    "instance_id, jd_pin, sku_id, sku_bytes, unit_price, units, status, \
-     bytes_granted, bytes_consumed, bytes_forfeited, bytes_remaining, bytes_overage, expires_at, \
-     warned_percents, created_at, updated_at";
+/// One column of a projection table.
+struct Column<R: 'static> {
+    name: &'static str,
+    /// The type of the array its values are sent in, with the cast that stores them where the
+    /// two differ.
+    sent_as: &'static str,
+    cast: &'static str,
+    /// The array of its values, one per row written.
+    values: for<'a> fn(&[&'a R]) -> Box<dyn ToSql + Sync + Send + 'a>,
+}
 
-pub const TASK_COLUMNS: &str =
-    "task_id, instance_id, state, stop_reason, bytes_consumed, created_at, updated_at, destroyed_at";
+/// A column whose values (each row's `value`) are sent as an array of `sent_as` and stored as
+/// they are.
+macro_rules! column {
+    ($name:literal, $sent_as:literal, $value:expr) => {
+        Column {
+            name: $name,
+            sent_as: $sent_as,
+            cast: "",
+            values: |rows| array(rows, $value),
+        }
+    };
+}
+
+/// The array of one column's values.
+fn array<'a, R, T: ToSql + Sync + Send + 'a>(
+    rows: &[&'a R],
+    value: impl Fn(&'a R) -> T,
+) -> Box<dyn ToSql + Sync + Send + 'a> {
+    Box::new(rows.iter().map(|row| value(row)).collect::<Vec<T>>())
+}
+
+/// A projection table: its name and its columns, the key first, in the order rows are read
+/// ([`package_from_row`], [`task_from_row`]) and written.
+struct Table<R: 'static> {
+    name: &'static str,
+    columns: &'static [Column<R>],
+}
+
+impl<R> Table<R> {
+    /// `each` of its columns from the `skip`-th on, joined by commas.
+    fn list(&self, skip: usize, each: impl Fn(usize, &Column<R>) -> String) -> String {
+        let items: Vec<String> = (1..)
+            .zip(self.columns)
+            .skip(skip)
+            .map(|(number, column)| each(number, column))
+            .collect();
+        items.join(", ")
+    }
+
+    /// `unnest` of the column arrays, one parameter per column in order, as `u`.
+    fn unnest(&self) -> String {
+        format!(
+            "unnest({}) AS u({})",
+            self.list(0, |number, column| format!(
+                "${number}::{}[]",
+                column.sent_as
+            )),
+            self.list(0, |_, column| column.name.to_owned())
+        )
+    }
+
+    fn insert(&self) -> String {
+        format!(
+            "INSERT INTO {} ({}) SELECT {} FROM {}",
+            self.name,
+            self.list(0, |_, column| column.name.to_owned()),
+            self.list(0, |_, column| format!("u.{}{}", column.name, column.cast)),
+            self.unnest()
+        )
+    }
+
+    /// Sets every column but the key from the arrays, joined on the key (and the key matched
+    /// with `= ANY` as well: see the note on lists of ids below).
+    fn update(&self) -> String {
+        let key = self.columns[0].name;
+        format!(
+            "UPDATE {} t SET {} FROM {} WHERE t.{key} = u.{key} AND t.{key} = ANY($1::text[])",
+            self.name,
+            self.list(1, |_, column| format!(
+                "{0} = u.{0}{1}",
+                column.name, column.cast
+            )),
+            self.unnest()
+        )
+    }
+}
+
+/// The columns of `packages`.
+const PACKAGES: Table<Package> = Table {
+    name: "packages",
+    columns: &[
+        column!("instance_id", "text", |p| p.instance_id.as_str()),
+        column!("jd_pin", "text", |p| p.jd_pin.as_str()),
+        column!("sku_id", "text", |p| p.sku_id.as_str()),
+        column!("sku_bytes", "int8", |p| p.sku_bytes.as_i64()),
+        column!("unit_price", "numeric", |p| p.unit_price),
+        column!("units", "int4", |p| units(p.units)),
+        column!("status", "text", |p| p.status.as_str()),
+        column!("bytes_granted", "int8", |p| p.bytes_granted.as_i64()),
+        column!("bytes_consumed", "int8", |p| p.bytes_consumed.as_i64()),
+        column!("bytes_forfeited", "int8", |p| p.bytes_forfeited.as_i64()),
+        column!("bytes_remaining", "int8", |p| p.bytes_remaining.as_i64()),
+        column!("bytes_overage", "int8", |p| p.bytes_overage.as_i64()),
+        column!("expires_at", "timestamptz", |p| p.expires_at),
+        // Array literals (`{80,95}`): `unnest` would flatten an array of arrays.
+        Column {
+            cast: "::smallint[]",
+            ..column!("warned_percents", "text", warned)
+        },
+        column!("created_at", "timestamptz", |p| p.created_at),
+        column!("updated_at", "timestamptz", |p| p.updated_at),
+    ],
+};
+
+/// The columns of `tasks`.
+const TASKS: Table<Task> = Table {
+    name: "tasks",
+    columns: &[
+        column!("task_id", "text", |t| t.task_id.as_str()),
+        column!("instance_id", "text", |t| t.instance_id.as_str()),
+        column!("state", "text", |t| t.state.as_str()),
+        column!("stop_reason", "text", stop_reason),
+        column!("bytes_consumed", "int8", |t| t.bytes_consumed.as_i64()),
+        column!("created_at", "timestamptz", |t| t.created_at),
+        column!("updated_at", "timestamptz", |t| t.updated_at),
+        column!("destroyed_at", "timestamptz", |t| t.destroyed_at),
+    ],
+};
+
+fn units(units: u32) -> i32 {
+    i32::try_from(units).unwrap_or(i32::MAX)
+}
+
+fn stop_reason(task: &Task) -> Option<&'static str> {
+    task.stop_reason.map(StopReason::as_str)
+}
+
+fn warned(package: &Package) -> String {
+    let list: Vec<String> = package.warned_percents.iter().map(u8::to_string).collect();
+    format!("{{{}}}", list.join(","))
+}
+
+/// A table's column names, written as a list (`instance_id, jd_pin, …`).
+pub struct ColumnNames<R: 'static>(&'static Table<R>);
+
+impl<R> std::fmt::Display for ColumnNames<R> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0.list(0, |_, column| column.name.to_owned()))
+    }
+}
+
+pub const PACKAGE_COLUMNS: ColumnNames<Package> = ColumnNames(&PACKAGES);
+pub const TASK_COLUMNS: ColumnNames<Task> = ColumnNames(&TASKS);
 
 fn corrupt(table: &'static str, key: &str, reason: impl ToString) -> CorruptRow {
     CorruptRow {
@@ -182,98 +334,27 @@ pub async fn read_tasks(
     by_ids(client, &sql, task_ids).await
 }
 
-/// The columns of packages as arrays, one element per package, in `PACKAGE_COLUMNS` order.
-struct PackageColumns<'a> {
-    ids: Vec<&'a str>,
-    pins: Vec<&'a str>,
-    skus: Vec<&'a str>,
-    sku_bytes: Vec<i64>,
-    prices: Vec<Decimal>,
-    units: Vec<i32>,
-    statuses: Vec<&'static str>,
-    granted: Vec<i64>,
-    consumed: Vec<i64>,
-    forfeited: Vec<i64>,
-    remaining: Vec<i64>,
-    overage: Vec<i64>,
-    expires: Vec<Option<DateTime<Utc>>>,
-    /// Array literals (`{80,95}`): `unnest` would flatten an array of arrays.
-    warned: Vec<String>,
-    created: Vec<DateTime<Utc>>,
-    updated: Vec<DateTime<Utc>>,
-}
-
-impl<'a> PackageColumns<'a> {
-    fn new(packages: &[&'a Package]) -> PackageColumns<'a> {
-        let bytes = |f: fn(&Package) -> Bytes| -> Vec<i64> {
-            packages.iter().map(|p| f(p).as_i64()).collect()
-        };
-        PackageColumns {
-            ids: packages.iter().map(|p| p.instance_id.as_str()).collect(),
-            pins: packages.iter().map(|p| p.jd_pin.as_str()).collect(),
-            skus: packages.iter().map(|p| p.sku_id.as_str()).collect(),
-            sku_bytes: bytes(|p| p.sku_bytes),
-            prices: packages.iter().map(|p| p.unit_price).collect(),
-            units: packages
-                .iter()
-                .map(|p| i32::try_from(p.units).unwrap_or(i32::MAX))
-                .collect(),
-            statuses: packages.iter().map(|p| p.status.as_str()).collect(),
-            granted: bytes(|p| p.bytes_granted),
-            consumed: bytes(|p| p.bytes_consumed),
-            forfeited: bytes(|p| p.bytes_forfeited),
-            remaining: bytes(|p| p.bytes_remaining),
-            overage: bytes(|p| p.bytes_overage),
-            expires: packages.iter().map(|p| p.expires_at).collect(),
-            warned: packages
-                .iter()
-                .map(|p| {
-                    let list: Vec<String> = p.warned_percents.iter().map(u8::to_string).collect();
-                    format!("{{{}}}", list.join(","))
-                })
-                .collect(),
-            created: packages.iter().map(|p| p.created_at).collect(),
-            updated: packages.iter().map(|p| p.updated_at).collect(),
-        }
-    }
-
-    fn params(&self) -> [&(dyn tokio_postgres::types::ToSql + Sync); 16] {
-        [
-            &self.ids,
-            &self.pins,
-            &self.skus,
-            &self.sku_bytes,
-            &self.prices,
-            &self.units,
-            &self.statuses,
-            &self.granted,
-            &self.consumed,
-            &self.forfeited,
-            &self.remaining,
-            &self.overage,
-            &self.expires,
-            &self.warned,
-            &self.created,
-            &self.updated,
-        ]
-    }
-}
-
-const PACKAGE_UNNEST: &str = "unnest($1::text[], $2::text[], $3::text[], $4::int8[], \
-     $5::numeric[], $6::int4[], $7::text[], $8::int8[], $9::int8[], $10::int8[], $11::int8[], \
-     $12::int8[], $13::timestamptz[], $14::text[], $15::timestamptz[], $16::timestamptz[]) \
-     AS u(instance_id, jd_pin, sku_id, sku_bytes, unit_price, units, status, bytes_granted, \
-     bytes_consumed, bytes_forfeited, bytes_remaining, bytes_overage, expires_at, \
-     warned_percents, created_at, updated_at)";
-
-/// Runs a prepared statement over column arrays (one element per row).
-async fn write_columns(
+/// Writes `rows` with the prepared statement `sql`, one array per column of `table`.
+async fn write<R>(
     tx: &Transaction<'_>,
+    table: &Table<R>,
     sql: &str,
-    params: &[&(dyn tokio_postgres::types::ToSql + Sync)],
+    rows: &[&R],
 ) -> Result<(), tokio_postgres::Error> {
+    if rows.is_empty() {
+        return Ok(());
+    }
+    let arrays: Vec<Box<dyn ToSql + Sync + Send + '_>> = table
+        .columns
+        .iter()
+        .map(|column| (column.values)(rows))
+        .collect();
+    let params: Vec<&(dyn ToSql + Sync)> = arrays
+        .iter()
+        .map(|array| -> &(dyn ToSql + Sync) { &**array })
+        .collect();
     let statement = tx.prepare_cached(sql).await?;
-    tx.execute(&statement, params).await.map(drop)
+    tx.execute(&statement, &params).await.map(drop)
 }
 
 /// Inserts new packages, all in one statement.
@@ -281,18 +362,7 @@ pub async fn insert_packages(
     tx: &Transaction<'_>,
     packages: &[&Package],
 ) -> Result<(), tokio_postgres::Error> {
-    if packages.is_empty() {
-        return Ok(());
-    }
-    let sql = format!(
-        "INSERT INTO packages ({PACKAGE_COLUMNS})
-             SELECT u.instance_id, u.jd_pin, u.sku_id, u.sku_bytes, u.unit_price, u.units, u.status,
-                    u.bytes_granted, u.bytes_consumed, u.bytes_forfeited, u.bytes_remaining,
-                    u.bytes_overage, u.expires_at, u.warned_percents::smallint[], u.created_at,
-                    u.updated_at
-               FROM {PACKAGE_UNNEST}"
-    );
-    write_columns(tx, &sql, &PackageColumns::new(packages).params()).await
+    write(tx, &PACKAGES, &PACKAGES.insert(), packages).await
 }
 
 /// Updates packages loaded (and locked) earlier in the transaction, all in one statement.
@@ -300,82 +370,15 @@ pub async fn update_packages(
     tx: &Transaction<'_>,
     packages: &[&Package],
 ) -> Result<(), tokio_postgres::Error> {
-    if packages.is_empty() {
-        return Ok(());
-    }
-    let sql = format!(
-        "UPDATE packages p SET
-                 jd_pin = u.jd_pin, sku_id = u.sku_id, sku_bytes = u.sku_bytes,
-                 unit_price = u.unit_price, units = u.units, status = u.status,
-                 bytes_granted = u.bytes_granted, bytes_consumed = u.bytes_consumed,
-                 bytes_forfeited = u.bytes_forfeited, bytes_remaining = u.bytes_remaining,
-                 bytes_overage = u.bytes_overage, expires_at = u.expires_at,
-                 warned_percents = u.warned_percents::smallint[],
-                 created_at = u.created_at, updated_at = u.updated_at
-               FROM {PACKAGE_UNNEST}
-              WHERE p.instance_id = u.instance_id AND p.instance_id = ANY($1::text[])"
-    );
-    write_columns(tx, &sql, &PackageColumns::new(packages).params()).await
+    write(tx, &PACKAGES, &PACKAGES.update(), packages).await
 }
-
-/// The columns of tasks as arrays, in `TASK_COLUMNS` order.
-struct TaskColumns<'a> {
-    ids: Vec<&'a str>,
-    instances: Vec<&'a str>,
-    states: Vec<&'static str>,
-    reasons: Vec<Option<&'static str>>,
-    consumed: Vec<i64>,
-    created: Vec<DateTime<Utc>>,
-    updated: Vec<DateTime<Utc>>,
-    destroyed: Vec<Option<DateTime<Utc>>>,
-}
-
-impl<'a> TaskColumns<'a> {
-    fn new(tasks: &[&'a Task]) -> TaskColumns<'a> {
-        TaskColumns {
-            ids: tasks.iter().map(|t| t.task_id.as_str()).collect(),
-            instances: tasks.iter().map(|t| t.instance_id.as_str()).collect(),
-            states: tasks.iter().map(|t| t.state.as_str()).collect(),
-            reasons: tasks
-                .iter()
-                .map(|t| t.stop_reason.map(StopReason::as_str))
-                .collect(),
-            consumed: tasks.iter().map(|t| t.bytes_consumed.as_i64()).collect(),
-            created: tasks.iter().map(|t| t.created_at).collect(),
-            updated: tasks.iter().map(|t| t.updated_at).collect(),
-            destroyed: tasks.iter().map(|t| t.destroyed_at).collect(),
-        }
-    }
-
-    fn params(&self) -> [&(dyn tokio_postgres::types::ToSql + Sync); 8] {
-        [
-            &self.ids,
-            &self.instances,
-            &self.states,
-            &self.reasons,
-            &self.consumed,
-            &self.created,
-            &self.updated,
-            &self.destroyed,
-        ]
-    }
-}
-
-const TASK_UNNEST: &str = "unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::int8[], \
-     $6::timestamptz[], $7::timestamptz[], $8::timestamptz[]) \
-     AS u(task_id, instance_id, state, stop_reason, bytes_consumed, created_at, updated_at, \
-     destroyed_at)";
 
 /// Inserts new tasks, all in one statement.
 pub async fn insert_tasks(
     tx: &Transaction<'_>,
     tasks: &[&Task],
 ) -> Result<(), tokio_postgres::Error> {
-    if tasks.is_empty() {
-        return Ok(());
-    }
-    let sql = format!("INSERT INTO tasks ({TASK_COLUMNS}) SELECT u.* FROM {TASK_UNNEST}");
-    write_columns(tx, &sql, &TaskColumns::new(tasks).params()).await
+    write(tx, &TASKS, &TASKS.insert(), tasks).await
 }
 
 /// Updates tasks loaded earlier in the transaction (under their packages' locks).
@@ -383,16 +386,316 @@ pub async fn update_tasks(
     tx: &Transaction<'_>,
     tasks: &[&Task],
 ) -> Result<(), tokio_postgres::Error> {
-    if tasks.is_empty() {
-        return Ok(());
+    write(tx, &TASKS, &TASKS.update(), tasks).await
+}
+
+/// Rows per statement when a whole projection is written: the arrays of one statement stay near
+/// a few MiB, however many packages the projection holds.
+const PROJECTION_CHUNK_ROWS: usize = 10_000;
+
+/// Inserts every package and task of `projection`, [`PROJECTION_CHUNK_ROWS`] per statement, into
+/// the tables `packages` and `tasks` the transaction's search path finds first.
+async fn insert_projection(
+    tx: &Transaction<'_>,
+    projection: &Projection,
+) -> Result<(), tokio_postgres::Error> {
+    let packages: Vec<&Package> = projection.packages.values().collect();
+    let tasks: Vec<&Task> = projection.tasks.values().collect();
+    for chunk in packages.chunks(PROJECTION_CHUNK_ROWS) {
+        insert_packages(tx, chunk).await?;
     }
-    let sql = format!(
-        "UPDATE tasks t SET
-                 instance_id = u.instance_id, state = u.state, stop_reason = u.stop_reason,
-                 bytes_consumed = u.bytes_consumed, created_at = u.created_at,
-                 updated_at = u.updated_at, destroyed_at = u.destroyed_at
-               FROM {TASK_UNNEST}
-              WHERE t.task_id = u.task_id AND t.task_id = ANY($1::text[])"
-    );
-    write_columns(tx, &sql, &TaskColumns::new(tasks).params()).await
+    for chunk in tasks.chunks(PROJECTION_CHUNK_ROWS) {
+        insert_tasks(tx, chunk).await?;
+    }
+    Ok(())
+}
+
+/// Every package and every task, in no order: the live projection, read whole (by replay, in its
+/// snapshot).
+pub async fn all_rows(
+    client: &impl Connection,
+) -> Result<(Vec<Row>, Vec<Row>), tokio_postgres::Error> {
+    let client = client.connection();
+    let packages = client
+        .query(&format!("SELECT {PACKAGE_COLUMNS} FROM packages"), &[])
+        .await?;
+    let tasks = client
+        .query(&format!("SELECT {TASK_COLUMNS} FROM tasks"), &[])
+        .await?;
+    Ok((packages, tasks))
+}
+
+/// Writes `projection` into new tables `packages` and `tasks`, shaped like the live ones, of a new
+/// schema `schema`, in `tx`.
+pub async fn write_to_schema(
+    tx: &Transaction<'_>,
+    schema: &str,
+    projection: &Projection,
+) -> Result<(), tokio_postgres::Error> {
+    let schema = quote_identifier(schema);
+    tx.batch_execute(&format!(
+        "CREATE SCHEMA {schema};
+         CREATE TABLE {schema}.packages (LIKE public.packages INCLUDING ALL);
+         CREATE TABLE {schema}.tasks (LIKE public.tasks INCLUDING ALL);
+         SET LOCAL search_path = {schema};"
+    ))
+    .await?;
+    insert_projection(tx, projection).await
+}
+
+fn quote_identifier(name: &str) -> String {
+    format!("\"{}\"", name.replace('"', "\"\""))
+}
+
+/// The key of a stored snapshot: its checkpoint's position, key id and signing time.
+#[derive(Debug, Clone, Copy)]
+pub struct SnapshotKey<'a> {
+    pub position: i64,
+    pub key_id: &'a str,
+    pub signed_at: DateTime<Utc>,
+}
+
+impl SnapshotKey<'_> {
+    fn params(&self) -> [&(dyn ToSql + Sync); 3] {
+        [&self.position, &self.key_id, &self.signed_at]
+    }
+}
+
+/// The package and task rows of the snapshot under `key`.
+pub async fn snapshot_rows(
+    client: &impl Connection,
+    key: SnapshotKey<'_>,
+) -> Result<(Vec<Row>, Vec<Row>), tokio_postgres::Error> {
+    let client = client.connection();
+    let rows_of = |table: &str, columns: String| {
+        format!(
+            "SELECT {columns} FROM {table}
+              WHERE snapshot_position = $1 AND snapshot_key_id = $2 AND snapshot_signed_at = $3"
+        )
+    };
+    let packages = client
+        .query(
+            &rows_of("snapshot_packages", PACKAGE_COLUMNS.to_string()),
+            &key.params(),
+        )
+        .await?;
+    let tasks = client
+        .query(
+            &rows_of("snapshot_tasks", TASK_COLUMNS.to_string()),
+            &key.params(),
+        )
+        .await?;
+    Ok((packages, tasks))
+}
+
+/// Stores `projection` as the rows of the snapshot under `key`. The rows are written with the
+/// statements of the live tables into temporary tables shaped like them, then copied: one
+/// definition of a row, wherever it is stored.
+pub async fn write_snapshot(
+    tx: &Transaction<'_>,
+    key: SnapshotKey<'_>,
+    projection: &Projection,
+) -> Result<(), tokio_postgres::Error> {
+    tx.batch_execute(
+        "CREATE TEMP TABLE packages (LIKE public.packages) ON COMMIT DROP;
+         CREATE TEMP TABLE tasks (LIKE public.tasks) ON COMMIT DROP;
+         SET LOCAL search_path = pg_temp, public;",
+    )
+    .await?;
+    insert_projection(tx, projection).await?;
+    tx.execute(
+        &format!(
+            "INSERT INTO public.snapshot_packages
+                    (snapshot_position, snapshot_key_id, snapshot_signed_at, {PACKAGE_COLUMNS})
+             SELECT $1, $2, $3, {PACKAGE_COLUMNS} FROM pg_temp.packages"
+        ),
+        &key.params(),
+    )
+    .await?;
+    tx.execute(
+        &format!(
+            "INSERT INTO public.snapshot_tasks
+                    (snapshot_position, snapshot_key_id, snapshot_signed_at, {TASK_COLUMNS})
+             SELECT $1, $2, $3, {TASK_COLUMNS} FROM pg_temp.tasks"
+        ),
+        &key.params(),
+    )
+    .await?;
+    tx.batch_execute("DROP TABLE pg_temp.packages, pg_temp.tasks; SET LOCAL search_path = public;")
+        .await
+}
+
+/// One page of active packages due at `cutoff` (their `expires_at` passed), at most `limit`,
+/// after the `(expires_at, instance_id)` cursor `after`, in that order.
+pub async fn due_packages(
+    client: &impl GenericClient,
+    cutoff: DateTime<Utc>,
+    after: Option<&(DateTime<Utc>, String)>,
+    limit: i64,
+) -> Result<Vec<(DateTime<Utc>, String)>, tokio_postgres::Error> {
+    let statement = client
+        .prepare_cached(
+            "SELECT expires_at, instance_id FROM packages
+              WHERE status = 'active' AND expires_at <= $1
+                AND ($2::timestamptz IS NULL OR (expires_at, instance_id) > ($2, $3))
+              ORDER BY expires_at, instance_id LIMIT $4",
+        )
+        .await?;
+    let (after_at, after_id) = match after {
+        Some((at, id)) => (Some(*at), Some(id.as_str())),
+        None => (None, None),
+    };
+    Ok(client
+        .query(&statement, &[&cutoff, &after_at, &after_id, &limit])
+        .await?
+        .iter()
+        .map(|row| (row.get(0), row.get(1)))
+        .collect())
+}
+
+/// One page of active packages with bytes left whose row changed at or after `since`, at most
+/// `limit`, after `after` in id order.
+pub async fn changed_active_packages(
+    client: &impl GenericClient,
+    since: DateTime<Utc>,
+    after: &str,
+    limit: i64,
+) -> Result<Vec<String>, tokio_postgres::Error> {
+    let statement = client
+        .prepare_cached(
+            "SELECT instance_id FROM packages
+              WHERE status = 'active' AND bytes_remaining > 0 AND updated_at >= $1
+                AND instance_id > $2
+              ORDER BY instance_id LIMIT $3",
+        )
+        .await?;
+    Ok(client
+        .query(&statement, &[&since, &after, &limit])
+        .await?
+        .iter()
+        .map(|row| row.get(0))
+        .collect())
+}
+
+/// An active package, as the answers about its use and its notices need it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Active {
+    pub instance_id: String,
+    pub jd_pin: String,
+    pub bytes_remaining: i64,
+    pub expires_at: Option<DateTime<Utc>>,
+}
+
+/// The active packages among `ids`.
+pub async fn active_packages(
+    client: &impl GenericClient,
+    ids: &[&str],
+) -> Result<Vec<Active>, tokio_postgres::Error> {
+    let rows = by_ids(
+        client,
+        "SELECT instance_id, jd_pin, bytes_remaining, expires_at FROM packages
+          WHERE instance_id = ANY($1::text[]) AND status = 'active'",
+        ids,
+    )
+    .await?;
+    Ok(rows
+        .iter()
+        .map(|row| Active {
+            instance_id: row.get(0),
+            jd_pin: row.get(1),
+            bytes_remaining: row.get(2),
+            expires_at: row.get(3),
+        })
+        .collect())
+}
+
+impl<C: GenericClient> crate::metrics::refresh::Projections for C {
+    async fn counts(&self) -> Result<crate::metrics::refresh::Counts, tokio_postgres::Error> {
+        let statement = self
+            .prepare_cached(
+                "SELECT 'package', status, count(*) FROM packages GROUP BY status
+                 UNION ALL
+                 SELECT 'task', state, count(*) FROM tasks GROUP BY state",
+            )
+            .await?;
+        let mut counts = crate::metrics::refresh::Counts::default();
+        for row in self.query(&statement, &[]).await? {
+            let counted = (row.get(1), row.get(2));
+            match row.get::<_, &str>(0) {
+                "package" => counts.packages.push(counted),
+                _ => counts.tasks.push(counted),
+            }
+        }
+        Ok(counts)
+    }
+
+    async fn stopped_tasks_changed_within(
+        &self,
+        within_s: f64,
+    ) -> Result<Vec<(String, DateTime<Utc>)>, tokio_postgres::Error> {
+        let statement = self
+            .prepare_cached(
+                "SELECT task_id, updated_at FROM tasks
+                  WHERE state = 'stopped' AND updated_at >= now() - make_interval(secs => $1)",
+            )
+            .await?;
+        Ok(self
+            .query(&statement, &[&within_s])
+            .await?
+            .iter()
+            .map(|row| (row.get(0), row.get(1)))
+            .collect())
+    }
+}
+
+impl<C: GenericClient> crate::usage::Balances for C {
+    async fn active_balances(
+        &self,
+        instance_ids: &[&str],
+    ) -> Result<Vec<crate::usage::Balance>, tokio_postgres::Error> {
+        Ok(active_packages(self, instance_ids)
+            .await?
+            .into_iter()
+            .filter(|package| package.bytes_remaining > 0)
+            .map(|package| crate::usage::Balance {
+                instance_id: package.instance_id,
+                bytes_remaining: u64::try_from(package.bytes_remaining).unwrap_or(0),
+                expires_at: package.expires_at,
+            })
+            .collect())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn statements_are_made_from_the_one_list_of_columns() {
+        assert_eq!(
+            TASK_COLUMNS.to_string(),
+            "task_id, instance_id, state, stop_reason, bytes_consumed, created_at, updated_at, \
+             destroyed_at"
+        );
+        assert_eq!(
+            TASKS.insert(),
+            "INSERT INTO tasks (task_id, instance_id, state, stop_reason, bytes_consumed, \
+             created_at, updated_at, destroyed_at) SELECT u.task_id, u.instance_id, u.state, \
+             u.stop_reason, u.bytes_consumed, u.created_at, u.updated_at, u.destroyed_at FROM \
+             unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::int8[], \
+             $6::timestamptz[], $7::timestamptz[], $8::timestamptz[]) AS u(task_id, instance_id, \
+             state, stop_reason, bytes_consumed, created_at, updated_at, destroyed_at)"
+        );
+        let update = PACKAGES.update();
+        assert!(update.starts_with("UPDATE packages t SET jd_pin = u.jd_pin, "));
+        assert!(update.contains("warned_percents = u.warned_percents::smallint[], "));
+        assert!(update
+            .ends_with("WHERE t.instance_id = u.instance_id AND t.instance_id = ANY($1::text[])"));
+        assert_eq!(PACKAGE_COLUMNS.to_string().split(", ").count(), 16);
+    }
+
+    #[test]
+    fn identifiers_are_quoted() {
+        assert_eq!(quote_identifier("a\"b"), "\"a\"\"b\"");
+    }
 }

@@ -37,15 +37,23 @@ pub use dispatch::dispatch;
 const ERROR_CHARS_MAX: usize = 500;
 
 /// Queues the events at `positions` for delivery (in the transaction that appends them, after
-/// the events are written: each entry takes its subject from its event).
+/// the events are written: each entry takes its subject from its event's stream).
 pub async fn enqueue(tx: &Transaction<'_>, positions: &[i64]) -> Result<(), tokio_postgres::Error> {
+    let events = crate::store::read_positions(tx, positions).await?;
+    let positions: Vec<i64> = events.iter().map(|event| event.position).collect();
+    let subjects: Vec<&str> = events
+        .iter()
+        .map(|event| event.stream_id.as_str())
+        .collect();
     let statement = tx
         .prepare_cached(
             "INSERT INTO outbox (position, subject)
-             SELECT position, stream_id FROM events WHERE position = ANY($1::bigint[])",
+             SELECT * FROM unnest($1::bigint[], $2::text[])",
         )
         .await?;
-    tx.execute(&statement, &[&positions]).await.map(drop)
+    tx.execute(&statement, &[&positions, &subjects])
+        .await
+        .map(drop)
 }
 
 /// The CloudEvents 1.0 document for one ledger event.

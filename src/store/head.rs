@@ -5,6 +5,7 @@
 use super::hash::Hash;
 use super::Connection;
 use chrono::{DateTime, Utc};
+use std::collections::HashMap;
 
 /// A hash column: the schema holds every hash to 32 bytes.
 fn hash_of(bytes: &[u8]) -> Hash {
@@ -85,4 +86,55 @@ pub async fn oldest_position(
         .query_one("SELECT min(position) FROM events", &[])
         .await?
         .get(0))
+}
+
+/// A stream's head: its last version, that event's hash and its position.
+pub type StreamHead = (i64, Hash, i64);
+
+/// The head at `position` of every stream with events after it: what a check that starts after
+/// `position` (a signed checkpoint) links each stream's next event to. One lookup per such
+/// stream, in `checkpoint_heads` when the checkpointer recorded its head there (else one indexed
+/// search per monthly partition): the cost follows what is new.
+pub async fn stream_heads_at(
+    client: &impl Connection,
+    position: i64,
+) -> Result<HashMap<String, StreamHead>, tokio_postgres::Error> {
+    let rows = client
+        .connection()
+        .query(
+            // A stream's head at the checkpoint is the event its first event after it follows:
+            // its lowest version there (a stream whose versions do not rise along the positions
+            // is named by the check that follows). The checkpointer recorded it in
+            // `checkpoint_heads` when it signed (one lookup in a small table) unless the stream
+            // has moved past a later checkpoint since; otherwise it is the stream's last event at
+            // or before the checkpoint still in the database, or, when that was dropped, the head
+            // its month's drop recorded: the newer of the two. The second search runs only when
+            // the first finds nothing.
+            "SELECT m.stream_id, h.version, h.hash, h.position
+               FROM (SELECT stream_id, min(version) AS version
+                       FROM events WHERE position > $1 GROUP BY stream_id) AS m
+               JOIN LATERAL (
+                    (SELECT version, hash, position FROM checkpoint_heads c
+                      WHERE c.stream_id = m.stream_id AND c.version = m.version - 1
+                        AND c.position <= $1)
+                    UNION ALL
+                    (SELECT version, hash, position FROM (
+                        (SELECT version, hash, position FROM events e
+                          WHERE ledger_stream_key(e.stream_id) = ledger_stream_key(m.stream_id)
+                            AND e.stream_id = m.stream_id AND e.position <= $1
+                          ORDER BY version DESC LIMIT 1)
+                        UNION ALL
+                        (SELECT version, hash, position FROM archived_stream_heads a
+                          WHERE a.stream_id = m.stream_id AND a.position <= $1
+                          ORDER BY version DESC LIMIT 1)
+                    ) AS candidates ORDER BY version DESC LIMIT 1)
+                    LIMIT 1
+               ) h ON true",
+            &[&position],
+        )
+        .await?;
+    Ok(rows
+        .iter()
+        .map(|row| (row.get(0), (row.get(1), hash_of(row.get(2)), row.get(3))))
+        .collect())
 }

@@ -4,32 +4,37 @@
 //!
 //! Every statement over `events`, its partitions, `stream_heads`, `idempotency_keys` and
 //! `ledger_head` is here, one function for each question, by topic: `append.rs`; `read.rs`
-//! (streams, positions, the audits' stream of the whole ledger); `as_of.rs` (the ledger as of a
-//! point); `head.rs` (the head, the chain at a position); `partitions.rs` and `archived.rs` (the
-//! monthly partitions, and the months dropped from the database).
+//! (streams, positions, the audits' stream of the whole ledger); `notices.rs` (expiry notices held
+//! and settled); `traffic.rs` (a package stream's traffic windows, for `crate::usage`); `as_of.rs` (the ledger as of a point); `head.rs` (the head, the chain at a
+//! position); `partitions.rs` and `archived.rs` (the monthly partitions, and the months dropped
+//! from the database).
 
 mod append;
 pub mod archived;
 mod as_of;
 pub mod hash;
 mod head;
+mod notices;
 pub mod partition_move;
 pub mod partitions;
 mod read;
 mod row;
+mod traffic;
 
 pub use append::{append, append_new, find_by_idempotency_keys, prepare, write, Prepared};
 pub use as_of::{position_of, snapshot, Point, PointError, POSITION_AT};
-pub use head::{chain_at, head, oldest_position, ChainAt, Head};
+pub use head::{chain_at, head, oldest_position, stream_heads_at, ChainAt, Head, StreamHead};
+pub use notices::{last_expiry_notice, unsettled_notice_count, unsettled_notices, Unsettled};
 pub use read::{
-    by_idempotency_keys, copy_after, credential_generation, for_each_in_stream_until,
-    last_expiry_notice, metadata_at, prev_hashes_before, read_all_after, read_grants, read_stream,
-    STREAM_PAGE_EVENTS,
+    by_idempotency_keys, copy_after, credential_generation, for_each_in_stream_until, metadata_at,
+    prev_hashes_before, read_all_after, read_grants, read_positions, read_stream, sku_choice,
+    SkuChoice, STREAM_PAGE_EVENTS,
 };
 pub use row::{
     prev_hash, Columns, EventRow, FoldRow, JsonText, MetadataRun, PrevHashes, RecordedEvent,
     Selection, StoredEvent, EVENT_COLUMNS, EVENT_COLUMN_TYPES, FOLD_COLUMNS, FOLD_COLUMN_TYPES,
 };
+pub use traffic::last_recorded;
 
 use chrono::{DateTime, Utc};
 use projections::events::Event;
@@ -43,6 +48,15 @@ use std::sync::Arc;
 /// readers that both the service and the audits call take any of them.
 pub trait Connection: Sync {
     fn connection(&self) -> &tokio_postgres::Client;
+
+    /// Prepares `sql`: once per pooled connection (the pool keeps its statements), else each time.
+    fn prepare(
+        &self,
+        sql: &str,
+    ) -> impl std::future::Future<Output = Result<tokio_postgres::Statement, tokio_postgres::Error>> + Send
+    {
+        self.connection().prepare(sql)
+    }
 }
 
 impl Connection for tokio_postgres::Client {
@@ -61,11 +75,19 @@ impl Connection for deadpool_postgres::Client {
     fn connection(&self) -> &tokio_postgres::Client {
         self
     }
+
+    async fn prepare(&self, sql: &str) -> Result<tokio_postgres::Statement, tokio_postgres::Error> {
+        self.prepare_cached(sql).await
+    }
 }
 
 impl Connection for deadpool_postgres::Transaction<'_> {
     fn connection(&self) -> &tokio_postgres::Client {
         self.client()
+    }
+
+    async fn prepare(&self, sql: &str) -> Result<tokio_postgres::Statement, tokio_postgres::Error> {
+        self.prepare_cached(sql).await
     }
 }
 

@@ -373,6 +373,14 @@ pub async fn maintain_forever(pool: deadpool_postgres::Pool, retention: Duration
     }
 }
 
+/// Events in the database (every partition): what `dts-ledger stats` divides the bytes by.
+pub async fn events(client: &impl GenericClient) -> Result<i64, tokio_postgres::Error> {
+    Ok(client
+        .query_one("SELECT count(*) FROM events", &[])
+        .await?
+        .get(0))
+}
+
 /// The bytes of one relation of the append path.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RelationBytes {

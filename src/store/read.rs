@@ -65,25 +65,36 @@ pub async fn read_grants(
     .await
 }
 
-/// The type of the newest expiry notice held, expiry or release of a stream (through the
-/// partial index `events_expiry_notices`): `OrderExpiryHeld` when a held notice is still
-/// unsettled.
-pub async fn last_expiry_notice(
+/// A SKU as the event that put a package on it names it (`None` for a field it lacks).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SkuChoice {
+    pub sku_id: Option<String>,
+    pub name: Option<String>,
+    pub currency: Option<String>,
+}
+
+/// The SKU the latest purchase or upgrade of a package's stream put it on, through the partial
+/// index `events_sku_choices`, without reading the package's traffic; `None` when there is no
+/// such event.
+pub async fn sku_choice(
     client: &impl GenericClient,
     stream_id: &str,
-) -> Result<Option<String>, StoreError> {
+) -> Result<Option<SkuChoice>, StoreError> {
     let statement = client
         .prepare_cached(
-            "SELECT event_type FROM events
-              WHERE stream_id = $1
-                AND event_type IN ('OrderExpiryHeld', 'OrderExpired', 'OrderReleased')
+            "SELECT payload->>'skuId', payload->>'skuName', payload->>'currency' FROM events
+              WHERE stream_id = $1 AND event_type IN ('OrderCreated', 'OrderUpgraded')
               ORDER BY position DESC LIMIT 1",
         )
         .await?;
     Ok(client
         .query_opt(&statement, &[&stream_id])
         .await?
-        .map(|row| row.get(0)))
+        .map(|row| SkuChoice {
+            sku_id: row.get(0),
+            name: row.get(1),
+            currency: row.get(2),
+        }))
 }
 
 /// The generation of a package's order credential: the highest among its rotations, 0 when it
@@ -172,6 +183,26 @@ pub async fn copy_after(
         ))
         .await?;
     Ok(BinaryCopyOutStream::new(stream, selection.types))
+}
+
+/// The events at `positions`, in position order, as stored (their previous hash as the row
+/// stores it); a position with no event in the database is left out.
+pub async fn read_positions(
+    client: &impl super::Connection,
+    positions: &[i64],
+) -> Result<Vec<RecordedEvent>, tokio_postgres::Error> {
+    let statement = client
+        .prepare(&format!(
+            "SELECT {COLUMNS} FROM events WHERE position = ANY($1::bigint[]) ORDER BY position"
+        ))
+        .await?;
+    client
+        .connection()
+        .query(&statement, &[&positions])
+        .await?
+        .iter()
+        .map(RecordedEvent::from_columns)
+        .collect()
 }
 
 /// Up to `limit` events with positions above `after`, in position order.
