@@ -6,9 +6,9 @@
 
 use super::archive::{self, ArchiveError, Checked, Header, Writer};
 use super::checkpoint::{Checkpoint, Keyring};
+use super::hasher::Hasher;
 use super::report::Month;
 use super::source::{self, Range, Selection, Until};
-use super::verify::Hasher;
 pub use crate::store::archived::{dropped, live_first, needed, DroppedMonth};
 use crate::store::hash::{ledger_hash, Hash, GENESIS};
 use crate::store::{EventRow, MetadataRun, PrevHashes};

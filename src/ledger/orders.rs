@@ -272,16 +272,12 @@ pub async fn renew(
     command: &RenewOrder,
     metadata: &Metadata,
 ) -> Result<Outcome, CommandError> {
+    let decide = |draft: &mut Draft, earlier, recorded: Option<&Sku>| {
+        decide::renew(draft, command, catalog, recorded, earlier)
+    };
+    let order = (&command.instance_id, &command.order);
     let details = OrderDetails::default();
-    change(
-        ledger,
-        metadata,
-        &command.instance_id,
-        Prior::Order(&command.order, &details),
-        Some(catalog),
-        |draft, earlier, recorded| decide::renew(draft, command, catalog, recorded, earlier),
-    )
-    .await
+    change_by_order(ledger, metadata, order, &details, Some(catalog), decide).await
 }
 
 pub async fn upgrade(
@@ -291,15 +287,11 @@ pub async fn upgrade(
     details: &OrderDetails,
     metadata: &Metadata,
 ) -> Result<Outcome, CommandError> {
-    change(
-        ledger,
-        metadata,
-        &command.instance_id,
-        Prior::Order(&command.order, details),
-        None,
-        |draft, earlier, _| decide::upgrade(draft, command, catalog, earlier),
-    )
-    .await
+    let decide = |draft: &mut Draft, earlier, _: Option<&Sku>| {
+        decide::upgrade(draft, command, catalog, earlier)
+    };
+    let order = (&command.instance_id, &command.order);
+    change_by_order(ledger, metadata, order, details, None, decide).await
 }
 
 pub async fn dilate(
@@ -309,15 +301,25 @@ pub async fn dilate(
     details: &OrderDetails,
     metadata: &Metadata,
 ) -> Result<Outcome, CommandError> {
-    change(
-        ledger,
-        metadata,
-        &command.instance_id,
-        Prior::Order(&command.order, details),
-        Some(catalog),
-        |draft, earlier, recorded| decide::dilate(draft, command, catalog, recorded, earlier),
-    )
-    .await
+    let decide = |draft: &mut Draft, earlier, recorded: Option<&Sku>| {
+        decide::dilate(draft, command, catalog, recorded, earlier)
+    };
+    let order = (&command.instance_id, &command.order);
+    change_by_order(ledger, metadata, order, details, Some(catalog), decide).await
+}
+
+/// A [`change`] an order makes to its package (`order`: the package and the order): the answer
+/// recorded for the order earlier, if any, is looked up, and the order's `details` are kept.
+async fn change_by_order(
+    ledger: &Ledger,
+    metadata: &Metadata,
+    (instance_id, order): (&InstanceId, &OrderRef),
+    details: &OrderDetails,
+    catalog: Option<&Catalog>,
+    decide: impl Fn(&mut Draft, Option<Event>, Option<&Sku>) -> Result<Outcome, Refusal> + Send + Sync,
+) -> Result<Outcome, CommandError> {
+    let prior = Prior::Order(order, details);
+    change(ledger, metadata, instance_id, prior, catalog, decide).await
 }
 
 pub async fn expire(
@@ -325,15 +327,8 @@ pub async fn expire(
     instance_id: &InstanceId,
     metadata: &Metadata,
 ) -> Result<Outcome, CommandError> {
-    change(
-        ledger,
-        metadata,
-        instance_id,
-        Prior::ExpiryHeld,
-        None,
-        |draft, held, _| decide::expire(draft, instance_id, held),
-    )
-    .await
+    let decide = |draft: &mut Draft, held| decide::expire(draft, instance_id, held);
+    change_package(ledger, metadata, instance_id, Prior::ExpiryHeld, decide).await
 }
 
 /// An operator applies the package's held expiry notice (see [`decide::apply_held_expiry`]).
@@ -343,13 +338,15 @@ pub async fn apply_held_expiry(
     reason: ExpiryReason,
     metadata: &Metadata,
 ) -> Result<Outcome, CommandError> {
-    change(
+    let decide = |draft: &mut Draft, held: Option<Event>| {
+        decide::apply_held_expiry(draft, instance_id, reason, held.is_some())
+    };
+    change_package(
         ledger,
         metadata,
         instance_id,
         Prior::UnsettledNotice,
-        None,
-        |draft, held, _| decide::apply_held_expiry(draft, instance_id, reason, held.is_some()),
+        decide,
     )
     .await
 }
@@ -359,15 +356,20 @@ pub async fn release(
     instance_id: &InstanceId,
     metadata: &Metadata,
 ) -> Result<Outcome, CommandError> {
-    change(
-        ledger,
-        metadata,
-        instance_id,
-        Prior::Nothing,
-        None,
-        |draft, _, _| decide::release(draft, instance_id),
-    )
-    .await
+    let decide = |draft: &mut Draft, _| decide::release(draft, instance_id);
+    change_package(ledger, metadata, instance_id, Prior::Nothing, decide).await
+}
+
+/// A [`change`] the clock or an operator makes: it names no order and needs no catalog.
+async fn change_package(
+    ledger: &Ledger,
+    metadata: &Metadata,
+    instance_id: &InstanceId,
+    prior: Prior<'_>,
+    decide: impl Fn(&mut Draft, Option<Event>) -> Result<Outcome, Refusal> + Send + Sync,
+) -> Result<Outcome, CommandError> {
+    let decide = |draft: &mut Draft, earlier, _: Option<&Sku>| decide(draft, earlier);
+    change(ledger, metadata, instance_id, prior, None, decide).await
 }
 
 /// Due packages read per query of a sweep; a pass pages through all of them, so this bounds

@@ -143,12 +143,7 @@ async fn claim(
     // the event is the store's to read.
     rows.sort_by_key(|row| row.get::<_, i64>(0));
     let positions: Vec<i64> = rows.iter().map(|row| row.get(0)).collect();
-    let mut events: std::collections::HashMap<i64, _> =
-        crate::store::read_positions(&client, &positions)
-            .await?
-            .into_iter()
-            .map(|event| (event.position, event))
-            .collect();
+    let mut events = super::events_at(&client, &positions).await?;
     Ok(rows
         .iter()
         .filter_map(|row| Some((row, events.remove(&row.get::<_, i64>(0))?)))

@@ -20,12 +20,14 @@
 //! what it hears a prefix of the ledger. Delivered entries are pruned after `retention_s`.
 
 use crate::configuration::WebhookConfig;
+use crate::store::RecordedEvent;
 use chrono::{DateTime, Utc};
 use deadpool_postgres::Transaction;
 use hmac::{Hmac, Mac};
 use rand::Rng;
 use serde_json::{json, Value};
 use sha2::Sha256;
+use std::collections::HashMap;
 use std::time::Duration;
 
 mod dispatch;
@@ -54,6 +56,19 @@ pub async fn enqueue(tx: &Transaction<'_>, positions: &[i64]) -> Result<(), toki
     tx.execute(&statement, &[&positions, &subjects])
         .await
         .map(drop)
+}
+
+/// The events of the entries at `positions`, by position (the store reads them: entries name
+/// their events by position alone).
+async fn events_at(
+    client: &impl crate::store::Connection,
+    positions: &[i64],
+) -> Result<HashMap<i64, RecordedEvent>, tokio_postgres::Error> {
+    Ok(crate::store::read_positions(client, positions)
+        .await?
+        .into_iter()
+        .map(|event| (event.position, event))
+        .collect())
 }
 
 /// The CloudEvents 1.0 document for one ledger event.

@@ -1,17 +1,22 @@
 //! The projection tables as rows, and every statement over them: load (with locks) and save,
-//! batched with `unnest`; the snapshots stored in tables shaped like them; and what the workers,
-//! the metrics and the usage answers ask of them. Each table's columns are listed once, each
-//! with its type and its value (`PACKAGES`, `TASKS`); every statement is made from that list.
+//! batched with `unnest` (here); the projection read or written whole, and the snapshots stored
+//! in tables shaped like it (`whole.rs`); and what the workers, the metrics and the usage answers
+//! ask of them (`queries.rs`). Each table's columns are listed once, each with its type and its
+//! value (`PACKAGES`, `TASKS`); every statement is made from that list.
 
-use crate::store::Connection;
-use chrono::{DateTime, Utc};
 use deadpool_postgres::{GenericClient, Transaction};
 use projections::events::StopReason;
 use projections::ids::{Bytes, InstanceId, JdPin, SkuId, TaskId};
-use projections::{Package, PackageStatus, Projection, Task, TaskState};
+use projections::{Package, PackageStatus, Task, TaskState};
 use rust_decimal::Decimal;
 use tokio_postgres::types::ToSql;
 use tokio_postgres::Row;
+
+mod queries;
+mod whole;
+
+pub use queries::{active_packages, changed_active_packages, due_packages, Active};
+pub use whole::{all_rows, snapshot_rows, write_snapshot, write_to_schema, SnapshotKey};
 
 /// A projection row that no fold could have written.
 #[derive(Debug, thiserror::Error)]
@@ -389,283 +394,6 @@ pub async fn update_tasks(
     write(tx, &TASKS, &TASKS.update(), tasks).await
 }
 
-/// Rows per statement when a whole projection is written: the arrays of one statement stay near
-/// a few MiB, however many packages the projection holds.
-const PROJECTION_CHUNK_ROWS: usize = 10_000;
-
-/// Inserts every package and task of `projection`, [`PROJECTION_CHUNK_ROWS`] per statement, into
-/// the tables `packages` and `tasks` the transaction's search path finds first.
-async fn insert_projection(
-    tx: &Transaction<'_>,
-    projection: &Projection,
-) -> Result<(), tokio_postgres::Error> {
-    let packages: Vec<&Package> = projection.packages.values().collect();
-    let tasks: Vec<&Task> = projection.tasks.values().collect();
-    for chunk in packages.chunks(PROJECTION_CHUNK_ROWS) {
-        insert_packages(tx, chunk).await?;
-    }
-    for chunk in tasks.chunks(PROJECTION_CHUNK_ROWS) {
-        insert_tasks(tx, chunk).await?;
-    }
-    Ok(())
-}
-
-/// Every package and every task, in no order: the live projection, read whole (by replay, in its
-/// snapshot).
-pub async fn all_rows(
-    client: &impl Connection,
-) -> Result<(Vec<Row>, Vec<Row>), tokio_postgres::Error> {
-    let client = client.connection();
-    let packages = client
-        .query(&format!("SELECT {PACKAGE_COLUMNS} FROM packages"), &[])
-        .await?;
-    let tasks = client
-        .query(&format!("SELECT {TASK_COLUMNS} FROM tasks"), &[])
-        .await?;
-    Ok((packages, tasks))
-}
-
-/// Writes `projection` into new tables `packages` and `tasks`, shaped like the live ones, of a new
-/// schema `schema`, in `tx`.
-pub async fn write_to_schema(
-    tx: &Transaction<'_>,
-    schema: &str,
-    projection: &Projection,
-) -> Result<(), tokio_postgres::Error> {
-    let schema = quote_identifier(schema);
-    tx.batch_execute(&format!(
-        "CREATE SCHEMA {schema};
-         CREATE TABLE {schema}.packages (LIKE public.packages INCLUDING ALL);
-         CREATE TABLE {schema}.tasks (LIKE public.tasks INCLUDING ALL);
-         SET LOCAL search_path = {schema};"
-    ))
-    .await?;
-    insert_projection(tx, projection).await
-}
-
-fn quote_identifier(name: &str) -> String {
-    format!("\"{}\"", name.replace('"', "\"\""))
-}
-
-/// The key of a stored snapshot: its checkpoint's position, key id and signing time.
-#[derive(Debug, Clone, Copy)]
-pub struct SnapshotKey<'a> {
-    pub position: i64,
-    pub key_id: &'a str,
-    pub signed_at: DateTime<Utc>,
-}
-
-impl SnapshotKey<'_> {
-    fn params(&self) -> [&(dyn ToSql + Sync); 3] {
-        [&self.position, &self.key_id, &self.signed_at]
-    }
-}
-
-/// The package and task rows of the snapshot under `key`.
-pub async fn snapshot_rows(
-    client: &impl Connection,
-    key: SnapshotKey<'_>,
-) -> Result<(Vec<Row>, Vec<Row>), tokio_postgres::Error> {
-    let client = client.connection();
-    let rows_of = |table: &str, columns: String| {
-        format!(
-            "SELECT {columns} FROM {table}
-              WHERE snapshot_position = $1 AND snapshot_key_id = $2 AND snapshot_signed_at = $3"
-        )
-    };
-    let packages = client
-        .query(
-            &rows_of("snapshot_packages", PACKAGE_COLUMNS.to_string()),
-            &key.params(),
-        )
-        .await?;
-    let tasks = client
-        .query(
-            &rows_of("snapshot_tasks", TASK_COLUMNS.to_string()),
-            &key.params(),
-        )
-        .await?;
-    Ok((packages, tasks))
-}
-
-/// Stores `projection` as the rows of the snapshot under `key`. The rows are written with the
-/// statements of the live tables into temporary tables shaped like them, then copied: one
-/// definition of a row, wherever it is stored.
-pub async fn write_snapshot(
-    tx: &Transaction<'_>,
-    key: SnapshotKey<'_>,
-    projection: &Projection,
-) -> Result<(), tokio_postgres::Error> {
-    tx.batch_execute(
-        "CREATE TEMP TABLE packages (LIKE public.packages) ON COMMIT DROP;
-         CREATE TEMP TABLE tasks (LIKE public.tasks) ON COMMIT DROP;
-         SET LOCAL search_path = pg_temp, public;",
-    )
-    .await?;
-    insert_projection(tx, projection).await?;
-    tx.execute(
-        &format!(
-            "INSERT INTO public.snapshot_packages
-                    (snapshot_position, snapshot_key_id, snapshot_signed_at, {PACKAGE_COLUMNS})
-             SELECT $1, $2, $3, {PACKAGE_COLUMNS} FROM pg_temp.packages"
-        ),
-        &key.params(),
-    )
-    .await?;
-    tx.execute(
-        &format!(
-            "INSERT INTO public.snapshot_tasks
-                    (snapshot_position, snapshot_key_id, snapshot_signed_at, {TASK_COLUMNS})
-             SELECT $1, $2, $3, {TASK_COLUMNS} FROM pg_temp.tasks"
-        ),
-        &key.params(),
-    )
-    .await?;
-    tx.batch_execute("DROP TABLE pg_temp.packages, pg_temp.tasks; SET LOCAL search_path = public;")
-        .await
-}
-
-/// One page of active packages due at `cutoff` (their `expires_at` passed), at most `limit`,
-/// after the `(expires_at, instance_id)` cursor `after`, in that order.
-pub async fn due_packages(
-    client: &impl GenericClient,
-    cutoff: DateTime<Utc>,
-    after: Option<&(DateTime<Utc>, String)>,
-    limit: i64,
-) -> Result<Vec<(DateTime<Utc>, String)>, tokio_postgres::Error> {
-    let statement = client
-        .prepare_cached(
-            "SELECT expires_at, instance_id FROM packages
-              WHERE status = 'active' AND expires_at <= $1
-                AND ($2::timestamptz IS NULL OR (expires_at, instance_id) > ($2, $3))
-              ORDER BY expires_at, instance_id LIMIT $4",
-        )
-        .await?;
-    let (after_at, after_id) = match after {
-        Some((at, id)) => (Some(*at), Some(id.as_str())),
-        None => (None, None),
-    };
-    Ok(client
-        .query(&statement, &[&cutoff, &after_at, &after_id, &limit])
-        .await?
-        .iter()
-        .map(|row| (row.get(0), row.get(1)))
-        .collect())
-}
-
-/// One page of active packages with bytes left whose row changed at or after `since`, at most
-/// `limit`, after `after` in id order.
-pub async fn changed_active_packages(
-    client: &impl GenericClient,
-    since: DateTime<Utc>,
-    after: &str,
-    limit: i64,
-) -> Result<Vec<String>, tokio_postgres::Error> {
-    let statement = client
-        .prepare_cached(
-            "SELECT instance_id FROM packages
-              WHERE status = 'active' AND bytes_remaining > 0 AND updated_at >= $1
-                AND instance_id > $2
-              ORDER BY instance_id LIMIT $3",
-        )
-        .await?;
-    Ok(client
-        .query(&statement, &[&since, &after, &limit])
-        .await?
-        .iter()
-        .map(|row| row.get(0))
-        .collect())
-}
-
-/// An active package, as the answers about its use and its notices need it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Active {
-    pub instance_id: String,
-    pub jd_pin: String,
-    pub bytes_remaining: i64,
-    pub expires_at: Option<DateTime<Utc>>,
-}
-
-/// The active packages among `ids`.
-pub async fn active_packages(
-    client: &impl GenericClient,
-    ids: &[&str],
-) -> Result<Vec<Active>, tokio_postgres::Error> {
-    let rows = by_ids(
-        client,
-        "SELECT instance_id, jd_pin, bytes_remaining, expires_at FROM packages
-          WHERE instance_id = ANY($1::text[]) AND status = 'active'",
-        ids,
-    )
-    .await?;
-    Ok(rows
-        .iter()
-        .map(|row| Active {
-            instance_id: row.get(0),
-            jd_pin: row.get(1),
-            bytes_remaining: row.get(2),
-            expires_at: row.get(3),
-        })
-        .collect())
-}
-
-impl<C: GenericClient> crate::metrics::refresh::Projections for C {
-    async fn counts(&self) -> Result<crate::metrics::refresh::Counts, tokio_postgres::Error> {
-        let statement = self
-            .prepare_cached(
-                "SELECT 'package', status, count(*) FROM packages GROUP BY status
-                 UNION ALL
-                 SELECT 'task', state, count(*) FROM tasks GROUP BY state",
-            )
-            .await?;
-        let mut counts = crate::metrics::refresh::Counts::default();
-        for row in self.query(&statement, &[]).await? {
-            let counted = (row.get(1), row.get(2));
-            match row.get::<_, &str>(0) {
-                "package" => counts.packages.push(counted),
-                _ => counts.tasks.push(counted),
-            }
-        }
-        Ok(counts)
-    }
-
-    async fn stopped_tasks_changed_within(
-        &self,
-        within_s: f64,
-    ) -> Result<Vec<(String, DateTime<Utc>)>, tokio_postgres::Error> {
-        let statement = self
-            .prepare_cached(
-                "SELECT task_id, updated_at FROM tasks
-                  WHERE state = 'stopped' AND updated_at >= now() - make_interval(secs => $1)",
-            )
-            .await?;
-        Ok(self
-            .query(&statement, &[&within_s])
-            .await?
-            .iter()
-            .map(|row| (row.get(0), row.get(1)))
-            .collect())
-    }
-}
-
-impl<C: GenericClient> crate::usage::Balances for C {
-    async fn active_balances(
-        &self,
-        instance_ids: &[&str],
-    ) -> Result<Vec<crate::usage::Balance>, tokio_postgres::Error> {
-        Ok(active_packages(self, instance_ids)
-            .await?
-            .into_iter()
-            .filter(|package| package.bytes_remaining > 0)
-            .map(|package| crate::usage::Balance {
-                instance_id: package.instance_id,
-                bytes_remaining: u64::try_from(package.bytes_remaining).unwrap_or(0),
-                expires_at: package.expires_at,
-            })
-            .collect())
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -692,10 +420,5 @@ mod tests {
         assert!(update
             .ends_with("WHERE t.instance_id = u.instance_id AND t.instance_id = ANY($1::text[])"));
         assert_eq!(PACKAGE_COLUMNS.to_string().split(", ").count(), 16);
-    }
-
-    #[test]
-    fn identifiers_are_quoted() {
-        assert_eq!(quote_identifier("a\"b"), "\"a\"\"b\"");
     }
 }
