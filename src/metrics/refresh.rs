@@ -43,7 +43,7 @@ pub struct Counts {
 
 /// The projection rows the gauges count. They live above this module (the ledger, which owns
 /// them, records its own metrics here), so the rows answer for every client of the pool
-/// (`ledger/rows.rs`).
+/// (`ledger/rows/queries.rs`).
 pub trait Projections: Sync {
     /// Packages by status and tasks by state.
     fn counts(&self) -> impl Future<Output = Result<Counts, tokio_postgres::Error>> + Send;

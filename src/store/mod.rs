@@ -4,10 +4,11 @@
 //!
 //! Every statement over `events`, its partitions, `stream_heads`, `idempotency_keys` and
 //! `ledger_head` is here, one function for each question, by topic: `append.rs`; `read.rs`
-//! (streams, positions, the audits' stream of the whole ledger); `notices.rs` (expiry notices held
-//! and settled); `traffic.rs` (a package stream's traffic windows, for `crate::usage`); `as_of.rs` (the ledger as of a point); `head.rs` (the head, the chain at a
-//! position); `partitions.rs` and `archived.rs` (the monthly partitions, and the months dropped
-//! from the database).
+//! (streams, positions, the audits' stream of the whole ledger); `as_of.rs` (the ledger as of a
+//! point); `head.rs` (the head, the chain at a position, the streams' heads there);
+//! `notices.rs` (expiry notices held and settled); `traffic.rs` (a package stream's traffic
+//! windows, the last event of task streams); `partitions.rs` and `archived.rs` (the monthly
+//! partitions, and the months dropped from the database).
 
 mod append;
 pub mod archived;

@@ -1,6 +1,6 @@
-//! The ledger's monthly partitions (schema/0019): listing them with their bounds, the service's
-//! maintenance (partitions made ahead, expired traffic keys removed) and what an event costs in
-//! bytes.
+//! The ledger's monthly partitions (schema/0019): listing them with their bounds, which one holds
+//! a position and what a span of time holds, the service's maintenance (partitions made ahead,
+//! expired traffic keys removed) and what an event costs in bytes.
 //!
 //! `events` is range-partitioned by `recorded_at`, one partition per finance month (China
 //! Standard Time, UTC+8), named `events_pYYYY_MM`. Time never goes backwards along positions, so

@@ -25,6 +25,10 @@
 //! in step), so a window starts after the last event before it, found by walking the stream
 //! index (`ledger_stream_key(stream_id), version`) back from the stream's end: a read costs about
 //! twice the window's events, whatever the stream's age.
+//!
+//! The reads themselves are the store's (the stream's traffic, [`Traffic`]) and the package rows'
+//! (the balances, [`Balances`]): both lie above this module, which the decisions below them use,
+//! so this module names what it reads and they answer it for every client of the pool.
 
 use chrono::{DateTime, Duration, FixedOffset, NaiveDate, Utc};
 use projections::events::package_stream;
@@ -146,7 +150,7 @@ pub struct RateWindow {
 }
 
 /// The package rows this module reads. They live above it (the rows are the ledger's), which
-/// answers for every client of the pool (`ledger/rows.rs`).
+/// answers for every client of the pool (`ledger/rows/queries.rs`).
 pub trait Balances: Sync {
     /// The active packages among `instance_ids` that have bytes left.
     fn active_balances(
