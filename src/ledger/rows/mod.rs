@@ -9,6 +9,7 @@ use projections::events::StopReason;
 use projections::ids::{Bytes, InstanceId, JdPin, SkuId, TaskId};
 use projections::{Package, PackageStatus, Task, TaskState};
 use rust_decimal::Decimal;
+use std::sync::LazyLock;
 use tokio_postgres::types::ToSql;
 use tokio_postgres::Row;
 
@@ -175,7 +176,13 @@ pub struct ColumnNames<R: 'static>(&'static Table<R>);
 
 impl<R> std::fmt::Display for ColumnNames<R> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(&self.0.list(0, |_, column| column.name.to_owned()))
+        for (index, column) in self.0.columns.iter().enumerate() {
+            if index > 0 {
+                f.write_str(", ")?;
+            }
+            f.write_str(column.name)?;
+        }
+        Ok(())
     }
 }
 
@@ -264,11 +271,13 @@ pub async fn lock_packages(
     tx: &Transaction<'_>,
     ids: &[&str],
 ) -> Result<Vec<Row>, tokio_postgres::Error> {
-    let sql = format!(
-        "SELECT {PACKAGE_COLUMNS} FROM packages WHERE instance_id = ANY($1::text[])
-          ORDER BY instance_id FOR UPDATE"
-    );
-    by_ids(tx, &sql, ids).await
+    static SQL: LazyLock<String> = LazyLock::new(|| {
+        format!(
+            "SELECT {PACKAGE_COLUMNS} FROM packages WHERE instance_id = ANY($1::text[])
+              ORDER BY instance_id FOR UPDATE"
+        )
+    });
+    by_ids(tx, &SQL, ids).await
 }
 
 /// Loads and locks the packages the given tasks are bound to, in id order.
@@ -276,13 +285,15 @@ pub async fn lock_packages_of_tasks(
     tx: &Transaction<'_>,
     task_ids: &[&str],
 ) -> Result<Vec<Row>, tokio_postgres::Error> {
-    let sql = format!(
-        "SELECT {PACKAGE_COLUMNS} FROM packages
-          WHERE instance_id = ANY(ARRAY(SELECT instance_id FROM tasks
-                                         WHERE task_id = ANY($1::text[])))
-          ORDER BY instance_id FOR UPDATE"
-    );
-    by_ids(tx, &sql, task_ids).await
+    static SQL: LazyLock<String> = LazyLock::new(|| {
+        format!(
+            "SELECT {PACKAGE_COLUMNS} FROM packages
+              WHERE instance_id = ANY(ARRAY(SELECT instance_id FROM tasks
+                                             WHERE task_id = ANY($1::text[])))
+              ORDER BY instance_id FOR UPDATE"
+        )
+    });
+    by_ids(tx, &SQL, task_ids).await
 }
 
 /// The running tasks of the named packages.
@@ -290,11 +301,13 @@ pub async fn running_tasks_of(
     tx: &Transaction<'_>,
     instance_ids: &[&str],
 ) -> Result<Vec<Row>, tokio_postgres::Error> {
-    let sql = format!(
-        "SELECT {TASK_COLUMNS} FROM tasks
-          WHERE instance_id = ANY($1::text[]) AND state = 'running'"
-    );
-    by_ids(tx, &sql, instance_ids).await
+    static SQL: LazyLock<String> = LazyLock::new(|| {
+        format!(
+            "SELECT {TASK_COLUMNS} FROM tasks
+              WHERE instance_id = ANY($1::text[]) AND state = 'running'"
+        )
+    });
+    by_ids(tx, &SQL, instance_ids).await
 }
 
 /// Reads packages without locking them (for answers that change nothing).
@@ -302,8 +315,10 @@ pub async fn read_packages(
     client: &impl GenericClient,
     ids: &[&str],
 ) -> Result<Vec<Row>, tokio_postgres::Error> {
-    let sql = format!("SELECT {PACKAGE_COLUMNS} FROM packages WHERE instance_id = ANY($1::text[])");
-    by_ids(client, &sql, ids).await
+    static SQL: LazyLock<String> = LazyLock::new(|| {
+        format!("SELECT {PACKAGE_COLUMNS} FROM packages WHERE instance_id = ANY($1::text[])")
+    });
+    by_ids(client, &SQL, ids).await
 }
 
 /// The tasks bound to these packages that are not destroyed.
@@ -311,11 +326,13 @@ pub async fn live_tasks_of(
     client: &impl GenericClient,
     instance_ids: &[&str],
 ) -> Result<Vec<Row>, tokio_postgres::Error> {
-    let sql = format!(
-        "SELECT {TASK_COLUMNS} FROM tasks WHERE instance_id = ANY($1::text[])
-            AND state <> 'destroyed'"
-    );
-    by_ids(client, &sql, instance_ids).await
+    static SQL: LazyLock<String> = LazyLock::new(|| {
+        format!(
+            "SELECT {TASK_COLUMNS} FROM tasks WHERE instance_id = ANY($1::text[])
+                AND state <> 'destroyed'"
+        )
+    });
+    by_ids(client, &SQL, instance_ids).await
 }
 
 /// Every task bound to these packages, destroyed ones included (for order views).
@@ -323,11 +340,13 @@ pub async fn all_tasks_of(
     client: &impl GenericClient,
     instance_ids: &[&str],
 ) -> Result<Vec<Row>, tokio_postgres::Error> {
-    let sql = format!(
-        "SELECT {TASK_COLUMNS} FROM tasks WHERE instance_id = ANY($1::text[])
-          ORDER BY task_id"
-    );
-    by_ids(client, &sql, instance_ids).await
+    static SQL: LazyLock<String> = LazyLock::new(|| {
+        format!(
+            "SELECT {TASK_COLUMNS} FROM tasks WHERE instance_id = ANY($1::text[])
+              ORDER BY task_id"
+        )
+    });
+    by_ids(client, &SQL, instance_ids).await
 }
 
 /// The named tasks.
@@ -335,8 +354,10 @@ pub async fn read_tasks(
     client: &impl GenericClient,
     task_ids: &[&str],
 ) -> Result<Vec<Row>, tokio_postgres::Error> {
-    let sql = format!("SELECT {TASK_COLUMNS} FROM tasks WHERE task_id = ANY($1::text[])");
-    by_ids(client, &sql, task_ids).await
+    static SQL: LazyLock<String> = LazyLock::new(|| {
+        format!("SELECT {TASK_COLUMNS} FROM tasks WHERE task_id = ANY($1::text[])")
+    });
+    by_ids(client, &SQL, task_ids).await
 }
 
 /// Writes `rows` with the prepared statement `sql`, one array per column of `table`.
@@ -362,12 +383,18 @@ async fn write<R>(
     tx.execute(&statement, &params).await.map(drop)
 }
 
+// The writes' statements, made from the lists once: they run in every unit of work.
+static INSERT_PACKAGES: LazyLock<String> = LazyLock::new(|| PACKAGES.insert());
+static UPDATE_PACKAGES: LazyLock<String> = LazyLock::new(|| PACKAGES.update());
+static INSERT_TASKS: LazyLock<String> = LazyLock::new(|| TASKS.insert());
+static UPDATE_TASKS: LazyLock<String> = LazyLock::new(|| TASKS.update());
+
 /// Inserts new packages, all in one statement.
 pub async fn insert_packages(
     tx: &Transaction<'_>,
     packages: &[&Package],
 ) -> Result<(), tokio_postgres::Error> {
-    write(tx, &PACKAGES, &PACKAGES.insert(), packages).await
+    write(tx, &PACKAGES, &INSERT_PACKAGES, packages).await
 }
 
 /// Updates packages loaded (and locked) earlier in the transaction, all in one statement.
@@ -375,7 +402,7 @@ pub async fn update_packages(
     tx: &Transaction<'_>,
     packages: &[&Package],
 ) -> Result<(), tokio_postgres::Error> {
-    write(tx, &PACKAGES, &PACKAGES.update(), packages).await
+    write(tx, &PACKAGES, &UPDATE_PACKAGES, packages).await
 }
 
 /// Inserts new tasks, all in one statement.
@@ -383,7 +410,7 @@ pub async fn insert_tasks(
     tx: &Transaction<'_>,
     tasks: &[&Task],
 ) -> Result<(), tokio_postgres::Error> {
-    write(tx, &TASKS, &TASKS.insert(), tasks).await
+    write(tx, &TASKS, &INSERT_TASKS, tasks).await
 }
 
 /// Updates tasks loaded earlier in the transaction (under their packages' locks).
@@ -391,7 +418,7 @@ pub async fn update_tasks(
     tx: &Transaction<'_>,
     tasks: &[&Task],
 ) -> Result<(), tokio_postgres::Error> {
-    write(tx, &TASKS, &TASKS.update(), tasks).await
+    write(tx, &TASKS, &UPDATE_TASKS, tasks).await
 }
 
 #[cfg(test)]
