@@ -1,3 +1,4 @@
+// Over 600 lines: one program, read top to bottom, whose steps share the ledger it generates.
 //! Audit benchmark: `cargo bench --bench audit`.
 //!
 //! Generates a ledger of `AUDIT_BENCH_EVENTS` events (default 10 million) with the service's own

@@ -219,7 +219,7 @@ pub async fn export_rows(
     let count = source::for_each(tx, range, Selection::ALL, |row| {
         let row = EventRow::from_columns(row)?;
         let resolved = metadata.resolve(row.metadata.map(|m| m.0));
-        let prev_hash = prev_hashes.resolve(&row);
+        let prev_hash = prev_hashes.resolve(row.stream_id, row.version, row.prev_hash, row.hash);
         write_row(&row, prev_hash.as_ref(), resolved, format, out)
     })
     .await?;

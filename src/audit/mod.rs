@@ -3,6 +3,7 @@
 pub mod archive;
 pub mod checkpoint;
 pub mod export;
+pub mod hasher;
 pub mod months;
 pub mod replay;
 pub mod report;

@@ -1,14 +1,15 @@
 //! Closed months leaving the database (invariant I12): `archive --month` writes a month to its
-//! archive ([`super::archive`]), `archive --drop` drops its partition once the archive was read
-//! back and held against the live chain, recording the drop in `archived_months`
-//! (schema/0021_archived_months.sql); the audits read dropped months from their archives
+//! archive (the file: `archive.rs`), `archive --drop` drops its partition once the archive was
+//! read back and held against the live chain, the store recording the drop
+//! ([`crate::store::archived`]); the audits read dropped months from their archives
 //! ([`feed_dropped`]) or say which archive they need ([`needed`]).
 
 use super::archive::{self, ArchiveError, Checked, Header, Writer};
 use super::checkpoint::{Checkpoint, Keyring};
+use super::hasher::Hasher;
 use super::report::Month;
 use super::source::{self, Range, Selection, Until};
-use super::verify::Hasher;
+pub use crate::store::archived::{dropped, live_first, needed, DroppedMonth};
 use crate::store::hash::{ledger_hash, Hash, GENESIS};
 use crate::store::{EventRow, MetadataRun, PrevHashes};
 use chrono::{DateTime, Utc};
@@ -16,92 +17,6 @@ use ed25519_dalek::SigningKey;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 use tokio_postgres::GenericClient;
-
-/// A month dropped from the database, as `archived_months` records it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct DroppedMonth {
-    pub month: String,
-    pub first_position: i64,
-    pub last_position: i64,
-    pub ledger_hash_before: Hash,
-    pub ledger_hash_last: Hash,
-    pub last_recorded_at: DateTime<Utc>,
-    pub last_hash_version: i16,
-    pub file_name: String,
-    pub file_sha256: Hash,
-}
-
-impl DroppedMonth {
-    pub fn describe(&self) -> String {
-        format!(
-            "{} (month {}, positions {}..{}, sha256 {})",
-            self.file_name,
-            self.month,
-            self.first_position,
-            self.last_position,
-            hex::encode(self.file_sha256)
-        )
-    }
-}
-
-fn hash_column(row: &tokio_postgres::Row, index: usize) -> Hash {
-    row.get::<_, &[u8]>(index)
-        .try_into()
-        .expect("the schema holds hashes to 32 bytes")
-}
-
-/// The dropped months, oldest first.
-pub async fn dropped(
-    client: &impl GenericClient,
-) -> Result<Vec<DroppedMonth>, tokio_postgres::Error> {
-    let rows = client
-        .query(
-            "SELECT month, first_position, last_position, ledger_hash_before, ledger_hash_last,
-                    last_recorded_at, last_hash_version, file_name, file_sha256
-               FROM archived_months ORDER BY first_position",
-            &[],
-        )
-        .await?;
-    Ok(rows
-        .iter()
-        .map(|row| DroppedMonth {
-            month: row.get(0),
-            first_position: row.get(1),
-            last_position: row.get(2),
-            ledger_hash_before: hash_column(row, 3),
-            ledger_hash_last: hash_column(row, 4),
-            last_recorded_at: row.get(5),
-            last_hash_version: row.get(6),
-            file_name: row.get(7),
-            file_sha256: hash_column(row, 8),
-        })
-        .collect())
-}
-
-/// The first position still in the database: after the last dropped month (1 when none was).
-pub fn live_first(dropped: &[DroppedMonth]) -> i64 {
-    dropped.last().map_or(1, |last| last.last_position + 1)
-}
-
-/// What an audit reading positions after `after` needs from the archives, said as an error: the
-/// files, by name and digest.
-pub fn needed(dropped: &[DroppedMonth], after: i64) -> Option<String> {
-    let files: Vec<String> = dropped
-        .iter()
-        .filter(|month| month.last_position > after)
-        .map(DroppedMonth::describe)
-        .collect();
-    if files.is_empty() {
-        return None;
-    }
-    Some(format!(
-        "positions {}..{} were archived and dropped from the database: pass --archives DIR, a \
-         directory holding {}",
-        after + 1,
-        live_first(dropped) - 1,
-        files.join(", ")
-    ))
-}
 
 /// Why archived events could not be read.
 #[derive(Debug, thiserror::Error)]
@@ -190,33 +105,19 @@ pub struct Stretch {
 /// the month and every later one after it (time runs forward along positions).
 pub async fn stretch(client: &impl GenericClient, month: Month) -> Result<Option<Stretch>, String> {
     let (start, end) = month.bounds(archive::finance_zone());
-    let row = client
-        .query_one(
-            "SELECT min(position), max(position), count(*) FROM events
-              WHERE recorded_at >= $1 AND recorded_at < $2",
-            &[&start, &end],
-        )
-        .await
-        .map_err(|e| crate::store::describe(&e))?;
-    let (first, last, count): (Option<i64>, Option<i64>, i64) =
-        (row.get(0), row.get(1), row.get(2));
-    let (Some(first), Some(last)) = (first, last) else {
-        return Ok(None);
-    };
-    let outside = client
-        .query_one(
-            "SELECT (SELECT count(*) FROM events WHERE position < $1 AND recorded_at >= $3)
-                  + (SELECT count(*) FROM events WHERE position > $2 AND recorded_at < $4)",
-            &[&first, &last, &start, &end],
-        )
+    let Some(recorded) = crate::store::partitions::recorded_between(client, start, end)
         .await
         .map_err(|e| crate::store::describe(&e))?
-        .get::<_, i64>(0);
-    if count != last - first + 1 || outside != 0 {
+    else {
+        return Ok(None);
+    };
+    let (first, last) = (recorded.first_position, recorded.last_position);
+    if recorded.events != last - first + 1 || recorded.misplaced != 0 {
         return Err(format!(
-            "the events of {month} are not one stretch of positions ({count} events between \
-             positions {first} and {last}, {outside} outside it on the wrong side of the month): \
-             time went backwards along the ledger; run `dts-ledger verify`"
+            "the events of {month} are not one stretch of positions ({} events between \
+             positions {first} and {last}, {} outside it on the wrong side of the month): \
+             time went backwards along the ledger; run `dts-ledger verify`",
+            recorded.events, recorded.misplaced
         ));
     }
     Ok(Some(Stretch {
@@ -240,18 +141,12 @@ async fn hash_before(
         return Ok(month.ledger_hash_last);
     }
     let db = |e: tokio_postgres::Error| crate::store::describe(&e);
-    let row = tx
-        .query_opt(
-            "SELECT ledger_hash FROM events WHERE position = $1",
-            &[&(position - 1)],
-        )
+    let at = crate::store::chain_at(tx, position - 1)
         .await
         .map_err(db)?
         .ok_or_else(|| format!("the event at position {} is gone", position - 1))?;
-    if let Some(stored) = row.get::<_, Option<&[u8]>>(0) {
-        return stored
-            .try_into()
-            .map_err(|_| "a stored ledger_hash is not 32 bytes".to_owned());
+    if let Some(stored) = at.ledger_hash {
+        return Ok(stored);
     }
     let mut chain = GENESIS;
     source::for_each(
@@ -362,7 +257,9 @@ pub async fn write(
                     row.position
                 )));
             };
-            let Some(prev_hash) = prev_hashes.resolve(&row) else {
+            let Some(prev_hash) =
+                prev_hashes.resolve(row.stream_id, row.version, row.prev_hash, row.hash)
+            else {
                 return Err(Failed::Other(format!(
                     "the event at position {} stores no previous hash and follows no event of its \
                      stream that is known: nothing archived; run `dts-ledger verify`",
@@ -476,11 +373,9 @@ pub async fn drop_month(
         ));
     }
     let tx = client.transaction().await.map_err(db)?;
-    // One drop at a time: each starts from the record of the one before.
-    tx.batch_execute("LOCK TABLE archived_months IN EXCLUSIVE MODE")
+    let dropped = crate::store::archived::dropped_for_drop(&tx)
         .await
         .map_err(db)?;
-    let dropped = dropped(&tx).await.map_err(db)?;
     if dropped.iter().any(|m| m.month == month.to_string()) {
         return Err(format!("{month} was dropped already"));
     }
@@ -488,11 +383,7 @@ pub async fn drop_month(
     let stretch = stretch(&tx, month)
         .await?
         .ok_or_else(|| refuse("no event of it is in the database".into()))?;
-    let oldest: Option<i64> = tx
-        .query_one("SELECT min(position) FROM events", &[])
-        .await
-        .map_err(db)?
-        .get(0);
+    let oldest = crate::store::oldest_position(&tx).await.map_err(db)?;
     if oldest != Some(stretch.first_position) {
         return Err(refuse(format!(
             "the oldest event in the database is at position {}, before this month's first \
@@ -515,17 +406,11 @@ pub async fn drop_month(
         )));
     }
     let before = hash_before(&tx, &dropped, stretch.first_position).await?;
-    let last: Option<Vec<u8>> = tx
-        .query_one(
-            "SELECT ledger_hash FROM events WHERE position = $1",
-            &[&stretch.last_position],
-        )
+    let last = crate::store::chain_at(&tx, stretch.last_position)
         .await
         .map_err(db)?
-        .get(0);
-    if header.hash_before() != Some(before)
-        || last.as_deref() != Some(&checked.checkpoint.ledger_hash[..])
-    {
+        .and_then(|at| at.ledger_hash);
+    if header.hash_before() != Some(before) || last != Some(checked.checkpoint.ledger_hash) {
         return Err(refuse(
             "the archive's chain is not the live chain: its ledger hash before its first event \
              or at its last is not the database's"
@@ -542,29 +427,23 @@ pub async fn drop_month(
             stretch.last_position
         )));
     }
-    let partition: String = tx
-        .query_one(
-            "SELECT tableoid::regclass::text FROM events WHERE position = $1",
-            &[&stretch.first_position],
-        )
+    let partition = crate::store::partitions::partition_of(&tx, stretch.first_position)
         .await
         .map_err(db)?
-        .get(0);
+        .ok_or_else(|| {
+            refuse(format!(
+                "the event at position {} is gone",
+                stretch.first_position
+            ))
+        })?;
     if partition == "events" {
         return Err(refuse(
             "events is not partitioned: a month leaves the database with its partition".into(),
         ));
     }
-    let held: (Option<i64>, Option<i64>, i64) = {
-        let row = tx
-            .query_one(
-                &format!("SELECT min(position), max(position), count(*) FROM {partition}"),
-                &[],
-            )
-            .await
-            .map_err(db)?;
-        (row.get(0), row.get(1), row.get(2))
-    };
+    let held = crate::store::partitions::partition_bounds(&tx, &partition)
+        .await
+        .map_err(db)?;
     if held
         != (
             Some(stretch.first_position),
@@ -578,61 +457,25 @@ pub async fn drop_month(
             held.0, held.1, held.2
         )));
     }
-    let file_name = archive::file_name(month);
+    let record = DroppedMonth {
+        month: month.to_string(),
+        first_position: stretch.first_position,
+        last_position: stretch.last_position,
+        ledger_hash_before: before,
+        ledger_hash_last: checked.checkpoint.ledger_hash,
+        last_recorded_at: checked.last_recorded_at,
+        last_hash_version: checked.last_hash_version,
+        file_name: archive::file_name(month),
+        file_sha256: checked.file_sha256,
+    };
     let checkpoint_line = checked.checkpoint.to_json().to_string();
-    tx.execute(
-        "INSERT INTO archived_months (month, first_position, last_position, events,
-                ledger_hash_before, ledger_hash_last, last_recorded_at, last_hash_version,
-                file_name, file_sha256, checkpoint)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
-        &[
-            &month.to_string(),
-            &stretch.first_position,
-            &stretch.last_position,
-            &header.events,
-            &before.to_vec(),
-            &checked.checkpoint.ledger_hash.to_vec(),
-            &checked.last_recorded_at,
-            &checked.last_hash_version,
-            &file_name,
-            &checked.file_sha256.to_vec(),
-            &checkpoint_line,
-        ],
-    )
-    .await
-    .map_err(db)?;
-    let streams = tx
-        .execute(
-            "INSERT INTO archived_stream_heads (month, stream_id, version, hash, position)
-             SELECT DISTINCT ON (stream_id) $1, stream_id, version, hash, position
-               FROM events WHERE position BETWEEN $2 AND $3
-              ORDER BY stream_id, version DESC",
-            &[
-                &month.to_string(),
-                &stretch.first_position,
-                &stretch.last_position,
-            ],
-        )
-        .await
-        .map_err(db)?;
-    tx.batch_execute(&format!(
-        "ALTER TABLE events DETACH PARTITION {partition}; DROP TABLE {partition};"
-    ))
-    .await
-    .map_err(db)?;
+    let streams =
+        crate::store::archived::drop_partition(&tx, &record, &checkpoint_line, &partition)
+            .await
+            .map_err(db)?;
     tx.commit().await.map_err(db)?;
     Ok(Dropped {
-        month: DroppedMonth {
-            month: month.to_string(),
-            first_position: stretch.first_position,
-            last_position: stretch.last_position,
-            ledger_hash_before: before,
-            ledger_hash_last: checked.checkpoint.ledger_hash,
-            last_recorded_at: checked.last_recorded_at,
-            last_hash_version: checked.last_hash_version,
-            file_name,
-            file_sha256: checked.file_sha256,
-        },
+        month: record,
         partition,
         streams,
     })

@@ -128,19 +128,11 @@ fn fold_batch(
 /// The live projection tables, in the same snapshot.
 pub async fn live(tx: &Transaction<'_>) -> Result<Projection, ReplayError> {
     let mut live = Projection::default();
-    let packages = tx
-        .query(
-            &format!("SELECT {} FROM packages", rows::PACKAGE_COLUMNS),
-            &[],
-        )
-        .await?;
+    let (packages, tasks) = rows::all_rows(tx).await?;
     for row in &packages {
         let package = rows::package_from_row(row)?;
         live.packages.insert(package.instance_id.clone(), package);
     }
-    let tasks = tx
-        .query(&format!("SELECT {} FROM tasks", rows::TASK_COLUMNS), &[])
-        .await?;
     for row in &tasks {
         let task = rows::task_from_row(row)?;
         live.tasks.insert(task.task_id.clone(), task);
@@ -258,28 +250,9 @@ pub async fn write_schema(
     projection: &Projection,
 ) -> Result<(), ReplayError> {
     let tx = client.transaction().await?;
-    let schema = quote_identifier(name);
-    tx.batch_execute(&format!(
-        "CREATE SCHEMA {schema};
-         CREATE TABLE {schema}.packages (LIKE public.packages INCLUDING ALL);
-         CREATE TABLE {schema}.tasks (LIKE public.tasks INCLUDING ALL);
-         SET LOCAL search_path = {schema};"
-    ))
-    .await?;
-    let packages: Vec<&Package> = projection.packages.values().collect();
-    let tasks: Vec<&Task> = projection.tasks.values().collect();
-    for chunk in packages.chunks(10_000) {
-        rows::insert_packages(&tx, chunk).await?;
-    }
-    for chunk in tasks.chunks(10_000) {
-        rows::insert_tasks(&tx, chunk).await?;
-    }
+    rows::write_to_schema(&tx, name, projection).await?;
     tx.commit().await?;
     Ok(())
-}
-
-fn quote_identifier(name: &str) -> String {
-    format!("\"{}\"", name.replace('"', "\"\""))
 }
 
 #[cfg(test)]
@@ -334,6 +307,5 @@ mod tests {
                 "package biz-2 row: live present replayed absent",
             ]
         );
-        assert_eq!(quote_identifier("a\"b"), "\"a\"\"b\"");
     }
 }

@@ -452,16 +452,16 @@ mod tests {
                 .clone()
         };
         let money = |m: &str| m.parse::<Decimal>().unwrap();
-        let a = row("A");
-        assert_eq!(
+        let movements = |l: &Line| {
             (
-                a.opening_bytes,
-                a.granted_bytes,
-                a.consumed_bytes,
-                a.forfeited_bytes
-            ),
-            (600, 2_000, 1_000, 1_600)
-        );
+                l.opening_bytes,
+                l.granted_bytes,
+                l.consumed_bytes,
+                l.forfeited_bytes,
+            )
+        };
+        let a = row("A");
+        assert_eq!(movements(&a), (600, 2_000, 1_000, 1_600));
         assert_eq!((a.closing_bytes, a.overage_bytes), (0, 0));
         // 600 B at 0.10 + 400 B at 0.15, then 1,600 B at 0.15 forfeited.
         assert_eq!(a.revenue_recognized, money("360.00"));
@@ -476,15 +476,7 @@ mod tests {
         assert_eq!(c.revenue_recognized, money("5.00"));
         assert_eq!(c.deferred_revenue, money("45.00"));
         let t = &report.totals;
-        assert_eq!(
-            (
-                t.opening_bytes,
-                t.granted_bytes,
-                t.consumed_bytes,
-                t.forfeited_bytes
-            ),
-            (600, 3_500, 1_800, 1_600)
-        );
+        assert_eq!(movements(t), (600, 3_500, 1_800, 1_600));
         assert_eq!((t.closing_bytes, t.overage_bytes), (700, 200));
         assert_eq!(t.revenue_recognized.to_string(), "440.00");
         assert_eq!(t.deferred_revenue.to_string(), "45.00");

@@ -14,7 +14,8 @@
 //! the checkpoint's position. It trusts the stored hash column, which is what a restore brings
 //! back; that nobody rewrote the rows and recomputed their hashes is `verify --checkpoint`'s
 //! job, which recomputes every hash. Rows written before the ledger-wide chain existed store
-//! no ledger hash: for a checkpoint on one of those the chain is recomputed from the start.
+//! no ledger hash (nor do rows of hash version 4 before the last of their append): for a
+//! checkpoint on one of those the chain is recomputed from the start.
 
 use super::checkpoint::Checkpoint;
 use super::trust::{self, AuditError};
@@ -90,23 +91,18 @@ pub async fn check(pool: &Pool, audit: &AuditConfig) -> Result<Standing, AuditEr
     let checkpoint = trust::external_checkpoint(&file, &keyring)
         .map_err(|AuditError(why)| AuditError(format!("[audit] trusted_checkpoint_file: {why}")))?;
     let mut client = trust::client(pool).await?;
-    let ledger_head: i64 = client
-        .query_one("SELECT position FROM ledger_head", &[])
-        .await?
-        .get(0);
+    let ledger_head = crate::store::head(&client).await?.position;
     let position = checkpoint.position;
     let lost_events = if ledger_head < position {
         Some(position - ledger_head)
     } else {
-        let stored: Vec<u8> = client
-            .query_one(
-                "SELECT ledger_hash FROM events WHERE position = $1",
-                &[&position],
-            )
+        let at = crate::store::chain_at(&client, position)
             .await?
-            .get(0);
-        let holds = if stored.is_empty() {
-            // A row older than the ledger-wide chain: recompute the chain up to it.
+            .ok_or_else(|| AuditError(format!("the event at position {position} is gone")))?;
+        let holds = if let Some(stored) = at.ledger_hash {
+            stored == checkpoint.ledger_hash
+        } else {
+            // A row that stores no ledger-wide hash: recompute the chain up to it.
             let mark = Mark {
                 position,
                 ledger_hash: checkpoint.ledger_hash,
@@ -117,8 +113,6 @@ pub async fn check(pool: &Pool, audit: &AuditConfig) -> Result<Standing, AuditEr
                 Err(VerifyError::Broken(_)) => false,
                 Err(error) => return Err(error.into()),
             }
-        } else {
-            stored == checkpoint.ledger_hash
         };
         if holds {
             return Ok(Standing::Holds { position });

@@ -163,14 +163,10 @@ async fn hold<'a>(
         }
     }
     if checkpoint.position > 0 {
-        let stored: Option<Vec<u8>> = tx
-            .query_opt(
-                "SELECT ledger_hash FROM events WHERE position = $1",
-                &[&checkpoint.position],
-            )
+        let stored = crate::store::chain_at(tx, checkpoint.position)
             .await?
-            .and_then(|row| row.get(0));
-        if stored.as_deref() != Some(checkpoint.ledger_hash.as_slice()) {
+            .and_then(|at| at.ledger_hash);
+        if stored != Some(checkpoint.ledger_hash) {
             problems.push(format!(
                 "the ledger does not carry the ledger hash {} its checkpoint signed at position {}",
                 hex::encode(checkpoint.ledger_hash),
@@ -185,74 +181,74 @@ async fn hold<'a>(
     })
 }
 
+/// The key a snapshot is stored under: its checkpoint's.
+fn key_of<'a>(checkpoint: &Checkpoint, key_id: &'a str) -> rows::SnapshotKey<'a> {
+    rows::SnapshotKey {
+        position: checkpoint.position,
+        key_id,
+        signed_at: checkpoint.signed_at,
+    }
+}
+
 /// The snapshot rows stored under `checkpoint`'s key.
 async fn load(tx: &Transaction<'_>, checkpoint: &Checkpoint) -> Result<Loaded, ReplayError> {
     let key_id = hex::encode(checkpoint.key_id);
-    let key: [&(dyn tokio_postgres::types::ToSql + Sync); 3] =
-        [&checkpoint.position, &key_id, &checkpoint.signed_at];
     let header = tx
         .query_opt(
             "SELECT 1 FROM snapshots WHERE position = $1 AND key_id = $2 AND signed_at = $3",
-            &key,
+            &[&checkpoint.position, &key_id, &checkpoint.signed_at],
         )
         .await?;
     if header.is_none() {
         return Ok(Loaded::Missing);
     }
+    let (packages, tasks) = rows::snapshot_rows(tx, key_of(checkpoint, &key_id)).await?;
     let mut projection = Projection::default();
     let mut bad_rows = Vec::new();
-    let packages = tx
-        .query(
-            &format!(
-                "SELECT {} FROM snapshot_packages
-                  WHERE snapshot_position = $1 AND snapshot_key_id = $2 AND snapshot_signed_at = $3",
-                rows::PACKAGE_COLUMNS
-            ),
-            &key,
-        )
-        .await?;
-    for row in &packages {
-        match rows::package_from_row(row) {
-            Err(corrupt) => bad_rows.push(format!("package {}: {}", corrupt.key, corrupt.reason)),
-            Ok(package) if projection.packages.contains_key(&package.instance_id) => {
-                bad_rows.push(format!(
-                    "package {} row: stored twice, a snapshot holds one row per package",
-                    package.instance_id
-                ))
-            }
-            Ok(package) => {
-                projection
-                    .packages
-                    .insert(package.instance_id.clone(), package);
-            }
-        }
-    }
-    let tasks = tx
-        .query(
-            &format!(
-                "SELECT {} FROM snapshot_tasks
-                  WHERE snapshot_position = $1 AND snapshot_key_id = $2 AND snapshot_signed_at = $3",
-                rows::TASK_COLUMNS
-            ),
-            &key,
-        )
-        .await?;
-    for row in &tasks {
-        match rows::task_from_row(row) {
-            Err(corrupt) => bad_rows.push(format!("task {}: {}", corrupt.key, corrupt.reason)),
-            Ok(task) if projection.tasks.contains_key(&task.task_id) => bad_rows.push(format!(
-                "task {} row: stored twice, a snapshot holds one row per task",
-                task.task_id
-            )),
-            Ok(task) => {
-                projection.tasks.insert(task.task_id.clone(), task);
-            }
-        }
-    }
+    collect(
+        &packages,
+        "package",
+        rows::package_from_row,
+        |package| package.instance_id.clone(),
+        &mut projection.packages,
+        &mut bad_rows,
+    );
+    collect(
+        &tasks,
+        "task",
+        rows::task_from_row,
+        |task| task.task_id.clone(),
+        &mut projection.tasks,
+        &mut bad_rows,
+    );
     Ok(Loaded::Stored {
         projection,
         bad_rows,
     })
+}
+
+/// Reads each of `stored` into `into` under its `key`; names in `bad_rows` each row that cannot be
+/// read, and each that repeats a key (a snapshot holds one row per package and per task).
+fn collect<T, K: Ord + std::fmt::Display>(
+    stored: &[tokio_postgres::Row],
+    kind: &str,
+    read: fn(&tokio_postgres::Row) -> Result<T, rows::CorruptRow>,
+    key: fn(&T) -> K,
+    into: &mut std::collections::BTreeMap<K, T>,
+    bad_rows: &mut Vec<String>,
+) {
+    for row in stored {
+        match read(row) {
+            Err(corrupt) => bad_rows.push(format!("{kind} {}: {}", corrupt.key, corrupt.reason)),
+            Ok(found) if into.contains_key(&key(&found)) => bad_rows.push(format!(
+                "{kind} {} row: stored twice, a snapshot holds one row per {kind}",
+                key(&found)
+            )),
+            Ok(found) => {
+                into.insert(key(&found), found);
+            }
+        }
+    }
 }
 
 /// Where a fold starts: the projections at `position`, taken from the snapshot at `snapshot`
@@ -402,7 +398,11 @@ pub async fn take(
     key: &ed25519_dalek::SigningKey,
     bound: &[&Checkpoint],
 ) -> Result<Taken, ReplayError> {
-    let (position, ledger_hash) = checkpoint::head(tx).await?;
+    let crate::store::Head {
+        position,
+        ledger_hash,
+        ..
+    } = crate::store::head(tx).await?;
     // A trusted checkpoint beyond the head is `verify`'s to report; nothing here builds on one.
     let usable: Vec<&Checkpoint> = bound
         .iter()
@@ -459,8 +459,6 @@ async fn write(
     projection: &Projection,
 ) -> Result<(), ReplayError> {
     let key_id = hex::encode(checkpoint.key_id);
-    let key: [&(dyn tokio_postgres::types::ToSql + Sync); 3] =
-        [&checkpoint.position, &key_id, &checkpoint.signed_at];
     tx.execute(
         "INSERT INTO snapshots (position, key_id, signed_at, ledger_hash, taken_at)
          VALUES ($1, $2, $3, $4, now())",
@@ -472,42 +470,7 @@ async fn write(
         ],
     )
     .await?;
-    tx.batch_execute(
-        "CREATE TEMP TABLE packages (LIKE public.packages) ON COMMIT DROP;
-         CREATE TEMP TABLE tasks (LIKE public.tasks) ON COMMIT DROP;
-         SET LOCAL search_path = pg_temp, public;",
-    )
-    .await?;
-    let packages: Vec<&Package> = projection.packages.values().collect();
-    let tasks: Vec<&Task> = projection.tasks.values().collect();
-    for chunk in packages.chunks(10_000) {
-        rows::insert_packages(tx, chunk).await?;
-    }
-    for chunk in tasks.chunks(10_000) {
-        rows::insert_tasks(tx, chunk).await?;
-    }
-    tx.execute(
-        &format!(
-            "INSERT INTO public.snapshot_packages
-                    (snapshot_position, snapshot_key_id, snapshot_signed_at, {columns})
-             SELECT $1, $2, $3, {columns} FROM pg_temp.packages",
-            columns = rows::PACKAGE_COLUMNS
-        ),
-        &key,
-    )
-    .await?;
-    tx.execute(
-        &format!(
-            "INSERT INTO public.snapshot_tasks
-                    (snapshot_position, snapshot_key_id, snapshot_signed_at, {columns})
-             SELECT $1, $2, $3, {columns} FROM pg_temp.tasks",
-            columns = rows::TASK_COLUMNS
-        ),
-        &key,
-    )
-    .await?;
-    tx.batch_execute("DROP TABLE pg_temp.packages, pg_temp.tasks; SET LOCAL search_path = public;")
-        .await?;
+    rows::write_snapshot(tx, key_of(checkpoint, &key_id), projection).await?;
     Ok(())
 }
 

@@ -1,35 +1,15 @@
-//! The ledger read for audits: one consistent snapshot, streamed in position order with binary
-//! COPY (no round trip per event), each row handed over borrowed ([`for_each`]), or batches of
-//! rows handed to another thread while the next batch is read ([`for_each_batch`]). A pass reads
-//! only the columns it needs ([`Selection`]) and decodes the rows itself
+//! The ledger read for audits: one consistent snapshot ([`crate::store::snapshot`]), streamed in
+//! position order ([`crate::store::copy_after`]), each row handed over borrowed ([`for_each`]), or
+//! batches of rows handed to another thread while the next batch is read ([`for_each_batch`]). A
+//! pass reads only the columns it needs ([`Selection`]) and decodes the rows itself
 //! ([`crate::store::EventRow::from_columns`], [`crate::store::FoldRow::from_columns`]).
 
-use crate::store::{EVENT_COLUMNS, EVENT_COLUMN_TYPES, FOLD_COLUMNS, FOLD_COLUMN_TYPES};
+use crate::store::Point;
+pub use crate::store::{snapshot, Selection};
 use chrono::{DateTime, Utc};
-use futures_util::{pin_mut, Stream, TryStreamExt};
-use tokio_postgres::binary_copy::{BinaryCopyOutRow, BinaryCopyOutStream};
-use tokio_postgres::types::Type;
+use futures_util::{pin_mut, TryStreamExt};
+use tokio_postgres::binary_copy::BinaryCopyOutRow;
 use tokio_postgres::Transaction;
-
-/// Which columns of `events` a pass reads, and their types.
-#[derive(Debug, Clone, Copy)]
-pub struct Selection {
-    pub columns: &'static str,
-    pub types: &'static [Type],
-}
-
-impl Selection {
-    /// Every column: what verify checks and export shows ([`crate::store::EventRow`]).
-    pub const ALL: Selection = Selection {
-        columns: EVENT_COLUMNS,
-        types: &EVENT_COLUMN_TYPES,
-    };
-    /// What a fold reads ([`crate::store::FoldRow`]).
-    pub const FOLD: Selection = Selection {
-        columns: FOLD_COLUMNS,
-        types: &FOLD_COLUMN_TYPES,
-    };
-}
 
 /// The last event to read.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -38,6 +18,26 @@ pub enum Until {
     Position(i64),
     /// Events recorded at or before this time.
     Time(DateTime<Utc>),
+}
+
+impl Until {
+    /// The point it stops at; `None` at the head.
+    pub fn point(self) -> Option<Point> {
+        match self {
+            Until::End => None,
+            Until::Position(position) => Some(Point::Position(position)),
+            Until::Time(time) => Some(Point::Time(time)),
+        }
+    }
+}
+
+impl From<Point> for Until {
+    fn from(point: Point) -> Until {
+        match point {
+            Point::Position(position) => Until::Position(position),
+            Point::Time(time) => Until::Time(time),
+        }
+    }
 }
 
 /// Which events to read: positions after `after`, up to `until`.
@@ -54,27 +54,6 @@ impl Range {
     };
 }
 
-/// Starts the snapshot every audit reads from: repeatable read, read only, so the ledger and the
-/// projections are seen as of one instant even while the service appends.
-pub async fn snapshot(
-    client: &mut tokio_postgres::Client,
-) -> Result<Transaction<'_>, tokio_postgres::Error> {
-    let tx = client
-        .build_transaction()
-        .isolation_level(tokio_postgres::IsolationLevel::RepeatableRead)
-        .read_only(true)
-        .start()
-        .await?;
-    // Walk the primary key in order instead of sorting the whole ledger: appends made it the
-    // physical order too. No JIT: the audits' reads are index walks and lookups whose estimated
-    // cost at a ledger's size makes PostgreSQL compile them, which costs more than it saves
-    // (measured on 2 million events over three months: `verify --since-checkpoint` 0.85 s with
-    // it, 0.42 s without; the whole `verify` no slower).
-    tx.batch_execute("SET LOCAL enable_sort = off; SET LOCAL jit = off")
-        .await?;
-    Ok(tx)
-}
-
 /// Calls `each` with the `selection` of every event of `range`, in position order; returns how
 /// many were read.
 pub async fn for_each<E>(
@@ -86,7 +65,8 @@ pub async fn for_each<E>(
 where
     E: From<tokio_postgres::Error>,
 {
-    let rows = rows(tx, range, selection).await?;
+    let last = last_position(tx, range.until).await?;
+    let rows = crate::store::copy_after(tx, range.after, last, selection).await?;
     pin_mut!(rows);
     let mut count = 0;
     while let Some(row) = rows.try_next().await? {
@@ -109,7 +89,8 @@ async fn send_batches(
     selection: Selection,
     batches: tokio::sync::mpsc::Sender<Vec<BinaryCopyOutRow>>,
 ) -> Result<(), tokio_postgres::Error> {
-    let rows = rows(tx, range, selection).await?;
+    let last = last_position(tx, range.until).await?;
+    let rows = crate::store::copy_after(tx, range.after, last, selection).await?;
     pin_mut!(rows);
     let mut batch = Vec::with_capacity(BATCH_EVENTS);
     while let Some(row) = rows.try_next().await? {
@@ -200,46 +181,13 @@ pub fn map_in_parallel<T: Sync, R: Send>(
     })
 }
 
-/// The `selection` of the events of `range` in position order, streamed with binary COPY.
-async fn rows(
-    tx: &Transaction<'_>,
-    range: Range,
-    selection: Selection,
-) -> Result<
-    impl Stream<Item = Result<BinaryCopyOutRow, tokio_postgres::Error>>,
-    tokio_postgres::Error,
-> {
-    // COPY takes no parameters; the bounds are numbers, never text from a caller.
-    let mut filter = format!("position > {}", range.after);
-    if let Some(last) = last_position(tx, range.until).await? {
-        filter.push_str(&format!(" AND position <= {last}"));
-    }
-    let stream = tx
-        .copy_out(&format!(
-            "COPY (SELECT {} FROM events WHERE {filter} ORDER BY position) \
-             TO STDOUT (FORMAT binary)",
-            selection.columns
-        ))
-        .await?;
-    Ok(BinaryCopyOutStream::new(stream, selection.types))
-}
-
-/// The last position `until` lets through (`None`: no bound).
-///
-/// A time bound ends the ledger just before the first event recorded after that time: the ledger
-/// is read as a prefix, in position order, so that every fold sees every event before the cut
-/// (recording times of concurrent appends from several processes may interleave by microseconds).
+/// The last position `until` lets through (`None`: no bound): [`crate::store::position_of`].
 pub async fn last_position(
     tx: &Transaction<'_>,
     until: Until,
 ) -> Result<Option<i64>, tokio_postgres::Error> {
-    match until {
-        Until::End => Ok(None),
-        Until::Position(last) => Ok(Some(last)),
-        Until::Time(time) => Ok(Some(
-            tx.query_one(crate::store::POSITION_AT, &[&time])
-                .await?
-                .get(0),
-        )),
+    match until.point() {
+        None => Ok(None),
+        Some(point) => Ok(Some(crate::store::position_of(tx, point).await?)),
     }
 }

@@ -73,11 +73,9 @@ async fn stats(pool: &deadpool_postgres::Pool) -> Result<ExitCode, CannotRun> {
         .await
         .map_err(|error| CannotRun(crate::database::pool_failure(&error)))?;
     let client: &tokio_postgres::Client = &client;
-    let events: i64 = client
-        .query_one("SELECT count(*) FROM events", &[])
+    let events = crate::store::partitions::events(client)
         .await
-        .map_err(unable)?
-        .get(0);
+        .map_err(unable)?;
     let relations = crate::store::partitions::storage(client)
         .await
         .map_err(unable)?;
@@ -169,7 +167,11 @@ async fn restore(
         "restore makes an embedded cluster's data directory; with DATABASE_URL, restore the \
          server with its own tools (pgBackRest: see docs/pgbackrest/)",
     )?;
-    let done = crate::database::backup::restore(from, root, to, wal_archive_dir).await?;
+    let read_head = async |client: &tokio_postgres::Client| {
+        let head = crate::store::head(client).await?;
+        Ok((head.position, head.recorded_at))
+    };
+    let done = crate::database::backup::restore(from, root, to, wal_archive_dir, read_head).await?;
     println!(
         "restore: done data_dir={} last_position={} last_recorded_at={} seconds={:.2}",
         done.data_dir.display(),

@@ -223,12 +223,17 @@ pub struct RestoreDone {
 }
 
 /// Makes the data directory `root` (missing or empty) from the backup in `from`, brings it up
-/// once (replaying the archive up to `to`, when given) and stops it again.
+/// once (replaying the archive up to `to`, when given) and stops it again. While it is up,
+/// `read_head` reads the ledger's last position and the time of the event there: the store's to
+/// read, which builds on this module.
 pub async fn restore(
     from: &Path,
     root: &Path,
     to: Option<DateTime<Utc>>,
     wal_archive_dir: Option<&Path>,
+    read_head: impl AsyncFnOnce(
+        &tokio_postgres::Client,
+    ) -> Result<(i64, Option<DateTime<Utc>>), tokio_postgres::Error>,
 ) -> Result<RestoreDone, BackupError> {
     let started = Instant::now();
     if !is_missing_or_empty(root)? {
@@ -267,7 +272,7 @@ pub async fn restore(
     .await
     .expect("the start task does not panic")
     .map_err(|error| BackupError::Recovery(error.to_string(), root.join("postgresql.log")))?;
-    let outcome = finish_recovery(&cluster, to.is_some(), &root).await;
+    let outcome = finish_recovery(&cluster, to.is_some(), &root, read_head).await;
     let stopped = tokio::task::spawn_blocking(move || {
         let mut cluster = cluster;
         cluster.stop()
@@ -312,11 +317,14 @@ fn prepare_recovery(pgdata: &Path, to: DateTime<Utc>, archive: &Path) -> Result<
 }
 
 /// Waits until the restored cluster is a primary again, takes the recovery settings out, and
-/// reads the ledger's head.
+/// reads the ledger's head with `read_head`.
 async fn finish_recovery(
     cluster: &EmbeddedPostgres,
     targeted: bool,
     root: &Path,
+    read_head: impl AsyncFnOnce(
+        &tokio_postgres::Client,
+    ) -> Result<(i64, Option<DateTime<Utc>>), tokio_postgres::Error>,
 ) -> Result<(i64, Option<DateTime<Utc>>), BackupError> {
     let log = root.join("postgresql.log");
     let deadline = Instant::now() + Duration::from_secs(RECOVERY_WAIT_S_MAX);
@@ -363,13 +371,5 @@ async fn finish_recovery(
                 .await?;
         }
     }
-    let row = client
-        .query_one(
-            "SELECT h.position,
-                    (SELECT recorded_at FROM events WHERE position = h.position)
-               FROM ledger_head h",
-            &[],
-        )
-        .await?;
-    Ok((row.get(0), row.get(1)))
+    Ok(read_head(&client).await?)
 }

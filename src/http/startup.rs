@@ -161,10 +161,11 @@ fn start_workers(
     }));
     let refresher_pool = pool.clone();
     let stopped_reporting_s = config.stopped_reporting_s;
+    let actions = crate::marketplace::params::Action::ALL.map(|action| action.name());
     workers.push(supervisor.spawn(METRICS_REFRESHER, move || {
         let pool = refresher_pool.clone();
         async move {
-            crate::metrics::refresh::refresh_forever(pool, stopped_reporting_s).await;
+            crate::metrics::refresh::refresh_forever(pool, stopped_reporting_s, &actions).await;
             Ended::Returned
         }
     }));

@@ -266,22 +266,11 @@ async fn recorded_sku(
     tx: &Transaction<'_>,
     package: &projections::Package,
 ) -> Result<Option<Sku>, LedgerError> {
-    // The partial index `events_sku_choices` finds that event without reading the package's
-    // traffic.
-    let statement = tx
-        .prepare_cached(
-            "SELECT payload->>'skuId', payload->>'skuName', payload->>'currency' FROM events
-              WHERE stream_id = $1 AND event_type IN ('OrderCreated', 'OrderUpgraded')
-              ORDER BY position DESC LIMIT 1",
-        )
-        .await?;
-    let stream = projections::events::package_stream(&package.instance_id);
-    let Some(row) = tx.query_opt(&statement, &[&stream]).await? else {
+    let stream = package_stream(&package.instance_id);
+    let Some(choice) = store::sku_choice(tx, &stream).await? else {
         return Ok(None);
     };
-    let (sku_id, name, currency): (Option<String>, Option<String>, Option<String>) =
-        (row.get(0), row.get(1), row.get(2));
-    Ok(match (sku_id, name, currency) {
+    Ok(match (choice.sku_id, choice.name, choice.currency) {
         (Some(sku_id), Some(name), Some(currency)) if sku_id == package.sku_id.as_str() => {
             Some(Sku {
                 id: package.sku_id.clone(),
@@ -301,16 +290,12 @@ pub async fn renew(
     command: &RenewOrder,
     metadata: &Metadata,
 ) -> Result<Outcome, CommandError> {
+    let decide = |draft: &mut Draft, earlier, recorded: Option<&Sku>| {
+        decide::renew(draft, command, catalog, recorded, earlier)
+    };
+    let order = (&command.instance_id, &command.order);
     let details = OrderDetails::default();
-    change(
-        ledger,
-        metadata,
-        &command.instance_id,
-        Prior::Order(&command.order, &details),
-        Some(catalog),
-        |draft, earlier, recorded| decide::renew(draft, command, catalog, recorded, earlier),
-    )
-    .await
+    change_by_order(ledger, metadata, order, &details, Some(catalog), decide).await
 }
 
 pub async fn upgrade(
@@ -320,15 +305,11 @@ pub async fn upgrade(
     details: &OrderDetails,
     metadata: &Metadata,
 ) -> Result<Outcome, CommandError> {
-    change(
-        ledger,
-        metadata,
-        &command.instance_id,
-        Prior::Order(&command.order, details),
-        None,
-        |draft, earlier, _| decide::upgrade(draft, command, catalog, earlier),
-    )
-    .await
+    let decide = |draft: &mut Draft, earlier, _: Option<&Sku>| {
+        decide::upgrade(draft, command, catalog, earlier)
+    };
+    let order = (&command.instance_id, &command.order);
+    change_by_order(ledger, metadata, order, details, None, decide).await
 }
 
 pub async fn dilate(
@@ -338,15 +319,25 @@ pub async fn dilate(
     details: &OrderDetails,
     metadata: &Metadata,
 ) -> Result<Outcome, CommandError> {
-    change(
-        ledger,
-        metadata,
-        &command.instance_id,
-        Prior::Order(&command.order, details),
-        Some(catalog),
-        |draft, earlier, recorded| decide::dilate(draft, command, catalog, recorded, earlier),
-    )
-    .await
+    let decide = |draft: &mut Draft, earlier, recorded: Option<&Sku>| {
+        decide::dilate(draft, command, catalog, recorded, earlier)
+    };
+    let order = (&command.instance_id, &command.order);
+    change_by_order(ledger, metadata, order, details, Some(catalog), decide).await
+}
+
+/// A [`change`] an order makes to its package (`order`: the package and the order): the answer
+/// recorded for the order earlier, if any, is looked up, and the order's `details` are kept.
+async fn change_by_order(
+    ledger: &Ledger,
+    metadata: &Metadata,
+    (instance_id, order): (&InstanceId, &OrderRef),
+    details: &OrderDetails,
+    catalog: Option<&Catalog>,
+    decide: impl Fn(&mut Draft, Option<Event>, Option<&Sku>) -> Result<Outcome, Refusal> + Send + Sync,
+) -> Result<Outcome, CommandError> {
+    let prior = Prior::Order(order, details);
+    change(ledger, metadata, instance_id, prior, catalog, decide).await
 }
 
 pub async fn expire(
@@ -354,15 +345,8 @@ pub async fn expire(
     instance_id: &InstanceId,
     metadata: &Metadata,
 ) -> Result<Outcome, CommandError> {
-    change(
-        ledger,
-        metadata,
-        instance_id,
-        Prior::ExpiryHeld,
-        None,
-        |draft, held, _| decide::expire(draft, instance_id, held),
-    )
-    .await
+    let decide = |draft: &mut Draft, held| decide::expire(draft, instance_id, held);
+    change_package(ledger, metadata, instance_id, Prior::ExpiryHeld, decide).await
 }
 
 /// An operator applies the package's held expiry notice (see [`decide::apply_held_expiry`]).
@@ -372,13 +356,15 @@ pub async fn apply_held_expiry(
     reason: ExpiryReason,
     metadata: &Metadata,
 ) -> Result<Outcome, CommandError> {
-    change(
+    let decide = |draft: &mut Draft, held: Option<Event>| {
+        decide::apply_held_expiry(draft, instance_id, reason, held.is_some())
+    };
+    change_package(
         ledger,
         metadata,
         instance_id,
         Prior::UnsettledNotice,
-        None,
-        |draft, held, _| decide::apply_held_expiry(draft, instance_id, reason, held.is_some()),
+        decide,
     )
     .await
 }
@@ -388,15 +374,20 @@ pub async fn release(
     instance_id: &InstanceId,
     metadata: &Metadata,
 ) -> Result<Outcome, CommandError> {
-    change(
-        ledger,
-        metadata,
-        instance_id,
-        Prior::Nothing,
-        None,
-        |draft, _, _| decide::release(draft, instance_id),
-    )
-    .await
+    let decide = |draft: &mut Draft, _| decide::release(draft, instance_id);
+    change_package(ledger, metadata, instance_id, Prior::Nothing, decide).await
+}
+
+/// A [`change`] the clock or an operator makes: it names no order and needs no catalog.
+async fn change_package(
+    ledger: &Ledger,
+    metadata: &Metadata,
+    instance_id: &InstanceId,
+    prior: Prior<'_>,
+    decide: impl Fn(&mut Draft, Option<Event>) -> Result<Outcome, Refusal> + Send + Sync,
+) -> Result<Outcome, CommandError> {
+    let decide = |draft: &mut Draft, earlier, _: Option<&Sku>| decide(draft, earlier);
+    change(ledger, metadata, instance_id, prior, None, decide).await
 }
 
 /// Due packages read per query of a sweep; a pass pages through all of them, so this bounds
@@ -451,27 +442,7 @@ async fn due_packages(
     after: Option<&(DateTime<Utc>, String)>,
 ) -> Result<Vec<(DateTime<Utc>, String)>, CommandError> {
     let client = ledger.pool.get().await?;
-    let statement = client
-        .prepare_cached(
-            "SELECT expires_at, instance_id FROM packages
-              WHERE status = 'active' AND expires_at <= $1
-                AND ($2::timestamptz IS NULL OR (expires_at, instance_id) > ($2, $3))
-              ORDER BY expires_at, instance_id LIMIT $4",
-        )
-        .await?;
-    let (after_at, after_id) = match after {
-        Some((at, id)) => (Some(*at), Some(id.as_str())),
-        None => (None, None),
-    };
-    Ok(client
-        .query(
-            &statement,
-            &[&cutoff, &after_at, &after_id, &SWEEP_BATCH_MAX],
-        )
-        .await?
-        .iter()
-        .map(|row| (row.get(0), row.get(1)))
-        .collect())
+    Ok(super::rows::due_packages(&client, cutoff, after, SWEEP_BATCH_MAX).await?)
 }
 
 /// Expires one package if it is still due; whether it expired now.
@@ -518,46 +489,55 @@ pub struct HeldNotice {
     pub expires_at: Option<DateTime<Utc>>,
 }
 
-/// Held notices not settled since, oldest first, after position `after`, at most `limit`.
+/// Held notices not settled since, of active packages, oldest first, after position `after`, at
+/// most `limit`.
 ///
-/// The partial indexes of migration 13 keep this to the few notice, expiry and release events:
-/// no traffic is read.
+/// The store lists the notices not settled since (a handful of events, behind partial indexes:
+/// no traffic is read), the package rows say which packages are active; notices of the others
+/// are passed over, and the next notices read, until the page is full or none are left.
 pub async fn held_notices(
     client: &impl deadpool_postgres::GenericClient,
     after: i64,
     limit: i64,
 ) -> Result<Vec<HeldNotice>, tokio_postgres::Error> {
-    let statement = client
-        .prepare_cached(
-            "SELECT h.position, p.instance_id, p.jd_pin, h.recorded_at,
-                    (h.payload->>'expiresAt')::timestamptz, p.expires_at
-               FROM events h
-               JOIN packages p ON p.instance_id = substr(h.stream_id, length('package-') + 1)
-              WHERE h.event_type = 'OrderExpiryHeld' AND h.position > $1
-                AND p.status = 'active'
-                AND NOT EXISTS (
-                    SELECT 1 FROM events s
-                     WHERE s.stream_id = h.stream_id AND s.position > h.position
-                       AND s.event_type IN ('OrderExpired', 'OrderReleased'))
-              ORDER BY h.position
-              LIMIT $2",
-        )
-        .await?;
     let limit = limit.clamp(1, LIST_LIMIT_MAX + 1);
-    Ok(client
-        .query(&statement, &[&after, &limit])
-        .await?
-        .iter()
-        .map(|row| HeldNotice {
-            position: row.get(0),
-            instance_id: row.get(1),
-            jd_pin: row.get(2),
-            held_at: row.get(3),
-            held_against: row.get(4),
-            expires_at: row.get(5),
-        })
-        .collect())
+    let mut held = Vec::new();
+    let mut after = after;
+    loop {
+        let notices = store::unsettled_notices(client, after, limit).await?;
+        let ids: Vec<&str> = notices
+            .iter()
+            .filter_map(|notice| notice.stream_id.strip_prefix(PACKAGE_STREAM_PREFIX))
+            .collect();
+        let active = super::rows::active_packages(client, &ids).await?;
+        for notice in &notices {
+            let package = notice
+                .stream_id
+                .strip_prefix(PACKAGE_STREAM_PREFIX)
+                .and_then(|id| active.iter().find(|p| p.instance_id == id));
+            if let Some(package) = package {
+                held.push(HeldNotice {
+                    position: notice.position,
+                    instance_id: package.instance_id.clone(),
+                    jd_pin: package.jd_pin.clone(),
+                    held_at: notice.held_at,
+                    held_against: notice.held_against,
+                    expires_at: package.expires_at,
+                });
+                if held.len() as i64 == limit {
+                    return Ok(held);
+                }
+            }
+        }
+        match notices.last() {
+            Some(last) if notices.len() as i64 == limit => after = last.position,
+            _ => return Ok(held),
+        }
+    }
 }
+
+/// What a package's stream id starts with (`projections::events::package_stream`).
+const PACKAGE_STREAM_PREFIX: &str = "package-";
 
 /// A package's credential rotated: its new generation, and the sessions the old one had opened
 /// that were ended.

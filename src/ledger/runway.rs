@@ -81,21 +81,14 @@ async fn recent_packages(
     now: DateTime<Utc>,
 ) -> Result<Vec<InstanceId>, LedgerError> {
     let client = ledger.pool.get().await?;
-    let statement = client
-        .prepare_cached(
-            "SELECT instance_id FROM packages
-              WHERE status = 'active' AND bytes_remaining > 0 AND updated_at >= $1
-                AND instance_id > $2
-              ORDER BY instance_id LIMIT $3",
-        )
-        .await?;
     let since = now - Duration::hours(crate::usage::RATE_WINDOW_HOURS);
-    Ok(client
-        .query(&statement, &[&since, &after, &CHECK_PAGE_MAX])
-        .await?
-        .iter()
-        .filter_map(|row| InstanceId::parse(row.get::<_, String>(0)).ok())
-        .collect())
+    Ok(
+        super::rows::changed_active_packages(&client, since, after, CHECK_PAGE_MAX)
+            .await?
+            .into_iter()
+            .filter_map(|id| InstanceId::parse(id).ok())
+            .collect(),
+    )
 }
 
 /// Announces the thresholds one package's runway has newly reached, under its lock.

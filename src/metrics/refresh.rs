@@ -7,9 +7,12 @@ use super::{
     MARKETPLACE_REFUSED_OLDEST_AGE, PACKAGES, TASKS, TASKS_REPORTING_AFTER_STOP, WEBHOOK_BACKLOG,
     WEBHOOK_DEAD_LETTERS, WEBHOOK_OLDEST_AGE,
 };
-use crate::marketplace::params::Action;
-use deadpool_postgres::Pool;
+use chrono::{DateTime, Utc};
+use deadpool_postgres::{GenericClient, Pool};
 use metrics::gauge;
+use projections::events::task_stream;
+use projections::ids::TaskId;
+use std::future::Future;
 use std::time::Duration;
 
 /// How often the counts are taken: Prometheus scrapes every 15 to 60 s, and one `GROUP BY` over
@@ -31,16 +34,40 @@ enum RefreshError {
     Database(#[from] tokio_postgres::Error),
 }
 
+/// Packages by status and tasks by state: `(status or state, rows)`.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Counts {
+    pub packages: Vec<(String, i64)>,
+    pub tasks: Vec<(String, i64)>,
+}
+
+/// The projection rows the gauges count. They live above this module (the ledger, which owns
+/// them, records its own metrics here), so the rows answer for every client of the pool
+/// (`ledger/rows/queries.rs`).
+pub trait Projections: Sync {
+    /// Packages by status and tasks by state.
+    fn counts(&self) -> impl Future<Output = Result<Counts, tokio_postgres::Error>> + Send;
+
+    /// The stopped tasks whose row changed within the last `within_s` seconds (by the database's
+    /// clock), with when it did: their last report or lifecycle change.
+    fn stopped_tasks_changed_within(
+        &self,
+        within_s: f64,
+    ) -> impl Future<Output = Result<Vec<(String, DateTime<Utc>)>, tokio_postgres::Error>> + Send;
+}
+
 /// Refreshes the gauges forever; also runs the recorder's upkeep. `stopped_reporting_s`: how
 /// long after its stop a stopped task may go on reporting before it counts as still reporting.
-pub async fn refresh_forever(pool: Pool, stopped_reporting_s: u64) {
+/// `actions`: the marketplace actions this version knows, which label the refused callbacks
+/// (any other counts as `other`).
+pub async fn refresh_forever(pool: Pool, stopped_reporting_s: u64, actions: &[&'static str]) {
     let handle = super::install();
     let mut ticker = tokio::time::interval(REFRESH_INTERVAL);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         ticker.tick().await;
         handle.run_upkeep();
-        match refresh(&pool, stopped_reporting_s).await {
+        match refresh(&pool, stopped_reporting_s, actions).await {
             Ok(()) => gauge!(DATABASE_UP).set(1.0),
             Err(error) => {
                 gauge!(DATABASE_UP).set(0.0);
@@ -50,62 +77,46 @@ pub async fn refresh_forever(pool: Pool, stopped_reporting_s: u64) {
     }
 }
 
-async fn refresh(pool: &Pool, stopped_reporting_s: u64) -> Result<(), RefreshError> {
+async fn refresh(
+    pool: &Pool,
+    stopped_reporting_s: u64,
+    actions: &[&'static str],
+) -> Result<(), RefreshError> {
     let client = pool.get().await?;
-    let counts = client.prepare_cached(
-        "SELECT 'package', status, count(*) FROM packages GROUP BY status
-         UNION ALL
-         SELECT 'task', state, count(*) FROM tasks GROUP BY state",
-    );
-    // Undelivered entries are found by a partial index; the oldest one's age is its event's.
+    // Undelivered entries are found by a partial index.
     let outbox = client.prepare_cached(
         "SELECT count(*) FILTER (WHERE dead_at IS NULL),
                 count(*) FILTER (WHERE dead_at IS NOT NULL),
-                coalesce(extract(epoch FROM now() - (
-                    SELECT e.recorded_at FROM outbox f JOIN events e ON e.position = f.position
-                     WHERE f.delivered_at IS NULL ORDER BY f.position LIMIT 1)), 0)::float8,
-                (SELECT position FROM ledger_head)
+                min(position)
            FROM outbox WHERE delivered_at IS NULL",
     );
-    // Unresolved refusals and unsettled notices are a handful of rows, each behind a partial
-    // index (migration 13).
+    // Unresolved refusals are a handful of rows behind a partial index (migration 13).
     let refused = client.prepare_cached(
         "SELECT action, count(*), extract(epoch FROM now() - min(first_at))::float8
            FROM marketplace_refusals WHERE resolved_at IS NULL GROUP BY action",
     );
-    let unsettled = client.prepare_cached(
-        "SELECT count(*) FROM events h
-          WHERE h.event_type = 'OrderExpiryHeld'
-            AND NOT EXISTS (SELECT 1 FROM events s
-                             WHERE s.stream_id = h.stream_id AND s.position > h.position
-                               AND s.event_type IN ('OrderExpired', 'OrderReleased'))",
-    );
-    let (counts, outbox, refused, unsettled) = tokio::join!(counts, outbox, refused, unsettled);
-    let (counts, outbox, refused, unsettled) = (counts?, outbox?, refused?, unsettled?);
-    let (rows, row, refused, unsettled, after_stop, protection) = tokio::join!(
-        client.query(&counts, &[]),
+    let (outbox, refused) = tokio::join!(outbox, refused);
+    let (outbox, refused) = (outbox?, refused?);
+    let (counts, row, refused, unsettled, after_stop, head, protection) = tokio::join!(
+        client.counts(),
         client.query_one(&outbox, &[]),
         client.query(&refused, &[]),
-        client.query_one(&unsettled, &[]),
+        crate::store::unsettled_notice_count(&client),
         tasks_reporting_after_stop(&client, stopped_reporting_s),
+        crate::store::head(&client),
         crate::database::primary::protection(&**client),
     );
-    let (rows, row, refused, unsettled, after_stop) =
-        (rows?, row?, refused?, unsettled?, after_stop?);
+    let (counts, row, refused, unsettled, after_stop, head) =
+        (counts?, row?, refused?, unsettled?, after_stop?, head?);
     gauge!(TASKS_REPORTING_AFTER_STOP).set(after_stop as f64);
     super::protection(&protection?);
     let mut oldest = 0.0_f64;
-    for action in Action::ALL
-        .map(Action::name)
-        .into_iter()
-        .chain([OTHER_ACTION])
-    {
+    for action in actions.iter().copied().chain([OTHER_ACTION]) {
         let (count, age) = refused
             .iter()
             .filter(|r| {
                 let name: &str = r.get(0);
-                name == action
-                    || (action == OTHER_ACTION && Action::parse(name.as_bytes()).is_none())
+                name == action || (action == OTHER_ACTION && !actions.contains(&name))
             })
             .fold((0_i64, 0.0_f64), |(count, age), r| {
                 (count + r.get::<_, i64>(1), age.max(r.get::<_, f64>(2)))
@@ -114,25 +125,37 @@ async fn refresh(pool: &Pool, stopped_reporting_s: u64) -> Result<(), RefreshErr
         gauge!(MARKETPLACE_REFUSED, "action" => action).set(count as f64);
     }
     gauge!(MARKETPLACE_REFUSED_OLDEST_AGE).set(oldest);
-    gauge!(EXPIRY_NOTICES_UNSETTLED).set(unsettled.get::<_, i64>(0) as f64);
-    for (kind, name, known) in [
-        ("package", PACKAGES, &PACKAGE_STATUSES[..]),
-        ("task", TASKS, &TASK_STATES[..]),
+    gauge!(EXPIRY_NOTICES_UNSETTLED).set(unsettled as f64);
+    for (name, label, known, counted) in [
+        (PACKAGES, "status", &PACKAGE_STATUSES[..], &counts.packages),
+        (TASKS, "state", &TASK_STATES[..], &counts.tasks),
     ] {
-        let label = if kind == "package" { "status" } else { "state" };
         for value in known {
-            let count: i64 = rows
+            let count = counted
                 .iter()
-                .find(|r| r.get::<_, &str>(0) == kind && r.get::<_, &str>(1) == *value)
-                .map_or(0, |r| r.get(2));
+                .find(|(counted, _)| counted == value)
+                .map_or(0, |(_, count)| *count);
             gauge!(name, label => *value).set(count as f64);
         }
     }
+    // The oldest undelivered entry's age is its event's.
+    let oldest_entry: Option<i64> = row.get(2);
+    let oldest_at = match oldest_entry {
+        Some(position) => crate::store::chain_at(&client, position)
+            .await?
+            .map(|at| at.recorded_at),
+        None => None,
+    };
     gauge!(WEBHOOK_BACKLOG).set(row.get::<_, i64>(0) as f64);
     gauge!(WEBHOOK_DEAD_LETTERS).set(row.get::<_, i64>(1) as f64);
-    gauge!(WEBHOOK_OLDEST_AGE).set(row.get::<_, f64>(2));
-    head_at(row.get(3));
+    gauge!(WEBHOOK_OLDEST_AGE).set(oldest_at.map_or(0.0, seconds_since));
+    head_at(head.position);
     Ok(())
+}
+
+/// Seconds from `at` to now.
+fn seconds_since(at: DateTime<Utc>) -> f64 {
+    (Utc::now() - at).num_microseconds().unwrap_or(i64::MAX) as f64 / 1e6
 }
 
 /// Stopped tasks still reporting: their last report came more than `bound_s` after their stop,
@@ -143,22 +166,33 @@ async fn refresh(pool: &Pool, stopped_reporting_s: u64) -> Result<(), RefreshErr
 /// of more than the bound between the two is reporting after the stop. Only tasks that changed
 /// within the bound count, so a task that did stop reporting drops out.
 pub async fn tasks_reporting_after_stop(
-    client: &impl deadpool_postgres::GenericClient,
+    client: &(impl Projections + GenericClient),
     bound_s: u64,
 ) -> Result<i64, tokio_postgres::Error> {
-    let statement = client
-        .prepare_cached(
-            "SELECT count(*) FROM tasks t
-              CROSS JOIN LATERAL (SELECT e.recorded_at FROM events e
-                                   WHERE ledger_stream_key(e.stream_id)
-                                           = ledger_stream_key('task-' || t.task_id)
-                                     AND e.stream_id = 'task-' || t.task_id
-                                   ORDER BY e.version DESC LIMIT 1) l
-              WHERE t.state = 'stopped'
-                AND t.updated_at >= now() - make_interval(secs => $1)
-                AND t.updated_at - l.recorded_at > make_interval(secs => $1)",
-        )
-        .await?;
-    let bound_s = bound_s as f64;
-    Ok(client.query_one(&statement, &[&bound_s]).await?.get(0))
+    let stopped = client.stopped_tasks_changed_within(bound_s as f64).await?;
+    if stopped.is_empty() {
+        return Ok(0);
+    }
+    // A task's row changes with its stream or its traffic: its id is one its stream is named by.
+    let stopped: Vec<(String, DateTime<Utc>)> = stopped
+        .into_iter()
+        .filter_map(|(task_id, updated_at)| {
+            Some((task_stream(&TaskId::parse(task_id).ok()?), updated_at))
+        })
+        .collect();
+    let streams: Vec<String> = stopped.iter().map(|(stream, _)| stream.clone()).collect();
+    let last = crate::store::last_recorded(client, &streams).await?;
+    let bound = i64::try_from(bound_s)
+        .ok()
+        .and_then(chrono::Duration::try_seconds)
+        .unwrap_or(chrono::Duration::MAX);
+    let counted = stopped
+        .iter()
+        .filter(|(stream, updated_at)| {
+            last.iter()
+                .find(|(last_stream, _)| last_stream == stream)
+                .is_some_and(|(_, recorded_at)| *updated_at - *recorded_at > bound)
+        })
+        .count();
+    Ok(counted as i64)
 }

@@ -132,31 +132,36 @@ async fn claim(
                FROM heads, events e
               WHERE o.position = heads.position AND e.position = o.position
           RETURNING o.position, o.attempts, o.locked_until,
-                    extract(epoch FROM now() - o.first_attempt_at)::float8,
-                    e.stream_id, e.event_type, e.recorded_at, e.payload",
+                    extract(epoch FROM now() - o.first_attempt_at)::float8",
         )
         .await?;
     let lease_s = (config.timeout_ms + LEASE_MARGIN_MS) as f64 / 1_000.0;
-    let rows = client
+    let mut rows = client
         .query(&statement, &[&(limit as i64), &lease_s])
         .await?;
-    let mut claimed: Vec<Claimed> = rows
+    // The claim takes only entries whose event is in the database; what the document says of
+    // the event is the store's to read.
+    rows.sort_by_key(|row| row.get::<_, i64>(0));
+    let positions: Vec<i64> = rows.iter().map(|row| row.get(0)).collect();
+    let mut events = super::events_at(&client, &positions).await?;
+    Ok(rows
         .iter()
-        .map(|row| {
-            let position: i64 = row.get(0);
-            let subject: String = row.get(4);
-            Claimed {
-                position,
-                attempts: row.get(1),
-                locked_until: row.get(2),
-                age: Duration::from_secs_f64(row.get::<_, f64>(3).max(0.0)),
-                body: cloud_event(position, &subject, row.get(5), row.get(6), &row.get(7)),
-                subject,
-            }
+        .filter_map(|row| Some((row, events.remove(&row.get::<_, i64>(0))?)))
+        .map(|(row, event)| Claimed {
+            position: event.position,
+            attempts: row.get(1),
+            locked_until: row.get(2),
+            age: Duration::from_secs_f64(row.get::<_, f64>(3).max(0.0)),
+            body: cloud_event(
+                event.position,
+                &event.stream_id,
+                &event.event_type,
+                event.recorded_at,
+                &event.payload,
+            ),
+            subject: event.stream_id,
         })
-        .collect();
-    claimed.sort_by_key(|c| c.position);
-    Ok(claimed)
+        .collect())
 }
 
 async fn deliver_and_record(

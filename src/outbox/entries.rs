@@ -72,10 +72,12 @@ pub async fn list(
 ) -> Result<Vec<Entry>, tokio_postgres::Error> {
     // One more than a page: the route reads it to tell whether another page follows.
     let limit = limit.clamp(1, LIST_LIMIT_MAX + 1);
+    // Entries whose event is in the database (a month dropped with an entry left undelivered
+    // took its event along); the events' type and time are the store's to read.
     let rows = client
         .query(
-            "SELECT o.position, o.subject, e.event_type, e.recorded_at, o.dead_at IS NOT NULL,
-                    o.attempts, o.first_attempt_at, o.next_attempt_at, o.dead_at, o.last_error,
+            "SELECT o.position, o.subject, o.dead_at IS NOT NULL, o.attempts, o.first_attempt_at,
+                    o.next_attempt_at, o.dead_at, o.last_error,
                     (SELECT min(p.position) FROM outbox p
                       WHERE p.subject = o.subject AND p.position < o.position
                         AND p.delivered_at IS NULL)
@@ -89,20 +91,23 @@ pub async fn list(
             &[&after, &filter.as_str(), &limit],
         )
         .await?;
+    let positions: Vec<i64> = rows.iter().map(|row| row.get(0)).collect();
+    let mut events = super::events_at(client, &positions).await?;
     Ok(rows
         .iter()
-        .map(|row| Entry {
+        .filter_map(|row| Some((row, events.remove(&row.get::<_, i64>(0))?)))
+        .map(|(row, event)| Entry {
             position: row.get(0),
             subject: row.get(1),
-            event_type: row.get(2),
-            recorded_at: row.get(3),
-            state: if row.get(4) { "dead" } else { "pending" }.to_owned(),
-            attempts: row.get(5),
-            first_attempt_at: row.get(6),
-            next_attempt_at: row.get(7),
-            dead_at: row.get(8),
-            last_error: row.get(9),
-            behind: row.get(10),
+            event_type: event.event_type,
+            recorded_at: event.recorded_at,
+            state: if row.get(2) { "dead" } else { "pending" }.to_owned(),
+            attempts: row.get(3),
+            first_attempt_at: row.get(4),
+            next_attempt_at: row.get(5),
+            dead_at: row.get(6),
+            last_error: row.get(7),
+            behind: row.get(8),
         })
         .collect())
 }

@@ -20,12 +20,14 @@
 //! what it hears a prefix of the ledger. Delivered entries are pruned after `retention_s`.
 
 use crate::configuration::WebhookConfig;
+use crate::store::RecordedEvent;
 use chrono::{DateTime, Utc};
 use deadpool_postgres::Transaction;
 use hmac::{Hmac, Mac};
 use rand::Rng;
 use serde_json::{json, Value};
 use sha2::Sha256;
+use std::collections::HashMap;
 use std::time::Duration;
 
 mod dispatch;
@@ -37,15 +39,36 @@ pub use dispatch::dispatch;
 const ERROR_CHARS_MAX: usize = 500;
 
 /// Queues the events at `positions` for delivery (in the transaction that appends them, after
-/// the events are written: each entry takes its subject from its event).
+/// the events are written: each entry takes its subject from its event's stream).
 pub async fn enqueue(tx: &Transaction<'_>, positions: &[i64]) -> Result<(), tokio_postgres::Error> {
+    let events = crate::store::read_positions(tx, positions).await?;
+    let positions: Vec<i64> = events.iter().map(|event| event.position).collect();
+    let subjects: Vec<&str> = events
+        .iter()
+        .map(|event| event.stream_id.as_str())
+        .collect();
     let statement = tx
         .prepare_cached(
             "INSERT INTO outbox (position, subject)
-             SELECT position, stream_id FROM events WHERE position = ANY($1::bigint[])",
+             SELECT * FROM unnest($1::bigint[], $2::text[])",
         )
         .await?;
-    tx.execute(&statement, &[&positions]).await.map(drop)
+    tx.execute(&statement, &[&positions, &subjects])
+        .await
+        .map(drop)
+}
+
+/// The events of the entries at `positions`, by position (the store reads them: entries name
+/// their events by position alone).
+async fn events_at(
+    client: &impl crate::store::Connection,
+    positions: &[i64],
+) -> Result<HashMap<i64, RecordedEvent>, tokio_postgres::Error> {
+    Ok(crate::store::read_positions(client, positions)
+        .await?
+        .into_iter()
+        .map(|event| (event.position, event))
+        .collect())
 }
 
 /// The CloudEvents 1.0 document for one ledger event.
@@ -56,15 +79,33 @@ pub fn cloud_event(
     recorded_at: DateTime<Utc>,
     payload: &Value,
 ) -> Value {
+    document(
+        &position.to_string(),
+        &format!("dts.ledger.{event_type}"),
+        stream_id,
+        recorded_at,
+        payload,
+    )
+}
+
+/// A CloudEvents 1.0 document from this ledger: a ledger event's ([`cloud_event`]), or another
+/// announcement's (a signed checkpoint).
+pub fn document(
+    id: &str,
+    event_type: &str,
+    subject: &str,
+    time: DateTime<Utc>,
+    data: &Value,
+) -> Value {
     json!({
         "specversion": "1.0",
-        "id": position.to_string(),
+        "id": id,
         "source": "dts-ledger",
-        "type": format!("dts.ledger.{event_type}"),
-        "subject": stream_id,
-        "time": recorded_at,
+        "type": event_type,
+        "subject": subject,
+        "time": time,
         "datacontenttype": "application/json",
-        "data": payload,
+        "data": data,
     })
 }
 
@@ -96,12 +137,22 @@ pub fn gives_up(config: &WebhookConfig, attempts: i32, age: Duration) -> bool {
     i64::from(attempts) >= i64::from(config.attempts_max) || age.as_secs() >= config.age_s_max
 }
 
-async fn deliver(
+/// Why a webhook POST did not arrive.
+#[derive(Debug)]
+pub enum Undelivered {
+    /// No answer: the connection, the timeout, the request.
+    Failed(reqwest::Error),
+    /// The receiver answered, but not with success.
+    Refused(reqwest::StatusCode),
+}
+
+/// POSTs `body`, a CloudEvent, to the receiver with the headers of this module's documentation
+/// (signed at the time of sending); `Ok` once the receiver answered with success.
+pub async fn post(
     http: &reqwest::Client,
     config: &WebhookConfig,
-    body: &Value,
-) -> Result<(), String> {
-    let body = serde_json::to_vec(body).expect("a JSON value serialises");
+    body: bytes::Bytes,
+) -> Result<(), Undelivered> {
     let timestamp = Utc::now().timestamp();
     let response = http
         .post(&config.url)
@@ -114,12 +165,27 @@ async fn deliver(
         .body(body)
         .send()
         .await
-        .map_err(|e| format!("request failed: {}", e.without_url()))?;
+        .map_err(Undelivered::Failed)?;
     if response.status().is_success() {
         Ok(())
     } else {
-        Err(format!("receiver answered {}", response.status()))
+        Err(Undelivered::Refused(response.status()))
     }
+}
+
+/// Delivers one entry's document; the error is the text kept with the entry.
+async fn deliver(
+    http: &reqwest::Client,
+    config: &WebhookConfig,
+    body: &Value,
+) -> Result<(), String> {
+    let body = serde_json::to_vec(body).expect("a JSON value serialises");
+    post(http, config, body.into())
+        .await
+        .map_err(|undelivered| match undelivered {
+            Undelivered::Failed(error) => format!("request failed: {}", error.without_url()),
+            Undelivered::Refused(status) => format!("receiver answered {status}"),
+        })
 }
 
 #[cfg(test)]

@@ -1,30 +1,96 @@
 //! The event store: small and boring. Append (writers serialise themselves with row locks on
 //! `stream_heads`, whose heads each append moves only from the version it read), read a stream,
 //! read everything after a position. Its SQL lives in `schema/0001_ledger.sql`.
+//!
+//! Every statement over `events`, its partitions, `stream_heads`, `idempotency_keys` and
+//! `ledger_head` is here, one function for each question, by topic: `append.rs`; `read.rs`
+//! (streams, positions, the audits' stream of the whole ledger); `as_of.rs` (the ledger as of a
+//! point); `head.rs` (the head, the chain at a position, the streams' heads there);
+//! `notices.rs` (expiry notices held and settled); `traffic.rs` (a package stream's traffic
+//! windows, the last event of task streams); `partitions.rs` and `archived.rs` (the monthly
+//! partitions, and the months dropped from the database).
 
 mod append;
+pub mod archived;
+mod as_of;
 pub mod hash;
+mod head;
+mod notices;
 pub mod partition_move;
 pub mod partitions;
 mod read;
 mod row;
+mod traffic;
 
 pub use append::{append, append_new, find_by_idempotency_keys, prepare, write, Prepared};
+pub use as_of::{position_of, snapshot, Point, PointError, POSITION_AT};
+pub use head::{chain_at, head, oldest_position, stream_heads_at, ChainAt, Head, StreamHead};
+pub use notices::{last_expiry_notice, unsettled_notice_count, unsettled_notices, Unsettled};
 pub use read::{
-    by_idempotency_keys, credential_generation, for_each_in_stream_until, head_position,
-    last_expiry_notice, metadata_at, position_at, prev_hashes_before, read_all_after, read_grants,
-    read_stream, POSITION_AT, STREAM_PAGE_EVENTS,
+    by_idempotency_keys, copy_after, credential_generation, for_each_in_stream_until, metadata_at,
+    prev_hashes_before, read_all_after, read_grants, read_positions, read_stream, sku_choice,
+    SkuChoice, STREAM_PAGE_EVENTS,
 };
 pub use row::{
-    Columns, EventRow, FoldRow, JsonText, MetadataRun, PrevHashes, RecordedEvent, StoredEvent,
-    EVENT_COLUMNS, EVENT_COLUMN_TYPES, FOLD_COLUMNS, FOLD_COLUMN_TYPES,
+    prev_hash, Columns, EventRow, FoldRow, JsonText, MetadataRun, PrevHashes, RecordedEvent,
+    Selection, StoredEvent, EVENT_COLUMNS, EVENT_COLUMN_TYPES, FOLD_COLUMNS, FOLD_COLUMN_TYPES,
 };
+pub use traffic::last_recorded;
 
 use chrono::{DateTime, Utc};
 use projections::events::Event;
 use serde::Serialize;
 use serde_json::Value;
 use std::sync::Arc;
+
+/// Where a reader's statements run: a connection (the pool's, or one of its own) or a transaction
+/// on one. The pool's types wrap the driver's, and each layer has its own `GenericClient`; a
+/// statement runs on the connection underneath, within whatever transaction is open on it, so the
+/// readers that both the service and the audits call take any of them.
+pub trait Connection: Sync {
+    fn connection(&self) -> &tokio_postgres::Client;
+
+    /// Prepares `sql`: once per pooled connection (the pool keeps its statements), else each time.
+    fn prepare(
+        &self,
+        sql: &str,
+    ) -> impl std::future::Future<Output = Result<tokio_postgres::Statement, tokio_postgres::Error>> + Send
+    {
+        self.connection().prepare(sql)
+    }
+}
+
+impl Connection for tokio_postgres::Client {
+    fn connection(&self) -> &tokio_postgres::Client {
+        self
+    }
+}
+
+impl Connection for tokio_postgres::Transaction<'_> {
+    fn connection(&self) -> &tokio_postgres::Client {
+        self.client()
+    }
+}
+
+impl Connection for deadpool_postgres::Client {
+    fn connection(&self) -> &tokio_postgres::Client {
+        self
+    }
+
+    async fn prepare(&self, sql: &str) -> Result<tokio_postgres::Statement, tokio_postgres::Error> {
+        self.prepare_cached(sql).await
+    }
+}
+
+impl Connection for deadpool_postgres::Transaction<'_> {
+    fn connection(&self) -> &tokio_postgres::Client {
+        self.client()
+    }
+
+    async fn prepare(&self, sql: &str) -> Result<tokio_postgres::Statement, tokio_postgres::Error> {
+        self.prepare_cached(sql).await
+    }
+}
 
 /// Who and what produced an event; stored in `events.metadata`. Never holds a secret: actors are
 /// named by role and index ("reporter#2"), never by token.

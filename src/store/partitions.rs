@@ -1,6 +1,6 @@
-//! The ledger's monthly partitions (schema/0019): listing them with their bounds, the service's
-//! maintenance (partitions made ahead, expired traffic keys removed) and what an event costs in
-//! bytes.
+//! The ledger's monthly partitions (schema/0019): listing them with their bounds, which one holds
+//! a position and what a span of time holds, the service's maintenance (partitions made ahead,
+//! expired traffic keys removed) and what an event costs in bytes.
 //!
 //! `events` is range-partitioned by `recorded_at`, one partition per finance month (China
 //! Standard Time, UTC+8), named `events_pYYYY_MM`. Time never goes backwards along positions, so
@@ -122,14 +122,7 @@ pub async fn partitions(
             continue;
         };
         // The name comes from the catalog and matched events_pYYYY_MM: safe to quote as is.
-        let bounds = client
-            .query_one(
-                &format!("SELECT min(position), max(position), count(*) FROM \"{name}\""),
-                &[],
-            )
-            .await?;
-        let (first, last, events): (Option<i64>, Option<i64>, i64) =
-            (bounds.get(0), bounds.get(1), bounds.get(2));
+        let (first, last, events) = partition_bounds(client, &format!("\"{name}\"")).await?;
         found.push((name, month, starts_at, ends_at, first, last, events));
     }
     found.sort_by_key(|p| p.1);
@@ -153,6 +146,82 @@ pub async fn partitions(
     }
     listed.reverse();
     Ok(listed)
+}
+
+/// The first and last positions one partition holds, and how many events: read from its
+/// position index's first and last entries and its rows. `partition` is a name from the catalog,
+/// quoted as it must be ([`partition_of`] gives it so).
+pub async fn partition_bounds(
+    client: &impl GenericClient,
+    partition: &str,
+) -> Result<(Option<i64>, Option<i64>, i64), tokio_postgres::Error> {
+    let bounds = client
+        .query_one(
+            &format!("SELECT min(position), max(position), count(*) FROM {partition}"),
+            &[],
+        )
+        .await?;
+    Ok((bounds.get(0), bounds.get(1), bounds.get(2)))
+}
+
+/// The name of the partition holding the event at `position`, as the catalog writes it (`events`
+/// itself while the ledger is not partitioned); `None` when no event is there.
+pub async fn partition_of(
+    client: &impl GenericClient,
+    position: i64,
+) -> Result<Option<String>, tokio_postgres::Error> {
+    Ok(client
+        .query_opt(
+            "SELECT tableoid::regclass::text FROM events WHERE position = $1",
+            &[&position],
+        )
+        .await?
+        .map(|row| row.get(0)))
+}
+
+/// The events recorded in a span of time.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Recorded {
+    pub first_position: i64,
+    pub last_position: i64,
+    pub events: i64,
+    /// Events outside `first_position..=last_position` recorded on the wrong side of the span
+    /// (before it at a later position, or after it at an earlier one): none while time runs
+    /// forward along positions.
+    pub misplaced: i64,
+}
+
+/// The events recorded in `[start, end)`; `None` when there are none.
+pub async fn recorded_between(
+    client: &impl GenericClient,
+    start: DateTime<Utc>,
+    end: DateTime<Utc>,
+) -> Result<Option<Recorded>, tokio_postgres::Error> {
+    let row = client
+        .query_one(
+            "SELECT min(position), max(position), count(*) FROM events
+              WHERE recorded_at >= $1 AND recorded_at < $2",
+            &[&start, &end],
+        )
+        .await?;
+    let (Some(first), Some(last)) = (row.get::<_, Option<i64>>(0), row.get::<_, Option<i64>>(1))
+    else {
+        return Ok(None);
+    };
+    let misplaced = client
+        .query_one(
+            "SELECT (SELECT count(*) FROM events WHERE position < $1 AND recorded_at >= $3)
+                  + (SELECT count(*) FROM events WHERE position > $2 AND recorded_at < $4)",
+            &[&first, &last, &start, &end],
+        )
+        .await?
+        .get(0);
+    Ok(Some(Recorded {
+        first_position: first,
+        last_position: last,
+        events: row.get(2),
+        misplaced,
+    }))
 }
 
 /// What one maintenance run did.
@@ -290,6 +359,14 @@ pub async fn maintain_forever(pool: deadpool_postgres::Pool, retention: Duration
             Err(error) => tracing::warn!(%error, "ledger maintenance failed; trying again later"),
         }
     }
+}
+
+/// Events in the database (every partition): what `dts-ledger stats` divides the bytes by.
+pub async fn events(client: &impl GenericClient) -> Result<i64, tokio_postgres::Error> {
+    Ok(client
+        .query_one("SELECT count(*) FROM events", &[])
+        .await?
+        .get(0))
 }
 
 /// The bytes of one relation of the append path.

@@ -4,9 +4,11 @@
 //! "everything after N" never skips an event that commits later with a smaller position (I7).
 
 use super::hash::Hash;
-use super::{RecordedEvent, StoreError};
+use super::{RecordedEvent, Selection, StoreError};
 use deadpool_postgres::GenericClient;
+use futures_util::Stream;
 use std::collections::HashMap;
+use tokio_postgres::binary_copy::{BinaryCopyOutRow, BinaryCopyOutStream};
 use tokio_postgres::Row;
 
 use super::EVENT_COLUMNS as COLUMNS;
@@ -18,20 +20,30 @@ fn recorded(rows: &[Row]) -> Result<Vec<RecordedEvent>, StoreError> {
         .collect()
 }
 
+/// The events of one stream that `also` lets through (an SQL condition of ours, never a caller's
+/// text), oldest first, as stored.
+async fn stream_events(
+    client: &impl GenericClient,
+    stream_id: &str,
+    also: &str,
+) -> Result<Vec<RecordedEvent>, StoreError> {
+    let statement = client
+        .prepare_cached(&format!(
+            "SELECT {COLUMNS} FROM events
+              WHERE ledger_stream_key(stream_id) = ledger_stream_key($1) AND stream_id = $1 {also}
+              ORDER BY version"
+        ))
+        .await?;
+    let rows = client.query(&statement, &[&stream_id]).await?;
+    recorded(&rows)
+}
+
 /// Every event of one stream, oldest first.
 pub async fn read_stream(
     client: &impl GenericClient,
     stream_id: &str,
 ) -> Result<Vec<RecordedEvent>, StoreError> {
-    let statement = client
-        .prepare_cached(&format!(
-            "SELECT {COLUMNS} FROM events
-              WHERE ledger_stream_key(stream_id) = ledger_stream_key($1) AND stream_id = $1
-              ORDER BY version"
-        ))
-        .await?;
-    let rows = client.query(&statement, &[&stream_id]).await?;
-    let mut events = recorded(&rows)?;
+    let mut events = stream_events(client, stream_id, "").await?;
     // The whole stream, in order: each previous hash is the event before's, no lookup.
     derive_prev_hashes(client, &mut events).await?;
     Ok(events)
@@ -45,37 +57,44 @@ pub async fn read_grants(
     client: &impl GenericClient,
     stream_id: &str,
 ) -> Result<Vec<RecordedEvent>, StoreError> {
-    let statement = client
-        .prepare_cached(&format!(
-            "SELECT {COLUMNS} FROM events
-              WHERE ledger_stream_key(stream_id) = ledger_stream_key($1) AND stream_id = $1
-                AND event_type IN ('OrderCreated', 'OrderRenewed', 'OrderUpgraded', 'OrderDilated')
-              ORDER BY version"
-        ))
-        .await?;
-    let rows = client.query(&statement, &[&stream_id]).await?;
-    recorded(&rows)
+    stream_events(
+        client,
+        stream_id,
+        "AND event_type IN ('OrderCreated', 'OrderRenewed', 'OrderUpgraded', 'OrderDilated')",
+    )
+    .await
 }
 
-/// The type of the newest expiry notice held, expiry or release of a stream (through the
-/// partial index `events_expiry_notices`): `OrderExpiryHeld` when a held notice is still
-/// unsettled.
-pub async fn last_expiry_notice(
+/// A SKU as the event that put a package on it names it (`None` for a field it lacks).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SkuChoice {
+    pub sku_id: Option<String>,
+    pub name: Option<String>,
+    pub currency: Option<String>,
+}
+
+/// The SKU the latest purchase or upgrade of a package's stream put it on, through the partial
+/// index `events_sku_choices`, without reading the package's traffic; `None` when there is no
+/// such event.
+pub async fn sku_choice(
     client: &impl GenericClient,
     stream_id: &str,
-) -> Result<Option<String>, StoreError> {
+) -> Result<Option<SkuChoice>, StoreError> {
     let statement = client
         .prepare_cached(
-            "SELECT event_type FROM events
-              WHERE stream_id = $1
-                AND event_type IN ('OrderExpiryHeld', 'OrderExpired', 'OrderReleased')
+            "SELECT payload->>'skuId', payload->>'skuName', payload->>'currency' FROM events
+              WHERE stream_id = $1 AND event_type IN ('OrderCreated', 'OrderUpgraded')
               ORDER BY position DESC LIMIT 1",
         )
         .await?;
     Ok(client
         .query_opt(&statement, &[&stream_id])
         .await?
-        .map(|row| row.get(0)))
+        .map(|row| SkuChoice {
+            sku_id: row.get(0),
+            name: row.get(1),
+            currency: row.get(2),
+        }))
 }
 
 /// The generation of a package's order credential: the highest among its rotations, 0 when it
@@ -101,15 +120,15 @@ pub const STREAM_PAGE_EVENTS: i32 = 512;
 
 /// Calls `each` with the events of one stream up to position `last`, oldest first, fetched through
 /// a cursor [`STREAM_PAGE_EVENTS`] at a time, so memory stays bounded however long the stream is.
-/// The cursor reads within `tx`: run it read-only and repeatable-read for one consistent view.
+/// The cursor reads within `tx`: a [`super::snapshot`], for one consistent view.
 pub async fn for_each_in_stream_until<E: From<StoreError>>(
-    tx: &deadpool_postgres::Transaction<'_>,
+    tx: &tokio_postgres::Transaction<'_>,
     stream_id: &str,
     last: i64,
     mut each: impl FnMut(RecordedEvent) -> Result<(), E>,
 ) -> Result<u64, E> {
     let statement = tx
-        .prepare_cached(&format!(
+        .prepare(&format!(
             "SELECT {COLUMNS} FROM events
               WHERE ledger_stream_key(stream_id) = ledger_stream_key($1) AND stream_id = $1
                 AND position <= $2
@@ -139,20 +158,51 @@ pub async fn for_each_in_stream_until<E: From<StoreError>>(
     }
 }
 
-/// The ledger cut at a time: the position just before the first event recorded after `$1`, or
-/// the head when there is none. The ledger is cut as a prefix in position order, so a fold of
-/// everything up to it misses nothing that came before.
-pub const POSITION_AT: &str = "SELECT coalesce(
-        (SELECT min(position) FROM events WHERE recorded_at > $1) - 1,
-        (SELECT position FROM ledger_head))";
+/// The `selection` of every event after position `after` up to `last` (`None`: to the head), in
+/// position order, streamed with binary COPY (no round trip per event) within `tx` (a
+/// [`super::snapshot`]): the audits' read of the whole ledger.
+pub async fn copy_after(
+    tx: &tokio_postgres::Transaction<'_>,
+    after: i64,
+    last: Option<i64>,
+    selection: Selection,
+) -> Result<
+    impl Stream<Item = Result<BinaryCopyOutRow, tokio_postgres::Error>>,
+    tokio_postgres::Error,
+> {
+    // COPY takes no parameters; the bounds are numbers, never text from a caller.
+    let mut filter = format!("position > {after}");
+    if let Some(last) = last {
+        filter.push_str(&format!(" AND position <= {last}"));
+    }
+    let stream = tx
+        .copy_out(&format!(
+            "COPY (SELECT {} FROM events WHERE {filter} ORDER BY position) \
+             TO STDOUT (FORMAT binary)",
+            selection.columns
+        ))
+        .await?;
+    Ok(BinaryCopyOutStream::new(stream, selection.types))
+}
 
-/// See [`POSITION_AT`].
-pub async fn position_at(
-    client: &impl GenericClient,
-    time: chrono::DateTime<chrono::Utc>,
-) -> Result<i64, StoreError> {
-    let statement = client.prepare_cached(POSITION_AT).await?;
-    Ok(client.query_one(&statement, &[&time]).await?.get(0))
+/// The events at `positions`, in position order, as stored (their previous hash as the row
+/// stores it); a position with no event in the database is left out.
+pub async fn read_positions(
+    client: &impl super::Connection,
+    positions: &[i64],
+) -> Result<Vec<RecordedEvent>, tokio_postgres::Error> {
+    let statement = client
+        .prepare(&format!(
+            "SELECT {COLUMNS} FROM events WHERE position = ANY($1::bigint[]) ORDER BY position"
+        ))
+        .await?;
+    client
+        .connection()
+        .query(&statement, &[&positions])
+        .await?
+        .iter()
+        .map(RecordedEvent::from_columns)
+        .collect()
 }
 
 /// Up to `limit` events with positions above `after`, in position order.
@@ -211,22 +261,13 @@ async fn derive_prev_hashes(
     let mut heads = super::PrevHashes::default();
     let mut wanted: Vec<(usize, String, i64)> = Vec::new();
     for (index, event) in events.iter_mut().enumerate() {
-        let row = super::EventRow {
-            position: event.position,
-            stream_id: &event.stream_id,
-            version: event.version,
-            event_type: &event.event_type,
-            event_version: event.event_version,
-            payload: super::JsonText(&[]),
-            metadata: None,
-            recorded_at: event.recorded_at,
-            idempotency_key: None,
-            prev_hash: event.prev_hash.as_deref(),
-            hash: &event.hash,
-            hash_version: event.hash_version,
-            ledger_hash: None,
-        };
-        match heads.resolve(&row) {
+        let prev = heads.resolve(
+            &event.stream_id,
+            event.version,
+            event.prev_hash.as_deref(),
+            &event.hash,
+        );
+        match prev {
             Some(prev) => event.prev_hash = Some(prev.to_vec()),
             None => wanted.push((index, event.stream_id.clone(), event.version - 1)),
         }
@@ -308,14 +349,6 @@ pub async fn by_idempotency_keys(
         .await?;
     let rows = client.query(&statement, &[&digests, &keys]).await?;
     recorded(&rows)
-}
-
-/// The last position handed out and committed.
-pub async fn head_position(client: &impl GenericClient) -> Result<i64, StoreError> {
-    let statement = client
-        .prepare_cached("SELECT position FROM ledger_head")
-        .await?;
-    Ok(client.query_one(&statement, &[]).await?.get(0))
 }
 
 /// The metadata text of the event at `$1`: see [`metadata_at`].

@@ -47,6 +47,26 @@ pub const FOLD_COLUMN_TYPES: [Type; 6] = [
     Type::TEXT,
 ];
 
+/// Which columns of `events` a pass over the ledger reads, and their types.
+#[derive(Debug, Clone, Copy)]
+pub struct Selection {
+    pub columns: &'static str,
+    pub types: &'static [Type],
+}
+
+impl Selection {
+    /// Every column: what verify checks and export shows ([`EventRow`]).
+    pub const ALL: Selection = Selection {
+        columns: EVENT_COLUMNS,
+        types: &EVENT_COLUMN_TYPES,
+    };
+    /// What a fold reads ([`FoldRow`]).
+    pub const FOLD: Selection = Selection {
+        columns: FOLD_COLUMNS,
+        types: &FOLD_COLUMN_TYPES,
+    };
+}
+
 /// A row selected as [`FOLD_COLUMNS`], borrowed from the buffer it was read into.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct FoldRow<'a> {
@@ -249,10 +269,25 @@ impl MetadataRun {
     }
 }
 
-/// The previous hash of rows read in position order: the one a row stores, or for a row appended
-/// since migration 25, which stores none, the hash of its stream's event before (32 zero bytes
-/// for a stream's first event): the last row of its stream seen, or, for a reader that starts
-/// after position 1, the head it was started with ([`super::prev_hashes_before`]).
+/// The previous hash of a row, by the one rule every reader in position order follows: the one it
+/// stores; for a row appended since migration 25, which stores none, 32 zero bytes when it is its
+/// stream's first event, else the hash of its stream's event before, `stream_last` (`None`: not
+/// known to the reader). `None` too when the stored one is not 32 bytes.
+pub fn prev_hash(
+    stored: Option<&[u8]>,
+    version: i64,
+    stream_last: impl FnOnce() -> Option<Hash>,
+) -> Option<Hash> {
+    match stored {
+        Some(stored) => stored.try_into().ok(),
+        None if version == 1 => Some(GENESIS),
+        None => stream_last(),
+    }
+}
+
+/// The previous hash of rows read in position order ([`prev_hash`]), each stream's event before
+/// being the last row of that stream seen, or, for a reader that starts after position 1, the
+/// head it was started with ([`super::prev_hashes_before`]).
 #[derive(Debug, Default, Clone)]
 pub struct PrevHashes {
     heads: HashMap<String, Hash>,
@@ -264,20 +299,23 @@ impl PrevHashes {
         PrevHashes { heads }
     }
 
-    /// The previous hash of `row`, the next row in position order; `None` when the row stores
-    /// none, follows an event of its stream, and that stream's head is not known (a range read
-    /// without its heads), or when the stored one is not 32 bytes.
-    pub fn resolve(&mut self, row: &EventRow<'_>) -> Option<Hash> {
-        let prev = match row.prev_hash {
-            Some(stored) => stored.try_into().ok(),
-            None if row.version == 1 => Some(GENESIS),
-            None => self.heads.get(row.stream_id).copied(),
-        };
-        if let Ok(hash) = Hash::try_from(row.hash) {
-            match self.heads.get_mut(row.stream_id) {
+    /// The previous hash of the next row in position order: version `version` of `stream_id`,
+    /// storing `stored` and hashing to `hash`. `None` when the row stores none, follows an event
+    /// of its stream, and that stream's head is not known (a range read without its heads), or
+    /// when the stored one is not 32 bytes.
+    pub fn resolve(
+        &mut self,
+        stream_id: &str,
+        version: i64,
+        stored: Option<&[u8]>,
+        hash: &[u8],
+    ) -> Option<Hash> {
+        let prev = prev_hash(stored, version, || self.heads.get(stream_id).copied());
+        if let Ok(hash) = Hash::try_from(hash) {
+            match self.heads.get_mut(stream_id) {
                 Some(head) => *head = hash,
                 None => {
-                    self.heads.insert(row.stream_id.to_owned(), hash);
+                    self.heads.insert(stream_id.to_owned(), hash);
                 }
             }
         }

@@ -25,12 +25,16 @@
 //! in step), so a window starts after the last event before it, found by walking the stream
 //! index (`ledger_stream_key(stream_id), version`) back from the stream's end: a read costs about
 //! twice the window's events, whatever the stream's age.
+//!
+//! The reads themselves are the store's (the stream's traffic, [`Traffic`]) and the package rows'
+//! (the balances, [`Balances`]): both lie above this module, which the decisions below them use,
+//! so this module names what it reads and they answer it for every client of the pool.
 
 use chrono::{DateTime, Duration, FixedOffset, NaiveDate, Utc};
-use deadpool_postgres::GenericClient;
 use projections::events::package_stream;
 use projections::ids::{InstanceId, TaskId};
 use std::collections::HashMap;
+use std::future::Future;
 
 /// The rate looks back this far: a week holds every weekday's pattern once.
 pub const RATE_WINDOW_HOURS: i64 = 7 * 24;
@@ -126,59 +130,107 @@ pub fn runway(input: &RateInput, now: DateTime<Utc>) -> Option<Runway> {
     })
 }
 
-/// The runway of every active package among `instance_ids` that has one, in one statement.
+/// A package's balance, as its runway needs it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Balance {
+    pub instance_id: String,
+    pub bytes_remaining: u64,
+    pub expires_at: Option<DateTime<Utc>>,
+}
+
+/// A package stream's traffic in the rate window.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RateWindow {
+    /// Traffic bytes recorded in the window.
+    pub bytes: u64,
+    /// The first traffic of the window, if any.
+    pub first_at: Option<DateTime<Utc>>,
+    /// The stream recorded traffic before the window.
+    pub traffic_before: bool,
+}
+
+/// The package rows this module reads. They live above it (the rows are the ledger's), which
+/// answers for every client of the pool (`ledger/rows/queries.rs`).
+pub trait Balances: Sync {
+    /// The active packages among `instance_ids` that have bytes left.
+    fn active_balances(
+        &self,
+        instance_ids: &[&str],
+    ) -> impl Future<Output = Result<Vec<Balance>, tokio_postgres::Error>> + Send;
+}
+
+/// The traffic of package streams this module reads, in bounded windows (see **Reading windows**
+/// above). It lives above this module (the events are the store's), which answers for every
+/// client of the pool (`store/traffic.rs`).
+pub trait Traffic: Sync {
+    /// The traffic of each of `streams` in the rate window `(since, now]`, in the order of
+    /// `streams`.
+    fn rate_windows(
+        &self,
+        streams: &[String],
+        since: DateTime<Utc>,
+        now: DateTime<Utc>,
+    ) -> impl Future<Output = Result<Vec<RateWindow>, tokio_postgres::Error>> + Send;
+
+    /// Per task id, the bytes the stream's traffic in `[since, until)` drew and of those the
+    /// bytes after zero, largest first (then by task id), at most `tasks_max` tasks.
+    fn task_traffic(
+        &self,
+        stream: &str,
+        since: DateTime<Utc>,
+        until: DateTime<Utc>,
+        tasks_max: i64,
+    ) -> impl Future<Output = Result<Vec<(String, i64, i64)>, tokio_postgres::Error>> + Send;
+
+    /// Per CST day and task id, the bytes the stream's traffic in `[since, until)` drew: days in
+    /// order, within a day largest first (then by task id).
+    fn daily_task_traffic(
+        &self,
+        stream: &str,
+        since: DateTime<Utc>,
+        until: DateTime<Utc>,
+    ) -> impl Future<Output = Result<Vec<(NaiveDate, String, i64)>, tokio_postgres::Error>> + Send;
+}
+
+/// The runway of every active package among `instance_ids` that has one: the packages' balances
+/// in one statement, their streams' rate windows in another.
 ///
 /// `None` (absent from the map) with too little history (less than 24 h of traffic), no use in
 /// the last 7 days, no bytes left, or a package that is not active.
 pub async fn runways(
-    client: &impl GenericClient,
+    client: &(impl Balances + Traffic),
     instance_ids: &[InstanceId],
     now: DateTime<Utc>,
 ) -> Result<HashMap<InstanceId, Runway>, tokio_postgres::Error> {
     if instance_ids.is_empty() {
         return Ok(HashMap::new());
     }
-    // Per package: the last version before the window (walking back from the stream's end), the
-    // window's traffic after it, and whether any traffic came before it (walking the versions up
-    // to the boundary, which meets a traffic event within a few rows when there is one).
-    let statement = client
-        .prepare_cached(
-            "SELECT p.instance_id, p.bytes_remaining, p.expires_at, w.bytes, w.first_at,
-                    EXISTS (SELECT 1 FROM events b
-                             WHERE ledger_stream_key(b.stream_id) = ledger_stream_key(s.stream) AND b.stream_id = s.stream AND b.version <= s.boundary
-                               AND b.event_type = 'TrafficConsumed')
-               FROM packages p
-              CROSS JOIN LATERAL (SELECT 'package-' || p.instance_id AS stream) st
-              CROSS JOIN LATERAL (
-                    SELECT st.stream,
-                           coalesce((SELECT e.version FROM events e
-                                      WHERE ledger_stream_key(e.stream_id) = ledger_stream_key(st.stream) AND e.stream_id = st.stream
-                                        AND e.recorded_at < $2
-                                      ORDER BY e.version DESC LIMIT 1), 0) AS boundary) s
-              CROSS JOIN LATERAL (
-                    SELECT coalesce(sum(traffic_bytes(e.payload)), 0)::int8 AS bytes,
-                           min(e.recorded_at) AS first_at
-                      FROM events e
-                     WHERE ledger_stream_key(e.stream_id) = ledger_stream_key(s.stream) AND e.stream_id = s.stream
-                       AND e.version > s.boundary
-                       AND e.event_type = 'TrafficConsumed' AND e.recorded_at <= $3) w
-              WHERE p.instance_id = ANY($1) AND p.status = 'active' AND p.bytes_remaining > 0",
-        )
-        .await?;
     let ids: Vec<&str> = instance_ids.iter().map(InstanceId::as_str).collect();
+    let balances: Vec<(InstanceId, Balance)> = client
+        .active_balances(&ids)
+        .await?
+        .into_iter()
+        .filter_map(|balance| {
+            Some((
+                InstanceId::parse(balance.instance_id.clone()).ok()?,
+                balance,
+            ))
+        })
+        .collect();
+    if balances.is_empty() {
+        return Ok(HashMap::new());
+    }
+    let streams: Vec<String> = balances.iter().map(|(id, _)| package_stream(id)).collect();
     let since = now - Duration::hours(RATE_WINDOW_HOURS);
-    let rows = client.query(&statement, &[&ids, &since, &now]).await?;
-    let mut out = HashMap::with_capacity(rows.len());
-    for row in rows {
-        let Ok(instance_id) = InstanceId::parse(row.get::<_, String>(0)) else {
-            continue;
-        };
+    let windows = client.rate_windows(&streams, since, now).await?;
+    let mut out = HashMap::with_capacity(balances.len());
+    for ((instance_id, balance), window) in balances.into_iter().zip(windows) {
         let input = RateInput {
-            bytes_remaining: u64::try_from(row.get::<_, i64>(1)).unwrap_or(0),
-            expires_at: row.get(2),
-            bytes_in_window: u64::try_from(row.get::<_, i64>(3)).unwrap_or(0),
-            first_traffic_at: row.get(4),
-            traffic_before: row.get(5),
+            bytes_remaining: balance.bytes_remaining,
+            expires_at: balance.expires_at,
+            bytes_in_window: window.bytes,
+            first_traffic_at: window.first_at,
+            traffic_before: window.traffic_before,
         };
         if let Some(runway) = runway(&input, now) {
             out.insert(instance_id, runway);
@@ -207,40 +259,28 @@ fn task_id_of(raw: String) -> Option<TaskId> {
     }
 }
 
+fn bytes(stored: i64) -> u64 {
+    u64::try_from(stored).unwrap_or(0)
+}
+
 /// Bytes each task drew from THIS package in `[since, now)`, largest first (then by task id), at
 /// most [`PACKAGE_TASKS_MAX`] tasks. A task moved onto another package keeps what it drew here.
 pub async fn package_tasks(
-    client: &impl GenericClient,
+    client: &impl Traffic,
     instance_id: &InstanceId,
     since: DateTime<Utc>,
     now: DateTime<Utc>,
 ) -> Result<Vec<TaskUsage>, tokio_postgres::Error> {
-    let statement = client
-        .prepare_cached(
-            "SELECT traffic_task_id(payload) AS task_id,
-                    sum(traffic_bytes(payload))::int8 AS bytes,
-                    sum(least(traffic_bytes(payload), traffic_bytes_overage(payload)))::int8
-               FROM events
-              WHERE ledger_stream_key(stream_id) = ledger_stream_key($1) AND stream_id = $1
-                AND version > coalesce((SELECT version FROM events
-                                         WHERE ledger_stream_key(stream_id) = ledger_stream_key($1) AND stream_id = $1
-                                           AND recorded_at < $2
-                                         ORDER BY version DESC LIMIT 1), 0)
-                AND event_type = 'TrafficConsumed' AND recorded_at < $3
-              GROUP BY 1 ORDER BY 2 DESC, 1 LIMIT $4",
-        )
+    let drawn = client
+        .task_traffic(&package_stream(instance_id), since, now, PACKAGE_TASKS_MAX)
         .await?;
-    let stream = package_stream(instance_id);
-    let rows = client
-        .query(&statement, &[&stream, &since, &now, &PACKAGE_TASKS_MAX])
-        .await?;
-    Ok(rows
+    Ok(drawn
         .into_iter()
-        .filter_map(|row| {
+        .filter_map(|(task_id, drawn, after_zero)| {
             Some(TaskUsage {
-                task_id: task_id_of(row.get(0))?,
-                bytes: u64::try_from(row.get::<_, i64>(1)).unwrap_or(0),
-                bytes_after_zero: u64::try_from(row.get::<_, i64>(2)).unwrap_or(0),
+                task_id: task_id_of(task_id)?,
+                bytes: bytes(drawn),
+                bytes_after_zero: bytes(after_zero),
             })
         })
         .collect())
@@ -250,38 +290,18 @@ pub async fn package_tasks(
 /// today (CST): days in order, within a day largest first. Days without traffic have no entry.
 /// `days` is at most [`DAYS_MAX`] (larger values read that many).
 pub async fn daily_by_task(
-    client: &impl GenericClient,
+    client: &impl Traffic,
     instance_id: &InstanceId,
     days: u32,
     now: DateTime<Utc>,
 ) -> Result<Vec<(NaiveDate, TaskId, u64)>, tokio_postgres::Error> {
     let (start, _) = window_start(now, days.clamp(1, DAYS_MAX));
-    let statement = client
-        .prepare_cached(
-            "SELECT ((recorded_at AT TIME ZONE 'UTC') + interval '8 hours')::date AS day,
-                    traffic_task_id(payload) AS task_id,
-                    sum(traffic_bytes(payload))::int8 AS bytes
-               FROM events
-              WHERE ledger_stream_key(stream_id) = ledger_stream_key($1) AND stream_id = $1
-                AND version > coalesce((SELECT version FROM events
-                                         WHERE ledger_stream_key(stream_id) = ledger_stream_key($1) AND stream_id = $1
-                                           AND recorded_at < $2
-                                         ORDER BY version DESC LIMIT 1), 0)
-                AND event_type = 'TrafficConsumed' AND recorded_at < $3
-              GROUP BY 1, 2 ORDER BY 1, 3 DESC, 2",
-        )
+    let daily = client
+        .daily_task_traffic(&package_stream(instance_id), start, now)
         .await?;
-    let stream = package_stream(instance_id);
-    let rows = client.query(&statement, &[&stream, &start, &now]).await?;
-    Ok(rows
+    Ok(daily
         .into_iter()
-        .filter_map(|row| {
-            Some((
-                row.get::<_, NaiveDate>(0),
-                task_id_of(row.get(1))?,
-                u64::try_from(row.get::<_, i64>(2)).unwrap_or(0),
-            ))
-        })
+        .filter_map(|(day, task_id, drawn)| Some((day, task_id_of(task_id)?, bytes(drawn))))
         .collect())
 }
 

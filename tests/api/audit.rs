@@ -1,3 +1,4 @@
+// Over 600 lines: the audit commands' end-to-end tests, one subject in one file.
 //! The audit commands against a ledger built through the real API: verify names tampering,
 //! replay equals the live projections, export and report read what finance books.
 

@@ -1,3 +1,4 @@
+// Over 600 lines: the console's end-to-end tests over HTTP, one subject in one file.
 //! The customer console over HTTP: sign-in by ticket and by credential, the session cookie, what a
 //! customer sees, and the renew and destroy actions with their guards.
 

@@ -1,3 +1,4 @@
+// Over 600 lines: the one harness every API test builds on (cluster, app, client, fixtures).
 //! The test harness: one throwaway PostgreSQL cluster per test binary (or the server named by
 //! `DATABASE_URL`), a fresh database per test, and the real HTTP server on a random port.
 //!

@@ -1,3 +1,4 @@
+// Over 600 lines: the end-to-end tests of one protocol revision, one subject in one file.
 //! The marketplace as its notify interface's current revision speaks (DESIGN §3–4): orders named
 //! by `orderNumber`, `orderId` deprecated, raw JSON and stray spaces in the example URLs, expiry
 //! notices after a refund, renewals of packages bought by the unit; and what operators reconcile

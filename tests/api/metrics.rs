@@ -1,3 +1,4 @@
+// Over 600 lines: the exported series and the documents that use them, tested together.
 //! `GET /metrics` after a real workload; the checkpointer's verification; the dashboard and alert
 //! rules in `docs/` against what the service exports.
 //!

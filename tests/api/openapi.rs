@@ -1,3 +1,4 @@
+// Over 600 lines: the API document checked whole, one subject in one file.
 //! `GET /openapi.json`, the API reference page at `/docs/`, and the landing page `GET /`.
 
 use crate::helpers::{shaped, spawn_app, TestApp};

@@ -1,3 +1,4 @@
+// Over 600 lines: the partitioned ledger's end-to-end tests, one subject in one file.
 //! The partitioned ledger (schema/0019): one partition per finance month, each refusing change
 //! itself; uniqueness of versions and keys across months; keys that expire only by their rule.
 

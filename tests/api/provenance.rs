@@ -1,3 +1,4 @@
+// Over 600 lines: one tamperer, many attacks on the evidence; each attack is its own test.
 //! Provable history: time runs forward along the ledger, a ledger-wide chain and a hash that
 //! covers the idempotency key, checked by `verify` against an insider with the superuser's rights.
 

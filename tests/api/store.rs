@@ -69,7 +69,7 @@ async fn appended_events_form_a_versioned_hash_chain() {
         .get(0);
     assert_eq!(stored, 0);
     assert_eq!(stream[2].payload["text"], "流量 ✓");
-    assert_eq!(store::head_position(&client).await.unwrap(), 4);
+    assert_eq!(store::head(&client).await.unwrap().position, 4);
     let summary = verify_db(&db).await.unwrap();
     assert_eq!(
         (summary.events, summary.streams, summary.last_position),
@@ -98,7 +98,7 @@ async fn the_same_idempotency_key_returns_the_first_result_and_writes_nothing() 
     .unwrap();
     assert_eq!(again, AppendOutcome::Duplicate { positions: vec![1] });
     let client = db.pool.get().await.unwrap();
-    assert_eq!(store::head_position(&client).await.unwrap(), 2);
+    assert_eq!(store::head(&client).await.unwrap().position, 2);
 }
 
 #[tokio::test]

@@ -1,3 +1,4 @@
+// Over 600 lines: the metering's end-to-end tests, one subject in one file.
 //! Traffic metering over HTTP: exactly-once charging, stop at zero in the crossing transaction,
 //! overage, renewals, late reports, bad input, and two processes on one database.
 

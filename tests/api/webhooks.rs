@@ -1,3 +1,4 @@
+// Over 600 lines: delivery's end-to-end tests with their receiver, one subject in one file.
 //! Webhook delivery: CloudEvents, signed, at least once, retried, surviving a restart.
 
 use crate::helpers::{

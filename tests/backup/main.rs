@@ -1,3 +1,4 @@
+// Over 600 lines: a test binary of its own, with the servers and tools it drives.
 //! Backups and restores against real servers and the real binary (I11).
 //!
 //! - pgBackRest, with the configuration in `docs/pgbackrest/` (only paths and port changed): a

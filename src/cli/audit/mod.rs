@@ -25,25 +25,14 @@ use crate::audit::source::Until;
 use crate::audit::trust::keyring;
 use crate::cli::output::CannotRun;
 use crate::configuration::AuditConfig;
-use chrono::{DateTime, Utc};
 use clap::Args;
 use std::path::PathBuf;
 
 /// `--until` / `--as-of`: a position, or an RFC 3339 time.
 pub fn parse_point(text: &str) -> Result<Until, CannotRun> {
-    if let Ok(position) = text.parse::<i64>() {
-        if position < 0 {
-            return Err(CannotRun(format!("position {position} is negative")));
-        }
-        return Ok(Until::Position(position));
-    }
-    DateTime::parse_from_rfc3339(text)
-        .map(|t| Until::Time(t.with_timezone(&Utc)))
-        .map_err(|_| {
-            CannotRun(format!(
-                "{text:?} is neither a position nor an RFC 3339 time"
-            ))
-        })
+    crate::store::Point::parse(text)
+        .map(Until::from)
+        .map_err(|error| CannotRun(error.to_string()))
 }
 
 /// The trusted checkpoints that sign a snapshot, oldest first.

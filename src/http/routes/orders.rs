@@ -201,35 +201,14 @@ async fn order_as_of(
     instance_id: &InstanceId,
     as_of: &str,
 ) -> Result<HttpResponse, ApiError> {
-    let invalid = || {
+    let point = store::Point::parse(as_of).map_err(|_| {
         ApiError::bad_request(
             "invalid_as_of",
             format!("asOf {as_of:?} is neither a position nor an RFC 3339 time"),
         )
-    };
-    enum AsOf {
-        Position(i64),
-        Time(chrono::DateTime<chrono::Utc>),
-    }
-    let point = match as_of.parse::<i64>() {
-        Ok(position) if position >= 0 => AsOf::Position(position),
-        Ok(_) => return Err(invalid()),
-        Err(_) => AsOf::Time(
-            chrono::DateTime::parse_from_rfc3339(as_of)
-                .map_err(|_| invalid())?
-                .with_timezone(&chrono::Utc),
-        ),
-    };
-    let tx = client
-        .build_transaction()
-        .isolation_level(tokio_postgres::IsolationLevel::RepeatableRead)
-        .read_only(true)
-        .start()
-        .await?;
-    let position = match point {
-        AsOf::Position(position) => position,
-        AsOf::Time(time) => store::position_at(&tx, time).await?,
-    };
+    })?;
+    let tx = store::snapshot(client).await?;
+    let position = store::position_of(&tx, point).await?;
     let stream = projections::events::package_stream(instance_id);
     let mut projection = projections::Projection::default();
     store::for_each_in_stream_until(&tx, &stream, position, |recorded| {

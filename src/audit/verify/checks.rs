@@ -1,124 +1,18 @@
-//! Checks the ledger's tamper evidence (invariants I6, I9) in one streamed pass.
-//!
-//! Every event must sit at the next position, carry the next version of its stream, point at the
-//! previous event's hash, hash to its stored `hash`, extend the ledger-wide chain to its stored
-//! `ledger_hash`, and carry a time no earlier than the event before it; the ledger head must name
-//! the last event and its ledger hash; every checkpoint must find the ledger hash it signed at its
-//! position. The first event breaking any of these is reported with what is wrong.
+//! The checks of [`Verifier`], fed one row at a time in position order, and the batch of rows
+//! they are fed from by the streamed pass ([`super::verify_from`]).
 
-use super::source::{self, Range, Selection};
-use crate::store::hash::{canonical_json, event_hash, ledger_hash, Hash, HashVersion, GENESIS};
+use super::{Mark, Problem, ProblemKind, StreamHead, Summary, VerifyError};
+use crate::audit::hasher::Hasher;
+use crate::audit::source;
+use crate::store::hash::{ledger_hash, Hash, HashVersion, GENESIS};
 use crate::store::{EventRow, StoredEvent};
 use chrono::{DateTime, Utc};
 use std::collections::HashMap;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 use tokio_postgres::binary_copy::BinaryCopyOutRow;
-
-/// What is wrong with the first bad event.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ProblemKind {
-    /// Its content no longer hashes to its stored hash.
-    Altered,
-    /// An event before it (in the ledger or in its stream) is gone.
-    Missing,
-    /// It was not written by an append: it breaks the chain or lies beyond the ledger head.
-    OutOfBand,
-    /// Its `recorded_at` is earlier than that of the event before it.
-    TimeBackwards,
-    /// Every hash reproduces, but a signed checkpoint does not hold: the ledger was rewritten
-    /// with all its hashes recomputed.
-    Rewritten,
-}
-
-impl ProblemKind {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            ProblemKind::Altered => "altered",
-            ProblemKind::Missing => "missing",
-            ProblemKind::OutOfBand => "inserted out of band",
-            ProblemKind::TimeBackwards => "time goes backwards",
-            ProblemKind::Rewritten => "rewritten",
-        }
-    }
-}
-
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Problem {
-    pub kind: ProblemKind,
-    /// The event where the problem shows; for a missing event, the one right after the gap.
-    pub position: i64,
-    pub stream_id: String,
-    pub version: i64,
-    pub detail: String,
-}
-
-impl std::fmt::Display for Problem {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(
-            f,
-            "{} at position {} (stream {}, version {}): {}",
-            self.kind.as_str(),
-            self.position,
-            self.stream_id,
-            self.version,
-            self.detail
-        )
-    }
-}
-
-/// A ledger hash some trusted party vouched for at a position: a signed checkpoint.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Mark {
-    pub position: i64,
-    pub ledger_hash: Hash,
-    /// How to name it in a report ("checkpoint 3", "the checkpoint in FILE").
-    pub label: String,
-}
-
-/// Where an incremental check starts: after a checkpoint whose signature holds.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Since {
-    pub position: i64,
-    pub ledger_hash: Hash,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Summary {
-    pub events: u64,
-    pub streams: u64,
-    /// The position the check started after (0 for a full check).
-    pub after: i64,
-    pub last_position: i64,
-    /// The ledger-wide hash at the head: it commits to every event before it, so a copy kept
-    /// elsewhere (a signed checkpoint) proves later that nothing before it was rewritten, even by
-    /// someone who recomputed every hash after the change.
-    pub last_hash: Hash,
-    /// Checkpoints whose ledger hash the ledger reproduced.
-    pub checkpoints_held: u64,
-    pub elapsed: Duration,
-    /// Each stream the check followed (every stream for a whole check, those that moved for one
-    /// after a checkpoint): its version, hash and position at `last_position`.
-    pub heads: HashMap<String, StreamHead>,
-}
-
-#[derive(Debug, thiserror::Error)]
-pub enum VerifyError {
-    #[error("the ledger is not intact: {0}")]
-    Broken(Problem),
-    #[error("the event at position {0} cannot be read: {1}")]
-    Unreadable(i64, String),
-    /// The events it needs were archived and dropped: which archives to give it.
-    #[error("{0}")]
-    Archived(String),
-    #[error("{}", crate::store::describe(.0))]
-    Database(#[from] tokio_postgres::Error),
-}
 
 /// What is wrong with a row, and how: the row itself is added by [`Verifier::check`].
 type Found = (ProblemKind, String);
-
-/// A stream's last version, its hash and its position.
-pub type StreamHead = (i64, Hash, i64);
 
 /// The checks, fed one row at a time in position order.
 pub struct Verifier {
@@ -506,100 +400,14 @@ impl Verifier {
     }
 }
 
-/// Streams the whole ledger from one consistent snapshot and checks it; `progress` is called
-/// every `progress_every` events with the count so far.
-pub async fn verify(
-    client: &mut tokio_postgres::Client,
-    progress_every: u64,
-    progress: impl FnMut(u64) + Send + 'static,
-) -> Result<Summary, VerifyError> {
-    verify_against(client, Vec::new(), None, progress_every, progress).await
-}
-
-/// [`verify`] against checkpoints (`marks`), of the whole ledger or (`since`) only of what follows
-/// a checkpoint whose signature the caller checked.
-///
-/// A pipeline, so that every core works: this task reads the COPY stream into batches of rows
-/// while another thread checks the batch before ([`source::for_each_batch`]).
-pub async fn verify_against(
-    client: &mut tokio_postgres::Client,
-    marks: Vec<Mark>,
-    since: Option<Since>,
-    progress_every: u64,
-    progress: impl FnMut(u64) + Send + 'static,
-) -> Result<Summary, VerifyError> {
-    let start = match since {
-        None => Start::Fed(Verifier::new(marks)),
-        Some(since) => Start::Since(since, marks),
-    };
-    verify_from(client, start, progress_every, progress).await
-}
-
-/// Where [`verify_from`] starts.
-pub enum Start {
-    /// After a trusted checkpoint, against these marks.
-    Since(Since, Vec<Mark>),
-    /// Where this verifier stands: from the first event, or after the archived events it was fed.
-    Fed(Verifier),
-}
-
-/// Checks the events in the database after where `start` stands, to the head.
-pub async fn verify_from(
-    client: &mut tokio_postgres::Client,
-    start: Start,
-    progress_every: u64,
-    progress: impl FnMut(u64) + Send + 'static,
-) -> Result<Summary, VerifyError> {
-    let started = Instant::now();
-    let tx = source::snapshot(client).await?;
-    let head = tx
-        .query_one("SELECT position, ledger_hash FROM ledger_head", &[])
-        .await?;
-    let (head_position, head_hash): (i64, Vec<u8>) = (head.get(0), head.get(1));
-    let verifier = match start {
-        Start::Fed(verifier) => {
-            // Positions dropped from the database are checked from their archives first: a check
-            // that would start before them names the archives instead of calling them missing.
-            let dropped = super::months::dropped(&tx).await?;
-            if let Some(needed) = super::months::needed(&dropped, verifier.last_position()) {
-                return Err(VerifyError::Archived(needed));
-            }
-            verifier
-        }
-        Start::Since(since, marks) => {
-            Verifier::resume(resume_after(&tx, &since, head_position).await?, marks)
-        }
-    };
-    let range = Range {
-        after: verifier.after,
-        until: source::Until::End,
-    };
-    let progress = Progress {
-        every: progress_every,
-        report: progress,
-    };
-    let (verifier, _) = source::for_each_batch(
-        &tx,
-        range,
-        Selection::ALL,
-        (verifier, progress),
-        |(verifier, progress), batch| check_batch(verifier, progress, &batch),
-    )
-    .await?;
-    tx.commit().await?;
-    verifier
-        .finish(head_position, &head_hash, started)
-        .map_err(VerifyError::Broken)
-}
-
 /// Calls `report` every `every` events checked (never when `every` is 0).
-struct Progress<F> {
-    every: u64,
-    report: F,
+pub(super) struct Progress<F> {
+    pub(super) every: u64,
+    pub(super) report: F,
 }
 
 /// Checks one batch of rows, in order: their own hashes are recomputed first on every core.
-fn check_batch(
+pub(super) fn check_batch(
     verifier: &mut Verifier,
     progress: &mut Progress<impl FnMut(u64)>,
     batch: &[BinaryCopyOutRow],
@@ -623,24 +431,23 @@ fn check_batch(
         })
         .collect();
     verifier.metadata = current.map(<[u8]>::to_vec);
-    // Each row's previous hash: the one it stores, or for a row that stores none, the stored
-    // hash of its stream's event before, in this batch or checked already (a row reaching the
-    // comparison of hashes follows one whose stored hash held).
+    // Each row's previous hash ([`crate::store::prev_hash`]), its stream's event before being in
+    // this batch or checked already (a row reaching the comparison of hashes follows one whose
+    // stored hash held). Genesis stands in where there is none: such a row fails a check before
+    // its hash is looked at.
     let mut in_batch: HashMap<&str, &[u8]> = HashMap::new();
     let prev_hashes: Vec<Hash> = rows
         .iter()
         .map(|row| {
             let Ok(row) = row else { return GENESIS };
-            let prev = match row.prev_hash {
-                Some(stored) => stored.try_into().unwrap_or(GENESIS),
-                None => in_batch
+            let prev = crate::store::prev_hash(row.prev_hash, row.version, || {
+                in_batch
                     .get(row.stream_id)
                     .and_then(|hash| (*hash).try_into().ok())
                     .or_else(|| verifier.heads.get(row.stream_id).map(|head| head.1))
-                    .unwrap_or(GENESIS),
-            };
+            });
             in_batch.insert(row.stream_id, row.hash);
-            prev
+            prev.unwrap_or(GENESIS)
         })
         .collect();
     let both: Vec<_> = rows
@@ -668,207 +475,4 @@ fn check_batch(
         }
     }
     Ok(())
-}
-
-/// Recomputes events' own hashes, reusing its buffers for the canonical JSON.
-#[derive(Default)]
-pub struct Hasher {
-    payload: Vec<u8>,
-    /// The events of one command share their metadata: the last metadata text seen, and its
-    /// canonical JSON, computed once per run of equal text.
-    metadata_text: Option<Vec<u8>>,
-    metadata: Vec<u8>,
-}
-
-impl Hasher {
-    /// The row's own hash from its stored content, chained to `prev_hash`: the one the row stores,
-    /// or for a row that stores none, the hash of its stream's event before; an error says why its
-    /// JSON cannot be read.
-    ///
-    /// [`Verifier::check`] compares a stored `prev_hash` with the stream's previous hash, and the
-    /// hash version with the known ones, before it uses this hash: a row that passes both is
-    /// hashed here exactly as the chain requires, and for one that does not, the stand-ins
-    /// (genesis for a malformed `prev_hash`, the current version for an unknown one) are never
-    /// looked at.
-    ///
-    /// `metadata` is the row's metadata text: its own, or for a row of version 4 that stores
-    /// none, that of the nearest earlier row storing one ([`crate::store::MetadataRun`]).
-    pub fn hash(
-        &mut self,
-        row: &EventRow<'_>,
-        prev_hash: &Hash,
-        metadata: &[u8],
-    ) -> Result<Hash, String> {
-        let version = HashVersion::from_column(row.hash_version).unwrap_or(HashVersion::CURRENT);
-        if version.covers_stored_text() {
-            // The stored text is what was hashed: nothing to parse.
-            return Ok(event_hash(
-                version,
-                prev_hash,
-                &row.hashed(&row.payload, metadata),
-            ));
-        }
-        let payload: serde_json::Value =
-            serde_json::from_slice(&row.payload).map_err(|e| e.to_string())?;
-        self.payload.clear();
-        canonical_json(&payload, &mut self.payload);
-        if self.metadata_text.as_deref() != Some(metadata) {
-            let parsed: serde_json::Value =
-                serde_json::from_slice(metadata).map_err(|e| e.to_string())?;
-            self.metadata.clear();
-            canonical_json(&parsed, &mut self.metadata);
-            self.metadata_text = Some(metadata.to_vec());
-        }
-        Ok(event_hash(
-            version,
-            prev_hash,
-            &row.hashed(&self.payload, &self.metadata),
-        ))
-    }
-}
-
-/// The state after a checkpoint, read in the snapshot: the checkpointed event (its stored ledger
-/// hash must be the signed one) and, for every stream that moved after it, its head at that
-/// point. One lookup per such stream, in `checkpoint_heads` when the checkpointer recorded its
-/// head there (else one indexed search per monthly partition): the cost follows what is new.
-///
-/// One idea, longer than most: the two reads and the checks that tie them to the checkpoint.
-async fn resume_after(
-    tx: &tokio_postgres::Transaction<'_>,
-    since: &Since,
-    head: i64,
-) -> Result<Resume, VerifyError> {
-    let broken = |position: i64, kind, detail: String| {
-        VerifyError::Broken(Problem {
-            kind,
-            position,
-            stream_id: String::new(),
-            version: 0,
-            detail,
-        })
-    };
-    if since.position > head {
-        return Err(broken(
-            head + 1,
-            ProblemKind::Missing,
-            format!(
-                "the checkpoint is at position {}, beyond the last event ({head}): signed events \
-                 were removed from the end of the ledger (or this is another ledger)",
-                since.position
-            ),
-        ));
-    }
-    let mut resume = Resume {
-        after: since.position,
-        ledger_hash: since.ledger_hash,
-        recorded_at: None,
-        hash_version: HashVersion::V1,
-        heads: HashMap::new(),
-    };
-    if since.position == 0 {
-        return Ok(resume);
-    }
-    let dropped = super::months::dropped(tx).await?;
-    let live_first = super::months::live_first(&dropped);
-    if since.position < live_first - 1 {
-        return Err(VerifyError::Archived(
-            super::months::needed(&dropped, since.position).expect("a month is dropped"),
-        ));
-    }
-    // The checkpoint is at the last event of a dropped month: its record says where it stood.
-    let at_drop = dropped.last().filter(|m| m.last_position == since.position);
-    if let Some(month) = at_drop {
-        if month.ledger_hash_last != since.ledger_hash {
-            return Err(broken(
-                since.position,
-                ProblemKind::Rewritten,
-                format!(
-                    "month {} was dropped with ledger hash {} at its last event, not the {} the \
-                     checkpoint signed",
-                    month.month,
-                    hex::encode(month.ledger_hash_last),
-                    hex::encode(since.ledger_hash)
-                ),
-            ));
-        }
-        resume.recorded_at = Some(month.last_recorded_at);
-        resume.hash_version =
-            HashVersion::from_column(month.last_hash_version).unwrap_or(HashVersion::V2);
-    }
-    let at = if at_drop.is_some() {
-        None
-    } else {
-        tx.query_opt(
-            "SELECT recorded_at, hash_version, ledger_hash FROM events WHERE position = $1",
-            &[&since.position],
-        )
-        .await?
-    };
-    if let Some(at) = at {
-        resume.recorded_at = Some(at.get(0));
-        resume.hash_version = HashVersion::from_column(at.get(1)).unwrap_or(HashVersion::V2);
-        if let Some(stored) = at.get::<_, Option<&[u8]>>(2) {
-            if stored != since.ledger_hash {
-                return Err(broken(
-                    since.position,
-                    ProblemKind::Rewritten,
-                    format!(
-                        "the stored ledger_hash {} is not the {} the checkpoint signed: the \
-                         ledger was rewritten at or before this position",
-                        hex::encode(stored),
-                        hex::encode(since.ledger_hash)
-                    ),
-                ));
-            }
-        }
-    } else if at_drop.is_none() {
-        return Err(broken(
-            since.position,
-            ProblemKind::Missing,
-            "the checkpointed event is gone".into(),
-        ));
-    }
-    let rows = tx
-        .query(
-            // A stream's head at the checkpoint is the event its first event after it follows:
-            // its lowest version there (a stream whose versions do not rise along the positions
-            // is named by the check that follows). The checkpointer recorded it in
-            // `checkpoint_heads` when it signed (one lookup in a small table) unless the stream
-            // has moved past a later checkpoint since; otherwise it is the stream's last event at
-            // or before the checkpoint still in the database, or, when that was dropped, the head
-            // its month's drop recorded: the newer of the two. The second search runs only when
-            // the first finds nothing.
-            "SELECT m.stream_id, h.version, h.hash, h.position
-               FROM (SELECT stream_id, min(version) AS version
-                       FROM events WHERE position > $1 GROUP BY stream_id) AS m
-               JOIN LATERAL (
-                    (SELECT version, hash, position FROM checkpoint_heads c
-                      WHERE c.stream_id = m.stream_id AND c.version = m.version - 1
-                        AND c.position <= $1)
-                    UNION ALL
-                    (SELECT version, hash, position FROM (
-                        (SELECT version, hash, position FROM events e
-                          WHERE ledger_stream_key(e.stream_id) = ledger_stream_key(m.stream_id)
-                            AND e.stream_id = m.stream_id AND e.position <= $1
-                          ORDER BY version DESC LIMIT 1)
-                        UNION ALL
-                        (SELECT version, hash, position FROM archived_stream_heads a
-                          WHERE a.stream_id = m.stream_id AND a.position <= $1
-                          ORDER BY version DESC LIMIT 1)
-                    ) AS candidates ORDER BY version DESC LIMIT 1)
-                    LIMIT 1
-               ) h ON true",
-            &[&since.position],
-        )
-        .await?;
-    for row in rows {
-        let hash: Hash = row
-            .get::<_, &[u8]>(2)
-            .try_into()
-            .expect("the schema holds hashes to 32 bytes");
-        resume
-            .heads
-            .insert(row.get(0), (row.get(1), hash, row.get(3)));
-    }
-    Ok(resume)
 }
