@@ -21,10 +21,11 @@ use super::checkpoint::Checkpoint;
 use super::trust::{self, AuditError};
 use super::verify::{self, Mark, VerifyError};
 use crate::configuration::{AuditConfig, Config};
-use crate::domain::restore::{acceptance_key, Reason};
+use crate::domain::restore::Reason;
 use crate::store::Metadata;
 use deadpool_postgres::Pool;
 use projections::events::LedgerRestoreAccepted;
+use projections::keys::acceptance_key;
 use std::path::PathBuf;
 
 /// Where the ledger stands against the trusted checkpoint.

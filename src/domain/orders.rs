@@ -11,9 +11,6 @@ use projections::ids::{Bytes, InstanceId, JdPin, OrderRef, SkuId};
 use projections::{FoldError, Package, PackageStatus};
 use rust_decimal::Decimal;
 
-/// The keys the ledger looks a purchase and a held expiry notice up by, from the event catalog.
-pub use projections::keys::{create_key, expiry_held_key};
-
 /// `createInstance`, parsed. The package's id is the `orderBizId`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CreateOrder {

@@ -5,9 +5,6 @@ use super::Draft;
 use projections::events::{Event, LedgerRestoreAccepted};
 use projections::FoldError;
 
-/// The key the acceptance of one checkpoint's loss is looked up by, from the event catalog.
-pub use projections::keys::acceptance_key;
-
 /// The longest reason an operator may give: a sentence or two naming the incident and the
 /// ticket; the ledger is no place for an essay.
 pub const REASON_CHARS_MAX: usize = 500;

@@ -126,6 +126,13 @@ mod tests {
     use super::*;
     use serde_json::json;
 
+    /// The store removes a traffic key only once every retry of its report is refused as too
+    /// late: its slack covers how far a report's `periodEnd` may lie ahead of the clock.
+    #[test]
+    fn the_store_keeps_keys_longer_than_a_report_may_be_ahead() {
+        assert!(crate::store::partitions::EXPIRY_SLACK > PERIOD_END_SKEW_MAX);
+    }
+
     fn now() -> DateTime<Utc> {
         DateTime::parse_from_rfc3339("2026-11-26T08:00:00Z")
             .unwrap()

@@ -3,8 +3,7 @@
 use super::{Command, CommandError, Ledger, LedgerError, UnitOfWork};
 use crate::configuration::{Catalog, Sku};
 use crate::domain::orders::{
-    self as decide, create_key, expiry_held_key, CreateOrder, DilateOrder, Outcome, Refusal,
-    RenewOrder, UpgradeOrder,
+    self as decide, CreateOrder, DilateOrder, Outcome, Refusal, RenewOrder, UpgradeOrder,
 };
 use crate::domain::Draft;
 use crate::store::{self, Metadata};
@@ -12,6 +11,7 @@ use chrono::{DateTime, Utc};
 use deadpool_postgres::Transaction;
 use projections::events::{package_stream, Event, ExpiryReason};
 use projections::ids::{InstanceId, OrderRef};
+use projections::keys::{create_key, expiry_held_key};
 
 /// Customer details that come with an order. They are personal data or free-form, so they live in
 /// the erasable `order_details` table, never in the immutable ledger.

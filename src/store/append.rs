@@ -1,9 +1,16 @@
 //! Appending: the hash chain, gapless positions, idempotency keys.
+//!
+//! An append is two halves in the caller's transaction: [`prepare`] (the stream heads read, the
+//! JSON encoded) and [`write`] (positions and time taken, rows copied in). The caller looks its
+//! idempotency keys up first, under its own locks ([`find_by_idempotency_keys`]); a key used
+//! concurrently still fails the write ([`StoreError::DuplicateKey`]) on the unique index. The
+//! caller commits, right after: until then the events are invisible and `ledger_head` stays
+//! locked, which is what keeps positions gapless and commit-ordered.
 
 use super::hash::{canonical, event_hash, ledger_hash, Hash, HashVersion, Hashed, GENESIS};
 use super::{
-    truncate_to_micros, AppendOutcome, Appended, JsonText, NewEvent, RecordedEvent, StoreError,
-    EVENT_COLUMNS, EVENT_COLUMN_TYPES,
+    truncate_to_micros, Appended, JsonText, NewEvent, RecordedEvent, StoreError, EVENT_COLUMNS,
+    EVENT_COLUMN_TYPES,
 };
 use chrono::{DateTime, Utc};
 use deadpool_postgres::Transaction;
@@ -14,53 +21,12 @@ use tokio_postgres::binary_copy::BinaryCopyInWriter;
 use tokio_postgres::error::SqlState;
 use tokio_postgres::types::ToSql;
 
-/// Appends `events` in the caller's transaction unless one of their idempotency keys was used
-/// before, in which case nothing is written and the earlier positions are returned.
-///
-/// The caller commits. Until then the events are invisible and `ledger_head` stays locked, which
-/// is what keeps positions gapless and commit-ordered: take locks and do other work *before*
-/// appending, and commit right after.
-pub async fn append(
-    tx: &Transaction<'_>,
-    events: Vec<NewEvent>,
-    recorded_at: DateTime<Utc>,
-) -> Result<AppendOutcome, StoreError> {
-    let keys: Vec<&str> = events
-        .iter()
-        .filter_map(|e| e.idempotency_key.as_deref())
-        .collect();
-    if !keys.is_empty() {
-        let found = find_by_idempotency_keys(tx, &keys).await?;
-        if !found.is_empty() {
-            let mut positions: Vec<i64> = found.iter().map(|event| event.position).collect();
-            positions.sort_unstable();
-            return Ok(AppendOutcome::Duplicate { positions });
-        }
-    }
-    match append_new(tx, events, recorded_at).await {
-        Ok(appended) => Ok(AppendOutcome::Appended(appended)),
-        Err(error) => Err(error),
-    }
-}
-
 /// The events carrying any of `keys`.
 pub async fn find_by_idempotency_keys(
     tx: &Transaction<'_>,
     keys: &[&str],
 ) -> Result<Vec<RecordedEvent>, StoreError> {
     super::read::by_idempotency_keys(tx, keys).await
-}
-
-/// Appends without looking up idempotency keys first: for callers that looked them up under their
-/// own locks. A key used concurrently still fails the append ([`StoreError::DuplicateKey`]) thanks
-/// to the unique index.
-pub async fn append_new(
-    tx: &Transaction<'_>,
-    events: Vec<NewEvent>,
-    recorded_at: DateTime<Utc>,
-) -> Result<Appended, StoreError> {
-    let prepared = prepare(tx, events, recorded_at).await?;
-    write(tx, prepared).await
 }
 
 /// An append ready to be written: stream heads read, JSON encoded.
@@ -70,7 +36,7 @@ pub struct Prepared {
     recorded_at: DateTime<Utc>,
 }
 
-/// The first half of [`append_new`]: everything that does not need positions. It only reads, so
+/// The first half of an append: everything that does not need positions. It only reads, so
 /// it may run alongside the caller's other statements (pipelined on the connection).
 pub async fn prepare(
     tx: &Transaction<'_>,
@@ -112,7 +78,7 @@ pub async fn prepare(
     })
 }
 
-/// The second half of [`append_new`]: takes positions and the time (locking the ledger head until
+/// The second half of an append: takes positions and the time (locking the ledger head until
 /// the caller commits), chains the hashes and writes the rows.
 pub async fn write(tx: &Transaction<'_>, prepared: Prepared) -> Result<Appended, StoreError> {
     let Prepared {

@@ -7,14 +7,17 @@
 //! (streams, positions, the audits' stream of the whole ledger); `as_of.rs` (the ledger as of a
 //! point); `head.rs` (the head, the chain at a position, the streams' heads there);
 //! `notices.rs` (expiry notices held and settled); `traffic.rs` (a package stream's traffic
-//! windows, the last event of task streams); `partitions.rs` and `archived.rs` (the monthly
-//! partitions, and the months dropped from the database).
+//! windows, the last event of task streams); `history.rs` (a package's days of use, grants and
+//! release, for its statement); `partitions.rs` and `archived.rs` (the monthly partitions, and
+//! the months dropped from the database); `partition_move.rs` (moving a ledger written before
+//! the partitions to them).
 
 mod append;
 pub mod archived;
 mod as_of;
 pub mod hash;
 mod head;
+pub mod history;
 mod notices;
 pub mod partition_move;
 pub mod partitions;
@@ -22,14 +25,14 @@ mod read;
 mod row;
 mod traffic;
 
-pub use append::{append, append_new, find_by_idempotency_keys, prepare, write, Prepared};
+pub use append::{find_by_idempotency_keys, prepare, write, Prepared};
 pub use as_of::{position_of, snapshot, Point, PointError, POSITION_AT};
 pub use head::{chain_at, head, oldest_position, stream_heads_at, ChainAt, Head, StreamHead};
 pub use notices::{last_expiry_notice, unsettled_notice_count, unsettled_notices, Unsettled};
 pub use read::{
     by_idempotency_keys, copy_after, credential_generation, for_each_in_stream_until, metadata_at,
     prev_hashes_before, read_all_after, read_grants, read_positions, read_stream, sku_choice,
-    SkuChoice, STREAM_PAGE_EVENTS,
+    stream_version, SkuChoice, STREAM_PAGE_EVENTS,
 };
 pub use row::{
     prev_hash, Columns, EventRow, FoldRow, JsonText, MetadataRun, PrevHashes, RecordedEvent,
@@ -147,16 +150,6 @@ pub struct Appended {
     /// The time the events carry: the caller's clock, or the previous append's time if that is
     /// later (time never goes backwards along the ledger).
     pub recorded_at: DateTime<Utc>,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum AppendOutcome {
-    Appended(Appended),
-    /// An idempotency key was used before: nothing was written; these are the positions of the
-    /// events that carry the keys.
-    Duplicate {
-        positions: Vec<i64>,
-    },
 }
 
 #[derive(Debug, thiserror::Error)]

@@ -25,9 +25,10 @@ pub const MAINTENANCE_EVERY: std::time::Duration = std::time::Duration::from_sec
 pub const EXPIRY_POSITIONS_MAX: i64 = 10_000;
 
 /// The slack added to the retention window before a traffic key is removed: the hour a report's
-/// `periodEnd` may lie ahead of the clock ([`crate::ingest::report::PERIOD_END_SKEW_MAX`]) and a day
-/// for clocks of several processes that disagree. A key is removed only when every retry of its
-/// report is refused as `report_too_late` (README, "Idempotency keys and their retention").
+/// `periodEnd` may lie ahead of the clock (the ingest pipeline's `PERIOD_END_SKEW_MAX`, which a
+/// test there holds below this slack) and a day for clocks of several processes that disagree. A
+/// key is removed only when every retry of its report is refused as `report_too_late`
+/// (docs/ledger.md, "Idempotency keys and their retention").
 pub const EXPIRY_SLACK: Duration = Duration::hours(25);
 
 /// One monthly partition of `events`.

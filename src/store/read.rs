@@ -1,6 +1,6 @@
 //! Reading: one stream, or the whole ledger in position order.
 //!
-//! Positions are gapless and become visible in order (see `append`), so a reader that asks for
+//! Positions are gapless and become visible in order (see `append.rs`), so a reader that asks for
 //! "everything after N" never skips an event that commits later with a smaller position (I7).
 
 use super::hash::Hash;
@@ -47,6 +47,23 @@ pub async fn read_stream(
     // The whole stream, in order: each previous hash is the event before's, no lookup.
     derive_prev_hashes(client, &mut events).await?;
     Ok(events)
+}
+
+/// The version of a stream's newest event, 0 when it has none: one step back along the stream
+/// index.
+pub async fn stream_version(
+    client: &impl GenericClient,
+    stream_id: &str,
+) -> Result<i64, tokio_postgres::Error> {
+    let statement = client
+        .prepare_cached(
+            "SELECT version FROM events
+              WHERE ledger_stream_key(stream_id) = ledger_stream_key($1) AND stream_id = $1
+              ORDER BY version DESC LIMIT 1",
+        )
+        .await?;
+    let row = client.query_opt(&statement, &[&stream_id]).await?;
+    Ok(row.map_or(0, |row| row.get(0)))
 }
 
 /// The grants of a package's stream (purchase, renewals, upgrades, expansions), oldest first.

@@ -9,7 +9,7 @@ use dts_ledger::domain::orders::{self, CreateOrder};
 use dts_ledger::domain::traffic::{self, Report, Rules};
 use dts_ledger::domain::{tasks, Draft};
 use dts_ledger::ledger::rows;
-use dts_ledger::store::{self, Metadata, NewEvent};
+use dts_ledger::store::{Metadata, NewEvent};
 use projections::ids::{Bytes, InstanceId, JdPin, OrderId, OrderRef, ReportId, SkuId, TaskId};
 use projections::Projection;
 use std::path::{Path, PathBuf};
@@ -58,7 +58,9 @@ async fn append(client: &mut deadpool_postgres::Object, draft: &mut Draft, at: D
         })
         .collect();
     let tx = client.transaction().await.unwrap();
-    store::append(&tx, events, at).await.unwrap();
+    crate::helpers::append_events(&tx, events, at)
+        .await
+        .unwrap();
     tx.commit().await.unwrap();
 }
 

@@ -707,6 +707,18 @@ where
     body
 }
 
+/// Appends `events` in `tx` as the ledger's unit of work does (the stream heads read, then
+/// positions taken and the rows written), without a command around them: for tests of the store
+/// itself and for tests that plant events. The caller commits.
+pub async fn append_events(
+    tx: &deadpool_postgres::Transaction<'_>,
+    events: Vec<dts_ledger::store::NewEvent>,
+    recorded_at: chrono::DateTime<chrono::Utc>,
+) -> Result<dts_ledger::store::Appended, dts_ledger::store::StoreError> {
+    let prepared = dts_ledger::store::prepare(tx, events, recorded_at).await?;
+    dts_ledger::store::write(tx, prepared).await
+}
+
 /// How many sessions of this test's database wait for a lock right now: the sign that a
 /// statement under test has reached the lock another session holds.
 pub async fn sessions_waiting_on_locks(client: &impl tokio_postgres::GenericClient) -> i64 {

@@ -252,7 +252,7 @@ fn event(stream_id: &str, n: u32) -> NewEvent {
 async fn append(db: &TestDb, events: Vec<NewEvent>) -> Result<(), StoreError> {
     let mut client = db.pool.get().await.unwrap();
     let tx = client.transaction().await.unwrap();
-    store::append_new(&tx, events, Utc::now()).await?;
+    crate::helpers::append_events(&tx, events, Utc::now()).await?;
     tx.commit().await.unwrap();
     Ok(())
 }

@@ -104,7 +104,9 @@ async fn serve_runs_an_embedded_database_that_survives_restarts() {
             metadata: std::sync::Arc::new(serde_json::json!({})),
             idempotency_key: None,
         };
-        store::append(&tx, vec![event], Utc::now()).await.unwrap();
+        crate::helpers::append_events(&tx, vec![event], Utc::now())
+            .await
+            .unwrap();
         tx.commit().await.unwrap();
     }
     pool.close();

@@ -1,10 +1,10 @@
 //! The event store against a real PostgreSQL: immutability, stream versions, idempotency, the
 //! hash chain, concurrent appenders and ordered readers.
 
-use crate::helpers::TestDb;
+use crate::helpers::{append_events, TestDb};
 use chrono::Utc;
 use dts_ledger::audit::verify::{verify, ProblemKind, VerifyError};
-use dts_ledger::store::{self, AppendOutcome, Appended, NewEvent, StoreError};
+use dts_ledger::store::{self, Appended, NewEvent, StoreError};
 use serde_json::json;
 
 fn probe(stream: &str, n: i64) -> NewEvent {
@@ -20,12 +20,12 @@ fn probe(stream: &str, n: i64) -> NewEvent {
     }
 }
 
-async fn append(db: &TestDb, events: Vec<NewEvent>) -> Result<AppendOutcome, StoreError> {
+async fn append(db: &TestDb, events: Vec<NewEvent>) -> Result<Appended, StoreError> {
     let mut client = db.pool.get().await.unwrap();
     let tx = client.transaction().await.unwrap();
-    let outcome = store::append(&tx, events, Utc::now()).await?;
+    let appended = append_events(&tx, events, Utc::now()).await?;
     tx.commit().await.unwrap();
-    Ok(outcome)
+    Ok(appended)
 }
 
 async fn verify_db(db: &TestDb) -> Result<dts_ledger::audit::verify::Summary, VerifyError> {
@@ -35,17 +35,13 @@ async fn verify_db(db: &TestDb) -> Result<dts_ledger::audit::verify::Summary, Ve
 #[tokio::test]
 async fn appended_events_form_a_versioned_hash_chain() {
     let db = TestDb::create().await;
-    let outcome = append(&db, vec![probe("s-1", 1), probe("s-2", 1), probe("s-1", 2)])
-        .await
-        .unwrap();
-    let AppendOutcome::Appended(Appended {
+    let Appended {
         first_position,
         last_position,
         ..
-    }) = outcome
-    else {
-        panic!("appended: {outcome:?}")
-    };
+    } = append(&db, vec![probe("s-1", 1), probe("s-2", 1), probe("s-1", 2)])
+        .await
+        .unwrap();
     assert_eq!((first_position, last_position), (1, 3));
     append(&db, vec![probe("s-1", 3)]).await.unwrap();
     let client = db.pool.get().await.unwrap();
@@ -78,9 +74,9 @@ async fn appended_events_form_a_versioned_hash_chain() {
 }
 
 #[tokio::test]
-async fn the_same_idempotency_key_returns_the_first_result_and_writes_nothing() {
+async fn an_idempotency_key_finds_its_event_and_is_refused_a_second_time() {
     let db = TestDb::create().await;
-    let first = append(
+    append(
         &db,
         vec![
             probe("s", 1).with_idempotency_key("order:1".into()),
@@ -89,15 +85,24 @@ async fn the_same_idempotency_key_returns_the_first_result_and_writes_nothing() 
     )
     .await
     .unwrap();
-    assert!(matches!(first, AppendOutcome::Appended(_)));
+    let mut client = db.pool.get().await.unwrap();
+    let tx = client.transaction().await.unwrap();
+    // What a command looks up, under its locks, before it decides anything.
+    let found = store::find_by_idempotency_keys(&tx, &["order:1", "order:2"])
+        .await
+        .unwrap();
+    assert_eq!(
+        found.iter().map(|event| event.position).collect::<Vec<_>>(),
+        [1]
+    );
+    drop(tx);
+    // Appended again all the same (a lookup raced), the key is refused and nothing is written.
     let again = append(
         &db,
         vec![probe("s", 9).with_idempotency_key("order:1".into())],
     )
-    .await
-    .unwrap();
-    assert_eq!(again, AppendOutcome::Duplicate { positions: vec![1] });
-    let client = db.pool.get().await.unwrap();
+    .await;
+    assert!(matches!(again, Err(StoreError::DuplicateKey)), "{again:?}");
     assert_eq!(store::head(&client).await.unwrap().position, 2);
 }
 
@@ -110,27 +115,20 @@ async fn concurrent_appends_with_one_idempotency_key_write_once() {
             let mut client = pool.get().await.unwrap();
             let tx = client.transaction().await.unwrap();
             let event = probe(&format!("s-{i}"), 1).with_idempotency_key("same".into());
-            let outcome = store::append(&tx, vec![event], Utc::now()).await;
-            match outcome {
-                Ok(outcome) => {
-                    tx.commit().await.unwrap();
-                    Ok(outcome)
-                }
-                Err(error) => Err(error),
+            let appended = append_events(&tx, vec![event], Utc::now()).await;
+            if appended.is_ok() {
+                tx.commit().await.unwrap();
             }
+            appended
         }
     });
     let results = futures::future::join_all(attempts).await;
-    let appended = results
-        .iter()
-        .filter(|r| matches!(r, Ok(AppendOutcome::Appended(_))))
-        .count();
-    // The losers either saw the winner's key or lost the race on the unique index.
+    let appended = results.iter().filter(|r| r.is_ok()).count();
+    // The losers lose the race on the unique index, whichever order they commit in.
     assert_eq!(appended, 1, "{results:?}");
-    assert!(results.iter().all(|r| match r {
-        Ok(_) => true,
-        Err(e) => matches!(e, StoreError::DuplicateKey),
-    }));
+    assert!(results
+        .iter()
+        .all(|r| matches!(r, Ok(_) | Err(StoreError::DuplicateKey))));
     verify_db(&db).await.unwrap();
 }
 
@@ -207,7 +205,7 @@ async fn append_one_by_one(db_pool: deadpool_postgres::Pool, stream: String, cou
         loop {
             let mut client = db_pool.get().await.unwrap();
             let tx = client.transaction().await.unwrap();
-            match store::append_new(&tx, vec![probe(&stream, n)], Utc::now()).await {
+            match append_events(&tx, vec![probe(&stream, n)], Utc::now()).await {
                 Ok(_) => {
                     tx.commit().await.unwrap();
                     break;

@@ -4,6 +4,7 @@
 use super::*;
 use projections::events::{ReportAction, TaskCreated, TrafficConsumed};
 use projections::ids::{Bytes, OrderId, OrderNumber, ReportId, TaskId};
+use projections::keys::expiry_held_key;
 use projections::{Projection, Task, TaskState};
 
 fn now() -> DateTime<Utc> {

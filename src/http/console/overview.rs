@@ -57,13 +57,7 @@ pub async fn packages_of(
     jd_pin: &JdPin,
     lang: Lang,
 ) -> Result<Vec<Package>, PageError> {
-    let sql = format!(
-        "SELECT {} FROM packages WHERE jd_pin = $1 ORDER BY created_at, instance_id LIMIT $2",
-        rows::PACKAGE_COLUMNS
-    );
-    let statement = client.prepare_cached(&sql).await.map_err(db_error(lang))?;
-    let found = client
-        .query(&statement, &[&jd_pin.as_str(), &PACKAGES_SHOWN_MAX])
+    let found = rows::packages_of_customer(client, jd_pin.as_str(), PACKAGES_SHOWN_MAX)
         .await
         .map_err(db_error(lang))?;
     found
@@ -79,14 +73,7 @@ pub async fn tasks_of(
     lang: Lang,
 ) -> Result<Vec<Task>, PageError> {
     let ids: Vec<&str> = packages.iter().map(|p| p.instance_id.as_str()).collect();
-    let sql = format!(
-        "SELECT {} FROM tasks WHERE instance_id = ANY($1::text[])
-            AND state <> 'destroyed' ORDER BY task_id LIMIT $2",
-        rows::TASK_COLUMNS
-    );
-    let statement = client.prepare_cached(&sql).await.map_err(db_error(lang))?;
-    let found = client
-        .query(&statement, &[&ids, &TASKS_SHOWN_MAX])
+    let found = rows::live_tasks_listed(client, &ids, TASKS_SHOWN_MAX)
         .await
         .map_err(db_error(lang))?;
     found

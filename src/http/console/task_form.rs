@@ -32,22 +32,11 @@ async fn version_of(
     task: &Task,
     lang: Lang,
 ) -> Result<String, PageError> {
-    let statement = client
-        .prepare_cached(
-            "SELECT version FROM events
-              WHERE ledger_stream_key(stream_id) = ledger_stream_key($1) AND stream_id = $1
-              ORDER BY version DESC LIMIT 1",
-        )
+    let stream = projections::events::task_stream(&task.task_id);
+    let version = crate::store::stream_version(client, &stream)
         .await
         .map_err(db_error(lang))?;
-    let row = client
-        .query_opt(
-            &statement,
-            &[&projections::events::task_stream(&task.task_id)],
-        )
-        .await
-        .map_err(db_error(lang))?;
-    Ok(row.map_or(0, |row| row.get::<_, i64>(0)).to_string())
+    Ok(version.to_string())
 }
 
 /// A task form's page: `render` makes it from the task and the version the form carries.

@@ -9,9 +9,9 @@ use projections::events::StopReason;
 use projections::ids::{Bytes, InstanceId, JdPin, SkuId, TaskId};
 use projections::{Package, PackageStatus, Task, TaskState};
 use rust_decimal::Decimal;
-use std::sync::LazyLock;
+use std::sync::{LazyLock, OnceLock};
 use tokio_postgres::types::ToSql;
-use tokio_postgres::Row;
+use tokio_postgres::{Error, Row};
 
 mod queries;
 mod whole;
@@ -256,108 +256,131 @@ pub fn task_from_row(row: &Row) -> Result<Task, CorruptRow> {
 // the sessions' `random_page_cost` (see `crate::database::RANDOM_PAGE_COST`), the planner takes the
 // index even while the tables are small.
 
-/// Runs a prepared query whose one parameter is a list of ids.
-async fn by_ids(
-    client: &impl GenericClient,
-    sql: &str,
-    ids: &[&str],
-) -> Result<Vec<Row>, tokio_postgres::Error> {
-    let statement = client.prepare_cached(sql).await?;
-    client.query(&statement, &[&ids]).await
+/// A read of projection rows: its text, with `{packages}` and `{tasks}` standing for the tables'
+/// column lists, made on first use and then kept (the locking reads run in every unit of work).
+struct Read {
+    template: &'static str,
+    text: OnceLock<String>,
 }
 
+impl Read {
+    const fn new(template: &'static str) -> Read {
+        Read {
+            template,
+            text: OnceLock::new(),
+        }
+    }
+
+    async fn query(
+        &self,
+        client: &impl GenericClient,
+        params: &[&(dyn ToSql + Sync)],
+    ) -> Result<Vec<Row>, tokio_postgres::Error> {
+        let text = self.text.get_or_init(|| {
+            self.template
+                .replace("{packages}", &PACKAGE_COLUMNS.to_string())
+                .replace("{tasks}", &TASK_COLUMNS.to_string())
+        });
+        let statement = client.prepare_cached(text).await?;
+        client.query(&statement, params).await
+    }
+}
+
+static LOCK_PACKAGES: Read = Read::new(
+    "SELECT {packages} FROM packages WHERE instance_id = ANY($1::text[])
+      ORDER BY instance_id FOR UPDATE",
+);
+static LOCK_PACKAGES_OF_TASKS: Read = Read::new(
+    "SELECT {packages} FROM packages
+      WHERE instance_id = ANY(ARRAY(SELECT instance_id FROM tasks
+                                     WHERE task_id = ANY($1::text[])))
+      ORDER BY instance_id FOR UPDATE",
+);
+static RUNNING_TASKS_OF: Read = Read::new(
+    "SELECT {tasks} FROM tasks WHERE instance_id = ANY($1::text[]) AND state = 'running'",
+);
+static READ_PACKAGES: Read =
+    Read::new("SELECT {packages} FROM packages WHERE instance_id = ANY($1::text[])");
+static LIVE_TASKS_OF: Read = Read::new(
+    "SELECT {tasks} FROM tasks WHERE instance_id = ANY($1::text[]) AND state <> 'destroyed'",
+);
+static ALL_TASKS_OF: Read =
+    Read::new("SELECT {tasks} FROM tasks WHERE instance_id = ANY($1::text[]) ORDER BY task_id");
+static READ_TASKS: Read = Read::new("SELECT {tasks} FROM tasks WHERE task_id = ANY($1::text[])");
+static PACKAGES_OF_CUSTOMER: Read = Read::new(
+    "SELECT {packages} FROM packages WHERE jd_pin = $1 ORDER BY created_at, instance_id LIMIT $2",
+);
+static LIVE_TASKS_LISTED: Read = Read::new(
+    "SELECT {tasks} FROM tasks WHERE instance_id = ANY($1::text[])
+        AND state <> 'destroyed' ORDER BY task_id LIMIT $2",
+);
+
 /// Loads and locks packages, in id order so that concurrent lockers never deadlock.
-pub async fn lock_packages(
-    tx: &Transaction<'_>,
-    ids: &[&str],
-) -> Result<Vec<Row>, tokio_postgres::Error> {
-    static SQL: LazyLock<String> = LazyLock::new(|| {
-        format!(
-            "SELECT {PACKAGE_COLUMNS} FROM packages WHERE instance_id = ANY($1::text[])
-              ORDER BY instance_id FOR UPDATE"
-        )
-    });
-    by_ids(tx, &SQL, ids).await
+pub async fn lock_packages(tx: &Transaction<'_>, ids: &[&str]) -> Result<Vec<Row>, Error> {
+    LOCK_PACKAGES.query(tx, &[&ids]).await
 }
 
 /// Loads and locks the packages the given tasks are bound to, in id order.
 pub async fn lock_packages_of_tasks(
     tx: &Transaction<'_>,
     task_ids: &[&str],
-) -> Result<Vec<Row>, tokio_postgres::Error> {
-    static SQL: LazyLock<String> = LazyLock::new(|| {
-        format!(
-            "SELECT {PACKAGE_COLUMNS} FROM packages
-              WHERE instance_id = ANY(ARRAY(SELECT instance_id FROM tasks
-                                             WHERE task_id = ANY($1::text[])))
-              ORDER BY instance_id FOR UPDATE"
-        )
-    });
-    by_ids(tx, &SQL, task_ids).await
+) -> Result<Vec<Row>, Error> {
+    LOCK_PACKAGES_OF_TASKS.query(tx, &[&task_ids]).await
 }
 
 /// The running tasks of the named packages.
 pub async fn running_tasks_of(
     tx: &Transaction<'_>,
     instance_ids: &[&str],
-) -> Result<Vec<Row>, tokio_postgres::Error> {
-    static SQL: LazyLock<String> = LazyLock::new(|| {
-        format!(
-            "SELECT {TASK_COLUMNS} FROM tasks
-              WHERE instance_id = ANY($1::text[]) AND state = 'running'"
-        )
-    });
-    by_ids(tx, &SQL, instance_ids).await
+) -> Result<Vec<Row>, Error> {
+    RUNNING_TASKS_OF.query(tx, &[&instance_ids]).await
 }
 
 /// Reads packages without locking them (for answers that change nothing).
-pub async fn read_packages(
-    client: &impl GenericClient,
-    ids: &[&str],
-) -> Result<Vec<Row>, tokio_postgres::Error> {
-    static SQL: LazyLock<String> = LazyLock::new(|| {
-        format!("SELECT {PACKAGE_COLUMNS} FROM packages WHERE instance_id = ANY($1::text[])")
-    });
-    by_ids(client, &SQL, ids).await
+pub async fn read_packages(client: &impl GenericClient, ids: &[&str]) -> Result<Vec<Row>, Error> {
+    READ_PACKAGES.query(client, &[&ids]).await
 }
 
 /// The tasks bound to these packages that are not destroyed.
 pub async fn live_tasks_of(
     client: &impl GenericClient,
     instance_ids: &[&str],
-) -> Result<Vec<Row>, tokio_postgres::Error> {
-    static SQL: LazyLock<String> = LazyLock::new(|| {
-        format!(
-            "SELECT {TASK_COLUMNS} FROM tasks WHERE instance_id = ANY($1::text[])
-                AND state <> 'destroyed'"
-        )
-    });
-    by_ids(client, &SQL, instance_ids).await
+) -> Result<Vec<Row>, Error> {
+    LIVE_TASKS_OF.query(client, &[&instance_ids]).await
 }
 
 /// Every task bound to these packages, destroyed ones included (for order views).
 pub async fn all_tasks_of(
     client: &impl GenericClient,
     instance_ids: &[&str],
-) -> Result<Vec<Row>, tokio_postgres::Error> {
-    static SQL: LazyLock<String> = LazyLock::new(|| {
-        format!(
-            "SELECT {TASK_COLUMNS} FROM tasks WHERE instance_id = ANY($1::text[])
-              ORDER BY task_id"
-        )
-    });
-    by_ids(client, &SQL, instance_ids).await
+) -> Result<Vec<Row>, Error> {
+    ALL_TASKS_OF.query(client, &[&instance_ids]).await
 }
 
 /// The named tasks.
-pub async fn read_tasks(
+pub async fn read_tasks(client: &impl GenericClient, task_ids: &[&str]) -> Result<Vec<Row>, Error> {
+    READ_TASKS.query(client, &[&task_ids]).await
+}
+
+/// A customer's packages, oldest first, at most `limit` (what the console shows).
+pub async fn packages_of_customer(
     client: &impl GenericClient,
-    task_ids: &[&str],
-) -> Result<Vec<Row>, tokio_postgres::Error> {
-    static SQL: LazyLock<String> = LazyLock::new(|| {
-        format!("SELECT {TASK_COLUMNS} FROM tasks WHERE task_id = ANY($1::text[])")
-    });
-    by_ids(client, &SQL, task_ids).await
+    jd_pin: &str,
+    limit: i64,
+) -> Result<Vec<Row>, Error> {
+    PACKAGES_OF_CUSTOMER.query(client, &[&jd_pin, &limit]).await
+}
+
+/// The tasks of these packages that are not destroyed, by id, at most `limit` (what the console
+/// lists).
+pub async fn live_tasks_listed(
+    client: &impl GenericClient,
+    instance_ids: &[&str],
+    limit: i64,
+) -> Result<Vec<Row>, Error> {
+    LIVE_TASKS_LISTED
+        .query(client, &[&instance_ids, &limit])
+        .await
 }
 
 /// Writes `rows` with the prepared statement `sql`, one array per column of `table`.

@@ -2,7 +2,7 @@
 //! the runway check's changed ones, the active packages among some (for runways and notices),
 //! and the metrics' counts.
 
-use super::by_ids;
+use super::Read;
 use chrono::{DateTime, Utc};
 use deadpool_postgres::GenericClient;
 
@@ -72,13 +72,11 @@ pub async fn active_packages(
     client: &impl GenericClient,
     ids: &[&str],
 ) -> Result<Vec<Active>, tokio_postgres::Error> {
-    let rows = by_ids(
-        client,
+    static ACTIVE: Read = Read::new(
         "SELECT instance_id, jd_pin, bytes_remaining, expires_at FROM packages
           WHERE instance_id = ANY($1::text[]) AND status = 'active'",
-        ids,
-    )
-    .await?;
+    );
+    let rows = ACTIVE.query(client, &[&ids]).await?;
     Ok(rows
         .iter()
         .map(|row| Active {
