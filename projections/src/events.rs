@@ -7,6 +7,11 @@
 //! Every event holds what it needs to be replayed without outside data: a grant records its bytes
 //! and the catalog's price at that moment, a traffic event the package it was charged to (in
 //! version 2, the package of its stream, which the hash covers like the payload).
+//!
+//! Each event spells out all of its fields, although the grants share a run of them (the order
+//! reference, the SKU, the money): the format reads off one struct per event, and a shared part
+//! pulled in with `#[serde(flatten)]` would lose `deny_unknown_fields`, which keeps a stray field
+//! out of the ledger.
 
 use crate::ids::{
     Bytes, InstanceId, JdPin, OrderId, OrderNumber, OrderRef, ReportId, SkuId, TaskId,

@@ -195,6 +195,19 @@ fn package_sku<'a>(
         .ok_or_else(|| Refusal::UnknownSku(package.sku_id.clone()))
 }
 
+/// `units` more of the package's own SKU ([`package_sku`]) at today's price: the SKU, and what
+/// they grant and cost. Renewal grants the package's units again; expansion adds units.
+fn own_sku_grant<'a>(
+    package: &Package,
+    catalog: &'a Catalog,
+    recorded: Option<&'a Sku>,
+    units: u32,
+) -> Result<(&'a Sku, Bytes, Decimal), Refusal> {
+    let sku = package_sku(package, catalog, recorded)?;
+    let (bytes, amount) = grant_of(sku, units)?;
+    Ok((sku, bytes, amount))
+}
+
 /// What `units` of `sku` grant and cost: its bytes and its price, `units` times.
 fn grant_of(sku: &Sku, units: u32) -> Result<(Bytes, Decimal), Refusal> {
     let bytes = sku
@@ -208,18 +221,41 @@ fn grant_of(sku: &Sku, units: u32) -> Result<(Bytes, Decimal), Refusal> {
     Ok((bytes, amount))
 }
 
+/// An order that grants more on an existing package: the package and the marketplace order.
+trait Grant {
+    fn target(&self) -> (&InstanceId, &OrderRef);
+}
+
+impl Grant for RenewOrder {
+    fn target(&self) -> (&InstanceId, &OrderRef) {
+        (&self.instance_id, &self.order)
+    }
+}
+
+impl Grant for UpgradeOrder {
+    fn target(&self) -> (&InstanceId, &OrderRef) {
+        (&self.instance_id, &self.order)
+    }
+}
+
+impl Grant for DilateOrder {
+    fn target(&self) -> (&InstanceId, &OrderRef) {
+        (&self.instance_id, &self.order)
+    }
+}
+
 /// A grant on an existing package (renewal, upgrade, expansion). With `earlier`, the grant
 /// recorded before for the same order, the call is answered by it ([`repeat`]). Otherwise the
 /// package must be changeable, `decide` builds the grant from it, and the tasks the grant makes
 /// usable again resume.
 fn grant_more(
     draft: &mut Draft,
-    instance_id: &InstanceId,
-    order: &OrderRef,
+    command: &impl Grant,
     earlier: Option<Event>,
     same: impl FnOnce(&Event) -> bool,
     decide: impl FnOnce(&Package) -> Result<Event, Refusal>,
 ) -> Result<Outcome, Refusal> {
+    let (instance_id, order) = command.target();
     if let Some(earlier) = earlier {
         return repeat(earlier, same, order);
     }
@@ -244,31 +280,23 @@ pub fn renew(
     earlier: Option<Event>,
 ) -> Result<Outcome, Refusal> {
     let same = |event: &Event| matches!(event, Event::OrderRenewed(e) if e.expires_at == command.expires_at);
-    grant_more(
-        draft,
-        &command.instance_id,
-        &command.order,
-        earlier,
-        same,
-        |package| {
-            let units = package.units;
-            let sku = package_sku(package, catalog, recorded)?;
-            let (bytes_granted, amount) = grant_of(sku, units)?;
-            Ok(Event::OrderRenewed(OrderRenewed {
-                instance_id: command.instance_id.clone(),
-                order_id: command.order.id().cloned(),
-                order_number: command.order.number().cloned(),
-                sku_id: sku.id.clone(),
-                sku_name: sku.name.clone(),
-                bytes_granted,
-                unit_price: sku.price,
-                amount,
-                currency: sku.currency.clone(),
-                expires_at: command.expires_at,
-                units: Some(units),
-            }))
-        },
-    )
+    grant_more(draft, command, earlier, same, |package| {
+        let units = package.units;
+        let (sku, bytes_granted, amount) = own_sku_grant(package, catalog, recorded, units)?;
+        Ok(Event::OrderRenewed(OrderRenewed {
+            instance_id: command.instance_id.clone(),
+            order_id: command.order.id().cloned(),
+            order_number: command.order.number().cloned(),
+            sku_id: sku.id.clone(),
+            sku_name: sku.name.clone(),
+            bytes_granted,
+            unit_price: sku.price,
+            amount,
+            currency: sku.currency.clone(),
+            expires_at: command.expires_at,
+            units: Some(units),
+        }))
+    })
 }
 
 /// `upgradeInstance`: switch SKU; a bigger one grants the difference for each of the package's
@@ -282,40 +310,33 @@ pub fn upgrade(
 ) -> Result<Outcome, Refusal> {
     let same =
         |event: &Event| matches!(event, Event::OrderUpgraded(e) if e.sku_id == command.sku_id);
-    grant_more(
-        draft,
-        &command.instance_id,
-        &command.order,
-        earlier,
-        same,
-        |package| {
-            let sku = catalog
-                .get(&command.sku_id)
-                .ok_or_else(|| Refusal::UnknownSku(command.sku_id.clone()))?;
-            let units = package.units;
-            Ok(Event::OrderUpgraded(OrderUpgraded {
-                instance_id: command.instance_id.clone(),
-                order_id: command.order.id().cloned(),
-                order_number: command.order.number().cloned(),
-                from_sku_id: package.sku_id.clone(),
-                sku_id: sku.id.clone(),
-                sku_name: sku.name.clone(),
-                sku_bytes: sku.bytes,
-                bytes_granted: sku
-                    .bytes
-                    .saturating_sub(package.sku_bytes)
-                    .checked_mul(u64::from(units))
-                    .ok_or(Refusal::Overflow)?,
-                unit_price: sku.price,
-                amount: (sku.price - package.unit_price)
-                    .max(Decimal::ZERO)
-                    .checked_mul(Decimal::from(units))
-                    .ok_or(Refusal::Overflow)?,
-                currency: sku.currency.clone(),
-                units: Some(units),
-            }))
-        },
-    )
+    grant_more(draft, command, earlier, same, |package| {
+        let sku = catalog
+            .get(&command.sku_id)
+            .ok_or_else(|| Refusal::UnknownSku(command.sku_id.clone()))?;
+        let units = package.units;
+        Ok(Event::OrderUpgraded(OrderUpgraded {
+            instance_id: command.instance_id.clone(),
+            order_id: command.order.id().cloned(),
+            order_number: command.order.number().cloned(),
+            from_sku_id: package.sku_id.clone(),
+            sku_id: sku.id.clone(),
+            sku_name: sku.name.clone(),
+            sku_bytes: sku.bytes,
+            bytes_granted: sku
+                .bytes
+                .saturating_sub(package.sku_bytes)
+                .checked_mul(u64::from(units))
+                .ok_or(Refusal::Overflow)?,
+            unit_price: sku.price,
+            amount: (sku.price - package.unit_price)
+                .max(Decimal::ZERO)
+                .checked_mul(Decimal::from(units))
+                .ok_or(Refusal::Overflow)?,
+            currency: sku.currency.clone(),
+            units: Some(units),
+        }))
+    })
 }
 
 /// `dilateInstance` (扩容): `accountNum` more units of the package's SKU at today's price.
@@ -328,29 +349,22 @@ pub fn dilate(
     earlier: Option<Event>,
 ) -> Result<Outcome, Refusal> {
     let same = |event: &Event| matches!(event, Event::OrderDilated(e) if e.units == command.units);
-    grant_more(
-        draft,
-        &command.instance_id,
-        &command.order,
-        earlier,
-        same,
-        |package| {
-            let sku = package_sku(package, catalog, recorded)?;
-            let (bytes_granted, amount) = grant_of(sku, command.units)?;
-            Ok(Event::OrderDilated(OrderDilated {
-                instance_id: command.instance_id.clone(),
-                order_id: command.order.id().cloned(),
-                order_number: command.order.number().cloned(),
-                sku_id: sku.id.clone(),
-                sku_name: sku.name.clone(),
-                units: command.units,
-                bytes_granted,
-                unit_price: sku.price,
-                amount,
-                currency: sku.currency.clone(),
-            }))
-        },
-    )
+    grant_more(draft, command, earlier, same, |package| {
+        let (sku, bytes_granted, amount) =
+            own_sku_grant(package, catalog, recorded, command.units)?;
+        Ok(Event::OrderDilated(OrderDilated {
+            instance_id: command.instance_id.clone(),
+            order_id: command.order.id().cloned(),
+            order_number: command.order.number().cloned(),
+            sku_id: sku.id.clone(),
+            sku_name: sku.name.clone(),
+            units: command.units,
+            bytes_granted,
+            unit_price: sku.price,
+            amount,
+            currency: sku.currency.clone(),
+        }))
+    })
 }
 
 /// `expiredInstance`: the marketplace says the order ended. Idempotent by state.

@@ -1,6 +1,7 @@
 //! Commands applied to the ledger: load the state they touch (locked), decide with
 //! [`crate::domain`], then append the events and write the projections in one transaction.
 
+pub mod details;
 mod error;
 pub mod orders;
 pub mod restore;

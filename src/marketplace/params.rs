@@ -2,7 +2,7 @@
 
 use super::query::{get, Pairs};
 use crate::domain::orders::{CreateOrder, DilateOrder, RenewOrder, UpgradeOrder, UNITS_MAX};
-use crate::ledger::orders::{InvalidDetail, OrderDetails};
+use crate::ledger::details::{InvalidDetail, OrderDetails};
 use chrono::{DateTime, FixedOffset, NaiveDateTime, TimeZone, Utc};
 use projections::ids::{IdError, InstanceId, JdPin, OrderId, OrderNumber, OrderRef, SkuId};
 

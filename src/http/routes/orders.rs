@@ -250,7 +250,7 @@ pub async fn erase_details(
 ) -> Result<HttpResponse, ApiError> {
     let instance_id = parse_instance_id(&path)?;
     let client = state.pool.get().await?;
-    let erased = ledger::orders::erase_details(&client, &instance_id).await?;
+    let erased = ledger::details::erase_details(&client, &instance_id).await?;
     tracing::info!(instance_id = %instance_id, erased, "order details erased");
     Ok(HttpResponse::Ok().json(DetailsErased {
         instance_id: instance_id.as_str().to_owned(),
