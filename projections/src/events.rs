@@ -1,8 +1,8 @@
 //! The ledger's event catalog.
 //!
 //! Event type names and field names are part of the public ledger format: finance queries them with
-//! plain SQL (`payload->>'bytesGranted'`). A stored event's meaning never changes; a new shape of an
-//! event gets a new `event_version` and a new decoder arm, never an edit of an old one.
+//! plain SQL (`payload->>'bytesGranted'`). A stored event's meaning never changes; a new shape of
+//! an event gets a new `event_version` and a new decoder arm, never an edit of an old one.
 //!
 //! Every event holds what it needs to be replayed without outside data: a grant records its bytes
 //! and the catalog's price at that moment, a traffic event the package it was charged to (in

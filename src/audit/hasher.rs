@@ -19,11 +19,11 @@ impl Hasher {
     /// or for a row that stores none, the hash of its stream's event before; an error says why its
     /// JSON cannot be read.
     ///
-    /// [`Verifier::check`] compares a stored `prev_hash` with the stream's previous hash, and the
-    /// hash version with the known ones, before it uses this hash: a row that passes both is
-    /// hashed here exactly as the chain requires, and for one that does not, the stand-ins
-    /// (genesis for a malformed `prev_hash`, the current version for an unknown one) are never
-    /// looked at.
+    /// `Verifier::check` (in `verify`) compares a stored `prev_hash` with the stream's previous
+    /// hash, and the hash version with the known ones, before it uses this hash: a row that passes
+    /// both is hashed here exactly as the chain requires, and for one that does not, the
+    /// stand-ins (genesis for a malformed `prev_hash`, the current version for an unknown one)
+    /// are never looked at.
     ///
     /// `metadata` is the row's metadata text: its own, or for a row of version 4 that stores
     /// none, that of the nearest earlier row storing one ([`crate::store::MetadataRun`]).

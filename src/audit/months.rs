@@ -1,6 +1,6 @@
 //! Closed months leaving the database (invariant I12): `archive --month` writes a month to its
-//! archive (the file: `archive.rs`), `archive --drop` drops its partition once the archive was
-//! read back and held against the live chain, the store recording the drop
+//! archive (the file: [`super::archive`]), `archive --drop` drops its partition once the archive
+//! was read back and held against the live chain, the store recording the drop
 //! ([`crate::store::archived`]); the audits read dropped months from their archives
 //! ([`feed_dropped`]) or say which archive they need ([`needed`]).
 

@@ -7,7 +7,8 @@
 //! the ledger is folded up to it from the newest snapshot that holds (or from the start) and every
 //! forged, extra or missing row is named against that fold.
 //!
-//! The digest (README, "Signed checkpoints"), integers big-endian, `field(x) = len(x) (8) ‖ x`:
+//! The digest (docs/ledger.md, "Signed checkpoints"), integers big-endian,
+//! `field(x) = len(x) (8) ‖ x`:
 //! `"dts-ledger/snapshot/v1" 0x00 ‖ package count (8) ‖ package rows by instance id
 //! ‖ task count (8) ‖ task rows by task id`, each row its columns in table order.
 

@@ -2,10 +2,10 @@
 //! sign parameters exactly as the marketplace does and send them to a running service; and
 //! `dts-ledger marketplace refused`, the callbacks this service refused after their token held.
 //!
-//! It is the same token rule the service checks ([`crate::marketplace::token`]), applied to the same decoded
-//! bytes, so a callback that this module signs is one the marketplace could have sent. Operators use
-//! it to re-drive a callback by hand (after fixing the SKU catalog, say); newcomers use it to buy a
-//! package on their own machine.
+//! It is the same token rule the service checks ([`crate::marketplace::token`]), applied to the
+//! same decoded bytes, so a callback that this module signs is one the marketplace could have sent.
+//! Operators use it to re-drive a callback by hand (after fixing the SKU catalog, say); newcomers
+//! use it to buy a package on their own machine.
 
 use super::output::{self, client, CannotRun, ListFormat, Listing};
 use super::{Invocation, Run};

@@ -2,7 +2,7 @@
 //!
 //! Every subcommand is one type, in the file beside the code it calls: its fields are its flags
 //! (clap), its doc comment its help, and [`Run::run`] what it does, down to the database role it
-//! connects as. [`commands!`] below lists them, in the order `--help` shows them: adding a
+//! connects as. `commands!` below lists them, in the order `--help` shows them: adding a
 //! command is writing its type and adding its line there.
 //!
 //! - [`serve`]: the service; [`init`]: a ready configuration;

@@ -15,8 +15,8 @@ use projections::ids::InstanceId;
 pub const TICKET_TTL_S: i64 = 60;
 /// Bytes of randomness in a nonce: 128 bits never collide by chance.
 const NONCE_BYTES: usize = 16;
-/// Longest ticket accepted: an instance id (at most [`projections::ids::ID_BYTES_MAX`] bytes, as hex) and three
-/// short parts.
+/// Longest ticket accepted: an instance id (at most [`projections::ids::ID_BYTES_MAX`] bytes, as
+/// hex) and three short parts.
 pub const TICKET_BYTES_MAX: usize = 2 * projections::ids::ID_BYTES_MAX + 64 + 32 + 32 + 3;
 
 #[derive(Debug, PartialEq, Eq, thiserror::Error)]

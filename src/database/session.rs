@@ -1,6 +1,6 @@
-//! What bounds every session the service opens, so that a stalled or partitioned peer never
-//! stalls the others (DESIGN §11): how long it may sit idle in a transaction, wait for a lock or run
-//! a statement, how soon a dead connection is noticed, and the reaping of peers' sessions stalled
+//! What bounds every session the service opens, so that a stalled or partitioned peer never stalls
+//! the others (DESIGN §11): how long it may sit idle in a transaction, wait for a lock or run a
+//! statement, how soon a dead connection is noticed, and the reaping of peers' sessions stalled
 //! mid-statement.
 
 use deadpool_postgres::Pool;

@@ -87,10 +87,11 @@ impl Command for Batch<'_> {
             false => None,
         };
 
-        // Decide, and decide again from the loaded rows when that is not the end of it: a report the
-        // fold refuses is rejected on its own; a rejection that may hide a repeat needs the lookup; a
-        // package that ran dry or stopped being active needs its other running tasks loaded, to stop
-        // them in this transaction. Each round rejects a report, turns the lookup on, or loads tasks.
+        // Decide, and decide again from the loaded rows when that is not the end of it: a report
+        // the fold refuses is rejected on its own; a rejection that may hide a repeat needs the
+        // lookup; a package that ran dry or stopped being active needs its other running tasks
+        // loaded, to stop them in this transaction. Each round rejects a report, turns the lookup
+        // on, or loads tasks.
         let mut poisoned: HashSet<usize> = HashSet::new();
         let mut rounds = 0;
         let decided = loop {

@@ -32,7 +32,8 @@ pub const BATCH_REPORTS_MAX: usize = 5_000;
 /// [`BATCH_WAIT`] for more. Above it the transaction is worth running at once.
 pub const BATCH_REPORTS_EAGER: usize = 256;
 /// The longest a small batch waits to grow. At thousands of single-report requests a second it
-/// gathers dozens more per transaction, for a few milliseconds of latency against a 20 ms p99 budget.
+/// gathers dozens more per transaction, for a few milliseconds of latency against a 20 ms p99
+/// budget.
 pub const BATCH_WAIT: Duration = Duration::from_millis(2);
 /// Reports queued or in flight per process, at most: bounds the memory a flood can take (a few
 /// tens of MB) while holding ten requests of the largest size.

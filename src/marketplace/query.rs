@@ -3,8 +3,8 @@
 //! `+` is a space and `%XX` a byte; names and values stay bytes here, because the token covers the
 //! decoded bytes, whatever they are. Text checks come after the token check.
 
-/// Longest query string accepted. The largest values are the JSON `extraInfo` and
-/// `additionInfo` ([`super::params::JSON_BYTES_MAX`] bytes each once decoded, up to three times that
+/// Longest query string accepted. The largest values are the JSON `extraInfo` and `additionInfo`
+/// ([`super::params::JSON_BYTES_MAX`] bytes each once decoded, up to three times that
 /// percent-encoded); everything else is a few hundred bytes.
 pub const QUERY_BYTES_MAX: usize = 64 * 1024;
 /// Most parameters accepted: `createInstance` has fifteen at most.

@@ -1,4 +1,4 @@
-//! Prometheus metrics: what the service counts, and `GET /metrics` (README, "Metrics").
+//! Prometheus metrics: what the service counts, and `GET /metrics` (docs/operating.md, "Metrics").
 //!
 //! Built on `metrics` (the facade every module records through) and `metrics-exporter-prometheus`
 //! (the recorder, rendered by our own route: the exporter's HTTP listener would be a second
@@ -9,8 +9,8 @@
 //! Labels are of low cardinality only: route patterns (never raw paths or ids), methods, status
 //! codes, event types, worker names and fixed outcome words.
 //!
-//! - `http.rs`: the middleware counting requests by route, method and status;
-//! - `refresh.rs`: the worker refreshing the gauges read from the database.
+//! `refresh.rs` is the worker refreshing the gauges read from the database; the middleware counting
+//! requests by route, method and status is the HTTP edge's (`http/request_metrics.rs`).
 
 pub mod refresh;
 

@@ -1,11 +1,11 @@
 //! Appending: the hash chain, gapless positions, idempotency keys.
 //!
 //! An append is two halves in the caller's transaction: [`prepare`] (the stream heads read, the
-//! JSON encoded) and [`write`] (positions and time taken, rows copied in). The caller looks its
-//! idempotency keys up first, under its own locks ([`find_by_idempotency_keys`]); a key used
-//! concurrently still fails the write ([`StoreError::DuplicateKey`]) on the unique index. The
-//! caller commits, right after: until then the events are invisible and `ledger_head` stays
-//! locked, which is what keeps positions gapless and commit-ordered.
+//! JSON encoded) and [`write`](fn@write) (positions and time taken, rows copied in). The caller
+//! looks its idempotency keys up first, under its own locks ([`find_by_idempotency_keys`]); a key
+//! used concurrently still fails the write ([`StoreError::DuplicateKey`]) on the unique index. The
+//! caller commits, right after: until then the events are invisible and `ledger_head` stays locked,
+//! which is what keeps positions gapless and commit-ordered.
 
 use super::hash::{canonical, event_hash, ledger_hash, Hash, HashVersion, Hashed, GENESIS};
 use super::{
@@ -55,8 +55,8 @@ pub async fn prepare(
     streams.dedup();
     let heads = stream_heads(tx, &streams).await?;
 
-    // The canonical JSON is hashed and stored as the json text, byte for byte; metadata is encoded once per
-    // command, not once per event.
+    // The canonical JSON is hashed and stored as the json text, byte for byte; metadata is encoded
+    // once per command, not once per event.
     let mut encoded = Vec::with_capacity(events.len());
     let mut metadata_json: Option<(Arc<serde_json::Value>, Arc<Vec<u8>>)> = None;
     for event in events {
@@ -394,9 +394,10 @@ async fn stream_heads(
 }
 
 /// Moves the heads of the streams this append wrote: an existing head only from the version
-/// [`prepare`] read (zero rows moved means a concurrent append won: [`StoreError::ConcurrentAppend`]),
-/// a new stream's head by insert (a concurrent first append fails on the primary key). Appends
-/// reach this under the ledger head lock, so they never wait here for each other.
+/// [`prepare`] read (zero rows moved means a concurrent append won:
+/// [`StoreError::ConcurrentAppend`]), a new stream's head by insert (a concurrent first append
+/// fails on the primary key). Appends reach this under the ledger head lock, so they never wait
+/// here for each other.
 async fn move_stream_heads(
     tx: &Transaction<'_>,
     read: &HashMap<String, (i64, Hash)>,

@@ -15,7 +15,7 @@
 //! it hashed: the hash covers the stored text as it is, and verification reads it without parsing.
 //!
 //! Ledger-wide: `ledger_hash = SHA-256(ledger tag ‖ ledger_hash of the previous position ‖ hash)`,
-//! so the ledger hash at the head commits to every event before it, in order. The README spells
+//! so the ledger hash at the head commits to every event before it, in order. docs/ledger.md spells
 //! both encodings out byte by byte.
 
 use super::StoredEvent;
@@ -48,9 +48,10 @@ pub enum HashVersion {
     /// Version 2 over the stored text of payload and metadata, which the append writes as the
     /// canonical JSON it hashed.
     V3 = 3,
-    /// Version 3 without the idempotency key, which the event's type and payload determine:
-    /// rows carrying it store no key (`idempotency_key` is NULL), and the ledger-wide hash only on
-    /// the last event of each append (README, "Bytes per event"). Every append writes this one.
+    /// Version 3 without the idempotency key, which the event's type and payload determine: rows
+    /// carrying it store no key (`idempotency_key` is NULL), and the ledger-wide hash only on the
+    /// last event of each append (docs/performance.md, "Bytes per event"). Every append writes this
+    /// one.
     V4 = 4,
 }
 

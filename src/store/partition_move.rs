@@ -133,10 +133,10 @@ pub async fn move_to_partitions(
         }
     }
 
-    // 3. What was copied is checked before the lock (events never change, so a checked prefix
-    // stays checked): the lock is then held for the tail alone, not for a count of the ledger.
-    // Fresh statistics first, outside the lock: without them the planner may read the tail by
-    // scanning whole tables (a freshly loaded ledger, or partitions just filled) while appends wait.
+    // 3. What was copied is checked before the lock (events never change, so a checked prefix stays
+    // checked): the lock is then held for the tail alone, not for a count of the ledger. Fresh
+    // statistics first, outside the lock: without them the planner may read the tail by scanning
+    // whole tables (a freshly loaded ledger, or partitions just filled) while appends wait.
     let tx = client.transaction().await?;
     roles::become_owner(&tx).await?;
     tx.batch_execute("ANALYZE events; ANALYZE events_partitioned;")

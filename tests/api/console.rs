@@ -523,8 +523,8 @@ async fn a_package_page_charts_daily_use_and_its_statement_downloads_as_csv() {
 }
 
 /// The overview of a large customer: 50 packages and 500 tasks, all shown. Prints how long the
-/// overview takes over loopback (median and slowest of 20), the figure docs/performance.md quotes; speed
-/// is measured here, not asserted.
+/// overview takes over loopback (median and slowest of 20), the figure docs/performance.md quotes;
+/// speed is measured here, not asserted.
 #[tokio::test]
 async fn an_overview_of_50_packages_and_500_tasks_shows_them_all() {
     const PACKAGES: usize = 50;

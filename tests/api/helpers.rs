@@ -4,8 +4,8 @@
 //!
 //! Least privilege throughout: each test database is owned and migrated by the owner role, the
 //! app's pool connects as the service role, and the audit commands run as the reader, as the
-//! operating guide (docs/operating.md) asks of a deployment. Only tests that tamper with the ledger on purpose (an insider
-//! with the superuser) use [`TestDb::client`].
+//! operating guide (docs/operating.md) asks of a deployment. Only tests that tamper with the ledger
+//! on purpose (an insider with the superuser) use [`TestDb::client`].
 
 use dts_ledger::configuration::{Catalog, Config, Secret, Sku};
 use dts_ledger::database::embedded::{Durability, EmbeddedPostgres};

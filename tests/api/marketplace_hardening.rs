@@ -32,7 +32,8 @@ async fn call(app: &TestApp, params: &[(&str, &str)]) -> (u16, Value) {
     (status, response.json().await.unwrap())
 }
 
-/// Polls until `done` holds; the bound is generous so slow machines pass, and a stuck sweeper fails.
+/// Polls until `done` holds; the bound is generous so slow machines pass, and a stuck sweeper
+/// fails.
 async fn eventually(mut done: impl AsyncFnMut() -> bool) -> bool {
     for _ in 0..300 {
         if done().await {

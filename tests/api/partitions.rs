@@ -583,7 +583,8 @@ async fn what_a_traffic_event_costs_in_bytes() {
         println!("{name:<50} {grown:>8.1} bytes per traffic event");
     }
     println!("{:<50} {total:>8.1} bytes per traffic event", "total");
-    // Where the heap row's bytes go, column by column (pg_column_size: as stored, compressed or not).
+    // Where the heap row's bytes go, column by column (pg_column_size: as stored, compressed or
+    // not).
     let columns = superuser
         .query(
             "SELECT a.attname::text FROM pg_attribute a

@@ -374,9 +374,9 @@ async fn bytes_after_a_stop_are_measured_and_a_task_reporting_long_after_it_is_c
     assert_eq!(count(3600).await, 0);
 }
 
-/// The runways of an overview's 50 packages in one statement, each with 10 tasks and 20 reports
-/// per task over the last 3 days (10,000 traffic events): prints the median and slowest of 20
-/// reads (`cargo test --test api runways_of_50 -- --nocapture`); README, "Measured".
+/// The runways of an overview's 50 packages in one statement, each with 10 tasks and 20 reports per
+/// task over the last 3 days (10,000 traffic events): prints the median and slowest of 20 reads
+/// (`cargo test --test api runways_of_50 -- --nocapture`); docs/performance.md, "The console".
 #[tokio::test]
 async fn runways_of_50_packages_are_read_in_one_statement() {
     const PACKAGES: usize = 50;
@@ -419,8 +419,8 @@ async fn runways_of_50_packages_are_read_in_one_statement() {
     );
 }
 
-/// The SQL functions finance reads a traffic event's fields with (README, "The ledger") read both
-/// versions alike, with version 2's absent defaults, and as the auditors' role; the README's query
+/// The SQL functions finance reads a traffic event's fields with (docs/ledger.md) read both
+/// versions alike, with version 2's absent defaults, and as the auditors' role; its query
 /// adds up what each task drew.
 #[tokio::test]
 async fn traffic_fields_read_the_same_from_either_version_in_sql() {

@@ -36,7 +36,7 @@ fn payload_round_trips_through_decode() {
     assert_eq!(decoded.stream_id(), "package-biz-1");
 }
 
-/// Version 2's text, key by key, as the hash covers it and the README describes it.
+/// Version 2's text, key by key, as the hash covers it and docs/ledger.md describes it.
 #[test]
 fn a_traffic_event_is_stored_in_one_letter_keys_without_its_defaults() {
     let Event::TrafficConsumed(mut consumed) = traffic() else {

@@ -8,7 +8,7 @@ use crate::ids::{Bytes, InstanceId, ReportId, TaskId};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
-/// A traffic event's payload as version 2 stores it (README, "The ledger"): `a` action (absent:
+/// A traffic event's payload as version 2 stores it (docs/ledger.md): `a` action (absent:
 /// `continue`), `b` bytes, `e` periodEnd, `l` bytesRemaining ("left"), `o` bytesOverage (absent:
 /// 0), `r` reportId, `s` periodStart (absent: none), `t` taskId, `w` reason ("why"; absent: none).
 #[derive(Debug, Clone, Serialize, Deserialize)]

@@ -1,7 +1,7 @@
 //! Archives of closed months (invariant I12): one self-verifying file per month, so that the
 //! month can leave the database and still be checked as part of the one chain.
 //!
-//! A file is one zstd frame of JSON lines (README, "Archives of closed months"):
+//! A file is one zstd frame of JSON lines (docs/audits.md, "Archives of closed months"):
 //! a header (the month, its first and last positions, the ledger hash before its first event),
 //! one line per event with every stored column the two hashes cover, and a trailer carrying the
 //! checkpoint signed at its last event. Anyone can read it with `zstd -d` and `jq`, and recompute

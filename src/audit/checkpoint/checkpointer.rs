@@ -215,7 +215,7 @@ pub async fn record_heads(
 }
 
 /// Counts and logs the untrusted checkpoints a round met that this process had not counted yet
-/// (README, "Metrics"); `counted` is how many it had.
+/// (docs/operating.md, "Metrics"); `counted` is how many it had.
 fn count_untrusted(outcome: &Outcome, counted: &mut usize) {
     if outcome.untrusted > *counted {
         let new = outcome.untrusted - *counted;
@@ -232,7 +232,7 @@ fn count_untrusted(outcome: &Outcome, counted: &mut usize) {
     *counted = outcome.untrusted;
 }
 
-/// Exports a round's outcome (README, "Metrics").
+/// Exports a round's outcome (docs/operating.md, "Metrics").
 fn count_round(round: Result<&Round, &RoundError>) {
     use crate::metrics::{CHECKPOINTS, CHECKPOINT_CURRENT, VERIFICATIONS, VERIFY_INTACT};
     let now = Utc::now().timestamp_micros() as f64 / 1e6;

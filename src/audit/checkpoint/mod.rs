@@ -2,7 +2,7 @@
 //! ledger-wide hash at a position. A rewrite of anything before a checkpoint changes that hash, so
 //! it is caught even if every hash in the database was recomputed.
 //!
-//! The signed bytes (README, "Signed checkpoints"):
+//! The signed bytes (docs/ledger.md, "Signed checkpoints"):
 //! `"dts-ledger/checkpoint/v1" 0x00 ‖ position (8) ‖ ledger_hash (32) ‖ signed_at µs (8) ‖ key id (8)`,
 //! integers big-endian; version 2, for a checkpoint stored with a projection snapshot, has the tag
 //! `"dts-ledger/checkpoint/v2" 0x00` and ends with the snapshot's digest (32,

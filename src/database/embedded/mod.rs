@@ -3,8 +3,8 @@
 //! `serve` without `DATABASE_URL` creates a cluster under its data directory on first start and
 //! starts it on every start, using the PostgreSQL binaries installed on the machine. The cluster
 //! listens only on a Unix socket in a directory only its owner can enter, so `trust` auth reaches
-//! no other local user. PostgreSQL refuses to run as root: as root, every PostgreSQL command runs as
-//! the `postgres` user through `runuser` (`sudo` is not installed everywhere).
+//! no other local user. PostgreSQL refuses to run as root: as root, every PostgreSQL command runs
+//! as the `postgres` user through `runuser` (`sudo` is not installed everywhere).
 //!
 //! The superuser only prepares the cluster (the ledger's roles, its database); migrations run as
 //! the owner role and the service as the service role (see [`super::roles`]). With `trust` auth,
@@ -394,8 +394,8 @@ impl Drop for EmbeddedPostgres {
     }
 }
 
-/// Continuous archiving into `archive` (see docs/operating.md, "Backups and restore"). A segment is copied
-/// under a temporary name, flushed to disk, then renamed, so that the archive never holds a
+/// Continuous archiving into `archive` (see docs/operating.md, "Backups and restore"). A segment is
+/// copied under a temporary name, flushed to disk, then renamed, so that the archive never holds a
 /// partial segment under a real name; an existing segment is never overwritten (PostgreSQL's
 /// advice: a second cluster archiving into the same directory by mistake fails loudly instead of
 /// destroying the first one's history). `archive` was checked when the configuration was read: an

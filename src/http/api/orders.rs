@@ -1,5 +1,5 @@
-//! `GET /v1/orders/{instanceId}` (with or without `asOf`), `DELETE /v1/orders/{instanceId}/details`,
-//! and the task body the task routes answer.
+//! `GET /v1/orders/{instanceId}` (with or without `asOf`),
+//! `DELETE /v1/orders/{instanceId}/details`, and the task body the task routes answer.
 
 use chrono::{DateTime, NaiveDate, Utc};
 use projections::{Package, Task};

@@ -2,8 +2,8 @@
 //! escaped). No inline script or style, so the Content-Security-Policy can forbid both.
 //!
 //! This file holds the frame every page shares, the sign-in form, the overview and the package
-//! cards and task tables it is made of; [`package`] and [`task_forms`] the pages of one package
-//! and of a task's forms.
+//! cards and task tables it is made of; [`package`](mod@package) and [`task_forms`] the pages of
+//! one package and of a task's forms.
 
 mod package;
 mod task_forms;

@@ -1,7 +1,7 @@
 //! The console's pages and forms in the API document. They answer HTML (a stylesheet, a CSV
 //! statement, or a redirect) rather than typed JSON, so they are described here, one entry per
-//! route of `crate::http::console::CONSOLE_ROUTES` (a test holds the two lists together): what each is
-//! for, its path parameters and form fields, and every status it answers.
+//! route of `crate::http::console::CONSOLE_ROUTES` (a test holds the two lists together): what each
+//! is for, its path parameters and form fields, and every status it answers.
 
 use utoipa::openapi::path::{
     HttpMethod, OperationBuilder, ParameterBuilder, ParameterIn, PathItem,

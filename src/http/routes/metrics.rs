@@ -1,6 +1,6 @@
-//! `GET /metrics`: the Prometheus text exposition (docs/operating.md, "Metrics"). On the main listener it
-//! needs the admin token; on the `[metrics] listen` address it needs none, and that address
-//! answers nothing else.
+//! `GET /metrics`: the Prometheus text exposition (docs/operating.md, "Metrics"). On the main
+//! listener it needs the admin token; on the `[metrics] listen` address it needs none, and that
+//! address answers nothing else.
 
 use crate::http::api::refusals::AdminOnly;
 use crate::http::auth::Admin;
