@@ -89,7 +89,7 @@ pub async fn verify(
             }
             let started = std::time::Instant::now();
             match feed_archives(dir, &dropped, &keyring, Verifier::new(marks))? {
-                Ok((verifier, archived)) => {
+                Archives::Whole { verifier, archived } => {
                     let seconds = started.elapsed().as_secs_f64();
                     eprintln!(
                         "verify: archives={} archived_events={archived} seconds={seconds:.2} \
@@ -99,7 +99,7 @@ pub async fn verify(
                     );
                     verify::Start::Fed(verifier)
                 }
-                Err(broken) => {
+                Archives::Broken(broken) => {
                     println!("verify: BROKEN {broken}");
                     return Ok(ExitCode::from(output::FAILED));
                 }
@@ -166,14 +166,13 @@ pub async fn verify(
 /// chain through their checkpoints. An archive left out (a gap between archives, or between the
 /// last one and the database) is named, from the drop's record when there is one. Returns the
 /// verifier, standing before the first event still in the database, and how many archived events
-/// it checked; `Err` inside says what is broken.
-#[allow(clippy::type_complexity)]
+/// it checked, or what is broken.
 fn feed_archives(
     dir: &Path,
     dropped: &[months::DroppedMonth],
     keyring: &Keyring,
     mut verifier: Verifier,
-) -> Result<Result<(Verifier, u64), String>, CannotRun> {
+) -> Result<Archives, CannotRun> {
     let live_first = months::live_first(dropped);
     let left_out = |from: i64, to: i64, after: &str| {
         let named: Vec<String> = dropped
@@ -199,21 +198,21 @@ fn feed_archives(
         let name = path.display().to_string();
         let header = match archive::Reader::open(&path) {
             Ok(reader) => reader.header,
-            Err(error) => return Ok(Err(error.to_string())),
+            Err(error) => return Ok(Archives::Broken(error.to_string())),
         };
         let after = match &previous {
             Some(previous) => format!("between {previous} and {name}"),
             None => format!("before {name}"),
         };
         if header.first_position > expected && expected < live_first {
-            return Ok(Err(left_out(
+            return Ok(Archives::Broken(left_out(
                 expected,
                 (header.first_position - 1).min(live_first - 1),
                 &after,
             )));
         }
         if header.first_position < expected {
-            return Ok(Err(format!(
+            return Ok(Archives::Broken(format!(
                 "archive {name}: reordered: it starts at position {}, which {} holds already",
                 header.first_position,
                 previous.as_deref().unwrap_or("the ledger")
@@ -222,7 +221,7 @@ fn feed_archives(
         if let Some(record) = dropped.iter().find(|m| m.month == header.month) {
             let digest = archive::file_sha256(&path)?;
             if digest != record.file_sha256 {
-                return Ok(Err(format!(
+                return Ok(Archives::Broken(format!(
                     "archive {name}: altered: its sha256 is {}, month {} was dropped with {}",
                     hex::encode(digest),
                     record.month,
@@ -241,8 +240,8 @@ fn feed_archives(
         });
         let checked = match fed {
             Ok(checked) => checked,
-            Err(Fed::Broken(broken)) => return Ok(Err(broken)),
-            Err(Fed::Archive(error)) => return Ok(Err(error.to_string())),
+            Err(Fed::Broken(broken)) => return Ok(Archives::Broken(broken)),
+            Err(Fed::Archive(error)) => return Ok(Archives::Broken(error.to_string())),
         };
         if checked.header.last_position >= live_first {
             verifier.add_mark(Mark {
@@ -259,9 +258,18 @@ fn feed_archives(
             Some(previous) => format!("between {previous} and the database"),
             None => "before the database".to_owned(),
         };
-        return Ok(Err(left_out(expected, live_first - 1, &after)));
+        return Ok(Archives::Broken(left_out(expected, live_first - 1, &after)));
     }
-    Ok(Ok((verifier, archived)))
+    Ok(Archives::Whole { verifier, archived })
+}
+
+/// What the archives given to `verify --archives` hold up to the database.
+enum Archives {
+    /// Each whole, signed, in its place: the verifier standing after them, and how many archived
+    /// events it checked.
+    Whole { verifier: Verifier, archived: u64 },
+    /// What is broken or left out.
+    Broken(String),
 }
 
 /// What stops feeding archived events to the ledger's check.
