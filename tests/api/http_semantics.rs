@@ -10,24 +10,31 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-/// A request path for an actix pattern: each `{parameter}` filled with a value the route parses.
-fn filled(pattern: &str) -> String {
+/// An actix pattern with each `{parameter}` (a `{name:regex}` too) replaced by `value(name)`.
+fn substitute(pattern: &str, value: impl Fn(&str) -> String) -> String {
     let mut out = String::new();
     let mut rest = pattern;
     while let Some(start) = rest.find('{') {
         let end = rest[start..].find('}').unwrap() + start;
         out.push_str(&rest[..start]);
-        let name = rest[start + 1..end].split(':').next().unwrap();
-        out.push_str(match name {
-            "file" => "index.html",
-            "position" => "1",
-            "code" => "en",
-            _ => "probe-1",
-        });
+        out.push_str(&value(rest[start + 1..end].split(':').next().unwrap()));
         rest = &rest[end + 1..];
     }
     out.push_str(rest);
     out
+}
+
+/// A request path for an actix pattern: each `{parameter}` filled with a value the route parses.
+fn filled(pattern: &str) -> String {
+    substitute(pattern, |name| {
+        match name {
+            "file" => "index.html",
+            "position" => "1",
+            "code" => "en",
+            _ => "probe-1",
+        }
+        .to_owned()
+    })
 }
 
 /// Every registered path with the methods it takes.
@@ -155,21 +162,10 @@ async fn every_401_says_how_to_authenticate() {
 /// An actix pattern with each `{parameter}` malformed: ids past their length limit, a position
 /// that is no number.
 fn malformed(pattern: &str) -> String {
-    let long_id = "x".repeat(300);
-    let mut out = String::new();
-    let mut rest = pattern;
-    while let Some(start) = rest.find('{') {
-        let end = rest[start..].find('}').unwrap() + start;
-        out.push_str(&rest[..start]);
-        let name = rest[start + 1..end].split(':').next().unwrap();
-        out.push_str(match name {
-            "position" => "not-a-position",
-            _ => &long_id,
-        });
-        rest = &rest[end + 1..];
-    }
-    out.push_str(rest);
-    out
+    substitute(pattern, |name| match name {
+        "position" => "not-a-position".to_owned(),
+        _ => "x".repeat(300),
+    })
 }
 
 /// `/v1/orders/{instance_id}` as the document writes it: `/v1/orders/{instanceId}`.
