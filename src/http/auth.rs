@@ -209,8 +209,11 @@ impl FromRequest for OrderCaller {
     fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
         let (req, state) = (req.clone(), state_of(req));
         Box::pin(async move {
-            let raw_id = req.match_info().get("instance_id").unwrap_or_default();
-            require_order(&req, &Tokens::of(&state), raw_id, async |instance_id| {
+            // The matched segment is still percent-encoded where it holds `/`, `%` or `+`;
+            // decoded in full, as `web::Path` decodes it for the routes that take it so.
+            let segment = req.match_info().get("instance_id").unwrap_or_default();
+            let raw_id = percent_encoding::percent_decode_str(segment).decode_utf8_lossy();
+            require_order(&req, &Tokens::of(&state), &raw_id, async |instance_id| {
                 let client = state.pool.get().await?;
                 Ok(crate::ledger::orders::credential_generation(&client, instance_id).await?)
             })

@@ -243,6 +243,44 @@ async fn a_caller_without_a_token_is_refused_before_anything_of_the_request_is_r
     assert!(walked >= 16, "{walked} routes take a token");
 }
 
+/// An order id may hold `/`, `%`, `+`, `?` and spaces (the marketplace's `orderBizId` is free
+/// text); percent-encoded in the path, it reaches every order route as the id itself, whether the
+/// admin or the order's own credential asks.
+#[tokio::test]
+async fn an_order_id_with_reserved_characters_reaches_every_order_route_decoded() {
+    let app = spawn_app().await;
+    let id = "biz/1 %+?x";
+    let code = app.buy_with_code(id, "pin-reserved").await;
+    let encoded = "biz%2F1%20%25%2B%3Fx";
+    let mut walked = 0;
+    for route in API_ROUTES
+        .iter()
+        .filter(|route| route.method == "GET" && route.path.starts_with("/v1/orders/{instance_id}"))
+    {
+        let path = substitute(route.path, |_| encoded.to_owned());
+        for token in [ADMIN_TOKEN, code.as_str()] {
+            let response = app.get_as(&path, token).await;
+            let status = response.status();
+            let body: serde_json::Value = response.json().await.unwrap();
+            assert_eq!(status, 200, "GET {path}: {body}");
+            if route.path == "/v1/orders/{instance_id}" {
+                assert_eq!(body["instanceId"], id, "GET {path}");
+            }
+        }
+        walked += 1;
+    }
+    assert_eq!(walked, 2, "GET routes of one order");
+    // The admin's routes that change an order decode it alike.
+    let erased = app
+        .http
+        .delete(format!("{}/v1/orders/{encoded}/details", app.address))
+        .bearer_auth(ADMIN_TOKEN)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(erased.status(), 200, "DELETE details");
+}
+
 /// Sends a request head promising `body_bytes`, then one byte every ten seconds (a slow-body
 /// attack), and returns what the server answered, if it answered before the bytes ran out.
 async fn trickle(app: &TestApp, head: &str, body_bytes: usize) -> Option<String> {
