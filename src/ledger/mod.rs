@@ -328,11 +328,11 @@ impl<'a> UnitOfWork<'a> {
             rewrite_refolded(&tx, &draft, &loaded, appended.recorded_at).await?;
         }
         if !announced.is_empty() {
-            let positions: Vec<i64> = announced
+            let entries: Vec<(i64, &str)> = announced
                 .iter()
-                .map(|offset| appended.first_position + offset)
+                .map(|(offset, subject)| (appended.first_position + offset, subject.as_str()))
                 .collect();
-            crate::outbox::enqueue(&tx, &positions).await?;
+            crate::outbox::enqueue(&tx, &entries).await?;
         }
         tx.commit().await?;
         crate::metrics::appended(&types, appended.last_position);
@@ -359,14 +359,14 @@ fn new_and_changed<'a, 'b, T: PartialEq + 'b>(
 }
 
 /// The decided events as the store takes them, each with the metadata of the request it answers
-/// and its idempotency key (carried, or derived here), and the offsets of those queued for
-/// webhooks.
+/// and its idempotency key (carried, or derived here), and the offsets and streams of those
+/// queued for webhooks.
 fn new_events(
     draft: &Draft,
     metadata: &[(usize, std::sync::Arc<serde_json::Value>)],
     carried_keys: Vec<(usize, String)>,
     queue_announced: bool,
-) -> (Vec<NewEvent>, Vec<i64>) {
+) -> (Vec<NewEvent>, Vec<(i64, String)>) {
     let mut carried = carried_keys.into_iter().peekable();
     let mut runs = metadata.iter().peekable();
     let mut current = &metadata[0].1;
@@ -381,6 +381,9 @@ fn new_events(
             runs.next();
         }
         let new = NewEvent::new(event, current);
+        if queue_announced && event.is_announced() {
+            announced.push((index as i64, new.stream_id.clone()));
+        }
         let key = match carried.next_if(|(carried, _)| *carried == index) {
             Some((_, key)) => Some(key),
             None => event.idempotency_key(),
@@ -389,9 +392,6 @@ fn new_events(
             Some(key) => new.with_idempotency_key(key),
             None => new,
         });
-        if queue_announced && event.is_announced() {
-            announced.push(index as i64);
-        }
     }
     (events, announced)
 }

@@ -38,15 +38,13 @@ pub use dispatch::dispatch;
 /// Longest error text kept per entry, in characters (it is cut on a character boundary).
 const ERROR_CHARS_MAX: usize = 500;
 
-/// Queues the events at `positions` for delivery (in the transaction that appends them, after
-/// the events are written: each entry takes its subject from its event's stream).
-pub async fn enqueue(tx: &Transaction<'_>, positions: &[i64]) -> Result<(), tokio_postgres::Error> {
-    let events = crate::store::read_positions(tx, positions).await?;
-    let positions: Vec<i64> = events.iter().map(|event| event.position).collect();
-    let subjects: Vec<&str> = events
-        .iter()
-        .map(|event| event.stream_id.as_str())
-        .collect();
+/// Queues events for delivery, each `(position, subject)`: its position and its stream, which
+/// is the entry's subject (in the transaction that appends them, after the events are written).
+pub async fn enqueue(
+    tx: &Transaction<'_>,
+    entries: &[(i64, &str)],
+) -> Result<(), tokio_postgres::Error> {
+    let (positions, subjects): (Vec<i64>, Vec<&str>) = entries.iter().copied().unzip();
     let statement = tx
         .prepare_cached(
             "INSERT INTO outbox (position, subject)
