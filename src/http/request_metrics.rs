@@ -15,7 +15,7 @@ use std::time::Instant;
 /// The route label of a request no route matched: unknown paths share one series.
 pub const UNMATCHED: &str = "unmatched";
 
-/// The middleware (`middleware::from_fn(metrics::http::record)`).
+/// The middleware (`middleware::from_fn(request_metrics::record)`).
 pub async fn record(
     req: ServiceRequest,
     next: Next<impl MessageBody>,

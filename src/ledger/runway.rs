@@ -3,8 +3,8 @@
 //!
 //! Why a pass and not the traffic batch: the runway needs the package's last 7 days of traffic,
 //! a read the hot path should not pay per batch, and it moves by hours, not by reports. Each
-//! pass reads the runways of active packages with traffic in the last 7 days, a page of them per
-//! statement, and for each one within a threshold runs a unit of work that locks the package,
+//! pass reads the runways of active packages with traffic in the last 7 days, a page of packages
+//! at a time (their balances, then their traffic windows), and for each one within a threshold runs a unit of work that locks the package,
 //! computes its runway again, looks the announcement's key up and appends what is new. So every
 //! process may run the pass: the lock orders them, the key (under the unique index) makes each
 //! announcement once, across restarts and processes.
@@ -16,7 +16,7 @@ use chrono::{DateTime, Duration, Utc};
 use projections::ids::InstanceId;
 use projections::keys::runway_short_key;
 
-/// Packages read per statement of a pass: one runway query each page.
+/// Packages read per page of a pass: one read of their runways each page.
 pub const CHECK_PAGE_MAX: i64 = 500;
 
 /// One pass over the active packages with recent traffic; how many announcements it recorded.

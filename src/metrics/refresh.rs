@@ -12,6 +12,7 @@ use deadpool_postgres::{GenericClient, Pool};
 use metrics::gauge;
 use projections::events::task_stream;
 use projections::ids::TaskId;
+use std::collections::HashMap;
 use std::future::Future;
 use std::time::Duration;
 
@@ -140,22 +141,15 @@ async fn refresh(
     }
     // The oldest undelivered entry's age is its event's.
     let oldest_entry: Option<i64> = row.get(2);
-    let oldest_at = match oldest_entry {
-        Some(position) => crate::store::chain_at(&client, position)
-            .await?
-            .map(|at| at.recorded_at),
+    let oldest_age = match oldest_entry {
+        Some(position) => crate::store::age_of(&client, position).await?,
         None => None,
     };
     gauge!(WEBHOOK_BACKLOG).set(row.get::<_, i64>(0) as f64);
     gauge!(WEBHOOK_DEAD_LETTERS).set(row.get::<_, i64>(1) as f64);
-    gauge!(WEBHOOK_OLDEST_AGE).set(oldest_at.map_or(0.0, seconds_since));
+    gauge!(WEBHOOK_OLDEST_AGE).set(oldest_age.unwrap_or(0.0));
     head_at(head.position);
     Ok(())
-}
-
-/// Seconds from `at` to now.
-fn seconds_since(at: DateTime<Utc>) -> f64 {
-    (Utc::now() - at).num_microseconds().unwrap_or(i64::MAX) as f64 / 1e6
 }
 
 /// Stopped tasks still reporting: their last report came more than `bound_s` after their stop,
@@ -181,7 +175,10 @@ pub async fn tasks_reporting_after_stop(
         })
         .collect();
     let streams: Vec<String> = stopped.iter().map(|(stream, _)| stream.clone()).collect();
-    let last = crate::store::last_recorded(client, &streams).await?;
+    let last: HashMap<String, DateTime<Utc>> = crate::store::last_recorded(client, &streams)
+        .await?
+        .into_iter()
+        .collect();
     let bound = i64::try_from(bound_s)
         .ok()
         .and_then(chrono::Duration::try_seconds)
@@ -189,9 +186,8 @@ pub async fn tasks_reporting_after_stop(
     let counted = stopped
         .iter()
         .filter(|(stream, updated_at)| {
-            last.iter()
-                .find(|(last_stream, _)| last_stream == stream)
-                .is_some_and(|(_, recorded_at)| *updated_at - *recorded_at > bound)
+            last.get(stream)
+                .is_some_and(|recorded_at| *updated_at - *recorded_at > bound)
         })
         .count();
     Ok(counted as i64)

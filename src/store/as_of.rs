@@ -55,16 +55,33 @@ pub async fn position_of(
 ) -> Result<i64, tokio_postgres::Error> {
     match point {
         Point::Position(position) => Ok(position),
-        Point::Time(time) => Ok(client
-            .connection()
-            .query_one(POSITION_AT, &[&time])
-            .await?
-            .get(0)),
+        Point::Time(time) => {
+            let statement = client.prepare(POSITION_AT).await?;
+            Ok(client
+                .connection()
+                .query_one(&statement, &[&time])
+                .await?
+                .get(0))
+        }
     }
 }
 
-/// Starts a snapshot of the ledger: repeatable read, read only, so the ledger and the projections
-/// are seen as of one instant even while the service appends.
+/// Starts a read of the ledger as of one instant on a pooled connection (its statements stay
+/// prepared): repeatable read, read only, so what it reads stays as it was when it started even
+/// while the service appends.
+pub async fn read_only(
+    client: &mut deadpool_postgres::Client,
+) -> Result<deadpool_postgres::Transaction<'_>, tokio_postgres::Error> {
+    client
+        .build_transaction()
+        .isolation_level(tokio_postgres::IsolationLevel::RepeatableRead)
+        .read_only(true)
+        .start()
+        .await
+}
+
+/// Starts the audits' snapshot of the ledger, as of one instant like [`read_only`] and planned for
+/// reading the whole ledger in position order.
 pub async fn snapshot(
     client: &mut tokio_postgres::Client,
 ) -> Result<Transaction<'_>, tokio_postgres::Error> {

@@ -76,6 +76,22 @@ pub async fn chain_at(
     }))
 }
 
+/// Seconds since the event at `position` was recorded, by the database's clock (the clock that
+/// recorded it); `None` when no event is there.
+pub async fn age_of(
+    client: &impl Connection,
+    position: i64,
+) -> Result<Option<f64>, tokio_postgres::Error> {
+    let statement = client
+        .prepare("SELECT extract(epoch FROM now() - recorded_at)::float8 FROM events WHERE position = $1")
+        .await?;
+    Ok(client
+        .connection()
+        .query_opt(&statement, &[&position])
+        .await?
+        .map(|row| row.get(0)))
+}
+
 /// The oldest position still in the database (later than the months dropped from it); `None`
 /// when it holds no event.
 pub async fn oldest_position(

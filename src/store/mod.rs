@@ -3,7 +3,9 @@
 //! read everything after a position. Its SQL lives in `schema/0001_ledger.sql`.
 //!
 //! Every statement over `events`, its partitions, `stream_heads`, `idempotency_keys` and
-//! `ledger_head` is here, one function for each question, by topic: `append.rs`; `read.rs`
+//! `ledger_head` is here, one function for each question, but the outbox's: its claim and list
+//! join their entries to `events` to take only those whose event is still in the database (a
+//! dropped month takes its undelivered entries' events along). By topic: `append.rs`; `read.rs`
 //! (streams, positions, the audits' stream of the whole ledger); `as_of.rs` (the ledger as of a
 //! point); `head.rs` (the head, the chain at a position, the streams' heads there);
 //! `notices.rs` (expiry notices held and settled); `traffic.rs` (a package stream's traffic
@@ -26,8 +28,10 @@ mod row;
 mod traffic;
 
 pub use append::{find_by_idempotency_keys, prepare, write, Prepared};
-pub use as_of::{position_of, snapshot, Point, PointError, POSITION_AT};
-pub use head::{chain_at, head, oldest_position, stream_heads_at, ChainAt, Head, StreamHead};
+pub use as_of::{position_of, read_only, snapshot, Point, PointError, POSITION_AT};
+pub use head::{
+    age_of, chain_at, head, oldest_position, stream_heads_at, ChainAt, Head, StreamHead,
+};
 pub use notices::{last_expiry_notice, unsettled_notice_count, unsettled_notices, Unsettled};
 pub use read::{
     by_idempotency_keys, copy_after, credential_generation, for_each_in_stream_until, metadata_at,

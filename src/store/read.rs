@@ -139,13 +139,13 @@ pub const STREAM_PAGE_EVENTS: i32 = 512;
 /// a cursor [`STREAM_PAGE_EVENTS`] at a time, so memory stays bounded however long the stream is.
 /// The cursor reads within `tx`: a [`super::snapshot`], for one consistent view.
 pub async fn for_each_in_stream_until<E: From<StoreError>>(
-    tx: &tokio_postgres::Transaction<'_>,
+    tx: &deadpool_postgres::Transaction<'_>,
     stream_id: &str,
     last: i64,
     mut each: impl FnMut(RecordedEvent) -> Result<(), E>,
 ) -> Result<u64, E> {
     let statement = tx
-        .prepare(&format!(
+        .prepare_cached(&format!(
             "SELECT {COLUMNS} FROM events
               WHERE ledger_stream_key(stream_id) = ledger_stream_key($1) AND stream_id = $1
                 AND position <= $2

@@ -207,7 +207,7 @@ async fn order_as_of(
             format!("asOf {as_of:?} is neither a position nor an RFC 3339 time"),
         )
     })?;
-    let tx = store::snapshot(client).await?;
+    let tx = store::read_only(client).await?;
     let position = store::position_of(&tx, point).await?;
     let stream = projections::events::package_stream(instance_id);
     let mut projection = projections::Projection::default();
