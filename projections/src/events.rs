@@ -400,8 +400,11 @@ pub enum Event {
 /// The stream an event belongs to. Balance facts go to the package's stream (the package is the
 /// consistency boundary of a balance), lifecycle facts of a task to the task's stream.
 pub fn package_stream(instance_id: &InstanceId) -> String {
-    format!("package-{instance_id}")
+    format!("{PACKAGE_STREAM_PREFIX}{instance_id}")
 }
+
+/// What a package's stream id starts with, before its instance id ([`package_stream`]).
+pub const PACKAGE_STREAM_PREFIX: &str = "package-";
 
 pub fn task_stream(task_id: &TaskId) -> String {
     format!("task-{task_id}")

@@ -75,10 +75,7 @@ impl Application {
             .public_url
             .clone()
             .unwrap_or_else(|| format!("http://{local}"));
-        let credentials = Credentials::new(
-            config.console_secret.as_ref(),
-            config.marketplace_key.as_ref(),
-        );
+        let credentials = Credentials::from_config(&config);
         let state = web::Data::new(AppState {
             ledger,
             ingest,
@@ -223,7 +220,6 @@ fn serve(options: ServerOptions, state: web::Data<AppState>) -> std::io::Result<
         App::new()
             .app_data(state.clone())
             .app_data(metrics_address)
-            .app_data(query_config())
             .app_data(path_config())
             // The last wrapped runs first: the logger's span and request id, the metrics
             // address's fence, the metrics, the `x-request-id` header, the headers HTTP asks
@@ -284,10 +280,6 @@ routes::route_table! {
     GET "/openapi.json" => routes::openapi::document;
     GET "/docs" => routes::openapi::reference_page_moved;
     GET "/docs/{file:.*}" => routes::openapi::reference_page;
-}
-
-fn query_config() -> web::QueryConfig {
-    web::QueryConfig::default().error_handler(bad_request("invalid_query"))
 }
 
 fn path_config() -> web::PathConfig {

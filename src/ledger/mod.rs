@@ -267,7 +267,7 @@ impl<'a> UnitOfWork<'a> {
         keys: &[&str],
     ) -> Result<std::collections::HashMap<String, Event>, LedgerError> {
         let mut found = std::collections::HashMap::new();
-        for recorded in store::find_by_idempotency_keys(&self.tx, keys).await? {
+        for recorded in store::by_idempotency_keys(&self.tx, keys).await? {
             let event = recorded.decode()?;
             let key = recorded.answered_key(Some(&event));
             if let Some(key) = key.filter(|key| keys.contains(&key.as_str())) {

@@ -10,7 +10,7 @@ use crate::domain::Draft;
 use crate::store::{self, Metadata};
 use chrono::{DateTime, Utc};
 use deadpool_postgres::Transaction;
-use projections::events::{package_stream, Event, ExpiryReason};
+use projections::events::{package_stream, Event, ExpiryReason, PACKAGE_STREAM_PREFIX};
 use projections::ids::{InstanceId, OrderRef};
 use projections::keys::{create_key, expiry_held_key};
 
@@ -448,9 +448,6 @@ pub async fn held_notices(
         }
     }
 }
-
-/// What a package's stream id starts with (`projections::events::package_stream`).
-const PACKAGE_STREAM_PREFIX: &str = "package-";
 
 /// A package's credential rotated: its new generation, and the sessions the old one had opened
 /// that were ended.

@@ -2,15 +2,14 @@
 //!
 //! An append is two halves in the caller's transaction: [`prepare`] (the stream heads read, the
 //! JSON encoded) and [`write`](fn@write) (positions and time taken, rows copied in). The caller
-//! looks its idempotency keys up first, under its own locks ([`find_by_idempotency_keys`]); a key
-//! used concurrently still fails the write ([`StoreError::DuplicateKey`]) on the unique index. The
-//! caller commits, right after: until then the events are invisible and `ledger_head` stays locked,
-//! which is what keeps positions gapless and commit-ordered.
+//! looks its idempotency keys up first, under its own locks ([`super::by_idempotency_keys`]); a
+//! key used concurrently still fails the write ([`StoreError::DuplicateKey`]) on the unique index.
+//! The caller commits, right after: until then the events are invisible and `ledger_head` stays
+//! locked, which is what keeps positions gapless and commit-ordered.
 
 use super::hash::{canonical, event_hash, ledger_hash, Hash, HashVersion, Hashed, GENESIS};
 use super::{
-    truncate_to_micros, Appended, JsonText, NewEvent, RecordedEvent, StoreError, EVENT_COLUMNS,
-    EVENT_COLUMN_TYPES,
+    truncate_to_micros, Appended, JsonText, NewEvent, StoreError, EVENT_COLUMNS, EVENT_COLUMN_TYPES,
 };
 use chrono::{DateTime, Utc};
 use deadpool_postgres::Transaction;
@@ -20,14 +19,6 @@ use std::sync::Arc;
 use tokio_postgres::binary_copy::BinaryCopyInWriter;
 use tokio_postgres::error::SqlState;
 use tokio_postgres::types::ToSql;
-
-/// The events carrying any of `keys`.
-pub async fn find_by_idempotency_keys(
-    tx: &Transaction<'_>,
-    keys: &[&str],
-) -> Result<Vec<RecordedEvent>, StoreError> {
-    super::read::by_idempotency_keys(tx, keys).await
-}
 
 /// An append ready to be written: stream heads read, JSON encoded.
 pub struct Prepared {

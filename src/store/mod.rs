@@ -27,7 +27,7 @@ mod read;
 mod row;
 mod traffic;
 
-pub use append::{find_by_idempotency_keys, prepare, write, Prepared};
+pub use append::{prepare, write, Prepared};
 pub use as_of::{position_of, read_only, snapshot, Point, PointError, POSITION_AT};
 pub use head::{
     age_of, chain_at, head, oldest_position, stream_heads_at, ChainAt, Head, StreamHead,

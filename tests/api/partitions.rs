@@ -328,7 +328,7 @@ async fn one_answer_per_key_across_months() {
     // Looked up, the key names the first answer, in last month's partition.
     let mut client = db.pool.get().await.unwrap();
     let tx = client.transaction().await.unwrap();
-    let found = store::find_by_idempotency_keys(&tx, &["create/1:x"])
+    let found = store::by_idempotency_keys(&tx, &["create/1:x"])
         .await
         .unwrap();
     assert_eq!(found.len(), 1);

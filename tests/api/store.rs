@@ -88,7 +88,7 @@ async fn an_idempotency_key_finds_its_event_and_is_refused_a_second_time() {
     let mut client = db.pool.get().await.unwrap();
     let tx = client.transaction().await.unwrap();
     // What a command looks up, under its locks, before it decides anything.
-    let found = store::find_by_idempotency_keys(&tx, &["order:1", "order:2"])
+    let found = store::by_idempotency_keys(&tx, &["order:1", "order:2"])
         .await
         .unwrap();
     assert_eq!(

@@ -96,7 +96,7 @@ impl Body for TrafficConsumed {
         }
         let v2: TrafficConsumedV2 = serde_json::from_slice(payload)?;
         let instance_id = stream_id
-            .strip_prefix("package-")
+            .strip_prefix(super::PACKAGE_STREAM_PREFIX)
             .and_then(|id| InstanceId::parse(id).ok())
             .ok_or_else(|| {
                 serde::de::Error::custom(
