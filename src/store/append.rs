@@ -7,7 +7,9 @@
 //! The caller commits, right after: until then the events are invisible and `ledger_head` stays
 //! locked, which is what keeps positions gapless and commit-ordered.
 
-use super::hash::{canonical, event_hash, ledger_hash, Hash, HashVersion, Hashed, GENESIS};
+use super::hash::{
+    canonical, event_hash, ledger_hash, stored_hash, Hash, HashVersion, Hashed, GENESIS,
+};
 use super::{
     truncate_to_micros, Appended, JsonText, NewEvent, StoreError, EVENT_COLUMNS, EVENT_COLUMN_TYPES,
 };
@@ -171,10 +173,7 @@ async fn take_head(
     Ok(Head {
         last_position: head.get(0),
         recorded_at: head.get(1),
-        chain: head
-            .get::<_, &[u8]>(2)
-            .try_into()
-            .expect("the schema holds hashes to 32 bytes"),
+        chain: stored_hash(head.get(2)),
         past_partitions: head.get(3),
     })
 }
@@ -375,11 +374,10 @@ async fn stream_heads(
     let rows = tx.query(&statement, &[&streams]).await?;
     let mut heads = HashMap::with_capacity(rows.len());
     for row in rows {
-        let hash: &[u8] = row.get(2);
-        let hash: Hash = hash
-            .try_into()
-            .expect("the schema holds hashes to 32 bytes");
-        heads.insert(row.get::<_, String>(0), (row.get::<_, i64>(1), hash));
+        heads.insert(
+            row.get::<_, String>(0),
+            (row.get::<_, i64>(1), stored_hash(row.get(2))),
+        );
     }
     Ok(heads)
 }

@@ -3,7 +3,7 @@
 //! them, so that the audits know what the database no longer holds and which file to ask for;
 //! and the drop itself, with the stream heads it ends (`archived_stream_heads`).
 
-use super::hash::Hash;
+use super::hash::{stored_hash, Hash};
 use chrono::{DateTime, Utc};
 use tokio_postgres::GenericClient;
 
@@ -34,12 +34,6 @@ impl DroppedMonth {
     }
 }
 
-fn hash_column(row: &tokio_postgres::Row, index: usize) -> Hash {
-    row.get::<_, &[u8]>(index)
-        .try_into()
-        .expect("the schema holds hashes to 32 bytes")
-}
-
 /// The dropped months, oldest first.
 pub async fn dropped(
     client: &impl GenericClient,
@@ -58,12 +52,12 @@ pub async fn dropped(
             month: row.get(0),
             first_position: row.get(1),
             last_position: row.get(2),
-            ledger_hash_before: hash_column(row, 3),
-            ledger_hash_last: hash_column(row, 4),
+            ledger_hash_before: stored_hash(row.get(3)),
+            ledger_hash_last: stored_hash(row.get(4)),
             last_recorded_at: row.get(5),
             last_hash_version: row.get(6),
             file_name: row.get(7),
-            file_sha256: hash_column(row, 8),
+            file_sha256: stored_hash(row.get(8)),
         })
         .collect())
 }

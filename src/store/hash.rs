@@ -165,6 +165,13 @@ pub fn ledger_hash(prev_ledger_hash: &Hash, hash: &Hash) -> Hash {
     finish(digest)
 }
 
+/// A hash as a `bytea` column stores it (the schema holds hash columns to 32 bytes).
+pub(super) fn stored_hash(bytes: &[u8]) -> Hash {
+    bytes
+        .try_into()
+        .expect("the schema holds hashes to 32 bytes")
+}
+
 fn finish(digest: Context) -> Hash {
     digest
         .finish()

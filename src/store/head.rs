@@ -2,18 +2,12 @@
 //! chain as stored at one position: what the audits, the checkpointer and the restore check hold
 //! a signed hash against.
 
-use super::hash::Hash;
+use super::hash::{stored_hash, Hash};
 use super::Connection;
 use chrono::{DateTime, Utc};
 use std::collections::HashMap;
 
 /// A hash column: the schema holds every hash to 32 bytes.
-fn hash_of(bytes: &[u8]) -> Hash {
-    bytes
-        .try_into()
-        .expect("the schema holds hashes to 32 bytes")
-}
-
 /// The ledger head.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Head {
@@ -39,7 +33,7 @@ pub async fn head(client: &impl Connection) -> Result<Head, tokio_postgres::Erro
         .await?;
     Ok(Head {
         position: row.get(0),
-        ledger_hash: hash_of(row.get(1)),
+        ledger_hash: stored_hash(row.get(1)),
         recorded_at: row.get(2),
     })
 }
@@ -72,7 +66,7 @@ pub async fn chain_at(
     Ok(row.map(|row| ChainAt {
         recorded_at: row.get(0),
         hash_version: row.get(1),
-        ledger_hash: row.get::<_, Option<&[u8]>>(2).map(hash_of),
+        ledger_hash: row.get::<_, Option<&[u8]>>(2).map(stored_hash),
     }))
 }
 
@@ -151,6 +145,11 @@ pub async fn stream_heads_at(
         .await?;
     Ok(rows
         .iter()
-        .map(|row| (row.get(0), (row.get(1), hash_of(row.get(2)), row.get(3))))
+        .map(|row| {
+            (
+                row.get(0),
+                (row.get(1), stored_hash(row.get(2)), row.get(3)),
+            )
+        })
         .collect())
 }

@@ -8,6 +8,7 @@
 //! of those days), whatever the stream's age. Grants come from a partial index holding only them;
 //! a stream holds one release at most, near its end.
 
+use super::stored_bytes;
 use chrono::{DateTime, NaiveDate, Utc};
 use deadpool_postgres::GenericClient;
 use rust_decimal::Decimal;
@@ -40,10 +41,6 @@ pub struct Release {
     pub bytes: u64,
 }
 
-fn bytes(stored: Option<i64>) -> u64 {
-    u64::try_from(stored.unwrap_or(0)).unwrap_or(0)
-}
-
 /// The days of stream `stream_id` from `start` on that saw traffic or a stop, in date order.
 pub async fn days_of_use(
     client: &impl GenericClient,
@@ -72,7 +69,7 @@ pub async fn days_of_use(
         .iter()
         .map(|row| DayOfUse {
             date: row.get(0),
-            bytes: bytes(row.get(1)),
+            bytes: stored_bytes(row.get::<_, Option<i64>>(1).unwrap_or(0)),
             stopped: row.get::<_, Option<bool>>(2).unwrap_or(false),
         })
         .collect())
@@ -102,7 +99,7 @@ pub async fn grants(
             kind: row.get(0),
             order_id: row.get::<_, Option<String>>(1).unwrap_or_default(),
             at: row.get(2),
-            bytes: bytes(row.get(3)),
+            bytes: stored_bytes(row.get::<_, Option<i64>>(3).unwrap_or(0)),
             amount: row.get::<_, Option<Decimal>>(4).unwrap_or_default(),
             currency: row.get::<_, Option<String>>(5).unwrap_or_default(),
         })
@@ -124,6 +121,6 @@ pub async fn release(
     let row = client.query_opt(&statement, &[&stream_id]).await?;
     Ok(row.map(|row| Release {
         at: row.get(0),
-        bytes: bytes(row.get(1)),
+        bytes: stored_bytes(row.get::<_, Option<i64>>(1).unwrap_or(0)),
     }))
 }

@@ -39,8 +39,9 @@ pub use read::{
     stream_version, SkuChoice, STREAM_PAGE_EVENTS,
 };
 pub use row::{
-    prev_hash, Columns, EventRow, FoldRow, JsonText, MetadataRun, PrevHashes, RecordedEvent,
-    Selection, StoredEvent, EVENT_COLUMNS, EVENT_COLUMN_TYPES, FOLD_COLUMNS, FOLD_COLUMN_TYPES,
+    prev_hash, stored_bytes, Columns, EventRow, FoldRow, JsonText, MetadataRun, PrevHashes,
+    RecordedEvent, Selection, StoredEvent, EVENT_COLUMNS, EVENT_COLUMN_TYPES, FOLD_COLUMNS,
+    FOLD_COLUMN_TYPES,
 };
 pub use traffic::last_recorded;
 

@@ -14,6 +14,12 @@ use tokio_postgres::types::{FromSql, IsNull, ToSql, Type};
 pub const EVENT_COLUMNS: &str = "position, stream_id, version, event_type, event_version, \
      payload, metadata, recorded_at, idempotency_key, prev_hash, hash, hash_version, ledger_hash";
 
+/// Bytes as a `bigint` column holds them: never negative (the schema's checks and the folds keep
+/// them so), and a negative value would read as 0.
+pub fn stored_bytes(stored: i64) -> u64 {
+    u64::try_from(stored).unwrap_or(0)
+}
+
 /// The types of [`EVENT_COLUMNS`], for binary COPY in and out.
 pub const EVENT_COLUMN_TYPES: [Type; 13] = [
     Type::INT8,

@@ -3,6 +3,7 @@
 //! the stream index back from the stream's end), and the last event of task streams for the
 //! metrics.
 
+use super::stored_bytes;
 use crate::usage::{RateWindow, Traffic};
 use chrono::{DateTime, NaiveDate, Utc};
 use deadpool_postgres::GenericClient;
@@ -15,10 +16,6 @@ const TRAFFIC_IN_WINDOW: &str = "FROM events
                                    AND stream_id = $1 AND recorded_at < $2
                                  ORDER BY version DESC LIMIT 1), 0)
         AND event_type = 'TrafficConsumed' AND recorded_at < $3";
-
-fn bytes(stored: i64) -> u64 {
-    u64::try_from(stored).unwrap_or(0)
-}
 
 impl<C: GenericClient> Traffic for C {
     async fn rate_windows(
@@ -61,7 +58,7 @@ impl<C: GenericClient> Traffic for C {
             .await?
             .iter()
             .map(|row| RateWindow {
-                bytes: bytes(row.get(0)),
+                bytes: stored_bytes(row.get(0)),
                 first_at: row.get(1),
                 traffic_before: row.get(2),
             })
@@ -74,7 +71,7 @@ impl<C: GenericClient> Traffic for C {
         since: DateTime<Utc>,
         until: DateTime<Utc>,
         tasks_max: i64,
-    ) -> Result<Vec<(String, i64, i64)>, tokio_postgres::Error> {
+    ) -> Result<Vec<(String, u64, u64)>, tokio_postgres::Error> {
         let statement = self
             .prepare_cached(&format!(
                 "SELECT traffic_task_id(payload) AS task_id,
@@ -88,7 +85,13 @@ impl<C: GenericClient> Traffic for C {
             .query(&statement, &[&stream, &since, &until, &tasks_max])
             .await?
             .iter()
-            .map(|row| (row.get(0), row.get(1), row.get(2)))
+            .map(|row| {
+                (
+                    row.get(0),
+                    stored_bytes(row.get(1)),
+                    stored_bytes(row.get(2)),
+                )
+            })
             .collect())
     }
 
@@ -97,7 +100,7 @@ impl<C: GenericClient> Traffic for C {
         stream: &str,
         since: DateTime<Utc>,
         until: DateTime<Utc>,
-    ) -> Result<Vec<(NaiveDate, String, i64)>, tokio_postgres::Error> {
+    ) -> Result<Vec<(NaiveDate, String, u64)>, tokio_postgres::Error> {
         let statement = self
             .prepare_cached(&format!(
                 "SELECT ((recorded_at AT TIME ZONE 'UTC') + interval '8 hours')::date AS day,
@@ -111,7 +114,7 @@ impl<C: GenericClient> Traffic for C {
             .query(&statement, &[&stream, &since, &until])
             .await?
             .iter()
-            .map(|row| (row.get(0), row.get(1), row.get(2)))
+            .map(|row| (row.get(0), row.get(1), stored_bytes(row.get(2))))
             .collect())
     }
 }

@@ -50,18 +50,20 @@ pub const DAYS_MAX: u32 = 90;
 
 const SECONDS_PER_DAY: u128 = 86_400;
 
-fn cst() -> FixedOffset {
+/// China Standard Time (UTC+8, no daylight saving): the marketplace's and the customers' clock,
+/// by which days are counted.
+pub fn china_standard_time() -> FixedOffset {
     FixedOffset::east_opt(8 * 3600).expect("UTC+8 is a valid offset")
 }
 
 /// The first instant of the `days`-day window ending today (CST), and its first date.
 pub fn window_start(now: DateTime<Utc>, days: u32) -> (DateTime<Utc>, NaiveDate) {
-    let today = now.with_timezone(&cst()).date_naive();
+    let today = now.with_timezone(&china_standard_time()).date_naive();
     let first = today - Duration::days(i64::from(days.saturating_sub(1)));
     let start = first
         .and_hms_opt(0, 0, 0)
         .expect("midnight exists")
-        .and_local_timezone(cst())
+        .and_local_timezone(china_standard_time())
         .single()
         .expect("a fixed offset has no gaps")
         .with_timezone(&Utc);
@@ -117,8 +119,10 @@ pub fn runway(input: &RateInput, now: DateTime<Utc>) -> Option<Runway> {
     let left_max_s = u128::from(RUNWAY_DAYS_MAX) * SECONDS_PER_DAY;
     let left = Duration::seconds(i64::try_from(left_s.min(left_max_s)).ok()?);
     let runs_out_at = now.checked_add_signed(left)?;
-    let today = now.with_timezone(&cst()).date_naive();
-    let runs_out_on = runs_out_at.with_timezone(&cst()).date_naive();
+    let today = now.with_timezone(&china_standard_time()).date_naive();
+    let runs_out_on = runs_out_at
+        .with_timezone(&china_standard_time())
+        .date_naive();
     let days = u32::try_from((runs_out_on - today).num_days())
         .unwrap_or(0)
         .min(RUNWAY_DAYS_MAX);
@@ -180,7 +184,7 @@ pub trait Traffic: Sync {
         since: DateTime<Utc>,
         until: DateTime<Utc>,
         tasks_max: i64,
-    ) -> impl Future<Output = Result<Vec<(String, i64, i64)>, tokio_postgres::Error>> + Send;
+    ) -> impl Future<Output = Result<Vec<(String, u64, u64)>, tokio_postgres::Error>> + Send;
 
     /// Per CST day and task id, the bytes the stream's traffic in `[since, until)` drew: days in
     /// order, within a day largest first (then by task id).
@@ -189,7 +193,7 @@ pub trait Traffic: Sync {
         stream: &str,
         since: DateTime<Utc>,
         until: DateTime<Utc>,
-    ) -> impl Future<Output = Result<Vec<(NaiveDate, String, i64)>, tokio_postgres::Error>> + Send;
+    ) -> impl Future<Output = Result<Vec<(NaiveDate, String, u64)>, tokio_postgres::Error>> + Send;
 }
 
 /// The runway of every active package among `instance_ids` that has one: the packages' balances
@@ -259,10 +263,6 @@ fn task_id_of(raw: String) -> Option<TaskId> {
     }
 }
 
-fn bytes(stored: i64) -> u64 {
-    u64::try_from(stored).unwrap_or(0)
-}
-
 /// Bytes each task drew from THIS package in `[since, now)`, largest first (then by task id), at
 /// most [`PACKAGE_TASKS_MAX`] tasks. A task moved onto another package keeps what it drew here.
 pub async fn package_tasks(
@@ -279,8 +279,8 @@ pub async fn package_tasks(
         .filter_map(|(task_id, drawn, after_zero)| {
             Some(TaskUsage {
                 task_id: task_id_of(task_id)?,
-                bytes: bytes(drawn),
-                bytes_after_zero: bytes(after_zero),
+                bytes: drawn,
+                bytes_after_zero: after_zero,
             })
         })
         .collect())
@@ -301,7 +301,7 @@ pub async fn daily_by_task(
         .await?;
     Ok(daily
         .into_iter()
-        .filter_map(|(day, task_id, drawn)| Some((day, task_id_of(task_id)?, bytes(drawn))))
+        .filter_map(|(day, task_id, drawn)| Some((day, task_id_of(task_id)?, drawn)))
         .collect())
 }
 

@@ -248,6 +248,21 @@ pub trait Owned: Sized {
     ) -> Result<Option<Self>, PageError>;
 }
 
+/// The package `raw` names, whoever holds it; `None` when there is none.
+pub async fn package(
+    client: &impl GenericClient,
+    raw: &str,
+    lang: Lang,
+) -> Result<Option<Package>, PageError> {
+    let found = rows::read_packages(client, &[raw])
+        .await
+        .map_err(db_error(lang))?;
+    found
+        .first()
+        .map(|row| rows::package_from_row(row).map_err(|e| unavailable(lang)(&e)))
+        .transpose()
+}
+
 impl Owned for Package {
     async fn find(
         client: &impl GenericClient,
@@ -255,14 +270,8 @@ impl Owned for Package {
         raw: &str,
         lang: Lang,
     ) -> Result<Option<Package>, PageError> {
-        let found = rows::read_packages(client, &[raw])
-            .await
-            .map_err(db_error(lang))?;
-        let Some(row) = found.first() else {
-            return Ok(None);
-        };
-        let package = rows::package_from_row(row).map_err(|e| unavailable(lang)(&e))?;
-        Ok((package.jd_pin == customer.jd_pin).then_some(package))
+        let package = package(client, raw, lang).await?;
+        Ok(package.filter(|package| package.jd_pin == customer.jd_pin))
     }
 }
 

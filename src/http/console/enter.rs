@@ -2,12 +2,11 @@
 //! ticket ([`crate::credentials::ticket`]) is exchanged for a session once: its nonce is recorded
 //! as used, so that it signs in once across every `serve` process sharing the database.
 
-use super::customer::open_session;
-use super::error::{db_error, html_response, pool_error, unavailable, PageResult};
+use super::customer::{open_session, package};
+use super::error::{db_error, html_response, pool_error, PageResult};
 use super::i18n::lang_of;
 use super::{pages, Console};
 use crate::credentials::ticket::{self, Opened, TicketError};
-use crate::ledger::rows;
 use actix_web::http::StatusCode;
 use actix_web::{web, HttpRequest};
 use chrono::Utc;
@@ -48,13 +47,9 @@ pub async fn enter(
         Err(reason) => return Ok(refused(&reason)),
     };
     let client = console.pool.get().await.map_err(pool_error(lang))?;
-    let found = rows::read_packages(&client, &[opened.instance_id.as_str()])
-        .await
-        .map_err(db_error(lang))?;
-    let Some(row) = found.first() else {
+    let Some(package) = package(&client, opened.instance_id.as_str(), lang).await? else {
         return Ok(refused(&TicketError::Forged));
     };
-    let package = rows::package_from_row(row).map_err(|e| unavailable(lang)(&e))?;
     // A ticket issued before its package was released opens nothing after.
     if package.status == PackageStatus::Released {
         return Ok(refused(&TicketError::Released));

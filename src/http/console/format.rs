@@ -2,15 +2,12 @@
 //! 1024 (what DTS meters); times are China Standard Time (the marketplace's clock).
 
 use super::i18n::Lang;
-use chrono::{DateTime, FixedOffset, Utc};
+use crate::usage::china_standard_time;
+use chrono::{DateTime, Utc};
 use rust_decimal::{Decimal, RoundingStrategy};
 
 /// Binary units, each 1024 times the one before.
 const UNITS: [&str; 6] = ["B", "KiB", "MiB", "GiB", "TiB", "PiB"];
-
-fn cst() -> FixedOffset {
-    FixedOffset::east_opt(8 * 3600).expect("UTC+8 is a valid offset")
-}
 
 /// `1234567` → `1,234,567` (both languages group by thousands in figures).
 pub fn grouped(n: u64) -> String {
@@ -69,7 +66,7 @@ pub fn percent_whole(part: u64, whole: u64) -> u64 {
 
 /// A time in China Standard Time: `2026年11月26日 18:05` / `26 Nov 2026, 18:05 CST`.
 pub fn datetime(at: DateTime<Utc>, lang: Lang) -> String {
-    let local = at.with_timezone(&cst());
+    let local = at.with_timezone(&china_standard_time());
     match lang {
         Lang::Zh => local.format("%Y年%-m月%-d日 %H:%M").to_string(),
         Lang::En => local.format("%-d %b %Y, %H:%M CST").to_string(),
@@ -78,7 +75,7 @@ pub fn datetime(at: DateTime<Utc>, lang: Lang) -> String {
 
 /// A date in China Standard Time: `2026年12月6日` / `6 Dec 2026`.
 pub fn date(at: DateTime<Utc>, lang: Lang) -> String {
-    let local = at.with_timezone(&cst());
+    let local = at.with_timezone(&china_standard_time());
     match lang {
         Lang::Zh => local.format("%Y年%-m月%-d日").to_string(),
         Lang::En => local.format("%-d %b %Y").to_string(),
@@ -112,7 +109,7 @@ pub fn money(amount: Decimal, currency: &str) -> String {
 
 /// The same time as machines read it, for `<time datetime>`.
 pub fn datetime_iso(at: DateTime<Utc>) -> String {
-    at.with_timezone(&cst()).to_rfc3339()
+    at.with_timezone(&china_standard_time()).to_rfc3339()
 }
 
 #[cfg(test)]

@@ -2,13 +2,12 @@
 //! under the brakes of [`super::throttle`]; `POST /console/logout`: signing out.
 
 use super::customer::{
-    csrf_ok, csrf_refused, customer, open_session, return_path, see_other, session_cookie,
+    csrf_ok, csrf_refused, customer, open_session, package, return_path, see_other, session_cookie,
 };
 use super::error::{db_error, html_response, pool_error, unavailable, PageError, PageResult};
 use super::i18n::{lang_of, Lang};
 use super::{csrf, pages, session, throttle, Console};
 use crate::credentials::Credentials;
-use crate::ledger::rows;
 use actix_web::cookie::SameSite;
 use actix_web::http::{header, StatusCode};
 use actix_web::{web, HttpRequest, HttpResponse};
@@ -248,15 +247,7 @@ async fn credential_holder(
     let (Some(id), true) = (&instance_id, right) else {
         return Ok(None);
     };
-    let found = rows::read_packages(client, &[id.as_str()])
-        .await
-        .map_err(db_error(lang))?;
-    match found.first() {
-        Some(row) => Ok(Some(
-            rows::package_from_row(row).map_err(|e| unavailable(lang)(&e))?,
-        )),
-        None => Ok(None),
-    }
+    package(client, id.as_str(), lang).await
 }
 
 #[derive(Deserialize)]

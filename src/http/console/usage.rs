@@ -26,8 +26,8 @@ pub use crate::usage::window_start;
 
 /// The date of an instant in China Standard Time.
 pub fn cst_date(at: DateTime<Utc>) -> NaiveDate {
-    let cst = chrono::FixedOffset::east_opt(8 * 3600).expect("UTC+8 is a valid offset");
-    at.with_timezone(&cst).date_naive()
+    at.with_timezone(&crate::usage::china_standard_time())
+        .date_naive()
 }
 
 /// Daily consumption of a package over the last `days` days, one entry per day (zeros included).

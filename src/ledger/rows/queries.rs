@@ -138,7 +138,7 @@ impl<C: GenericClient> crate::usage::Balances for C {
             .filter(|package| package.bytes_remaining > 0)
             .map(|package| crate::usage::Balance {
                 instance_id: package.instance_id,
-                bytes_remaining: u64::try_from(package.bytes_remaining).unwrap_or(0),
+                bytes_remaining: crate::store::stored_bytes(package.bytes_remaining),
                 expires_at: package.expires_at,
             })
             .collect())
