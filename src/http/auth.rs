@@ -60,16 +60,16 @@ fn bearer(req: &HttpRequest) -> Option<&str> {
 /// What callers are checked against: the few secrets a route's guard needs, not the whole
 /// application, so the rules can be tested on their own.
 #[derive(Clone, Copy)]
-pub struct Tokens<'a> {
-    pub admin: Option<&'a Secret>,
-    pub reporters: &'a [Secret],
+struct Tokens<'a> {
+    admin: Option<&'a Secret>,
+    reporters: &'a [Secret],
     /// Derives each order's `authCode`; `None` when no secret is configured.
-    pub credentials: Option<&'a Credentials>,
+    credentials: Option<&'a Credentials>,
 }
 
 impl<'a> Tokens<'a> {
     /// The application's tokens and order credentials.
-    pub fn of(state: &'a AppState) -> Tokens<'a> {
+    fn of(state: &'a AppState) -> Tokens<'a> {
         Tokens {
             admin: state.config.admin_token.as_ref(),
             reporters: &state.config.reporter_tokens,
@@ -101,7 +101,7 @@ fn reporter_forbidden() -> ApiError {
 }
 
 /// Admin routes: a reporter token is 403, anything else but the admin token 401.
-pub fn require_admin(req: &HttpRequest, tokens: &Tokens) -> Result<Admin, ApiError> {
+fn require_admin(req: &HttpRequest, tokens: &Tokens) -> Result<Admin, ApiError> {
     match bearer(req).and_then(|token| staff(tokens, token)) {
         Some(Caller::Admin) => Ok(Admin),
         Some(_) => Err(reporter_forbidden()),
@@ -110,7 +110,7 @@ pub fn require_admin(req: &HttpRequest, tokens: &Tokens) -> Result<Admin, ApiErr
 }
 
 /// Task and traffic routes: the admin or a reporter.
-pub fn require_reporter(req: &HttpRequest, tokens: &Tokens) -> Result<Staff, ApiError> {
+fn require_reporter(req: &HttpRequest, tokens: &Tokens) -> Result<Staff, ApiError> {
     bearer(req)
         .and_then(|token| staff(tokens, token))
         .map(Staff)
@@ -123,7 +123,7 @@ pub fn require_reporter(req: &HttpRequest, tokens: &Tokens) -> Result<Staff, Api
 /// is generation 0, and its code is wrong anyway). The id is parsed once the caller is known:
 /// the admin is told it is malformed (`400`), a bearer of no staff token is not (`401`: no
 /// order's code opens an id that names no order).
-pub async fn require_order(
+async fn require_order(
     req: &HttpRequest,
     tokens: &Tokens<'_>,
     raw_id: &str,

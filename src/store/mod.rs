@@ -40,8 +40,7 @@ pub use read::{
 };
 pub use row::{
     prev_hash, stored_bytes, Columns, EventRow, FoldRow, JsonText, MetadataRun, PrevHashes,
-    RecordedEvent, Selection, StoredEvent, EVENT_COLUMNS, EVENT_COLUMN_TYPES, FOLD_COLUMNS,
-    FOLD_COLUMN_TYPES,
+    RecordedEvent, Selection, StoredEvent, EVENT_COLUMNS, EVENT_COLUMN_TYPES,
 };
 pub use traffic::last_recorded;
 
