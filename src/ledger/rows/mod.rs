@@ -176,13 +176,7 @@ pub struct ColumnNames<R: 'static>(&'static Table<R>);
 
 impl<R> std::fmt::Display for ColumnNames<R> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        for (index, column) in self.0.columns.iter().enumerate() {
-            if index > 0 {
-                f.write_str(", ")?;
-            }
-            f.write_str(column.name)?;
-        }
-        Ok(())
+        f.write_str(&self.0.list(0, |_, column| column.name.to_owned()))
     }
 }
 
