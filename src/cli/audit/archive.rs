@@ -4,8 +4,8 @@
 use crate::audit::checkpoint::{self, Keyring};
 use crate::audit::months;
 use crate::audit::report::Month;
-use crate::audit::trust::{client, keyring};
-use crate::cli::output::CannotRun;
+use crate::audit::trust::keyring;
+use crate::cli::output::{client, CannotRun};
 use crate::cli::{Invocation, Run};
 use crate::configuration::{Config, DatabaseSettings};
 use crate::database::Role;
