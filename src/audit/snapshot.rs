@@ -476,7 +476,7 @@ async fn write(
 }
 
 #[cfg(test)]
-mod readme_example {
+mod ledger_doc_example {
     use super::*;
     use chrono::{DateTime, Utc};
     use projections::events::StopReason;
@@ -486,9 +486,8 @@ mod readme_example {
 
     /// The worked example in docs/ledger.md, read from that document so the two cannot drift apart.
     fn example() -> HashMap<String, String> {
-        let readme = include_str!("../../docs/ledger.md");
-        readme
-            .split("```text\nsnapshot example\n")
+        let doc = include_str!("../../docs/ledger.md");
+        doc.split("```text\nsnapshot example\n")
             .nth(1)
             .expect("docs/ledger.md has the worked snapshot example")
             .split("```")
@@ -509,7 +508,7 @@ mod readme_example {
     }
 
     #[test]
-    fn the_readme_example_hashes_as_published() {
+    fn the_ledger_doc_example_hashes_as_published() {
         let example = example();
         let get = |key: &str| example.get(key).unwrap_or_else(|| panic!("{key}")).as_str();
         let bytes = |key: &str| Bytes::new(get(key).parse().unwrap()).unwrap();

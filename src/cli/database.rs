@@ -1,7 +1,7 @@
 //! The database's own commands: `migrate` and `migrate-partitions` (as the schema's owner),
 //! `stats` (where the ledger's bytes are), and the embedded cluster's `backup` and `restore`.
 
-use super::output::CannotRun;
+use super::output::{client, CannotRun};
 use super::{Invocation, Run};
 use crate::configuration::{Config, DatabaseSettings};
 use crate::database::{Database, Role};
@@ -68,10 +68,7 @@ async fn stats(pool: &deadpool_postgres::Pool) -> Result<ExitCode, CannotRun> {
     let unable = |error: tokio_postgres::Error| {
         CannotRun(format!("stats: {}", crate::store::describe(&error)))
     };
-    let client = pool
-        .get()
-        .await
-        .map_err(|error| CannotRun(crate::database::pool_failure(&error)))?;
+    let client = client(pool).await?;
     let client: &tokio_postgres::Client = &client;
     let events = crate::store::partitions::events(client)
         .await

@@ -12,10 +12,11 @@ use super::{Invocation, Run};
 use crate::configuration::{Config, Secret};
 use crate::database::Role;
 use crate::ledger::orders::LIST_LIMIT_MAX;
+use crate::marketplace::params::{format_cst, Action};
 use crate::marketplace::query::Pairs;
 use crate::marketplace::{refusals, token};
 use anyhow::Context;
-use chrono::{DateTime, FixedOffset, Utc};
+use chrono::{DateTime, Utc};
 use clap::{Args, Subcommand};
 use deadpool_postgres::Pool;
 use percent_encoding::{utf8_percent_encode, AsciiSet, NON_ALPHANUMERIC};
@@ -144,17 +145,6 @@ pub async fn refused(pool: &Pool, listing: Listing) -> Result<ExitCode, CannotRu
     Ok(ExitCode::SUCCESS)
 }
 
-/// The actions the marketplace calls, in the protocol's spelling.
-pub const ACTIONS: [&str; 7] = [
-    "createInstance",
-    "renewInstance",
-    "upgradeInstance",
-    "dilateInstance",
-    "expiredInstance",
-    "releaseInstance",
-    "verify",
-];
-
 /// The path the marketplace calls on the service.
 pub const CALLBACK_PATH: &str = "/v1/cloud/order";
 
@@ -172,7 +162,7 @@ const QUERY_VALUE: &AsciiSet = &NON_ALPHANUMERIC
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum ClientError {
-    #[error("unknown action {0:?}: use one of {actions}", actions = ACTIONS.join(", "))]
+    #[error("unknown action {0:?}: use one of {actions}", actions = Action::ALL.map(Action::name).join(", "))]
     UnknownAction(String),
     #[error("--param {0:?} is not NAME=VALUE")]
     NotAPair(String),
@@ -191,7 +181,7 @@ pub struct Callback {
 impl Callback {
     /// A callback of `action` with `NAME=VALUE` parameters as typed on the command line.
     pub fn parse(action: &str, params: &[String]) -> Result<Callback, ClientError> {
-        if !ACTIONS.contains(&action) {
+        if Action::parse(action.as_bytes()).is_none() {
             return Err(ClientError::UnknownAction(action.to_owned()));
         }
         let mut callback = Callback {
@@ -213,7 +203,7 @@ impl Callback {
             params: vec![
                 ("action".to_owned(), "verify".to_owned()),
                 ("instanceId".to_owned(), instance_id.to_owned()),
-                ("timeStamp".to_owned(), china_time(now)),
+                ("timeStamp".to_owned(), format_cst(now)),
             ],
         }
     }
@@ -272,14 +262,6 @@ impl Callback {
             self.signed_query(key)
         )
     }
-}
-
-/// `yyyy-MM-dd HH:mm:ss` in China Standard Time, the marketplace's time format.
-pub fn china_time(at: DateTime<Utc>) -> String {
-    let cst = FixedOffset::east_opt(8 * 3600).expect("+08:00 is a valid offset");
-    at.with_timezone(&cst)
-        .format("%Y-%m-%d %H:%M:%S")
-        .to_string()
 }
 
 /// What the service answered.
@@ -369,6 +351,11 @@ mod tests {
         assert_eq!(
             Callback::parse("buyInstance", &[]).unwrap_err(),
             ClientError::UnknownAction("buyInstance".into())
+        );
+        assert_eq!(
+            ClientError::UnknownAction("buyInstance".into()).to_string(),
+            "unknown action \"buyInstance\": use one of createInstance, renewInstance, \
+             upgradeInstance, dilateInstance, expiredInstance, releaseInstance, verify"
         );
         assert_eq!(
             Callback::parse("renewInstance", &["orderId".into()]).unwrap_err(),

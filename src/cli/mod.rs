@@ -140,6 +140,15 @@ pub fn main() -> ExitCode {
     }
 }
 
+/// The server `owner` (`LEDGER_MIGRATE_DATABASE_URL`) names, reached as the schema's owner for
+/// everything: what migrates, and what only the owner may do (`archive --drop`).
+fn as_owner(owner: Secret) -> DatabaseSettings {
+    DatabaseSettings::External {
+        url: owner.clone(),
+        migrate_url: Some(owner),
+    }
+}
+
 /// What a subcommand may ask of the command line it was given: the configuration, where the
 /// database is, and a connection with the role it needs.
 pub struct Invocation {
@@ -181,10 +190,7 @@ impl Invocation {
                 url: Secret::new(url),
                 migrate_url,
             },
-            (None, Some(owner)) if migrating => DatabaseSettings::External {
-                url: owner.clone(),
-                migrate_url: Some(owner),
-            },
+            (None, Some(owner)) if migrating => as_owner(owner),
             (None, Some(_)) => anyhow::bail!(
                 "LEDGER_MIGRATE_DATABASE_URL is set but DATABASE_URL is not: this command would \
                  use the embedded cluster under {}, not the server you named. Set DATABASE_URL \

@@ -132,11 +132,7 @@ pub async fn expire(
 ) -> Result<ExitCode, CannotRun> {
     let instance_id =
         InstanceId::parse(instance).map_err(|e| CannotRun(format!("instance id {e}")))?;
-    let metadata = Metadata {
-        request_id: uuid::Uuid::new_v4().to_string(),
-        source: "operator",
-        actor: "operator:cli".to_owned(),
-    };
+    let metadata = Metadata::operator("operator:cli");
     match ledger_orders::apply_held_expiry(ledger, &instance_id, reason, &metadata).await {
         Ok(Outcome::Recorded(Event::OrderExpired(_))) => {
             println!(
@@ -173,11 +169,7 @@ pub async fn rotate_credential(
                 .to_owned(),
         )
     })?;
-    let metadata = Metadata {
-        request_id: uuid::Uuid::new_v4().to_string(),
-        source: "operator",
-        actor: "operator:cli".to_owned(),
-    };
+    let metadata = Metadata::operator("operator:cli");
     match ledger_orders::rotate_credential(ledger, &instance_id, None, &metadata).await {
         Ok(rotated) => {
             eprintln!(

@@ -8,9 +8,13 @@
 //!
 //! - [`query`] decodes the query as it was signed, [`token`] checks its token, `admit` runs the
 //!   checks before anything is looked up and [`params`] turns the parameters into a command;
-//! - this file applies the command and keeps refusals for reconciliation ([`refusals`]);
-//! - `answer` says what an outcome or a refusal answers, in the shapes of [`reply`];
-//! - [`sign_in`] is `verify`, the login-free sign-in.
+//! - this file applies the command, keeps refusals for reconciliation ([`refusals`]) and answers
+//!   each refusal in the action's failure shape; for `verify` it checks the `timeStamp` window,
+//!   then says what each outcome of the sign-in answers;
+//! - `answer` says what an order command answers, its outcome or its refusal, in the shapes of
+//!   [`reply`];
+//! - [`sign_in`] is the login-free sign-in behind a `verify` whose window held: the link spent
+//!   once, in every process, for a ticket to the package's console.
 
 mod admit;
 mod answer;

@@ -122,6 +122,16 @@ pub struct NewEvent {
 }
 
 impl Metadata {
+    /// An operator's command (`actor`: "operator:cli", "operator:serve"), under a fresh request
+    /// id of its own.
+    pub fn operator(actor: &str) -> Metadata {
+        Metadata {
+            request_id: uuid::Uuid::new_v4().to_string(),
+            source: "operator",
+            actor: actor.to_owned(),
+        }
+    }
+
     pub fn to_value(&self) -> Arc<Value> {
         Arc::new(serde_json::to_value(self).expect("metadata always serialises"))
     }

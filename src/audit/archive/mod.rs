@@ -5,8 +5,9 @@
 //! a header (the month, its first and last positions, the ledger hash before its first event),
 //! one line per event with every stored column the two hashes cover, and a trailer carrying the
 //! checkpoint signed at its last event. Anyone can read it with `zstd -d` and `jq`, and recompute
-//! both hashes with the encodings of "The hash encodings, byte by byte": payload and metadata are
-//! JSON strings holding the stored text, byte for byte, so no JSON tool can reformat them.
+//! both hashes with their encodings (docs/ledger.md, "The hash encodings, byte by byte"): payload
+//! and metadata are JSON strings holding the stored text, byte for byte, so no JSON tool can
+//! reformat them.
 //!
 //! zstd and JSON lines rather than Parquet: the hashes cover text exactly as stored, which a line
 //! of JSON keeps and a columnar file would re-encode; the file is read once, in position order,

@@ -4,9 +4,9 @@
 use crate::audit::checkpoint::{self, Keyring};
 use crate::audit::months;
 use crate::audit::report::Month;
-use crate::audit::trust::{client, keyring};
-use crate::cli::output::CannotRun;
-use crate::cli::{Invocation, Run};
+use crate::audit::trust::keyring;
+use crate::cli::output::{client, CannotRun};
+use crate::cli::{as_owner, Invocation, Run};
 use crate::configuration::{Config, DatabaseSettings};
 use crate::database::Role;
 use chrono::Utc;
@@ -90,31 +90,30 @@ pub struct Archive {
 
 impl Run for Archive {
     async fn run(self, cli: &Invocation, config: Config) -> anyhow::Result<ExitCode> {
-        let (settings, role) = match (self.drop, cli.database(&config)?) {
+        let settings = cli.database(&config)?;
+        let audit = &config.audit;
+        if self.drop {
             // Dropping a month is the owner's: the owner's URL when one is set apart for
             // migrations.
-            (
-                true,
+            let settings = match settings {
                 DatabaseSettings::External {
                     migrate_url: Some(owner),
                     ..
-                },
-            ) => (
-                DatabaseSettings::External {
-                    url: owner.clone(),
-                    migrate_url: Some(owner),
-                },
-                Role::Owner,
-            ),
-            (true, settings) => (settings, Role::Owner),
-            (false, settings) => (settings, Role::Reader),
-        };
-        let audit = &config.audit;
-        cli.on_database(&settings, role, async |pool| {
-            let month: Month = self.month.parse().map_err(CannotRun)?;
-            // An archive carries a checkpoint signed at its last event: no key, no archive.
-            let key = match self.drop {
-                false => Some(checkpoint::load_signing_key(
+                } => as_owner(owner),
+                settings => settings,
+            };
+            cli.on_database(&settings, Role::Owner, async |pool| {
+                let month: Month = self.month.parse().map_err(CannotRun)?;
+                let keyring = keyring(audit)?;
+                let mut client = client(pool).await?;
+                drop_month(&mut client, month, &keyring, &self.dir).await
+            })
+            .await
+        } else {
+            cli.on_database(&settings, Role::Reader, async |pool| {
+                let month: Month = self.month.parse().map_err(CannotRun)?;
+                // An archive carries a checkpoint signed at its last event: no key, no archive.
+                let key = checkpoint::load_signing_key(
                     audit.signing_key_file.as_deref().ok_or_else(|| {
                         CannotRun(
                             "an archive carries a checkpoint signed at its last event: set \
@@ -122,16 +121,12 @@ impl Run for Archive {
                                 .into(),
                         )
                     })?,
-                )?),
-                true => None,
-            };
-            let keyring = keyring(audit)?;
-            let mut client = client(pool).await?;
-            match key {
-                Some(key) => archive(&mut client, month, &key, &keyring, &self.dir).await,
-                None => drop_month(&mut client, month, &keyring, &self.dir).await,
-            }
-        })
-        .await
+                )?;
+                let keyring = keyring(audit)?;
+                let mut client = client(pool).await?;
+                archive(&mut client, month, &key, &keyring, &self.dir).await
+            })
+            .await
+        }
     }
 }

@@ -4,8 +4,7 @@
 use super::{bound, sorted_for_snapshots};
 use crate::audit::checkpoint::{self};
 use crate::audit::snapshot;
-use crate::audit::trust::client;
-use crate::cli::output::CannotRun;
+use crate::cli::output::{client, CannotRun};
 use crate::cli::{Invocation, Run};
 use crate::configuration::{AuditConfig, Config};
 use crate::database::Role;

@@ -8,9 +8,9 @@ use crate::audit::checkpoint::{self, Keyring};
 use crate::audit::months;
 use crate::audit::snapshot;
 use crate::audit::source::{self};
-use crate::audit::trust::{client, external_checkpoint, keyring};
+use crate::audit::trust::{external_checkpoint, keyring};
 use crate::audit::verify::{self, Mark, Since, Verifier, VerifyError};
-use crate::cli::output::{self, CannotRun};
+use crate::cli::output::{self, client, CannotRun};
 use crate::cli::{Invocation, Run};
 use crate::configuration::{AuditConfig, Config};
 use crate::database::Role;
@@ -19,25 +19,16 @@ use deadpool_postgres::Pool;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
-/// What `verify` holds the ledger against.
-pub struct VerifyOptions<'a> {
-    pub progress_every: u64,
-    /// `--checkpoint FILE`: a checkpoint line kept outside the database.
-    pub checkpoint_file: Option<&'a Path>,
-    /// `--since-checkpoint`: check only what follows the newest checkpoint whose signature holds.
-    pub since_checkpoint: bool,
-    /// `--archives DIR`: the archives of closed months, checked with the live ledger as one chain.
-    pub archives: Option<&'a Path>,
-}
-
+/// `dts-ledger verify`, holding the ledger against what `options` names.
 pub async fn verify(
     pool: &Pool,
     audit: &AuditConfig,
-    options: VerifyOptions<'_>,
+    options: &Verify,
 ) -> Result<ExitCode, CannotRun> {
     let keyring = keyring(audit)?;
     let external = options
-        .checkpoint_file
+        .checkpoint
+        .as_deref()
         .map(|path| external_checkpoint(path, &keyring).map(|c| (path, c)))
         .transpose()?;
     if options.since_checkpoint && keyring.is_empty() {
@@ -77,7 +68,7 @@ pub async fn verify(
         (false, _) => None,
     };
     let dropped = months::dropped(&**client).await?;
-    let start = match (since, options.archives) {
+    let start = match (since, options.archives.as_deref()) {
         (Some(since), _) => verify::Start::Since(since, marks),
         (None, Some(dir)) => {
             if keyring.is_empty() {
@@ -89,12 +80,15 @@ pub async fn verify(
             }
             let started = std::time::Instant::now();
             match feed_archives(dir, &dropped, &keyring, Verifier::new(marks))? {
-                Archives::Whole { verifier, archived } => {
+                Archives::Whole {
+                    verifier,
+                    archives,
+                    archived,
+                } => {
                     let seconds = started.elapsed().as_secs_f64();
                     eprintln!(
-                        "verify: archives={} archived_events={archived} seconds={seconds:.2} \
-                         events_per_s={:.0}",
-                        archive::list(dir)?.len(),
+                        "verify: archives={archives} archived_events={archived} \
+                         seconds={seconds:.2} events_per_s={:.0}",
                         archived as f64 / seconds.max(1e-9)
                     );
                     verify::Start::Fed(verifier)
@@ -165,8 +159,8 @@ pub async fn verify(
 /// (so their streams' chains are checked with the rest), and the others held against the live
 /// chain through their checkpoints. An archive left out (a gap between archives, or between the
 /// last one and the database) is named, from the drop's record when there is one. Returns the
-/// verifier, standing before the first event still in the database, and how many archived events
-/// it checked, or what is broken.
+/// verifier, standing before the first event still in the database, how many archives and how
+/// many archived events it checked, or what is broken.
 fn feed_archives(
     dir: &Path,
     dropped: &[months::DroppedMonth],
@@ -194,7 +188,9 @@ fn feed_archives(
     let mut expected = 1;
     let mut previous: Option<String> = None;
     let mut archived = 0u64;
-    for path in archive::list(dir)? {
+    let paths = archive::list(dir)?;
+    let archives = paths.len();
+    for path in paths {
         let name = path.display().to_string();
         let header = match archive::Reader::open(&path) {
             Ok(reader) => reader.header,
@@ -260,14 +256,22 @@ fn feed_archives(
         };
         return Ok(Archives::Broken(left_out(expected, live_first - 1, &after)));
     }
-    Ok(Archives::Whole { verifier, archived })
+    Ok(Archives::Whole {
+        verifier,
+        archives,
+        archived,
+    })
 }
 
 /// What the archives given to `verify --archives` hold up to the database.
 enum Archives {
-    /// Each whole, signed, in its place: the verifier standing after them, and how many archived
-    /// events it checked.
-    Whole { verifier: Verifier, archived: u64 },
+    /// Each whole, signed, in its place: the verifier standing after them, how many archives it
+    /// read and how many archived events it checked.
+    Whole {
+        verifier: Verifier,
+        archives: usize,
+        archived: u64,
+    },
     /// What is broken or left out.
     Broken(String),
 }
@@ -336,14 +340,8 @@ pub struct Verify {
 impl Run for Verify {
     /// Reads only: a replica will do.
     async fn run(self, cli: &Invocation, config: Config) -> anyhow::Result<ExitCode> {
-        let options = VerifyOptions {
-            progress_every: self.progress_every,
-            checkpoint_file: self.checkpoint.as_deref(),
-            since_checkpoint: self.since_checkpoint,
-            archives: self.archives.as_deref(),
-        };
         cli.on_database(&cli.database(&config)?, Role::Reader, async |pool| {
-            verify(pool, &config.audit, options).await
+            verify(pool, &config.audit, &self).await
         })
         .await
     }
