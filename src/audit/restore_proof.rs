@@ -153,11 +153,7 @@ pub async fn accept(
         reason: reason.as_str().to_owned(),
     };
     let ledger = crate::ledger::Ledger::new(pool.clone(), config);
-    let metadata = Metadata {
-        request_id: uuid::Uuid::new_v4().to_string(),
-        source: "operator",
-        actor: "operator:serve".to_owned(),
-    };
+    let metadata = Metadata::operator("operator:serve");
     crate::ledger::restore::accept(&ledger, accepted, &metadata)
         .await
         .map_err(|error| AuditError(format!("cannot record the acceptance: {error}")))?;

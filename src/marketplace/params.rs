@@ -3,7 +3,8 @@
 use super::query::{get, Pairs};
 use crate::domain::orders::{CreateOrder, DilateOrder, RenewOrder, UpgradeOrder, UNITS_MAX};
 use crate::ledger::details::{InvalidDetail, OrderDetails};
-use chrono::{DateTime, FixedOffset, NaiveDateTime, TimeZone, Utc};
+use crate::usage::china_standard_time;
+use chrono::{DateTime, NaiveDateTime, TimeZone, Utc};
 use projections::ids::{IdError, InstanceId, JdPin, OrderId, OrderNumber, OrderRef, SkuId};
 
 /// `serviceCode` and `template`: short codes in the marketplace's admin pages.
@@ -15,15 +16,11 @@ pub const EMAIL_CHARS_MAX: usize = 254;
 /// `extraInfo` / `additionInfo`: small JSON objects of order options.
 pub const JSON_BYTES_MAX: usize = 4096;
 
-/// China Standard Time, the marketplace's clock for `expiredOn` and `timeStamp`.
-pub fn china_standard_time() -> FixedOffset {
-    FixedOffset::east_opt(8 * 3600).expect("+08:00 is a valid offset")
-}
-
 /// `yyyy-MM-dd HH:mm:ss`, the marketplace's time format.
 pub const TIME_FORMAT: &str = "%Y-%m-%d %H:%M:%S";
 
-/// A time as the marketplace writes it (China Standard Time).
+/// A time as the marketplace writes it (China Standard Time, its clock for `expiredOn` and
+/// `timeStamp`).
 pub fn format_cst(at: DateTime<Utc>) -> String {
     at.with_timezone(&china_standard_time())
         .format(TIME_FORMAT)

@@ -334,13 +334,13 @@ mod tests {
 }
 
 #[cfg(test)]
-mod readme_example {
+mod ledger_doc_example {
     use super::*;
 
     /// The worked example in docs/ledger.md, read from that document so the two cannot drift apart.
     fn example() -> HashMap<String, String> {
-        let readme = include_str!("../../docs/ledger.md");
-        let block = readme
+        let doc = include_str!("../../docs/ledger.md");
+        let block = doc
             .split("```text\nhash example\n")
             .nth(1)
             .expect("docs/ledger.md has the worked hash example")
@@ -361,7 +361,7 @@ mod readme_example {
     }
 
     #[test]
-    fn the_readme_example_hashes_as_published() {
+    fn the_ledger_doc_example_hashes_as_published() {
         let example = example();
         let get = |key: &str| example.get(key).unwrap_or_else(|| panic!("{key}")).as_str();
         let row = Hashed {
