@@ -42,6 +42,32 @@ impl<E> FeedError<E> {
     }
 }
 
+/// [`feed_dropped`] up to what `until` lets through: a position, or a time (the events recorded
+/// after it, and every one after the first of them, are left out); the end is the last dropped
+/// event. Returns whether `until` lets the ledger go on past them (`false`: a time stopped it).
+pub fn feed_dropped_until<E>(
+    dir: Option<&Path>,
+    dropped: &[DroppedMonth],
+    after: i64,
+    until: Until,
+    mut each: impl FnMut(&EventRow<'_>, &Hash) -> Result<(), E>,
+) -> Result<bool, FeedError<E>> {
+    let last_dropped = live_first(dropped) - 1;
+    let upto = match until {
+        Until::Position(last) => last.min(last_dropped),
+        _ => last_dropped,
+    };
+    let mut stopped = false;
+    feed_dropped(dir, dropped, after, upto, |row, hash| {
+        if stopped || matches!(until, Until::Time(time) if row.recorded_at > time) {
+            stopped = true;
+            return Ok(());
+        }
+        each(row, hash)
+    })?;
+    Ok(!stopped)
+}
+
 /// Calls `each` with every dropped event after `after` up to position `upto`, in position order,
 /// read from the archives in `dir`; each archive must be the file recorded when its month was
 /// dropped (by SHA-256), and whole on its own ([`archive::read`]).

@@ -412,6 +412,49 @@ async fn a_dropped_month_is_read_from_its_archive_and_the_incremental_audits_nee
     assert_eq!(code, 0, "{err}");
     let (code, _, err) = books.cli_as(Role::Service, &["checkpoint", "--snapshot"]);
     assert_eq!(code, 0, "{err}");
+    // Points in time inside the month to be dropped and inside the next one: the audits that stop
+    // at a time stop in the archive, or go on from it into the database.
+    let times: Vec<String> = {
+        let client = books.db.client().await;
+        let mut times = Vec::new();
+        for month in [&first, &second] {
+            let at: chrono::DateTime<chrono::Utc> = client
+                .query_one(
+                    "SELECT recorded_at FROM events
+                      WHERE to_char(recorded_at AT TIME ZONE 'UTC', 'YYYY-MM') = $1
+                      ORDER BY position OFFSET 1 LIMIT 1",
+                    &[month],
+                )
+                .await
+                .unwrap()
+                .get(0);
+            times.push(at.to_rfc3339());
+        }
+        times
+    };
+    let at_times = |archives: &[&str]| -> Vec<String> {
+        let mut answers = Vec::new();
+        for time in &times {
+            for args in [
+                vec!["replay", "--as-of", time, "--format", "json"],
+                vec!["export", "--format", "jsonl", "--until", time],
+            ] {
+                let args: Vec<&str> = args.into_iter().chain(archives.iter().copied()).collect();
+                let (code, out, err) = books.cli(&args);
+                assert_eq!(code, 0, "{args:?}: {out}{err}");
+                answers.push(out);
+            }
+        }
+        answers
+    };
+    let before_drop = at_times(&[]);
+    // [replay, export] at the time in the first month, then in the second: each stops there.
+    let exported = |answer: &String| answer.lines().count();
+    assert!(
+        0 < exported(&before_drop[1]) && exported(&before_drop[1]) < exported(&before_drop[3]),
+        "{before_drop:?}"
+    );
+    assert_ne!(before_drop[0], before_drop[2]);
 
     books.archive(&first);
     books.archive(&second);
@@ -478,6 +521,7 @@ async fn a_dropped_month_is_read_from_its_archive_and_the_incremental_audits_nee
         out.lines().next().unwrap().contains("\"position\":1,"),
         "{out}"
     );
+    assert_eq!(at_times(&["--archives", dir]), before_drop);
 
     // The incremental audits need no archive at all.
     let (code, out, err) = books.cli(&["verify", "--since-checkpoint"]);

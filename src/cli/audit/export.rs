@@ -36,20 +36,11 @@ pub async fn export(
     let mut client = client(pool).await?;
     let tx = source::snapshot(&mut client).await?;
     let dropped = months::dropped(&tx).await?;
-    let live_first = months::live_first(&dropped);
-    let upto = match until {
-        Until::Position(last) => last.min(live_first - 1),
-        _ => live_first - 1,
-    };
     let stdout = std::io::stdout();
     let mut out = std::io::BufWriter::with_capacity(1 << 16, stdout.lock());
     export::write_header(format, &mut out)?;
-    let (mut count, mut stopped) = (0u64, false);
-    months::feed_dropped(archives, &dropped, after, upto, |row, _| {
-        if stopped || matches!(until, Until::Time(time) if row.recorded_at > time) {
-            stopped = true;
-            return Ok(());
-        }
+    let mut count = 0u64;
+    let goes_on = months::feed_dropped_until(archives, &dropped, after, until, |row, _| {
         count += 1;
         let metadata = row.metadata.map(|m| m.0);
         // An archive's line always holds its previous hash.
@@ -61,9 +52,9 @@ pub async fn export(
         months::FeedError::Each(failed) => CannotRun(failed.to_string()),
         other => CannotRun(other.to_string_lossy()),
     })?;
-    if !stopped {
+    if goes_on {
         let range = Range {
-            after: after.max(live_first - 1),
+            after: after.max(months::live_first(&dropped) - 1),
             until,
         };
         count += export::export_rows(&tx, range, format, &mut out).await?;

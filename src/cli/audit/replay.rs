@@ -119,18 +119,9 @@ async fn fold_with_archives(
         return Ok(replay::fold(tx, until).await?);
     }
     let started = std::time::Instant::now();
-    let live_first = months::live_first(dropped);
-    let upto = match until {
-        Until::Position(last) => last.min(live_first - 1),
-        _ => live_first - 1,
-    };
     let mut projection = projections::Projection::default();
-    let (mut events, mut last_position, mut stopped) = (0u64, 0i64, false);
-    months::feed_dropped(archives, dropped, 0, upto, |row, _| {
-        if stopped || matches!(until, Until::Time(time) if row.recorded_at > time) {
-            stopped = true;
-            return Ok(());
-        }
+    let (mut events, mut last_position) = (0u64, 0i64);
+    let goes_on = months::feed_dropped_until(archives, dropped, 0, until, |row, _| {
         let event = Event::decode_json(
             row.event_type,
             row.event_version,
@@ -145,7 +136,7 @@ async fn fold_with_archives(
         last_position = row.position;
         Ok::<(), String>(())
     })?;
-    if stopped || last_position < live_first - 1 {
+    if !goes_on || last_position < months::live_first(dropped) - 1 {
         return Ok(replay::Folded {
             projection,
             events,
