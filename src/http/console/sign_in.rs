@@ -208,8 +208,7 @@ async fn check_credential(
             "login.throttled",
         ));
     }
-    let Some(package) = credential_holder(console, &client, typed_id, auth_code, lang).await?
-    else {
+    let Some(package) = credential_holder(keys, &client, typed_id, auth_code, lang).await? else {
         tracing::info!(%address, "console: wrong order credential");
         return Ok(SignIn::Refused(StatusCode::UNAUTHORIZED, "login.wrong"));
     };
@@ -227,20 +226,20 @@ async fn check_credential(
 /// The package `typed_id` names when `auth_code` is its order credential; `None` for every wrong
 /// pair alike.
 async fn credential_holder(
-    console: &Console,
+    keys: &Credentials,
     client: &deadpool_postgres::Object,
     typed_id: &str,
     auth_code: &str,
     lang: Lang,
 ) -> Result<Option<Package>, PageError> {
     let instance_id = InstanceId::parse(typed_id.to_owned()).ok();
-    let right = match (&instance_id, &console.credentials) {
-        (Some(id), Some(credentials)) if auth_code.chars().count() <= throttle::FIELD_CHARS_MAX => {
+    let right = match &instance_id {
+        Some(id) if auth_code.chars().count() <= throttle::FIELD_CHARS_MAX => {
             // Only the code of the credential's current generation opens the account.
             let generation = crate::ledger::orders::credential_generation(client, id)
                 .await
                 .map_err(|e| unavailable(lang)(&e))?;
-            credentials.is_auth_code(id, generation, auth_code.trim())
+            keys.is_auth_code(id, generation, auth_code.trim())
         }
         _ => false,
     };
