@@ -7,10 +7,11 @@ use crate::audit::report::Month;
 use crate::audit::trust::keyring;
 use crate::cli::output::{client, CannotRun};
 use crate::cli::{as_owner, Invocation, Run};
-use crate::configuration::{Config, DatabaseSettings};
+use crate::configuration::{AuditConfig, Config, DatabaseSettings};
 use crate::database::Role;
 use chrono::Utc;
 use clap::Args;
+use ed25519_dalek::SigningKey;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
@@ -90,43 +91,44 @@ pub struct Archive {
 
 impl Run for Archive {
     async fn run(self, cli: &Invocation, config: Config) -> anyhow::Result<ExitCode> {
-        let settings = cli.database(&config)?;
-        let audit = &config.audit;
-        if self.drop {
+        let (settings, role) = match (self.drop, cli.database(&config)?) {
             // Dropping a month is the owner's: the owner's URL when one is set apart for
             // migrations.
-            let settings = match settings {
+            (
+                true,
                 DatabaseSettings::External {
                     migrate_url: Some(owner),
                     ..
-                } => as_owner(owner),
-                settings => settings,
-            };
-            cli.on_database(&settings, Role::Owner, async |pool| {
-                let month: Month = self.month.parse().map_err(CannotRun)?;
-                let keyring = keyring(audit)?;
-                let mut client = client(pool).await?;
-                drop_month(&mut client, month, &keyring, &self.dir).await
-            })
-            .await
-        } else {
-            cli.on_database(&settings, Role::Reader, async |pool| {
-                let month: Month = self.month.parse().map_err(CannotRun)?;
-                // An archive carries a checkpoint signed at its last event: no key, no archive.
-                let key = checkpoint::load_signing_key(
-                    audit.signing_key_file.as_deref().ok_or_else(|| {
-                        CannotRun(
-                            "an archive carries a checkpoint signed at its last event: set \
-                             [audit] signing_key_file (LEDGER_SIGNING_KEY_FILE)"
-                                .into(),
-                        )
-                    })?,
-                )?;
-                let keyring = keyring(audit)?;
-                let mut client = client(pool).await?;
-                archive(&mut client, month, &key, &keyring, &self.dir).await
-            })
-            .await
-        }
+                },
+            ) => (as_owner(owner), Role::Owner),
+            (true, settings) => (settings, Role::Owner),
+            (false, settings) => (settings, Role::Reader),
+        };
+        let audit = &config.audit;
+        cli.on_database(&settings, role, async |pool| {
+            let month: Month = self.month.parse().map_err(CannotRun)?;
+            // Archiving signs a checkpoint; dropping needs no key of its own.
+            let key = (!self.drop).then(|| signing_key(audit)).transpose()?;
+            let keyring = keyring(audit)?;
+            let mut client = client(pool).await?;
+            match key {
+                Some(key) => archive(&mut client, month, &key, &keyring, &self.dir).await,
+                None => drop_month(&mut client, month, &keyring, &self.dir).await,
+            }
+        })
+        .await
     }
+}
+
+/// The key an archive's checkpoint is signed with: an archive carries a checkpoint signed at its
+/// last event, so no key, no archive.
+fn signing_key(audit: &AuditConfig) -> Result<SigningKey, CannotRun> {
+    let path = audit.signing_key_file.as_deref().ok_or_else(|| {
+        CannotRun(
+            "an archive carries a checkpoint signed at its last event: set \
+             [audit] signing_key_file (LEDGER_SIGNING_KEY_FILE)"
+                .into(),
+        )
+    })?;
+    Ok(checkpoint::load_signing_key(path)?)
 }
