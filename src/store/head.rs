@@ -7,7 +7,6 @@ use super::Connection;
 use chrono::{DateTime, Utc};
 use std::collections::HashMap;
 
-/// A hash column: the schema holds every hash to 32 bytes.
 /// The ledger head.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Head {
@@ -77,7 +76,10 @@ pub async fn age_of(
     position: i64,
 ) -> Result<Option<f64>, tokio_postgres::Error> {
     let statement = client
-        .prepare("SELECT extract(epoch FROM now() - recorded_at)::float8 FROM events WHERE position = $1")
+        .prepare(
+            "SELECT extract(epoch FROM now() - recorded_at)::float8
+               FROM events WHERE position = $1",
+        )
         .await?;
     Ok(client
         .connection()
